@@ -1,0 +1,216 @@
+//! Hard budgets: USD, tokens and calls per run.
+//!
+//! Every call reserves its worst case *before* it is made (the input-token upper bound
+//! from [`crate::llm::LlmRequest::input_token_bound`] plus `max_tokens`, at the model's
+//! price) and settles to the provider's reported usage afterwards. A reservation that
+//! does not fit under a cap is refused, so `spent + reserved <= max` holds at every
+//! instant and the reported spend can never pass a cap, however many branches run at
+//! once. The price of that guarantee is some pessimism near the cap: a call that would
+//! have fit in practice may be refused because its worst case does not.
+
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// Caps for one run. `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_calls: Option<u64>,
+}
+
+impl Budget {
+    pub fn is_unlimited(&self) -> bool {
+        self.max_cost_usd.is_none() && self.max_tokens.is_none() && self.max_calls.is_none()
+    }
+}
+
+/// What one call may cost at most, or did cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Amount {
+    pub cost_usd: f64,
+    pub tokens: u64,
+    pub calls: u64,
+}
+
+/// A refused reservation: which limit, how much is used (spent + reserved), the cap, and
+/// what the call needed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub limit: &'static str,
+    pub used: f64,
+    pub max: f64,
+    pub needed: f64,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fmt_v = |v: f64| {
+            if self.limit == "cost_usd" { format!("${v:.4}") } else { format!("{v:.0}") }
+        };
+        write!(
+            f,
+            "budget max_{} = {} would be exceeded: {} already used or reserved, this call needs up to {}",
+            self.limit.trim_end_matches("_usd"),
+            fmt_v(self.max),
+            fmt_v(self.used),
+            fmt_v(self.needed)
+        )
+    }
+}
+
+/// An 80% crossing, reported once per limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warning {
+    pub limit: &'static str,
+    pub used: f64,
+    pub max: f64,
+}
+
+/// The run's account: spent and reserved amounts against the caps.
+#[derive(Debug)]
+pub struct Ledger {
+    budget: Budget,
+    state: Mutex<LedgerState>,
+}
+
+#[derive(Debug, Default)]
+struct LedgerState {
+    spent: Amount,
+    reserved: Amount,
+    warned: [bool; 3],
+}
+
+/// The fraction of a cap at which `budget_warning` fires.
+pub const WARN_AT: f64 = 0.8;
+
+impl Ledger {
+    pub fn new(budget: Budget) -> Self {
+        Ledger { budget, state: Mutex::new(LedgerState::default()) }
+    }
+
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Reserve `worst` or refuse. On success the caller must later [`Ledger::settle`] the
+    /// same `worst` exactly once.
+    pub fn reserve(&self, worst: Amount) -> Result<(), Refusal> {
+        let mut s = self.lock();
+        let used = |spent: f64, reserved: f64| spent + reserved;
+        if let Some(max) = self.budget.max_calls {
+            let u = s.spent.calls + s.reserved.calls;
+            if u + worst.calls > max {
+                return Err(Refusal { limit: "calls", used: u as f64, max: max as f64, needed: worst.calls as f64 });
+            }
+        }
+        if let Some(max) = self.budget.max_tokens {
+            let u = s.spent.tokens + s.reserved.tokens;
+            if u + worst.tokens > max {
+                return Err(Refusal {
+                    limit: "tokens",
+                    used: u as f64,
+                    max: max as f64,
+                    needed: worst.tokens as f64,
+                });
+            }
+        }
+        if let Some(max) = self.budget.max_cost_usd {
+            let u = used(s.spent.cost_usd, s.reserved.cost_usd);
+            // A tiny tolerance absorbs float rounding of sums; it is far below a cent.
+            if u + worst.cost_usd > max + 1e-12 {
+                return Err(Refusal { limit: "cost_usd", used: u, max, needed: worst.cost_usd });
+            }
+        }
+        s.reserved.calls += worst.calls;
+        s.reserved.tokens += worst.tokens;
+        s.reserved.cost_usd += worst.cost_usd;
+        Ok(())
+    }
+
+    /// Release the reservation `worst` and book the `actual` amount. Returns the limits
+    /// that crossed 80% for the first time.
+    pub fn settle(&self, worst: Amount, actual: Amount) -> Vec<Warning> {
+        let mut s = self.lock();
+        s.reserved.calls -= worst.calls;
+        s.reserved.tokens -= worst.tokens;
+        s.reserved.cost_usd = (s.reserved.cost_usd - worst.cost_usd).max(0.0);
+        s.spent.calls += actual.calls;
+        s.spent.tokens += actual.tokens;
+        s.spent.cost_usd += actual.cost_usd;
+        let mut warnings = Vec::new();
+        let checks = [
+            ("cost_usd", s.spent.cost_usd, self.budget.max_cost_usd),
+            ("tokens", s.spent.tokens as f64, self.budget.max_tokens.map(|v| v as f64)),
+            ("calls", s.spent.calls as f64, self.budget.max_calls.map(|v| v as f64)),
+        ];
+        for (i, (limit, used, max)) in checks.into_iter().enumerate() {
+            if let Some(max) = max
+                && !s.warned[i]
+                && used >= WARN_AT * max
+            {
+                s.warned[i] = true;
+                warnings.push(Warning { limit, used, max });
+            }
+        }
+        warnings
+    }
+
+    /// What has been booked so far.
+    pub fn spent(&self) -> Amount {
+        self.lock().spent
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LedgerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn amt(cost: f64, tokens: u64) -> Amount {
+        Amount { cost_usd: cost, tokens, calls: 1 }
+    }
+
+    #[test]
+    fn reservations_never_pass_the_cap() {
+        let ledger = Ledger::new(Budget { max_cost_usd: Some(1.0), ..Budget::default() });
+        ledger.reserve(amt(0.6, 10)).unwrap();
+        let refused = ledger.reserve(amt(0.5, 10)).unwrap_err();
+        assert_eq!(refused.limit, "cost_usd");
+        assert!(refused.to_string().contains("max_cost"), "{refused}");
+        // Settling to less than reserved frees room.
+        ledger.settle(amt(0.6, 10), amt(0.2, 5));
+        ledger.reserve(amt(0.5, 10)).unwrap();
+        assert!((ledger.spent().cost_usd - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn calls_and_tokens_caps() {
+        let ledger = Ledger::new(Budget { max_calls: Some(2), max_tokens: Some(100), ..Budget::default() });
+        ledger.reserve(amt(0.0, 40)).unwrap();
+        ledger.reserve(amt(0.0, 40)).unwrap();
+        assert_eq!(ledger.reserve(amt(0.0, 1)).unwrap_err().limit, "calls");
+        ledger.settle(amt(0.0, 40), amt(0.0, 40));
+        assert_eq!(ledger.reserve(amt(0.0, 30)).unwrap_err().limit, "tokens");
+    }
+
+    #[test]
+    fn warning_fires_once_at_eighty_percent() {
+        let ledger = Ledger::new(Budget { max_tokens: Some(100), ..Budget::default() });
+        ledger.reserve(amt(0.0, 50)).unwrap();
+        assert!(ledger.settle(amt(0.0, 50), amt(0.0, 50)).is_empty());
+        ledger.reserve(amt(0.0, 40)).unwrap();
+        let w = ledger.settle(amt(0.0, 40), amt(0.0, 35));
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].limit, "tokens");
+        ledger.reserve(amt(0.0, 5)).unwrap();
+        assert!(ledger.settle(amt(0.0, 5), amt(0.0, 5)).is_empty());
+    }
+}

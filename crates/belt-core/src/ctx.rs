@@ -1,0 +1,649 @@
+//! The durable step context: every call that costs money or has effects goes through
+//! [`Ctx`], which gives it resilience, limits, budget, events and a record — once, for
+//! every pattern.
+//!
+//! For each step the context
+//! 1. looks its [`StepId`] up in the run's record: a step completed before returns its
+//!    recorded output at once (resume), after checking that the request hashes the same;
+//! 2. otherwise waits for a slot under the run's concurrency limit, reserves the call's
+//!    worst-case cost in the [`Ledger`], calls the provider under the step's timeout,
+//!    settles the real cost, retries retryable errors with backoff (releasing its slot
+//!    while it waits), records the output in the [`RunStore`] before returning it, and
+//!    emits events throughout.
+//!
+//! When the budget refuses a reservation, or the run is cancelled, or the store fails,
+//! the context enters a *stopping* state: every later step fails at once without a call.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::budget::{Amount, Ledger, Refusal};
+use crate::event::{EventBus, EventKind};
+use crate::llm::{CallInfo, LlmError, LlmReply, LlmRequest, ModelError, Providers, Usage};
+use crate::policy::Policies;
+use crate::result::{AgentRecord, AgentStatus, UsageTotals};
+use crate::step::{StepId, StepSpec};
+use crate::store::{RunStore, StepRecord, StoreError};
+
+/// Why a step did not produce an output.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StepError {
+    #[error("{step}: {error} (after {attempts} attempt(s))")]
+    Llm { step: StepId, error: LlmError, attempts: u32 },
+    #[error("{step}: {refusal}")]
+    BudgetExhausted { step: StepId, refusal: String },
+    #[error("{step}: not started because the run is stopping ({reason})")]
+    Stopped { step: StepId, reason: String },
+    #[error("{step}: cancelled")]
+    Cancelled { step: StepId },
+    #[error(
+        "{step}: non-determinism: the recorded step had input hash {recorded}, the code now asks with {now}; \
+         the run's code or options changed since it was recorded — start a new run instead of resuming"
+    )]
+    NonDeterminism { step: StepId, recorded: String, now: String },
+    #[error("{step}: {error}")]
+    Model { step: StepId, error: ModelError },
+    #[error("{step}: {error}")]
+    Store { step: StepId, error: StoreError },
+    #[error("{step}: skipped: {reason}")]
+    Skipped { step: StepId, reason: String },
+    #[error("{step}: {message}")]
+    Failed { step: StepId, message: String },
+}
+
+impl StepError {
+    /// A short machine-readable class, as in events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StepError::Llm { error, .. } => error.kind(),
+            StepError::BudgetExhausted { .. } => "budget_exhausted",
+            StepError::Stopped { .. } => "stopped",
+            StepError::Cancelled { .. } => "cancelled",
+            StepError::NonDeterminism { .. } => "non_determinism",
+            StepError::Model { .. } => "unknown_model",
+            StepError::Store { .. } => "store",
+            StepError::Skipped { .. } => "skipped",
+            StepError::Failed { .. } => "failed",
+        }
+    }
+
+    pub fn step(&self) -> &StepId {
+        match self {
+            StepError::Llm { step, .. }
+            | StepError::BudgetExhausted { step, .. }
+            | StepError::Stopped { step, .. }
+            | StepError::Cancelled { step }
+            | StepError::NonDeterminism { step, .. }
+            | StepError::Model { step, .. }
+            | StepError::Store { step, .. }
+            | StepError::Skipped { step, .. }
+            | StepError::Failed { step, .. } => step,
+        }
+    }
+}
+
+/// Why the run stopped starting new work. The first one wins.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    Budget(String),
+    Cancelled,
+    Store(String),
+    NonDeterminism(String),
+}
+
+impl Stop {
+    pub fn describe(&self) -> String {
+        match self {
+            Stop::Budget(r) => format!("budget exhausted: {r}"),
+            Stop::Cancelled => "cancelled".to_string(),
+            Stop::Store(e) => format!("the run store failed: {e}"),
+            Stop::NonDeterminism(e) => e.clone(),
+        }
+    }
+}
+
+/// Everything a run's steps share.
+pub(crate) struct Shared {
+    pub run_id: Arc<str>,
+    pub providers: Providers,
+    pub store: Arc<dyn RunStore>,
+    pub bus: EventBus,
+    pub ledger: Ledger,
+    pub limiter: Semaphore,
+    pub concurrency: usize,
+    pub cancel: CancellationToken,
+    pub stop: Mutex<Option<Stop>>,
+    pub policies: Policies,
+    pub agents: Mutex<Vec<AgentRecord>>,
+    pub replay: HashMap<StepId, StepRecord>,
+    pub started: Instant,
+    pub simulated: AtomicBool,
+    pub input_tokens: AtomicU64,
+    pub output_tokens: AtomicU64,
+    pub calls: AtomicU64,
+}
+
+/// A run's context. Cheap to clone; every clone is the same run.
+#[derive(Clone)]
+pub struct Ctx {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Ctx {
+    pub(crate) fn new(shared: Shared) -> Self {
+        Ctx { shared: Arc::new(shared) }
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.shared.run_id
+    }
+
+    /// The run's concurrency limit.
+    pub fn concurrency(&self) -> usize {
+        self.shared.concurrency
+    }
+
+    /// Emit an event that is not about one step's call (tiers, plans, documents).
+    pub fn emit(&self, step: Option<&StepId>, kind: EventKind) -> u64 {
+        self.shared.bus.emit(step, kind)
+    }
+
+    /// Why the run is stopping, if it is.
+    pub fn stopping(&self) -> Option<Stop> {
+        if self.shared.cancel.is_cancelled() {
+            return Some(self.lock_stop().clone().unwrap_or(Stop::Cancelled));
+        }
+        self.lock_stop().clone()
+    }
+
+    /// Stop starting new work, for `stop` (the first reason given is kept).
+    pub fn stop(&self, stop: Stop) {
+        let mut s = self.lock_stop();
+        if s.is_none() {
+            *s = Some(stop);
+        }
+    }
+
+    /// Cancel the run: in-flight calls are dropped, no new ones start.
+    pub fn cancel(&self) {
+        self.stop(Stop::Cancelled);
+        self.shared.cancel.cancel();
+    }
+
+    /// A token that is cancelled with the run.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.shared.cancel.clone()
+    }
+
+    /// Run futures with at most [`Ctx::concurrency`] of them alive at once, and return their
+    /// outputs in the order given. The futures are created lazily from the iterator, so a
+    /// fan-out over 100,000 items holds only a window of them in memory.
+    pub async fn all<I, F>(&self, futures: I) -> Vec<F::Output>
+    where
+        I: IntoIterator<Item = F>,
+        F: Future,
+    {
+        futures::stream::iter(futures).buffered(self.shared.concurrency.max(1)).collect().await
+    }
+
+    /// One LLM call as a durable step. See the module docs for what happens.
+    pub async fn llm(&self, spec: StepSpec, request: LlmRequest) -> Result<LlmReply, StepError> {
+        let s = &*self.shared;
+        let hash = request_hash(&request);
+        if let Some(rec) = s.replay.get(&spec.id) {
+            return self.replay(spec, rec, hash);
+        }
+        let started_ms = s.started.elapsed().as_millis() as u64;
+        let started = Instant::now();
+        let mut record = AgentRecord {
+            step: spec.id.clone(),
+            tier: spec.tier.clone(),
+            status: AgentStatus::Failed,
+            model: request.model.clone(),
+            inputs: spec.inputs.clone(),
+            output: None,
+            error: None,
+            attempts: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            duration_ms: 0,
+            started_ms,
+            replayed: false,
+        };
+        if let Some(stop) = self.stopping() {
+            return Err(self.refuse_start(record, stop));
+        }
+        let (provider, model) = match s.providers.resolve(&request.model) {
+            Ok(p) => p,
+            Err(error) => return Err(self.fail(record, started, StepError::Model { step: spec.id, error })),
+        };
+        if provider.is_simulated() {
+            s.simulated.store(true, Ordering::Relaxed);
+        }
+        let policy = s.policies.for_tier(&spec.tier);
+        let price = provider.price(model);
+        let bound = request.input_token_bound();
+        let worst = Amount {
+            calls: 1,
+            tokens: bound + request.max_tokens as u64,
+            cost_usd: price.map_or(0.0, |p| p.cost_of(bound, request.max_tokens as u64)),
+        };
+        let mut emitted_start = false;
+        loop {
+            let permit = tokio::select! {
+                biased;
+                _ = s.cancel.cancelled() => None,
+                p = s.limiter.acquire() => p.ok(),
+            };
+            let Some(permit) = permit else {
+                return Err(self.fail(record, started, StepError::Cancelled { step: spec.id }));
+            };
+            if let Some(stop) = self.stopping() {
+                drop(permit);
+                return Err(if record.attempts == 0 {
+                    self.refuse_start(record, stop)
+                } else {
+                    let err = stop_error(&spec.id, stop);
+                    self.fail(record, started, err)
+                });
+            }
+            if let Err(refusal) = s.ledger.reserve(worst) {
+                drop(permit);
+                self.exhaust_budget(&spec.id, &refusal);
+                let err = StepError::BudgetExhausted { step: spec.id.clone(), refusal: refusal.to_string() };
+                return Err(self.fail(record, started, err));
+            }
+            if !emitted_start {
+                emitted_start = true;
+                s.bus.emit(
+                    Some(&spec.id),
+                    EventKind::StepStarted { tier: spec.tier.clone(), model: request.model.clone() },
+                );
+            }
+            record.attempts += 1;
+            let call = CallInfo { step: spec.id.clone(), attempt: record.attempts };
+            let outcome = tokio::select! {
+                biased;
+                _ = s.cancel.cancelled() => None,
+                r = tokio::time::timeout(policy.timeout, provider.complete(model, &request, &call)) => {
+                    Some(r.unwrap_or(Err(LlmError::Timeout(policy.timeout))))
+                }
+            };
+            drop(permit);
+            s.calls.fetch_add(1, Ordering::Relaxed);
+            match outcome {
+                None => {
+                    s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
+                    return Err(self.fail(record, started, StepError::Cancelled { step: spec.id }));
+                }
+                Some(Ok(reply)) => {
+                    let cost = price.map_or(0.0, |p| p.cost(reply.usage));
+                    let actual = Amount { calls: 1, tokens: reply.usage.total(), cost_usd: cost };
+                    for w in s.ledger.settle(worst, actual) {
+                        s.bus.emit(None, EventKind::BudgetWarning { limit: w.limit.into(), used: w.used, max: w.max });
+                    }
+                    s.input_tokens.fetch_add(reply.usage.input_tokens, Ordering::Relaxed);
+                    s.output_tokens.fetch_add(reply.usage.output_tokens, Ordering::Relaxed);
+                    return self.complete(spec, record, started, hash, reply, cost).await;
+                }
+                Some(Err(error)) => {
+                    s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
+                    if error.is_retryable() && record.attempts <= policy.retries && self.stopping().is_none() {
+                        let delay = policy.backoff(&spec.id, record.attempts, error.retry_after());
+                        s.bus.emit(
+                            Some(&spec.id),
+                            EventKind::StepRetrying {
+                                tier: spec.tier.clone(),
+                                attempt: record.attempts,
+                                error: error.to_string(),
+                                error_kind: error.kind().to_string(),
+                                delay_ms: delay.as_millis() as u64,
+                            },
+                        );
+                        tokio::select! {
+                            biased;
+                            _ = s.cancel.cancelled() => {}
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        continue;
+                    }
+                    let attempts = record.attempts;
+                    return Err(self.fail(record, started, StepError::Llm { step: spec.id, error, attempts }));
+                }
+            }
+        }
+    }
+
+    /// A recorded, effectful step that is not an LLM call: `work` runs once per run; on
+    /// resume its recorded output is returned instead. The output is stored as JSON.
+    pub async fn step<T, F>(&self, spec: StepSpec, input: &impl Serialize, work: F) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Future<Output = Result<T, String>>,
+    {
+        let s = &*self.shared;
+        let input_json = serde_json::to_string(input)
+            .map_err(|e| StepError::Failed { step: spec.id.clone(), message: format!("input not serializable: {e}") })?;
+        let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(input_json.as_bytes()));
+        let decode = |step: &StepId, text: &str| {
+            serde_json::from_str::<T>(text).map_err(|e| StepError::Failed {
+                step: step.clone(),
+                message: format!("recorded output does not decode: {e}"),
+            })
+        };
+        if let Some(rec) = s.replay.get(&spec.id) {
+            let reply = self.replay(spec.clone(), rec, hash)?;
+            return decode(&spec.id, &reply.text);
+        }
+        let started_ms = s.started.elapsed().as_millis() as u64;
+        let started = Instant::now();
+        let record = AgentRecord {
+            step: spec.id.clone(),
+            tier: spec.tier.clone(),
+            status: AgentStatus::Failed,
+            model: String::new(),
+            inputs: spec.inputs.clone(),
+            output: None,
+            error: None,
+            attempts: 1,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            duration_ms: 0,
+            started_ms,
+            replayed: false,
+        };
+        if let Some(stop) = self.stopping() {
+            return Err(self.refuse_start(record, stop));
+        }
+        s.bus.emit(Some(&spec.id), EventKind::StepStarted { tier: spec.tier.clone(), model: String::new() });
+        let value = tokio::select! {
+            biased;
+            _ = s.cancel.cancelled() => return Err(self.fail(record, started, StepError::Cancelled { step: spec.id })),
+            v = work => v,
+        };
+        match value {
+            Ok(value) => {
+                let text = serde_json::to_string(&value).map_err(|e| StepError::Failed {
+                    step: spec.id.clone(),
+                    message: format!("output not serializable: {e}"),
+                })?;
+                let reply = LlmReply {
+                    text,
+                    usage: Usage::default(),
+                    model: String::new(),
+                    finish_reason: None,
+                    simulated: false,
+                };
+                self.complete(spec, record, started, hash, reply, 0.0).await?;
+                Ok(value)
+            }
+            Err(message) => Err(self.fail(record, started, StepError::Failed { step: spec.id, message })),
+        }
+    }
+
+    /// Record that a step was not run, with the reason (its inputs failed, say).
+    pub fn skip(&self, spec: StepSpec, model: &str, reason: impl Into<String>) -> StepError {
+        let reason = reason.into();
+        let record = AgentRecord {
+            step: spec.id.clone(),
+            tier: spec.tier.clone(),
+            status: AgentStatus::Skipped,
+            model: model.to_string(),
+            inputs: spec.inputs,
+            output: None,
+            error: Some(reason.clone()),
+            attempts: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            duration_ms: 0,
+            started_ms: self.shared.started.elapsed().as_millis() as u64,
+            replayed: false,
+        };
+        self.shared.bus.emit(Some(&spec.id), EventKind::StepSkipped { tier: spec.tier, reason: reason.clone() });
+        self.push(record);
+        StepError::Skipped { step: spec.id, reason }
+    }
+
+    /// Totals so far.
+    pub fn usage(&self) -> UsageTotals {
+        let s = &*self.shared;
+        UsageTotals {
+            input_tokens: s.input_tokens.load(Ordering::Relaxed),
+            output_tokens: s.output_tokens.load(Ordering::Relaxed),
+            calls: s.calls.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Cost booked so far, in USD.
+    pub fn cost_usd(&self) -> f64 {
+        self.shared.ledger.spent().cost_usd
+    }
+
+    fn replay(&self, spec: StepSpec, rec: &StepRecord, hash: String) -> Result<LlmReply, StepError> {
+        let s = &*self.shared;
+        if rec.input_hash != hash {
+            let err = StepError::NonDeterminism { step: spec.id.clone(), recorded: rec.input_hash.clone(), now: hash };
+            self.stop(Stop::NonDeterminism(err.to_string()));
+            let record = AgentRecord {
+                step: spec.id.clone(),
+                tier: spec.tier.clone(),
+                status: AgentStatus::Failed,
+                model: rec.model.clone(),
+                inputs: spec.inputs,
+                output: None,
+                error: None,
+                attempts: 0,
+                input_tokens: 0,
+                output_tokens: 0,
+                cost_usd: 0.0,
+                duration_ms: 0,
+                started_ms: s.started.elapsed().as_millis() as u64,
+                replayed: true,
+            };
+            return Err(self.fail(record, Instant::now(), err));
+        }
+        if rec.simulated {
+            s.simulated.store(true, Ordering::Relaxed);
+        }
+        s.bus.emit(
+            Some(&spec.id),
+            EventKind::StepCompleted {
+                tier: spec.tier.clone(),
+                model: rec.model.clone(),
+                input_tokens: rec.usage.input_tokens,
+                output_tokens: rec.usage.output_tokens,
+                cost_usd: rec.cost_usd,
+                duration_ms: rec.duration_ms,
+                attempts: rec.attempts,
+                replayed: true,
+            },
+        );
+        self.push(AgentRecord {
+            step: spec.id,
+            tier: spec.tier,
+            status: AgentStatus::Completed,
+            model: rec.model.clone(),
+            inputs: spec.inputs,
+            output: Some(rec.output.clone()),
+            error: None,
+            attempts: rec.attempts,
+            input_tokens: rec.usage.input_tokens,
+            output_tokens: rec.usage.output_tokens,
+            cost_usd: rec.cost_usd,
+            duration_ms: rec.duration_ms,
+            started_ms: s.started.elapsed().as_millis() as u64,
+            replayed: true,
+        });
+        Ok(LlmReply {
+            text: rec.output.to_string(),
+            usage: rec.usage,
+            model: rec.model.clone(),
+            finish_reason: None,
+            simulated: rec.simulated,
+        })
+    }
+
+    async fn complete(
+        &self,
+        spec: StepSpec,
+        mut record: AgentRecord,
+        started: Instant,
+        hash: String,
+        reply: LlmReply,
+        cost: f64,
+    ) -> Result<LlmReply, StepError> {
+        let s = &*self.shared;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let output: Arc<str> = Arc::from(reply.text.as_str());
+        let step_record = StepRecord {
+            step: spec.id.clone(),
+            tier: spec.tier.clone(),
+            input_hash: hash,
+            output: output.clone(),
+            model: reply.model.clone(),
+            usage: reply.usage,
+            cost_usd: cost,
+            attempts: record.attempts,
+            duration_ms,
+            simulated: reply.simulated,
+        };
+        // The record is durable before the output is used downstream (see store docs).
+        if let Err(error) = s.store.put_step(&s.run_id, &step_record).await {
+            self.stop(Stop::Store(error.to_string()));
+            return Err(self.fail(record, started, StepError::Store { step: spec.id, error }));
+        }
+        s.bus.emit(
+            Some(&spec.id),
+            EventKind::StepCompleted {
+                tier: spec.tier,
+                model: reply.model.clone(),
+                input_tokens: reply.usage.input_tokens,
+                output_tokens: reply.usage.output_tokens,
+                cost_usd: cost,
+                duration_ms,
+                attempts: record.attempts,
+                replayed: false,
+            },
+        );
+        record.status = AgentStatus::Completed;
+        if !reply.model.is_empty() {
+            record.model = reply.model.clone();
+        }
+        record.output = Some(output);
+        record.input_tokens = reply.usage.input_tokens;
+        record.output_tokens = reply.usage.output_tokens;
+        record.cost_usd = cost;
+        record.duration_ms = duration_ms;
+        self.push(record);
+        Ok(reply)
+    }
+
+    fn fail(&self, mut record: AgentRecord, started: Instant, err: StepError) -> StepError {
+        record.status = AgentStatus::Failed;
+        record.error = Some(err.to_string());
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        self.shared.bus.emit(
+            Some(&record.step),
+            EventKind::StepFailed {
+                tier: record.tier.clone(),
+                error: err.to_string(),
+                error_kind: err.kind().to_string(),
+                attempts: record.attempts,
+            },
+        );
+        self.push(record);
+        err
+    }
+
+    /// The run is stopping before this step made any call: it is skipped, not failed.
+    fn refuse_start(&self, mut record: AgentRecord, stop: Stop) -> StepError {
+        let err = stop_error(&record.step, stop);
+        record.status = AgentStatus::Skipped;
+        record.error = Some(err.to_string());
+        self.shared
+            .bus
+            .emit(Some(&record.step), EventKind::StepSkipped { tier: record.tier.clone(), reason: err.to_string() });
+        self.push(record);
+        err
+    }
+
+    fn exhaust_budget(&self, step: &StepId, refusal: &Refusal) {
+        let first = {
+            let mut s = self.lock_stop();
+            let first = s.is_none();
+            if first {
+                *s = Some(Stop::Budget(refusal.to_string()));
+            }
+            first
+        };
+        if first {
+            self.shared.bus.emit(
+                Some(step),
+                EventKind::BudgetExhausted {
+                    limit: refusal.limit.to_string(),
+                    used: refusal.used,
+                    max: refusal.max,
+                    needed: refusal.needed,
+                },
+            );
+        }
+    }
+
+    fn push(&self, record: AgentRecord) {
+        self.shared.agents.lock().unwrap_or_else(|p| p.into_inner()).push(record);
+    }
+
+    fn lock_stop(&self) -> std::sync::MutexGuard<'_, Option<Stop>> {
+        self.shared.stop.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The records so far, in report order (tier, then StepId).
+    pub(crate) fn take_agents(&self) -> Vec<AgentRecord> {
+        let mut agents = std::mem::take(&mut *self.shared.agents.lock().unwrap_or_else(|p| p.into_inner()));
+        agents.sort_by(|a, b| (a.tier.rank(), &a.step).cmp(&(b.tier.rank(), &b.step)));
+        agents
+    }
+}
+
+fn stop_error(step: &StepId, stop: Stop) -> StepError {
+    match stop {
+        Stop::Cancelled => StepError::Cancelled { step: step.clone() },
+        Stop::Budget(refusal) => StepError::BudgetExhausted { step: step.clone(), refusal },
+        other => StepError::Stopped { step: step.clone(), reason: other.describe() },
+    }
+}
+
+/// A stable hash of everything that determines a call's answer.
+pub fn request_hash(r: &LlmRequest) -> String {
+    use xxhash_rust::xxh3::Xxh3;
+    let mut h = Xxh3::new();
+    let mut field = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field(r.model.as_bytes());
+    field(r.system.as_deref().unwrap_or("\u{0}").as_bytes());
+    for m in &r.messages {
+        field(match m.role {
+            crate::llm::Role::User => b"u",
+            crate::llm::Role::Assistant => b"a",
+        });
+        field(m.content.as_bytes());
+    }
+    field(&r.max_tokens.to_le_bytes());
+    field(&r.temperature.map_or(u32::MAX, f32::to_bits).to_le_bytes());
+    field(&[r.json as u8]);
+    format!("{:032x}", h.digest128())
+}

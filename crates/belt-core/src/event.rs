@@ -1,0 +1,266 @@
+//! Events: what a run reports while it works.
+//!
+//! One enum, [`EventKind`], wrapped in [`Event`] with a per-run sequence number, a
+//! timestamp, the run id and the StepId where it concerns one step. Its JSON (tagged by
+//! `type`) is the single format for every consumer: the CLI progress display, the JSONL
+//! log, and later SSE, webhooks and MCP progress.
+//!
+//! Delivery: [`EventBus::emit`] assigns the sequence number and hands the event to every
+//! subscriber's unbounded channel under one lock, so all subscribers see the same strictly
+//! increasing order and none can lose an event. Emitting never waits on a consumer and
+//! never does I/O: slow consumers (a file writer, a terminal) drain their channel at their
+//! own pace on their own task.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::step::{StepId, Tier};
+
+/// One event of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Per run, strictly increasing from 1.
+    pub seq: u64,
+    pub ts: DateTime<Utc>,
+    pub run_id: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepId>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    RunStarted {
+        pattern: String,
+        task: String,
+        /// Number of workers asked for, where the pattern has that notion.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agents: Option<usize>,
+        concurrency: usize,
+        simulated: bool,
+    },
+    PlanReady {
+        subtasks: usize,
+        /// Steps per tier, from workers up: e.g. `[1000, 200, 40, 8, 1]`.
+        shape: Vec<usize>,
+        source: PlanSource,
+    },
+    PlanFallback {
+        reason: String,
+        /// How many subtasks came from templates instead of the model.
+        templated: usize,
+    },
+    StepStarted {
+        tier: Tier,
+        model: String,
+    },
+    StepRetrying {
+        tier: Tier,
+        /// The attempt that failed (1 = first).
+        attempt: u32,
+        error: String,
+        error_kind: String,
+        delay_ms: u64,
+    },
+    StepCompleted {
+        tier: Tier,
+        model: String,
+        input_tokens: u64,
+        output_tokens: u64,
+        cost_usd: f64,
+        duration_ms: u64,
+        attempts: u32,
+        /// True when the output was replayed from the run's record, not paid for again.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replayed: bool,
+    },
+    StepFailed {
+        tier: Tier,
+        error: String,
+        error_kind: String,
+        attempts: u32,
+    },
+    StepSkipped {
+        tier: Tier,
+        reason: String,
+    },
+    TierStarted {
+        tier: Tier,
+        /// 0 for workers, 1.. for synthesizer levels.
+        level: usize,
+        count: usize,
+    },
+    TierCompleted {
+        tier: Tier,
+        level: usize,
+        succeeded: usize,
+        failed: usize,
+    },
+    BudgetWarning {
+        /// Which limit: `cost_usd`, `tokens` or `calls`.
+        limit: String,
+        used: f64,
+        max: f64,
+    },
+    BudgetExhausted {
+        limit: String,
+        used: f64,
+        max: f64,
+        /// What the refused call would have needed at most.
+        needed: f64,
+    },
+    DocumentWritten {
+        format: String,
+        path: String,
+    },
+    RunFinished {
+        status: crate::result::RunStatus,
+        stop_reason: String,
+        cost_usd: f64,
+        input_tokens: u64,
+        output_tokens: u64,
+        calls: u64,
+        duration_ms: u64,
+    },
+}
+
+/// Where a plan came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanSource {
+    /// The decomposer model wrote it.
+    Model,
+    /// Given by the caller (`--plan FILE`, the API).
+    Given,
+    /// Template subtasks, because the model's reply was unusable.
+    Template,
+    /// Written by a custom orchestrator's `decompose`.
+    Orchestrator,
+}
+
+impl EventKind {
+    /// The `type` tag as it appears in JSON.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::RunStarted { .. } => "run_started",
+            EventKind::PlanReady { .. } => "plan_ready",
+            EventKind::PlanFallback { .. } => "plan_fallback",
+            EventKind::StepStarted { .. } => "step_started",
+            EventKind::StepRetrying { .. } => "step_retrying",
+            EventKind::StepCompleted { .. } => "step_completed",
+            EventKind::StepFailed { .. } => "step_failed",
+            EventKind::StepSkipped { .. } => "step_skipped",
+            EventKind::TierStarted { .. } => "tier_started",
+            EventKind::TierCompleted { .. } => "tier_completed",
+            EventKind::BudgetWarning { .. } => "budget_warning",
+            EventKind::BudgetExhausted { .. } => "budget_exhausted",
+            EventKind::DocumentWritten { .. } => "document_written",
+            EventKind::RunFinished { .. } => "run_finished",
+        }
+    }
+}
+
+/// A subscriber's end: events in sequence order. Ends when the run is over.
+pub type EventStream = mpsc::UnboundedReceiver<Arc<Event>>;
+
+/// Fans a run's events out to its subscribers in one global order.
+pub struct EventBus {
+    run_id: Arc<str>,
+    inner: Mutex<BusInner>,
+}
+
+struct BusInner {
+    seq: u64,
+    subscribers: Vec<mpsc::UnboundedSender<Arc<Event>>>,
+}
+
+impl EventBus {
+    /// A bus whose first event will carry `last_seq + 1` (resume continues a sequence).
+    pub fn new(run_id: &str, last_seq: u64) -> Self {
+        EventBus { run_id: Arc::from(run_id), inner: Mutex::new(BusInner { seq: last_seq, subscribers: Vec::new() }) }
+    }
+
+    /// A new subscriber; it sees every event emitted from now on.
+    pub fn subscribe(&self) -> EventStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().subscribers.push(tx);
+        rx
+    }
+
+    /// Stamp and deliver an event; returns its sequence number.
+    pub fn emit(&self, step: Option<&StepId>, kind: EventKind) -> u64 {
+        let ts = Utc::now();
+        let mut inner = self.lock();
+        inner.seq += 1;
+        let event = Arc::new(Event { seq: inner.seq, ts, run_id: self.run_id.clone(), step: step.cloned(), kind });
+        inner.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
+        event.seq
+    }
+
+    /// Drop every subscriber's sender, so their streams end once drained.
+    pub fn close(&self) {
+        self.lock().subscribers.clear();
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.lock().seq
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BusInner> {
+        // A panic while holding this lock cannot leave BusInner half-updated in a way that
+        // matters (a counter and a list), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_with_type_seq_and_step() {
+        let bus = EventBus::new("run-1", 0);
+        let mut rx = bus.subscribe();
+        bus.emit(None, EventKind::PlanFallback { reason: "bad json".into(), templated: 3 });
+        bus.emit(
+            Some(&StepId::new("worker/001")),
+            EventKind::StepStarted { tier: Tier::Worker, model: "simulated/default".into() },
+        );
+        let a = rx.try_recv().unwrap();
+        let b = rx.try_recv().unwrap();
+        let ja: serde_json::Value = serde_json::to_value(&*a).unwrap();
+        let jb: serde_json::Value = serde_json::to_value(&*b).unwrap();
+        assert_eq!(ja["type"], "plan_fallback");
+        assert_eq!(ja["seq"], 1);
+        assert!(ja.get("step").is_none());
+        assert_eq!(jb["type"], "step_started");
+        assert_eq!(jb["seq"], 2);
+        assert_eq!(jb["step"], "worker/001");
+        assert_eq!(jb["run_id"], "run-1");
+        assert_eq!(jb["tier"], "worker");
+        // And back.
+        let back: Event = serde_json::from_value(jb).unwrap();
+        assert_eq!(&back, &*b);
+    }
+
+    #[test]
+    fn sequence_continues_after_resume_and_is_shared_by_subscribers() {
+        let bus = EventBus::new("r", 41);
+        let mut a = bus.subscribe();
+        let mut b = bus.subscribe();
+        bus.emit(None, EventKind::PlanFallback { reason: String::new(), templated: 0 });
+        assert_eq!(a.try_recv().unwrap().seq, 42);
+        assert_eq!(b.try_recv().unwrap().seq, 42);
+        drop(a);
+        bus.emit(None, EventKind::PlanFallback { reason: String::new(), templated: 0 });
+        assert_eq!(b.try_recv().unwrap().seq, 43);
+        bus.close();
+        assert!(b.try_recv().is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! The provider interface: what the engine asks of an LLM, and what it gets back.
+//!
+//! DESIGN.md places the `LlmProvider` trait in `belt-llm`. It lives here instead, in the
+//! core, so that the engine can call providers without depending on an HTTP stack:
+//! `belt-llm` implements this trait (simulated provider, HTTP adapters) and re-exports it.
+//! The engine never sees a wire format, only [`LlmRequest`], [`LlmReply`] and [`LlmError`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::step::StepId;
+
+/// Who speaks in a [`Message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn user(content: impl Into<String>) -> Self {
+        Message { role: Role::User, content: content.into() }
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Message { role: Role::Assistant, content: content.into() }
+    }
+}
+
+/// A request for one completion. `model` is `provider/model`, e.g. `openai/gpt-4o` or
+/// `simulated/default`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmRequest {
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    pub messages: Vec<Message>,
+    /// Upper bound on output tokens; also what the budget reserves for the output.
+    pub max_tokens: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Ask the model for a JSON reply.
+    #[serde(default)]
+    pub json: bool,
+}
+
+impl LlmRequest {
+    pub fn new(model: impl Into<String>, prompt: impl Into<String>) -> Self {
+        LlmRequest {
+            model: model.into(),
+            system: None,
+            messages: vec![Message::user(prompt)],
+            max_tokens: 1024,
+            temperature: None,
+            json: false,
+        }
+    }
+    pub fn system(mut self, system: impl Into<String>) -> Self {
+        self.system = Some(system.into());
+        self
+    }
+    pub fn max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = max_tokens;
+        self
+    }
+    pub fn temperature(mut self, temperature: f32) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+    pub fn json(mut self) -> Self {
+        self.json = true;
+        self
+    }
+
+    /// An upper bound on the input tokens of this request.
+    ///
+    /// Byte-level BPE tokenizers (those of OpenAI, Anthropic, Llama, Mistral…) never make a
+    /// token shorter than one byte, so the byte count plus a per-message allowance for
+    /// role markers bounds the true count from above. The budget reserves this bound, which
+    /// is what lets it promise that a cap is never exceeded; the difference is returned as
+    /// soon as the provider reports the real usage.
+    pub fn input_token_bound(&self) -> u64 {
+        const PER_MESSAGE: u64 = 8;
+        let system = self.system.as_ref().map_or(0, |s| s.len() as u64 + PER_MESSAGE);
+        let messages: u64 = self.messages.iter().map(|m| m.content.len() as u64 + PER_MESSAGE).sum();
+        system + messages + PER_MESSAGE
+    }
+
+    /// The text of the last user message (what most providers treat as "the prompt").
+    pub fn prompt(&self) -> &str {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map_or("", |m| m.content.as_str())
+    }
+}
+
+/// Tokens used by one call, as the provider reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+}
+
+/// A provider's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmReply {
+    pub text: String,
+    pub usage: Usage,
+    /// The model that actually answered (`provider/model`).
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    /// True when the text was written by the simulated provider, not a real model.
+    #[serde(default)]
+    pub simulated: bool,
+}
+
+/// Prices in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    pub fn cost(&self, usage: Usage) -> f64 {
+        self.cost_of(usage.input_tokens, usage.output_tokens)
+    }
+    pub fn cost_of(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
+            / 1_000_000.0
+    }
+}
+
+/// Which call this is, for providers that need it (the simulated provider derives its
+/// deterministic text and its injected failures from it).
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    pub step: StepId,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+/// Why a provider call failed. The engine retries [`LlmError::is_retryable`] errors and
+/// fails the step at once on the others.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LlmError {
+    #[error("rate limited by the provider (HTTP 429){}", fmt_retry_after(.retry_after))]
+    RateLimited { retry_after: Option<Duration>, message: String },
+    #[error("provider error HTTP {status}: {message}")]
+    Server { status: u16, message: String },
+    #[error("provider overloaded (HTTP 529): {message}")]
+    Overloaded { message: String },
+    #[error("the call timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("connection to the provider failed: {0}")]
+    Connection(String),
+    #[error("authentication failed: {0}; check the API key environment variable")]
+    Auth(String),
+    #[error("the provider rejected the request: {0}")]
+    InvalidRequest(String),
+    #[error("unknown model `{model}`: {message}")]
+    UnknownModel { model: String, message: String },
+    #[error("the provider returned an unusable response: {0}")]
+    BadResponse(String),
+}
+
+fn fmt_retry_after(d: &Option<Duration>) -> String {
+    match d {
+        Some(d) => format!(", retry after {:.1}s", d.as_secs_f64()),
+        None => String::new(),
+    }
+}
+
+impl LlmError {
+    /// Timeouts, 429, 5xx, 529 and broken connections are worth another attempt; auth,
+    /// invalid requests and unknown models are not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            LlmError::RateLimited { .. }
+                | LlmError::Server { .. }
+                | LlmError::Overloaded { .. }
+                | LlmError::Timeout(_)
+                | LlmError::Connection(_)
+                | LlmError::BadResponse(_)
+        )
+    }
+
+    /// How long the provider asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short machine-readable class, used in events and records.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LlmError::RateLimited { .. } => "rate_limited",
+            LlmError::Server { .. } => "server_error",
+            LlmError::Overloaded { .. } => "overloaded",
+            LlmError::Timeout(_) => "timeout",
+            LlmError::Connection(_) => "connection",
+            LlmError::Auth(_) => "auth",
+            LlmError::InvalidRequest(_) => "invalid_request",
+            LlmError::UnknownModel { .. } => "unknown_model",
+            LlmError::BadResponse(_) => "bad_response",
+        }
+    }
+}
+
+/// Something that answers [`LlmRequest`]s: a real API adapter or the simulated provider.
+///
+/// Implementations do one call and report what happened; retries, timeouts, budget,
+/// concurrency and events are the engine's job, done once for every provider.
+#[async_trait]
+pub trait LlmProvider: Send + Sync + 'static {
+    /// The provider part of `provider/model` this serves, e.g. `openai`.
+    fn name(&self) -> &str;
+
+    /// Price of `model` (the part after the slash), if known.
+    fn price(&self, model: &str) -> Option<Price>;
+
+    /// True for providers whose text is not written by a real model.
+    fn is_simulated(&self) -> bool {
+        false
+    }
+
+    /// Make one call. `model` is the part after the slash.
+    async fn complete(&self, model: &str, request: &LlmRequest, call: &CallInfo) -> Result<LlmReply, LlmError>;
+}
+
+/// The providers a run can use, by name.
+#[derive(Clone, Default)]
+pub struct Providers {
+    by_name: HashMap<String, Arc<dyn LlmProvider>>,
+}
+
+impl fmt::Debug for Providers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.by_name.keys().collect();
+        names.sort();
+        f.debug_struct("Providers").field("names", &names).finish()
+    }
+}
+
+/// A model name that does not resolve to a registered provider.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    #[error("model `{0}` is not of the form provider/model (for example `simulated/default` or `openai/gpt-4o`)")]
+    Malformed(String),
+    #[error("unknown provider `{provider}` in model `{model}`; known providers: {known}")]
+    UnknownProvider { provider: String, model: String, known: String },
+}
+
+impl Providers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, provider: Arc<dyn LlmProvider>) {
+        self.by_name.insert(provider.name().to_string(), provider);
+    }
+
+    pub fn with(mut self, provider: Arc<dyn LlmProvider>) -> Self {
+        self.insert(provider);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// True when every registered provider is simulated.
+    pub fn all_simulated(&self) -> bool {
+        self.by_name.values().all(|p| p.is_simulated())
+    }
+
+    /// Registered provider names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+        names.sort();
+        names
+    }
+
+    /// Split `provider/model` and find the provider.
+    pub fn resolve<'m>(&self, model: &'m str) -> Result<(&Arc<dyn LlmProvider>, &'m str), ModelError> {
+        let (provider, name) = model
+            .split_once('/')
+            .filter(|(p, m)| !p.is_empty() && !m.is_empty())
+            .ok_or_else(|| ModelError::Malformed(model.to_string()))?;
+        match self.by_name.get(provider) {
+            Some(p) => Ok((p, name)),
+            None => {
+                let mut known: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+                known.sort();
+                Err(ModelError::UnknownProvider {
+                    provider: provider.to_string(),
+                    model: model.to_string(),
+                    known: if known.is_empty() { "(none)".into() } else { known.join(", ") },
+                })
+            }
+        }
+    }
+}

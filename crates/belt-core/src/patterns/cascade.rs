@@ -1,0 +1,639 @@
+//! The hierarchical cascade (first described as Beltalowda): workers (belters) run the
+//! subtasks in parallel, synthesizers (drummers) each merge a group of workers, and an
+//! executive (camina) writes the final synthesis once there are two or more synthesizers.
+//!
+//! The tier shape depends only on the number of workers `N` and the group size `G`:
+//! - `N < G`: no synthesizer; the final output combines the workers' outputs
+//!   ([`SynthesizeMode::Always`] adds an executive over the workers, `Never` skips all
+//!   synthesis);
+//! - level 1 has `floor(N/G)` synthesizers over contiguous, balanced groups;
+//! - while a level has more than `2·G` synthesizers, a level of `floor(count/G)` is added;
+//! - an executive synthesizes the top level when it has 2 or more; with exactly 1, that
+//!   synthesizer's output is final.
+//!
+//! Synthesis starts once every worker has ended, not group by group: the run's
+//! `min_success` rule (fail without paying for synthesis when too few workers succeed)
+//! can only be decided then.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::ctx::{Ctx, StepError};
+use crate::event::{EventKind, PlanSource};
+use crate::llm::{LlmRequest, Providers};
+use crate::orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};
+use crate::plan::{Subtask, Task};
+use crate::step::{StepId, StepSpec, Tier, index_width};
+
+/// Whether the cascade synthesizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SynthesizeMode {
+    /// As the tier shape says.
+    #[default]
+    Auto,
+    /// Also an executive over the workers when there are fewer than `G` of them.
+    Always,
+    /// No synthesis: the final output combines the workers' outputs.
+    Never,
+}
+
+impl std::str::FromStr for SynthesizeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            other => Err(format!("`{other}` is not a synthesize mode; use auto, always or never")),
+        }
+    }
+}
+
+/// Model and sampling for one tier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierSettings {
+    pub model: String,
+    pub temperature: f32,
+    pub max_tokens: u32,
+}
+
+/// The cascade orchestrator. Per-tier timeouts and retries are engine policies
+/// ([`crate::Policies`]), not settings of the pattern.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cascade {
+    /// Workers (subtasks) to decompose the task into.
+    pub agents: usize,
+    pub group_size: usize,
+    pub synthesize: SynthesizeMode,
+    pub decomposer: TierSettings,
+    pub worker: TierSettings,
+    pub synthesizer: TierSettings,
+    pub executive: TierSettings,
+}
+
+/// The default group size `G`.
+pub const DEFAULT_GROUP_SIZE: usize = 5;
+
+impl Cascade {
+    /// `agents` workers, every tier on `model`, with the default temperatures
+    /// (0.7 workers, 0.6 synthesizers, 0.5 executive).
+    pub fn new(agents: usize, model: &str) -> Self {
+        let tier = |temperature, max_tokens| TierSettings { model: model.to_string(), temperature, max_tokens };
+        Cascade {
+            agents,
+            group_size: DEFAULT_GROUP_SIZE,
+            synthesize: SynthesizeMode::Auto,
+            decomposer: tier(0.3, decompose_max_tokens(agents)),
+            worker: tier(0.7, 1024),
+            synthesizer: tier(0.6, 1536),
+            executive: tier(0.5, 2048),
+        }
+    }
+
+    /// Synthesizer levels for `n` workers (see the module docs); empty when `n < G`.
+    pub fn levels(&self, n: usize) -> Vec<usize> {
+        tier_levels(n, self.group_size)
+    }
+
+    fn has_executive(&self, n: usize) -> bool {
+        match self.synthesize {
+            SynthesizeMode::Never => false,
+            _ => match self.levels(n).last() {
+                Some(&top) => top >= 2,
+                None => self.synthesize == SynthesizeMode::Always,
+            },
+        }
+    }
+}
+
+/// Room for about 100 tokens per subtask, within what models can write in one reply.
+fn decompose_max_tokens(agents: usize) -> u32 {
+    (200 + 100 * agents.min(1_000_000)).clamp(1024, 32_000) as u32
+}
+
+/// Synthesizers per level for `n` workers and group size `g`.
+///
+/// ```
+/// use belt_core::patterns::cascade::tier_levels;
+/// assert_eq!(tier_levels(4, 5), Vec::<usize>::new());
+/// assert_eq!(tier_levels(12, 5), vec![2]);
+/// assert_eq!(tier_levels(1000, 5), vec![200, 40, 8]);
+/// ```
+pub fn tier_levels(n: usize, g: usize) -> Vec<usize> {
+    let g = g.max(2);
+    let mut levels = Vec::new();
+    let first = n / g;
+    if first == 0 {
+        return levels;
+    }
+    levels.push(first);
+    while let Some(&top) = levels.last()
+        && top > 2 * g
+    {
+        levels.push(top / g);
+    }
+    levels
+}
+
+/// `len` items in `k` contiguous groups whose sizes differ by at most one.
+pub fn balanced_groups(len: usize, k: usize) -> Vec<Range<usize>> {
+    let k = k.clamp(1, len.max(1));
+    let (base, extra) = (len / k, len % k);
+    let mut start = 0;
+    (0..k)
+        .map(|i| {
+            let size = base + usize::from(i < extra);
+            let r = start..start + size;
+            start += size;
+            r
+        })
+        .collect()
+}
+
+/// One input of a synthesis step: a worker's or a lower synthesizer's result.
+#[derive(Clone)]
+struct Input {
+    step: StepId,
+    label: String,
+    text: Result<Arc<str>, String>,
+}
+
+#[async_trait]
+impl Orchestrator for Cascade {
+    fn name(&self) -> &str {
+        "cascade"
+    }
+
+    fn agents(&self) -> Option<usize> {
+        Some(self.agents)
+    }
+
+    fn shape(&self, n: usize) -> Vec<usize> {
+        let mut shape = vec![n];
+        if self.synthesize != SynthesizeMode::Never {
+            shape.extend(self.levels(n));
+        }
+        if self.has_executive(n) {
+            shape.push(1);
+        }
+        shape
+    }
+
+    fn validate(&self, providers: &Providers) -> Result<(), String> {
+        if self.agents == 0 {
+            return Err("the cascade needs at least 1 agent".into());
+        }
+        if self.group_size < 2 {
+            return Err(format!("group size must be at least 2, got {}", self.group_size));
+        }
+        for t in [&self.decomposer, &self.worker, &self.synthesizer, &self.executive] {
+            providers.resolve(&t.model).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn decompose(&self, ctx: &Ctx, task: &Task) -> Result<Plan, StepError> {
+        let n = self.agents;
+        let prompt = format!(
+            "Task: {task}\n\n\
+             Decompose the task into exactly {n} subtasks that together cover it, each one \
+             independent enough for a separate specialist to research.\n\
+             Reply with only a JSON array of exactly {n} objects, each with the keys \
+             \"description\" (one sentence), \"specialization\" (the kind of expert) and \
+             \"priority\" (1-10, higher first).",
+            task = task.description.trim()
+        );
+        let request = LlmRequest::new(&self.decomposer.model, prompt)
+            .system("You are a planner who splits complex tasks into well-scoped subtasks.")
+            .temperature(self.decomposer.temperature)
+            .max_tokens(self.decomposer.max_tokens)
+            .json();
+        let (items, problem) = match ctx.llm(StepSpec::new("decompose", Tier::Decomposer), request).await {
+            Ok(reply) => {
+                let items = parse_plan(&reply.text);
+                let problem = match items.len() {
+                    0 => Some("the decomposer's reply held no usable subtasks".to_string()),
+                    k if k < n => Some(format!("the decomposer gave {k} of {n} subtasks")),
+                    _ => None,
+                };
+                (items, problem)
+            }
+            // A stopping run (budget, cancel) ends here; any other failure falls back.
+            Err(e) if ctx.stopping().is_some() => return Err(e),
+            Err(e) => (Vec::new(), Some(format!("the decomposition call failed: {e}"))),
+        };
+        let mut subtasks: Vec<Subtask> = items
+            .into_iter()
+            .take(n)
+            .enumerate()
+            .map(|(i, it)| Subtask {
+                id: (i + 1).to_string(),
+                description: it.description,
+                specialization: it.specialization.unwrap_or_else(|| "general".into()),
+                priority: it.priority.unwrap_or(0),
+                dependencies: Vec::new(),
+            })
+            .collect();
+        let from_model = subtasks.len();
+        let source = if from_model == 0 { PlanSource::Template } else { PlanSource::Model };
+        if let Some(reason) = problem {
+            let templated = n - from_model;
+            ctx.emit(Some(&StepId::new("decompose")), EventKind::PlanFallback { reason, templated });
+            subtasks.extend(template_subtasks(&task.description, from_model, n));
+        }
+        Ok(Plan { subtasks, source })
+    }
+
+    async fn execute(
+        &self,
+        ctx: &Ctx,
+        step: StepSpec,
+        task: &Task,
+        subtask: &Subtask,
+        deps: &[AgentOutput],
+    ) -> Result<AgentOutput, StepError> {
+        let mut prompt = format!(
+            "Task: {}\nSubtask {}: {}\nSpecialization: {}\n",
+            task.description.trim(),
+            subtask.id,
+            subtask.description.trim(),
+            subtask.specialization
+        );
+        if !deps.is_empty() {
+            prompt.push_str("\nResults of the subtasks this one builds on:\n");
+            for d in deps {
+                prompt.push_str(&format!("\n#### Subtask {} ({})\n{}\n", d.subtask_id, d.step, d.text.trim()));
+            }
+        }
+        prompt.push_str(
+            "\nWrite your findings on this subtask as Markdown: a heading, short paragraphs, a \
+             list of key findings, and the sources you rely on.",
+        );
+        let request = LlmRequest::new(&self.worker.model, prompt)
+            .system(format!(
+                "You are a {} working on one part of a larger research task. Be specific and factual.",
+                subtask.specialization
+            ))
+            .temperature(self.worker.temperature)
+            .max_tokens(self.worker.max_tokens);
+        let id = step.id.clone();
+        let reply = ctx.llm(step, request).await?;
+        Ok(AgentOutput { subtask_id: subtask.id.clone(), step: id, text: Arc::from(reply.text), model: reply.model })
+    }
+
+    async fn synthesize(
+        &self,
+        ctx: &Ctx,
+        task: &Task,
+        plan: &[Subtask],
+        results: &[Outcome],
+    ) -> Result<Synthesis, StepError> {
+        let n = results.len();
+        let combined = || Synthesis { text: combine_outputs(plan, results) };
+        if self.synthesize == SynthesizeMode::Never {
+            return Ok(combined());
+        }
+        let mut current: Vec<Input> = plan
+            .iter()
+            .zip(results)
+            .map(|(s, r)| match r {
+                Ok(o) => Input { step: o.step.clone(), label: s.description.clone(), text: Ok(o.text.clone()) },
+                Err(e) => Input { step: e.step().clone(), label: s.description.clone(), text: Err(e.to_string()) },
+            })
+            .collect();
+        let levels = self.levels(n);
+        if levels.is_empty() && !self.has_executive(n) {
+            return Ok(combined());
+        }
+        for (li, &count) in levels.iter().enumerate() {
+            let level = li + 1;
+            let width = index_width(count);
+            ctx.emit(None, EventKind::TierStarted { tier: Tier::Synthesizer, level, count });
+            let groups = balanced_groups(current.len(), count);
+            let inputs = &current;
+            let next: Vec<Input> = ctx
+                .all(groups.into_iter().enumerate().map(|(k, range)| {
+                    let id = StepId::new(format!("synth/{level}/{:0width$}", k + 1));
+                    let label = format!("Synthesis {} of level {level}", k + 1);
+                    async move {
+                        let text = self
+                            .merge(ctx, task, StepSpec::new(id.clone(), Tier::Synthesizer), &inputs[range])
+                            .await
+                            .map_err(|e| e.to_string());
+                        Input { step: id, label, text }
+                    }
+                }))
+                .await;
+            let succeeded = next.iter().filter(|i| i.text.is_ok()).count();
+            ctx.emit(
+                None,
+                EventKind::TierCompleted { tier: Tier::Synthesizer, level, succeeded, failed: count - succeeded },
+            );
+            current = next;
+        }
+        if self.has_executive(n) {
+            let level = levels.len() + 1;
+            ctx.emit(None, EventKind::TierStarted { tier: Tier::Executive, level, count: 1 });
+            let spec = StepSpec::new("executive", Tier::Executive);
+            let out = self.merge(ctx, task, spec, &current).await;
+            ctx.emit(
+                None,
+                EventKind::TierCompleted {
+                    tier: Tier::Executive,
+                    level,
+                    succeeded: usize::from(out.is_ok()),
+                    failed: usize::from(out.is_err()),
+                },
+            );
+            if let Ok(text) = out {
+                return Ok(Synthesis { text: text.to_string() });
+            }
+        } else if let [top] = current.as_slice()
+            && let Ok(text) = &top.text
+        {
+            return Ok(Synthesis { text: text.to_string() });
+        }
+        // The top of the tree failed: fall back to what the level below produced.
+        let usable: Vec<&Input> = current.iter().filter(|i| i.text.is_ok()).collect();
+        if usable.is_empty() || levels.is_empty() {
+            return Ok(combined());
+        }
+        let mut text = String::new();
+        for i in usable {
+            text.push_str(&format!("## {}\n\n{}\n\n", i.label, i.text.as_deref().unwrap_or_default().trim_end()));
+        }
+        Ok(Synthesis { text: text.trim_end().to_string() + "\n" })
+    }
+}
+
+impl Cascade {
+    /// One synthesizer or the executive over `inputs`; skipped when none of them succeeded.
+    async fn merge(&self, ctx: &Ctx, task: &Task, spec: StepSpec, inputs: &[Input]) -> Result<Arc<str>, StepError> {
+        let executive = spec.tier == Tier::Executive;
+        let settings = if executive { &self.executive } else { &self.synthesizer };
+        let spec = spec.inputs(inputs.iter().map(|i| i.step.clone()).collect());
+        let ok: Vec<&Input> = inputs.iter().filter(|i| i.text.is_ok()).collect();
+        if ok.is_empty() {
+            let reason = format!("none of its {} inputs succeeded", inputs.len());
+            return Err(ctx.skip(spec, &settings.model, reason));
+        }
+        let role = if executive {
+            "You are the executive. Write the final report on the task from the syntheses below: \
+             an executive summary, the main findings organised by theme, disagreements between \
+             sources, and recommendations."
+                .to_string()
+        } else {
+            format!(
+                "You are synthesizer {}. Merge the findings below into one coherent synthesis: \
+                 common themes, contradictions, and the most important points, citing which input \
+                 each point comes from.",
+                spec.id
+            )
+        };
+        let mut prompt = format!("Task: {}\n{role}\n", task.description.trim());
+        for (k, i) in ok.iter().enumerate() {
+            prompt.push_str(&format!(
+                "\n### Input {} ({}): {}\n{}\n",
+                k + 1,
+                i.step,
+                i.label.trim(),
+                i.text.as_deref().unwrap_or_default().trim()
+            ));
+        }
+        let missing: Vec<String> = inputs
+            .iter()
+            .filter_map(|i| i.text.as_ref().err().map(|e| format!("{} ({})", i.step, first_line(e))))
+            .collect();
+        if !missing.is_empty() {
+            prompt.push_str(&format!(
+                "\nMissing inputs: {}. Say in the synthesis that these parts are missing.\n",
+                missing.join("; ")
+            ));
+        }
+        let request = LlmRequest::new(&settings.model, prompt)
+            .system("You synthesize the work of several analysts into one clear, well-structured text.")
+            .temperature(settings.temperature)
+            .max_tokens(settings.max_tokens);
+        Ok(Arc::from(ctx.llm(spec, request).await?.text))
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// A subtask as read from a decomposer's reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanItem {
+    pub description: String,
+    pub specialization: Option<String>,
+    pub priority: Option<i32>,
+}
+
+/// Read subtasks from a model's reply, tolerantly: a JSON array (of objects or strings),
+/// possibly inside a code fence or wrapped in an object such as `{"subtasks": [...]}`;
+/// otherwise a numbered or bulleted list. Returns nothing when neither is found.
+pub fn parse_plan(text: &str) -> Vec<PlanItem> {
+    let mut candidates: Vec<&str> = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("```") {
+        let after = &rest[start + 3..];
+        let body_start = after.find('\n').map_or(0, |i| i + 1);
+        let Some(end) = after[body_start..].find("```") else { break };
+        candidates.push(&after[body_start..body_start + end]);
+        rest = &after[body_start + end + 3..];
+    }
+    candidates.push(text);
+    for c in &candidates {
+        if let Some(items) = parse_json_plan(c)
+            && !items.is_empty()
+        {
+            return items;
+        }
+    }
+    candidates.iter().map(|c| parse_list_plan(c)).find(|items| !items.is_empty()).unwrap_or_default()
+}
+
+fn parse_json_plan(text: &str) -> Option<Vec<PlanItem>> {
+    use serde_json::Value;
+    let array = |v: Value| -> Option<Vec<Value>> {
+        match v {
+            Value::Array(a) => Some(a),
+            Value::Object(mut o) => ["subtasks", "tasks", "plan", "items"]
+                .iter()
+                .find_map(|k| o.remove(*k))
+                .and_then(|v| if let Value::Array(a) = v { Some(a) } else { None }),
+            _ => None,
+        }
+    };
+    let slice = |open: char, close: char| -> Option<&str> {
+        let (s, e) = (text.find(open)?, text.rfind(close)?);
+        (s < e).then(|| &text[s..=e])
+    };
+    let values = [slice('[', ']'), slice('{', '}')]
+        .into_iter()
+        .flatten()
+        .find_map(|s| serde_json::from_str::<Value>(s).ok().and_then(array))?;
+    let str_of = |o: &serde_json::Map<String, Value>, keys: &[&str]| {
+        keys.iter().find_map(|k| o.get(*k).and_then(Value::as_str)).map(|s| s.trim().to_string())
+    };
+    Some(
+        values
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::String(s) if !s.trim().is_empty() => {
+                    Some(PlanItem { description: s.trim().to_string(), specialization: None, priority: None })
+                }
+                Value::Object(o) => {
+                    let description = str_of(&o, &["description", "task", "subtask", "title", "name"])?;
+                    if description.is_empty() {
+                        return None;
+                    }
+                    let priority = o.get("priority").and_then(|p| {
+                        p.as_i64().or_else(|| p.as_f64().map(|f| f as i64)).or_else(|| p.as_str()?.trim().parse().ok())
+                    });
+                    Some(PlanItem {
+                        description,
+                        specialization: str_of(&o, &["specialization", "specialist", "role", "expert"]),
+                        priority: priority.map(|p| p.clamp(-1000, 1000) as i32),
+                    })
+                }
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+fn parse_list_plan(text: &str) -> Vec<PlanItem> {
+    text.lines()
+        .filter_map(|line| {
+            let l = line.trim();
+            let digits = l.chars().take_while(char::is_ascii_digit).count();
+            let body = if digits > 0 {
+                let rest = &l[digits..];
+                rest.strip_prefix('.').or_else(|| rest.strip_prefix(')')).or_else(|| rest.strip_prefix(':'))?
+            } else {
+                l.strip_prefix("- ").or_else(|| l.strip_prefix("* ")).or_else(|| l.strip_prefix("• "))?
+            };
+            let body = body.trim().trim_matches('*').trim();
+            (!body.is_empty()).then(|| PlanItem { description: body.to_string(), specialization: None, priority: None })
+        })
+        .collect()
+}
+
+const ASPECTS: [(&str, &str); 15] = [
+    ("Background, scope and key definitions", "researcher"),
+    ("Current state and recent developments", "analyst"),
+    ("Key stakeholders and their interests", "policy expert"),
+    ("Economic impact, costs and benefits", "economist"),
+    ("Risks, challenges and failure modes", "risk analyst"),
+    ("Opportunities and emerging applications", "strategist"),
+    ("Regulation, policy and governance", "policy expert"),
+    ("Technology and how it works in practice", "technologist"),
+    ("Case studies and real-world examples", "researcher"),
+    ("Future outlook over the next decade", "futurist"),
+    ("Ethical and social considerations", "ethicist"),
+    ("Implementation and adoption barriers", "consultant"),
+    ("Metrics and evidence of impact", "data scientist"),
+    ("Comparison with alternatives", "analyst"),
+    ("Open questions and research gaps", "researcher"),
+];
+
+/// Template subtasks `from..to` (0-based) for `task`: one aspect each, cycling with a part
+/// number once the aspects run out. Used when the decomposer's reply is unusable.
+pub fn template_subtasks(task: &str, from: usize, to: usize) -> Vec<Subtask> {
+    let task = task.trim();
+    (from..to)
+        .map(|i| {
+            let (aspect, specialist) = ASPECTS[i % ASPECTS.len()];
+            let round = i / ASPECTS.len();
+            let description = if round == 0 {
+                format!("{aspect}: {task}")
+            } else {
+                format!("{aspect} (part {}): {task}", round + 1)
+            };
+            Subtask::new((i + 1).to_string(), description).specialization(specialist)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_shapes_match_the_spec() {
+        let c = Cascade::new(1, "simulated/x");
+        let shape = |n: usize| c.shape(n);
+        assert_eq!(shape(1), vec![1]);
+        assert_eq!(shape(4), vec![4]);
+        assert_eq!(shape(5), vec![5, 1]);
+        assert_eq!(shape(7), vec![7, 1]);
+        assert_eq!(shape(9), vec![9, 1]);
+        assert_eq!(shape(10), vec![10, 2, 1]);
+        assert_eq!(shape(12), vec![12, 2, 1]);
+        assert_eq!(shape(50), vec![50, 10, 1]);
+        assert_eq!(shape(55), vec![55, 11, 2, 1]);
+        assert_eq!(shape(1000), vec![1000, 200, 40, 8, 1]);
+        let always = Cascade { synthesize: SynthesizeMode::Always, ..c.clone() };
+        assert_eq!(always.shape(4), vec![4, 1]);
+        assert_eq!(always.shape(7), vec![7, 1]);
+        let never = Cascade { synthesize: SynthesizeMode::Never, ..c };
+        assert_eq!(never.shape(12), vec![12]);
+    }
+
+    #[test]
+    fn groups_are_contiguous_and_balanced() {
+        for (len, k) in [(12, 2), (7, 1), (55, 11), (11, 2), (1000, 200), (203, 40), (9, 4)] {
+            let groups = balanced_groups(len, k);
+            assert_eq!(groups.len(), k);
+            assert_eq!(groups[0].start, 0);
+            assert_eq!(groups.last().unwrap().end, len);
+            for w in groups.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+            }
+            let sizes: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
+        }
+    }
+
+    #[test]
+    fn parses_json_fenced_wrapped_and_lists() {
+        let plain = r#"[{"description": "A", "specialization": "x", "priority": 3}, {"description": "B"}]"#;
+        let items = parse_plan(plain);
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].priority, Some(3));
+        assert_eq!(items[0].specialization.as_deref(), Some("x"));
+
+        let fenced = "Here is the plan:\n```json\n[\"one\", \"two\", \"three\"]\n```\nGood luck!";
+        assert_eq!(parse_plan(fenced).len(), 3);
+
+        let wrapped = r#"{"subtasks": [{"task": "a", "priority": "7"}]}"#;
+        let items = parse_plan(wrapped);
+        assert_eq!(items[0].description, "a");
+        assert_eq!(items[0].priority, Some(7));
+
+        let list = "Plan:\n1. First thing\n2) **Second thing**\n- third\nnot an item";
+        let items = parse_plan(list);
+        let d: Vec<&str> = items.iter().map(|i| i.description.as_str()).collect();
+        assert_eq!(d, vec!["First thing", "Second thing", "third"]);
+
+        assert!(parse_plan("I cannot help with that.").is_empty());
+        assert!(parse_plan("[not json").is_empty());
+    }
+
+    #[test]
+    fn templates_cycle_with_parts() {
+        let t = template_subtasks("AI in healthcare", 0, 20);
+        assert_eq!(t.len(), 20);
+        assert!(t[0].description.contains("AI in healthcare"));
+        assert!(t[15].description.contains("(part 2)"));
+        assert_eq!(t[19].id, "20");
+        let ids: std::collections::HashSet<_> = t.iter().map(|s| &s.description).collect();
+        assert_eq!(ids.len(), 20);
+    }
+}

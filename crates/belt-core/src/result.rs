@@ -1,0 +1,128 @@
+//! What a run returns: [`RunResult`], one [`AgentRecord`] per step, totals and status.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Subtask;
+use crate::step::{StepId, Tier};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still running (only seen in stored records and live views).
+    Running,
+    /// Every step succeeded.
+    Completed,
+    /// A final output exists, but some steps failed or were skipped.
+    Partial,
+    /// No usable final output (too few workers succeeded, or the orchestration failed).
+    Failed,
+    /// A budget cap stopped new calls; the output is what existed then.
+    BudgetExhausted,
+    /// Stopped by the user.
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::BudgetExhausted => "budget_exhausted",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    Completed,
+    Failed,
+    /// Not run: its inputs failed, or the run was stopping.
+    Skipped,
+}
+
+/// One step of a run, as reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub step: StepId,
+    pub tier: Tier,
+    pub status: AgentStatus,
+    pub model: String,
+    /// Steps whose outputs this step consumed.
+    pub inputs: Vec<StepId>,
+    pub output: Option<Arc<str>>,
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub duration_ms: u64,
+    /// When the step started, in milliseconds since the run started (for timelines).
+    pub started_ms: u64,
+    /// True when the output came from the run's record (resume) instead of a new call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+/// Token and call totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageTotals {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Provider calls made, retries included (replayed steps make none).
+    pub calls: u64,
+}
+
+/// A document the run wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub format: String,
+    pub path: String,
+}
+
+/// Everything about a finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub stop_reason: String,
+    pub pattern: String,
+    pub task: String,
+    pub plan: Vec<Subtask>,
+    pub agents: Vec<AgentRecord>,
+    pub final_output: Option<String>,
+    pub usage: UsageTotals,
+    pub cost_usd: f64,
+    pub duration_ms: u64,
+    pub documents: Vec<Document>,
+    /// True when any output came from the simulated provider.
+    pub simulated: bool,
+    /// Steps per tier from workers up, e.g. `[12, 2, 1]`.
+    #[serde(default)]
+    pub shape: Vec<usize>,
+}
+
+impl RunResult {
+    /// The records of one tier, in step order.
+    pub fn tier<'a>(&'a self, tier: &'a Tier) -> impl Iterator<Item = &'a AgentRecord> + 'a {
+        self.agents.iter().filter(move |a| &a.tier == tier)
+    }
+
+    /// How many steps of a tier ended with `status`.
+    pub fn count(&self, tier: &Tier, status: AgentStatus) -> usize {
+        self.tier(tier).filter(|a| a.status == status).count()
+    }
+}

@@ -1,0 +1,503 @@
+//! Starting and driving a run: [`run`], [`RunOptions`], [`RunHandle`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::Utc;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::budget::{Budget, Ledger};
+use crate::ctx::{Ctx, Shared, Stop};
+use crate::event::{EventBus, EventKind, EventStream, PlanSource};
+use crate::llm::Providers;
+use crate::orchestrator::{AgentOutput, Orchestrator, Outcome, combine_outputs};
+use crate::plan::{PlanError, Subtask, Task, normalize_plan};
+use crate::policy::Policies;
+use crate::result::{AgentStatus, RunResult, RunStatus};
+use crate::step::{StepId, StepSpec, Tier, index_width};
+use crate::store::{MemoryStore, RunRecord, RunStore, StoreError};
+
+/// How a run is run. Serializable (for the run's record) except for the providers and
+/// the store, which are the environment it runs in.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// Reuse an id (resume); a new UUIDv7 otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Most steps in flight at once (LLM calls and subtasks).
+    pub concurrency: usize,
+    /// False runs subtasks one at a time, in priority order.
+    pub parallel: bool,
+    pub budget: Budget,
+    pub policies: Policies,
+    /// Below this fraction of successful subtasks the run fails without paying for synthesis.
+    pub min_success: f64,
+    /// A plan given by the caller; decomposition is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Vec<Subtask>>,
+    #[serde(skip)]
+    pub providers: Providers,
+    #[serde(skip)]
+    pub store: Option<Arc<dyn RunStore>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            run_id: None,
+            concurrency: 16,
+            parallel: true,
+            budget: Budget::default(),
+            policies: Policies::default(),
+            min_success: 0.5,
+            plan: None,
+            providers: Providers::default(),
+            store: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("run_id", &self.run_id)
+            .field("concurrency", &self.concurrency)
+            .field("parallel", &self.parallel)
+            .field("budget", &self.budget)
+            .field("min_success", &self.min_success)
+            .field("plan", &self.plan.as_ref().map(Vec::len))
+            .field("providers", &self.providers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunOptions {
+    pub fn with_provider(mut self, provider: Arc<dyn crate::llm::LlmProvider>) -> Self {
+        self.providers.insert(provider);
+        self
+    }
+    pub fn with_providers(mut self, providers: Providers) -> Self {
+        self.providers = providers;
+        self
+    }
+    pub fn with_store(mut self, store: Arc<dyn RunStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+    pub fn with_plan(mut self, plan: Vec<Subtask>) -> Self {
+        self.plan = Some(plan);
+        self
+    }
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+}
+
+/// A run that could not start. Nothing was called.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the task is empty; describe what the agents should do")]
+    EmptyTask,
+    #[error("concurrency must be at least 1")]
+    ZeroConcurrency,
+    #[error("budget {limit} must be a positive number, got {value}")]
+    BadBudget { limit: &'static str, value: String },
+    #[error("min_success must be between 0 and 1, got {0}")]
+    BadMinSuccess(f64),
+    #[error("invalid plan: {0}")]
+    Plan(#[from] PlanError),
+    #[error("no LLM provider is configured")]
+    NoProviders,
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A started run: its events, a way to cancel it, and its result.
+pub struct RunHandle {
+    run_id: String,
+    events: Option<EventStream>,
+    ctx: Ctx,
+    join: JoinHandle<RunResult>,
+}
+
+impl RunHandle {
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Every event of the run from the first one, in order. Available once.
+    pub fn events(&mut self) -> Option<EventStream> {
+        self.events.take()
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> EventStream {
+        self.ctx.shared.bus.subscribe()
+    }
+
+    /// Stop scheduling, drop in-flight calls; the result says `cancelled` and keeps what
+    /// finished.
+    pub fn cancel(&self) {
+        self.ctx.cancel();
+    }
+
+    /// A token that cancels the run when cancelled.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.ctx.cancellation()
+    }
+
+    /// Wait for the run to end.
+    pub async fn result(self) -> RunResult {
+        match self.join.await {
+            Ok(r) => r,
+            Err(e) => {
+                // The driver itself panicked: report it as a failed run rather than
+                // propagating the panic into the caller.
+                let ctx = self.ctx;
+                RunResult {
+                    run_id: self.run_id,
+                    status: RunStatus::Failed,
+                    stop_reason: format!("internal error in the run driver: {e}"),
+                    pattern: String::new(),
+                    task: String::new(),
+                    plan: Vec::new(),
+                    agents: ctx.take_agents(),
+                    final_output: None,
+                    usage: ctx.usage(),
+                    cost_usd: ctx.cost_usd(),
+                    duration_ms: ctx.shared.started.elapsed().as_millis() as u64,
+                    documents: Vec::new(),
+                    simulated: ctx.shared.simulated.load(Ordering::Relaxed),
+                    shape: Vec::new(),
+                }
+            }
+        }
+    }
+}
+
+/// Check the options, then start the run on the current tokio runtime.
+///
+/// Everything checkable is checked before any call: an empty task, zero concurrency, a
+/// negative budget, a plan with a cycle or an unknown dependency, a model whose provider is
+/// unknown. Resume: pass the `run_id` of a recorded run and the same store; its completed
+/// steps are replayed from the record instead of being called again.
+pub async fn run<O: Orchestrator>(orchestrator: O, task: Task, mut options: RunOptions) -> Result<RunHandle, RunError> {
+    if task.description.trim().is_empty() {
+        return Err(RunError::EmptyTask);
+    }
+    if options.concurrency == 0 {
+        return Err(RunError::ZeroConcurrency);
+    }
+    let b = &options.budget;
+    if let Some(v) = b.max_cost_usd
+        && !(v.is_finite() && v > 0.0)
+    {
+        return Err(RunError::BadBudget { limit: "max_cost_usd", value: v.to_string() });
+    }
+    if b.max_tokens == Some(0) {
+        return Err(RunError::BadBudget { limit: "max_tokens", value: "0".into() });
+    }
+    if b.max_calls == Some(0) {
+        return Err(RunError::BadBudget { limit: "max_calls", value: "0".into() });
+    }
+    if !(0.0..=1.0).contains(&options.min_success) {
+        return Err(RunError::BadMinSuccess(options.min_success));
+    }
+    if let Some(plan) = options.plan.as_mut() {
+        normalize_plan(plan)?;
+    }
+    if options.providers.is_empty() {
+        return Err(RunError::NoProviders);
+    }
+    orchestrator.validate(&options.providers).map_err(RunError::Config)?;
+
+    let store: Arc<dyn RunStore> = options.store.clone().unwrap_or_else(|| Arc::new(MemoryStore::new()));
+    let run_id = options.run_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let replay: HashMap<StepId, _> =
+        store.load_steps(&run_id).await?.into_iter().map(|r| (r.step.clone(), r)).collect();
+    let last_seq = store.last_seq(&run_id).await?;
+    let definition = serde_json::to_value(&options).unwrap_or(serde_json::Value::Null);
+    store
+        .put_run(&RunRecord {
+            run_id: run_id.clone(),
+            pattern: orchestrator.name().to_string(),
+            task: task.description.clone(),
+            status: RunStatus::Running,
+            started_at: Utc::now(),
+            definition,
+        })
+        .await?;
+
+    let bus = EventBus::new(&run_id, last_seq);
+    let events = bus.subscribe();
+    let persisted = bus.subscribe();
+    let ctx = Ctx::new(Shared {
+        run_id: Arc::from(run_id.as_str()),
+        providers: options.providers.clone(),
+        store: store.clone(),
+        bus,
+        ledger: Ledger::new(options.budget),
+        limiter: Semaphore::new(options.concurrency),
+        concurrency: options.concurrency,
+        cancel: CancellationToken::new(),
+        stop: Mutex::new(None),
+        policies: options.policies.clone(),
+        agents: Mutex::new(Vec::new()),
+        replay,
+        started: Instant::now(),
+        simulated: AtomicBool::new(false),
+        input_tokens: AtomicU64::new(0),
+        output_tokens: AtomicU64::new(0),
+        calls: AtomicU64::new(0),
+    });
+    // Events reach the store from their own task, in batches, so emitting stays cheap.
+    let writer = tokio::spawn(persist_events(store.clone(), run_id.clone(), persisted));
+    let driver_ctx = ctx.clone();
+    let join = tokio::spawn(async move {
+        let result = drive(orchestrator, driver_ctx.clone(), task, options).await;
+        driver_ctx.shared.bus.close();
+        let _ = writer.await;
+        if let Err(e) = store.finish_run(&result).await {
+            eprintln!("belt: could not record the result of run {}: {e}", result.run_id);
+        }
+        result
+    });
+    Ok(RunHandle { run_id, events: Some(events), ctx, join })
+}
+
+async fn persist_events(store: Arc<dyn RunStore>, run_id: String, mut rx: EventStream) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        if let Err(e) = store.append_events(&run_id, &batch).await {
+            eprintln!("belt: could not record events of run {run_id}: {e}");
+        }
+        batch.clear();
+    }
+}
+
+async fn drive<O: Orchestrator>(orch: O, ctx: Ctx, task: Task, options: RunOptions) -> RunResult {
+    let simulated = options.providers_simulated();
+    ctx.emit(
+        None,
+        EventKind::RunStarted {
+            pattern: orch.name().to_string(),
+            task: task.description.clone(),
+            agents: orch.agents().or(options.plan.as_ref().map(Vec::len)),
+            concurrency: options.concurrency,
+            simulated,
+        },
+    );
+    let mut finish = Finish { ctx: &ctx, task: &task, pattern: orch.name(), plan: Vec::new(), shape: Vec::new() };
+
+    // 1. The plan.
+    let plan = match options.plan.clone() {
+        Some(plan) => Ok((plan, PlanSource::Given)),
+        None => match orch.decompose(&ctx, &task).await {
+            Ok(p) => {
+                let mut subtasks = p.subtasks;
+                normalize_plan(&mut subtasks).map(|()| (subtasks, p.source)).map_err(|e| format!("invalid plan: {e}"))
+            }
+            Err(e) => Err(format!("decomposition failed: {e}")),
+        },
+    };
+    let (plan, source) = match plan {
+        Ok(p) => p,
+        Err(reason) => return finish.done(None, Some(reason)),
+    };
+    finish.shape = orch.shape(plan.len());
+    finish.plan = plan.clone();
+    ctx.emit(None, EventKind::PlanReady { subtasks: plan.len(), shape: finish.shape.clone(), source });
+
+    // 2. The subtasks, by dependency and priority.
+    ctx.emit(None, EventKind::TierStarted { tier: Tier::Worker, level: 0, count: plan.len() });
+    let limit = if options.parallel { options.concurrency } else { 1 };
+    let outcomes = schedule(&orch, &ctx, &task, &plan, limit).await;
+    let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
+    ctx.emit(
+        None,
+        EventKind::TierCompleted {
+            tier: Tier::Worker,
+            level: 0,
+            succeeded,
+            failed: outcomes.len() - succeeded,
+        },
+    );
+
+    // 3. Synthesis, unless the run is stopping or too few subtasks succeeded.
+    if ctx.stopping().is_some() {
+        let text = (succeeded > 0).then(|| combine_outputs(&plan, &outcomes));
+        return finish.done(text, None);
+    }
+    let needed = (options.min_success * plan.len() as f64).ceil() as usize;
+    if succeeded < needed {
+        let reason = format!(
+            "only {succeeded} of {} subtasks succeeded, below min_success {} ({needed} needed); synthesis skipped",
+            plan.len(),
+            options.min_success
+        );
+        return finish.done(None, Some(reason));
+    }
+    match orch.synthesize(&ctx, &task, &plan, &outcomes).await {
+        Ok(s) => finish.done(Some(s.text), None),
+        Err(e) => {
+            let text = combine_outputs(&plan, &outcomes);
+            let reason = format!("synthesis failed ({e}); the final output combines the subtask outputs");
+            finish.partial(text, reason)
+        }
+    }
+}
+
+/// Run subtasks as their dependencies complete, highest priority first among the ready
+/// ones, at most `limit` at a time. Only the running subtasks exist as futures, so memory
+/// stays flat however long the plan is. A subtask whose dependency failed is skipped.
+async fn schedule<O: Orchestrator>(orch: &O, ctx: &Ctx, task: &Task, plan: &[Subtask], limit: usize) -> Vec<Outcome> {
+    let n = plan.len();
+    let width = index_width(n);
+    let index: HashMap<&str, usize> = plan.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let deps: Vec<Vec<usize>> =
+        plan.iter().map(|s| s.dependencies.iter().map(|d| index[d.as_str()]).collect()).collect();
+    let mut dependents = vec![Vec::new(); n];
+    let mut waiting: Vec<usize> = deps.iter().map(Vec::len).collect();
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(i);
+        }
+    }
+    let step_of = |i: usize| StepId::indexed("worker", i + 1, width);
+    let mut ready: BinaryHeap<(i32, Reverse<usize>)> =
+        (0..n).filter(|&i| waiting[i] == 0).map(|i| (plan[i].priority, Reverse(i))).collect();
+    let mut outcomes: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < limit {
+            let Some((_, Reverse(i))) = ready.pop() else { break };
+            let inputs: Vec<StepId> = deps[i].iter().map(|&d| step_of(d)).collect();
+            let spec = StepSpec::new(step_of(i), Tier::Worker).inputs(inputs);
+            let failed: Vec<&str> =
+                deps[i].iter().filter(|&&d| !matches!(outcomes[d], Some(Ok(_)))).map(|&d| plan[d].id.as_str()).collect();
+            if !failed.is_empty() {
+                let reason = format!("dependencies failed: {}", failed.join(", "));
+                let err = ctx.skip(spec, "", reason);
+                outcomes[i] = Some(Err(err));
+                release(i, &dependents, &mut waiting, &mut ready, plan);
+                continue;
+            }
+            let dep_outputs: Vec<AgentOutput> =
+                deps[i].iter().filter_map(|&d| outcomes[d].as_ref().and_then(|o| o.as_ref().ok()).cloned()).collect();
+            let subtask = &plan[i];
+            running.push(async move { (i, orch.execute(ctx, spec, task, subtask, &dep_outputs).await) });
+        }
+        let Some((i, outcome)) = running.next().await else { break };
+        outcomes[i] = Some(outcome);
+        release(i, &dependents, &mut waiting, &mut ready, plan);
+    }
+    outcomes.into_iter().map(|o| o.expect("every subtask is scheduled once its dependencies are done")).collect()
+}
+
+fn release(
+    i: usize,
+    dependents: &[Vec<usize>],
+    waiting: &mut [usize],
+    ready: &mut BinaryHeap<(i32, Reverse<usize>)>,
+    plan: &[Subtask],
+) {
+    for &d in &dependents[i] {
+        waiting[d] -= 1;
+        if waiting[d] == 0 {
+            ready.push((plan[d].priority, Reverse(d)));
+        }
+    }
+}
+
+/// Builds the RunResult and emits `run_finished`.
+struct Finish<'a> {
+    ctx: &'a Ctx,
+    task: &'a Task,
+    pattern: &'a str,
+    plan: Vec<Subtask>,
+    shape: Vec<usize>,
+}
+
+impl Finish<'_> {
+    /// `failure` set: the run failed for that reason. Otherwise the status follows from
+    /// the stop reason and the steps' outcomes.
+    fn done(self, final_output: Option<String>, failure: Option<String>) -> RunResult {
+        self.build(final_output, failure, None)
+    }
+
+    fn partial(self, final_output: String, reason: String) -> RunResult {
+        self.build(Some(final_output), None, Some(reason))
+    }
+
+    fn build(self, final_output: Option<String>, failure: Option<String>, partial: Option<String>) -> RunResult {
+        let ctx = self.ctx;
+        let agents = ctx.take_agents();
+        let bad = agents.iter().filter(|a| a.status != AgentStatus::Completed).count();
+        let (status, stop_reason) = match (ctx.stopping(), failure) {
+            (Some(Stop::Cancelled), _) => (RunStatus::Cancelled, "cancelled by the user".to_string()),
+            (Some(Stop::Budget(r)), _) => (RunStatus::BudgetExhausted, format!("budget exhausted: {r}")),
+            (Some(stop), _) => (RunStatus::Failed, stop.describe()),
+            (None, Some(reason)) => (RunStatus::Failed, reason),
+            (None, None) => match partial {
+                Some(reason) => (RunStatus::Partial, reason),
+                None if bad > 0 => {
+                    (RunStatus::Partial, format!("{bad} of {} steps failed or were skipped", agents.len()))
+                }
+                None => (RunStatus::Completed, "all steps completed".to_string()),
+            },
+        };
+        let usage = ctx.usage();
+        let cost_usd = ctx.cost_usd();
+        let duration_ms = ctx.shared.started.elapsed().as_millis() as u64;
+        ctx.emit(
+            None,
+            EventKind::RunFinished {
+                status,
+                stop_reason: stop_reason.clone(),
+                cost_usd,
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                calls: usage.calls,
+                duration_ms,
+            },
+        );
+        RunResult {
+            run_id: ctx.run_id().to_string(),
+            status,
+            stop_reason,
+            pattern: self.pattern.to_string(),
+            task: self.task.description.clone(),
+            plan: self.plan,
+            agents,
+            final_output,
+            usage,
+            cost_usd,
+            duration_ms,
+            documents: Vec::new(),
+            simulated: ctx.shared.simulated.load(Ordering::Relaxed),
+            shape: self.shape,
+        }
+    }
+}
+
+impl RunOptions {
+    fn providers_simulated(&self) -> bool {
+        // Known before any call: a run whose only providers are simulated is simulated.
+        !self.providers.is_empty() && self.providers.all_simulated()
+    }
+}

@@ -1,0 +1,176 @@
+//! A scriptable provider for tests of orchestrators and of the engine itself.
+//!
+//! [`ScriptedProvider`] answers instantly (or after a set delay) with text that names
+//! the step, fails the attempts you tell it to with the errors you choose, and counts calls
+//! per StepId, so a test can assert exactly what the engine did.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::llm::{CallInfo, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Usage};
+
+/// A deterministic provider for tests. Model names are `NAME/anything`.
+pub struct ScriptedProvider {
+    name: String,
+    price: Option<Price>,
+    delay: Duration,
+    rules: Vec<Rule>,
+    calls: Mutex<HashMap<String, u32>>,
+    in_flight: Mutex<(usize, usize)>,
+}
+
+struct Rule {
+    step_prefix: String,
+    /// Fail attempts `1..=attempts` (u32::MAX: always).
+    attempts: u32,
+    error: Option<LlmError>,
+    delay: Option<Duration>,
+    reply: Option<String>,
+}
+
+impl ScriptedProvider {
+    /// A provider named `name`, priced at $1 / $2 per million input / output tokens.
+    pub fn new(name: &str) -> Self {
+        ScriptedProvider {
+            name: name.to_string(),
+            price: Some(Price { input_per_mtok: 1.0, output_per_mtok: 2.0 }),
+            delay: Duration::ZERO,
+            rules: Vec::new(),
+            calls: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new((0, 0)),
+        }
+    }
+
+    pub fn price(mut self, price: Option<Price>) -> Self {
+        self.price = price;
+        self
+    }
+
+    /// Every call takes `delay`.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Calls of steps starting with `step_prefix` take `delay`.
+    pub fn delay_for(mut self, step_prefix: &str, delay: Duration) -> Self {
+        self.rules.push(Rule {
+            step_prefix: step_prefix.into(),
+            attempts: 0,
+            error: None,
+            delay: Some(delay),
+            reply: None,
+        });
+        self
+    }
+
+    /// The first `attempts` attempts of steps starting with `step_prefix` fail with `error`.
+    pub fn fail_first(mut self, step_prefix: &str, attempts: u32, error: LlmError) -> Self {
+        self.rules.push(Rule { step_prefix: step_prefix.into(), attempts, error: Some(error), delay: None, reply: None });
+        self
+    }
+
+    /// Every attempt of steps starting with `step_prefix` fails with `error`.
+    pub fn always_fail(self, step_prefix: &str, error: LlmError) -> Self {
+        self.fail_first(step_prefix, u32::MAX, error)
+    }
+
+    /// Steps starting with `step_prefix` answer `text`.
+    pub fn reply_for(mut self, step_prefix: &str, text: &str) -> Self {
+        self.rules.push(Rule {
+            step_prefix: step_prefix.into(),
+            attempts: 0,
+            error: None,
+            delay: None,
+            reply: Some(text.into()),
+        });
+        self
+    }
+
+    /// Calls made for `step` (attempts included).
+    pub fn calls(&self, step: &str) -> u32 {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).get(step).copied().unwrap_or(0)
+    }
+
+    /// Calls made in all.
+    pub fn total_calls(&self) -> u32 {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+
+    /// The most calls that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    fn rule<'a, T>(&'a self, step: &str, pick: impl Fn(&'a Rule) -> Option<T>) -> Option<T> {
+        self.rules.iter().filter(|r| step.starts_with(&r.step_prefix)).find_map(pick)
+    }
+}
+
+/// Counts a call as in flight until dropped (also when the call is cancelled).
+struct InFlight<'a>(&'a Mutex<(usize, usize)>);
+
+impl<'a> InFlight<'a> {
+    fn enter(m: &'a Mutex<(usize, usize)>) -> Self {
+        let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 += 1;
+        g.1 = g.1.max(g.0);
+        InFlight(m)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).0 -= 1;
+    }
+}
+
+#[async_trait]
+impl LlmProvider for ScriptedProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn price(&self, _model: &str) -> Option<Price> {
+        self.price
+    }
+
+    async fn complete(&self, model: &str, request: &LlmRequest, call: &CallInfo) -> Result<LlmReply, LlmError> {
+        let step = call.step.as_str();
+        *self.calls.lock().unwrap_or_else(|p| p.into_inner()).entry(step.to_string()).or_default() += 1;
+        let _guard = InFlight::enter(&self.in_flight);
+        let delay = self.rule(step, |r| r.delay).unwrap_or(self.delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(e) = self.rule(step, |r| r.error.clone().filter(|_| call.attempt <= r.attempts)) {
+            return Err(e);
+        }
+        let text = match self.rule(step, |r| r.reply.clone()) {
+            Some(t) => t,
+            None if request.json => {
+                let n = request
+                    .prompt()
+                    .split("exactly ")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .unwrap_or(3);
+                let items: Vec<String> = (1..=n).map(|i| format!("{{\"description\": \"Part {i}\"}}")).collect();
+                format!("[{}]", items.join(", "))
+            }
+            None => {
+                let subject = request.prompt().lines().find(|l| l.starts_with("Subtask ")).unwrap_or("");
+                format!("Output of {step}. {subject}")
+            }
+        };
+        let usage = Usage {
+            input_tokens: request.input_token_bound() / 4,
+            output_tokens: (text.len() as u64 / 4).min(request.max_tokens as u64),
+        };
+        Ok(LlmReply { text, usage, model: format!("{}/{model}", self.name), finish_reason: None, simulated: false })
+    }
+}

@@ -1,0 +1,2 @@
+//! belt-llm
+pub use belt_core::llm::*;
