@@ -197,8 +197,12 @@ mod tests {
         ledger.reserve(amt(0.0, 40)).unwrap();
         ledger.reserve(amt(0.0, 40)).unwrap();
         assert_eq!(ledger.reserve(amt(0.0, 1)).unwrap_err().limit, "calls");
+        let ledger = Ledger::new(Budget { max_tokens: Some(100), ..Budget::default() });
+        ledger.reserve(amt(0.0, 40)).unwrap();
         ledger.settle(amt(0.0, 40), amt(0.0, 40));
-        assert_eq!(ledger.reserve(amt(0.0, 30)).unwrap_err().limit, "tokens");
+        ledger.reserve(amt(0.0, 40)).unwrap();
+        let refusal = ledger.reserve(amt(0.0, 30)).unwrap_err();
+        assert_eq!((refusal.limit, refusal.used, refusal.needed), ("tokens", 80.0, 30.0));
     }
 
     #[test]

@@ -53,3 +53,6 @@ pub use result::{AgentRecord, AgentStatus, RunResult, RunStatus, UsageTotals};
 pub use run::{RunError, RunHandle, RunOptions, run};
 pub use step::{StepId, StepSpec, Tier};
 pub use store::{MemoryStore, RunStore};
+
+#[cfg(test)]
+mod engine_tests;

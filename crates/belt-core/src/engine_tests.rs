@@ -1,0 +1,465 @@
+//! Tests of the engine's guarantees through whole runs on the scripted provider.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::testing::ScriptedProvider;
+use crate::*;
+
+fn quick_policies() -> Policies {
+    let mut p = Policies::default();
+    p.update_all(|s| {
+        s.backoff_base = Duration::from_millis(1);
+        s.backoff_max = Duration::from_millis(5);
+    });
+    p
+}
+
+fn options(provider: &Arc<ScriptedProvider>) -> RunOptions {
+    let mut o = RunOptions::default().with_provider(provider.clone());
+    o.policies = quick_policies();
+    o
+}
+
+async fn run_all(
+    orch: impl Orchestrator,
+    task: &str,
+    options: RunOptions,
+) -> (RunResult, Vec<Arc<Event>>) {
+    let mut handle = run(orch, Task::new(task), options).await.expect("run starts");
+    let mut events = handle.events().expect("events");
+    let result = handle.result().await;
+    let mut all = Vec::new();
+    while let Some(e) = events.recv().await {
+        all.push(e);
+    }
+    (result, all)
+}
+
+fn types(events: &[Arc<Event>]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.type_name()).collect()
+}
+
+fn agent<'a>(r: &'a RunResult, step: &str) -> &'a AgentRecord {
+    r.agents.iter().find(|a| a.step.as_str() == step).unwrap_or_else(|| panic!("no step {step}"))
+}
+
+#[tokio::test]
+async fn cascade_of_twelve_has_two_synthesizers_and_an_executive() {
+    let p = Arc::new(ScriptedProvider::new("t"));
+    let (r, events) = run_all(Cascade::new(12, "t/m"), "AI in healthcare", options(&p)).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    assert_eq!(r.plan.len(), 12);
+    assert_eq!(r.count(&Tier::Worker, AgentStatus::Completed), 12);
+    assert_eq!(r.count(&Tier::Synthesizer, AgentStatus::Completed), 2);
+    assert_eq!(r.count(&Tier::Executive, AgentStatus::Completed), 1);
+    assert_eq!(agent(&r, "synth/1/001").inputs.len(), 6);
+    assert_eq!(agent(&r, "synth/1/001").inputs[0].as_str(), "worker/001");
+    assert_eq!(agent(&r, "executive").inputs.len(), 2);
+    assert_eq!(r.final_output.as_deref(), Some("Output of executive. "));
+    // 1 decompose + 12 workers + 2 synthesizers + 1 executive.
+    assert_eq!(r.usage.calls, 16);
+    assert_eq!(p.total_calls(), 16);
+    let sum: f64 = r.agents.iter().map(|a| a.cost_usd).sum();
+    assert!((sum - r.cost_usd).abs() < 1e-12);
+    // Events: strictly increasing seq, framed by run_started and run_finished.
+    assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    let t = types(&events);
+    assert_eq!(t.first(), Some(&"run_started"));
+    assert_eq!(t.last(), Some(&"run_finished"));
+    for needed in ["plan_ready", "tier_started", "step_started", "step_completed", "tier_completed"] {
+        assert!(t.contains(&needed), "missing {needed}");
+    }
+    assert_eq!(t.iter().filter(|&&x| x == "step_completed").count(), 16);
+}
+
+#[tokio::test]
+async fn tier_shapes_hold_end_to_end() {
+    for (n, synths, exec) in
+        [(1, 0, 0), (4, 0, 0), (5, 1, 0), (9, 1, 0), (10, 2, 1), (12, 2, 1), (50, 10, 1), (55, 13, 1), (1000, 248, 1)]
+    {
+        let p = Arc::new(ScriptedProvider::new("t"));
+        let mut o = options(&p);
+        o.concurrency = 64;
+        let (r, _) = run_all(Cascade::new(n, "t/m"), "task", o).await;
+        assert_eq!(r.status, RunStatus::Completed, "n={n}: {}", r.stop_reason);
+        assert_eq!(r.count(&Tier::Worker, AgentStatus::Completed), n, "n={n}");
+        assert_eq!(r.tier(&Tier::Synthesizer).count(), synths, "n={n}");
+        assert_eq!(r.tier(&Tier::Executive).count(), exec, "n={n}");
+        assert!(r.final_output.is_some());
+    }
+}
+
+#[tokio::test]
+async fn few_workers_combine_without_synthesis_unless_always() {
+    let p = Arc::new(ScriptedProvider::new("t"));
+    let (r, _) = run_all(Cascade::new(4, "t/m"), "task", options(&p)).await;
+    let text = r.final_output.unwrap();
+    assert!(text.contains("## 1. Part 1") && text.contains("Output of worker/004"), "{text}");
+    assert_eq!(r.usage.calls, 5);
+
+    let always = Cascade { synthesize: SynthesizeMode::Always, ..Cascade::new(4, "t/m") };
+    let (r, _) = run_all(always, "task", options(&p)).await;
+    assert_eq!(agent(&r, "executive").inputs.len(), 4);
+    assert_eq!(r.final_output.as_deref(), Some("Output of executive. "));
+
+    let never = Cascade { synthesize: SynthesizeMode::Never, ..Cascade::new(12, "t/m") };
+    let (r, _) = run_all(never, "task", options(&p)).await;
+    assert_eq!(r.tier(&Tier::Synthesizer).count(), 0);
+    assert!(r.final_output.unwrap().contains("## 12. Part 12"));
+}
+
+#[tokio::test]
+async fn retryable_errors_are_retried_and_fatal_ones_are_not() {
+    let server = LlmError::Server { status: 500, message: "boom".into() };
+    let p = Arc::new(
+        ScriptedProvider::new("t")
+            .fail_first("worker/002", 2, server)
+            .always_fail("worker/003", LlmError::Auth("bad key".into())),
+    );
+    let (r, events) = run_all(Cascade::new(5, "t/m"), "task", options(&p)).await;
+    assert_eq!(p.calls("worker/002"), 3);
+    assert_eq!(agent(&r, "worker/002").status, AgentStatus::Completed);
+    assert_eq!(agent(&r, "worker/002").attempts, 3);
+    assert_eq!(p.calls("worker/003"), 1, "auth errors are fatal");
+    let w3 = agent(&r, "worker/003");
+    assert_eq!(w3.status, AgentStatus::Failed);
+    assert!(w3.error.as_deref().unwrap().contains("authentication failed"));
+    let retrying: Vec<_> = events.iter().filter(|e| e.kind.type_name() == "step_retrying").collect();
+    assert_eq!(retrying.len(), 2);
+    assert!(retrying.iter().all(|e| e.step.as_ref().unwrap().as_str() == "worker/002"));
+    assert_eq!(r.status, RunStatus::Partial);
+    // Retries count as calls: 1 + 5 workers + 2 retries + 1 synthesizer.
+    assert_eq!(r.usage.calls, 9);
+    // The synthesizer was told what is missing.
+    assert_eq!(agent(&r, "synth/1/001").inputs.len(), 5);
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_limit() {
+    let p = Arc::new(ScriptedProvider::new("t").always_fail("worker/001", LlmError::Timeout(Duration::from_secs(1))));
+    let mut o = options(&p);
+    o.policies.update_all(|s| s.retries = 4);
+    let (r, _) = run_all(Cascade::new(2, "t/m"), "task", o).await;
+    assert_eq!(p.calls("worker/001"), 5);
+    assert_eq!(agent(&r, "worker/001").attempts, 5);
+    assert_eq!(r.status, RunStatus::Partial);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured() {
+    let limited = LlmError::RateLimited { retry_after: Some(Duration::from_secs(7)), message: "slow down".into() };
+    let p = Arc::new(ScriptedProvider::new("t").fail_first("worker/001", 1, limited));
+    let mut o = options(&p);
+    o.policies.update_all(|s| s.backoff_max = Duration::from_secs(60));
+    let start = tokio::time::Instant::now();
+    let (r, events) = run_all(Cascade::new(1, "t/m"), "task", o).await;
+    assert!(start.elapsed() >= Duration::from_secs(7), "waited only {:?}", start.elapsed());
+    assert_eq!(r.status, RunStatus::Completed);
+    let retry = events.iter().find(|e| e.kind.type_name() == "step_retrying").unwrap();
+    assert!(matches!(retry.kind, EventKind::StepRetrying { delay_ms: 7000, .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_call_times_out() {
+    let p = Arc::new(ScriptedProvider::new("t").delay_for("worker/002", Duration::from_secs(3600)));
+    let mut o = options(&p);
+    o.policies.update_all(|s| {
+        s.timeout = Duration::from_secs(2);
+        s.retries = 1;
+    });
+    let (r, _) = run_all(Cascade::new(3, "t/m"), "task", o).await;
+    let w = agent(&r, "worker/002");
+    assert_eq!(w.status, AgentStatus::Failed);
+    assert_eq!(w.attempts, 2);
+    assert!(w.error.as_deref().unwrap().contains("timed out"), "{:?}", w.error);
+    assert_eq!(r.status, RunStatus::Partial);
+    assert_eq!(r.count(&Tier::Worker, AgentStatus::Completed), 2);
+}
+
+#[tokio::test]
+async fn a_call_budget_stops_new_calls_and_keeps_what_exists() {
+    let p = Arc::new(ScriptedProvider::new("t"));
+    let mut o = options(&p);
+    o.budget.max_calls = Some(6);
+    o.concurrency = 1;
+    let (r, events) = run_all(Cascade::new(12, "t/m"), "task", o).await;
+    assert_eq!(r.status, RunStatus::BudgetExhausted);
+    assert!(r.stop_reason.contains("max_calls"), "{}", r.stop_reason);
+    assert_eq!(r.usage.calls, 6);
+    assert_eq!(p.total_calls(), 6);
+    assert_eq!(r.count(&Tier::Worker, AgentStatus::Completed), 5);
+    assert_eq!(r.tier(&Tier::Synthesizer).count(), 0, "no synthesis is paid for");
+    let out = r.final_output.expect("the completed workers' outputs are kept");
+    assert!(out.contains("Output of worker/005"));
+    let t = types(&events);
+    assert_eq!(t.iter().filter(|&&x| x == "budget_exhausted").count(), 1);
+    assert_eq!(t.iter().filter(|&&x| x == "budget_warning").count(), 1);
+}
+
+#[tokio::test]
+async fn a_usd_budget_is_never_exceeded_under_parallel_load() {
+    for cap in [0.001, 0.0021, 0.005, 0.02] {
+        let p = Arc::new(ScriptedProvider::new("t").delay(Duration::from_millis(1)));
+        let mut o = options(&p);
+        o.concurrency = 32;
+        o.budget.max_cost_usd = Some(cap);
+        let (r, _) = run_all(Cascade::new(60, "t/m"), "a task about budgets", o).await;
+        assert!(r.cost_usd <= cap, "cost {} over cap {cap}", r.cost_usd);
+        assert_eq!(r.status, RunStatus::BudgetExhausted, "cap {cap}");
+        assert!(r.agents.iter().any(|a| a.error.as_deref().is_some_and(|e| e.contains("max_cost"))));
+    }
+}
+
+#[tokio::test]
+async fn too_few_successes_fail_the_run_without_synthesis() {
+    let p = Arc::new(ScriptedProvider::new("t").always_fail("worker/00", LlmError::InvalidRequest("nope".into())));
+    // Workers 001..009 fail, 010..012 succeed: 3 of 12 < 50%.
+    let (r, _) = run_all(Cascade::new(12, "t/m"), "task", options(&p)).await;
+    assert_eq!(r.status, RunStatus::Failed);
+    assert!(r.stop_reason.contains("only 3 of 12"), "{}", r.stop_reason);
+    assert_eq!(r.tier(&Tier::Synthesizer).count(), 0);
+    assert_eq!(p.calls("synth/1/001"), 0);
+    assert!(r.final_output.is_none());
+}
+
+#[tokio::test]
+async fn a_synthesizer_whose_inputs_all_failed_is_skipped() {
+    let p = Arc::new(ScriptedProvider::new("t").always_fail("worker/00", LlmError::InvalidRequest("nope".into())));
+    // 10 workers, 001..009 fail except we lower min_success; group 1 (001-005) all failed.
+    let mut o = options(&p);
+    o.min_success = 0.1;
+    let (r, events) = run_all(Cascade::new(10, "t/m"), "task", o).await;
+    assert_eq!(agent(&r, "synth/1/001").status, AgentStatus::Skipped);
+    assert_eq!(agent(&r, "synth/1/002").status, AgentStatus::Completed);
+    assert_eq!(p.calls("synth/1/001"), 0);
+    assert!(types(&events).contains(&"step_skipped"));
+    // The executive still runs over the one synthesis that exists.
+    assert_eq!(agent(&r, "executive").status, AgentStatus::Completed);
+    assert_eq!(r.status, RunStatus::Partial);
+}
+
+#[tokio::test]
+async fn dependencies_run_in_order_and_receive_outputs() {
+    let plan = vec![
+        Subtask::new("a", "gather data"),
+        Subtask::new("b", "analyse").depends_on(&["a"]),
+        Subtask::new("c", "independent").priority(9),
+        Subtask::new("d", "report").depends_on(&["b", "c"]),
+    ];
+    let p = Arc::new(ScriptedProvider::new("t"));
+    let (r, events) = run_all(Cascade::new(4, "t/m"), "task", options(&p).with_plan(plan)).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    assert_eq!(p.calls("decompose"), 0, "a given plan skips decomposition");
+    let pos = |step: &str, ty: &str| {
+        events
+            .iter()
+            .position(|e| e.kind.type_name() == ty && e.step.as_ref().is_some_and(|s| s.as_str() == step))
+            .unwrap()
+    };
+    assert!(pos("worker/001", "step_completed") < pos("worker/002", "step_started"));
+    assert!(pos("worker/002", "step_completed") < pos("worker/004", "step_started"));
+    assert!(pos("worker/003", "step_completed") < pos("worker/004", "step_started"));
+    let inputs: Vec<&str> = agent(&r, "worker/004").inputs.iter().map(StepId::as_str).collect();
+    assert_eq!(inputs, vec!["worker/002", "worker/003"]);
+}
+
+#[tokio::test]
+async fn sequential_execution_follows_priority() {
+    let plan = vec![
+        Subtask::new("1", "low").priority(1),
+        Subtask::new("2", "high").priority(10),
+        Subtask::new("3", "mid").priority(5),
+        Subtask::new("4", "mid too").priority(5),
+    ];
+    let p = Arc::new(ScriptedProvider::new("t").delay(Duration::from_millis(2)));
+    let mut o = options(&p).with_plan(plan);
+    o.parallel = false;
+    let (_, events) = run_all(Cascade::new(4, "t/m"), "task", o).await;
+    let started: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind.type_name() == "step_started")
+        .filter_map(|e| e.step.as_ref().map(StepId::as_str))
+        .collect();
+    assert_eq!(started, vec!["worker/002", "worker/003", "worker/004", "worker/001"]);
+    assert_eq!(p.max_in_flight(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_dependency_skips_its_dependents() {
+    let plan = vec![
+        Subtask::new("a", "x"),
+        Subtask::new("b", "y").depends_on(&["a"]),
+        Subtask::new("c", "z").depends_on(&["b"]),
+        Subtask::new("d", "w"),
+    ];
+    let p = Arc::new(ScriptedProvider::new("t").always_fail("worker/001", LlmError::Auth("no".into())));
+    let mut o = options(&p).with_plan(plan);
+    o.min_success = 0.0;
+    let (r, _) = run_all(Cascade::new(4, "t/m"), "task", o).await;
+    assert_eq!(agent(&r, "worker/002").status, AgentStatus::Skipped);
+    assert_eq!(agent(&r, "worker/003").status, AgentStatus::Skipped);
+    assert!(agent(&r, "worker/002").error.as_deref().unwrap().contains("dependencies failed: a"));
+    assert_eq!(agent(&r, "worker/004").status, AgentStatus::Completed);
+    assert_eq!(p.calls("worker/002") + p.calls("worker/003"), 0);
+}
+
+#[tokio::test]
+async fn bad_plans_and_options_are_rejected_before_any_call() {
+    let p = Arc::new(ScriptedProvider::new("t"));
+    let cycle = vec![Subtask::new("a", "x").depends_on(&["b"]), Subtask::new("b", "y").depends_on(&["a"])];
+    let err = run(Cascade::new(2, "t/m"), Task::new("t"), options(&p).with_plan(cycle)).await.err().unwrap();
+    assert_eq!(err.to_string(), "invalid plan: the plan has a dependency cycle: a -> b -> a");
+    let unknown = vec![Subtask::new("a", "x").depends_on(&["ghost"])];
+    let err = run(Cascade::new(1, "t/m"), Task::new("t"), options(&p).with_plan(unknown)).await.err().unwrap();
+    assert!(err.to_string().contains("`ghost`"));
+    let err = run(Cascade::new(1, "t/m"), Task::new("  "), options(&p)).await.err().unwrap();
+    assert!(matches!(err, RunError::EmptyTask));
+    let err = run(Cascade::new(1, "t/m"), Task::new("t"), options(&p).concurrency(0)).await.err().unwrap();
+    assert!(matches!(err, RunError::ZeroConcurrency));
+    let neg = Budget { max_cost_usd: Some(-1.0), ..Budget::default() };
+    let err = run(Cascade::new(1, "t/m"), Task::new("t"), options(&p).budget(neg)).await.err().unwrap();
+    assert!(err.to_string().contains("max_cost_usd"));
+    let err = run(Cascade::new(1, "nope/m"), Task::new("t"), options(&p)).await.err().unwrap();
+    assert!(err.to_string().contains("unknown provider `nope`"), "{err}");
+    assert_eq!(p.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn concurrency_limit_holds() {
+    let p = Arc::new(ScriptedProvider::new("t").delay(Duration::from_millis(5)));
+    let mut o = options(&p);
+    o.concurrency = 3;
+    let (r, _) = run_all(Cascade::new(20, "t/m"), "task", o).await;
+    assert_eq!(r.status, RunStatus::Completed);
+    assert_eq!(p.max_in_flight(), 3);
+}
+
+#[tokio::test]
+async fn cancel_stops_scheduling_and_keeps_finished_work() {
+    let p = Arc::new(ScriptedProvider::new("t").delay(Duration::from_millis(20)));
+    let mut o = options(&p);
+    o.concurrency = 2;
+    let mut handle = run(Cascade::new(20, "t/m"), Task::new("task"), o).await.unwrap();
+    let mut events = handle.events().unwrap();
+    let mut completed = 0;
+    while let Some(e) = events.recv().await {
+        if e.kind.type_name() == "step_completed" {
+            completed += 1;
+            if completed == 4 {
+                handle.cancel();
+                break;
+            }
+        }
+    }
+    let r = handle.result().await;
+    assert_eq!(r.status, RunStatus::Cancelled);
+    let done = r.count(&Tier::Worker, AgentStatus::Completed);
+    assert!((3..=5).contains(&done), "{done}");
+    assert!(p.total_calls() < 10, "scheduling stopped: {} calls", p.total_calls());
+    assert!(r.final_output.is_some_and(|t| t.contains("Output of worker/001")));
+}
+
+#[tokio::test]
+async fn resume_replays_recorded_steps_without_calling_again() {
+    let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+    let first = Arc::new(ScriptedProvider::new("t"));
+    let mut o = options(&first).with_store(store.clone());
+    o.run_id = Some("run-1".into());
+    let (r1, e1) = run_all(Cascade::new(12, "t/m"), "task", o).await;
+    assert_eq!(r1.status, RunStatus::Completed);
+
+    let second = Arc::new(ScriptedProvider::new("t"));
+    let mut o = options(&second).with_store(store.clone());
+    o.run_id = Some("run-1".into());
+    let (r2, e2) = run_all(Cascade::new(12, "t/m"), "task", o).await;
+    assert_eq!(second.total_calls(), 0, "nothing is paid for twice");
+    assert_eq!(r2.final_output, r1.final_output);
+    assert!(r2.agents.iter().all(|a| a.replayed));
+    assert_eq!(r2.usage.calls, 0);
+    // Events continue the sequence.
+    assert_eq!(e2.first().unwrap().seq, e1.last().unwrap().seq + 1);
+
+    // A changed request for a recorded step is a non-determinism error naming the step.
+    let third = Arc::new(ScriptedProvider::new("t"));
+    let mut o = options(&third).with_store(store);
+    o.run_id = Some("run-1".into());
+    let (r3, _) = run_all(Cascade::new(12, "t/m"), "a different task", o).await;
+    assert_eq!(r3.status, RunStatus::Failed);
+    assert!(r3.stop_reason.contains("decompose: non-determinism"), "{}", r3.stop_reason);
+    assert_eq!(third.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn unusable_decomposition_falls_back_to_templates() {
+    let p = Arc::new(ScriptedProvider::new("t").reply_for("decompose", "Sorry, I can't do JSON today."));
+    let (r, events) = run_all(Cascade::new(7, "t/m"), "AI in healthcare", options(&p)).await;
+    assert_eq!(r.plan.len(), 7);
+    assert!(r.plan[0].description.contains("AI in healthcare"));
+    let fb = events.iter().find(|e| e.kind.type_name() == "plan_fallback").unwrap();
+    assert!(matches!(fb.kind, EventKind::PlanFallback { templated: 7, .. }));
+
+    let p = Arc::new(ScriptedProvider::new("t").reply_for("decompose", "```json\n[\"only\", \"two\"]\n```"));
+    let (r, events) = run_all(Cascade::new(5, "t/m"), "task", options(&p)).await;
+    assert_eq!(r.plan.len(), 5);
+    assert_eq!(r.plan[1].description, "two");
+    assert!(events.iter().any(|e| matches!(e.kind, EventKind::PlanFallback { templated: 3, .. })));
+
+    // Too many items are trimmed, without a fallback.
+    let many = serde_json::to_string(&(1..=9).map(|i| format!("item {i}")).collect::<Vec<_>>()).unwrap();
+    let p = Arc::new(ScriptedProvider::new("t").reply_for("decompose", &many));
+    let (r, events) = run_all(Cascade::new(5, "t/m"), "task", options(&p)).await;
+    assert_eq!(r.plan.len(), 5);
+    assert!(!types(&events).contains(&"plan_fallback"));
+
+    // A failed decomposition call also falls back.
+    let p = Arc::new(ScriptedProvider::new("t").always_fail("decompose", LlmError::Auth("x".into())));
+    let (r, _) = run_all(Cascade::new(3, "t/m"), "task", options(&p)).await;
+    assert_eq!(r.plan.len(), 3);
+}
+
+#[tokio::test]
+async fn custom_steps_are_recorded_and_replayed() {
+    let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+    let counter = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    struct Counting(Arc<std::sync::atomic::AtomicU32>);
+    #[async_trait::async_trait]
+    impl Orchestrator for Counting {
+        async fn decompose(&self, ctx: &Ctx, _task: &Task) -> Result<Plan, StepError> {
+            let c = self.0.clone();
+            let n: usize = ctx
+                .step(StepSpec::new("count", Tier::Agent), &"input", async move {
+                    Ok(c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as usize + 2)
+                })
+                .await?;
+            Ok((1..=n).map(|i| Subtask::new(i.to_string(), format!("part {i}"))).collect::<Vec<_>>().into())
+        }
+        async fn execute(
+            &self,
+            _ctx: &Ctx,
+            step: StepSpec,
+            _task: &Task,
+            s: &Subtask,
+            _deps: &[AgentOutput],
+        ) -> Result<AgentOutput, StepError> {
+            Ok(AgentOutput { subtask_id: s.id.clone(), step: step.id, text: Arc::from("x"), model: String::new() })
+        }
+        async fn synthesize(
+            &self,
+            _ctx: &Ctx,
+            _task: &Task,
+            plan: &[Subtask],
+            _results: &[Outcome],
+        ) -> Result<Synthesis, StepError> {
+            Ok(Synthesis { text: format!("{} parts", plan.len()) })
+        }
+    }
+    let p = Arc::new(ScriptedProvider::new("t"));
+    for _ in 0..2 {
+        let mut o = options(&p).with_store(store.clone());
+        o.run_id = Some("r".into());
+        let (r, _) = run_all(Counting(counter.clone()), "task", o).await;
+        assert_eq!(r.final_output.as_deref(), Some("2 parts"));
+    }
+    assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 1, "the effect ran once");
+}
