@@ -126,6 +126,7 @@ pub(crate) struct Shared {
     pub agents: Mutex<Vec<AgentRecord>>,
     pub replay: HashMap<StepId, StepRecord>,
     pub started: Instant,
+    pub started_at: chrono::DateTime<chrono::Utc>,
     pub simulated: AtomicBool,
     pub input_tokens: AtomicU64,
     pub output_tokens: AtomicU64,

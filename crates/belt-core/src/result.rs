@@ -113,6 +113,8 @@ pub struct RunResult {
     /// Steps per tier from workers up, e.g. `[12, 2, 1]`.
     #[serde(default)]
     pub shape: Vec<usize>,
+    #[serde(default)]
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl RunResult {

@@ -47,6 +47,17 @@ pub struct RunOptions {
     pub providers: Providers,
     #[serde(skip)]
     pub store: Option<Arc<dyn RunStore>>,
+    /// Writes the run's documents (reports) once it has a result, before `run_finished`.
+    #[serde(skip)]
+    pub documents: Option<Arc<dyn DocumentWriter>>,
+}
+
+/// Renders a finished run into documents (files, blobs). Called once per run, on a
+/// blocking thread, after synthesis and before `run_finished`; each document becomes a
+/// `document_written` event and an entry in [`RunResult::documents`]. This is how the
+/// core hands results to file-writing code without doing I/O itself.
+pub trait DocumentWriter: Send + Sync + 'static {
+    fn write(&self, result: &RunResult) -> Result<Vec<crate::result::Document>, String>;
 }
 
 impl Default for RunOptions {
@@ -61,6 +72,7 @@ impl Default for RunOptions {
             plan: None,
             providers: Providers::default(),
             store: None,
+            documents: None,
         }
     }
 }
@@ -90,6 +102,10 @@ impl RunOptions {
     }
     pub fn with_store(mut self, store: Arc<dyn RunStore>) -> Self {
         self.store = Some(store);
+        self
+    }
+    pub fn with_documents(mut self, writer: Arc<dyn DocumentWriter>) -> Self {
+        self.documents = Some(writer);
         self
     }
     pub fn with_plan(mut self, plan: Vec<Subtask>) -> Self {
@@ -165,27 +181,9 @@ impl RunHandle {
     pub async fn result(self) -> RunResult {
         match self.join.await {
             Ok(r) => r,
-            Err(e) => {
-                // The driver itself panicked: report it as a failed run rather than
-                // propagating the panic into the caller.
-                let ctx = self.ctx;
-                RunResult {
-                    run_id: self.run_id,
-                    status: RunStatus::Failed,
-                    stop_reason: format!("internal error in the run driver: {e}"),
-                    pattern: String::new(),
-                    task: String::new(),
-                    plan: Vec::new(),
-                    agents: ctx.take_agents(),
-                    final_output: None,
-                    usage: ctx.usage(),
-                    cost_usd: ctx.cost_usd(),
-                    duration_ms: ctx.shared.started.elapsed().as_millis() as u64,
-                    documents: Vec::new(),
-                    simulated: ctx.shared.simulated.load(Ordering::Relaxed),
-                    shape: Vec::new(),
-                }
-            }
+            // The driver itself panicked: report a failed run rather than propagating
+            // the panic into the caller.
+            Err(e) => fallback_result(&self.ctx, format!("internal error in the run driver: {e}")),
         }
     }
 }
@@ -260,6 +258,7 @@ pub async fn run<O: Orchestrator>(orchestrator: O, task: Task, mut options: RunO
         agents: Mutex::new(Vec::new()),
         replay,
         started: Instant::now(),
+        started_at: Utc::now(),
         simulated: AtomicBool::new(false),
         input_tokens: AtomicU64::new(0),
         output_tokens: AtomicU64::new(0),
@@ -269,7 +268,23 @@ pub async fn run<O: Orchestrator>(orchestrator: O, task: Task, mut options: RunO
     let writer = tokio::spawn(persist_events(store.clone(), run_id.clone(), persisted));
     let driver_ctx = ctx.clone();
     let join = tokio::spawn(async move {
-        let result = drive(orchestrator, driver_ctx.clone(), task, options).await;
+        let documents = options.documents.clone();
+        let mut result = drive(orchestrator, driver_ctx.clone(), task, options).await;
+        if let Some(writer) = documents {
+            result = write_documents(&driver_ctx, writer, result).await;
+        }
+        driver_ctx.emit(
+            None,
+            EventKind::RunFinished {
+                status: result.status,
+                stop_reason: result.stop_reason.clone(),
+                cost_usd: result.cost_usd,
+                input_tokens: result.usage.input_tokens,
+                output_tokens: result.usage.output_tokens,
+                calls: result.usage.calls,
+                duration_ms: result.duration_ms,
+            },
+        );
         driver_ctx.shared.bus.close();
         let _ = writer.await;
         if let Err(e) = store.finish_run(&result).await {
@@ -278,6 +293,54 @@ pub async fn run<O: Orchestrator>(orchestrator: O, task: Task, mut options: RunO
         result
     });
     Ok(RunHandle { run_id, events: Some(events), ctx, join })
+}
+
+/// A failed RunResult from what the context knows, for when the driver could not finish.
+fn fallback_result(ctx: &Ctx, reason: String) -> RunResult {
+    RunResult {
+        run_id: ctx.run_id().to_string(),
+        status: RunStatus::Failed,
+        stop_reason: reason,
+        pattern: String::new(),
+        task: String::new(),
+        plan: Vec::new(),
+        agents: ctx.take_agents(),
+        final_output: None,
+        usage: ctx.usage(),
+        cost_usd: ctx.cost_usd(),
+        duration_ms: ctx.shared.started.elapsed().as_millis() as u64,
+        documents: Vec::new(),
+        simulated: ctx.shared.simulated.load(Ordering::Relaxed),
+        shape: Vec::new(),
+        started_at: Some(ctx.shared.started_at),
+    }
+}
+
+async fn write_documents(ctx: &Ctx, writer: Arc<dyn DocumentWriter>, result: RunResult) -> RunResult {
+    let outcome = tokio::task::spawn_blocking(move || {
+        let docs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.write(&result)))
+            .unwrap_or_else(|_| Err("the document writer panicked".to_string()));
+        (result, docs)
+    })
+    .await;
+    match outcome {
+        Ok((mut result, Ok(docs))) => {
+            for d in &docs {
+                ctx.emit(None, EventKind::DocumentWritten { format: d.format.clone(), path: d.path.clone() });
+            }
+            result.documents = docs;
+            result
+        }
+        Ok((mut result, Err(e))) => {
+            // The run's work is intact; only the document is missing. Say so in the result.
+            result.stop_reason = format!("{}; writing documents failed: {e}", result.stop_reason);
+            if result.status == RunStatus::Completed {
+                result.status = RunStatus::Partial;
+            }
+            result
+        }
+        Err(e) => fallback_result(ctx, format!("writing documents was interrupted: {e}")),
+    }
 }
 
 async fn persist_events(store: Arc<dyn RunStore>, run_id: String, mut rx: EventStream) {
@@ -424,7 +487,7 @@ fn release(
     }
 }
 
-/// Builds the RunResult and emits `run_finished`.
+/// Builds the RunResult (`run_finished` is emitted by the caller, after documents).
 struct Finish<'a> {
     ctx: &'a Ctx,
     task: &'a Task,
@@ -464,18 +527,6 @@ impl Finish<'_> {
         let usage = ctx.usage();
         let cost_usd = ctx.cost_usd();
         let duration_ms = ctx.shared.started.elapsed().as_millis() as u64;
-        ctx.emit(
-            None,
-            EventKind::RunFinished {
-                status,
-                stop_reason: stop_reason.clone(),
-                cost_usd,
-                input_tokens: usage.input_tokens,
-                output_tokens: usage.output_tokens,
-                calls: usage.calls,
-                duration_ms,
-            },
-        );
         RunResult {
             run_id: ctx.run_id().to_string(),
             status,
@@ -491,6 +542,7 @@ impl Finish<'_> {
             documents: Vec::new(),
             simulated: ctx.shared.simulated.load(Ordering::Relaxed),
             shape: self.shape,
+            started_at: Some(ctx.shared.started_at),
         }
     }
 }
