@@ -1,1 +1,44 @@
-fn main() {}
+//! `belt`: the command-line interface of belt, a multi-agent LLM orchestration framework.
+//!
+//! ```text
+//! belt run "Analyze the impact of AI on healthcare" --agents 12
+//! ```
+//!
+//! The CLI only translates: arguments become a run of `belt-core`, events become progress
+//! lines and a JSONL log, and the result becomes a report and an exit code
+//! (0 completed, 3 partial or budget exhausted, 1 failed, 2 bad input, 130 cancelled).
+
+mod args;
+mod error;
+mod progress;
+mod run_cmd;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("belt: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run_cmd::run(*args).await,
+        }
+    });
+    let code = match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("belt: error: {e}");
+            e.exit_code()
+        }
+    };
+    // Do not wait for blocking threads (a pending Ctrl-C listener) at shutdown.
+    runtime.shutdown_background();
+    std::process::exit(code);
+}

@@ -1,0 +1,18 @@
+//! Errors of the command line, each with its exit code.
+
+/// What stops the CLI before or outside a run.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad input: wrong arguments, unreadable files, unknown models. Exit code 2; nothing
+    /// was called.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+        }
+    }
+}

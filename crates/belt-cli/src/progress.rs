@@ -1,0 +1,280 @@
+//! What a person sees while a run works: live bars per tier on a terminal, one line per
+//! major event otherwise. Both read the same events as every other consumer.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use belt_core::{Event, EventKind, Tier};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Live bars (stderr is a terminal).
+    Live,
+    /// One line per major event on stderr.
+    Lines,
+    Quiet,
+}
+
+/// Counts for one tier level.
+#[derive(Default)]
+struct Level {
+    total: u64,
+    running: u64,
+    done: u64,
+    failed: u64,
+    skipped: u64,
+    retries: u64,
+    bar: Option<ProgressBar>,
+}
+
+pub struct Progress {
+    mode: Mode,
+    multi: Option<MultiProgress>,
+    header: Option<ProgressBar>,
+    levels: BTreeMap<usize, Level>,
+    started: Instant,
+    total_steps: u64,
+    ended_steps: u64,
+    tokens: u64,
+    cost: f64,
+    simulated: bool,
+}
+
+impl Progress {
+    pub fn new(mode: Mode) -> Self {
+        let (multi, header) = if mode == Mode::Live {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+            let header = multi.add(ProgressBar::new_spinner());
+            header.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+            header.enable_steady_tick(Duration::from_millis(100));
+            header.set_message("starting…");
+            (Some(multi), Some(header))
+        } else {
+            (None, None)
+        };
+        Progress {
+            mode,
+            multi,
+            header,
+            levels: BTreeMap::new(),
+            started: Instant::now(),
+            total_steps: 0,
+            ended_steps: 0,
+            tokens: 0,
+            cost: 0.0,
+            simulated: false,
+        }
+    }
+
+    pub fn on_event(&mut self, e: &Event) {
+        if self.mode == Mode::Quiet {
+            return;
+        }
+        let level = e.step.as_ref().map(|s| level_of(s.as_str()));
+        match &e.kind {
+            EventKind::RunStarted { pattern, agents, concurrency, simulated, .. } => {
+                self.simulated = *simulated;
+                let agents = agents.map(|a| format!(", {a} agents")).unwrap_or_default();
+                let sim = if *simulated { " — simulated provider, outputs are not from a real model" } else { "" };
+                self.line(format!("run {} started: {pattern}{agents}, concurrency {concurrency}{sim}", e.run_id));
+                self.status("decomposing the task…".into());
+            }
+            EventKind::PlanReady { subtasks, shape, source } => {
+                self.total_steps = shape.iter().sum::<usize>() as u64;
+                let shape = shape.iter().map(usize::to_string).collect::<Vec<_>>().join(" → ");
+                self.line(format!("plan ready ({source:?}): {subtasks} subtasks; tiers {shape}").to_lowercase());
+            }
+            EventKind::PlanFallback { reason, templated } => {
+                self.line(format!("plan fallback: {reason}; {templated} template subtask(s) used"));
+            }
+            EventKind::TierStarted { tier, level, count } => {
+                let name = tier_name(tier, *level);
+                self.line(format!("{name}: {count} started"));
+                let bar = self.multi.as_ref().map(|m| {
+                    let bar = m.add(ProgressBar::new(*count as u64));
+                    bar.set_style(
+                        ProgressStyle::with_template("{prefix:>16} [{bar:30.cyan/blue}] {pos}/{len} {msg}")
+                            .expect("static template")
+                            .progress_chars("█▉▊▋▌▍▎▏ "),
+                    );
+                    bar.set_prefix(name);
+                    bar
+                });
+                let key = if *tier == Tier::Executive { usize::MAX } else { *level };
+                let l = self.levels.entry(key).or_default();
+                l.total = *count as u64;
+                l.bar = bar;
+            }
+            EventKind::TierCompleted { tier, level, succeeded, failed } => {
+                self.line(format!("{}: {succeeded} done, {failed} failed", tier_name(tier, *level)));
+                let key = if *tier == Tier::Executive { usize::MAX } else { *level };
+                if let Some(bar) = self.levels.get(&key).and_then(|l| l.bar.as_ref()) {
+                    bar.finish();
+                }
+            }
+            EventKind::StepStarted { .. } => {
+                if let Some(l) = level.and_then(|k| self.levels.get_mut(&k)) {
+                    l.running += 1;
+                }
+            }
+            EventKind::StepRetrying { attempt, error, delay_ms, .. } => {
+                let step = e.step.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                self.line(format!("{step}: attempt {attempt} failed ({error}); retrying in {delay_ms} ms"));
+                if let Some(l) = level.and_then(|k| self.levels.get_mut(&k)) {
+                    l.retries += 1;
+                }
+            }
+            EventKind::StepCompleted { input_tokens, output_tokens, cost_usd, .. } => {
+                self.tokens += input_tokens + output_tokens;
+                self.cost += cost_usd;
+                self.end_step(level, |l| l.done += 1, true);
+            }
+            EventKind::StepFailed { error, .. } => {
+                let step = e.step.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                self.line(format!("{step} failed: {error}"));
+                self.end_step(level, |l| l.failed += 1, true);
+            }
+            EventKind::StepSkipped { .. } => self.end_step(level, |l| l.skipped += 1, false),
+            EventKind::BudgetWarning { limit, used, max } => {
+                self.line(format!("budget warning: {limit} at {used:.4} of {max:.4} (80% used)"));
+            }
+            EventKind::BudgetExhausted { limit, used, max, needed } => self.line(format!(
+                "budget exhausted: {limit} cap {max:.4}, {used:.4} used, next call needs up to {needed:.4}; \
+                 no new calls start"
+            )),
+            EventKind::DocumentWritten { format, path } => self.line(format!("wrote {format} report: {path}")),
+            EventKind::RunFinished { status, stop_reason, .. } => {
+                self.line(format!("run finished: {status} ({stop_reason})"));
+                if let Some(h) = &self.header {
+                    h.finish_and_clear();
+                }
+                return;
+            }
+        }
+        self.refresh_header();
+    }
+
+    /// A step ended: update its level's counts and bar.
+    fn end_step(&mut self, level: Option<usize>, f: impl FnOnce(&mut Level), was_running: bool) {
+        self.ended_steps += 1;
+        if let Some(l) = level.and_then(|k| self.levels.get_mut(&k)) {
+            f(l);
+            if was_running {
+                l.running = l.running.saturating_sub(1);
+            }
+            if let Some(bar) = &l.bar {
+                bar.set_position(l.done + l.failed + l.skipped);
+                let mut msg = format!("running {}", l.running);
+                if l.failed > 0 {
+                    msg.push_str(&format!(" · failed {}", l.failed));
+                }
+                if l.skipped > 0 {
+                    msg.push_str(&format!(" · skipped {}", l.skipped));
+                }
+                if l.retries > 0 {
+                    msg.push_str(&format!(" · retries {}", l.retries));
+                }
+                bar.set_message(msg);
+            }
+        }
+    }
+
+    fn refresh_header(&self) {
+        let Some(h) = &self.header else { return };
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let mut msg = format!("{} tokens · ${:.4} · {:.1}s", human(self.tokens), self.cost, elapsed);
+        // ETA from the pace so far; the decomposition step is not in total_steps.
+        let done = self.ended_steps.saturating_sub(1);
+        if self.total_steps > 0 && done > 0 && done < self.total_steps {
+            let eta = elapsed / done as f64 * (self.total_steps - done) as f64;
+            msg.push_str(&format!(" · ETA {eta:.0}s"));
+        }
+        if self.simulated {
+            msg.push_str(" · simulated");
+        }
+        h.set_message(msg);
+    }
+
+    fn status(&self, msg: String) {
+        if let Some(h) = &self.header {
+            h.set_message(msg);
+        }
+    }
+
+    fn line(&self, text: String) {
+        match self.mode {
+            Mode::Lines => {
+                let _ = writeln!(std::io::stderr(), "belt: {text}");
+            }
+            Mode::Live => {
+                // Only the lines that matter stay on screen above the bars.
+                if text.contains("failed:") || text.starts_with("budget") || text.starts_with("plan fallback") {
+                    if let Some(m) = &self.multi {
+                        let _ = m.println(format!("belt: {text}"));
+                    }
+                }
+            }
+            Mode::Quiet => {}
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(m) = &self.multi {
+            for l in self.levels.values() {
+                if let Some(b) = &l.bar {
+                    b.finish();
+                }
+            }
+            let _ = m.clear();
+        }
+    }
+}
+
+fn tier_name(tier: &Tier, level: usize) -> String {
+    match tier {
+        Tier::Worker => "workers".into(),
+        Tier::Synthesizer => format!("synthesizers L{level}"),
+        Tier::Executive => "executive".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The progress level of a step id: workers 0, `synth/L/..` L, the executive last.
+fn level_of(step: &str) -> usize {
+    if step.starts_with("worker/") {
+        0
+    } else if let Some(rest) = step.strip_prefix("synth/") {
+        rest.split('/').next().and_then(|l| l.parse().ok()).unwrap_or(1)
+    } else if step == "executive" {
+        usize::MAX
+    } else {
+        usize::MAX - 1
+    }
+}
+
+/// 12345 → "12.3k".
+pub fn human(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.2}M", n as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_and_numbers() {
+        assert_eq!(level_of("worker/007"), 0);
+        assert_eq!(level_of("synth/2/003"), 2);
+        assert_eq!(level_of("executive"), usize::MAX);
+        assert_eq!(human(999), "999");
+        assert_eq!(human(12_345), "12.3k");
+        assert_eq!(human(2_500_000), "2.50M");
+    }
+}
