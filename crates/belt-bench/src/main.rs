@@ -1,1 +1,283 @@
-fn main() {}
+//! `belt-bench`: measures the engine's own cost on the simulated provider.
+//!
+//! ```text
+//! belt-bench --workload A --n 10000 --latency-ms 50 --concurrency 64
+//! belt-bench --suite            # every standard case, one process each
+//! ```
+//!
+//! Workloads:
+//! - **A**, fan-out: one decomposition call, N workers, one synthesis call.
+//!   Ideal wall time (the critical path) = (⌈N/C⌉ + 2)·L.
+//! - **B**, the cascade as `belt run` runs it (workers, synthesizer levels, executive),
+//!   from a given plan of N subtasks so that the simulated decomposer does not have to
+//!   write a JSON plan of 100,000 items. Ideal = (⌈N/C⌉ + Σ⌈level/C⌉ + executive)·L.
+//! - **C**, a sequential chain: one decomposition call, K steps each depending on the
+//!   previous one, one synthesis call. Ideal = (K + 2)·L.
+//!
+//! Every call asks for at most 16 output tokens, so the figures measure the engine (limits,
+//! budget bookkeeping, events, recording, scheduling), not text generation.
+//!
+//! Each case prints one JSON line: `workload`, `n`, `latency_ms`, `concurrency`, `calls`,
+//! `wall_s`, `ideal_s`, `overhead_us_per_call` = (wall − ideal)/calls,
+//! `cpu_us_per_call` (user + system CPU of the whole process during the run, divided by
+//! calls), `peak_rss_mib` (the process's high-water mark), and `kib_per_inflight_branch`
+//! = (peak RSS − RSS before the run) / most branches in flight at once — everything a
+//! branch holds, its record and events included.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use belt_core::patterns::cascade::tier_levels;
+use belt_core::{
+    AgentOutput, Cascade, Ctx, LlmRequest, Orchestrator, Outcome, Plan, RunOptions, RunStatus, StepError, StepSpec,
+    Subtask, Synthesis, Task, Tier,
+};
+use belt_llm::SimConfig;
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(name = "belt-bench", about = "Benchmarks of belt's engine on the simulated provider")]
+struct Args {
+    /// A (fan-out), B (cascade) or C (sequential chain).
+    #[arg(long, default_value = "A")]
+    workload: String,
+    /// Workers for A and B.
+    #[arg(long, default_value_t = 10_000)]
+    n: usize,
+    /// Steps of the chain for C.
+    #[arg(long, default_value_t = 100)]
+    k: usize,
+    /// Simulated latency of every call, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Run the standard suite, each case in a fresh process (so peak RSS is per case).
+    #[arg(long)]
+    suite: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    if args.suite {
+        suite();
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let line = runtime.block_on(case(&args));
+    println!("{line}");
+}
+
+/// The standard cases recorded in BENCHMARKS.md.
+fn suite() {
+    let exe = std::env::current_exe().expect("own path");
+    let mut cases: Vec<Vec<String>> = Vec::new();
+    let mut add = |w: &str, n: usize, l: u64, c: usize| {
+        let count = if w == "C" { "--k" } else { "--n" };
+        cases.push(
+            [
+                "--workload".to_string(),
+                w.to_string(),
+                count.to_string(),
+                n.to_string(),
+                "--latency-ms".into(),
+                l.to_string(),
+                "--concurrency".into(),
+                c.to_string(),
+            ]
+            .to_vec(),
+        );
+    };
+    for n in [10, 100, 1_000, 10_000, 100_000] {
+        add("A", n, 0, 64);
+    }
+    for n in [10, 1_000, 10_000, 100_000] {
+        add("B", n, 0, 64);
+    }
+    add("C", 1_000, 0, 64);
+    add("A", 10_000, 50, 64);
+    add("B", 10_000, 50, 64);
+    add("C", 100, 50, 64);
+    // Every branch in flight at once, for the memory per branch.
+    add("A", 10_000, 50, 10_000);
+    add("A", 100_000, 200, 100_000);
+    for c in cases {
+        let out = Command::new(&exe).args(&c).output().expect("run a case");
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        if !out.status.success() {
+            eprintln!("case {c:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+async fn case(args: &Args) -> String {
+    let l = Duration::from_millis(args.latency_ms);
+    let c = args.concurrency;
+    let sim = SimConfig::default().seed(1).latency_ms(args.latency_ms);
+    let mut options = RunOptions::default().with_providers(belt_llm::providers(sim)).concurrency(c);
+    options.min_success = 0.0;
+    let task = Task::new("Benchmark the engine");
+    let waves = |n: usize| n.div_ceil(c) as f64;
+    let (n, ideal, inflight) = match args.workload.as_str() {
+        "A" | "a" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
+        "B" | "b" => {
+            let levels = tier_levels(args.n, 5);
+            let exec = usize::from(levels.last().is_some_and(|&t| t >= 2));
+            let steps = waves(args.n) + levels.iter().map(|&k| waves(k)).sum::<f64>() + exec as f64;
+            (args.n, steps * l.as_secs_f64(), args.n.min(c))
+        }
+        "C" | "c" => (args.k, (args.k as f64 + 2.0) * l.as_secs_f64(), 1),
+        other => {
+            eprintln!("unknown workload `{other}`; use A, B or C");
+            std::process::exit(2);
+        }
+    };
+    let before_rss = rss_kib();
+    let before_cpu = cpu_seconds();
+    let started = Instant::now();
+    let result = match args.workload.to_ascii_uppercase().as_str() {
+        "A" => drive(FanOut { n, chain: false }, task, options).await,
+        "B" => {
+            let mut cascade = Cascade::new(n, "simulated/bench");
+            for t in [&mut cascade.worker, &mut cascade.synthesizer, &mut cascade.executive] {
+                t.max_tokens = 16;
+            }
+            options.plan =
+                Some((1..=n).map(|i| Subtask::new(i.to_string(), format!("Part {i} of the benchmark"))).collect());
+            drive(cascade, task, options).await
+        }
+        _ => drive(FanOut { n, chain: true }, task, options).await,
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - before_cpu;
+    let peak = peak_rss_kib();
+    let (calls, status) = result;
+    let calls_f = calls.max(1) as f64;
+    serde_json::json!({
+        "workload": args.workload.to_ascii_uppercase(),
+        "n": n,
+        "latency_ms": args.latency_ms,
+        "concurrency": c,
+        "calls": calls,
+        "status": status,
+        "wall_s": round(wall, 4),
+        "ideal_s": round(ideal, 4),
+        "wall_over_ideal": if ideal > 0.0 { serde_json::json!(round(wall / ideal, 4)) } else { serde_json::Value::Null },
+        "overhead_us_per_call": round((wall - ideal) / calls_f * 1e6, 2),
+        "cpu_us_per_call": round(cpu / calls_f * 1e6, 2),
+        "peak_rss_mib": round(peak as f64 / 1024.0, 1),
+        "kib_per_inflight_branch": round(peak.saturating_sub(before_rss) as f64 / inflight.max(1) as f64, 2),
+    })
+    .to_string()
+}
+
+/// Run to the end with a consumer draining the events, as every real caller has.
+async fn drive(orch: impl Orchestrator, task: Task, options: RunOptions) -> (u64, RunStatus) {
+    let mut handle = belt_core::run(orch, task, options).await.expect("valid bench options");
+    let mut events = handle.events().expect("events");
+    let drain = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(4096);
+        let mut n = 0u64;
+        while events.recv_batch(&mut batch, 4096).await > 0 {
+            n += batch.len() as u64;
+            batch.clear();
+        }
+        n
+    });
+    let result = handle.result().await;
+    let _ = drain.await;
+    (result.usage.calls, result.status)
+}
+
+/// Workloads A and C: a decomposition call, N workers (independent, or a chain), and one
+/// synthesis call.
+struct FanOut {
+    n: usize,
+    chain: bool,
+}
+
+#[async_trait]
+impl Orchestrator for FanOut {
+    fn name(&self) -> &str {
+        if self.chain { "chain" } else { "fan-out" }
+    }
+
+    async fn decompose(&self, ctx: &Ctx, task: &Task) -> Result<Plan, StepError> {
+        let prompt = format!("Task: {}\nPlan the work.", task.description);
+        let request = LlmRequest::new("simulated/bench", prompt).max_tokens(16);
+        ctx.llm(StepSpec::new("decompose", Tier::Decomposer), request).await?;
+        let plan: Vec<Subtask> = (1..=self.n)
+            .map(|i| {
+                let s = Subtask::new(i.to_string(), format!("Part {i}"));
+                if self.chain && i > 1 { Subtask { dependencies: vec![(i - 1).to_string()], ..s } } else { s }
+            })
+            .collect();
+        Ok(plan.into())
+    }
+
+    async fn execute(
+        &self,
+        ctx: &Ctx,
+        step: StepSpec,
+        task: &Task,
+        subtask: &Subtask,
+        _deps: &[AgentOutput],
+    ) -> Result<AgentOutput, StepError> {
+        let prompt = format!("Task: {}\nSubtask {}: {}", task.description, subtask.id, subtask.description);
+        let request = LlmRequest::new("simulated/bench", prompt).max_tokens(16);
+        let id = step.id.clone();
+        let reply = ctx.llm(step, request).await?;
+        Ok(AgentOutput { subtask_id: subtask.id.clone(), step: id, text: reply.text, model: reply.model })
+    }
+
+    async fn synthesize(
+        &self,
+        ctx: &Ctx,
+        task: &Task,
+        _plan: &[Subtask],
+        results: &[Outcome],
+    ) -> Result<Synthesis, StepError> {
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let prompt = format!("Task: {}\nSynthesize the {ok} results.", task.description);
+        let request = LlmRequest::new("simulated/bench", prompt).max_tokens(16);
+        let reply = ctx.llm(StepSpec::new("synthesis", Tier::Executive), request).await?;
+        Ok(Synthesis { text: reply.text.to_string() })
+    }
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f
+}
+
+/// User + system CPU time of this process, in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}

@@ -121,15 +121,18 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         let mut progress = Progress::new(mode);
         let mut file = events_file;
         let mut write_error = None;
-        while let Some(e) = events.recv().await {
-            if let Some(f) = file.as_mut() {
-                let line = serde_json::to_string(&*e).expect("events serialize");
-                if let Err(err) = writeln!(f, "{line}") {
-                    write_error = Some(err);
-                    file = None;
+        let mut batch = Vec::with_capacity(1024);
+        while events.recv_batch(&mut batch, 4096).await > 0 {
+            for e in batch.drain(..) {
+                if let Some(f) = file.as_mut() {
+                    let line = serde_json::to_string(&*e).expect("events serialize");
+                    if let Err(err) = writeln!(f, "{line}") {
+                        write_error = Some(err);
+                        file = None;
+                    }
                 }
+                progress.on_event(&e);
             }
-            progress.on_event(&e);
         }
         progress.finish();
         if let Some(mut f) = file

@@ -28,11 +28,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Amount, Ledger, Refusal};
 use crate::event::{EventBus, EventKind};
-use crate::llm::{CallInfo, LlmError, LlmReply, LlmRequest, ModelError, Providers, Usage};
+use crate::llm::{CallInfo, LlmError, LlmRequest, ModelError, Providers, Usage};
 use crate::policy::Policies;
 use crate::result::{AgentRecord, AgentStatus, UsageTotals};
 use crate::step::{StepId, StepSpec};
-use crate::store::{RunStore, StepRecord, StoreError};
+use crate::store::{InputHash, RunStore, StepRecord, StoreError};
+
+/// What a step produced: its text and what it cost. Text and model are shared, so the
+/// output is stored once however many records and events refer to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReply {
+    pub text: Arc<str>,
+    pub usage: Usage,
+    /// The model that answered (`provider/model`).
+    pub model: Arc<str>,
+    pub cost_usd: f64,
+    pub finish_reason: Option<String>,
+    pub simulated: bool,
+    /// True when the output came from the run's record instead of a new call.
+    pub replayed: bool,
+}
 
 /// Why a step did not produce an output.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -49,7 +64,7 @@ pub enum StepError {
         "{step}: non-determinism: the recorded step had input hash {recorded}, the code now asks with {now}; \
          the run's code or options changed since it was recorded — start a new run instead of resuming"
     )]
-    NonDeterminism { step: StepId, recorded: String, now: String },
+    NonDeterminism { step: StepId, recorded: InputHash, now: InputHash },
     #[error("{step}: {error}")]
     Model { step: StepId, error: ModelError },
     #[error("{step}: {error}")]
@@ -197,19 +212,20 @@ impl Ctx {
     }
 
     /// One LLM call as a durable step. See the module docs for what happens.
-    pub async fn llm(&self, spec: StepSpec, request: LlmRequest) -> Result<LlmReply, StepError> {
+    pub async fn llm(&self, spec: StepSpec, request: LlmRequest) -> Result<StepReply, StepError> {
         let s = &*self.shared;
         let hash = request_hash(&request);
-        if let Some(rec) = s.replay.get(&spec.id) {
+        if let Some(rec) = self.recorded(&spec.id) {
             return self.replay(spec, rec, hash);
         }
+        let model_name: Arc<str> = Arc::from(request.model.as_str());
         let started_ms = s.started.elapsed().as_millis() as u64;
         let started = Instant::now();
         let mut record = AgentRecord {
             step: spec.id.clone(),
             tier: spec.tier.clone(),
             status: AgentStatus::Failed,
-            model: request.model.clone(),
+            model: model_name.clone(),
             inputs: spec.inputs.clone(),
             output: None,
             error: None,
@@ -268,7 +284,7 @@ impl Ctx {
                 emitted_start = true;
                 s.bus.emit(
                     Some(&spec.id),
-                    EventKind::StepStarted { tier: spec.tier.clone(), model: request.model.clone() },
+                    EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
                 );
             }
             record.attempts += 1;
@@ -295,7 +311,17 @@ impl Ctx {
                     }
                     s.input_tokens.fetch_add(reply.usage.input_tokens, Ordering::Relaxed);
                     s.output_tokens.fetch_add(reply.usage.output_tokens, Ordering::Relaxed);
-                    return self.complete(spec, record, started, hash, reply, cost).await;
+                    let model = if reply.model == *model_name { model_name } else { Arc::from(reply.model) };
+                    let out = StepReply {
+                        text: Arc::from(reply.text),
+                        usage: reply.usage,
+                        model,
+                        cost_usd: cost,
+                        finish_reason: reply.finish_reason,
+                        simulated: reply.simulated,
+                        replayed: false,
+                    };
+                    return self.complete(spec, record, started, hash, out).await;
                 }
                 Some(Err(error)) => {
                     s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
@@ -335,14 +361,14 @@ impl Ctx {
         let s = &*self.shared;
         let input_json = serde_json::to_string(input)
             .map_err(|e| StepError::Failed { step: spec.id.clone(), message: format!("input not serializable: {e}") })?;
-        let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(input_json.as_bytes()));
+        let hash = InputHash(xxhash_rust::xxh3::xxh3_128(input_json.as_bytes()));
         let decode = |step: &StepId, text: &str| {
             serde_json::from_str::<T>(text).map_err(|e| StepError::Failed {
                 step: step.clone(),
                 message: format!("recorded output does not decode: {e}"),
             })
         };
-        if let Some(rec) = s.replay.get(&spec.id) {
+        if let Some(rec) = self.recorded(&spec.id) {
             let reply = self.replay(spec.clone(), rec, hash)?;
             return decode(&spec.id, &reply.text);
         }
@@ -352,7 +378,7 @@ impl Ctx {
             step: spec.id.clone(),
             tier: spec.tier.clone(),
             status: AgentStatus::Failed,
-            model: String::new(),
+            model: Arc::from(""),
             inputs: spec.inputs.clone(),
             output: None,
             error: None,
@@ -367,7 +393,7 @@ impl Ctx {
         if let Some(stop) = self.stopping() {
             return Err(self.refuse_start(record, stop));
         }
-        s.bus.emit(Some(&spec.id), EventKind::StepStarted { tier: spec.tier.clone(), model: String::new() });
+        s.bus.emit(Some(&spec.id), EventKind::StepStarted { tier: spec.tier.clone(), model: record.model.clone() });
         let value = tokio::select! {
             biased;
             _ = s.cancel.cancelled() => return Err(self.fail(record, started, StepError::Cancelled { step: spec.id })),
@@ -379,14 +405,16 @@ impl Ctx {
                     step: spec.id.clone(),
                     message: format!("output not serializable: {e}"),
                 })?;
-                let reply = LlmReply {
-                    text,
+                let reply = StepReply {
+                    text: Arc::from(text),
                     usage: Usage::default(),
-                    model: String::new(),
+                    model: record.model.clone(),
+                    cost_usd: 0.0,
                     finish_reason: None,
                     simulated: false,
+                    replayed: false,
                 };
-                self.complete(spec, record, started, hash, reply, 0.0).await?;
+                self.complete(spec, record, started, hash, reply).await?;
                 Ok(value)
             }
             Err(message) => Err(self.fail(record, started, StepError::Failed { step: spec.id, message })),
@@ -400,7 +428,7 @@ impl Ctx {
             step: spec.id.clone(),
             tier: spec.tier.clone(),
             status: AgentStatus::Skipped,
-            model: model.to_string(),
+            model: Arc::from(model),
             inputs: spec.inputs,
             output: None,
             error: Some(reason.clone()),
@@ -432,10 +460,16 @@ impl Ctx {
         self.shared.ledger.spent().cost_usd
     }
 
-    fn replay(&self, spec: StepSpec, rec: &StepRecord, hash: String) -> Result<LlmReply, StepError> {
+    /// The recorded outcome of `step`, when resuming a run that completed it.
+    fn recorded(&self, step: &StepId) -> Option<&StepRecord> {
+        // A fresh run has nothing recorded: skip hashing the id.
+        if self.shared.replay.is_empty() { None } else { self.shared.replay.get(step) }
+    }
+
+    fn replay(&self, spec: StepSpec, rec: &StepRecord, hash: InputHash) -> Result<StepReply, StepError> {
         let s = &*self.shared;
         if rec.input_hash != hash {
-            let err = StepError::NonDeterminism { step: spec.id.clone(), recorded: rec.input_hash.clone(), now: hash };
+            let err = StepError::NonDeterminism { step: spec.id.clone(), recorded: rec.input_hash, now: hash };
             self.stop(Stop::NonDeterminism(err.to_string()));
             let record = AgentRecord {
                 step: spec.id.clone(),
@@ -487,12 +521,14 @@ impl Ctx {
             started_ms: s.started.elapsed().as_millis() as u64,
             replayed: true,
         });
-        Ok(LlmReply {
-            text: rec.output.to_string(),
+        Ok(StepReply {
+            text: rec.output.clone(),
             usage: rec.usage,
             model: rec.model.clone(),
+            cost_usd: rec.cost_usd,
             finish_reason: None,
             simulated: rec.simulated,
+            replayed: true,
         })
     }
 
@@ -501,21 +537,19 @@ impl Ctx {
         spec: StepSpec,
         mut record: AgentRecord,
         started: Instant,
-        hash: String,
-        reply: LlmReply,
-        cost: f64,
-    ) -> Result<LlmReply, StepError> {
+        hash: InputHash,
+        reply: StepReply,
+    ) -> Result<StepReply, StepError> {
         let s = &*self.shared;
         let duration_ms = started.elapsed().as_millis() as u64;
-        let output: Arc<str> = Arc::from(reply.text.as_str());
         let step_record = StepRecord {
             step: spec.id.clone(),
             tier: spec.tier.clone(),
             input_hash: hash,
-            output: output.clone(),
+            output: reply.text.clone(),
             model: reply.model.clone(),
             usage: reply.usage,
-            cost_usd: cost,
+            cost_usd: reply.cost_usd,
             attempts: record.attempts,
             duration_ms,
             simulated: reply.simulated,
@@ -532,20 +566,18 @@ impl Ctx {
                 model: reply.model.clone(),
                 input_tokens: reply.usage.input_tokens,
                 output_tokens: reply.usage.output_tokens,
-                cost_usd: cost,
+                cost_usd: reply.cost_usd,
                 duration_ms,
                 attempts: record.attempts,
                 replayed: false,
             },
         );
         record.status = AgentStatus::Completed;
-        if !reply.model.is_empty() {
-            record.model = reply.model.clone();
-        }
-        record.output = Some(output);
+        record.model = reply.model.clone();
+        record.output = Some(reply.text.clone());
         record.input_tokens = reply.usage.input_tokens;
         record.output_tokens = reply.usage.output_tokens;
-        record.cost_usd = cost;
+        record.cost_usd = reply.cost_usd;
         record.duration_ms = duration_ms;
         self.push(record);
         Ok(reply)
@@ -627,7 +659,7 @@ fn stop_error(step: &StepId, stop: Stop) -> StepError {
 }
 
 /// A stable hash of everything that determines a call's answer.
-pub fn request_hash(r: &LlmRequest) -> String {
+pub fn request_hash(r: &LlmRequest) -> InputHash {
     use xxhash_rust::xxh3::Xxh3;
     let mut h = Xxh3::new();
     let mut field = |bytes: &[u8]| {
@@ -646,5 +678,5 @@ pub fn request_hash(r: &LlmRequest) -> String {
     field(&r.max_tokens.to_le_bytes());
     field(&r.temperature.map_or(u32::MAX, f32::to_bits).to_le_bytes());
     field(&[r.json as u8]);
-    format!("{:032x}", h.digest128())
+    InputHash(h.digest128())
 }

@@ -442,7 +442,7 @@ async fn custom_steps_are_recorded_and_replayed() {
             s: &Subtask,
             _deps: &[AgentOutput],
         ) -> Result<AgentOutput, StepError> {
-            Ok(AgentOutput { subtask_id: s.id.clone(), step: step.id, text: Arc::from("x"), model: String::new() })
+            Ok(AgentOutput { subtask_id: s.id.clone(), step: step.id, text: Arc::from("x"), model: Arc::from("") })
         }
         async fn synthesize(
             &self,

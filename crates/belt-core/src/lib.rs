@@ -42,7 +42,7 @@ pub mod store;
 pub mod testing;
 
 pub use budget::Budget;
-pub use ctx::{Ctx, Stop, StepError};
+pub use ctx::{Ctx, StepError, StepReply, Stop};
 pub use event::{Event, EventKind, EventStream, PlanSource};
 pub use llm::{LlmError, LlmProvider, LlmReply, LlmRequest, Price, Providers, Usage};
 pub use orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};

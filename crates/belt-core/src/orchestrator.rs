@@ -20,7 +20,7 @@ pub struct AgentOutput {
     pub subtask_id: String,
     pub step: StepId,
     pub text: Arc<str>,
-    pub model: String,
+    pub model: Arc<str>,
 }
 
 /// A subtask's result: its output, or why there is none.

@@ -60,7 +60,7 @@ pub struct AgentRecord {
     pub step: StepId,
     pub tier: Tier,
     pub status: AgentStatus,
-    pub model: String,
+    pub model: Arc<str>,
     /// Steps whose outputs this step consumed.
     pub inputs: Vec<StepId>,
     pub output: Option<Arc<str>>,

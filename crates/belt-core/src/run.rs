@@ -344,14 +344,15 @@ async fn write_documents(ctx: &Ctx, writer: Arc<dyn DocumentWriter>, result: Run
 }
 
 async fn persist_events(store: Arc<dyn RunStore>, run_id: String, mut rx: EventStream) {
-    let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 256).await > 0 {
+    let mut batch = Vec::with_capacity(1024);
+    while rx.recv_batch(&mut batch, 4096).await > 0 {
         if let Err(e) = store.append_events(&run_id, &batch).await {
             eprintln!("belt: could not record events of run {run_id}: {e}");
         }
         batch.clear();
     }
 }
+pub const EVENT_BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 async fn drive<O: Orchestrator>(orch: O, ctx: Ctx, task: Task, options: RunOptions) -> RunResult {
     let simulated = options.providers_simulated();

@@ -28,15 +28,38 @@ pub struct StepRecord {
     pub tier: Tier,
     /// Hash of everything that determines the call (model, prompts, parameters). A replay
     /// whose request hashes differently is a non-determinism error.
-    pub input_hash: String,
+    pub input_hash: InputHash,
     pub output: Arc<str>,
-    pub model: String,
+    pub model: Arc<str>,
     pub usage: Usage,
     pub cost_usd: f64,
     pub attempts: u32,
     pub duration_ms: u64,
     #[serde(default)]
     pub simulated: bool,
+}
+
+/// A 128-bit hash of a step's input, shown and stored as 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InputHash(pub u128);
+
+impl std::fmt::Display for InputHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl Serialize for InputHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for InputHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        u128::from_str_radix(&s, 16).map(InputHash).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A run as the store knows it: enough to list it and to run it again.
@@ -103,6 +126,10 @@ impl MemoryStore {
 
     fn with<T>(&self, run_id: &str, f: impl FnOnce(&mut RunData) -> T) -> T {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        // Look up before inserting, so the common case allocates no key.
+        if let Some(data) = runs.get_mut(run_id) {
+            return f(data);
+        }
         f(runs.entry(run_id.to_string()).or_default())
     }
 }

@@ -113,8 +113,8 @@ fn metadata(md: &mut String, r: &RunResult) {
         let key = (a.tier.rank(), a.tier.to_string());
         *counts.entry(key.clone()).or_default() += 1;
         let m = models.entry(key).or_default();
-        if !a.model.is_empty() && !m.contains(&a.model) {
-            m.push(a.model.clone());
+        if !a.model.is_empty() && !m.iter().any(|x| **x == *a.model) {
+            m.push(a.model.to_string());
         }
     }
     let models = models

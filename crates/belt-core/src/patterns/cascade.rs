@@ -282,7 +282,7 @@ impl Orchestrator for Cascade {
             .max_tokens(self.worker.max_tokens);
         let id = step.id.clone();
         let reply = ctx.llm(step, request).await?;
-        Ok(AgentOutput { subtask_id: subtask.id.clone(), step: id, text: Arc::from(reply.text), model: reply.model })
+        Ok(AgentOutput { subtask_id: subtask.id.clone(), step: id, text: reply.text, model: reply.model })
     }
 
     async fn synthesize(
@@ -318,7 +318,7 @@ impl Orchestrator for Cascade {
             let next: Vec<Input> = ctx
                 .all(groups.into_iter().enumerate().map(|(k, range)| {
                     let id = StepId::new(format!("synth/{level}/{:0width$}", k + 1));
-                    let label = format!("Synthesis {} of level {level}", k + 1);
+                    let label = group_label(&inputs[range.clone()]);
                     async move {
                         let text = self
                             .merge(ctx, task, StepSpec::new(id.clone(), Tier::Synthesizer), &inputs[range])
@@ -397,10 +397,10 @@ impl Cascade {
         let mut prompt = format!("Task: {}\n{role}\n", task.description.trim());
         for (k, i) in ok.iter().enumerate() {
             prompt.push_str(&format!(
-                "\n### Input {} ({}): {}\n{}\n",
+                "\n### Input {}: {}\n(from {})\n\n{}\n",
                 k + 1,
-                i.step,
                 i.label.trim(),
+                i.step,
                 i.text.as_deref().unwrap_or_default().trim()
             ));
         }
@@ -418,8 +418,19 @@ impl Cascade {
             .system("You synthesize the work of several analysts into one clear, well-structured text.")
             .temperature(settings.temperature)
             .max_tokens(settings.max_tokens);
-        Ok(Arc::from(ctx.llm(spec, request).await?.text))
+        Ok(ctx.llm(spec, request).await?.text)
     }
+}
+
+/// What a synthesis covers, from its inputs' labels: "Background, Current state and 4 more".
+fn group_label(inputs: &[Input]) -> String {
+    let short = |l: &str| {
+        let head = l.split([':', '.', ';']).next().unwrap_or(l).trim();
+        head.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+    };
+    let names: Vec<String> = inputs.iter().take(3).map(|i| short(&i.label)).collect();
+    let more = inputs.len().saturating_sub(3);
+    if more > 0 { format!("{} and {more} more", names.join(", ")) } else { names.join(", ") }
 }
 
 fn first_line(s: &str) -> &str {
