@@ -9,8 +9,8 @@
 
 use async_trait::async_trait;
 use belt::{
-    AgentOutput, Ctx, LlmRequest, Orchestrator, Outcome, Plan, RunOptions, SimConfig, StepError, StepSpec, Subtask,
-    Synthesis, Task, Tier,
+    AgentOutput, Ctx, LlmRequest, Orchestrator, Outcome, Plan, RunOptions, SimConfig, StepError, StepSpec,
+    Subtask, Synthesis, Task, Tier,
 };
 
 struct Study {
@@ -28,7 +28,9 @@ impl Orchestrator for Study {
         let t = &task.description;
         Ok(vec![
             Subtask::new("evidence", format!("Collect the evidence on {t}")).specialization("researcher"),
-            Subtask::new("costs", format!("Estimate the costs of {t}")).specialization("economist").priority(5),
+            Subtask::new("costs", format!("Estimate the costs of {t}"))
+                .specialization("economist")
+                .priority(5),
             Subtask::new("advice", format!("Recommend what to do about {t}"))
                 .specialization("advisor")
                 .depends_on(&["evidence", "costs"]),
@@ -44,7 +46,8 @@ impl Orchestrator for Study {
         subtask: &Subtask,
         deps: &[AgentOutput],
     ) -> Result<AgentOutput, StepError> {
-        let mut prompt = format!("Task: {}\nSubtask {}: {}\n", task.description, subtask.id, subtask.description);
+        let mut prompt =
+            format!("Task: {}\nSubtask {}: {}\n", task.description, subtask.id, subtask.description);
         for d in deps {
             prompt.push_str(&format!("\nFrom {}:\n{}\n", d.subtask_id, d.text));
         }
@@ -64,16 +67,19 @@ impl Orchestrator for Study {
         for r in results.iter().flatten() {
             prompt.push_str(&format!("\n### {}\n{}\n", r.subtask_id, r.text));
         }
-        let reply = ctx.llm(StepSpec::new("brief", Tier::Executive), LlmRequest::new(&self.model, prompt)).await?;
+        let reply =
+            ctx.llm(StepSpec::new("brief", Tier::Executive), LlmRequest::new(&self.model, prompt)).await?;
         Ok(Synthesis { text: reply.text.to_string() })
     }
 }
 
 #[tokio::main]
 async fn main() {
-    let options = RunOptions::default().with_providers(belt::providers(SimConfig::default().seed(1).latency_ms(50)));
+    let options =
+        RunOptions::default().with_providers(belt::providers(SimConfig::default().seed(1).latency_ms(50)));
     let study = Study { model: "simulated/default".into() };
-    let mut handle = belt::run(study, Task::new("four-day work weeks"), options).await.expect("valid options");
+    let mut handle =
+        belt::run(study, Task::new("four-day work weeks"), options).await.expect("valid options");
     let mut events = handle.events().expect("events");
     let printer = tokio::spawn(async move {
         while let Some(e) = events.recv().await {

@@ -30,16 +30,18 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use belt_core::patterns::cascade::tier_levels;
 use belt_core::{
-    AgentOutput, Cascade, Ctx, LlmRequest, Orchestrator, Outcome, Plan, RunOptions, RunStatus, StepError, StepSpec,
-    Subtask, Synthesis, Task, Tier,
+    AgentOutput, Cascade, Ctx, LlmRequest, Orchestrator, Outcome, Plan, RunOptions, RunStatus, StepError,
+    StepSpec, Subtask, Synthesis, Task, Tier,
 };
 use belt_llm::SimConfig;
 use clap::Parser;
+use futures::StreamExt;
 
 #[derive(Debug, Parser)]
 #[command(name = "belt-bench", about = "Benchmarks of belt's engine on the simulated provider")]
 struct Args {
-    /// A (fan-out), B (cascade) or C (sequential chain).
+    /// A (fan-out), B (cascade), C (sequential chain), or F (A's shape on bare sleeps:
+    /// the floor set by the timer, without belt).
     #[arg(long, default_value = "A")]
     workload: String,
     /// Workers for A and B.
@@ -53,6 +55,9 @@ struct Args {
     latency_ms: u64,
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Sleep on tokio's timer instead of the simulated provider's precise one.
+    #[arg(long)]
+    tokio_timer: bool,
     /// Run the standard suite, each case in a fresh process (so peak RSS is per case).
     #[arg(long)]
     suite: bool,
@@ -114,7 +119,7 @@ fn suite() {
 async fn case(args: &Args) -> String {
     let l = Duration::from_millis(args.latency_ms);
     let c = args.concurrency;
-    let sim = SimConfig::default().seed(1).latency_ms(args.latency_ms);
+    let sim = SimConfig::default().seed(1).latency_ms(args.latency_ms).precise_timer(!args.tokio_timer);
     let mut options = RunOptions::default().with_providers(belt_llm::providers(sim)).concurrency(c);
     options.min_success = 0.0;
     let task = Task::new("Benchmark the engine");
@@ -128,6 +133,7 @@ async fn case(args: &Args) -> String {
             (args.n, steps * l.as_secs_f64(), args.n.min(c))
         }
         "C" | "c" => (args.k, (args.k as f64 + 2.0) * l.as_secs_f64(), 1),
+        "F" | "f" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
         other => {
             eprintln!("unknown workload `{other}`; use A, B or C");
             std::process::exit(2);
@@ -143,11 +149,13 @@ async fn case(args: &Args) -> String {
             for t in [&mut cascade.worker, &mut cascade.synthesizer, &mut cascade.executive] {
                 t.max_tokens = 16;
             }
-            options.plan =
-                Some((1..=n).map(|i| Subtask::new(i.to_string(), format!("Part {i} of the benchmark"))).collect());
+            options.plan = Some(
+                (1..=n).map(|i| Subtask::new(i.to_string(), format!("Part {i} of the benchmark"))).collect(),
+            );
             drive(cascade, task, options).await
         }
-        _ => drive(FanOut { n, chain: true }, task, options).await,
+        "C" => drive(FanOut { n, chain: true }, task, options).await,
+        _ => timer_floor(n, c, l).await,
     };
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - before_cpu;
@@ -188,6 +196,21 @@ async fn drive(orch: impl Orchestrator, task: Task, options: RunOptions) -> (u64
     let result = handle.result().await;
     let _ = drain.await;
     (result.usage.calls, result.status)
+}
+
+/// Workload F, the floor: the shape of A with bare sleeps (on the simulated provider's
+/// timer) and a semaphore, no engine at all. What A's wall time would be if belt cost
+/// nothing.
+async fn timer_floor(n: usize, c: usize, l: Duration) -> (u64, RunStatus) {
+    let sem = tokio::sync::Semaphore::new(c);
+    let call = || async {
+        let _permit = sem.acquire().await.expect("open semaphore");
+        belt_llm::timer::sleep(l).await;
+    };
+    call().await;
+    futures::stream::iter((0..n).map(|_| call())).buffer_unordered(c).for_each(|_| async {}).await;
+    call().await;
+    (n as u64 + 2, RunStatus::Completed)
 }
 
 /// Workloads A and C: a decomposition call, N workers (independent, or a chain), and one

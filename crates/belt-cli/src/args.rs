@@ -25,8 +25,8 @@ pub struct RunArgs {
     pub task: String,
 
     /// Number of worker agents (subtasks).
-    #[arg(short = 'n', long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub agents: u64,
+    #[arg(short = 'n', long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100_000), allow_negative_numbers = true)]
+    pub agents: i64,
 
     /// Orchestration pattern.
     #[arg(long, default_value = "cascade")]
@@ -46,38 +46,38 @@ pub struct RunArgs {
     pub executive_model: Option<String>,
 
     /// Most LLM calls in flight at once.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub concurrency: u64,
+    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(i64).range(1..=100_000), allow_negative_numbers = true)]
+    pub concurrency: i64,
     /// Run the subtasks one at a time, in priority order.
     #[arg(long)]
     pub sequential: bool,
     /// Seconds one attempt of a step may take, for every tier
     /// (default: 180 workers, 240 synthesizers, 300 executive).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub timeout: Option<f64>,
     /// Retries of a step after a retryable error (timeout, 429, 5xx, connection).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
     pub retries: u32,
     /// Workers per synthesizer.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=1000))]
-    pub group_size: u64,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(2..=1000), allow_negative_numbers = true)]
+    pub group_size: i64,
     /// auto: as the tier shape says; always: also an executive over fewer than
     /// group-size workers; never: no synthesis, the report combines the workers' outputs.
     #[arg(long, default_value = "auto", value_parser = parse_synthesize)]
     pub synthesize: SynthesizeMode,
     /// Fail the run without paying for synthesis when fewer than this fraction of the
     /// workers succeed.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub min_success: f64,
 
     /// Stop starting calls before the cost would pass this many US dollars.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub budget_usd: Option<f64>,
     /// Stop starting calls before the tokens (input + output) would pass this.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub budget_tokens: Option<u64>,
     /// Stop starting calls after this many provider calls (retries count).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub budget_calls: Option<u64>,
 
     /// A JSON array of subtasks ({id, description, specialization, priority,
@@ -98,13 +98,13 @@ pub struct RunArgs {
     pub quiet: bool,
 
     /// Seed of the simulated provider (same seed, same texts).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Fixed latency of the simulated provider in milliseconds (default: random 200-800).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub sim_latency_ms: Option<u64>,
     /// Fraction of simulated calls that fail (429, 500 or timeout), from 0 to 1.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub sim_fail_rate: f64,
 }
 

@@ -78,14 +78,23 @@ impl Progress {
             EventKind::RunStarted { pattern, agents, concurrency, simulated, .. } => {
                 self.simulated = *simulated;
                 let agents = agents.map(|a| format!(", {a} agents")).unwrap_or_default();
-                let sim = if *simulated { " — simulated provider, outputs are not from a real model" } else { "" };
-                self.line(format!("run {} started: {pattern}{agents}, concurrency {concurrency}{sim}", e.run_id));
+                let sim = if *simulated {
+                    " — simulated provider, outputs are not from a real model"
+                } else {
+                    ""
+                };
+                self.line(format!(
+                    "run {} started: {pattern}{agents}, concurrency {concurrency}{sim}",
+                    e.run_id
+                ));
                 self.status("decomposing the task…".into());
             }
             EventKind::PlanReady { subtasks, shape, source } => {
                 self.total_steps = shape.iter().sum::<usize>() as u64;
                 let shape = shape.iter().map(usize::to_string).collect::<Vec<_>>().join(" → ");
-                self.line(format!("plan ready ({source:?}): {subtasks} subtasks; tiers {shape}").to_lowercase());
+                self.line(
+                    format!("plan ready ({source:?}): {subtasks} subtasks; tiers {shape}").to_lowercase(),
+                );
             }
             EventKind::PlanFallback { reason, templated } => {
                 self.line(format!("plan fallback: {reason}; {templated} template subtask(s) used"));
@@ -108,8 +117,9 @@ impl Progress {
                 l.total = *count as u64;
                 l.bar = bar;
             }
-            EventKind::TierCompleted { tier, level, succeeded, failed } => {
-                self.line(format!("{}: {succeeded} done, {failed} failed", tier_name(tier, *level)));
+            EventKind::TierCompleted { tier, level, succeeded, failed, skipped } => {
+                let skipped = if *skipped > 0 { format!(", {skipped} skipped") } else { String::new() };
+                self.line(format!("{}: {succeeded} done, {failed} failed{skipped}", tier_name(tier, *level)));
                 let key = if *tier == Tier::Executive { usize::MAX } else { *level };
                 if let Some(bar) = self.levels.get(&key).and_then(|l| l.bar.as_ref()) {
                     bar.finish();
@@ -145,7 +155,9 @@ impl Progress {
                 "budget exhausted: {limit} cap {max:.4}, {used:.4} used, next call needs up to {needed:.4}; \
                  no new calls start"
             )),
-            EventKind::DocumentWritten { format, path } => self.line(format!("wrote {format} report: {path}")),
+            EventKind::DocumentWritten { format, path } => {
+                self.line(format!("wrote {format} report: {path}"))
+            }
             EventKind::RunFinished { status, stop_reason, .. } => {
                 self.line(format!("run finished: {status} ({stop_reason})"));
                 if let Some(h) = &self.header {
@@ -211,10 +223,12 @@ impl Progress {
             }
             Mode::Live => {
                 // Only the lines that matter stay on screen above the bars.
-                if text.contains("failed:") || text.starts_with("budget") || text.starts_with("plan fallback") {
-                    if let Some(m) = &self.multi {
-                        let _ = m.println(format!("belt: {text}"));
-                    }
+                if (text.contains("failed:")
+                    || text.starts_with("budget")
+                    || text.starts_with("plan fallback"))
+                    && let Some(m) = &self.multi
+                {
+                    let _ = m.println(format!("belt: {text}"));
                 }
             }
             Mode::Quiet => {}

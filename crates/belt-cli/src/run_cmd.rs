@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use belt_core::plan::normalize_plan;
 use belt_core::{
-    AgentStatus, Budget, Cascade, Document, DocumentWriter, RunOptions, RunResult, RunStatus, Subtask, Task, Tier,
+    AgentStatus, Budget, Cascade, Document, DocumentWriter, Orchestrator, RunOptions, RunResult, RunStatus,
+    Subtask, Task, Tier,
 };
 use belt_llm::SimConfig;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
@@ -33,10 +34,16 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         )));
     }
     if !(0.0..=1.0).contains(&args.min_success) {
-        return Err(CliError::Usage(format!("--min-success must be between 0 and 1, got {}", args.min_success)));
+        return Err(CliError::Usage(format!(
+            "--min-success must be between 0 and 1, got {}",
+            args.min_success
+        )));
     }
     if !(0.0..=1.0).contains(&args.sim_fail_rate) {
-        return Err(CliError::Usage(format!("--sim-fail-rate must be between 0 and 1, got {}", args.sim_fail_rate)));
+        return Err(CliError::Usage(format!(
+            "--sim-fail-rate must be between 0 and 1, got {}",
+            args.sim_fail_rate
+        )));
     }
     if let Some(t) = args.timeout
         && !(t.is_finite() && t > 0.0)
@@ -53,13 +60,6 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     }
     let plan = args.plan.as_deref().map(read_plan).transpose()?;
     let agents = plan.as_ref().map_or(args.agents as usize, Vec::len);
-    prepare_out_dir(&args.out)?;
-    let events_file = match &args.events {
-        Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
-            CliError::Usage(format!("cannot write the events file {}: {e}", path.display()))
-        })?)),
-        None => None,
-    };
 
     // Models: --model > $BELT_MODEL (clap reads it) > the simulated provider.
     let base_model = args.model.clone().unwrap_or_else(|| SIMULATED_MODEL.to_string());
@@ -75,6 +75,21 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     if let Some(m) = &args.executive_model {
         cascade.executive.model = m.clone();
     }
+    let mut sim = SimConfig::default().seed(args.seed).fail_rate(args.sim_fail_rate);
+    if let Some(ms) = args.sim_latency_ms {
+        sim = sim.latency_ms(ms);
+    }
+    let providers = belt_llm::providers(sim);
+    // Every check that needs no file comes before any file is touched.
+    cascade.validate(&providers).map_err(CliError::Usage)?;
+    prepare_out_dir(&args.out)?;
+    let events_file = match &args.events {
+        Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
+            CliError::Usage(format!("cannot write the events file {}: {e}", path.display()))
+        })?)),
+        None => None,
+    };
+
     let uses_sim = [&cascade.decomposer, &cascade.worker, &cascade.synthesizer, &cascade.executive]
         .iter()
         .any(|t| t.model.starts_with("simulated/"));
@@ -85,12 +100,8 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         );
     }
 
-    let mut sim = SimConfig::default().seed(args.seed).fail_rate(args.sim_fail_rate);
-    if let Some(ms) = args.sim_latency_ms {
-        sim = sim.latency_ms(ms);
-    }
     let mut options = RunOptions::default()
-        .with_providers(belt_llm::providers(sim))
+        .with_providers(providers)
         .with_documents(Arc::new(MarkdownReport { dir: args.out.clone() }))
         .concurrency(args.concurrency as usize)
         .budget(Budget {
@@ -108,7 +119,9 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         }
     });
 
-    let mut handle = belt_core::run(cascade, Task::new(task), options).await.map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut handle = belt_core::run(cascade, Task::new(task), options)
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let mode = if args.quiet {
         Mode::Quiet
     } else if std::io::stderr().is_terminal() {
@@ -133,6 +146,13 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
                 }
                 progress.on_event(&e);
             }
+            // A batch at a time, so `tail -f` on the events file follows the run.
+            if let Some(f) = file.as_mut()
+                && let Err(err) = f.flush()
+            {
+                write_error = Some(err);
+                file = None;
+            }
         }
         progress.finish();
         if let Some(mut f) = file
@@ -148,7 +168,9 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     let cancel = handle.cancellation();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nbelt: cancelling: no new calls start; writing what exists (Ctrl-C again to quit now)");
+            eprintln!(
+                "\nbelt: cancelling: no new calls start; writing what exists (Ctrl-C again to quit now)"
+            );
             cancel.cancel();
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);
@@ -195,9 +217,13 @@ fn read_plan(path: &Path) -> Result<Vec<Subtask>, CliError> {
             path.display()
         ))
     })?;
-    normalize_plan(&mut plan).map_err(|e| CliError::Usage(format!("the plan file {}: {e}", path.display())))?;
+    normalize_plan(&mut plan)
+        .map_err(|e| CliError::Usage(format!("the plan file {}: {e}", path.display())))?;
     if plan.len() > 100_000 {
-        return Err(CliError::Usage(format!("the plan has {} subtasks; at most 100000 are supported", plan.len())));
+        return Err(CliError::Usage(format!(
+            "the plan has {} subtasks; at most 100000 are supported",
+            plan.len()
+        )));
     }
     Ok(plan)
 }
@@ -205,7 +231,10 @@ fn read_plan(path: &Path) -> Result<Vec<Subtask>, CliError> {
 /// Create the output directory and prove it is writable before anything is paid for.
 fn prepare_out_dir(dir: &Path) -> Result<(), CliError> {
     let unwritable = |e: std::io::Error| {
-        CliError::Usage(format!("cannot write reports to {}: {e}; choose another --out directory", dir.display()))
+        CliError::Usage(format!(
+            "cannot write reports to {}: {e}; choose another --out directory",
+            dir.display()
+        ))
     };
     std::fs::create_dir_all(dir).map_err(unwritable)?;
     let probe = dir.join(format!(".belt-write-test-{}", std::process::id()));
@@ -232,11 +261,23 @@ impl DocumentWriter for MarkdownReport {
 pub fn summary(r: &RunResult) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(vec!["tier", "steps", "done", "failed", "skipped", "tokens in", "tokens out", "cost", "time"]);
+    table.set_header(vec![
+        "tier",
+        "steps",
+        "done",
+        "failed",
+        "skipped",
+        "tokens in",
+        "tokens out",
+        "cost",
+        "time",
+    ]);
     let mut groups: Vec<(String, Vec<&belt_core::AgentRecord>)> = Vec::new();
     for a in &r.agents {
         let name = match (&a.tier, a.step.as_str().strip_prefix("synth/")) {
-            (Tier::Synthesizer, Some(rest)) => format!("synthesizer L{}", rest.split('/').next().unwrap_or("?")),
+            (Tier::Synthesizer, Some(rest)) => {
+                format!("synthesizer L{}", rest.split('/').next().unwrap_or("?"))
+            }
             (tier, _) => tier.to_string(),
         };
         match groups.last_mut() {

@@ -142,7 +142,10 @@ impl Running {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
                     let stderr = self.stderr.join().unwrap_or_default();
-                    panic!("`{}` did not exit within {PROCESS_DEADLINE:?}\n--- stderr ---\n{stderr}", self.cmdline);
+                    panic!(
+                        "`{}` did not exit within {PROCESS_DEADLINE:?}\n--- stderr ---\n{stderr}",
+                        self.cmdline
+                    );
                 }
                 None => std::thread::sleep(Duration::from_millis(5)),
             }
@@ -385,7 +388,10 @@ fn full_run_json_report_and_events() {
     let expected: Vec<String> = (1..=12).map(|i| format!("worker/{i:03}")).collect();
     assert_eq!(workers.iter().map(|a| a["step"].as_str().unwrap()).collect::<Vec<_>>(), expected);
     let synths = agents_of(&r, "synthesizer");
-    assert_eq!(synths.iter().map(|a| a["step"].as_str().unwrap()).collect::<Vec<_>>(), ["synth/1/001", "synth/1/002"]);
+    assert_eq!(
+        synths.iter().map(|a| a["step"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["synth/1/001", "synth/1/002"]
+    );
     // Together the synthesizers read every worker exactly once.
     let mut read: Vec<&str> = synths.iter().flat_map(|a| inputs(a)).collect();
     read.sort();
@@ -455,7 +461,8 @@ fn default_out_dir_is_belt_out_in_the_working_directory() {
     let reports = files_ending(&dir.join("belt-out"), ".md");
     assert_eq!(reports.len(), 1, "reports: {reports:?}");
     // No stray write probe is left behind.
-    let left: Vec<_> = std::fs::read_dir(dir.join("belt-out")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(dir.join("belt-out")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 1, "files in belt-out: {left:?}");
 }
 
@@ -463,11 +470,14 @@ fn default_out_dir_is_belt_out_in_the_working_directory() {
 // 2. Tier shapes
 // ---------------------------------------------------------------------------------------
 
+/// One `--agents` case: the count, extra arguments, the synthesizers and executives
+/// expected, and the tier shape.
+type ShapeCase<'a> = (&'a str, &'a [&'a str], usize, usize, &'a [u64]);
+
 #[test]
 fn tier_shapes() {
     let dir = TestDir::new("shapes");
-    // (agents, extra args, synthesizers, executives, shape)
-    let cases: &[(&str, &[&str], usize, usize, &[u64])] = &[
+    let cases: &[ShapeCase] = &[
         ("1", &[], 0, 0, &[1]),
         ("4", &[], 0, 0, &[4]),
         ("5", &[], 1, 0, &[5, 1]),
@@ -530,7 +540,8 @@ fn synthesize_always_puts_an_executive_over_few_workers() {
 #[test]
 fn synthesize_never_combines_the_worker_outputs() {
     let dir = TestDir::new("never");
-    let r = run_json(&dir, &["run", "Compare twelve databases", "--agents", "12", "--synthesize", "never"], 0);
+    let r =
+        run_json(&dir, &["run", "Compare twelve databases", "--agents", "12", "--synthesize", "never"], 0);
     assert!(agents_of(&r, "synthesizer").is_empty());
     assert!(agents_of(&r, "executive").is_empty());
     let fin = r["final_output"].as_str().expect("a final output");
@@ -559,7 +570,12 @@ fn assert_bad_input(dir: &TestDir, args: &[&str], needles: &[&str]) {
     o.assert_code(2);
     let err = o.stderr.to_lowercase();
     for n in needles {
-        assert!(err.contains(&n.to_lowercase()), "`{}`: stderr does not mention `{n}`:\n{}", o.cmdline, o.stderr);
+        assert!(
+            err.contains(&n.to_lowercase()),
+            "`{}`: stderr does not mention `{n}`:\n{}",
+            o.cmdline,
+            o.stderr
+        );
     }
     assert!(o.stdout.trim().is_empty(), "`{}` printed on stdout:\n{}", o.cmdline, o.stdout);
     let reports = files_ending(&dir.path, ".md");
@@ -598,7 +614,7 @@ fn bad_input_exits_2_before_any_call() {
         (vec!["Task", "--agents", "100001"], vec!["--agents", "100001"]),
         (vec!["Task", "--concurrency", "0"], vec!["--concurrency", "'0'"]),
         // clap reads a bare `-1` as an unknown flag; the message still names it.
-        (vec!["Task", "--budget-usd", "-1"], vec!["'-1'"]),
+        (vec!["Task", "--budget-usd", "-1"], vec!["--budget-usd", "positive", "-1"]),
         (vec!["Task", "--budget-usd=-1"], vec!["--budget-usd", "-1"]),
         (vec!["Task", "--budget-usd", "0"], vec!["--budget-usd", "positive"]),
         (vec!["Task", "--budget-usd", "NaN"], vec!["--budget-usd"]),
@@ -812,7 +828,11 @@ fn budget_calls_stops_the_run() {
     // The final output combines the completed workers' outputs.
     let fin = r["final_output"].as_str().expect("a final output after budget exhaustion");
     for w in &completed {
-        assert!(fin.contains(w["output"].as_str().unwrap().trim_end()), "{} is missing from the final output", w["step"]);
+        assert!(
+            fin.contains(w["output"].as_str().unwrap().trim_end()),
+            "{} is missing from the final output",
+            w["step"]
+        );
     }
     report_path(&r, &dir.join("out"));
 
@@ -908,15 +928,22 @@ fn retries_absorb_simulated_failures() {
     check_accounting(&r);
     let events = read_events(&events_path);
     check_event_log(&events, r["run_id"].as_str().unwrap());
-    let extra_attempts: u64 = agents(&r).iter().map(|a| a["attempts"].as_u64().unwrap().saturating_sub(1)).sum();
+    let extra_attempts: u64 =
+        agents(&r).iter().map(|a| a["attempts"].as_u64().unwrap().saturating_sub(1)).sum();
     assert!(count_type(&events, "step_retrying") >= 1);
     assert_eq!(count_type(&events, "step_retrying") as u64, extra_attempts, "one step_retrying per retry");
     for a in &retried {
         let s = a["step"].as_str().unwrap();
-        let completed = seq_of(&events, "step_completed", s);
-        assert!(
-            events.iter().any(|e| ty(e) == "step_retrying" && step(e) == Some(s) && e["seq"].as_u64() < Some(completed)),
-            "{s} was retried but has no step_retrying event before it completed"
+        let ended = if a["status"] == "completed" { "step_completed" } else { "step_failed" };
+        let ended = seq_of(&events, ended, s);
+        let retries = events
+            .iter()
+            .filter(|e| ty(e) == "step_retrying" && step(e) == Some(s) && e["seq"].as_u64() < Some(ended))
+            .count();
+        assert_eq!(
+            retries as u64 + 1,
+            a["attempts"].as_u64().unwrap(),
+            "{s}: step_retrying events before it ended"
         );
     }
 }
@@ -967,7 +994,18 @@ fn timeouts_are_retried_then_fail() {
     let dir = TestDir::new("timeout");
     let r = run_json(
         &dir,
-        &["run", HEALTHCARE, "--agents", "3", "--timeout", "0.02", "--retries", "1", "--sim-latency-ms", "2000"],
+        &[
+            "run",
+            HEALTHCARE,
+            "--agents",
+            "3",
+            "--timeout",
+            "0.02",
+            "--retries",
+            "1",
+            "--sim-latency-ms",
+            "2000",
+        ],
         1,
     );
     assert_eq!(r["status"], "failed");
@@ -1029,7 +1067,10 @@ fn sigint_cancels_and_writes_what_exists() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(&events_path).unwrap_or_default();
-        let done = text.lines().filter(|l| l.contains(r#""type":"step_completed""#) && l.contains("worker/")).count();
+        let done = text
+            .lines()
+            .filter(|l| l.contains(r#""type":"step_completed""#) && l.contains("worker/"))
+            .count();
         if done >= 3 {
             break;
         }
@@ -1075,13 +1116,17 @@ fn sigint_cancels_and_writes_what_exists() {
 #[test]
 fn quiet_prints_nothing_on_stderr() {
     let dir = TestDir::new("quiet");
-    let o = belt(&dir, &["run", HEALTHCARE, "--agents", "6", "--sim-latency-ms", "0", "--quiet", "--out", "out"]);
+    let o =
+        belt(&dir, &["run", HEALTHCARE, "--agents", "6", "--sim-latency-ms", "0", "--quiet", "--out", "out"]);
     o.assert_code(0);
     assert_eq!(o.stderr, "", "--quiet printed on stderr");
     assert_eq!(files_ending(&dir.join("out"), ".md").len(), 1, "--quiet still writes the report");
 
     // --quiet --json: stdout is exactly the JSON document, stderr stays empty.
-    let o = belt(&dir, &["run", HEALTHCARE, "--agents", "6", "--sim-latency-ms", "0", "--quiet", "--json", "--out", "out"]);
+    let o = belt(
+        &dir,
+        &["run", HEALTHCARE, "--agents", "6", "--sim-latency-ms", "0", "--quiet", "--json", "--out", "out"],
+    );
     o.assert_code(0);
     assert_eq!(o.stderr, "");
     assert_eq!(o.json()["status"], "completed");
@@ -1114,8 +1159,72 @@ fn progress_lines_and_summary_without_a_tty() {
     }
 
     // With --json, the summary moves to stderr and stdout is only the JSON document.
-    let o = belt(&dir, &["run", HEALTHCARE, "--agents", "4", "--sim-latency-ms", "0", "--out", "out", "--json"]);
+    let o =
+        belt(&dir, &["run", HEALTHCARE, "--agents", "4", "--sim-latency-ms", "0", "--out", "out", "--json"]);
     o.assert_code(0);
     assert_eq!(o.json()["status"], "completed");
     assert!(o.stderr.lines().any(|l| l.starts_with("status:")), "{}", o.stderr);
+}
+
+// ---------------------------------------------------------------------------------------
+// Regressions of bugs found by these tests
+// ---------------------------------------------------------------------------------------
+
+/// `--events FILE` goes through a `BufWriter` that is only flushed when its 8 KiB buffer
+/// fills and at the end, so a reader tailing the file sees nothing of a small run until it
+/// finishes (and of a large one only in 8 KiB blocks).
+#[test]
+fn events_file_shows_events_while_the_run_works() {
+    let dir = TestDir::new("events-live");
+    let events_path = dir.join("events.jsonl");
+    let mut running = spawn_belt(
+        &dir,
+        &[
+            "run",
+            HEALTHCARE,
+            "--agents",
+            "6",
+            "--concurrency",
+            "1",
+            "--sim-latency-ms",
+            "300",
+            "--quiet",
+            "--out",
+            "out",
+            "--events",
+            events_path.to_str().unwrap(),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen_while_running = loop {
+        let text = std::fs::read_to_string(&events_path).unwrap_or_default();
+        if text.lines().any(|l| l.contains(r#""type":"step_completed""#)) {
+            break running.child.try_wait().unwrap().is_none();
+        }
+        if running.child.try_wait().unwrap().is_some() || Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    running.finish().assert_code(0);
+    assert!(seen_while_running, "no step_completed line was in the events file while the run was working");
+}
+
+/// Bad input exits 2 "before any call", but the `--out` directory and the `--events` file
+/// are created before the models are checked, so `--model nope/x` truncates an existing
+/// events file.
+#[test]
+fn bad_model_leaves_an_existing_events_file_alone() {
+    let dir = TestDir::new("events-truncated");
+    let events_path = dir.write("events.jsonl", "{\"kept\": true}\n");
+    let o = belt(
+        &dir,
+        &["run", "Task", "--model", "nope/x", "--out", "out", "--events", events_path.to_str().unwrap()],
+    );
+    o.assert_code(2);
+    assert_eq!(
+        std::fs::read_to_string(&events_path).unwrap(),
+        "{\"kept\": true}\n",
+        "the events file was truncated"
+    );
 }

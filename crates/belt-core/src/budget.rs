@@ -105,7 +105,12 @@ impl Ledger {
         if let Some(max) = self.budget.max_calls {
             let u = s.spent.calls + s.reserved.calls;
             if u + worst.calls > max {
-                return Err(Refusal { limit: "calls", used: u as f64, max: max as f64, needed: worst.calls as f64 });
+                return Err(Refusal {
+                    limit: "calls",
+                    used: u as f64,
+                    max: max as f64,
+                    needed: worst.calls as f64,
+                });
             }
         }
         if let Some(max) = self.budget.max_tokens {

@@ -137,6 +137,8 @@ pub(crate) struct Shared {
     pub concurrency: usize,
     pub cancel: CancellationToken,
     pub stop: Mutex<Option<Stop>>,
+    /// Set once `stop` holds a reason: the hot path reads this, not the mutex.
+    pub stopping: AtomicBool,
     pub policies: Policies,
     pub agents: Mutex<Vec<AgentRecord>>,
     pub replay: HashMap<StepId, StepRecord>,
@@ -146,6 +148,14 @@ pub(crate) struct Shared {
     pub input_tokens: AtomicU64,
     pub output_tokens: AtomicU64,
     pub calls: AtomicU64,
+}
+
+/// What is known of a step while it runs.
+struct Attempt {
+    started: Instant,
+    /// Milliseconds since the run started.
+    started_ms: u64,
+    attempts: u32,
 }
 
 /// A run's context. Cheap to clone; every clone is the same run.
@@ -175,8 +185,8 @@ impl Ctx {
 
     /// Why the run is stopping, if it is.
     pub fn stopping(&self) -> Option<Stop> {
-        if self.shared.cancel.is_cancelled() {
-            return Some(self.lock_stop().clone().unwrap_or(Stop::Cancelled));
+        if !self.shared.stopping.load(Ordering::Acquire) {
+            return None;
         }
         self.lock_stop().clone()
     }
@@ -186,7 +196,16 @@ impl Ctx {
         let mut s = self.lock_stop();
         if s.is_none() {
             *s = Some(stop);
+            self.shared.stopping.store(true, Ordering::Release);
         }
+    }
+
+    /// Cancellation was observed (through the token, which anyone holding it may cancel):
+    /// make it the run's stop reason now, so that no later step or status decision can
+    /// miss it. Returns the stop in force.
+    fn cancelled(&self) -> Stop {
+        self.stop(Stop::Cancelled);
+        self.stopping().unwrap_or(Stop::Cancelled)
     }
 
     /// Cancel the run: in-flight calls are dropped, no new ones start.
@@ -218,31 +237,19 @@ impl Ctx {
         if let Some(rec) = self.recorded(&spec.id) {
             return self.replay(spec, rec, hash);
         }
+        // Only this small log lives across the awaits below; the step's full record is
+        // built when it ends. With 100,000 branches in flight, every byte here counts.
+        let mut at = self.begin();
         let model_name: Arc<str> = Arc::from(request.model.as_str());
-        let started_ms = s.started.elapsed().as_millis() as u64;
-        let started = Instant::now();
-        let mut record = AgentRecord {
-            step: spec.id.clone(),
-            tier: spec.tier.clone(),
-            status: AgentStatus::Failed,
-            model: model_name.clone(),
-            inputs: spec.inputs.clone(),
-            output: None,
-            error: None,
-            attempts: 0,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_usd: 0.0,
-            duration_ms: 0,
-            started_ms,
-            replayed: false,
-        };
         if let Some(stop) = self.stopping() {
-            return Err(self.refuse_start(record, stop));
+            return Err(self.refuse_start(&spec, model_name, &at, stop));
         }
         let (provider, model) = match s.providers.resolve(&request.model) {
             Ok(p) => p,
-            Err(error) => return Err(self.fail(record, started, StepError::Model { step: spec.id, error })),
+            Err(error) => {
+                let err = StepError::Model { step: spec.id.clone(), error };
+                return Err(self.fail(&spec, model_name, &at, err));
+            }
         };
         if provider.is_simulated() {
             s.simulated.store(true, Ordering::Relaxed);
@@ -255,59 +262,59 @@ impl Ctx {
             tokens: bound + request.max_tokens as u64,
             cost_usd: price.map_or(0.0, |p| p.cost_of(bound, request.max_tokens as u64)),
         };
-        let mut emitted_start = false;
         loop {
-            let permit = tokio::select! {
-                biased;
-                _ = s.cancel.cancelled() => None,
-                p = s.limiter.acquire() => p.ok(),
-            };
-            let Some(permit) = permit else {
-                return Err(self.fail(record, started, StepError::Cancelled { step: spec.id }));
+            let Some(permit) = self.permit().await else {
+                let stop = self.cancelled();
+                return Err(self.refuse_start(&spec, model_name, &at, stop));
             };
             if let Some(stop) = self.stopping() {
                 drop(permit);
-                return Err(if record.attempts == 0 {
-                    self.refuse_start(record, stop)
-                } else {
-                    let err = stop_error(&spec.id, stop);
-                    self.fail(record, started, err)
-                });
+                if at.attempts == 0 {
+                    return Err(self.refuse_start(&spec, model_name, &at, stop));
+                }
+                let err = stop_error(&spec.id, stop);
+                return Err(self.fail(&spec, model_name, &at, err));
             }
             if let Err(refusal) = s.ledger.reserve(worst) {
                 drop(permit);
                 self.exhaust_budget(&spec.id, &refusal);
+                if at.attempts == 0 {
+                    // No call was made: the step is skipped, like every later one.
+                    return Err(self.refuse_start(&spec, model_name, &at, Stop::Budget(refusal.to_string())));
+                }
                 let err = StepError::BudgetExhausted { step: spec.id.clone(), refusal: refusal.to_string() };
-                return Err(self.fail(record, started, err));
+                return Err(self.fail(&spec, model_name, &at, err));
             }
-            if !emitted_start {
-                emitted_start = true;
+            if at.attempts == 0 {
                 s.bus.emit(
                     Some(&spec.id),
                     EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
                 );
             }
-            record.attempts += 1;
-            let call = CallInfo { step: spec.id.clone(), attempt: record.attempts };
-            let outcome = tokio::select! {
-                biased;
-                _ = s.cancel.cancelled() => None,
-                r = tokio::time::timeout(policy.timeout, provider.complete(model, &request, &call)) => {
-                    Some(r.unwrap_or(Err(LlmError::Timeout(policy.timeout))))
-                }
-            };
+            at.attempts += 1;
+            let call = CallInfo { step: spec.id.clone(), attempt: at.attempts };
+            let outcome = self.call(provider.as_ref(), model, &request, &call, policy.timeout).await;
             drop(permit);
             s.calls.fetch_add(1, Ordering::Relaxed);
             match outcome {
                 None => {
                     s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
-                    return Err(self.fail(record, started, StepError::Cancelled { step: spec.id }));
+                    self.cancelled();
+                    return Err(self.fail(
+                        &spec,
+                        model_name,
+                        &at,
+                        StepError::Cancelled { step: spec.id.clone() },
+                    ));
                 }
                 Some(Ok(reply)) => {
                     let cost = price.map_or(0.0, |p| p.cost(reply.usage));
                     let actual = Amount { calls: 1, tokens: reply.usage.total(), cost_usd: cost };
                     for w in s.ledger.settle(worst, actual) {
-                        s.bus.emit(None, EventKind::BudgetWarning { limit: w.limit.into(), used: w.used, max: w.max });
+                        s.bus.emit(
+                            None,
+                            EventKind::BudgetWarning { limit: w.limit.into(), used: w.used, max: w.max },
+                        );
                     }
                     s.input_tokens.fetch_add(reply.usage.input_tokens, Ordering::Relaxed);
                     s.output_tokens.fetch_add(reply.usage.output_tokens, Ordering::Relaxed);
@@ -321,34 +328,83 @@ impl Ctx {
                         simulated: reply.simulated,
                         replayed: false,
                     };
-                    return self.complete(spec, record, started, hash, out).await;
+                    return self.complete(&spec, &at, hash, out).await;
                 }
                 Some(Err(error)) => {
                     s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
-                    if error.is_retryable() && record.attempts <= policy.retries && self.stopping().is_none() {
-                        let delay = policy.backoff(&spec.id, record.attempts, error.retry_after());
+                    if error.is_retryable() && at.attempts <= policy.retries && self.stopping().is_none() {
+                        let delay = policy.backoff(&spec.id, at.attempts, error.retry_after());
                         s.bus.emit(
                             Some(&spec.id),
                             EventKind::StepRetrying {
                                 tier: spec.tier.clone(),
-                                attempt: record.attempts,
+                                attempt: at.attempts,
                                 error: error.to_string(),
                                 error_kind: error.kind().to_string(),
                                 delay_ms: delay.as_millis() as u64,
                             },
                         );
-                        tokio::select! {
-                            biased;
-                            _ = s.cancel.cancelled() => {}
-                            _ = tokio::time::sleep(delay) => {}
-                        }
+                        self.pause(delay).await;
                         continue;
                     }
-                    let attempts = record.attempts;
-                    return Err(self.fail(record, started, StepError::Llm { step: spec.id, error, attempts }));
+                    let err = StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts };
+                    return Err(self.fail(&spec, model_name, &at, err));
                 }
             }
         }
+    }
+
+    /// A slot under the run's concurrency limit; `None` if the run is cancelled first.
+    async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let s = &*self.shared;
+        // Most calls find a free slot at once. Waiting is the rare path: it is boxed so its
+        // state does not enlarge every step's future.
+        match s.limiter.try_acquire() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                Box::pin(async {
+                    tokio::select! {
+                        biased;
+                        _ = s.cancel.cancelled() => None,
+                        p = s.limiter.acquire() => p.ok(),
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    /// One provider call under the step's timeout; `None` if the run is cancelled.
+    async fn call(
+        &self,
+        provider: &dyn crate::llm::LlmProvider,
+        model: &str,
+        request: &LlmRequest,
+        call: &CallInfo,
+        timeout: std::time::Duration,
+    ) -> Option<Result<crate::llm::LlmReply, LlmError>> {
+        tokio::select! {
+            biased;
+            _ = self.shared.cancel.cancelled() => None,
+            r = tokio::time::timeout(timeout, provider.complete(model, request, call)) => {
+                Some(r.unwrap_or(Err(LlmError::Timeout(timeout))))
+            }
+        }
+    }
+
+    /// The backoff before a retry, cut short by cancellation (boxed: a rare path); the
+    /// loop then finds the run stopping.
+    async fn pause(&self, delay: std::time::Duration) {
+        let cancel = &self.shared.cancel;
+        Box::pin(async move {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => true,
+                _ = tokio::time::sleep(delay) => false,
+            }
+        })
+        .await
+        .then(|| self.cancelled());
     }
 
     /// A recorded, effectful step that is not an LLM call: `work` runs once per run; on
@@ -359,8 +415,10 @@ impl Ctx {
         F: Future<Output = Result<T, String>>,
     {
         let s = &*self.shared;
-        let input_json = serde_json::to_string(input)
-            .map_err(|e| StepError::Failed { step: spec.id.clone(), message: format!("input not serializable: {e}") })?;
+        let input_json = serde_json::to_string(input).map_err(|e| StepError::Failed {
+            step: spec.id.clone(),
+            message: format!("input not serializable: {e}"),
+        })?;
         let hash = InputHash(xxhash_rust::xxh3::xxh3_128(input_json.as_bytes()));
         let decode = |step: &StepId, text: &str| {
             serde_json::from_str::<T>(text).map_err(|e| StepError::Failed {
@@ -372,75 +430,59 @@ impl Ctx {
             let reply = self.replay(spec.clone(), rec, hash)?;
             return decode(&spec.id, &reply.text);
         }
-        let started_ms = s.started.elapsed().as_millis() as u64;
-        let started = Instant::now();
-        let record = AgentRecord {
-            step: spec.id.clone(),
-            tier: spec.tier.clone(),
-            status: AgentStatus::Failed,
-            model: Arc::from(""),
-            inputs: spec.inputs.clone(),
-            output: None,
-            error: None,
-            attempts: 1,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_usd: 0.0,
-            duration_ms: 0,
-            started_ms,
-            replayed: false,
-        };
+        let mut at = self.begin();
+        let no_model: Arc<str> = Arc::from("");
         if let Some(stop) = self.stopping() {
-            return Err(self.refuse_start(record, stop));
+            return Err(self.refuse_start(&spec, no_model, &at, stop));
         }
-        s.bus.emit(Some(&spec.id), EventKind::StepStarted { tier: spec.tier.clone(), model: record.model.clone() });
+        at.attempts = 1;
+        s.bus.emit(
+            Some(&spec.id),
+            EventKind::StepStarted { tier: spec.tier.clone(), model: no_model.clone() },
+        );
         let value = tokio::select! {
             biased;
-            _ = s.cancel.cancelled() => return Err(self.fail(record, started, StepError::Cancelled { step: spec.id })),
+            _ = s.cancel.cancelled() => {
+                self.cancelled();
+                return Err(self.fail(&spec, no_model, &at, StepError::Cancelled { step: spec.id.clone() }));
+            }
             v = work => v,
         };
-        match value {
-            Ok(value) => {
-                let text = serde_json::to_string(&value).map_err(|e| StepError::Failed {
+        let text = match value.as_ref().map(serde_json::to_string) {
+            Ok(Ok(text)) => text,
+            Ok(Err(e)) => {
+                let err = StepError::Failed {
                     step: spec.id.clone(),
                     message: format!("output not serializable: {e}"),
-                })?;
-                let reply = StepReply {
-                    text: Arc::from(text),
-                    usage: Usage::default(),
-                    model: record.model.clone(),
-                    cost_usd: 0.0,
-                    finish_reason: None,
-                    simulated: false,
-                    replayed: false,
                 };
-                self.complete(spec, record, started, hash, reply).await?;
-                Ok(value)
+                return Err(self.fail(&spec, no_model, &at, err));
             }
-            Err(message) => Err(self.fail(record, started, StepError::Failed { step: spec.id, message })),
-        }
+            Err(message) => {
+                let err = StepError::Failed { step: spec.id.clone(), message: message.clone() };
+                return Err(self.fail(&spec, no_model, &at, err));
+            }
+        };
+        let reply = StepReply {
+            text: Arc::from(text),
+            usage: Usage::default(),
+            model: no_model,
+            cost_usd: 0.0,
+            finish_reason: None,
+            simulated: false,
+            replayed: false,
+        };
+        self.complete(&spec, &at, hash, reply).await?;
+        value.map_err(|message| StepError::Failed { step: spec.id, message })
     }
 
     /// Record that a step was not run, with the reason (its inputs failed, say).
     pub fn skip(&self, spec: StepSpec, model: &str, reason: impl Into<String>) -> StepError {
         let reason = reason.into();
-        let record = AgentRecord {
-            step: spec.id.clone(),
-            tier: spec.tier.clone(),
-            status: AgentStatus::Skipped,
-            model: Arc::from(model),
-            inputs: spec.inputs,
-            output: None,
-            error: Some(reason.clone()),
-            attempts: 0,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_usd: 0.0,
-            duration_ms: 0,
-            started_ms: self.shared.started.elapsed().as_millis() as u64,
-            replayed: false,
-        };
-        self.shared.bus.emit(Some(&spec.id), EventKind::StepSkipped { tier: spec.tier, reason: reason.clone() });
+        let mut record = self.record(&spec, Arc::from(model), &self.begin(), AgentStatus::Skipped);
+        record.error = Some(reason.clone());
+        self.shared
+            .bus
+            .emit(Some(&spec.id), EventKind::StepSkipped { tier: spec.tier, reason: reason.clone() });
         self.push(record);
         StepError::Skipped { step: spec.id, reason }
     }
@@ -469,25 +511,10 @@ impl Ctx {
     fn replay(&self, spec: StepSpec, rec: &StepRecord, hash: InputHash) -> Result<StepReply, StepError> {
         let s = &*self.shared;
         if rec.input_hash != hash {
-            let err = StepError::NonDeterminism { step: spec.id.clone(), recorded: rec.input_hash, now: hash };
+            let err =
+                StepError::NonDeterminism { step: spec.id.clone(), recorded: rec.input_hash, now: hash };
             self.stop(Stop::NonDeterminism(err.to_string()));
-            let record = AgentRecord {
-                step: spec.id.clone(),
-                tier: spec.tier.clone(),
-                status: AgentStatus::Failed,
-                model: rec.model.clone(),
-                inputs: spec.inputs,
-                output: None,
-                error: None,
-                attempts: 0,
-                input_tokens: 0,
-                output_tokens: 0,
-                cost_usd: 0.0,
-                duration_ms: 0,
-                started_ms: s.started.elapsed().as_millis() as u64,
-                replayed: true,
-            };
-            return Err(self.fail(record, Instant::now(), err));
+            return Err(self.fail(&spec, rec.model.clone(), &self.begin(), err));
         }
         if rec.simulated {
             s.simulated.store(true, Ordering::Relaxed);
@@ -505,22 +532,15 @@ impl Ctx {
                 replayed: true,
             },
         );
-        self.push(AgentRecord {
-            step: spec.id,
-            tier: spec.tier,
-            status: AgentStatus::Completed,
-            model: rec.model.clone(),
-            inputs: spec.inputs,
-            output: Some(rec.output.clone()),
-            error: None,
-            attempts: rec.attempts,
-            input_tokens: rec.usage.input_tokens,
-            output_tokens: rec.usage.output_tokens,
-            cost_usd: rec.cost_usd,
-            duration_ms: rec.duration_ms,
-            started_ms: s.started.elapsed().as_millis() as u64,
-            replayed: true,
-        });
+        let mut record = self.record(&spec, rec.model.clone(), &self.begin(), AgentStatus::Completed);
+        record.output = Some(rec.output.clone());
+        record.attempts = rec.attempts;
+        record.input_tokens = rec.usage.input_tokens;
+        record.output_tokens = rec.usage.output_tokens;
+        record.cost_usd = rec.cost_usd;
+        record.duration_ms = rec.duration_ms;
+        record.replayed = true;
+        self.push(record);
         Ok(StepReply {
             text: rec.output.clone(),
             usage: rec.usage,
@@ -534,14 +554,13 @@ impl Ctx {
 
     async fn complete(
         &self,
-        spec: StepSpec,
-        mut record: AgentRecord,
-        started: Instant,
+        spec: &StepSpec,
+        at: &Attempt,
         hash: InputHash,
         reply: StepReply,
     ) -> Result<StepReply, StepError> {
         let s = &*self.shared;
-        let duration_ms = started.elapsed().as_millis() as u64;
+        let duration_ms = at.started.elapsed().as_millis() as u64;
         let step_record = StepRecord {
             step: spec.id.clone(),
             tier: spec.tier.clone(),
@@ -550,30 +569,30 @@ impl Ctx {
             model: reply.model.clone(),
             usage: reply.usage,
             cost_usd: reply.cost_usd,
-            attempts: record.attempts,
+            attempts: at.attempts,
             duration_ms,
             simulated: reply.simulated,
         };
         // The record is durable before the output is used downstream (see store docs).
         if let Err(error) = s.store.put_step(&s.run_id, &step_record).await {
             self.stop(Stop::Store(error.to_string()));
-            return Err(self.fail(record, started, StepError::Store { step: spec.id, error }));
+            let err = StepError::Store { step: spec.id.clone(), error };
+            return Err(self.fail(spec, reply.model, at, err));
         }
         s.bus.emit(
             Some(&spec.id),
             EventKind::StepCompleted {
-                tier: spec.tier,
+                tier: spec.tier.clone(),
                 model: reply.model.clone(),
                 input_tokens: reply.usage.input_tokens,
                 output_tokens: reply.usage.output_tokens,
                 cost_usd: reply.cost_usd,
                 duration_ms,
-                attempts: record.attempts,
+                attempts: at.attempts,
                 replayed: false,
             },
         );
-        record.status = AgentStatus::Completed;
-        record.model = reply.model.clone();
+        let mut record = self.record(spec, reply.model.clone(), at, AgentStatus::Completed);
         record.output = Some(reply.text.clone());
         record.input_tokens = reply.usage.input_tokens;
         record.output_tokens = reply.usage.output_tokens;
@@ -583,17 +602,44 @@ impl Ctx {
         Ok(reply)
     }
 
-    fn fail(&self, mut record: AgentRecord, started: Instant, err: StepError) -> StepError {
-        record.status = AgentStatus::Failed;
+    fn begin(&self) -> Attempt {
+        Attempt {
+            started: Instant::now(),
+            started_ms: self.shared.started.elapsed().as_millis() as u64,
+            attempts: 0,
+        }
+    }
+
+    fn record(&self, spec: &StepSpec, model: Arc<str>, at: &Attempt, status: AgentStatus) -> AgentRecord {
+        AgentRecord {
+            step: spec.id.clone(),
+            tier: spec.tier.clone(),
+            status,
+            model,
+            inputs: spec.inputs.clone(),
+            output: None,
+            error: None,
+            attempts: at.attempts,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            duration_ms: 0,
+            started_ms: at.started_ms,
+            replayed: false,
+        }
+    }
+
+    fn fail(&self, spec: &StepSpec, model: Arc<str>, at: &Attempt, err: StepError) -> StepError {
+        let mut record = self.record(spec, model, at, AgentStatus::Failed);
         record.error = Some(err.to_string());
-        record.duration_ms = started.elapsed().as_millis() as u64;
+        record.duration_ms = at.started.elapsed().as_millis() as u64;
         self.shared.bus.emit(
-            Some(&record.step),
+            Some(&spec.id),
             EventKind::StepFailed {
-                tier: record.tier.clone(),
+                tier: spec.tier.clone(),
                 error: err.to_string(),
                 error_kind: err.kind().to_string(),
-                attempts: record.attempts,
+                attempts: at.attempts,
             },
         );
         self.push(record);
@@ -601,13 +647,15 @@ impl Ctx {
     }
 
     /// The run is stopping before this step made any call: it is skipped, not failed.
-    fn refuse_start(&self, mut record: AgentRecord, stop: Stop) -> StepError {
-        let err = stop_error(&record.step, stop);
-        record.status = AgentStatus::Skipped;
+    fn refuse_start(&self, spec: &StepSpec, model: Arc<str>, at: &Attempt, stop: Stop) -> StepError {
+        let err =
+            StepError::Skipped { step: spec.id.clone(), reason: format!("not started: {}", stop.describe()) };
+        let mut record = self.record(spec, model, at, AgentStatus::Skipped);
         record.error = Some(err.to_string());
-        self.shared
-            .bus
-            .emit(Some(&record.step), EventKind::StepSkipped { tier: record.tier.clone(), reason: err.to_string() });
+        self.shared.bus.emit(
+            Some(&spec.id),
+            EventKind::StepSkipped { tier: spec.tier.clone(), reason: err.to_string() },
+        );
         self.push(record);
         err
     }
@@ -618,6 +666,7 @@ impl Ctx {
             let first = s.is_none();
             if first {
                 *s = Some(Stop::Budget(refusal.to_string()));
+                self.shared.stopping.store(true, Ordering::Release);
             }
             first
         };

@@ -21,11 +21,7 @@ fn options(provider: &Arc<ScriptedProvider>) -> RunOptions {
     o
 }
 
-async fn run_all(
-    orch: impl Orchestrator,
-    task: &str,
-    options: RunOptions,
-) -> (RunResult, Vec<Arc<Event>>) {
+async fn run_all(orch: impl Orchestrator, task: &str, options: RunOptions) -> (RunResult, Vec<Arc<Event>>) {
     let mut handle = run(orch, Task::new(task), options).await.expect("run starts");
     let mut events = handle.events().expect("events");
     let result = handle.result().await;
@@ -75,9 +71,17 @@ async fn cascade_of_twelve_has_two_synthesizers_and_an_executive() {
 
 #[tokio::test]
 async fn tier_shapes_hold_end_to_end() {
-    for (n, synths, exec) in
-        [(1, 0, 0), (4, 0, 0), (5, 1, 0), (9, 1, 0), (10, 2, 1), (12, 2, 1), (50, 10, 1), (55, 13, 1), (1000, 248, 1)]
-    {
+    for (n, synths, exec) in [
+        (1, 0, 0),
+        (4, 0, 0),
+        (5, 1, 0),
+        (9, 1, 0),
+        (10, 2, 1),
+        (12, 2, 1),
+        (50, 10, 1),
+        (55, 13, 1),
+        (1000, 248, 1),
+    ] {
         let p = Arc::new(ScriptedProvider::new("t"));
         let mut o = options(&p);
         o.concurrency = 64;
@@ -137,7 +141,9 @@ async fn retryable_errors_are_retried_and_fatal_ones_are_not() {
 
 #[tokio::test]
 async fn retries_stop_at_the_limit() {
-    let p = Arc::new(ScriptedProvider::new("t").always_fail("worker/001", LlmError::Timeout(Duration::from_secs(1))));
+    let p = Arc::new(
+        ScriptedProvider::new("t").always_fail("worker/001", LlmError::Timeout(Duration::from_secs(1))),
+    );
     let mut o = options(&p);
     o.policies.update_all(|s| s.retries = 4);
     let (r, _) = run_all(Cascade::new(2, "t/m"), "task", o).await;
@@ -148,7 +154,8 @@ async fn retries_stop_at_the_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured() {
-    let limited = LlmError::RateLimited { retry_after: Some(Duration::from_secs(7)), message: "slow down".into() };
+    let limited =
+        LlmError::RateLimited { retry_after: Some(Duration::from_secs(7)), message: "slow down".into() };
     let p = Arc::new(ScriptedProvider::new("t").fail_first("worker/001", 1, limited));
     let mut o = options(&p);
     o.policies.update_all(|s| s.backoff_max = Duration::from_secs(60));
@@ -213,7 +220,9 @@ async fn a_usd_budget_is_never_exceeded_under_parallel_load() {
 
 #[tokio::test]
 async fn too_few_successes_fail_the_run_without_synthesis() {
-    let p = Arc::new(ScriptedProvider::new("t").always_fail("worker/00", LlmError::InvalidRequest("nope".into())));
+    let p = Arc::new(
+        ScriptedProvider::new("t").always_fail("worker/00", LlmError::InvalidRequest("nope".into())),
+    );
     // Workers 001..009 fail, 010..012 succeed: 3 of 12 < 50%.
     let (r, _) = run_all(Cascade::new(12, "t/m"), "task", options(&p)).await;
     assert_eq!(r.status, RunStatus::Failed);
@@ -225,7 +234,9 @@ async fn too_few_successes_fail_the_run_without_synthesis() {
 
 #[tokio::test]
 async fn a_synthesizer_whose_inputs_all_failed_is_skipped() {
-    let p = Arc::new(ScriptedProvider::new("t").always_fail("worker/00", LlmError::InvalidRequest("nope".into())));
+    let p = Arc::new(
+        ScriptedProvider::new("t").always_fail("worker/00", LlmError::InvalidRequest("nope".into())),
+    );
     // 10 workers, 001..009 fail except we lower min_success; group 1 (001-005) all failed.
     let mut o = options(&p);
     o.min_success = 0.1;
@@ -311,7 +322,8 @@ async fn bad_plans_and_options_are_rejected_before_any_call() {
     let err = run(Cascade::new(2, "t/m"), Task::new("t"), options(&p).with_plan(cycle)).await.err().unwrap();
     assert_eq!(err.to_string(), "invalid plan: the plan has a dependency cycle: a -> b -> a");
     let unknown = vec![Subtask::new("a", "x").depends_on(&["ghost"])];
-    let err = run(Cascade::new(1, "t/m"), Task::new("t"), options(&p).with_plan(unknown)).await.err().unwrap();
+    let err =
+        run(Cascade::new(1, "t/m"), Task::new("t"), options(&p).with_plan(unknown)).await.err().unwrap();
     assert!(err.to_string().contains("`ghost`"));
     let err = run(Cascade::new(1, "t/m"), Task::new("  "), options(&p)).await.err().unwrap();
     assert!(matches!(err, RunError::EmptyTask));
@@ -442,7 +454,12 @@ async fn custom_steps_are_recorded_and_replayed() {
             s: &Subtask,
             _deps: &[AgentOutput],
         ) -> Result<AgentOutput, StepError> {
-            Ok(AgentOutput { subtask_id: s.id.clone(), step: step.id, text: Arc::from("x"), model: Arc::from("") })
+            Ok(AgentOutput {
+                subtask_id: s.id.clone(),
+                step: step.id,
+                text: Arc::from("x"),
+                model: Arc::from(""),
+            })
         }
         async fn synthesize(
             &self,

@@ -103,6 +103,9 @@ pub enum EventKind {
         level: usize,
         succeeded: usize,
         failed: usize,
+        /// Not run: inputs missing, or the run was stopping.
+        #[serde(default)]
+        skipped: usize,
     },
     BudgetWarning {
         /// Which limit: `cost_usd`, `tokens` or `calls`.
@@ -245,7 +248,8 @@ impl EventBus {
         let ts = Utc::now();
         let mut inner = self.lock();
         inner.seq += 1;
-        let event = Arc::new(Event { seq: inner.seq, ts, run_id: self.run_id.clone(), step: step.cloned(), kind });
+        let event =
+            Arc::new(Event { seq: inner.seq, ts, run_id: self.run_id.clone(), step: step.cloned(), kind });
         inner.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
         event.seq
     }
@@ -255,6 +259,11 @@ impl EventBus {
         let mut inner = self.lock();
         inner.subscribers.clear();
         self.closed.cancel();
+    }
+
+    /// A token cancelled when the bus closes (the run is over).
+    pub fn closed_token(&self) -> CancellationToken {
+        self.closed.clone()
     }
 
     pub fn last_seq(&self) -> u64 {

@@ -49,7 +49,7 @@ pub use orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, comb
 pub use patterns::{Cascade, SynthesizeMode};
 pub use plan::{PlanError, Subtask, Task};
 pub use policy::{Policies, StepPolicy};
-pub use result::{AgentRecord, Document, AgentStatus, RunResult, RunStatus, UsageTotals};
+pub use result::{AgentRecord, AgentStatus, Document, RunResult, RunStatus, UsageTotals};
 pub use run::{DocumentWriter, RunError, RunHandle, RunOptions, run};
 pub use step::{StepId, StepSpec, Tier};
 pub use store::{MemoryStore, RunStore};

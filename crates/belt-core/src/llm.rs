@@ -100,11 +100,7 @@ impl LlmRequest {
 
     /// The text of the last user message (what most providers treat as "the prompt").
     pub fn prompt(&self) -> &str {
-        self.messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map_or("", |m| m.content.as_str())
+        self.messages.iter().rev().find(|m| m.role == Role::User).map_or("", |m| m.content.as_str())
     }
 }
 
@@ -171,7 +167,7 @@ pub enum LlmError {
     Server { status: u16, message: String },
     #[error("provider overloaded (HTTP 529): {message}")]
     Overloaded { message: String },
-    #[error("the call timed out after {0:?}")]
+    #[error("the call timed out after {:.1}s", .0.as_secs_f64())]
     Timeout(Duration),
     #[error("connection to the provider failed: {0}")]
     Connection(String),
@@ -249,7 +245,12 @@ pub trait LlmProvider: Send + Sync + 'static {
     }
 
     /// Make one call. `model` is the part after the slash.
-    async fn complete(&self, model: &str, request: &LlmRequest, call: &CallInfo) -> Result<LlmReply, LlmError>;
+    async fn complete(
+        &self,
+        model: &str,
+        request: &LlmRequest,
+        call: &CallInfo,
+    ) -> Result<LlmReply, LlmError>;
 }
 
 /// The providers a run can use, by name.
@@ -269,7 +270,9 @@ impl fmt::Debug for Providers {
 /// A model name that does not resolve to a registered provider.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelError {
-    #[error("model `{0}` is not of the form provider/model (for example `simulated/default` or `openai/gpt-4o`)")]
+    #[error(
+        "model `{0}` is not of the form provider/model (for example `simulated/default` or `openai/gpt-4o`)"
+    )]
     Malformed(String),
     #[error("unknown provider `{provider}` in model `{model}`; known providers: {known}")]
     UnknownProvider { provider: String, model: String, known: String },

@@ -85,8 +85,13 @@ pub trait Orchestrator: Send + Sync + 'static {
     ) -> Result<AgentOutput, StepError>;
 
     /// Merge the outcomes (one per subtask, in plan order) into the final text.
-    async fn synthesize(&self, ctx: &Ctx, task: &Task, plan: &[Subtask], results: &[Outcome])
-    -> Result<Synthesis, StepError>;
+    async fn synthesize(
+        &self,
+        ctx: &Ctx,
+        task: &Task,
+        plan: &[Subtask],
+        results: &[Outcome],
+    ) -> Result<Synthesis, StepError>;
 }
 
 /// The plain combination of subtask outputs, used when there is no synthesis (too few

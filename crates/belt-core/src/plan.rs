@@ -161,7 +161,8 @@ pub fn validate_plan(plan: &[Subtask]) -> Result<(), PlanError> {
                     }
                     1 => {
                         let start = path.iter().position(|&(n, _)| n == dep).unwrap_or(0);
-                        let mut cycle: Vec<String> = path[start..].iter().map(|&(n, _)| plan[n].id.clone()).collect();
+                        let mut cycle: Vec<String> =
+                            path[start..].iter().map(|&(n, _)| plan[n].id.clone()).collect();
                         cycle.push(plan[dep].id.clone());
                         return Err(PlanError::Cycle(cycle));
                     }

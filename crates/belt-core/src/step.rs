@@ -178,7 +178,9 @@ mod tests {
 
     #[test]
     fn tier_round_trips_through_json() {
-        for t in [Tier::Decomposer, Tier::Worker, Tier::Synthesizer, Tier::Executive, Tier::Custom("judge".into())] {
+        for t in
+            [Tier::Decomposer, Tier::Worker, Tier::Synthesizer, Tier::Executive, Tier::Custom("judge".into())]
+        {
             let json = serde_json::to_string(&t).unwrap();
             assert_eq!(serde_json::from_str::<Tier>(&json).unwrap(), t);
         }

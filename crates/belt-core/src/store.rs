@@ -114,7 +114,8 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct RunData {
     record: Option<RunRecord>,
-    steps: HashMap<StepId, StepRecord>,
+    /// Appended in completion order; a step is recorded once per run.
+    steps: Vec<StepRecord>,
     events: Vec<Arc<Event>>,
     result: Option<RunResult>,
 }
@@ -144,10 +145,10 @@ impl RunStore for MemoryStore {
         Ok(self.with(run_id, |d| d.record.clone()))
     }
     async fn load_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
-        Ok(self.with(run_id, |d| d.steps.values().cloned().collect()))
+        Ok(self.with(run_id, |d| d.steps.clone()))
     }
     async fn put_step(&self, run_id: &str, record: &StepRecord) -> Result<(), StoreError> {
-        self.with(run_id, |d| d.steps.insert(record.step.clone(), record.clone()));
+        self.with(run_id, |d| d.steps.push(record.clone()));
         Ok(())
     }
     async fn append_events(&self, run_id: &str, events: &[Arc<Event>]) -> Result<(), StoreError> {

@@ -69,7 +69,13 @@ impl ScriptedProvider {
 
     /// The first `attempts` attempts of steps starting with `step_prefix` fail with `error`.
     pub fn fail_first(mut self, step_prefix: &str, attempts: u32, error: LlmError) -> Self {
-        self.rules.push(Rule { step_prefix: step_prefix.into(), attempts, error: Some(error), delay: None, reply: None });
+        self.rules.push(Rule {
+            step_prefix: step_prefix.into(),
+            attempts,
+            error: Some(error),
+            delay: None,
+            reply: None,
+        });
         self
     }
 
@@ -138,7 +144,12 @@ impl LlmProvider for ScriptedProvider {
         self.price
     }
 
-    async fn complete(&self, model: &str, request: &LlmRequest, call: &CallInfo) -> Result<LlmReply, LlmError> {
+    async fn complete(
+        &self,
+        model: &str,
+        request: &LlmRequest,
+        call: &CallInfo,
+    ) -> Result<LlmReply, LlmError> {
         let step = call.step.as_str();
         *self.calls.lock().unwrap_or_else(|p| p.into_inner()).entry(step.to_string()).or_default() += 1;
         let _guard = InFlight::enter(&self.in_flight);
@@ -159,7 +170,8 @@ impl LlmProvider for ScriptedProvider {
                     .and_then(|s| s.split_whitespace().next())
                     .and_then(|s| s.parse::<usize>().ok())
                     .unwrap_or(3);
-                let items: Vec<String> = (1..=n).map(|i| format!("{{\"description\": \"Part {i}\"}}")).collect();
+                let items: Vec<String> =
+                    (1..=n).map(|i| format!("{{\"description\": \"Part {i}\"}}")).collect();
                 format!("[{}]", items.join(", "))
             }
             None => {
@@ -171,6 +183,12 @@ impl LlmProvider for ScriptedProvider {
             input_tokens: request.input_token_bound() / 4,
             output_tokens: (text.len() as u64 / 4).min(request.max_tokens as u64),
         };
-        Ok(LlmReply { text, usage, model: format!("{}/{model}", self.name), finish_reason: None, simulated: false })
+        Ok(LlmReply {
+            text,
+            usage,
+            model: format!("{}/{model}", self.name),
+            finish_reason: None,
+            simulated: false,
+        })
     }
 }

@@ -35,6 +35,7 @@ pub use belt_core::llm::*;
 pub use belt_core::step::StepId;
 
 pub mod simulated;
+pub mod timer;
 
 pub use simulated::{FailureKind, Latency, SIMULATED_LABEL, SIMULATED_PRICE, SimConfig, SimulatedProvider};
 

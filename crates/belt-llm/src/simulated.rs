@@ -183,6 +183,11 @@ pub struct SimConfig {
     pub fail_rate: f64,
     /// The kinds injected failures are drawn from, uniformly. An empty list injects none.
     pub failure_kinds: Vec<FailureKind>,
+    /// Wait out latencies on belt's precise timer (real time, ~0.1 ms accuracy) instead of
+    /// tokio's (1 ms resolution, rounds up). On by default so simulated latency is what it
+    /// says; turn it off under tokio's paused test clock (`start_paused`), which only
+    /// tokio's timer follows. See [`crate::timer`].
+    pub precise_timer: bool,
 }
 
 impl Default for SimConfig {
@@ -193,6 +198,7 @@ impl Default for SimConfig {
             latency: Latency::default(),
             fail_rate: 0.0,
             failure_kinds: FailureKind::ALL.to_vec(),
+            precise_timer: true,
         }
     }
 }
@@ -220,6 +226,12 @@ impl SimConfig {
 
     pub fn fail_rate(mut self, fail_rate: f64) -> Self {
         self.fail_rate = fail_rate;
+        self
+    }
+
+    /// See [`SimConfig::precise_timer`].
+    pub fn precise_timer(mut self, on: bool) -> Self {
+        self.precise_timer = on;
         self
     }
 
@@ -329,7 +341,11 @@ impl LlmProvider for SimulatedProvider {
     ) -> Result<LlmReply, LlmError> {
         let SimOutcome { latency, result } = self.simulate(model, request, call);
         if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
+            if self.config.precise_timer {
+                crate::timer::sleep(latency).await;
+            } else {
+                tokio::time::sleep(latency).await;
+            }
         }
         result
     }
@@ -1817,7 +1833,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn fixed_latency_is_respected() {
-        let provider = SimulatedProvider::new(SimConfig::default().latency_ms(250));
+        let provider = SimulatedProvider::new(SimConfig::default().latency_ms(250).precise_timer(false));
         let request = LlmRequest::new("simulated/x", "hi");
         let start = tokio::time::Instant::now();
         provider.complete("x", &request, &call("s", 1)).await.unwrap();
@@ -1828,7 +1844,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn timeouts_come_back_after_the_latency() {
         let provider = SimulatedProvider::new(
-            SimConfig::default().latency_ms(300).fail_rate(1.0).failure_kinds([FailureKind::Timeout]),
+            SimConfig::default()
+                .latency_ms(300)
+                .precise_timer(false)
+                .fail_rate(1.0)
+                .failure_kinds([FailureKind::Timeout]),
         );
         let request = LlmRequest::new("simulated/x", "hi");
         let start = tokio::time::Instant::now();

@@ -27,7 +27,9 @@ use belt_core::{AgentRecord, AgentStatus, RunResult, Tier};
 
 /// The report as Markdown.
 pub fn markdown(r: &RunResult) -> String {
-    let mut md = String::with_capacity(4096 + r.agents.iter().map(|a| a.output.as_ref().map_or(0, |o| o.len())).sum::<usize>());
+    let mut md = String::with_capacity(
+        4096 + r.agents.iter().map(|a| a.output.as_ref().map_or(0, |o| o.len())).sum::<usize>(),
+    );
     let _ = writeln!(md, "# {}\n", title(r));
     if r.simulated {
         md.push_str(
@@ -145,7 +147,8 @@ fn metadata(md: &mut String, r: &RunResult) {
 }
 
 fn agent_line(md: &mut String, a: &AgentRecord) {
-    let _ = write!(md, "_{} · {} · {}", a.step, a.status_str(), if a.model.is_empty() { "—" } else { &a.model });
+    let _ =
+        write!(md, "_{} · {} · {}", a.step, a.status_str(), if a.model.is_empty() { "—" } else { &a.model });
     if a.status == AgentStatus::Completed {
         let _ = write!(
             md,

@@ -82,7 +82,8 @@ impl Cascade {
     /// `agents` workers, every tier on `model`, with the default temperatures
     /// (0.7 workers, 0.6 synthesizers, 0.5 executive).
     pub fn new(agents: usize, model: &str) -> Self {
-        let tier = |temperature, max_tokens| TierSettings { model: model.to_string(), temperature, max_tokens };
+        let tier =
+            |temperature, max_tokens| TierSettings { model: model.to_string(), temperature, max_tokens };
         Cascade {
             agents,
             group_size: DEFAULT_GROUP_SIZE,
@@ -159,7 +160,7 @@ pub fn balanced_groups(len: usize, k: usize) -> Vec<Range<usize>> {
 struct Input {
     step: StepId,
     label: String,
-    text: Result<Arc<str>, String>,
+    text: Result<Arc<str>, StepError>,
 }
 
 #[async_trait]
@@ -266,7 +267,12 @@ impl Orchestrator for Cascade {
         if !deps.is_empty() {
             prompt.push_str("\nResults of the subtasks this one builds on:\n");
             for d in deps {
-                prompt.push_str(&format!("\n#### Subtask {} ({})\n{}\n", d.subtask_id, d.step, d.text.trim()));
+                prompt.push_str(&format!(
+                    "\n#### Subtask {} ({})\n{}\n",
+                    d.subtask_id,
+                    d.step,
+                    d.text.trim()
+                ));
             }
         }
         prompt.push_str(
@@ -301,8 +307,12 @@ impl Orchestrator for Cascade {
             .iter()
             .zip(results)
             .map(|(s, r)| match r {
-                Ok(o) => Input { step: o.step.clone(), label: s.description.clone(), text: Ok(o.text.clone()) },
-                Err(e) => Input { step: e.step().clone(), label: s.description.clone(), text: Err(e.to_string()) },
+                Ok(o) => {
+                    Input { step: o.step.clone(), label: s.description.clone(), text: Ok(o.text.clone()) }
+                }
+                Err(e) => {
+                    Input { step: e.step().clone(), label: s.description.clone(), text: Err(e.clone()) }
+                }
             })
             .collect();
         let levels = self.levels(n);
@@ -322,16 +332,21 @@ impl Orchestrator for Cascade {
                     async move {
                         let text = self
                             .merge(ctx, task, StepSpec::new(id.clone(), Tier::Synthesizer), &inputs[range])
-                            .await
-                            .map_err(|e| e.to_string());
+                            .await;
                         Input { step: id, label, text }
                     }
                 }))
                 .await;
-            let succeeded = next.iter().filter(|i| i.text.is_ok()).count();
+            let (succeeded, skipped) = tally(&next);
             ctx.emit(
                 None,
-                EventKind::TierCompleted { tier: Tier::Synthesizer, level, succeeded, failed: count - succeeded },
+                EventKind::TierCompleted {
+                    tier: Tier::Synthesizer,
+                    level,
+                    succeeded,
+                    failed: count - succeeded - skipped,
+                    skipped,
+                },
             );
             current = next;
         }
@@ -340,13 +355,15 @@ impl Orchestrator for Cascade {
             ctx.emit(None, EventKind::TierStarted { tier: Tier::Executive, level, count: 1 });
             let spec = StepSpec::new("executive", Tier::Executive);
             let out = self.merge(ctx, task, spec, &current).await;
+            let skipped = usize::from(matches!(out, Err(StepError::Skipped { .. })));
             ctx.emit(
                 None,
                 EventKind::TierCompleted {
                     tier: Tier::Executive,
                     level,
                     succeeded: usize::from(out.is_ok()),
-                    failed: usize::from(out.is_err()),
+                    failed: usize::from(out.is_err()) - skipped,
+                    skipped,
                 },
             );
             if let Ok(text) = out {
@@ -364,7 +381,11 @@ impl Orchestrator for Cascade {
         }
         let mut text = String::new();
         for i in usable {
-            text.push_str(&format!("## {}\n\n{}\n\n", i.label, i.text.as_deref().unwrap_or_default().trim_end()));
+            text.push_str(&format!(
+                "## {}\n\n{}\n\n",
+                i.label,
+                i.text.as_deref().unwrap_or_default().trim_end()
+            ));
         }
         Ok(Synthesis { text: text.trim_end().to_string() + "\n" })
     }
@@ -372,7 +393,13 @@ impl Orchestrator for Cascade {
 
 impl Cascade {
     /// One synthesizer or the executive over `inputs`; skipped when none of them succeeded.
-    async fn merge(&self, ctx: &Ctx, task: &Task, spec: StepSpec, inputs: &[Input]) -> Result<Arc<str>, StepError> {
+    async fn merge(
+        &self,
+        ctx: &Ctx,
+        task: &Task,
+        spec: StepSpec,
+        inputs: &[Input],
+    ) -> Result<Arc<str>, StepError> {
         let executive = spec.tier == Tier::Executive;
         let settings = if executive { &self.executive } else { &self.synthesizer };
         let spec = spec.inputs(inputs.iter().map(|i| i.step.clone()).collect());
@@ -406,7 +433,9 @@ impl Cascade {
         }
         let missing: Vec<String> = inputs
             .iter()
-            .filter_map(|i| i.text.as_ref().err().map(|e| format!("{} ({})", i.step, first_line(e))))
+            .filter_map(|i| {
+                i.text.as_ref().err().map(|e| format!("{} ({})", i.step, first_line(&e.to_string())))
+            })
             .collect();
         if !missing.is_empty() {
             prompt.push_str(&format!(
@@ -433,8 +462,15 @@ fn group_label(inputs: &[Input]) -> String {
     if more > 0 { format!("{} and {more} more", names.join(", ")) } else { names.join(", ") }
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}
+
+/// (succeeded, skipped) among a level's results.
+fn tally(level: &[Input]) -> (usize, usize) {
+    let ok = level.iter().filter(|i| i.text.is_ok()).count();
+    let skipped = level.iter().filter(|i| matches!(i.text, Err(StepError::Skipped { .. }))).count();
+    (ok, skipped)
 }
 
 /// A subtask as read from a decomposer's reply.
@@ -505,7 +541,9 @@ fn parse_json_plan(text: &str) -> Option<Vec<PlanItem>> {
                         return None;
                     }
                     let priority = o.get("priority").and_then(|p| {
-                        p.as_i64().or_else(|| p.as_f64().map(|f| f as i64)).or_else(|| p.as_str()?.trim().parse().ok())
+                        p.as_i64()
+                            .or_else(|| p.as_f64().map(|f| f as i64))
+                            .or_else(|| p.as_str()?.trim().parse().ok())
                     });
                     Some(PlanItem {
                         description,
@@ -526,12 +564,18 @@ fn parse_list_plan(text: &str) -> Vec<PlanItem> {
             let digits = l.chars().take_while(char::is_ascii_digit).count();
             let body = if digits > 0 {
                 let rest = &l[digits..];
-                rest.strip_prefix('.').or_else(|| rest.strip_prefix(')')).or_else(|| rest.strip_prefix(':'))?
+                rest.strip_prefix('.')
+                    .or_else(|| rest.strip_prefix(')'))
+                    .or_else(|| rest.strip_prefix(':'))?
             } else {
                 l.strip_prefix("- ").or_else(|| l.strip_prefix("* ")).or_else(|| l.strip_prefix("• "))?
             };
             let body = body.trim().trim_matches('*').trim();
-            (!body.is_empty()).then(|| PlanItem { description: body.to_string(), specialization: None, priority: None })
+            (!body.is_empty()).then(|| PlanItem {
+                description: body.to_string(),
+                specialization: None,
+                priority: None,
+            })
         })
         .collect()
 }
