@@ -41,7 +41,7 @@ impl Orchestrator for Study {
     async fn execute(
         &self,
         ctx: &Ctx,
-        step: StepSpec,
+        step: &StepSpec,
         task: &Task,
         subtask: &Subtask,
         deps: &[AgentOutput],
@@ -51,9 +51,13 @@ impl Orchestrator for Study {
         for d in deps {
             prompt.push_str(&format!("\nFrom {}:\n{}\n", d.subtask_id, d.text));
         }
-        let id = step.id.clone();
-        let reply = ctx.llm(step, LlmRequest::new(&self.model, prompt).max_tokens(400)).await?;
-        Ok(AgentOutput { subtask_id: subtask.id.clone(), step: id, text: reply.text, model: reply.model })
+        let reply = ctx.llm(step.clone(), LlmRequest::new(&self.model, prompt).max_tokens(400)).await?;
+        Ok(AgentOutput {
+            subtask_id: subtask.id.clone(),
+            step: step.id.clone(),
+            text: reply.text,
+            model: reply.model,
+        })
     }
 
     async fn synthesize(

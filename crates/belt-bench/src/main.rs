@@ -20,9 +20,15 @@
 //! Each case prints one JSON line: `workload`, `n`, `latency_ms`, `concurrency`, `calls`,
 //! `wall_s`, `ideal_s`, `overhead_us_per_call` = (wall − ideal)/calls,
 //! `cpu_us_per_call` (user + system CPU of the whole process during the run, divided by
-//! calls), `peak_rss_mib` (the process's high-water mark), and `kib_per_inflight_branch`
-//! = (peak RSS − RSS before the run) / most branches in flight at once — everything a
-//! branch holds, its record and events included.
+//! calls), `peak_rss_mib` (the process's high-water mark), and two memory figures:
+//! - `kib_per_inflight_branch`: RSS growth since the run started, read at the moment the
+//!   number of provider calls in flight first reaches its maximum, divided by that number —
+//!   what a waiting branch costs (its futures, its started event, the plan entry);
+//! - `kib_per_step_retained`: RSS growth over the whole run divided by the calls — what a
+//!   finished step keeps (its record, its output, its events in the in-memory store).
+//!
+//! To see the first figure cleanly, use a concurrency of N and a latency long enough for
+//! all N calls to start before the first one ends (the suite uses N = 10,000 at 1 s).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,9 +39,11 @@ use belt_core::{
     AgentOutput, Cascade, Ctx, LlmRequest, Orchestrator, Outcome, Plan, RunOptions, RunStatus, StepError,
     StepSpec, Subtask, Synthesis, Task, Tier,
 };
-use belt_llm::SimConfig;
+use belt_llm::{Providers, SimConfig, SimulatedProvider};
 use clap::Parser;
 use futures::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, Parser)]
 #[command(name = "belt-bench", about = "Benchmarks of belt's engine on the simulated provider")]
@@ -105,8 +113,8 @@ fn suite() {
     add("B", 10_000, 50, 64);
     add("C", 100, 50, 64);
     // Every branch in flight at once, for the memory per branch.
-    add("A", 10_000, 50, 10_000);
-    add("A", 100_000, 200, 100_000);
+    add("A", 10_000, 1_000, 10_000);
+    add("F", 10_000, 50, 64);
     for c in cases {
         let out = Command::new(&exe).args(&c).output().expect("run a case");
         print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -120,11 +128,11 @@ async fn case(args: &Args) -> String {
     let l = Duration::from_millis(args.latency_ms);
     let c = args.concurrency;
     let sim = SimConfig::default().seed(1).latency_ms(args.latency_ms).precise_timer(!args.tokio_timer);
-    let mut options = RunOptions::default().with_providers(belt_llm::providers(sim)).concurrency(c);
+    let mut options = RunOptions::default().concurrency(c);
     options.min_success = 0.0;
     let task = Task::new("Benchmark the engine");
     let waves = |n: usize| n.div_ceil(c) as f64;
-    let (n, ideal, inflight) = match args.workload.as_str() {
+    let (n, ideal, _) = match args.workload.as_str() {
         "A" | "a" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
         "B" | "b" => {
             let levels = tier_levels(args.n, 5);
@@ -139,7 +147,10 @@ async fn case(args: &Args) -> String {
             std::process::exit(2);
         }
     };
+    let provider = Arc::new(SimulatedProvider::new(sim));
+    options.providers = Providers::new().with(provider.clone());
     let before_rss = rss_kib();
+    let sampler = InFlightSampler::start(provider.clone(), before_rss);
     let before_cpu = cpu_seconds();
     let started = Instant::now();
     let result = match args.workload.to_ascii_uppercase().as_str() {
@@ -155,12 +166,16 @@ async fn case(args: &Args) -> String {
             drive(cascade, task, options).await
         }
         "C" => drive(FanOut { n, chain: true }, task, options).await,
-        _ => timer_floor(n, c, l).await,
+        _ => {
+            let (calls, status) = timer_floor(n, c, l).await;
+            (calls, status, rss_kib())
+        }
     };
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - before_cpu;
     let peak = peak_rss_kib();
-    let (calls, status) = result;
+    let (calls, status, end_rss) = result;
+    let (max_inflight, inflight_kib) = sampler.stop();
     let calls_f = calls.max(1) as f64;
     serde_json::json!({
         "workload": args.workload.to_ascii_uppercase(),
@@ -175,13 +190,21 @@ async fn case(args: &Args) -> String {
         "overhead_us_per_call": round((wall - ideal) / calls_f * 1e6, 2),
         "cpu_us_per_call": round(cpu / calls_f * 1e6, 2),
         "peak_rss_mib": round(peak as f64 / 1024.0, 1),
-        "kib_per_inflight_branch": round(peak.saturating_sub(before_rss) as f64 / inflight.max(1) as f64, 2),
+        "max_inflight": max_inflight,
+        // Below 1,000 branches in flight, page-granular RSS readings say nothing per branch.
+        "kib_per_inflight_branch": if max_inflight >= 1000 {
+            serde_json::json!(round(inflight_kib as f64 / max_inflight as f64, 2))
+        } else {
+            serde_json::Value::Null
+        },
+        "kib_per_step_retained": round(end_rss.saturating_sub(before_rss) as f64 / calls_f, 2),
     })
     .to_string()
 }
 
-/// Run to the end with a consumer draining the events, as every real caller has.
-async fn drive(orch: impl Orchestrator, task: Task, options: RunOptions) -> (u64, RunStatus) {
+/// Run to the end with a consumer draining the events, as every real caller has. Returns
+/// the calls, the status and the RSS while the result is still held.
+async fn drive(orch: impl Orchestrator, task: Task, options: RunOptions) -> (u64, RunStatus, u64) {
     let mut handle = belt_core::run(orch, task, options).await.expect("valid bench options");
     let mut events = handle.events().expect("events");
     let drain = tokio::spawn(async move {
@@ -195,7 +218,7 @@ async fn drive(orch: impl Orchestrator, task: Task, options: RunOptions) -> (u64
     });
     let result = handle.result().await;
     let _ = drain.await;
-    (result.usage.calls, result.status)
+    (result.usage.calls, result.status, rss_kib())
 }
 
 /// Workload F, the floor: the shape of A with bare sleeps (on the simulated provider's
@@ -211,6 +234,42 @@ async fn timer_floor(n: usize, c: usize, l: Duration) -> (u64, RunStatus) {
     futures::stream::iter((0..n).map(|_| call())).buffer_unordered(c).for_each(|_| async {}).await;
     call().await;
     (n as u64 + 2, RunStatus::Completed)
+}
+
+/// Watches the simulated provider from a thread (so the measurement adds nothing to the
+/// steps' own memory) and reads the RSS growth whenever the calls in flight reach a new
+/// maximum.
+struct InFlightSampler {
+    done: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, u64)>,
+}
+
+impl InFlightSampler {
+    fn start(provider: Arc<SimulatedProvider>, baseline_kib: u64) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = done.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut best, mut growth) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                // Reading /proc costs CPU that the figures count: read it only when the
+                // number in flight has grown by 1% since the last reading.
+                let now = provider.in_flight();
+                if now > best + best / 100 {
+                    best = now;
+                    growth = rss_kib().saturating_sub(baseline_kib);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (best.max(provider.max_in_flight().min(1)), growth)
+        });
+        InFlightSampler { done, thread }
+    }
+
+    /// The most calls seen in flight, and the RSS growth (KiB) when they were.
+    fn stop(self) -> (usize, u64) {
+        self.done.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or((0, 0))
+    }
 }
 
 /// Workloads A and C: a decomposition call, N workers (independent, or a chain), and one
@@ -242,16 +301,20 @@ impl Orchestrator for FanOut {
     async fn execute(
         &self,
         ctx: &Ctx,
-        step: StepSpec,
+        step: &StepSpec,
         task: &Task,
         subtask: &Subtask,
         _deps: &[AgentOutput],
     ) -> Result<AgentOutput, StepError> {
         let prompt = format!("Task: {}\nSubtask {}: {}", task.description, subtask.id, subtask.description);
         let request = LlmRequest::new("simulated/bench", prompt).max_tokens(16);
-        let id = step.id.clone();
-        let reply = ctx.llm(step, request).await?;
-        Ok(AgentOutput { subtask_id: subtask.id.clone(), step: id, text: reply.text, model: reply.model })
+        let reply = ctx.llm(step.clone(), request).await?;
+        Ok(AgentOutput {
+            subtask_id: subtask.id.clone(),
+            step: step.id.clone(),
+            text: reply.text,
+            model: reply.model,
+        })
     }
 
     async fn synthesize(

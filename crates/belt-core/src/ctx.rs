@@ -11,8 +11,10 @@
 //!    while it waits), records the output in the [`RunStore`] before returning it, and
 //!    emits events throughout.
 //!
-//! When the budget refuses a reservation, or the run is cancelled, or the store fails,
-//! the context enters a *stopping* state: every later step fails at once without a call.
+//! When the budget refuses a reservation, or the store fails, the context enters a
+//! *stopping* state: every later step is skipped without a call. Cancelling a run drops
+//! the futures of its steps (see [`crate::run`]); a call dropped in flight records itself
+//! as cancelled and returns its budget reservation.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -142,12 +144,36 @@ pub(crate) struct Shared {
     pub policies: Policies,
     pub agents: Mutex<Vec<AgentRecord>>,
     pub replay: HashMap<StepId, StepRecord>,
+    /// The plan and tier shape once known, for building the result of a cancelled run.
+    pub plan: Mutex<Option<(Arc<Vec<crate::plan::Subtask>>, Vec<usize>)>>,
     pub started: Instant,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub simulated: AtomicBool,
     pub input_tokens: AtomicU64,
     pub output_tokens: AtomicU64,
     pub calls: AtomicU64,
+}
+
+/// A provider call in flight. Cancelling a run drops the futures of its steps; a call
+/// dropped before it returned is recorded here as cancelled, and its reservation is
+/// given back. Forgotten (not dropped) once the call returns.
+struct InFlightCall<'a> {
+    ctx: &'a Ctx,
+    spec: &'a StepSpec,
+    model: &'a Arc<str>,
+    at: &'a Attempt,
+    worst: Amount,
+}
+
+impl Drop for InFlightCall<'_> {
+    fn drop(&mut self) {
+        let s = &*self.ctx.shared;
+        s.ledger.settle(self.worst, Amount { calls: 1, ..Amount::default() });
+        s.calls.fetch_add(1, Ordering::Relaxed);
+        self.ctx.stop(Stop::Cancelled);
+        let err = StepError::Cancelled { step: self.spec.id.clone() };
+        self.ctx.fail(self.spec, self.model.clone(), self.at, err);
+    }
 }
 
 /// What is known of a step while it runs.
@@ -200,14 +226,6 @@ impl Ctx {
         }
     }
 
-    /// Cancellation was observed (through the token, which anyone holding it may cancel):
-    /// make it the run's stop reason now, so that no later step or status decision can
-    /// miss it. Returns the stop in force.
-    fn cancelled(&self) -> Stop {
-        self.stop(Stop::Cancelled);
-        self.stopping().unwrap_or(Stop::Cancelled)
-    }
-
     /// Cancel the run: in-flight calls are dropped, no new ones start.
     pub fn cancel(&self) {
         self.stop(Stop::Cancelled);
@@ -231,180 +249,157 @@ impl Ctx {
     }
 
     /// One LLM call as a durable step. See the module docs for what happens.
-    pub async fn llm(&self, spec: StepSpec, request: LlmRequest) -> Result<StepReply, StepError> {
-        let s = &*self.shared;
-        let hash = request_hash(&request);
-        if let Some(rec) = self.recorded(&spec.id) {
-            return self.replay(spec, rec, hash);
-        }
-        // Only this small log lives across the awaits below; the step's full record is
-        // built when it ends. With 100,000 branches in flight, every byte here counts.
-        let mut at = self.begin();
-        let model_name: Arc<str> = Arc::from(request.model.as_str());
-        if let Some(stop) = self.stopping() {
-            return Err(self.refuse_start(&spec, model_name, &at, stop));
-        }
-        let (provider, model) = match s.providers.resolve(&request.model) {
-            Ok(p) => p,
-            Err(error) => {
-                let err = StepError::Model { step: spec.id.clone(), error };
-                return Err(self.fail(&spec, model_name, &at, err));
+    ///
+    /// (Written as a function returning an `async move` block rather than an `async fn`:
+    /// an `async fn` keeps a second copy of its by-value arguments in its state, and this
+    /// state is what every waiting step holds.)
+    pub fn llm(
+        &self,
+        spec: StepSpec,
+        request: LlmRequest,
+    ) -> impl Future<Output = Result<StepReply, StepError>> + '_ {
+        async move {
+            let s = &*self.shared;
+            let hash = request_hash(&request);
+            if let Some(rec) = self.recorded(&spec.id) {
+                return self.replay(spec, rec, hash);
             }
-        };
-        if provider.is_simulated() {
-            s.simulated.store(true, Ordering::Relaxed);
-        }
-        let policy = s.policies.for_tier(&spec.tier);
-        let price = provider.price(model);
-        let bound = request.input_token_bound();
-        let worst = Amount {
-            calls: 1,
-            tokens: bound + request.max_tokens as u64,
-            cost_usd: price.map_or(0.0, |p| p.cost_of(bound, request.max_tokens as u64)),
-        };
-        loop {
-            let Some(permit) = self.permit().await else {
-                let stop = self.cancelled();
-                return Err(self.refuse_start(&spec, model_name, &at, stop));
-            };
+            // Only this small log lives across the awaits below; the step's full record is
+            // built when it ends. With 100,000 branches in flight, every byte here counts.
+            let mut at = self.begin();
+            let model_name: Arc<str> = Arc::from(request.model.as_str());
             if let Some(stop) = self.stopping() {
-                drop(permit);
-                if at.attempts == 0 {
-                    return Err(self.refuse_start(&spec, model_name, &at, stop));
-                }
-                let err = stop_error(&spec.id, stop);
-                return Err(self.fail(&spec, model_name, &at, err));
+                return Err(self.refuse_start(&spec, model_name, &at, stop));
             }
-            if let Err(refusal) = s.ledger.reserve(worst) {
-                drop(permit);
-                self.exhaust_budget(&spec.id, &refusal);
-                if at.attempts == 0 {
-                    // No call was made: the step is skipped, like every later one.
-                    return Err(self.refuse_start(&spec, model_name, &at, Stop::Budget(refusal.to_string())));
-                }
-                let err = StepError::BudgetExhausted { step: spec.id.clone(), refusal: refusal.to_string() };
-                return Err(self.fail(&spec, model_name, &at, err));
-            }
-            if at.attempts == 0 {
-                s.bus.emit(
-                    Some(&spec.id),
-                    EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
-                );
-            }
-            at.attempts += 1;
-            let call = CallInfo { step: spec.id.clone(), attempt: at.attempts };
-            let outcome = self.call(provider.as_ref(), model, &request, &call, policy.timeout).await;
-            drop(permit);
-            s.calls.fetch_add(1, Ordering::Relaxed);
-            match outcome {
-                None => {
-                    s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
-                    self.cancelled();
-                    return Err(self.fail(
-                        &spec,
-                        model_name,
-                        &at,
-                        StepError::Cancelled { step: spec.id.clone() },
-                    ));
-                }
-                Some(Ok(reply)) => {
-                    let cost = price.map_or(0.0, |p| p.cost(reply.usage));
-                    let actual = Amount { calls: 1, tokens: reply.usage.total(), cost_usd: cost };
-                    for w in s.ledger.settle(worst, actual) {
-                        s.bus.emit(
-                            None,
-                            EventKind::BudgetWarning { limit: w.limit.into(), used: w.used, max: w.max },
-                        );
-                    }
-                    s.input_tokens.fetch_add(reply.usage.input_tokens, Ordering::Relaxed);
-                    s.output_tokens.fetch_add(reply.usage.output_tokens, Ordering::Relaxed);
-                    let model = if reply.model == *model_name { model_name } else { Arc::from(reply.model) };
-                    let out = StepReply {
-                        text: Arc::from(reply.text),
-                        usage: reply.usage,
-                        model,
-                        cost_usd: cost,
-                        finish_reason: reply.finish_reason,
-                        simulated: reply.simulated,
-                        replayed: false,
-                    };
-                    return self.complete(&spec, &at, hash, out).await;
-                }
-                Some(Err(error)) => {
-                    s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
-                    if error.is_retryable() && at.attempts <= policy.retries && self.stopping().is_none() {
-                        let delay = policy.backoff(&spec.id, at.attempts, error.retry_after());
-                        s.bus.emit(
-                            Some(&spec.id),
-                            EventKind::StepRetrying {
-                                tier: spec.tier.clone(),
-                                attempt: at.attempts,
-                                error: error.to_string(),
-                                error_kind: error.kind().to_string(),
-                                delay_ms: delay.as_millis() as u64,
-                            },
-                        );
-                        self.pause(delay).await;
-                        continue;
-                    }
-                    let err = StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts };
+            let (provider, model) = match s.providers.resolve(&request.model) {
+                Ok(p) => p,
+                Err(error) => {
+                    let err = StepError::Model { step: spec.id.clone(), error };
                     return Err(self.fail(&spec, model_name, &at, err));
+                }
+            };
+            if provider.is_simulated() {
+                s.simulated.store(true, Ordering::Relaxed);
+            }
+            let policy = s.policies.for_tier(&spec.tier);
+            let price = provider.price(model);
+            let bound = request.input_token_bound();
+            let worst = Amount {
+                calls: 1,
+                tokens: bound + request.max_tokens as u64,
+                cost_usd: price.map_or(0.0, |p| p.cost_of(bound, request.max_tokens as u64)),
+            };
+            loop {
+                let Some(permit) = self.permit().await else {
+                    return Err(self.refuse_start(&spec, model_name, &at, Stop::Cancelled));
+                };
+                if let Some(stop) = self.stopping() {
+                    drop(permit);
+                    if at.attempts == 0 {
+                        return Err(self.refuse_start(&spec, model_name, &at, stop));
+                    }
+                    let err = stop_error(&spec.id, stop);
+                    return Err(self.fail(&spec, model_name, &at, err));
+                }
+                if let Err(refusal) = s.ledger.reserve(worst) {
+                    drop(permit);
+                    self.exhaust_budget(&spec.id, &refusal);
+                    if at.attempts == 0 {
+                        // No call was made: the step is skipped, like every later one.
+                        return Err(self.refuse_start(
+                            &spec,
+                            model_name,
+                            &at,
+                            Stop::Budget(refusal.to_string()),
+                        ));
+                    }
+                    let err =
+                        StepError::BudgetExhausted { step: spec.id.clone(), refusal: refusal.to_string() };
+                    return Err(self.fail(&spec, model_name, &at, err));
+                }
+                if at.attempts == 0 {
+                    s.bus.emit(
+                        Some(&spec.id),
+                        EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
+                    );
+                }
+                at.attempts += 1;
+                let call = CallInfo { step: spec.id.clone(), attempt: at.attempts };
+                // Cancelling a run drops its futures; this guard records a call dropped
+                // mid-flight and gives its budget reservation back.
+                let guard = InFlightCall { ctx: self, spec: &spec, model: &model_name, at: &at, worst };
+                let outcome = tokio::time::timeout(policy.timeout, provider.complete(model, &request, &call))
+                    .await
+                    .unwrap_or(Err(LlmError::Timeout(policy.timeout)));
+                std::mem::forget(guard);
+                drop(permit);
+                s.calls.fetch_add(1, Ordering::Relaxed);
+                match outcome {
+                    Ok(reply) => {
+                        let cost = price.map_or(0.0, |p| p.cost(reply.usage));
+                        let actual = Amount { calls: 1, tokens: reply.usage.total(), cost_usd: cost };
+                        for w in s.ledger.settle(worst, actual) {
+                            s.bus.emit(
+                                None,
+                                EventKind::BudgetWarning { limit: w.limit.into(), used: w.used, max: w.max },
+                            );
+                        }
+                        s.input_tokens.fetch_add(reply.usage.input_tokens, Ordering::Relaxed);
+                        s.output_tokens.fetch_add(reply.usage.output_tokens, Ordering::Relaxed);
+                        let model = if reply.model == *model_name {
+                            model_name.clone()
+                        } else {
+                            Arc::from(reply.model)
+                        };
+                        let out = StepReply {
+                            text: Arc::from(reply.text),
+                            usage: reply.usage,
+                            model,
+                            cost_usd: cost,
+                            finish_reason: reply.finish_reason,
+                            simulated: reply.simulated,
+                            replayed: false,
+                        };
+                        // Boxed: recording happens once per step, and its state would otherwise
+                        // be part of every waiting step's future.
+                        return Box::pin(self.complete(&spec, &at, hash, out)).await;
+                    }
+                    Err(error) => {
+                        s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
+                        if error.is_retryable() && at.attempts <= policy.retries && self.stopping().is_none()
+                        {
+                            let delay = policy.backoff(&spec.id, at.attempts, error.retry_after());
+                            s.bus.emit(
+                                Some(&spec.id),
+                                EventKind::StepRetrying {
+                                    tier: spec.tier.clone(),
+                                    attempt: at.attempts,
+                                    error: error.to_string(),
+                                    error_kind: error.kind().to_string(),
+                                    delay_ms: delay.as_millis() as u64,
+                                },
+                            );
+                            // Boxed: a rare path, kept out of every step's future.
+                            Box::pin(tokio::time::sleep(delay)).await;
+                            continue;
+                        }
+                        let err = StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts };
+                        return Err(self.fail(&spec, model_name, &at, err));
+                    }
                 }
             }
         }
     }
 
-    /// A slot under the run's concurrency limit; `None` if the run is cancelled first.
+    /// A slot under the run's concurrency limit (`None` only if the limiter is closed).
     async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
         let s = &*self.shared;
         // Most calls find a free slot at once. Waiting is the rare path: it is boxed so its
         // state does not enlarge every step's future.
         match s.limiter.try_acquire() {
             Ok(p) => Some(p),
-            Err(_) => {
-                Box::pin(async {
-                    tokio::select! {
-                        biased;
-                        _ = s.cancel.cancelled() => None,
-                        p = s.limiter.acquire() => p.ok(),
-                    }
-                })
-                .await
-            }
+            Err(_) => Box::pin(s.limiter.acquire()).await.ok(),
         }
-    }
-
-    /// One provider call under the step's timeout; `None` if the run is cancelled.
-    async fn call(
-        &self,
-        provider: &dyn crate::llm::LlmProvider,
-        model: &str,
-        request: &LlmRequest,
-        call: &CallInfo,
-        timeout: std::time::Duration,
-    ) -> Option<Result<crate::llm::LlmReply, LlmError>> {
-        tokio::select! {
-            biased;
-            _ = self.shared.cancel.cancelled() => None,
-            r = tokio::time::timeout(timeout, provider.complete(model, request, call)) => {
-                Some(r.unwrap_or(Err(LlmError::Timeout(timeout))))
-            }
-        }
-    }
-
-    /// The backoff before a retry, cut short by cancellation (boxed: a rare path); the
-    /// loop then finds the run stopping.
-    async fn pause(&self, delay: std::time::Duration) {
-        let cancel = &self.shared.cancel;
-        Box::pin(async move {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => true,
-                _ = tokio::time::sleep(delay) => false,
-            }
-        })
-        .await
-        .then(|| self.cancelled());
     }
 
     /// A recorded, effectful step that is not an LLM call: `work` runs once per run; on
@@ -419,7 +414,7 @@ impl Ctx {
             step: spec.id.clone(),
             message: format!("input not serializable: {e}"),
         })?;
-        let hash = InputHash(xxhash_rust::xxh3::xxh3_128(input_json.as_bytes()));
+        let hash = InputHash::new(xxhash_rust::xxh3::xxh3_128(input_json.as_bytes()));
         let decode = |step: &StepId, text: &str| {
             serde_json::from_str::<T>(text).map_err(|e| StepError::Failed {
                 step: step.clone(),
@@ -440,14 +435,7 @@ impl Ctx {
             Some(&spec.id),
             EventKind::StepStarted { tier: spec.tier.clone(), model: no_model.clone() },
         );
-        let value = tokio::select! {
-            biased;
-            _ = s.cancel.cancelled() => {
-                self.cancelled();
-                return Err(self.fail(&spec, no_model, &at, StepError::Cancelled { step: spec.id.clone() }));
-            }
-            v = work => v,
-        };
+        let value = work.await;
         let text = match value.as_ref().map(serde_json::to_string) {
             Ok(Ok(text)) => text,
             Ok(Err(e)) => {
@@ -727,5 +715,5 @@ pub fn request_hash(r: &LlmRequest) -> InputHash {
     field(&r.max_tokens.to_le_bytes());
     field(&r.temperature.map_or(u32::MAX, f32::to_bits).to_le_bytes());
     field(&[r.json as u8]);
-    InputHash(h.digest128())
+    InputHash::new(h.digest128())
 }

@@ -449,14 +449,14 @@ async fn custom_steps_are_recorded_and_replayed() {
         async fn execute(
             &self,
             _ctx: &Ctx,
-            step: StepSpec,
+            step: &StepSpec,
             _task: &Task,
             s: &Subtask,
             _deps: &[AgentOutput],
         ) -> Result<AgentOutput, StepError> {
             Ok(AgentOutput {
                 subtask_id: s.id.clone(),
-                step: step.id,
+                step: step.id.clone(),
                 text: Arc::from("x"),
                 model: Arc::from(""),
             })

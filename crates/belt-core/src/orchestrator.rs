@@ -73,12 +73,14 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// Split the task into subtasks. Not called when the caller gives a plan.
     async fn decompose(&self, ctx: &Ctx, task: &Task) -> Result<Plan, StepError>;
 
-    /// Run one subtask as step `step` (tier worker, `worker/NNN`), given the outputs of the
-    /// subtasks it depends on.
+    /// Run one subtask as step `step` (tier worker, `worker/NNN`, with the dependencies'
+    /// steps as inputs), given the outputs of the subtasks it depends on. Pass
+    /// `step.clone()` to [`Ctx::llm`]. (By reference: the engine holds one copy while the
+    /// step runs, rather than one per layer of the future.)
     async fn execute(
         &self,
         ctx: &Ctx,
-        step: StepSpec,
+        step: &StepSpec,
         task: &Task,
         subtask: &Subtask,
         deps: &[AgentOutput],

@@ -262,6 +262,7 @@ pub async fn run<O: Orchestrator>(
         policies: options.policies.clone(),
         agents: Mutex::new(Vec::new()),
         replay,
+        plan: Mutex::new(None),
         started: Instant::now(),
         started_at: Utc::now(),
         simulated: AtomicBool::new(false),
@@ -289,8 +290,17 @@ pub async fn run<O: Orchestrator>(
         // budget a `FuturesUnordered` of 40,000 waiting steps was re-polled ~70 times per
         // step (quadratic); unconstrained, each step is polled exactly twice. Fairness is
         // kept by the scheduler yielding on its own every few hundred completions.
-        let mut result =
-            tokio::task::unconstrained(drive(orchestrator, driver_ctx.clone(), task, options)).await;
+        //
+        // Cancelling drops the driver future, and with it every in-flight step: no step
+        // has to watch for cancellation itself (a dropped call records itself as
+        // cancelled), and a custom orchestrator's own awaits are cancelled too.
+        let cancel = driver_ctx.shared.cancel.clone();
+        let (pattern, description) = (orchestrator.name().to_string(), task.description.clone());
+        let mut result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => cancelled_result(&driver_ctx, &pattern, Task::new(description)),
+            r = tokio::task::unconstrained(drive(orchestrator, driver_ctx.clone(), task, options)) => r,
+        };
         if let Some(writer) = documents {
             result = write_documents(&driver_ctx, writer, result).await;
         }
@@ -407,6 +417,9 @@ async fn drive<O: Orchestrator>(orch: O, ctx: Ctx, task: Task, options: RunOptio
         Err(reason) => return finish.done(Vec::new(), None, Some(reason)),
     };
     finish.shape = orch.shape(plan.len());
+    // Shared with a cancel, which builds the result without this future.
+    let plan = Arc::new(plan);
+    *ctx.shared.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some((plan.clone(), finish.shape.clone()));
     ctx.emit(None, EventKind::PlanReady { subtasks: plan.len(), shape: finish.shape.clone(), source });
 
     // 2. The subtasks, by dependency and priority.
@@ -429,7 +442,7 @@ async fn drive<O: Orchestrator>(orch: O, ctx: Ctx, task: Task, options: RunOptio
     // 3. Synthesis, unless the run is stopping or too few subtasks succeeded.
     if ctx.stopping().is_some() {
         let text = (succeeded > 0).then(|| combine_outputs(&plan, &outcomes));
-        return finish.done(plan, text, None);
+        return finish.done(take_plan(&ctx, plan), text, None);
     }
     let needed = (options.min_success * plan.len() as f64).ceil() as usize;
     if succeeded < needed {
@@ -438,16 +451,61 @@ async fn drive<O: Orchestrator>(orch: O, ctx: Ctx, task: Task, options: RunOptio
             plan.len(),
             options.min_success
         );
-        return finish.done(plan, None, Some(reason));
+        return finish.done(take_plan(&ctx, plan), None, Some(reason));
     }
     match orch.synthesize(&ctx, &task, &plan, &outcomes).await {
-        Ok(s) => finish.done(plan, Some(s.text), None),
+        Ok(s) => finish.done(take_plan(&ctx, plan), Some(s.text), None),
         Err(e) => {
             let text = combine_outputs(&plan, &outcomes);
             let reason = format!("synthesis failed ({e}); the final output combines the subtask outputs");
-            finish.build(plan, Some(text), None, Some(reason))
+            finish.build(take_plan(&ctx, plan), Some(text), None, Some(reason))
         }
     }
+}
+
+/// The plan back out of its shared slot, without a copy when nothing else holds it.
+fn take_plan(ctx: &Ctx, plan: Arc<Vec<Subtask>>) -> Vec<Subtask> {
+    ctx.shared.plan.lock().unwrap_or_else(|p| p.into_inner()).take();
+    Arc::try_unwrap(plan).unwrap_or_else(|p| (*p).clone())
+}
+
+/// The result of a cancelled run, from what its context holds: the completed steps'
+/// records, and the workers' outputs combined as the final output. Subtasks that never
+/// started are recorded as skipped.
+fn cancelled_result(ctx: &Ctx, pattern: &str, task: Task) -> RunResult {
+    ctx.stop(Stop::Cancelled);
+    let (plan, shape) = ctx.shared.plan.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+    let plan = Arc::try_unwrap(plan).unwrap_or_else(|p| (*p).clone());
+    let width = index_width(plan.len());
+    let workers: HashMap<StepId, (AgentStatus, Option<Arc<str>>, Arc<str>)> = ctx
+        .shared
+        .agents
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|a| a.tier == Tier::Worker)
+        .map(|a| (a.step.clone(), (a.status, a.output.clone(), a.model.clone())))
+        .collect();
+    let outcomes: Vec<Outcome> = plan
+        .iter()
+        .enumerate()
+        .map(|(i, subtask)| {
+            let step = StepId::indexed("worker", i + 1, width);
+            match workers.get(&step) {
+                Some((AgentStatus::Completed, Some(text), model)) => Ok(AgentOutput {
+                    subtask_id: subtask.id.clone(),
+                    step,
+                    text: text.clone(),
+                    model: model.clone(),
+                }),
+                Some(_) => Err(StepError::Cancelled { step }),
+                None => Err(ctx.skip(StepSpec::new(step, Tier::Worker), "", "not started: cancelled")),
+            }
+        })
+        .collect();
+    let text = outcomes.iter().any(Result::is_ok).then(|| combine_outputs(&plan, &outcomes));
+    let finish = Finish { ctx, task: &task, pattern, shape };
+    finish.done(plan, text, None)
 }
 
 /// Run subtasks as their dependencies complete, highest priority first among the ready
@@ -463,15 +521,12 @@ async fn schedule<O: Orchestrator>(
     let n = plan.len();
     let width = index_width(n);
     let index: HashMap<&str, usize> = plan.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
-    let deps: Vec<Vec<usize>> =
-        plan.iter().map(|s| s.dependencies.iter().map(|d| index[d.as_str()]).collect()).collect();
-    let mut dependents = vec![Vec::new(); n];
-    let mut waiting: Vec<usize> = deps.iter().map(Vec::len).collect();
-    for (i, ds) in deps.iter().enumerate() {
-        for &d in ds {
-            dependents[d].push(i);
-        }
-    }
+    // Flat adjacency lists: a few bytes per subtask instead of two vectors each.
+    let deps = Adjacency::build(n, |i| plan[i].dependencies.iter().map(|d| index[d.as_str()]).collect());
+    // Ids are only needed to resolve dependencies; free them before the run's long wait.
+    drop(index);
+    let dependents = deps.reversed();
+    let mut waiting: Vec<u32> = (0..n).map(|i| deps.of(i).len() as u32).collect();
     let step_of = |i: usize| StepId::indexed("worker", i + 1, width);
     let mut ready: BinaryHeap<(i32, Reverse<usize>)> =
         (0..n).filter(|&i| waiting[i] == 0).map(|i| (plan[i].priority, Reverse(i))).collect();
@@ -481,12 +536,12 @@ async fn schedule<O: Orchestrator>(
     loop {
         while running.len() < limit {
             let Some((_, Reverse(i))) = ready.pop() else { break };
-            let inputs: Vec<StepId> = deps[i].iter().map(|&d| step_of(d)).collect();
-            let spec = StepSpec::new(step_of(i), Tier::Worker).inputs(inputs);
-            let failed: Vec<&str> = deps[i]
-                .iter()
-                .filter(|&&d| !matches!(outcomes[d], Some(Ok(_))))
-                .map(|&d| plan[d].id.as_str())
+            let my_deps = deps.of(i).iter().map(|&d| d as usize);
+            let spec = StepSpec::new(step_of(i), Tier::Worker).inputs(my_deps.clone().map(step_of).collect());
+            let failed: Vec<&str> = my_deps
+                .clone()
+                .filter(|&d| !matches!(outcomes[d], Some(Ok(_))))
+                .map(|d| plan[d].id.as_str())
                 .collect();
             if !failed.is_empty() {
                 let reason = format!("dependencies failed: {}", failed.join(", "));
@@ -495,12 +550,10 @@ async fn schedule<O: Orchestrator>(
                 release(i, &dependents, &mut waiting, &mut ready, plan);
                 continue;
             }
-            let dep_outputs: Vec<AgentOutput> = deps[i]
-                .iter()
-                .filter_map(|&d| outcomes[d].as_ref().and_then(|o| o.as_ref().ok()).cloned())
-                .collect();
+            let dep_outputs: Vec<AgentOutput> =
+                my_deps.filter_map(|d| outcomes[d].as_ref().and_then(|o| o.as_ref().ok()).cloned()).collect();
             let subtask = &plan[i];
-            running.push(async move { (i, orch.execute(ctx, spec, task, subtask, &dep_outputs).await) });
+            running.push(async move { (i, orch.execute(ctx, &spec, task, subtask, &dep_outputs).await) });
         }
         let Some((i, outcome)) = running.next().await else { break };
         outcomes[i] = Some(outcome);
@@ -520,18 +573,65 @@ async fn schedule<O: Orchestrator>(
 /// Completions after which the scheduler yields to other tasks.
 const YIELD_EVERY: usize = 256;
 
+/// Subtask `i` ended: its dependents each wait for one fewer; those waiting for none are
+/// ready.
 fn release(
     i: usize,
-    dependents: &[Vec<usize>],
-    waiting: &mut [usize],
+    dependents: &Adjacency,
+    waiting: &mut [u32],
     ready: &mut BinaryHeap<(i32, Reverse<usize>)>,
     plan: &[Subtask],
 ) {
-    for &d in &dependents[i] {
+    for &d in dependents.of(i) {
+        let d = d as usize;
         waiting[d] -= 1;
         if waiting[d] == 0 {
             ready.push((plan[d].priority, Reverse(d)));
         }
+    }
+}
+
+/// Adjacency lists of `n` nodes in two flat arrays (compressed sparse rows).
+struct Adjacency {
+    start: Vec<u32>,
+    edges: Vec<u32>,
+}
+
+impl Adjacency {
+    fn build(n: usize, mut of: impl FnMut(usize) -> Vec<usize>) -> Self {
+        let mut start = Vec::with_capacity(n + 1);
+        let mut edges = Vec::new();
+        for i in 0..n {
+            start.push(edges.len() as u32);
+            edges.extend(of(i).into_iter().map(|e| e as u32));
+        }
+        start.push(edges.len() as u32);
+        Adjacency { start, edges }
+    }
+
+    fn of(&self, i: usize) -> &[u32] {
+        &self.edges[self.start[i] as usize..self.start[i + 1] as usize]
+    }
+
+    /// The same edges pointing the other way, each list in node order.
+    fn reversed(&self) -> Adjacency {
+        let n = self.start.len() - 1;
+        let mut start = vec![0u32; n + 1];
+        for &e in &self.edges {
+            start[e as usize + 1] += 1;
+        }
+        for k in 1..=n {
+            start[k] += start[k - 1];
+        }
+        let mut fill = start.clone();
+        let mut edges = vec![0u32; self.edges.len()];
+        for i in 0..n {
+            for &e in self.of(i) {
+                edges[fill[e as usize] as usize] = i as u32;
+                fill[e as usize] += 1;
+            }
+        }
+        Adjacency { start, edges }
     }
 }
 

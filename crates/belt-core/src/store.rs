@@ -40,12 +40,24 @@ pub struct StepRecord {
 }
 
 /// A 128-bit hash of a step's input, shown and stored as 32 hex digits.
+///
+/// Kept as two `u64`s rather than a `u128`: a `u128` is 16-byte aligned, which padded every
+/// in-flight step's future by hundreds of bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct InputHash(pub u128);
+pub struct InputHash([u64; 2]);
+
+impl InputHash {
+    pub fn new(value: u128) -> Self {
+        InputHash([(value >> 64) as u64, value as u64])
+    }
+    pub fn value(&self) -> u128 {
+        (u128::from(self.0[0]) << 64) | u128::from(self.0[1])
+    }
+}
 
 impl std::fmt::Display for InputHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:032x}", self.0)
+        write!(f, "{:032x}", self.value())
     }
 }
 
@@ -58,7 +70,7 @@ impl Serialize for InputHash {
 impl<'de> Deserialize<'de> for InputHash {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        u128::from_str_radix(&s, 16).map(InputHash).map_err(serde::de::Error::custom)
+        u128::from_str_radix(&s, 16).map(InputHash::new).map_err(serde::de::Error::custom)
     }
 }
 

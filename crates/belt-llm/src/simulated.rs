@@ -55,6 +55,7 @@
 
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -256,9 +257,34 @@ impl SimConfig {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct SimulatedProvider {
     config: SimConfig,
+    in_flight: InFlight,
+}
+
+/// Calls in flight now, and the most at once: two atomics, for tests and benchmarks.
+#[derive(Debug, Default)]
+struct InFlight {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+/// Counts a call as in flight until dropped, also when the call is cancelled.
+struct InFlightGuard<'a>(&'a InFlight);
+
+impl<'a> InFlightGuard<'a> {
+    fn enter(counter: &'a InFlight) -> Self {
+        let now = counter.now.fetch_add(1, Ordering::Relaxed) + 1;
+        counter.max.fetch_max(now, Ordering::Relaxed);
+        InFlightGuard(counter)
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What a simulated call returns, and after how long; see [`SimulatedProvider::simulate`].
@@ -273,7 +299,17 @@ impl SimulatedProvider {
     pub const NAME: &'static str = "simulated";
 
     pub fn new(config: SimConfig) -> Self {
-        SimulatedProvider { config }
+        SimulatedProvider { config, in_flight: InFlight::default() }
+    }
+
+    /// Calls waiting for their simulated reply right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.now.load(Ordering::Relaxed)
+    }
+
+    /// The most calls that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.in_flight.max.load(Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &SimConfig {
@@ -283,10 +319,29 @@ impl SimulatedProvider {
     /// What [`LlmProvider::complete`] returns for this call and how long it waits first,
     /// computed at once without waiting. `model` is the part after `simulated/`.
     pub fn simulate(&self, model: &str, request: &LlmRequest, call: &CallInfo) -> SimOutcome {
+        let (content, mut rng, latency) = self.draw(model, request, call);
+        SimOutcome { latency, result: self.answer(model, request, call, content, &mut rng, latency) }
+    }
+
+    /// The call's content hash, its random stream and its latency: all a call needs to
+    /// keep while it waits (the reply is written after the wait, as a real one arrives).
+    fn draw(&self, model: &str, request: &LlmRequest, call: &CallInfo) -> (u64, Rng, Duration) {
         let content = content_hash(self.config.seed, model, request, &call.step);
         let mut rng = Rng::new(content ^ (u64::from(call.attempt) + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93));
         let latency = self.config.latency.sample(rng.next_u64());
-        let result = if request.max_tokens == 0 {
+        (content, rng, latency)
+    }
+
+    fn answer(
+        &self,
+        model: &str,
+        request: &LlmRequest,
+        call: &CallInfo,
+        content: u64,
+        rng: &mut Rng,
+        latency: Duration,
+    ) -> Result<LlmReply, LlmError> {
+        if request.max_tokens == 0 {
             Err(LlmError::InvalidRequest(
                 "max_tokens must be at least 1 (rejected by belt's simulated provider, as real providers do)"
                     .to_string(),
@@ -297,8 +352,7 @@ impl SimulatedProvider {
             Err(self.injected(kind, latency, rng.next_u64(), call))
         } else {
             Ok(reply(model, request, content))
-        };
-        SimOutcome { latency, result }
+        }
     }
 
     fn injected(&self, kind: FailureKind, latency: Duration, r: u64, call: &CallInfo) -> LlmError {
@@ -339,15 +393,17 @@ impl LlmProvider for SimulatedProvider {
         request: &LlmRequest,
         call: &CallInfo,
     ) -> Result<LlmReply, LlmError> {
-        let SimOutcome { latency, result } = self.simulate(model, request, call);
+        let (content, mut rng, latency) = self.draw(model, request, call);
+        let _in_flight = InFlightGuard::enter(&self.in_flight);
         if !latency.is_zero() {
             if self.config.precise_timer {
                 crate::timer::sleep(latency).await;
             } else {
-                tokio::time::sleep(latency).await;
+                // Boxed, so that its 112 bytes are not part of every waiting call.
+                Box::pin(tokio::time::sleep(latency)).await;
             }
         }
-        result
+        self.answer(model, request, call, content, &mut rng, latency)
     }
 }
 

@@ -252,7 +252,7 @@ impl Orchestrator for Cascade {
     async fn execute(
         &self,
         ctx: &Ctx,
-        step: StepSpec,
+        step: &StepSpec,
         task: &Task,
         subtask: &Subtask,
         deps: &[AgentOutput],
@@ -286,9 +286,13 @@ impl Orchestrator for Cascade {
             ))
             .temperature(self.worker.temperature)
             .max_tokens(self.worker.max_tokens);
-        let id = step.id.clone();
-        let reply = ctx.llm(step, request).await?;
-        Ok(AgentOutput { subtask_id: subtask.id.clone(), step: id, text: reply.text, model: reply.model })
+        let reply = ctx.llm(step.clone(), request).await?;
+        Ok(AgentOutput {
+            subtask_id: subtask.id.clone(),
+            step: step.id.clone(),
+            text: reply.text,
+            model: reply.model,
+        })
     }
 
     async fn synthesize(
