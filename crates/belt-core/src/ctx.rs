@@ -128,6 +128,9 @@ impl Stop {
     }
 }
 
+/// A run's plan and tier shape, as shared with its cancel path.
+pub(crate) type PlanSlot = (Arc<Vec<crate::plan::Subtask>>, Vec<usize>);
+
 /// Everything a run's steps share.
 pub(crate) struct Shared {
     pub run_id: Arc<str>,
@@ -145,7 +148,7 @@ pub(crate) struct Shared {
     pub agents: Mutex<Vec<AgentRecord>>,
     pub replay: HashMap<StepId, StepRecord>,
     /// The plan and tier shape once known, for building the result of a cancelled run.
-    pub plan: Mutex<Option<(Arc<Vec<crate::plan::Subtask>>, Vec<usize>)>>,
+    pub plan: Mutex<Option<PlanSlot>>,
     pub started: Instant,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub simulated: AtomicBool,
@@ -253,6 +256,7 @@ impl Ctx {
     /// (Written as a function returning an `async move` block rather than an `async fn`:
     /// an `async fn` keeps a second copy of its by-value arguments in its state, and this
     /// state is what every waiting step holds.)
+    #[allow(clippy::manual_async_fn)] // deliberate: see above
     pub fn llm(
         &self,
         spec: StepSpec,

@@ -250,7 +250,13 @@ impl EventBus {
         inner.seq += 1;
         let event =
             Arc::new(Event { seq: inner.seq, ts, run_id: self.run_id.clone(), step: step.cloned(), kind });
-        inner.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
+        let mut gone = false;
+        for tx in &inner.subscribers {
+            gone |= tx.send(event.clone()).is_err();
+        }
+        if gone {
+            inner.subscribers.retain(|tx| !tx.is_closed());
+        }
         event.seq
     }
 
@@ -259,11 +265,6 @@ impl EventBus {
         let mut inner = self.lock();
         inner.subscribers.clear();
         self.closed.cancel();
-    }
-
-    /// A token cancelled when the bus closes (the run is over).
-    pub fn closed_token(&self) -> CancellationToken {
-        self.closed.clone()
     }
 
     pub fn last_seq(&self) -> u64 {

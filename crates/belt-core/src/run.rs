@@ -1,7 +1,7 @@
 //! Starting and driving a run: [`run`], [`RunOptions`], [`RunHandle`].
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -272,16 +272,6 @@ pub async fn run<O: Orchestrator>(
     });
     // Events reach the store from their own task, in batches, so emitting stays cheap.
     let writer = tokio::spawn(persist_events(store.clone(), run_id.clone(), persisted));
-    // A cancel through the token (RunHandle::cancellation) becomes the run's stop reason,
-    // so the hot path only ever reads an atomic flag.
-    let watcher = ctx.clone();
-    let closed = watcher.shared.bus.closed_token();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = watcher.shared.cancel.cancelled() => watcher.stop(Stop::Cancelled),
-            _ = closed.cancelled() => {}
-        }
-    });
     let driver_ctx = ctx.clone();
     let join = tokio::spawn(async move {
         let documents = options.documents.clone();
@@ -477,28 +467,25 @@ fn cancelled_result(ctx: &Ctx, pattern: &str, task: Task) -> RunResult {
     let (plan, shape) = ctx.shared.plan.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
     let plan = Arc::try_unwrap(plan).unwrap_or_else(|p| (*p).clone());
     let width = index_width(plan.len());
-    let workers: HashMap<StepId, (AgentStatus, Option<Arc<str>>, Arc<str>)> = ctx
-        .shared
-        .agents
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .filter(|a| a.tier == Tier::Worker)
-        .map(|a| (a.step.clone(), (a.status, a.output.clone(), a.model.clone())))
-        .collect();
+    // Completed workers' outputs, and which workers have a record at all.
+    let mut done: HashMap<StepId, (Arc<str>, Arc<str>)> = HashMap::new();
+    let mut seen: HashSet<StepId> = HashSet::new();
+    for a in
+        ctx.shared.agents.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|a| a.tier == Tier::Worker)
+    {
+        seen.insert(a.step.clone());
+        if let (AgentStatus::Completed, Some(text)) = (a.status, &a.output) {
+            done.insert(a.step.clone(), (text.clone(), a.model.clone()));
+        }
+    }
     let outcomes: Vec<Outcome> = plan
         .iter()
         .enumerate()
         .map(|(i, subtask)| {
             let step = StepId::indexed("worker", i + 1, width);
-            match workers.get(&step) {
-                Some((AgentStatus::Completed, Some(text), model)) => Ok(AgentOutput {
-                    subtask_id: subtask.id.clone(),
-                    step,
-                    text: text.clone(),
-                    model: model.clone(),
-                }),
-                Some(_) => Err(StepError::Cancelled { step }),
+            match done.remove(&step) {
+                Some((text, model)) => Ok(AgentOutput { subtask_id: subtask.id.clone(), step, text, model }),
+                None if seen.contains(&step) => Err(StepError::Cancelled { step }),
                 None => Err(ctx.skip(StepSpec::new(step, Tier::Worker), "", "not started: cancelled")),
             }
         })
@@ -528,14 +515,16 @@ async fn schedule<O: Orchestrator>(
     let dependents = deps.reversed();
     let mut waiting: Vec<u32> = (0..n).map(|i| deps.of(i).len() as u32).collect();
     let step_of = |i: usize| StepId::indexed("worker", i + 1, width);
-    let mut ready: BinaryHeap<(i32, Reverse<usize>)> =
-        (0..n).filter(|&i| waiting[i] == 0).map(|i| (plan[i].priority, Reverse(i))).collect();
+    let mut ready = ReadyQueue::default();
+    for i in (0..n).filter(|&i| waiting[i] == 0) {
+        ready.push(plan[i].priority, i);
+    }
     let mut outcomes: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
     let mut running = FuturesUnordered::new();
     let mut completed = 0usize;
     loop {
         while running.len() < limit {
-            let Some((_, Reverse(i))) = ready.pop() else { break };
+            let Some(i) = ready.pop() else { break };
             let my_deps = deps.of(i).iter().map(|&d| d as usize);
             let spec = StepSpec::new(step_of(i), Tier::Worker).inputs(my_deps.clone().map(step_of).collect());
             let failed: Vec<&str> = my_deps
@@ -575,19 +564,35 @@ const YIELD_EVERY: usize = 256;
 
 /// Subtask `i` ended: its dependents each wait for one fewer; those waiting for none are
 /// ready.
-fn release(
-    i: usize,
-    dependents: &Adjacency,
-    waiting: &mut [u32],
-    ready: &mut BinaryHeap<(i32, Reverse<usize>)>,
-    plan: &[Subtask],
-) {
+fn release(i: usize, dependents: &Adjacency, waiting: &mut [u32], ready: &mut ReadyQueue, plan: &[Subtask]) {
     for &d in dependents.of(i) {
         let d = d as usize;
         waiting[d] -= 1;
         if waiting[d] == 0 {
-            ready.push((plan[d].priority, Reverse(d)));
+            ready.push(plan[d].priority, d);
         }
+    }
+}
+
+/// Ready subtasks: highest priority first, first come first served within a priority.
+/// One bucket per priority, so the usual plan (one priority) pops in O(1).
+#[derive(Default)]
+struct ReadyQueue {
+    buckets: BTreeMap<Reverse<i32>, VecDeque<usize>>,
+}
+
+impl ReadyQueue {
+    fn push(&mut self, priority: i32, i: usize) {
+        self.buckets.entry(Reverse(priority)).or_default().push_back(i);
+    }
+
+    fn pop(&mut self) -> Option<usize> {
+        let mut first = self.buckets.first_entry()?;
+        let i = first.get_mut().pop_front();
+        if first.get().is_empty() {
+            first.remove();
+        }
+        i
     }
 }
 

@@ -22,6 +22,16 @@ impl StepId {
 
     /// `prefix/NNN`, 1-based, padded to `width` digits (at least 3).
     pub fn indexed(prefix: &str, index: usize, width: usize) -> Self {
+        use std::io::Write;
+        // Formatted on the stack so the id costs one allocation (the Arc), not two.
+        let mut buf = [0u8; 96];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        if write!(cursor, "{prefix}/{index:0w$}", w = width.max(3)).is_ok() {
+            let len = cursor.position() as usize;
+            if let Ok(s) = std::str::from_utf8(&buf[..len]) {
+                return StepId(Arc::from(s));
+            }
+        }
         StepId(Arc::from(format!("{prefix}/{index:0w$}", w = width.max(3))))
     }
 
