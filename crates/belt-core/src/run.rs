@@ -233,7 +233,9 @@ pub async fn run<O: Orchestrator>(
     let replay: HashMap<StepId, _> =
         store.load_steps(&run_id).await?.into_iter().map(|r| (r.step.clone(), r)).collect();
     let last_seq = store.last_seq(&run_id).await?;
-    let definition = serde_json::to_value(&options).unwrap_or(serde_json::Value::Null);
+    // JSON text, not a `serde_json::Value` tree: a given plan of 100,000 subtasks would
+    // otherwise cost more to record than to run.
+    let definition: Arc<str> = Arc::from(serde_json::to_string(&options).unwrap_or_else(|_| "null".into()));
     store
         .put_run(&RunRecord {
             run_id: run_id.clone(),
@@ -407,6 +409,9 @@ async fn drive<O: Orchestrator>(orch: O, ctx: Ctx, task: Task, options: RunOptio
         Err(reason) => return finish.done(Vec::new(), None, Some(reason)),
     };
     finish.shape = orch.shape(plan.len());
+    // One record per step is coming: reserve for the tiers at once rather than regrow.
+    let steps: usize = finish.shape.iter().sum();
+    ctx.shared.agents.lock().unwrap_or_else(|p| p.into_inner()).reserve(steps + 1);
     // Shared with a cancel, which builds the result without this future.
     let plan = Arc::new(plan);
     *ctx.shared.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some((plan.clone(), finish.shape.clone()));

@@ -82,8 +82,8 @@ pub struct RunRecord {
     pub task: String,
     pub status: RunStatus,
     pub started_at: DateTime<Utc>,
-    /// The run's full definition (options, plan, seed) as JSON, for resume.
-    pub definition: serde_json::Value,
+    /// The run's full definition (options, plan) as JSON text, for resume.
+    pub definition: Arc<str>,
 }
 
 /// A store operation failed. The run stops scheduling and ends with this error; records
