@@ -9,7 +9,6 @@
 //! record is durable (for a persistent store), and the engine awaits it before the step's
 //! output is handed downstream. A crash therefore loses at most the calls in flight.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -120,7 +119,8 @@ pub trait RunStore: Send + Sync + 'static {
 /// Keeps everything in process memory; the default when nothing persistent is configured.
 #[derive(Default)]
 pub struct MemoryStore {
-    runs: Mutex<HashMap<String, RunData>>,
+    // Fx: the map is probed on every step; its keys are our own run ids, not hostile input.
+    runs: Mutex<rustc_hash::FxHashMap<String, RunData>>,
 }
 
 #[derive(Default)]

@@ -497,7 +497,7 @@ fn reply(model: &str, request: &LlmRequest, content: u64) -> LlmReply {
     let output_tokens = (text.len().div_ceil(BYTES_PER_TOKEN) as u64).min(u64::from(request.max_tokens));
     LlmReply {
         usage: Usage { input_tokens: input_tokens(request), output_tokens },
-        model: format!("{}/{model}", SimulatedProvider::NAME),
+        model: [SimulatedProvider::NAME, "/", model].concat(),
         finish_reason: Some(if cut { "length" } else { "stop" }.to_string()),
         simulated: true,
         text,
