@@ -67,13 +67,13 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     cascade.group_size = args.group_size as usize;
     cascade.synthesize = args.synthesize;
     if let Some(m) = &args.worker_model {
-        cascade.worker.model = m.clone();
+        cascade.worker.model = m.as_str().into();
     }
     if let Some(m) = &args.synthesizer_model {
-        cascade.synthesizer.model = m.clone();
+        cascade.synthesizer.model = m.as_str().into();
     }
     if let Some(m) = &args.executive_model {
-        cascade.executive.model = m.clone();
+        cascade.executive.model = m.as_str().into();
     }
     let mut sim = SimConfig::default().seed(args.seed).fail_rate(args.sim_fail_rate);
     if let Some(ms) = args.sim_latency_ms {

@@ -271,7 +271,7 @@ impl Ctx {
             // Only this small log lives across the awaits below; the step's full record is
             // built when it ends. With 100,000 branches in flight, every byte here counts.
             let mut at = self.begin();
-            let model_name: Arc<str> = Arc::from(request.model.as_str());
+            let model_name: Arc<str> = request.model.clone();
             if let Some(stop) = self.stopping() {
                 return Err(self.refuse_start(&spec, model_name, &at, stop));
             }

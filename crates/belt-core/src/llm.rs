@@ -43,7 +43,8 @@ impl Message {
 /// `simulated/default`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlmRequest {
-    pub model: String,
+    /// Shared, so that every request of a tier points at one allocation of its name.
+    pub model: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
     pub messages: Vec<Message>,
@@ -57,9 +58,9 @@ pub struct LlmRequest {
 }
 
 impl LlmRequest {
-    pub fn new(model: impl Into<String>, prompt: impl Into<String>) -> Self {
+    pub fn new(model: impl ModelName, prompt: impl Into<String>) -> Self {
         LlmRequest {
-            model: model.into(),
+            model: model.into_model(),
             system: None,
             messages: vec![Message::user(prompt)],
             max_tokens: 1024,
@@ -101,6 +102,38 @@ impl LlmRequest {
     /// The text of the last user message (what most providers treat as "the prompt").
     pub fn prompt(&self) -> &str {
         self.messages.iter().rev().find(|m| m.role == Role::User).map_or("", |m| m.content.as_str())
+    }
+}
+
+/// Anything that names a model: `&str`, `String`, `&String`, or an `Arc<str>` (which a
+/// request then shares instead of copying).
+pub trait ModelName {
+    fn into_model(self) -> Arc<str>;
+}
+
+impl ModelName for &str {
+    fn into_model(self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+impl ModelName for String {
+    fn into_model(self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+impl ModelName for &String {
+    fn into_model(self) -> Arc<str> {
+        Arc::from(self.as_str())
+    }
+}
+impl ModelName for Arc<str> {
+    fn into_model(self) -> Arc<str> {
+        self
+    }
+}
+impl ModelName for &Arc<str> {
+    fn into_model(self) -> Arc<str> {
+        self.clone()
     }
 }
 

@@ -56,7 +56,7 @@ impl std::str::FromStr for SynthesizeMode {
 /// Model and sampling for one tier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TierSettings {
-    pub model: String,
+    pub model: Arc<str>,
     pub temperature: f32,
     pub max_tokens: u32,
 }
@@ -82,8 +82,8 @@ impl Cascade {
     /// `agents` workers, every tier on `model`, with the default temperatures
     /// (0.7 workers, 0.6 synthesizers, 0.5 executive).
     pub fn new(agents: usize, model: &str) -> Self {
-        let tier =
-            |temperature, max_tokens| TierSettings { model: model.to_string(), temperature, max_tokens };
+        let model: Arc<str> = Arc::from(model);
+        let tier = |temperature, max_tokens| TierSettings { model: model.clone(), temperature, max_tokens };
         Cascade {
             agents,
             group_size: DEFAULT_GROUP_SIZE,
@@ -208,7 +208,7 @@ impl Orchestrator for Cascade {
              \"priority\" (1-10, higher first).",
             task = task.description.trim()
         );
-        let request = LlmRequest::new(&self.decomposer.model, prompt)
+        let request = LlmRequest::new(self.decomposer.model.clone(), prompt)
             .system("You are a planner who splits complex tasks into well-scoped subtasks.")
             .temperature(self.decomposer.temperature)
             .max_tokens(self.decomposer.max_tokens)
@@ -279,7 +279,7 @@ impl Orchestrator for Cascade {
             "\nWrite your findings on this subtask as Markdown: a heading, short paragraphs, a \
              list of key findings, and the sources you rely on.",
         );
-        let request = LlmRequest::new(&self.worker.model, prompt)
+        let request = LlmRequest::new(self.worker.model.clone(), prompt)
             .system(format!(
                 "You are a {} working on one part of a larger research task. Be specific and factual.",
                 subtask.specialization
@@ -447,7 +447,7 @@ impl Cascade {
                 missing.join("; ")
             ));
         }
-        let request = LlmRequest::new(&settings.model, prompt)
+        let request = LlmRequest::new(settings.model.clone(), prompt)
             .system("You synthesize the work of several analysts into one clear, well-structured text.")
             .temperature(settings.temperature)
             .max_tokens(settings.max_tokens);
