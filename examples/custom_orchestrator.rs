@@ -52,12 +52,7 @@ impl Orchestrator for Study {
             prompt.push_str(&format!("\nFrom {}:\n{}\n", d.subtask_id, d.text));
         }
         let reply = ctx.llm(step.clone(), LlmRequest::new(&self.model, prompt).max_tokens(400)).await?;
-        Ok(AgentOutput {
-            subtask_id: subtask.id.clone(),
-            step: step.id.clone(),
-            text: reply.text,
-            model: reply.model,
-        })
+        Ok(AgentOutput::from_reply(subtask, step, reply))
     }
 
     async fn synthesize(

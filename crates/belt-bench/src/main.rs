@@ -344,12 +344,7 @@ impl Orchestrator for FanOut {
         let prompt = format!("Task: {}\nSubtask {}: {}", task.description, subtask.id, subtask.description);
         let request = LlmRequest::new("simulated/bench", prompt).max_tokens(16);
         let reply = ctx.llm(step.clone(), request).await?;
-        Ok(AgentOutput {
-            subtask_id: subtask.id.clone(),
-            step: step.id.clone(),
-            text: reply.text,
-            model: reply.model,
-        })
+        Ok(AgentOutput::from_reply(subtask, step, reply))
     }
 
     async fn synthesize(

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -284,6 +285,40 @@ pub trait LlmProvider: Send + Sync + 'static {
         request: &LlmRequest,
         call: &CallInfo,
     ) -> Result<LlmReply, LlmError>;
+}
+
+/// Calls in flight now, and the most at once: two atomics that a provider can keep for
+/// tests, benchmarks and metrics. [`InFlightGauge::enter`] counts a call until its guard
+/// drops, which also happens when the call is cancelled.
+#[derive(Debug, Default)]
+pub struct InFlightGauge {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl InFlightGauge {
+    pub fn enter(&self) -> InFlightGuard<'_> {
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max.fetch_max(now, Ordering::Relaxed);
+        InFlightGuard(self)
+    }
+
+    pub fn now(&self) -> usize {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+}
+
+/// One call counted by an [`InFlightGauge`].
+pub struct InFlightGuard<'a>(&'a InFlightGauge);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The providers a run can use, by name.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::ctx::{Ctx, StepError};
+use crate::ctx::{Ctx, StepError, StepReply};
 use crate::event::PlanSource;
 use crate::llm::Providers;
 use crate::plan::{Subtask, Task};
@@ -21,6 +21,19 @@ pub struct AgentOutput {
     pub step: StepId,
     pub text: Arc<str>,
     pub model: Arc<str>,
+}
+
+impl AgentOutput {
+    /// The output of `subtask`, run as `step`, from its reply: what `execute` usually
+    /// returns after its [`Ctx::llm`] call.
+    pub fn from_reply(subtask: &Subtask, step: &StepSpec, reply: StepReply) -> Self {
+        AgentOutput {
+            subtask_id: subtask.id.clone(),
+            step: step.id.clone(),
+            text: reply.text,
+            model: reply.model,
+        }
+    }
 }
 
 /// A subtask's result: its output, or why there is none.

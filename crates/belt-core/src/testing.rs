@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::llm::{CallInfo, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Usage};
+use crate::llm::{CallInfo, InFlightGauge, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Usage};
 
 /// A deterministic provider for tests. Model names are `NAME/anything`.
 pub struct ScriptedProvider {
@@ -19,7 +19,7 @@ pub struct ScriptedProvider {
     delay: Duration,
     rules: Vec<Rule>,
     calls: Mutex<HashMap<String, u32>>,
-    in_flight: Mutex<(usize, usize)>,
+    in_flight: InFlightGauge,
 }
 
 struct Rule {
@@ -40,7 +40,7 @@ impl ScriptedProvider {
             delay: Duration::ZERO,
             rules: Vec::new(),
             calls: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new((0, 0)),
+            in_flight: InFlightGauge::default(),
         }
     }
 
@@ -108,29 +108,11 @@ impl ScriptedProvider {
 
     /// The most calls that were in flight at once.
     pub fn max_in_flight(&self) -> usize {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).1
+        self.in_flight.max()
     }
 
     fn rule<'a, T>(&'a self, step: &str, pick: impl Fn(&'a Rule) -> Option<T>) -> Option<T> {
         self.rules.iter().filter(|r| step.starts_with(&r.step_prefix)).find_map(pick)
-    }
-}
-
-/// Counts a call as in flight until dropped (also when the call is cancelled).
-struct InFlight<'a>(&'a Mutex<(usize, usize)>);
-
-impl<'a> InFlight<'a> {
-    fn enter(m: &'a Mutex<(usize, usize)>) -> Self {
-        let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
-        g.0 += 1;
-        g.1 = g.1.max(g.0);
-        InFlight(m)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).0 -= 1;
     }
 }
 
@@ -152,7 +134,7 @@ impl LlmProvider for ScriptedProvider {
     ) -> Result<LlmReply, LlmError> {
         let step = call.step.as_str();
         *self.calls.lock().unwrap_or_else(|p| p.into_inner()).entry(step.to_string()).or_default() += 1;
-        let _guard = InFlight::enter(&self.in_flight);
+        let _guard = self.in_flight.enter();
         let delay = self.rule(step, |r| r.delay).unwrap_or(self.delay);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;

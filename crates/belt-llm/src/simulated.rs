@@ -55,11 +55,12 @@
 
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use belt_core::llm::{CallInfo, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Role, Usage};
+use belt_core::llm::{
+    CallInfo, InFlightGauge, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Role, Usage,
+};
 use belt_core::step::StepId;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
@@ -260,31 +261,7 @@ impl SimConfig {
 #[derive(Debug, Default)]
 pub struct SimulatedProvider {
     config: SimConfig,
-    in_flight: InFlight,
-}
-
-/// Calls in flight now, and the most at once: two atomics, for tests and benchmarks.
-#[derive(Debug, Default)]
-struct InFlight {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-/// Counts a call as in flight until dropped, also when the call is cancelled.
-struct InFlightGuard<'a>(&'a InFlight);
-
-impl<'a> InFlightGuard<'a> {
-    fn enter(counter: &'a InFlight) -> Self {
-        let now = counter.now.fetch_add(1, Ordering::Relaxed) + 1;
-        counter.max.fetch_max(now, Ordering::Relaxed);
-        InFlightGuard(counter)
-    }
-}
-
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        self.0.now.fetch_sub(1, Ordering::Relaxed);
-    }
+    in_flight: InFlightGauge,
 }
 
 /// What a simulated call returns, and after how long; see [`SimulatedProvider::simulate`].
@@ -299,17 +276,17 @@ impl SimulatedProvider {
     pub const NAME: &'static str = "simulated";
 
     pub fn new(config: SimConfig) -> Self {
-        SimulatedProvider { config, in_flight: InFlight::default() }
+        SimulatedProvider { config, in_flight: InFlightGauge::default() }
     }
 
     /// Calls waiting for their simulated reply right now.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.now.load(Ordering::Relaxed)
+        self.in_flight.now()
     }
 
     /// The most calls that were in flight at once.
     pub fn max_in_flight(&self) -> usize {
-        self.in_flight.max.load(Ordering::Relaxed)
+        self.in_flight.max()
     }
 
     pub fn config(&self) -> &SimConfig {
@@ -394,7 +371,7 @@ impl LlmProvider for SimulatedProvider {
         call: &CallInfo,
     ) -> Result<LlmReply, LlmError> {
         let (content, mut rng, latency) = self.draw(model, request, call);
-        let _in_flight = InFlightGuard::enter(&self.in_flight);
+        let _in_flight = self.in_flight.enter();
         if !latency.is_zero() {
             if self.config.precise_timer {
                 crate::timer::sleep(latency).await;

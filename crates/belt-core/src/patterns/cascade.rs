@@ -287,12 +287,7 @@ impl Orchestrator for Cascade {
             .temperature(self.worker.temperature)
             .max_tokens(self.worker.max_tokens);
         let reply = ctx.llm(step.clone(), request).await?;
-        Ok(AgentOutput {
-            subtask_id: subtask.id.clone(),
-            step: step.id.clone(),
-            text: reply.text,
-            model: reply.model,
-        })
+        Ok(AgentOutput::from_reply(subtask, step, reply))
     }
 
     async fn synthesize(
