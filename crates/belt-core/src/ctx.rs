@@ -307,16 +307,9 @@ impl Ctx {
                 }
                 if let Err(refusal) = s.ledger.reserve(worst) {
                     drop(permit);
+                    // This step fails with `budget_exhausted`; the steps after it find the run
+                    // stopping and are skipped without trying.
                     self.exhaust_budget(&spec.id, &refusal);
-                    if at.attempts == 0 {
-                        // No call was made: the step is skipped, like every later one.
-                        return Err(self.refuse_start(
-                            &spec,
-                            model_name,
-                            &at,
-                            Stop::Budget(refusal.to_string()),
-                        ));
-                    }
                     let err =
                         StepError::BudgetExhausted { step: spec.id.clone(), refusal: refusal.to_string() };
                     return Err(self.fail(&spec, model_name, &at, err));

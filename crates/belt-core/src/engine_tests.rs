@@ -202,6 +202,12 @@ async fn a_call_budget_stops_new_calls_and_keeps_what_exists() {
     let t = types(&events);
     assert_eq!(t.iter().filter(|&&x| x == "budget_exhausted").count(), 1);
     assert_eq!(t.iter().filter(|&&x| x == "budget_warning").count(), 1);
+    // The refused step fails with `budget_exhausted`; the ones after it never try.
+    let refused = agent(&r, "worker/006");
+    assert_eq!(refused.status, AgentStatus::Failed);
+    assert!(events.iter().any(|e| matches!(&e.kind,
+        EventKind::StepFailed { error_kind, .. } if error_kind == "budget_exhausted")));
+    assert_eq!(r.count(&Tier::Worker, AgentStatus::Skipped), 6);
 }
 
 #[tokio::test]
