@@ -197,7 +197,7 @@ async fn a_call_budget_stops_new_calls_and_keeps_what_exists() {
     assert_eq!(p.total_calls(), 6);
     assert_eq!(r.count(&Tier::Worker, AgentStatus::Completed), 5);
     assert_eq!(r.tier(&Tier::Synthesizer).count(), 0, "no synthesis is paid for");
-    let out = r.final_output.expect("the completed workers' outputs are kept");
+    let out = r.final_output.clone().expect("the completed workers' outputs are kept");
     assert!(out.contains("Output of worker/005"));
     let t = types(&events);
     assert_eq!(t.iter().filter(|&&x| x == "budget_exhausted").count(), 1);
