@@ -165,6 +165,15 @@ impl Ledger {
         warnings
     }
 
+    /// Book amounts spent before this ledger existed (a resumed run's recorded steps), so
+    /// that the caps cover the whole run and nothing is counted twice.
+    pub fn preload(&self, spent: Amount) {
+        let mut s = self.lock();
+        s.spent.calls += spent.calls;
+        s.spent.tokens += spent.tokens;
+        s.spent.cost_usd += spent.cost_usd;
+    }
+
     /// What has been booked so far.
     pub fn spent(&self) -> Amount {
         self.lock().spent

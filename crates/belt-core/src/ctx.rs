@@ -34,7 +34,7 @@ use crate::llm::{CallInfo, LlmError, LlmRequest, ModelError, Providers, Usage};
 use crate::policy::Policies;
 use crate::result::{AgentRecord, AgentStatus, UsageTotals};
 use crate::step::{StepId, StepSpec};
-use crate::store::{InputHash, RunStore, StepRecord, StoreError};
+use crate::store::{CachedReply, DeadLetter, InputHash, RunStore, StepRecord, StoreError};
 
 /// What a step produced: its text and what it cost. Text and model are shared, so the
 /// output is stored once however many records and events refer to it.
@@ -49,6 +49,8 @@ pub struct StepReply {
     pub simulated: bool,
     /// True when the output came from the run's record instead of a new call.
     pub replayed: bool,
+    /// True when the output came from the response cache (and cost nothing).
+    pub cached: bool,
 }
 
 /// Why a step did not produce an output.
@@ -138,6 +140,7 @@ pub(crate) struct Shared {
     pub store: Arc<dyn RunStore>,
     pub bus: EventBus,
     pub ledger: Ledger,
+    pub cache_ttl: Option<std::time::Duration>,
     pub limiter: Semaphore,
     pub concurrency: usize,
     pub cancel: CancellationToken,
@@ -293,6 +296,25 @@ impl Ctx {
                 tokens: bound + request.max_tokens as u64,
                 cost_usd: price.map_or(0.0, |p| p.cost_of(bound, request.max_tokens as u64)),
             };
+            if s.cache_ttl.is_some()
+                && let Some(hit) = s.store.cache_get(hash).await.ok().flatten()
+            {
+                s.bus.emit(
+                    Some(&spec.id),
+                    EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
+                );
+                let out = StepReply {
+                    text: hit.text,
+                    usage: Usage::default(),
+                    model: hit.model,
+                    cost_usd: 0.0,
+                    finish_reason: None,
+                    simulated: hit.simulated,
+                    replayed: false,
+                    cached: true,
+                };
+                return Box::pin(self.complete(&spec, &at, hash, out)).await;
+            }
             loop {
                 let Some(permit) = self.permit().await else {
                     return Err(self.refuse_start(&spec, model_name, &at, Stop::Cancelled));
@@ -356,7 +378,19 @@ impl Ctx {
                             finish_reason: reply.finish_reason,
                             simulated: reply.simulated,
                             replayed: false,
+                            cached: false,
                         };
+                        if let Some(ttl) = s.cache_ttl {
+                            let entry = CachedReply {
+                                text: out.text.clone(),
+                                model: out.model.clone(),
+                                usage: out.usage,
+                                simulated: out.simulated,
+                            };
+                            if let Err(e) = s.store.cache_put(hash, &entry, ttl).await {
+                                eprintln!("belt: could not cache the reply of {}: {e}", spec.id);
+                            }
+                        }
                         // Boxed: recording happens once per step, and its state would otherwise
                         // be part of every waiting step's future.
                         return Box::pin(self.complete(&spec, &at, hash, out)).await;
@@ -381,10 +415,30 @@ impl Ctx {
                             continue;
                         }
                         let err = StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts };
+                        // Kept with its request, so it can be retried later (`belt dlq retry`).
+                        Box::pin(self.dead_letter(&spec, &request, &err, at.attempts)).await;
                         return Err(self.fail(&spec, model_name, &at, err));
                     }
                 }
             }
+        }
+    }
+
+    async fn dead_letter(&self, spec: &StepSpec, request: &LlmRequest, err: &StepError, attempts: u32) {
+        let s = &*self.shared;
+        let letter = DeadLetter {
+            id: 0,
+            run_id: s.run_id.to_string(),
+            step: spec.id.clone(),
+            tier: spec.tier.clone(),
+            error: err.to_string(),
+            error_kind: err.kind().to_string(),
+            attempts,
+            request: request.clone(),
+            created_at: chrono::Utc::now(),
+        };
+        if let Err(e) = s.store.put_dead_letter(&letter).await {
+            eprintln!("belt: could not record the failed step {} for a later retry: {e}", spec.id);
         }
     }
 
@@ -455,6 +509,7 @@ impl Ctx {
             finish_reason: None,
             simulated: false,
             replayed: false,
+            cached: false,
         };
         self.complete(&spec, &at, hash, reply).await?;
         value.map_err(|message| StepError::Failed { step: spec.id, message })
@@ -515,6 +570,7 @@ impl Ctx {
                 duration_ms: rec.duration_ms,
                 attempts: rec.attempts,
                 replayed: true,
+                cached: false,
             },
         );
         let mut record = self.record(&spec, rec.model.clone(), &self.begin(), AgentStatus::Completed);
@@ -534,6 +590,7 @@ impl Ctx {
             finish_reason: None,
             simulated: rec.simulated,
             replayed: true,
+            cached: false,
         })
     }
 
@@ -575,9 +632,11 @@ impl Ctx {
                 duration_ms,
                 attempts: at.attempts,
                 replayed: false,
+                cached: reply.cached,
             },
         );
         let mut record = self.record(spec, reply.model.clone(), at, AgentStatus::Completed);
+        record.cached = reply.cached;
         record.output = Some(reply.text.clone());
         record.input_tokens = reply.usage.input_tokens;
         record.output_tokens = reply.usage.output_tokens;
@@ -611,6 +670,7 @@ impl Ctx {
             duration_ms: 0,
             started_ms: at.started_ms,
             replayed: false,
+            cached: false,
         }
     }
 

@@ -394,7 +394,9 @@ async fn resume_replays_recorded_steps_without_calling_again() {
     assert_eq!(second.total_calls(), 0, "nothing is paid for twice");
     assert_eq!(r2.final_output, r1.final_output);
     assert!(r2.agents.iter().all(|a| a.replayed));
-    assert_eq!(r2.usage.calls, 0);
+    // The totals are the whole run's, each recorded step counted once.
+    assert_eq!(r2.usage, r1.usage);
+    assert!((r2.cost_usd - r1.cost_usd).abs() < 1e-12);
     // Events continue the sequence.
     assert_eq!(e2.first().unwrap().seq, e1.last().unwrap().seq + 1);
 

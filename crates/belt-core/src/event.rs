@@ -81,6 +81,9 @@ pub enum EventKind {
         /// True when the output was replayed from the run's record, not paid for again.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         replayed: bool,
+        /// True when the output came from the response cache (and cost nothing).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cached: bool,
     },
     StepFailed {
         tier: Tier,

@@ -23,6 +23,8 @@ pub enum RunStatus {
     BudgetExhausted,
     /// Stopped by the user.
     Cancelled,
+    /// Its process died while running it (its lease expired); `belt resume` continues it.
+    Interrupted,
 }
 
 impl RunStatus {
@@ -34,6 +36,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::BudgetExhausted => "budget_exhausted",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
         }
     }
 }
@@ -75,6 +78,9 @@ pub struct AgentRecord {
     /// True when the output came from the run's record (resume) instead of a new call.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// True when the output came from the response cache.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// Token and call totals.

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::{Budget, Ledger};
+use crate::budget::{Amount, Budget, Ledger};
 use crate::ctx::{Ctx, Shared, StepError, Stop};
 use crate::event::{EventBus, EventKind, EventStream, PlanSource};
 use crate::llm::Providers;
@@ -23,7 +23,7 @@ use crate::plan::{PlanError, Subtask, Task, normalize_plan};
 use crate::policy::Policies;
 use crate::result::{AgentStatus, RunResult, RunStatus};
 use crate::step::{StepId, StepSpec, Tier, index_width};
-use crate::store::{MemoryStore, RunRecord, RunStore, StoreError};
+use crate::store::{LEASE_TTL, MemoryStore, RunRecord, RunStore, StoreError};
 
 /// How a run is run. Serializable (for the run's record) except for the providers and
 /// the store, which are the environment it runs in.
@@ -43,6 +43,21 @@ pub struct RunOptions {
     /// A plan given by the caller; decomposition is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Vec<Subtask>>,
+    /// Serve identical requests (same model, messages and parameters) from the store's
+    /// response cache for this long; hits cost nothing and are marked in events.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::policy::opt_duration_ms")]
+    pub cache_ttl: Option<std::time::Duration>,
+    /// What to record as the run's definition (JSON), for a caller that resumes runs from
+    /// its own description of them (the CLI records its arguments). Default: these options.
+    #[serde(skip)]
+    pub definition: Option<String>,
+    /// Who drives the run, as recorded in its lease (default: `pid:<pid>:<nonce>`).
+    #[serde(skip)]
+    pub owner: Option<String>,
+    /// The owner of an expired-looking lease that the caller knows is dead (its process is
+    /// gone), so a resume right after a crash need not wait for the lease to expire.
+    #[serde(skip)]
+    pub replace_owner: Option<String>,
     #[serde(skip)]
     pub providers: Providers,
     #[serde(skip)]
@@ -70,6 +85,10 @@ impl Default for RunOptions {
             policies: Policies::default(),
             min_success: 0.5,
             plan: None,
+            cache_ttl: None,
+            definition: None,
+            owner: None,
+            replace_owner: None,
             providers: Providers::default(),
             store: None,
             documents: None,
@@ -230,23 +249,48 @@ pub async fn run<O: Orchestrator>(
 
     let store: Arc<dyn RunStore> = options.store.clone().unwrap_or_else(|| Arc::new(MemoryStore::new()));
     let run_id = options.run_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    // Only one process drives a run: take its lease first (refused while another live
+    // process holds it), and keep it fresh with a heartbeat until the run ends.
+    let owner = options
+        .owner
+        .clone()
+        .unwrap_or_else(|| format!("pid:{}:{}", std::process::id(), uuid::Uuid::now_v7()));
+    store.claim(&run_id, &owner, LEASE_TTL, options.replace_owner.as_deref()).await?;
     let replay: HashMap<StepId, _> =
         store.load_steps(&run_id).await?.into_iter().map(|r| (r.step.clone(), r)).collect();
     let last_seq = store.last_seq(&run_id).await?;
+    let previous = store.get_run(&run_id).await?;
     // JSON text, not a `serde_json::Value` tree: a given plan of 100,000 subtasks would
     // otherwise cost more to record than to run.
-    let definition: Arc<str> = Arc::from(serde_json::to_string(&options).unwrap_or_else(|_| "null".into()));
+    let definition: Arc<str> = match (&options.definition, &previous) {
+        (Some(d), _) => Arc::from(d.as_str()),
+        (None, Some(p)) => p.definition.clone(),
+        (None, None) => Arc::from(serde_json::to_string(&options).unwrap_or_else(|_| "null".into())),
+    };
     store
         .put_run(&RunRecord {
             run_id: run_id.clone(),
             pattern: orchestrator.name().to_string(),
             task: task.description.clone(),
             status: RunStatus::Running,
-            started_at: Utc::now(),
+            started_at: previous.as_ref().map_or_else(Utc::now, |p| p.started_at),
             definition,
         })
         .await?;
+    let heartbeat_done = CancellationToken::new();
+    tokio::spawn(heartbeat(store.clone(), run_id.clone(), owner, heartbeat_done.clone()));
 
+    // A resumed run's recorded steps count once: in its totals and against its budget.
+    let (mut recorded, mut input_tokens, mut output_tokens) = (Amount::default(), 0, 0);
+    for r in replay.values() {
+        recorded.calls += u64::from(r.attempts);
+        recorded.tokens += r.usage.total();
+        recorded.cost_usd += r.cost_usd;
+        input_tokens += r.usage.input_tokens;
+        output_tokens += r.usage.output_tokens;
+    }
+    let ledger = Ledger::new(options.budget);
+    ledger.preload(recorded);
     let bus = EventBus::new(&run_id, last_seq);
     let events = bus.subscribe();
     let persisted = bus.subscribe();
@@ -255,7 +299,8 @@ pub async fn run<O: Orchestrator>(
         providers: options.providers.clone(),
         store: store.clone(),
         bus,
-        ledger: Ledger::new(options.budget),
+        ledger,
+        cache_ttl: options.cache_ttl,
         limiter: Semaphore::new(options.concurrency),
         concurrency: options.concurrency,
         cancel: CancellationToken::new(),
@@ -268,9 +313,9 @@ pub async fn run<O: Orchestrator>(
         started: Instant::now(),
         started_at: Utc::now(),
         simulated: AtomicBool::new(false),
-        input_tokens: AtomicU64::new(0),
-        output_tokens: AtomicU64::new(0),
-        calls: AtomicU64::new(0),
+        input_tokens: AtomicU64::new(input_tokens),
+        output_tokens: AtomicU64::new(output_tokens),
+        calls: AtomicU64::new(recorded.calls),
     });
     // Events reach the store from their own task, in batches, so emitting stays cheap.
     let writer = tokio::spawn(persist_events(store.clone(), run_id.clone(), persisted));
@@ -310,6 +355,7 @@ pub async fn run<O: Orchestrator>(
         );
         driver_ctx.shared.bus.close();
         let _ = writer.await;
+        heartbeat_done.cancel();
         if let Err(e) = store.finish_run(&result).await {
             eprintln!("belt: could not record the result of run {}: {e}", result.run_id);
         }
@@ -336,6 +382,20 @@ fn fallback_result(ctx: &Ctx, reason: String) -> RunResult {
         simulated: ctx.shared.simulated.load(Ordering::Relaxed),
         shape: Vec::new(),
         started_at: Some(ctx.shared.started_at),
+    }
+}
+
+/// Keep the run's lease fresh until `done`.
+async fn heartbeat(store: Arc<dyn RunStore>, run_id: String, owner: String, done: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = tokio::time::sleep(LEASE_TTL / 5) => {
+                if let Err(e) = store.heartbeat(&run_id, &owner).await {
+                    eprintln!("belt: could not renew the lease of run {run_id}: {e}");
+                }
+            }
+        }
     }
 }
 

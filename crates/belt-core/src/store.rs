@@ -10,13 +10,14 @@
 //! output is handed downstream. A crash therefore loses at most the calls in flight.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
-use crate::llm::Usage;
+use crate::llm::{LlmRequest, Usage};
 use crate::result::{RunResult, RunStatus};
 use crate::step::{StepId, Tier};
 
@@ -85,15 +86,66 @@ pub struct RunRecord {
     pub definition: Arc<str>,
 }
 
+/// A run as listed by [`RunStore::list_runs`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub pattern: String,
+    pub task: String,
+    /// `running` only while a live process drives the run; `interrupted` when its driver's
+    /// lease expired without finishing it.
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    /// Steps recorded (completed) so far.
+    pub steps: u64,
+    pub cost_usd: f64,
+    pub duration_ms: Option<u64>,
+}
+
+/// A step that failed for good, kept with its request so it can be retried later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Assigned by the store.
+    #[serde(default)]
+    pub id: u64,
+    pub run_id: String,
+    pub step: StepId,
+    pub tier: Tier,
+    pub error: String,
+    pub error_kind: String,
+    pub attempts: u32,
+    pub request: LlmRequest,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A reply kept in the response cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedReply {
+    pub text: Arc<str>,
+    pub model: Arc<str>,
+    pub usage: Usage,
+    #[serde(default)]
+    pub simulated: bool,
+}
+
 /// A store operation failed. The run stops scheduling and ends with this error; records
 /// already written stay intact.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
     #[error("run `{0}` is not in the store")]
     UnknownRun(String),
+    #[error(
+        "run `{run_id}` is being driven by another process ({owner}, last heartbeat {age_ms} ms ago); \
+         wait for it to finish, or stop that process first"
+    )]
+    Busy { run_id: String, owner: String, age_ms: u64 },
     #[error("the run store failed: {0}")]
     Backend(String),
 }
+
+/// How long a driver's lease on a run lasts without a heartbeat. A run whose lease
+/// expired while it was running is `interrupted`; anyone may then resume it.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// Persistence for runs, steps and events.
 #[async_trait]
@@ -111,9 +163,37 @@ pub trait RunStore: Send + Sync + 'static {
     async fn events(&self, run_id: &str, after: u64) -> Result<Vec<Arc<Event>>, StoreError>;
     /// The highest event sequence number recorded for the run (0 if none).
     async fn last_seq(&self, run_id: &str) -> Result<u64, StoreError>;
-    /// Record the final result.
+    /// Record the final result (and release the run's lease).
     async fn finish_run(&self, result: &RunResult) -> Result<(), StoreError>;
     async fn get_result(&self, run_id: &str) -> Result<Option<RunResult>, StoreError>;
+
+    /// Take the lease on a run for `owner`: refused with [`StoreError::Busy`] while another
+    /// owner's lease is younger than `ttl`, unless that owner is `replace` (one the caller
+    /// knows is dead). Only one process drives a run at a time.
+    async fn claim(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+        replace: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Renew `owner`'s lease.
+    async fn heartbeat(&self, run_id: &str, owner: &str) -> Result<(), StoreError>;
+    /// The most recent runs first.
+    async fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+    /// Remove a run with its steps, events and dead letters; false if it did not exist.
+    async fn delete_run(&self, run_id: &str) -> Result<bool, StoreError>;
+
+    /// Keep a step that failed for good; returns its id.
+    async fn put_dead_letter(&self, letter: &DeadLetter) -> Result<u64, StoreError>;
+    /// The dead letters not yet resolved, oldest first.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Drop a dead letter once its step succeeded on retry.
+    async fn resolve_dead_letter(&self, id: u64) -> Result<(), StoreError>;
+
+    /// A cached reply for a request hash, if one younger than its TTL exists.
+    async fn cache_get(&self, key: InputHash) -> Result<Option<CachedReply>, StoreError>;
+    async fn cache_put(&self, key: InputHash, reply: &CachedReply, ttl: Duration) -> Result<(), StoreError>;
 }
 
 /// Keeps everything in process memory; the default when nothing persistent is configured.
@@ -121,6 +201,8 @@ pub trait RunStore: Send + Sync + 'static {
 pub struct MemoryStore {
     // Fx: the map is probed on every step; its keys are our own run ids, not hostile input.
     runs: Mutex<rustc_hash::FxHashMap<String, RunData>>,
+    dead: Mutex<Vec<DeadLetter>>,
+    cache: Mutex<rustc_hash::FxHashMap<InputHash, (CachedReply, Instant)>>,
 }
 
 #[derive(Default)]
@@ -130,6 +212,7 @@ struct RunData {
     steps: Vec<StepRecord>,
     events: Vec<Arc<Event>>,
     result: Option<RunResult>,
+    lease: Option<(String, Instant)>,
 }
 
 impl MemoryStore {
@@ -182,10 +265,103 @@ impl RunStore for MemoryStore {
                 r.status = result.status;
             }
             d.result = Some(result.clone());
+            d.lease = None;
         });
         Ok(())
     }
     async fn get_result(&self, run_id: &str) -> Result<Option<RunResult>, StoreError> {
         Ok(self.with(run_id, |d| d.result.clone()))
+    }
+    async fn claim(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+        replace: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(run_id, |d| match &d.lease {
+            Some((other, at)) if other != owner && Some(other.as_str()) != replace && at.elapsed() < ttl => {
+                Err(StoreError::Busy {
+                    run_id: run_id.to_string(),
+                    owner: other.clone(),
+                    age_ms: at.elapsed().as_millis() as u64,
+                })
+            }
+            _ => {
+                d.lease = Some((owner.to_string(), Instant::now()));
+                Ok(())
+            }
+        })
+    }
+    async fn heartbeat(&self, run_id: &str, owner: &str) -> Result<(), StoreError> {
+        self.with(run_id, |d| {
+            if let Some((o, at)) = d.lease.as_mut()
+                && o == owner
+            {
+                *at = Instant::now();
+            }
+        });
+        Ok(())
+    }
+    async fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<RunSummary> = runs
+            .values()
+            .filter_map(|d| {
+                let r = d.record.as_ref()?;
+                let live = d.lease.as_ref().is_some_and(|(_, at)| at.elapsed() < LEASE_TTL);
+                let status = match r.status {
+                    RunStatus::Running if !live => RunStatus::Interrupted,
+                    s => s,
+                };
+                Some(RunSummary {
+                    run_id: r.run_id.clone(),
+                    pattern: r.pattern.clone(),
+                    task: r.task.clone(),
+                    status,
+                    started_at: r.started_at,
+                    steps: d.steps.len() as u64,
+                    cost_usd: d
+                        .result
+                        .as_ref()
+                        .map_or_else(|| d.steps.iter().map(|s| s.cost_usd).sum(), |x| x.cost_usd),
+                    duration_ms: d.result.as_ref().map(|x| x.duration_ms),
+                })
+            })
+            .collect();
+        list.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+        list.truncate(limit);
+        Ok(list)
+    }
+    async fn delete_run(&self, run_id: &str) -> Result<bool, StoreError> {
+        self.dead.lock().unwrap_or_else(|p| p.into_inner()).retain(|l| l.run_id != run_id);
+        Ok(self
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_id)
+            .is_some_and(|d| d.record.is_some()))
+    }
+    async fn put_dead_letter(&self, letter: &DeadLetter) -> Result<u64, StoreError> {
+        let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+        let id = dead.iter().map(|l| l.id).max().unwrap_or(0) + 1;
+        dead.push(DeadLetter { id, ..letter.clone() });
+        Ok(id)
+    }
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        Ok(self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+    async fn resolve_dead_letter(&self, id: u64) -> Result<(), StoreError> {
+        self.dead.lock().unwrap_or_else(|p| p.into_inner()).retain(|l| l.id != id);
+        Ok(())
+    }
+    async fn cache_get(&self, key: InputHash) -> Result<Option<CachedReply>, StoreError> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(cache.get(&key).filter(|(_, expires)| Instant::now() < *expires).map(|(r, _)| r.clone()))
+    }
+    async fn cache_put(&self, key: InputHash, reply: &CachedReply, ttl: Duration) -> Result<(), StoreError> {
+        let expires = Instant::now() + ttl;
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (reply.clone(), expires));
+        Ok(())
     }
 }

@@ -1,0 +1,327 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use belt_core::store::{CachedReply, DeadLetter, InputHash, RunRecord, RunStore, StepRecord};
+use belt_core::testing::ScriptedProvider;
+use belt_core::{Cascade, LlmError, LlmRequest, RunOptions, RunStatus, StepId, Task, Tier, Usage};
+use chrono::Utc;
+
+use crate::{SqliteStore, StoreSpec};
+
+/// A fresh directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("belt-store-{name}-{}-{}", std::process::id(), nonce()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn db(&self) -> PathBuf {
+        self.0.join("belt.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn nonce() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+fn record(run_id: &str) -> RunRecord {
+    RunRecord {
+        run_id: run_id.into(),
+        pattern: "cascade".into(),
+        task: "a task".into(),
+        status: RunStatus::Running,
+        started_at: Utc::now(),
+        definition: Arc::from("{\"x\":1}"),
+    }
+}
+
+fn step(name: &str, cost: f64) -> StepRecord {
+    StepRecord {
+        step: StepId::new(name),
+        tier: Tier::Worker,
+        input_hash: InputHash::new(0xdead_beef_u128 << 64 | 7),
+        output: Arc::from(format!("output of {name}")),
+        model: Arc::from("t/m"),
+        usage: Usage { input_tokens: 10, output_tokens: 20 },
+        cost_usd: cost,
+        attempts: 2,
+        duration_ms: 5,
+        simulated: true,
+    }
+}
+
+#[tokio::test]
+async fn steps_events_and_results_round_trip() {
+    let dir = TempDir::new("roundtrip");
+    let store = SqliteStore::open(dir.db()).await.unwrap();
+    store.claim("r1", "me", Duration::from_secs(10), None).await.unwrap();
+    store.put_run(&record("r1")).await.unwrap();
+    let steps: Vec<StepRecord> = (1..=700).map(|i| step(&format!("worker/{i:03}"), 0.001)).collect();
+    // Concurrent puts exercise the group commit.
+    futures_join(steps.iter().map(|s| store.put_step("r1", s))).await;
+    let mut loaded = store.load_steps("r1").await.unwrap();
+    loaded.sort_by(|a, b| a.step.cmp(&b.step));
+    assert_eq!(loaded.len(), 700);
+    assert_eq!(loaded[0], steps[0]);
+
+    let bus = belt_core::event::EventBus::new("r1", 0);
+    let mut rx = bus.subscribe();
+    for _ in 0..3 {
+        bus.emit(None, belt_core::EventKind::PlanFallback { reason: "x".into(), templated: 1 });
+    }
+    let events: Vec<_> = (0..3).map(|_| rx.try_recv().unwrap()).collect();
+    store.append_events("r1", &events).await.unwrap();
+    assert_eq!(store.last_seq("r1").await.unwrap(), 3);
+    let after1 = store.events("r1", 1).await.unwrap();
+    assert_eq!(after1.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(*after1[0], *events[1]);
+
+    assert_eq!(store.get_run("r1").await.unwrap().unwrap().definition.as_ref(), "{\"x\":1}");
+    let list = store.list_runs(10).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].steps, 700);
+    assert_eq!(list[0].status, RunStatus::Running);
+    assert!(store.delete_run("r1").await.unwrap());
+    assert!(store.list_runs(10).await.unwrap().is_empty());
+    assert!(store.load_steps("r1").await.unwrap().is_empty());
+    assert!(!store.delete_run("r1").await.unwrap());
+}
+
+async fn futures_join<F: std::future::Future<Output = Result<(), belt_core::store::StoreError>>>(
+    futs: impl Iterator<Item = F>,
+) {
+    let handles: Vec<F> = futs.collect();
+    for r in futures_util_join_all(handles).await {
+        r.unwrap();
+    }
+}
+
+async fn futures_util_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(|o| o.unwrap()).collect()
+}
+
+#[tokio::test]
+async fn leases_admit_one_driver() {
+    let dir = TempDir::new("lease");
+    let store = SqliteStore::open(dir.db()).await.unwrap();
+    store.claim("r", "a", Duration::from_secs(10), None).await.unwrap();
+    let busy = store.claim("r", "b", Duration::from_secs(10), None).await.unwrap_err();
+    assert!(busy.to_string().contains("being driven by another process (a"), "{busy}");
+    // The same owner may claim again; a known-dead owner may be replaced.
+    store.claim("r", "a", Duration::from_secs(10), None).await.unwrap();
+    store.claim("r", "b", Duration::from_secs(10), Some("a")).await.unwrap();
+    // An expired lease is free to take.
+    store.claim("r", "c", Duration::ZERO, None).await.unwrap();
+    // Finishing releases it.
+    store.put_run(&record("r")).await.unwrap();
+    let mut result = sample_result("r");
+    result.status = RunStatus::Completed;
+    store.finish_run(&result).await.unwrap();
+    store.claim("r", "d", Duration::from_secs(10), None).await.unwrap();
+    assert_eq!(store.get_result("r").await.unwrap().unwrap().status, RunStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_running_run_without_heartbeat_is_interrupted() {
+    let dir = TempDir::new("interrupted");
+    let store = SqliteStore::open(dir.db()).await.unwrap();
+    store.claim("r", "gone", Duration::from_secs(10), None).await.unwrap();
+    store.put_run(&record("r")).await.unwrap();
+    assert_eq!(store.list_runs(5).await.unwrap()[0].status, RunStatus::Running);
+    sqlx::query("UPDATE runs SET heartbeat_ms = 0").execute(&store.pool).await.unwrap();
+    assert_eq!(store.list_runs(5).await.unwrap()[0].status, RunStatus::Interrupted);
+}
+
+fn sample_result(run_id: &str) -> belt_core::RunResult {
+    belt_core::RunResult {
+        run_id: run_id.into(),
+        status: RunStatus::Running,
+        stop_reason: String::new(),
+        pattern: "cascade".into(),
+        task: "t".into(),
+        plan: vec![],
+        agents: vec![],
+        final_output: Some("done".into()),
+        usage: Default::default(),
+        cost_usd: 0.5,
+        duration_ms: 10,
+        documents: vec![],
+        simulated: true,
+        shape: vec![],
+        started_at: None,
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_and_cache() {
+    let dir = TempDir::new("dlq");
+    let store = SqliteStore::open(dir.db()).await.unwrap();
+    let letter = DeadLetter {
+        id: 0,
+        run_id: "r".into(),
+        step: StepId::new("worker/003"),
+        tier: Tier::Worker,
+        error: "boom".into(),
+        error_kind: "server_error".into(),
+        attempts: 3,
+        request: LlmRequest::new("t/m", "hello").max_tokens(9),
+        created_at: Utc::now(),
+    };
+    let id = store.put_dead_letter(&letter).await.unwrap();
+    let all = store.dead_letters().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].id, id);
+    assert_eq!(all[0].request, letter.request);
+    store.resolve_dead_letter(id).await.unwrap();
+    assert!(store.dead_letters().await.unwrap().is_empty());
+
+    let key = InputHash::new(42);
+    let reply = CachedReply {
+        text: Arc::from("hi"),
+        model: Arc::from("t/m"),
+        usage: Usage::default(),
+        simulated: false,
+    };
+    assert!(store.cache_get(key).await.unwrap().is_none());
+    store.cache_put(key, &reply, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(store.cache_get(key).await.unwrap(), Some(reply.clone()));
+    store.cache_put(key, &reply, Duration::ZERO).await.unwrap();
+    assert!(store.cache_get(key).await.unwrap().is_none(), "expired entries are not served");
+}
+
+#[tokio::test]
+async fn bad_files_give_errors_that_say_what_to_do() {
+    let dir = TempDir::new("bad");
+    std::fs::write(dir.db(), b"this is not a database, just some bytes that are long enough to matter")
+        .unwrap();
+    let err = SqliteStore::open(dir.db()).await.err().expect("a damaged file is refused");
+    assert!(err.to_string().contains("not a belt database"), "{err}");
+    // Nothing else was written into the damaged file.
+    assert!(std::fs::read(dir.db()).unwrap().starts_with(b"this is not a database"));
+
+    let err = SqliteStore::open("/proc/belt-cannot-be-here/belt.db").await.err().expect("unwritable");
+    assert!(err.to_string().contains("belt-cannot-be-here"), "{err}");
+
+    assert!("sqlite://".parse::<StoreSpec>().unwrap_err().contains("sqlite://PATH"));
+    assert_eq!("memory".parse::<StoreSpec>().unwrap(), StoreSpec::Memory);
+}
+
+#[tokio::test]
+async fn a_locked_database_is_reported() {
+    let dir = TempDir::new("locked");
+    let store = SqliteStore::open_with(dir.db(), Duration::from_millis(200)).await.unwrap();
+    // Another connection holds the write lock.
+    let other = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(dir.db()))
+        .await
+        .unwrap();
+    let mut conn = other.acquire().await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut *conn).await.unwrap();
+    let err = store.put_step("r", &step("worker/001", 0.0)).await.unwrap_err();
+    assert!(err.to_string().contains("locked"), "{err}");
+    sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
+    // Once the lock is gone, writing works again and nothing was half-written.
+    store.put_step("r", &step("worker/001", 0.0)).await.unwrap();
+    assert_eq!(store.load_steps("r").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unfinished_run_resumes_from_the_file_without_calling_again() {
+    let dir = TempDir::new("resume");
+    let options = |p: &Arc<ScriptedProvider>, store: Arc<dyn RunStore>| {
+        let mut o = RunOptions::default().with_provider(p.clone()).with_store(store).concurrency(4);
+        o.run_id = Some("run-r".into());
+        o
+    };
+    // First process: workers 008-012 never answer; it stops after the others are done.
+    let slow = (8..=12).fold(ScriptedProvider::new("t"), |p, i| {
+        p.delay_for(&format!("worker/{i:03}"), Duration::from_secs(600))
+    });
+    let first = Arc::new(slow);
+    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.db()).await.unwrap());
+    let mut handle =
+        belt_core::run(Cascade::new(12, "t/m"), Task::new("task"), options(&first, store.clone()))
+            .await
+            .unwrap();
+    let mut events = handle.events().unwrap();
+    let mut done = 0;
+    while let Some(e) = events.recv().await {
+        if e.kind.type_name() == "step_completed" {
+            done += 1;
+            if done == 8 {
+                break; // decompose and workers 001-007
+            }
+        }
+    }
+    handle.cancel();
+    let r1 = handle.result().await;
+    assert_eq!(r1.status, RunStatus::Cancelled);
+    drop(store);
+
+    // Second process, same file: only what did not complete is called.
+    let second = Arc::new(ScriptedProvider::new("t"));
+    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.db()).await.unwrap());
+    let mut handle =
+        belt_core::run(Cascade::new(12, "t/m"), Task::new("task"), options(&second, store.clone()))
+            .await
+            .unwrap();
+    let mut events = handle.events().unwrap();
+    let r2 = handle.result().await;
+    assert_eq!(r2.status, RunStatus::Completed, "{}", r2.stop_reason);
+    assert_eq!(second.calls("decompose"), 0);
+    for i in 1..=7 {
+        assert_eq!(second.calls(&format!("worker/{i:03}")), 0, "worker/{i:03} was paid for already");
+    }
+    for i in 8..=12 {
+        assert_eq!(second.calls(&format!("worker/{i:03}")), 1);
+    }
+    assert_eq!(second.total_calls(), 5 + 2 + 1);
+    // An uninterrupted run gives the same final output.
+    let fresh = Arc::new(ScriptedProvider::new("t"));
+    let mut o = RunOptions::default().with_provider(fresh.clone());
+    o.run_id = Some("run-r".into());
+    let r3 = belt_core::run(Cascade::new(12, "t/m"), Task::new("task"), o).await.unwrap().result().await;
+    assert_eq!(r2.final_output, r3.final_output);
+    assert_eq!(r2.usage.calls, r3.usage.calls, "each completed call counted once");
+    assert!(events.recv().await.unwrap().seq > 1, "events continue the recorded sequence");
+}
+
+#[tokio::test]
+async fn a_step_that_fails_for_good_becomes_a_dead_letter() {
+    let dir = TempDir::new("dead");
+    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.db()).await.unwrap());
+    let p = Arc::new(ScriptedProvider::new("t").always_fail("worker/002", LlmError::Auth("bad key".into())));
+    let o = RunOptions::default().with_provider(p).with_store(store.clone());
+    let r = belt_core::run(Cascade::new(3, "t/m"), Task::new("task"), o).await.unwrap().result().await;
+    assert_eq!(r.status, RunStatus::Partial);
+    let dead = store.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].step.as_str(), "worker/002");
+    assert_eq!(dead[0].error_kind, "auth");
+    assert!(dead[0].request.prompt().contains("Subtask 2"));
+}
