@@ -3,23 +3,112 @@
 use std::path::PathBuf;
 
 use belt_core::SynthesizeMode;
+use belt_store::StoreSpec;
 use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 
 /// belt: run many LLM agents in parallel under hard limits and synthesize their work.
 #[derive(Debug, Parser)]
 #[command(name = "belt", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    /// Where runs are kept: sqlite://PATH or memory [default: sqlite://$BELT_HOME/belt.db,
+    /// BELT_HOME defaulting to the user's data directory]
+    #[arg(long, global = true, env = "BELT_STORE", value_parser = parse_store)]
+    pub store: Option<StoreSpec>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+fn parse_store(s: &str) -> Result<StoreSpec, String> {
+    s.parse()
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a task: decompose it, run the agents, synthesize, and write a report.
     Run(Box<RunArgs>),
+    /// Continue an interrupted or cancelled run: completed steps are replayed from the
+    /// store, never paid for again.
+    Resume(ResumeArgs),
+    /// The runs in the store.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Steps that failed for good (the dead-letter queue).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
 }
 
 #[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run to continue (see `belt runs list`).
+    pub run_id: String,
+    /// Directory for the report [default: the run's own --out]
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also write every event of this resumption as a JSON line to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Print the RunResult as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Recent runs: status, pattern, task, steps, cost, duration, start.
+    List {
+        /// As a JSON array.
+        #[arg(long)]
+        json: bool,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One run: its steps by tier with status, tokens, cost and time.
+    Show {
+        run_id: String,
+        /// The RunResult (or, for an unfinished run, its recorded steps) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A run's events as JSON lines.
+    Events {
+        run_id: String,
+        /// Keep printing new events until the run finishes.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// A finished run's RunResult as JSON.
+    Export { run_id: String },
+    /// Delete a run with its steps and events.
+    Rm { run_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Steps that failed for good, with their errors.
+    List {
+        /// As a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call a dead-lettered step again with its recorded request, as a run of its own;
+    /// on success the letter is removed.
+    Retry {
+        /// The letter's id (see `belt dlq list`).
+        id: u64,
+        /// The RunResult of the retry as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The arguments of `belt run`. They are also the run's recorded definition (as JSON), from
+/// which `belt resume` runs it again.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct RunArgs {
     /// What the agents should do, e.g. "Analyze the impact of AI on healthcare".
     pub task: String,
@@ -96,6 +185,11 @@ pub struct RunArgs {
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Serve identical requests from the store's response cache for this many seconds
+    /// (hits cost nothing and are marked in events).
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "86400")]
+    pub cache: Option<u64>,
 
     /// Seed of the simulated provider (same seed, same texts).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]

@@ -10,6 +10,8 @@
 
 mod args;
 mod error;
+mod history;
+mod owner;
 mod progress;
 mod run_cmd;
 
@@ -26,9 +28,13 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let store = cli.store.unwrap_or_else(belt_store::default_spec);
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run_cmd::run(*args).await,
+            Command::Run(args) => run_cmd::run(*args, &store).await,
+            Command::Resume(args) => history::resume(args, &store).await,
+            Command::Runs(command) => history::runs(command, &store).await,
+            Command::Dlq(command) => history::dlq(command, &store).await,
         }
     });
     let code = match outcome {

@@ -1,4 +1,5 @@
-//! `belt run`: translate arguments into a run of the core, show it, write its report.
+//! `belt run`: translate arguments into a run of the core, show it, write its report. Also
+//! the part of `belt resume` that runs a recorded spec again.
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -7,12 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use belt_core::plan::normalize_plan;
+use belt_core::store::{RunStore, StoreError};
 use belt_core::{
-    AgentStatus, Budget, Cascade, Document, DocumentWriter, Orchestrator, RunOptions, RunResult, RunStatus,
-    Subtask, Task, Tier,
+    AgentStatus, Budget, Cascade, Document, DocumentWriter, Orchestrator, RunError, RunOptions, RunResult,
+    RunStatus, Subtask, Task, Tier,
 };
 use belt_llm::SimConfig;
+use belt_store::StoreSpec;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde::{Deserialize, Serialize};
 
 use crate::args::RunArgs;
 use crate::error::CliError;
@@ -21,11 +25,65 @@ use crate::progress::{Mode, Progress, human};
 /// The model used when none is given.
 pub const SIMULATED_MODEL: &str = "simulated/default";
 
-/// Run the task; returns the process exit code.
-pub async fn run(args: RunArgs) -> Result<i32, CliError> {
+/// What a run is, as recorded in the store: the arguments of `belt run` and the plan it
+/// was given (the plan itself, not the file, which may change). `belt resume` rebuilds the
+/// run from this.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub args: RunArgs,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Vec<Subtask>>,
+}
+
+/// How this invocation runs and shows a run (what is not part of the run itself).
+pub struct Exec {
+    pub store: Arc<dyn RunStore>,
+    /// Resume this run; a new run otherwise.
+    pub run_id: Option<String>,
+    pub out: PathBuf,
+    pub events: Option<PathBuf>,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+/// `belt run`: check the arguments, then run the task; returns the process exit code.
+pub async fn run(args: RunArgs, store: &StoreSpec) -> Result<i32, CliError> {
+    let plan = args.plan.as_deref().map(read_plan).transpose()?;
+    let spec = RunSpec { args, plan };
+    let prepared = prepare(&spec)?;
+    let store = open_store(store).await?;
+    let exec = Exec {
+        store,
+        run_id: None,
+        out: spec.args.out.clone(),
+        events: spec.args.events.clone(),
+        json: spec.args.json,
+        quiet: spec.args.quiet,
+    };
+    execute(&spec, prepared, exec).await
+}
+
+/// Open the store, or say why not.
+pub async fn open_store(spec: &StoreSpec) -> Result<Arc<dyn RunStore>, CliError> {
+    belt_store::open(spec).await.map_err(|e| CliError::Usage(format!("cannot open the store {spec}: {e}")))
+}
+
+/// The orchestrator and options of a run, from its spec; every check that needs no file.
+pub struct Prepared {
+    cascade: Cascade,
+    options: RunOptions,
+    uses_sim: bool,
+}
+
+/// Check a spec and build what runs it. Nothing is written and nothing is called.
+pub fn prepare(spec: &RunSpec) -> Result<Prepared, CliError> {
+    let args = &spec.args;
     let task = args.task.trim();
     if task.is_empty() {
-        return Err(CliError::Usage("the task is empty; say what the agents should do, e.g. belt run \"Analyze the impact of AI on healthcare\"".into()));
+        return Err(CliError::Usage(
+            "the task is empty; say what the agents should do, e.g. belt run \"Analyze the impact of AI on healthcare\""
+                .into(),
+        ));
     }
     if args.pattern != "cascade" {
         return Err(CliError::Usage(format!(
@@ -58,8 +116,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     if args.budget_tokens == Some(0) || args.budget_calls == Some(0) {
         return Err(CliError::Usage("--budget-tokens and --budget-calls must be at least 1".into()));
     }
-    let plan = args.plan.as_deref().map(read_plan).transpose()?;
-    let agents = plan.as_ref().map_or(args.agents as usize, Vec::len);
+    let agents = spec.plan.as_ref().map_or(args.agents as usize, Vec::len);
 
     // Models: --model > $BELT_MODEL (clap reads it) > the simulated provider.
     let base_model = args.model.clone().unwrap_or_else(|| SIMULATED_MODEL.to_string());
@@ -75,34 +132,14 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     if let Some(m) = &args.executive_model {
         cascade.executive.model = m.as_str().into();
     }
-    let mut sim = SimConfig::default().seed(args.seed).fail_rate(args.sim_fail_rate);
-    if let Some(ms) = args.sim_latency_ms {
-        sim = sim.latency_ms(ms);
-    }
-    let providers = belt_llm::providers(sim);
-    // Every check that needs no file comes before any file is touched.
+    let providers = belt_llm::providers(sim_config(args));
     cascade.validate(&providers).map_err(CliError::Usage)?;
-    prepare_out_dir(&args.out)?;
-    let events_file = match &args.events {
-        Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
-            CliError::Usage(format!("cannot write the events file {}: {e}", path.display()))
-        })?)),
-        None => None,
-    };
-
     let uses_sim = [&cascade.decomposer, &cascade.worker, &cascade.synthesizer, &cascade.executive]
         .iter()
         .any(|t| t.model.starts_with("simulated/"));
-    if uses_sim && !args.quiet {
-        eprintln!(
-            "belt: using the simulated provider ({SIMULATED_MODEL}): outputs are simulated, not written by a \
-             language model. Pass --model provider/name for a real one."
-        );
-    }
 
     let mut options = RunOptions::default()
         .with_providers(providers)
-        .with_documents(Arc::new(MarkdownReport { dir: args.out.clone() }))
         .concurrency(args.concurrency as usize)
         .budget(Budget {
             max_cost_usd: args.budget_usd,
@@ -111,18 +148,61 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         });
     options.parallel = !args.sequential;
     options.min_success = args.min_success;
-    options.plan = plan;
+    options.plan = spec.plan.clone();
+    options.cache_ttl = args.cache.map(Duration::from_secs);
+    options.definition = Some(serde_json::to_string(spec).expect("a run spec serializes"));
     options.policies.update_all(|p| {
         p.retries = args.retries;
         if let Some(t) = args.timeout {
             p.timeout = Duration::from_secs_f64(t);
         }
     });
+    Ok(Prepared { cascade, options, uses_sim })
+}
 
-    let mut handle = belt_core::run(cascade, Task::new(task), options)
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    let mode = if args.quiet {
+/// The simulated provider as the arguments configure it.
+pub fn sim_config(args: &RunArgs) -> SimConfig {
+    let mut sim = SimConfig::default().seed(args.seed).fail_rate(args.sim_fail_rate);
+    if let Some(ms) = args.sim_latency_ms {
+        sim = sim.latency_ms(ms);
+    }
+    sim.call_log = std::env::var_os("BELT_SIM_CALL_LOG").filter(|p| !p.is_empty()).map(Into::into);
+    sim
+}
+
+/// Run a prepared spec: files, progress, Ctrl-C, report, summary; returns the exit code.
+pub async fn execute(spec: &RunSpec, prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
+    let Prepared { cascade, mut options, uses_sim } = prepared;
+    prepare_out_dir(&exec.out)?;
+    let events_file = match &exec.events {
+        Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
+            CliError::Usage(format!("cannot write the events file {}: {e}", path.display()))
+        })?)),
+        None => None,
+    };
+    if uses_sim && !exec.quiet {
+        eprintln!(
+            "belt: using the simulated provider ({SIMULATED_MODEL}): outputs are simulated, not written by a \
+             language model. Pass --model provider/name for a real one."
+        );
+    }
+    options =
+        options.with_documents(Arc::new(MarkdownReport { dir: exec.out.clone() })).with_store(exec.store);
+    options.run_id = exec.run_id;
+    options.owner = Some(crate::owner::this_process());
+
+    let task = Task::new(spec.args.task.trim());
+    let mut handle = match belt_core::run(cascade.clone(), task.clone(), options.clone()).await {
+        // The run's last driver died on this machine (a crash, a kill): take its lease over
+        // at once instead of waiting for it to expire.
+        Err(RunError::Store(StoreError::Busy { owner, .. })) if crate::owner::is_dead(&owner) => {
+            options.replace_owner = Some(owner);
+            belt_core::run(cascade, task, options).await
+        }
+        other => other,
+    }
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    let mode = if exec.quiet {
         Mode::Quiet
     } else if std::io::stderr().is_terminal() {
         Mode::Live
@@ -182,19 +262,24 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     if let Ok(Some(err)) = consumer.await {
         eprintln!("belt: writing the events file failed: {err}");
     }
-    if args.json {
-        let json = serde_json::to_string_pretty(&result).expect("RunResult serializes");
+    print_result(&result, exec.json, exec.quiet);
+    Ok(exit_code(result.status))
+}
+
+/// The RunResult as JSON on stdout (with `json`), and the summary table unless `quiet`.
+pub fn print_result(result: &RunResult, json: bool, quiet: bool) {
+    if json {
+        let json = serde_json::to_string_pretty(result).expect("RunResult serializes");
         println!("{json}");
     }
-    if !args.quiet {
-        let summary = summary(&result);
-        if args.json {
+    if !quiet {
+        let summary = summary(result);
+        if json {
             eprintln!("{summary}");
         } else {
             println!("{summary}");
         }
     }
-    Ok(exit_code(result.status))
 }
 
 /// 0 completed, 3 partial or budget exhausted, 1 failed, 130 cancelled.
@@ -203,7 +288,7 @@ pub fn exit_code(status: RunStatus) -> i32 {
         RunStatus::Completed => 0,
         RunStatus::Partial | RunStatus::BudgetExhausted => 3,
         RunStatus::Cancelled => 130,
-        RunStatus::Failed | RunStatus::Running => 1,
+        RunStatus::Failed | RunStatus::Running | RunStatus::Interrupted => 1,
     }
 }
 

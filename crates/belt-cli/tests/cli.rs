@@ -120,6 +120,9 @@ fn spawn_belt(dir: &TestDir, args: &[&str]) -> Running {
     cmd.args(args)
         .current_dir(&dir.path)
         .env_remove("BELT_MODEL")
+        .env_remove("BELT_STORE")
+        // Each test keeps its runs in its own directory, never in the user's data dir.
+        .env("BELT_HOME", dir.path.join("belt-home"))
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -658,6 +661,7 @@ fn unknown_provider_from_the_environment_is_bad_input() {
     cmd.args(["run", "Task", "--sim-latency-ms", "0", "--out", "out"])
         .current_dir(&dir.path)
         .env("BELT_MODEL", "nope/x")
+        .env("BELT_HOME", dir.path.join("belt-home"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

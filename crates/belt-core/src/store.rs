@@ -100,6 +100,9 @@ pub struct RunSummary {
     pub steps: u64,
     pub cost_usd: f64,
     pub duration_ms: Option<u64>,
+    /// Who holds the run's lease, while one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A step that failed for good, kept with its request so it can be retried later.
@@ -326,6 +329,7 @@ impl RunStore for MemoryStore {
                         .as_ref()
                         .map_or_else(|| d.steps.iter().map(|s| s.cost_usd).sum(), |x| x.cost_usd),
                     duration_ms: d.result.as_ref().map(|x| x.duration_ms),
+                    owner: d.lease.as_ref().map(|(o, _)| o.clone()),
                 })
             })
             .collect();

@@ -190,6 +190,10 @@ pub struct SimConfig {
     /// says; turn it off under tokio's paused test clock (`start_paused`), which only
     /// tokio's timer follows. See [`crate::timer`].
     pub precise_timer: bool,
+    /// Append a line `STEP ATTEMPT` to this file for every call (for tests that count calls
+    /// across processes, such as the crash tests of `belt resume`). `BELT_SIM_CALL_LOG`
+    /// sets it from the CLI.
+    pub call_log: Option<std::path::PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -201,6 +205,7 @@ impl Default for SimConfig {
             fail_rate: 0.0,
             failure_kinds: FailureKind::ALL.to_vec(),
             precise_timer: true,
+            call_log: None,
         }
     }
 }
@@ -372,6 +377,9 @@ impl LlmProvider for SimulatedProvider {
     ) -> Result<LlmReply, LlmError> {
         let (content, mut rng, latency) = self.draw(model, request, call);
         let _in_flight = self.in_flight.enter();
+        if let Some(path) = &self.config.call_log {
+            log_call(path, call);
+        }
         if !latency.is_zero() {
             if self.config.precise_timer {
                 crate::timer::sleep(latency).await;
@@ -412,6 +420,20 @@ fn content_hash(seed: u64, model: &str, request: &LlmRequest, step: &StepId) -> 
     h.update(&[u8::from(request.json)]);
     field(&mut h, b'i', step.as_str().as_bytes());
     h.digest()
+}
+
+/// One line per call, appended in one write so concurrent processes do not interleave.
+fn log_call(path: &std::path::Path, call: &CallInfo) {
+    use std::io::Write;
+    let line = format!("{} {}\n", call.step, call.attempt);
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("belt: cannot append to the simulated call log {}: {e}", path.display());
+    }
 }
 
 /// splitmix64: tiny, fast, and fixed forever (unlike `rand`'s generators).

@@ -390,7 +390,7 @@ impl RunStore for SqliteStore {
 
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT run_id, pattern, task, status, started_at, heartbeat_ms, duration_ms, \
+            "SELECT run_id, pattern, task, status, started_at, owner, heartbeat_ms, duration_ms, \
              COALESCE(cost_usd, (SELECT SUM(cost_usd) FROM steps s WHERE s.run_id = runs.run_id), 0.0) AS cost, \
              (SELECT COUNT(*) FROM steps s WHERE s.run_id = runs.run_id) AS steps \
              FROM runs WHERE pattern != '' ORDER BY started_at DESC LIMIT ?",
@@ -420,6 +420,7 @@ impl RunStore for SqliteStore {
                     steps: r.get::<i64, _>("steps") as u64,
                     cost_usd: r.get("cost"),
                     duration_ms: r.get::<Option<i64>, _>("duration_ms").map(|d| d as u64),
+                    owner: r.get("owner"),
                 }
             })
             .collect())

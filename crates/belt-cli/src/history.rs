@@ -1,0 +1,374 @@
+//! The stored runs: `belt resume`, `belt runs …` and `belt dlq …`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use belt_core::store::{DeadLetter, RunStore, RunSummary};
+use belt_core::{
+    AgentOutput, Ctx, Orchestrator, Outcome, Plan, RunOptions, RunResult, RunStatus, StepError, StepSpec,
+    Subtask, Synthesis, Task,
+};
+use belt_store::StoreSpec;
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+
+use crate::args::{DlqCommand, ResumeArgs, RunsCommand};
+use crate::error::CliError;
+use crate::progress::human;
+use crate::run_cmd::{self, Exec, RunSpec};
+
+/// `belt resume RUN_ID`.
+pub async fn resume(args: ResumeArgs, spec: &StoreSpec) -> Result<i32, CliError> {
+    let store = run_cmd::open_store(spec).await?;
+    let record =
+        store.get_run(&args.run_id).await.map_err(usage)?.ok_or_else(|| unknown(&args.run_id, spec))?;
+    if let Some(result) = store.get_result(&args.run_id).await.map_err(usage)?
+        && result.status != RunStatus::Cancelled
+    {
+        // Resuming cannot change a finished run: every step it would ask for is recorded.
+        eprintln!(
+            "belt: run {} already finished ({}: {}); nothing to resume. `belt runs show {}` shows it.",
+            args.run_id, result.status, result.stop_reason, args.run_id
+        );
+        return Ok(0);
+    }
+    let run_spec: RunSpec = serde_json::from_str(&record.definition).map_err(|e| {
+        CliError::Usage(format!(
+            "run {} was not started by `belt run`, so it cannot be resumed from the command line ({e})",
+            args.run_id
+        ))
+    })?;
+    let prepared = run_cmd::prepare(&run_spec)?;
+    let exec = Exec {
+        store,
+        run_id: Some(args.run_id.clone()),
+        out: args.out.unwrap_or_else(|| run_spec.args.out.clone()),
+        events: args.events,
+        json: args.json,
+        quiet: args.quiet,
+    };
+    run_cmd::execute(&run_spec, prepared, exec).await
+}
+
+/// `belt runs …`.
+pub async fn runs(command: RunsCommand, spec: &StoreSpec) -> Result<i32, CliError> {
+    let store = run_cmd::open_store(spec).await?;
+    match command {
+        RunsCommand::List { json, limit } => {
+            let runs = list(&*store, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs).expect("summaries serialize"));
+                return Ok(0);
+            }
+            if runs.is_empty() {
+                println!("no runs in {spec}");
+                return Ok(0);
+            }
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED);
+            table.set_header(vec![
+                "run id", "status", "pattern", "task", "steps", "cost", "duration", "started",
+            ]);
+            for r in runs {
+                table.add_row(vec![
+                    r.run_id,
+                    r.status.to_string(),
+                    r.pattern,
+                    shorten(&r.task, 40),
+                    r.steps.to_string(),
+                    format!("${:.4}", r.cost_usd),
+                    r.duration_ms.map_or("—".into(), |d| format!("{:.1}s", d as f64 / 1000.0)),
+                    r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                ]);
+            }
+            println!("{table}");
+            Ok(0)
+        }
+        RunsCommand::Show { run_id, json } => {
+            let record =
+                store.get_run(&run_id).await.map_err(usage)?.ok_or_else(|| unknown(&run_id, spec))?;
+            if let Some(result) = store.get_result(&run_id).await.map_err(usage)? {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&result).expect("RunResult serializes"));
+                } else {
+                    println!("{} · {} · {}", result.run_id, result.pattern, shorten(&result.task, 80));
+                    println!("{}", agents_table(&result));
+                    println!("{}", run_cmd::summary(&result));
+                }
+                return Ok(0);
+            }
+            // Not finished: show what is recorded.
+            let mut steps = store.load_steps(&run_id).await.map_err(usage)?;
+            steps.sort_by(|a, b| (a.tier.rank(), &a.step).cmp(&(b.tier.rank(), &b.step)));
+            let status = list(&*store, usize::MAX)
+                .await?
+                .into_iter()
+                .find(|r| r.run_id == run_id)
+                .map_or(record.status, |r| r.status);
+            if json {
+                let view = serde_json::json!({
+                    "run_id": run_id, "status": status, "pattern": record.pattern, "task": record.task,
+                    "steps": steps,
+                });
+                println!("{}", serde_json::to_string_pretty(&view).expect("steps serialize"));
+                return Ok(0);
+            }
+            println!("{run_id} · {} · {} · {status}", record.pattern, shorten(&record.task, 80));
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED);
+            table.set_header(vec![
+                "step",
+                "tier",
+                "status",
+                "model",
+                "tokens in",
+                "tokens out",
+                "cost",
+                "time",
+            ]);
+            for s in &steps {
+                table.add_row(vec![
+                    s.step.to_string(),
+                    s.tier.to_string(),
+                    "completed".into(),
+                    s.model.to_string(),
+                    human(s.usage.input_tokens),
+                    human(s.usage.output_tokens),
+                    format!("${:.4}", s.cost_usd),
+                    format!("{:.1}s", s.duration_ms as f64 / 1000.0),
+                ]);
+            }
+            println!("{table}");
+            println!("{} steps recorded; `belt resume {run_id}` continues the run.", steps.len());
+            Ok(0)
+        }
+        RunsCommand::Events { run_id, follow } => {
+            store.get_run(&run_id).await.map_err(usage)?.ok_or_else(|| unknown(&run_id, spec))?;
+            let mut after = 0;
+            let mut out = std::io::stdout().lock();
+            loop {
+                let events = store.events(&run_id, after).await.map_err(usage)?;
+                let mut finished = false;
+                for e in &events {
+                    after = e.seq;
+                    finished |= e.kind.type_name() == "run_finished";
+                    let _ = writeln!(out, "{}", serde_json::to_string(&**e).expect("events serialize"));
+                }
+                let _ = out.flush();
+                if !follow || finished || !is_live(&*store, &run_id).await? {
+                    return Ok(0);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        RunsCommand::Export { run_id } => match store.get_result(&run_id).await.map_err(usage)? {
+            Some(result) => {
+                println!("{}", serde_json::to_string_pretty(&result).expect("RunResult serializes"));
+                Ok(0)
+            }
+            None => {
+                store.get_run(&run_id).await.map_err(usage)?.ok_or_else(|| unknown(&run_id, spec))?;
+                Err(CliError::Usage(format!(
+                    "run {run_id} has no result yet (it has not finished); `belt resume {run_id}` finishes it"
+                )))
+            }
+        },
+        RunsCommand::Rm { run_id } => {
+            if is_live(&*store, &run_id).await? {
+                return Err(CliError::Usage(format!(
+                    "run {run_id} is running; cancel it before removing it"
+                )));
+            }
+            if store.delete_run(&run_id).await.map_err(usage)? {
+                println!("removed run {run_id}");
+                Ok(0)
+            } else {
+                Err(unknown(&run_id, spec))
+            }
+        }
+    }
+}
+
+/// `belt dlq …`.
+pub async fn dlq(command: DlqCommand, spec: &StoreSpec) -> Result<i32, CliError> {
+    let store = run_cmd::open_store(spec).await?;
+    match command {
+        DlqCommand::List { json } => {
+            let letters = store.dead_letters().await.map_err(usage)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters).expect("letters serialize"));
+                return Ok(0);
+            }
+            if letters.is_empty() {
+                println!("no dead letters in {spec}");
+                return Ok(0);
+            }
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED);
+            table.set_header(vec!["id", "run", "step", "kind", "attempts", "error", "when"]);
+            for l in letters {
+                table.add_row(vec![
+                    l.id.to_string(),
+                    l.run_id,
+                    l.step.to_string(),
+                    l.error_kind,
+                    l.attempts.to_string(),
+                    shorten(&l.error, 60),
+                    l.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                ]);
+            }
+            println!("{table}");
+            Ok(0)
+        }
+        DlqCommand::Retry { id, json } => {
+            let letter =
+                store.dead_letters().await.map_err(usage)?.into_iter().find(|l| l.id == id).ok_or_else(
+                    || CliError::Usage(format!("no dead letter {id}; `belt dlq list` shows them")),
+                )?;
+            // The same providers as the run the step belonged to (its simulated seed, say).
+            let sim = store
+                .get_run(&letter.run_id)
+                .await
+                .map_err(usage)?
+                .and_then(|r| serde_json::from_str::<RunSpec>(&r.definition).ok())
+                .map(|s| run_cmd::sim_config(&s.args))
+                .unwrap_or_default();
+            let options =
+                RunOptions::default().with_providers(belt_llm::providers(sim)).with_store(store.clone());
+            let task = Task::new(format!("retry of {} from run {}", letter.step, letter.run_id));
+            let handle = belt_core::run(Retry(letter.clone()), task, options)
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let result = handle.result().await;
+            if result.status == RunStatus::Completed {
+                store.resolve_dead_letter(id).await.map_err(usage)?;
+                eprintln!(
+                    "belt: dead letter {id} retried successfully as run {}; removed from the queue",
+                    result.run_id
+                );
+            } else {
+                // The letter stays; the retry's own failure is not a second letter.
+                for l in store.dead_letters().await.map_err(usage)? {
+                    if l.run_id == result.run_id {
+                        store.resolve_dead_letter(l.id).await.map_err(usage)?;
+                    }
+                }
+                eprintln!("belt: the retry of dead letter {id} failed again: {}", result.stop_reason);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result).expect("RunResult serializes"));
+            } else if let Some(text) = &result.final_output {
+                println!("{text}");
+            }
+            Ok(run_cmd::exit_code(result.status))
+        }
+    }
+}
+
+/// A one-step run that makes a dead letter's call again, through the engine (so it gets
+/// retries, limits, events and a record like any step).
+struct Retry(DeadLetter);
+
+#[async_trait]
+impl Orchestrator for Retry {
+    fn name(&self) -> &str {
+        "dlq-retry"
+    }
+
+    fn shape(&self, n: usize) -> Vec<usize> {
+        vec![n]
+    }
+
+    async fn decompose(&self, _ctx: &Ctx, _task: &Task) -> Result<Plan, StepError> {
+        let description = format!("{} of run {}", self.0.step, self.0.run_id);
+        Ok(vec![Subtask::new("1", description)].into())
+    }
+
+    async fn execute(
+        &self,
+        ctx: &Ctx,
+        step: &StepSpec,
+        _task: &Task,
+        subtask: &Subtask,
+        _deps: &[AgentOutput],
+    ) -> Result<AgentOutput, StepError> {
+        let spec = StepSpec::new(self.0.step.clone(), self.0.tier.clone()).inputs(step.inputs.clone());
+        let reply = ctx.llm(spec.clone(), self.0.request.clone()).await?;
+        Ok(AgentOutput::from_reply(subtask, &spec, reply))
+    }
+
+    async fn synthesize(
+        &self,
+        _ctx: &Ctx,
+        _task: &Task,
+        _plan: &[Subtask],
+        results: &[Outcome],
+    ) -> Result<Synthesis, StepError> {
+        let text = results.iter().flatten().map(|o| o.text.to_string()).collect::<Vec<_>>().join("\n\n");
+        Ok(Synthesis { text })
+    }
+}
+
+/// The store's runs, with `running` ones whose driver has died on this host shown as
+/// `interrupted` at once (the store alone only knows once their lease expires).
+async fn list(store: &dyn RunStore, limit: usize) -> Result<Vec<RunSummary>, CliError> {
+    let mut runs = store.list_runs(limit).await.map_err(usage)?;
+    for r in &mut runs {
+        if r.status == RunStatus::Running && r.owner.as_deref().is_some_and(crate::owner::is_dead) {
+            r.status = RunStatus::Interrupted;
+        }
+    }
+    Ok(runs)
+}
+
+/// True while a live process drives the run.
+async fn is_live(store: &dyn RunStore, run_id: &str) -> Result<bool, CliError> {
+    Ok(list(store, usize::MAX)
+        .await?
+        .into_iter()
+        .any(|r| r.run_id == run_id && r.status == RunStatus::Running))
+}
+
+/// Every agent of a finished run, by tier.
+fn agents_table(r: &RunResult) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(vec![
+        "step",
+        "tier",
+        "status",
+        "model",
+        "attempts",
+        "tokens in",
+        "tokens out",
+        "cost",
+        "time",
+    ]);
+    for a in &r.agents {
+        table.add_row(vec![
+            a.step.to_string(),
+            a.tier.to_string(),
+            format!("{:?}", a.status).to_lowercase(),
+            a.model.to_string(),
+            a.attempts.to_string(),
+            human(a.input_tokens),
+            human(a.output_tokens),
+            format!("${:.4}", a.cost_usd),
+            format!("{:.1}s", a.duration_ms as f64 / 1000.0),
+        ]);
+    }
+    table
+}
+
+fn shorten(s: &str, n: usize) -> String {
+    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > n { format!("{}…", one.chars().take(n - 1).collect::<String>()) } else { one }
+}
+
+fn usage(e: belt_core::store::StoreError) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+fn unknown(run_id: &str, spec: &StoreSpec) -> CliError {
+    CliError::Usage(format!("no run `{run_id}` in the store {spec}; `belt runs list` shows the runs there"))
+}
