@@ -488,3 +488,133 @@ async fn custom_steps_are_recorded_and_replayed() {
     }
     assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 1, "the effect ran once");
 }
+
+/// A store whose step writes start failing after `ok` of them (a full disk, say).
+struct FailingStore {
+    inner: MemoryStore,
+    ok: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl RunStore for FailingStore {
+    async fn put_run(&self, run: &crate::store::RunRecord) -> Result<(), crate::store::StoreError> {
+        self.inner.put_run(run).await
+    }
+    async fn get_run(&self, id: &str) -> Result<Option<crate::store::RunRecord>, crate::store::StoreError> {
+        self.inner.get_run(id).await
+    }
+    async fn load_steps(&self, id: &str) -> Result<Vec<crate::store::StepRecord>, crate::store::StoreError> {
+        self.inner.load_steps(id).await
+    }
+    async fn put_step(&self, id: &str, r: &crate::store::StepRecord) -> Result<(), crate::store::StoreError> {
+        let left = self.ok.load(std::sync::atomic::Ordering::SeqCst);
+        if left == 0 {
+            return Err(crate::store::StoreError::Backend("disk full (test)".into()));
+        }
+        self.ok.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.put_step(id, r).await
+    }
+    async fn append_events(&self, id: &str, e: &[Arc<Event>]) -> Result<(), crate::store::StoreError> {
+        self.inner.append_events(id, e).await
+    }
+    async fn events(&self, id: &str, after: u64) -> Result<Vec<Arc<Event>>, crate::store::StoreError> {
+        self.inner.events(id, after).await
+    }
+    async fn last_seq(&self, id: &str) -> Result<u64, crate::store::StoreError> {
+        self.inner.last_seq(id).await
+    }
+    async fn finish_run(&self, r: &RunResult) -> Result<(), crate::store::StoreError> {
+        self.inner.finish_run(r).await
+    }
+    async fn get_result(&self, id: &str) -> Result<Option<RunResult>, crate::store::StoreError> {
+        self.inner.get_result(id).await
+    }
+    async fn claim(
+        &self,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+        replace: Option<&str>,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.claim(id, owner, ttl, replace).await
+    }
+    async fn heartbeat(&self, id: &str, owner: &str) -> Result<(), crate::store::StoreError> {
+        self.inner.heartbeat(id, owner).await
+    }
+    async fn list_runs(&self, n: usize) -> Result<Vec<crate::store::RunSummary>, crate::store::StoreError> {
+        self.inner.list_runs(n).await
+    }
+    async fn delete_run(&self, id: &str) -> Result<bool, crate::store::StoreError> {
+        self.inner.delete_run(id).await
+    }
+    async fn put_dead_letter(&self, l: &crate::store::DeadLetter) -> Result<u64, crate::store::StoreError> {
+        self.inner.put_dead_letter(l).await
+    }
+    async fn dead_letters(&self) -> Result<Vec<crate::store::DeadLetter>, crate::store::StoreError> {
+        self.inner.dead_letters().await
+    }
+    async fn resolve_dead_letter(&self, id: u64) -> Result<(), crate::store::StoreError> {
+        self.inner.resolve_dead_letter(id).await
+    }
+    async fn cache_get(
+        &self,
+        k: crate::store::InputHash,
+    ) -> Result<Option<crate::store::CachedReply>, crate::store::StoreError> {
+        self.inner.cache_get(k).await
+    }
+    async fn cache_put(
+        &self,
+        k: crate::store::InputHash,
+        r: &crate::store::CachedReply,
+        ttl: Duration,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.cache_put(k, r, ttl).await
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_stops_the_run_with_a_clear_error_and_keeps_what_was_recorded() {
+    let store = Arc::new(FailingStore { inner: MemoryStore::new(), ok: 4.into() });
+    let p = Arc::new(ScriptedProvider::new("t"));
+    let mut o = options(&p).with_store(store.clone());
+    o.concurrency = 1;
+    o.run_id = Some("r".into());
+    let (r, _) = run_all(Cascade::new(12, "t/m"), "task", o).await;
+    assert_eq!(r.status, RunStatus::Failed);
+    assert!(
+        r.stop_reason.contains("the run store failed") && r.stop_reason.contains("disk full"),
+        "{}",
+        r.stop_reason
+    );
+    // Scheduling stopped: one call whose record failed, none after it.
+    assert_eq!(p.total_calls(), 5);
+    assert_eq!(store.inner.load_steps("r").await.unwrap().len(), 4, "the recorded steps are intact");
+}
+
+#[tokio::test]
+async fn the_response_cache_serves_identical_requests_for_free() {
+    let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+    let p = Arc::new(ScriptedProvider::new("t"));
+    let mut o = options(&p).with_store(store.clone());
+    o.cache_ttl = Some(Duration::from_secs(60));
+    let (first, _) = run_all(Cascade::new(5, "t/m"), "same task", o.clone()).await;
+    assert_eq!(p.total_calls(), 7);
+    let (second, events) = run_all(Cascade::new(5, "t/m"), "same task", o).await;
+    assert_eq!(p.total_calls(), 7, "every request was served from the cache");
+    assert_eq!(second.final_output, first.final_output);
+    assert_eq!(second.cost_usd, 0.0);
+    assert!(second.agents.iter().all(|a| a.cached));
+    assert!(events.iter().any(|e| matches!(e.kind, EventKind::StepCompleted { cached: true, .. })));
+}
+
+#[tokio::test]
+async fn a_second_driver_is_refused_while_the_first_holds_the_lease() {
+    let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+    let p = Arc::new(ScriptedProvider::new("t").delay(Duration::from_millis(50)));
+    let mut o = options(&p).with_store(store.clone());
+    o.run_id = Some("shared".into());
+    let first = run(Cascade::new(3, "t/m"), Task::new("t"), o.clone()).await.unwrap();
+    let err = run(Cascade::new(3, "t/m"), Task::new("t"), o).await.err().expect("refused");
+    assert!(err.to_string().contains("being driven by another process"), "{err}");
+    assert_eq!(first.result().await.status, RunStatus::Completed);
+}
