@@ -285,6 +285,36 @@ pub trait LlmProvider: Send + Sync + 'static {
         request: &LlmRequest,
         call: &CallInfo,
     ) -> Result<LlmReply, LlmError>;
+
+    /// What the provider's rate-limit headers said about `model` on its latest response
+    /// (a success or an error, 429 included), for limiters that slow down before the
+    /// provider refuses. `None` when the provider sends none (the default).
+    fn rate_limits(&self, model: &str) -> Option<RateLimits> {
+        let _ = model;
+        None
+    }
+}
+
+/// A provider's rate-limit state as its response headers reported it: `x-ratelimit-*`
+/// (OpenAI, xAI, Groq, OpenRouter…) or `anthropic-ratelimit-*`. Every field is optional
+/// because providers send different subsets. Resets are durations from `observed_at`.
+///
+/// It is reported per provider and model through [`LlmProvider::rate_limits`] rather than
+/// inside [`LlmError::RateLimited`], because the headers come with every response, not
+/// only with a 429: a limiter can see `remaining` fall before any call is refused.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateLimits {
+    pub requests_limit: Option<u64>,
+    pub requests_remaining: Option<u64>,
+    pub requests_reset: Option<Duration>,
+    /// Tokens per period; for Anthropic the most restrictive of its token limits.
+    pub tokens_limit: Option<u64>,
+    pub tokens_remaining: Option<u64>,
+    pub tokens_reset: Option<Duration>,
+    /// What `retry-after-ms` / `Retry-After` asked for, when the response had it.
+    pub retry_after: Option<Duration>,
+    /// When the response carrying these headers arrived.
+    pub observed_at: Option<std::time::Instant>,
 }
 
 /// Calls in flight now, and the most at once: two atomics that a provider can keep for

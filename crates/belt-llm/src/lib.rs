@@ -3,19 +3,40 @@
 //! The engine (`belt-core`) defines the provider interface ([`LlmProvider`],
 //! [`LlmRequest`], [`LlmReply`], [`LlmError`]) and never sees a wire format. This crate
 //! supplies the providers and re-exports that interface, so that most users need only
-//! `belt_llm`. Today it holds the built-in [`SimulatedProvider`]: deterministic, offline,
-//! with configurable latency and failure injection, used when no API key is set, by tests
-//! and by benchmarks. HTTP adapters (OpenAI-compatible and Anthropic) are to come.
+//! `belt_llm`:
 //!
-//! [`providers`] builds the set of providers a run can use; models are then named
-//! `provider/model`, e.g. `simulated/default`.
+//! - [`openai::OpenAiProvider`]: OpenAI Chat Completions over any base URL (OpenAI, xAI,
+//!   Groq, OpenRouter, DeepSeek, Mistral, Gemini's OpenAI endpoint, Ollama, vLLM, LM
+//!   Studio, llama.cpp), streaming or not;
+//! - [`anthropic::AnthropicProvider`]: Anthropic Messages, streaming or not;
+//! - [`SimulatedProvider`]: deterministic, offline, with configurable latency and failure
+//!   injection, used when no API key is set, by tests and by benchmarks.
+//!
+//! The HTTP adapters make exactly one call and report exactly what happened: status
+//! codes, every rate-limit header and errors in the middle of a stream become
+//! [`LlmError`]s a user can act on ([`http`] has the table), and retries, timeouts,
+//! budgets and concurrency stay the engine's job. Their `call` method also returns the
+//! detail the engine's [`LlmReply`] has no room for ([`http::Completion`]: cached tokens,
+//! exact cost, request id, rate-limit headers). API keys never appear in errors or
+//! `Debug` output.
+//!
+//! Around them: [`sse`] decodes server-sent events; [`pricing`] holds prices and
+//! capabilities per model, from a data file shipped in the crate; [`json_reply`] asks
+//! for and cleans JSON replies; [`providers`](mod@providers) lists the built-in providers
+//! and builds the set a run can use from an environment, with [`providers_from_env`].
+//! Models are named `provider/model`, e.g. `openai/gpt-4o-mini` or `simulated/default`.
+//! With the `fake-server` feature, the `fake_server` module provides in-process fake OpenAI and
+//! Anthropic servers for end-to-end tests.
 //!
 //! ```
 //! use belt_llm::{CallInfo, LlmRequest, SimConfig, StepId};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let providers = belt_llm::providers(SimConfig::default().seed(7).latency_ms(0));
+//! // Keys and base URLs come from the environment given (here: none, so only Ollama and
+//! // the simulated provider are registered).
+//! let env = |_: &str| None;
+//! let providers = belt_llm::providers_from_env(SimConfig::default().seed(7).latency_ms(0), env)?;
 //! let (provider, model) = providers.resolve("simulated/default")?;
 //!
 //! let request = LlmRequest::new("simulated/default", "Task: Plan a city park\nSubtask 1: Choose the trees");
@@ -34,21 +55,33 @@ use std::sync::Arc;
 pub use belt_core::llm::*;
 pub use belt_core::step::StepId;
 
+pub mod anthropic;
+#[cfg(any(test, feature = "fake-server"))]
+pub mod fake_server;
+pub mod http;
+pub mod json_reply;
+pub mod openai;
+pub mod pricing;
+pub mod providers;
 pub mod simulated;
+pub mod sse;
 pub mod timer;
 
+#[cfg(test)]
+mod adapter_tests;
+
+pub use anthropic::{AnthropicConfig, AnthropicProvider};
+pub use http::{ApiKey, Completion, ConfigError, HttpOptions};
+pub use openai::{OpenAiConfig, OpenAiProvider};
+pub use pricing::{Capabilities, ModelInfo, ModelPrice, PriceTable, TokenUsage};
+pub use providers::{BUILTIN_PROVIDERS, ProviderSpec, WireFormat, process_env, providers_from_env};
 pub use simulated::{FailureKind, Latency, SIMULATED_LABEL, SIMULATED_PRICE, SimConfig, SimulatedProvider};
 
-/// The providers a run can use: today the simulated provider, configured by `sim`.
-///
-/// Real providers are added here as they arrive, each one only when it is configured
-/// (for example when its API key is set), so that a run with no key still works on
-/// `simulated/...` models.
+/// The simulated provider alone, configured by `sim`: what a run uses when it must not
+/// reach any network. [`providers_from_env`] adds the HTTP providers whose keys are set.
 pub fn providers(sim: SimConfig) -> Providers {
     let mut providers = Providers::new();
     providers.insert(Arc::new(SimulatedProvider::new(sim)));
-    // HTTP providers go here, e.g.:
-    // if let Some(openai) = openai::from_env()? { providers.insert(Arc::new(openai)); }
     providers
 }
 

@@ -1,0 +1,724 @@
+//! The HTTP adapters against in-process fake servers speaking the real wire formats.
+
+use std::time::Duration;
+
+use belt_core::llm::{CallInfo, LlmError, LlmProvider, LlmRequest};
+use belt_core::step::StepId;
+
+use crate::anthropic::{AnthropicConfig, AnthropicProvider};
+use crate::fake_server::{FakeResponse, FakeServer, FakeUsage, UsageShape};
+use crate::http::HttpOptions;
+use crate::json_reply::JSON_INSTRUCTION;
+use crate::openai::{JsonMode, MaxTokensField, OpenAiConfig, OpenAiProvider};
+use crate::pricing::PriceTable;
+use crate::providers::providers_from_env;
+use crate::simulated::SimConfig;
+
+const KEY: &str = "sk-proj-TESTKEY-0123456789abcdef";
+const ANT_KEY: &str = "sk-ant-api03-TESTKEY-fedcba9876543210";
+
+async fn server() -> FakeServer {
+    FakeServer::start().await.expect("a fake server on 127.0.0.1")
+}
+
+fn openai_config(server: &FakeServer) -> OpenAiConfig {
+    OpenAiConfig::new("openai", server.openai_base_url())
+        .api_key(KEY)
+        .api_key_env("OPENAI_API_KEY")
+        .base_url_env("OPENAI_BASE_URL")
+}
+
+fn openai(server: &FakeServer) -> OpenAiProvider {
+    OpenAiProvider::new(openai_config(server)).unwrap()
+}
+
+fn anthropic_config(server: &FakeServer) -> AnthropicConfig {
+    AnthropicConfig::new("anthropic", server.url())
+        .api_key(ANT_KEY)
+        .api_key_env("ANTHROPIC_API_KEY")
+        .base_url_env("ANTHROPIC_BASE_URL")
+}
+
+fn anthropic(server: &FakeServer) -> AnthropicProvider {
+    AnthropicProvider::new(anthropic_config(server)).unwrap()
+}
+
+fn request(model: &str) -> LlmRequest {
+    LlmRequest::new(model, "Say hello.").system("Be brief.").max_tokens(100)
+}
+
+fn usage(input: u64, output: u64) -> FakeUsage {
+    FakeUsage { input, output, ..FakeUsage::default() }
+}
+
+fn stream(deltas: &[&str]) -> FakeResponse {
+    FakeResponse::openai_stream(
+        "gpt-4o-mini-2024-07-18",
+        deltas,
+        "stop",
+        usage(19, 10),
+        UsageShape::EmptyChoices,
+    )
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+// --- OpenAI-compatible ---
+
+#[tokio::test]
+async fn openai_streams_text_usage_and_cost() {
+    let server = server().await;
+    server.push(
+        stream(&["Hel", "lo", " wor", "ld"]).openai_rate_limits(499, 29_000).header("x-request-id", "req_1"),
+    );
+    let provider = openai(&server);
+    let c = provider.call("gpt-4o-mini", &request("openai/gpt-4o-mini")).await.unwrap();
+
+    assert_eq!(c.reply.text, "Hello world");
+    assert_eq!((c.reply.usage.input_tokens, c.reply.usage.output_tokens), (19, 10));
+    assert!(c.usage_reported);
+    assert_eq!(c.reply.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(c.reply.model, "openai/gpt-4o-mini");
+    assert!(!c.reply.simulated);
+    assert_eq!(c.served_model.as_deref(), Some("gpt-4o-mini-2024-07-18"));
+    assert_eq!(c.request_id.as_deref(), Some("req_1"));
+    let price = PriceTable::builtin().price("openai", "gpt-4o-mini").unwrap();
+    assert!(close(c.cost_usd.unwrap(), price.cost(c.reply.usage)));
+    assert_eq!(provider.price("gpt-4o-mini"), Some(price));
+    let limits = c.rate_limits.unwrap();
+    assert_eq!((limits.requests_remaining, limits.tokens_remaining), (Some(499), Some(29_000)));
+    assert_eq!(provider.rate_limits("gpt-4o-mini").unwrap().tokens_reset, Some(Duration::from_millis(1500)));
+
+    let sent = server.last_request().unwrap();
+    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/v1/chat/completions"));
+    assert_eq!(sent.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+    assert_eq!(sent.header("content-type"), Some("application/json"));
+    assert!(sent.header("user-agent").unwrap().starts_with("belt/"));
+    let body = sent.json();
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["stream_options"]["include_usage"], true);
+    assert_eq!(body["max_tokens"], 100, "a compatible server gets max_tokens");
+    assert!(body.get("max_completion_tokens").is_none() && body.get("response_format").is_none());
+    assert_eq!(
+        body["messages"],
+        serde_json::json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}])
+    );
+}
+
+#[tokio::test]
+async fn openai_reads_usage_in_every_shape_servers_send() {
+    let server = server().await;
+    let provider = openai(&server);
+    for shape in [UsageShape::EmptyChoices, UsageShape::EmptyDelta, UsageShape::WithFinish, UsageShape::XGroq]
+    {
+        let u = FakeUsage { input: 1200, output: 40, cache_read: 1024, ..FakeUsage::default() };
+        server.push(FakeResponse::openai_stream("m", &["a", "b"], "length", u, shape));
+        let c = provider.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap();
+        assert_eq!(c.reply.text, "ab", "{shape:?}");
+        assert_eq!(c.reply.finish_reason.as_deref(), Some("length"), "{shape:?}");
+        assert_eq!(
+            (c.usage.input_tokens, c.usage.output_tokens, c.usage.cache_read_tokens),
+            (1200, 40, 1024)
+        );
+        assert!(c.usage_reported, "{shape:?}");
+    }
+    // No usage at all: upper bounds, flagged as such, never zero.
+    server.push(FakeResponse::openai_stream("m", &["four"], "stop", usage(0, 0), UsageShape::Absent));
+    let req = request("openai/gpt-4o");
+    let c = provider.call("gpt-4o", &req).await.unwrap();
+    assert!(!c.usage_reported);
+    assert_eq!((c.usage.input_tokens, c.usage.output_tokens), (req.input_token_bound(), 4));
+}
+
+#[tokio::test]
+async fn openai_tolerates_crlf_comments_keep_alives_and_any_chunking() {
+    let server = server().await;
+    let provider = openai(&server);
+    let deltas = ["Ünï", "cödé ", "— 世界", " ok"];
+    for (n, drip) in [(1, 0), (2, 0), (3, 0), (7, 1), (64, 0), (1000, 0)] {
+        let response = stream(&deltas).crlf().keep_alives().split_every(n).drip(Duration::from_millis(drip));
+        server.push(response);
+        let c = provider.call("gpt-4o-mini", &request("openai/gpt-4o-mini")).await.unwrap();
+        assert_eq!(c.reply.text, deltas.concat(), "pieces of {n} bytes");
+        assert_eq!(c.usage.input_tokens, 19);
+    }
+}
+
+#[tokio::test]
+async fn openai_non_streaming_with_cached_tokens() {
+    let server = server().await;
+    let provider = OpenAiProvider::new(openai_config(&server).stream(false)).unwrap();
+    let u = FakeUsage { input: 2000, output: 300, cache_read: 1500, ..FakeUsage::default() };
+    server.push(FakeResponse::openai_json("gpt-4o-mini-2024-07-18", "Hi there.", "stop", u));
+    let c = provider.call("gpt-4o-mini", &request("openai/gpt-4o-mini")).await.unwrap();
+    assert_eq!(c.reply.text, "Hi there.");
+    assert_eq!((c.reply.usage.input_tokens, c.reply.usage.output_tokens), (2000, 300));
+    assert_eq!(c.usage.cache_read_tokens, 1500);
+    // gpt-4o-mini: $0.15 input, $0.075 cached input, $0.60 output per million.
+    let expected = (500.0 * 0.15 + 1500.0 * 0.075 + 300.0 * 0.60) / 1e6;
+    assert!(close(c.cost_usd.unwrap(), expected), "{:?}", c.cost_usd);
+    let body = server.last_request().unwrap().json();
+    assert_eq!(body["stream"], false);
+    assert!(body.get("stream_options").is_none());
+}
+
+#[tokio::test]
+async fn openai_reads_a_plain_json_answer_to_a_streaming_request() {
+    let server = server().await;
+    server.push(FakeResponse::openai_json("m", "whole", "stop", usage(5, 1)));
+    let c = openai(&server).call("gpt-4o", &request("openai/gpt-4o")).await.unwrap();
+    assert_eq!((c.reply.text.as_str(), c.usage.input_tokens), ("whole", 5));
+}
+
+#[tokio::test]
+async fn openai_stream_cut_before_done_is_a_retryable_bad_response() {
+    let server = server().await;
+    server.push(stream(&["a", "b", "c", "d"]).cut_after(3));
+    let err = openai(&server).call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains("[DONE]") && m.contains("3 events")),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+
+    // Only `[DONE]` missing, with the finish reason and usage in: nothing is lost.
+    let full = stream(&["a", "b"]);
+    let frames = full.pieces.len();
+    server.push(full.cut_after(frames - 1));
+    let c = openai(&server).call("gpt-4o", &request("openai/gpt-4o")).await.unwrap();
+    assert_eq!((c.reply.text.as_str(), c.usage.output_tokens), ("ab", 10));
+}
+
+#[tokio::test]
+async fn openai_connection_reset_mid_stream_is_a_retryable_connection_error() {
+    let server = server().await;
+    // (The drip makes sure the headers and first frames are out before the reset.)
+    server.push(stream(&["a", "b", "c"]).reset_after(2).drip(Duration::from_millis(5)));
+    let err = openai(&server).call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
+    assert!(matches!(&err, LlmError::Connection(m) if m.contains("broke after")), "{err:?}");
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn openai_malformed_chunk_and_errors_inside_the_stream() {
+    let server = server().await;
+    let provider = openai(&server);
+    let sse =
+        |body: &str| FakeResponse::new(200, body.to_string()).header("content-type", "text/event-stream");
+
+    server.push(sse("data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}\n\ndata: [DONE]\n\n"));
+    let err = provider.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
+    assert!(matches!(&err, LlmError::BadResponse(m) if m.contains("not a valid chunk")), "{err:?}");
+    assert!(err.is_retryable());
+
+    // OpenRouter reports upstream failures inside the stream, after a 200.
+    let upstream = r#"data: {"id":"gen-1","choices":[{"index":0,"delta":{"content":"Hel"}}]}
+
+: OPENROUTER PROCESSING
+
+data: {"id":"gen-1","object":"chat.completion.chunk","error":{"code":502,"message":"Provider returned error"},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}
+
+"#;
+    server.push(sse(upstream));
+    let err = provider.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Server { status: 502, message } if message.contains("Provider returned error")),
+        "{err:?}"
+    );
+    server.push(sse("data: {\"error\":{\"message\":\"Too many requests\",\"code\":429}}\n\n"));
+    let err = provider.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
+    assert!(matches!(err, LlmError::RateLimited { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn openai_http_errors_map_to_actionable_classes() {
+    let server = server().await;
+    let provider = openai(&server);
+    let req = request("openai/gpt-4o");
+    let call = || provider.call("gpt-4o", &req);
+
+    server.push(FakeResponse::openai_error(
+        401,
+        "Incorrect API key provided: sk-proj-****cdef.",
+        "invalid_request_error",
+        Some("invalid_api_key"),
+    ));
+    let err = call().await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Auth(m) if m.contains("OPENAI_API_KEY") && m.contains("Incorrect API key")),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+
+    server.push(FakeResponse::openai_error(400, "This model's maximum context length is 128000 tokens. However, your messages resulted in 130512 tokens.", "invalid_request_error", Some("context_length_exceeded")));
+    let err = call().await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::InvalidRequest(m) if m.contains("130512") && m.contains("context window")),
+        "{err}"
+    );
+
+    server.push(FakeResponse::openai_error(
+        404,
+        "The model `gpt-4o` does not exist or you do not have access to it.",
+        "invalid_request_error",
+        Some("model_not_found"),
+    ));
+    let err = call().await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::UnknownModel { model, message } if model == "gpt-4o" && message.contains(&server.openai_base_url())),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+
+    server.push(FakeResponse::openai_error(
+        500,
+        "The server had an error while processing your request.",
+        "server_error",
+        None,
+    ));
+    let err = call().await.unwrap_err();
+    assert!(matches!(err, LlmError::Server { status: 500, .. }) && err.is_retryable());
+    server.push(FakeResponse::new(503, "upstream connect error or disconnect/reset before headers"));
+    assert!(
+        matches!(call().await.unwrap_err(), LlmError::Server { status: 503, message } if message.contains("upstream connect"))
+    );
+    server.push(FakeResponse::openai_error(529, "Overloaded", "overloaded_error", None));
+    let err = call().await.unwrap_err();
+    assert!(matches!(err, LlmError::Overloaded { .. }) && err.is_retryable());
+
+    // 429: Retry-After in seconds, with the rate-limit headers also kept.
+    server.push(
+        FakeResponse::openai_error(
+            429,
+            "Rate limit reached for gpt-4o on tokens per min (TPM): Limit 30000, Used 30000, Requested 512.",
+            "tokens",
+            Some("rate_limit_exceeded"),
+        )
+        .header("retry-after", "2")
+        .openai_rate_limits(420, 0),
+    );
+    let err = call().await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
+    assert!(err.is_retryable());
+    let limits = provider.rate_limits("gpt-4o").unwrap();
+    assert_eq!((limits.tokens_remaining, limits.retry_after), (Some(0), Some(Duration::from_secs(2))));
+    // retry-after-ms wins over Retry-After.
+    server.push(
+        FakeResponse::openai_error(429, "slow down", "requests", None)
+            .header("retry-after-ms", "350")
+            .header("retry-after", "1"),
+    );
+    assert_eq!(call().await.unwrap_err().retry_after(), Some(Duration::from_millis(350)));
+    // An HTTP date.
+    let at = chrono::Utc::now() + chrono::Duration::seconds(30);
+    let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    server.push(FakeResponse::openai_error(429, "slow down", "requests", None).header("retry-after", &date));
+    let wait = call().await.unwrap_err().retry_after().unwrap();
+    assert!((Duration::from_secs(27)..=Duration::from_secs(30)).contains(&wait), "{wait:?}");
+    // Only the rate-limit headers: the exhausted limit's reset.
+    server.push(FakeResponse::openai_error(429, "slow down", "tokens", None).openai_rate_limits(100, 0));
+    assert_eq!(call().await.unwrap_err().retry_after(), Some(Duration::from_millis(1500)));
+    // Quota: waiting does not help.
+    server.push(FakeResponse::openai_error(
+        429,
+        "You exceeded your current quota, please check your plan and billing details.",
+        "insufficient_quota",
+        Some("insufficient_quota"),
+    ));
+    let err = call().await.unwrap_err();
+    assert!(matches!(err, LlmError::InvalidRequest(_)) && !err.is_retryable());
+}
+
+#[tokio::test]
+async fn openai_connection_refused_and_timeouts() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let provider = OpenAiProvider::new(
+        OpenAiConfig::new("openai", format!("http://127.0.0.1:{port}/v1")).base_url_env("OPENAI_BASE_URL"),
+    )
+    .unwrap();
+    let err = provider.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Connection(m) if m.contains("could not connect") && m.contains("OPENAI_BASE_URL")),
+        "{err}"
+    );
+    assert!(err.is_retryable());
+
+    let server = server().await;
+    let http = HttpOptions {
+        first_byte_timeout: Some(Duration::from_millis(50)),
+        idle_timeout: Some(Duration::from_millis(100)),
+        ..HttpOptions::default()
+    };
+    let provider = OpenAiProvider::new(openai_config(&server).http(http)).unwrap();
+    server.push(stream(&["a"]).first_byte_after(Duration::from_millis(400)));
+    let err = provider.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
+    assert_eq!(err, LlmError::Timeout(Duration::from_millis(50)));
+    server.push(stream(&["a", "b"]).drip(Duration::from_millis(400)));
+    let err = provider.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
+    assert_eq!(err, LlmError::Timeout(Duration::from_millis(100)));
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn openai_json_mode_asks_for_json_and_cleans_the_reply() {
+    let server = server().await;
+    let provider = openai(&server);
+    server.push(FakeResponse::openai_stream(
+        "m",
+        &["```json\n", "[1, 2]", "\n```"],
+        "stop",
+        usage(9, 9),
+        UsageShape::EmptyChoices,
+    ));
+    let c = provider.call("gpt-4o", &request("openai/gpt-4o").json()).await.unwrap();
+    assert_eq!(c.reply.text, "[1, 2]");
+    let body = server.last_request().unwrap().json();
+    assert_eq!(body["response_format"], serde_json::json!({"type": "json_object"}));
+    // No message said "JSON", which OpenAI's JSON mode requires: the instruction was added.
+    assert_eq!(body["messages"][0]["content"], format!("Be brief.\n\n{JSON_INSTRUCTION}"));
+
+    server.push(stream(&["[]"]));
+    let asked = LlmRequest::new("openai/gpt-4o", "Return a JSON array.").json();
+    provider.call("gpt-4o", &asked).await.unwrap();
+    let body = server.last_request().unwrap().json();
+    assert_eq!(body["messages"][0]["role"], "user", "no instruction needed");
+
+    let instruct = OpenAiProvider::new(openai_config(&server).json_mode(JsonMode::Instruction)).unwrap();
+    server.push(stream(&["{}"]));
+    instruct.call("gpt-4o", &request("openai/gpt-4o").json()).await.unwrap();
+    let body = server.last_request().unwrap().json();
+    assert!(body.get("response_format").is_none());
+    assert!(body["messages"][0]["content"].as_str().unwrap().ends_with(JSON_INSTRUCTION));
+}
+
+#[tokio::test]
+async fn openai_parameters_follow_model_capabilities_and_configuration() {
+    let server = server().await;
+    let provider = openai(&server);
+    for (model, temperature) in [("gpt-5", None), ("o4-mini-2025-04-16", None), ("gpt-4o", Some(0.2))] {
+        server.push(stream(&["x"]));
+        provider.call(model, &request("openai/x").temperature(0.2)).await.unwrap();
+        let body = server.last_request().unwrap().json();
+        let sent = body.get("temperature").and_then(|t| t.as_f64()).map(|t| (t * 10.0).round() / 10.0);
+        assert_eq!(sent, temperature, "{model}");
+    }
+    let reasoning = OpenAiProvider::new(
+        openai_config(&server).max_tokens_field(MaxTokensField::MaxCompletionTokens).include_usage(false),
+    )
+    .unwrap();
+    server.push(FakeResponse::openai_stream("m", &["x"], "stop", usage(1, 1), UsageShape::WithFinish));
+    reasoning.call("gpt-5", &request("openai/gpt-5")).await.unwrap();
+    let body = server.last_request().unwrap().json();
+    assert_eq!(body["max_completion_tokens"], 100);
+    assert!(body.get("max_tokens").is_none() && body.get("stream_options").is_none());
+    // On api.openai.com, Auto picks max_completion_tokens.
+    let real = OpenAiProvider::new(OpenAiConfig::new("openai", "https://api.openai.com/v1")).unwrap();
+    assert_eq!(real.endpoint(), "https://api.openai.com/v1/chat/completions");
+}
+
+#[tokio::test]
+async fn openai_many_concurrent_calls_share_the_connection_pool() {
+    let server = server().await;
+    server.set_default(stream(&["ok"]));
+    let provider = openai(&server);
+    let req = request("openai/gpt-4o-mini");
+    let calls = (0..64).map(|_| provider.call("gpt-4o-mini", &req));
+    let results = futures::future::join_all(calls).await;
+    assert!(results.iter().all(|r| r.as_ref().is_ok_and(|c| c.reply.text == "ok")));
+    for _ in 0..20 {
+        provider.call("gpt-4o-mini", &req).await.unwrap();
+    }
+    assert_eq!(server.requests().len(), 84);
+}
+
+// --- Anthropic ---
+
+#[tokio::test]
+async fn anthropic_streams_text_with_cache_tokens_and_cost() {
+    let server = server().await;
+    let u = FakeUsage { input: 25, output: 15, cache_read: 1000, cache_write: 200 };
+    server.push(
+        FakeResponse::anthropic_stream(
+            "claude-sonnet-4-5-20250929",
+            &["Hello", ", ", "world"],
+            "end_turn",
+            u,
+        )
+        .header("anthropic-ratelimit-requests-limit", "4000")
+        .header("anthropic-ratelimit-requests-remaining", "3999")
+        .header("anthropic-ratelimit-requests-reset", "2099-01-01T00:00:00Z"),
+    );
+    let provider = anthropic(&server);
+    let c = provider.call("claude-sonnet-4-5", &request("anthropic/claude-sonnet-4-5")).await.unwrap();
+    assert_eq!(c.reply.text, "Hello, world");
+    assert_eq!(c.reply.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(c.reply.model, "anthropic/claude-sonnet-4-5");
+    assert_eq!(c.served_model.as_deref(), Some("claude-sonnet-4-5-20250929"));
+    assert_eq!(c.request_id.as_deref(), Some("req_011CSHoEeqs5C35K2UUqR7Fy"));
+    // Every input token the model read, with the cache detail kept for pricing.
+    assert_eq!((c.reply.usage.input_tokens, c.reply.usage.output_tokens), (1225, 15));
+    assert_eq!((c.usage.cache_read_tokens, c.usage.cache_write_tokens), (1000, 200));
+    let expected = (25.0 * 3.0 + 1000.0 * 0.30 + 200.0 * 3.75 + 15.0 * 15.0) / 1e6;
+    assert!(close(c.cost_usd.unwrap(), expected), "{:?}", c.cost_usd);
+    assert_eq!(provider.rate_limits("claude-sonnet-4-5").unwrap().requests_remaining, Some(3999));
+
+    let sent = server.last_request().unwrap();
+    assert_eq!(sent.path, "/v1/messages");
+    assert_eq!(sent.header("x-api-key"), Some(ANT_KEY));
+    assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(sent.header("authorization"), None);
+    let body = sent.json();
+    assert_eq!(body["model"], "claude-sonnet-4-5");
+    assert_eq!(body["system"], "Be brief.");
+    assert_eq!(body["max_tokens"], 100);
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["messages"], serde_json::json!([{"role": "user", "content": "Say hello."}]));
+}
+
+#[tokio::test]
+async fn anthropic_non_streaming_and_stop_reasons() {
+    let server = server().await;
+    let provider = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+    server.push(FakeResponse::anthropic_json(
+        "claude-haiku-4-5-20251001",
+        "Cut sh",
+        "max_tokens",
+        usage(12, 100),
+    ));
+    let c = provider.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await.unwrap();
+    assert_eq!(c.reply.text, "Cut sh");
+    assert_eq!(c.reply.finish_reason.as_deref(), Some("length"));
+    assert_eq!((c.usage.input_tokens, c.usage.output_tokens), (12, 100));
+    assert!(close(c.cost_usd.unwrap(), (12.0 * 1.0 + 100.0 * 5.0) / 1e6));
+    assert_eq!(server.last_request().unwrap().json()["stream"], false);
+}
+
+#[tokio::test]
+async fn anthropic_tolerates_crlf_and_any_chunking() {
+    let server = server().await;
+    let provider = anthropic(&server);
+    let deltas = ["Ünï", "cödé ", "— 世界"];
+    for (n, drip) in [(1, 0), (3, 0), (5, 1), (4096, 0)] {
+        let response = FakeResponse::anthropic_stream("claude-x", &deltas, "end_turn", usage(3, 4))
+            .crlf()
+            .split_every(n)
+            .drip(Duration::from_millis(drip));
+        server.push(response);
+        let c = provider.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await.unwrap();
+        assert_eq!(c.reply.text, deltas.concat(), "pieces of {n} bytes");
+        assert_eq!((c.usage.input_tokens, c.usage.output_tokens), (3, 4));
+    }
+}
+
+#[tokio::test]
+async fn anthropic_error_events_mid_stream_become_their_class() {
+    let server = server().await;
+    let provider = anthropic(&server);
+    let req = request("anthropic/claude-sonnet-4-5");
+    let call = || provider.call("claude-sonnet-4-5", &req);
+    server.push(FakeResponse::anthropic_stream_error("claude-x", &["Hel"], "overloaded_error", "Overloaded"));
+    let err = call().await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Overloaded { message } if message.contains("middle of its stream") && message.contains("Overloaded")),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    server.push(FakeResponse::anthropic_stream_error("claude-x", &[], "api_error", "Internal server error"));
+    assert!(matches!(call().await.unwrap_err(), LlmError::Server { status: 500, .. }));
+    server.push(FakeResponse::anthropic_stream_error("claude-x", &[], "something_new", "?"));
+    let err = call().await.unwrap_err();
+    assert!(matches!(err, LlmError::BadResponse(_)) && err.is_retryable());
+
+    // Cut before message_stop.
+    server
+        .push(FakeResponse::anthropic_stream("claude-x", &["a", "b"], "end_turn", usage(1, 2)).cut_after(5));
+    let err = call().await.unwrap_err();
+    assert!(matches!(&err, LlmError::BadResponse(m) if m.contains("message_stop")), "{err:?}");
+    assert!(err.is_retryable());
+    // Reset mid-body.
+    server.push(
+        FakeResponse::anthropic_stream("claude-x", &["a", "b"], "end_turn", usage(1, 2))
+            .reset_after(4)
+            .drip(Duration::from_millis(5)),
+    );
+    assert!(matches!(call().await.unwrap_err(), LlmError::Connection(_)));
+    // A malformed event.
+    server.push(
+        FakeResponse::new(200, "event: message_start\ndata: {\"type\":\"message_start\",\n\n")
+            .header("content-type", "text/event-stream"),
+    );
+    assert!(matches!(call().await.unwrap_err(), LlmError::BadResponse(m) if m.contains("message_start")));
+}
+
+#[tokio::test]
+async fn anthropic_http_errors_map_to_actionable_classes() {
+    let server = server().await;
+    let provider = anthropic(&server);
+    let req = request("anthropic/claude-sonnet-4-5");
+    let call = || provider.call("claude-sonnet-4-5", &req);
+
+    server.push(FakeResponse::anthropic_error(529, "overloaded_error", "Overloaded"));
+    let err = call().await.unwrap_err();
+    assert!(matches!(err, LlmError::Overloaded { .. }) && err.is_retryable());
+
+    server.push(
+        FakeResponse::anthropic_error(
+            429,
+            "rate_limit_error",
+            "This request would exceed the rate limit for your organization of 50 requests per minute.",
+        )
+        .header("retry-after", "3")
+        .header("anthropic-ratelimit-requests-limit", "50")
+        .header("anthropic-ratelimit-requests-remaining", "0")
+        .header("anthropic-ratelimit-requests-reset", "2099-01-01T00:00:00Z"),
+    );
+    let err = call().await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
+    assert_eq!(provider.rate_limits("claude-sonnet-4-5").unwrap().requests_remaining, Some(0));
+    // Without Retry-After: the exhausted limit's RFC 3339 reset.
+    let reset = (chrono::Utc::now() + chrono::Duration::seconds(20)).to_rfc3339();
+    server.push(
+        FakeResponse::anthropic_error(429, "rate_limit_error", "slow down")
+            .header("anthropic-ratelimit-tokens-remaining", "0")
+            .header("anthropic-ratelimit-tokens-reset", &reset),
+    );
+    let wait = call().await.unwrap_err().retry_after().unwrap();
+    assert!((Duration::from_secs(18)..=Duration::from_secs(20)).contains(&wait), "{wait:?}");
+
+    server.push(FakeResponse::anthropic_error(401, "authentication_error", "invalid x-api-key"));
+    let err = call().await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Auth(m) if m.contains("ANTHROPIC_API_KEY") && m.contains("invalid x-api-key")),
+        "{err}"
+    );
+    server.push(FakeResponse::anthropic_error(
+        400,
+        "invalid_request_error",
+        "prompt is too long: 210000 tokens > 200000 maximum",
+    ));
+    assert!(
+        matches!(call().await.unwrap_err(), LlmError::InvalidRequest(m) if m.contains("210000") && m.contains("context window"))
+    );
+    server.push(FakeResponse::anthropic_error(404, "not_found_error", "model: claude-sonnet-9"));
+    assert!(
+        matches!(call().await.unwrap_err(), LlmError::UnknownModel { message, .. } if message.contains("model: claude-sonnet-9"))
+    );
+    server.push(FakeResponse::anthropic_error(500, "api_error", "Internal server error"));
+    assert!(matches!(call().await.unwrap_err(), LlmError::Server { status: 500, .. }));
+}
+
+#[tokio::test]
+async fn anthropic_json_by_instruction_and_cleaning() {
+    let server = server().await;
+    server.push(FakeResponse::anthropic_stream(
+        "claude-x",
+        &["Here you go:\n```json\n", "{\"a\": 1}", "\n```"],
+        "end_turn",
+        usage(1, 1),
+    ));
+    let c = anthropic(&server)
+        .call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5").json())
+        .await
+        .unwrap();
+    assert_eq!(c.reply.text, "{\"a\": 1}");
+    let body = server.last_request().unwrap().json();
+    assert_eq!(body["system"], format!("Be brief.\n\n{JSON_INSTRUCTION}"));
+}
+
+// --- secrets, environment ---
+
+#[tokio::test]
+async fn api_keys_never_appear_in_errors_or_debug_output() {
+    let server = server().await;
+    // A careless server quoting the request headers (credentials included) in its errors.
+    server.set_default(FakeResponse::new(401, Vec::new()).echoing_headers());
+    let openai =
+        OpenAiProvider::new(openai_config(&server).header("X-Gateway-Token", "gw-TOKEN-555555")).unwrap();
+    let anthropic = anthropic(&server);
+    let mut seen = Vec::new();
+    for status_probe in 0..2 {
+        let e1 = openai.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
+        let e2 = anthropic.call("claude-x", &request("anthropic/claude-x")).await.unwrap_err();
+        if status_probe == 0 {
+            assert!(matches!(e1, LlmError::Auth(_)) && matches!(e2, LlmError::Auth(_)), "{e1:?} {e2:?}");
+        } else {
+            assert!(matches!(e1, LlmError::InvalidRequest(_)) && matches!(e2, LlmError::InvalidRequest(_)));
+        }
+        seen.extend([format!("{e1}"), format!("{e1:?}"), format!("{e2}"), format!("{e2:?}")]);
+        server.set_default(FakeResponse::new(400, Vec::new()).echoing_headers());
+    }
+    assert!(seen.iter().any(|s| s.contains("[redacted]")), "the server did echo the keys: {seen:?}");
+    assert!(
+        seen.iter().any(|s| s.contains("anthropic-version=2023-06-01")),
+        "other headers are kept: {seen:?}"
+    );
+    // Through the trait as the engine calls it, too.
+    let call = CallInfo { step: StepId::new("worker/001"), attempt: 1 };
+    seen.push(format!("{:?}", openai.complete("gpt-4o", &request("openai/gpt-4o"), &call).await));
+    // Transport errors, with a key-bearing URL.
+    let refused = OpenAiProvider::new(
+        OpenAiConfig::new("openai", format!("http://user:{KEY}@127.0.0.1:1/v1?key={KEY}")).api_key(KEY),
+    )
+    .unwrap();
+    let e = refused.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
+    seen.extend([format!("{e}"), format!("{e:?}")]);
+    // Debug of every value that holds a key.
+    seen.push(format!("{openai:?} {anthropic:?} {refused:?}"));
+    seen.push(format!("{:?} {:?}", openai_config(&server), anthropic_config(&server)));
+    let env = |k: &str| match k {
+        "OPENAI_API_KEY" => Some(KEY.to_string()),
+        "ANTHROPIC_API_KEY" => Some(ANT_KEY.to_string()),
+        _ => None,
+    };
+    seen.push(format!("{:?}", providers_from_env(SimConfig::default(), env).unwrap()));
+    for text in &seen {
+        for secret in [KEY, ANT_KEY, "TESTKEY", "gw-TOKEN-555555"] {
+            assert!(!text.contains(secret), "{secret} leaked in: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn providers_from_env_reach_fake_servers_through_base_url_variables() {
+    let openai_server = server().await;
+    let anthropic_server = server().await;
+    openai_server.push(stream(&["from ", "openai"]));
+    anthropic_server.push(FakeResponse::anthropic_stream(
+        "claude-haiku-4-5-20251001",
+        &["from anthropic"],
+        "end_turn",
+        usage(7, 3),
+    ));
+    let (openai_base, anthropic_base) = (openai_server.openai_base_url(), anthropic_server.url());
+    let env = move |k: &str| match k {
+        "OPENAI_API_KEY" => Some(KEY.to_string()),
+        "OPENAI_BASE_URL" => Some(openai_base.clone()),
+        "ANTHROPIC_API_KEY" => Some(ANT_KEY.to_string()),
+        "ANTHROPIC_BASE_URL" => Some(anthropic_base.clone()),
+        _ => None,
+    };
+    let providers = providers_from_env(SimConfig::default(), env).unwrap();
+    let call = CallInfo { step: StepId::new("worker/001"), attempt: 1 };
+    for (model, text, input) in
+        [("openai/gpt-4o-mini", "from openai", 19), ("anthropic/claude-haiku-4-5", "from anthropic", 7)]
+    {
+        let (provider, name) = providers.resolve(model).unwrap();
+        let reply = provider.complete(name, &LlmRequest::new(model, "hi"), &call).await.unwrap();
+        assert_eq!(
+            (reply.text.as_str(), reply.usage.input_tokens, reply.model.as_str()),
+            (text, input, model)
+        );
+        assert!(provider.price(name).is_some());
+    }
+    assert_eq!(
+        openai_server.last_request().unwrap().header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    assert_eq!(anthropic_server.last_request().unwrap().header("x-api-key"), Some(ANT_KEY));
+}

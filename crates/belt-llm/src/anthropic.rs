@@ -1,0 +1,559 @@
+//! The Anthropic Messages adapter.
+//!
+//! It POSTs `{base_url}/v1/messages` (or `{base_url}/messages` when the base URL already
+//! ends in `/v1`) with `x-api-key`, `anthropic-version: 2023-06-01` and any extra headers
+//! (`anthropic-beta`, for instance). The system prompt is the top-level `system` field,
+//! and `max_tokens`, which Anthropic requires, is the request's.
+//!
+//! - **Streaming** (the default) reads the named SSE events: `message_start` (the input
+//!   tokens, with `cache_creation_input_tokens` and `cache_read_input_tokens`),
+//!   `content_block_start` / `content_block_delta` (`text_delta`; thinking, signature
+//!   and tool-input deltas are not part of the text), `message_delta` (cumulative
+//!   `output_tokens`, and input figures when present, plus `stop_reason`),
+//!   `message_stop` (the end), `ping` (ignored), and `error`, which Anthropic sends in the
+//!   middle of a stream, usually `overloaded_error`, after a 200. That event becomes the
+//!   error its type names (see `event_error`); a stream that ends before
+//!   `message_stop` is a retryable [`LlmError::BadResponse`]. Unknown event types are
+//!   ignored, as Anthropic's versioning policy asks.
+//! - **Non-streaming** reads one `message` object.
+//!
+//! Anthropic reports input tokens without the cached ones; the [`Completion`] counts
+//! `input_tokens + cache_creation_input_tokens + cache_read_input_tokens` as input (every
+//! token the model read) and keeps the cache figures apart for pricing.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use belt_core::llm::{CallInfo, LlmError, LlmProvider, LlmReply, LlmRequest, Price, RateLimits, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::http::{
+    ApiKey, Completion, ConfigError, CoreSpec, ErrorContext, HttpCore, HttpOptions, Parsed, ProviderMessage,
+    truncate,
+};
+use crate::json_reply;
+use crate::pricing::{PriceTable, TokenUsage};
+use crate::sse::SseDecoder;
+
+/// The API version belt speaks.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// How a JSON reply (`LlmRequest::json`) is asked of Claude. See [`crate::json_reply`].
+///
+/// Hook for the next step: a `ForcedTool` variant that sends one tool (`reply`, whose
+/// `input_schema` is the wanted schema) with `tool_choice: {"type": "tool", "name":
+/// "reply"}`, and reads the `tool_use` block's input (streamed as `input_json_delta`) as
+/// the reply. It needs the schema on the request (a new optional field of `LlmRequest`
+/// in belt-core) and plugs in at `AnthropicProvider::body` and the stream's
+/// `content_block_delta` handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JsonMode {
+    /// The JSON instruction appended to the system prompt; the reply is then cleaned of
+    /// code fences and prose ([`json_reply::clean`]).
+    #[default]
+    Instruction,
+}
+
+/// Configuration of an [`AnthropicProvider`]. `Debug` never shows the key or header values.
+#[derive(Clone)]
+pub struct AnthropicConfig {
+    /// The provider name models are addressed by (`NAME/model`).
+    pub name: String,
+    /// The API root, e.g. `https://api.anthropic.com`.
+    pub base_url: String,
+    pub api_key: Option<ApiKey>,
+    /// The environment variable the key comes from, named in authentication errors.
+    pub api_key_env: Option<String>,
+    /// The environment variable that overrides the base URL, named in connection errors.
+    pub base_url_env: Option<String>,
+    /// Extra headers on every request (`anthropic-beta`…).
+    pub headers: Vec<(String, String)>,
+    /// Stream replies (SSE). Default true.
+    pub stream: bool,
+    pub json_mode: JsonMode,
+    pub http: HttpOptions,
+    /// Prices and capabilities; default the shipped table.
+    pub prices: Option<Arc<PriceTable>>,
+    /// The provider whose prices apply, when it is not `name`.
+    pub price_provider: Option<String>,
+}
+
+impl fmt::Debug for AnthropicConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("AnthropicConfig")
+            .field("name", &self.name)
+            .field("base_url", &crate::http::origin_and_path(&self.base_url))
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("api_key_env", &self.api_key_env)
+            .field("headers", &header_names)
+            .field("stream", &self.stream)
+            .field("json_mode", &self.json_mode)
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AnthropicConfig {
+    pub fn new(name: impl Into<String>, base_url: impl Into<String>) -> Self {
+        AnthropicConfig {
+            name: name.into(),
+            base_url: base_url.into(),
+            api_key: None,
+            api_key_env: None,
+            base_url_env: None,
+            headers: Vec::new(),
+            stream: true,
+            json_mode: JsonMode::Instruction,
+            http: HttpOptions::default(),
+            prices: None,
+            price_provider: None,
+        }
+    }
+    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+    pub fn api_key_env(mut self, env: impl Into<String>) -> Self {
+        self.api_key_env = Some(env.into());
+        self
+    }
+    pub fn base_url_env(mut self, env: impl Into<String>) -> Self {
+        self.base_url_env = Some(env.into());
+        self
+    }
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+    pub fn stream(mut self, stream: bool) -> Self {
+        self.stream = stream;
+        self
+    }
+    pub fn http(mut self, http: HttpOptions) -> Self {
+        self.http = http;
+        self
+    }
+    pub fn prices(mut self, prices: Arc<PriceTable>) -> Self {
+        self.prices = Some(prices);
+        self
+    }
+    pub fn price_provider(mut self, provider: impl Into<String>) -> Self {
+        self.price_provider = Some(provider.into());
+        self
+    }
+}
+
+/// An Anthropic Messages provider. See the [module docs](self).
+pub struct AnthropicProvider {
+    core: HttpCore,
+    stream: bool,
+    json_mode: JsonMode,
+}
+
+impl fmt::Debug for AnthropicProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnthropicProvider")
+            .field("core", &self.core)
+            .field("stream", &self.stream)
+            .field("json_mode", &self.json_mode)
+            .finish()
+    }
+}
+
+impl AnthropicProvider {
+    pub fn new(config: AnthropicConfig) -> Result<Self, ConfigError> {
+        let path = if config.base_url.trim().trim_end_matches('/').ends_with("/v1") {
+            "/messages"
+        } else {
+            "/v1/messages"
+        };
+        let auth = config.api_key.as_ref().map(|k| ("x-api-key", k.expose().to_string()));
+        let core = HttpCore::new(CoreSpec {
+            name: &config.name,
+            base_url: &config.base_url,
+            endpoint_path: path,
+            base_url_env: config.base_url_env.as_deref(),
+            key_env: config.api_key_env.as_deref(),
+            key: config.api_key.as_ref(),
+            auth_headers: auth.into_iter().collect(),
+            fixed_headers: vec![("anthropic-version", ANTHROPIC_VERSION)],
+            extra_headers: &config.headers,
+            options: &config.http,
+            prices: config.prices.clone(),
+            price_provider: config.price_provider.as_deref(),
+        })?;
+        Ok(AnthropicProvider { core, stream: config.stream, json_mode: config.json_mode })
+    }
+
+    /// The endpoint requests go to.
+    pub fn endpoint(&self) -> &str {
+        &self.core.endpoint
+    }
+
+    /// One call, with everything the response said (see [`Completion`]).
+    /// [`LlmProvider::complete`] is this call's `reply`.
+    pub async fn call(&self, model: &str, request: &LlmRequest) -> Result<Completion, LlmError> {
+        let result = self.call_inner(model, request).await;
+        result.map_err(|e| self.core.secrets.redact_error(e))
+    }
+
+    async fn call_inner(&self, model: &str, request: &LlmRequest) -> Result<Completion, LlmError> {
+        let body = self.body(model, request)?;
+        let (response, meta) = self.core.post(model, body).await?;
+        let ctx = self.core.context(model);
+        let parsed = if self.stream && meta.event_stream {
+            self.read_stream(&ctx, response).await?
+        } else {
+            let body = self.core.read_to_end(response, 64 << 20).await?;
+            parse_whole(&ctx, &body)?
+        };
+        Ok(self.core.completion(model, request, parsed, meta))
+    }
+
+    /// The request body.
+    fn body(&self, model: &str, request: &LlmRequest) -> Result<Vec<u8>, LlmError> {
+        let system: Option<Cow<'_, str>> = match (request.json, self.json_mode) {
+            (true, JsonMode::Instruction) => {
+                Some(json_reply::with_instruction(request.system.as_deref()).into())
+            }
+            (false, _) => request.system.as_deref().filter(|s| !s.is_empty()).map(Into::into),
+        };
+        let body = MessagesRequest {
+            model,
+            max_tokens: request.max_tokens.max(1),
+            system,
+            messages: request
+                .messages
+                .iter()
+                .map(|m| Message {
+                    role: match m.role {
+                        Role::User => "user",
+                        Role::Assistant => "assistant",
+                    },
+                    content: &m.content,
+                })
+                .collect(),
+            temperature: request.temperature,
+            stream: self.stream,
+        };
+        serde_json::to_vec(&body)
+            .map_err(|e| LlmError::InvalidRequest(format!("the request could not be encoded as JSON: {e}")))
+    }
+
+    async fn read_stream(
+        &self,
+        ctx: &ErrorContext<'_>,
+        mut response: reqwest::Response,
+    ) -> Result<Parsed, LlmError> {
+        let mut decoder = SseDecoder::new();
+        let mut state = StreamState::default();
+        loop {
+            let mut on_event = |name: &str, data: &str| state.event(ctx, name, data);
+            match self.core.chunk(&mut response, decoder.bytes()).await? {
+                Some(bytes) => decoder.feed(&bytes, &mut on_event)?,
+                None => {
+                    decoder.finish(&mut on_event)?;
+                    break;
+                }
+            }
+            if state.done {
+                break;
+            }
+        }
+        if state.done {
+            self.core.drain(response).await;
+        }
+        state.finish(ctx, &decoder)
+    }
+}
+
+#[async_trait]
+impl LlmProvider for AnthropicProvider {
+    fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    fn price(&self, model: &str) -> Option<Price> {
+        self.core.prices.price(&self.core.price_provider, model)
+    }
+
+    async fn complete(
+        &self,
+        model: &str,
+        request: &LlmRequest,
+        _call: &CallInfo,
+    ) -> Result<LlmReply, LlmError> {
+        self.call(model, request).await.map(|c| c.reply)
+    }
+
+    fn rate_limits(&self, model: &str) -> Option<RateLimits> {
+        self.core.rate_limits(model)
+    }
+}
+
+// --- request ---
+
+#[derive(Serialize)]
+struct MessagesRequest<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<Cow<'a, str>>,
+    messages: Vec<Message<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    stream: bool,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+// --- response ---
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct AnthropicUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl AnthropicUsage {
+    /// Fields present in `later` replace these (`message_delta` over `message_start`).
+    fn update(&mut self, later: AnthropicUsage) {
+        self.input_tokens = later.input_tokens.or(self.input_tokens);
+        self.output_tokens = later.output_tokens.or(self.output_tokens);
+        self.cache_creation_input_tokens =
+            later.cache_creation_input_tokens.or(self.cache_creation_input_tokens);
+        self.cache_read_input_tokens = later.cache_read_input_tokens.or(self.cache_read_input_tokens);
+    }
+
+    fn tokens(&self) -> TokenUsage {
+        let cache_write = self.cache_creation_input_tokens.unwrap_or(0);
+        let cache_read = self.cache_read_input_tokens.unwrap_or(0);
+        TokenUsage {
+            input_tokens: self.input_tokens.unwrap_or(0) + cache_write + cache_read,
+            output_tokens: self.output_tokens.unwrap_or(0),
+            cache_read_tokens: cache_read,
+            cache_write_tokens: cache_write,
+            reasoning_tokens: 0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    message: Option<MessageStart>,
+    #[serde(default, borrow)]
+    delta: Option<EventDelta<'a>>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+    #[serde(default, borrow)]
+    content_block: Option<Block<'a>>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct MessageStart {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+struct EventDelta<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Block<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Whole {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    content: Vec<WholeBlock>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WholeBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Default)]
+struct StreamState {
+    text: String,
+    usage: Option<AnthropicUsage>,
+    stop_reason: Option<String>,
+    served_model: Option<String>,
+    done: bool,
+}
+
+impl StreamState {
+    fn event(&mut self, ctx: &ErrorContext<'_>, name: &str, data: &str) -> Result<(), LlmError> {
+        if self.done {
+            return Ok(());
+        }
+        let event: Event<'_> = serde_json::from_str(data).map_err(|e| {
+            LlmError::BadResponse(format!(
+                "{} sent a `{name}` event that is not valid JSON ({e}): {}",
+                ctx.provider,
+                truncate(data, 200)
+            ))
+        })?;
+        // The JSON `type` and the SSE event name agree; the JSON is authoritative.
+        match event.kind.as_deref().unwrap_or(name) {
+            "message_start" => {
+                if let Some(message) = event.message {
+                    self.served_model = message.model;
+                    let mut usage = self.usage.unwrap_or_default();
+                    usage.update(message.usage.unwrap_or_default());
+                    self.usage = Some(usage);
+                }
+            }
+            "content_block_start" => {
+                if let Some(Block { kind, text: Some(text) }) = event.content_block
+                    && kind == "text"
+                {
+                    self.text.push_str(&text);
+                }
+            }
+            "content_block_delta" => {
+                if let Some(EventDelta { kind, text: Some(text), .. }) = event.delta
+                    && kind.as_deref().is_none_or(|k| k == "text_delta")
+                {
+                    self.text.push_str(&text);
+                }
+            }
+            "message_delta" => {
+                if let Some(reason) = event.delta.and_then(|d| d.stop_reason) {
+                    self.stop_reason = Some(reason);
+                }
+                if let Some(later) = event.usage {
+                    let mut usage = self.usage.unwrap_or_default();
+                    usage.update(later);
+                    self.usage = Some(usage);
+                }
+            }
+            "message_stop" => self.done = true,
+            "error" => {
+                let error = event.error.unwrap_or(serde_json::Value::Null);
+                return Err(event_error(ctx, &error, self.text.len()));
+            }
+            _ => {} // ping, content_block_stop, and event types added later
+        }
+        Ok(())
+    }
+
+    fn finish(self, ctx: &ErrorContext<'_>, decoder: &SseDecoder) -> Result<Parsed, LlmError> {
+        if !self.done {
+            return Err(LlmError::BadResponse(format!(
+                "the stream from {} ended before its end (no `message_stop`) after {} events and {} bytes; \
+                 the reply is incomplete",
+                ctx.provider,
+                decoder.events(),
+                decoder.bytes()
+            )));
+        }
+        Ok(Parsed {
+            text: self.text,
+            finish: self.stop_reason,
+            usage: self.usage.map(|u| u.tokens()),
+            served_model: self.served_model,
+        })
+    }
+}
+
+/// An `error` event in the middle of a stream (or an error object in a 200 body), by its
+/// `type`: `overloaded_error` → [`LlmError::Overloaded`], `rate_limit_error` →
+/// [`LlmError::RateLimited`], `api_error` → [`LlmError::Server`] 500, `timeout_error` →
+/// [`LlmError::Server`] 504, `authentication_error`/`permission_error` →
+/// [`LlmError::Auth`], `not_found_error` → [`LlmError::UnknownModel`],
+/// `invalid_request_error`/`request_too_large`/`billing_error` →
+/// [`LlmError::InvalidRequest`]; any other type → [`LlmError::BadResponse`] (retryable).
+pub(crate) fn event_error(ctx: &ErrorContext<'_>, error: &serde_json::Value, text_so_far: usize) -> LlmError {
+    let wrapped = serde_json::json!({ "error": error });
+    let detail = ProviderMessage::from_value(&wrapped).unwrap_or_default();
+    let kind = detail.kind.clone().unwrap_or_else(|| "unknown".into());
+    let message = format!(
+        "{} sent an error in the middle of its stream ({kind}) after {text_so_far} bytes of text: {}",
+        ctx.provider, detail.message
+    );
+    match kind.as_str() {
+        "overloaded_error" => LlmError::Overloaded { message },
+        "rate_limit_error" => LlmError::RateLimited { retry_after: None, message },
+        "api_error" => LlmError::Server { status: 500, message },
+        "timeout_error" => LlmError::Server { status: 504, message },
+        "authentication_error" | "permission_error" => LlmError::Auth(message),
+        "not_found_error" => LlmError::UnknownModel { model: ctx.model.to_string(), message },
+        "billing_error" => {
+            LlmError::InvalidRequest(format!("{message}; check the account's plan and billing"))
+        }
+        "invalid_request_error" | "request_too_large" => LlmError::InvalidRequest(message),
+        _ => LlmError::BadResponse(message),
+    }
+}
+
+/// A whole `message` body.
+fn parse_whole(ctx: &ErrorContext<'_>, body: &[u8]) -> Result<Parsed, LlmError> {
+    let whole: Whole = serde_json::from_slice(body).map_err(|e| {
+        LlmError::BadResponse(format!(
+            "{} sent a response that is not a message ({e}): {}",
+            ctx.provider,
+            truncate(&String::from_utf8_lossy(body), 200)
+        ))
+    })?;
+    if whole.kind.as_deref() == Some("error") || whole.error.is_some() {
+        return Err(event_error(ctx, whole.error.as_ref().unwrap_or(&serde_json::Value::Null), 0));
+    }
+    let text: String = whole
+        .content
+        .into_iter()
+        .filter(|b| b.kind == "text")
+        .filter_map(|b| b.text)
+        .collect::<Vec<_>>()
+        .concat();
+    Ok(Parsed {
+        text,
+        finish: whole.stop_reason,
+        usage: whole.usage.map(|u| u.tokens()),
+        served_model: whole.model,
+    })
+}

@@ -1,0 +1,541 @@
+//! In-process fake OpenAI-compatible and Anthropic servers, for tests.
+//!
+//! A [`FakeServer`] listens on `127.0.0.1` (a port the OS picks), records every request
+//! (method, path, headers, body), and answers each with the next scripted
+//! [`FakeResponse`], or with a default one once the script is used up. The builders
+//! reproduce the providers' wire formats byte for byte, as captured from the real APIs:
+//! OpenAI's `chat.completion.chunk` frames (`data: {json}` and a blank line, a usage
+//! chunk with `choices: []` or `choices: [{"delta": {}}]`, `data: [DONE]`) and
+//! `chat.completion` objects; Anthropic's named events (`message_start` … `ping` …
+//! `message_stop`) and `message` objects; both providers' error bodies and rate-limit
+//! headers. Modifiers then damage them the ways networks and servers do: CRLF framing,
+//! keep-alive comments, chunks of any size, a slow drip, a stream cut cleanly after a
+//! few frames, a connection reset mid-body, a slow first byte.
+//!
+//! Available to this crate's tests, and to other crates with the `fake-server` feature
+//! (end-to-end tests of `belt run` against `OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL`).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+
+/// A request as the fake server received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RecordedRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`Null` if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// How a response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The body ends normally (whatever it contains).
+    Complete,
+    /// The connection is reset after the last piece: the client sees a broken body.
+    Reset,
+}
+
+/// One scripted response.
+#[derive(Debug, Clone)]
+pub struct FakeResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// Written in this order, each piece as its own write (an SSE frame, or a slice of one).
+    pub pieces: Vec<Vec<u8>>,
+    /// Pause before each piece after the first.
+    pub drip: Duration,
+    /// Pause before the headers are sent.
+    pub first_byte_delay: Duration,
+    pub ending: Ending,
+    /// Stream the body (chunked) even when it is one piece.
+    pub chunked: bool,
+    /// Replace the body with an OpenAI-style error whose message quotes every request
+    /// header (a careless server echoing credentials), for secret-leak tests.
+    pub echo_headers: bool,
+}
+
+/// Token counts for the builders.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FakeUsage {
+    /// Uncached input tokens for Anthropic; all input tokens (`prompt_tokens`) for OpenAI.
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    /// Anthropic only.
+    pub cache_write: u64,
+}
+
+/// Where an OpenAI stream reports usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageShape {
+    /// A last chunk with `choices: []` (OpenAI with `stream_options.include_usage`).
+    EmptyChoices,
+    /// A last chunk with `choices: [{"index":0,"delta":{},…}]` (several compatible servers).
+    EmptyDelta,
+    /// On the chunk that carries the finish reason (Mistral, some local servers).
+    WithFinish,
+    /// Under `x_groq.usage` on the finishing chunk (Groq).
+    XGroq,
+    /// Not at all.
+    Absent,
+}
+
+const CHAT_ID: &str = "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT";
+const FINGERPRINT: &str = "fp_06737a9306";
+const CREATED: u64 = 1_741_569_952;
+
+impl FakeResponse {
+    /// A response with a body in one piece.
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        FakeResponse {
+            status,
+            headers: Vec::new(),
+            pieces: vec![body.into()],
+            drip: Duration::ZERO,
+            first_byte_delay: Duration::ZERO,
+            ending: Ending::Complete,
+            chunked: false,
+            echo_headers: false,
+        }
+    }
+
+    fn sse(frames: Vec<String>) -> Self {
+        FakeResponse {
+            pieces: frames.into_iter().map(String::into_bytes).collect(),
+            chunked: true,
+            ..FakeResponse::new(200, Vec::new())
+        }
+        .header("content-type", "text/event-stream; charset=utf-8")
+        .header("cache-control", "no-cache")
+    }
+
+    fn json(status: u16, value: &serde_json::Value) -> Self {
+        FakeResponse::new(status, value.to_string()).header("content-type", "application/json")
+    }
+
+    // --- OpenAI ---
+
+    /// An OpenAI streaming reply: a role chunk, one chunk per delta, a finishing chunk,
+    /// usage as `shape` says, then `data: [DONE]`.
+    pub fn openai_stream(
+        model: &str,
+        deltas: &[&str],
+        finish: &str,
+        usage: FakeUsage,
+        shape: UsageShape,
+    ) -> Self {
+        let chunk = |choices: serde_json::Value, usage: Option<serde_json::Value>| {
+            let mut value = serde_json::json!({
+                "id": CHAT_ID,
+                "object": "chat.completion.chunk",
+                "created": CREATED,
+                "model": model,
+                "service_tier": "default",
+                "system_fingerprint": FINGERPRINT,
+                "choices": choices,
+            });
+            // With `include_usage`, every chunk has `"usage": null` but the one with usage.
+            if shape != UsageShape::Absent && shape != UsageShape::XGroq {
+                value["usage"] = usage.unwrap_or(serde_json::Value::Null);
+            }
+            value
+        };
+        let frame = |value: serde_json::Value| format!("data: {value}\n\n");
+        let choice = |delta: serde_json::Value, finish: Option<&str>| serde_json::json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
+        let role = serde_json::json!({"role": "assistant", "content": "", "refusal": null});
+        let mut frames = vec![frame(chunk(choice(role, None), None))];
+        for delta in deltas {
+            frames.push(frame(chunk(choice(serde_json::json!({"content": delta}), None), None)));
+        }
+        let usage_json = openai_usage(usage);
+        let finishing = choice(serde_json::json!({}), Some(finish));
+        match shape {
+            UsageShape::WithFinish => frames.push(frame(chunk(finishing, Some(usage_json.clone())))),
+            UsageShape::XGroq => {
+                let mut last = chunk(finishing, None);
+                last["x_groq"] =
+                    serde_json::json!({"id": "req_01jbd6g2qdfw2adyrt2az8hz4w", "usage": usage_json.clone()});
+                frames.push(frame(last));
+            }
+            _ => frames.push(frame(chunk(finishing, None))),
+        }
+        match shape {
+            UsageShape::EmptyChoices => frames.push(frame(chunk(serde_json::json!([]), Some(usage_json)))),
+            UsageShape::EmptyDelta => {
+                frames.push(frame(chunk(choice(serde_json::json!({}), None), Some(usage_json))))
+            }
+            _ => {}
+        }
+        frames.push("data: [DONE]\n\n".into());
+        FakeResponse::sse(frames)
+    }
+
+    /// An OpenAI non-streaming reply (`chat.completion`).
+    pub fn openai_json(model: &str, text: &str, finish: &str, usage: FakeUsage) -> Self {
+        FakeResponse::json(
+            200,
+            &serde_json::json!({
+                "id": CHAT_ID,
+                "object": "chat.completion",
+                "created": CREATED,
+                "model": model,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": null, "annotations": []},
+                    "logprobs": null,
+                    "finish_reason": finish,
+                }],
+                "usage": openai_usage(usage),
+                "service_tier": "default",
+                "system_fingerprint": FINGERPRINT,
+            }),
+        )
+    }
+
+    /// An OpenAI error body: `{"error": {"message", "type", "param", "code"}}`.
+    pub fn openai_error(status: u16, message: &str, kind: &str, code: Option<&str>) -> Self {
+        FakeResponse::json(
+            status,
+            &serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}}),
+        )
+        .header("x-request-id", "req_7f3a9c0e5d2b4a18")
+    }
+
+    /// OpenAI's rate-limit headers: `remaining_tokens` of 30000 left, resets in Go durations.
+    pub fn openai_rate_limits(self, remaining_requests: u64, remaining_tokens: u64) -> Self {
+        self.header("x-ratelimit-limit-requests", "500")
+            .header("x-ratelimit-limit-tokens", "30000")
+            .header("x-ratelimit-remaining-requests", &remaining_requests.to_string())
+            .header("x-ratelimit-remaining-tokens", &remaining_tokens.to_string())
+            .header("x-ratelimit-reset-requests", "120ms")
+            .header("x-ratelimit-reset-tokens", "1.5s")
+    }
+
+    // --- Anthropic ---
+
+    /// An Anthropic streaming reply: `message_start`, a text block with one delta per
+    /// item (and a `ping` after the block starts), `message_delta`, `message_stop`.
+    pub fn anthropic_stream(model: &str, deltas: &[&str], stop_reason: &str, usage: FakeUsage) -> Self {
+        let mut frames = anthropic_frames(model, deltas, usage);
+        frames.push(event(
+            "message_delta",
+            &serde_json::json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null}, "usage": {"output_tokens": usage.output}}),
+        ));
+        frames.push(event("message_stop", &serde_json::json!({"type": "message_stop"})));
+        FakeResponse::sse(frames).header("request-id", "req_011CSHoEeqs5C35K2UUqR7Fy")
+    }
+
+    /// An Anthropic stream that sends `deltas`, then an `error` event of `kind`.
+    pub fn anthropic_stream_error(model: &str, deltas: &[&str], kind: &str, message: &str) -> Self {
+        let mut frames =
+            anthropic_frames(model, deltas, FakeUsage { input: 10, output: 1, ..FakeUsage::default() });
+        frames.push(event(
+            "error",
+            &serde_json::json!({"type": "error", "error": {"type": kind, "message": message}}),
+        ));
+        FakeResponse::sse(frames)
+    }
+
+    /// An Anthropic non-streaming reply (`message`).
+    pub fn anthropic_json(model: &str, text: &str, stop_reason: &str, usage: FakeUsage) -> Self {
+        FakeResponse::json(
+            200,
+            &serde_json::json!({
+                "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": stop_reason,
+                "stop_sequence": null,
+                "usage": anthropic_usage(usage),
+            }),
+        )
+        .header("request-id", "req_011CSHoEeqs5C35K2UUqR7Fy")
+    }
+
+    /// An Anthropic error body: `{"type": "error", "error": {"type", "message"}, "request_id"}`.
+    pub fn anthropic_error(status: u16, kind: &str, message: &str) -> Self {
+        FakeResponse::json(
+            status,
+            &serde_json::json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}),
+        )
+        .header("request-id", "req_011CSHoEeqs5C35K2UUqR7Fy")
+    }
+
+    // --- damage ---
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Line endings CRLF instead of LF.
+    pub fn crlf(mut self) -> Self {
+        for piece in &mut self.pieces {
+            *piece = String::from_utf8_lossy(piece).replace('\n', "\r\n").into_bytes();
+        }
+        self
+    }
+
+    /// A comment line before the first frame and between all frames (keep-alives).
+    pub fn keep_alives(mut self) -> Self {
+        let mut pieces = vec![b": OPENROUTER PROCESSING\n\n".to_vec()];
+        for piece in self.pieces {
+            pieces.push(piece);
+            pieces.push(b": keep-alive\n\n".to_vec());
+        }
+        self.pieces = pieces;
+        self
+    }
+
+    /// The body re-cut into pieces of `n` bytes, ignoring frame boundaries.
+    pub fn split_every(mut self, n: usize) -> Self {
+        let all: Vec<u8> = self.pieces.concat();
+        self.pieces = all.chunks(n.max(1)).map(<[u8]>::to_vec).collect();
+        self.chunked = true;
+        self
+    }
+
+    /// Pause `delay` between pieces.
+    pub fn drip(mut self, delay: Duration) -> Self {
+        self.drip = delay;
+        self
+    }
+
+    /// Pause `delay` before sending the headers.
+    pub fn first_byte_after(mut self, delay: Duration) -> Self {
+        self.first_byte_delay = delay;
+        self
+    }
+
+    /// Keep only the first `frames` pieces and end the body cleanly there.
+    pub fn cut_after(mut self, frames: usize) -> Self {
+        self.pieces.truncate(frames);
+        self
+    }
+
+    /// Keep only the first `frames` pieces, then reset the connection.
+    pub fn reset_after(mut self, frames: usize) -> Self {
+        self.pieces.truncate(frames);
+        self.ending = Ending::Reset;
+        self
+    }
+
+    /// Answer with an error body quoting every request header.
+    pub fn echoing_headers(mut self) -> Self {
+        self.echo_headers = true;
+        self
+    }
+}
+
+fn openai_usage(u: FakeUsage) -> serde_json::Value {
+    serde_json::json!({
+        "prompt_tokens": u.input,
+        "completion_tokens": u.output,
+        "total_tokens": u.input + u.output,
+        "prompt_tokens_details": {"cached_tokens": u.cache_read, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+    })
+}
+
+fn anthropic_usage(u: FakeUsage) -> serde_json::Value {
+    serde_json::json!({
+        "input_tokens": u.input,
+        "cache_creation_input_tokens": u.cache_write,
+        "cache_read_input_tokens": u.cache_read,
+        "output_tokens": u.output,
+        "service_tier": "standard",
+    })
+}
+
+fn event(name: &str, data: &serde_json::Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+fn anthropic_frames(model: &str, deltas: &[&str], usage: FakeUsage) -> Vec<String> {
+    let start_usage = anthropic_usage(FakeUsage { output: 1, ..usage });
+    let mut frames = vec![
+        event(
+            "message_start",
+            &serde_json::json!({"type": "message_start", "message": {
+                "id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant",
+                "content": [], "model": model, "stop_reason": null, "stop_sequence": null, "usage": start_usage}}),
+        ),
+        event(
+            "content_block_start",
+            &serde_json::json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        // Anthropic writes this one with a space after the colon.
+        "event: ping\ndata: {\"type\": \"ping\"}\n\n".to_string(),
+    ];
+    for delta in deltas {
+        frames.push(event(
+            "content_block_delta",
+            &serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": delta}}),
+        ));
+    }
+    frames.push(event("content_block_stop", &serde_json::json!({"type": "content_block_stop", "index": 0})));
+    frames
+}
+
+#[derive(Default)]
+struct ServerState {
+    script: Mutex<VecDeque<FakeResponse>>,
+    default: Mutex<Option<FakeResponse>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+}
+
+/// A fake API server on `127.0.0.1`. It stops when dropped.
+pub struct FakeServer {
+    addr: SocketAddr,
+    state: Arc<ServerState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeServer {
+    /// Start a server on a free port of `127.0.0.1`.
+    pub async fn start() -> std::io::Result<FakeServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(ServerState::default());
+        let app = axum::Router::new().fallback(handle).with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(FakeServer { addr, state, task })
+    }
+
+    /// `http://127.0.0.1:PORT`: an `ANTHROPIC_BASE_URL`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/v1`: an `OPENAI_BASE_URL`.
+    pub fn openai_base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Answer the next request (after those already scripted) with `response`.
+    pub fn push(&self, response: FakeResponse) -> &Self {
+        self.state.script.lock().expect("fake server lock").push_back(response);
+        self
+    }
+
+    /// Answer with `response` whenever the script is used up (default: a 500 saying so).
+    pub fn set_default(&self, response: FakeResponse) -> &Self {
+        *self.state.default.lock().expect("fake server lock") = Some(response);
+        self
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests.lock().expect("fake server lock").clone()
+    }
+
+    /// The last request received.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.state.requests.lock().expect("fake server lock").last().cloned()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(State(state): State<Arc<ServerState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 64 << 20).await.map(|b| b.to_vec()).unwrap_or_default();
+    let recorded = RecordedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body,
+    };
+    let next = state.script.lock().ok().and_then(|mut s| s.pop_front());
+    let script = next.or_else(|| state.default.lock().ok().and_then(|d| d.clone())).unwrap_or_else(|| {
+        FakeResponse::openai_error(500, "the fake server has no scripted response left", "server_error", None)
+    });
+    let script = if script.echo_headers {
+        let quoted: Vec<String> = recorded.headers.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        FakeResponse {
+            pieces: vec![
+                serde_json::json!({"error": {"message": format!("Rejected request with headers {}", quoted.join(", ")), "type": "invalid_request_error", "code": "invalid_api_key"}})
+                    .to_string()
+                    .into_bytes(),
+            ],
+            echo_headers: false,
+            ..script
+        }
+    } else {
+        script
+    };
+    if let Ok(mut requests) = state.requests.lock() {
+        requests.push(recorded);
+    }
+    respond(script).await
+}
+
+async fn respond(script: FakeResponse) -> Response {
+    if !script.first_byte_delay.is_zero() {
+        tokio::time::sleep(script.first_byte_delay).await;
+    }
+    let body = if script.chunked || script.ending == Ending::Reset || script.pieces.len() > 1 {
+        let FakeResponse { pieces, drip, ending, .. } = script.clone();
+        let items = pieces.into_iter().enumerate().map(Ok::<_, std::io::Error>).chain(
+            (ending == Ending::Reset)
+                .then(|| Err(std::io::Error::other("connection reset by the fake server"))),
+        );
+        let stream = futures::stream::unfold(items, move |mut items| async move {
+            let item = items.next()?;
+            let out = match item {
+                Ok((i, piece)) => {
+                    if i > 0 && !drip.is_zero() {
+                        tokio::time::sleep(drip).await;
+                    }
+                    Ok(Bytes::from(piece))
+                }
+                Err(e) => Err(e),
+            };
+            Some((out, items))
+        });
+        Body::from_stream(stream)
+    } else {
+        Body::from(script.pieces.concat())
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(script.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in &script.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
+        {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}

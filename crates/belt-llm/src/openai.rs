@@ -1,0 +1,651 @@
+//! The OpenAI Chat Completions adapter: one wire format for OpenAI and every server that
+//! speaks it (xAI, Groq, OpenRouter, DeepSeek, Mistral, Gemini's OpenAI endpoint, Ollama,
+//! vLLM, LM Studio, llama.cpp).
+//!
+//! It POSTs `{base_url}/chat/completions` with `Authorization: Bearer KEY` (when a key is
+//! configured) and any extra headers, and reads the reply either as a stream or whole:
+//!
+//! - **Streaming** (the default): `stream: true` with `stream_options.include_usage`, so
+//!   that the server reports usage in a last chunk. That chunk comes as `choices: []`
+//!   (OpenAI) or `choices: [{"delta": {}}]` (some compatibles); usage is taken from
+//!   whichever chunk carries it (Mistral sends it with the finish reason, Groq also under
+//!   `x_groq.usage`). The stream ends at `data: [DONE]`. A body that ends before it is a
+//!   [`LlmError::BadResponse`] (retryable), unless the finish reason and the usage have
+//!   both arrived, when nothing is lost. Comments and keep-alives are skipped, and any
+//!   framing (LF, CRLF, chunk splits at any byte) is handled by [`crate::sse`]. An
+//!   `error` object inside the stream (OpenRouter, vLLM) becomes the matching error.
+//! - **Non-streaming**: one `chat.completion` object.
+//!
+//! A server that answers a streaming request with a plain JSON body (some do for errors
+//! or when they ignore `stream`) is read as non-streaming.
+//!
+//! Cached input tokens come from `usage.prompt_tokens_details.cached_tokens` (OpenAI, xAI,
+//! Groq, OpenRouter…) or `prompt_cache_hit_tokens` (DeepSeek); reasoning tokens from
+//! `completion_tokens_details.reasoning_tokens`. `prompt_tokens` already includes cached
+//! tokens. When the server reports no usage at all, the [`Completion`] carries upper
+//! bounds and says so.
+//!
+//! Two parameters differ between servers, and both are configurable: the name of the
+//! output cap ([`MaxTokensField`]: OpenAI's reasoning models require
+//! `max_completion_tokens`, while many compatible servers only know `max_tokens`), and how
+//! JSON is asked for ([`JsonMode`]). `temperature` is left out for models whose
+//! capabilities say they reject it (OpenAI's reasoning models).
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use belt_core::llm::{CallInfo, LlmError, LlmProvider, LlmReply, LlmRequest, Price, RateLimits, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::http::{
+    ApiKey, Completion, ConfigError, CoreSpec, ErrorContext, HttpCore, HttpOptions, Parsed, ProviderMessage,
+    truncate,
+};
+use crate::json_reply;
+use crate::pricing::{PriceTable, TokenUsage};
+use crate::sse::SseDecoder;
+
+/// Which field carries `LlmRequest::max_tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaxTokensField {
+    /// `max_completion_tokens` on `api.openai.com`, `max_tokens` elsewhere.
+    #[default]
+    Auto,
+    /// `max_tokens`: what most compatible servers (and OpenAI's older models) take.
+    MaxTokens,
+    /// `max_completion_tokens`: required by OpenAI's reasoning models.
+    MaxCompletionTokens,
+}
+
+/// How a JSON reply (`LlmRequest::json`) is asked for. See [`crate::json_reply`].
+///
+/// Hook for the next step: a `JsonSchema` variant that sends
+/// `response_format: {"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}`
+/// when the model's capabilities have `json_schema`, falling back to `JsonObject`. It needs
+/// the schema on the request (a new optional field of `LlmRequest` in belt-core), so it
+/// waits for tool calling and typed outputs; `OpenAiProvider::body` is where it plugs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JsonMode {
+    /// `response_format: {"type": "json_object"}`, plus the JSON instruction when no
+    /// message mentions JSON (OpenAI rejects the mode otherwise). Models whose
+    /// capabilities lack `json_object` get the instruction only.
+    #[default]
+    JsonObject,
+    /// Only the instruction in the system prompt, for servers that reject `response_format`.
+    Instruction,
+}
+
+/// Configuration of an [`OpenAiProvider`]. `Debug` never shows the key or header values.
+#[derive(Clone)]
+pub struct OpenAiConfig {
+    /// The provider name models are addressed by (`NAME/model`).
+    pub name: String,
+    /// The API root, e.g. `https://api.openai.com/v1`; requests go to `{base_url}/chat/completions`.
+    pub base_url: String,
+    pub api_key: Option<ApiKey>,
+    /// The environment variable the key comes from, named in authentication errors.
+    pub api_key_env: Option<String>,
+    /// The environment variable that overrides the base URL, named in connection errors.
+    pub base_url_env: Option<String>,
+    /// Extra headers on every request (OpenRouter's `HTTP-Referer`, `X-Title`…).
+    pub headers: Vec<(String, String)>,
+    /// Stream replies (SSE). Default true.
+    pub stream: bool,
+    /// Send `stream_options: {"include_usage": true}` when streaming. Default true; turn it
+    /// off for servers that reject unknown fields (they usually report usage anyway).
+    pub include_usage: bool,
+    pub max_tokens_field: MaxTokensField,
+    pub json_mode: JsonMode,
+    pub http: HttpOptions,
+    /// Prices and capabilities; default the shipped table.
+    pub prices: Option<Arc<PriceTable>>,
+    /// The provider whose prices apply, when it is not `name` (a self-hosted mirror).
+    pub price_provider: Option<String>,
+}
+
+impl fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("OpenAiConfig")
+            .field("name", &self.name)
+            .field("base_url", &crate::http::origin_and_path(&self.base_url))
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("api_key_env", &self.api_key_env)
+            .field("headers", &header_names)
+            .field("stream", &self.stream)
+            .field("include_usage", &self.include_usage)
+            .field("max_tokens_field", &self.max_tokens_field)
+            .field("json_mode", &self.json_mode)
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiConfig {
+    pub fn new(name: impl Into<String>, base_url: impl Into<String>) -> Self {
+        OpenAiConfig {
+            name: name.into(),
+            base_url: base_url.into(),
+            api_key: None,
+            api_key_env: None,
+            base_url_env: None,
+            headers: Vec::new(),
+            stream: true,
+            include_usage: true,
+            max_tokens_field: MaxTokensField::Auto,
+            json_mode: JsonMode::JsonObject,
+            http: HttpOptions::default(),
+            prices: None,
+            price_provider: None,
+        }
+    }
+    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+    pub fn api_key_env(mut self, env: impl Into<String>) -> Self {
+        self.api_key_env = Some(env.into());
+        self
+    }
+    pub fn base_url_env(mut self, env: impl Into<String>) -> Self {
+        self.base_url_env = Some(env.into());
+        self
+    }
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+    pub fn stream(mut self, stream: bool) -> Self {
+        self.stream = stream;
+        self
+    }
+    pub fn include_usage(mut self, include: bool) -> Self {
+        self.include_usage = include;
+        self
+    }
+    pub fn max_tokens_field(mut self, field: MaxTokensField) -> Self {
+        self.max_tokens_field = field;
+        self
+    }
+    pub fn json_mode(mut self, mode: JsonMode) -> Self {
+        self.json_mode = mode;
+        self
+    }
+    pub fn http(mut self, http: HttpOptions) -> Self {
+        self.http = http;
+        self
+    }
+    pub fn prices(mut self, prices: Arc<PriceTable>) -> Self {
+        self.prices = Some(prices);
+        self
+    }
+    pub fn price_provider(mut self, provider: impl Into<String>) -> Self {
+        self.price_provider = Some(provider.into());
+        self
+    }
+}
+
+/// An OpenAI-compatible provider. See the [module docs](self).
+pub struct OpenAiProvider {
+    core: HttpCore,
+    stream: bool,
+    include_usage: bool,
+    completion_tokens_field: bool,
+    json_mode: JsonMode,
+}
+
+impl fmt::Debug for OpenAiProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiProvider")
+            .field("core", &self.core)
+            .field("stream", &self.stream)
+            .field("include_usage", &self.include_usage)
+            .field("json_mode", &self.json_mode)
+            .finish()
+    }
+}
+
+impl OpenAiProvider {
+    pub fn new(config: OpenAiConfig) -> Result<Self, ConfigError> {
+        let auth = config.api_key.as_ref().map(|k| ("authorization", format!("Bearer {}", k.expose())));
+        let core = HttpCore::new(CoreSpec {
+            name: &config.name,
+            base_url: &config.base_url,
+            endpoint_path: "/chat/completions",
+            base_url_env: config.base_url_env.as_deref(),
+            key_env: config.api_key_env.as_deref(),
+            key: config.api_key.as_ref(),
+            auth_headers: auth.into_iter().collect(),
+            fixed_headers: vec![],
+            extra_headers: &config.headers,
+            options: &config.http,
+            prices: config.prices.clone(),
+            price_provider: config.price_provider.as_deref(),
+        })?;
+        let completion_tokens_field = match config.max_tokens_field {
+            MaxTokensField::MaxTokens => false,
+            MaxTokensField::MaxCompletionTokens => true,
+            MaxTokensField::Auto => {
+                reqwest::Url::parse(&core.base_url).is_ok_and(|u| u.host_str() == Some("api.openai.com"))
+            }
+        };
+        Ok(OpenAiProvider {
+            core,
+            stream: config.stream,
+            include_usage: config.include_usage,
+            completion_tokens_field,
+            json_mode: config.json_mode,
+        })
+    }
+
+    /// The endpoint requests go to.
+    pub fn endpoint(&self) -> &str {
+        &self.core.endpoint
+    }
+
+    /// One call, with everything the response said (see [`Completion`]).
+    /// [`LlmProvider::complete`] is this call's `reply`.
+    pub async fn call(&self, model: &str, request: &LlmRequest) -> Result<Completion, LlmError> {
+        let result = self.call_inner(model, request).await;
+        result.map_err(|e| self.core.secrets.redact_error(e))
+    }
+
+    async fn call_inner(&self, model: &str, request: &LlmRequest) -> Result<Completion, LlmError> {
+        let body = self.body(model, request)?;
+        let (response, meta) = self.core.post(model, body).await?;
+        let ctx = self.core.context(model);
+        let parsed = if self.stream && meta.event_stream {
+            self.read_stream(&ctx, response).await?
+        } else {
+            let body = self.core.read_to_end(response, 64 << 20).await?;
+            parse_whole(&ctx, &body)?
+        };
+        Ok(self.core.completion(model, request, parsed, meta))
+    }
+
+    /// The request body.
+    fn body(&self, model: &str, request: &LlmRequest) -> Result<Vec<u8>, LlmError> {
+        let caps = self.core.prices.capabilities(&self.core.price_provider, model);
+        let json_object =
+            request.json && self.json_mode == JsonMode::JsonObject && caps.is_none_or(|c| c.json_object);
+        // The instruction goes in when JSON is asked by instruction only, or when the
+        // messages never say "JSON" (OpenAI's JSON mode requires the word).
+        let instruct = request.json
+            && (!json_object
+                || !json_reply::mentions_json(
+                    request
+                        .system
+                        .iter()
+                        .map(String::as_str)
+                        .chain(request.messages.iter().map(|m| m.content.as_str())),
+                ));
+        let system = if instruct {
+            Some(json_reply::with_instruction(request.system.as_deref()).into())
+        } else {
+            request.system.as_deref().map(Into::into)
+        };
+        let mut messages = Vec::with_capacity(request.messages.len() + 1);
+        if let Some(content) = system {
+            messages.push(ChatMessage { role: "system", content });
+        }
+        messages.extend(request.messages.iter().map(|m| ChatMessage {
+            role: match m.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            },
+            content: m.content.as_str().into(),
+        }));
+        let temperature = request.temperature.filter(|_| caps.is_none_or(|c| c.temperature));
+        let (max_tokens, max_completion_tokens) = if self.completion_tokens_field {
+            (None, Some(request.max_tokens))
+        } else {
+            (Some(request.max_tokens), None)
+        };
+        let body = ChatRequest {
+            model,
+            messages,
+            max_tokens,
+            max_completion_tokens,
+            temperature,
+            stream: self.stream,
+            stream_options: (self.stream && self.include_usage)
+                .then_some(StreamOptions { include_usage: true }),
+            response_format: json_object.then_some(ResponseFormat { kind: "json_object" }),
+        };
+        serde_json::to_vec(&body)
+            .map_err(|e| LlmError::InvalidRequest(format!("the request could not be encoded as JSON: {e}")))
+    }
+
+    async fn read_stream(
+        &self,
+        ctx: &ErrorContext<'_>,
+        mut response: reqwest::Response,
+    ) -> Result<Parsed, LlmError> {
+        let mut decoder = SseDecoder::new();
+        let mut state = StreamState::default();
+        loop {
+            let mut on_event = |_: &str, data: &str| state.event(ctx, data);
+            match self.core.chunk(&mut response, decoder.bytes()).await? {
+                Some(bytes) => decoder.feed(&bytes, &mut on_event)?,
+                None => {
+                    decoder.finish(&mut on_event)?;
+                    break;
+                }
+            }
+            if state.done {
+                break;
+            }
+        }
+        if state.done {
+            self.core.drain(response).await;
+        }
+        state.finish(ctx, &decoder, self.include_usage)
+    }
+}
+
+#[async_trait]
+impl LlmProvider for OpenAiProvider {
+    fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    fn price(&self, model: &str) -> Option<Price> {
+        self.core.prices.price(&self.core.price_provider, model)
+    }
+
+    async fn complete(
+        &self,
+        model: &str,
+        request: &LlmRequest,
+        _call: &CallInfo,
+    ) -> Result<LlmReply, LlmError> {
+        self.call(model, request).await.map(|c| c.reply)
+    }
+
+    fn rate_limits(&self, model: &str) -> Option<RateLimits> {
+        self.core.rate_limits(model)
+    }
+}
+
+// --- request ---
+
+#[derive(Serialize)]
+struct ChatRequest<'a> {
+    model: &'a str,
+    messages: Vec<ChatMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<ResponseFormat>,
+}
+
+#[derive(Serialize)]
+struct ChatMessage<'a> {
+    role: &'static str,
+    content: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// `response_format`. The json_schema hook: `{"type": "json_schema", "json_schema": …}`.
+#[derive(Serialize)]
+struct ResponseFormat {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+// --- response ---
+
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<ChunkChoice<'a>>,
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+    #[serde(default)]
+    x_groq: Option<XGroq>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct XGroq {
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+}
+
+#[derive(Deserialize)]
+struct Whole {
+    #[serde(default)]
+    choices: Vec<WholeChoice>,
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WholeChoice {
+    #[serde(default)]
+    message: Option<WholeMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WholeMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct OpenAiUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+    /// DeepSeek's name for cached input tokens.
+    #[serde(default)]
+    prompt_cache_hit_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl OpenAiUsage {
+    fn tokens(&self) -> TokenUsage {
+        TokenUsage {
+            input_tokens: self.prompt_tokens.unwrap_or(0),
+            output_tokens: self.completion_tokens.unwrap_or(0),
+            cache_read_tokens: self
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens)
+                .or(self.prompt_cache_hit_tokens)
+                .unwrap_or(0),
+            cache_write_tokens: 0,
+            reasoning_tokens: self
+                .completion_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// What a stream has said so far.
+#[derive(Default)]
+struct StreamState {
+    parsed: Parsed,
+    refusal: String,
+    done: bool,
+}
+
+impl StreamState {
+    fn event(&mut self, ctx: &ErrorContext<'_>, data: &str) -> Result<(), LlmError> {
+        if self.done {
+            return Ok(());
+        }
+        let data = data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            return Ok(());
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|e| {
+            LlmError::BadResponse(format!(
+                "{} sent a stream event that is not a valid chunk ({e}): {}",
+                ctx.provider,
+                truncate(data, 200)
+            ))
+        })?;
+        if let Some(error) = &chunk.error {
+            return Err(stream_error(ctx, error));
+        }
+        if self.parsed.served_model.is_none() {
+            self.parsed.served_model = chunk.model;
+        }
+        if let Some(usage) = chunk.usage.or_else(|| chunk.x_groq.and_then(|x| x.usage)) {
+            self.parsed.usage = Some(usage.tokens());
+        }
+        if let Some(choice) = chunk.choices.into_iter().next() {
+            if let Some(delta) = choice.delta {
+                if let Some(text) = delta.content {
+                    self.parsed.text.push_str(&text);
+                }
+                if let Some(refusal) = delta.refusal {
+                    self.refusal.push_str(&refusal);
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                if reason == "error" {
+                    return Err(LlmError::BadResponse(format!(
+                        "{} ended the stream with finish reason `error`",
+                        ctx.provider
+                    )));
+                }
+                self.parsed.finish = Some(reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(
+        self,
+        ctx: &ErrorContext<'_>,
+        decoder: &SseDecoder,
+        include_usage: bool,
+    ) -> Result<Parsed, LlmError> {
+        let complete = self.parsed.finish.is_some() && (self.parsed.usage.is_some() || !include_usage);
+        if !self.done && !complete {
+            return Err(LlmError::BadResponse(format!(
+                "the stream from {} ended before its end (no `data: [DONE]`) after {} events and {} bytes; \
+                 the reply is incomplete",
+                ctx.provider,
+                decoder.events(),
+                decoder.bytes()
+            )));
+        }
+        let mut parsed = self.parsed;
+        if parsed.text.is_empty() && !self.refusal.is_empty() {
+            parsed.text = self.refusal;
+            parsed.finish = Some("refusal".into());
+        }
+        Ok(parsed)
+    }
+}
+
+/// A whole `chat.completion` body.
+fn parse_whole(ctx: &ErrorContext<'_>, body: &[u8]) -> Result<Parsed, LlmError> {
+    let whole: Whole = serde_json::from_slice(body).map_err(|e| {
+        LlmError::BadResponse(format!(
+            "{} sent a response that is not a chat completion ({e}): {}",
+            ctx.provider,
+            truncate(&String::from_utf8_lossy(body), 200)
+        ))
+    })?;
+    if let Some(error) = &whole.error {
+        return Err(stream_error(ctx, error));
+    }
+    let Some(choice) = whole.choices.into_iter().next() else {
+        return Err(LlmError::BadResponse(format!(
+            "{} sent a chat completion without choices",
+            ctx.provider
+        )));
+    };
+    let message = choice.message.unwrap_or(WholeMessage { content: None, refusal: None });
+    let (text, finish) = match (message.content, message.refusal) {
+        (Some(text), _) if !text.is_empty() => (text, choice.finish_reason),
+        (_, Some(refusal)) if !refusal.is_empty() => (refusal, Some("refusal".into())),
+        (text, _) => (text.unwrap_or_default(), choice.finish_reason),
+    };
+    Ok(Parsed { text, finish, usage: whole.usage.map(|u| u.tokens()), served_model: whole.model })
+}
+
+/// An `error` object inside a 200 response or stream (OpenRouter, vLLM, LiteLLM…).
+fn stream_error(ctx: &ErrorContext<'_>, error: &serde_json::Value) -> LlmError {
+    let wrapped = serde_json::json!({ "error": error });
+    let detail = ProviderMessage::from_value(&wrapped).unwrap_or_default();
+    let message = format!("{} reported an error inside its response: {}", ctx.provider, detail.message);
+    let code = detail.code.as_deref().and_then(|c| c.parse::<u16>().ok());
+    let kind =
+        [detail.kind.as_deref(), detail.code.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+    match code {
+        Some(429) => LlmError::RateLimited { retry_after: None, message },
+        Some(529) => LlmError::Overloaded { message },
+        Some(401 | 403) => LlmError::Auth(message),
+        Some(400 | 413 | 422) => LlmError::InvalidRequest(message),
+        Some(status @ 500..=599) => LlmError::Server { status, message },
+        _ if kind.contains("rate_limit") => LlmError::RateLimited { retry_after: None, message },
+        _ if kind.contains("overloaded") => LlmError::Overloaded { message },
+        _ => LlmError::BadResponse(message),
+    }
+}

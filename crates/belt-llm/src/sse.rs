@@ -1,0 +1,263 @@
+//! Server-sent events: the framing both streaming wire formats use.
+//!
+//! OpenAI-compatible servers send `data: {json}` events and end with `data: [DONE]`;
+//! Anthropic sends `event: NAME` + `data: {json}` pairs. Both follow the
+//! [SSE specification](https://html.spec.whatwg.org/multipage/server-sent-events.html):
+//! lines end with LF, CRLF or a lone CR; a blank line ends an event; `data` lines of one
+//! event are joined with LF; one space after the colon is dropped; lines starting with a
+//! colon are comments (OpenRouter's `: OPENROUTER PROCESSING` keep-alives); `id` and
+//! `retry` are ignored here, as are unknown fields; a UTF-8 byte order mark at the start
+//! is skipped.
+//!
+//! [`SseDecoder`] is fed the body's chunks as they arrive, which may split the stream at
+//! any byte: inside a line, inside a multi-byte UTF-8 character, or between the CR and LF
+//! of one line ending. Only complete lines are interpreted, so no split can change what
+//! is decoded (a test feeds every split position). Complete lines are read in place from
+//! the chunk; only a line spanning chunks is copied.
+//!
+//! One deliberate departure from the specification: at the end of the body, a last line
+//! without its newline and an event without its blank line are still delivered (the
+//! specification drops them). Some servers omit the final blank line after `[DONE]`; a
+//! stream truly cut inside an event fails later, when its JSON does not parse or its end
+//! marker never came.
+
+/// An incremental SSE decoder. See the [module docs](self).
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+    /// The `data` of the event being read.
+    data: String,
+    /// Whether the event being read has a `data` field (an empty one counts).
+    has_data: bool,
+    /// The `event` field of the event being read.
+    event: String,
+    /// The previous chunk ended with CR: an LF at the start of the next one belongs to it.
+    after_cr: bool,
+    /// Whether the first line has been seen (for the byte order mark).
+    started: bool,
+    bytes: u64,
+    events: u64,
+}
+
+impl SseDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes fed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Events delivered so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Decode `chunk`, calling `on_event(event_name, data)` for every complete event.
+    /// `event_name` is `message` when the event has no `event` field. An error returned by
+    /// `on_event` stops decoding and is returned.
+    pub fn feed<E>(
+        &mut self,
+        chunk: &[u8],
+        on_event: &mut impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.bytes += chunk.len() as u64;
+        let mut rest = chunk;
+        if self.after_cr && !rest.is_empty() {
+            self.after_cr = false;
+            if rest[0] == b'\n' {
+                rest = &rest[1..];
+            }
+        }
+        while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let line = &rest[..end];
+            let cr = rest[end] == b'\r';
+            rest = &rest[end + 1..];
+            if cr {
+                match rest.first() {
+                    Some(b'\n') => rest = &rest[1..],
+                    None => self.after_cr = true,
+                    Some(_) => {}
+                }
+            }
+            if self.partial.is_empty() {
+                self.line(line, on_event)?;
+            } else {
+                let mut whole = std::mem::take(&mut self.partial);
+                whole.extend_from_slice(line);
+                let result = self.line(&whole, on_event);
+                whole.clear();
+                self.partial = whole;
+                result?;
+            }
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(())
+    }
+
+    /// The body ended: deliver a last unterminated line and event, if any.
+    pub fn finish<E>(&mut self, on_event: &mut impl FnMut(&str, &str) -> Result<(), E>) -> Result<(), E> {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.line(&line, on_event)?;
+        }
+        self.dispatch(on_event)
+    }
+
+    fn line<E>(
+        &mut self,
+        mut line: &[u8],
+        on_event: &mut impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if !self.started {
+            self.started = true;
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        if line.is_empty() {
+            return self.dispatch(on_event);
+        }
+        if line[0] == b':' {
+            return Ok(()); // a comment or keep-alive
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let value = &line[i + 1..];
+                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        match field {
+            b"data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.has_data = true;
+                push_utf8(&mut self.data, value);
+            }
+            b"event" => {
+                self.event.clear();
+                push_utf8(&mut self.event, value);
+            }
+            _ => {} // id, retry and unknown fields
+        }
+        Ok(())
+    }
+
+    fn dispatch<E>(&mut self, on_event: &mut impl FnMut(&str, &str) -> Result<(), E>) -> Result<(), E> {
+        let result = if self.has_data {
+            self.events += 1;
+            let name = if self.event.is_empty() { "message" } else { self.event.as_str() };
+            on_event(name, &self.data)
+        } else {
+            Ok(())
+        };
+        self.data.clear();
+        self.event.clear();
+        self.has_data = false;
+        result
+    }
+}
+
+fn push_utf8(out: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => out.push_str(s),
+        // Invalid UTF-8 cannot be valid JSON either; the JSON parser reports it.
+        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_chunks(chunks: &[&[u8]]) -> Vec<(String, String)> {
+        let mut decoder = SseDecoder::new();
+        let mut out = Vec::new();
+        let mut push = |e: &str, d: &str| -> Result<(), ()> {
+            out.push((e.to_string(), d.to_string()));
+            Ok(())
+        };
+        for chunk in chunks {
+            decoder.feed(chunk, &mut push).unwrap();
+        }
+        decoder.finish(&mut push).unwrap();
+        out
+    }
+
+    fn decode(body: &[u8]) -> Vec<(String, String)> {
+        decode_chunks(&[body])
+    }
+
+    fn ev(e: &str, d: &str) -> (String, String) {
+        (e.to_string(), d.to_string())
+    }
+
+    #[test]
+    fn data_events_comments_and_fields() {
+        let body = b": OPENROUTER PROCESSING\n\ndata: {\"a\":1}\n\nid: 7\nretry: 100\nevent: ping\ndata: {}\n\ndata:x\ndata:  y\n\n: keep-alive\n\ndata: [DONE]\n\n";
+        assert_eq!(
+            decode(body),
+            vec![
+                ev("message", "{\"a\":1}"),
+                ev("ping", "{}"),
+                ev("message", "x\n y"),
+                ev("message", "[DONE]")
+            ]
+        );
+    }
+
+    #[test]
+    fn crlf_and_lone_cr_line_endings() {
+        let lf = decode(b"event: a\ndata: 1\n\ndata: 2\n\n");
+        assert_eq!(decode(b"event: a\r\ndata: 1\r\n\r\ndata: 2\r\n\r\n"), lf);
+        assert_eq!(decode(b"event: a\rdata: 1\r\rdata: 2\r\r"), lf);
+    }
+
+    #[test]
+    fn events_without_data_are_not_delivered_but_empty_data_is() {
+        assert_eq!(decode(b"event: x\n\ndata\n\ndata:\n\n"), vec![ev("message", ""), ev("message", "")]);
+    }
+
+    #[test]
+    fn a_last_event_without_its_blank_line_is_still_delivered() {
+        assert_eq!(decode(b"data: 1\n\ndata: [DONE]\n"), vec![ev("message", "1"), ev("message", "[DONE]")]);
+        assert_eq!(decode(b"data: 1\n\ndata: [DONE]"), vec![ev("message", "1"), ev("message", "[DONE]")]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        assert_eq!(decode(b"\xEF\xBB\xBFdata: 1\n\n"), vec![ev("message", "1")]);
+    }
+
+    #[test]
+    fn every_split_position_decodes_the_same() {
+        let body = "\u{feff}event: message_start\r\ndata: {\"t\":\"héllo — 世界\"}\r\n\r\n: ping\r\ndata: a\rdata: b\r\rdata: [DONE]\n\n"
+            .as_bytes();
+        let whole = decode(body);
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole[0].1, "{\"t\":\"héllo — 世界\"}");
+        for i in 0..=body.len() {
+            for j in i..=body.len() {
+                assert_eq!(decode_chunks(&[&body[..i], &body[i..j], &body[j..]]), whole, "split at {i}, {j}");
+            }
+        }
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(decode_chunks(&bytes), whole, "one byte at a time");
+    }
+
+    #[test]
+    fn an_error_from_the_callback_stops_decoding() {
+        let mut decoder = SseDecoder::new();
+        let mut seen = 0;
+        let result = decoder.feed(b"data: 1\n\ndata: 2\n\n", &mut |_, d| {
+            seen += 1;
+            if d == "1" { Err("stop") } else { Ok(()) }
+        });
+        assert_eq!(result, Err("stop"));
+        assert_eq!(seen, 1);
+        assert_eq!(decoder.events(), 1);
+        assert_eq!(decoder.bytes(), 18);
+    }
+}
