@@ -69,6 +69,9 @@ struct Args {
     /// Sleep on tokio's timer instead of the simulated provider's precise one.
     #[arg(long)]
     tokio_timer: bool,
+    /// Where runs are recorded: memory, or sqlite (a fresh database file in the temp dir).
+    #[arg(long, default_value = "memory")]
+    store: String,
     /// Run the standard suite, each case in a fresh process (so peak RSS is per case).
     #[arg(long)]
     suite: bool,
@@ -118,6 +121,11 @@ fn suite() {
     // Every branch in flight at once, for the memory per branch.
     add("A", 10_000, 1_000, 10_000);
     add("F", 10_000, 50, 64);
+    // The SQLite store against the in-memory one (the same cases above).
+    for w in ["A", "B"] {
+        cases.push(sqlite_case(w, "--n", 10_000));
+    }
+    cases.push(sqlite_case("C", "--k", 1_000));
     for c in cases {
         let out = Command::new(&exe).args(&c).output().expect("run a case");
         print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -125,6 +133,12 @@ fn suite() {
             eprintln!("case {c:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
+}
+
+fn sqlite_case(workload: &str, count: &str, n: usize) -> Vec<String> {
+    ["--workload", workload, count, &n.to_string(), "--latency-ms", "0", "--concurrency", "64", "--store", "sqlite"]
+        .map(String::from)
+        .to_vec()
 }
 
 async fn case(args: &Args) -> String {
@@ -164,8 +178,14 @@ async fn case(args: &Args) -> String {
         let sampler =
             (c >= 1000 && args.latency_ms > 0).then(|| InFlightSampler::start(provider.clone(), before_rss));
         let before_cpu = cpu_seconds();
+        let mut options = options.clone();
+        let db = std::env::temp_dir().join(format!("belt-bench-{}-{}.db", std::process::id(), walls.len()));
+        if args.store == "sqlite" {
+            let store = belt_store::SqliteStore::open(&db).await.expect("open the bench's SQLite store");
+            options = options.with_store(Arc::new(store));
+        }
         let started = Instant::now();
-        let (calls, status, end_rss) = once(args, n, c, l, &task, options.clone()).await;
+        let (calls, status, end_rss) = once(args, n, c, l, &task, options).await;
         walls.push(started.elapsed().as_secs_f64());
         cpus.push(cpu_seconds() - before_cpu);
         let (max_inflight, inflight_kib) =
@@ -178,6 +198,7 @@ async fn case(args: &Args) -> String {
     let calls_f = calls.max(1) as f64;
     serde_json::json!({
         "workload": args.workload.to_ascii_uppercase(),
+        "store": args.store,
         "n": n,
         "latency_ms": args.latency_ms,
         "concurrency": c,

@@ -152,13 +152,14 @@ async fn write_batch(pool: &SqlitePool, batch: &[Write]) -> Result<(), sqlx::Err
             "INSERT OR REPLACE INTO steps (run_id, step, tier, input_hash, output, model, input_tokens, \
              output_tokens, cost_usd, attempts, duration_ms, simulated) ",
         );
+        // Borrowed binds: the batch outlives the statement, so no field is copied.
         q.push_values(steps, |mut b, (run, r)| {
-            b.push_bind(run.to_string())
-                .push_bind(r.step.as_str().to_string())
-                .push_bind(r.tier.as_str().to_string())
+            b.push_bind(run)
+                .push_bind(r.step.as_str())
+                .push_bind(r.tier.as_str())
                 .push_bind(r.input_hash.to_string())
-                .push_bind(r.output.to_string())
-                .push_bind(r.model.to_string())
+                .push_bind(&*r.output)
+                .push_bind(&*r.model)
                 .push_bind(r.usage.input_tokens as i64)
                 .push_bind(r.usage.output_tokens as i64)
                 .push_bind(r.cost_usd)
@@ -180,7 +181,7 @@ async fn write_batch(pool: &SqlitePool, batch: &[Write]) -> Result<(), sqlx::Err
         let mut q: QueryBuilder<Sqlite> =
             QueryBuilder::new("INSERT OR IGNORE INTO events (run_id, seq, json) ");
         q.push_values(chunk, |mut b, (run, e)| {
-            b.push_bind(run.to_string())
+            b.push_bind(*run)
                 .push_bind(e.seq as i64)
                 .push_bind(serde_json::to_string(&***e).unwrap_or_default());
         });
