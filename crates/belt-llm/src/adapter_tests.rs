@@ -166,11 +166,17 @@ async fn openai_non_streaming_with_cached_tokens() {
 }
 
 #[tokio::test]
-async fn openai_reads_a_plain_json_answer_to_a_streaming_request() {
+async fn openai_reads_the_body_by_its_content_type() {
     let server = server().await;
     server.push(FakeResponse::openai_json("m", "whole", "stop", usage(5, 1)));
     let c = openai(&server).call("gpt-4o", &request("openai/gpt-4o")).await.unwrap();
     assert_eq!((c.reply.text.as_str(), c.usage.input_tokens), ("whole", 5));
+    // An SSE body under a wrong (or no) content type is still a stream.
+    let mut mislabelled = stream(&["sse"]);
+    mislabelled.headers.retain(|(n, _)| n != "content-type");
+    server.push(mislabelled.header("content-type", "text/plain"));
+    let c = openai(&server).call("gpt-4o", &request("openai/gpt-4o")).await.unwrap();
+    assert_eq!(c.reply.text, "sse");
 }
 
 #[tokio::test]

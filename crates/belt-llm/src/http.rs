@@ -213,8 +213,10 @@ pub struct Completion {
 pub(crate) struct Meta {
     pub request_id: Option<String>,
     pub rate_limits: Option<RateLimits>,
-    /// `Content-Type: text/event-stream`: the body is SSE.
-    pub event_stream: bool,
+    /// The `Content-Type` says JSON: the body is one JSON value, even when a stream was
+    /// asked for (servers answer errors, and sometimes ignore `stream`, that way). Any
+    /// other type, or none, is read as SSE when a stream was asked for.
+    pub json_body: bool,
 }
 
 /// What an adapter read from a successful response body.
@@ -354,11 +356,11 @@ impl HttpCore {
             let meta = Meta {
                 request_id: request_id(response.headers()),
                 rate_limits: limits,
-                event_stream: response
+                json_body: response
                     .headers()
                     .get(reqwest::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.trim_start().starts_with("text/event-stream")),
+                    .is_some_and(|v| v.contains("json")),
             };
             return Ok((response, meta));
         }
@@ -500,7 +502,7 @@ impl HttpCore {
 
     /// The price table's cost of a call, cache rates included.
     pub fn cost(&self, model: &str, usage: &TokenUsage) -> Option<f64> {
-        self.prices.lookup(&self.price_provider, model).map(|info| info.price.cost(usage))
+        self.prices.model_price(&self.price_provider, model).map(|price| price.cost(usage))
     }
 }
 

@@ -255,7 +255,7 @@ impl OpenAiProvider {
         let body = self.body(model, request)?;
         let (response, meta) = self.core.post(model, body).await?;
         let ctx = self.core.context(model);
-        let parsed = if self.stream && meta.event_stream {
+        let parsed = if self.stream && !meta.json_body {
             self.read_stream(&ctx, response).await?
         } else {
             let body = self.core.read_to_end(response, 64 << 20).await?;

@@ -358,6 +358,15 @@ impl PriceTable {
         })
     }
 
+    /// The full prices of `provider/model` (cache rates, long-prompt tier), or `None`
+    /// when it is unknown.
+    pub fn model_price(&self, provider: &str, model: &str) -> Option<ModelPrice> {
+        Some(match self.find(provider, model)? {
+            Found::Model(info) => info.price,
+            Found::Free { .. } => ModelPrice::FREE,
+        })
+    }
+
     /// Prices and capabilities of `provider/model`, or `None` when it is unknown.
     pub fn lookup(&self, provider: &str, model: &str) -> Option<ModelInfo> {
         Some(match self.find(provider, model)? {
