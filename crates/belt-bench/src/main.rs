@@ -136,9 +136,20 @@ fn suite() {
 }
 
 fn sqlite_case(workload: &str, count: &str, n: usize) -> Vec<String> {
-    ["--workload", workload, count, &n.to_string(), "--latency-ms", "0", "--concurrency", "64", "--store", "sqlite"]
-        .map(String::from)
-        .to_vec()
+    [
+        "--workload",
+        workload,
+        count,
+        &n.to_string(),
+        "--latency-ms",
+        "0",
+        "--concurrency",
+        "64",
+        "--store",
+        "sqlite",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 async fn case(args: &Args) -> String {
