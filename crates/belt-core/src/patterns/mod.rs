@@ -1,6 +1,70 @@
 //! Orchestration patterns: short functions and types over [`crate::Ctx`]. None of them
 //! contains retry, timeout, budget or accounting code: the engine does that for all.
+//!
+//! Every pattern runs its work as [`Agent`]s — an LLM call with a role, or any async
+//! function over the context — under deterministic StepIds (`pipeline/02-summarize`,
+//! `dag/fetch`, `router/classify`), so a resumed run replays what completed instead of
+//! paying for it again. Every loop a pattern runs has a cap; when one stops the pattern,
+//! its result holds a [`CapHit`] saying which cap and where, and the run's record holds a
+//! skipped step at that place with the same words.
+//!
+//! A pattern that is a whole run is an [`crate::Orchestrator`] ([`Cascade`]); the others are
+//! called from inside one. [`Flow`] turns any async function over the context into a run,
+//! which is how the examples and tests drive them.
 
+pub mod agent;
 pub mod cascade;
+pub mod flow;
+pub mod pipeline;
 
+#[cfg(test)]
+pub(crate) mod testkit;
+
+pub use agent::{Agent, AgentFuture};
 pub use cascade::{Cascade, SynthesizeMode, TierSettings};
+pub use flow::Flow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ctx::Ctx;
+use crate::step::StepId;
+use crate::step::StepSpec;
+
+/// A loop or round cap that stopped a pattern: which cap, its limit, and the step that
+/// would have run next (recorded in the run as skipped, with this text as its reason).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapHit {
+    /// The cap's name as the pattern's builder calls it: `max_iterations`, `max_rounds`…
+    pub cap: String,
+    pub limit: usize,
+    /// The step that did not run because of the cap.
+    pub at: StepId,
+}
+
+impl std::fmt::Display for CapHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cap {} = {} reached; {} not run", self.cap, self.limit, self.at)
+    }
+}
+
+impl CapHit {
+    /// Record that `cap` (at `limit`) stopped the pattern before `next` ran: the step is
+    /// recorded as skipped, with the cap as its reason, so the RunResult says which and where.
+    pub fn record(ctx: &Ctx, cap: &str, limit: usize, next: StepSpec, model: &str) -> CapHit {
+        let hit = CapHit { cap: cap.to_string(), limit, at: next.id.clone() };
+        ctx.skip(next, model, hit.to_string());
+        hit
+    }
+}
+
+/// True when the run is stopping (budget, cancel, store failure): patterns then give up
+/// instead of recovering, since every later step would be refused anyway.
+pub(crate) fn stopping(ctx: &Ctx) -> bool {
+    ctx.stopping().is_some()
+}
+
+/// Zero-padded 1-based position, at least `min` digits (`02`, `007`).
+pub(crate) fn pad(i: usize, count: usize, min: usize) -> String {
+    let width = count.max(1).to_string().len().max(min);
+    format!("{i:0width$}")
+}

@@ -1,0 +1,114 @@
+//! [`Flow`]: any async function over the context as a whole run.
+//!
+//! The engine drives runs through the three-method [`Orchestrator`]. A flow is the
+//! orchestrator whose plan is the task itself: its one "subtask" runs the function, which
+//! calls patterns and [`Ctx`] as it likes, and whose text is the run's final output. The
+//! run gets everything a run has — events, budget, limits, a record and resume — and its
+//! RunResult lists every step the function ran.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use belt_core::patterns::{Agent, Flow};
+//! use belt_core::{RunOptions, RunStatus, StepSpec, Task, Tier, run};
+//! use belt_core::testing::ScriptedProvider;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let writer = Agent::llm("t/model", "You write haiku.");
+//! let flow = Flow::new("haiku", move |ctx, task| {
+//!     let writer = writer.clone();
+//!     async move {
+//!         let text = writer.run(&ctx, StepSpec::new("write", Tier::Agent), task.description).await?;
+//!         Ok(text.to_string())
+//!     }
+//! });
+//! let options = RunOptions::default().with_provider(Arc::new(ScriptedProvider::new("t")));
+//! let result = run(flow, Task::new("autumn"), options).await.unwrap().result().await;
+//! assert_eq!(result.status, RunStatus::Completed);
+//! assert_eq!(result.final_output.as_deref(), Some("Output of write. "));
+//! # }
+//! ```
+//!
+//! Limits of the adapter, until the engine has a whole-run entry point: when the function
+//! returns an error the run fails with the engine's generic reason ("only 0 of 1 subtasks
+//! succeeded"), the real error being in the failed step's record; and the run's event
+//! stream shows one worker tier of one subtask around the function's steps.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::ctx::{Ctx, StepError};
+use crate::event::PlanSource;
+use crate::orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis};
+use crate::plan::{Subtask, Task};
+use crate::step::StepSpec;
+
+/// An async function over the context, run as a whole run (see the module docs).
+pub struct Flow<F> {
+    name: String,
+    body: F,
+}
+
+impl<F, Fut> Flow<F>
+where
+    F: Fn(Ctx, Task) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<String, StepError>> + Send + 'static,
+{
+    /// A run named `name` (its `pattern` in results and events) that runs `body` once.
+    pub fn new(name: impl Into<String>, body: F) -> Self {
+        Flow { name: name.into(), body }
+    }
+}
+
+#[async_trait]
+impl<F, Fut> Orchestrator for Flow<F>
+where
+    F: Fn(Ctx, Task) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<String, StepError>> + Send + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn shape(&self, n: usize) -> Vec<usize> {
+        vec![n]
+    }
+
+    async fn decompose(&self, _ctx: &Ctx, task: &Task) -> Result<Plan, StepError> {
+        let subtasks = vec![Subtask::new("flow", task.description.clone())];
+        Ok(Plan { subtasks, source: PlanSource::Orchestrator })
+    }
+
+    async fn execute(
+        &self,
+        ctx: &Ctx,
+        step: &StepSpec,
+        task: &Task,
+        subtask: &Subtask,
+        _deps: &[AgentOutput],
+    ) -> Result<AgentOutput, StepError> {
+        let text = (self.body)(ctx.clone(), task.clone()).await?;
+        Ok(AgentOutput {
+            subtask_id: subtask.id.clone(),
+            step: step.id.clone(),
+            text: Arc::from(text),
+            model: Arc::from(""),
+        })
+    }
+
+    async fn synthesize(
+        &self,
+        _ctx: &Ctx,
+        _task: &Task,
+        _plan: &[Subtask],
+        results: &[Outcome],
+    ) -> Result<Synthesis, StepError> {
+        match results.first() {
+            Some(Ok(out)) => Ok(Synthesis { text: out.text.to_string() }),
+            Some(Err(e)) => Err(e.clone()),
+            None => Ok(Synthesis { text: String::new() }),
+        }
+    }
+}
