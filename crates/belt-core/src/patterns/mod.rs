@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod cascade;
 pub mod flow;
+pub mod parallel;
 pub mod pipeline;
 
 #[cfg(test)]
