@@ -36,6 +36,12 @@ pub enum Command {
     /// Steps that failed for good (the dead-letter queue).
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Models with known prices and capabilities, and which providers are ready.
+    Models {
+        /// As a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -121,7 +127,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "cascade")]
     pub pattern: String,
 
-    /// Model for every tier, as provider/model (default: $BELT_MODEL, else simulated/default).
+    /// Model for every tier, as provider/model [default: $BELT_MODEL, else the first provider
+    /// whose API key is set, else a local Ollama, else simulated/default]
     #[arg(short, long, env = "BELT_MODEL")]
     pub model: Option<String>,
     /// Model for the workers (overrides --model).

@@ -11,6 +11,7 @@
 mod args;
 mod error;
 mod history;
+mod models;
 mod owner;
 mod progress;
 mod run_cmd;
@@ -35,6 +36,7 @@ fn main() {
             Command::Resume(args) => history::resume(args, &store).await,
             Command::Runs(command) => history::runs(command, &store).await,
             Command::Dlq(command) => history::dlq(command, &store).await,
+            Command::Models { json } => Ok(models::list(json, &belt_llm::process_env)),
         }
     });
     let code = match outcome {

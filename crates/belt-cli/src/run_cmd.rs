@@ -47,8 +47,22 @@ pub struct Exec {
 }
 
 /// `belt run`: check the arguments, then run the task; returns the process exit code.
-pub async fn run(args: RunArgs, store: &StoreSpec) -> Result<i32, CliError> {
+pub async fn run(mut args: RunArgs, store: &StoreSpec) -> Result<i32, CliError> {
     let plan = args.plan.as_deref().map(read_plan).transpose()?;
+    // The model is settled once and recorded, so that a resume uses the same one.
+    let choice = crate::models::choose(args.model.as_deref(), &belt_llm::process_env).await;
+    if !args.quiet {
+        match &choice {
+            crate::models::Choice::FromKey { model, variable } => {
+                eprintln!("belt: using {model} ({variable} is set); --model or BELT_MODEL chooses another")
+            }
+            crate::models::Choice::Ollama(model) => {
+                eprintln!("belt: using {model} (a local Ollama answered); --model chooses another")
+            }
+            _ => {}
+        }
+    }
+    args.model = Some(choice.model());
     let spec = RunSpec { args, plan };
     let prepared = prepare(&spec)?;
     let store = open_store(store).await?;
@@ -132,7 +146,8 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared, CliError> {
     if let Some(m) = &args.executive_model {
         cascade.executive.model = m.as_str().into();
     }
-    let providers = belt_llm::providers(sim_config(args));
+    let providers = belt_llm::providers_from_env(sim_config(args), belt_llm::process_env)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     cascade.validate(&providers).map_err(CliError::Usage)?;
     let uses_sim = [&cascade.decomposer, &cascade.worker, &cascade.synthesizer, &cascade.executive]
         .iter()

@@ -121,6 +121,17 @@ fn spawn_belt(dir: &TestDir, args: &[&str]) -> Running {
         .current_dir(&dir.path)
         .env_remove("BELT_MODEL")
         .env_remove("BELT_STORE")
+        // Never a real provider or a local Ollama from a test, whatever this machine has set.
+        .env("OLLAMA_HOST", "127.0.0.1:9")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("XAI_API_KEY")
+        .env_remove("GROQ_API_KEY")
+        .env_remove("OPENROUTER_API_KEY")
+        .env_remove("DEEPSEEK_API_KEY")
+        .env_remove("MISTRAL_API_KEY")
+        .env_remove("GEMINI_API_KEY")
+        .env_remove("GOOGLE_API_KEY")
         // Each test keeps its runs in its own directory, never in the user's data dir.
         .env("BELT_HOME", dir.path.join("belt-home"))
         .env("NO_COLOR", "1")

@@ -1,0 +1,149 @@
+//! `belt run` against fake OpenAI-compatible and Anthropic servers reached through the
+//! base-URL variables, as a user with only `OPENAI_BASE_URL` (or an Anthropic endpoint) set.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use belt_llm::fake_server::{FakeResponse, FakeServer, FakeUsage, UsageShape};
+use serde_json::Value;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let d = std::env::temp_dir().join(format!("belt-providers-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Run belt with `env` (and no other provider configuration), off the test's runtime so the
+/// in-process fake server keeps serving.
+async fn belt(dir: &Dir, args: &[&str], env: &[(&str, String)]) -> (i32, Value, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_belt"));
+    cmd.args(args).current_dir(&dir.0).env("BELT_HOME", dir.0.join("home")).env("OLLAMA_HOST", "127.0.0.1:9");
+    for key in [
+        "BELT_MODEL",
+        "BELT_STORE",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "OPENAI_BASE_URL",
+        "ANTHROPIC_BASE_URL",
+    ] {
+        cmd.env_remove(key);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run belt")).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), json, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+const RUN: [&str; 8] =
+    ["run", "Compare heat pumps and gas boilers", "--agents", "3", "--json", "--out", "out", "--retries"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascade_runs_against_an_openai_compatible_server() {
+    let server = FakeServer::start().await.unwrap();
+    let usage = FakeUsage { input: 120, output: 80, cache_read: 0, cache_write: 0 };
+    server.set_default(FakeResponse::openai_stream(
+        "gpt-4.1-mini-2025-04-14",
+        &["## Findings\n", "Heat pumps ", "use less energy."],
+        "stop",
+        usage,
+        UsageShape::EmptyChoices,
+    ));
+    let dir = Dir::new("openai");
+    let env = [
+        ("OPENAI_BASE_URL", server.openai_base_url()),
+        ("OPENAI_API_KEY", "sk-test-secret-1234".to_string()),
+    ];
+    let mut args = RUN.to_vec();
+    args.push("1");
+    let (code, r, stderr) = belt(&dir, &args, &env).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("using openai/gpt-4.1-mini (OPENAI_API_KEY is set)"), "{stderr}");
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["simulated"], false);
+    // 1 decomposition (the reply is not JSON: template plan) + 3 workers, no synthesizer.
+    let calls = server.requests().len() as u64;
+    assert_eq!(calls, 4);
+    assert_eq!(r["usage"]["calls"], calls);
+    assert_eq!(r["usage"]["input_tokens"], 120 * calls, "the server's token counts are reported");
+    assert_eq!(r["usage"]["output_tokens"], 80 * calls);
+    // gpt-4.1-mini: $0.40 / $1.60 per million tokens.
+    let expected = calls as f64 * (120.0 * 0.40 + 80.0 * 1.60) / 1e6;
+    assert!((r["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{} vs {expected}", r["cost_usd"]);
+    let first =
+        server.requests().into_iter().find(|q| q.path.ends_with("/chat/completions")).expect("a request");
+    assert_eq!(first.header("authorization"), Some("Bearer sk-test-secret-1234"));
+    assert_eq!(first.json()["stream"], true);
+    // The key is never printed.
+    let all = format!("{stderr}{r}");
+    assert!(!all.contains("sk-test-secret-1234"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_end_to_end() {
+    let server = FakeServer::start().await.unwrap();
+    let usage = FakeUsage { input: 10, output: 5, cache_read: 0, cache_write: 0 };
+    server.push(
+        FakeResponse::openai_error(
+            429,
+            "Rate limit reached for requests",
+            "requests",
+            Some("rate_limit_exceeded"),
+        )
+        .header("retry-after", "1"),
+    );
+    server.set_default(FakeResponse::openai_json("gpt-4.1-mini", "fine", "stop", usage));
+    let dir = Dir::new("retry-after");
+    let env = [("OPENAI_BASE_URL", server.openai_base_url()), ("OPENAI_API_KEY", "sk-x".to_string())];
+    let started = Instant::now();
+    let (code, r, stderr) = belt(
+        &dir,
+        &["run", "One thing", "--agents", "1", "--json", "--out", "out", "--concurrency", "1"],
+        &env,
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "the retry waited for Retry-After");
+    let decompose =
+        r["agents"].as_array().unwrap().iter().find(|a| a["step"] == "decompose").unwrap().clone();
+    assert_eq!(decompose["attempts"], 2, "{decompose}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_endpoint_works_too() {
+    let server = FakeServer::start().await.unwrap();
+    let usage = FakeUsage { input: 50, output: 20, cache_read: 0, cache_write: 0 };
+    server.set_default(FakeResponse::anthropic_stream(
+        "claude-sonnet-4-5-20250929",
+        &["Sure: ", "done."],
+        "end_turn",
+        usage,
+    ));
+    let dir = Dir::new("anthropic");
+    let env = [("ANTHROPIC_BASE_URL", server.url()), ("ANTHROPIC_API_KEY", "sk-ant-test".to_string())];
+    let (code, r, stderr) =
+        belt(&dir, &["run", "Two things", "--agents", "2", "--json", "--out", "out"], &env).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("anthropic/claude-sonnet-4-5"), "{stderr}");
+    let calls = server.requests().len() as u64;
+    assert_eq!(r["usage"]["input_tokens"], 50 * calls);
+    assert_eq!(r["usage"]["output_tokens"], 20 * calls);
+    let q = server.last_request().unwrap();
+    assert_eq!(q.header("x-api-key"), Some("sk-ant-test"));
+    assert!(q.header("anthropic-version").is_some());
+}
