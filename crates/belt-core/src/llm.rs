@@ -195,7 +195,7 @@ pub struct CallInfo {
 /// fails the step at once on the others.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LlmError {
-    #[error("rate limited by the provider (HTTP 429){}", fmt_retry_after(.retry_after))]
+    #[error("rate limited by the provider (HTTP 429){}: {message}", fmt_retry_after(.retry_after))]
     RateLimited { retry_after: Option<Duration>, message: String },
     #[error("provider error HTTP {status}: {message}")]
     Server { status: u16, message: String },
