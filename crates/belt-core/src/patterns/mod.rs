@@ -8,6 +8,9 @@
 //! its result holds a [`CapHit`] saying which cap and where, and the run's record holds a
 //! skipped step at that place with the same words.
 //!
+//! A StepId names one piece of work, so a pattern used several times in one run needs a
+//! scope per use (`Pipeline::new(format!("doc/{i}"))`, `router.in_scope(..)`).
+//!
 //! A pattern that is a whole run is an [`crate::Orchestrator`] ([`Cascade`]); the others are
 //! called from inside one. [`Flow`] turns any async function over the context into a run,
 //! which is how the examples and tests drive them.
@@ -17,6 +20,7 @@ pub mod cascade;
 pub mod flow;
 pub mod parallel;
 pub mod pipeline;
+pub mod router;
 
 #[cfg(test)]
 pub(crate) mod testkit;
