@@ -18,6 +18,7 @@
 pub mod agent;
 pub mod cascade;
 pub mod flow;
+pub mod iterative;
 pub mod parallel;
 pub mod pipeline;
 pub mod router;
