@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod cascade;
+pub mod dag;
 pub mod flow;
 pub mod iterative;
 pub mod parallel;
