@@ -23,6 +23,7 @@ pub mod iterative;
 pub mod parallel;
 pub mod pipeline;
 pub mod router;
+pub mod saga;
 pub mod state_machine;
 
 #[cfg(test)]
