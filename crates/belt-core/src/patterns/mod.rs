@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod router;
 pub mod saga;
 pub mod state_machine;
+pub mod supervisor;
 
 #[cfg(test)]
 pub(crate) mod testkit;
