@@ -139,7 +139,6 @@ async fn write_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Write>, pa
 }
 
 async fn write_batch(pool: &SqlitePool, batch: &[Write]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
     let steps: Vec<(&str, &StepRecord)> = batch
         .iter()
         .filter_map(|w| match w {
@@ -147,28 +146,6 @@ async fn write_batch(pool: &SqlitePool, batch: &[Write]) -> Result<(), sqlx::Err
             _ => None,
         })
         .collect();
-    if !steps.is_empty() {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT OR REPLACE INTO steps (run_id, step, tier, input_hash, output, model, input_tokens, \
-             output_tokens, cost_usd, attempts, duration_ms, simulated) ",
-        );
-        // Borrowed binds: the batch outlives the statement, so no field is copied.
-        q.push_values(steps, |mut b, (run, r)| {
-            b.push_bind(run)
-                .push_bind(r.step.as_str())
-                .push_bind(r.tier.as_str())
-                .push_bind(r.input_hash.to_string())
-                .push_bind(&*r.output)
-                .push_bind(&*r.model)
-                .push_bind(r.usage.input_tokens as i64)
-                .push_bind(r.usage.output_tokens as i64)
-                .push_bind(r.cost_usd)
-                .push_bind(i64::from(r.attempts))
-                .push_bind(r.duration_ms as i64)
-                .push_bind(r.simulated);
-        });
-        q.build().execute(&mut *tx).await?;
-    }
     let events: Vec<(&str, &Arc<Event>)> = batch
         .iter()
         .flat_map(|w| match w {
@@ -177,17 +154,58 @@ async fn write_batch(pool: &SqlitePool, batch: &[Write]) -> Result<(), sqlx::Err
         })
         .collect();
     // SQLite binds at most 32,766 parameters per statement: 3 per event.
-    for chunk in events.chunks(8_000) {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT OR IGNORE INTO events (run_id, seq, json) ");
-        q.push_values(chunk, |mut b, (run, e)| {
-            b.push_bind(*run)
-                .push_bind(e.seq as i64)
-                .push_bind(serde_json::to_string(&***e).unwrap_or_default());
-        });
-        q.build().execute(&mut *tx).await?;
+    const EVENTS_PER_STATEMENT: usize = 8_000;
+    let statements = usize::from(!steps.is_empty()) + events.len().div_ceil(EVENTS_PER_STATEMENT);
+    if statements <= 1 {
+        // One statement commits on its own: no BEGIN and COMMIT, which are round trips to
+        // the connection's thread (this is what a sequential chain of steps waits on).
+        let mut conn = pool.acquire().await?;
+        if !steps.is_empty() {
+            insert_steps(&steps).build().execute(&mut *conn).await?;
+        } else if !events.is_empty() {
+            insert_events(&events).build().execute(&mut *conn).await?;
+        }
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    if !steps.is_empty() {
+        insert_steps(&steps).build().execute(&mut *tx).await?;
+    }
+    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+        insert_events(chunk).build().execute(&mut *tx).await?;
     }
     tx.commit().await
+}
+
+fn insert_steps(steps: &[(&str, &StepRecord)]) -> QueryBuilder<Sqlite> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "INSERT OR REPLACE INTO steps (run_id, step, tier, input_hash, output, model, input_tokens, \
+         output_tokens, cost_usd, attempts, duration_ms, simulated) ",
+    );
+    // Borrowed binds: the batch outlives the statement, so no field is copied.
+    q.push_values(steps.iter().copied(), |mut b, (run, r)| {
+        b.push_bind(run)
+            .push_bind(r.step.as_str())
+            .push_bind(r.tier.as_str())
+            .push_bind(r.input_hash.to_string())
+            .push_bind(&*r.output)
+            .push_bind(&*r.model)
+            .push_bind(r.usage.input_tokens as i64)
+            .push_bind(r.usage.output_tokens as i64)
+            .push_bind(r.cost_usd)
+            .push_bind(i64::from(r.attempts))
+            .push_bind(r.duration_ms as i64)
+            .push_bind(r.simulated);
+    });
+    q
+}
+
+fn insert_events(events: &[(&str, &Arc<Event>)]) -> QueryBuilder<Sqlite> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT OR IGNORE INTO events (run_id, seq, json) ");
+    q.push_values(events.iter().copied(), |mut b, (run, e)| {
+        b.push_bind(run).push_bind(e.seq as i64).push_bind(serde_json::to_string(&**e).unwrap_or_default());
+    });
+    q
 }
 
 fn now_ms() -> i64 {
