@@ -16,6 +16,7 @@
 //! which is how the examples and tests drive them.
 
 pub mod agent;
+pub mod balance;
 pub mod cascade;
 pub mod dag;
 pub mod flow;
