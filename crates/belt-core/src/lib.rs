@@ -30,6 +30,7 @@
 pub mod budget;
 pub mod ctx;
 pub mod event;
+pub mod limits;
 pub mod llm;
 pub mod orchestrator;
 pub mod patterns;

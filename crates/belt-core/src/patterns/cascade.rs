@@ -192,7 +192,7 @@ impl Orchestrator for Cascade {
             return Err(format!("group size must be at least 2, got {}", self.group_size));
         }
         for t in [&self.decomposer, &self.worker, &self.synthesizer, &self.executive] {
-            providers.resolve(&t.model).map_err(|e| e.to_string())?;
+            providers.check(&t.model).map_err(|e| e.to_string())?;
         }
         Ok(())
     }

@@ -17,8 +17,10 @@
 
 pub mod agent;
 pub mod balance;
+pub mod blackboard;
 pub mod cascade;
 pub mod dag;
+pub mod event_driven;
 pub mod flow;
 pub mod iterative;
 pub mod parallel;
