@@ -148,6 +148,16 @@ impl Progress {
                 self.end_step(level, |l| l.failed += 1, true);
             }
             EventKind::StepSkipped { .. } => self.end_step(level, |l| l.skipped += 1, false),
+            EventKind::StepFallback { from, to, error, .. } => {
+                let step = e.step.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                self.line(format!("{step}: {from} failed ({error}); falling back to {to}"));
+            }
+            EventKind::BreakerOpened { model, failures } => {
+                self.line(format!(
+                    "breaker opened: {model} failed {failures} times in a row; its calls fail fast"
+                ));
+            }
+            EventKind::BreakerClosed { model } => self.line(format!("breaker closed: {model} answers again")),
             EventKind::BudgetWarning { limit, used, max } => {
                 self.line(format!("budget warning: {limit} at {used:.4} of {max:.4} (80% used)"));
             }

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Amount, Ledger, Refusal};
 use crate::event::{EventBus, EventKind};
+use crate::limits::BreakerChange;
 use crate::llm::{CallInfo, LlmError, LlmRequest, ModelError, Providers, Usage};
 use crate::policy::Policies;
 use crate::result::{AgentRecord, AgentStatus, UsageTotals};
@@ -256,6 +257,9 @@ impl Ctx {
 
     /// One LLM call as a durable step. See the module docs for what happens.
     ///
+    /// `request.model` may be a fallback chain, `a/x,b/y`: when a model keeps failing (its
+    /// retries are spent) or its circuit breaker is open, the next one serves.
+    ///
     /// (Written as a function returning an `async move` block rather than an `async fn`:
     /// an `async fn` keeps a second copy of its by-value arguments in its state, and this
     /// state is what every waiting step holds.)
@@ -278,24 +282,15 @@ impl Ctx {
             if let Some(stop) = self.stopping() {
                 return Err(self.refuse_start(&spec, model_name, &at, stop));
             }
-            let (provider, model) = match s.providers.resolve(&request.model) {
-                Ok(p) => p,
+            let chain = match s.providers.chain(&request.model) {
+                Ok(chain) => chain,
                 Err(error) => {
                     let err = StepError::Model { step: spec.id.clone(), error };
                     return Err(self.fail(&spec, model_name, &at, err));
                 }
             };
-            if provider.is_simulated() {
-                s.simulated.store(true, Ordering::Relaxed);
-            }
             let policy = s.policies.for_tier(&spec.tier);
-            let price = provider.price(model);
             let bound = request.input_token_bound();
-            let worst = Amount {
-                calls: 1,
-                tokens: bound + request.max_tokens as u64,
-                cost_usd: price.map_or(0.0, |p| p.cost_of(bound, request.max_tokens as u64)),
-            };
             if s.cache_ttl.is_some()
                 && let Some(hit) = s.store.cache_get(hash).await.ok().flatten()
             {
@@ -315,113 +310,174 @@ impl Ctx {
                 };
                 return Box::pin(self.complete(&spec, &at, hash, out)).await;
             }
-            loop {
-                let Some(permit) = self.permit().await else {
-                    return Err(self.refuse_start(&spec, model_name, &at, Stop::Cancelled));
+            let mut last_error = None;
+            for (index, link) in chain.iter().enumerate() {
+                let (provider, model) = (link.provider, link.model);
+                if provider.is_simulated() {
+                    s.simulated.store(true, Ordering::Relaxed);
+                }
+                let price = provider.price(model);
+                let worst = Amount {
+                    calls: 1,
+                    tokens: bound + request.max_tokens as u64,
+                    cost_usd: price.map_or(0.0, |p| p.cost_of(bound, request.max_tokens as u64)),
                 };
-                if let Some(stop) = self.stopping() {
-                    drop(permit);
-                    if at.attempts == 0 {
-                        return Err(self.refuse_start(&spec, model_name, &at, stop));
-                    }
-                    let err = stop_error(&spec.id, stop);
-                    return Err(self.fail(&spec, model_name, &at, err));
-                }
-                if let Err(refusal) = s.ledger.reserve(worst) {
-                    drop(permit);
-                    // This step fails with `budget_exhausted`; the steps after it find the run
-                    // stopping and are skipped without trying.
-                    self.exhaust_budget(&spec.id, &refusal);
-                    let err =
-                        StepError::BudgetExhausted { step: spec.id.clone(), refusal: refusal.to_string() };
-                    return Err(self.fail(&spec, model_name, &at, err));
-                }
-                if at.attempts == 0 {
-                    s.bus.emit(
-                        Some(&spec.id),
-                        EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
-                    );
-                }
-                at.attempts += 1;
-                let call = CallInfo { step: spec.id.clone(), attempt: at.attempts };
-                // Cancelling a run drops its futures; this guard records a call dropped
-                // mid-flight and gives its budget reservation back.
-                let guard = InFlightCall { ctx: self, spec: &spec, model: &model_name, at: &at, worst };
-                let outcome = tokio::time::timeout(policy.timeout, provider.complete(model, &request, &call))
-                    .await
-                    .unwrap_or(Err(LlmError::Timeout(policy.timeout)));
-                std::mem::forget(guard);
-                drop(permit);
-                s.calls.fetch_add(1, Ordering::Relaxed);
-                match outcome {
-                    Ok(reply) => {
-                        let cost = price.map_or(0.0, |p| p.cost(reply.usage));
-                        let actual = Amount { calls: 1, tokens: reply.usage.total(), cost_usd: cost };
-                        for w in s.ledger.settle(worst, actual) {
-                            s.bus.emit(
-                                None,
-                                EventKind::BudgetWarning { limit: w.limit.into(), used: w.used, max: w.max },
-                            );
+                let mut tries = 0;
+                let error = loop {
+                    let Some(permit) = self.permit().await else {
+                        return Err(self.refuse_start(&spec, model_name, &at, Stop::Cancelled));
+                    };
+                    if let Some(stop) = self.stopping() {
+                        drop(permit);
+                        if at.attempts == 0 {
+                            return Err(self.refuse_start(&spec, model_name, &at, stop));
                         }
-                        s.input_tokens.fetch_add(reply.usage.input_tokens, Ordering::Relaxed);
-                        s.output_tokens.fetch_add(reply.usage.output_tokens, Ordering::Relaxed);
-                        let model = if reply.model == *model_name {
-                            model_name.clone()
-                        } else {
-                            Arc::from(reply.model)
-                        };
-                        let out = StepReply {
-                            text: Arc::from(reply.text),
-                            usage: reply.usage,
-                            model,
-                            cost_usd: cost,
-                            finish_reason: reply.finish_reason,
-                            simulated: reply.simulated,
-                            replayed: false,
-                            cached: false,
-                        };
-                        if let Some(ttl) = s.cache_ttl {
-                            let entry = CachedReply {
-                                text: out.text.clone(),
-                                model: out.model.clone(),
-                                usage: out.usage,
-                                simulated: out.simulated,
-                            };
-                            if let Err(e) = s.store.cache_put(hash, &entry, ttl).await {
-                                eprintln!("belt: could not cache the reply of {}: {e}", spec.id);
-                            }
-                        }
-                        // Boxed: recording happens once per step, and its state would otherwise
-                        // be part of every waiting step's future.
-                        return Box::pin(self.complete(&spec, &at, hash, out)).await;
-                    }
-                    Err(error) => {
-                        s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
-                        if error.is_retryable() && at.attempts <= policy.retries && self.stopping().is_none()
-                        {
-                            let delay = policy.backoff(&spec.id, at.attempts, error.retry_after());
-                            s.bus.emit(
-                                Some(&spec.id),
-                                EventKind::StepRetrying {
-                                    tier: spec.tier.clone(),
-                                    attempt: at.attempts,
-                                    error: error.to_string(),
-                                    error_kind: error.kind().to_string(),
-                                    delay_ms: delay.as_millis() as u64,
-                                },
-                            );
-                            // Boxed: a rare path, kept out of every step's future.
-                            Box::pin(tokio::time::sleep(delay)).await;
-                            continue;
-                        }
-                        let err = StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts };
-                        // Kept with its request, so it can be retried later (`belt dlq retry`).
-                        Box::pin(self.dead_letter(&spec, &request, &err, at.attempts)).await;
+                        let err = stop_error(&spec.id, stop);
                         return Err(self.fail(&spec, model_name, &at, err));
                     }
+                    if let Err(refusal) = s.ledger.reserve(worst) {
+                        drop(permit);
+                        // This step fails with `budget_exhausted`; the steps after it find the
+                        // run stopping and are skipped without trying.
+                        self.exhaust_budget(&spec.id, &refusal);
+                        let err = StepError::BudgetExhausted {
+                            step: spec.id.clone(),
+                            refusal: refusal.to_string(),
+                        };
+                        return Err(self.fail(&spec, model_name, &at, err));
+                    }
+                    if at.attempts == 0 {
+                        s.bus.emit(
+                            Some(&spec.id),
+                            EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
+                        );
+                    }
+                    // The provider's own limits (shared by every run of the process) are
+                    // waited for before the call's timeout starts.
+                    let slot = match link.limiter.acquire(model, worst.tokens).await {
+                        Ok(slot) => slot,
+                        Err(open) => {
+                            s.ledger.settle(worst, Amount::default());
+                            break open;
+                        }
+                    };
+                    at.attempts += 1;
+                    tries += 1;
+                    let call = CallInfo { step: spec.id.clone(), attempt: at.attempts };
+                    // Cancelling a run drops its futures; this guard records a call dropped
+                    // mid-flight and gives its budget reservation back.
+                    let guard = InFlightCall { ctx: self, spec: &spec, model: &model_name, at: &at, worst };
+                    let outcome =
+                        tokio::time::timeout(policy.timeout, provider.complete(model, &request, &call))
+                            .await
+                            .unwrap_or(Err(LlmError::Timeout(policy.timeout)));
+                    std::mem::forget(guard);
+                    drop(permit);
+                    s.calls.fetch_add(1, Ordering::Relaxed);
+                    let used = outcome.as_ref().map_or(0, |r| r.usage.total());
+                    if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
+                        self.report_breaker(&spec, link.full, change);
+                    }
+                    match outcome {
+                        Ok(reply) => {
+                            let cost = price.map_or(0.0, |p| p.cost(reply.usage));
+                            let actual = Amount { calls: 1, tokens: reply.usage.total(), cost_usd: cost };
+                            for w in s.ledger.settle(worst, actual) {
+                                s.bus.emit(
+                                    None,
+                                    EventKind::BudgetWarning {
+                                        limit: w.limit.into(),
+                                        used: w.used,
+                                        max: w.max,
+                                    },
+                                );
+                            }
+                            s.input_tokens.fetch_add(reply.usage.input_tokens, Ordering::Relaxed);
+                            s.output_tokens.fetch_add(reply.usage.output_tokens, Ordering::Relaxed);
+                            let model = if reply.model == *model_name {
+                                model_name.clone()
+                            } else {
+                                Arc::from(reply.model)
+                            };
+                            let out = StepReply {
+                                text: Arc::from(reply.text),
+                                usage: reply.usage,
+                                model,
+                                cost_usd: cost,
+                                finish_reason: reply.finish_reason,
+                                simulated: reply.simulated,
+                                replayed: false,
+                                cached: false,
+                            };
+                            if let Some(ttl) = s.cache_ttl {
+                                let entry = CachedReply {
+                                    text: out.text.clone(),
+                                    model: out.model.clone(),
+                                    usage: out.usage,
+                                    simulated: out.simulated,
+                                };
+                                if let Err(e) = s.store.cache_put(hash, &entry, ttl).await {
+                                    eprintln!("belt: could not cache the reply of {}: {e}", spec.id);
+                                }
+                            }
+                            // Boxed: recording happens once per step, and its state would
+                            // otherwise be part of every waiting step's future.
+                            return Box::pin(self.complete(&spec, &at, hash, out)).await;
+                        }
+                        Err(error) => {
+                            s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
+                            if error.is_retryable() && tries <= policy.retries && self.stopping().is_none() {
+                                let delay = policy.backoff(&spec.id, at.attempts, error.retry_after());
+                                s.bus.emit(
+                                    Some(&spec.id),
+                                    EventKind::StepRetrying {
+                                        tier: spec.tier.clone(),
+                                        attempt: at.attempts,
+                                        error: error.to_string(),
+                                        error_kind: error.kind().to_string(),
+                                        delay_ms: delay.as_millis() as u64,
+                                    },
+                                );
+                                // Boxed: a rare path, kept out of every step's future.
+                                Box::pin(tokio::time::sleep(delay)).await;
+                                continue;
+                            }
+                            break error;
+                        }
+                    }
+                };
+                if let Some(next) = chain.get(index + 1)
+                    && self.stopping().is_none()
+                {
+                    s.bus.emit(
+                        Some(&spec.id),
+                        EventKind::StepFallback {
+                            tier: spec.tier.clone(),
+                            from: Arc::from(link.full),
+                            to: Arc::from(next.full),
+                            error: error.to_string(),
+                        },
+                    );
                 }
+                last_error = Some(error);
             }
+            let error = last_error.unwrap_or(LlmError::InvalidRequest("no model to call".into()));
+            let err = StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts };
+            // Kept with its request, so it can be retried later (`belt dlq retry`).
+            Box::pin(self.dead_letter(&spec, &request, &err, at.attempts)).await;
+            Err(self.fail(&spec, model_name, &at, err))
         }
+    }
+
+    /// Say in the run's events that a model's breaker opened or closed.
+    fn report_breaker(&self, spec: &StepSpec, model: &str, change: BreakerChange) {
+        let kind = match change {
+            BreakerChange::Opened { failures, .. } => {
+                EventKind::BreakerOpened { model: Arc::from(model), failures }
+            }
+            BreakerChange::Closed { .. } => EventKind::BreakerClosed { model: Arc::from(model) },
+        };
+        self.shared.bus.emit(Some(&spec.id), kind);
     }
 
     async fn dead_letter(&self, spec: &StepSpec, request: &LlmRequest, err: &StepError, attempts: u32) {

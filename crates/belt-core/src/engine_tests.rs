@@ -618,3 +618,76 @@ async fn a_second_driver_is_refused_while_the_first_holds_the_lease() {
     assert!(err.to_string().contains("being driven by another process"), "{err}");
     assert_eq!(first.result().await.status, RunStatus::Completed);
 }
+
+#[tokio::test]
+async fn provider_limits_are_shared_by_every_run() {
+    let p = Arc::new(ScriptedProvider::new("t").delay(Duration::from_millis(5)));
+    let mut providers = Providers::new();
+    providers.insert_with_limits(
+        p.clone(),
+        crate::limits::Limits { max_concurrency: Some(2), ..crate::limits::Limits::default() },
+    );
+    let mut o = options(&p).with_providers(providers);
+    o.concurrency = 16;
+    // Two runs at once, each allowed 16 calls: together they never pass the provider's 2.
+    let a = run(Cascade::new(10, "t/m"), Task::new("a"), o.clone()).await.unwrap();
+    let b = run(Cascade::new(10, "t/m"), Task::new("b"), o).await.unwrap();
+    let (ra, rb) = tokio::join!(a.result(), b.result());
+    assert_eq!((ra.status, rb.status), (RunStatus::Completed, RunStatus::Completed));
+    assert_eq!(p.max_in_flight(), 2);
+}
+
+#[tokio::test]
+async fn a_failing_model_falls_back_to_the_next_in_its_chain() {
+    let first = Arc::new(
+        ScriptedProvider::new("a")
+            .always_fail("worker/", LlmError::Server { status: 503, message: "down".into() }),
+    );
+    let second = Arc::new(ScriptedProvider::new("b"));
+    let mut o = options(&first).with_provider(second.clone());
+    o.policies.update_all(|p| p.retries = 1);
+    let mut cascade = Cascade::new(2, "a/m");
+    cascade.worker.model = Arc::from("a/m, b/n");
+    let (r, events) = run_all(cascade, "task", o).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    let w = agent(&r, "worker/001");
+    assert_eq!(w.model.as_ref(), "b/n", "the fallback answered");
+    assert_eq!(w.attempts, 3, "two tries of a/m, then b/n");
+    assert_eq!(second.calls("worker/001"), 1);
+    let fallback = events.iter().find(|e| e.kind.type_name() == "step_fallback").expect("a fallback event");
+    assert!(
+        matches!(&fallback.kind, EventKind::StepFallback { from, to, .. } if &**from == "a/m" && &**to == "b/n")
+    );
+}
+
+#[tokio::test]
+async fn an_open_breaker_sends_calls_to_the_fallback_at_once() {
+    let flaky =
+        Arc::new(ScriptedProvider::new("a").always_fail("", LlmError::Timeout(Duration::from_millis(1))));
+    let backup = Arc::new(ScriptedProvider::new("b"));
+    let mut providers = Providers::new();
+    providers.insert_with_limits(
+        flaky.clone(),
+        crate::limits::Limits { breaker_failures: 2, ..crate::limits::Limits::default() },
+    );
+    providers.insert(backup.clone());
+    let mut o = options(&flaky).with_providers(providers);
+    o.concurrency = 1;
+    o.policies.update_all(|p| p.retries = 0);
+    let (r, events) = run_all(Cascade::new(4, "a/m,b/n"), "task", o).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    // a/m failed twice, its breaker opened, and later steps went straight to b/n.
+    assert_eq!(flaky.total_calls(), 2);
+    assert_eq!(backup.total_calls(), 5);
+    assert!(types(&events).contains(&"breaker_opened"));
+}
+
+#[tokio::test]
+async fn a_chain_with_an_unknown_model_is_rejected_before_any_call() {
+    let p = Arc::new(ScriptedProvider::new("t"));
+    let mut cascade = Cascade::new(2, "t/m");
+    cascade.worker.model = Arc::from("t/m,nope/x");
+    let err = run(cascade, Task::new("task"), options(&p)).await.err().expect("rejected");
+    assert!(err.to_string().contains("unknown provider `nope`"), "{err}");
+    assert_eq!(p.total_calls(), 0);
+}

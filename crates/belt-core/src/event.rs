@@ -95,6 +95,23 @@ pub enum EventKind {
         tier: Tier,
         reason: String,
     },
+    /// The step's model kept failing (or its breaker is open): the next model of its
+    /// fallback chain takes over.
+    StepFallback {
+        tier: Tier,
+        from: Arc<str>,
+        to: Arc<str>,
+        error: String,
+    },
+    /// A model failed too many times in a row: calls to it fail at once for a while.
+    BreakerOpened {
+        model: Arc<str>,
+        failures: u32,
+    },
+    /// A model answered again after its breaker opened.
+    BreakerClosed {
+        model: Arc<str>,
+    },
     TierStarted {
         tier: Tier,
         /// 0 for workers, 1.. for synthesizer levels.
@@ -164,6 +181,9 @@ impl EventKind {
             EventKind::StepCompleted { .. } => "step_completed",
             EventKind::StepFailed { .. } => "step_failed",
             EventKind::StepSkipped { .. } => "step_skipped",
+            EventKind::StepFallback { .. } => "step_fallback",
+            EventKind::BreakerOpened { .. } => "breaker_opened",
+            EventKind::BreakerClosed { .. } => "breaker_closed",
             EventKind::TierStarted { .. } => "tier_started",
             EventKind::TierCompleted { .. } => "tier_completed",
             EventKind::BudgetWarning { .. } => "budget_warning",

@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{Limiter, Limits};
 use crate::step::StepId;
 
 /// Who speaks in a [`Message`].
@@ -213,6 +214,11 @@ pub enum LlmError {
     UnknownModel { model: String, message: String },
     #[error("the provider returned an unusable response: {0}")]
     BadResponse(String),
+    #[error(
+        "the circuit breaker of {model} is open after {failures} consecutive failures; calls to it \
+         fail at once until its cooldown ends (add a fallback model: --worker-model {model},other/model)"
+    )]
+    CircuitOpen { model: String, failures: u32 },
 }
 
 fn fmt_retry_after(d: &Option<Duration>) -> String {
@@ -257,6 +263,7 @@ impl LlmError {
             LlmError::InvalidRequest(_) => "invalid_request",
             LlmError::UnknownModel { .. } => "unknown_model",
             LlmError::BadResponse(_) => "bad_response",
+            LlmError::CircuitOpen { .. } => "circuit_open",
         }
     }
 }
@@ -351,10 +358,21 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
-/// The providers a run can use, by name.
+/// The providers a run can use, by name, each with the [`Limiter`] that every run sharing
+/// this set (and its clones) goes through.
 #[derive(Clone, Default)]
 pub struct Providers {
-    by_name: HashMap<String, Arc<dyn LlmProvider>>,
+    by_name: HashMap<String, (Arc<dyn LlmProvider>, Arc<Limiter>)>,
+}
+
+/// One model of a fallback chain, resolved.
+pub struct Link<'a> {
+    pub provider: &'a Arc<dyn LlmProvider>,
+    pub limiter: &'a Arc<Limiter>,
+    /// The model's name at its provider (after the slash).
+    pub model: &'a str,
+    /// `provider/model`.
+    pub full: &'a str,
 }
 
 impl fmt::Debug for Providers {
@@ -381,8 +399,38 @@ impl Providers {
         Self::default()
     }
 
+    /// Add a provider with default limits (no caps; a breaker per model).
     pub fn insert(&mut self, provider: Arc<dyn LlmProvider>) {
-        self.by_name.insert(provider.name().to_string(), provider);
+        self.insert_with_limits(provider, Limits::default());
+    }
+
+    /// Add a provider with its limits.
+    pub fn insert_with_limits(&mut self, provider: Arc<dyn LlmProvider>, limits: Limits) {
+        self.by_name.insert(provider.name().to_string(), (provider, Arc::new(Limiter::new(limits))));
+    }
+
+    /// The limiter of a provider.
+    pub fn limiter(&self, provider: &str) -> Option<&Arc<Limiter>> {
+        self.by_name.get(provider).map(|(_, l)| l)
+    }
+
+    /// Resolve a model or a fallback chain of them, `a/x,b/y`: the first serves, the next
+    /// takes over when it keeps failing or its breaker is open.
+    pub fn chain<'s>(&'s self, models: &'s str) -> Result<Vec<Link<'s>>, ModelError> {
+        models
+            .split(',')
+            .map(str::trim)
+            .map(|full| {
+                let (provider, model) = self.resolve(full)?;
+                let limiter = &self.by_name[provider.name()].1;
+                Ok(Link { provider, limiter, model, full })
+            })
+            .collect()
+    }
+
+    /// Check that every model of a chain resolves.
+    pub fn check(&self, models: &str) -> Result<(), ModelError> {
+        self.chain(models).map(|_| ())
     }
 
     pub fn with(mut self, provider: Arc<dyn LlmProvider>) -> Self {
@@ -396,7 +444,7 @@ impl Providers {
 
     /// True when every registered provider is simulated.
     pub fn all_simulated(&self) -> bool {
-        self.by_name.values().all(|p| p.is_simulated())
+        self.by_name.values().all(|(p, _)| p.is_simulated())
     }
 
     /// Registered provider names, sorted.
@@ -413,7 +461,7 @@ impl Providers {
             .filter(|(p, m)| !p.is_empty() && !m.is_empty())
             .ok_or_else(|| ModelError::Malformed(model.to_string()))?;
         match self.by_name.get(provider) {
-            Some(p) => Ok((p, name)),
+            Some((p, _)) => Ok((p, name)),
             None => {
                 let mut known: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
                 known.sort();

@@ -139,6 +139,8 @@ impl Secrets {
                 LlmError::UnknownModel { model, message: self.redact(message) }
             }
             LlmError::BadResponse(m) => LlmError::BadResponse(self.redact(m)),
+            // Raised by the engine's breaker, never from a provider's text.
+            open @ LlmError::CircuitOpen { .. } => open,
         }
     }
 }

@@ -1,0 +1,429 @@
+//! Per-provider limits shared by every run and branch in the process: concurrent calls,
+//! requests per minute, tokens per minute, adaptive slow-down on 429, and a circuit
+//! breaker per model.
+//!
+//! A [`Limiter`] belongs to a provider in [`crate::Providers`], which every run of the
+//! process shares, so fifty parallel branches of three runs all queue behind one limit —
+//! the 429 storms of frameworks that limit per branch do not happen.
+//!
+//! The engine takes a [`Slot`] before each call ([`Limiter::acquire`]), which waits for a
+//! free concurrent slot and for the request and token budgets of the current minute,
+//! reserving the call's estimated tokens; then [`Limiter::settle`] refunds what the call
+//! did not use, and feeds the outcome to the adaptive limit and the breaker. The token
+//! buckets are written here rather than taken from `governor` because a reservation must be
+//! refunded when the call turns out smaller, which GCRA limiters cannot do.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+// Tokio's clock: the same as the system's, and paused in tests.
+use tokio::time::Instant;
+
+use crate::llm::LlmError;
+
+/// Limits of one provider. `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
+    /// Requests per minute.
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    /// Tokens (input + output) per minute.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Consecutive failures of a model that open its breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker stays open before one trial call.
+    #[serde(default = "default_breaker_cooldown", with = "crate::policy::duration_ms")]
+    pub breaker_cooldown: Duration,
+    /// The longest a provider's Retry-After is obeyed.
+    #[serde(default = "default_max_pause", with = "crate::policy::duration_ms")]
+    pub max_pause: Duration,
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_pause() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrency: None,
+            rpm: None,
+            tpm: None,
+            breaker_failures: default_breaker_failures(),
+            breaker_cooldown: default_breaker_cooldown(),
+            max_pause: default_max_pause(),
+        }
+    }
+}
+
+/// A change of a breaker's state, for the run that saw it to report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BreakerChange {
+    Opened { model: String, failures: u32 },
+    Closed { model: String },
+}
+
+/// The limits of one provider, with their state.
+pub struct Limiter {
+    limits: Limits,
+    /// Slots for concurrent calls; fewer are handed out while the adaptive limit is cut.
+    slots: Arc<Semaphore>,
+    state: Mutex<State>,
+}
+
+struct State {
+    requests: Option<Bucket>,
+    tokens: Option<Bucket>,
+    /// No call starts before this (a provider's Retry-After).
+    paused_until: Option<Instant>,
+    /// Permits withheld from `slots` by the adaptive limit.
+    withheld: usize,
+    /// Permits still to withhold as they come back from calls in flight.
+    debt: usize,
+    successes: u32,
+    breakers: HashMap<String, Breaker>,
+}
+
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+    trial_running: bool,
+}
+
+/// Capacity `per_minute`, refilled continuously. Its level may go below zero: a caller
+/// that reserves more than is there waits until its share has been refilled, so callers
+/// are served in the order they reserved.
+struct Bucket {
+    level: f64,
+    per_minute: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(per_minute: f64) -> Self {
+        Bucket { level: per_minute, per_minute, at: Instant::now() }
+    }
+    fn refill(&mut self, now: Instant) {
+        let added = now.duration_since(self.at).as_secs_f64() * self.per_minute / 60.0;
+        self.level = (self.level + added).min(self.per_minute);
+        self.at = now;
+    }
+    /// Take `n` (at most the capacity); how long until they exist.
+    fn take(&mut self, n: f64, now: Instant) -> Duration {
+        self.refill(now);
+        self.level -= n.min(self.per_minute);
+        if self.level >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.level * 60.0 / self.per_minute)
+        }
+    }
+    fn give_back(&mut self, n: f64) {
+        self.level = (self.level + n).min(self.per_minute);
+    }
+}
+
+/// A call's place under the limits; give it back with [`Limiter::settle`].
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    model: String,
+    reserved_tokens: u64,
+    trial: bool,
+}
+
+/// What settling needs of a slot once its permit is back.
+struct SlotInfo {
+    model: String,
+    trial: bool,
+}
+
+/// Unlimited concurrency is this many slots.
+const UNLIMITED: usize = Semaphore::MAX_PERMITS >> 4;
+
+impl Limiter {
+    pub fn new(limits: Limits) -> Self {
+        let slots = limits.max_concurrency.map_or(UNLIMITED, |n| n.max(1));
+        Limiter {
+            limits,
+            slots: Arc::new(Semaphore::new(slots)),
+            state: Mutex::new(State {
+                requests: limits.rpm.map(|r| Bucket::new(f64::from(r.max(1)))),
+                tokens: limits.tpm.map(|t| Bucket::new(t.max(1) as f64)),
+                paused_until: None,
+                withheld: 0,
+                debt: 0,
+                successes: 0,
+                breakers: HashMap::new(),
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Wait for a slot for a call to `model` that may use up to `tokens` tokens. Fails at
+    /// once with [`LlmError::CircuitOpen`] while the model's breaker is open.
+    pub async fn acquire(&self, model: &str, tokens: u64) -> Result<Slot, LlmError> {
+        let trial = self.check_breaker(model)?;
+        loop {
+            let pause = self.lock().paused_until.and_then(|t| t.checked_duration_since(Instant::now()));
+            match pause {
+                Some(p) if !p.is_zero() => tokio::time::sleep(p).await,
+                _ => break,
+            }
+        }
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| LlmError::Connection("limiter closed".into()))?;
+        let wait = {
+            let mut s = self.lock();
+            let now = Instant::now();
+            let r = s.requests.as_mut().map_or(Duration::ZERO, |b| b.take(1.0, now));
+            let t = s.tokens.as_mut().map_or(Duration::ZERO, |b| b.take(tokens as f64, now));
+            r.max(t)
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(Slot { _permit: permit, model: model.to_string(), reserved_tokens: tokens, trial })
+    }
+
+    /// Account for a finished call: refund unused tokens, adapt to 429s, move the breaker.
+    pub fn settle(
+        &self,
+        slot: Slot,
+        used_tokens: u64,
+        outcome: Result<(), &LlmError>,
+    ) -> Option<BreakerChange> {
+        let Slot { _permit: permit, model, reserved_tokens, trial } = slot;
+        let slot = SlotInfo { model, trial };
+        drop(permit);
+        let mut s = self.lock();
+        // A pending cut takes the permits that come back first.
+        if s.debt > 0 {
+            let taken = self.slots.forget_permits(s.debt);
+            s.debt -= taken;
+            s.withheld += taken;
+        }
+        if let Some(b) = s.tokens.as_mut() {
+            b.give_back(reserved_tokens.saturating_sub(used_tokens) as f64);
+        }
+        match outcome {
+            Ok(()) => {
+                // Recover one slot per ten successes (additive increase).
+                s.successes += 1;
+                if s.successes >= 10 && s.withheld + s.debt > 0 {
+                    s.successes = 0;
+                    if s.debt > 0 {
+                        s.debt -= 1;
+                    } else {
+                        s.withheld -= 1;
+                        self.slots.add_permits(1);
+                    }
+                }
+                let b = s.breakers.entry(slot.model.clone()).or_default();
+                let was_open = b.open_until.is_some();
+                *b = Breaker::default();
+                was_open.then_some(BreakerChange::Closed { model: slot.model })
+            }
+            Err(LlmError::RateLimited { retry_after, .. }) => {
+                // Everyone waits what the provider asked, and half the slots go (multiplicative
+                // decrease), so the storm stops instead of every branch retrying into it.
+                let pause = retry_after.unwrap_or(Duration::from_secs(1)).min(self.limits.max_pause);
+                let until = Instant::now() + pause;
+                s.paused_until = Some(s.paused_until.map_or(until, |t| t.max(until)));
+                if let Some(max) = self.limits.max_concurrency {
+                    let max = max.max(1);
+                    let allowed = max - (s.withheld + s.debt).min(max - 1);
+                    let cut = allowed / 2;
+                    let now = self.slots.forget_permits(cut);
+                    s.withheld += now;
+                    s.debt += cut - now;
+                }
+                s.successes = 0;
+                self.release_trial(&mut s, &slot.model);
+                None
+            }
+            Err(e) if counts_for_breaker(e) => {
+                let threshold = self.limits.breaker_failures.max(1);
+                let cooldown = self.limits.breaker_cooldown;
+                let b = s.breakers.entry(slot.model.clone()).or_default();
+                b.failures += 1;
+                b.trial_running = false;
+                let opens = b.failures >= threshold || slot.trial;
+                if opens {
+                    let newly = b.open_until.is_none();
+                    b.open_until = Some(Instant::now() + cooldown);
+                    return newly
+                        .then_some(BreakerChange::Opened { model: slot.model, failures: b.failures });
+                }
+                None
+            }
+            Err(_) => {
+                self.release_trial(&mut s, &slot.model);
+                None
+            }
+        }
+    }
+
+    /// `Ok(true)` for the one trial call of a half-open breaker.
+    fn check_breaker(&self, model: &str) -> Result<bool, LlmError> {
+        let mut s = self.lock();
+        let Some(b) = s.breakers.get_mut(model) else { return Ok(false) };
+        match b.open_until {
+            None => Ok(false),
+            Some(until) if Instant::now() < until || b.trial_running => {
+                Err(LlmError::CircuitOpen { model: model.to_string(), failures: b.failures })
+            }
+            Some(_) => {
+                b.trial_running = true;
+                Ok(true)
+            }
+        }
+    }
+
+    fn release_trial(&self, s: &mut State, model: &str) {
+        if let Some(b) = s.breakers.get_mut(model) {
+            b.trial_running = false;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Failures that say the model or its server is unwell (not the request, not the budget).
+fn counts_for_breaker(e: &LlmError) -> bool {
+    matches!(
+        e,
+        LlmError::Server { .. }
+            | LlmError::Overloaded { .. }
+            | LlmError::Timeout(_)
+            | LlmError::Connection(_)
+            | LlmError::BadResponse(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> LlmError {
+        LlmError::Server { status: 500, message: "boom".into() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_per_minute_space_calls_out() {
+        let l = Limiter::new(Limits { rpm: Some(60), ..Limits::default() });
+        let start = tokio::time::Instant::now();
+        for _ in 0..62 {
+            let slot = l.acquire("m", 0).await.unwrap();
+            l.settle(slot, 0, Ok(()));
+        }
+        // 60 fit in the first minute's bucket; the next two wait a second each.
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(1990) && waited < Duration::from_secs(3), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unused_tokens_are_refunded() {
+        let l = Limiter::new(Limits { tpm: Some(1000), ..Limits::default() });
+        let start = tokio::time::Instant::now();
+        for _ in 0..10 {
+            // Reserve 500, use 10: without refunds the third call would wait.
+            let slot = l.acquire("m", 500).await.unwrap();
+            l.settle(slot, 10, Ok(()));
+        }
+        assert!(start.elapsed() < Duration::from_millis(100), "{:?}", start.elapsed());
+        let slot = l.acquire("m", 1000).await.unwrap();
+        l.settle(slot, 1000, Ok(()));
+        let slot = l.acquire("m", 500).await.unwrap(); // the bucket is empty: 30 s
+        drop(slot);
+        assert!(start.elapsed() >= Duration::from_secs(29), "{:?}", start.elapsed());
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_capped_and_a_429_pauses_and_halves_it() {
+        let l = Arc::new(Limiter::new(Limits { max_concurrency: Some(8), ..Limits::default() }));
+        let held: Vec<Slot> = futures_collect(&l, 8).await;
+        assert_eq!(l.slots.available_permits(), 0);
+        let mut held = held.into_iter();
+        let limited =
+            LlmError::RateLimited { retry_after: Some(Duration::from_millis(50)), message: String::new() };
+        l.settle(held.next().unwrap(), 0, Err(&limited));
+        // The allowed concurrency halves (8 -> 4) as the slots in use come back.
+        assert_eq!(l.slots.available_permits(), 0);
+        for s in held {
+            l.settle(s, 0, Ok(()));
+        }
+        assert_eq!(l.slots.available_permits(), 4);
+        let start = Instant::now();
+        let s = l.acquire("m", 0).await.unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(30), "the pause is obeyed");
+        l.settle(s, 0, Ok(()));
+        // It recovers one slot per ten successes.
+        for _ in 0..40 {
+            let s = l.acquire("m", 0).await.unwrap();
+            l.settle(s, 0, Ok(()));
+        }
+        assert_eq!(l.slots.available_permits(), 8);
+    }
+
+    async fn futures_collect(l: &Arc<Limiter>, n: usize) -> Vec<Slot> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(l.acquire("m", 0).await.unwrap());
+        }
+        v
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_half_opens_and_closes() {
+        let l = Limiter::new(Limits {
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_secs(10),
+            ..Limits::default()
+        });
+        for i in 1..=3 {
+            let s = l.acquire("m", 0).await.unwrap();
+            let change = l.settle(s, 0, Err(&server()));
+            assert_eq!(change.is_some(), i == 3, "opens on the third failure");
+        }
+        assert!(matches!(l.acquire("m", 0).await, Err(LlmError::CircuitOpen { failures: 3, .. })));
+        assert!(l.acquire("other", 0).await.is_ok(), "breakers are per model");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        // Half-open: one trial; a second caller still fails fast.
+        let trial = l.acquire("m", 0).await.unwrap();
+        assert!(l.acquire("m", 0).await.is_err());
+        assert_eq!(l.settle(trial, 0, Ok(())), Some(BreakerChange::Closed { model: "m".into() }));
+        assert!(l.acquire("m", 0).await.is_ok());
+        // A failed trial opens it again at once.
+        for _ in 0..3 {
+            let s = l.acquire("m", 0).await.unwrap();
+            l.settle(s, 0, Err(&server()));
+        }
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let trial = l.acquire("m", 0).await.unwrap();
+        l.settle(trial, 0, Err(&server()));
+        assert!(l.acquire("m", 0).await.is_err());
+    }
+}
