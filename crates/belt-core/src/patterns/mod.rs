@@ -22,6 +22,7 @@ pub mod cascade;
 pub mod dag;
 pub mod event_driven;
 pub mod flow;
+pub mod hitl;
 pub mod iterative;
 pub mod parallel;
 pub mod pipeline;

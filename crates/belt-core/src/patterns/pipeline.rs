@@ -302,6 +302,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_resumed_pipeline_replays_every_step_without_calling_again() {
+        use crate::patterns::testkit::{options, within_options};
+        use crate::store::{MemoryStore, RunStore};
+        let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+        let pipeline = Pipeline::new("pipeline")
+            .then("draft", Agent::llm("t/m", "w"))
+            .stage(Stage::each("each", Agent::llm("t/m", "e")).split(|_| vec!["a".into(), "b".into()]))
+            .then("edit", Agent::llm("t/m", "e"));
+        let go = |p: &Arc<ScriptedProvider>| {
+            let mut o = options(p).with_store(store.clone());
+            o.run_id = Some("run-1".into());
+            let pipeline = pipeline.clone();
+            within_options(o, move |ctx| async move { pipeline.run(&ctx, "x").await.unwrap().output })
+        };
+        let first = Arc::new(ScriptedProvider::new("t"));
+        let (out1, _) = go(&first).await;
+        assert_eq!(first.total_calls(), 4);
+        let second = Arc::new(ScriptedProvider::new("t"));
+        let (out2, result) = go(&second).await;
+        assert_eq!(out2, out1);
+        assert_eq!(second.total_calls(), 0, "nothing is paid for twice");
+        assert!(result.agents.iter().all(|a| a.replayed));
+    }
+
+    #[tokio::test]
     async fn on_error_abort_skip_and_recover() {
         let fatal = LlmError::Auth("no".into());
         let p = Arc::new(ScriptedProvider::new("t").always_fail("pipeline/02", fatal));
