@@ -138,16 +138,16 @@ impl Bucket {
 }
 
 /// A call's place under the limits; give it back with [`Limiter::settle`].
-pub struct Slot {
+pub struct Slot<'m> {
     _permit: OwnedSemaphorePermit,
-    model: String,
+    model: &'m str,
     reserved_tokens: u64,
     trial: bool,
 }
 
 /// What settling needs of a slot once its permit is back.
-struct SlotInfo {
-    model: String,
+struct SlotInfo<'m> {
+    model: &'m str,
     trial: bool,
 }
 
@@ -178,7 +178,7 @@ impl Limiter {
 
     /// Wait for a slot for a call to `model` that may use up to `tokens` tokens. Fails at
     /// once with [`LlmError::CircuitOpen`] while the model's breaker is open.
-    pub async fn acquire(&self, model: &str, tokens: u64) -> Result<Slot, LlmError> {
+    pub async fn acquire<'m>(&self, model: &'m str, tokens: u64) -> Result<Slot<'m>, LlmError> {
         let trial = self.check_breaker(model)?;
         loop {
             let pause = self.lock().paused_until.and_then(|t| t.checked_duration_since(Instant::now()));
@@ -203,13 +203,13 @@ impl Limiter {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        Ok(Slot { _permit: permit, model: model.to_string(), reserved_tokens: tokens, trial })
+        Ok(Slot { _permit: permit, model, reserved_tokens: tokens, trial })
     }
 
     /// Account for a finished call: refund unused tokens, adapt to 429s, move the breaker.
     pub fn settle(
         &self,
-        slot: Slot,
+        slot: Slot<'_>,
         used_tokens: u64,
         outcome: Result<(), &LlmError>,
     ) -> Option<BreakerChange> {
@@ -239,10 +239,11 @@ impl Limiter {
                         self.slots.add_permits(1);
                     }
                 }
-                let b = s.breakers.entry(slot.model.clone()).or_default();
+                // Most calls succeed on a model whose breaker never tripped: no map work.
+                let b = s.breakers.get_mut(slot.model)?;
                 let was_open = b.open_until.is_some();
                 *b = Breaker::default();
-                was_open.then_some(BreakerChange::Closed { model: slot.model })
+                was_open.then(|| BreakerChange::Closed { model: slot.model.to_string() })
             }
             Err(LlmError::RateLimited { retry_after, .. }) => {
                 // Everyone waits what the provider asked, and half the slots go (multiplicative
@@ -259,26 +260,26 @@ impl Limiter {
                     s.debt += cut - now;
                 }
                 s.successes = 0;
-                self.release_trial(&mut s, &slot.model);
+                self.release_trial(&mut s, slot.model);
                 None
             }
             Err(e) if counts_for_breaker(e) => {
                 let threshold = self.limits.breaker_failures.max(1);
                 let cooldown = self.limits.breaker_cooldown;
-                let b = s.breakers.entry(slot.model.clone()).or_default();
+                let b = s.breakers.entry(slot.model.to_string()).or_default();
                 b.failures += 1;
                 b.trial_running = false;
                 let opens = b.failures >= threshold || slot.trial;
                 if opens {
                     let newly = b.open_until.is_none();
                     b.open_until = Some(Instant::now() + cooldown);
-                    return newly
-                        .then_some(BreakerChange::Opened { model: slot.model, failures: b.failures });
+                    let failures = b.failures;
+                    return newly.then(|| BreakerChange::Opened { model: slot.model.to_string(), failures });
                 }
                 None
             }
             Err(_) => {
-                self.release_trial(&mut s, &slot.model);
+                self.release_trial(&mut s, slot.model);
                 None
             }
         }
@@ -287,6 +288,9 @@ impl Limiter {
     /// `Ok(true)` for the one trial call of a half-open breaker.
     fn check_breaker(&self, model: &str) -> Result<bool, LlmError> {
         let mut s = self.lock();
+        if s.breakers.is_empty() {
+            return Ok(false);
+        }
         let Some(b) = s.breakers.get_mut(model) else { return Ok(false) };
         match b.open_until {
             None => Ok(false),
@@ -388,7 +392,7 @@ mod tests {
         assert_eq!(l.slots.available_permits(), 8);
     }
 
-    async fn futures_collect(l: &Arc<Limiter>, n: usize) -> Vec<Slot> {
+    async fn futures_collect(l: &Arc<Limiter>, n: usize) -> Vec<Slot<'static>> {
         let mut v = Vec::new();
         for _ in 0..n {
             v.push(l.acquire("m", 0).await.unwrap());
