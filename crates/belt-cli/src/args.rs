@@ -15,6 +15,10 @@ pub struct Cli {
     /// BELT_HOME defaulting to the user's data directory]
     #[arg(long, global = true, env = "BELT_STORE", value_parser = parse_store)]
     pub store: Option<StoreSpec>,
+    /// Configuration file: providers, limits, prices, default model
+    /// [default: ./belt.toml, else $BELT_HOME/belt.toml, if present]
+    #[arg(long, global = true, env = "BELT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

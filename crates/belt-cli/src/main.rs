@@ -9,6 +9,7 @@
 //! (0 completed, 3 partial or budget exhausted, 1 failed, 2 bad input, 130 cancelled).
 
 mod args;
+mod config;
 mod error;
 mod history;
 mod models;
@@ -30,6 +31,13 @@ fn main() {
         }
     };
     let store = cli.store.unwrap_or_else(belt_store::default_spec);
+    match config::load(cli.config.as_deref()) {
+        Ok((loaded, _)) => config::set(loaded),
+        Err(e) => {
+            eprintln!("belt: error: {e}");
+            std::process::exit(e.exit_code());
+        }
+    }
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run_cmd::run(*args, &store).await,

@@ -42,11 +42,14 @@ impl Choice {
     }
 }
 
-/// `--model` > `BELT_MODEL` > the first provider whose key is set > a local Ollama that
-/// answers within 300 ms > the simulated provider.
+/// `--model` > `BELT_MODEL` > `default_model` in belt.toml > the first provider whose key
+/// is set > a local Ollama that answers within 300 ms > the simulated provider.
 pub async fn choose(given: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Choice {
     if let Some(m) = given {
         return Choice::Given(m.to_string());
+    }
+    if let Some(m) = &crate::config::get().default_model {
+        return Choice::Given(m.clone());
     }
     for (provider, model) in DEFAULT_MODELS {
         let Some(builtin) = BUILTIN_PROVIDERS.iter().find(|b| b.name == *provider) else { continue };

@@ -146,8 +146,7 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared, CliError> {
     if let Some(m) = &args.executive_model {
         cascade.executive.model = m.as_str().into();
     }
-    let providers = belt_llm::providers_from_env(sim_config(args), belt_llm::process_env)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let providers = crate::config::providers(crate::config::get(), sim_config(args), &belt_llm::process_env)?;
     cascade.validate(&providers).map_err(CliError::Usage)?;
     let uses_sim = [&cascade.decomposer, &cascade.worker, &cascade.synthesizer, &cascade.executive]
         .iter()
