@@ -48,8 +48,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Parser)]
 #[command(name = "belt-bench", about = "Benchmarks of belt's engine on the simulated provider")]
 struct Args {
-    /// A (fan-out), B (cascade), C (sequential chain), or F (A's shape on bare sleeps:
-    /// the floor set by the timer, without belt).
+    /// A (fan-out), B (cascade), C (sequential chain), F (A's shape on bare sleeps: the
+    /// floor set by the timer, without belt), or H (A through the OpenAI adapter against a
+    /// local fake server).
     #[arg(long, default_value = "A")]
     workload: String,
     /// Workers for A and B.
@@ -121,6 +122,9 @@ fn suite() {
     // Every branch in flight at once, for the memory per branch.
     add("A", 10_000, 1_000, 10_000);
     add("F", 10_000, 50, 64);
+    // Real HTTP: the OpenAI adapter against a local fake server.
+    add("H", 1_000, 0, 64);
+    add("H", 10_000, 0, 64);
     // The SQLite store against the in-memory one (the same cases above).
     for w in ["A", "B"] {
         cases.push(sqlite_case(w, "--n", 10_000));
@@ -161,7 +165,7 @@ async fn case(args: &Args) -> String {
     let task = Task::new("Benchmark the engine");
     let waves = |n: usize| n.div_ceil(c) as f64;
     let (n, ideal, _) = match args.workload.as_str() {
-        "A" | "a" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
+        "A" | "a" | "H" | "h" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
         "B" | "b" => {
             let levels = tier_levels(args.n, 5);
             let exec = usize::from(levels.last().is_some_and(|&t| t >= 2));
@@ -210,6 +214,7 @@ async fn case(args: &Args) -> String {
     serde_json::json!({
         "workload": args.workload.to_ascii_uppercase(),
         "store": args.store,
+        "calls_per_s": round(calls_f / wall.max(1e-9), 0),
         "n": n,
         "latency_ms": args.latency_ms,
         "concurrency": c,
@@ -250,7 +255,31 @@ async fn once(
 ) -> (u64, RunStatus, u64) {
     let task = task.clone();
     match args.workload.to_ascii_uppercase().as_str() {
-        "A" => drive(FanOut { n, chain: false }, task, options).await,
+        "A" => drive(FanOut { n, chain: false, model: "simulated/bench" }, task, options).await,
+        "H" => {
+            // The fan-out through the real OpenAI adapter (HTTP/1.1, SSE streaming) against a
+            // fast fake server on 127.0.0.1, started here and sharing the two cores.
+            let server = belt_llm::fake_server::FakeServer::start().await.expect("start the fake server");
+            let usage =
+                belt_llm::fake_server::FakeUsage { input: 20, output: 8, cache_read: 0, cache_write: 0 };
+            server.set_default(belt_llm::fake_server::FakeResponse::openai_stream(
+                "gpt-4.1-mini",
+                &["Bench ", "reply."],
+                "stop",
+                usage,
+                belt_llm::fake_server::UsageShape::EmptyChoices,
+            ));
+            let base = server.openai_base_url();
+            let env = move |v: &str| match v {
+                "OPENAI_BASE_URL" => Some(base.clone()),
+                "OPENAI_API_KEY" => Some("sk-bench".to_string()),
+                _ => None,
+            };
+            options.providers = belt_llm::providers_from_env(SimConfig::default(), env).expect("providers");
+            let result = drive(FanOut { n, chain: false, model: "openai/gpt-4.1-mini" }, task, options).await;
+            drop(server);
+            result
+        }
         "B" => {
             let mut cascade = Cascade::new(n, "simulated/bench");
             for t in [&mut cascade.worker, &mut cascade.synthesizer, &mut cascade.executive] {
@@ -261,7 +290,7 @@ async fn once(
             );
             drive(cascade, task, options).await
         }
-        "C" => drive(FanOut { n, chain: true }, task, options).await,
+        "C" => drive(FanOut { n, chain: true, model: "simulated/bench" }, task, options).await,
         _ => {
             let (calls, status) = timer_floor(n, c, l).await;
             (calls, status, rss_kib())
@@ -344,6 +373,7 @@ impl InFlightSampler {
 struct FanOut {
     n: usize,
     chain: bool,
+    model: &'static str,
 }
 
 #[async_trait]
@@ -354,7 +384,7 @@ impl Orchestrator for FanOut {
 
     async fn decompose(&self, ctx: &Ctx, task: &Task) -> Result<Plan, StepError> {
         let prompt = format!("Task: {}\nPlan the work.", task.description);
-        let request = LlmRequest::new("simulated/bench", prompt).max_tokens(16);
+        let request = LlmRequest::new(self.model, prompt).max_tokens(16);
         ctx.llm(StepSpec::new("decompose", Tier::Decomposer), request).await?;
         let plan: Vec<Subtask> = (1..=self.n)
             .map(|i| {
@@ -374,7 +404,7 @@ impl Orchestrator for FanOut {
         _deps: &[AgentOutput],
     ) -> Result<AgentOutput, StepError> {
         let prompt = format!("Task: {}\nSubtask {}: {}", task.description, subtask.id, subtask.description);
-        let request = LlmRequest::new("simulated/bench", prompt).max_tokens(16);
+        let request = LlmRequest::new(self.model, prompt).max_tokens(16);
         let reply = ctx.llm(step.clone(), request).await?;
         Ok(AgentOutput::from_reply(subtask, step, reply))
     }
@@ -388,7 +418,7 @@ impl Orchestrator for FanOut {
     ) -> Result<Synthesis, StepError> {
         let ok = results.iter().filter(|r| r.is_ok()).count();
         let prompt = format!("Task: {}\nSynthesize the {ok} results.", task.description);
-        let request = LlmRequest::new("simulated/bench", prompt).max_tokens(16);
+        let request = LlmRequest::new(self.model, prompt).max_tokens(16);
         let reply = ctx.llm(StepSpec::new("synthesis", Tier::Executive), request).await?;
         Ok(Synthesis { text: reply.text.to_string() })
     }
