@@ -30,6 +30,7 @@ pub mod router;
 pub mod saga;
 pub mod state_machine;
 pub mod supervisor;
+pub mod swarm;
 
 #[cfg(test)]
 pub(crate) mod testkit;
