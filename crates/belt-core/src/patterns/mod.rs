@@ -20,6 +20,7 @@ pub mod balance;
 pub mod blackboard;
 pub mod cascade;
 pub mod dag;
+pub mod dynamic;
 pub mod event_driven;
 pub mod flow;
 pub mod hitl;
