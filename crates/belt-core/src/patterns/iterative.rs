@@ -10,8 +10,9 @@
 //! The loop stops at the first success — [`RefineStop::Predicate`] or [`RefineStop::Judge`],
 //! with the step that decided — or after `max_iterations` drafts (default 3) with
 //! [`RefineStop::MaxIterations`], whose [`CapHit`] is also recorded in the run as the draft
-//! that did not run. Without a predicate or a judge it revises exactly `max_iterations - 1`
-//! times (`--refine N`), and the revise agent gets no critique.
+//! that did not run. Without a predicate or a judge there is nothing to wait for: it writes
+//! exactly `max_iterations` drafts (`--refine N`) and stops with [`RefineStop::Fixed`], no cap
+//! involved; the revise agent then gets no critique.
 //!
 //! ```
 //! use belt_core::patterns::iterative::Refine;
@@ -54,6 +55,8 @@ pub enum RefineStop {
     Judge { at: StepId },
     /// No check passed within `max_iterations` drafts.
     MaxIterations(CapHit),
+    /// No check was set: the fixed number of drafts was written.
+    Fixed { iterations: usize },
 }
 
 impl std::fmt::Display for RefineStop {
@@ -62,6 +65,7 @@ impl std::fmt::Display for RefineStop {
             RefineStop::Predicate { at } => write!(f, "the success predicate held for {at}"),
             RefineStop::Judge { at } => write!(f, "the judge accepted the draft at {at}"),
             RefineStop::MaxIterations(cap) => write!(f, "{cap}"),
+            RefineStop::Fixed { iterations } => write!(f, "the {iterations} draft(s) asked for were written"),
         }
     }
 }
@@ -89,7 +93,7 @@ impl Refinement {
         self.history.len()
     }
 
-    /// True when a check passed (not stopped by the cap).
+    /// True unless the cap stopped the loop before a check passed.
     pub fn accepted(&self) -> bool {
         !matches!(self.stop, RefineStop::MaxIterations(_))
     }
@@ -210,6 +214,9 @@ impl Refine {
                 critique = Some(reply);
             }
             history.push(round);
+        }
+        if self.until.is_none() && self.judge.is_none() {
+            return Ok(self.done(history, RefineStop::Fixed { iterations: self.max_iterations }));
         }
         let next = StepSpec::new(self.id(self.max_iterations + 1, "draft"), Tier::Agent);
         let cap = CapHit::record(ctx, "max_iterations", self.max_iterations, next, self.revise.model());
@@ -338,10 +345,12 @@ mod tests {
     async fn without_checks_it_revises_a_fixed_number_of_times() {
         let p = Arc::new(ScriptedProvider::new("t"));
         let refine = growing().max_iterations(2);
-        let (out, _) = within(&p, move |ctx| async move { refine.run(&ctx, "task").await }).await;
+        let (out, result) = within(&p, move |ctx| async move { refine.run(&ctx, "task").await }).await;
         let out = out.unwrap();
         assert_eq!(&*out.output, "++");
-        assert!(matches!(out.stop, RefineStop::MaxIterations(_)));
+        assert_eq!(result.status, RunStatus::Completed);
+        assert_eq!(out.stop, RefineStop::Fixed { iterations: 2 });
+        assert!(out.accepted(), "not stopped by a cap");
     }
 
     #[test]

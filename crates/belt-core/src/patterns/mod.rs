@@ -19,6 +19,7 @@ pub mod agent;
 pub mod balance;
 pub mod blackboard;
 pub mod cascade;
+pub mod conductor;
 pub mod dag;
 pub mod dynamic;
 pub mod event_driven;
