@@ -47,7 +47,7 @@ pub use ctx::{Ctx, StepError, StepReply, Stop};
 pub use event::{Event, EventKind, EventStream, PlanSource};
 pub use llm::{LlmError, LlmProvider, LlmReply, LlmRequest, Price, Providers, Usage};
 pub use orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};
-pub use patterns::{Agent, CapHit, Cascade, Flow, SynthesizeMode};
+pub use patterns::{Agent, CapHit, Cascade, Dynamic, Flow, Swarm, SynthesizeMode};
 pub use plan::{PlanError, Subtask, Task};
 pub use policy::{Policies, StepPolicy};
 pub use result::{AgentRecord, AgentStatus, Document, RunResult, RunStatus, UsageTotals};

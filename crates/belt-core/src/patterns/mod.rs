@@ -38,8 +38,23 @@ pub mod swarm;
 pub(crate) mod testkit;
 
 pub use agent::{Agent, AgentFuture};
+pub use balance::{LoadBalancer, PriorityQueue, WorkQueue, run_batches};
+pub use blackboard::{Blackboard, Contributor, Session};
 pub use cascade::{Cascade, SynthesizeMode, TierSettings};
+pub use conductor::Conductor;
+pub use dag::Dag;
+pub use dynamic::{AgentRegistry, Dynamic};
+pub use event_driven::{Reactor, Shutdown};
 pub use flow::Flow;
+pub use hitl::Human;
+pub use iterative::Refine;
+pub use parallel::Parallel;
+pub use pipeline::{OnError, Pipeline, Stage};
+pub use router::{Choose, Router};
+pub use saga::Saga;
+pub use state_machine::{StateMachine, Transition};
+pub use supervisor::Supervisor;
+pub use swarm::Swarm;
 
 use serde::{Deserialize, Serialize};
 
