@@ -45,7 +45,7 @@ async fn main() {
         };
         let agent = Agent::llm(MODEL, "You answer IT tickets.");
         let (done, ()) = tokio::join!(queue.run(&ctx, 1, &agent), producer);
-        let order: Vec<String> = done.iter().map(|d| format!("{} (p{})", d.id, d.priority)).collect();
+        let order: Vec<String> = done.done.iter().map(|d| format!("{} (p{})", d.id, d.priority)).collect();
         println!("tickets handled in order: {}\n", order.join(" → "));
 
         // 3. Batches of 4.

@@ -7,7 +7,8 @@
 //!   `{scope}/{task}/{agent}` then replays instead of being paid for again.
 //! - [`PriorityQueue`]: higher priority first, first in first out within a priority.
 //!   [`WorkQueue`] is a shared one that `workers` drain concurrently with an agent, while
-//!   producers keep pushing, until it is closed.
+//!   producers keep pushing, until it is closed (or `max_items` were handed out, a
+//!   [`CapHit`]).
 //! - [`batches`] and [`run_batches`]: items in batches of a given size, one step per batch
 //!   (`{scope}/001`), in parallel.
 //!
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use crate::ctx::{Ctx, StepError};
-use crate::patterns::{Agent, pad};
+use crate::patterns::{Agent, CapHit, pad};
 use crate::step::{StepId, StepSpec, Tier};
 
 // ---------------------------------------------------------------------------------------
@@ -247,7 +248,21 @@ pub struct WorkDone {
 struct QueueState {
     queue: PriorityQueue<WorkItem>,
     closed: bool,
+    /// Items taken by workers so far.
+    taken: usize,
 }
+
+/// What [`WorkQueue::run`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueRun {
+    /// The items handled, in the order they ended.
+    pub done: Vec<WorkDone>,
+    /// Set when `max_items` stopped the workers; the items left stay queued.
+    pub cap: Option<CapHit>,
+}
+
+/// Items a work queue hands out at most, unless told otherwise.
+pub const DEFAULT_MAX_ITEMS: usize = 100_000;
 
 /// A shared priority queue of work, drained by workers while producers push (see the
 /// module docs). Cheap to clone; every clone is the same queue.
@@ -256,15 +271,23 @@ pub struct WorkQueue {
     scope: Arc<str>,
     state: Arc<Mutex<QueueState>>,
     ready: Arc<Notify>,
+    max_items: usize,
 }
 
 impl WorkQueue {
     pub fn new(scope: impl Into<String>) -> WorkQueue {
         WorkQueue {
             scope: Arc::from(scope.into()),
-            state: Arc::new(Mutex::new(QueueState { queue: PriorityQueue::new(), closed: false })),
+            state: Arc::new(Mutex::new(QueueState { queue: PriorityQueue::new(), closed: false, taken: 0 })),
             ready: Arc::new(Notify::new()),
+            max_items: DEFAULT_MAX_ITEMS,
         }
+    }
+
+    /// Items handed out at most over the queue's life (at least 1); then the workers stop.
+    pub fn max_items(mut self, n: usize) -> WorkQueue {
+        self.max_items = n.max(1);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
@@ -299,13 +322,18 @@ impl WorkQueue {
         self.len() == 0
     }
 
-    /// The next item, waiting for one; `None` once the queue is closed and empty.
+    /// The next item, waiting for one; `None` once the queue is closed and empty, or once
+    /// `max_items` were handed out.
     async fn next(&self) -> Option<(i32, WorkItem)> {
         loop {
             let notified = self.ready.notified();
             {
                 let mut s = self.lock();
+                if s.taken >= self.max_items {
+                    return None;
+                }
                 if let Some(next) = s.queue.pop() {
+                    s.taken += 1;
                     return Some(next);
                 }
                 if s.closed {
@@ -317,8 +345,8 @@ impl WorkQueue {
     }
 
     /// Run `agent` on the items with `workers` concurrent workers, highest priority first,
-    /// until the queue is closed and empty. Returns what was done, in the order it ended.
-    pub async fn run(&self, ctx: &Ctx, workers: usize, agent: &Agent) -> Vec<WorkDone> {
+    /// until the queue is closed and empty, or the cap.
+    pub async fn run(&self, ctx: &Ctx, workers: usize, agent: &Agent) -> QueueRun {
         let done = Mutex::new(Vec::new());
         let worker = || async {
             while let Some((priority, item)) = self.next().await {
@@ -333,8 +361,25 @@ impl WorkQueue {
                 });
             }
         };
-        futures::future::join_all((0..workers.max(1)).map(|_| worker())).await;
-        done.into_inner().unwrap_or_else(|p| p.into_inner())
+        futures::future::join_all((0..workers.max(1)).map(|_| {
+            let w = worker();
+            // Wake the others once this one is done: at the cap, they are parked in `next`.
+            async {
+                w.await;
+                self.ready.notify_waiters();
+            }
+        }))
+        .await;
+        let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+        let capped = {
+            let s = self.lock();
+            (s.taken >= self.max_items).then(|| s.queue.heap.peek().map(|e| e.item.id.clone()))
+        };
+        let cap = capped.map(|next| {
+            let at = StepId::new(format!("{}/{}", self.scope, next.unwrap_or_else(|| "next".into())));
+            CapHit::record(ctx, "max_items", self.max_items, StepSpec::new(at, Tier::Agent), agent.model())
+        });
+        QueueRun { done, cap }
     }
 }
 
@@ -448,8 +493,9 @@ mod tests {
                 }
             };
             let agent = Agent::llm("t/m", "w");
-            let (done, ()) = tokio::join!(q.run(&ctx, 1, &agent), producer);
-            done
+            let (run, ()) = tokio::join!(q.run(&ctx, 1, &agent), producer);
+            assert!(run.cap.is_none());
+            run.done
         })
         .await;
         let order: Vec<&str> = done.iter().map(|d| d.id.as_str()).collect();
@@ -457,6 +503,28 @@ mod tests {
         assert_eq!(order, ["high", "late-urgent", "high2", "mid", "low"]);
         assert!(done.iter().all(|d| d.outcome.is_ok()));
         assert_eq!(done[1].step.as_str(), "queue/late-urgent");
+    }
+
+    #[tokio::test]
+    async fn a_work_queue_stops_at_max_items_and_leaves_the_rest_queued() {
+        let p = Arc::new(ScriptedProvider::new("t"));
+        let (out, result) = within(&p, move |ctx| async move {
+            let q = WorkQueue::new("q").max_items(2);
+            for (id, prio) in [("a", 1), ("b", 3), ("c", 2)] {
+                q.push(id, prio, id);
+            }
+            // Never closed: the cap ends the run.
+            let run = q.run(&ctx, 2, &Agent::llm("t/m", "w")).await;
+            (run, q.len())
+        })
+        .await;
+        let (run, left) = out;
+        let ids: Vec<&str> = run.done.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&"b") && ids.contains(&"c"));
+        assert_eq!(left, 1);
+        assert_eq!(run.cap.unwrap().at.as_str(), "q/a");
+        assert_eq!(record(&result, "q/a").status, crate::result::AgentStatus::Skipped);
     }
 
     #[tokio::test]

@@ -29,10 +29,11 @@
 //! # }
 //! ```
 //!
-//! Limits of the adapter, until the engine has a whole-run entry point: when the function
-//! returns an error the run fails with the engine's generic reason ("only 0 of 1 subtasks
-//! succeeded"), the real error being in the failed step's record; and the run's event
-//! stream shows one worker tier of one subtask around the function's steps.
+//! When the function returns an error, the run fails and a failed step `flow` holds the
+//! error in the run's record. Limits of the adapter, until the engine has a whole-run entry
+//! point: the run's `stop_reason` is then the engine's generic one ("only 0 of 1 subtasks
+//! succeeded"), and the event stream shows one worker tier of one subtask around the
+//! function's steps.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ use crate::ctx::{Ctx, StepError};
 use crate::event::PlanSource;
 use crate::orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis};
 use crate::plan::{Subtask, Task};
-use crate::step::StepSpec;
+use crate::step::{StepSpec, Tier};
 
 /// An async function over the context, run as a whole run (see the module docs).
 pub struct Flow<F> {
@@ -89,7 +90,16 @@ where
         subtask: &Subtask,
         _deps: &[AgentOutput],
     ) -> Result<AgentOutput, StepError> {
-        let text = (self.body)(ctx.clone(), task.clone()).await?;
+        let text = match (self.body)(ctx.clone(), task.clone()).await {
+            Ok(text) => text,
+            Err(e) => {
+                // On record under the step `flow`, so the run's result says why it failed.
+                let spec = StepSpec::new("flow", Tier::Custom(Arc::from("flow")));
+                let message = e.to_string();
+                let _ = ctx.step::<(), _>(spec, &(), async move { Err(message) }).await;
+                return Err(e);
+            }
+        };
         Ok(AgentOutput {
             subtask_id: subtask.id.clone(),
             step: step.id.clone(),
@@ -110,5 +120,30 @@ where
             Some(Err(e)) => Err(e.clone()),
             None => Ok(Synthesis { text: String::new() }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::patterns::testkit::{options, record};
+    use crate::result::{AgentStatus, RunStatus};
+    use crate::run::run;
+    use crate::testing::ScriptedProvider;
+
+    #[tokio::test]
+    async fn a_failing_body_fails_the_run_and_its_error_is_on_record() {
+        let p = Arc::new(ScriptedProvider::new("t"));
+        let flow = Flow::new("f", |_ctx, _task| async {
+            Err(StepError::Failed { step: "router".into(), message: "unknown route `x`".into() })
+        });
+        let r = run(flow, Task::new("t"), options(&p)).await.unwrap().result().await;
+        assert_eq!(r.status, RunStatus::Failed);
+        assert_eq!(r.pattern, "f");
+        let rec = record(&r, "flow");
+        assert_eq!(rec.status, AgentStatus::Failed);
+        assert_eq!(rec.error.as_deref(), Some("flow: router: unknown route `x`"));
     }
 }
