@@ -11,9 +11,27 @@
 //! A StepId names one piece of work, so a pattern used several times in one run needs a
 //! scope per use (`Pipeline::new(format!("doc/{i}"))`, `router.in_scope(..)`).
 //!
-//! A pattern that is a whole run is an [`crate::Orchestrator`] ([`Cascade`]); the others are
-//! called from inside one. [`Flow`] turns any async function over the context into a run,
-//! which is how the examples and tests drive them.
+//! A pattern that is a whole run is an [`crate::Orchestrator`] ([`Cascade`], [`Swarm`],
+//! [`Dynamic`]); the others are called from inside one. [`Flow`] turns any async function
+//! over the context into a run, which is how the examples and tests drive them.
+//!
+//! | family | module | main types |
+//! |---|---|---|
+//! | sequential / pipeline | [`pipeline`] | [`Pipeline`], [`Stage`], [`OnError`] |
+//! | fan-out / fan-in | [`parallel`] | [`Parallel`] |
+//! | conditional / router | [`router`] | [`Router`], [`Choose`] |
+//! | iterative refinement | [`iterative`] | [`Refine`] |
+//! | DAG | [`dag`] | [`Dag`] |
+//! | state machine | [`state_machine`] | [`StateMachine`], [`Transition`] |
+//! | saga | [`saga`] | [`Saga`] |
+//! | supervisor | [`supervisor`] | [`Supervisor`] |
+//! | blackboard | [`blackboard`] | [`Blackboard`], [`Session`] |
+//! | event-driven | [`event_driven`] | [`Reactor`] |
+//! | load balancing, priority, batching | [`balance`] | [`LoadBalancer`], [`WorkQueue`], [`run_batches`] |
+//! | human in the loop | [`hitl`] | [`Human`] |
+//! | swarm | [`swarm`] | [`Swarm`] |
+//! | dynamic agents | [`dynamic`] | [`Dynamic`], [`AgentRegistry`] |
+//! | orchestrator of orchestrators | [`conductor`] | [`Conductor`] |
 
 pub mod agent;
 pub mod balance;
