@@ -158,6 +158,8 @@ impl Progress {
                 ));
             }
             EventKind::BreakerClosed { model } => self.line(format!("breaker closed: {model} answers again")),
+            // Streamed text is for live views of one agent, not for the progress lines.
+            EventKind::StepDelta { .. } => return,
             EventKind::BudgetWarning { limit, used, max } => {
                 self.line(format!("budget warning: {limit} at {used:.4} of {max:.4} (80% used)"));
             }

@@ -142,6 +142,7 @@ pub(crate) struct Shared {
     pub bus: EventBus,
     pub ledger: Ledger,
     pub cache_ttl: Option<std::time::Duration>,
+    pub stream_deltas: bool,
     pub limiter: Semaphore,
     pub concurrency: usize,
     pub cancel: CancellationToken,
@@ -367,10 +368,21 @@ impl Ctx {
                     // Cancelling a run drops its futures; this guard records a call dropped
                     // mid-flight and gives its budget reservation back.
                     let guard = InFlightCall { ctx: self, spec: &spec, model: &model_name, at: &at, worst };
-                    let outcome =
-                        tokio::time::timeout(policy.timeout, provider.complete(model, &request, &call))
-                            .await
-                            .unwrap_or(Err(LlmError::Timeout(policy.timeout)));
+                    let call_future = provider.complete(model, &request, &call);
+                    let outcome = if s.stream_deltas {
+                        // Boxed: only runs that stream pay for the sink in their futures.
+                        let (sink, flush) = self.delta_sink(&spec.id);
+                        let r = Box::pin(tokio::time::timeout(
+                            policy.timeout,
+                            crate::llm::with_delta_sink(sink, call_future),
+                        ))
+                        .await;
+                        flush();
+                        r
+                    } else {
+                        tokio::time::timeout(policy.timeout, call_future).await
+                    }
+                    .unwrap_or(Err(LlmError::Timeout(policy.timeout)));
                     std::mem::forget(guard);
                     drop(permit);
                     s.calls.fetch_add(1, Ordering::Relaxed);
@@ -467,6 +479,39 @@ impl Ctx {
             Box::pin(self.dead_letter(&spec, &request, &err, at.attempts)).await;
             Err(self.fail(&spec, model_name, &at, err))
         }
+    }
+
+    /// A sink that turns a call's streamed text into `step_delta` events, at most one per
+    /// 100 ms, and a flush for what is left when the call ends.
+    fn delta_sink(&self, step: &StepId) -> (crate::llm::DeltaSink, impl FnOnce() + use<>) {
+        const EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+        let pending: Arc<Mutex<(String, Option<Instant>)>> = Arc::new(Mutex::new((String::new(), None)));
+        let emit = {
+            let ctx = self.clone();
+            let step = step.clone();
+            move |text: String| {
+                ctx.shared.bus.emit(Some(&step), EventKind::StepDelta { text });
+            }
+        };
+        let sink = {
+            let pending = pending.clone();
+            let emit = emit.clone();
+            Arc::new(move |text: &str| {
+                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                p.0.push_str(text);
+                if p.1.is_none_or(|at| at.elapsed() >= EVERY) {
+                    p.1 = Some(Instant::now());
+                    emit(std::mem::take(&mut p.0));
+                }
+            }) as crate::llm::DeltaSink
+        };
+        let flush = move || {
+            let rest = std::mem::take(&mut pending.lock().unwrap_or_else(|e| e.into_inner()).0);
+            if !rest.is_empty() {
+                emit(rest);
+            }
+        };
+        (sink, flush)
     }
 
     /// Say in the run's events that a model's breaker opened or closed.

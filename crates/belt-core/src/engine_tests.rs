@@ -691,3 +691,64 @@ async fn a_chain_with_an_unknown_model_is_rejected_before_any_call() {
     assert!(err.to_string().contains("unknown provider `nope`"), "{err}");
     assert_eq!(p.total_calls(), 0);
 }
+
+/// Streams its reply in 30 pieces, 20 ms apart.
+struct Streaming;
+
+#[async_trait::async_trait]
+impl LlmProvider for Streaming {
+    fn name(&self) -> &str {
+        "s"
+    }
+    fn price(&self, _model: &str) -> Option<Price> {
+        None
+    }
+    async fn complete(
+        &self,
+        model: &str,
+        _request: &LlmRequest,
+        _call: &crate::llm::CallInfo,
+    ) -> Result<LlmReply, LlmError> {
+        let mut text = String::new();
+        for i in 0..30 {
+            let piece = format!("w{i} ");
+            crate::llm::stream_delta(&piece);
+            text.push_str(&piece);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(LlmReply {
+            text,
+            usage: Usage::default(),
+            model: format!("s/{model}"),
+            finish_reason: None,
+            simulated: false,
+        })
+    }
+}
+
+#[tokio::test]
+async fn streamed_text_arrives_as_coalesced_step_delta_events() {
+    let mut o = RunOptions::default().with_provider(Arc::new(Streaming));
+    o.stream_deltas = true;
+    o.plan = Some(vec![Subtask::new("1", "only")]);
+    let (r, events) = run_all(Cascade::new(1, "s/m"), "task", o).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StepDelta { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    // 600 ms of text in at most ~10 events a second, not 30.
+    assert!((3..=9).contains(&deltas.len()), "{} delta events", deltas.len());
+    assert_eq!(deltas.concat(), agent(&r, "worker/001").output.as_deref().unwrap());
+
+    let (_, events) = run_all(
+        Cascade::new(1, "s/m"),
+        "task",
+        RunOptions::default().with_provider(Arc::new(Streaming)).with_plan(vec![Subtask::new("1", "only")]),
+    )
+    .await;
+    assert!(!types(&events).contains(&"step_delta"), "only runs that ask for them");
+}

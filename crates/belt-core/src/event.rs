@@ -95,6 +95,11 @@ pub enum EventKind {
         tier: Tier,
         reason: String,
     },
+    /// Text a step's model has written since the last `step_delta` (at most about ten a
+    /// second per step; only when the run asked for them).
+    StepDelta {
+        text: String,
+    },
     /// The step's model kept failing (or its breaker is open): the next model of its
     /// fallback chain takes over.
     StepFallback {
@@ -182,6 +187,7 @@ impl EventKind {
             EventKind::StepFailed { .. } => "step_failed",
             EventKind::StepSkipped { .. } => "step_skipped",
             EventKind::StepFallback { .. } => "step_fallback",
+            EventKind::StepDelta { .. } => "step_delta",
             EventKind::BreakerOpened { .. } => "breaker_opened",
             EventKind::BreakerClosed { .. } => "breaker_closed",
             EventKind::TierStarted { .. } => "tier_started",

@@ -192,6 +192,28 @@ pub struct CallInfo {
     pub attempt: u32,
 }
 
+/// Receives the text of a streaming reply as it arrives.
+pub type DeltaSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+tokio::task_local! {
+    static DELTAS: DeltaSink;
+}
+
+/// Hand a piece of a reply's text to whoever watches this call stream (the engine, when a
+/// run asked for `step_delta` events). Providers call it as text arrives; it does nothing
+/// when nobody watches.
+pub fn stream_delta(text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    let _ = DELTAS.try_with(|sink| sink(text));
+}
+
+/// Run `call` with `sink` receiving what it passes to [`stream_delta`].
+pub async fn with_delta_sink<F: std::future::Future>(sink: DeltaSink, call: F) -> F::Output {
+    DELTAS.scope(sink, call).await
+}
+
 /// Why a provider call failed. The engine retries [`LlmError::is_retryable`] errors and
 /// fails the step at once on the others.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

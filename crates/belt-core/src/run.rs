@@ -51,6 +51,10 @@ pub struct RunOptions {
     /// its own description of them (the CLI records its arguments). Default: these options.
     #[serde(skip)]
     pub definition: Option<String>,
+    /// Emit `step_delta` events with the text of streaming replies as it arrives (coalesced
+    /// to about ten a second per step), for live views.
+    #[serde(default)]
+    pub stream_deltas: bool,
     /// Who drives the run, as recorded in its lease (default: `pid:<pid>:<nonce>`).
     #[serde(skip)]
     pub owner: Option<String>,
@@ -87,6 +91,7 @@ impl Default for RunOptions {
             plan: None,
             cache_ttl: None,
             definition: None,
+            stream_deltas: false,
             owner: None,
             replace_owner: None,
             providers: Providers::default(),
@@ -301,6 +306,7 @@ pub async fn run<O: Orchestrator>(
         bus,
         ledger,
         cache_ttl: options.cache_ttl,
+        stream_deltas: options.stream_deltas,
         limiter: Semaphore::new(options.concurrency),
         concurrency: options.concurrency,
         cancel: CancellationToken::new(),

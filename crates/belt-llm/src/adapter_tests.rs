@@ -728,3 +728,22 @@ async fn providers_from_env_reach_fake_servers_through_base_url_variables() {
     );
     assert_eq!(anthropic_server.last_request().unwrap().header("x-api-key"), Some(ANT_KEY));
 }
+
+#[tokio::test]
+async fn streamed_text_is_handed_to_the_delta_sink_as_it_arrives() {
+    let server = server().await;
+    server.push(stream(&["Hel", "lo", " wor", "ld"]));
+    let provider = openai(&server);
+    use std::sync::Arc;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = {
+        let seen = seen.clone();
+        Arc::new(move |t: &str| seen.lock().unwrap().push(t.to_string())) as Arc<dyn Fn(&str) + Send + Sync>
+    };
+    let c =
+        belt_core::llm::with_delta_sink(sink, provider.call("gpt-4o-mini", &request("openai/gpt-4o-mini")))
+            .await
+            .unwrap();
+    assert_eq!(c.reply.text, "Hello world");
+    assert_eq!(*seen.lock().unwrap(), vec!["Hel", "lo", " wor", "ld"]);
+}

@@ -452,6 +452,7 @@ impl StreamState {
                 if let Some(Block { kind, text: Some(text) }) = event.content_block
                     && kind == "text"
                 {
+                    belt_core::llm::stream_delta(&text);
                     self.text.push_str(&text);
                 }
             }
@@ -459,6 +460,7 @@ impl StreamState {
                 if let Some(EventDelta { kind, text: Some(text), .. }) = event.delta
                     && kind.as_deref().is_none_or(|k| k == "text_delta")
                 {
+                    belt_core::llm::stream_delta(&text);
                     self.text.push_str(&text);
                 }
             }

@@ -559,6 +559,7 @@ impl StreamState {
         if let Some(choice) = chunk.choices.into_iter().next() {
             if let Some(delta) = choice.delta {
                 if let Some(text) = delta.content {
+                    belt_core::llm::stream_delta(&text);
                     self.parsed.text.push_str(&text);
                 }
                 if let Some(refusal) = delta.refusal {
