@@ -40,6 +40,8 @@ pub enum Command {
     /// Steps that failed for good (the dead-letter queue).
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Render the report of a finished run from the store, in any format.
+    Report(ReportArgs),
     /// Models with known prices and capabilities, and which providers are ready.
     Models {
         /// As a JSON array.
@@ -64,6 +66,31 @@ pub struct ResumeArgs {
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run (see `belt runs list`).
+    pub run_id: String,
+    /// Formats, comma-separated: md, html, pdf, docx, or all.
+    #[arg(short, long, value_name = "FORMATS", default_value = "md", value_parser = parse_formats)]
+    pub format: String,
+    /// Directory for the documents.
+    #[arg(short, long, value_name = "DIR", default_value = "belt-out")]
+    pub out: PathBuf,
+}
+
+/// Check a `--format` list (md, html, pdf, docx, all) and keep it as written.
+pub fn parse_formats(s: &str) -> Result<String, String> {
+    let formats = belt_report::Format::parse_list(s).map_err(|e| e.to_string())?;
+    if let Some(f) = formats.iter().find(|f| !f.available()) {
+        return Err(belt_report::ReportError::Unsupported(*f).to_string());
+    }
+    Ok(s.to_string())
+}
+
+fn default_format() -> String {
+    "md".to_string()
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +214,10 @@ pub struct RunArgs {
     /// Directory for the report.
     #[arg(short, long, value_name = "DIR", default_value = "belt-out")]
     pub out: PathBuf,
+    /// Report formats, comma-separated: md, html, pdf, docx, or all.
+    #[arg(short, long, value_name = "FORMATS", default_value = "md", value_parser = parse_formats)]
+    #[serde(default = "default_format")]
+    pub format: String,
     /// Also write every event as a JSON line to FILE.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,

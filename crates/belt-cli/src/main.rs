@@ -15,6 +15,7 @@ mod history;
 mod models;
 mod owner;
 mod progress;
+mod report_cmd;
 mod run_cmd;
 
 use clap::Parser;
@@ -44,6 +45,7 @@ fn main() {
             Command::Resume(args) => history::resume(args, &store).await,
             Command::Runs(command) => history::runs(command, &store).await,
             Command::Dlq(command) => history::dlq(command, &store).await,
+            Command::Report(args) => report_cmd::report(args, &store).await,
             Command::Models { json } => Ok(models::list(json, &belt_llm::process_env)),
         }
     });

@@ -200,8 +200,9 @@ pub async fn execute(spec: &RunSpec, prepared: Prepared, exec: Exec) -> Result<i
              language model. Pass --model provider/name for a real one."
         );
     }
-    options =
-        options.with_documents(Arc::new(MarkdownReport { dir: exec.out.clone() })).with_store(exec.store);
+    options = options
+        .with_documents(Arc::new(ReportWriter::new(exec.out.clone(), &spec.args.format)))
+        .with_store(exec.store);
     options.run_id = exec.run_id;
     options.owner = Some(crate::owner::this_process());
 
@@ -342,17 +343,57 @@ fn prepare_out_dir(dir: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Writes the Markdown report into a directory.
-struct MarkdownReport {
-    dir: PathBuf,
+/// Writes the run's report into a directory, once per chosen format. Each file is written
+/// under a temporary name and renamed, so a reader never sees half a document; its name is
+/// a slug of the task plus the run id ([`belt_report::file_name`]), never raw text, so it
+/// stays inside the directory.
+pub struct ReportWriter {
+    pub dir: PathBuf,
+    pub formats: Vec<belt_report::Format>,
 }
 
-impl DocumentWriter for MarkdownReport {
+impl ReportWriter {
+    /// For a recorded `--format` list (checked when it was given; `md` if unreadable).
+    pub fn new(dir: PathBuf, formats: &str) -> Self {
+        let formats =
+            belt_report::Format::parse_list(formats).unwrap_or_else(|_| vec![belt_report::Format::Markdown]);
+        ReportWriter { dir, formats }
+    }
+}
+
+impl DocumentWriter for ReportWriter {
     fn write(&self, result: &RunResult) -> Result<Vec<Document>, String> {
-        let path = self.dir.join(belt_report::file_name(result, "md"));
-        std::fs::write(&path, belt_report::markdown(result))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(vec![Document { format: "markdown".into(), path: path.display().to_string() }])
+        let mut written = Vec::new();
+        let mut failed = Vec::new();
+        for &format in &self.formats {
+            let path = self.dir.join(belt_report::file_name(result, format.extension()));
+            let tmp = self.dir.join(format!(".{}.tmp-{}", format.extension(), std::process::id()));
+            let outcome = File::create(&tmp).map_err(belt_report::ReportError::from).and_then(|file| {
+                let mut out = BufWriter::new(file);
+                belt_report::render(result, format, &mut out)?;
+                out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                Ok(std::fs::rename(&tmp, &path)?)
+            });
+            match outcome {
+                Ok(()) => {
+                    written.push(Document { format: format.name().into(), path: path.display().to_string() })
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    failed.push(format!("{}: {e}", path.display()));
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(written)
+        } else {
+            let done = written.iter().map(|d| d.path.as_str()).collect::<Vec<_>>().join(", ");
+            Err(format!(
+                "cannot write {}{}",
+                failed.join("; "),
+                if done.is_empty() { String::new() } else { format!(" (written: {done})") }
+            ))
+        }
     }
 }
 

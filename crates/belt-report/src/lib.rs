@@ -1,9 +1,17 @@
-//! belt-report: turns a finished run ([`RunResult`]) into a document a person reads.
+//! belt-report: turns a finished run ([`RunResult`]) into a document a person reads —
+//! Markdown, HTML, PDF or DOCX.
 //!
-//! The report puts the final synthesis first, then the synthesis tiers, then each
-//! worker's findings under its subtask, a section on failures and retries, and the plan
-//! as an appendix. Text written by models is embedded as data: its headings are demoted
-//! so they nest under the report's own structure.
+//! Every format has the same content, in the same order: the title and a metadata table
+//! (run id, date, pattern, models per tier, agents, status, duration, tokens, cost); the
+//! final synthesis first; then the intermediate syntheses; then each worker's findings
+//! under its subtask; time and cost per tier, with a chart of duration and cost per agent
+//! grouped by tier (SVG in HTML and PDF, a PNG in DOCX, a table in Markdown); failures
+//! and retries; the sources the outputs cite; and the plan as an appendix.
+//!
+//! Text written by models is data. It is parsed as Markdown once ([`md`](crate::md)) and
+//! every renderer writes it through its own escaping: it cannot add HTML or script to the
+//! HTML report, typst code to the PDF's source, or XML to the DOCX. Its headings are
+//! demoted so they nest under the report's own.
 //!
 //! ```
 //! use belt_core::{RunResult, RunStatus, UsageTotals};
@@ -17,67 +25,149 @@
 //! let md = belt_report::markdown(&result);
 //! assert!(md.starts_with("# Impact of AI on healthcare"));
 //! assert!(md.contains("#### Summary"));
+//!
+//! let mut html = Vec::new();
+//! belt_report::render(&result, belt_report::Format::Html, &mut html).unwrap();
+//! assert!(String::from_utf8(html).unwrap().contains("<h4>Summary</h4>"));
 //! assert_eq!(belt_report::file_name(&result, "md"), "impact-of-ai-on-healthcare-0193.md");
 //! ```
+//!
+//! The PDF renderer (typst, compiled in-process with the fonts of `typst-assets`, so it
+//! needs no network and no installed fonts) is behind the default feature `pdf`; without
+//! it, [`Format::Pdf`] returns [`ReportError::Unsupported`].
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::io::Write;
 
-use belt_core::{AgentRecord, AgentStatus, RunResult, Tier};
+use belt_core::RunResult;
+
+mod chart;
+mod docx;
+mod html;
+mod markdown;
+pub mod md;
+mod model;
+#[cfg(feature = "pdf")]
+mod pdf;
+
+/// A document format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    Markdown,
+    Html,
+    Pdf,
+    Docx,
+}
+
+impl Format {
+    pub const ALL: [Format; 4] = [Format::Markdown, Format::Html, Format::Pdf, Format::Docx];
+
+    /// The file extension: `md`, `html`, `pdf`, `docx`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Markdown => "md",
+            Format::Html => "html",
+            Format::Pdf => "pdf",
+            Format::Docx => "docx",
+        }
+    }
+
+    /// The name used in events and `RunResult::documents`: `markdown`, `html`, `pdf`, `docx`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Markdown => "markdown",
+            Format::Html => "html",
+            Format::Pdf => "pdf",
+            Format::Docx => "docx",
+        }
+    }
+
+    /// Whether this build can render the format (PDF needs the `pdf` feature).
+    pub fn available(self) -> bool {
+        self != Format::Pdf || cfg!(feature = "pdf")
+    }
+
+    /// A comma-separated list (`md,html`, `pdf`, `all`) into formats, in the order of
+    /// [`Format::ALL`], without repeats.
+    pub fn parse_list(list: &str) -> Result<Vec<Format>, ReportError> {
+        let mut out = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if item.eq_ignore_ascii_case("all") {
+                out.extend(Format::ALL);
+            } else {
+                out.push(item.parse()?);
+            }
+        }
+        if out.is_empty() {
+            return Err(ReportError::UnknownFormat(list.to_string()));
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = ReportError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "md" | "markdown" => Ok(Format::Markdown),
+            "html" | "htm" => Ok(Format::Html),
+            "pdf" => Ok(Format::Pdf),
+            "docx" | "word" => Ok(Format::Docx),
+            _ => Err(ReportError::UnknownFormat(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.extension())
+    }
+}
+
+/// What can go wrong while rendering.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("unknown format `{0}`; expected md, html, pdf, docx or all (comma-separated)")]
+    UnknownFormat(String),
+    #[error("{0} output is not part of this build (it was built without the `pdf` feature of belt-report)")]
+    Unsupported(Format),
+    #[error("rendering the {format} report failed: {message}")]
+    Render { format: Format, message: String },
+    #[error("writing the report failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Render `result` in `format` into `out`.
+pub fn render(result: &RunResult, format: Format, out: &mut impl Write) -> Result<(), ReportError> {
+    let model = model::Model::new(result);
+    match format {
+        Format::Markdown => out.write_all(markdown::render(&model).as_bytes())?,
+        Format::Html => out.write_all(html::render(&model).as_bytes())?,
+        Format::Docx => out.write_all(&docx::render(&model)?)?,
+        #[cfg(feature = "pdf")]
+        Format::Pdf => out.write_all(&pdf::render(&model)?)?,
+        #[cfg(not(feature = "pdf"))]
+        Format::Pdf => return Err(ReportError::Unsupported(Format::Pdf)),
+    }
+    out.flush()?;
+    Ok(())
+}
 
 /// The report as Markdown.
 pub fn markdown(r: &RunResult) -> String {
-    let mut md = String::with_capacity(
-        4096 + r.agents.iter().map(|a| a.output.as_ref().map_or(0, |o| o.len())).sum::<usize>(),
-    );
-    let _ = writeln!(md, "# {}\n", title(r));
-    if r.simulated {
-        md.push_str(
-            "> **Simulated run.** The texts below were written by belt's offline simulated provider, \
-             not by a language model. Set a model (`--model provider/name`) for real output.\n\n",
-        );
-    }
-    metadata(&mut md, r);
+    markdown::render(&model::Model::new(r))
+}
 
-    md.push_str("## Final synthesis\n\n");
-    match &r.final_output {
-        Some(text) => {
-            md.push_str(&demote(text, 2));
-            md.push_str("\n\n");
-        }
-        None => {
-            let _ = writeln!(md, "_No final output: {}_\n", r.stop_reason);
-        }
-    }
+/// The report as one self-contained HTML file (inline CSS and SVG, no scripts, nothing
+/// fetched).
+pub fn html(r: &RunResult) -> String {
+    html::render(&model::Model::new(r))
+}
 
-    let synth: Vec<&AgentRecord> =
-        r.agents.iter().filter(|a| matches!(a.tier, Tier::Synthesizer | Tier::Executive)).collect();
-    let intermediate: Vec<&&AgentRecord> = synth.iter().filter(|a| a.tier == Tier::Synthesizer).collect();
-    if !intermediate.is_empty() {
-        md.push_str("## Syntheses\n\n");
-        for a in intermediate {
-            let _ = writeln!(md, "### {}\n", a.step);
-            agent_line(&mut md, a);
-            body(&mut md, a);
-        }
-    }
-
-    let workers: Vec<&AgentRecord> = r.agents.iter().filter(|a| a.tier == Tier::Worker).collect();
-    if !workers.is_empty() {
-        md.push_str("## Worker findings\n\n");
-        for (i, a) in workers.iter().enumerate() {
-            let description = r.plan.get(i).map_or("", |s| s.description.as_str());
-            let _ = writeln!(md, "### {}. {}\n", i + 1, one_line(description));
-            agent_line(&mut md, a);
-            body(&mut md, a);
-        }
-    }
-
-    failures(&mut md, r);
-    plan_appendix(&mut md, r);
-    md.truncate(md.trim_end().len());
-    md.push('\n');
-    md
+/// The chart of duration and cost per agent, grouped by tier, as an SVG document.
+pub fn chart_svg(r: &RunResult) -> String {
+    chart::svg(&model::Model::new(r).groups, chart::SANS)
 }
 
 /// `slug-of-the-task-RUNID.ext`: safe in any directory, never derived from raw text.
@@ -94,133 +184,11 @@ pub fn file_name(r: &RunResult, ext: &str) -> String {
         }
     }
     let slug = slug.trim_matches('-');
-    let id: String = r.run_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    let id: String = r.run_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(64).collect();
+    let id = id.trim_matches('-');
     let slug = if slug.is_empty() { "belt-run" } else { slug };
-    format!("{slug}-{id}.{ext}")
-}
-
-fn title(r: &RunResult) -> String {
-    let t = one_line(&r.task);
-    if t.chars().count() > 100 { format!("{}…", t.chars().take(100).collect::<String>()) } else { t }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn metadata(md: &mut String, r: &RunResult) {
-    let mut models: BTreeMap<(u8, String), Vec<String>> = BTreeMap::new();
-    let mut counts: BTreeMap<(u8, String), usize> = BTreeMap::new();
-    for a in &r.agents {
-        let key = (a.tier.rank(), a.tier.to_string());
-        *counts.entry(key.clone()).or_default() += 1;
-        let m = models.entry(key).or_default();
-        if !a.model.is_empty() && !m.iter().any(|x| **x == *a.model) {
-            m.push(a.model.to_string());
-        }
-    }
-    let models = models
-        .iter()
-        .map(|((_, tier), m)| format!("{tier}: {}", if m.is_empty() { "—".into() } else { m.join(", ") }))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let agents = counts.iter().map(|((_, t), n)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
-    md.push_str("| | |\n|---|---|\n");
-    let mut row = |k: &str, v: String| {
-        let _ = writeln!(md, "| {k} | {} |", v.replace('|', "\\|"));
-    };
-    row("Run", format!("`{}`", r.run_id));
-    if let Some(t) = r.started_at {
-        row("Date", t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
-    }
-    row("Pattern", r.pattern.clone());
-    row("Models", models);
-    row("Agents", agents);
-    row("Status", format!("{} ({})", r.status, r.stop_reason));
-    row("Duration", format!("{:.1} s", r.duration_ms as f64 / 1000.0));
-    row(
-        "Tokens",
-        format!("{} in, {} out, {} calls", r.usage.input_tokens, r.usage.output_tokens, r.usage.calls),
-    );
-    row("Cost", format!("${:.4}{}", r.cost_usd, if r.simulated { " (nominal, simulated)" } else { "" }));
-    md.push('\n');
-}
-
-fn agent_line(md: &mut String, a: &AgentRecord) {
-    let _ =
-        write!(md, "_{} · {} · {}", a.step, a.status_str(), if a.model.is_empty() { "—" } else { &a.model });
-    if a.status == AgentStatus::Completed {
-        let _ = write!(
-            md,
-            " · {} + {} tokens · ${:.4} · {:.1} s",
-            a.input_tokens,
-            a.output_tokens,
-            a.cost_usd,
-            a.duration_ms as f64 / 1000.0
-        );
-    }
-    if a.attempts > 1 {
-        let _ = write!(md, " · {} attempts", a.attempts);
-    }
-    if !a.inputs.is_empty() {
-        let first = &a.inputs[0];
-        let last = &a.inputs[a.inputs.len() - 1];
-        if a.inputs.len() == 1 {
-            let _ = write!(md, " · input {first}");
-        } else {
-            let _ = write!(md, " · inputs {first} … {last} ({})", a.inputs.len());
-        }
-    }
-    md.push_str("_\n\n");
-}
-
-fn body(md: &mut String, a: &AgentRecord) {
-    match (&a.output, &a.error) {
-        (Some(o), _) => {
-            md.push_str(&demote(o, 3));
-            md.push_str("\n\n");
-        }
-        (None, Some(e)) => {
-            let _ = writeln!(md, "_No output: {}_\n", one_line(e));
-        }
-        (None, None) => md.push_str("_No output._\n\n"),
-    }
-}
-
-fn failures(md: &mut String, r: &RunResult) {
-    let rows: Vec<&AgentRecord> =
-        r.agents.iter().filter(|a| a.status != AgentStatus::Completed || a.attempts > 1).collect();
-    md.push_str("## Failures and retries\n\n");
-    if rows.is_empty() {
-        md.push_str("Every step succeeded at its first attempt.\n\n");
-        return;
-    }
-    md.push_str("| Step | Tier | Status | Attempts | Error |\n|---|---|---|---|---|\n");
-    for a in rows {
-        let err = a.error.as_deref().map(one_line).unwrap_or_default().replace('|', "\\|");
-        let _ = writeln!(md, "| {} | {} | {} | {} | {} |", a.step, a.tier, a.status_str(), a.attempts, err);
-    }
-    md.push('\n');
-}
-
-fn plan_appendix(md: &mut String, r: &RunResult) {
-    if r.plan.is_empty() {
-        return;
-    }
-    md.push_str("## Appendix: plan\n\n| # | Id | Subtask | Specialization | Priority | Depends on |\n|---|---|---|---|---|---|\n");
-    for (i, s) in r.plan.iter().enumerate() {
-        let cell = |t: &str| one_line(t).replace('|', "\\|");
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} |",
-            i + 1,
-            cell(&s.id),
-            cell(&s.description),
-            cell(&s.specialization),
-            s.priority,
-            cell(&s.dependencies.join(", "))
-        );
-    }
+    let ext: String = ext.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    if id.is_empty() { format!("{slug}.{ext}") } else { format!("{slug}-{id}.{ext}") }
 }
 
 /// Push every ATX heading of `text` down by `by` levels (at most `######`), outside code
@@ -230,11 +198,13 @@ pub fn demote(text: &str, by: usize) -> String {
     let mut fence = false;
     for line in text.trim().lines() {
         let t = line.trim_start();
+        let indent = line.len() - t.len();
         if t.starts_with("```") || t.starts_with("~~~") {
             fence = !fence;
         }
         let hashes = t.chars().take_while(|&c| c == '#').count();
-        if !fence && (1..=6).contains(&hashes) && t[hashes..].starts_with(' ') {
+        // Four spaces of indentation make a code line, not a heading.
+        if !fence && indent < 4 && (1..=6).contains(&hashes) && t[hashes..].starts_with(' ') {
             let level = (hashes + by).min(6);
             out.push_str(&"#".repeat(level));
             out.push_str(&t[hashes..]);
@@ -247,28 +217,17 @@ pub fn demote(text: &str, by: usize) -> String {
     out
 }
 
-trait StatusStr {
-    fn status_str(&self) -> &'static str;
-}
-
-impl StatusStr for AgentRecord {
-    fn status_str(&self) -> &'static str {
-        match self.status {
-            AgentStatus::Completed => "completed",
-            AgentStatus::Failed => "failed",
-            AgentStatus::Skipped => "skipped",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn demote_skips_code_fences_and_caps_at_six() {
-        let text = "# A\ntext\n```\n# not a heading\n```\n##### deep\n#nospace";
-        assert_eq!(demote(text, 2), "### A\ntext\n```\n# not a heading\n```\n###### deep\n#nospace");
+        let text = "# A\ntext\n```\n# not a heading\n```\n##### deep\n#nospace\n    # indented code";
+        assert_eq!(
+            demote(text, 2),
+            "### A\ntext\n```\n# not a heading\n```\n###### deep\n#nospace\n    # indented code"
+        );
     }
 
     #[test]
@@ -279,6 +238,18 @@ mod tests {
         let name = file_name(&r, "md");
         assert_eq!(name, "etc-passwd-script-abcd.md");
         assert!(!name.contains('/'));
+        r.task = "…".into();
+        r.run_id = "..".into();
+        assert_eq!(file_name(&r, "../pdf"), "belt-run.pdf");
+    }
+
+    #[test]
+    fn format_lists() {
+        assert_eq!(Format::parse_list("md").unwrap(), vec![Format::Markdown]);
+        assert_eq!(Format::parse_list("pdf, md,pdf").unwrap(), vec![Format::Markdown, Format::Pdf]);
+        assert_eq!(Format::parse_list("all").unwrap(), Format::ALL.to_vec());
+        assert!(Format::parse_list("md,odt").is_err());
+        assert!(Format::parse_list(" , ").is_err());
     }
 
     fn serde_json_like() -> RunResult {

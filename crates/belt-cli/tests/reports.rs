@@ -1,0 +1,188 @@
+//! End-to-end tests of reports: `belt run --format …` writes every chosen document (named
+//! by a slug of the task plus the run id, inside `--out`), and `belt report` renders a
+//! stored run again. Drives the real binary against a SQLite store in a temp dir.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let d = std::env::temp_dir().join(format!("belt-reports-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Run belt to the end (at most 120 s: a debug build renders PDFs slowly).
+fn belt(dir: &Dir, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_belt"))
+        .args(args)
+        .current_dir(&dir.0)
+        .env("BELT_HOME", dir.join("home"))
+        .env_remove("BELT_MODEL")
+        .env_remove("BELT_STORE")
+        .env_remove("BELT_SIM_CALL_LOG")
+        // Never a real provider or a local Ollama from a test, whatever this machine has set.
+        .env("OLLAMA_HOST", "127.0.0.1:9")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("XAI_API_KEY")
+        .env_remove("GROQ_API_KEY")
+        .env_remove("OPENROUTER_API_KEY")
+        .env_remove("DEEPSEEK_API_KEY")
+        .env_remove("MISTRAL_API_KEY")
+        .env_remove("GEMINI_API_KEY")
+        .env_remove("GOOGLE_API_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn belt");
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("belt did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn run_with_format_all_writes_four_documents_and_report_renders_them_again() {
+    let dir = Dir::new("all");
+    let task = "Analyze the impact of AI on healthcare";
+    let o = belt(
+        &dir,
+        &[
+            "run",
+            task,
+            "--agents",
+            "12",
+            "--format",
+            "all",
+            "--out",
+            "out",
+            "--sim-latency-ms",
+            "5",
+            "--quiet",
+            "--json",
+            "--events",
+            "events.jsonl",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let result: Value = serde_json::from_slice(&o.stdout).expect("the RunResult");
+    let id = result["run_id"].as_str().unwrap().to_string();
+    let docs = result["documents"].as_array().expect("documents");
+    let formats: Vec<&str> = docs.iter().map(|d| d["format"].as_str().unwrap()).collect();
+    assert_eq!(formats, ["markdown", "html", "pdf", "docx"]);
+
+    let slug = format!("analyze-the-impact-of-ai-on-healthcare-{id}");
+    let expected: Vec<String> = ["docx", "html", "md", "pdf"].iter().map(|e| format!("{slug}.{e}")).collect();
+    assert_eq!(files(&dir.join("out")), expected, "only the four documents, no temporary files");
+    for d in docs {
+        let path = PathBuf::from(d["path"].as_str().unwrap());
+        assert!(dir.join("out").join(path.file_name().unwrap()).exists(), "{path:?}");
+    }
+    let read = |ext: &str| std::fs::read(dir.join("out").join(format!("{slug}.{ext}"))).unwrap();
+    assert!(read("pdf").starts_with(b"%PDF-"));
+    assert!(read("docx").starts_with(b"PK\x03\x04"), "a DOCX is a zip");
+    let html = String::from_utf8(read("html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("Final synthesis") && !html.contains("<script"));
+    let md = String::from_utf8(read("md")).unwrap();
+    assert!(md.starts_with("# Analyze the impact of AI on healthcare"));
+
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let written = events.lines().filter(|l| l.contains("\"type\":\"document_written\"")).count();
+    assert_eq!(written, 4, "one document_written event per document");
+
+    // `belt report` renders the stored run again: the same Markdown, and other formats.
+    let o = belt(&dir, &["report", &id, "--format", "md,html", "--out", "again"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(files(&dir.join("again")), [format!("{slug}.html"), format!("{slug}.md")]);
+    let printed = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(printed.lines().count(), 2, "one path per document: {printed}");
+    assert_eq!(std::fs::read_to_string(dir.join("again").join(format!("{slug}.md"))).unwrap(), md);
+}
+
+#[test]
+fn default_is_markdown_and_names_never_leave_out() {
+    let dir = Dir::new("names");
+    let o = belt(
+        &dir,
+        &[
+            "run",
+            "../../../etc/x <b>hi</b>",
+            "--agents",
+            "2",
+            "--sim-latency-ms",
+            "1",
+            "--quiet",
+            "--out",
+            "out",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let names = files(&dir.join("out"));
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("etc-x-b-hi-b-") && names[0].ends_with(".md"), "{names:?}");
+    assert_eq!(files(&dir.0).iter().filter(|n| n.as_str() != "out" && n.as_str() != "home").count(), 0);
+}
+
+#[test]
+fn bad_formats_and_unknown_runs_are_usage_errors() {
+    let dir = Dir::new("errors");
+    let o = belt(&dir, &["run", "task", "--format", "md,odt", "--quiet"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("unknown format"), "{}", stderr(&o));
+    assert!(files(&dir.0).iter().all(|n| n != "belt-out"), "nothing was run");
+
+    let o = belt(&dir, &["report", "no-such-run", "--format", "html"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("no run `no-such-run`"), "{}", stderr(&o));
+}

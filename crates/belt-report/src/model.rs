@@ -1,0 +1,313 @@
+//! What every format shows, computed once from a [`RunResult`]: the title, the metadata,
+//! the sections in order, the tiers of the chart, the failures and the cited sources.
+//! Renderers only lay this out.
+
+use std::collections::{BTreeMap, HashMap};
+
+use belt_core::{AgentRecord, AgentStatus, RunResult, Subtask, Tier};
+
+use crate::md::{self, Block};
+
+/// Heading shift of model text under "Final synthesis" (a level-2 section).
+pub const FINAL_SHIFT: u8 = 2;
+/// Heading shift of model text under a step's own level-3 heading.
+pub const STEP_SHIFT: u8 = 3;
+
+pub struct Model<'a> {
+    pub r: &'a RunResult,
+    pub title: String,
+    /// (label, value), plain text.
+    pub meta: Vec<(&'static str, String)>,
+    pub final_blocks: Option<Vec<Block>>,
+    /// Intermediate syntheses (synthesizer tier), in step order.
+    pub syntheses: Vec<Section<'a>>,
+    /// Workers with their subtask.
+    pub workers: Vec<Section<'a>>,
+    /// Steps of other tiers (agents of other patterns, custom tiers).
+    pub others: Vec<Section<'a>>,
+    /// Steps that failed, were skipped or needed more than one attempt.
+    pub failures: Vec<&'a AgentRecord>,
+    pub groups: Vec<Group<'a>>,
+    pub sources: Vec<Source>,
+}
+
+/// One step's section: its heading, the facts under it and its parsed output.
+pub struct Section<'a> {
+    pub heading: String,
+    pub agent: &'a AgentRecord,
+    pub facts: Vec<String>,
+    /// The parsed output, or `None` with `note` saying why there is none.
+    pub blocks: Option<Vec<Block>>,
+    pub note: String,
+}
+
+/// Steps of one tier (synthesizers split by level), in run order: a column group of the
+/// chart and a row of the tier table.
+pub struct Group<'a> {
+    pub name: String,
+    /// Index into the chart palette.
+    pub color: usize,
+    pub agents: Vec<&'a AgentRecord>,
+}
+
+impl Group<'_> {
+    pub fn count(&self, status: AgentStatus) -> usize {
+        self.agents.iter().filter(|a| a.status == status).count()
+    }
+    pub fn input_tokens(&self) -> u64 {
+        self.agents.iter().map(|a| a.input_tokens).sum()
+    }
+    pub fn output_tokens(&self) -> u64 {
+        self.agents.iter().map(|a| a.output_tokens).sum()
+    }
+    pub fn cost(&self) -> f64 {
+        self.agents.iter().map(|a| a.cost_usd).sum()
+    }
+    /// From the first start to the last end, in milliseconds.
+    pub fn wall_ms(&self) -> u64 {
+        let first = self.agents.iter().map(|a| a.started_ms).min().unwrap_or(0);
+        let last = self.agents.iter().map(|a| a.started_ms + a.duration_ms).max().unwrap_or(0);
+        last.saturating_sub(first)
+    }
+    pub fn longest_ms(&self) -> u64 {
+        self.agents.iter().map(|a| a.duration_ms).max().unwrap_or(0)
+    }
+}
+
+/// A URL cited by the outputs.
+pub struct Source {
+    pub url: String,
+    /// The link's text when it says more than the URL.
+    pub title: Option<String>,
+    /// Steps whose output cites it (`final` for the final output), in order.
+    pub cited_by: Vec<String>,
+}
+
+impl<'a> Model<'a> {
+    pub fn new(r: &'a RunResult) -> Self {
+        let final_blocks = r.final_output.as_deref().map(|t| md::parse(t, FINAL_SHIFT));
+        let section = |agent: &'a AgentRecord, heading: String| {
+            let blocks = agent.output.as_deref().map(|o| md::parse(o, STEP_SHIFT));
+            let note = match (&agent.output, &agent.error) {
+                (Some(_), _) => String::new(),
+                (None, Some(e)) => format!("No output: {}", one_line(e)),
+                (None, None) => "No output.".to_string(),
+            };
+            Section { heading, agent, facts: facts(agent), blocks, note }
+        };
+        // Step ids are the headings of syntheses (`synth/1/002`), as scripts reading the
+        // Markdown expect.
+        let syntheses = r
+            .agents
+            .iter()
+            .filter(|a| a.tier == Tier::Synthesizer)
+            .map(|a| section(a, md::clean(a.step.as_str())))
+            .collect();
+        let workers = r
+            .agents
+            .iter()
+            .filter(|a| a.tier == Tier::Worker)
+            .enumerate()
+            .map(|(i, a)| {
+                let description = r.plan.get(i).map_or("", |s: &Subtask| s.description.as_str());
+                section(a, format!("{}. {}", i + 1, one_line(description)))
+            })
+            .collect();
+        let others = r
+            .agents
+            .iter()
+            .filter(|a| matches!(a.tier, Tier::Agent | Tier::Custom(_)))
+            .map(|a| section(a, md::clean(a.step.as_str())))
+            .collect();
+        let failures =
+            r.agents.iter().filter(|a| a.status != AgentStatus::Completed || a.attempts > 1).collect();
+        let mut model = Model {
+            r,
+            title: title(r),
+            meta: meta(r),
+            final_blocks,
+            syntheses,
+            workers,
+            others,
+            failures,
+            groups: groups(r),
+            sources: Vec::new(),
+        };
+        model.sources = sources(&model);
+        model
+    }
+
+    /// Every section with model text, in report order.
+    pub fn sections(&self) -> impl Iterator<Item = &Section<'a>> {
+        self.syntheses.iter().chain(&self.workers).chain(&self.others)
+    }
+}
+
+/// The document title: the task on one line, at most 100 characters.
+pub fn title(r: &RunResult) -> String {
+    let t = md::clean(&one_line(&r.task));
+    if t.chars().count() > 100 { format!("{}…", t.chars().take(100).collect::<String>()) } else { t }
+}
+
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn meta(r: &RunResult) -> Vec<(&'static str, String)> {
+    let mut models: BTreeMap<(u8, String), Vec<String>> = BTreeMap::new();
+    let mut counts: BTreeMap<(u8, String), usize> = BTreeMap::new();
+    for a in &r.agents {
+        let key = (a.tier.rank(), a.tier.to_string());
+        *counts.entry(key.clone()).or_default() += 1;
+        let m = models.entry(key).or_default();
+        if !a.model.is_empty() && !m.iter().any(|x| **x == *a.model) {
+            m.push(a.model.to_string());
+        }
+    }
+    let models = models
+        .iter()
+        .map(|((_, tier), m)| format!("{tier}: {}", if m.is_empty() { "—".into() } else { m.join(", ") }))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let agents = counts.iter().map(|((_, t), n)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
+    let mut rows = vec![("Run", r.run_id.clone())];
+    if let Some(t) = r.started_at {
+        rows.push(("Date", t.format("%Y-%m-%d %H:%M:%S UTC").to_string()));
+    }
+    rows.push(("Pattern", r.pattern.clone()));
+    rows.push(("Models", models));
+    rows.push(("Agents", agents));
+    rows.push(("Status", format!("{} ({})", r.status, r.stop_reason)));
+    rows.push(("Duration", seconds(r.duration_ms)));
+    rows.push((
+        "Tokens",
+        format!("{} in, {} out, {} calls", r.usage.input_tokens, r.usage.output_tokens, r.usage.calls),
+    ));
+    rows.push((
+        "Cost",
+        format!("${:.4}{}", r.cost_usd, if r.simulated { " (nominal, simulated)" } else { "" }),
+    ));
+    rows.into_iter().map(|(k, v)| (k, md::clean(&one_line(&v)))).collect()
+}
+
+pub fn seconds(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+pub fn status_str(a: &AgentRecord) -> &'static str {
+    match a.status {
+        AgentStatus::Completed => "completed",
+        AgentStatus::Failed => "failed",
+        AgentStatus::Skipped => "skipped",
+    }
+}
+
+/// The facts shown under a step's heading.
+pub fn facts(a: &AgentRecord) -> Vec<String> {
+    let mut f = vec![
+        a.step.to_string(),
+        status_str(a).to_string(),
+        if a.model.is_empty() { "—".to_string() } else { a.model.to_string() },
+    ];
+    if a.status == AgentStatus::Completed {
+        f.push(format!("{} + {} tokens", a.input_tokens, a.output_tokens));
+        f.push(format!("${:.4}", a.cost_usd));
+        f.push(seconds(a.duration_ms));
+    }
+    if a.attempts > 1 {
+        f.push(format!("{} attempts", a.attempts));
+    }
+    match a.inputs.as_slice() {
+        [] => {}
+        [one] => f.push(format!("input {one}")),
+        [first, .., last] => f.push(format!("inputs {first} … {last} ({})", a.inputs.len())),
+    }
+    if a.replayed {
+        f.push("replayed".into());
+    }
+    if a.cached {
+        f.push("cached".into());
+    }
+    f.into_iter().map(|s| md::clean(&s)).collect()
+}
+
+/// Tiers in report order; synthesizers are split by level (`synth/LEVEL/…`).
+fn groups(r: &RunResult) -> Vec<Group<'_>> {
+    // (tier rank, synthesis level, name) -> steps
+    type Key = (u8, u32, String);
+    let mut order: Vec<(Key, Vec<&AgentRecord>)> = Vec::new();
+    let mut index: HashMap<Key, usize> = HashMap::new();
+    for a in &r.agents {
+        let (level, name) = match (&a.tier, a.step.as_str().strip_prefix("synth/")) {
+            (Tier::Synthesizer, Some(rest)) => {
+                let level = rest.split('/').next().and_then(|l| l.parse().ok()).unwrap_or(1);
+                (level, format!("synthesizer L{level}"))
+            }
+            (tier, _) => (0, tier.to_string()),
+        };
+        let key = (a.tier.rank(), level, md::clean(&name));
+        let i = *index.entry(key.clone()).or_insert_with(|| {
+            order.push((key, Vec::new()));
+            order.len() - 1
+        });
+        order[i].1.push(a);
+    }
+    order.sort_by_key(|(key, _)| (key.0, key.1));
+    order
+        .into_iter()
+        .map(|((rank, level, name), agents)| Group {
+            color: match rank {
+                3 => 2 + (level.saturating_sub(1) as usize % 3),
+                4 => 5,
+                0 => 0,
+                1 => 1,
+                _ => 6,
+            },
+            name,
+            agents,
+        })
+        .collect()
+}
+
+fn sources(m: &Model<'_>) -> Vec<Source> {
+    let mut out: Vec<Source> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut add = |blocks: &[Block], by: &str| {
+        let mut links = Vec::new();
+        md::links(blocks, &mut links);
+        for (url, text) in links {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                continue;
+            }
+            let key = url.trim_end_matches('/').to_string();
+            let i = *index.entry(key).or_insert_with(|| {
+                out.push(Source { url: url.clone(), title: None, cited_by: Vec::new() });
+                out.len() - 1
+            });
+            let s = &mut out[i];
+            let text = one_line(&text);
+            if s.title.is_none() && !text.is_empty() && text != url && !text.starts_with("http") {
+                s.title = Some(text);
+            }
+            if !s.cited_by.iter().any(|c| c == by) {
+                s.cited_by.push(by.to_string());
+            }
+        }
+    };
+    if let Some(b) = &m.final_blocks {
+        add(b, "final synthesis");
+    }
+    for s in m.sections() {
+        if let Some(b) = &s.blocks {
+            add(b, s.agent.step.as_str());
+        }
+    }
+    out
+}
+
+/// "worker/001, worker/002 and 3 more".
+pub fn cited_by(s: &Source) -> String {
+    let shown: Vec<&str> = s.cited_by.iter().take(4).map(String::as_str).collect();
+    let more = s.cited_by.len().saturating_sub(shown.len());
+    if more > 0 { format!("{} and {more} more", shown.join(", ")) } else { shown.join(", ") }
+}
