@@ -17,7 +17,7 @@ use docx_rs::{
 };
 
 use crate::md::{Align, Block, Inline};
-use crate::model::{Model, Section, cited_by, one_line, seconds, status_str};
+use crate::model::{Limits, Model, Section, cited_by, omitted_note, one_line, seconds, status_str};
 use crate::{Format, ReportError};
 
 /// A4 with 2.2 cm margins, in twentieths of a point.
@@ -34,6 +34,9 @@ const MONO: &str = "Consolas";
 
 /// Abstract list definitions (docx-rs itself defines abstract list 1 and list 1).
 const BULLETS: usize = 10;
+
+/// docx-rs holds the document's tree (about 50 bytes per byte of text) before writing it.
+pub const LIMITS: Limits = Limits { text_bytes: 8 << 20, sections: 8000, rows: 5000 };
 const DECIMAL: usize = 11;
 
 enum Item {
@@ -113,9 +116,9 @@ pub fn render(m: &Model<'_>) -> Result<Vec<u8>, ReportError> {
         Some(blocks) => w.blocks(blocks, Ctx::default()),
         None => w.empty(&format!("No final output: {}", one_line(&r.stop_reason))),
     }
-    w.sections("Syntheses", &m.syntheses);
-    w.sections("Worker findings", &m.workers);
-    w.sections("Other steps", &m.others);
+    w.sections("Syntheses", &m.syntheses, m.omitted.syntheses, "syntheses");
+    w.sections("Worker findings", &m.workers, m.omitted.workers, "workers' findings");
+    w.sections("Other steps", &m.others, m.omitted.others, "steps");
 
     if !m.groups.is_empty() {
         w.h(1, "Time and cost");
@@ -191,6 +194,7 @@ pub fn render(m: &Model<'_>) -> Result<Vec<u8>, ReportError> {
             &[18, 13, 12, 11, 46],
             &[false, false, false, true, false],
         ));
+        w.omitted(m.omitted.failures, "failed or retried steps");
     }
 
     if !m.sources.is_empty() {
@@ -209,6 +213,7 @@ pub fn render(m: &Model<'_>) -> Result<Vec<u8>, ReportError> {
             p = p.add_run(Run::new().add_text(format!(" — cited by {}", cited_by(s))).color(MUTED).size(17));
             w.p(p);
         }
+        w.omitted(m.omitted.sources, "sources");
     }
 
     if !r.plan.is_empty() {
@@ -216,6 +221,7 @@ pub fn render(m: &Model<'_>) -> Result<Vec<u8>, ReportError> {
         let rows: Vec<Vec<String>> = r
             .plan
             .iter()
+            .take(m.plan_rows)
             .enumerate()
             .map(|(i, s)| {
                 vec![
@@ -234,6 +240,7 @@ pub fn render(m: &Model<'_>) -> Result<Vec<u8>, ReportError> {
             &[6, 10, 44, 16, 10, 14],
             &[true, false, false, false, true, false],
         ));
+        w.omitted(m.omitted.plan, "subtasks");
     }
 
     let mut doc = base();
@@ -269,6 +276,13 @@ impl Writer {
         self.p(Paragraph::new().style(&format!("Heading{level}")).add_run(Run::new().add_text(text)));
     }
 
+    /// Say what a size-limited report left out.
+    fn omitted(&mut self, n: usize, what: &str) {
+        if n > 0 {
+            self.empty(&omitted_note(n, what, "document"));
+        }
+    }
+
     fn empty(&mut self, text: &str) {
         self.p(Paragraph::new().add_run(Run::new().add_text(text).italic().color(MUTED)));
     }
@@ -285,8 +299,8 @@ impl Writer {
         id
     }
 
-    fn sections(&mut self, title: &str, sections: &[Section<'_>]) {
-        if sections.is_empty() {
+    fn sections(&mut self, title: &str, sections: &[Section<'_>], omitted: usize, what: &str) {
+        if sections.is_empty() && omitted == 0 {
             return;
         }
         self.h(1, title);
@@ -310,11 +324,12 @@ impl Writer {
                 p = p.add_run(run);
             }
             self.p(p);
-            match &s.blocks {
-                Some(blocks) => self.blocks(blocks, Ctx::default()),
+            match s.blocks() {
+                Some(blocks) => self.blocks(&blocks, Ctx::default()),
                 None => self.empty(&s.note),
             }
         }
+        self.omitted(omitted, what);
     }
 
     fn blocks(&mut self, blocks: &[Block], ctx: Ctx) {

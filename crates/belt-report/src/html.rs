@@ -211,8 +211,8 @@ fn sections(h: &mut String, id: &str, title: &str, sections: &[Section<'_>]) {
             }
         }
         h.push_str("</p>\n");
-        match &s.blocks {
-            Some(blocks) => blocks_html(h, blocks),
+        match s.blocks() {
+            Some(blocks) => blocks_html(h, &blocks),
             None => {
                 let _ = writeln!(h, "<p class=\"empty\">{}</p>", escape(&s.note));
             }

@@ -35,6 +35,11 @@
 //! The PDF renderer (typst, compiled in-process with the fonts of `typst-assets`, so it
 //! needs no network and no installed fonts) is behind the default feature `pdf`; without
 //! it, [`Format::Pdf`] returns [`ReportError::Unsupported`].
+//!
+//! Size: Markdown and HTML always hold every section. The paged formats hold a laid-out
+//! document in memory (typst about 1 MiB per page), so past about 4 MiB (PDF) or 8 MiB
+//! (DOCX) of model text they keep whole sections in report order while they fit and say
+//! how many they left out: a run of 100,000 agents cannot exhaust memory at its very end.
 
 use std::io::Write;
 
@@ -140,13 +145,19 @@ pub enum ReportError {
 
 /// Render `result` in `format` into `out`.
 pub fn render(result: &RunResult, format: Format, out: &mut impl Write) -> Result<(), ReportError> {
-    let model = model::Model::new(result);
+    let mut model = model::Model::new(result);
     match format {
         Format::Markdown => out.write_all(markdown::render(&model).as_bytes())?,
         Format::Html => out.write_all(html::render(&model).as_bytes())?,
-        Format::Docx => out.write_all(&docx::render(&model)?)?,
+        Format::Docx => {
+            model.limit(docx::LIMITS);
+            out.write_all(&docx::render(&model)?)?
+        }
         #[cfg(feature = "pdf")]
-        Format::Pdf => out.write_all(&pdf::render(&model)?)?,
+        Format::Pdf => {
+            model.limit(pdf::LIMITS);
+            out.write_all(&pdf::render(&model)?)?
+        }
         #[cfg(not(feature = "pdf"))]
         Format::Pdf => return Err(ReportError::Unsupported(Format::Pdf)),
     }

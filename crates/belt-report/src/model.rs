@@ -29,16 +29,55 @@ pub struct Model<'a> {
     pub failures: Vec<&'a AgentRecord>,
     pub groups: Vec<Group<'a>>,
     pub sources: Vec<Source>,
+    /// Rows of the plan appendix shown (all of them unless [`Model::limit`] cut it).
+    pub plan_rows: usize,
+    /// What [`Model::limit`] left out.
+    pub omitted: Omitted,
 }
 
-/// One step's section: its heading, the facts under it and its parsed output.
+/// Counts of what a size-limited report leaves out.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Omitted {
+    pub syntheses: usize,
+    pub workers: usize,
+    pub others: usize,
+    pub failures: usize,
+    pub sources: usize,
+    pub plan: usize,
+}
+
+/// How much a paged format takes before it leaves sections out. Typst keeps a laid-out
+/// document in memory (about 1 MiB per page), and docx-rs the whole XML tree, so a run of
+/// 100,000 agents would otherwise exhaust memory at the very end of a paid run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Model text, in bytes, over all step sections (the final synthesis always fits).
+    pub text_bytes: usize,
+    /// Step sections.
+    pub sections: usize,
+    /// Rows of each long table (failures, plan) and sources.
+    pub rows: usize,
+}
+
+/// One step's section: its heading, the facts under it and its output.
 pub struct Section<'a> {
     pub heading: String,
     pub agent: &'a AgentRecord,
     pub facts: Vec<String>,
-    /// The parsed output, or `None` with `note` saying why there is none.
-    pub blocks: Option<Vec<Block>>,
+    /// Why there is no output, when there is none.
     pub note: String,
+}
+
+impl Section<'_> {
+    /// The output, parsed when a renderer needs it (so a large run never holds every
+    /// parsed output at once).
+    pub fn blocks(&self) -> Option<Vec<Block>> {
+        self.agent.output.as_deref().map(|o| md::parse(o, STEP_SHIFT))
+    }
+
+    fn text_len(&self) -> usize {
+        self.agent.output.as_ref().map_or(0, |o| o.len())
+    }
 }
 
 /// Steps of one tier (synthesizers split by level), in run order: a column group of the
@@ -87,13 +126,12 @@ impl<'a> Model<'a> {
     pub fn new(r: &'a RunResult) -> Self {
         let final_blocks = r.final_output.as_deref().map(|t| md::parse(t, FINAL_SHIFT));
         let section = |agent: &'a AgentRecord, heading: String| {
-            let blocks = agent.output.as_deref().map(|o| md::parse(o, STEP_SHIFT));
             let note = match (&agent.output, &agent.error) {
                 (Some(_), _) => String::new(),
                 (None, Some(e)) => format!("No output: {}", one_line(e)),
                 (None, None) => "No output.".to_string(),
             };
-            Section { heading, agent, facts: facts(agent), blocks, note }
+            Section { heading, agent, facts: facts(agent), note }
         };
         // Step ids are the headings of syntheses (`synth/1/002`), as scripts reading the
         // Markdown expect.
@@ -132,6 +170,8 @@ impl<'a> Model<'a> {
             failures,
             groups: groups(r),
             sources: Vec::new(),
+            plan_rows: r.plan.len(),
+            omitted: Omitted::default(),
         };
         model.sources = sources(&model);
         model
@@ -140,6 +180,35 @@ impl<'a> Model<'a> {
     /// Every section with model text, in report order.
     pub fn sections(&self) -> impl Iterator<Item = &Section<'a>> {
         self.syntheses.iter().chain(&self.workers).chain(&self.others)
+    }
+
+    /// Keep the report within `limits`: step sections in report order while they fit,
+    /// then the first rows of long tables. [`Model::omitted`] says what was left out.
+    pub fn limit(&mut self, limits: Limits) {
+        let (mut bytes, mut count) = (0usize, 0usize);
+        let mut keep = |sections: &mut Vec<Section<'a>>| {
+            let n = sections
+                .iter()
+                .take_while(|s| {
+                    bytes += s.text_len();
+                    count += 1;
+                    bytes <= limits.text_bytes && count <= limits.sections
+                })
+                .count();
+            let omitted = sections.len() - n;
+            sections.truncate(n);
+            omitted
+        };
+        self.omitted.syntheses = keep(&mut self.syntheses);
+        self.omitted.workers = keep(&mut self.workers);
+        self.omitted.others = keep(&mut self.others);
+        let cap = |len: usize| len.saturating_sub(limits.rows);
+        self.omitted.failures = cap(self.failures.len());
+        self.failures.truncate(limits.rows);
+        self.omitted.sources = cap(self.sources.len());
+        self.sources.truncate(limits.rows);
+        self.omitted.plan = cap(self.plan_rows);
+        self.plan_rows = self.plan_rows.min(limits.rows);
     }
 }
 
@@ -298,8 +367,8 @@ fn sources(m: &Model<'_>) -> Vec<Source> {
         add(b, "final synthesis");
     }
     for s in m.sections() {
-        if let Some(b) = &s.blocks {
-            add(b, s.agent.step.as_str());
+        if let Some(b) = s.blocks() {
+            add(&b, s.agent.step.as_str());
         }
     }
     out
@@ -310,4 +379,81 @@ pub fn cited_by(s: &Source) -> String {
     let shown: Vec<&str> = s.cited_by.iter().take(4).map(String::as_str).collect();
     let more = s.cited_by.len().saturating_sub(shown.len());
     if more > 0 { format!("{} and {more} more", shown.join(", ")) } else { shown.join(", ") }
+}
+
+/// The sentence that says what a size-limited report left out.
+pub fn omitted_note(n: usize, what: &str, format: &str) -> String {
+    format!(
+        "{n} more {what} {} left out of this {format} to keep it to a printable size; the Markdown and HTML \
+         reports have all of them.",
+        if n == 1 { "is" } else { "are" }
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A run of `n` workers whose outputs are 100 bytes each.
+    pub fn run(n: usize) -> RunResult {
+        let agent = |step: String, tier: Tier| AgentRecord {
+            step: step.as_str().into(),
+            tier,
+            status: AgentStatus::Completed,
+            model: "m/x".into(),
+            inputs: vec![],
+            output: Some("x".repeat(100).into()),
+            error: None,
+            attempts: 1,
+            input_tokens: 1,
+            output_tokens: 1,
+            cost_usd: 0.0,
+            duration_ms: 1,
+            started_ms: 0,
+            replayed: false,
+            cached: false,
+        };
+        let mut agents: Vec<AgentRecord> =
+            (1..=n).map(|i| agent(format!("worker/{i:03}"), Tier::Worker)).collect();
+        agents.push(agent("synth/1/001".into(), Tier::Synthesizer));
+        RunResult {
+            run_id: "r".into(),
+            status: belt_core::RunStatus::Completed,
+            stop_reason: String::new(),
+            pattern: "cascade".into(),
+            task: "t".into(),
+            plan: (1..=n)
+                .map(|i| {
+                    serde_json::from_value(serde_json::json!({"id": i.to_string(), "description": "d"}))
+                        .unwrap()
+                })
+                .collect(),
+            agents,
+            final_output: Some("final".into()),
+            usage: Default::default(),
+            cost_usd: 0.0,
+            duration_ms: 0,
+            documents: vec![],
+            simulated: false,
+            shape: vec![],
+            started_at: None,
+        }
+    }
+
+    #[test]
+    fn limits_keep_sections_in_order_while_they_fit() {
+        let r = run(10);
+        let mut m = Model::new(&r);
+        m.limit(Limits { text_bytes: 450, sections: 100, rows: 3 });
+        // The synthesis (100 bytes) comes first, then three workers fit in 450.
+        assert_eq!((m.syntheses.len(), m.workers.len()), (1, 3));
+        assert_eq!(m.omitted, Omitted { workers: 7, plan: 7, ..Omitted::default() });
+        assert_eq!(m.plan_rows, 3);
+        let mut m = Model::new(&r);
+        m.limit(Limits { text_bytes: usize::MAX, sections: 2, rows: 100 });
+        assert_eq!((m.syntheses.len(), m.workers.len(), m.omitted.workers), (1, 1, 9));
+        assert!(
+            omitted_note(9, "workers' findings", "PDF").starts_with("9 more workers' findings are left out")
+        );
+    }
 }

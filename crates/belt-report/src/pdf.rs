@@ -23,10 +23,13 @@ use typst::{Library, LibraryExt, World};
 use typst_layout::PagedDocument;
 
 use crate::md::{Align, Block, Inline};
-use crate::model::{Model, Section, cited_by, one_line, seconds, status_str};
+use crate::model::{Limits, Model, Section, cited_by, omitted_note, one_line, seconds, status_str};
 use crate::{Format, ReportError};
 
 const PREAMBLE: &str = include_str!("report.typ");
+
+/// About 1,100 pages and 1.2 GiB at most: a run of 1000 workers fits whole.
+pub const LIMITS: Limits = Limits { text_bytes: 4 << 20, sections: 1500, rows: 1000 };
 
 pub fn render(m: &Model<'_>) -> Result<Vec<u8>, ReportError> {
     let source = source(m);
@@ -209,9 +212,9 @@ pub fn source(m: &Model<'_>) -> String {
             t.push_str(")\n\n");
         }
     }
-    sections(&mut t, "Syntheses", &m.syntheses);
-    sections(&mut t, "Worker findings", &m.workers);
-    sections(&mut t, "Other steps", &m.others);
+    sections(&mut t, "Syntheses", &m.syntheses, m.omitted.syntheses, "syntheses");
+    sections(&mut t, "Worker findings", &m.workers, m.omitted.workers, "workers' findings");
+    sections(&mut t, "Other steps", &m.others, m.omitted.others, "steps");
 
     if !m.groups.is_empty() {
         t.push_str("#heading(level: 2)[Time and cost]\n\n");
@@ -260,6 +263,7 @@ pub fn source(m: &Model<'_>) -> String {
             row(&mut t, &cells);
         }
         t.push_str("))\n\n");
+        note(&mut t, m.omitted.failures, "failed or retried steps");
     }
 
     if !m.sources.is_empty() {
@@ -280,6 +284,7 @@ pub fn source(m: &Model<'_>) -> String {
             t.push_str(")],\n");
         }
         t.push_str(")\n\n");
+        note(&mut t, m.omitted.sources, "sources");
     }
 
     if !r.plan.is_empty() {
@@ -287,7 +292,7 @@ pub fn source(m: &Model<'_>) -> String {
             "#heading(level: 2)[Appendix: plan]\n\n#data-table((auto, auto, 1fr, auto, auto, auto), \
              (right, left, left, left, right, left), ([\\#], [Id], [Subtask], [Specialization], [Priority], [Depends on]), (",
         );
-        for (i, s) in r.plan.iter().enumerate() {
+        for (i, s) in r.plan.iter().take(m.plan_rows).enumerate() {
             let cells = [
                 (i + 1).to_string(),
                 s.id.clone(),
@@ -298,9 +303,19 @@ pub fn source(m: &Model<'_>) -> String {
             ];
             row(&mut t, &cells);
         }
-        t.push_str("))\n");
+        t.push_str("))\n\n");
+        note(&mut t, m.omitted.plan, "subtasks");
     }
     t
+}
+
+/// Say what a size-limited report left out.
+fn note(t: &mut String, omitted: usize, what: &str) {
+    if omitted > 0 {
+        t.push_str("#empty(");
+        lit(t, &omitted_note(omitted, what, "PDF"));
+        t.push_str(")\n\n");
+    }
 }
 
 fn status_color(s: belt_core::RunStatus) -> &'static str {
@@ -322,8 +337,8 @@ fn row(t: &mut String, cells: &[String]) {
     t.push_str("), ");
 }
 
-fn sections(t: &mut String, title: &str, sections: &[Section<'_>]) {
-    if sections.is_empty() {
+fn sections(t: &mut String, title: &str, sections: &[Section<'_>], omitted: usize, what: &str) {
+    if sections.is_empty() && omitted == 0 {
         return;
     }
     let _ = writeln!(t, "#heading(level: 2)[{title}]\n");
@@ -348,8 +363,8 @@ fn sections(t: &mut String, title: &str, sections: &[Section<'_>]) {
             }
         }
         t.push_str(")\n\n");
-        match &s.blocks {
-            Some(blocks) => blocks_typ(t, blocks),
+        match s.blocks() {
+            Some(blocks) => blocks_typ(t, &blocks),
             None => {
                 t.push_str("#empty(");
                 lit(t, &s.note);
@@ -357,6 +372,7 @@ fn sections(t: &mut String, title: &str, sections: &[Section<'_>]) {
             }
         }
     }
+    note(t, omitted, what);
 }
 
 /// A typst string literal: only `\` and `"` are special inside one; control characters
@@ -510,6 +526,17 @@ fn wrap(t: &mut String, f: &str, content: &[Inline]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limited_report_says_what_it_left_out() {
+        let r = crate::model::tests::run(10);
+        let mut m = Model::new(&r);
+        m.limit(Limits { text_bytes: 450, sections: 100, rows: 3 });
+        let source = source(&m);
+        assert!(source.contains("7 more workers' findings are left out of this PDF"), "{source}");
+        assert!(source.contains("7 more subtasks are left out of this PDF"));
+        assert_eq!(source.matches("#heading(level: 3)").count(), 4);
+    }
 
     #[test]
     fn literals_escape_only_what_typst_strings_need() {

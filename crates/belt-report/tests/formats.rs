@@ -7,7 +7,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
+#[cfg(feature = "pdf")]
 use std::process::Command;
+#[cfg(feature = "pdf")]
 use std::sync::OnceLock;
 
 use belt_report::Format;
@@ -19,13 +21,23 @@ fn render(r: &belt_core::RunResult, format: Format) -> Vec<u8> {
     out
 }
 
+#[cfg(feature = "pdf")]
 /// Whitespace collapsed and words joined across hyphenated line ends, so phrases can be
 /// searched in extracted text.
 fn normalize(text: &str) -> String {
     text.replace("-\n", "").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+#[cfg(not(feature = "pdf"))]
+#[test]
+fn pdf_is_unsupported_without_the_feature() {
+    let err = belt_report::render(&common::rich(), Format::Pdf, &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, belt_report::ReportError::Unsupported(Format::Pdf)), "{err}");
+    assert!(!Format::Pdf.available());
+}
+
 /// `pdftotext` from poppler-utils, installed once if missing (Debian and Ubuntu, as root).
+#[cfg(feature = "pdf")]
 fn pdftotext(pdf: &[u8]) -> String {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     let ready = READY.get_or_init(|| {
@@ -75,6 +87,7 @@ fn pdftotext(pdf: &[u8]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 text")
 }
 
+#[cfg(feature = "pdf")]
 #[test]
 fn pdf_text_has_the_headings_a_table_cell_and_the_final_synthesis() {
     let r = common::rich();
@@ -115,6 +128,7 @@ fn pdf_text_has_the_headings_a_table_cell_and_the_final_synthesis() {
 }
 
 /// Random strings of typst's and Markdown's special characters must always compile.
+#[cfg(feature = "pdf")]
 #[test]
 fn pdf_survives_random_special_characters() {
     let mut r = common::cascade(6);
@@ -373,7 +387,7 @@ fn dump() {
     );
     std::fs::create_dir_all(&dir).unwrap();
     let r = common::rich();
-    for f in Format::ALL {
+    for f in Format::ALL.into_iter().filter(|f| f.available()) {
         std::fs::write(dir.join(belt_report::file_name(&r, f.extension())), render(&r, f)).unwrap();
     }
 }
