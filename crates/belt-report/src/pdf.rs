@@ -401,7 +401,14 @@ fn text(t: &mut String, s: &str) {
 }
 
 fn blocks_typ(t: &mut String, blocks: &[Block]) {
-    for b in blocks {
+    for (i, b) in blocks.iter().enumerate() {
+        // A tight list sits close to what follows it; a boxed block needs more air.
+        if i > 0
+            && matches!(blocks[i - 1], Block::List { .. })
+            && matches!(b, Block::Table(_) | Block::Code { .. } | Block::Quote(_))
+        {
+            t.push_str("#v(0.5em)\n");
+        }
         block_typ(t, b);
     }
 }
@@ -434,7 +441,8 @@ fn block_typ(t: &mut String, b: &Block) {
                 let mut first = true;
                 for b in item {
                     if !first {
-                        t.push_str("\n\n");
+                        // In a tight list a nested list follows its item's text closely.
+                        t.push_str(if tight { "\n" } else { "\n\n" });
                     }
                     first = false;
                     match b {
