@@ -376,18 +376,3 @@ fn large_runs_chart_buckets_and_every_format_renders() {
         assert!(!render(&r, f).is_empty());
     }
 }
-
-/// Writes the fixture's reports for a person to look at:
-/// `BELT_REPORT_DUMP=/tmp/r cargo test -p belt-report --test formats -- --ignored dump`.
-#[test]
-#[ignore]
-fn dump() {
-    let dir = std::path::PathBuf::from(
-        std::env::var("BELT_REPORT_DUMP").unwrap_or_else(|_| "belt-report-dump".into()),
-    );
-    std::fs::create_dir_all(&dir).unwrap();
-    let r = common::rich();
-    for f in Format::ALL.into_iter().filter(|f| f.available()) {
-        std::fs::write(dir.join(belt_report::file_name(&r, f.extension())), render(&r, f)).unwrap();
-    }
-}
