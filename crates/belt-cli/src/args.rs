@@ -51,6 +51,9 @@ pub enum Command {
     /// Serve the HTTP API, live event streams and the dashboard (see the README's
     /// "`belt serve` and MCP" section).
     Serve(ServeArgs),
+    /// Be an MCP server on stdin/stdout: belt's runs as tools for an AI assistant
+    /// (Claude Desktop, IDEs). See the README's "`belt serve` and MCP" section.
+    Mcp(McpArgs),
     /// Models with known prices and capabilities, and which providers are ready.
     Models {
         /// As a JSON array.
@@ -76,6 +79,20 @@ pub struct ServeArgs {
     /// Requests per second per token (bursts of four times that).
     #[arg(long, default_value_t = 50.0)]
     pub rate_limit: f64,
+    /// Another host name `/mcp` may be reached by (the Host header is checked against
+    /// loopback names and these, against DNS rebinding). Repeatable.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub allowed_hosts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Model of requests that name none [default: as `belt run` chooses]
+    #[arg(short, long, env = "BELT_MODEL")]
+    pub model: Option<String>,
+    /// Runs executing at once; more wait in a queue.
+    #[arg(long, default_value_t = 4)]
+    pub max_runs: usize,
 }
 
 #[derive(Debug, Args)]

@@ -64,6 +64,7 @@ fn main() {
             Command::Dlq(command) => history::dlq(command, &store).await,
             Command::Report(args) => report_cmd::report(args, &store).await,
             Command::Serve(args) => serve_cmd::serve(args, &store).await,
+            Command::Mcp(args) => serve_cmd::mcp(args, &store).await,
             Command::Models { json } => Ok(models::list(json, &belt_llm::process_env)),
             Command::Patterns { json } => Ok(patterns(json)),
         }

@@ -15,7 +15,7 @@ use belt_server::{
 use belt_store::StoreSpec;
 use clap::Parser;
 
-use crate::args::{RunArgs, ServeArgs};
+use crate::args::{McpArgs, RunArgs, ServeArgs};
 use crate::error::CliError;
 use crate::run_cmd::{self, RunSpec};
 
@@ -172,6 +172,25 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec) -> Result<i32, CliError> 
         "belt: stopped; cancelled runs keep their completed steps (`belt resume RUN_ID` continues one)"
     );
     Ok(0)
+}
+
+/// `belt mcp`: MCP on stdin/stdout until the client closes it. Runs go to the store like
+/// any other; stdout carries only the protocol.
+pub async fn mcp(args: McpArgs, store: &StoreSpec) -> Result<i32, CliError> {
+    let store = run_cmd::open_store(store).await?;
+    let launcher = launcher(args.model.as_deref()).await;
+    // No HTTP here: the token guards nothing, but the server wants one.
+    let mut config = ServerConfig::new(uuid_like());
+    config.owner = crate::owner::this_process();
+    config.limits = Limits { max_running: args.max_runs.max(1), max_queued: 64 };
+    eprintln!("belt: MCP server on stdio; default model {}", launcher.default_model);
+    let server = Server::new(config, Arc::new(launcher), store);
+    server.serve_stdio().await.map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(0)
+}
+
+fn uuid_like() -> String {
+    format!("stdio-{}-{}", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0))
 }
 
 /// Ctrl-C or SIGTERM.

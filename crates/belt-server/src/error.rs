@@ -24,6 +24,8 @@ pub enum ServerError {
     Random(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    #[error("the MCP session failed: {0}")]
+    Mcp(String),
     #[error("the server stopped with an error: {0}")]
     Io(#[from] std::io::Error),
 }

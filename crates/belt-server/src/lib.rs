@@ -36,6 +36,7 @@ pub mod auth;
 mod error;
 pub mod launcher;
 pub mod manager;
+pub mod mcp;
 pub mod openapi;
 mod sse;
 
@@ -71,6 +72,9 @@ pub struct ServerConfig {
     pub owner: String,
     /// How long shutdown waits for cancelled runs to be recorded.
     pub shutdown_grace: Duration,
+    /// `Host` values `/mcp` accepts (DNS-rebinding protection); loopback names by default.
+    /// A server reached by another name must list it.
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 impl ServerConfig {
@@ -83,6 +87,7 @@ impl ServerConfig {
             heartbeat: Duration::from_secs(15),
             owner: format!("belt-serve:{}:{}", std::process::id(), uuid::Uuid::now_v7()),
             shutdown_grace: Duration::from_secs(10),
+            mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
         }
     }
 }
@@ -125,6 +130,7 @@ impl Server {
             .route("/v1/runs/{id}/events", get(sse::events))
             .route("/v1/runs/{id}/documents/{format}", get(api::document))
             .route("/v1/patterns", get(api::patterns))
+            .nest_service("/mcp", self.mcp_http())
             .route_layer(axum::middleware::from_fn_with_state(s.clone(), auth::require_token));
         Router::new()
             .route("/healthz", get(api::healthz))
@@ -132,6 +138,38 @@ impl Server {
             .fallback(api::no_route)
             .layer(DefaultBodyLimit::max(s.config.max_body_bytes))
             .with_state(s)
+    }
+
+    /// The MCP service over this server's runs (for stdio, or any rmcp transport).
+    pub fn mcp(&self) -> mcp::BeltMcp {
+        mcp::BeltMcp::new(self.state.clone())
+    }
+
+    /// `/mcp`: MCP over streamable HTTP, stateful sessions, Host checked.
+    fn mcp_http(
+        &self,
+    ) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+        mcp::BeltMcp,
+        rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+    > {
+        use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+        let state = self.state.clone();
+        let config = StreamableHttpServerConfig::default()
+            .with_allowed_hosts(self.state.config.mcp_allowed_hosts.clone())
+            .with_sse_keep_alive(Some(self.state.config.heartbeat))
+            .with_max_request_body_bytes(self.state.config.max_body_bytes)
+            .with_cancellation_token(self.state.manager.shutdown_token().child_token());
+        StreamableHttpService::new(move || Ok(mcp::BeltMcp::new(state.clone())), Default::default(), config)
+    }
+
+    /// Serve MCP on stdin/stdout until the client closes it, then cancel what still runs.
+    pub async fn serve_stdio(self) -> Result<(), ServerError> {
+        use rmcp::ServiceExt;
+        let service =
+            self.mcp().serve(rmcp::transport::stdio()).await.map_err(|e| ServerError::Mcp(e.to_string()))?;
+        let outcome = service.waiting().await;
+        self.state.manager.shutdown(self.state.config.shutdown_grace).await;
+        outcome.map(|_| ()).map_err(|e| ServerError::Mcp(e.to_string()))
     }
 
     /// Serve on `listener` until `shutdown` completes, then shut down gracefully: stop
