@@ -83,6 +83,11 @@ pub struct ServeArgs {
     /// loopback names and these, against DNS rebinding). Repeatable.
     #[arg(long = "allowed-host", value_name = "HOST")]
     pub allowed_hosts: Vec<String>,
+    /// POST every run event (but step_delta) to URL, signed with HMAC-SHA256 in
+    /// X-Belt-Signature (key: BELT_WEBHOOK_SECRET, generated and printed when unset).
+    /// Repeatable; more with POST /v1/webhooks.
+    #[arg(long = "webhook", value_name = "URL")]
+    pub webhooks: Vec<String>,
 }
 
 #[derive(Debug, Args)]

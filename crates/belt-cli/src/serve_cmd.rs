@@ -70,6 +70,9 @@ impl CliLauncher {
         opt("synthesize", r.synthesize.clone());
         opt("seed", r.seed.map(|v| v.to_string()));
         opt("sim-latency-ms", r.sim_latency_ms.map(|v| v.to_string()));
+        if r.review_plan == Some(true) {
+            argv.push("--review-plan".into());
+        }
         // After `--`, a task that starts with `-` is still the task.
         argv.push("--".into());
         argv.push(r.task.clone());
@@ -152,6 +155,17 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec) -> Result<i32, CliError> 
         RateLimit { per_second: args.rate_limit, burst: (args.rate_limit * 4.0).ceil().max(1.0) as u32 };
     let model = launcher.default_model.clone();
     let server = Server::new(config, Arc::new(launcher), store);
+    let secret = std::env::var("BELT_WEBHOOK_SECRET").ok().filter(|s| !s.is_empty());
+    for url in &args.webhooks {
+        let spec =
+            belt_server::webhooks::WebhookSpec { url: url.clone(), secret: secret.clone(), events: None };
+        let info = server.add_webhook(spec).map_err(|e| CliError::Usage(format!("--webhook {url}: {e}")))?;
+        if let Some(generated) = info.secret {
+            eprintln!(
+                "belt: webhook {url}: signing secret (shown once; set BELT_WEBHOOK_SECRET to choose it): {generated}"
+            );
+        }
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| CliError::Usage(ServerError::Bind { addr: addr.to_string(), source: e }.to_string()))?;

@@ -70,6 +70,10 @@ pub struct RunRequest {
     /// Cascade synthesis: `auto` (by the tier shape), `always` or `never`. Default: auto.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synthesize: Option<String>,
+    /// Ask a person to approve the plan before any worker runs: the question appears at
+    /// GET /v1/approvals and is answered at POST /v1/runs/{id}/approvals/{request_id}.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_plan: Option<bool>,
     /// The text of a belt workflow file (TOML) to run instead of a pattern, where the
     /// server supports workflow files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,7 +138,8 @@ pub trait Launcher: Send + Sync + 'static {
 
     /// Start the request's run on top of `base`, which holds what the server decides: the
     /// run id, the store, the lease owner and live deltas. Keep those and set the rest
-    /// (providers, budget, policies, concurrency). Called when a run slot is free.
+    /// (providers, budget, policies, concurrency); keep `base.human`, the run's channel to
+    /// the approvals endpoints, too. Called when a run slot is free.
     async fn launch(&self, request: &RunRequest, base: RunOptions) -> Result<RunHandle, LaunchError>;
 
     /// The patterns this launcher can run, for `GET /v1/patterns` and MCP `list_patterns`.

@@ -32,13 +32,16 @@
 //! ```
 
 mod api;
+pub mod approvals;
 pub mod auth;
 mod error;
 pub mod launcher;
 pub mod manager;
 pub mod mcp;
+pub mod metrics;
 pub mod openapi;
 mod sse;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -75,6 +78,7 @@ pub struct ServerConfig {
     /// `Host` values `/mcp` accepts (DNS-rebinding protection); loopback names by default.
     /// A server reached by another name must list it.
     pub mcp_allowed_hosts: Vec<String>,
+    pub webhook_retry: webhooks::RetryPolicy,
 }
 
 impl ServerConfig {
@@ -88,6 +92,7 @@ impl ServerConfig {
             owner: format!("belt-serve:{}:{}", std::process::id(), uuid::Uuid::now_v7()),
             shutdown_grace: Duration::from_secs(10),
             mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            webhook_retry: webhooks::RetryPolicy::default(),
         }
     }
 }
@@ -99,6 +104,8 @@ pub struct AppState {
     pub(crate) manager: Arc<RunManager>,
     pub(crate) store: Arc<dyn RunStore>,
     pub(crate) limiter: Arc<auth::RateLimiter>,
+    pub(crate) webhooks: Arc<webhooks::Webhooks>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
 /// An HTTP server over a launcher and a store.
@@ -107,11 +114,20 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server. Call it within a tokio runtime.
     pub fn new(config: ServerConfig, launcher: Arc<dyn Launcher>, store: Arc<dyn RunStore>) -> Self {
+        let webhooks = webhooks::Webhooks::new(config.webhook_retry);
+        let metrics = Arc::new(metrics::Metrics::default());
+        let observers: Vec<Arc<dyn EventObserver>> = vec![metrics.clone(), webhooks.clone()];
         let manager =
-            RunManager::new(launcher, store.clone(), config.owner.clone(), config.limits, Vec::new());
+            RunManager::new(launcher, store.clone(), config.owner.clone(), config.limits, observers);
         let limiter = Arc::new(auth::RateLimiter::new(config.rate_limit));
-        Server { state: AppState { config: Arc::new(config), manager, store, limiter } }
+        Server { state: AppState { config: Arc::new(config), manager, store, limiter, webhooks, metrics } }
+    }
+
+    /// Register a webhook (as from configuration); `POST /v1/webhooks` does the same.
+    pub fn add_webhook(&self, spec: webhooks::WebhookSpec) -> Result<webhooks::WebhookInfo, ApiError> {
+        self.state.webhooks.add(spec)
     }
 
     /// The runs this server drives.
@@ -130,6 +146,11 @@ impl Server {
             .route("/v1/runs/{id}/events", get(sse::events))
             .route("/v1/runs/{id}/documents/{format}", get(api::document))
             .route("/v1/patterns", get(api::patterns))
+            .route("/v1/approvals", get(approvals::list))
+            .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+            .route("/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
+            .route("/metrics", get(metrics::metrics))
+            .route("/v1/runs/{id}/approvals/{request_id}", post(approvals::answer))
             .nest_service("/mcp", self.mcp_http())
             .route_layer(axum::middleware::from_fn_with_state(s.clone(), auth::require_token));
         Router::new()

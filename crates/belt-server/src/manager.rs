@@ -193,6 +193,7 @@ pub struct RunManager {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     observers: Vec<Arc<dyn EventObserver>>,
+    approvals: Arc<crate::approvals::Approvals>,
 }
 
 impl RunManager {
@@ -214,11 +215,17 @@ impl RunManager {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             observers,
+            approvals: Arc::default(),
         })
     }
 
     pub fn launcher(&self) -> &Arc<dyn Launcher> {
         &self.launcher
+    }
+
+    /// The open questions of this server's runs.
+    pub fn approvals(&self) -> &Arc<crate::approvals::Approvals> {
+        &self.approvals
     }
 
     pub fn store(&self) -> &Arc<dyn RunStore> {
@@ -312,7 +319,15 @@ impl RunManager {
         base.owner = Some(self.owner.clone());
         // Live views show agents' text as it streams.
         base.stream_deltas = true;
-        let mut handle: RunHandle = self.launcher.launch(&run.request, base).await?;
+        // Questions for people go to GET /v1/approvals.
+        base.human = Some(self.approvals.channel(&run.run_id));
+        let mut handle: RunHandle = match self.launcher.launch(&run.request, base).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.approvals.finish(&run.run_id);
+                return Err(e);
+            }
+        };
         if handle.run_id() != run.run_id {
             handle.cancel();
             return Err(LaunchError::Failed(format!(
@@ -347,6 +362,7 @@ impl RunManager {
             }
             // Returns once the result is in the store, so readers can switch to it.
             let result = handle.result().await;
+            me.approvals.finish(&run.run_id);
             run.lock().phase = Phase::Finished(result.status);
             run.log.close();
             me.remove(&run.run_id);

@@ -163,6 +163,12 @@ pub fn document(routes: &[Route], extra_schemas: Vec<(String, Value)>) -> Value 
         json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
             "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}),
     );
+    schemas.insert("ApprovalList".into(), schema_of::<crate::approvals::ApprovalList>());
+    schemas.insert("AnswerBody".into(), schema_of::<crate::approvals::AnswerBody>());
+    schemas.insert("Answered".into(), schema_of::<crate::approvals::Answered>());
+    schemas.insert("WebhookSpec".into(), schema_of::<crate::webhooks::WebhookSpec>());
+    schemas.insert("WebhookInfo".into(), schema_of::<crate::webhooks::WebhookInfo>());
+    schemas.insert("WebhookList".into(), schema_of::<crate::webhooks::WebhookList>());
     schemas.extend(extra_schemas);
     hoist(&mut schemas);
 

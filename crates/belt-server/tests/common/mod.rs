@@ -40,9 +40,10 @@ impl Launcher for SimLauncher {
             .seed(request.seed.unwrap_or(0))
             .latency_ms(request.sim_latency_ms.unwrap_or(self.latency_ms));
         let cascade = Cascade::new(request.agents.unwrap_or(5) as usize, "simulated/default");
-        let options = base
+        let mut options = base
             .with_providers(belt_llm::providers(sim))
             .concurrency(request.concurrency.unwrap_or(16) as usize);
+        options.review_plan = request.review_plan.unwrap_or(false);
         belt_core::run(cascade, Task::new(request.task.trim()), options)
             .await
             .map_err(|e| LaunchError::Invalid(e.to_string()))
