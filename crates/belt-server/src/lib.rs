@@ -34,6 +34,7 @@
 mod api;
 pub mod approvals;
 pub mod auth;
+mod dashboard;
 mod error;
 pub mod launcher;
 pub mod manager;
@@ -155,6 +156,9 @@ impl Server {
             .route_layer(axum::middleware::from_fn_with_state(s.clone(), auth::require_token));
         Router::new()
             .route("/healthz", get(api::healthz))
+            .route("/", get(dashboard::index))
+            .route("/dashboard.js", get(dashboard::script))
+            .route("/dashboard.css", get(dashboard::style))
             .merge(protected)
             .fallback(api::no_route)
             .layer(DefaultBodyLimit::max(s.config.max_body_bytes))
