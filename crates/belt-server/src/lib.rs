@@ -210,10 +210,12 @@ impl Server {
         axum::serve(listener, self.router())
             .with_graceful_shutdown(async move {
                 shutdown.await;
-                // Ends SSE streams (so connections can close) and cancels runs.
-                stopping.shutdown(grace).await;
+                // Refuse new runs, cancel the running ones and end event streams, so that
+                // open connections close and the listener stops accepting at once.
+                stopping.begin_shutdown();
             })
             .await?;
+        // Then wait for the cancelled runs to be recorded.
         manager.shutdown(grace).await;
         Ok(())
     }

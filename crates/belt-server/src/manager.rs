@@ -384,12 +384,17 @@ impl RunManager {
     }
 
     /// Stop taking runs, cancel every run (each records what it finished; `belt resume`
-    /// continues it), end live streams, and wait up to `grace` for the runs to be recorded.
-    pub async fn shutdown(&self, grace: Duration) {
+    /// continues it) and end live streams; returns at once.
+    pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
         for run in self.live() {
             run.cancel();
         }
+    }
+
+    /// [`RunManager::begin_shutdown`], then wait up to `grace` for the runs to be recorded.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.begin_shutdown();
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
             eprintln!("belt: some runs did not stop within {grace:?}; they will show as interrupted");

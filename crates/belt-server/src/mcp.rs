@@ -135,7 +135,8 @@ impl BeltMcp {
             for e in batch {
                 let message = match &e.kind {
                     EventKind::PlanReady { shape, .. } => {
-                        total = Some(shape.iter().sum::<usize>() as u64);
+                        // The steps before the plan (decomposition) count too.
+                        total = Some(done + shape.iter().sum::<usize>() as u64);
                         Some(format!("plan ready: {} steps", total.unwrap_or(0)))
                     }
                     EventKind::StepCompleted { .. }

@@ -77,11 +77,21 @@ async fn mcp_over_http_lists_tools_runs_a_cascade_with_progress_and_serves_repor
     assert_eq!(summary["agents"], 16, "12 workers, 2 synthesizers, an executive, the decomposer");
     assert!(summary["simulated"].as_bool().unwrap());
     let run_id = summary["run_id"].as_str().unwrap().to_string();
-    // Progress came as agents finished, counting up to the total.
-    let progress = client.service().0.lock().unwrap().clone();
+    // Progress came as agents finished, counting up to the total. (The client handles
+    // notifications on their own tasks: the last may land just after the result.)
+    let mut progress = Vec::new();
+    for _ in 0..200 {
+        progress = client.service().0.lock().unwrap().clone();
+        if progress.len() >= 16 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert!(progress.len() >= 15, "{} progress notifications", progress.len());
-    assert!(progress.windows(2).all(|w| w[0].progress <= w[1].progress));
-    assert!(progress.iter().any(|p| p.total == Some(15.0)), "{progress:?}");
+    // 12 workers, 2 synthesizers, an executive and the decomposer: 16 steps.
+    let most = progress.iter().map(|p| p.progress).fold(0.0, f64::max);
+    assert_eq!(most, 16.0, "{progress:?}");
+    assert!(progress.iter().any(|p| p.total == Some(16.0)), "{progress:?}");
 
     // The report is a resource.
     let resources = client.list_all_resources().await.unwrap();
