@@ -437,6 +437,7 @@ pub(crate) mod tests {
             simulated: false,
             shape: vec![],
             started_at: None,
+            caps: Vec::new(),
         }
     }
 
