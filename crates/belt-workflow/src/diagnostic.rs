@@ -103,15 +103,21 @@ impl IntoIterator for Diagnostics {
     }
 }
 
-/// The candidate closest to `word`, when one is close enough to be what was meant.
+/// The candidate closest to `word`, when one is close enough to be what was meant: a
+/// typo or two (edit distance, transpositions counted once) or a near match by
+/// Jaro-Winkler similarity.
 pub(crate) fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
     let lower = word.to_lowercase();
+    let max_edits = (lower.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(&lower, &c.to_lowercase()), c))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+        .map(|c| {
+            let other = c.to_lowercase();
+            (strsim::damerau_levenshtein(&lower, &other), strsim::jaro_winkler(&lower, &other), c)
+        })
+        .filter(|(edits, similarity, _)| *edits <= max_edits || *similarity >= 0.8)
+        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
+        .map(|(_, _, c)| c)
 }
 
 /// "did you mean `x`?" when one is close, else the list of valid values.
@@ -150,6 +156,7 @@ mod tests {
     fn suggestions() {
         assert_eq!(did_you_mean("writr", ["writer", "editor"]), Some("writer"));
         assert_eq!(did_you_mean("zzz", ["writer", "editor"]), None);
+        assert_eq!(did_you_mean("dga", ["cascade", "dag", "swarm"]), Some("dag"));
         assert_eq!(suggest("zzz", &["a", "b"], "valid keys").as_deref(), Some("valid keys: `a`, `b`"));
     }
 }

@@ -214,3 +214,6 @@ pub fn schema() -> serde_json::Value {
     let schema = schemars::schema_for!(WorkflowFile);
     serde_json::to_value(schema).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

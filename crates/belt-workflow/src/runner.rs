@@ -338,8 +338,10 @@ impl ResolvedAgent {
                 let spec = StepSpec { tier: me.tier(), ..spec };
                 let id = spec.id.clone();
                 let reply = ctx.llm(spec, me.request(&input)).await?;
-                if me.json {
-                    check_json(&id, &reply.text)?;
+                if me.json
+                    && let Err(message) = check_json(&reply.text)
+                {
+                    return Err(fail_after(&ctx, &id, "json", message).await);
                 }
                 Ok(reply.text)
             }
@@ -348,17 +350,27 @@ impl ResolvedAgent {
     }
 }
 
-fn check_json(step: &StepId, text: &str) -> Result<(), StepError> {
+/// Record that the work after a completed step failed (its reply is not JSON, it names no
+/// route), as the failed step `{step}/{what}`: the step's own record stays true — its call
+/// completed and was paid for — and the run's record says what went wrong after it.
+async fn fail_after(ctx: &Ctx, step: &StepId, what: &str, message: String) -> StepError {
+    let spec = StepSpec::new(step.child(what), Tier::Custom(Arc::from("check")));
+    match ctx.step::<(), _>(spec, &message.clone(), async move { Err(message) }).await {
+        Err(e) => e,
+        Ok(()) => failed(step, "internal error: a failing check succeeded"),
+    }
+}
+
+fn check_json(text: &str) -> Result<(), String> {
     let trimmed = text.trim();
     let body = trimmed
         .strip_prefix("```json")
         .or_else(|| trimmed.strip_prefix("```"))
         .and_then(|t| t.strip_suffix("```"))
         .unwrap_or(trimmed);
-    serde_json::from_str::<serde_json::Value>(body).map(|_| ()).map_err(|e| StepError::Failed {
-        step: step.clone(),
-        message: format!("the agent has an output_schema but its reply is not JSON: {e}"),
-    })
+    serde_json::from_str::<serde_json::Value>(body)
+        .map(|_| ())
+        .map_err(|e| format!("the agent has an output_schema but its reply is not JSON: {e}"))
 }
 
 struct StepsPlan {
@@ -482,16 +494,14 @@ async fn run_step(
         (Some(agent), None) => Arc::new(agent.clone()).as_agent().run(&ctx, spec, prompt).await?,
     };
     if !step.route.is_empty() {
-        let target = choose_route(&step.route, &output).ok_or_else(|| {
+        let Some(target) = choose_route(&step.route, &output) else {
             let valid: Vec<&str> = step.route.keys().map(String::as_str).collect();
-            failed(
-                &id,
-                format!(
-                    "the output names no route; valid routes: {} (add a `{DEFAULT_ROUTE}` route for anything else)",
-                    valid.join(", ")
-                ),
-            )
-        })?;
+            let message = format!(
+                "the output names no route; valid routes: {} (add a `{DEFAULT_ROUTE}` route for anything else)",
+                valid.join(", ")
+            );
+            return Err(fail_after(&ctx, &id, "route", message).await);
+        };
         let mut s = state.lock().map_err(|_| failed(&id, "internal error: state poisoned"))?;
         s.chosen.insert(step.id.clone(), target);
     }
@@ -684,9 +694,8 @@ mod tests {
 
     #[test]
     fn json_replies_are_checked() {
-        let s = StepId::new("x");
-        assert!(check_json(&s, "```json\n{\"a\": 1}\n```").is_ok());
-        assert!(check_json(&s, "[1, 2]").is_ok());
-        assert!(check_json(&s, "not json").is_err());
+        assert!(check_json("```json\n{\"a\": 1}\n```").is_ok());
+        assert!(check_json("[1, 2]").is_ok());
+        assert!(check_json("not json").is_err());
     }
 }
