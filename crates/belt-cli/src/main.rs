@@ -18,6 +18,7 @@ mod owner;
 mod progress;
 mod report_cmd;
 mod run_cmd;
+mod workflow_cmd;
 
 use clap::Parser;
 
@@ -57,6 +58,7 @@ fn main() {
     }
     let outcome = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) if args.file.is_some() => workflow_cmd::run(*args, &store).await,
             Command::Run(args) => run_cmd::run(*args, &store).await,
             Command::Resume(args) => history::resume(args, &store).await,
             Command::Runs(command) => history::runs(command, &store).await,
@@ -64,6 +66,9 @@ fn main() {
             Command::Report(args) => report_cmd::report(args, &store).await,
             Command::Models { json } => Ok(models::list(json, &belt_llm::process_env)),
             Command::Patterns { json } => Ok(patterns(json)),
+            Command::Validate(args) => workflow_cmd::validate(args),
+            Command::Schema => Ok(workflow_cmd::schema()),
+            Command::Init(args) => workflow_cmd::init(args),
         }
     });
     let code = match outcome {
