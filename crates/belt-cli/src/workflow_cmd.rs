@@ -260,12 +260,10 @@ pub fn prepare(spec: &RunSpec, workflow: &WorkflowSpec) -> Result<Prepared, CliE
     let mut providers =
         crate::config::providers(crate::config::get(), run_cmd::sim_config(args), &belt_llm::process_env)?;
     for (name, limits) in &settings.providers {
-        let Ok((provider, _)) = providers.resolve(&format!("{name}/-")) else {
-            return Err(CliError::Usage(format!(
-                "{}: providers.{name}: the provider is not available (is its API key set?)",
-                workflow.origin
-            )));
-        };
+        // Limits of a provider this machine has no key for are moot: a model of it would
+        // fail the provider check below, and a file is shared between people with
+        // different keys.
+        let Ok((provider, _)) = providers.resolve(&format!("{name}/-")) else { continue };
         let provider = provider.clone();
         let current = providers.limiter(name).map(|l| *l.limits()).unwrap_or_default();
         let merged = Limits {

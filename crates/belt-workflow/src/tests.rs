@@ -418,3 +418,16 @@ steps: [{id: a, agent: w, prompt: hi}]
     assert_eq!(bound.models(), ["simulated/x"]);
     assert_eq!(bound.with_default_model("openai/gpt-4.1").models(), ["simulated/x"], "the file's model wins");
 }
+
+#[tokio::test]
+async fn the_readme_example_is_valid_and_runs() {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+    let section = &readme[readme.find("## Workflow files").expect("the README has the section")..];
+    let start = section.find("```yaml\n").expect("a YAML example") + "```yaml\n".len();
+    let text = &section[start..start + section[start..].find("```").unwrap()];
+    let d = check(text, Format::Yaml, "README.md", &ValidationContext::default());
+    assert!(d.is_empty(), "{d}");
+    let r = run_text(text, Format::Yaml, &[("question", "I was charged twice")]).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+}
