@@ -169,7 +169,7 @@ pub struct RunArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
     /// An input of the workflow file, as KEY=VALUE (repeatable).
-    #[arg(long = "input", value_name = "KEY=VALUE", requires = "file")]
+    #[arg(long = "input", value_name = "KEY=VALUE")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub input: Vec<String>,
 

@@ -58,6 +58,11 @@ fn main() {
     }
     let outcome = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) if args.file.is_none() && !args.input.is_empty() => {
+                Err(error::CliError::Usage(
+                    "--input gives a value to a workflow file's input; use it with -f FILE".into(),
+                ))
+            }
             Command::Run(args) if args.file.is_some() => workflow_cmd::run(*args, &store).await,
             Command::Run(args) => run_cmd::run(*args, &store).await,
             Command::Resume(args) => history::resume(args, &store).await,

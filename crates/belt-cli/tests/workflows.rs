@@ -215,6 +215,9 @@ fn inputs_are_required_typed_and_used() {
     assert_eq!(r["final_output"], "Solar Power in 100 words");
     assert_eq!(r["pattern"], "brief");
 
+    let o = belt(&dir, &["run", "a task", "--input", "topic=x"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("use it with -f FILE"), "{}", stderr(&o));
     let o = belt(&dir, &["run", "-f", "brief.toml", "--input", "topic"]);
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("is not KEY=VALUE"), "{}", stderr(&o));

@@ -3,7 +3,7 @@
 //!
 //! `cascade` and `swarm` are the core's own orchestrators, configured from their section.
 //! The step patterns (sequential, dag, conditional/router, iterative) all become one
-//! [`Flow`] that runs the steps as a core [`Dag`]: each step starts the moment the steps it
+//! flow (as [`belt_core::Flow`] does) that runs the steps as a core [`Dag`]: each step starts the moment the steps it
 //! waits for are done (its `needs`, the previous step of a chain, its router, the earlier
 //! steps its templates read). A step
 //! - renders its prompt over `inputs.*` and the outputs so far;
@@ -540,7 +540,7 @@ fn first_word_at(text: &str, word: &str) -> Option<usize> {
 type FlowFuture = Pin<Box<dyn Future<Output = Result<String, StepError>> + Send>>;
 type FlowBody = Box<dyn Fn(Ctx, Task) -> FlowFuture + Send + Sync>;
 
-/// The steps of a workflow as a run: a [`Flow`] over the steps' DAG.
+/// The steps of a workflow as a run (what [`belt_core::Flow`] does, over the steps' DAG).
 pub struct StepsRun {
     name: String,
     body: FlowBody,
