@@ -18,6 +18,10 @@ use clap::Parser;
 use crate::args::{McpArgs, RunArgs, ServeArgs};
 use crate::error::CliError;
 use crate::run_cmd::{self, RunSpec};
+use crate::workflow_cmd::WorkflowSpec;
+
+/// The name of a workflow file sent in a request, in its diagnostics (`workflow:3:7: …`).
+const REQUEST_WORKFLOW: &str = "workflow";
 
 /// Builds runs from requests as `belt run` builds them from arguments.
 pub struct CliLauncher {
@@ -36,12 +40,14 @@ struct RunOnly {
 impl CliLauncher {
     /// The request as `belt run` arguments: the same defaults, ranges and messages.
     pub fn spec(&self, r: &RunRequest) -> Result<RunSpec, LaunchError> {
-        if r.workflow.is_some() {
+        if r.workflow.is_some() && (r.pattern.is_some() || !r.task.trim().is_empty()) {
             return Err(LaunchError::Invalid(
-                "workflow files are not supported by this server yet; send a task and a pattern".into(),
+                "a request with a `workflow` takes its task and pattern from the file; leave `task` and \
+                 `pattern` out"
+                    .into(),
             ));
         }
-        if !r.inputs.is_empty() {
+        if r.workflow.is_none() && !r.inputs.is_empty() {
             return Err(LaunchError::Invalid(
                 "`inputs` are for workflow files; leave them out with a pattern".into(),
             ));
@@ -73,16 +79,33 @@ impl CliLauncher {
         if r.review_plan == Some(true) {
             argv.push("--review-plan".into());
         }
-        // After `--`, a task that starts with `-` is still the task.
-        argv.push("--".into());
-        argv.push(r.task.clone());
+        if r.workflow.is_some() {
+            // The file's text comes with the request: this path is only a name for it.
+            argv.push("--file".into());
+            argv.push(REQUEST_WORKFLOW.into());
+        } else {
+            // After `--`, a task that starts with `-` is still the task.
+            argv.push("--".into());
+            argv.push(r.task.clone());
+        }
         let parsed = RunOnly::try_parse_from(argv).map_err(|e| {
             // clap names the flag (`--agents <AGENTS>`); the JSON field is the same word.
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid request").trim_start_matches("error: ");
             LaunchError::Invalid(first.replace("'--", "'").replace('-', "_").replace("'_", "'"))
         })?;
-        Ok(RunSpec { args: parsed.args, plan: None })
+        match &r.workflow {
+            Some(text) => {
+                let workflow = WorkflowSpec {
+                    origin: REQUEST_WORKFLOW.into(),
+                    format: belt_workflow::Format::sniff(text),
+                    text: text.clone(),
+                    inputs: r.inputs.clone(),
+                };
+                crate::workflow_cmd::spec(parsed.args, workflow).map_err(invalid)
+            }
+            None => Ok(RunSpec { args: parsed.args, plan: None, workflow: None }),
+        }
     }
 }
 

@@ -201,3 +201,69 @@ fn serve_refuses_a_public_address_without_an_explicit_token() {
     assert!(lines.iter().any(|l| l.contains("BELT_API_TOKEN")), "{lines:?}");
     assert!(!s.home.join("api-token").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_file_runs_over_http_and_its_mistakes_come_back_with_line_and_column() {
+    let mut s = start("workflow", &["--addr", "127.0.0.1:0"], Some("wf-token"));
+    s.wait_listening();
+    let c = client();
+    let text = include_str!("../../../examples/workflows/support-router.yaml");
+    let r = c
+        .post(format!("{}/v1/runs", s.base))
+        .bearer_auth("wf-token")
+        .json(&json!({"workflow": text, "inputs": {"question": "I was charged twice"}, "sim_latency_ms": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let accepted: Value = r.json().await.unwrap();
+    let id = accepted["run_id"].as_str().unwrap().to_string();
+    let r = c
+        .get(format!("{}{}", s.base, accepted["events_url"].as_str().unwrap()))
+        .bearer_auth("wf-token")
+        .send()
+        .await
+        .unwrap();
+    let text =
+        tokio::time::timeout(Duration::from_secs(60), r.text()).await.expect("the stream ends").unwrap();
+    assert!(text.contains("\"run_finished\""), "{text}");
+    let view: Value = c
+        .get(format!("{}/v1/runs/{id}", s.base))
+        .bearer_auth("wf-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let result = &view["result"];
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["pattern"], "support-router");
+    assert!(result["agents"].as_array().unwrap().iter().any(|a| a["step"] == "steps/classify"), "{result}");
+
+    // A file with a mistake: refused before anything runs, the place named.
+    let bad = text_with_typo();
+    let r = c
+        .post(format!("{}/v1/runs", s.base))
+        .bearer_auth("wf-token")
+        .json(&json!({"workflow": bad, "inputs": {"topic": "x"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("workflow:8:26") && body.contains("unknown agent `writr`"), "{body}");
+    // A workflow with a task or pattern of its own is ambiguous.
+    let r = c
+        .post(format!("{}/v1/runs", s.base))
+        .bearer_auth("wf-token")
+        .json(&json!({"workflow": bad, "pattern": "swarm"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+}
+
+fn text_with_typo() -> &'static str {
+    "name: brief\ninputs:\n  topic: {description: what}\nagents:\n  - {id: writer, role: a writer}\npattern: sequential\nsteps:\n  - {id: outline, agent: writr, prompt: \"Outline {{ inputs.topic }}\"}\n"
+}

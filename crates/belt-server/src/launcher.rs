@@ -74,8 +74,8 @@ pub struct RunRequest {
     /// GET /v1/approvals and is answered at POST /v1/runs/{id}/approvals/{request_id}.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review_plan: Option<bool>,
-    /// The text of a belt workflow file (TOML) to run instead of a pattern, where the
-    /// server supports workflow files.
+    /// The text of a belt workflow file (YAML or TOML, as `belt init` writes them) to run
+    /// instead of a task and pattern; its inputs go in `inputs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
     /// Values for the workflow's inputs, by name.
