@@ -202,6 +202,7 @@ impl AppState {
 
     /// One run, from memory or the store.
     pub async fn view(&self, run_id: &str) -> Result<RunView, ApiError> {
+        self.manager.settle(run_id).await;
         let live = self.manager.get(run_id);
         if let Some(run) = &live
             && matches!(run.phase(), Phase::Queued | Phase::NotStarted { .. })
@@ -324,6 +325,7 @@ pub(crate) async fn document(
     if !format.available() {
         return Err(ApiError::NotFound(format!("this server was built without {} output", format.name())));
     }
+    app.manager.settle(&run_id).await;
     let Some(result) = app.store.get_result(&run_id).await? else {
         if app.manager.get(&run_id).is_some() || app.store.get_run(&run_id).await?.is_some() {
             return Err(ApiError::Conflict(format!(

@@ -145,6 +145,21 @@ impl EventLog {
         self.events.lock().unwrap_or_else(|p| p.into_inner()).first().map(|e| e.seq)
     }
 
+    /// True once `run_finished` was emitted (the result may not be stored yet).
+    fn finishing(&self) -> bool {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).last().is_some_and(|e| is_last(e))
+    }
+
+    /// Wait until the log is closed (the run's result is in the store).
+    async fn closed(&self) {
+        let mut version = self.version.subscribe();
+        while !self.closed.load(Ordering::SeqCst) {
+            if version.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     pub(crate) fn cursor(self: &Arc<Self>) -> LogCursor {
         LogCursor { log: self.clone(), version: self.version.subscribe(), next: 0 }
     }
@@ -247,6 +262,17 @@ impl RunManager {
     /// A run of this server that has not finished.
     pub fn get(&self, run_id: &str) -> Option<Arc<LiveRun>> {
         self.runs.lock().unwrap_or_else(|p| p.into_inner()).get(run_id).cloned()
+    }
+
+    /// A run that has emitted `run_finished` stores its result a moment later: wait for
+    /// that (a little while at most), so that a client that saw the event and asks for the
+    /// run gets its result.
+    pub async fn settle(&self, run_id: &str) {
+        if let Some(run) = self.get(run_id)
+            && run.log.finishing()
+        {
+            let _ = tokio::time::timeout(SETTLE, run.log.closed()).await;
+        }
     }
 
     /// Every run held in memory: unfinished ones and those that never started.
@@ -401,6 +427,9 @@ impl RunManager {
         }
     }
 }
+
+/// Longest a request waits for a finishing run's result to be stored.
+const SETTLE: Duration = Duration::from_secs(10);
 
 /// What a client is told to wait when the queue is full.
 pub const QUEUE_RETRY_AFTER: Duration = Duration::from_secs(5);

@@ -244,6 +244,10 @@ async fn sse_resumes_with_last_event_id_without_gap_or_duplicate() {
         last = e.data;
     }
     assert_complete(&seqs, &last);
+    // A client that saw run_finished gets the result at once.
+    let view: Value =
+        authed(c.get(server.url(&format!("/v1/runs/{id}")))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(view["result"]["status"], "completed");
     let total = seqs.len() as u64;
     assert!(total > 30, "{total} events");
 
