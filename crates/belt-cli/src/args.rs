@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// Repeatable; more with POST /v1/webhooks.
     #[arg(long = "webhook", value_name = "URL")]
     pub webhooks: Vec<String>,
+    /// Let pages of ORIGIN (e.g. https://app.example.com) call the API from a browser
+    /// (CORS). Repeatable; none by default.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -174,6 +174,12 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec) -> Result<i32, CliError> 
     let mut config = ServerConfig::new(token.clone());
     config.owner = crate::owner::this_process();
     config.limits = Limits { max_running: args.max_runs.max(1), max_queued: args.max_queued };
+    config.mcp_allowed_hosts.extend(args.allowed_hosts.iter().cloned());
+    // Reached by its own address, the server must accept that Host on /mcp.
+    if !addr.ip().is_loopback() && !addr.ip().is_unspecified() {
+        config.mcp_allowed_hosts.push(addr.ip().to_string());
+    }
+    config.cors_origins = args.cors_origins.clone();
     config.rate_limit =
         RateLimit { per_second: args.rate_limit, burst: (args.rate_limit * 4.0).ceil().max(1.0) as u32 };
     let model = launcher.default_model.clone();

@@ -267,3 +267,25 @@ async fn a_workflow_file_runs_over_http_and_its_mistakes_come_back_with_line_and
 fn text_with_typo() -> &'static str {
     "name: brief\ninputs:\n  topic: {description: what}\nagents:\n  - {id: writer, role: a writer}\npattern: sequential\nsteps:\n  - {id: outline, agent: writr, prompt: \"Outline {{ inputs.topic }}\"}\n"
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_mcp_requests_for_its_allowed_hosts_only() {
+    let mut s =
+        start("hosts", &["--addr", "127.0.0.1:0", "--allowed-host", "belt.internal"], Some("tok-123"));
+    s.wait_listening();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let c = client();
+    for (host, status) in [("belt.internal", 200), ("localhost", 200), ("evil.example", 403)] {
+        let r = c
+            .post(format!("{}/mcp", s.base))
+            .bearer_auth("tok-123")
+            .header("host", host)
+            .header("accept", "application/json, text/event-stream")
+            .json(&init)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "Host: {host}");
+    }
+}

@@ -80,6 +80,9 @@ pub struct ServerConfig {
     /// A server reached by another name must list it.
     pub mcp_allowed_hosts: Vec<String>,
     pub webhook_retry: webhooks::RetryPolicy,
+    /// Browser origins (`https://app.example.com`) allowed to call the API from their pages.
+    /// Empty (the default): no CORS headers, so other sites' scripts cannot read responses.
+    pub cors_origins: Vec<String>,
 }
 
 impl ServerConfig {
@@ -94,6 +97,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             webhook_retry: webhooks::RetryPolicy::default(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -154,15 +158,19 @@ impl Server {
             .route("/v1/runs/{id}/approvals/{request_id}", post(approvals::answer))
             .nest_service("/mcp", self.mcp_http())
             .route_layer(axum::middleware::from_fn_with_state(s.clone(), auth::require_token));
-        Router::new()
+        let router = Router::new()
             .route("/healthz", get(api::healthz))
             .route("/", get(dashboard::index))
             .route("/dashboard.js", get(dashboard::script))
             .route("/dashboard.css", get(dashboard::style))
             .merge(protected)
             .fallback(api::no_route)
-            .layer(DefaultBodyLimit::max(s.config.max_body_bytes))
-            .with_state(s)
+            .layer(DefaultBodyLimit::max(s.config.max_body_bytes));
+        let router = match cors(&s.config.cors_origins) {
+            Some(layer) => router.layer(layer),
+            None => router,
+        };
+        router.with_state(s)
     }
 
     /// The MCP service over this server's runs (for stdio, or any rmcp transport).
@@ -219,6 +227,28 @@ impl Server {
         manager.shutdown(grace).await;
         Ok(())
     }
+}
+
+/// CORS for the configured origins only (preflights are answered before authentication,
+/// as browsers send them without credentials).
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    let origins: Vec<HeaderValue> =
+        origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("last-event-id"),
+            ])
+            .expose_headers([header::RETRY_AFTER, header::LOCATION]),
+    )
 }
 
 async fn openapi_json(State(_): State<AppState>) -> axum::Json<serde_json::Value> {

@@ -501,3 +501,39 @@ async fn shutdown_cancels_runs_records_them_and_ends_streams() {
     assert!(!steps.is_empty(), "completed steps stay recorded for `belt resume`");
     assert!(c.get(server.url("/healthz")).send().await.is_err(), "no longer accepting");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_headers_only_for_configured_origins() {
+    let c = client();
+    let server = TestServer::start(config(), 0).await;
+    let r = authed(c.get(server.url("/v1/runs")))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("access-control-allow-origin").is_none(), "no CORS unless configured");
+
+    let mut cfg = config();
+    cfg.cors_origins = vec!["https://app.example.com".into()];
+    let server = TestServer::start(cfg, 0).await;
+    let preflight = c
+        .request(reqwest::Method::OPTIONS, server.url("/v1/runs"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "https://app.example.com");
+    let r = authed(c.get(server.url("/v1/runs")))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
+    let r =
+        authed(c.get(server.url("/v1/runs"))).header("origin", "https://evil.example").send().await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}

@@ -48,6 +48,8 @@ async fn mcp_over_http_lists_tools_runs_a_cascade_with_progress_and_serves_repor
     let server = TestServer::start(config(), 2).await;
     let client = connect(&server, TOKEN).await.expect("connect with the token");
     let info = client.peer_info().expect("initialized");
+    // The newest revision negotiated by an initialize handshake (2026-07-28 has none).
+    assert_eq!(info.protocol_version, rmcp::model::ProtocolVersion::LATEST_WITH_INITIALIZE);
     assert!(info.capabilities.tools.is_some() && info.capabilities.resources.is_some());
 
     let tools = client.list_all_tools().await.unwrap();
