@@ -289,3 +289,57 @@ async fn serve_takes_mcp_requests_for_its_allowed_hosts_only() {
         assert_eq!(r.status(), status, "Host: {host}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cancelled_by_sigterm_resumes_with_belt_resume() {
+    let mut s = start("resume", &["--addr", "127.0.0.1:0"], Some("tok-resume"));
+    s.wait_listening();
+    let c = client();
+    let accepted: Value = c
+        .post(format!("{}/v1/runs", s.base))
+        .bearer_auth("tok-resume")
+        .json(&json!({"task": "Long survey", "agents": 8, "concurrency": 2, "sim_latency_ms": 300}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = accepted["run_id"].as_str().unwrap().to_string();
+    // Follow the events until a worker has completed (so something is recorded).
+    let mut r =
+        c.get(format!("{}/v1/runs/{id}/events", s.base)).bearer_auth("tok-resume").send().await.unwrap();
+    let mut text = String::new();
+    while !text.contains("\"type\":\"step_completed\",\"tier\":\"worker\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), r.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("more events");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    let mut code = None;
+    for _ in 0..400 {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            code = st.code();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(code, Some(0), "belt serve exits cleanly");
+
+    let store = format!("sqlite://{}/belt.db", s.home.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_belt"))
+        .args(["--store", &store, "resume", &id, "--json", "--quiet", "--out"])
+        .arg(s.home.join("out"))
+        .current_dir(&s.home)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["status"], "completed");
+    let replayed = result["agents"].as_array().unwrap().iter().filter(|a| a["replayed"] == true).count();
+    assert!(replayed >= 1, "steps finished before the shutdown are not paid for again");
+}
