@@ -84,7 +84,7 @@ async fn the_dashboard_starts_a_run_shows_it_live_and_renders_its_report() {
     caps.insert(
         "goog:chromeOptions".into(),
         json!({"binary": "/usr/bin/chromium",
-               "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1100"]}),
+               "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1900"]}),
     );
     let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
@@ -130,6 +130,12 @@ async fn the_dashboard_starts_a_run_shows_it_live_and_renders_its_report() {
     let report =
         browser.find(Locator::Id("report-frame")).await.unwrap().attr("srcdoc").await.unwrap().unwrap();
     assert!(report.contains("Plan a city park"), "the report is the run's");
+    // And it is rendered (a frame that refused to render has an empty document).
+    let rendered = browser
+        .execute("return document.getElementById('report-frame').contentDocument.body.innerText", vec![])
+        .await
+        .unwrap();
+    assert!(rendered.as_str().unwrap_or_default().contains("Plan a city park"), "{rendered:?}");
 
     // An agent's output opens on click.
     browser.find(Locator::Css("#tier-worker .agent")).await.unwrap().click().await.unwrap();

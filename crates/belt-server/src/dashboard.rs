@@ -11,9 +11,11 @@ const INDEX: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/dashboard.js");
 const STYLE: &str = include_str!("dashboard/dashboard.css");
 
-/// Only this origin's script and style; reports render in a sandboxed frame.
+/// Only this origin's script and style; reports render in a sandboxed frame. Framing by
+/// other sites is refused with X-Frame-Options rather than CSP `frame-ancestors`, which the
+/// report's `srcdoc` frame would inherit (and then refuse to render in its own page).
 const CSP: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; \
-                   object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+                   object-src 'none'; base-uri 'none'; form-action 'none'";
 
 fn page(body: &'static str, content_type: &'static str) -> Response {
     let mut r = body.into_response();
@@ -22,6 +24,7 @@ fn page(body: &'static str, content_type: &'static str) -> Response {
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     r
 }
 

@@ -333,7 +333,8 @@ async function loadFinal() {
     if (!r.ok) return;
     const html = await r.text();
     if (!view || view.id !== id) return;
-    // Sandboxed: the report cannot run script or reach this page.
+    // Sandboxed without scripts: the report cannot run any (same origin only so that its
+    // text can be read and searched).
     $('report-frame').srcdoc = html;
     $('report-panel').hidden = false;
   } catch (e) {
