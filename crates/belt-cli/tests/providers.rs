@@ -56,7 +56,8 @@ const RUN: [&str; 8] =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cascade_runs_against_an_openai_compatible_server() {
     let server = FakeServer::start().await.unwrap();
-    let usage = FakeUsage { input: 120, output: 80, cache_read: 0, cache_write: 0 };
+    // 120 prompt tokens, 100 of them read from the prompt cache.
+    let usage = FakeUsage { input: 120, output: 80, cache_read: 100, cache_write: 0 };
     server.set_default(FakeResponse::openai_stream(
         "gpt-4.1-mini-2025-04-14",
         &["## Findings\n", "Heat pumps ", "use less energy."],
@@ -82,8 +83,9 @@ async fn a_cascade_runs_against_an_openai_compatible_server() {
     assert_eq!(r["usage"]["calls"], calls);
     assert_eq!(r["usage"]["input_tokens"], 120 * calls, "the server's token counts are reported");
     assert_eq!(r["usage"]["output_tokens"], 80 * calls);
-    // gpt-4.1-mini: $0.40 / $1.60 per million tokens.
-    let expected = calls as f64 * (120.0 * 0.40 + 80.0 * 1.60) / 1e6;
+    assert_eq!(r["usage"]["cache_read_tokens"], 100 * calls, "cached tokens are a subset of the input");
+    // gpt-4.1-mini: $0.40 input, $0.10 cached input, $1.60 output per million tokens.
+    let expected = calls as f64 * (20.0 * 0.40 + 100.0 * 0.10 + 80.0 * 1.60) / 1e6;
     assert!((r["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{} vs {expected}", r["cost_usd"]);
     let first =
         server.requests().into_iter().find(|q| q.path.ends_with("/chat/completions")).expect("a request");
@@ -127,7 +129,8 @@ async fn retry_after_is_honoured_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anthropic_endpoint_works_too() {
     let server = FakeServer::start().await.unwrap();
-    let usage = FakeUsage { input: 50, output: 20, cache_read: 0, cache_write: 0 };
+    // Anthropic reports cache reads and writes apart from its 50 uncached input tokens.
+    let usage = FakeUsage { input: 50, output: 20, cache_read: 400, cache_write: 100 };
     server.set_default(FakeResponse::anthropic_stream(
         "claude-sonnet-4-5-20250929",
         &["Sure: ", "done."],
@@ -141,8 +144,15 @@ async fn an_anthropic_endpoint_works_too() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("anthropic/claude-sonnet-4-5"), "{stderr}");
     let calls = server.requests().len() as u64;
-    assert_eq!(r["usage"]["input_tokens"], 50 * calls);
+    assert_eq!(r["usage"]["input_tokens"], 550 * calls);
     assert_eq!(r["usage"]["output_tokens"], 20 * calls);
+    assert_eq!(
+        (&r["usage"]["cache_read_tokens"], &r["usage"]["cache_write_tokens"]),
+        (&(400 * calls).into(), &(100 * calls).into())
+    );
+    // claude-sonnet-4-5: $3 input, $0.30 cache reads, $3.75 cache writes, $15 output.
+    let expected = calls as f64 * (50.0 * 3.0 + 400.0 * 0.30 + 100.0 * 3.75 + 20.0 * 15.0) / 1e6;
+    assert!((r["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{} vs {expected}", r["cost_usd"]);
     let q = server.last_request().unwrap();
     assert_eq!(q.header("x-api-key"), Some("sk-ant-test"));
     assert!(q.header("anthropic-version").is_some());

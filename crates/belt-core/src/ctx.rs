@@ -159,6 +159,8 @@ pub(crate) struct Shared {
     pub simulated: AtomicBool,
     pub input_tokens: AtomicU64,
     pub output_tokens: AtomicU64,
+    pub cache_read_tokens: AtomicU64,
+    pub cache_write_tokens: AtomicU64,
     pub calls: AtomicU64,
 }
 
@@ -406,6 +408,12 @@ impl Ctx {
                             }
                             s.input_tokens.fetch_add(reply.usage.input_tokens, Ordering::Relaxed);
                             s.output_tokens.fetch_add(reply.usage.output_tokens, Ordering::Relaxed);
+                            if reply.usage.cache_read_tokens + reply.usage.cache_write_tokens > 0 {
+                                s.cache_read_tokens
+                                    .fetch_add(reply.usage.cache_read_tokens, Ordering::Relaxed);
+                                s.cache_write_tokens
+                                    .fetch_add(reply.usage.cache_write_tokens, Ordering::Relaxed);
+                            }
                             let model = if reply.model == *model_name {
                                 model_name.clone()
                             } else {
@@ -634,6 +642,8 @@ impl Ctx {
         UsageTotals {
             input_tokens: s.input_tokens.load(Ordering::Relaxed),
             output_tokens: s.output_tokens.load(Ordering::Relaxed),
+            cache_read_tokens: s.cache_read_tokens.load(Ordering::Relaxed),
+            cache_write_tokens: s.cache_write_tokens.load(Ordering::Relaxed),
             calls: s.calls.load(Ordering::Relaxed),
         }
     }
@@ -667,6 +677,8 @@ impl Ctx {
                 model: rec.model.clone(),
                 input_tokens: rec.usage.input_tokens,
                 output_tokens: rec.usage.output_tokens,
+                cache_read_tokens: rec.usage.cache_read_tokens,
+                cache_write_tokens: rec.usage.cache_write_tokens,
                 cost_usd: rec.cost_usd,
                 duration_ms: rec.duration_ms,
                 attempts: rec.attempts,
@@ -729,6 +741,8 @@ impl Ctx {
                 model: reply.model.clone(),
                 input_tokens: reply.usage.input_tokens,
                 output_tokens: reply.usage.output_tokens,
+                cache_read_tokens: reply.usage.cache_read_tokens,
+                cache_write_tokens: reply.usage.cache_write_tokens,
                 cost_usd: reply.cost_usd,
                 duration_ms,
                 attempts: at.attempts,

@@ -752,3 +752,47 @@ async fn streamed_text_arrives_as_coalesced_step_delta_events() {
     .await;
     assert!(!types(&events).contains(&"step_delta"), "only runs that ask for them");
 }
+
+#[tokio::test]
+async fn prompt_cache_tokens_are_priced_at_their_rates_and_totalled() {
+    let price = Price::new(1.0, 2.0).with_cache(Some(0.1), Some(1.25));
+    let p = Arc::new(ScriptedProvider::new("t").price(Some(price)).cached_tokens(100, 20));
+    let (r, events) = run_all(Cascade::new(5, "t/m"), "cached prompts", options(&p)).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    let calls = r.usage.calls;
+    assert_eq!(calls, 7);
+    assert_eq!((r.usage.cache_read_tokens, r.usage.cache_write_tokens), (100 * calls, 20 * calls));
+    let mut total = 0.0;
+    for e in &events {
+        if let EventKind::StepCompleted {
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            cost_usd,
+            ..
+        } = &e.kind
+        {
+            assert_eq!((*cache_read_tokens, *cache_write_tokens), (100, 20));
+            let usage = Usage {
+                input_tokens: *input_tokens,
+                output_tokens: *output_tokens,
+                cache_read_tokens: 100,
+                cache_write_tokens: 20,
+            };
+            // Uncached input at $1, cache reads at $0.10, writes at $1.25, output at $2.
+            let expected =
+                ((input_tokens - 120) as f64 * 1.0 + 100.0 * 0.1 + 20.0 * 1.25 + *output_tokens as f64 * 2.0)
+                    / 1e6;
+            assert!((cost_usd - expected).abs() < 1e-12 && (price.cost(usage) - expected).abs() < 1e-12);
+            total += cost_usd;
+        }
+    }
+    assert!((total - r.cost_usd).abs() < 1e-12);
+    let event = events.iter().find(|e| matches!(e.kind, EventKind::StepCompleted { .. })).unwrap();
+    let json = serde_json::to_value(&**event).unwrap();
+    assert_eq!(
+        (json["cache_read_tokens"].as_u64(), json["cache_write_tokens"].as_u64()),
+        (Some(100), Some(20))
+    );
+}

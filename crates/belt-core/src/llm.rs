@@ -140,15 +140,49 @@ impl ModelName for &Arc<str> {
 }
 
 /// Tokens used by one call, as the provider reported them.
+///
+/// `input_tokens` counts every input token the model read, including those served from or
+/// written to the provider's prompt cache; the two cache figures say how many of them were,
+/// because they are billed at other rates. This is OpenAI's convention (`prompt_tokens`
+/// includes `cached_tokens`); Anthropic reports its cache tokens apart from `input_tokens`,
+/// and its adapter adds them in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Input tokens read from the prompt cache (part of `input_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the prompt cache (part of `input_tokens`; Anthropic).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
+    /// Usage without prompt-cache detail.
+    pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
+        Usage { input_tokens, output_tokens, ..Usage::default() }
+    }
+
     pub fn total(&self) -> u64 {
         self.input_tokens + self.output_tokens
+    }
+
+    /// Input tokens neither read from nor written to the prompt cache.
+    pub fn uncached_input_tokens(&self) -> u64 {
+        self.input_tokens.saturating_sub(self.cache_read_tokens).saturating_sub(self.cache_write_tokens)
+    }
+
+    /// The sum of two usages (a tool loop's rounds, a run's steps).
+    pub fn add(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
     }
 }
 
@@ -167,19 +201,51 @@ pub struct LlmReply {
 }
 
 /// Prices in USD per million tokens.
+///
+/// Cache rates are optional: `None` bills those tokens at the input rate. Prompt-cache
+/// reads cost less than input (a tenth to a half); Anthropic's cache writes cost more
+/// (1.25x), which is why [`Price::cost_of`], the worst case the budget reserves, bills
+/// every input token at the dearer of the two.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Price {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 impl Price {
-    pub fn cost(&self, usage: Usage) -> f64 {
-        self.cost_of(usage.input_tokens, usage.output_tokens)
+    /// Input and output rates, cache tokens at the input rate.
+    pub const fn new(input_per_mtok: f64, output_per_mtok: f64) -> Self {
+        Price { input_per_mtok, output_per_mtok, cache_read_per_mtok: None, cache_write_per_mtok: None }
     }
-    pub fn cost_of(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
+
+    /// With prompt-cache rates.
+    pub const fn with_cache(mut self, read_per_mtok: Option<f64>, write_per_mtok: Option<f64>) -> Self {
+        self.cache_read_per_mtok = read_per_mtok;
+        self.cache_write_per_mtok = write_per_mtok;
+        self
+    }
+
+    /// The cost of a call: uncached input, cache reads, cache writes and output, each at
+    /// its rate.
+    pub fn cost(&self, usage: Usage) -> f64 {
+        let read = self.cache_read_per_mtok.unwrap_or(self.input_per_mtok);
+        let write = self.cache_write_per_mtok.unwrap_or(self.input_per_mtok);
+        (usage.uncached_input_tokens() as f64 * self.input_per_mtok
+            + usage.cache_read_tokens as f64 * read
+            + usage.cache_write_tokens as f64 * write
+            + usage.output_tokens as f64 * self.output_per_mtok)
             / 1_000_000.0
+    }
+
+    /// The most a call with these token counts can cost, whatever the cache does: input
+    /// at the dearer of the input and cache-write rates.
+    pub fn cost_of(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        let input = self.cache_write_per_mtok.map_or(self.input_per_mtok, |w| w.max(self.input_per_mtok));
+        (input_tokens as f64 * input + output_tokens as f64 * self.output_per_mtok) / 1_000_000.0
     }
 }
 
@@ -494,5 +560,54 @@ impl Providers {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn cache_tokens_are_part_of_the_input_and_priced_at_their_rates() {
+        // 3500 input tokens of which 2000 were cache reads and 500 cache writes.
+        let usage = Usage {
+            input_tokens: 3500,
+            output_tokens: 400,
+            cache_read_tokens: 2000,
+            cache_write_tokens: 500,
+        };
+        assert_eq!(usage.uncached_input_tokens(), 1000);
+        assert_eq!(usage.total(), 3900);
+        let price = Price::new(3.0, 15.0).with_cache(Some(0.30), Some(3.75));
+        let expected = (1000.0 * 3.0 + 2000.0 * 0.30 + 500.0 * 3.75 + 400.0 * 15.0) / 1e6;
+        assert!(close(price.cost(usage), expected), "{}", price.cost(usage));
+        // Without cache rates, cache tokens cost what input costs.
+        assert!(close(Price::new(3.0, 15.0).cost(usage), (3500.0 * 3.0 + 400.0 * 15.0) / 1e6));
+        // The worst case bills all input at the dearer cache-write rate, so it bounds the cost.
+        let worst = price.cost_of(3500, 400);
+        assert!(close(worst, (3500.0 * 3.75 + 400.0 * 15.0) / 1e6));
+        assert!(worst >= price.cost(usage));
+        // A cache-read rate alone never raises the worst case above the input rate.
+        assert!(close(Price::new(2.0, 8.0).with_cache(Some(0.5), None).cost_of(1000, 0), 2000.0 / 1e6));
+    }
+
+    #[test]
+    fn usage_without_cache_fields_still_loads_and_stays_compact() {
+        let old: Usage = serde_json::from_str(r#"{"input_tokens": 10, "output_tokens": 5}"#).unwrap();
+        assert_eq!(old, Usage::new(10, 5));
+        assert_eq!(serde_json::to_string(&old).unwrap(), r#"{"input_tokens":10,"output_tokens":5}"#);
+        let old_price: Price =
+            serde_json::from_str(r#"{"input_per_mtok": 1, "output_per_mtok": 2}"#).unwrap();
+        assert_eq!(old_price, Price::new(1.0, 2.0));
+        let mut sum = Usage::new(1, 2);
+        sum.add(Usage { input_tokens: 10, output_tokens: 20, cache_read_tokens: 4, cache_write_tokens: 3 });
+        assert_eq!(
+            sum,
+            Usage { input_tokens: 11, output_tokens: 22, cache_read_tokens: 4, cache_write_tokens: 3 }
+        );
     }
 }

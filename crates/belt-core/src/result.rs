@@ -86,8 +86,15 @@ pub struct AgentRecord {
 /// Token and call totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageTotals {
+    /// Every input token, prompt-cache reads and writes included.
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Input tokens read from providers' prompt caches (part of `input_tokens`).
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Input tokens written to providers' prompt caches (part of `input_tokens`).
+    #[serde(default)]
+    pub cache_write_tokens: u64,
     /// Provider calls made, retries included (replayed steps make none).
     pub calls: u64,
 }

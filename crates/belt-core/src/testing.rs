@@ -20,6 +20,8 @@ pub struct ScriptedProvider {
     rules: Vec<Rule>,
     calls: Mutex<HashMap<String, u32>>,
     in_flight: InFlightGauge,
+    /// Prompt-cache reads and writes every reply reports (part of its input tokens).
+    cache: (u64, u64),
 }
 
 struct Rule {
@@ -36,16 +38,24 @@ impl ScriptedProvider {
     pub fn new(name: &str) -> Self {
         ScriptedProvider {
             name: name.to_string(),
-            price: Some(Price { input_per_mtok: 1.0, output_per_mtok: 2.0 }),
+            price: Some(Price::new(1.0, 2.0)),
             delay: Duration::ZERO,
             rules: Vec::new(),
             calls: Mutex::new(HashMap::new()),
             in_flight: InFlightGauge::default(),
+            cache: (0, 0),
         }
     }
 
     pub fn price(mut self, price: Option<Price>) -> Self {
         self.price = price;
+        self
+    }
+
+    /// Every reply reports `read` input tokens read from the prompt cache and `write`
+    /// written to it, on top of its other input tokens.
+    pub fn cached_tokens(mut self, read: u64, write: u64) -> Self {
+        self.cache = (read, write);
         self
     }
 
@@ -162,8 +172,10 @@ impl LlmProvider for ScriptedProvider {
             }
         };
         let usage = Usage {
-            input_tokens: request.input_token_bound() / 4,
+            input_tokens: request.input_token_bound() / 4 + self.cache.0 + self.cache.1,
             output_tokens: (text.len() as u64 / 4).min(request.max_tokens as u64),
+            cache_read_tokens: self.cache.0,
+            cache_write_tokens: self.cache.1,
         };
         Ok(LlmReply {
             text,

@@ -123,6 +123,7 @@ async fn openai_reads_usage_in_every_shape_servers_send() {
             (c.usage.input_tokens, c.usage.output_tokens, c.usage.cache_read_tokens),
             (1200, 40, 1024)
         );
+        assert_eq!((c.reply.usage.input_tokens, c.reply.usage.cache_read_tokens), (1200, 1024), "{shape:?}");
         assert!(c.usage_reported, "{shape:?}");
     }
     // No usage at all: upper bounds, flagged as such, never zero.
@@ -160,6 +161,11 @@ async fn openai_non_streaming_with_cached_tokens() {
     // gpt-4o-mini: $0.15 input, $0.075 cached input, $0.60 output per million.
     let expected = (500.0 * 0.15 + 1500.0 * 0.075 + 300.0 * 0.60) / 1e6;
     assert!(close(c.cost_usd.unwrap(), expected), "{:?}", c.cost_usd);
+    // The engine's reply carries the cached tokens (a subset of the input), and the
+    // engine's price of it is the exact cost.
+    assert_eq!((c.reply.usage.cache_read_tokens, c.reply.usage.cache_write_tokens), (1500, 0));
+    assert_eq!(c.reply.usage.uncached_input_tokens(), 500);
+    assert!(close(provider.price("gpt-4o-mini").unwrap().cost(c.reply.usage), expected));
     let body = server.last_request().unwrap().json();
     assert_eq!(body["stream"], false);
     assert!(body.get("stream_options").is_none());
@@ -472,6 +478,8 @@ async fn anthropic_streams_text_with_cache_tokens_and_cost() {
     assert_eq!((c.usage.cache_read_tokens, c.usage.cache_write_tokens), (1000, 200));
     let expected = (25.0 * 3.0 + 1000.0 * 0.30 + 200.0 * 3.75 + 15.0 * 15.0) / 1e6;
     assert!(close(c.cost_usd.unwrap(), expected), "{:?}", c.cost_usd);
+    assert_eq!((c.reply.usage.cache_read_tokens, c.reply.usage.cache_write_tokens), (1000, 200));
+    assert!(close(provider.price("claude-sonnet-4-5").unwrap().cost(c.reply.usage), expected));
     assert_eq!(provider.rate_limits("claude-sonnet-4-5").unwrap().requests_remaining, Some(3999));
 
     let sent = server.last_request().unwrap();
@@ -746,4 +754,46 @@ async fn streamed_text_is_handed_to_the_delta_sink_as_it_arrives() {
             .unwrap();
     assert_eq!(c.reply.text, "Hello world");
     assert_eq!(*seen.lock().unwrap(), vec!["Hel", "lo", " wor", "ld"]);
+}
+
+#[tokio::test]
+async fn anthropic_cache_figures_of_message_delta_win_over_message_start() {
+    // Newer API versions repeat (cumulative) input and cache figures in `message_delta`;
+    // they replace those of `message_start`. Non-streaming replies carry them once.
+    let server = server().await;
+    let start = serde_json::json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+        "role": "assistant", "content": [], "model": "claude-haiku-4-5", "stop_reason": null,
+        "usage": {"input_tokens": 12, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 1}}});
+    let delta = serde_json::json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+        "usage": {"input_tokens": 12, "cache_creation_input_tokens": 300, "cache_read_input_tokens": 4000, "output_tokens": 7}});
+    let frames = [
+        format!("event: message_start\ndata: {start}\n\n"),
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".into(),
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"ok\"}}\n\n".into(),
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".into(),
+        format!("event: message_delta\ndata: {delta}\n\n"),
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".into(),
+    ];
+    let mut response = FakeResponse::new(200, Vec::new()).header("content-type", "text/event-stream");
+    response.pieces = frames.iter().map(|f| f.clone().into_bytes()).collect();
+    response.chunked = true;
+    server.push(response);
+    let provider = anthropic(&server);
+    let c = provider.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await.unwrap();
+    assert_eq!(c.reply.text, "ok");
+    let u = c.reply.usage;
+    assert_eq!(
+        (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens),
+        (4312, 7, 4000, 300)
+    );
+    // claude-haiku-4-5: $1 input, $0.10 cache reads, $1.25 cache writes, $5 output.
+    let expected = (12.0 * 1.0 + 4000.0 * 0.10 + 300.0 * 1.25 + 7.0 * 5.0) / 1e6;
+    assert!(close(c.cost_usd.unwrap(), expected), "{:?}", c.cost_usd);
+    assert!(close(provider.price("claude-haiku-4-5").unwrap().cost(u), expected));
+
+    let non_streaming = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+    let u = FakeUsage { input: 30, output: 9, cache_read: 2048, cache_write: 0 };
+    server.push(FakeResponse::anthropic_json("claude-haiku-4-5", "fine", "end_turn", u));
+    let c = non_streaming.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await.unwrap();
+    assert_eq!((c.reply.usage.input_tokens, c.reply.usage.cache_read_tokens), (2078, 2048));
 }

@@ -73,7 +73,7 @@ pub const SIMULATED_LABEL: &str =
 ///
 /// It is nominal: no money is spent. It exists so that cost reporting and budgets (USD
 /// caps included) behave with the simulated provider exactly as they do with a real one.
-pub const SIMULATED_PRICE: Price = Price { input_per_mtok: 1.0, output_per_mtok: 3.0 };
+pub const SIMULATED_PRICE: Price = Price::new(1.0, 3.0);
 
 /// How long a simulated call takes before it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -495,7 +495,7 @@ fn reply(model: &str, request: &LlmRequest, content: u64) -> LlmReply {
     };
     let output_tokens = (text.len().div_ceil(BYTES_PER_TOKEN) as u64).min(u64::from(request.max_tokens));
     LlmReply {
-        usage: Usage { input_tokens: input_tokens(request), output_tokens },
+        usage: Usage::new(input_tokens(request), output_tokens),
         model: [SimulatedProvider::NAME, "/", model].concat(),
         finish_reason: Some(if cut { "length" } else { "stop" }.to_string()),
         simulated: true,

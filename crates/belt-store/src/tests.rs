@@ -51,7 +51,7 @@ fn step(name: &str, cost: f64) -> StepRecord {
         input_hash: InputHash::new(0xdead_beef_u128 << 64 | 7),
         output: Arc::from(format!("output of {name}")),
         model: Arc::from("t/m"),
-        usage: Usage { input_tokens: 10, output_tokens: 20 },
+        usage: Usage { input_tokens: 10, output_tokens: 20, cache_read_tokens: 6, cache_write_tokens: 2 },
         cost_usd: cost,
         attempts: 2,
         duration_ms: 5,
