@@ -489,6 +489,29 @@ impl Ctx {
         }
     }
 
+    /// One LLM call for a structured reply: asks for JSON matching the schema of `T`
+    /// ([`LlmRequest::json_schema_for`]) and parses the reply into a `T`. A reply that does
+    /// not parse fails the step's caller with [`StepError::Failed`] (the call itself is
+    /// recorded, so a resumed run does not pay for it again).
+    pub async fn llm_typed<T>(&self, spec: StepSpec, request: LlmRequest) -> Result<(T, StepReply), StepError>
+    where
+        T: schemars::JsonSchema + DeserializeOwned,
+    {
+        let id = spec.id.clone();
+        let reply = self.llm(spec, request.json_schema_for::<T>()).await?;
+        match serde_json::from_str::<T>(&reply.text) {
+            Ok(value) => Ok((value, reply)),
+            Err(e) => Err(StepError::Failed {
+                step: id,
+                message: format!(
+                    "the reply is not a valid {} ({e}); it was: {}",
+                    T::schema_name(),
+                    reply.text.chars().take(200).collect::<String>()
+                ),
+            }),
+        }
+    }
+
     /// A sink that turns a call's streamed text into `step_delta` events, at most one per
     /// 100 ms, and a flush for what is left when the call ends.
     fn delta_sink(&self, step: &StepId) -> (crate::llm::DeltaSink, impl FnOnce() + use<>) {
@@ -905,4 +928,12 @@ fn frame_request(r: &LlmRequest, buf: &mut Vec<u8>) {
     field(&r.max_tokens.to_le_bytes());
     field(&r.temperature.map_or(u32::MAX, f32::to_bits).to_le_bytes());
     field(&[r.json as u8]);
+    // Fields added later are framed only when set, so that the requests of runs recorded
+    // before them keep their hashes (and resume).
+    if let Some(schema) = &r.json_schema {
+        field(b"json_schema");
+        field(schema.name.as_bytes());
+        field(&[schema.strict as u8]);
+        field(schema.schema.to_string().as_bytes());
+    }
 }

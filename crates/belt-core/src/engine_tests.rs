@@ -796,3 +796,43 @@ async fn prompt_cache_tokens_are_priced_at_their_rates_and_totalled() {
         (Some(100), Some(20))
     );
 }
+
+#[tokio::test]
+async fn structured_replies_are_parsed_into_their_type_and_the_schema_is_part_of_the_hash() {
+    #[derive(schemars::JsonSchema, serde::Deserialize, Debug, PartialEq)]
+    struct Verdict {
+        holds: bool,
+        reason: Option<String>,
+    }
+    let p = Arc::new(
+        ScriptedProvider::new("t")
+            .reply_for("judge", r#"{"holds": true, "reason": "checked"}"#)
+            .reply_for("broken", "not json"),
+    );
+    let flow = Flow::new("typed", |ctx: Ctx, _task: Task| async move {
+        let request = LlmRequest::new("t/m", "Does it hold?");
+        let (verdict, reply) =
+            ctx.llm_typed::<Verdict>(StepSpec::new("judge", Tier::Agent), request.clone()).await?;
+        assert_eq!(verdict, Verdict { holds: true, reason: Some("checked".into()) });
+        assert!(!reply.replayed);
+        let err = ctx.llm_typed::<Verdict>(StepSpec::new("broken", Tier::Agent), request).await.unwrap_err();
+        assert!(
+            matches!(&err, StepError::Failed { message, .. } if message.contains("not a valid Verdict")),
+            "{err}"
+        );
+        Ok("done".to_string())
+    });
+    let (r, _) = run_all(flow, "typed", options(&p)).await;
+    assert_eq!(r.final_output.as_deref(), Some("done"), "{}", r.stop_reason);
+
+    let plain = LlmRequest::new("t/m", "Does it hold?");
+    let typed = plain.clone().json_schema_for::<Verdict>();
+    let other = plain.clone().json_schema("Verdict", serde_json::json!({"type": "object"}));
+    let hashes = [
+        crate::ctx::request_hash(&plain),
+        crate::ctx::request_hash(&typed),
+        crate::ctx::request_hash(&other),
+    ];
+    assert!(hashes[0] != hashes[1] && hashes[1] != hashes[2] && hashes[0] != hashes[2]);
+    assert!(typed.input_token_bound() > plain.input_token_bound() + 50, "the schema is billed as input");
+}

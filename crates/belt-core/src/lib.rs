@@ -38,6 +38,7 @@ pub mod plan;
 pub mod policy;
 pub mod result;
 pub mod run;
+pub mod schema;
 pub mod step;
 pub mod store;
 pub mod testing;
@@ -52,6 +53,7 @@ pub use plan::{PlanError, Subtask, Task};
 pub use policy::{Policies, StepPolicy};
 pub use result::{AgentRecord, AgentStatus, Document, RunResult, RunStatus, UsageTotals};
 pub use run::{DocumentWriter, RunError, RunHandle, RunOptions, run};
+pub use schema::OutputSchema;
 pub use step::{StepId, StepSpec, Tier};
 pub use store::{MemoryStore, RunStore};
 

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{Limiter, Limits};
+pub use crate::schema::OutputSchema;
 use crate::step::StepId;
 
 /// Who speaks in a [`Message`].
@@ -57,6 +58,10 @@ pub struct LlmRequest {
     /// Ask the model for a JSON reply.
     #[serde(default)]
     pub json: bool,
+    /// Ask for JSON matching this schema (structured output); implies `json`. Shared, so
+    /// the requests of a fan-out hold one copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<Arc<OutputSchema>>,
 }
 
 impl LlmRequest {
@@ -68,6 +73,7 @@ impl LlmRequest {
             max_tokens: 1024,
             temperature: None,
             json: false,
+            json_schema: None,
         }
     }
     pub fn system(mut self, system: impl Into<String>) -> Self {
@@ -87,6 +93,27 @@ impl LlmRequest {
         self
     }
 
+    /// Ask for JSON matching `schema`, named `name` (structured output). How it is
+    /// enforced depends on the provider: OpenAI-compatible servers get `response_format`
+    /// `json_schema` where the model supports it (else `json_object`, else an
+    /// instruction), Anthropic a forced tool. The reply's text is the JSON.
+    pub fn json_schema(self, name: impl AsRef<str>, schema: serde_json::Value) -> Self {
+        self.output_schema(OutputSchema::new(name, schema))
+    }
+
+    /// Ask for JSON matching the schema of `T` (structured output; see
+    /// [`LlmRequest::json_schema`]). Parse the reply's text with `serde_json`.
+    pub fn json_schema_for<T: schemars::JsonSchema>(self) -> Self {
+        self.output_schema(OutputSchema::of::<T>())
+    }
+
+    /// Ask for JSON matching `schema`.
+    pub fn output_schema(mut self, schema: OutputSchema) -> Self {
+        self.json = true;
+        self.json_schema = Some(Arc::new(schema));
+        self
+    }
+
     /// An upper bound on the input tokens of this request.
     ///
     /// Byte-level BPE tokenizers (those of OpenAI, Anthropic, Llama, Mistral…) never make a
@@ -98,13 +125,32 @@ impl LlmRequest {
         const PER_MESSAGE: u64 = 8;
         let system = self.system.as_ref().map_or(0, |s| s.len() as u64 + PER_MESSAGE);
         let messages: u64 = self.messages.iter().map(|m| m.content.len() as u64 + PER_MESSAGE).sum();
-        system + messages + PER_MESSAGE
+        // A schema is sent too, and billed as input.
+        let schema = self.json_schema.as_ref().map_or(0, |s| json_len(&s.schema) + s.name.len() as u64);
+        system + messages + schema + PER_MESSAGE
     }
 
     /// The text of the last user message (what most providers treat as "the prompt").
     pub fn prompt(&self) -> &str {
         self.messages.iter().rev().find(|m| m.role == Role::User).map_or("", |m| m.content.as_str())
     }
+}
+
+/// The length of `value` as JSON text.
+fn json_len(value: &serde_json::Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// Anything that names a model: `&str`, `String`, `&String`, or an `Arc<str>` (which a
@@ -184,6 +230,17 @@ impl Usage {
         self.cache_read_tokens += other.cache_read_tokens;
         self.cache_write_tokens += other.cache_write_tokens;
     }
+}
+
+/// A tool the model asked to call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The provider's id for the call, which its result quotes back.
+    pub id: String,
+    pub name: String,
+    /// The arguments as the model wrote them: a JSON object, or a JSON string holding
+    /// text that did not parse (the handler is then not run; the model is told).
+    pub arguments: serde_json::Value,
 }
 
 /// A provider's answer.

@@ -6,7 +6,7 @@ use belt_core::llm::{CallInfo, LlmError, LlmProvider, LlmRequest};
 use belt_core::step::StepId;
 
 use crate::anthropic::{AnthropicConfig, AnthropicProvider};
-use crate::fake_server::{FakeResponse, FakeServer, FakeUsage, UsageShape};
+use crate::fake_server::{FakeResponse, FakeServer, FakeToolCall, FakeUsage, UsageShape};
 use crate::http::HttpOptions;
 use crate::json_reply::JSON_INSTRUCTION;
 use crate::openai::{JsonMode, MaxTokensField, OpenAiConfig, OpenAiProvider};
@@ -796,4 +796,179 @@ async fn anthropic_cache_figures_of_message_delta_win_over_message_start() {
     server.push(FakeResponse::anthropic_json("claude-haiku-4-5", "fine", "end_turn", u));
     let c = non_streaming.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await.unwrap();
     assert_eq!((c.reply.usage.input_tokens, c.reply.usage.cache_read_tokens), (2078, 2048));
+}
+
+// --- structured output ---
+
+#[allow(dead_code)] // only its schema is used
+#[derive(schemars::JsonSchema)]
+struct Verdict {
+    holds: bool,
+    reason: Option<String>,
+}
+
+fn verdict_schema() -> serde_json::Value {
+    serde_json::json!({
+        "title": "Verdict",
+        "type": "object",
+        "properties": {"holds": {"type": "boolean"}, "reason": {"type": ["string", "null"]}},
+        "required": ["holds", "reason"],
+        "additionalProperties": false,
+    })
+}
+
+fn verdict_request(model: &str) -> LlmRequest {
+    request(model).json_schema_for::<Verdict>()
+}
+
+#[tokio::test]
+async fn openai_structured_output_sends_a_strict_json_schema_and_streams_the_json() {
+    let server = server().await;
+    let pieces = ["{\"holds\":", " true, \"reason\"", ": null}"];
+    server.push(FakeResponse::openai_stream(
+        "gpt-4o-mini",
+        &pieces,
+        "stop",
+        usage(40, 9),
+        UsageShape::EmptyChoices,
+    ));
+    let c = openai(&server).call("gpt-4o-mini", &verdict_request("openai/gpt-4o-mini")).await.unwrap();
+    assert_eq!(c.reply.text, pieces.concat());
+    assert_eq!(c.reply.finish_reason.as_deref(), Some("stop"));
+    let body = server.last_request().unwrap().json();
+    assert_eq!(
+        body["response_format"],
+        serde_json::json!({"type": "json_schema", "json_schema": {"name": "Verdict", "schema": verdict_schema(), "strict": true}})
+    );
+    // Properties in field order, and no instruction: the server enforces the schema.
+    let sent = String::from_utf8(server.last_request().unwrap().body).unwrap();
+    assert!(sent.find("\"holds\"").unwrap() < sent.find("\"reason\"").unwrap(), "{sent}");
+    assert_eq!(
+        body["messages"],
+        serde_json::json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}])
+    );
+}
+
+#[tokio::test]
+async fn openai_structured_output_wraps_a_non_object_root_and_unwraps_the_reply() {
+    let server = server().await;
+    let provider = OpenAiProvider::new(openai_config(&server).stream(false)).unwrap();
+    let list = serde_json::json!({"type": "array", "items": {"type": "string"}});
+    server.push(FakeResponse::openai_json("gpt-4o", "{\"value\": [\"a\", \"b\"]}", "stop", usage(30, 8)));
+    let req = request("openai/gpt-4o").json_schema("names", list.clone());
+    let c = provider.call("gpt-4o", &req).await.unwrap();
+    assert_eq!(c.reply.text, r#"["a","b"]"#);
+    let format = &server.last_request().unwrap().json()["response_format"];
+    assert_eq!(format["type"], "json_schema");
+    assert_eq!(format["json_schema"]["name"], "names");
+    assert_eq!(format["json_schema"]["strict"], true, "an array of strings meets strict mode's rules");
+    assert_eq!(
+        format["json_schema"]["schema"],
+        serde_json::json!({"type": "object", "properties": {"value": list}, "required": ["value"], "additionalProperties": false})
+    );
+}
+
+#[tokio::test]
+async fn openai_structured_output_falls_back_to_json_object_then_to_the_instruction() {
+    let server = server().await;
+    // DeepSeek has JSON object mode but no json_schema: the schema goes in the instruction.
+    let deepseek =
+        OpenAiProvider::new(OpenAiConfig::new("deepseek", server.openai_base_url()).api_key(KEY)).unwrap();
+    server.push(FakeResponse::openai_json(
+        "deepseek-chat",
+        "{\"holds\": false, \"reason\": \"no\"}",
+        "stop",
+        usage(90, 9),
+    ));
+    let c = deepseek.call("deepseek-chat", &verdict_request("deepseek/deepseek-chat")).await.unwrap();
+    assert_eq!(c.reply.text, "{\"holds\": false, \"reason\": \"no\"}");
+    let body = server.last_request().unwrap().json();
+    assert_eq!(body["response_format"], serde_json::json!({"type": "json_object"}));
+    let system = body["messages"][0]["content"].as_str().unwrap();
+    assert!(system.starts_with("Be brief.\n\n") && system.contains(JSON_INSTRUCTION), "{system}");
+    let (_, schema) = system.split_once("It must match this JSON Schema:\n").expect("the schema");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(schema).unwrap(), verdict_schema());
+
+    // A server that takes no `response_format`: the instruction alone, and the reply is
+    // cleaned of its fence (tolerant parse).
+    let plain = OpenAiProvider::new(openai_config(&server).json_mode(JsonMode::Instruction)).unwrap();
+    server.push(stream(&["Here:\n```json\n{\"holds\": true, ", "\"reason\": null}\n```"]));
+    let c = plain.call("gpt-4o", &verdict_request("openai/gpt-4o")).await.unwrap();
+    assert_eq!(c.reply.text, "{\"holds\": true, \"reason\": null}");
+    let body = server.last_request().unwrap().json();
+    assert!(body.get("response_format").is_none());
+    assert!(body["messages"][0]["content"].as_str().unwrap().contains("\"required\":[\"holds\",\"reason\"]"));
+}
+
+#[tokio::test]
+async fn anthropic_structured_output_forces_a_tool_whose_streamed_input_is_the_reply() {
+    let server = server().await;
+    let call = FakeToolCall::new("toolu_01A", "Verdict", &["{\"holds\": tr", "ue, \"reason\": \"it does\"}"]);
+    server.push(FakeResponse::anthropic_tool_stream(
+        "claude-sonnet-4-5",
+        &[],
+        &[call],
+        "tool_use",
+        usage(400, 20),
+    ));
+    let c = anthropic(&server)
+        .call("claude-sonnet-4-5", &verdict_request("anthropic/claude-sonnet-4-5"))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&c.reply.text).unwrap(),
+        serde_json::json!({"holds": true, "reason": "it does"})
+    );
+    assert_eq!(c.reply.finish_reason.as_deref(), Some("stop"), "a forced tool's answer is a finished reply");
+    let body = server.last_request().unwrap().json();
+    assert_eq!(body["system"], "Be brief.", "no instruction: the tool carries the schema");
+    assert_eq!(
+        body["tools"],
+        serde_json::json!([{"name": "Verdict", "description": crate::anthropic::OUTPUT_TOOL_DESCRIPTION, "input_schema": verdict_schema()}])
+    );
+    assert_eq!(body["tool_choice"], serde_json::json!({"type": "tool", "name": "Verdict"}));
+    assert_eq!(body["messages"], serde_json::json!([{"role": "user", "content": "Say hello."}]));
+}
+
+#[tokio::test]
+async fn anthropic_structured_output_non_streaming_unwraps_a_wrapped_root() {
+    let server = server().await;
+    let provider = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+    let call = FakeToolCall::new("toolu_01B", "scores", &["{\"value\": [3, 1, 2]}"]);
+    server.push(FakeResponse::anthropic_tool_json(
+        "claude-haiku-4-5",
+        "",
+        &[call],
+        "tool_use",
+        usage(50, 10),
+    ));
+    let req = request("anthropic/claude-haiku-4-5")
+        .json_schema("scores", serde_json::json!({"type": "array", "items": {"type": "integer"}}));
+    let c = provider.call("claude-haiku-4-5", &req).await.unwrap();
+    assert_eq!(c.reply.text, "[3,1,2]");
+    assert_eq!(c.reply.finish_reason.as_deref(), Some("stop"));
+    let body = server.last_request().unwrap().json();
+    assert_eq!(body["tools"][0]["input_schema"]["properties"]["value"]["items"]["type"], "integer");
+    assert_eq!(body["tool_choice"]["name"], "scores");
+    assert_eq!(body["stream"], false);
+}
+
+#[tokio::test]
+async fn anthropic_structured_output_by_instruction_when_configured() {
+    let server = server().await;
+    let provider =
+        AnthropicProvider::new(anthropic_config(&server).json_mode(crate::anthropic::JsonMode::Instruction))
+            .unwrap();
+    server.push(FakeResponse::anthropic_stream(
+        "claude-sonnet-4-5",
+        &["{\"holds\": true, \"reason\": null}"],
+        "end_turn",
+        usage(60, 12),
+    ));
+    let c =
+        provider.call("claude-sonnet-4-5", &verdict_request("anthropic/claude-sonnet-4-5")).await.unwrap();
+    assert_eq!(c.reply.text, "{\"holds\": true, \"reason\": null}");
+    let body = server.last_request().unwrap().json();
+    assert!(body.get("tools").is_none() && body.get("tool_choice").is_none());
+    assert!(body["system"].as_str().unwrap().contains("It must match this JSON Schema:"));
 }

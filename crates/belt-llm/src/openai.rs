@@ -58,21 +58,31 @@ pub enum MaxTokensField {
     MaxCompletionTokens,
 }
 
-/// How a JSON reply (`LlmRequest::json`) is asked for. See [`crate::json_reply`].
-///
-/// Hook for the next step: a `JsonSchema` variant that sends
-/// `response_format: {"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}`
-/// when the model's capabilities have `json_schema`, falling back to `JsonObject`. It needs
-/// the schema on the request (a new optional field of `LlmRequest` in belt-core), so it
-/// waits for tool calling and typed outputs; `OpenAiProvider::body` is where it plugs in.
+/// How a JSON reply (`LlmRequest::json`, `LlmRequest::json_schema`) is asked for. See
+/// [`crate::json_reply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum JsonMode {
-    /// `response_format: {"type": "json_object"}`, plus the JSON instruction when no
-    /// message mentions JSON (OpenAI rejects the mode otherwise). Models whose
-    /// capabilities lack `json_object` get the instruction only.
+    /// `response_format`, as strong as the model's capabilities allow: with a schema,
+    /// `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}` where the
+    /// model has `json_schema`; otherwise `{"type": "json_object"}` where it has
+    /// `json_object`, with the JSON instruction (and the schema) in the system prompt
+    /// (OpenAI rejects JSON mode when no message says "JSON"); otherwise the instruction
+    /// only.
     #[default]
     JsonObject,
-    /// Only the instruction in the system prompt, for servers that reject `response_format`.
+    /// Only the instruction (and the schema) in the system prompt, for servers that
+    /// reject `response_format`.
+    Instruction,
+}
+
+/// What a request's body asks for JSON with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonFormat {
+    /// `response_format` `json_schema`; `wrapped` when a non-object root was wrapped.
+    Schema {
+        wrapped: bool,
+    },
+    Object,
     Instruction,
 }
 
@@ -252,7 +262,7 @@ impl OpenAiProvider {
     }
 
     async fn call_inner(&self, model: &str, request: &LlmRequest) -> Result<Completion, LlmError> {
-        let body = self.body(model, request)?;
+        let (body, format) = self.body(model, request)?;
         let (response, meta) = self.core.post(model, body).await?;
         let ctx = self.core.context(model);
         let parsed = if self.stream && !meta.json_body {
@@ -261,27 +271,57 @@ impl OpenAiProvider {
             let body = self.core.read_to_end(response, 64 << 20).await?;
             parse_whole(&ctx, &body)?
         };
-        Ok(self.core.completion(model, request, parsed, meta))
+        let mut completion = self.core.completion(model, request, parsed, meta);
+        if format == Some(JsonFormat::Schema { wrapped: true })
+            && let Some(inner) = json_reply::unwrap(&completion.reply.text)
+        {
+            completion.reply.text = inner;
+        }
+        Ok(completion)
     }
 
-    /// The request body.
-    fn body(&self, model: &str, request: &LlmRequest) -> Result<Vec<u8>, LlmError> {
+    /// How `request` asks for JSON from `model`, if it does.
+    fn json_format(&self, model: &str, request: &LlmRequest) -> Option<JsonFormat> {
+        if !request.json && request.json_schema.is_none() {
+            return None;
+        }
+        if self.json_mode == JsonMode::Instruction {
+            return Some(JsonFormat::Instruction);
+        }
         let caps = self.core.prices.capabilities(&self.core.price_provider, model);
-        let json_object =
-            request.json && self.json_mode == JsonMode::JsonObject && caps.is_none_or(|c| c.json_object);
-        // The instruction goes in when JSON is asked by instruction only, or when the
-        // messages never say "JSON" (OpenAI's JSON mode requires the word).
-        let instruct = request.json
-            && (!json_object
-                || !json_reply::mentions_json(
-                    request
-                        .system
-                        .iter()
-                        .map(String::as_str)
-                        .chain(request.messages.iter().map(|m| m.content.as_str())),
-                ));
+        Some(match &request.json_schema {
+            Some(schema) if caps.is_none_or(|c| c.json_schema) => {
+                JsonFormat::Schema { wrapped: !schema.root_is_object() }
+            }
+            _ if caps.is_none_or(|c| c.json_object) => JsonFormat::Object,
+            _ => JsonFormat::Instruction,
+        })
+    }
+
+    /// The request body, and how it asks for JSON.
+    fn body(&self, model: &str, request: &LlmRequest) -> Result<(Vec<u8>, Option<JsonFormat>), LlmError> {
+        let caps = self.core.prices.capabilities(&self.core.price_provider, model);
+        let format = self.json_format(model, request);
+        let schema = request.json_schema.as_deref();
+        // The instruction goes in when JSON is asked by instruction only; in JSON object
+        // mode when there is a schema to describe, or when the messages never say "JSON"
+        // (OpenAI's JSON mode requires the word). A server-enforced schema needs none.
+        let instruct = match format {
+            None | Some(JsonFormat::Schema { .. }) => false,
+            Some(JsonFormat::Instruction) => true,
+            Some(JsonFormat::Object) => {
+                schema.is_some()
+                    || !json_reply::mentions_json(
+                        request
+                            .system
+                            .iter()
+                            .map(String::as_str)
+                            .chain(request.messages.iter().map(|m| m.content.as_str())),
+                    )
+            }
+        };
         let system = if instruct {
-            Some(json_reply::with_instruction(request.system.as_deref()).into())
+            Some(json_reply::instruction(request.system.as_deref(), schema).into())
         } else {
             request.system.as_deref().map(Into::into)
         };
@@ -302,6 +342,18 @@ impl OpenAiProvider {
         } else {
             (Some(request.max_tokens), None)
         };
+        let response_format = match (format, schema) {
+            (Some(JsonFormat::Schema { .. }), Some(s)) => Some(ResponseFormat {
+                kind: "json_schema",
+                json_schema: Some(SchemaFormat {
+                    name: &s.name,
+                    schema: json_reply::wrap(s),
+                    strict: s.strict,
+                }),
+            }),
+            (Some(JsonFormat::Object), _) => Some(ResponseFormat { kind: "json_object", json_schema: None }),
+            _ => None,
+        };
         let body = ChatRequest {
             model,
             messages,
@@ -311,10 +363,12 @@ impl OpenAiProvider {
             stream: self.stream,
             stream_options: (self.stream && self.include_usage)
                 .then_some(StreamOptions { include_usage: true }),
-            response_format: json_object.then_some(ResponseFormat { kind: "json_object" }),
+            response_format,
         };
-        serde_json::to_vec(&body)
-            .map_err(|e| LlmError::InvalidRequest(format!("the request could not be encoded as JSON: {e}")))
+        let bytes = serde_json::to_vec(&body).map_err(|e| {
+            LlmError::InvalidRequest(format!("the request could not be encoded as JSON: {e}"))
+        })?;
+        Ok((bytes, format))
     }
 
     async fn read_stream(
@@ -384,7 +438,7 @@ struct ChatRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<ResponseFormat>,
+    response_format: Option<ResponseFormat<'a>>,
 }
 
 #[derive(Serialize)]
@@ -398,11 +452,20 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-/// `response_format`. The json_schema hook: `{"type": "json_schema", "json_schema": …}`.
+/// `response_format`: `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": …}`.
 #[derive(Serialize)]
-struct ResponseFormat {
+struct ResponseFormat<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    json_schema: Option<SchemaFormat<'a>>,
+}
+
+#[derive(Serialize)]
+struct SchemaFormat<'a> {
+    name: &'a str,
+    schema: std::borrow::Cow<'a, serde_json::Value>,
+    strict: bool,
 }
 
 // --- response ---
@@ -628,7 +691,13 @@ fn parse_whole(ctx: &ErrorContext<'_>, body: &[u8]) -> Result<Parsed, LlmError> 
         (_, Some(refusal)) if !refusal.is_empty() => (refusal, Some("refusal".into())),
         (text, _) => (text.unwrap_or_default(), choice.finish_reason),
     };
-    Ok(Parsed { text, finish, usage: whole.usage.map(|u| u.tokens()), served_model: whole.model })
+    Ok(Parsed {
+        text,
+        finish,
+        usage: whole.usage.map(|u| u.tokens()),
+        served_model: whole.model,
+        tool_calls: Vec::new(),
+    })
 }
 
 /// An `error` object inside a 200 response or stream (OpenRouter, vLLM, LiteLLM…).

@@ -20,7 +20,10 @@
 //!
 //! The prompt is read with plain string operations, in the formats the engine writes:
 //!
-//! - **JSON requests** (`request.json`) are decompositions. The prompt's `Task: <task>`
+//! - **Structured output** (`request.json_schema`): the smallest instance of the schema
+//!   ([`sample_json`]): required properties only, an array's minimum number of items (at
+//!   least one), a string's `enum` or format example or `"simulated"`, a number's minimum.
+//! - **Other JSON requests** (`request.json`) are decompositions. The prompt's `Task: <task>`
 //!   line names the task and the phrase `exactly N subtasks` the count (5 if absent). The
 //!   reply is a JSON array of N `{"description", "specialization", "priority"}` objects.
 //!   If N objects would not fit in `max_tokens`, the array holds fewer (it is never cut in
@@ -418,6 +421,9 @@ fn content_hash(seed: u64, model: &str, request: &LlmRequest, step: &StepId) -> 
     h.update(&request.max_tokens.to_le_bytes());
     h.update(&temperature.to_le_bytes());
     h.update(&[u8::from(request.json)]);
+    if let Some(schema) = &request.json_schema {
+        field(&mut h, b'j', schema.schema.to_string().as_bytes());
+    }
     field(&mut h, b'i', step.as_str().as_bytes());
     h.digest()
 }
@@ -487,7 +493,11 @@ const TOKENS_PER_MESSAGE: u64 = 4;
 
 fn reply(model: &str, request: &LlmRequest, content: u64) -> LlmReply {
     let max_tokens = request.max_tokens as usize;
-    let (text, cut) = if request.json {
+    let (text, cut) = if let Some(schema) = &request.json_schema {
+        let text = sample_json(&schema.schema).to_string();
+        let cut = text.len() > max_tokens.saturating_mul(BYTES_PER_TOKEN);
+        (text, cut)
+    } else if request.json {
         decomposition(request, content, max_tokens.saturating_mul(BYTES_PER_TOKEN))
     } else {
         let target_tokens = (max_tokens * 7 / 10).min(MAX_MARKDOWN_TOKENS);
@@ -500,6 +510,99 @@ fn reply(model: &str, request: &LlmRequest, content: u64) -> LlmReply {
         finish_reason: Some(if cut { "length" } else { "stop" }.to_string()),
         simulated: true,
         text,
+    }
+}
+
+/// The smallest instance of a JSON Schema that is valid for the schemas tools and
+/// structured outputs use: `const`, `enum` (the first value), the first type of a type
+/// list that is not `null`, the first branch of `anyOf`/`oneOf`/`allOf`, local `$ref`s;
+/// objects with their required properties, arrays with their minimum number of items
+/// (at least one, unless `maxItems` is 0), strings of the right length (an example of
+/// the common `format`s), numbers at their minimum (or 0). `pattern` is not followed.
+pub fn sample_json(schema: &serde_json::Value) -> serde_json::Value {
+    sample_in(schema, schema, 0)
+}
+
+fn sample_in(schema: &serde_json::Value, root: &serde_json::Value, depth: usize) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let Value::Object(s) = schema else { return Value::Null };
+    if depth > 32 {
+        return Value::Null;
+    }
+    if let Some(c) = s.get("const") {
+        return c.clone();
+    }
+    if let Some(first) = s.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+        return first.clone();
+    }
+    if let Some(target) = s.get("$ref").and_then(Value::as_str) {
+        let pointer = target.strip_prefix('#').unwrap_or(target);
+        return root.pointer(pointer).map_or(Value::Null, |t| sample_in(t, root, depth + 1));
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = s.get(key).and_then(Value::as_array).and_then(|b| b.first()) {
+            return sample_in(first, root, depth + 1);
+        }
+    }
+    let kind = match s.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(types)) => {
+            types.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null")
+        }
+        _ if s.contains_key("properties") => "object",
+        _ if s.contains_key("items") => "array",
+        _ => "null",
+    };
+    let bound = |key: &str| s.get(key).and_then(Value::as_f64);
+    match kind {
+        "object" => {
+            let properties = s.get("properties").and_then(Value::as_object);
+            let mut out = serde_json::Map::new();
+            for name in
+                s.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+            {
+                let sub = properties.and_then(|p| p.get(name)).unwrap_or(&Value::Null);
+                out.insert(name.to_string(), sample_in(sub, root, depth + 1));
+            }
+            Value::Object(out)
+        }
+        "array" => {
+            let min = bound("minItems").unwrap_or(1.0).max(1.0);
+            let n = bound("maxItems").map_or(min, |max| min.min(max)) as usize;
+            let item = s.get("items").map_or(Value::Null, |i| sample_in(i, root, depth + 1));
+            Value::Array(vec![item; n])
+        }
+        "string" => {
+            let text = match s.get("format").and_then(Value::as_str) {
+                Some("date-time") => "2025-01-01T00:00:00Z",
+                Some("date") => "2025-01-01",
+                Some("time") => "00:00:00",
+                Some("email") => "simulated@example.com",
+                Some("uri" | "url") => "https://example.com/simulated",
+                Some("uuid") => "00000000-0000-4000-8000-000000000000",
+                _ => "simulated",
+            };
+            let mut text = text.to_string();
+            if let Some(max) = bound("maxLength") {
+                text.truncate(max as usize);
+            }
+            let min = bound("minLength").unwrap_or(0.0) as usize;
+            while text.len() < min {
+                text.push('x');
+            }
+            Value::String(text)
+        }
+        "integer" | "number" => {
+            let value = match (bound("minimum"), bound("exclusiveMinimum"), bound("maximum")) {
+                (Some(min), _, _) => min,
+                (None, Some(min), _) => min.floor() + 1.0,
+                (None, None, Some(max)) if max < 0.0 => max,
+                _ => 0.0,
+            };
+            if kind == "integer" { json!(value.ceil() as i64) } else { json!(value) }
+        }
+        "boolean" => Value::Bool(false),
+        _ => Value::Null,
     }
 }
 
@@ -1935,6 +2038,39 @@ mod tests {
         assert_eq!("server".parse::<FailureKind>(), Ok(FailureKind::Server));
         assert_eq!("Rate-Limited".parse::<FailureKind>(), Ok(FailureKind::RateLimited));
         assert!("teapot".parse::<FailureKind>().is_err());
+    }
+
+    #[test]
+    fn structured_requests_get_the_smallest_instance_of_their_schema() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "title": {"type": "string", "minLength": 12},
+                "kind": {"enum": ["memo", "report"]},
+                "count": {"type": "integer", "minimum": 3},
+                "score": {"type": ["number", "null"], "exclusiveMinimum": 0.5},
+                "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "minItems": 2},
+                "when": {"type": "string", "format": "date"},
+                "owner": {"$ref": "#/$defs/Person"},
+                "note": {"type": "string"},
+            },
+            "required": ["title", "kind", "count", "score", "tags", "when", "owner"],
+            "$defs": {"Person": {"type": "object", "properties": {"name": {"type": "string"}, "ok": {"type": "boolean"}}, "required": ["name", "ok"]}},
+        });
+        assert_eq!(
+            sample_json(&schema),
+            serde_json::json!({"title": "simulatedxxx", "kind": "memo", "count": 3, "score": 1.0,
+                "tags": ["sim", "sim"], "when": "2025-01-01", "owner": {"name": "simulated", "ok": false}})
+        );
+        let provider = instant(7);
+        let request = LlmRequest::new("simulated/default", "Judge the claim.").json_schema("verdict", schema);
+        let reply = ok(&provider, &request, "judge");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&reply.text).unwrap(),
+            sample_json(&request.json_schema.as_ref().unwrap().schema)
+        );
+        assert!(reply.simulated);
+        assert_eq!(reply.finish_reason.as_deref(), Some("stop"));
     }
 
     #[test]
