@@ -42,6 +42,12 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Render the report of a finished run from the store, in any format.
     Report(ReportArgs),
+    /// The pattern library: every pattern with one line, and which `--pattern` runs.
+    Patterns {
+        /// As a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
     /// Models with known prices and capabilities, and which providers are ready.
     Models {
         /// As a JSON array.
@@ -154,9 +160,15 @@ pub struct RunArgs {
     #[arg(short = 'n', long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100_000), allow_negative_numbers = true)]
     pub agents: i64,
 
-    /// Orchestration pattern.
-    #[arg(long, default_value = "cascade")]
+    /// Orchestration pattern: cascade, swarm, iterative or dynamic (`belt patterns` lists
+    /// them all; the others run from Rust and workflow files).
+    #[arg(long, default_value = "cascade", value_parser = parse_pattern)]
     pub pattern: String,
+    /// Critique-and-revise rounds: for the cascade, over its final synthesis (0: none); for
+    /// `--pattern iterative`, the most drafts [default there: 3].
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=20))]
+    #[serde(default)]
+    pub refine: u32,
 
     /// Model for every tier, as provider/model [default: $BELT_MODEL, else the first provider
     /// whose API key is set, else a local Ollama, else simulated/default]
@@ -228,6 +240,21 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Ask for approval of the plan before any worker runs (on the terminal; see
+    /// --approve-all for unattended runs). Rejected or unanswered, nothing more is paid for.
+    #[arg(long)]
+    #[serde(default)]
+    pub review_plan: bool,
+    /// Approve every approval request at once, and take the default of every other
+    /// question (for unattended runs).
+    #[arg(long)]
+    #[serde(default)]
+    pub approve_all: bool,
+    /// Wait at most this many seconds for an answer to any question, then take its default.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[serde(default)]
+    pub hitl_timeout: Option<u64>,
+
     /// Serve identical requests from the store's response cache for this many seconds
     /// (hits cost nothing and are marked in events).
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "86400")]
@@ -242,6 +269,25 @@ pub struct RunArgs {
     /// Fraction of simulated calls that fail (429, 500 or timeout), from 0 to 1.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub sim_fail_rate: f64,
+}
+
+/// The patterns `--pattern` runs: those that need no more than a task.
+fn parse_pattern(s: &str) -> Result<String, String> {
+    let runnable: Vec<&str> =
+        belt_core::patterns::CATALOG.iter().filter(|p| p.from_task).map(|p| p.name).collect();
+    if runnable.contains(&s) {
+        return Ok(s.to_string());
+    }
+    let known = belt_core::patterns::CATALOG.iter().any(|p| p.name == s);
+    Err(if known {
+        format!(
+            "`{s}` needs more than a task (agents, steps, routes); run it from Rust or a workflow file. \
+             --pattern takes: {}",
+            runnable.join(", ")
+        )
+    } else {
+        format!("unknown pattern `{s}`; --pattern takes: {} (`belt patterns` lists all)", runnable.join(", "))
+    })
 }
 
 fn parse_synthesize(s: &str) -> Result<SynthesizeMode, String> {

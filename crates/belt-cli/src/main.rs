@@ -12,6 +12,7 @@ mod args;
 mod config;
 mod error;
 mod history;
+mod hitl;
 mod models;
 mod owner;
 mod progress;
@@ -21,6 +22,21 @@ mod run_cmd;
 use clap::Parser;
 
 use crate::args::{Cli, Command};
+
+/// `belt patterns`: the catalog of belt-core, as a table or JSON.
+fn patterns(json: bool) -> i32 {
+    let catalog = belt_core::patterns::CATALOG;
+    if json {
+        println!("{}", serde_json::to_string_pretty(catalog).expect("the catalog serializes"));
+        return 0;
+    }
+    let width = catalog.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    for p in catalog {
+        let how = if p.from_task { "belt run --pattern" } else { "from Rust" };
+        println!("{:width$}  {:<18}  {}", p.name, how, p.summary);
+    }
+    0
+}
 
 fn main() {
     let cli = Cli::parse();
@@ -47,6 +63,7 @@ fn main() {
             Command::Dlq(command) => history::dlq(command, &store).await,
             Command::Report(args) => report_cmd::report(args, &store).await,
             Command::Models { json } => Ok(models::list(json, &belt_llm::process_env)),
+            Command::Patterns { json } => Ok(patterns(json)),
         }
     });
     let code = match outcome {

@@ -69,6 +69,11 @@ impl Progress {
         }
     }
 
+    /// The live bars, to hide while something else uses the terminal.
+    pub fn bars(&self) -> Option<MultiProgress> {
+        self.multi.clone()
+    }
+
     pub fn on_event(&mut self, e: &Event) {
         if self.mode == Mode::Quiet {
             return;

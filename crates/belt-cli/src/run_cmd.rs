@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use belt_core::patterns::Refine;
 use belt_core::plan::normalize_plan;
 use belt_core::store::{RunStore, StoreError};
 use belt_core::{
-    AgentStatus, Budget, Cascade, Document, DocumentWriter, Orchestrator, RunError, RunOptions, RunResult,
-    RunStatus, Subtask, Task, Tier,
+    AgentStatus, Budget, Cascade, Document, DocumentWriter, Dynamic, Flow, Orchestrator, RunError,
+    RunOptions, RunResult, RunStatus, Subtask, Swarm, Task, Tier,
 };
 use belt_llm::SimConfig;
 use belt_store::StoreSpec;
@@ -84,9 +85,9 @@ pub async fn open_store(spec: &StoreSpec) -> Result<Arc<dyn RunStore>, CliError>
 
 /// The orchestrator and options of a run, from its spec; every check that needs no file.
 pub struct Prepared {
-    cascade: Cascade,
-    options: RunOptions,
-    uses_sim: bool,
+    pub orchestrator: Arc<dyn Orchestrator>,
+    pub options: RunOptions,
+    pub uses_sim: bool,
 }
 
 /// Check a spec and build what runs it. Nothing is written and nothing is called.
@@ -98,12 +99,6 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared, CliError> {
             "the task is empty; say what the agents should do, e.g. belt run \"Analyze the impact of AI on healthcare\""
                 .into(),
         ));
-    }
-    if args.pattern != "cascade" {
-        return Err(CliError::Usage(format!(
-            "unknown pattern `{}`; `belt run` supports: cascade",
-            args.pattern
-        )));
     }
     if !(0.0..=1.0).contains(&args.min_success) {
         return Err(CliError::Usage(format!(
@@ -134,23 +129,42 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared, CliError> {
 
     // Models: --model > $BELT_MODEL (clap reads it) > the simulated provider.
     let base_model = args.model.clone().unwrap_or_else(|| SIMULATED_MODEL.to_string());
-    let mut cascade = Cascade::new(agents, &base_model);
-    cascade.group_size = args.group_size as usize;
-    cascade.synthesize = args.synthesize;
-    if let Some(m) = &args.worker_model {
-        cascade.worker.model = m.as_str().into();
-    }
-    if let Some(m) = &args.synthesizer_model {
-        cascade.synthesizer.model = m.as_str().into();
-    }
-    if let Some(m) = &args.executive_model {
-        cascade.executive.model = m.as_str().into();
-    }
+    let worker_model = args.worker_model.clone().unwrap_or_else(|| base_model.clone());
+    let orchestrator: Arc<dyn Orchestrator> = match args.pattern.as_str() {
+        "cascade" => {
+            let mut cascade = Cascade::new(agents, &base_model);
+            cascade.group_size = args.group_size as usize;
+            cascade.synthesize = args.synthesize;
+            cascade.refine = args.refine as usize;
+            cascade.worker.model = worker_model.as_str().into();
+            if let Some(m) = &args.synthesizer_model {
+                cascade.synthesizer.model = m.as_str().into();
+            }
+            if let Some(m) = &args.executive_model {
+                cascade.executive.model = m.as_str().into();
+            }
+            Arc::new(cascade)
+        }
+        "swarm" => Arc::new(Swarm::new(agents, &worker_model)),
+        "dynamic" => Arc::new(Dynamic::new(agents, &worker_model)),
+        "iterative" => Arc::new(iterative(&worker_model, args.refine)),
+        other => {
+            return Err(CliError::Usage(format!(
+                "unknown pattern `{other}`; `belt run` supports: cascade, swarm, iterative, dynamic"
+            )));
+        }
+    };
     let providers = crate::config::providers(crate::config::get(), sim_config(args), &belt_llm::process_env)?;
-    cascade.validate(&providers).map_err(CliError::Usage)?;
-    let uses_sim = [&cascade.decomposer, &cascade.worker, &cascade.synthesizer, &cascade.executive]
-        .iter()
-        .any(|t| t.model.starts_with("simulated/"));
+    orchestrator.validate(&providers).map_err(CliError::Usage)?;
+    let uses_sim = [
+        Some(&base_model),
+        Some(&worker_model),
+        args.synthesizer_model.as_ref(),
+        args.executive_model.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|m| m.starts_with("simulated/"));
 
     let mut options = RunOptions::default()
         .with_providers(providers)
@@ -164,6 +178,7 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared, CliError> {
     options.min_success = args.min_success;
     options.plan = spec.plan.clone();
     options.cache_ttl = args.cache.map(Duration::from_secs);
+    options.review_plan = args.review_plan;
     options.definition = Some(serde_json::to_string(spec).expect("a run spec serializes"));
     options.policies.update_all(|p| {
         p.retries = args.retries;
@@ -171,7 +186,34 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared, CliError> {
             p.timeout = Duration::from_secs_f64(t);
         }
     });
-    Ok(Prepared { cascade, options, uses_sim })
+    Ok(Prepared { orchestrator, options, uses_sim })
+}
+
+/// `--pattern iterative`: the task drafted, judged and revised until the judge accepts a
+/// draft or `refine` drafts (default 3) were written.
+fn iterative(model: &str, refine: u32) -> impl Orchestrator + use<> {
+    let drafts =
+        if refine == 0 { belt_core::patterns::iterative::DEFAULT_MAX_ITERATIONS } else { refine as usize };
+    let refine = Refine::llm(model)
+        .judge(
+            model,
+            "a complete, accurate and specific answer to the task, well structured, with no gaps or \
+             unsupported claims",
+        )
+        .max_iterations(drafts);
+    Flow::new("iterative", move |ctx, task| {
+        let refine = refine.clone();
+        async move {
+            match refine.run(&ctx, task.description).await {
+                Ok(done) => Ok(done.output.to_string()),
+                // A stopping run keeps its best draft; any other failure fails the run.
+                Err(e) if ctx.stopping().is_some() && e.last_draft.is_some() => {
+                    Ok(e.last_draft.map(|d| d.to_string()).unwrap_or_default())
+                }
+                Err(e) => Err(e.error),
+            }
+        }
+    })
 }
 
 /// The simulated provider as the arguments configure it.
@@ -186,7 +228,7 @@ pub fn sim_config(args: &RunArgs) -> SimConfig {
 
 /// Run a prepared spec: files, progress, Ctrl-C, report, summary; returns the exit code.
 pub async fn execute(spec: &RunSpec, prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
-    let Prepared { cascade, mut options, uses_sim } = prepared;
+    let Prepared { orchestrator, mut options, uses_sim } = prepared;
     prepare_out_dir(&exec.out)?;
     let events_file = match &exec.events {
         Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
@@ -206,13 +248,22 @@ pub async fn execute(spec: &RunSpec, prepared: Prepared, exec: Exec) -> Result<i
     options.run_id = exec.run_id;
     options.owner = Some(crate::owner::this_process());
 
+    let questions = crate::hitl::Questions::new(&spec.args);
+    if spec.args.review_plan && questions.unanswered() && options.run_id.is_none() {
+        return Err(CliError::Usage(
+            "--review-plan needs someone to approve the plan, and stdin is not a terminal; \
+             run it on a terminal, or add --approve-all for an unattended run"
+                .into(),
+        ));
+    }
+    options.human = Some(questions.human());
     let task = Task::new(spec.args.task.trim());
-    let mut handle = match belt_core::run(cascade.clone(), task.clone(), options.clone()).await {
+    let mut handle = match belt_core::run(orchestrator.clone(), task.clone(), options.clone()).await {
         // The run's last driver died on this machine (a crash, a kill): take its lease over
         // at once instead of waiting for it to expire.
         Err(RunError::Store(StoreError::Busy { owner, .. })) if crate::owner::is_dead(&owner) => {
             options.replace_owner = Some(owner);
-            belt_core::run(cascade, task, options).await
+            belt_core::run(orchestrator, task, options).await
         }
         other => other,
     }
@@ -225,8 +276,9 @@ pub async fn execute(spec: &RunSpec, prepared: Prepared, exec: Exec) -> Result<i
         Mode::Lines
     };
     let mut events = handle.events().expect("a new handle has its event stream");
+    let mut progress = Progress::new(mode);
+    questions.spawn(progress.bars());
     let consumer = tokio::spawn(async move {
-        let mut progress = Progress::new(mode);
         let mut file = events_file;
         let mut write_error = None;
         let mut batch = Vec::with_capacity(1024);

@@ -648,7 +648,11 @@ fn bad_input_exits_2_before_any_call() {
         (vec!["Task", "--sim-fail-rate", "1.5"], vec!["--sim-fail-rate"]),
         (vec!["Task", "--timeout", "0"], vec!["--timeout"]),
         (vec!["Task", "--synthesize", "sometimes"], vec!["sometimes", "--synthesize"]),
-        (vec!["Task", "--pattern", "pyramid"], vec!["unknown pattern", "pyramid"]),
+        (vec!["Task", "--pattern", "pyramid"], vec!["unknown pattern", "pyramid", "cascade, swarm"]),
+        (vec!["Task", "--pattern", "saga"], vec!["`saga` needs more than a task", "workflow file"]),
+        (vec!["Task", "--refine", "21"], vec!["--refine", "21"]),
+        (vec!["Task", "--hitl-timeout", "0"], vec!["--hitl-timeout"]),
+        (vec!["Task", "--review-plan"], vec!["--review-plan needs someone", "--approve-all"]),
         (vec!["Task", "--group-size", "1"], vec!["--group-size"]),
     ];
     for (args, needles) in &cases {
@@ -1249,4 +1253,191 @@ fn bad_model_leaves_an_existing_events_file_alone() {
         "{\"kept\": true}\n",
         "the events file was truncated"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Patterns from a task, refinement, plan review
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn patterns_lists_the_library_and_marks_what_runs_from_a_task() {
+    let dir = TestDir::new("patterns");
+    let o = belt(&dir, &["patterns"]);
+    o.assert_code(0);
+    for name in ["cascade", "swarm", "iterative", "dynamic", "saga", "dag", "state_machine", "hitl"] {
+        assert!(o.stdout.lines().any(|l| l.starts_with(name)), "{name} missing:\n{}", o.stdout);
+    }
+    let o = belt(&dir, &["patterns", "--json"]);
+    o.assert_code(0);
+    let list: Vec<Value> = serde_json::from_str(&o.stdout).expect("a JSON array");
+    let from_task: Vec<&str> =
+        list.iter().filter(|p| p["from_task"] == true).map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(from_task, ["cascade", "swarm", "iterative", "dynamic"]);
+    assert!(list.len() >= 16 && list.iter().all(|p| !p["summary"].as_str().unwrap().is_empty()));
+}
+
+#[test]
+fn every_pattern_that_needs_only_a_task_runs_from_the_cli() {
+    let dir = TestDir::new("task-patterns");
+    for (pattern, first_step) in
+        [("swarm", "decompose"), ("dynamic", "agents/design"), ("iterative", "refine/01/draft")]
+    {
+        let r = run_json(&dir, &["run", HEALTHCARE, "--pattern", pattern, "-n", "4", "--refine", "3"], 0);
+        assert_eq!(r["pattern"], pattern);
+        assert_eq!(agents(&r)[0]["step"], first_step, "{pattern}");
+        assert!(r["final_output"].as_str().is_some_and(|t| t.len() > 100), "{pattern}: {r}");
+        check_accounting(&r);
+        let md = std::fs::read_to_string(report_path(&r, &dir.join("out"))).unwrap();
+        assert!(md.contains("simulated"), "{pattern}: the report says it is simulated");
+    }
+}
+
+#[test]
+fn iterative_stops_when_the_judge_accepts_or_names_the_cap() {
+    let dir = TestDir::new("iterative");
+    // The simulated judge accepts or asks for a revision by the seed: over a few seeds both
+    // endings occur, and each is reported for what it is.
+    let (mut accepted, mut capped) = (0, 0);
+    for seed in 0..8 {
+        let seed = seed.to_string();
+        let out = belt(
+            &dir,
+            &[
+                "run",
+                "Explain borrowing in Rust",
+                "--pattern",
+                "iterative",
+                "--refine",
+                "2",
+                "--seed",
+                &seed,
+                "--sim-latency-ms",
+                "0",
+                "--json",
+                "--quiet",
+                "--out",
+                "out",
+            ],
+        );
+        let r = out.json();
+        let judged = agents(&r).iter().filter(|a| a["step"].as_str().unwrap().ends_with("/judge")).count();
+        if r["status"] == "completed" {
+            out.assert_code(0);
+            accepted += 1;
+            assert!(r.get("caps").is_none(), "{r}");
+        } else {
+            out.assert_code(3);
+            capped += 1;
+            assert_eq!(r["caps"][0]["cap"], "max_iterations");
+            assert_eq!(r["caps"][0]["at"], "refine/03/draft");
+            assert!(r["stop_reason"].as_str().unwrap().contains("cap max_iterations = 2 reached"), "{r}");
+            assert_eq!(judged, 2);
+        }
+    }
+    assert!(accepted > 0 && capped > 0, "accepted {accepted}, capped {capped}");
+}
+
+#[test]
+fn cascade_refine_revises_the_final_synthesis() {
+    let dir = TestDir::new("refine");
+    let plain = run_json(&dir, &["run", HEALTHCARE, "-n", "12", "--seed", "1"], 0);
+    let refined = run_json(&dir, &["run", HEALTHCARE, "-n", "12", "--seed", "1", "--refine", "2"], 0);
+    let steps: Vec<&str> = agents(&refined).iter().map(|a| a["step"].as_str().unwrap()).collect();
+    let refine_steps: Vec<&str> = steps.iter().copied().filter(|s| s.starts_with("refine/")).collect();
+    assert!(!refine_steps.is_empty() && refine_steps[0] == "refine/01/judge", "{steps:?}");
+    // Judge, revise, judge, revise at most; the last revision is not judged.
+    assert!(refine_steps.len() <= 4 && !refine_steps.contains(&"refine/03/judge"), "{refine_steps:?}");
+    assert_eq!(calls(&refined), calls(&plain) + refine_steps.len() as u64);
+    if refine_steps.contains(&"refine/02/draft") {
+        assert_ne!(refined["final_output"], plain["final_output"]);
+    } else {
+        assert_eq!(refined["final_output"], plain["final_output"]);
+    }
+    check_accounting(&refined);
+}
+
+#[test]
+fn review_plan_with_approve_all_records_the_decision() {
+    let dir = TestDir::new("review");
+    let out = dir.join("out");
+    let o = belt(
+        &dir,
+        &[
+            "run",
+            HEALTHCARE,
+            "-n",
+            "3",
+            "--review-plan",
+            "--approve-all",
+            "--sim-latency-ms",
+            "0",
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    o.assert_code(0);
+    assert!(o.stderr.contains("hitl/plan answered by --approve-all: yes"), "{}", o.stderr);
+    let r = o.json();
+    let review = agent(&r, "hitl/plan");
+    assert_eq!(review["status"], "completed");
+    assert_eq!(status_counts(&r, "worker").get("completed"), Some(&3));
+}
+
+/// A terminal for the child: `script` (util-linux) runs it on a pseudo-terminal and copies
+/// what we write to it as typed input.
+fn belt_on_a_terminal(dir: &TestDir, args: &[&str], typed: &str) -> Output {
+    let belt = env!("CARGO_BIN_EXE_belt");
+    let quoted: Vec<String> = std::iter::once(belt)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let mut cmd = Command::new("script");
+    cmd.args(["-qefc", &quoted.join(" "), "/dev/null"])
+        .current_dir(&dir.path)
+        .env_remove("BELT_MODEL")
+        .env("OLLAMA_HOST", "127.0.0.1:9")
+        .env("BELT_HOME", dir.path.join("belt-home"))
+        .env("NO_COLOR", "1")
+        .env("TERM", "dumb")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn script (util-linux)");
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    let typed = typed.to_string();
+    // Typed once the question is on screen would be more faithful; a terminal buffers what
+    // is typed early, which is what a fast typist does too.
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(typed.as_bytes());
+        let _ = stdin.flush();
+        // Keep the terminal open until the run ends.
+        std::thread::sleep(PROCESS_DEADLINE);
+    });
+    let cmdline = format!("script: belt {}", args.join(" "));
+    Running { child, stdout, stderr, cmdline }.finish()
+}
+
+#[test]
+fn review_plan_asks_on_the_terminal() {
+    let dir = TestDir::new("review-tty");
+    let args =
+        ["run", HEALTHCARE, "-n", "3", "--review-plan", "--sim-latency-ms", "0", "--out", "out", "--json"];
+    let o = belt_on_a_terminal(&dir, &args, "maybe\ny\n");
+    o.assert_code(0);
+    // On a terminal, stderr and stdout are the same stream.
+    let screen = o.stdout.replace('\r', "");
+    assert!(screen.contains("belt asks (hitl/plan)"), "{screen}");
+    assert!(screen.contains("Run this plan of 3 subtasks"), "{screen}");
+    assert!(screen.contains("Approve? [y/N]"), "{screen}");
+    assert!(screen.contains("`maybe`: answer y or n"), "{screen}");
+    assert!(screen.contains("belt: answered: yes"), "{screen}");
+
+    let o = belt_on_a_terminal(&dir, &args, "n\n");
+    o.assert_code(1);
+    let screen = o.stdout.replace('\r', "");
+    assert!(screen.contains("the plan was rejected; nothing was run"), "{screen}");
 }

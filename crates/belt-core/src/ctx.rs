@@ -162,6 +162,9 @@ pub(crate) struct Shared {
     pub cache_read_tokens: AtomicU64,
     pub cache_write_tokens: AtomicU64,
     pub calls: AtomicU64,
+    pub human: crate::patterns::Human,
+    /// Caps that stopped a pattern, in the order they were hit.
+    pub caps: Mutex<Vec<crate::patterns::CapHit>>,
 }
 
 /// A provider call in flight. Cancelling a run drops the futures of its steps; a call
@@ -207,6 +210,12 @@ impl Ctx {
 
     pub fn run_id(&self) -> &str {
         &self.shared.run_id
+    }
+
+    /// Where the run's questions for people go (see [`crate::patterns::hitl`]): the channel
+    /// given in [`crate::RunOptions::human`], or nobody (defaults are taken at once).
+    pub fn human(&self) -> &crate::patterns::Human {
+        &self.shared.human
     }
 
     /// The run's concurrency limit.

@@ -754,6 +754,134 @@ async fn streamed_text_arrives_as_coalesced_step_delta_events() {
 }
 
 #[tokio::test]
+async fn cascade_refine_critiques_and_revises_the_final_text_n_times() {
+    // The judge never accepts: two revisions, and the last one is not judged.
+    let p = Arc::new(ScriptedProvider::new("t").reply_for("refine/", "REVISE\nadd numbers"));
+    let mut c = Cascade::new(12, "t/m");
+    c.refine = 2;
+    let (r, _) = run_all(c, "AI in healthcare", options(&p)).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    assert_eq!(p.calls("refine/01/judge"), 1);
+    assert_eq!(p.calls("refine/02/draft"), 1);
+    assert_eq!(p.calls("refine/02/judge"), 1);
+    assert_eq!(p.calls("refine/03/draft"), 1);
+    assert_eq!(p.calls("refine/03/judge"), 0, "the last draft is not judged");
+    assert_eq!(p.calls("refine/01/draft"), 0, "the first draft is the synthesis itself");
+    // 16 cascade calls + 2 critiques + 2 revisions.
+    assert_eq!(r.usage.calls, 20);
+    // The revise brief carried the executive's text and the critique.
+    assert_eq!(r.final_output.as_deref(), Some("REVISE\nadd numbers"));
+    assert!(agent(&r, "refine/02/draft").inputs.iter().any(|s| s.as_str() == "refine/01/judge"));
+}
+
+#[tokio::test]
+async fn cascade_refine_stops_when_the_judge_accepts() {
+    let p = Arc::new(ScriptedProvider::new("t").reply_for("refine/01/judge", "DONE"));
+    let mut c = Cascade::new(12, "t/m");
+    c.refine = 3;
+    let (r, _) = run_all(c, "AI in healthcare", options(&p)).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    assert_eq!(p.calls("refine/01/judge"), 1);
+    assert_eq!(p.calls("refine/02/draft"), 0);
+    assert_eq!(r.final_output.as_deref(), Some("Output of executive. "));
+}
+
+mod plan_review {
+    use super::*;
+    use crate::patterns::hitl::{self, Answer, Question};
+
+    #[tokio::test]
+    async fn an_approved_plan_runs() {
+        let p = Arc::new(ScriptedProvider::new("t"));
+        let (human, mut requests) = hitl::channel();
+        let mut o = options(&p).with_human(human);
+        o.review_plan = true;
+        let answerer = tokio::spawn(async move {
+            let r = requests.recv().await.expect("the plan is asked about");
+            assert_eq!(r.question, Question::Approval);
+            assert!(r.prompt.contains("plan of 3 subtasks"), "{}", r.prompt);
+            assert!(r.id.ends_with(":hitl/plan"), "{}", r.id);
+            requests.answer(&r.id, Answer::Approve(true)).unwrap();
+        });
+        let (r, _) = run_all(Cascade::new(3, "t/m"), "task", o).await;
+        answerer.await.unwrap();
+        assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+        assert_eq!(r.count(&Tier::Worker, AgentStatus::Completed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_plan_runs_no_subtask() {
+        let p = Arc::new(ScriptedProvider::new("t"));
+        let (human, mut requests) = hitl::channel();
+        let mut o = options(&p).with_human(human);
+        o.review_plan = true;
+        tokio::spawn(async move {
+            let r = requests.recv().await.unwrap();
+            requests.answer(&r.id, Answer::Approve(false)).unwrap();
+            // Keep the desk open until the run is over.
+            requests.recv().await
+        });
+        let (r, _) = run_all(Cascade::new(3, "t/m"), "task", o).await;
+        assert_eq!(r.status, RunStatus::Failed);
+        assert!(r.stop_reason.contains("rejected"), "{}", r.stop_reason);
+        assert_eq!(p.total_calls(), 1, "only the decomposition was paid for");
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_plan_is_rejected_after_max_wait_and_unattended_at_once() {
+        let p = Arc::new(ScriptedProvider::new("t"));
+        let (human, _requests) = hitl::channel();
+        let mut o = options(&p).with_human(human.max_wait(Duration::from_millis(20)));
+        o.review_plan = true;
+        let (r, _) = run_all(Cascade::new(3, "t/m"), "task", o).await;
+        assert_eq!(r.status, RunStatus::Failed);
+        assert!(r.stop_reason.contains("not approved in time"), "{}", r.stop_reason);
+
+        let mut o = options(&p);
+        o.review_plan = true;
+        let (r, _) = run_all(Cascade::new(3, "t/m"), "task", o).await;
+        assert_eq!(r.status, RunStatus::Failed);
+        assert!(r.stop_reason.contains("nobody was there to answer"), "{}", r.stop_reason);
+        assert_eq!(r.count(&Tier::Worker, AgentStatus::Completed), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_boxed_orchestrator_runs_like_the_concrete_one() {
+    let p = Arc::new(ScriptedProvider::new("t"));
+    let boxed: Box<dyn Orchestrator> = Box::new(Cascade::new(5, "t/m"));
+    let (r, _) = run_all(boxed, "task", options(&p)).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    assert_eq!(r.pattern, "cascade");
+    assert_eq!(r.count(&Tier::Synthesizer, AgentStatus::Completed), 1);
+}
+
+#[tokio::test]
+async fn a_cap_that_stops_a_pattern_is_named_in_the_run_result() {
+    use crate::patterns::Refine;
+    let p = Arc::new(ScriptedProvider::new("t"));
+    let flow = Flow::new("iterative", |ctx, task| async move {
+        let refine = Refine::llm("t/m").until(|_| false).max_iterations(2);
+        let done = refine.run(&ctx, task.description).await.map_err(|e| e.error)?;
+        Ok(done.output.to_string())
+    });
+    let (r, _) = run_all(flow, "task", options(&p)).await;
+    assert_eq!(r.caps.len(), 1, "{:?}", r.caps);
+    assert_eq!(r.caps[0].cap, "max_iterations");
+    assert_eq!(r.caps[0].limit, 2);
+    assert_eq!(r.caps[0].at.as_str(), "refine/03/draft");
+    assert!(
+        r.stop_reason.contains("cap max_iterations = 2 reached; refine/03/draft not run"),
+        "{}",
+        r.stop_reason
+    );
+    assert_eq!(agent(&r, "refine/03/draft").status, AgentStatus::Skipped);
+    // It survives the trip through JSON (the store, the HTTP API).
+    let back: RunResult = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back.caps, r.caps);
+}
+
+#[tokio::test]
 async fn prompt_cache_tokens_are_priced_at_their_rates_and_totalled() {
     let price = Price::new(1.0, 2.0).with_cache(Some(0.1), Some(1.25));
     let p = Arc::new(ScriptedProvider::new("t").price(Some(price)).cached_tokens(100, 20));

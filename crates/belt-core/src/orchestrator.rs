@@ -109,6 +109,53 @@ pub trait Orchestrator: Send + Sync + 'static {
     ) -> Result<Synthesis, StepError>;
 }
 
+/// An orchestrator chosen at run time (`--pattern`, a workflow file, an HTTP request) runs
+/// like any other, boxed or shared.
+macro_rules! delegate_orchestrator {
+    ($ty:ty) => {
+        #[async_trait]
+        impl Orchestrator for $ty {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            fn agents(&self) -> Option<usize> {
+                (**self).agents()
+            }
+            fn shape(&self, n: usize) -> Vec<usize> {
+                (**self).shape(n)
+            }
+            fn validate(&self, providers: &Providers) -> Result<(), String> {
+                (**self).validate(providers)
+            }
+            async fn decompose(&self, ctx: &Ctx, task: &Task) -> Result<Plan, StepError> {
+                (**self).decompose(ctx, task).await
+            }
+            async fn execute(
+                &self,
+                ctx: &Ctx,
+                step: &StepSpec,
+                task: &Task,
+                subtask: &Subtask,
+                deps: &[AgentOutput],
+            ) -> Result<AgentOutput, StepError> {
+                (**self).execute(ctx, step, task, subtask, deps).await
+            }
+            async fn synthesize(
+                &self,
+                ctx: &Ctx,
+                task: &Task,
+                plan: &[Subtask],
+                results: &[Outcome],
+            ) -> Result<Synthesis, StepError> {
+                (**self).synthesize(ctx, task, plan, results).await
+            }
+        }
+    };
+}
+
+delegate_orchestrator!(Box<dyn Orchestrator>);
+delegate_orchestrator!(Arc<dyn Orchestrator>);
+
 /// The plain combination of subtask outputs, used when there is no synthesis (too few
 /// workers, `--synthesize never`) or when synthesis could not run (budget, failures): every
 /// output under its subtask's heading, and a line for each one that is missing.

@@ -128,6 +128,10 @@ pub struct RunResult {
     pub shape: Vec<usize>,
     #[serde(default)]
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Loop and round caps that stopped a pattern in this run: which cap and where (each
+    /// also a skipped step in `agents`, and named in `stop_reason`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caps: Vec<crate::patterns::CapHit>,
 }
 
 impl RunResult {

@@ -69,7 +69,20 @@ pub struct RunOptions {
     /// Writes the run's documents (reports) once it has a result, before `run_finished`.
     #[serde(skip)]
     pub documents: Option<Arc<dyn DocumentWriter>>,
+    /// Where the run's questions for people go ([`Ctx::human`]): a terminal prompt, a web
+    /// inbox… Default: nobody, so every question takes its default at once.
+    #[serde(skip)]
+    pub human: Option<crate::patterns::Human>,
+    /// Ask a person ([`Ctx::human`], question `hitl/plan`) to approve the plan before any
+    /// subtask runs: the work is seen before it is paid for. Rejected, or unanswered within
+    /// [`PLAN_REVIEW_TIMEOUT`] (or the human channel's `max_wait`), the run fails without
+    /// running a subtask.
+    #[serde(default)]
+    pub review_plan: bool,
 }
+
+/// How long a plan review waits for an answer before it takes its default, rejection.
+pub const PLAN_REVIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Renders a finished run into documents (files, blobs). Called once per run, on a
 /// blocking thread, after synthesis and before `run_finished`; each document becomes a
@@ -97,6 +110,8 @@ impl Default for RunOptions {
             providers: Providers::default(),
             store: None,
             documents: None,
+            human: None,
+            review_plan: false,
         }
     }
 }
@@ -130,6 +145,11 @@ impl RunOptions {
     }
     pub fn with_documents(mut self, writer: Arc<dyn DocumentWriter>) -> Self {
         self.documents = Some(writer);
+        self
+    }
+    /// Send the run's questions for people to `human` (see [`crate::patterns::hitl`]).
+    pub fn with_human(mut self, human: crate::patterns::Human) -> Self {
+        self.human = Some(human);
         self
     }
     pub fn with_plan(mut self, plan: Vec<Subtask>) -> Self {
@@ -323,6 +343,8 @@ pub async fn run<O: Orchestrator>(
         cache_read_tokens: AtomicU64::new(tokens.cache_read_tokens),
         cache_write_tokens: AtomicU64::new(tokens.cache_write_tokens),
         calls: AtomicU64::new(recorded.calls),
+        human: options.human.clone().unwrap_or_else(crate::patterns::Human::unattended),
+        caps: Mutex::new(Vec::new()),
     });
     // Events reach the store from their own task, in batches, so emitting stays cheap.
     let writer = tokio::spawn(persist_events(store.clone(), run_id.clone(), persisted));
@@ -389,6 +411,7 @@ fn fallback_result(ctx: &Ctx, reason: String) -> RunResult {
         simulated: ctx.shared.simulated.load(Ordering::Relaxed),
         shape: Vec::new(),
         started_at: Some(ctx.shared.started_at),
+        caps: Vec::new(),
     }
 }
 
@@ -483,6 +506,11 @@ async fn drive<O: Orchestrator>(orch: O, ctx: Ctx, task: Task, options: RunOptio
     let plan = Arc::new(plan);
     *ctx.shared.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some((plan.clone(), finish.shape.clone()));
     ctx.emit(None, EventKind::PlanReady { subtasks: plan.len(), shape: finish.shape.clone(), source });
+    if options.review_plan
+        && let Err(reason) = review_plan(&ctx, &task, &plan).await
+    {
+        return finish.done(take_plan(&ctx, plan), None, Some(reason));
+    }
 
     // 2. The subtasks, by dependency and priority.
     ctx.emit(None, EventKind::TierStarted { tier: Tier::Worker, level: 0, count: plan.len() });
@@ -523,6 +551,37 @@ async fn drive<O: Orchestrator>(orch: O, ctx: Ctx, task: Task, options: RunOptio
             finish.build(take_plan(&ctx, plan), Some(text), None, Some(reason))
         }
     }
+}
+
+/// Ask the run's human to approve the plan; `Err` says why the run must not go on.
+async fn review_plan(ctx: &Ctx, task: &Task, plan: &[Subtask]) -> Result<(), String> {
+    const SHOWN: usize = 20;
+    let mut prompt =
+        format!("Run this plan of {} subtasks for the task \"{}\"?\n", plan.len(), task.description.trim());
+    for (i, s) in plan.iter().take(SHOWN).enumerate() {
+        prompt.push_str(&format!("  {}. {}\n", i + 1, s.description.trim()));
+    }
+    if plan.len() > SHOWN {
+        prompt.push_str(&format!("  … and {} more\n", plan.len() - SHOWN));
+    }
+    let decision = ctx
+        .human()
+        .approve(ctx, "plan", prompt, PLAN_REVIEW_TIMEOUT, false)
+        .await
+        .map_err(|e| format!("the plan review failed: {e}"))?;
+    if decision.value {
+        return Ok(());
+    }
+    Err(match decision.by {
+        crate::patterns::hitl::AnsweredBy::Human => "the plan was rejected; nothing was run".to_string(),
+        crate::patterns::hitl::AnsweredBy::Timeout => {
+            "the plan was not approved in time (the default is to reject); nothing was run".to_string()
+        }
+        crate::patterns::hitl::AnsweredBy::Unattended => {
+            "the plan needs approval but nobody was there to answer (an unattended run); nothing was run"
+                .to_string()
+        }
+    })
 }
 
 /// The plan back out of its shared slot, without a copy when nothing else holds it.
@@ -754,6 +813,12 @@ impl Finish<'_> {
                 None => (RunStatus::Completed, "all steps completed".to_string()),
             },
         };
+        let caps = std::mem::take(&mut *ctx.shared.caps.lock().unwrap_or_else(|p| p.into_inner()));
+        let stop_reason = match caps.as_slice() {
+            [] => stop_reason,
+            [hit] => format!("{stop_reason}; {hit}"),
+            [hit, more @ ..] => format!("{stop_reason}; {hit} (and {} more caps)", more.len()),
+        };
         let usage = ctx.usage();
         let cost_usd = ctx.cost_usd();
         let duration_ms = ctx.shared.started.elapsed().as_millis() as u64;
@@ -773,6 +838,7 @@ impl Finish<'_> {
             simulated: ctx.shared.simulated.load(Ordering::Relaxed),
             shape: self.shape,
             started_at: Some(ctx.shared.started_at),
+            caps,
         }
     }
 }

@@ -788,6 +788,20 @@ fn markdown(request: &LlmRequest, content: u64, max_bytes: usize) -> (String, bo
     if max_bytes < SIMULATED_LABEL.len() + 2 + 16 {
         return (SIMULATED_LABEL.to_string(), true);
     }
+    // A judge (belt-core's iterative refinement) gets a verdict on its first line, as a
+    // model would give it: accepted or not by the seed, a critique when not.
+    if request.prompt().contains("reply with the single word DONE") {
+        let text = if content.is_multiple_of(2) {
+            format!("DONE\n\n{SIMULATED_LABEL}")
+        } else {
+            format!(
+                "REVISE\n- Support the main claims with figures and sources.\n- Cut repetition between \
+                 sections.\n- End with concrete recommendations.\n\n{SIMULATED_LABEL}"
+            )
+        };
+        let cut = text.len() > max_bytes;
+        return (text, cut);
+    }
     let sources = sources(request);
     let prompt = Prompt::parse(&sources);
     let mut rng = Rng::new(content);
@@ -1617,6 +1631,23 @@ mod tests {
     fn plan(reply: &LlmReply) -> Vec<serde_json::Value> {
         let value: serde_json::Value = serde_json::from_str(&reply.text).expect("valid JSON");
         value.as_array().expect("a JSON array").clone()
+    }
+
+    #[test]
+    fn a_judge_gets_a_verdict_on_its_first_line_and_both_verdicts_occur() {
+        let request = LlmRequest::new(
+            "simulated/default",
+            "Judge whether the draft below meets the criteria.\nIf it fully meets them, reply with the \
+             single word DONE.\nOtherwise reply REVISE on the first line.\n\nDraft:\nText",
+        );
+        let verdicts: std::collections::BTreeSet<String> = (0..16)
+            .map(|seed| {
+                let reply = ok(&instant(seed), &request, "refine/01/judge");
+                assert!(reply.text.ends_with(SIMULATED_LABEL), "{}", reply.text);
+                reply.text.lines().next().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(verdicts, ["DONE".to_string(), "REVISE".to_string()].into());
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //!     pattern: "cascade".into(), task: "Impact of AI on healthcare".into(), plan: vec![],
 //!     agents: vec![], final_output: Some("## Summary\nAI helps.".into()),
 //!     usage: UsageTotals::default(), cost_usd: 0.0, duration_ms: 1200, documents: vec![],
-//!     simulated: true, shape: vec![], started_at: None,
+//!     simulated: true, shape: vec![], started_at: None, caps: vec![],
 //! };
 //! let md = belt_report::markdown(&result);
 //! assert!(md.starts_with("# Impact of AI on healthcare"));
@@ -280,6 +280,7 @@ mod tests {
             simulated: false,
             shape: vec![],
             started_at: None,
+            caps: Vec::new(),
         }
     }
 }

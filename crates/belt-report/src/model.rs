@@ -445,6 +445,7 @@ pub(crate) mod tests {
             simulated: false,
             shape: vec![],
             started_at: None,
+            caps: Vec::new(),
         }
     }
 

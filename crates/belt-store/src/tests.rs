@@ -173,6 +173,7 @@ fn sample_result(run_id: &str) -> belt_core::RunResult {
         simulated: true,
         shape: vec![],
         started_at: None,
+        caps: Vec::new(),
     }
 }
 

@@ -25,6 +25,7 @@ use crate::ctx::{Ctx, StepError};
 use crate::event::{EventKind, PlanSource};
 use crate::llm::{LlmRequest, Providers};
 use crate::orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};
+use crate::patterns::{Agent, Refine};
 use crate::plan::{Subtask, Task};
 use crate::step::{StepId, StepSpec, Tier, index_width};
 
@@ -73,6 +74,11 @@ pub struct Cascade {
     pub worker: TierSettings,
     pub synthesizer: TierSettings,
     pub executive: TierSettings,
+    /// Critique-and-revise rounds over the final synthesis (`--refine N`; 0: none): a judge
+    /// on the executive's model critiques the text and a reviser rewrites it, until the
+    /// judge accepts it or N revisions were written (see [`Cascade::refiner`]).
+    #[serde(default)]
+    pub refine: usize,
 }
 
 /// The default group size `G`.
@@ -92,7 +98,39 @@ impl Cascade {
             worker: tier(0.7, 1024),
             synthesizer: tier(0.6, 1536),
             executive: tier(0.5, 2048),
+            refine: 0,
         }
+    }
+
+    /// The refinement of the final text, as `--refine N` runs it: steps `refine/NN/judge`
+    /// (a critique, or DONE) and `refine/NN/draft` (a revision), on the executive's model.
+    /// The first draft is the synthesis itself, so it costs nothing.
+    pub fn refiner(&self, synthesis: Arc<str>) -> Refine {
+        let model = self.executive.model.clone();
+        let first = Agent::new(move |_, _, _| {
+            let text = synthesis.clone();
+            async move { Ok(text) }
+        });
+        let max_tokens = self.executive.max_tokens;
+        let m = model.clone();
+        let revise = Agent::request(model.clone(), move |brief| {
+            LlmRequest::new(&m, brief)
+                .system(
+                    "You revise reports: apply every point of the critique, keep what is right, and \
+                     return the whole improved report in Markdown.",
+                )
+                .temperature(0.4)
+                .max_tokens(max_tokens)
+        });
+        Refine::new(first, revise)
+            .judge(
+                &model,
+                "a complete, accurate and well-structured answer to the task: every part of the task \
+                 covered, claims specific and supported, no contradictions or repetition, a clear \
+                 summary and recommendations",
+            )
+            .max_iterations(self.refine + 1)
+            .unjudged_last()
     }
 
     /// Synthesizer levels for `n` workers (see the module docs); empty when `n < G`.
@@ -291,6 +329,28 @@ impl Orchestrator for Cascade {
     }
 
     async fn synthesize(
+        &self,
+        ctx: &Ctx,
+        task: &Task,
+        plan: &[Subtask],
+        results: &[Outcome],
+    ) -> Result<Synthesis, StepError> {
+        let synthesis = self.synthesize_tree(ctx, task, plan, results).await?;
+        if self.refine == 0 || ctx.stopping().is_some() {
+            return Ok(synthesis);
+        }
+        let text: Arc<str> = Arc::from(synthesis.text);
+        match self.refiner(text.clone()).run(ctx, task.description.as_str()).await {
+            Ok(refined) => Ok(Synthesis { text: refined.output.to_string() }),
+            // A stopped run (budget, cancel) or a failed revision keeps the best text it has.
+            Err(e) => Ok(Synthesis { text: e.last_draft.unwrap_or(text).to_string() }),
+        }
+    }
+}
+
+impl Cascade {
+    /// The synthesizer levels and the executive (see the module docs).
+    async fn synthesize_tree(
         &self,
         ctx: &Ctx,
         task: &Task,

@@ -117,6 +117,8 @@ struct Desk {
 pub struct Human {
     desk: Arc<Mutex<Desk>>,
     tx: Option<mpsc::UnboundedSender<HumanRequest>>,
+    /// No question waits longer than this, whatever timeout it asks for.
+    max_wait: Option<Duration>,
 }
 
 /// The people's side: receives the questions and answers them.
@@ -128,7 +130,7 @@ pub struct Requests {
 /// A connected pair: questions asked on [`Human`] arrive on [`Requests`].
 pub fn channel() -> (Human, Requests) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let human = Human { desk: Arc::new(Mutex::new(Desk::default())), tx: Some(tx) };
+    let human = Human { desk: Arc::new(Mutex::new(Desk::default())), tx: Some(tx), max_wait: None };
     (human.clone(), Requests { rx, human })
 }
 
@@ -147,7 +149,14 @@ impl Requests {
 impl Human {
     /// Nobody to ask: every question takes its default at once (unattended runs).
     pub fn unattended() -> Human {
-        Human { desk: Arc::new(Mutex::new(Desk::default())), tx: None }
+        Human { desk: Arc::new(Mutex::new(Desk::default())), tx: None, max_wait: None }
+    }
+
+    /// Wait at most `limit` for any answer, then take the question's default (the CLI's
+    /// `--hitl-timeout`): a person away from the terminal does not hold the run up longer.
+    pub fn max_wait(mut self, limit: Duration) -> Human {
+        self.max_wait = Some(limit);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Desk> {
@@ -250,6 +259,7 @@ impl Human {
         let id = format!("{}:{step}", ctx.run_id());
         let spec = StepSpec::new(step.clone(), Tier::Custom(Arc::from("human")));
         // What the step is keyed by: a resumed run that asks something else is told so.
+        let timeout = self.max_wait.map_or(timeout, |limit| timeout.min(limit));
         let request = HumanRequest { id: id.clone(), step, question, prompt, timeout, default };
         let input = (&request.question, &request.prompt, &request.default);
         ctx.step(spec, &input, self.wait(request.clone())).await

@@ -41,6 +41,8 @@ pub struct Refine {
     until: Option<Predicate>,
     judge: Option<(Arc<str>, String)>,
     max_iterations: usize,
+    /// Judge the last draft too (whose verdict can only say whether the cap was hit).
+    judge_last: bool,
 }
 
 /// Drafts written at most, unless told otherwise.
@@ -120,6 +122,7 @@ impl Refine {
             until: None,
             judge: None,
             max_iterations: DEFAULT_MAX_ITERATIONS,
+            judge_last: true,
         }
     }
 
@@ -151,6 +154,15 @@ impl Refine {
     /// Drafts written at most (at least 1).
     pub fn max_iterations(mut self, n: usize) -> Refine {
         self.max_iterations = n.max(1);
+        self
+    }
+
+    /// A fixed number of critique-and-revise rounds (the cascade's `--refine N`): the judge
+    /// still ends the loop early when it accepts a draft, but the last draft is not judged —
+    /// no critique is paid for that nothing would use — and the loop then stops with
+    /// [`RefineStop::Fixed`] instead of a cap.
+    pub fn unjudged_last(mut self) -> Refine {
+        self.judge_last = false;
         self
     }
 
@@ -194,6 +206,10 @@ impl Refine {
             if self.until.as_ref().is_some_and(|p| p(&draft)) {
                 history.push(round);
                 return Ok(self.done(history, RefineStop::Predicate { at: draft_step }));
+            }
+            if i == self.max_iterations && !self.judge_last {
+                history.push(round);
+                return Ok(self.done(history, RefineStop::Fixed { iterations: i }));
             }
             if let Some((model, criteria)) = &self.judge {
                 let judge_step = self.id(i, "judge");

@@ -80,6 +80,105 @@ use crate::ctx::Ctx;
 use crate::step::StepId;
 use crate::step::StepSpec;
 
+/// One entry of the pattern library, for listings (`belt patterns`, the MCP `list_patterns`
+/// tool): its name, what it does in a line, and whether a task alone is enough to run it
+/// (`belt run --pattern NAME`); the others are run from Rust or from workflow files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PatternInfo {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub from_task: bool,
+}
+
+/// The pattern library, in the order the README's table lists it.
+pub const CATALOG: &[PatternInfo] = &[
+    PatternInfo {
+        name: "cascade",
+        from_task: true,
+        summary: "workers -> a synthesizer per group of 5 -> an executive; --refine N adds critique-and-revise rounds",
+    },
+    PatternInfo {
+        name: "swarm",
+        from_task: true,
+        summary: "specialists by domain (news, academic, product...), results grouped by domain and deduplicated",
+    },
+    PatternInfo {
+        name: "iterative",
+        from_task: true,
+        summary: "draft -> judge -> revise until the judge accepts or --refine N drafts",
+    },
+    PatternInfo {
+        name: "dynamic",
+        from_task: true,
+        summary: "the LLM designs a team of agents (name, role, system prompt) for the task",
+    },
+    PatternInfo {
+        name: "pipeline",
+        from_task: false,
+        summary: "stages in order, each fed the previous output; per-stage on_error; fan-out stages",
+    },
+    PatternInfo {
+        name: "parallel",
+        from_task: false,
+        summary: "fan-out / fan-in with required and optional branches",
+    },
+    PatternInfo {
+        name: "router",
+        from_task: false,
+        summary: "one agent chosen by a value, a predicate or an LLM classifier; unknown routes list the valid ones",
+    },
+    PatternInfo {
+        name: "dag",
+        from_task: false,
+        summary: "steps with dependencies; cycles rejected with their path; dependents of a failure skipped",
+    },
+    PatternInfo {
+        name: "state_machine",
+        from_task: false,
+        summary: "guarded transitions with actions; invalid ones name both states; history recorded",
+    },
+    PatternInfo {
+        name: "saga",
+        from_task: false,
+        summary: "steps with compensations, undone in reverse order on failure",
+    },
+    PatternInfo {
+        name: "supervisor",
+        from_task: false,
+        summary: "tasks routed by capability, success recorded per agent, fallback to another capable agent",
+    },
+    PatternInfo {
+        name: "blackboard",
+        from_task: false,
+        summary: "shared keyed state with atomic updates; contributors woken when a key they watch changes",
+    },
+    PatternInfo {
+        name: "event_driven",
+        from_task: false,
+        summary: "handlers subscribed to event types, a bounded queue, drain or cancel with a deadline",
+    },
+    PatternInfo {
+        name: "balance",
+        from_task: false,
+        summary: "least-loaded capable agent, priority queue (FIFO within a priority), batches",
+    },
+    PatternInfo {
+        name: "hitl",
+        from_task: false,
+        summary: "approval, selection and free input with stable ids, timeouts and defaults",
+    },
+    PatternInfo {
+        name: "conductor",
+        from_task: false,
+        summary: "an LLM plans phases, each run by a named sub-orchestrator in its own scope",
+    },
+    PatternInfo {
+        name: "flow",
+        from_task: false,
+        summary: "any async function over the context, as a whole run",
+    },
+];
+
 /// A loop or round cap that stopped a pattern: which cap, its limit, and the step that
 /// would have run next (recorded in the run as skipped, with this text as its reason).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +202,7 @@ impl CapHit {
     pub fn record(ctx: &Ctx, cap: &str, limit: usize, next: StepSpec, model: &str) -> CapHit {
         let hit = CapHit { cap: cap.to_string(), limit, at: next.id.clone() };
         ctx.skip(next, model, hit.to_string());
+        ctx.shared.caps.lock().unwrap_or_else(|p| p.into_inner()).push(hit.clone());
         hit
     }
 }
