@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{Amount, Ledger, Refusal};
 use crate::event::{EventBus, EventKind};
 use crate::limits::BreakerChange;
-use crate::llm::{CallInfo, LlmError, LlmRequest, ModelError, Providers, Usage};
+use crate::llm::{CallInfo, LlmError, LlmRequest, ModelError, Providers, ToolCall, Usage};
 use crate::policy::Policies;
 use crate::result::{AgentRecord, AgentStatus, UsageTotals};
 use crate::step::{StepId, StepSpec};
@@ -48,6 +48,8 @@ pub struct StepReply {
     pub cost_usd: f64,
     pub finish_reason: Option<String>,
     pub simulated: bool,
+    /// Tools the model called (see [`Ctx::llm_with_tools`], which runs them).
+    pub tool_calls: Vec<ToolCall>,
     /// True when the output came from the run's record instead of a new call.
     pub replayed: bool,
     /// True when the output came from the response cache (and cost nothing).
@@ -317,6 +319,7 @@ impl Ctx {
                     cost_usd: 0.0,
                     finish_reason: None,
                     simulated: hit.simulated,
+                    tool_calls: hit.tool_calls,
                     replayed: false,
                     cached: true,
                 };
@@ -435,6 +438,7 @@ impl Ctx {
                                 cost_usd: cost,
                                 finish_reason: reply.finish_reason,
                                 simulated: reply.simulated,
+                                tool_calls: reply.tool_calls,
                                 replayed: false,
                                 cached: false,
                             };
@@ -444,6 +448,7 @@ impl Ctx {
                                     model: out.model.clone(),
                                     usage: out.usage,
                                     simulated: out.simulated,
+                                    tool_calls: out.tool_calls.clone(),
                                 };
                                 if let Err(e) = s.store.cache_put(hash, &entry, ttl).await {
                                     eprintln!("belt: could not cache the reply of {}: {e}", spec.id);
@@ -649,6 +654,7 @@ impl Ctx {
             cost_usd: 0.0,
             finish_reason: None,
             simulated: false,
+            tool_calls: Vec::new(),
             replayed: false,
             cached: false,
         };
@@ -734,6 +740,7 @@ impl Ctx {
             cost_usd: rec.cost_usd,
             finish_reason: None,
             simulated: rec.simulated,
+            tool_calls: rec.tool_calls.clone(),
             replayed: true,
             cached: false,
         })
@@ -759,6 +766,7 @@ impl Ctx {
             attempts: at.attempts,
             duration_ms,
             simulated: reply.simulated,
+            tool_calls: reply.tool_calls.clone(),
         };
         // The record is durable before the output is used downstream (see store docs).
         if let Err(error) = s.store.put_step(&s.run_id, &step_record).await {
@@ -931,8 +939,21 @@ fn frame_request(r: &LlmRequest, buf: &mut Vec<u8>) {
         field(match m.role {
             crate::llm::Role::User => b"u",
             crate::llm::Role::Assistant => b"a",
+            crate::llm::Role::Tool => b"t",
         });
         field(m.content.as_bytes());
+        // Tool turns (framed only when present, like the fields below).
+        for call in &m.tool_calls {
+            field(b"call");
+            field(call.id.as_bytes());
+            field(call.name.as_bytes());
+            field(call.arguments.to_string().as_bytes());
+        }
+        if let Some(id) = &m.tool_call_id {
+            field(b"result");
+            field(id.as_bytes());
+            field(&[m.is_error as u8]);
+        }
     }
     field(&r.max_tokens.to_le_bytes());
     field(&r.temperature.map_or(u32::MAX, f32::to_bits).to_le_bytes());
@@ -944,5 +965,12 @@ fn frame_request(r: &LlmRequest, buf: &mut Vec<u8>) {
         field(schema.name.as_bytes());
         field(&[schema.strict as u8]);
         field(schema.schema.to_string().as_bytes());
+    }
+    for tool in &r.tools {
+        field(b"tool");
+        field(tool.name.as_bytes());
+        field(tool.description.as_bytes());
+        field(&[tool.strict as u8]);
+        field(tool.parameters.to_string().as_bytes());
     }
 }

@@ -42,6 +42,7 @@ pub mod schema;
 pub mod step;
 pub mod store;
 pub mod testing;
+pub mod tools;
 
 pub use budget::Budget;
 pub use ctx::{Ctx, StepError, StepReply, Stop};
@@ -56,6 +57,7 @@ pub use run::{DocumentWriter, RunError, RunHandle, RunOptions, run};
 pub use schema::OutputSchema;
 pub use step::{StepId, StepSpec, Tier};
 pub use store::{MemoryStore, RunStore};
+pub use tools::{Tool, Tools};
 
 #[cfg(test)]
 mod engine_tests;

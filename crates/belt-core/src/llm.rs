@@ -24,22 +24,62 @@ use crate::step::StepId;
 pub enum Role {
     User,
     Assistant,
+    /// The result of a tool call the assistant made ([`Message::tool_result`]).
+    Tool,
 }
 
 /// One turn of a conversation.
+///
+/// Besides text, an assistant turn can carry the tools it called ([`Message::tool_calls`]),
+/// and a [`Role::Tool`] turn is the result of one of those calls. Adapters translate them
+/// to each wire format (OpenAI's `tool_calls` and `role: tool` messages; Anthropic's
+/// `tool_use` and `tool_result` blocks).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// The tools an assistant turn called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a tool result: the id of the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For a tool result: the call failed, and `content` says why.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
 }
 
 impl Message {
+    fn new(role: Role, content: String) -> Self {
+        Message { role, content, tool_calls: Vec::new(), tool_call_id: None, is_error: false }
+    }
     pub fn user(content: impl Into<String>) -> Self {
-        Message { role: Role::User, content: content.into() }
+        Message::new(Role::User, content.into())
     }
     pub fn assistant(content: impl Into<String>) -> Self {
-        Message { role: Role::Assistant, content: content.into() }
+        Message::new(Role::Assistant, content.into())
     }
+    /// An assistant turn that called tools (with the text it wrote before, if any).
+    pub fn assistant_tool_calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        Message { tool_calls: calls, ..Message::new(Role::Assistant, content.into()) }
+    }
+    /// The result of the tool call `call_id`; `is_error` when the call failed.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>, is_error: bool) -> Self {
+        Message { tool_call_id: Some(call_id.into()), is_error, ..Message::new(Role::Tool, content.into()) }
+    }
+}
+
+/// A tool the model may call, as the request describes it to the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// Letters, digits, `_` and `-`, at most 64 characters.
+    pub name: String,
+    pub description: String,
+    /// The JSON Schema of the arguments (an object).
+    pub parameters: serde_json::Value,
+    /// Ask the server to hold the arguments to the schema exactly (OpenAI's `strict`).
+    #[serde(default)]
+    pub strict: bool,
 }
 
 /// A request for one completion. `model` is `provider/model`, e.g. `openai/gpt-4o` or
@@ -62,6 +102,10 @@ pub struct LlmRequest {
     /// the requests of a fan-out hold one copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json_schema: Option<Arc<OutputSchema>>,
+    /// Tools the model may call. [`crate::Ctx::llm_with_tools`] sets them from its
+    /// [`crate::tools::Tools`] and runs the calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
 }
 
 impl LlmRequest {
@@ -74,6 +118,7 @@ impl LlmRequest {
             temperature: None,
             json: false,
             json_schema: None,
+            tools: Vec::new(),
         }
     }
     pub fn system(mut self, system: impl Into<String>) -> Self {
@@ -125,9 +170,20 @@ impl LlmRequest {
         const PER_MESSAGE: u64 = 8;
         let system = self.system.as_ref().map_or(0, |s| s.len() as u64 + PER_MESSAGE);
         let messages: u64 = self.messages.iter().map(|m| m.content.len() as u64 + PER_MESSAGE).sum();
-        // A schema is sent too, and billed as input.
+        // Schemas, tool definitions, tool calls and result ids are sent too, and billed as
+        // input (counted only when present: the common request pays nothing for them).
         let schema = self.json_schema.as_ref().map_or(0, |s| json_len(&s.schema) + s.name.len() as u64);
-        system + messages + schema + PER_MESSAGE
+        let mut tools = 0;
+        for t in &self.tools {
+            tools += json_len(&t.parameters) + (t.name.len() + t.description.len()) as u64 + PER_MESSAGE;
+        }
+        for m in self.messages.iter().filter(|m| !m.tool_calls.is_empty() || m.tool_call_id.is_some()) {
+            tools += m.tool_call_id.as_ref().map_or(0, |id| id.len() as u64);
+            for c in &m.tool_calls {
+                tools += json_len(&c.arguments) + (c.id.len() + c.name.len()) as u64 + PER_MESSAGE;
+            }
+        }
+        system + messages + schema + tools + PER_MESSAGE
     }
 
     /// The text of the last user message (what most providers treat as "the prompt").
@@ -255,6 +311,9 @@ pub struct LlmReply {
     /// True when the text was written by the simulated provider, not a real model.
     #[serde(default)]
     pub simulated: bool,
+    /// Tools the model called (its `finish_reason` is then `tool_calls`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// Prices in USD per million tokens.

@@ -972,3 +972,229 @@ async fn anthropic_structured_output_by_instruction_when_configured() {
     assert!(body.get("tools").is_none() && body.get("tool_choice").is_none());
     assert!(body["system"].as_str().unwrap().contains("It must match this JSON Schema:"));
 }
+
+// --- tool calling ---
+
+mod tools {
+    use super::*;
+    use belt_core::llm::{Message, ToolCall};
+    use belt_core::tools::Tool;
+
+    #[allow(dead_code)] // only its schema is used
+    #[derive(schemars::JsonSchema, serde::Deserialize)]
+    struct Add {
+        /// The first term.
+        a: i64,
+        b: i64,
+    }
+
+    fn add_params() -> serde_json::Value {
+        serde_json::json!({
+            "title": "Add",
+            "type": "object",
+            "properties": {"a": {"description": "The first term.", "type": "integer", "format": "int64"}, "b": {"type": "integer", "format": "int64"}},
+            "required": ["a", "b"],
+            "additionalProperties": false,
+        })
+    }
+
+    fn with_tools(model: &str) -> LlmRequest {
+        let add = Tool::new("add", "Add two integers.", |x: Add| async move { Ok::<_, String>(x.a + x.b) });
+        let mut r = request(model);
+        r.tools = vec![add.spec().clone()];
+        r
+    }
+
+    /// The second round of a loop: the model called `add` twice; one call failed.
+    fn second_round(model: &str) -> LlmRequest {
+        let mut r = with_tools(model);
+        let calls = vec![
+            ToolCall {
+                id: "call_1".into(),
+                name: "add".into(),
+                arguments: serde_json::json!({"a": 2, "b": 3}),
+            },
+            ToolCall {
+                id: "call_2".into(),
+                name: "add".into(),
+                arguments: serde_json::json!({"a": 1, "b": "x"}),
+            },
+        ];
+        r.messages.push(Message::assistant_tool_calls("Let me add.", calls));
+        r.messages.push(Message::tool_result("call_1", "5", false));
+        r.messages.push(Message::tool_result("call_2", "invalid type: string", true));
+        r
+    }
+
+    fn two_calls() -> Vec<FakeToolCall> {
+        vec![
+            FakeToolCall::new("call_Ab1", "add", &["{\"a\"", ": 2, ", "\"b\": 3}"]),
+            FakeToolCall::new("call_Cd2", "add", &["{\"a\": 40,", " \"b\": 2}"]),
+        ]
+    }
+
+    fn expected_calls(ids: [&str; 2]) -> Vec<ToolCall> {
+        vec![
+            ToolCall {
+                id: ids[0].into(),
+                name: "add".into(),
+                arguments: serde_json::json!({"a": 2, "b": 3}),
+            },
+            ToolCall {
+                id: ids[1].into(),
+                name: "add".into(),
+                arguments: serde_json::json!({"a": 40, "b": 2}),
+            },
+        ]
+    }
+
+    #[tokio::test]
+    async fn openai_sends_function_tools_and_assembles_streamed_calls_by_index() {
+        let server = server().await;
+        let provider = openai(&server);
+        for split in [usize::MAX, 7, 1] {
+            let response = FakeResponse::openai_tool_stream("gpt-4o-mini", &two_calls(), usage(80, 30));
+            server.push(if split == usize::MAX { response } else { response.split_every(split) });
+            let c = provider.call("gpt-4o-mini", &with_tools("openai/gpt-4o-mini")).await.unwrap();
+            assert_eq!(c.reply.tool_calls, expected_calls(["call_Ab1", "call_Cd2"]), "pieces of {split}");
+            assert_eq!(c.reply.finish_reason.as_deref(), Some("tool_calls"));
+            assert_eq!(c.reply.text, "");
+            assert_eq!(c.usage.input_tokens, 80);
+        }
+        let body = server.last_request().unwrap().json();
+        assert_eq!(
+            body["tools"],
+            serde_json::json!([{"type": "function", "function": {"name": "add", "description": "Add two integers.", "parameters": add_params(), "strict": true}}])
+        );
+        assert!(body.get("tool_choice").is_none(), "the model chooses");
+    }
+
+    #[tokio::test]
+    async fn openai_sends_calls_and_results_back_and_reads_whole_tool_calls() {
+        let server = server().await;
+        let provider = OpenAiProvider::new(openai_config(&server).stream(false)).unwrap();
+        server.push(FakeResponse::openai_tool_json("gpt-4o", &two_calls(), usage(120, 20)));
+        let c = provider.call("gpt-4o", &second_round("openai/gpt-4o")).await.unwrap();
+        assert_eq!(c.reply.tool_calls, expected_calls(["call_Ab1", "call_Cd2"]));
+        assert_eq!(c.reply.finish_reason.as_deref(), Some("tool_calls"));
+        let body = server.last_request().unwrap().json();
+        assert_eq!(
+            body["messages"],
+            serde_json::json!([
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Say hello."},
+                {"role": "assistant", "content": "Let me add.", "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{\"a\":2,\"b\":3}"}},
+                    {"id": "call_2", "type": "function", "function": {"name": "add", "arguments": "{\"a\":1,\"b\":\"x\"}"}},
+                ]},
+                {"role": "tool", "content": "5", "tool_call_id": "call_1"},
+                {"role": "tool", "content": "Error: invalid type: string", "tool_call_id": "call_2"},
+            ])
+        );
+        // The bytes, as OpenAI documents them: arguments are a JSON string.
+        let sent = String::from_utf8(server.last_request().unwrap().body).unwrap();
+        assert!(
+            sent.contains(r#"{"role":"assistant","content":"Let me add.","tool_calls":[{"id":"call_1","type":"function","function":{"name":"add","arguments":"{\"a\":2,\"b\":3}"}},"#),
+            "{sent}"
+        );
+        assert!(sent.contains(r#"{"role":"tool","content":"5","tool_call_id":"call_1"}"#), "{sent}");
+        // Arguments that are not JSON reach the loop as the model's text.
+        let broken = FakeToolCall::new("call_X", "add", &["{\"a\": 1,"]);
+        server.push(FakeResponse::openai_tool_json("gpt-4o", &[broken], usage(1, 1)));
+        let c = provider.call("gpt-4o", &with_tools("openai/gpt-4o")).await.unwrap();
+        assert_eq!(c.reply.tool_calls[0].arguments, serde_json::Value::String("{\"a\": 1,".into()));
+    }
+
+    #[tokio::test]
+    async fn anthropic_sends_tools_and_assembles_streamed_tool_use_blocks() {
+        let server = server().await;
+        let provider = anthropic(&server);
+        for split in [usize::MAX, 5] {
+            let response = FakeResponse::anthropic_tool_stream(
+                "claude-sonnet-4-5",
+                &["I'll add ", "both."],
+                &two_calls(),
+                "tool_use",
+                usage(300, 60),
+            );
+            server.push(if split == usize::MAX { response } else { response.split_every(split) });
+            let c =
+                provider.call("claude-sonnet-4-5", &with_tools("anthropic/claude-sonnet-4-5")).await.unwrap();
+            assert_eq!(c.reply.text, "I'll add both.");
+            assert_eq!(c.reply.tool_calls, expected_calls(["call_Ab1", "call_Cd2"]), "pieces of {split}");
+            assert_eq!(c.reply.finish_reason.as_deref(), Some("tool_calls"));
+        }
+        let body = server.last_request().unwrap().json();
+        assert_eq!(
+            body["tools"],
+            serde_json::json!([{"name": "add", "description": "Add two integers.", "input_schema": add_params()}])
+        );
+        assert!(body.get("tool_choice").is_none());
+    }
+
+    #[tokio::test]
+    async fn anthropic_sends_tool_use_and_tool_result_blocks_and_reads_whole_replies() {
+        let server = server().await;
+        let provider = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+        server.push(FakeResponse::anthropic_tool_json(
+            "claude-haiku-4-5",
+            "Adding.",
+            &two_calls(),
+            "tool_use",
+            usage(9, 9),
+        ));
+        let c = provider.call("claude-haiku-4-5", &second_round("anthropic/claude-haiku-4-5")).await.unwrap();
+        assert_eq!(c.reply.text, "Adding.");
+        assert_eq!(c.reply.tool_calls, expected_calls(["call_Ab1", "call_Cd2"]));
+        let body = server.last_request().unwrap().json();
+        assert_eq!(
+            body["messages"],
+            serde_json::json!([
+                {"role": "user", "content": "Say hello."},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Let me add."},
+                    {"type": "tool_use", "id": "call_1", "name": "add", "input": {"a": 2, "b": 3}},
+                    {"type": "tool_use", "id": "call_2", "name": "add", "input": {"a": 1, "b": "x"}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1", "content": "5"},
+                    {"type": "tool_result", "tool_use_id": "call_2", "content": "invalid type: string", "is_error": true},
+                ]},
+            ])
+        );
+        let sent = String::from_utf8(server.last_request().unwrap().body).unwrap();
+        assert!(
+            sent.contains(r#"{"type":"tool_use","id":"call_1","name":"add","input":{"a":2,"b":3}}"#),
+            "{sent}"
+        );
+        assert!(
+            sent.contains(
+                r#"{"role":"user","content":[{"type":"tool_result","tool_use_id":"call_1","content":"5"},"#
+            ),
+            "{sent}"
+        );
+    }
+
+    #[tokio::test]
+    async fn anthropic_tools_with_a_structured_reply_let_the_model_pick_any_tool() {
+        let server = server().await;
+        let answer = FakeToolCall::new("toolu_9", "Verdict", &["{\"holds\": true, \"reason\": null}"]);
+        server.push(FakeResponse::anthropic_tool_stream(
+            "claude-sonnet-4-5",
+            &[],
+            &[answer],
+            "tool_use",
+            usage(10, 5),
+        ));
+        let req = with_tools("anthropic/claude-sonnet-4-5").json_schema_for::<Verdict>();
+        let c = anthropic(&server).call("claude-sonnet-4-5", &req).await.unwrap();
+        assert_eq!(c.reply.text, "{\"holds\":true,\"reason\":null}");
+        assert!(c.reply.tool_calls.is_empty(), "the answer is not a call to run");
+        assert_eq!(c.reply.finish_reason.as_deref(), Some("stop"));
+        let body = server.last_request().unwrap().json();
+        let names: Vec<&str> =
+            body["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["add", "Verdict"]);
+        assert_eq!(body["tool_choice"], serde_json::json!({"type": "any"}));
+    }
+}

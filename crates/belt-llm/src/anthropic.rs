@@ -250,30 +250,36 @@ impl AnthropicProvider {
         } else {
             request.system.as_deref().filter(|s| !s.is_empty()).map(Into::into)
         };
-        let tools: Vec<ToolDef<'_>> = output
-            .map(|s| ToolDef {
+        let mut tools: Vec<ToolDef<'_>> = request
+            .tools
+            .iter()
+            .map(|t| ToolDef {
+                name: &t.name,
+                description: &t.description,
+                input_schema: Cow::Borrowed(&t.parameters),
+            })
+            .collect();
+        if let Some(s) = output {
+            tools.push(ToolDef {
                 name: &s.name,
                 description: OUTPUT_TOOL_DESCRIPTION,
                 input_schema: json_reply::wrap(s),
-            })
-            .into_iter()
-            .collect();
-        let tool_choice = output.map(|s| ToolChoice { kind: "tool", name: Some(&s.name) });
+            });
+        }
+        // The output tool is forced; with other tools offered too, any tool is (the
+        // model may call those first, and ends by calling the output tool).
+        let tool_choice = output.map(|s| {
+            if request.tools.is_empty() {
+                ToolChoice { kind: "tool", name: Some(&s.name) }
+            } else {
+                ToolChoice { kind: "any", name: None }
+            }
+        });
         let body = MessagesRequest {
             model,
             max_tokens: request.max_tokens.max(1),
             system,
-            messages: request
-                .messages
-                .iter()
-                .map(|m| Message {
-                    role: match m.role {
-                        Role::User => "user",
-                        Role::Assistant => "assistant",
-                    },
-                    content: &m.content,
-                })
-                .collect(),
+            messages: messages(&request.messages),
             temperature: request.temperature,
             tools,
             tool_choice,
@@ -357,7 +363,81 @@ struct MessagesRequest<'a> {
 #[derive(Serialize)]
 struct Message<'a> {
     role: &'static str,
-    content: &'a str,
+    content: Content<'a>,
+}
+
+/// A turn's content: plain text, or blocks when it holds tool calls or results.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Content<'a> {
+    Text(&'a str),
+    Blocks(Vec<ContentBlock<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentBlock<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Cow<'a, serde_json::Value>,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        is_error: bool,
+    },
+}
+
+/// The wire turns of `messages`: an assistant turn that called tools becomes text and
+/// `tool_use` blocks; consecutive tool results become one user turn of `tool_result`
+/// blocks (Anthropic wants every result of a turn's calls in the next user turn).
+fn messages(messages: &[belt_core::llm::Message]) -> Vec<Message<'_>> {
+    let mut out: Vec<Message<'_>> = Vec::with_capacity(messages.len());
+    for m in messages {
+        match m.role {
+            Role::User => out.push(Message { role: "user", content: Content::Text(&m.content) }),
+            Role::Assistant if m.tool_calls.is_empty() => {
+                out.push(Message { role: "assistant", content: Content::Text(&m.content) })
+            }
+            Role::Assistant => {
+                let mut blocks = Vec::with_capacity(m.tool_calls.len() + 1);
+                if !m.content.trim().is_empty() {
+                    blocks.push(ContentBlock::Text { text: &m.content });
+                }
+                for c in &m.tool_calls {
+                    // Input that did not parse as JSON is sent as an empty object (the
+                    // result that follows tells the model what was wrong).
+                    let input = match &c.arguments {
+                        serde_json::Value::Object(_) => Cow::Borrowed(&c.arguments),
+                        _ => Cow::Owned(serde_json::json!({})),
+                    };
+                    blocks.push(ContentBlock::ToolUse { id: &c.id, name: &c.name, input });
+                }
+                out.push(Message { role: "assistant", content: Content::Blocks(blocks) });
+            }
+            Role::Tool => {
+                let block = ContentBlock::ToolResult {
+                    tool_use_id: m.tool_call_id.as_deref().unwrap_or(""),
+                    content: &m.content,
+                    is_error: m.is_error,
+                };
+                match out.last_mut() {
+                    Some(Message { role: "user", content: Content::Blocks(blocks) })
+                        if blocks.iter().all(|b| matches!(b, ContentBlock::ToolResult { .. })) =>
+                    {
+                        blocks.push(block)
+                    }
+                    _ => out.push(Message { role: "user", content: Content::Blocks(vec![block]) }),
+                }
+            }
+        }
+    }
+    out
 }
 
 #[derive(Serialize)]

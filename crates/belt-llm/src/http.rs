@@ -474,7 +474,7 @@ impl HttpCore {
     /// Assemble the [`Completion`]: normalized finish reason, a JSON reply cleaned of
     /// fences and prose, upper-bound usage when the server reported none, and the cost.
     pub fn completion(&self, model: &str, request: &LlmRequest, parsed: Parsed, meta: Meta) -> Completion {
-        let Parsed { mut text, finish, usage, served_model, tool_calls: _ } = parsed;
+        let Parsed { mut text, finish, usage, served_model, tool_calls } = parsed;
         if request.json
             && let Some(json) = crate::json_reply::clean(&text)
         {
@@ -494,6 +494,7 @@ impl HttpCore {
                 model: request.model.to_string(),
                 finish_reason: finish.as_deref().map(finish_reason),
                 simulated: false,
+                tool_calls,
             },
             usage,
             usage_reported,

@@ -35,7 +35,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use belt_core::llm::{CallInfo, LlmError, LlmProvider, LlmReply, LlmRequest, Price, RateLimits, Role};
+use belt_core::llm::{
+    CallInfo, LlmError, LlmProvider, LlmReply, LlmRequest, Message, Price, RateLimits, Role, ToolCall,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::http::{
@@ -327,15 +329,22 @@ impl OpenAiProvider {
         };
         let mut messages = Vec::with_capacity(request.messages.len() + 1);
         if let Some(content) = system {
-            messages.push(ChatMessage { role: "system", content });
+            messages.push(ChatMessage::text("system", content));
         }
-        messages.extend(request.messages.iter().map(|m| ChatMessage {
-            role: match m.role {
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            },
-            content: m.content.as_str().into(),
-        }));
+        messages.extend(request.messages.iter().map(ChatMessage::from_message));
+        let tools: Vec<WireTool<'_>> = request
+            .tools
+            .iter()
+            .map(|t| WireTool {
+                kind: "function",
+                function: WireFunction {
+                    name: &t.name,
+                    description: &t.description,
+                    parameters: &t.parameters,
+                    strict: t.strict.then_some(true),
+                },
+            })
+            .collect();
         let temperature = request.temperature.filter(|_| caps.is_none_or(|c| c.temperature));
         let (max_tokens, max_completion_tokens) = if self.completion_tokens_field {
             (None, Some(request.max_tokens))
@@ -364,6 +373,7 @@ impl OpenAiProvider {
             stream_options: (self.stream && self.include_usage)
                 .then_some(StreamOptions { include_usage: true }),
             response_format,
+            tools,
         };
         let bytes = serde_json::to_vec(&body).map_err(|e| {
             LlmError::InvalidRequest(format!("the request could not be encoded as JSON: {e}"))
@@ -439,12 +449,96 @@ struct ChatRequest<'a> {
     stream_options: Option<StreamOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<ResponseFormat<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
 }
 
 #[derive(Serialize)]
 struct ChatMessage<'a> {
     role: &'static str,
-    content: std::borrow::Cow<'a, str>,
+    /// `null` for an assistant turn that only calls tools.
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireToolCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+impl<'a> ChatMessage<'a> {
+    fn text(role: &'static str, content: std::borrow::Cow<'a, str>) -> Self {
+        ChatMessage { role, content: Some(content), tool_calls: Vec::new(), tool_call_id: None }
+    }
+
+    fn from_message(m: &'a Message) -> Self {
+        match m.role {
+            Role::User => ChatMessage::text("user", m.content.as_str().into()),
+            Role::Assistant if m.tool_calls.is_empty() => {
+                ChatMessage::text("assistant", m.content.as_str().into())
+            }
+            Role::Assistant => ChatMessage {
+                role: "assistant",
+                content: (!m.content.is_empty()).then(|| m.content.as_str().into()),
+                tool_calls: m
+                    .tool_calls
+                    .iter()
+                    .map(|c| WireToolCall {
+                        id: &c.id,
+                        kind: "function",
+                        function: WireCall {
+                            name: &c.name,
+                            // The model's own text when it did not parse, else the JSON.
+                            arguments: match &c.arguments {
+                                serde_json::Value::String(raw) => raw.as_str().into(),
+                                other => other.to_string().into(),
+                            },
+                        },
+                    })
+                    .collect(),
+                tool_call_id: None,
+            },
+            // OpenAI has no error flag on tool results: the text says so.
+            Role::Tool => ChatMessage {
+                role: "tool",
+                content: Some(if m.is_error {
+                    format!("Error: {}", m.content).into()
+                } else {
+                    m.content.as_str().into()
+                }),
+                tool_calls: Vec::new(),
+                tool_call_id: Some(m.tool_call_id.as_deref().unwrap_or("")),
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunction<'a> {
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct WireToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireCall<'a>,
+}
+
+#[derive(Serialize)]
+struct WireCall<'a> {
+    name: &'a str,
+    arguments: std::borrow::Cow<'a, str>,
 }
 
 #[derive(Serialize)]
@@ -498,6 +592,61 @@ struct Delta<'a> {
     content: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     refusal: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+/// A piece of a streamed tool call: the first piece of a call has its `id` and name,
+/// the next ones pieces of its arguments, all under the call's `index`.
+#[derive(Deserialize)]
+struct ToolCallDelta {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionDelta>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+/// A tool call as a whole response has it (`arguments` is JSON text).
+#[derive(Deserialize)]
+struct WholeToolCall {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionDelta>,
+}
+
+/// A tool call being assembled from a stream.
+#[derive(Default)]
+struct PendingCall {
+    index: usize,
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+impl PendingCall {
+    fn finish(self) -> ToolCall {
+        ToolCall { id: self.id, name: self.name, arguments: arguments(self.arguments) }
+    }
+}
+
+/// Arguments' JSON text as a value: `{}` when empty, the text itself (a JSON string) when
+/// it does not parse, so the loop can tell the model.
+fn arguments(text: String) -> serde_json::Value {
+    if text.trim().is_empty() {
+        return serde_json::json!({});
+    }
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
 }
 
 #[derive(Deserialize)]
@@ -526,12 +675,14 @@ struct WholeChoice {
     finish_reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WholeMessage {
     #[serde(default)]
     content: Option<String>,
     #[serde(default)]
     refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WholeToolCall>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -587,6 +738,7 @@ impl OpenAiUsage {
 struct StreamState {
     parsed: Parsed,
     refusal: String,
+    calls: Vec<PendingCall>,
     done: bool,
 }
 
@@ -628,6 +780,9 @@ impl StreamState {
                 if let Some(refusal) = delta.refusal {
                     self.refusal.push_str(&refusal);
                 }
+                for piece in delta.tool_calls.into_iter().flatten() {
+                    self.tool_call(piece);
+                }
             }
             if let Some(reason) = choice.finish_reason {
                 if reason == "error" {
@@ -642,8 +797,37 @@ impl StreamState {
         Ok(())
     }
 
+    /// Add a piece to the call of its `index`. A server that sends no index (some send
+    /// whole calls, one per chunk) starts a new call with each new id.
+    fn tool_call(&mut self, piece: ToolCallDelta) {
+        let index = piece.index.unwrap_or_else(|| match (&piece.id, self.calls.last()) {
+            (Some(id), Some(last)) if *id == last.id => last.index,
+            (None, Some(last)) => last.index,
+            _ => self.calls.iter().map(|c| c.index + 1).max().unwrap_or(0),
+        });
+        let at = match self.calls.iter().position(|c| c.index == index) {
+            Some(at) => at,
+            None => {
+                self.calls.push(PendingCall { index, ..PendingCall::default() });
+                self.calls.len() - 1
+            }
+        };
+        let call = &mut self.calls[at];
+        if let Some(id) = piece.id.filter(|id| !id.is_empty()) {
+            call.id = id;
+        }
+        if let Some(function) = piece.function {
+            if let Some(name) = function.name {
+                call.name.push_str(&name);
+            }
+            if let Some(arguments) = function.arguments {
+                call.arguments.push_str(&arguments);
+            }
+        }
+    }
+
     fn finish(
-        self,
+        mut self,
         ctx: &ErrorContext<'_>,
         decoder: &SseDecoder,
         include_usage: bool,
@@ -658,7 +842,9 @@ impl StreamState {
                 decoder.bytes()
             )));
         }
+        self.calls.sort_by_key(|c| c.index);
         let mut parsed = self.parsed;
+        parsed.tool_calls = self.calls.into_iter().map(PendingCall::finish).collect();
         if parsed.text.is_empty() && !self.refusal.is_empty() {
             parsed.text = self.refusal;
             parsed.finish = Some("refusal".into());
@@ -685,19 +871,27 @@ fn parse_whole(ctx: &ErrorContext<'_>, body: &[u8]) -> Result<Parsed, LlmError> 
             ctx.provider
         )));
     };
-    let message = choice.message.unwrap_or(WholeMessage { content: None, refusal: None });
+    let mut message = choice.message.unwrap_or_default();
+    let tool_calls = message
+        .tool_calls
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let function = c.function.unwrap_or(FunctionDelta { name: None, arguments: None });
+            ToolCall {
+                id: c.id.unwrap_or_default(),
+                name: function.name.unwrap_or_default(),
+                arguments: arguments(function.arguments.unwrap_or_default()),
+            }
+        })
+        .collect();
     let (text, finish) = match (message.content, message.refusal) {
         (Some(text), _) if !text.is_empty() => (text, choice.finish_reason),
         (_, Some(refusal)) if !refusal.is_empty() => (refusal, Some("refusal".into())),
         (text, _) => (text.unwrap_or_default(), choice.finish_reason),
     };
-    Ok(Parsed {
-        text,
-        finish,
-        usage: whole.usage.map(|u| u.tokens()),
-        served_model: whole.model,
-        tool_calls: Vec::new(),
-    })
+    Ok(Parsed { text, finish, usage: whole.usage.map(|u| u.tokens()), served_model: whole.model, tool_calls })
 }
 
 /// An `error` object inside a 200 response or stream (OpenRouter, vLLM, LiteLLM…).

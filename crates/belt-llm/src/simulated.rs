@@ -20,6 +20,11 @@
 //!
 //! The prompt is read with plain string operations, in the formats the engine writes:
 //!
+//! - **Tools**: when the request offers tools and the conversation has no tool call yet,
+//!   the reply calls the first tool once, with the smallest arguments its schema allows
+//!   ([`sample_json`]); otherwise the reply is written as below, and ends with a
+//!   `### Tool results` section quoting what the tools returned. This is enough for the
+//!   engine's tool loop to run end to end offline.
 //! - **Structured output** (`request.json_schema`): the smallest instance of the schema
 //!   ([`sample_json`]): required properties only, an array's minimum number of items (at
 //!   least one), a string's `enum` or format example or `"simulated"`, a number's minimum.
@@ -62,7 +67,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use belt_core::llm::{
-    CallInfo, InFlightGauge, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Role, Usage,
+    CallInfo, InFlightGauge, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Role, ToolCall, Usage,
 };
 use belt_core::step::StepId;
 use serde::{Deserialize, Serialize};
@@ -414,8 +419,13 @@ fn content_hash(seed: u64, model: &str, request: &LlmRequest, step: &StepId) -> 
         let tag = match message.role {
             Role::User => b'u',
             Role::Assistant => b'a',
+            Role::Tool => b't',
         };
         field(&mut h, tag, message.content.as_bytes());
+        for call in &message.tool_calls {
+            field(&mut h, b'c', call.name.as_bytes());
+            field(&mut h, b'g', call.arguments.to_string().as_bytes());
+        }
     }
     let temperature = request.temperature.map_or(u32::MAX, f32::to_bits);
     h.update(&request.max_tokens.to_le_bytes());
@@ -423,6 +433,9 @@ fn content_hash(seed: u64, model: &str, request: &LlmRequest, step: &StepId) -> 
     h.update(&[u8::from(request.json)]);
     if let Some(schema) = &request.json_schema {
         field(&mut h, b'j', schema.schema.to_string().as_bytes());
+    }
+    for tool in &request.tools {
+        field(&mut h, b'T', tool.name.as_bytes());
     }
     field(&mut h, b'i', step.as_str().as_bytes());
     h.digest()
@@ -493,6 +506,26 @@ const TOKENS_PER_MESSAGE: u64 = 4;
 
 fn reply(model: &str, request: &LlmRequest, content: u64) -> LlmReply {
     let max_tokens = request.max_tokens as usize;
+    // Tools offered and none called yet in this conversation: call the first one.
+    if let Some(tool) = request.tools.first()
+        && !request.messages.iter().any(|m| !m.tool_calls.is_empty())
+    {
+        let call = ToolCall {
+            id: format!("call_sim_{:016x}", content),
+            name: tool.name.clone(),
+            arguments: sample_json(&tool.parameters),
+        };
+        let output_tokens =
+            (call.arguments.to_string().len() + tool.name.len()).div_ceil(BYTES_PER_TOKEN) as u64;
+        return LlmReply {
+            text: String::new(),
+            usage: Usage::new(input_tokens(request), output_tokens.min(u64::from(request.max_tokens))),
+            model: [SimulatedProvider::NAME, "/", model].concat(),
+            finish_reason: Some("tool_calls".into()),
+            simulated: true,
+            tool_calls: vec![call],
+        };
+    }
     let (text, cut) = if let Some(schema) = &request.json_schema {
         let text = sample_json(&schema.schema).to_string();
         let cut = text.len() > max_tokens.saturating_mul(BYTES_PER_TOKEN);
@@ -501,7 +534,11 @@ fn reply(model: &str, request: &LlmRequest, content: u64) -> LlmReply {
         decomposition(request, content, max_tokens.saturating_mul(BYTES_PER_TOKEN))
     } else {
         let target_tokens = (max_tokens * 7 / 10).min(MAX_MARKDOWN_TOKENS);
-        markdown(request, content, target_tokens * BYTES_PER_TOKEN)
+        let budget = target_tokens * BYTES_PER_TOKEN;
+        let results = tool_results(request, budget / 2);
+        let (mut text, cut) = markdown(request, content, budget.saturating_sub(results.len()));
+        text.push_str(&results);
+        (text, cut)
     };
     let output_tokens = (text.len().div_ceil(BYTES_PER_TOKEN) as u64).min(u64::from(request.max_tokens));
     LlmReply {
@@ -510,7 +547,34 @@ fn reply(model: &str, request: &LlmRequest, content: u64) -> LlmReply {
         finish_reason: Some(if cut { "length" } else { "stop" }.to_string()),
         simulated: true,
         text,
+        tool_calls: Vec::new(),
     }
+}
+
+/// What the tools returned in this conversation, as a closing section of a Markdown reply
+/// (empty when there were none), at most about `max` bytes.
+fn tool_results(request: &LlmRequest, max: usize) -> String {
+    let names: std::collections::HashMap<&str, &str> = request
+        .messages
+        .iter()
+        .flat_map(|m| &m.tool_calls)
+        .map(|c| (c.id.as_str(), c.name.as_str()))
+        .collect();
+    let mut out = String::new();
+    for m in request.messages.iter().filter(|m| m.role == Role::Tool) {
+        let name = m.tool_call_id.as_deref().and_then(|id| names.get(id)).unwrap_or(&"a tool");
+        let verb = if m.is_error { "failed" } else { "returned" };
+        let content = match m.content.char_indices().nth(200) {
+            Some((cut, _)) => format!("{}…", &m.content[..cut]),
+            None => m.content.clone(),
+        };
+        let line = format!("- `{name}` {verb}: {content}\n");
+        if out.len() + line.len() > max {
+            break;
+        }
+        out.push_str(&line);
+    }
+    if out.is_empty() { out } else { format!("\n\n### Tool results\n\n{out}") }
 }
 
 /// The smallest instance of a JSON Schema that is valid for the schemas tools and
@@ -2102,6 +2166,47 @@ mod tests {
         );
         assert!(reply.simulated);
         assert_eq!(reply.finish_reason.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn offered_tools_are_called_once_with_schema_valid_arguments_then_answered() {
+        use belt_core::llm::{Message, ToolSpec};
+        let provider = instant(3);
+        let mut request = LlmRequest::new("simulated/default", "Weather in Lisbon?").max_tokens(300);
+        request.tools = vec![
+            ToolSpec {
+                name: "city_weather".into(),
+                description: "Weather.".into(),
+                parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}}, "required": ["city", "days"]}),
+                strict: true,
+            },
+            ToolSpec {
+                name: "other".into(),
+                description: "".into(),
+                parameters: serde_json::json!({"type": "object"}),
+                strict: false,
+            },
+        ];
+        let first = ok(&provider, &request, "agent/round/01");
+        assert_eq!(first.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(first.tool_calls.len(), 1);
+        let call = &first.tool_calls[0];
+        assert_eq!(call.name, "city_weather", "the first tool");
+        assert_eq!(call.arguments, serde_json::json!({"city": "simulated", "days": 1}));
+        assert_eq!(ok(&provider, &request, "agent/round/01"), first, "deterministic");
+
+        request.messages.push(Message::assistant_tool_calls("", first.tool_calls.clone()));
+        request.messages.push(Message::tool_result(&call.id, "{\"celsius\": 11.5}", false));
+        let second = ok(&provider, &request, "agent/round/02");
+        assert!(second.tool_calls.is_empty(), "one call, then an answer");
+        assert_eq!(second.finish_reason.as_deref(), Some("stop"));
+        assert!(second.text.starts_with(SIMULATED_LABEL));
+        assert!(
+            second.text.ends_with("### Tool results\n\n- `city_weather` returned: {\"celsius\": 11.5}\n"),
+            "{}",
+            second.text
+        );
+        assert!(second.usage.output_tokens <= 300);
     }
 
     #[test]
