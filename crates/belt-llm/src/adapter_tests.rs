@@ -109,6 +109,19 @@ async fn openai_streams_text_usage_and_cost() {
 }
 
 #[tokio::test]
+async fn the_reply_names_the_model_that_answered_not_the_fallback_chain() {
+    let server = server().await;
+    server.push(stream(&["ok"]));
+    let chain = LlmRequest::new("openai/gpt-4o-mini,anthropic/claude-haiku-4-5", "Hi.");
+    let call = CallInfo { step: StepId::new("worker/001"), attempt: 1 };
+    let reply = openai(&server).complete("gpt-4o-mini", &chain, &call).await.unwrap();
+    assert_eq!(reply.model, "openai/gpt-4o-mini");
+    server.push(FakeResponse::anthropic_stream("claude-haiku-4-5", &["ok"], "end_turn", usage(1, 1)));
+    let reply = anthropic(&server).complete("claude-haiku-4-5", &chain, &call).await.unwrap();
+    assert_eq!(reply.model, "anthropic/claude-haiku-4-5");
+}
+
+#[tokio::test]
 async fn openai_reads_usage_in_every_shape_servers_send() {
     let server = server().await;
     let provider = openai(&server);

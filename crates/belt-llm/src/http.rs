@@ -491,7 +491,9 @@ impl HttpCore {
             reply: LlmReply {
                 text,
                 usage: usage.usage(),
-                model: request.model.to_string(),
+                // This provider's model, not `request.model`: that may be a whole
+                // fallback chain (`a/x,b/y`), and the reply says which link answered.
+                model: format!("{}/{model}", self.name),
                 finish_reason: finish.as_deref().map(finish_reason),
                 simulated: false,
                 tool_calls,
