@@ -516,6 +516,13 @@ pub fn summary(r: &RunResult) -> String {
         r.cost_usd,
         if r.simulated { " (simulated provider, nominal price)" } else { "" }
     ));
+    if r.usage.unpriced_calls > 0 {
+        out.push_str(&format!(
+            "cost:    unknown for {} call(s) to models without a known price (not in the total); \
+             set their prices in belt.toml [prices]\n",
+            r.usage.unpriced_calls
+        ));
+    }
     for d in &r.documents {
         out.push_str(&format!("report:  {}\n", d.path));
     }

@@ -1167,3 +1167,31 @@ mod tool_loop {
         );
     }
 }
+
+#[tokio::test]
+async fn a_model_without_a_price_is_refused_under_a_usd_budget_and_flagged_without_one() {
+    let unpriced = Arc::new(ScriptedProvider::new("u").price(None));
+    let priced = Arc::new(ScriptedProvider::new("t"));
+    let with = |budget: Option<f64>| {
+        let mut o = RunOptions::default().with_provider(unpriced.clone()).with_provider(priced.clone());
+        o.policies = quick_policies();
+        o.budget = Budget { max_cost_usd: budget, ..Budget::default() };
+        o
+    };
+    // A USD budget: refused before any call, with what to do.
+    let (r, _) = run_all(Cascade::new(2, "u/m"), "unpriced", with(Some(1.0))).await;
+    assert_eq!(unpriced.total_calls(), 0, "no call was made");
+    assert_ne!(r.status, RunStatus::Completed);
+    let error = agent(&r, "decompose").error.clone().unwrap_or_default();
+    assert!(error.contains("u/m has no known price") && error.contains("belt.toml"), "{error}");
+    // …unless the chain has a priced model, which serves.
+    let (r, _) = run_all(Cascade::new(2, "u/m,t/m"), "unpriced", with(Some(1.0))).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    assert_eq!(unpriced.total_calls(), 0);
+    assert_eq!(r.usage.unpriced_calls, 0);
+    // No USD budget: the calls are made, and counted as unpriced rather than as free.
+    let (r, _) = run_all(Cascade::new(2, "u/m"), "unpriced", with(None)).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    assert_eq!(r.usage.unpriced_calls, r.usage.calls);
+    assert!(r.usage.calls > 0);
+}

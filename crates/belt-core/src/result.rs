@@ -95,6 +95,10 @@ pub struct UsageTotals {
     /// Input tokens written to providers' prompt caches (part of `input_tokens`).
     #[serde(default)]
     pub cache_write_tokens: u64,
+    /// Calls answered by a model whose price is unknown: their cost is not in the run's
+    /// `cost_usd`, which is then a lower bound (configure the price to know it).
+    #[serde(default)]
+    pub unpriced_calls: u64,
     /// Provider calls made, retries included (replayed steps make none).
     pub calls: u64,
 }

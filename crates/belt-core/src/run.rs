@@ -342,6 +342,7 @@ pub async fn run<O: Orchestrator>(
         output_tokens: AtomicU64::new(tokens.output_tokens),
         cache_read_tokens: AtomicU64::new(tokens.cache_read_tokens),
         cache_write_tokens: AtomicU64::new(tokens.cache_write_tokens),
+        unpriced_calls: AtomicU64::new(0),
         calls: AtomicU64::new(recorded.calls),
         human: options.human.clone().unwrap_or_else(crate::patterns::Human::unattended),
         caps: Mutex::new(Vec::new()),
