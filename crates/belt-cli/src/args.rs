@@ -42,6 +42,13 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Render the report of a finished run from the store, in any format.
     Report(ReportArgs),
+    /// Check a workflow file: every mistake, each as file:line:column: key: message (hint).
+    /// Exit 0 when valid, 2 when not.
+    Validate(crate::workflow_cmd::ValidateArgs),
+    /// Print the JSON Schema of workflow files (for editor completion and checks).
+    Schema,
+    /// Write a commented starter workflow into the current directory.
+    Init(crate::workflow_cmd::InitArgs),
     /// The pattern library: every pattern with one line, and which `--pattern` runs.
     Patterns {
         /// As a JSON array.
@@ -154,7 +161,17 @@ pub enum DlqCommand {
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct RunArgs {
     /// What the agents should do, e.g. "Analyze the impact of AI on healthcare".
+    #[arg(required_unless_present = "file", default_value = "")]
     pub task: String,
+
+    /// Run a workflow file (YAML or TOML; see `belt init`) instead of a task.
+    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "task")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// An input of the workflow file, as KEY=VALUE (repeatable).
+    #[arg(long = "input", value_name = "KEY=VALUE")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input: Vec<String>,
 
     /// Number of worker agents (subtasks).
     #[arg(short = 'n', long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100_000), allow_negative_numbers = true)]
@@ -227,7 +244,7 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "DIR", default_value = "belt-out")]
     pub out: PathBuf,
     /// Report formats, comma-separated: md, html, pdf, docx, or all.
-    #[arg(short, long, value_name = "FORMATS", default_value = "md", value_parser = parse_formats)]
+    #[arg(long, value_name = "FORMATS", default_value = "md", value_parser = parse_formats)]
     #[serde(default = "default_format")]
     pub format: String,
     /// Also write every event as a JSON line to FILE.
