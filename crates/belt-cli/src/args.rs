@@ -55,12 +55,56 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the HTTP API, live event streams and the dashboard (see the README's
+    /// "`belt serve` and MCP" section).
+    Serve(ServeArgs),
+    /// Be an MCP server on stdin/stdout: belt's runs as tools for an AI assistant
+    /// (Claude Desktop, IDEs). See the README's "`belt serve` and MCP" section.
+    Mcp(McpArgs),
     /// Models with known prices and capabilities, and which providers are ready.
     Models {
         /// As a JSON array.
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback needs BELT_API_TOKEN set.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub addr: String,
+    /// Model of requests that name none [default: as `belt run` chooses]
+    #[arg(short, long, env = "BELT_MODEL")]
+    pub model: Option<String>,
+    /// Runs executing at once; more wait in a queue.
+    #[arg(long, default_value_t = 8)]
+    pub max_runs: usize,
+    /// Runs waiting for a slot; beyond that, new runs get 429.
+    #[arg(long, default_value_t = 64)]
+    pub max_queued: usize,
+    /// Requests per second per token (bursts of four times that).
+    #[arg(long, default_value_t = 50.0)]
+    pub rate_limit: f64,
+    /// Another host name `/mcp` may be reached by (the Host header is checked against
+    /// loopback names and these, against DNS rebinding). Repeatable.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub allowed_hosts: Vec<String>,
+    /// POST every run event (but step_delta) to URL, signed with HMAC-SHA256 in
+    /// X-Belt-Signature (key: BELT_WEBHOOK_SECRET, generated and printed when unset).
+    /// Repeatable; more with POST /v1/webhooks.
+    #[arg(long = "webhook", value_name = "URL")]
+    pub webhooks: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Model of requests that name none [default: as `belt run` chooses]
+    #[arg(short, long, env = "BELT_MODEL")]
+    pub model: Option<String>,
+    /// Runs executing at once; more wait in a queue.
+    #[arg(long, default_value_t = 4)]
+    pub max_runs: usize,
 }
 
 #[derive(Debug, Args)]

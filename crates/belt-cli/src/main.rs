@@ -18,6 +18,7 @@ mod owner;
 mod progress;
 mod report_cmd;
 mod run_cmd;
+mod serve_cmd;
 mod workflow_cmd;
 
 use clap::Parser;
@@ -85,6 +86,8 @@ fn main() {
             Command::Runs(command) => history::runs(command, &store).await,
             Command::Dlq(command) => history::dlq(command, &store).await,
             Command::Report(args) => report_cmd::report(args, &store).await,
+            Command::Serve(args) => serve_cmd::serve(args, &store).await,
+            Command::Mcp(args) => serve_cmd::mcp(args, &store).await,
             Command::Models { json } => Ok(models::list(json, &belt_llm::process_env)),
             Command::Patterns { json } => Ok(patterns(json)),
             Command::Validate(args) => workflow_cmd::validate(args),

@@ -174,31 +174,14 @@ pub async fn run(mut args: RunArgs, store: &StoreSpec) -> Result<i32, CliError> 
     let path = args.file.clone().ok_or_else(|| CliError::Usage("--file is missing".into()))?;
     let (text, format) = read(&path)?;
     let inputs = parse_inputs(&args.input)?;
-    let origin = path.display().to_string();
-    let diagnostics = belt_workflow::check(&text, format, &origin, &context(inputs.clone()));
-    if !diagnostics.is_empty() {
-        return Err(invalid(&origin, &diagnostics));
-    }
-    let workflow = WorkflowSpec { origin, format, text, inputs };
-    let bound = bind(&workflow, &args)?;
+    let workflow = WorkflowSpec { origin: path.display().to_string(), format, text, inputs };
+    check(&workflow)?;
     // The model of agents without one, settled once and recorded, as `belt run` does.
-    if args.model.is_some() || needs_default_model(&bound) {
+    if args.model.is_some() || needs_default_model(&bind(&workflow, &args)?) {
         let choice = crate::models::choose(args.model.as_deref(), &belt_llm::process_env).await;
         args.model = Some(choice.model());
     }
-    args.task = bound.task().map_err(CliError::Usage)?.description;
-    let settings = bound.settings();
-    // The file's outputs, unless the command line chose others.
-    if args.out == Path::new("belt-out")
-        && let Some(dir) = &settings.out_dir
-    {
-        args.out = PathBuf::from(dir);
-    }
-    if args.format == "md" && !settings.formats.is_empty() {
-        let formats: Vec<&str> = settings.formats.iter().map(|f| f.as_str()).collect();
-        args.format = crate::args::parse_formats(&formats.join(",")).map_err(CliError::Usage)?;
-    }
-    let spec = RunSpec { args, plan: None, workflow: Some(workflow) };
+    let spec = spec(args, workflow)?;
     let prepared = run_cmd::prepare(&spec)?;
     let store = run_cmd::open_store(store).await?;
     let exec = Exec {
@@ -210,6 +193,33 @@ pub async fn run(mut args: RunArgs, store: &StoreSpec) -> Result<i32, CliError> 
         quiet: spec.args.quiet,
     };
     run_cmd::execute(&spec, prepared, exec).await
+}
+
+/// Every mistake of the file at once (with its inputs); nothing runs when there is one.
+fn check(workflow: &WorkflowSpec) -> Result<(), CliError> {
+    let cx = context(workflow.inputs.clone());
+    let diagnostics = belt_workflow::check(&workflow.text, workflow.format, &workflow.origin, &cx);
+    if diagnostics.is_empty() { Ok(()) } else { Err(invalid(&workflow.origin, &diagnostics)) }
+}
+
+/// The spec of a workflow run — `belt run -f`, or a server's request with a `workflow`
+/// text: the file checked and bound to its inputs, the run's task from the file, and its
+/// outputs unless `args` chose others. `args.model` serves agents that name no model.
+pub fn spec(mut args: RunArgs, workflow: WorkflowSpec) -> Result<RunSpec, CliError> {
+    check(&workflow)?;
+    let bound = bind(&workflow, &args)?;
+    args.task = bound.task().map_err(CliError::Usage)?.description;
+    let settings = bound.settings();
+    if args.out == Path::new("belt-out")
+        && let Some(dir) = &settings.out_dir
+    {
+        args.out = PathBuf::from(dir);
+    }
+    if args.format == "md" && !settings.formats.is_empty() {
+        let formats: Vec<&str> = settings.formats.iter().map(|f| f.as_str()).collect();
+        args.format = crate::args::parse_formats(&formats.join(",")).map_err(CliError::Usage)?;
+    }
+    Ok(RunSpec { args, plan: None, workflow: Some(workflow) })
 }
 
 /// True when some agent or tier of the file names no model (so the caller's default is used).
