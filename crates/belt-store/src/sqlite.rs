@@ -180,7 +180,8 @@ async fn write_batch(pool: &SqlitePool, batch: &[Write]) -> Result<(), sqlx::Err
 fn insert_steps(steps: &[(&str, &StepRecord)]) -> QueryBuilder<Sqlite> {
     let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
         "INSERT OR REPLACE INTO steps (run_id, step, tier, input_hash, output, model, input_tokens, \
-         output_tokens, cost_usd, attempts, duration_ms, simulated) ",
+         output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, attempts, duration_ms, simulated, \
+         tool_calls) ",
     );
     // Borrowed binds: the batch outlives the statement, so no field is copied.
     q.push_values(steps.iter().copied(), |mut b, (run, r)| {
@@ -192,10 +193,15 @@ fn insert_steps(steps: &[(&str, &StepRecord)]) -> QueryBuilder<Sqlite> {
             .push_bind(&*r.model)
             .push_bind(r.usage.input_tokens as i64)
             .push_bind(r.usage.output_tokens as i64)
+            .push_bind(r.usage.cache_read_tokens as i64)
+            .push_bind(r.usage.cache_write_tokens as i64)
             .push_bind(r.cost_usd)
             .push_bind(i64::from(r.attempts))
             .push_bind(r.duration_ms as i64)
-            .push_bind(r.simulated);
+            .push_bind(r.simulated)
+            .push_bind(
+                (!r.tool_calls.is_empty()).then(|| serde_json::to_string(&r.tool_calls).unwrap_or_default()),
+            );
     });
     q
 }
@@ -264,8 +270,8 @@ impl RunStore for SqliteStore {
 
     async fn load_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT step, tier, input_hash, output, model, input_tokens, output_tokens, cost_usd, attempts, \
-             duration_ms, simulated FROM steps WHERE run_id = ?",
+            "SELECT step, tier, input_hash, output, model, input_tokens, output_tokens, cache_read_tokens, \
+             cache_write_tokens, cost_usd, attempts, duration_ms, simulated, tool_calls FROM steps WHERE run_id = ?",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -285,11 +291,17 @@ impl RunStore for SqliteStore {
                     usage: Usage {
                         input_tokens: r.get::<i64, _>("input_tokens") as u64,
                         output_tokens: r.get::<i64, _>("output_tokens") as u64,
+                        cache_read_tokens: r.get::<i64, _>("cache_read_tokens") as u64,
+                        cache_write_tokens: r.get::<i64, _>("cache_write_tokens") as u64,
                     },
                     cost_usd: r.get("cost_usd"),
                     attempts: r.get::<i64, _>("attempts") as u32,
                     duration_ms: r.get::<i64, _>("duration_ms") as u64,
                     simulated: r.get("simulated"),
+                    tool_calls: match r.get::<Option<String>, _>("tool_calls") {
+                        Some(json) => serde_json::from_str(&json).map_err(|e| corrupt("tool calls", e))?,
+                        None => Vec::new(),
+                    },
                 })
             })
             .collect()

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use belt_core::llm::ToolCall;
 use belt_core::store::{CachedReply, DeadLetter, InputHash, RunRecord, RunStore, StepRecord};
 use belt_core::testing::ScriptedProvider;
 use belt_core::{Cascade, LlmError, LlmRequest, RunOptions, RunStatus, StepId, Task, Tier, Usage};
@@ -51,11 +52,12 @@ fn step(name: &str, cost: f64) -> StepRecord {
         input_hash: InputHash::new(0xdead_beef_u128 << 64 | 7),
         output: Arc::from(format!("output of {name}")),
         model: Arc::from("t/m"),
-        usage: Usage { input_tokens: 10, output_tokens: 20 },
+        usage: Usage { input_tokens: 10, output_tokens: 20, cache_read_tokens: 6, cache_write_tokens: 2 },
         cost_usd: cost,
         attempts: 2,
         duration_ms: 5,
         simulated: true,
+        tool_calls: Vec::new(),
     }
 }
 
@@ -72,6 +74,16 @@ async fn steps_events_and_results_round_trip() {
     loaded.sort_by(|a, b| a.step.cmp(&b.step));
     assert_eq!(loaded.len(), 700);
     assert_eq!(loaded[0], steps[0]);
+    // A tool round's calls come back, so a resumed tool loop replays them.
+    let mut round = step("agent/round/01", 0.0);
+    round.tool_calls = vec![ToolCall {
+        id: "call_1".into(),
+        name: "add".into(),
+        arguments: serde_json::json!({"a": 2, "b": 3}),
+    }];
+    store.put_step("r1", &round).await.unwrap();
+    let loaded = store.load_steps("r1").await.unwrap();
+    assert_eq!(loaded.iter().find(|s| s.step.as_str() == "agent/round/01"), Some(&round));
 
     let bus = belt_core::event::EventBus::new("r1", 0);
     let mut rx = bus.subscribe();
@@ -88,7 +100,7 @@ async fn steps_events_and_results_round_trip() {
     assert_eq!(store.get_run("r1").await.unwrap().unwrap().definition.as_ref(), "{\"x\":1}");
     let list = store.list_runs(10).await.unwrap();
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0].steps, 700);
+    assert_eq!(list[0].steps, 701);
     assert_eq!(list[0].status, RunStatus::Running);
     assert!(store.delete_run("r1").await.unwrap());
     assert!(store.list_runs(10).await.unwrap().is_empty());
@@ -206,6 +218,11 @@ async fn dead_letters_and_cache() {
         model: Arc::from("t/m"),
         usage: Usage::default(),
         simulated: false,
+        tool_calls: vec![ToolCall {
+            id: "c1".into(),
+            name: "add".into(),
+            arguments: serde_json::json!({"a": 1}),
+        }],
     };
     assert!(store.cache_get(key).await.unwrap().is_none());
     store.cache_put(key, &reply, Duration::from_secs(60)).await.unwrap();
