@@ -19,6 +19,7 @@
 //! ```
 
 pub mod sqlite;
+mod writer;
 
 use std::path::PathBuf;
 use std::str::FromStr;

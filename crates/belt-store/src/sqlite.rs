@@ -6,12 +6,13 @@
 //! transactions, which would then be re-run on resume and paid for again. `FULL` would
 //! close that gap at the cost of an fsync per commit.
 //!
-//! Group commit: step records and events go through one writer task, which takes
-//! everything queued when it starts a transaction (up to [`MAX_BATCH`] items) and commits
-//! it at once. Each [`RunStore::put_step`] still returns only after the transaction that
-//! holds its record committed, so a step's output is never used downstream before its
-//! record is durable; a crash loses at most the calls in flight. The batching only
-//! amortizes the commit over the steps that finished while the previous one was written.
+//! Group commit: step records and events go through one writer thread with its own
+//! connection (see [`crate::writer`]), which commits everything queued when it starts a
+//! transaction (up to [`MAX_BATCH`] items) at once. Each [`RunStore::put_step`] still returns
+//! only after the transaction that holds its record committed, so a step's output is never
+//! used downstream before its record is durable; a crash loses at most the calls in flight.
+//! The batching only amortizes the commit over the steps that finished while the previous
+//! one was written.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,22 +28,17 @@ use belt_core::store::{
 use belt_core::{LlmRequest, Usage};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::{Row, SqlitePool};
 
-/// The most step records and events the writer commits in one transaction.
-pub const MAX_BATCH: usize = 512;
+use crate::writer::Writer;
+
+pub use crate::writer::MAX_BATCH;
 
 /// A run store in one SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
     pub(crate) pool: SqlitePool,
-    writes: mpsc::UnboundedSender<Write>,
-}
-
-enum Write {
-    Step(Arc<str>, StepRecord, oneshot::Sender<Result<(), StoreError>>),
-    Events(String, Vec<Arc<Event>>, oneshot::Sender<Result<(), StoreError>>),
+    writer: Writer,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -76,10 +72,8 @@ impl SqliteStore {
             SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(err)?;
         MIGRATOR.run(&pool).await.map_err(|e| backend(&path, sqlx::Error::Migrate(Box::new(e))))?;
         // The writer has a connection of its own, so reads never wait behind a batch.
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(err)?;
-        let (writes, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(writer, rx, path.clone()));
-        Ok(SqliteStore { path, pool, writes })
+        let writer = Writer::start(&path, busy_timeout)?;
+        Ok(SqliteStore { path, pool, writer })
     }
 
     /// Where the store lives.
@@ -90,21 +84,15 @@ impl SqliteStore {
     fn err(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
         move |e| backend(&self.path, e)
     }
-
-    async fn queue<F>(&self, make: F) -> Result<(), StoreError>
-    where
-        F: FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Write,
-    {
-        let (tx, rx) = oneshot::channel();
-        let gone = || StoreError::Backend(format!("the writer of the store {} stopped", self.path.display()));
-        self.writes.send(make(tx)).map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
-    }
 }
 
 /// An error message that says what failed, where, and what to do.
 fn backend(path: &Path, e: sqlx::Error) -> StoreError {
-    let text = e.to_string();
+    backend_text(path, &e.to_string())
+}
+
+/// [`backend`] for an error already turned into text.
+pub(crate) fn backend_text(path: &Path, text: &str) -> StoreError {
     let lower = text.to_lowercase();
     let hint =
         if lower.contains("readonly") || lower.contains("read-only") || lower.contains("permission denied") {
@@ -122,90 +110,6 @@ fn backend(path: &Path, e: sqlx::Error) -> StoreError {
             "check the store file"
         };
     StoreError::Backend(format!("{} ({}): {hint}", text, path.display()))
-}
-
-/// Commit queued step records and events in batches (group commit; see the module docs).
-async fn write_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Write>, path: PathBuf) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let result = write_batch(&pool, &batch).await.map_err(|e| backend(&path, e));
-        for w in batch.drain(..) {
-            let done = match w {
-                Write::Step(_, _, done) | Write::Events(_, _, done) => done,
-            };
-            let _ = done.send(result.clone());
-        }
-    }
-}
-
-async fn write_batch(pool: &SqlitePool, batch: &[Write]) -> Result<(), sqlx::Error> {
-    let steps: Vec<(&str, &StepRecord)> = batch
-        .iter()
-        .filter_map(|w| match w {
-            Write::Step(run, r, _) => Some((&**run, r)),
-            _ => None,
-        })
-        .collect();
-    let events: Vec<(&str, &Arc<Event>)> = batch
-        .iter()
-        .flat_map(|w| match w {
-            Write::Events(run, events, _) => events.iter().map(|e| (run.as_str(), e)).collect::<Vec<_>>(),
-            _ => Vec::new(),
-        })
-        .collect();
-    // SQLite binds at most 32,766 parameters per statement: 3 per event.
-    const EVENTS_PER_STATEMENT: usize = 8_000;
-    let statements = usize::from(!steps.is_empty()) + events.len().div_ceil(EVENTS_PER_STATEMENT);
-    if statements <= 1 {
-        // One statement commits on its own: no BEGIN and COMMIT, which are round trips to
-        // the connection's thread (this is what a sequential chain of steps waits on).
-        let mut conn = pool.acquire().await?;
-        if !steps.is_empty() {
-            insert_steps(&steps).build().execute(&mut *conn).await?;
-        } else if !events.is_empty() {
-            insert_events(&events).build().execute(&mut *conn).await?;
-        }
-        return Ok(());
-    }
-    let mut tx = pool.begin().await?;
-    if !steps.is_empty() {
-        insert_steps(&steps).build().execute(&mut *tx).await?;
-    }
-    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
-        insert_events(chunk).build().execute(&mut *tx).await?;
-    }
-    tx.commit().await
-}
-
-fn insert_steps(steps: &[(&str, &StepRecord)]) -> QueryBuilder<Sqlite> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "INSERT OR REPLACE INTO steps (run_id, step, tier, input_hash, output, model, input_tokens, \
-         output_tokens, cost_usd, attempts, duration_ms, simulated) ",
-    );
-    // Borrowed binds: the batch outlives the statement, so no field is copied.
-    q.push_values(steps.iter().copied(), |mut b, (run, r)| {
-        b.push_bind(run)
-            .push_bind(r.step.as_str())
-            .push_bind(r.tier.as_str())
-            .push_bind(r.input_hash.to_string())
-            .push_bind(&*r.output)
-            .push_bind(&*r.model)
-            .push_bind(r.usage.input_tokens as i64)
-            .push_bind(r.usage.output_tokens as i64)
-            .push_bind(r.cost_usd)
-            .push_bind(i64::from(r.attempts))
-            .push_bind(r.duration_ms as i64)
-            .push_bind(r.simulated);
-    });
-    q
-}
-
-fn insert_events(events: &[(&str, &Arc<Event>)]) -> QueryBuilder<Sqlite> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT OR IGNORE INTO events (run_id, seq, json) ");
-    q.push_values(events.iter().copied(), |mut b, (run, e)| {
-        b.push_bind(run).push_bind(e.seq as i64).push_bind(serde_json::to_string(&**e).unwrap_or_default());
-    });
-    q
 }
 
 fn now_ms() -> i64 {
@@ -296,11 +200,11 @@ impl RunStore for SqliteStore {
     }
 
     async fn put_step(&self, run_id: &str, record: &StepRecord) -> Result<(), StoreError> {
-        self.queue(|done| Write::Step(Arc::from(run_id), record.clone(), done)).await
+        self.writer.put_step(run_id, record).await
     }
 
     async fn append_events(&self, run_id: &str, events: &[Arc<Event>]) -> Result<(), StoreError> {
-        self.queue(|done| Write::Events(run_id.to_string(), events.to_vec(), done)).await
+        self.writer.append_events(run_id, events).await
     }
 
     async fn events(&self, run_id: &str, after: u64) -> Result<Vec<Arc<Event>>, StoreError> {

@@ -1,0 +1,159 @@
+//! The group-commit writer: one thread with its own SQLite connection that commits step
+//! records and events.
+//!
+//! Every step of a run writes its record (and two events) before its output may be used,
+//! so this is the store's hot path. It runs on a dedicated thread, not through sqlx:
+//! sqlx sends each statement to its connection's worker thread and back, and builds a
+//! statement whose text (and so its prepared form) differs with every batch size. Here the
+//! thread owns the connection, keeps one prepared single-row INSERT per table, and steps
+//! it once per item inside one transaction per batch.
+//!
+//! Batching: the thread takes everything queued when it starts a transaction (up to
+//! [`MAX_BATCH`] items) and commits it at once; each caller is told only after the
+//! transaction that holds its item committed. A step's record is therefore durable before
+//! [`RunStore::put_step`](belt_core::store::RunStore::put_step) returns, and a crash loses
+//! at most the calls in flight. The batching only amortizes a commit over the steps that
+//! finished while the previous one was being written.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use belt_core::event::Event;
+use belt_core::store::{StepRecord, StoreError};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use crate::sqlite::backend_text;
+
+/// The most step records and event batches the writer commits in one transaction.
+pub const MAX_BATCH: usize = 512;
+
+type Done = oneshot::Sender<Result<(), StoreError>>;
+
+/// One item for the writer.
+enum Write {
+    Step(Arc<str>, StepRecord, Done),
+    Events(Arc<str>, Vec<Arc<Event>>, Done),
+}
+
+/// The handle of the writer thread; the thread ends when the handle is dropped, after
+/// committing what was queued.
+pub(crate) struct Writer {
+    queue: mpsc::Sender<Write>,
+    path: PathBuf,
+}
+
+const INSERT_STEP: &str = "INSERT OR REPLACE INTO steps (run_id, step, tier, input_hash, output, model, \
+     input_tokens, output_tokens, cost_usd, attempts, duration_ms, simulated) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (run_id, seq, json) VALUES (?1, ?2, ?3)";
+
+impl Writer {
+    /// Open the writer's connection to the (already migrated) database at `path` and start
+    /// its thread.
+    pub(crate) fn start(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
+        let err = |e: rusqlite::Error| backend_text(path, &e.to_string());
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(busy_timeout).map_err(err)?;
+        // The journal mode (WAL) is a property of the file; `synchronous` is per connection.
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        // Prepare now, so a schema problem shows when the store opens, not at the first step.
+        conn.prepare_cached(INSERT_STEP).map_err(err)?;
+        conn.prepare_cached(INSERT_EVENT).map_err(err)?;
+        let (queue, rx) = mpsc::channel();
+        let thread_path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("belt-store-writer".into())
+            .spawn(move || write_loop(conn, rx, thread_path))
+            .map_err(|e| backend_text(path, &format!("cannot start the store's writer thread: {e}")))?;
+        Ok(Writer { queue, path: path.to_path_buf() })
+    }
+
+    /// Record a step; returns once its record is committed.
+    pub(crate) async fn put_step(&self, run_id: &str, record: &StepRecord) -> Result<(), StoreError> {
+        self.send(|done| Write::Step(Arc::from(run_id), record.clone(), done)).await
+    }
+
+    /// Append events; returns once they are committed.
+    pub(crate) async fn append_events(&self, run_id: &str, events: &[Arc<Event>]) -> Result<(), StoreError> {
+        self.send(|done| Write::Events(Arc::from(run_id), events.to_vec(), done)).await
+    }
+
+    async fn send(&self, make: impl FnOnce(Done) -> Write) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || StoreError::Backend(format!("the writer of the store {} stopped", self.path.display()));
+        self.queue.send(make(tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+/// Commit queued writes in batches until every handle is dropped.
+fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, path: PathBuf) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut json = Vec::with_capacity(1024);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let result = commit(&mut conn, &batch, &mut json).map_err(|e| backend_text(&path, &e.to_string()));
+        for w in batch.drain(..) {
+            let (Write::Step(_, _, done) | Write::Events(_, _, done)) = w;
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+/// Write one batch in one transaction; on error nothing of it is kept.
+fn commit(conn: &mut Connection, batch: &[Write], json: &mut Vec<u8>) -> rusqlite::Result<()> {
+    // IMMEDIATE: take the write lock up front, so waiting for another process's lock goes
+    // through the busy timeout instead of failing halfway.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut step = tx.prepare_cached(INSERT_STEP)?;
+        let mut event = tx.prepare_cached(INSERT_EVENT)?;
+        let mut hash = String::with_capacity(32);
+        for w in batch {
+            match w {
+                Write::Step(run, r, _) => {
+                    hash.clear();
+                    use std::fmt::Write as _;
+                    let _ = write!(hash, "{}", r.input_hash);
+                    step.execute(params![
+                        &**run,
+                        r.step.as_str(),
+                        r.tier.as_str(),
+                        hash.as_str(),
+                        &*r.output,
+                        &*r.model,
+                        r.usage.input_tokens as i64,
+                        r.usage.output_tokens as i64,
+                        r.cost_usd,
+                        i64::from(r.attempts),
+                        r.duration_ms as i64,
+                        r.simulated,
+                    ])?;
+                }
+                Write::Events(run, events, _) => {
+                    for e in events {
+                        json.clear();
+                        serde_json::to_writer(&mut *json, &**e)
+                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                        let text = std::str::from_utf8(json)
+                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                        event.execute(params![&**run, e.seq as i64, text])?;
+                    }
+                }
+            }
+        }
+    }
+    tx.commit()
+}
