@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+mod event_row;
 pub mod sqlite;
 mod writer;
 

@@ -30,6 +30,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use crate::event_row;
 use crate::writer::Writer;
 
 pub use crate::writer::MAX_BATCH;
@@ -169,7 +170,7 @@ impl RunStore for SqliteStore {
     async fn load_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT step, tier, input_hash, output, model, input_tokens, output_tokens, cost_usd, attempts, \
-             duration_ms, simulated FROM steps WHERE run_id = ?",
+             duration_ms, simulated FROM steps WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -208,25 +209,34 @@ impl RunStore for SqliteStore {
     }
 
     async fn events(&self, run_id: &str, after: u64) -> Result<Vec<Arc<Event>>, StoreError> {
-        let rows = sqlx::query("SELECT json FROM events WHERE run_id = ? AND seq > ? ORDER BY seq")
-            .bind(run_id)
-            .bind(after as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(self.err())?;
+        let rows = sqlx::query(
+            "SELECT seq, ts_ns, step, json FROM events \
+             WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?) AND seq > ? ORDER BY seq",
+        )
+        .bind(run_id)
+        .bind(after as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        let run: Arc<str> = Arc::from(run_id);
         rows.into_iter()
             .map(|r| {
-                serde_json::from_str::<Event>(r.get("json")).map(Arc::new).map_err(|e| corrupt("event", e))
+                event_row::decode(&run, r.get("seq"), r.get("ts_ns"), r.get("step"), r.get("json"))
+                    .map(Arc::new)
+                    .map_err(|e| corrupt("event", e))
             })
             .collect()
     }
 
     async fn last_seq(&self, run_id: &str) -> Result<u64, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM events WHERE run_id = ?")
-            .bind(run_id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(self.err())?;
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(seq), 0) AS seq FROM events \
+             WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(self.err())?;
         Ok(row.get::<i64, _>("seq") as u64)
     }
 
@@ -314,8 +324,8 @@ impl RunStore for SqliteStore {
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
         let rows = sqlx::query(
             "SELECT run_id, pattern, task, status, started_at, owner, heartbeat_ms, duration_ms, \
-             COALESCE(cost_usd, (SELECT SUM(cost_usd) FROM steps s WHERE s.run_id = runs.run_id), 0.0) AS cost, \
-             (SELECT COUNT(*) FROM steps s WHERE s.run_id = runs.run_id) AS steps \
+             COALESCE(cost_usd, (SELECT SUM(cost_usd) FROM steps s WHERE s.run_key = runs.run_key), 0.0) AS cost, \
+             (SELECT COUNT(*) FROM steps s WHERE s.run_key = runs.run_key) AS steps \
              FROM runs WHERE pattern != '' ORDER BY started_at DESC LIMIT ?",
         )
         .bind(limit as i64)
@@ -352,8 +362,8 @@ impl RunStore for SqliteStore {
     async fn delete_run(&self, run_id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(self.err())?;
         for sql in [
-            "DELETE FROM steps WHERE run_id = ?",
-            "DELETE FROM events WHERE run_id = ?",
+            "DELETE FROM steps WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
+            "DELETE FROM events WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
             "DELETE FROM dead_letters WHERE run_id = ?",
         ] {
             sqlx::query(sql).bind(run_id).execute(&mut *tx).await.map_err(self.err())?;

@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use belt_core::event::Event;
 use belt_core::store::{StepRecord, StoreError};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use crate::event_row;
 use crate::sqlite::backend_text;
 
 /// The most step records and event batches the writer commits in one transaction.
@@ -44,10 +45,16 @@ pub(crate) struct Writer {
     path: PathBuf,
 }
 
-const INSERT_STEP: &str = "INSERT OR REPLACE INTO steps (run_id, step, tier, input_hash, output, model, \
-     input_tokens, output_tokens, cost_usd, attempts, duration_ms, simulated) \
+// Column order as in the table (see migrations/0002_compact_rows.sql).
+const INSERT_STEP: &str = "INSERT OR REPLACE INTO steps (run_key, step, tier, input_hash, model, \
+     input_tokens, output_tokens, cost_usd, attempts, duration_ms, simulated, output) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
-const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (run_id, seq, json) VALUES (?1, ?2, ?3)";
+const INSERT_EVENT: &str =
+    "INSERT OR IGNORE INTO events (run_key, seq, ts_ns, step, json) VALUES (?1, ?2, ?3, ?4, ?5)";
+const RUN_KEY: &str = "SELECT run_key FROM runs WHERE run_id = ?1";
+/// A run written to before it was recorded gets a placeholder row, as a lease creates.
+const NEW_RUN: &str = "INSERT INTO runs (run_id, started_at) VALUES (?1, ?2)";
+const STATEMENTS: [&str; 6] = [INSERT_STEP, INSERT_EVENT, RUN_KEY, NEW_RUN, "BEGIN IMMEDIATE", "COMMIT"];
 
 impl Writer {
     /// Open the writer's connection to the (already migrated) database at `path` and start
@@ -63,8 +70,10 @@ impl Writer {
         // The journal mode (WAL) is a property of the file; `synchronous` is per connection.
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         // Prepare now, so a schema problem shows when the store opens, not at the first step.
-        conn.prepare_cached(INSERT_STEP).map_err(err)?;
-        conn.prepare_cached(INSERT_EVENT).map_err(err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS.len());
+        for sql in STATEMENTS {
+            conn.prepare_cached(sql).map_err(err)?;
+        }
         let (queue, rx) = mpsc::channel();
         let thread_path = path.to_path_buf();
         std::thread::Builder::new()
@@ -115,45 +124,80 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, path: PathBuf) {
 /// Write one batch in one transaction; on error nothing of it is kept.
 fn commit(conn: &mut Connection, batch: &[Write], json: &mut Vec<u8>) -> rusqlite::Result<()> {
     // IMMEDIATE: take the write lock up front, so waiting for another process's lock goes
-    // through the busy timeout instead of failing halfway.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        let mut step = tx.prepare_cached(INSERT_STEP)?;
-        let mut event = tx.prepare_cached(INSERT_EVENT)?;
-        let mut hash = String::with_capacity(32);
-        for w in batch {
-            match w {
-                Write::Step(run, r, _) => {
-                    hash.clear();
-                    use std::fmt::Write as _;
-                    let _ = write!(hash, "{}", r.input_hash);
-                    step.execute(params![
-                        &**run,
-                        r.step.as_str(),
-                        r.tier.as_str(),
-                        hash.as_str(),
-                        &*r.output,
-                        &*r.model,
-                        r.usage.input_tokens as i64,
-                        r.usage.output_tokens as i64,
-                        r.cost_usd,
-                        i64::from(r.attempts),
-                        r.duration_ms as i64,
-                        r.simulated,
-                    ])?;
-                }
-                Write::Events(run, events, _) => {
-                    for e in events {
-                        json.clear();
-                        serde_json::to_writer(&mut *json, &**e)
-                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                        let text = std::str::from_utf8(json)
-                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                        event.execute(params![&**run, e.seq as i64, text])?;
-                    }
+    // through the busy timeout instead of failing halfway. BEGIN and COMMIT are prepared
+    // once like the INSERTs (rusqlite's `Transaction` parses them on every call).
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let written = write_rows(conn, batch, json).and_then(|()| conn.prepare_cached("COMMIT")?.execute([]));
+    match written {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn write_rows(conn: &Connection, batch: &[Write], json: &mut Vec<u8>) -> rusqlite::Result<()> {
+    let mut step = conn.prepare_cached(INSERT_STEP)?;
+    let mut event = conn.prepare_cached(INSERT_EVENT)?;
+    // The runs of this batch (nearly always one). Looked up in every transaction, so a run
+    // deleted and recorded again meanwhile gets its new key.
+    let mut keys: Vec<(&str, i64)> = Vec::with_capacity(1);
+    let mut hash = String::with_capacity(32);
+    for w in batch {
+        match w {
+            Write::Step(run, r, _) => {
+                let key = run_key(conn, &mut keys, run)?;
+                hash.clear();
+                use std::fmt::Write as _;
+                let _ = write!(hash, "{}", r.input_hash);
+                step.execute(params![
+                    key,
+                    r.step.as_str(),
+                    r.tier.as_str(),
+                    hash.as_str(),
+                    &*r.model,
+                    r.usage.input_tokens as i64,
+                    r.usage.output_tokens as i64,
+                    r.cost_usd,
+                    i64::from(r.attempts),
+                    r.duration_ms as i64,
+                    r.simulated,
+                    &*r.output,
+                ])?;
+            }
+            Write::Events(run, events, _) => {
+                let key = run_key(conn, &mut keys, run)?;
+                for e in events {
+                    let row = event_row::encode(e, json).map_err(|e| to_sql_error(Box::new(e)))?;
+                    let text = std::str::from_utf8(json).map_err(|e| to_sql_error(Box::new(e)))?;
+                    event.execute(params![key, e.seq as i64, row.ts_ns, row.step, text])?;
                 }
             }
         }
     }
-    tx.commit()
+    Ok(())
+}
+
+/// The key of run `run`, recording a placeholder run if it has none yet.
+fn run_key<'a>(conn: &Connection, keys: &mut Vec<(&'a str, i64)>, run: &'a str) -> rusqlite::Result<i64> {
+    if let Some(&(_, key)) = keys.iter().find(|(r, _)| *r == run) {
+        return Ok(key);
+    }
+    let found = conn.prepare_cached(RUN_KEY)?.query_row([run], |row| row.get(0)).optional()?;
+    let key = match found {
+        Some(key) => key,
+        None => {
+            conn.prepare_cached(NEW_RUN)?.execute(params![run, chrono::Utc::now().to_rfc3339()])?;
+            conn.last_insert_rowid()
+        }
+    };
+    keys.push((run, key));
+    Ok(key)
+}
+
+fn to_sql_error(e: Box<dyn std::error::Error + Send + Sync>) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(e)
 }

@@ -1,0 +1,80 @@
+-- belt's run store, version 2: smaller rows where every step writes.
+--
+-- Every step writes a step record and two events, so their rows decide how many pages each
+-- commit writes. Version 1 repeated the 36-character run id in every row and again in each
+-- table's primary-key index. Here:
+-- - a run has an integer key (`runs.run_key`), and steps and events refer to it;
+-- - steps and events are WITHOUT ROWID tables clustered on their primary key, which is how
+--   they are read (all of a run, in order): one b-tree each instead of a table plus an index;
+-- - an event keeps its time (`ts_ns`, nanoseconds since the epoch) and step in columns, and
+--   its JSON holds only what happened (the `kind`, tagged by `type`); run id and sequence
+--   number are the key. Events written by version 1 keep their full JSON (`ts_ns` is NULL).
+
+CREATE TABLE runs_v2 (
+    run_key      INTEGER PRIMARY KEY,
+    run_id       TEXT NOT NULL UNIQUE,
+    pattern      TEXT NOT NULL DEFAULT '',
+    task         TEXT NOT NULL DEFAULT '',
+    status       TEXT NOT NULL DEFAULT 'running',
+    started_at   TEXT NOT NULL,
+    definition   TEXT NOT NULL DEFAULT 'null',
+    -- The process driving the run, and when it last said so (unix ms).
+    owner        TEXT,
+    heartbeat_ms INTEGER,
+    result       TEXT,
+    cost_usd     REAL,
+    duration_ms  INTEGER,
+    finished_at  TEXT
+);
+INSERT INTO runs_v2 (run_id, pattern, task, status, started_at, definition, owner, heartbeat_ms, result,
+                     cost_usd, duration_ms, finished_at)
+    SELECT run_id, pattern, task, status, started_at, definition, owner, heartbeat_ms, result, cost_usd,
+           duration_ms, finished_at
+    FROM runs ORDER BY rowid;
+-- Steps or events of a run that has no row (version 1 did not require one) keep it, as a
+-- placeholder like the one a lease creates.
+INSERT OR IGNORE INTO runs_v2 (run_id, started_at)
+    SELECT run_id, '1970-01-01T00:00:00+00:00' FROM steps
+    UNION SELECT run_id, '1970-01-01T00:00:00+00:00' FROM events;
+
+CREATE TABLE steps_v2 (
+    run_key       INTEGER NOT NULL,
+    step          TEXT NOT NULL,
+    tier          TEXT NOT NULL,
+    input_hash    TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    input_tokens  INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd      REAL NOT NULL,
+    attempts      INTEGER NOT NULL,
+    duration_ms   INTEGER NOT NULL,
+    simulated     INTEGER NOT NULL,
+    -- Last: a long output then spills to overflow pages after the small columns.
+    output        TEXT NOT NULL,
+    PRIMARY KEY (run_key, step)
+) WITHOUT ROWID;
+INSERT INTO steps_v2 (run_key, step, tier, input_hash, model, input_tokens, output_tokens, cost_usd,
+                      attempts, duration_ms, simulated, output)
+    SELECT r.run_key, s.step, s.tier, s.input_hash, s.model, s.input_tokens, s.output_tokens, s.cost_usd,
+           s.attempts, s.duration_ms, s.simulated, s.output
+    FROM steps s JOIN runs_v2 r ON r.run_id = s.run_id;
+
+CREATE TABLE events_v2 (
+    run_key INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    -- NULL for an event of version 1, whose `json` is then the whole event.
+    ts_ns   INTEGER,
+    step    TEXT,
+    json    TEXT NOT NULL,
+    PRIMARY KEY (run_key, seq)
+) WITHOUT ROWID;
+INSERT INTO events_v2 (run_key, seq, ts_ns, step, json)
+    SELECT r.run_key, e.seq, NULL, NULL, e.json FROM events e JOIN runs_v2 r ON r.run_id = e.run_id;
+
+DROP TABLE steps;
+DROP TABLE events;
+DROP TABLE runs;
+ALTER TABLE runs_v2 RENAME TO runs;
+ALTER TABLE steps_v2 RENAME TO steps;
+ALTER TABLE events_v2 RENAME TO events;
+CREATE INDEX runs_started ON runs (started_at);
