@@ -4,11 +4,10 @@
 -- commit writes. Version 1 repeated the 36-character run id in every row and again in each
 -- table's primary-key index. Here:
 -- - a run has an integer key (`runs.run_key`), and steps and events refer to it;
--- - steps and events are WITHOUT ROWID tables clustered on their primary key, which is how
---   they are read (all of a run, in order): one b-tree each instead of a table plus an index;
--- - an event keeps its time (`ts_ns`, nanoseconds since the epoch) and step in columns, and
---   its JSON holds only what happened (the `kind`, tagged by `type`); run id and sequence
---   number are the key. Events written by version 1 keep their full JSON (`ts_ns` is NULL).
+-- - steps are a WITHOUT ROWID table clustered on (run, step), which is how they are read
+--   (all of a run): one b-tree instead of a table plus an index;
+-- - events are kept one row per appended batch, one compact line per event, instead of
+--   one row (and index entry) per event.
 
 CREATE TABLE runs_v2 (
     run_key      INTEGER PRIMARY KEY,
@@ -59,17 +58,17 @@ INSERT INTO steps_v2 (run_key, step, tier, input_hash, model, input_tokens, outp
            s.attempts, s.duration_ms, s.simulated, s.output
     FROM steps s JOIN runs_v2 r ON r.run_id = s.run_id;
 
+-- One row per appended batch of events, one event per line (see src/event_row.rs); an
+-- event of version 1 becomes a row of its own with its JSON as the line.
 CREATE TABLE events_v2 (
-    run_key INTEGER NOT NULL,
-    seq     INTEGER NOT NULL,
-    -- NULL for an event of version 1, whose `json` is then the whole event.
-    ts_ns   INTEGER,
-    step    TEXT,
-    json    TEXT NOT NULL,
-    PRIMARY KEY (run_key, seq)
-) WITHOUT ROWID;
-INSERT INTO events_v2 (run_key, seq, ts_ns, step, json)
-    SELECT r.run_key, e.seq, NULL, NULL, e.json FROM events e JOIN runs_v2 r ON r.run_id = e.run_id;
+    run_key   INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    lines     TEXT NOT NULL,
+    PRIMARY KEY (run_key, first_seq)
+);
+INSERT INTO events_v2 (run_key, first_seq, last_seq, lines)
+    SELECT r.run_key, e.seq, e.seq, e.json FROM events e JOIN runs_v2 r ON r.run_id = e.run_id;
 
 DROP TABLE steps;
 DROP TABLE events;

@@ -209,9 +209,12 @@ impl RunStore for SqliteStore {
     }
 
     async fn events(&self, run_id: &str, after: u64) -> Result<Vec<Arc<Event>>, StoreError> {
+        // From the batch that holds event `after + 1` on (see `event_row`).
         let rows = sqlx::query(
-            "SELECT seq, ts_ns, step, json FROM events \
-             WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?) AND seq > ? ORDER BY seq",
+            "WITH r AS (SELECT run_key FROM runs WHERE run_id = ?1) \
+             SELECT lines FROM events WHERE run_key = (SELECT run_key FROM r) AND first_seq >= COALESCE( \
+             (SELECT MAX(first_seq) FROM events WHERE run_key = (SELECT run_key FROM r) AND first_seq <= ?2 + 1), 0) \
+             ORDER BY first_seq",
         )
         .bind(run_id)
         .bind(after as i64)
@@ -219,18 +222,17 @@ impl RunStore for SqliteStore {
         .await
         .map_err(self.err())?;
         let run: Arc<str> = Arc::from(run_id);
-        rows.into_iter()
-            .map(|r| {
-                event_row::decode(&run, r.get("seq"), r.get("ts_ns"), r.get("step"), r.get("json"))
-                    .map(Arc::new)
-                    .map_err(|e| corrupt("event", e))
-            })
-            .collect()
+        let (mut after, mut events) = (after, Vec::new());
+        for r in rows {
+            event_row::decode(&run, r.get("lines"), &mut after, &mut events)
+                .map_err(|e| corrupt("event", e))?;
+        }
+        Ok(events)
     }
 
     async fn last_seq(&self, run_id: &str) -> Result<u64, StoreError> {
         let row = sqlx::query(
-            "SELECT COALESCE(MAX(seq), 0) AS seq FROM events \
+            "SELECT COALESCE(MAX(last_seq), 0) AS seq FROM events \
              WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
         )
         .bind(run_id)

@@ -49,12 +49,12 @@ pub(crate) struct Writer {
 const INSERT_STEP: &str = "INSERT OR REPLACE INTO steps (run_key, step, tier, input_hash, model, \
      input_tokens, output_tokens, cost_usd, attempts, duration_ms, simulated, output) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
-const INSERT_EVENT: &str =
-    "INSERT OR IGNORE INTO events (run_key, seq, ts_ns, step, json) VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_EVENTS: &str =
+    "INSERT OR IGNORE INTO events (run_key, first_seq, last_seq, lines) VALUES (?1, ?2, ?3, ?4)";
 const RUN_KEY: &str = "SELECT run_key FROM runs WHERE run_id = ?1";
 /// A run written to before it was recorded gets a placeholder row, as a lease creates.
 const NEW_RUN: &str = "INSERT INTO runs (run_id, started_at) VALUES (?1, ?2)";
-const STATEMENTS: [&str; 6] = [INSERT_STEP, INSERT_EVENT, RUN_KEY, NEW_RUN, "BEGIN IMMEDIATE", "COMMIT"];
+const STATEMENTS: [&str; 6] = [INSERT_STEP, INSERT_EVENTS, RUN_KEY, NEW_RUN, "BEGIN IMMEDIATE", "COMMIT"];
 
 impl Writer {
     /// Open the writer's connection to the (already migrated) database at `path` and start
@@ -141,7 +141,7 @@ fn commit(conn: &mut Connection, batch: &[Write], json: &mut Vec<u8>) -> rusqlit
 
 fn write_rows(conn: &Connection, batch: &[Write], json: &mut Vec<u8>) -> rusqlite::Result<()> {
     let mut step = conn.prepare_cached(INSERT_STEP)?;
-    let mut event = conn.prepare_cached(INSERT_EVENT)?;
+    let mut insert_events = conn.prepare_cached(INSERT_EVENTS)?;
     // The runs of this batch (nearly always one). Looked up in every transaction, so a run
     // deleted and recorded again meanwhile gets its new key.
     let mut keys: Vec<(&str, i64)> = Vec::with_capacity(1);
@@ -169,12 +169,12 @@ fn write_rows(conn: &Connection, batch: &[Write], json: &mut Vec<u8>) -> rusqlit
                 ])?;
             }
             Write::Events(run, events, _) => {
+                let (Some(first), Some(last)) = (events.first(), events.last()) else { continue };
                 let key = run_key(conn, &mut keys, run)?;
-                for e in events {
-                    let row = event_row::encode(e, json).map_err(|e| to_sql_error(Box::new(e)))?;
-                    let text = std::str::from_utf8(json).map_err(|e| to_sql_error(Box::new(e)))?;
-                    event.execute(params![key, e.seq as i64, row.ts_ns, row.step, text])?;
-                }
+                json.clear();
+                event_row::encode(events, json).map_err(|e| to_sql_error(Box::new(e)))?;
+                let lines = std::str::from_utf8(json).map_err(|e| to_sql_error(Box::new(e)))?;
+                insert_events.execute(params![key, first.seq as i64, last.seq as i64, lines])?;
             }
         }
     }
