@@ -7,7 +7,8 @@
 -- - steps are a WITHOUT ROWID table clustered on (run, step), which is how they are read
 --   (all of a run): one b-tree instead of a table plus an index;
 -- - events are kept one row per appended batch, one compact line per event, instead of
---   one row (and index entry) per event.
+--   one row (and index entry) per event;
+-- - a finished run's result is kept compressed (`result_lz4`).
 
 CREATE TABLE runs_v2 (
     run_key      INTEGER PRIMARY KEY,
@@ -20,7 +21,10 @@ CREATE TABLE runs_v2 (
     -- The process driving the run, and when it last said so (unix ms).
     owner        TEXT,
     heartbeat_ms INTEGER,
+    -- The RunResult as JSON: `result_lz4` LZ4-compressed (a size-prefixed block) since
+    -- version 2, `result` as text for runs finished before.
     result       TEXT,
+    result_lz4   BLOB,
     cost_usd     REAL,
     duration_ms  INTEGER,
     finished_at  TEXT

@@ -142,7 +142,14 @@ async fn leases_admit_one_driver() {
     result.status = RunStatus::Completed;
     store.finish_run(&result).await.unwrap();
     store.claim("r", "d", Duration::from_secs(10), None).await.unwrap();
-    assert_eq!(store.get_result("r").await.unwrap().unwrap().status, RunStatus::Completed);
+    assert_eq!(store.get_result("r").await.unwrap().unwrap(), result, "the whole result reads back");
+
+    // A damaged compressed result is an error that says so, not a crash or a huge allocation.
+    let mut bad = u32::MAX.to_le_bytes().to_vec();
+    bad.extend_from_slice(b"not lz4");
+    sqlx::query("UPDATE runs SET result_lz4 = ?").bind(bad).execute(&store.pool).await.unwrap();
+    let err = store.get_result("r").await.unwrap_err();
+    assert!(err.to_string().contains("may be damaged"), "{err}");
 }
 
 #[tokio::test]
@@ -352,9 +359,10 @@ async fn a_version_1_database_is_migrated_with_its_runs_intact() {
             .unwrap();
         sqlx::migrate::Migrator::new(migrations.as_path()).await.unwrap().run(&pool).await.unwrap();
         sqlx::query(
-            "INSERT INTO runs (run_id, pattern, task, status, started_at, definition, cost_usd) \
-             VALUES ('old-run', 'cascade', 'an old task', 'completed', '2026-01-02T03:04:05+00:00', '{\"x\":1}', 0.5)",
+            "INSERT INTO runs (run_id, pattern, task, status, started_at, definition, cost_usd, result) \
+             VALUES ('old-run', 'cascade', 'an old task', 'completed', '2026-01-02T03:04:05+00:00', '{\"x\":1}', 0.5, ?)",
         )
+        .bind(serde_json::to_string(&sample_result("old-run")).unwrap())
         .execute(&pool)
         .await
         .unwrap();
@@ -380,6 +388,7 @@ async fn a_version_1_database_is_migrated_with_its_runs_intact() {
     let store = SqliteStore::open(dir.db()).await.unwrap();
     let run = store.get_run("old-run").await.unwrap().expect("the old run is kept");
     assert_eq!((run.pattern.as_str(), run.definition.as_ref()), ("cascade", "{\"x\":1}"));
+    assert_eq!(store.get_result("old-run").await.unwrap(), Some(sample_result("old-run")));
     let steps = store.load_steps("old-run").await.unwrap();
     assert_eq!(steps.len(), 1);
     assert_eq!(steps[0].output.as_ref(), "old output");
