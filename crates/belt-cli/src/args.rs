@@ -42,18 +42,69 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Render the report of a finished run from the store, in any format.
     Report(ReportArgs),
+    /// Check a workflow file: every mistake, each as file:line:column: key: message (hint).
+    /// Exit 0 when valid, 2 when not.
+    Validate(crate::workflow_cmd::ValidateArgs),
+    /// Print the JSON Schema of workflow files (for editor completion and checks).
+    Schema,
+    /// Write a commented starter workflow into the current directory.
+    Init(crate::workflow_cmd::InitArgs),
     /// The pattern library: every pattern with one line, and which `--pattern` runs.
     Patterns {
         /// As a JSON array.
         #[arg(long)]
         json: bool,
     },
+    /// Serve the HTTP API, live event streams and the dashboard (see the README's
+    /// "`belt serve` and MCP" section).
+    Serve(ServeArgs),
+    /// Be an MCP server on stdin/stdout: belt's runs as tools for an AI assistant
+    /// (Claude Desktop, IDEs). See the README's "`belt serve` and MCP" section.
+    Mcp(McpArgs),
     /// Models with known prices and capabilities, and which providers are ready.
     Models {
         /// As a JSON array.
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback needs BELT_API_TOKEN set.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub addr: String,
+    /// Model of requests that name none [default: as `belt run` chooses]
+    #[arg(short, long, env = "BELT_MODEL")]
+    pub model: Option<String>,
+    /// Runs executing at once; more wait in a queue.
+    #[arg(long, default_value_t = 8)]
+    pub max_runs: usize,
+    /// Runs waiting for a slot; beyond that, new runs get 429.
+    #[arg(long, default_value_t = 64)]
+    pub max_queued: usize,
+    /// Requests per second per token (bursts of four times that).
+    #[arg(long, default_value_t = 50.0)]
+    pub rate_limit: f64,
+    /// Another host name `/mcp` may be reached by (the Host header is checked against
+    /// loopback names and these, against DNS rebinding). Repeatable.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub allowed_hosts: Vec<String>,
+    /// POST every run event (but step_delta) to URL, signed with HMAC-SHA256 in
+    /// X-Belt-Signature (key: BELT_WEBHOOK_SECRET, generated and printed when unset).
+    /// Repeatable; more with POST /v1/webhooks.
+    #[arg(long = "webhook", value_name = "URL")]
+    pub webhooks: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Model of requests that name none [default: as `belt run` chooses]
+    #[arg(short, long, env = "BELT_MODEL")]
+    pub model: Option<String>,
+    /// Runs executing at once; more wait in a queue.
+    #[arg(long, default_value_t = 4)]
+    pub max_runs: usize,
 }
 
 #[derive(Debug, Args)]
@@ -154,7 +205,17 @@ pub enum DlqCommand {
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct RunArgs {
     /// What the agents should do, e.g. "Analyze the impact of AI on healthcare".
+    #[arg(required_unless_present = "file", default_value = "")]
     pub task: String,
+
+    /// Run a workflow file (YAML or TOML; see `belt init`) instead of a task.
+    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "task")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// An input of the workflow file, as KEY=VALUE (repeatable).
+    #[arg(long = "input", value_name = "KEY=VALUE")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input: Vec<String>,
 
     /// Number of worker agents (subtasks).
     #[arg(short = 'n', long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100_000), allow_negative_numbers = true)]
@@ -227,7 +288,7 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "DIR", default_value = "belt-out")]
     pub out: PathBuf,
     /// Report formats, comma-separated: md, html, pdf, docx, or all.
-    #[arg(short, long, value_name = "FORMATS", default_value = "md", value_parser = parse_formats)]
+    #[arg(long, value_name = "FORMATS", default_value = "md", value_parser = parse_formats)]
     #[serde(default = "default_format")]
     pub format: String,
     /// Also write every event as a JSON line to FILE.

@@ -18,6 +18,8 @@ mod owner;
 mod progress;
 mod report_cmd;
 mod run_cmd;
+mod serve_cmd;
+mod workflow_cmd;
 
 use clap::Parser;
 
@@ -32,13 +34,29 @@ fn patterns(json: bool) -> i32 {
     }
     let width = catalog.iter().map(|p| p.name.len()).max().unwrap_or(0);
     for p in catalog {
-        let how = if p.from_task { "belt run --pattern" } else { "from Rust" };
-        println!("{:width$}  {:<18}  {}", p.name, how, p.summary);
+        let how = match (p.from_task, p.workflow) {
+            (true, _) => "belt run --pattern".to_string(),
+            (false, Some(key)) => format!("workflow: {key}"),
+            (false, None) => "from Rust".to_string(),
+        };
+        println!("{:width$}  {:<21}  {}", p.name, how, p.summary);
     }
     0
 }
 
+/// Output read through a pipe (`belt runs list | head`) ends quietly when the reader goes,
+/// by SIGPIPE, as with other Unix tools, instead of a panic on a failed print. Sockets are not
+/// affected: Rust writes to them with `MSG_NOSIGNAL`, so a peer that hangs up is an error
+/// the HTTP client or server handles, never a signal.
+fn restore_sigpipe() {
+    // SAFETY: called once at start-up, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
+    restore_sigpipe();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -57,13 +75,24 @@ fn main() {
     }
     let outcome = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) if args.file.is_none() && !args.input.is_empty() => {
+                Err(error::CliError::Usage(
+                    "--input gives a value to a workflow file's input; use it with -f FILE".into(),
+                ))
+            }
+            Command::Run(args) if args.file.is_some() => workflow_cmd::run(*args, &store).await,
             Command::Run(args) => run_cmd::run(*args, &store).await,
             Command::Resume(args) => history::resume(args, &store).await,
             Command::Runs(command) => history::runs(command, &store).await,
             Command::Dlq(command) => history::dlq(command, &store).await,
             Command::Report(args) => report_cmd::report(args, &store).await,
+            Command::Serve(args) => serve_cmd::serve(args, &store).await,
+            Command::Mcp(args) => serve_cmd::mcp(args, &store).await,
             Command::Models { json } => Ok(models::list(json, &belt_llm::process_env)),
             Command::Patterns { json } => Ok(patterns(json)),
+            Command::Validate(args) => workflow_cmd::validate(args),
+            Command::Schema => Ok(workflow_cmd::schema()),
+            Command::Init(args) => workflow_cmd::init(args),
         }
     });
     let code = match outcome {

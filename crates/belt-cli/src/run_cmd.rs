@@ -34,6 +34,10 @@ pub struct RunSpec {
     pub args: RunArgs,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Vec<Subtask>>,
+    /// A workflow file's text and inputs (`belt run -f`), recorded so a resume runs the
+    /// file as it was, whatever became of it since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<crate::workflow_cmd::WorkflowSpec>,
 }
 
 /// How this invocation runs and shows a run (what is not part of the run itself).
@@ -64,7 +68,7 @@ pub async fn run(mut args: RunArgs, store: &StoreSpec) -> Result<i32, CliError> 
         }
     }
     args.model = Some(choice.model());
-    let spec = RunSpec { args, plan };
+    let spec = RunSpec { args, plan, workflow: None };
     let prepared = prepare(&spec)?;
     let store = open_store(store).await?;
     let exec = Exec {
@@ -92,6 +96,9 @@ pub struct Prepared {
 
 /// Check a spec and build what runs it. Nothing is written and nothing is called.
 pub fn prepare(spec: &RunSpec) -> Result<Prepared, CliError> {
+    if let Some(workflow) = &spec.workflow {
+        return crate::workflow_cmd::prepare(spec, workflow);
+    }
     let args = &spec.args;
     let task = args.task.trim();
     if task.is_empty() {

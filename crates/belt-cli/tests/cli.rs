@@ -1273,6 +1273,8 @@ fn patterns_lists_the_library_and_marks_what_runs_from_a_task() {
     let from_task: Vec<&str> =
         list.iter().filter(|p| p["from_task"] == true).map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(from_task, ["cascade", "swarm", "iterative", "dynamic"]);
+    let in_workflows: Vec<&str> = list.iter().filter_map(|p| p["workflow"].as_str()).collect();
+    assert_eq!(in_workflows, ["cascade", "swarm", "iterative", "sequential", "conditional", "dag"]);
     assert!(list.len() >= 16 && list.iter().all(|p| !p["summary"].as_str().unwrap().is_empty()));
 }
 
@@ -1440,4 +1442,25 @@ fn review_plan_asks_on_the_terminal() {
     o.assert_code(1);
     let screen = o.stdout.replace('\r', "");
     assert!(screen.contains("the plan was rejected; nothing was run"), "{screen}");
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let dir = TestDir::new("pipe");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_belt"))
+        .arg("patterns")
+        .current_dir(&dir.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn belt");
+    // Close the pipe before belt writes: its first print meets a reader that is gone.
+    drop(child.stdout.take());
+    let stderr = drain(child.stderr.take().unwrap());
+    let status = child.wait().unwrap();
+    let stderr = stderr.join().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    const SIGPIPE: i32 = 13;
+    assert_eq!(status.signal(), Some(SIGPIPE), "{status:?}");
 }

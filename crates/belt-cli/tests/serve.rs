@@ -1,0 +1,269 @@
+//! `belt serve` end to end: the real binary on a free port, a generated token, a run over
+//! HTTP with its events streamed to `run_finished`, its report, and SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+struct Served {
+    child: Child,
+    base: String,
+    home: PathBuf,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.home);
+        }
+    }
+}
+
+fn home(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("belt-serve-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn start(name: &str, extra: &[&str], token: Option<&str>) -> Served {
+    let home = home(name);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_belt"));
+    cmd.arg("--store")
+        .arg(format!("sqlite://{}/belt.db", home.display()))
+        .arg("serve")
+        .args(extra)
+        .env("BELT_HOME", &home)
+        .env_remove("BELT_API_TOKEN")
+        .env_remove("BELT_MODEL")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .current_dir(&home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("BELT_API_TOKEN", t);
+    }
+    let mut child = cmd.spawn().expect("start belt serve");
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    Served { child, base: String::new(), home, stderr: rx }
+}
+
+impl Served {
+    /// Wait for the "serving on" line; the address it names.
+    fn wait_listening(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(30)) {
+            lines.push(line.clone());
+            if let Some(rest) = line.strip_prefix("belt: serving on ") {
+                self.base = rest.split_whitespace().next().unwrap().to_string();
+                // The token line follows.
+                if let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(10)) {
+                    lines.push(l);
+                }
+                return lines;
+            }
+        }
+        panic!("belt serve did not start: {lines:?}");
+    }
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_a_cascade_over_http_and_stops_on_sigterm() {
+    let mut s = start("run", &["--addr", "127.0.0.1:0"], None);
+    let lines = s.wait_listening();
+    // A token was generated, printed once and kept with mode 0600.
+    let file = s.home.join("api-token");
+    let token = std::fs::read_to_string(&file).expect("the token file").trim().to_string();
+    assert!(lines.iter().any(|l| l.contains(&token)), "{lines:?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let c = client();
+    let health: Value = c.get(format!("{}/healthz", s.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let r = c.get(format!("{}/v1/runs", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    let r = c
+        .post(format!("{}/v1/runs", s.base))
+        .bearer_auth(&token)
+        .json(&json!({"task": "Plan a city park", "agents": 12, "sim_latency_ms": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let accepted: Value = r.json().await.unwrap();
+    let id = accepted["run_id"].as_str().unwrap().to_string();
+
+    // Follow the events to the end.
+    let r = c
+        .get(format!("{}{}", s.base, accepted["events_url"].as_str().unwrap()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let text =
+        tokio::time::timeout(Duration::from_secs(60), r.text()).await.expect("the stream ends").unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .collect();
+    assert_eq!(events.first().unwrap()["type"], "run_started");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "run_finished");
+    assert_eq!(last["status"], "completed");
+    assert!(events.iter().any(|e| e["type"] == "step_completed" && e["step"] == "executive"));
+
+    let view: Value = c
+        .get(format!("{}/v1/runs/{id}", s.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["result"]["status"], "completed");
+    let md = c.get(format!("{}/v1/runs/{id}/documents/md", s.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(md.status(), 200);
+    assert!(md.text().await.unwrap().contains("Plan a city park"));
+    // The same request rules as `belt run`.
+    let r = c
+        .post(format!("{}/v1/runs", s.base))
+        .bearer_auth(&token)
+        .json(&json!({"task": "x", "group_size": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("group_size"));
+    let patterns: Value = c
+        .get(format!("{}/v1/patterns", s.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(patterns["patterns"].as_array().unwrap().iter().any(|p| p["name"] == "swarm"));
+
+    // SIGTERM: a clean exit.
+    let pid = s.child.id() as i32;
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            status = Some(st);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status.expect("belt serve exits after SIGTERM").code(), Some(0));
+
+    // The run is in the store for `belt runs`.
+    let out = Command::new(env!("CARGO_BIN_EXE_belt"))
+        .args(["--store", &format!("sqlite://{}/belt.db", s.home.display()), "runs", "list", "--json"])
+        .output()
+        .unwrap();
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["run_id"], id.as_str());
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_an_explicit_token() {
+    let mut s = start("public", &["--addr", "0.0.0.0:0"], None);
+    let status = s.child.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    let lines: Vec<String> = s.stderr.try_iter().collect();
+    assert!(lines.iter().any(|l| l.contains("BELT_API_TOKEN")), "{lines:?}");
+    assert!(!s.home.join("api-token").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_file_runs_over_http_and_its_mistakes_come_back_with_line_and_column() {
+    let mut s = start("workflow", &["--addr", "127.0.0.1:0"], Some("wf-token"));
+    s.wait_listening();
+    let c = client();
+    let text = include_str!("../../../examples/workflows/support-router.yaml");
+    let r = c
+        .post(format!("{}/v1/runs", s.base))
+        .bearer_auth("wf-token")
+        .json(&json!({"workflow": text, "inputs": {"question": "I was charged twice"}, "sim_latency_ms": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let accepted: Value = r.json().await.unwrap();
+    let id = accepted["run_id"].as_str().unwrap().to_string();
+    let r = c
+        .get(format!("{}{}", s.base, accepted["events_url"].as_str().unwrap()))
+        .bearer_auth("wf-token")
+        .send()
+        .await
+        .unwrap();
+    let text =
+        tokio::time::timeout(Duration::from_secs(60), r.text()).await.expect("the stream ends").unwrap();
+    assert!(text.contains("\"run_finished\""), "{text}");
+    let view: Value = c
+        .get(format!("{}/v1/runs/{id}", s.base))
+        .bearer_auth("wf-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let result = &view["result"];
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["pattern"], "support-router");
+    assert!(result["agents"].as_array().unwrap().iter().any(|a| a["step"] == "steps/classify"), "{result}");
+
+    // A file with a mistake: refused before anything runs, the place named.
+    let bad = text_with_typo();
+    let r = c
+        .post(format!("{}/v1/runs", s.base))
+        .bearer_auth("wf-token")
+        .json(&json!({"workflow": bad, "inputs": {"topic": "x"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("workflow:8:26") && body.contains("unknown agent `writr`"), "{body}");
+    // A workflow with a task or pattern of its own is ambiguous.
+    let r = c
+        .post(format!("{}/v1/runs", s.base))
+        .bearer_auth("wf-token")
+        .json(&json!({"workflow": bad, "pattern": "swarm"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+}
+
+fn text_with_typo() -> &'static str {
+    "name: brief\ninputs:\n  topic: {description: what}\nagents:\n  - {id: writer, role: a writer}\npattern: sequential\nsteps:\n  - {id: outline, agent: writr, prompt: \"Outline {{ inputs.topic }}\"}\n"
+}

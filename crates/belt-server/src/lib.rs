@@ -1,0 +1,224 @@
+//! belt-server: belt over the network. An HTTP API (axum) to start runs, follow their
+//! events as Server-Sent Events, cancel them and fetch their reports.
+//!
+//! The server only translates HTTP into calls of `belt-core`: it does not know how to turn
+//! a request into an orchestrator. That is the [`Launcher`] the embedding program gives it
+//! (the `belt` CLI's `belt serve` implements it with its configuration and models).
+//!
+//! - Runs are recorded in the [`RunStore`]; runs started before a restart are still listed,
+//!   shown and streamed (from the store).
+//! - `Authorization: Bearer TOKEN` on every route but `/healthz`; a per-token rate limit;
+//!   a cap on running runs with a bounded queue (429 with `Retry-After` when full); 1 MiB
+//!   bodies; errors as `{"error": {"code", "message"}}`.
+//! - [`Server::serve`] shuts down gracefully: it stops accepting, cancels the runs (their
+//!   completed steps stay recorded; `belt resume` continues them) and ends event streams.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use belt_server::{Launcher, Server, ServerConfig};
+//! # async fn example(launcher: Arc<dyn Launcher>) -> Result<(), belt_server::ServerError> {
+//! let store = Arc::new(belt_core::MemoryStore::new());
+//! let server = Server::new(ServerConfig::new("secret-token"), launcher, store);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7700").await?;
+//! server.serve(listener, async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ```text
+//! curl -H "Authorization: Bearer $TOKEN" -d '{"task": "Plan a city park", "agents": 12}' \
+//!      -H 'Content-Type: application/json' http://127.0.0.1:7700/v1/runs
+//! curl -N -H "Authorization: Bearer $TOKEN" http://127.0.0.1:7700/v1/runs/$RUN/events
+//! ```
+
+mod api;
+pub mod approvals;
+pub mod auth;
+mod dashboard;
+mod error;
+pub mod launcher;
+pub mod manager;
+pub mod mcp;
+pub mod metrics;
+pub mod openapi;
+mod sse;
+pub mod webhooks;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::{get, post};
+use belt_core::store::RunStore;
+
+pub use api::{Accepted, Health, PatternList, RunInfo, RunList, RunView, STATUSES, StepView};
+pub use auth::{RateLimit, TokenSource, resolve_token, token_matches};
+pub use error::{ApiError, ServerError};
+pub use launcher::{LaunchError, Launcher, PatternInfo, RunRequest};
+pub use manager::{EventObserver, Limits, RunManager};
+
+/// The largest request body accepted by default.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How the server behaves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The bearer token every request but `/healthz` must carry.
+    pub token: String,
+    pub max_body_bytes: usize,
+    pub rate_limit: RateLimit,
+    pub limits: Limits,
+    /// Interval of the SSE heartbeat comment.
+    pub heartbeat: Duration,
+    /// Who drives this server's runs, as recorded in their leases.
+    pub owner: String,
+    /// How long shutdown waits for cancelled runs to be recorded.
+    pub shutdown_grace: Duration,
+    /// `Host` values `/mcp` accepts (DNS-rebinding protection); loopback names by default.
+    /// A server reached by another name must list it.
+    pub mcp_allowed_hosts: Vec<String>,
+    pub webhook_retry: webhooks::RetryPolicy,
+}
+
+impl ServerConfig {
+    pub fn new(token: impl Into<String>) -> Self {
+        ServerConfig {
+            token: token.into(),
+            max_body_bytes: MAX_BODY_BYTES,
+            rate_limit: RateLimit::default(),
+            limits: Limits::default(),
+            heartbeat: Duration::from_secs(15),
+            owner: format!("belt-serve:{}:{}", std::process::id(), uuid::Uuid::now_v7()),
+            shutdown_grace: Duration::from_secs(10),
+            mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            webhook_retry: webhooks::RetryPolicy::default(),
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) manager: Arc<RunManager>,
+    pub(crate) store: Arc<dyn RunStore>,
+    pub(crate) limiter: Arc<auth::RateLimiter>,
+    pub(crate) webhooks: Arc<webhooks::Webhooks>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+}
+
+/// An HTTP server over a launcher and a store.
+pub struct Server {
+    state: AppState,
+}
+
+impl Server {
+    /// A server. Call it within a tokio runtime.
+    pub fn new(config: ServerConfig, launcher: Arc<dyn Launcher>, store: Arc<dyn RunStore>) -> Self {
+        let webhooks = webhooks::Webhooks::new(config.webhook_retry);
+        let metrics = Arc::new(metrics::Metrics::default());
+        let observers: Vec<Arc<dyn EventObserver>> = vec![metrics.clone(), webhooks.clone()];
+        let manager =
+            RunManager::new(launcher, store.clone(), config.owner.clone(), config.limits, observers);
+        let limiter = Arc::new(auth::RateLimiter::new(config.rate_limit));
+        Server { state: AppState { config: Arc::new(config), manager, store, limiter, webhooks, metrics } }
+    }
+
+    /// Register a webhook (as from configuration); `POST /v1/webhooks` does the same.
+    pub fn add_webhook(&self, spec: webhooks::WebhookSpec) -> Result<webhooks::WebhookInfo, ApiError> {
+        self.state.webhooks.add(spec)
+    }
+
+    /// The runs this server drives.
+    pub fn manager(&self) -> &Arc<RunManager> {
+        &self.state.manager
+    }
+
+    /// The routes, with authentication and limits.
+    pub fn router(&self) -> Router {
+        let s = self.state.clone();
+        let protected = Router::new()
+            .route("/openapi.json", get(openapi_json))
+            .route("/v1/runs", post(api::create_run).get(api::list_runs))
+            .route("/v1/runs/{id}", get(api::get_run))
+            .route("/v1/runs/{id}/cancel", post(api::cancel_run))
+            .route("/v1/runs/{id}/events", get(sse::events))
+            .route("/v1/runs/{id}/documents/{format}", get(api::document))
+            .route("/v1/patterns", get(api::patterns))
+            .route("/v1/approvals", get(approvals::list))
+            .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+            .route("/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
+            .route("/metrics", get(metrics::metrics))
+            .route("/v1/runs/{id}/approvals/{request_id}", post(approvals::answer))
+            .nest_service("/mcp", self.mcp_http())
+            .route_layer(axum::middleware::from_fn_with_state(s.clone(), auth::require_token));
+        Router::new()
+            .route("/healthz", get(api::healthz))
+            .route("/", get(dashboard::index))
+            .route("/dashboard.js", get(dashboard::script))
+            .route("/dashboard.css", get(dashboard::style))
+            .merge(protected)
+            .fallback(api::no_route)
+            .layer(DefaultBodyLimit::max(s.config.max_body_bytes))
+            .with_state(s)
+    }
+
+    /// The MCP service over this server's runs (for stdio, or any rmcp transport).
+    pub fn mcp(&self) -> mcp::BeltMcp {
+        mcp::BeltMcp::new(self.state.clone())
+    }
+
+    /// `/mcp`: MCP over streamable HTTP, stateful sessions, Host checked.
+    fn mcp_http(
+        &self,
+    ) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+        mcp::BeltMcp,
+        rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+    > {
+        use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+        let state = self.state.clone();
+        let config = StreamableHttpServerConfig::default()
+            .with_allowed_hosts(self.state.config.mcp_allowed_hosts.clone())
+            .with_sse_keep_alive(Some(self.state.config.heartbeat))
+            .with_max_request_body_bytes(self.state.config.max_body_bytes)
+            .with_cancellation_token(self.state.manager.shutdown_token().child_token());
+        StreamableHttpService::new(move || Ok(mcp::BeltMcp::new(state.clone())), Default::default(), config)
+    }
+
+    /// Serve MCP on stdin/stdout until the client closes it, then cancel what still runs.
+    pub async fn serve_stdio(self) -> Result<(), ServerError> {
+        use rmcp::ServiceExt;
+        let service =
+            self.mcp().serve(rmcp::transport::stdio()).await.map_err(|e| ServerError::Mcp(e.to_string()))?;
+        let outcome = service.waiting().await;
+        self.state.manager.shutdown(self.state.config.shutdown_grace).await;
+        outcome.map(|_| ()).map_err(|e| ServerError::Mcp(e.to_string()))
+    }
+
+    /// Serve on `listener` until `shutdown` completes, then shut down gracefully: stop
+    /// accepting, cancel every run and wait for it to be recorded, end event streams.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let manager = self.state.manager.clone();
+        let grace = self.state.config.shutdown_grace;
+        let stopping = manager.clone();
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Ends SSE streams (so connections can close) and cancels runs.
+                stopping.shutdown(grace).await;
+            })
+            .await?;
+        manager.shutdown(grace).await;
+        Ok(())
+    }
+}
+
+async fn openapi_json(State(_): State<AppState>) -> axum::Json<serde_json::Value> {
+    axum::Json(openapi::document(openapi::ROUTES, Vec::new()))
+}

@@ -1,0 +1,328 @@
+//! belt as an MCP server (rmcp): the same runs as the HTTP API, as tools an assistant can
+//! call, over stdio (`belt mcp`) or streamable HTTP (`/mcp` on `belt serve`, behind the
+//! same bearer token, with the `Host` header checked against an allow list so a web page
+//! cannot reach a local server by DNS rebinding).
+//!
+//! Tools: `run_workflow` (runs to completion, with progress notifications, and returns the
+//! final output and a summary), `start_run` (returns a run id at once), `get_run`,
+//! `cancel_run`, `list_runs`, `list_patterns`. `run_workflow` and `start_run` take the
+//! fields of [`RunRequest`], the body of `POST /v1/runs`. Resources: the Markdown report of
+//! each finished run, at `belt://runs/{id}/report.md`.
+
+use std::sync::Arc;
+
+use belt_core::{EventKind, RunResult};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolResult, ContentBlock, ListResourcesResult, PaginatedRequestParams, ProgressNotificationParam,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource, ResourceContents,
+    ServerCapabilities, ServerConfig as McpServerInfo,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::launcher::RunRequest;
+use crate::manager::Phase;
+
+/// The MCP service over a server's runs. Cheap to clone (one per MCP session).
+#[derive(Clone)]
+pub struct BeltMcp {
+    app: AppState,
+    #[expect(dead_code, reason = "read by the code #[tool_handler] generates")]
+    tool_router: ToolRouter<Self>,
+}
+
+/// A run, by id.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunIdParams {
+    /// The run's id, as returned by start_run or listed by list_runs.
+    pub run_id: String,
+}
+
+/// Which runs to list.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListRunsParams {
+    /// Only runs with this status: queued, running, completed, partial, failed,
+    /// budget_exhausted, cancelled or interrupted.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// How many, newest first (1 to 500, default 20).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// The URI of a finished run's Markdown report.
+pub fn report_uri(run_id: &str) -> String {
+    format!("belt://runs/{run_id}/report.md")
+}
+
+fn to_mcp(e: ApiError) -> ErrorData {
+    match e.status().as_u16() {
+        400 | 404 | 409 | 413 | 422 | 429 => ErrorData::invalid_params(e.to_string(), None),
+        _ => ErrorData::internal_error(e.to_string(), None),
+    }
+}
+
+fn json_result(v: &Value) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(serde_json::to_string_pretty(v).unwrap_or_default())])
+}
+
+/// What a caller needs to know about a finished run, without its outputs.
+fn summary(r: &RunResult) -> Value {
+    json!({
+        "run_id": r.run_id,
+        "status": r.status,
+        "stop_reason": r.stop_reason,
+        "pattern": r.pattern,
+        "agents": r.agents.len(),
+        "shape": r.shape,
+        "cost_usd": r.cost_usd,
+        "input_tokens": r.usage.input_tokens,
+        "output_tokens": r.usage.output_tokens,
+        "calls": r.usage.calls,
+        "duration_ms": r.duration_ms,
+        "simulated": r.simulated,
+        "report": report_uri(&r.run_id),
+    })
+}
+
+/// Cancels a run when `run_workflow` is abandoned (the client cancelled or went away).
+struct CancelOnDrop(Option<Arc<crate::manager::LiveRun>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            run.cancel();
+        }
+    }
+}
+
+#[tool_router]
+impl BeltMcp {
+    pub fn new(app: AppState) -> Self {
+        BeltMcp { app, tool_router: Self::tool_router() }
+    }
+
+    #[tool(
+        description = "Run a task with belt's multi-agent orchestration and wait for the result. The task is \
+        decomposed into subtasks, worker agents work on them in parallel, synthesizers and an executive merge \
+        their findings (pattern `cascade`; see list_patterns for others). Returns the final output followed by \
+        a JSON summary: status, agents, cost in USD, tokens, duration. Sends progress notifications as agents \
+        finish. Budgets (budget_usd, budget_tokens, budget_calls) are hard caps. For long runs use start_run \
+        and get_run instead."
+    )]
+    async fn run_workflow(
+        &self,
+        Parameters(request): Parameters<RunRequest>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let run = self.app.manager.submit(request).await.map_err(to_mcp)?;
+        let run_id = run.run_id.clone();
+        let mut guard = CancelOnDrop(Some(run.clone()));
+        let progress = context.meta.get_progress_token();
+        let mut cursor = run.log.cursor();
+        let (mut done, mut total) = (0u64, None::<u64>);
+        while let Some(batch) = cursor.next_batch().await {
+            let Some(token) = &progress else { continue };
+            for e in batch {
+                let message = match &e.kind {
+                    EventKind::PlanReady { shape, .. } => {
+                        total = Some(shape.iter().sum::<usize>() as u64);
+                        Some(format!("plan ready: {} steps", total.unwrap_or(0)))
+                    }
+                    EventKind::StepCompleted { .. }
+                    | EventKind::StepFailed { .. }
+                    | EventKind::StepSkipped { .. } => {
+                        done += 1;
+                        Some(format!(
+                            "{} {}",
+                            e.step.as_ref().map(ToString::to_string).unwrap_or_default(),
+                            e.kind.type_name().trim_start_matches("step_")
+                        ))
+                    }
+                    EventKind::RunFinished { status, .. } => Some(format!("run {status}")),
+                    _ => None,
+                };
+                if let Some(message) = message {
+                    let mut p =
+                        ProgressNotificationParam::new(token.clone(), done as f64).with_message(message);
+                    if let Some(t) = total {
+                        p = p.with_total(t.max(done) as f64);
+                    }
+                    // A client that stopped listening to progress still gets the result.
+                    let _ = context.peer.notify_progress(p).await;
+                }
+            }
+        }
+        guard.0 = None;
+        // The log closes once the result is stored (or the run never started).
+        if let Phase::NotStarted { status, reason } = run.phase() {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "run {run_id} {status}: {reason}"
+            ))]));
+        }
+        let result = self
+            .app
+            .store
+            .get_result(&run_id)
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?
+            .ok_or_else(|| {
+                ErrorData::internal_error(format!("run {run_id} ended without a recorded result"), None)
+            })?;
+        let text = format!(
+            "{}\n\n---\nsummary: {}",
+            result.final_output.as_deref().unwrap_or("(no final output)"),
+            serde_json::to_string(&summary(&result)).unwrap_or_default()
+        );
+        let ok = matches!(result.status, belt_core::RunStatus::Completed | belt_core::RunStatus::Partial);
+        let content = vec![ContentBlock::text(text)];
+        Ok(if ok { CallToolResult::success(content) } else { CallToolResult::error(content) })
+    }
+
+    #[tool(
+        description = "Start a belt run in the background and return its run_id at once (status `running`, or \
+        `queued` when the server is busy). Takes the same arguments as run_workflow. Follow it with get_run; \
+        stop it with cancel_run."
+    )]
+    async fn start_run(
+        &self,
+        Parameters(request): Parameters<RunRequest>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let run = self.app.manager.submit(request).await.map_err(to_mcp)?;
+        let status = if run.phase() == Phase::Queued { "queued" } else { "running" };
+        Ok(json_result(&json!({
+            "run_id": run.run_id,
+            "status": status,
+            "events_url": crate::api::events_url(&run.run_id),
+        })))
+    }
+
+    #[tool(
+        description = "The state of a run: status, steps completed so far, cost; once finished, the final \
+        output and a summary (agents, tokens, duration). The full report is the resource \
+        belt://runs/{run_id}/report.md."
+    )]
+    async fn get_run(&self, Parameters(p): Parameters<RunIdParams>) -> Result<CallToolResult, ErrorData> {
+        let view = self.app.view(&p.run_id).await.map_err(to_mcp)?;
+        let mut v = serde_json::to_value(&view.info).unwrap_or_default();
+        if let Some(result) = &view.result {
+            v["summary"] = summary(result);
+            v["final_output"] = json!(result.final_output);
+        } else {
+            v["steps_completed"] = json!(
+                view.steps_so_far.iter().map(|s| json!({"step": s.step, "tier": s.tier})).collect::<Vec<_>>()
+            );
+        }
+        Ok(json_result(&v))
+    }
+
+    #[tool(
+        description = "Cancel a run of this server. Its completed steps stay recorded, and the run can be \
+        resumed later with `belt resume RUN_ID`."
+    )]
+    async fn cancel_run(&self, Parameters(p): Parameters<RunIdParams>) -> Result<CallToolResult, ErrorData> {
+        let info = self.app.cancel(&p.run_id).await.map_err(to_mcp)?;
+        Ok(json_result(&serde_json::to_value(info).unwrap_or_default()))
+    }
+
+    #[tool(description = "Recent runs, newest first: id, status, pattern, task, steps, cost, duration.")]
+    async fn list_runs(
+        &self,
+        Parameters(p): Parameters<ListRunsParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let limit = p.limit.unwrap_or(20).clamp(1, 500);
+        if let Some(s) = &p.status
+            && !crate::api::STATUSES.contains(&s.as_str())
+        {
+            return Err(ErrorData::invalid_params(
+                format!("unknown status `{s}`; use one of {}", crate::api::STATUSES.join(", ")),
+                None,
+            ));
+        }
+        let list = self.app.list(p.status.as_deref(), 0, limit).await.map_err(to_mcp)?;
+        Ok(json_result(&serde_json::to_value(list).unwrap_or_default()))
+    }
+
+    #[tool(description = "The orchestration patterns run_workflow and start_run accept as `pattern`.")]
+    async fn list_patterns(&self) -> Result<CallToolResult, ErrorData> {
+        Ok(json_result(&json!({"patterns": self.app.manager.launcher().patterns()})))
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for BeltMcp {
+    fn get_info(&self) -> McpServerInfo {
+        McpServerInfo::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
+            .with_instructions(
+                "belt runs many LLM agents in parallel under hard budgets and synthesizes their work. Use \
+             run_workflow for a task you want answered now, or start_run + get_run for long ones. Finished \
+             runs' reports are resources (belt://runs/{id}/report.md).",
+            )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let runs = self
+            .app
+            .store
+            .list_runs(200)
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let resources = runs
+            .into_iter()
+            .filter(|r| r.duration_ms.is_some())
+            .map(|r| {
+                Resource::new(report_uri(&r.run_id), format!("report-{}", r.run_id))
+                    .with_title(format!("{} ({})", r.task.chars().take(80).collect::<String>(), r.status))
+                    .with_description(format!("Markdown report of {} run {}", r.pattern, r.run_id))
+                    .with_mime_type("text/markdown")
+            })
+            .collect();
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let uri = request.uri.as_str();
+        let not_found = || {
+            ErrorData::resource_not_found(
+                format!("no report at {uri}; reports are belt://runs/RUN_ID/report.md for finished runs"),
+                None,
+            )
+        };
+        let run_id = uri
+            .strip_prefix("belt://runs/")
+            .and_then(|r| r.strip_suffix("/report.md"))
+            .ok_or_else(not_found)?;
+        let result = self
+            .app
+            .store
+            .get_result(run_id)
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?
+            .ok_or_else(not_found)?;
+        let markdown = belt_report::markdown(&result);
+        let contents = ResourceContents::TextResourceContents {
+            uri: uri.to_string(),
+            mime_type: Some("text/markdown".into()),
+            text: markdown,
+            meta: None,
+        };
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+}

@@ -1,0 +1,167 @@
+//! MCP over streamable HTTP (`/mcp`) with the rmcp client: tools, progress, resources,
+//! the bearer token and the Host allow list. (stdio is tested against the real binary in
+//! belt-cli's tests.)
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use rmcp::model::{
+    CallToolRequestParams, ProgressNotificationParam, ReadResourceRequestParams, ResourceContents,
+};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<ProgressNotificationParam>>>);
+
+impl ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.0.lock().unwrap().push(params);
+    }
+}
+
+async fn connect(server: &TestServer, token: &str) -> Result<RunningService<RoleClient, Recorder>, String> {
+    let config = StreamableHttpClientTransportConfig::with_uri(server.url("/mcp")).auth_header(token);
+    let transport = StreamableHttpClientTransport::from_config(config);
+    Recorder::default().serve(transport).await.map_err(|e| e.to_string())
+}
+
+fn args(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn text(result: &rmcp::model::CallToolResult) -> String {
+    result.content.iter().filter_map(|c| c.as_text()).map(|t| t.text.clone()).collect::<Vec<_>>().join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_over_http_lists_tools_runs_a_cascade_with_progress_and_serves_reports() {
+    let server = TestServer::start(config(), 2).await;
+    let client = connect(&server, TOKEN).await.expect("connect with the token");
+    let info = client.peer_info().expect("initialized");
+    assert!(info.capabilities.tools.is_some() && info.capabilities.resources.is_some());
+
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    for name in ["run_workflow", "start_run", "get_run", "cancel_run", "list_runs", "list_patterns"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    let run_workflow = tools.iter().find(|t| t.name == "run_workflow").unwrap();
+    let props = &run_workflow.input_schema["properties"];
+    for field in ["task", "pattern", "agents", "model", "budget_usd", "workflow"] {
+        let d = props[field]["description"].as_str().unwrap_or_default();
+        assert!(d.len() > 20, "{field} needs a description an LLM can use: {d:?}");
+    }
+    assert!(run_workflow.description.as_deref().unwrap().contains("progress"));
+
+    let result = client
+        .call_tool(
+            CallToolRequestParams::new("run_workflow")
+                .with_arguments(args(json!({"task": "Design a rooftop garden", "agents": 12}))),
+        )
+        .await
+        .unwrap();
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+    let out = text(&result);
+    let summary: Value = serde_json::from_str(out.rsplit("summary: ").next().unwrap()).unwrap();
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["agents"], 16, "12 workers, 2 synthesizers, an executive, the decomposer");
+    assert!(summary["simulated"].as_bool().unwrap());
+    let run_id = summary["run_id"].as_str().unwrap().to_string();
+    // Progress came as agents finished, counting up to the total.
+    let progress = client.service().0.lock().unwrap().clone();
+    assert!(progress.len() >= 15, "{} progress notifications", progress.len());
+    assert!(progress.windows(2).all(|w| w[0].progress <= w[1].progress));
+    assert!(progress.iter().any(|p| p.total == Some(15.0)), "{progress:?}");
+
+    // The report is a resource.
+    let resources = client.list_all_resources().await.unwrap();
+    let uri = format!("belt://runs/{run_id}/report.md");
+    assert!(resources.iter().any(|r| r.uri == uri), "{resources:?}");
+    let read = client.read_resource(ReadResourceRequestParams::new(uri.clone())).await.unwrap();
+    match &read.contents[0] {
+        ResourceContents::TextResourceContents { text, mime_type, .. } => {
+            assert!(text.starts_with("# Design a rooftop garden"), "{text}");
+            assert_eq!(mime_type.as_deref(), Some("text/markdown"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        client.read_resource(ReadResourceRequestParams::new("belt://runs/nope/report.md")).await.is_err()
+    );
+
+    // start_run returns at once; get_run follows it to the end.
+    let started = client
+        .call_tool(
+            CallToolRequestParams::new("start_run")
+                .with_arguments(args(json!({"task": "Second", "agents": 3}))),
+        )
+        .await
+        .unwrap();
+    let started: Value = serde_json::from_str(&text(&started)).unwrap();
+    let id = started["run_id"].as_str().unwrap().to_string();
+    let mut finished = Value::Null;
+    for _ in 0..400 {
+        let got = client
+            .call_tool(CallToolRequestParams::new("get_run").with_arguments(args(json!({"run_id": id}))))
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_str(&text(&got)).unwrap();
+        if !v["summary"].is_null() {
+            finished = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(finished["summary"]["status"], "completed");
+    assert!(finished["final_output"].is_string());
+
+    let listed = client.call_tool(CallToolRequestParams::new("list_runs")).await.unwrap();
+    let listed: Value = serde_json::from_str(&text(&listed)).unwrap();
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 2);
+    let patterns = client.call_tool(CallToolRequestParams::new("list_patterns")).await.unwrap();
+    assert!(text(&patterns).contains("cascade"));
+    // Bad input is an error that says what is wrong.
+    let bad = client
+        .call_tool(CallToolRequestParams::new("cancel_run").with_arguments(args(json!({"run_id": "nope"}))))
+        .await;
+    assert!(format!("{bad:?}").contains("no run has the id"), "{bad:?}");
+    let bad = client
+        .call_tool(
+            CallToolRequestParams::new("start_run").with_arguments(args(json!({"task": "x", "agentz": 1}))),
+        )
+        .await;
+    assert!(format!("{bad:?}").contains("agentz"), "{bad:?}");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_over_http_needs_the_token_and_an_allowed_host() {
+    let server = TestServer::start(config(), 0).await;
+    assert!(connect(&server, "wrong-token").await.is_err());
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let c = client();
+    let post = |host: Option<&str>| {
+        let mut b = authed(c.post(server.url("/mcp")))
+            .header("accept", "application/json, text/event-stream")
+            .json(&init);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), 200);
+    // A DNS-rebinding page would send its own host name.
+    let r = post(Some("evil.example")).await.unwrap();
+    assert_eq!(r.status(), 403, "{:?}", r.text().await);
+}

@@ -1,0 +1,701 @@
+//! From a valid workflow and its inputs to what belt-core runs: an [`Orchestrator`], the
+//! run's task, and its settings for [`RunOptions`].
+//!
+//! `cascade` and `swarm` are the core's own orchestrators, configured from their section.
+//! The step patterns (sequential, dag, conditional/router, iterative) all become one
+//! flow (as [`belt_core::Flow`] does) that runs the steps as a core [`Dag`]: each step starts the moment the steps it
+//! waits for are done (its `needs`, the previous step of a chain, its router, the earlier
+//! steps its templates read). A step
+//! - renders its prompt over `inputs.*` and the outputs so far;
+//! - is passed over when its `when` is false, or when it is a route target its router did
+//!   not choose — a branch not taken, so it is not in the run's record (and does not make
+//!   the run partial); its `steps.<id>.output` is undefined for later templates;
+//! - without an agent, outputs its rendered prompt (a recorded step, no model call);
+//! - with a `loop`, runs as the core's [`Refine`] (draft, `until` / judge, revise, `max`);
+//! - otherwise makes one LLM call through the context.
+//!
+//! Every call goes through [`Ctx`], so budget, limits, retries, events, the record and
+//! resume apply as in any run; this module has no retry, timeout or budget code. A step's
+//! tier is its agent's id, so the run's summary and report group steps by agent.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use belt_core::patterns::dag::Dag;
+use belt_core::patterns::iterative::Refine;
+use belt_core::patterns::swarm::Assign;
+use belt_core::{
+    Agent, AgentOutput, Budget, Cascade, Ctx, LlmRequest, Orchestrator, Outcome, Plan, Providers, RunOptions,
+    StepError, StepId, StepSpec, Subtask, Swarm, Synthesis, SynthesizeMode, Task, Tier,
+};
+
+use crate::format::{
+    AgentDef, AssignDef, InputType, ModelSpec, PatternKind, ProviderDef, ReportFormat, StepDef,
+    SynthesizeDef, WorkflowFile,
+};
+use crate::template::{self, Scope};
+use crate::validate::{Analysis, DEFAULT_ROUTE};
+
+/// The model used when neither the file nor the caller names one.
+pub const SIMULATED_MODEL: &str = "simulated/default";
+
+/// The scope of step ids: step `triage` runs as `steps/triage`.
+pub const STEP_SCOPE: &str = "steps";
+
+/// Read an input given as text (`--input n=3`) as its declared type.
+pub(crate) fn typed_input(kind: InputType, text: &str) -> Result<serde_json::Value, String> {
+    match kind {
+        InputType::String => Ok(serde_json::Value::String(text.to_string())),
+        InputType::Integer => {
+            text.trim().parse::<i64>().map(Into::into).map_err(|_| format!("`{text}` is not an integer"))
+        }
+        InputType::Number => match text.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() => Ok(serde_json::json!(n)),
+            _ => Err(format!("`{text}` is not a number")),
+        },
+        InputType::Boolean => match text.trim() {
+            "true" => Ok(true.into()),
+            "false" => Ok(false.into()),
+            _ => Err(format!("`{text}` is not true or false")),
+        },
+    }
+}
+
+/// A valid workflow with its inputs: ready to run.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub(crate) file: Arc<WorkflowFile>,
+    pub(crate) analysis: Arc<Analysis>,
+    pub(crate) inputs: BTreeMap<String, serde_json::Value>,
+    pub(crate) default_model: String,
+}
+
+/// How the workflow wants to be run: what goes into [`RunOptions`], and where its
+/// reports go. `None` leaves the caller's setting.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunSettings {
+    pub budget: Budget,
+    pub concurrency: Option<usize>,
+    /// Seconds per attempt, every step.
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub min_success: Option<f64>,
+    /// Limits per provider, over the caller's.
+    pub providers: BTreeMap<String, ProviderDef>,
+    pub formats: Vec<ReportFormat>,
+    pub out_dir: Option<String>,
+}
+
+impl RunSettings {
+    /// Put the run settings (budget, concurrency, timeout, retries, min_success) into
+    /// `options`. Provider limits and report settings are the caller's to apply, since
+    /// it owns the providers and the files.
+    pub fn apply(&self, options: &mut RunOptions) {
+        if !self.budget.is_unlimited() {
+            options.budget = self.budget;
+        }
+        if let Some(c) = self.concurrency {
+            options.concurrency = c;
+        }
+        if let Some(m) = self.min_success {
+            options.min_success = m;
+        }
+        let (timeout, retries) = (self.timeout, self.retries);
+        options.policies.update_all(|p| {
+            if let Some(t) = timeout {
+                p.timeout = t;
+            }
+            if let Some(r) = retries {
+                p.retries = r;
+            }
+        });
+    }
+}
+
+impl Bound {
+    /// The model of agents and tiers the file leaves without one (default
+    /// `simulated/default`): the caller's choice, e.g. `belt run --model`.
+    pub fn with_default_model(mut self, model: impl Into<String>) -> Bound {
+        self.default_model = model.into();
+        self
+    }
+
+    /// The inputs, typed, defaults filled in.
+    pub fn inputs(&self) -> &BTreeMap<String, serde_json::Value> {
+        &self.inputs
+    }
+
+    pub fn file(&self) -> &WorkflowFile {
+        &self.file
+    }
+
+    fn scope(&self) -> Scope {
+        Scope { inputs: self.inputs.clone(), ..Scope::default() }
+    }
+
+    /// The run's task: the cascade's or swarm's `task`, else the `description`, else the
+    /// name — rendered with the inputs.
+    pub fn task(&self) -> Result<Task, String> {
+        let f = &self.file;
+        let source = match (&f.cascade, &f.swarm, &f.description) {
+            (Some(c), _, _) if f.pattern == PatternKind::Cascade => c.task.as_str(),
+            (_, Some(s), _) if f.pattern == PatternKind::Swarm => s.task.as_str(),
+            (_, _, Some(d)) if !d.trim().is_empty() => d.as_str(),
+            _ => f.name.as_str(),
+        };
+        let text =
+            template::render(source, &self.scope()).map_err(|e| format!("the task's template: {e}"))?;
+        let text = if text.trim().is_empty() { f.name.clone() } else { text };
+        Ok(Task::new(text.trim()))
+    }
+
+    fn model_or_default(&self, spec: Option<&ModelSpec>) -> String {
+        spec.or(self.file.defaults.model.as_ref())
+            .map_or_else(|| self.default_model.clone(), ModelSpec::chain)
+    }
+
+    /// Every model the run may call (fallback chains comma-separated).
+    pub fn models(&self) -> Vec<String> {
+        let f = &self.file;
+        let mut out: Vec<String> = match f.pattern {
+            PatternKind::Cascade => {
+                let t = &f.defaults.models;
+                [&t.decomposer, &t.worker, &t.synthesizer, &t.executive]
+                    .iter()
+                    .map(|m| self.model_or_default(m.as_ref()))
+                    .collect()
+            }
+            PatternKind::Swarm => {
+                vec![self.model_or_default(f.swarm.as_ref().and_then(|s| s.model.as_ref()))]
+            }
+            _ => f
+                .steps
+                .iter()
+                .filter_map(|s| s.agent.as_ref())
+                .filter_map(|a| f.agents.iter().find(|x| &x.id == a))
+                .map(|a| self.model_or_default(a.model.as_ref()))
+                .collect(),
+        };
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The settings for [`RunOptions`] and the reports.
+    pub fn settings(&self) -> RunSettings {
+        let f = &self.file;
+        let b = f.budget.clone().unwrap_or_default();
+        RunSettings {
+            budget: Budget { max_cost_usd: b.usd, max_tokens: b.tokens, max_calls: b.calls },
+            concurrency: f.defaults.concurrency,
+            timeout: f.defaults.timeout.map(Duration::from_secs_f64),
+            retries: f.defaults.retries,
+            min_success: f.cascade.as_ref().and_then(|c| c.min_success),
+            providers: f.providers.clone(),
+            formats: f.outputs.formats.clone(),
+            out_dir: f.outputs.dir.clone(),
+        }
+    }
+
+    /// What belt-core runs.
+    pub fn orchestrator(&self) -> WorkflowRun {
+        let f = &self.file;
+        match f.pattern {
+            PatternKind::Cascade => {
+                let c = f.cascade.clone().unwrap_or_else(|| crate::format::CascadeDef {
+                    task: f.name.clone(),
+                    agents: 5,
+                    group_size: None,
+                    synthesize: SynthesizeDef::Auto,
+                    min_success: None,
+                });
+                let base = self.model_or_default(None);
+                let mut cascade = Cascade::new(c.agents, &base);
+                if let Some(g) = c.group_size {
+                    cascade.group_size = g;
+                }
+                cascade.synthesize = match c.synthesize {
+                    SynthesizeDef::Auto => SynthesizeMode::Auto,
+                    SynthesizeDef::Always => SynthesizeMode::Always,
+                    SynthesizeDef::Never => SynthesizeMode::Never,
+                };
+                let t = &f.defaults.models;
+                for (tier, m) in [
+                    (&mut cascade.decomposer, &t.decomposer),
+                    (&mut cascade.worker, &t.worker),
+                    (&mut cascade.synthesizer, &t.synthesizer),
+                    (&mut cascade.executive, &t.executive),
+                ] {
+                    if let Some(m) = m {
+                        tier.model = Arc::from(m.chain());
+                    }
+                    if let Some(temp) = f.defaults.temperature {
+                        tier.temperature = temp;
+                    }
+                }
+                WorkflowRun::Cascade(cascade)
+            }
+            PatternKind::Swarm => {
+                let s = f.swarm.as_ref();
+                let model = self.model_or_default(s.and_then(|s| s.model.as_ref()));
+                let swarm = Swarm::new(s.map_or(5, |s| s.agents), &model).assign(match s.map(|s| s.assign) {
+                    Some(AssignDef::Llm) => Assign::Llm,
+                    _ => Assign::Keywords,
+                });
+                WorkflowRun::Swarm(swarm)
+            }
+            _ => {
+                let plan = Arc::new(StepsPlan {
+                    file: self.file.clone(),
+                    analysis: self.analysis.clone(),
+                    inputs: self.inputs.clone(),
+                    agents: self.file.agents.iter().map(|a| (a.id.clone(), self.resolve_agent(a))).collect(),
+                });
+                let name = f.name.clone();
+                let body: FlowBody = Box::new(move |ctx, _task| {
+                    let plan = plan.clone();
+                    Box::pin(async move { run_steps(plan, ctx).await })
+                });
+                WorkflowRun::Steps(StepsRun { name, body, models: self.models() })
+            }
+        }
+    }
+
+    fn resolve_agent(&self, a: &AgentDef) -> ResolvedAgent {
+        let mut system = a
+            .role
+            .as_deref()
+            .map(|r| format!("You are {}.", r.trim().trim_end_matches('.')))
+            .unwrap_or_default();
+        if let Some(s) = &a.system {
+            // Validated before binding; a render error here leaves the template as written.
+            let text = template::render(s, &self.scope()).unwrap_or_else(|_| s.clone());
+            if !system.is_empty() {
+                system.push_str("\n\n");
+            }
+            system.push_str(text.trim());
+        }
+        if let Some(schema) = &a.output_schema {
+            if !system.is_empty() {
+                system.push_str("\n\n");
+            }
+            system.push_str(&format!(
+                "Reply with only a JSON value that follows this JSON Schema:\n{}",
+                serde_json::to_string_pretty(schema).unwrap_or_default()
+            ));
+        }
+        ResolvedAgent {
+            id: a.id.clone(),
+            model: Arc::from(self.model_or_default(a.model.as_ref())),
+            system: (!system.is_empty()).then_some(system),
+            temperature: a.temperature.or(self.file.defaults.temperature),
+            max_tokens: a.max_tokens.unwrap_or(1024),
+            json: a.output_schema.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ResolvedAgent {
+    id: String,
+    model: Arc<str>,
+    system: Option<String>,
+    temperature: Option<f32>,
+    max_tokens: u32,
+    json: bool,
+}
+
+impl ResolvedAgent {
+    fn request(&self, prompt: &str) -> LlmRequest {
+        let mut r = LlmRequest::new(&self.model, prompt).max_tokens(self.max_tokens);
+        if let Some(s) = &self.system {
+            r = r.system(s);
+        }
+        if let Some(t) = self.temperature {
+            r = r.temperature(t);
+        }
+        if self.json {
+            r = r.json();
+        }
+        r
+    }
+
+    fn tier(&self) -> Tier {
+        Tier::parse(&self.id)
+    }
+
+    /// The agent as the core's patterns run it: one call on its input, the reply checked
+    /// as JSON when the agent has an output schema.
+    fn as_agent(self: &Arc<Self>) -> Agent {
+        let me = self.clone();
+        Agent::new(move |ctx: Ctx, spec: StepSpec, input: Arc<str>| {
+            let me = me.clone();
+            async move {
+                let spec = StepSpec { tier: me.tier(), ..spec };
+                let id = spec.id.clone();
+                let reply = ctx.llm(spec, me.request(&input)).await?;
+                if me.json
+                    && let Err(message) = check_json(&reply.text)
+                {
+                    return Err(fail_after(&ctx, &id, "json", message).await);
+                }
+                Ok(reply.text)
+            }
+        })
+        .with_model(self.model.clone())
+    }
+}
+
+/// Record that the work after a completed step failed (its reply is not JSON, it names no
+/// route), as the failed step `{step}/{what}`: the step's own record stays true — its call
+/// completed and was paid for — and the run's record says what went wrong after it.
+async fn fail_after(ctx: &Ctx, step: &StepId, what: &str, message: String) -> StepError {
+    let spec = StepSpec::new(step.child(what), Tier::Custom(Arc::from("check")));
+    match ctx.step::<(), _>(spec, &message.clone(), async move { Err(message) }).await {
+        Err(e) => e,
+        Ok(()) => failed(step, "internal error: a failing check succeeded"),
+    }
+}
+
+fn check_json(text: &str) -> Result<(), String> {
+    let trimmed = text.trim();
+    let body = trimmed
+        .strip_prefix("```json")
+        .or_else(|| trimmed.strip_prefix("```"))
+        .and_then(|t| t.strip_suffix("```"))
+        .unwrap_or(trimmed);
+    serde_json::from_str::<serde_json::Value>(body)
+        .map(|_| ())
+        .map_err(|e| format!("the agent has an output_schema but its reply is not JSON: {e}"))
+}
+
+struct StepsPlan {
+    file: Arc<WorkflowFile>,
+    analysis: Arc<Analysis>,
+    inputs: BTreeMap<String, serde_json::Value>,
+    agents: BTreeMap<String, ResolvedAgent>,
+}
+
+#[derive(Default)]
+struct StepsState {
+    outputs: BTreeMap<String, String>,
+    /// Router step id → the step it chose.
+    chosen: BTreeMap<String, String>,
+}
+
+fn failed(step: &StepId, message: impl Into<String>) -> StepError {
+    StepError::Failed { step: step.clone(), message: message.into() }
+}
+
+async fn run_steps(plan: Arc<StepsPlan>, ctx: Ctx) -> Result<String, StepError> {
+    let state = Arc::new(Mutex::new(StepsState::default()));
+    let file = &plan.file;
+    // Inputs are composed by the steps themselves from the shared state.
+    let mut dag = Dag::new(STEP_SCOPE).compose(|input, _| input.to_string());
+    for (i, step) in file.steps.iter().enumerate() {
+        let deps: Vec<&str> = plan.analysis.deps[i].iter().map(|&d| file.steps[d].id.as_str()).collect();
+        let model = step.agent.as_ref().and_then(|a| plan.agents.get(a)).map(|a| a.model.clone());
+        let (plan, state, index) = (plan.clone(), state.clone(), i);
+        let agent = Agent::new(move |ctx, spec, _input| {
+            let (plan, state) = (plan.clone(), state.clone());
+            async move { run_step(&plan, &state, index, ctx, spec).await }
+        });
+        let agent = match model {
+            Some(m) => agent.with_model(m),
+            None => agent,
+        };
+        dag = dag.node(step.id.clone(), &deps, agent);
+    }
+    let run = dag.run(&ctx, "").await.map_err(|e| failed(&StepId::new(STEP_SCOPE), e.to_string()))?;
+    let state =
+        state.lock().map_err(|_| failed(&StepId::new(STEP_SCOPE), "internal error: state poisoned"))?;
+    let final_id = match &file.outputs.final_step {
+        Some(id) => Some(id.as_str()),
+        None => file.steps.iter().rev().map(|s| s.id.as_str()).find(|id| state.outputs.contains_key(*id)),
+    };
+    match final_id.and_then(|id| state.outputs.get(id)) {
+        Some(text) => Ok(text.clone()),
+        None => {
+            let mut why = Vec::new();
+            if !run.failed().is_empty() {
+                why.push(format!("failed: {}", run.failed().join(", ")));
+            }
+            if !run.skipped().is_empty() {
+                why.push(format!("skipped: {}", run.skipped().join(", ")));
+            }
+            let what = match &file.outputs.final_step {
+                Some(id) => format!("the final step `{id}` produced no output"),
+                None => "no step produced an output".to_string(),
+            };
+            let why = if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) };
+            Err(failed(&StepId::new(STEP_SCOPE), format!("{what}{why}")))
+        }
+    }
+}
+
+/// Run step `index` as `spec` (see the module docs). A step passed over returns an empty
+/// text and leaves no output in the state.
+async fn run_step(
+    plan: &StepsPlan,
+    state: &Mutex<StepsState>,
+    index: usize,
+    ctx: Ctx,
+    spec: StepSpec,
+) -> Result<Arc<str>, StepError> {
+    let step: &StepDef = &plan.file.steps[index];
+    let id = spec.id.clone();
+    let scope = {
+        let s = state.lock().map_err(|_| failed(&id, "internal error: state poisoned"))?;
+        if let Some((router, _)) = &plan.analysis.routed_by[index] {
+            let router_id = &plan.file.steps[*router].id;
+            if s.chosen.get(router_id).map(String::as_str) != Some(step.id.as_str()) {
+                return Ok(Arc::from(""));
+            }
+        }
+        Scope { inputs: plan.inputs.clone(), steps: s.outputs.clone(), output: None }
+    };
+    if let Some(when) = &step.when
+        && !template::truth(when, &scope).map_err(|e| failed(&id, format!("`when`: {e}")))?
+    {
+        return Ok(Arc::from(""));
+    }
+    let prompt = template::render(step.prompt.as_deref().unwrap_or(""), &scope)
+        .map_err(|e| failed(&id, format!("the prompt's template: {e}")))?;
+    let agent = step.agent.as_ref().and_then(|a| plan.agents.get(a));
+    let output: Arc<str> = match (agent, &step.loop_) {
+        (None, _) => {
+            let spec = StepSpec { tier: Tier::Custom(Arc::from("template")), ..spec };
+            let text = prompt.clone();
+            let out: String = ctx.step(spec, &prompt, async move { Ok::<_, String>(text) }).await?;
+            Arc::from(out)
+        }
+        (Some(agent), Some(l)) => {
+            let agent = Arc::new(agent.clone());
+            let core = agent.as_agent();
+            let mut refine = Refine::new(core.clone(), core).scope(id.as_str()).max_iterations(l.max);
+            if let Some(until) = &l.until {
+                let (until, scope) = (until.clone(), scope.clone());
+                refine = refine.until(move |draft| {
+                    let scope = Scope { output: Some(draft.to_string()), ..scope.clone() };
+                    template::truth(&until, &scope).unwrap_or(false)
+                });
+            }
+            if let Some(judge) = &l.judge {
+                let first = agent.model.split(',').next().unwrap_or(SIMULATED_MODEL).to_string();
+                refine = refine.judge(&first, judge.clone());
+            }
+            let done = refine.run(&ctx, prompt).await.map_err(|e| e.error)?;
+            done.output
+        }
+        (Some(agent), None) => Arc::new(agent.clone()).as_agent().run(&ctx, spec, prompt).await?,
+    };
+    if !step.route.is_empty() {
+        let Some(target) = choose_route(&step.route, &output) else {
+            let valid: Vec<&str> = step.route.keys().map(String::as_str).collect();
+            let message = format!(
+                "the output names no route; valid routes: {} (add a `{DEFAULT_ROUTE}` route for anything else)",
+                valid.join(", ")
+            );
+            return Err(fail_after(&ctx, &id, "route", message).await);
+        };
+        let mut s = state.lock().map_err(|_| failed(&id, "internal error: state poisoned"))?;
+        s.chosen.insert(step.id.clone(), target);
+    }
+    let mut s = state.lock().map_err(|_| failed(&id, "internal error: state poisoned"))?;
+    s.outputs.insert(step.id.clone(), output.to_string());
+    Ok(output)
+}
+
+/// The route an output chooses: an exact value (case and surrounding punctuation aside),
+/// else the value named earliest in it as a whole word, else `default`.
+fn choose_route(routes: &BTreeMap<String, String>, output: &str) -> Option<String> {
+    let clean = output.trim().trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+    let values = routes.iter().filter(|(k, _)| k.as_str() != DEFAULT_ROUTE);
+    if let Some((_, t)) = values.clone().find(|(k, _)| k.to_lowercase() == clean) {
+        return Some(t.clone());
+    }
+    let lower = output.to_lowercase();
+    let earliest = values
+        .filter_map(|(k, t)| first_word_at(&lower, &k.to_lowercase()).map(|at| (at, t)))
+        .min_by_key(|(at, _)| *at);
+    earliest.map(|(_, t)| t.clone()).or_else(|| routes.get(DEFAULT_ROUTE).cloned())
+}
+
+fn first_word_at(text: &str, word: &str) -> Option<usize> {
+    if word.is_empty() {
+        return None;
+    }
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word).map(|(at, _)| at).find(|&at| {
+        let before = text[..at].chars().next_back().is_none_or(|c| !is_word(c));
+        let after = text[at + word.len()..].chars().next().is_none_or(|c| !is_word(c));
+        before && after
+    })
+}
+
+type FlowFuture = Pin<Box<dyn Future<Output = Result<String, StepError>> + Send>>;
+type FlowBody = Box<dyn Fn(Ctx, Task) -> FlowFuture + Send + Sync>;
+
+/// The steps of a workflow as a run (what [`belt_core::Flow`] does, over the steps' DAG).
+pub struct StepsRun {
+    name: String,
+    body: FlowBody,
+    models: Vec<String>,
+}
+
+/// A workflow as belt-core runs it.
+pub enum WorkflowRun {
+    Cascade(Cascade),
+    Swarm(Swarm),
+    Steps(StepsRun),
+}
+
+impl std::fmt::Debug for WorkflowRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkflowRun::Cascade(c) => f.debug_tuple("Cascade").field(c).finish(),
+            WorkflowRun::Swarm(s) => f.debug_tuple("Swarm").field(s).finish(),
+            WorkflowRun::Steps(s) => f.debug_struct("Steps").field("name", &s.name).finish_non_exhaustive(),
+        }
+    }
+}
+
+#[async_trait]
+impl Orchestrator for WorkflowRun {
+    fn name(&self) -> &str {
+        match self {
+            WorkflowRun::Cascade(c) => c.name(),
+            WorkflowRun::Swarm(s) => s.name(),
+            WorkflowRun::Steps(s) => &s.name,
+        }
+    }
+
+    fn agents(&self) -> Option<usize> {
+        match self {
+            WorkflowRun::Cascade(c) => c.agents(),
+            WorkflowRun::Swarm(s) => s.agents(),
+            WorkflowRun::Steps(_) => None,
+        }
+    }
+
+    fn shape(&self, n: usize) -> Vec<usize> {
+        match self {
+            WorkflowRun::Cascade(c) => c.shape(n),
+            WorkflowRun::Swarm(s) => s.shape(n),
+            WorkflowRun::Steps(_) => vec![n],
+        }
+    }
+
+    fn validate(&self, providers: &Providers) -> Result<(), String> {
+        match self {
+            WorkflowRun::Cascade(c) => c.validate(providers),
+            WorkflowRun::Swarm(s) => s.validate(providers),
+            WorkflowRun::Steps(s) => {
+                for m in &s.models {
+                    providers.check(m).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn decompose(&self, ctx: &Ctx, task: &Task) -> Result<Plan, StepError> {
+        match self {
+            WorkflowRun::Cascade(c) => c.decompose(ctx, task).await,
+            WorkflowRun::Swarm(s) => s.decompose(ctx, task).await,
+            WorkflowRun::Steps(_) => Ok(Plan {
+                subtasks: vec![Subtask::new("flow", task.description.clone())],
+                source: belt_core::PlanSource::Orchestrator,
+            }),
+        }
+    }
+
+    async fn execute(
+        &self,
+        ctx: &Ctx,
+        step: &StepSpec,
+        task: &Task,
+        subtask: &Subtask,
+        deps: &[AgentOutput],
+    ) -> Result<AgentOutput, StepError> {
+        match self {
+            WorkflowRun::Cascade(c) => c.execute(ctx, step, task, subtask, deps).await,
+            WorkflowRun::Swarm(s) => s.execute(ctx, step, task, subtask, deps).await,
+            WorkflowRun::Steps(s) => {
+                let text = match (s.body)(ctx.clone(), task.clone()).await {
+                    Ok(text) => text,
+                    Err(e) => {
+                        // On record under the step `flow`, as the core's Flow does, so the
+                        // run's result says why it failed.
+                        let spec = StepSpec::new("flow", Tier::Custom(Arc::from("flow")));
+                        let message = e.to_string();
+                        let _ = ctx.step::<(), _>(spec, &(), async move { Err(message) }).await;
+                        return Err(e);
+                    }
+                };
+                Ok(AgentOutput {
+                    subtask_id: subtask.id.clone(),
+                    step: step.id.clone(),
+                    text: Arc::from(text),
+                    model: Arc::from(""),
+                })
+            }
+        }
+    }
+
+    async fn synthesize(
+        &self,
+        ctx: &Ctx,
+        task: &Task,
+        plan: &[Subtask],
+        results: &[Outcome],
+    ) -> Result<Synthesis, StepError> {
+        match self {
+            WorkflowRun::Cascade(c) => c.synthesize(ctx, task, plan, results).await,
+            WorkflowRun::Swarm(s) => s.synthesize(ctx, task, plan, results).await,
+            WorkflowRun::Steps(_) => match results.first() {
+                Some(Ok(out)) => Ok(Synthesis { text: out.text.to_string() }),
+                Some(Err(e)) => Err(e.clone()),
+                None => Ok(Synthesis { text: String::new() }),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_chosen_exactly_then_by_the_earliest_word_then_default() {
+        let routes: BTreeMap<String, String> = [("billing", "pay"), ("outage", "ops"), ("default", "desk")]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(choose_route(&routes, " Billing. ").as_deref(), Some("pay"));
+        assert_eq!(choose_route(&routes, "This is an outage, not billing").as_deref(), Some("ops"));
+        assert_eq!(choose_route(&routes, "rebilling nothing").as_deref(), Some("desk"));
+        let strict: BTreeMap<String, String> = [("a".to_string(), "x".to_string())].into();
+        assert_eq!(choose_route(&strict, "none"), None);
+    }
+
+    #[test]
+    fn inputs_are_typed() {
+        assert_eq!(typed_input(InputType::Integer, "12").unwrap(), serde_json::json!(12));
+        assert!(typed_input(InputType::Integer, "1.5").is_err());
+        assert_eq!(typed_input(InputType::Boolean, "true").unwrap(), serde_json::json!(true));
+        assert_eq!(typed_input(InputType::String, "x").unwrap(), serde_json::json!("x"));
+        assert!(typed_input(InputType::Number, "NaN").is_err());
+    }
+
+    #[test]
+    fn json_replies_are_checked() {
+        assert!(check_json("```json\n{\"a\": 1}\n```").is_ok());
+        assert!(check_json("[1, 2]").is_ok());
+        assert!(check_json("not json").is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Prompt templates and conditions: minijinja over `inputs.*` and `steps.<id>.output`.
+//!
+//! One environment for every workflow: undefined values are chainable (a skipped step's
+//! `steps.x.output` renders as nothing and tests false, so templates can say
+//! `{% if steps.x.output %}`), and every render or evaluation runs on a fuel budget, so a
+//! hostile template (`{% for i in range(99999) %}{% for j in range(99999) %}…`) stops
+//! with an error instead of spinning.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use minijinja::value::Serde;
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+/// Instructions one render or evaluation may execute.
+const FUEL: u64 = 2_000_000;
+
+/// Global functions of the environment, which templates may call without declaring them.
+const BUILTIN_FUNCTIONS: &[&str] = &["range", "dict", "namespace", "debug"];
+
+fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        env.set_fuel(Some(FUEL));
+        env
+    })
+}
+
+/// What a template or expression can see.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scope {
+    pub inputs: BTreeMap<String, serde_json::Value>,
+    /// Outputs of the steps done so far.
+    pub steps: BTreeMap<String, String>,
+    /// The draft, in a loop's `until`.
+    pub output: Option<String>,
+}
+
+impl Scope {
+    fn value(&self) -> Value {
+        let steps: BTreeMap<&str, BTreeMap<&str, &str>> = self
+            .steps
+            .iter()
+            .map(|(id, out)| (id.as_str(), BTreeMap::from([("output", out.as_str())])))
+            .collect();
+        let mut root = BTreeMap::new();
+        root.insert("inputs", Value::from(Serde(&self.inputs)));
+        root.insert("steps", Value::from(Serde(&steps)));
+        if let Some(out) = &self.output {
+            root.insert("output", Value::from(out.as_str()));
+        }
+        Value::from(Serde(&root))
+    }
+}
+
+/// A template's or expression's syntax error, with its line within the text.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SyntaxIssue {
+    pub message: String,
+    pub line: Option<usize>,
+}
+
+fn syntax_issue(e: &minijinja::Error) -> SyntaxIssue {
+    SyntaxIssue { message: e.detail().unwrap_or("invalid template").to_string(), line: e.line() }
+}
+
+/// The variables a template uses (dotted: `inputs.topic`, `steps.triage.output`), or
+/// its syntax error.
+pub(crate) fn template_variables(source: &str) -> Result<Vec<String>, SyntaxIssue> {
+    let t = env().template_from_str(source).map_err(|e| syntax_issue(&e))?;
+    let mut vars: Vec<String> = t.undeclared_variables(true).into_iter().collect();
+    vars.sort();
+    Ok(vars)
+}
+
+/// The variables an expression uses, or its syntax error.
+pub(crate) fn expression_variables(source: &str) -> Result<Vec<String>, SyntaxIssue> {
+    let e = env().compile_expression(source).map_err(|e| syntax_issue(&e))?;
+    let mut vars: Vec<String> = e.undeclared_variables(true).into_iter().collect();
+    vars.sort();
+    Ok(vars)
+}
+
+/// Whether a name is a function of the environment rather than a variable.
+pub(crate) fn is_builtin(name: &str) -> bool {
+    BUILTIN_FUNCTIONS.contains(&name)
+}
+
+/// Render a template.
+pub(crate) fn render(source: &str, scope: &Scope) -> Result<String, String> {
+    env().render_str(source, scope.value()).map_err(|e| describe(&e))
+}
+
+/// Evaluate a condition: true or false (an undefined value is false).
+pub(crate) fn truth(source: &str, scope: &Scope) -> Result<bool, String> {
+    let e = env().compile_expression(source).map_err(|e| describe(&e))?;
+    e.eval(scope.value()).map(|v| v.is_true()).map_err(|e| describe(&e))
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_of_templates_and_expressions() {
+        let vars = template_variables(
+            "Hi {{ inputs.topic }} {% for x in range(3) %}{{ x }}{% endfor %}{{ steps.a.output | upper }}",
+        )
+        .unwrap();
+        assert_eq!(vars, ["inputs.topic", "range", "steps.a.output"]);
+        assert_eq!(expression_variables("steps.t.output == 'billing'").unwrap(), ["steps.t.output"]);
+        let e = template_variables("{{ inputs. }}").unwrap_err();
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn render_and_truth() {
+        let mut scope = Scope::default();
+        scope.inputs.insert("topic".into(), serde_json::json!("Rust"));
+        scope.steps.insert("t".into(), "billing".into());
+        assert_eq!(
+            render("About {{ inputs.topic }}: {{ steps.t.output }}{{ steps.gone.output }}", &scope).unwrap(),
+            "About Rust: billing"
+        );
+        assert!(truth("steps.t.output == 'billing'", &scope).unwrap());
+        assert!(
+            !truth("steps.gone.output == 'billing'", &scope).unwrap(),
+            "a skipped step's output is undefined"
+        );
+        scope.output = Some("x".repeat(10));
+        assert!(truth("output | length >= 10", &scope).unwrap());
+    }
+
+    #[test]
+    fn a_runaway_template_runs_out_of_fuel() {
+        let err = render(
+            "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}",
+            &Scope::default(),
+        )
+        .unwrap_err();
+        assert!(err.contains("fuel"), "{err}");
+    }
+}
