@@ -16,7 +16,6 @@ use std::sync::Arc;
 use belt_core::event::{Event, EventKind};
 use belt_core::step::StepId;
 use chrono::DateTime;
-use serde::Serialize;
 
 /// Append the lines of `events` to `out`.
 pub(crate) fn encode(events: &[Arc<Event>], out: &mut Vec<u8>) -> serde_json::Result<()> {
@@ -26,12 +25,87 @@ pub(crate) fn encode(events: &[Arc<Event>], out: &mut Vec<u8>) -> serde_json::Re
         }
         match e.ts.timestamp_nanos_opt() {
             Some(ts_ns) => {
-                (e.seq, ts_ns, &e.step, &e.kind).serialize(&mut serde_json::Serializer::new(&mut *out))?
+                // `[seq,ts_ns,step,kind]`, as serde_json writes that tuple.
+                out.push(b'[');
+                serde_json::to_writer(&mut *out, &e.seq)?;
+                out.push(b',');
+                serde_json::to_writer(&mut *out, &ts_ns)?;
+                out.push(b',');
+                match &e.step {
+                    Some(step) => write_str(out, step.as_str())?,
+                    None => out.extend_from_slice(b"null"),
+                }
+                out.push(b',');
+                write_kind(&e.kind, out)?;
+                out.push(b']');
             }
             None => serde_json::to_writer(&mut *out, &**e)?,
         }
     }
     Ok(())
+}
+
+/// The JSON of `kind`, byte for byte what serde_json writes (a test holds it to that). The
+/// two events every step emits are written here directly: serde's generic path, which
+/// escapes every key, was most of what encoding them cost. The patterns are exhaustive, so
+/// a new field stops the build here instead of going unrecorded.
+fn write_kind(kind: &EventKind, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    match kind {
+        EventKind::StepStarted { tier, model } => {
+            out.extend_from_slice(br#"{"type":"step_started","tier":"#);
+            write_str(out, tier.as_str())?;
+            out.extend_from_slice(br#","model":"#);
+            write_str(out, model)?;
+        }
+        EventKind::StepCompleted {
+            tier,
+            model,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            duration_ms,
+            attempts,
+            replayed,
+            cached,
+        } => {
+            out.extend_from_slice(br#"{"type":"step_completed","tier":"#);
+            write_str(out, tier.as_str())?;
+            out.extend_from_slice(br#","model":"#);
+            write_str(out, model)?;
+            out.extend_from_slice(br#","input_tokens":"#);
+            serde_json::to_writer(&mut *out, input_tokens)?;
+            out.extend_from_slice(br#","output_tokens":"#);
+            serde_json::to_writer(&mut *out, output_tokens)?;
+            out.extend_from_slice(br#","cost_usd":"#);
+            serde_json::to_writer(&mut *out, cost_usd)?;
+            out.extend_from_slice(br#","duration_ms":"#);
+            serde_json::to_writer(&mut *out, duration_ms)?;
+            out.extend_from_slice(br#","attempts":"#);
+            serde_json::to_writer(&mut *out, attempts)?;
+            if *replayed {
+                out.extend_from_slice(br#","replayed":true"#);
+            }
+            if *cached {
+                out.extend_from_slice(br#","cached":true"#);
+            }
+        }
+        other => return serde_json::to_writer(&mut *out, other),
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// A JSON string: copied as it is when nothing in it needs escaping (the usual step ids,
+/// tiers and model names), else through serde_json.
+fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        Ok(())
+    } else {
+        serde_json::to_writer(&mut *out, s)
+    }
 }
 
 /// Push the events of a row's `lines` with `seq > *after` onto `out`, raising `*after` to
@@ -98,6 +172,45 @@ mod tests {
         let (mut after, mut out) = (4, Vec::new());
         decode(&run, &text, &mut after, &mut out).unwrap();
         assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6]);
+    }
+
+    /// The direct encoding of the per-step events is exactly serde_json's.
+    #[test]
+    fn per_step_events_are_written_as_serde_json_writes_them() {
+        let tiers = [Tier::Worker, Tier::Custom("odd \"tier\"\n".into())];
+        let models: [Arc<str>; 2] = [Arc::from("simulated/m"), Arc::from("m\\é\u{1}")];
+        let mut kinds = Vec::new();
+        for tier in &tiers {
+            for model in &models {
+                kinds.push(EventKind::StepStarted { tier: tier.clone(), model: model.clone() });
+                for (replayed, cached) in [(false, false), (true, false), (false, true), (true, true)] {
+                    for cost_usd in [0.0, 6.3e-5, 12.5, f64::NAN] {
+                        kinds.push(EventKind::StepCompleted {
+                            tier: tier.clone(),
+                            model: model.clone(),
+                            input_tokens: 17,
+                            output_tokens: u64::MAX,
+                            cost_usd,
+                            duration_ms: 3,
+                            attempts: 2,
+                            replayed,
+                            cached,
+                        });
+                    }
+                }
+            }
+        }
+        kinds.push(EventKind::StepSkipped { tier: Tier::Worker, reason: "x".into() });
+        for kind in kinds {
+            let mut ours = Vec::new();
+            write_kind(&kind, &mut ours).unwrap();
+            assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&kind).unwrap());
+        }
+        let e = event(9, DateTime::from_timestamp(1_800_000_000, 1).unwrap(), Some("a\"b"));
+        let mut line = Vec::new();
+        encode(std::slice::from_ref(&e), &mut line).unwrap();
+        let tuple = (e.seq, e.ts.timestamp_nanos_opt().unwrap(), &e.step, &e.kind);
+        assert_eq!(String::from_utf8(line).unwrap(), serde_json::to_string(&tuple).unwrap());
     }
 
     #[test]
