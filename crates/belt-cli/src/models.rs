@@ -119,6 +119,7 @@ pub fn list(json: bool, env: &dyn Fn(&str) -> Option<String>) -> i32 {
         "model",
         "in $/Mtok",
         "out $/Mtok",
+        "cache r/w $/Mtok",
         "stream",
         "tools",
         "json schema",
@@ -132,6 +133,14 @@ pub fn list(json: bool, env: &dyn Fn(&str) -> Option<String>) -> i32 {
             format!("{}/{}", m.provider, m.id),
             format!("{:.2}", p.input_per_mtok),
             format!("{:.2}", p.output_per_mtok),
+            // Prompt-cache reads and writes (`—`: billed as input).
+            match (p.cache_read_per_mtok, p.cache_write_per_mtok) {
+                (None, None) => "—".to_string(),
+                (r, w) => {
+                    let f = |x: Option<f64>| x.map_or("—".to_string(), |x| format!("{x:.3}"));
+                    format!("{}/{}", f(r), f(w))
+                }
+            },
             yes(m.capabilities.streaming).into(),
             yes(m.capabilities.tools).into(),
             yes(m.capabilities.json_schema).into(),

@@ -509,14 +509,27 @@ pub fn summary(r: &RunResult) -> String {
     table.add_row(total);
     let mut out = format!("{table}\n");
     out.push_str(&format!("status:  {} ({})\n", r.status, r.stop_reason));
+    // Prompt-cache tokens are part of the input; said only when a provider reported some.
+    let cache = match (r.usage.cache_read_tokens, r.usage.cache_write_tokens) {
+        (0, 0) => String::new(),
+        (read, 0) => format!(" ({read} from prompt cache)"),
+        (read, write) => format!(" ({read} from prompt cache, {write} written to it)"),
+    };
     out.push_str(&format!(
-        "usage:   {} calls, {} tokens in, {} tokens out, ${:.4}{}\n",
+        "usage:   {} calls, {} tokens in{cache}, {} tokens out, ${:.4}{}\n",
         r.usage.calls,
         r.usage.input_tokens,
         r.usage.output_tokens,
         r.cost_usd,
         if r.simulated { " (simulated provider, nominal price)" } else { "" }
     ));
+    if r.usage.unpriced_calls > 0 {
+        out.push_str(&format!(
+            "cost:    unknown for {} call(s) to models without a known price (not in the total); \
+             set their prices in belt.toml [prices]\n",
+            r.usage.unpriced_calls
+        ));
+    }
     for d in &r.documents {
         out.push_str(&format!("report:  {}\n", d.path));
     }

@@ -56,7 +56,8 @@ const RUN: [&str; 8] =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cascade_runs_against_an_openai_compatible_server() {
     let server = FakeServer::start().await.unwrap();
-    let usage = FakeUsage { input: 120, output: 80, cache_read: 0, cache_write: 0 };
+    // 120 prompt tokens, 100 of them read from the prompt cache.
+    let usage = FakeUsage { input: 120, output: 80, cache_read: 100, cache_write: 0 };
     server.set_default(FakeResponse::openai_stream(
         "gpt-4.1-mini-2025-04-14",
         &["## Findings\n", "Heat pumps ", "use less energy."],
@@ -82,8 +83,9 @@ async fn a_cascade_runs_against_an_openai_compatible_server() {
     assert_eq!(r["usage"]["calls"], calls);
     assert_eq!(r["usage"]["input_tokens"], 120 * calls, "the server's token counts are reported");
     assert_eq!(r["usage"]["output_tokens"], 80 * calls);
-    // gpt-4.1-mini: $0.40 / $1.60 per million tokens.
-    let expected = calls as f64 * (120.0 * 0.40 + 80.0 * 1.60) / 1e6;
+    assert_eq!(r["usage"]["cache_read_tokens"], 100 * calls, "cached tokens are a subset of the input");
+    // gpt-4.1-mini: $0.40 input, $0.10 cached input, $1.60 output per million tokens.
+    let expected = calls as f64 * (20.0 * 0.40 + 100.0 * 0.10 + 80.0 * 1.60) / 1e6;
     assert!((r["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{} vs {expected}", r["cost_usd"]);
     let first =
         server.requests().into_iter().find(|q| q.path.ends_with("/chat/completions")).expect("a request");
@@ -127,7 +129,8 @@ async fn retry_after_is_honoured_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anthropic_endpoint_works_too() {
     let server = FakeServer::start().await.unwrap();
-    let usage = FakeUsage { input: 50, output: 20, cache_read: 0, cache_write: 0 };
+    // Anthropic reports cache reads and writes apart from its 50 uncached input tokens.
+    let usage = FakeUsage { input: 50, output: 20, cache_read: 400, cache_write: 100 };
     server.set_default(FakeResponse::anthropic_stream(
         "claude-sonnet-4-5-20250929",
         &["Sure: ", "done."],
@@ -141,9 +144,150 @@ async fn an_anthropic_endpoint_works_too() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("anthropic/claude-sonnet-4-5"), "{stderr}");
     let calls = server.requests().len() as u64;
-    assert_eq!(r["usage"]["input_tokens"], 50 * calls);
+    assert_eq!(r["usage"]["input_tokens"], 550 * calls);
     assert_eq!(r["usage"]["output_tokens"], 20 * calls);
+    assert_eq!(
+        (&r["usage"]["cache_read_tokens"], &r["usage"]["cache_write_tokens"]),
+        (&(400 * calls).into(), &(100 * calls).into())
+    );
+    // claude-sonnet-4-5: $3 input, $0.30 cache reads, $3.75 cache writes, $15 output.
+    let expected = calls as f64 * (50.0 * 3.0 + 400.0 * 0.30 + 100.0 * 3.75 + 20.0 * 15.0) / 1e6;
+    assert!((r["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{} vs {expected}", r["cost_usd"]);
     let q = server.last_request().unwrap();
     assert_eq!(q.header("x-api-key"), Some("sk-ant-test"));
     assert!(q.header("anthropic-version").is_some());
+}
+
+/// The JSON lines of an `--events` file.
+fn events(dir: &Dir, file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.0.join(file)).expect("the events file");
+    text.lines().map(|l| serde_json::from_str(l).expect("a JSON event")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_fall_back_to_the_second_model_when_the_first_keeps_failing() {
+    // The OpenAI-compatible server answers every call with a 500; the Anthropic one serves.
+    let openai = FakeServer::start().await.unwrap();
+    openai.set_default(FakeResponse::openai_error(500, "The server had an error", "server_error", None));
+    let anthropic = FakeServer::start().await.unwrap();
+    anthropic.set_default(FakeResponse::anthropic_stream(
+        "claude-sonnet-4-5-20250929",
+        &["## Part\n", "Served by the fallback."],
+        "end_turn",
+        FakeUsage { input: 40, output: 12, cache_read: 0, cache_write: 0 },
+    ));
+    let dir = Dir::new("fallback");
+    let env = [
+        ("OPENAI_BASE_URL", openai.openai_base_url()),
+        ("OPENAI_API_KEY", "sk-x".to_string()),
+        ("ANTHROPIC_BASE_URL", anthropic.url()),
+        ("ANTHROPIC_API_KEY", "sk-ant-x".to_string()),
+    ];
+    let args = [
+        "run",
+        "Compare six heating systems",
+        "--agents",
+        "6",
+        "--json",
+        "--out",
+        "out",
+        "--events",
+        "events.jsonl",
+        "--concurrency",
+        "1",
+        "--retries",
+        "1",
+        "--model",
+        "anthropic/claude-sonnet-4-5",
+        "--worker-model",
+        "openai/gpt-4.1-mini,anthropic/claude-sonnet-4-5",
+    ];
+    let (code, r, stderr) = belt(&dir, &args, &env).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(r["status"], "completed", "{}", r["stop_reason"]);
+    let workers: Vec<&Value> =
+        r["agents"].as_array().unwrap().iter().filter(|a| a["tier"] == "worker").collect();
+    assert_eq!(workers.len(), 6);
+    for w in &workers {
+        assert_eq!(w["status"], "completed", "{w}");
+        assert_eq!(w["model"], "anthropic/claude-sonnet-4-5", "the fallback answered: {w}");
+    }
+    // One call at a time, one retry: workers 1 and 2 fail twice each, worker 3 once more,
+    // and the fifth failure in a row opens the breaker of openai/gpt-4.1-mini: workers 3
+    // to 6 go to the fallback without calling it.
+    let failed_calls = openai.requests().len();
+    assert_eq!(failed_calls, 5, "the breaker stopped the calls to the failing model");
+    let events = events(&dir, "events.jsonl");
+    let fallbacks: Vec<&Value> = events.iter().filter(|e| e["type"] == "step_fallback").collect();
+    assert_eq!(fallbacks.len(), 6, "every worker fell back once");
+    for f in &fallbacks {
+        assert_eq!(
+            (f["from"].as_str(), f["to"].as_str()),
+            (Some("openai/gpt-4.1-mini"), Some("anthropic/claude-sonnet-4-5"))
+        );
+    }
+    assert!(fallbacks[0]["error"].as_str().unwrap().contains("HTTP 500"), "{}", fallbacks[0]);
+    assert!(fallbacks[5]["error"].as_str().unwrap().contains("circuit breaker"), "{}", fallbacks[5]);
+    let opened: Vec<&Value> = events.iter().filter(|e| e["type"] == "breaker_opened").collect();
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0]["model"], "openai/gpt-4.1-mini");
+    // Only the calls that were served cost anything: Anthropic's usage at its prices.
+    let served = anthropic.requests().len() as f64;
+    let expected = served * (40.0 * 3.0 + 12.0 * 15.0) / 1e6;
+    assert!((r["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{} vs {expected}", r["cost_usd"]);
+    assert!(
+        stderr.contains("worker/001: openai/gpt-4.1-mini failed (")
+            && stderr.contains("falling back to anthropic/claude-sonnet-4-5"),
+        "the progress shows the fallback: {stderr}"
+    );
+    assert!(stderr.contains("breaker opened: openai/gpt-4.1-mini failed 5 times in a row"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_error_for_the_first_model_falls_back_without_retrying_it() {
+    // A model the first server does not know is fatal for that model only.
+    let openai = FakeServer::start().await.unwrap();
+    openai.set_default(FakeResponse::openai_error(
+        404,
+        "The model `gpt-4.1-mini` does not exist or you do not have access to it.",
+        "invalid_request_error",
+        Some("model_not_found"),
+    ));
+    let anthropic = FakeServer::start().await.unwrap();
+    anthropic.set_default(FakeResponse::anthropic_json(
+        "claude-haiku-4-5",
+        "Served by the fallback.",
+        "end_turn",
+        FakeUsage { input: 10, output: 5, cache_read: 0, cache_write: 0 },
+    ));
+    let dir = Dir::new("fallback-fatal");
+    let env = [
+        ("OPENAI_BASE_URL", openai.openai_base_url()),
+        ("OPENAI_API_KEY", "sk-x".to_string()),
+        ("ANTHROPIC_BASE_URL", anthropic.url()),
+        ("ANTHROPIC_API_KEY", "sk-ant-x".to_string()),
+    ];
+    let args = [
+        "run",
+        "Two things",
+        "--agents",
+        "2",
+        "--json",
+        "--out",
+        "out",
+        "--concurrency",
+        "1",
+        "--model",
+        "openai/gpt-4.1-mini,anthropic/claude-haiku-4-5",
+    ];
+    let (code, r, stderr) = belt(&dir, &args, &env).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(r["status"], "completed", "{}", r["stop_reason"]);
+    // Decomposer and two workers: one attempt each at the unknown model (no retries, though
+    // 2 are allowed), then the fallback.
+    assert_eq!(openai.requests().len(), 3);
+    for a in r["agents"].as_array().unwrap() {
+        assert_eq!(a["model"], "anthropic/claude-haiku-4-5", "{a}");
+        assert_eq!(a["attempts"], 2, "one failed attempt, one served: {a}");
+    }
 }

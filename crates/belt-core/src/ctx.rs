@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{Amount, Ledger, Refusal};
 use crate::event::{EventBus, EventKind};
 use crate::limits::BreakerChange;
-use crate::llm::{CallInfo, LlmError, LlmRequest, ModelError, Providers, Usage};
+use crate::llm::{CallInfo, LlmError, LlmRequest, ModelError, Providers, ToolCall, Usage};
 use crate::policy::Policies;
 use crate::result::{AgentRecord, AgentStatus, UsageTotals};
 use crate::step::{StepId, StepSpec};
@@ -48,6 +48,8 @@ pub struct StepReply {
     pub cost_usd: f64,
     pub finish_reason: Option<String>,
     pub simulated: bool,
+    /// Tools the model called (see [`Ctx::llm_with_tools`], which runs them).
+    pub tool_calls: Vec<ToolCall>,
     /// True when the output came from the run's record instead of a new call.
     pub replayed: bool,
     /// True when the output came from the response cache (and cost nothing).
@@ -159,6 +161,10 @@ pub(crate) struct Shared {
     pub simulated: AtomicBool,
     pub input_tokens: AtomicU64,
     pub output_tokens: AtomicU64,
+    pub cache_read_tokens: AtomicU64,
+    pub cache_write_tokens: AtomicU64,
+    /// Calls answered by a model whose price is unknown (their cost is not in the total).
+    pub unpriced_calls: AtomicU64,
     pub calls: AtomicU64,
     pub human: crate::patterns::Human,
     /// Caps that stopped a pattern, in the order they were hit.
@@ -315,6 +321,7 @@ impl Ctx {
                     cost_usd: 0.0,
                     finish_reason: None,
                     simulated: hit.simulated,
+                    tool_calls: hit.tool_calls,
                     replayed: false,
                     cached: true,
                 };
@@ -327,143 +334,172 @@ impl Ctx {
                     s.simulated.store(true, Ordering::Relaxed);
                 }
                 let price = provider.price(model);
+                // A USD budget cannot be kept with a model whose price is unknown: that
+                // model is refused before any call (the next one of the chain may serve).
+                let unpriced = (price.is_none() && s.ledger.budget().max_cost_usd.is_some()).then(|| {
+                    LlmError::InvalidRequest(format!(
+                        "{} has no known price, so the USD budget cannot be kept with it; set its price \
+                         in belt.toml ([prices.\"{}\"] input = …, output = … per million tokens) or run \
+                         without a USD budget",
+                        link.full, link.full
+                    ))
+                });
                 let worst = Amount {
                     calls: 1,
                     tokens: bound + request.max_tokens as u64,
                     cost_usd: price.map_or(0.0, |p| p.cost_of(bound, request.max_tokens as u64)),
                 };
                 let mut tries = 0;
-                let error = loop {
-                    let Some(permit) = self.permit().await else {
-                        return Err(self.refuse_start(&spec, model_name, &at, Stop::Cancelled));
-                    };
-                    if let Some(stop) = self.stopping() {
-                        drop(permit);
-                        if at.attempts == 0 {
-                            return Err(self.refuse_start(&spec, model_name, &at, stop));
-                        }
-                        let err = stop_error(&spec.id, stop);
-                        return Err(self.fail(&spec, model_name, &at, err));
-                    }
-                    if let Err(refusal) = s.ledger.reserve(worst) {
-                        drop(permit);
-                        // This step fails with `budget_exhausted`; the steps after it find the
-                        // run stopping and are skipped without trying.
-                        self.exhaust_budget(&spec.id, &refusal);
-                        let err = StepError::BudgetExhausted {
-                            step: spec.id.clone(),
-                            refusal: refusal.to_string(),
+                let error = if let Some(refused) = unpriced {
+                    refused
+                } else {
+                    loop {
+                        let Some(permit) = self.permit().await else {
+                            return Err(self.refuse_start(&spec, model_name, &at, Stop::Cancelled));
                         };
-                        return Err(self.fail(&spec, model_name, &at, err));
-                    }
-                    if at.attempts == 0 {
-                        s.bus.emit(
-                            Some(&spec.id),
-                            EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
-                        );
-                    }
-                    // The provider's own limits (shared by every run of the process) are
-                    // waited for before the call's timeout starts.
-                    let slot = match link.limiter.acquire(model, worst.tokens).await {
-                        Ok(slot) => slot,
-                        Err(open) => {
-                            s.ledger.settle(worst, Amount::default());
-                            break open;
-                        }
-                    };
-                    at.attempts += 1;
-                    tries += 1;
-                    let call = CallInfo { step: spec.id.clone(), attempt: at.attempts };
-                    // Cancelling a run drops its futures; this guard records a call dropped
-                    // mid-flight and gives its budget reservation back.
-                    let guard = InFlightCall { ctx: self, spec: &spec, model: &model_name, at: &at, worst };
-                    let call_future = provider.complete(model, &request, &call);
-                    let outcome = if s.stream_deltas {
-                        // Boxed: only runs that stream pay for the sink in their futures.
-                        let (sink, flush) = self.delta_sink(&spec.id);
-                        let r = Box::pin(tokio::time::timeout(
-                            policy.timeout,
-                            crate::llm::with_delta_sink(sink, call_future),
-                        ))
-                        .await;
-                        flush();
-                        r
-                    } else {
-                        tokio::time::timeout(policy.timeout, call_future).await
-                    }
-                    .unwrap_or(Err(LlmError::Timeout(policy.timeout)));
-                    std::mem::forget(guard);
-                    drop(permit);
-                    s.calls.fetch_add(1, Ordering::Relaxed);
-                    let used = outcome.as_ref().map_or(0, |r| r.usage.total());
-                    if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
-                        self.report_breaker(&spec, link.full, change);
-                    }
-                    match outcome {
-                        Ok(reply) => {
-                            let cost = price.map_or(0.0, |p| p.cost(reply.usage));
-                            let actual = Amount { calls: 1, tokens: reply.usage.total(), cost_usd: cost };
-                            for w in s.ledger.settle(worst, actual) {
-                                s.bus.emit(
-                                    None,
-                                    EventKind::BudgetWarning {
-                                        limit: w.limit.into(),
-                                        used: w.used,
-                                        max: w.max,
-                                    },
-                                );
+                        if let Some(stop) = self.stopping() {
+                            drop(permit);
+                            if at.attempts == 0 {
+                                return Err(self.refuse_start(&spec, model_name, &at, stop));
                             }
-                            s.input_tokens.fetch_add(reply.usage.input_tokens, Ordering::Relaxed);
-                            s.output_tokens.fetch_add(reply.usage.output_tokens, Ordering::Relaxed);
-                            let model = if reply.model == *model_name {
-                                model_name.clone()
-                            } else {
-                                Arc::from(reply.model)
+                            let err = stop_error(&spec.id, stop);
+                            return Err(self.fail(&spec, model_name, &at, err));
+                        }
+                        if let Err(refusal) = s.ledger.reserve(worst) {
+                            drop(permit);
+                            // This step fails with `budget_exhausted`; the steps after it find the
+                            // run stopping and are skipped without trying.
+                            self.exhaust_budget(&spec.id, &refusal);
+                            let err = StepError::BudgetExhausted {
+                                step: spec.id.clone(),
+                                refusal: refusal.to_string(),
                             };
-                            let out = StepReply {
-                                text: Arc::from(reply.text),
-                                usage: reply.usage,
-                                model,
-                                cost_usd: cost,
-                                finish_reason: reply.finish_reason,
-                                simulated: reply.simulated,
-                                replayed: false,
-                                cached: false,
-                            };
-                            if let Some(ttl) = s.cache_ttl {
-                                let entry = CachedReply {
-                                    text: out.text.clone(),
-                                    model: out.model.clone(),
-                                    usage: out.usage,
-                                    simulated: out.simulated,
-                                };
-                                if let Err(e) = s.store.cache_put(hash, &entry, ttl).await {
-                                    eprintln!("belt: could not cache the reply of {}: {e}", spec.id);
+                            return Err(self.fail(&spec, model_name, &at, err));
+                        }
+                        if at.attempts == 0 {
+                            s.bus.emit(
+                                Some(&spec.id),
+                                EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
+                            );
+                        }
+                        // The provider's own limits (shared by every run of the process) are
+                        // waited for before the call's timeout starts.
+                        let slot = match link.limiter.acquire(model, worst.tokens).await {
+                            Ok(slot) => slot,
+                            Err(open) => {
+                                s.ledger.settle(worst, Amount::default());
+                                break open;
+                            }
+                        };
+                        at.attempts += 1;
+                        tries += 1;
+                        let call = CallInfo { step: spec.id.clone(), attempt: at.attempts };
+                        // Cancelling a run drops its futures; this guard records a call dropped
+                        // mid-flight and gives its budget reservation back.
+                        let guard =
+                            InFlightCall { ctx: self, spec: &spec, model: &model_name, at: &at, worst };
+                        let call_future = provider.complete(model, &request, &call);
+                        let outcome = if s.stream_deltas {
+                            // Boxed: only runs that stream pay for the sink in their futures.
+                            let (sink, flush) = self.delta_sink(&spec.id);
+                            let r = Box::pin(tokio::time::timeout(
+                                policy.timeout,
+                                crate::llm::with_delta_sink(sink, call_future),
+                            ))
+                            .await;
+                            flush();
+                            r
+                        } else {
+                            tokio::time::timeout(policy.timeout, call_future).await
+                        }
+                        .unwrap_or(Err(LlmError::Timeout(policy.timeout)));
+                        std::mem::forget(guard);
+                        drop(permit);
+                        s.calls.fetch_add(1, Ordering::Relaxed);
+                        let used = outcome.as_ref().map_or(0, |r| r.usage.total());
+                        if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
+                            self.report_breaker(&spec, link.full, change);
+                        }
+                        match outcome {
+                            Ok(reply) => {
+                                let cost = price.map_or(0.0, |p| p.cost(reply.usage));
+                                let actual = Amount { calls: 1, tokens: reply.usage.total(), cost_usd: cost };
+                                for w in s.ledger.settle(worst, actual) {
+                                    s.bus.emit(
+                                        None,
+                                        EventKind::BudgetWarning {
+                                            limit: w.limit.into(),
+                                            used: w.used,
+                                            max: w.max,
+                                        },
+                                    );
                                 }
+                                s.input_tokens.fetch_add(reply.usage.input_tokens, Ordering::Relaxed);
+                                s.output_tokens.fetch_add(reply.usage.output_tokens, Ordering::Relaxed);
+                                if price.is_none() {
+                                    s.unpriced_calls.fetch_add(1, Ordering::Relaxed);
+                                }
+                                if reply.usage.cache_read_tokens + reply.usage.cache_write_tokens > 0 {
+                                    s.cache_read_tokens
+                                        .fetch_add(reply.usage.cache_read_tokens, Ordering::Relaxed);
+                                    s.cache_write_tokens
+                                        .fetch_add(reply.usage.cache_write_tokens, Ordering::Relaxed);
+                                }
+                                let model = if reply.model == *model_name {
+                                    model_name.clone()
+                                } else {
+                                    Arc::from(reply.model)
+                                };
+                                let out = StepReply {
+                                    text: Arc::from(reply.text),
+                                    usage: reply.usage,
+                                    model,
+                                    cost_usd: cost,
+                                    finish_reason: reply.finish_reason,
+                                    simulated: reply.simulated,
+                                    tool_calls: reply.tool_calls,
+                                    replayed: false,
+                                    cached: false,
+                                };
+                                if let Some(ttl) = s.cache_ttl {
+                                    let entry = CachedReply {
+                                        text: out.text.clone(),
+                                        model: out.model.clone(),
+                                        usage: out.usage,
+                                        simulated: out.simulated,
+                                        tool_calls: out.tool_calls.clone(),
+                                    };
+                                    if let Err(e) = s.store.cache_put(hash, &entry, ttl).await {
+                                        eprintln!("belt: could not cache the reply of {}: {e}", spec.id);
+                                    }
+                                }
+                                // Boxed: recording happens once per step, and its state would
+                                // otherwise be part of every waiting step's future.
+                                return Box::pin(self.complete(&spec, &at, hash, out)).await;
                             }
-                            // Boxed: recording happens once per step, and its state would
-                            // otherwise be part of every waiting step's future.
-                            return Box::pin(self.complete(&spec, &at, hash, out)).await;
-                        }
-                        Err(error) => {
-                            s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
-                            if error.is_retryable() && tries <= policy.retries && self.stopping().is_none() {
-                                let delay = policy.backoff(&spec.id, at.attempts, error.retry_after());
-                                s.bus.emit(
-                                    Some(&spec.id),
-                                    EventKind::StepRetrying {
-                                        tier: spec.tier.clone(),
-                                        attempt: at.attempts,
-                                        error: error.to_string(),
-                                        error_kind: error.kind().to_string(),
-                                        delay_ms: delay.as_millis() as u64,
-                                    },
-                                );
-                                // Boxed: a rare path, kept out of every step's future.
-                                Box::pin(tokio::time::sleep(delay)).await;
-                                continue;
+                            Err(error) => {
+                                s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
+                                if error.is_retryable()
+                                    && tries <= policy.retries
+                                    && self.stopping().is_none()
+                                {
+                                    let delay = policy.backoff(&spec.id, at.attempts, error.retry_after());
+                                    s.bus.emit(
+                                        Some(&spec.id),
+                                        EventKind::StepRetrying {
+                                            tier: spec.tier.clone(),
+                                            attempt: at.attempts,
+                                            error: error.to_string(),
+                                            error_kind: error.kind().to_string(),
+                                            delay_ms: delay.as_millis() as u64,
+                                        },
+                                    );
+                                    // Boxed: a rare path, kept out of every step's future.
+                                    Box::pin(tokio::time::sleep(delay)).await;
+                                    continue;
+                                }
+                                break error;
                             }
-                            break error;
                         }
                     }
                 };
@@ -487,6 +523,29 @@ impl Ctx {
             // Kept with its request, so it can be retried later (`belt dlq retry`).
             Box::pin(self.dead_letter(&spec, &request, &err, at.attempts)).await;
             Err(self.fail(&spec, model_name, &at, err))
+        }
+    }
+
+    /// One LLM call for a structured reply: asks for JSON matching the schema of `T`
+    /// ([`LlmRequest::json_schema_for`]) and parses the reply into a `T`. A reply that does
+    /// not parse fails the step's caller with [`StepError::Failed`] (the call itself is
+    /// recorded, so a resumed run does not pay for it again).
+    pub async fn llm_typed<T>(&self, spec: StepSpec, request: LlmRequest) -> Result<(T, StepReply), StepError>
+    where
+        T: schemars::JsonSchema + DeserializeOwned,
+    {
+        let id = spec.id.clone();
+        let reply = self.llm(spec, request.json_schema_for::<T>()).await?;
+        match serde_json::from_str::<T>(&reply.text) {
+            Ok(value) => Ok((value, reply)),
+            Err(e) => Err(StepError::Failed {
+                step: id,
+                message: format!(
+                    "the reply is not a valid {} ({e}); it was: {}",
+                    T::schema_name(),
+                    reply.text.chars().take(200).collect::<String>()
+                ),
+            }),
         }
     }
 
@@ -618,6 +677,7 @@ impl Ctx {
             cost_usd: 0.0,
             finish_reason: None,
             simulated: false,
+            tool_calls: Vec::new(),
             replayed: false,
             cached: false,
         };
@@ -643,6 +703,9 @@ impl Ctx {
         UsageTotals {
             input_tokens: s.input_tokens.load(Ordering::Relaxed),
             output_tokens: s.output_tokens.load(Ordering::Relaxed),
+            cache_read_tokens: s.cache_read_tokens.load(Ordering::Relaxed),
+            cache_write_tokens: s.cache_write_tokens.load(Ordering::Relaxed),
+            unpriced_calls: s.unpriced_calls.load(Ordering::Relaxed),
             calls: s.calls.load(Ordering::Relaxed),
         }
     }
@@ -676,6 +739,8 @@ impl Ctx {
                 model: rec.model.clone(),
                 input_tokens: rec.usage.input_tokens,
                 output_tokens: rec.usage.output_tokens,
+                cache_read_tokens: rec.usage.cache_read_tokens,
+                cache_write_tokens: rec.usage.cache_write_tokens,
                 cost_usd: rec.cost_usd,
                 duration_ms: rec.duration_ms,
                 attempts: rec.attempts,
@@ -699,6 +764,7 @@ impl Ctx {
             cost_usd: rec.cost_usd,
             finish_reason: None,
             simulated: rec.simulated,
+            tool_calls: rec.tool_calls.clone(),
             replayed: true,
             cached: false,
         })
@@ -724,6 +790,7 @@ impl Ctx {
             attempts: at.attempts,
             duration_ms,
             simulated: reply.simulated,
+            tool_calls: reply.tool_calls.clone(),
         };
         // The record is durable before the output is used downstream (see store docs).
         if let Err(error) = s.store.put_step(&s.run_id, &step_record).await {
@@ -738,6 +805,8 @@ impl Ctx {
                 model: reply.model.clone(),
                 input_tokens: reply.usage.input_tokens,
                 output_tokens: reply.usage.output_tokens,
+                cache_read_tokens: reply.usage.cache_read_tokens,
+                cache_write_tokens: reply.usage.cache_write_tokens,
                 cost_usd: reply.cost_usd,
                 duration_ms,
                 attempts: at.attempts,
@@ -894,10 +963,38 @@ fn frame_request(r: &LlmRequest, buf: &mut Vec<u8>) {
         field(match m.role {
             crate::llm::Role::User => b"u",
             crate::llm::Role::Assistant => b"a",
+            crate::llm::Role::Tool => b"t",
         });
         field(m.content.as_bytes());
+        // Tool turns (framed only when present, like the fields below).
+        for call in &m.tool_calls {
+            field(b"call");
+            field(call.id.as_bytes());
+            field(call.name.as_bytes());
+            field(call.arguments.to_string().as_bytes());
+        }
+        if let Some(id) = &m.tool_call_id {
+            field(b"result");
+            field(id.as_bytes());
+            field(&[m.is_error as u8]);
+        }
     }
     field(&r.max_tokens.to_le_bytes());
     field(&r.temperature.map_or(u32::MAX, f32::to_bits).to_le_bytes());
     field(&[r.json as u8]);
+    // Fields added later are framed only when set, so that the requests of runs recorded
+    // before them keep their hashes (and resume).
+    if let Some(schema) = &r.json_schema {
+        field(b"json_schema");
+        field(schema.name.as_bytes());
+        field(&[schema.strict as u8]);
+        field(schema.schema.to_string().as_bytes());
+    }
+    for tool in &r.tools {
+        field(b"tool");
+        field(tool.name.as_bytes());
+        field(tool.description.as_bytes());
+        field(&[tool.strict as u8]);
+        field(tool.parameters.to_string().as_bytes());
+    }
 }

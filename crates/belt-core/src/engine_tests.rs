@@ -722,6 +722,7 @@ impl LlmProvider for Streaming {
             model: format!("s/{model}"),
             finish_reason: None,
             simulated: false,
+            tool_calls: Vec::new(),
         })
     }
 }
@@ -879,4 +880,318 @@ async fn a_cap_that_stops_a_pattern_is_named_in_the_run_result() {
     // It survives the trip through JSON (the store, the HTTP API).
     let back: RunResult = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
     assert_eq!(back.caps, r.caps);
+}
+
+#[tokio::test]
+async fn prompt_cache_tokens_are_priced_at_their_rates_and_totalled() {
+    let price = Price::new(1.0, 2.0).with_cache(Some(0.1), Some(1.25));
+    let p = Arc::new(ScriptedProvider::new("t").price(Some(price)).cached_tokens(100, 20));
+    let (r, events) = run_all(Cascade::new(5, "t/m"), "cached prompts", options(&p)).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    let calls = r.usage.calls;
+    assert_eq!(calls, 7);
+    assert_eq!((r.usage.cache_read_tokens, r.usage.cache_write_tokens), (100 * calls, 20 * calls));
+    let mut total = 0.0;
+    for e in &events {
+        if let EventKind::StepCompleted {
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            cost_usd,
+            ..
+        } = &e.kind
+        {
+            assert_eq!((*cache_read_tokens, *cache_write_tokens), (100, 20));
+            let usage = Usage {
+                input_tokens: *input_tokens,
+                output_tokens: *output_tokens,
+                cache_read_tokens: 100,
+                cache_write_tokens: 20,
+            };
+            // Uncached input at $1, cache reads at $0.10, writes at $1.25, output at $2.
+            let expected =
+                ((input_tokens - 120) as f64 * 1.0 + 100.0 * 0.1 + 20.0 * 1.25 + *output_tokens as f64 * 2.0)
+                    / 1e6;
+            assert!((cost_usd - expected).abs() < 1e-12 && (price.cost(usage) - expected).abs() < 1e-12);
+            total += cost_usd;
+        }
+    }
+    assert!((total - r.cost_usd).abs() < 1e-12);
+    let event = events.iter().find(|e| matches!(e.kind, EventKind::StepCompleted { .. })).unwrap();
+    let json = serde_json::to_value(&**event).unwrap();
+    assert_eq!(
+        (json["cache_read_tokens"].as_u64(), json["cache_write_tokens"].as_u64()),
+        (Some(100), Some(20))
+    );
+}
+
+#[tokio::test]
+async fn structured_replies_are_parsed_into_their_type_and_the_schema_is_part_of_the_hash() {
+    #[derive(schemars::JsonSchema, serde::Deserialize, Debug, PartialEq)]
+    struct Verdict {
+        holds: bool,
+        reason: Option<String>,
+    }
+    let p = Arc::new(
+        ScriptedProvider::new("t")
+            .reply_for("judge", r#"{"holds": true, "reason": "checked"}"#)
+            .reply_for("broken", "not json"),
+    );
+    let flow = Flow::new("typed", |ctx: Ctx, _task: Task| async move {
+        let request = LlmRequest::new("t/m", "Does it hold?");
+        let (verdict, reply) =
+            ctx.llm_typed::<Verdict>(StepSpec::new("judge", Tier::Agent), request.clone()).await?;
+        assert_eq!(verdict, Verdict { holds: true, reason: Some("checked".into()) });
+        assert!(!reply.replayed);
+        let err = ctx.llm_typed::<Verdict>(StepSpec::new("broken", Tier::Agent), request).await.unwrap_err();
+        assert!(
+            matches!(&err, StepError::Failed { message, .. } if message.contains("not a valid Verdict")),
+            "{err}"
+        );
+        Ok("done".to_string())
+    });
+    let (r, _) = run_all(flow, "typed", options(&p)).await;
+    assert_eq!(r.final_output.as_deref(), Some("done"), "{}", r.stop_reason);
+
+    let plain = LlmRequest::new("t/m", "Does it hold?");
+    let typed = plain.clone().json_schema_for::<Verdict>();
+    let other = plain.clone().json_schema("Verdict", serde_json::json!({"type": "object"}));
+    let hashes = [
+        crate::ctx::request_hash(&plain),
+        crate::ctx::request_hash(&typed),
+        crate::ctx::request_hash(&other),
+    ];
+    assert!(hashes[0] != hashes[1] && hashes[1] != hashes[2] && hashes[0] != hashes[2]);
+    assert!(typed.input_token_bound() > plain.input_token_bound() + 50, "the schema is billed as input");
+}
+
+// --- tool loop ---
+
+mod tool_loop {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::llm::ToolCall;
+    use crate::tools::{TOOL_ROUND_CAP, Tool, Tools};
+
+    #[derive(schemars::JsonSchema, serde::Deserialize)]
+    struct Add {
+        a: i64,
+        b: i64,
+    }
+
+    fn call(id: &str, name: &str, arguments: serde_json::Value) -> ToolCall {
+        ToolCall { id: id.into(), name: name.into(), arguments }
+    }
+
+    fn add_tool(counter: Arc<AtomicU32>) -> Tool {
+        Tool::new("add", "Add two integers.", move |x: Add| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, String>(x.a + x.b)
+            }
+        })
+    }
+
+    /// A run whose one flow step is a tool loop named `agent`; the flow's output is the
+    /// reply's text, finish reason and tool calls left.
+    fn flow(tools: Tools) -> impl Orchestrator {
+        Flow::new("tools", move |ctx: Ctx, task: Task| {
+            let tools = tools.clone();
+            async move {
+                let request = LlmRequest::new("t/m", task.description);
+                let reply = ctx.llm_with_tools(StepSpec::new("agent", Tier::Agent), request, &tools).await?;
+                Ok(format!(
+                    "{} | {} | {} | {}",
+                    reply.text,
+                    reply.finish_reason.unwrap_or_default(),
+                    reply.tool_calls.len(),
+                    reply.usage.input_tokens
+                ))
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn rounds_run_tools_and_hand_their_results_back_until_the_model_answers() {
+        let counter = Arc::new(AtomicU32::new(0));
+        let p = Arc::new(ScriptedProvider::new("t").tool_calls_for(
+            "agent",
+            2,
+            vec![call("c", "add", serde_json::json!({"a": 2, "b": 3}))],
+        ));
+        let tools = Tools::new().with(add_tool(counter.clone()));
+        let (r, events) = run_all(flow(tools), "add things", options(&p)).await;
+        assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+        let out = r.final_output.clone().unwrap();
+        assert!(out.starts_with("Output of agent/round/03. Tool results: 5; 5 | stop | 0 | "), "{out}");
+        assert_eq!(counter.load(Ordering::SeqCst), 2, "one call per round");
+        for step in ["agent/round/01", "agent/round/02", "agent/round/03"] {
+            assert_eq!(p.calls(step), 1, "{step}");
+            assert_eq!(agent(&r, step).status, AgentStatus::Completed);
+        }
+        let tool = agent(&r, "agent/round/01/tool/1");
+        assert_eq!(tool.output.as_deref(), Some(r#"{"content":"5","is_error":false}"#));
+        assert_eq!(tool.inputs[0].as_str(), "agent/round/01");
+        assert_eq!(agent(&r, "agent/round/02").inputs[0].as_str(), "agent/round/01/tool/1");
+        // The reply's usage is the sum of the rounds'.
+        let rounds_input: u64 = ["agent/round/01", "agent/round/02", "agent/round/03"]
+            .iter()
+            .map(|step| agent(&r, step).input_tokens)
+            .sum();
+        assert!(out.ends_with(&format!(" | {rounds_input}")), "{out} vs {rounds_input}");
+        // The model saw the tools and, from round 2, the calls and their results.
+        let started = events.iter().filter(|e| matches!(e.kind, EventKind::StepStarted { .. })).count();
+        assert_eq!(started, 3 + 2, "three rounds, two tool calls");
+    }
+
+    #[tokio::test]
+    async fn the_round_cap_stops_the_loop_with_an_explicit_reason() {
+        let counter = Arc::new(AtomicU32::new(0));
+        let p = Arc::new(ScriptedProvider::new("t").tool_calls_for(
+            "agent",
+            u32::MAX,
+            vec![call("c", "add", serde_json::json!({"a": 1, "b": 1}))],
+        ));
+        let tools = Tools::new().with(add_tool(counter.clone())).max_rounds(3);
+        let (r, _) = run_all(flow(tools), "loop forever", options(&p)).await;
+        let out = r.final_output.clone().unwrap();
+        assert!(out.starts_with(&format!(" | {TOOL_ROUND_CAP} | 1 | ")), "{out}");
+        assert_eq!(counter.load(Ordering::SeqCst), 2, "the last round's calls are not run");
+        assert_eq!(p.calls("agent/round/03"), 1);
+        assert_eq!(p.calls("agent/round/04"), 0);
+        let skipped = agent(&r, "agent/round/04");
+        assert_eq!(skipped.status, AgentStatus::Skipped);
+        assert!(skipped.error.as_deref().unwrap().contains("max_tool_rounds = 3"), "{:?}", skipped.error);
+        assert_eq!(r.caps.len(), 1);
+        assert!(r.stop_reason.contains("max_tool_rounds"), "{}", r.stop_reason);
+    }
+
+    #[tokio::test]
+    async fn unknown_tools_bad_arguments_errors_and_panics_go_back_to_the_model() {
+        let failing = Tool::new("fail", "Always fails.", |_: Add| async { Err::<String, _>("disk full") });
+        let panicking =
+            Tool::from_json("panic", "Panics.", serde_json::json!({"type": "object"}), |_| async {
+                panic!("handler bug")
+            });
+        let counter = Arc::new(AtomicU32::new(0));
+        let tools = Tools::new().with(add_tool(counter.clone())).with(failing).with(panicking);
+        let calls = vec![
+            call("1", "fail", serde_json::json!({"a": 1, "b": 2})),
+            call("2", "nope", serde_json::json!({})),
+            call("3", "add", serde_json::json!({"a": "two", "b": 2})),
+            call("4", "add", serde_json::Value::String("{\"a\": 1,".into())),
+            call("5", "panic", serde_json::json!({})),
+        ];
+        let p = Arc::new(ScriptedProvider::new("t").tool_calls_for("agent", 1, calls));
+        let (r, _) = run_all(flow(tools), "try everything", options(&p)).await;
+        assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+        let out = r.final_output.clone().unwrap();
+        assert!(out.contains("error: disk full"), "{out}");
+        assert!(
+            out.contains("error: there is no tool named `nope`; the tools are: add, fail, panic"),
+            "{out}"
+        );
+        assert!(
+            out.contains("error: the arguments do not match the tool's parameters: invalid type"),
+            "{out}"
+        );
+        assert!(out.contains("error: the arguments are not valid JSON: {\"a\": 1,"), "{out}");
+        assert!(out.contains("error: the tool `panic` failed (its handler panicked)"), "{out}");
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
+        assert!(agent(&r, "agent/round/01/tool/2").output.as_deref().unwrap().contains("\"is_error\":true"));
+    }
+
+    #[tokio::test]
+    async fn the_calls_of_a_round_run_concurrently() {
+        // Each handler waits until both have started: run one after the other, they would
+        // never finish (the timeout turns that into a failure instead of a hang).
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let meet = Tool::from_json(
+            "meet",
+            "Wait for the other.",
+            serde_json::json!({"type": "object"}),
+            move |_| {
+                let barrier = barrier.clone();
+                async move {
+                    barrier.wait().await;
+                    Ok("met".to_string())
+                }
+            },
+        );
+        let calls = vec![call("a", "meet", serde_json::json!({})), call("b", "meet", serde_json::json!({}))];
+        let p = Arc::new(ScriptedProvider::new("t").tool_calls_for("agent", 1, calls));
+        let run = run_all(flow(Tools::new().with(meet)), "meet", options(&p));
+        let (r, _) =
+            tokio::time::timeout(Duration::from_secs(20), run).await.expect("both calls ran at once");
+        assert!(r.final_output.unwrap().contains("Tool results: met; met"));
+    }
+
+    #[tokio::test]
+    async fn a_resumed_loop_replays_rounds_and_tool_results_without_running_them_again() {
+        let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+        let counter = Arc::new(AtomicU32::new(0));
+        let tools = Tools::new().with(add_tool(counter.clone()));
+        let calls = vec![call("c", "add", serde_json::json!({"a": 20, "b": 22}))];
+        // First attempt: round 2 fails for good after round 1 and its tool call completed.
+        let failing = Arc::new(
+            ScriptedProvider::new("t")
+                .tool_calls_for("agent", 1, calls.clone())
+                .always_fail("agent/round/02", LlmError::InvalidRequest("bad".into())),
+        );
+        let mut o = options(&failing).with_store(store.clone());
+        o.run_id = Some("tools-resume".into());
+        let (first, _) = run_all(flow(tools.clone()), "resume me", o).await;
+        assert_ne!(first.status, RunStatus::Completed);
+        assert_eq!(counter.load(Ordering::SeqCst), 1);
+        // Resume with a healthy provider.
+        let healthy = Arc::new(ScriptedProvider::new("t").tool_calls_for("agent", 1, calls));
+        let mut o = options(&healthy).with_store(store);
+        o.run_id = Some("tools-resume".into());
+        let (second, _) = run_all(flow(tools), "resume me", o).await;
+        assert_eq!(second.status, RunStatus::Completed, "{}", second.stop_reason);
+        assert!(
+            second
+                .final_output
+                .clone()
+                .unwrap()
+                .starts_with("Output of agent/round/02. Tool results: 42 | stop")
+        );
+        assert_eq!(counter.load(Ordering::SeqCst), 1, "the tool did not run again");
+        assert_eq!(healthy.calls("agent/round/01"), 0, "round 1 was replayed");
+        assert_eq!(healthy.calls("agent/round/02"), 1);
+        assert!(
+            agent(&second, "agent/round/01").replayed && agent(&second, "agent/round/01/tool/1").replayed
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_model_without_a_price_is_refused_under_a_usd_budget_and_flagged_without_one() {
+    let unpriced = Arc::new(ScriptedProvider::new("u").price(None));
+    let priced = Arc::new(ScriptedProvider::new("t"));
+    let with = |budget: Option<f64>| {
+        let mut o = RunOptions::default().with_provider(unpriced.clone()).with_provider(priced.clone());
+        o.policies = quick_policies();
+        o.budget = Budget { max_cost_usd: budget, ..Budget::default() };
+        o
+    };
+    // A USD budget: refused before any call, with what to do.
+    let (r, _) = run_all(Cascade::new(2, "u/m"), "unpriced", with(Some(1.0))).await;
+    assert_eq!(unpriced.total_calls(), 0, "no call was made");
+    assert_ne!(r.status, RunStatus::Completed);
+    let error = agent(&r, "decompose").error.clone().unwrap_or_default();
+    assert!(error.contains("u/m has no known price") && error.contains("belt.toml"), "{error}");
+    // …unless the chain has a priced model, which serves.
+    let (r, _) = run_all(Cascade::new(2, "u/m,t/m"), "unpriced", with(Some(1.0))).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    assert_eq!(unpriced.total_calls(), 0);
+    assert_eq!(r.usage.unpriced_calls, 0);
+    // No USD budget: the calls are made, and counted as unpriced rather than as free.
+    let (r, _) = run_all(Cascade::new(2, "u/m"), "unpriced", with(None)).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    assert_eq!(r.usage.unpriced_calls, r.usage.calls);
+    assert!(r.usage.calls > 0);
 }

@@ -75,6 +75,12 @@ pub enum EventKind {
         model: Arc<str>,
         input_tokens: u64,
         output_tokens: u64,
+        /// Input tokens read from the provider's prompt cache (part of `input_tokens`).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        cache_read_tokens: u64,
+        /// Input tokens written to the provider's prompt cache (part of `input_tokens`).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        cache_write_tokens: u64,
         cost_usd: f64,
         duration_ms: u64,
         attempts: u32,
@@ -305,6 +311,10 @@ impl EventBus {
         // matters (a counter and a list), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -38,9 +38,11 @@ pub mod plan;
 pub mod policy;
 pub mod result;
 pub mod run;
+pub mod schema;
 pub mod step;
 pub mod store;
 pub mod testing;
+pub mod tools;
 
 pub use budget::Budget;
 pub use ctx::{Ctx, StepError, StepReply, Stop};
@@ -52,8 +54,10 @@ pub use plan::{PlanError, Subtask, Task};
 pub use policy::{Policies, StepPolicy};
 pub use result::{AgentRecord, AgentStatus, Document, RunResult, RunStatus, UsageTotals};
 pub use run::{DocumentWriter, RunError, RunHandle, RunOptions, run};
+pub use schema::OutputSchema;
 pub use step::{StepId, StepSpec, Tier};
 pub use store::{MemoryStore, RunStore};
+pub use tools::{Tool, Tools};
 
 #[cfg(test)]
 mod engine_tests;

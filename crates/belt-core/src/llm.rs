@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{Limiter, Limits};
+pub use crate::schema::OutputSchema;
 use crate::step::StepId;
 
 /// Who speaks in a [`Message`].
@@ -23,22 +24,62 @@ use crate::step::StepId;
 pub enum Role {
     User,
     Assistant,
+    /// The result of a tool call the assistant made ([`Message::tool_result`]).
+    Tool,
 }
 
 /// One turn of a conversation.
+///
+/// Besides text, an assistant turn can carry the tools it called ([`Message::tool_calls`]),
+/// and a [`Role::Tool`] turn is the result of one of those calls. Adapters translate them
+/// to each wire format (OpenAI's `tool_calls` and `role: tool` messages; Anthropic's
+/// `tool_use` and `tool_result` blocks).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// The tools an assistant turn called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a tool result: the id of the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For a tool result: the call failed, and `content` says why.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
 }
 
 impl Message {
+    fn new(role: Role, content: String) -> Self {
+        Message { role, content, tool_calls: Vec::new(), tool_call_id: None, is_error: false }
+    }
     pub fn user(content: impl Into<String>) -> Self {
-        Message { role: Role::User, content: content.into() }
+        Message::new(Role::User, content.into())
     }
     pub fn assistant(content: impl Into<String>) -> Self {
-        Message { role: Role::Assistant, content: content.into() }
+        Message::new(Role::Assistant, content.into())
     }
+    /// An assistant turn that called tools (with the text it wrote before, if any).
+    pub fn assistant_tool_calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        Message { tool_calls: calls, ..Message::new(Role::Assistant, content.into()) }
+    }
+    /// The result of the tool call `call_id`; `is_error` when the call failed.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>, is_error: bool) -> Self {
+        Message { tool_call_id: Some(call_id.into()), is_error, ..Message::new(Role::Tool, content.into()) }
+    }
+}
+
+/// A tool the model may call, as the request describes it to the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// Letters, digits, `_` and `-`, at most 64 characters.
+    pub name: String,
+    pub description: String,
+    /// The JSON Schema of the arguments (an object).
+    pub parameters: serde_json::Value,
+    /// Ask the server to hold the arguments to the schema exactly (OpenAI's `strict`).
+    #[serde(default)]
+    pub strict: bool,
 }
 
 /// A request for one completion. `model` is `provider/model`, e.g. `openai/gpt-4o` or
@@ -57,6 +98,14 @@ pub struct LlmRequest {
     /// Ask the model for a JSON reply.
     #[serde(default)]
     pub json: bool,
+    /// Ask for JSON matching this schema (structured output); implies `json`. Shared, so
+    /// the requests of a fan-out hold one copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<Arc<OutputSchema>>,
+    /// Tools the model may call. [`crate::Ctx::llm_with_tools`] sets them from its
+    /// [`crate::tools::Tools`] and runs the calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
 }
 
 impl LlmRequest {
@@ -68,6 +117,8 @@ impl LlmRequest {
             max_tokens: 1024,
             temperature: None,
             json: false,
+            json_schema: None,
+            tools: Vec::new(),
         }
     }
     pub fn system(mut self, system: impl Into<String>) -> Self {
@@ -87,6 +138,27 @@ impl LlmRequest {
         self
     }
 
+    /// Ask for JSON matching `schema`, named `name` (structured output). How it is
+    /// enforced depends on the provider: OpenAI-compatible servers get `response_format`
+    /// `json_schema` where the model supports it (else `json_object`, else an
+    /// instruction), Anthropic a forced tool. The reply's text is the JSON.
+    pub fn json_schema(self, name: impl AsRef<str>, schema: serde_json::Value) -> Self {
+        self.output_schema(OutputSchema::new(name, schema))
+    }
+
+    /// Ask for JSON matching the schema of `T` (structured output; see
+    /// [`LlmRequest::json_schema`]). Parse the reply's text with `serde_json`.
+    pub fn json_schema_for<T: schemars::JsonSchema>(self) -> Self {
+        self.output_schema(OutputSchema::of::<T>())
+    }
+
+    /// Ask for JSON matching `schema`.
+    pub fn output_schema(mut self, schema: OutputSchema) -> Self {
+        self.json = true;
+        self.json_schema = Some(Arc::new(schema));
+        self
+    }
+
     /// An upper bound on the input tokens of this request.
     ///
     /// Byte-level BPE tokenizers (those of OpenAI, Anthropic, Llama, Mistral…) never make a
@@ -98,13 +170,43 @@ impl LlmRequest {
         const PER_MESSAGE: u64 = 8;
         let system = self.system.as_ref().map_or(0, |s| s.len() as u64 + PER_MESSAGE);
         let messages: u64 = self.messages.iter().map(|m| m.content.len() as u64 + PER_MESSAGE).sum();
-        system + messages + PER_MESSAGE
+        // Schemas, tool definitions, tool calls and result ids are sent too, and billed as
+        // input (counted only when present: the common request pays nothing for them).
+        let schema = self.json_schema.as_ref().map_or(0, |s| json_len(&s.schema) + s.name.len() as u64);
+        let mut tools = 0;
+        for t in &self.tools {
+            tools += json_len(&t.parameters) + (t.name.len() + t.description.len()) as u64 + PER_MESSAGE;
+        }
+        for m in self.messages.iter().filter(|m| !m.tool_calls.is_empty() || m.tool_call_id.is_some()) {
+            tools += m.tool_call_id.as_ref().map_or(0, |id| id.len() as u64);
+            for c in &m.tool_calls {
+                tools += json_len(&c.arguments) + (c.id.len() + c.name.len()) as u64 + PER_MESSAGE;
+            }
+        }
+        system + messages + schema + tools + PER_MESSAGE
     }
 
     /// The text of the last user message (what most providers treat as "the prompt").
     pub fn prompt(&self) -> &str {
         self.messages.iter().rev().find(|m| m.role == Role::User).map_or("", |m| m.content.as_str())
     }
+}
+
+/// The length of `value` as JSON text.
+fn json_len(value: &serde_json::Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// Anything that names a model: `&str`, `String`, `&String`, or an `Arc<str>` (which a
@@ -140,16 +242,61 @@ impl ModelName for &Arc<str> {
 }
 
 /// Tokens used by one call, as the provider reported them.
+///
+/// `input_tokens` counts every input token the model read, including those served from or
+/// written to the provider's prompt cache; the two cache figures say how many of them were,
+/// because they are billed at other rates. This is OpenAI's convention (`prompt_tokens`
+/// includes `cached_tokens`); Anthropic reports its cache tokens apart from `input_tokens`,
+/// and its adapter adds them in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Input tokens read from the prompt cache (part of `input_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the prompt cache (part of `input_tokens`; Anthropic).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
+    /// Usage without prompt-cache detail.
+    pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
+        Usage { input_tokens, output_tokens, ..Usage::default() }
+    }
+
     pub fn total(&self) -> u64 {
         self.input_tokens + self.output_tokens
     }
+
+    /// Input tokens neither read from nor written to the prompt cache.
+    pub fn uncached_input_tokens(&self) -> u64 {
+        self.input_tokens.saturating_sub(self.cache_read_tokens).saturating_sub(self.cache_write_tokens)
+    }
+
+    /// The sum of two usages (a tool loop's rounds, a run's steps).
+    pub fn add(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+    }
+}
+
+/// A tool the model asked to call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The provider's id for the call, which its result quotes back.
+    pub id: String,
+    pub name: String,
+    /// The arguments as the model wrote them: a JSON object, or a JSON string holding
+    /// text that did not parse (the handler is then not run; the model is told).
+    pub arguments: serde_json::Value,
 }
 
 /// A provider's answer.
@@ -164,22 +311,57 @@ pub struct LlmReply {
     /// True when the text was written by the simulated provider, not a real model.
     #[serde(default)]
     pub simulated: bool,
+    /// Tools the model called (its `finish_reason` is then `tool_calls`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// Prices in USD per million tokens.
+///
+/// Cache rates are optional: `None` bills those tokens at the input rate. Prompt-cache
+/// reads cost less than input (a tenth to a half); Anthropic's cache writes cost more
+/// (1.25x), which is why [`Price::cost_of`], the worst case the budget reserves, bills
+/// every input token at the dearer of the two.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Price {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 impl Price {
-    pub fn cost(&self, usage: Usage) -> f64 {
-        self.cost_of(usage.input_tokens, usage.output_tokens)
+    /// Input and output rates, cache tokens at the input rate.
+    pub const fn new(input_per_mtok: f64, output_per_mtok: f64) -> Self {
+        Price { input_per_mtok, output_per_mtok, cache_read_per_mtok: None, cache_write_per_mtok: None }
     }
-    pub fn cost_of(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
+
+    /// With prompt-cache rates.
+    pub const fn with_cache(mut self, read_per_mtok: Option<f64>, write_per_mtok: Option<f64>) -> Self {
+        self.cache_read_per_mtok = read_per_mtok;
+        self.cache_write_per_mtok = write_per_mtok;
+        self
+    }
+
+    /// The cost of a call: uncached input, cache reads, cache writes and output, each at
+    /// its rate.
+    pub fn cost(&self, usage: Usage) -> f64 {
+        let read = self.cache_read_per_mtok.unwrap_or(self.input_per_mtok);
+        let write = self.cache_write_per_mtok.unwrap_or(self.input_per_mtok);
+        (usage.uncached_input_tokens() as f64 * self.input_per_mtok
+            + usage.cache_read_tokens as f64 * read
+            + usage.cache_write_tokens as f64 * write
+            + usage.output_tokens as f64 * self.output_per_mtok)
             / 1_000_000.0
+    }
+
+    /// The most a call with these token counts can cost, whatever the cache does: input
+    /// at the dearer of the input and cache-write rates.
+    pub fn cost_of(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        let input = self.cache_write_per_mtok.map_or(self.input_per_mtok, |w| w.max(self.input_per_mtok));
+        (input_tokens as f64 * input + output_tokens as f64 * self.output_per_mtok) / 1_000_000.0
     }
 }
 
@@ -494,5 +676,54 @@ impl Providers {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn cache_tokens_are_part_of_the_input_and_priced_at_their_rates() {
+        // 3500 input tokens of which 2000 were cache reads and 500 cache writes.
+        let usage = Usage {
+            input_tokens: 3500,
+            output_tokens: 400,
+            cache_read_tokens: 2000,
+            cache_write_tokens: 500,
+        };
+        assert_eq!(usage.uncached_input_tokens(), 1000);
+        assert_eq!(usage.total(), 3900);
+        let price = Price::new(3.0, 15.0).with_cache(Some(0.30), Some(3.75));
+        let expected = (1000.0 * 3.0 + 2000.0 * 0.30 + 500.0 * 3.75 + 400.0 * 15.0) / 1e6;
+        assert!(close(price.cost(usage), expected), "{}", price.cost(usage));
+        // Without cache rates, cache tokens cost what input costs.
+        assert!(close(Price::new(3.0, 15.0).cost(usage), (3500.0 * 3.0 + 400.0 * 15.0) / 1e6));
+        // The worst case bills all input at the dearer cache-write rate, so it bounds the cost.
+        let worst = price.cost_of(3500, 400);
+        assert!(close(worst, (3500.0 * 3.75 + 400.0 * 15.0) / 1e6));
+        assert!(worst >= price.cost(usage));
+        // A cache-read rate alone never raises the worst case above the input rate.
+        assert!(close(Price::new(2.0, 8.0).with_cache(Some(0.5), None).cost_of(1000, 0), 2000.0 / 1e6));
+    }
+
+    #[test]
+    fn usage_without_cache_fields_still_loads_and_stays_compact() {
+        let old: Usage = serde_json::from_str(r#"{"input_tokens": 10, "output_tokens": 5}"#).unwrap();
+        assert_eq!(old, Usage::new(10, 5));
+        assert_eq!(serde_json::to_string(&old).unwrap(), r#"{"input_tokens":10,"output_tokens":5}"#);
+        let old_price: Price =
+            serde_json::from_str(r#"{"input_per_mtok": 1, "output_per_mtok": 2}"#).unwrap();
+        assert_eq!(old_price, Price::new(1.0, 2.0));
+        let mut sum = Usage::new(1, 2);
+        sum.add(Usage { input_tokens: 10, output_tokens: 20, cache_read_tokens: 4, cache_write_tokens: 3 });
+        assert_eq!(
+            sum,
+            Usage { input_tokens: 11, output_tokens: 22, cache_read_tokens: 4, cache_write_tokens: 3 }
+        );
     }
 }

@@ -86,8 +86,19 @@ pub struct AgentRecord {
 /// Token and call totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageTotals {
+    /// Every input token, prompt-cache reads and writes included.
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Input tokens read from providers' prompt caches (part of `input_tokens`).
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Input tokens written to providers' prompt caches (part of `input_tokens`).
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    /// Calls answered by a model whose price is unknown: their cost is not in the run's
+    /// `cost_usd`, which is then a lower bound (configure the price to know it).
+    #[serde(default)]
+    pub unpriced_calls: u64,
     /// Provider calls made, retries included (replayed steps make none).
     pub calls: u64,
 }

@@ -306,13 +306,12 @@ pub async fn run<O: Orchestrator>(
     tokio::spawn(heartbeat(store.clone(), run_id.clone(), owner, heartbeat_done.clone()));
 
     // A resumed run's recorded steps count once: in its totals and against its budget.
-    let (mut recorded, mut input_tokens, mut output_tokens) = (Amount::default(), 0, 0);
+    let (mut recorded, mut tokens) = (Amount::default(), crate::llm::Usage::default());
     for r in replay.values() {
         recorded.calls += u64::from(r.attempts);
         recorded.tokens += r.usage.total();
         recorded.cost_usd += r.cost_usd;
-        input_tokens += r.usage.input_tokens;
-        output_tokens += r.usage.output_tokens;
+        tokens.add(r.usage);
     }
     let ledger = Ledger::new(options.budget);
     ledger.preload(recorded);
@@ -339,8 +338,11 @@ pub async fn run<O: Orchestrator>(
         started: Instant::now(),
         started_at: Utc::now(),
         simulated: AtomicBool::new(false),
-        input_tokens: AtomicU64::new(input_tokens),
-        output_tokens: AtomicU64::new(output_tokens),
+        input_tokens: AtomicU64::new(tokens.input_tokens),
+        output_tokens: AtomicU64::new(tokens.output_tokens),
+        cache_read_tokens: AtomicU64::new(tokens.cache_read_tokens),
+        cache_write_tokens: AtomicU64::new(tokens.cache_write_tokens),
+        unpriced_calls: AtomicU64::new(0),
         calls: AtomicU64::new(recorded.calls),
         human: options.human.clone().unwrap_or_else(crate::patterns::Human::unattended),
         caps: Mutex::new(Vec::new()),

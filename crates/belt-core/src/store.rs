@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
-use crate::llm::{LlmRequest, Usage};
+use crate::llm::{LlmRequest, ToolCall, Usage};
 use crate::result::{RunResult, RunStatus};
 use crate::step::{StepId, Tier};
 
@@ -37,6 +37,9 @@ pub struct StepRecord {
     pub duration_ms: u64,
     #[serde(default)]
     pub simulated: bool,
+    /// The tools the model called in this step, so a resumed tool loop replays them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// A 128-bit hash of a step's input, shown and stored as 32 hex digits.
@@ -129,6 +132,8 @@ pub struct CachedReply {
     pub usage: Usage,
     #[serde(default)]
     pub simulated: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// A store operation failed. The run stops scheduling and ends with this error; records

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::llm::{CallInfo, InFlightGauge, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Usage};
+use crate::llm::{
+    CallInfo, InFlightGauge, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Role, ToolCall, Usage,
+};
 
 /// A deterministic provider for tests. Model names are `NAME/anything`.
 pub struct ScriptedProvider {
@@ -20,6 +22,8 @@ pub struct ScriptedProvider {
     rules: Vec<Rule>,
     calls: Mutex<HashMap<String, u32>>,
     in_flight: InFlightGauge,
+    /// Prompt-cache reads and writes every reply reports (part of its input tokens).
+    cache: (u64, u64),
 }
 
 struct Rule {
@@ -29,6 +33,8 @@ struct Rule {
     error: Option<LlmError>,
     delay: Option<Duration>,
     reply: Option<String>,
+    /// Call these tools in the first `rounds` turns of a tool loop.
+    tools: Option<(u32, Vec<ToolCall>)>,
 }
 
 impl ScriptedProvider {
@@ -36,16 +42,24 @@ impl ScriptedProvider {
     pub fn new(name: &str) -> Self {
         ScriptedProvider {
             name: name.to_string(),
-            price: Some(Price { input_per_mtok: 1.0, output_per_mtok: 2.0 }),
+            price: Some(Price::new(1.0, 2.0)),
             delay: Duration::ZERO,
             rules: Vec::new(),
             calls: Mutex::new(HashMap::new()),
             in_flight: InFlightGauge::default(),
+            cache: (0, 0),
         }
     }
 
     pub fn price(mut self, price: Option<Price>) -> Self {
         self.price = price;
+        self
+    }
+
+    /// Every reply reports `read` input tokens read from the prompt cache and `write`
+    /// written to it, on top of its other input tokens.
+    pub fn cached_tokens(mut self, read: u64, write: u64) -> Self {
+        self.cache = (read, write);
         self
     }
 
@@ -63,6 +77,7 @@ impl ScriptedProvider {
             error: None,
             delay: Some(delay),
             reply: None,
+            tools: None,
         });
         self
     }
@@ -75,6 +90,7 @@ impl ScriptedProvider {
             error: Some(error),
             delay: None,
             reply: None,
+            tools: None,
         });
         self
     }
@@ -92,6 +108,22 @@ impl ScriptedProvider {
             error: None,
             delay: None,
             reply: Some(text.into()),
+            tools: None,
+        });
+        self
+    }
+
+    /// Requests of steps starting with `step_prefix` that offer tools call `calls` (their
+    /// ids suffixed with `-ROUND`), until the conversation holds `rounds` such turns; then
+    /// the reply is text that quotes every tool result it received.
+    pub fn tool_calls_for(mut self, step_prefix: &str, rounds: u32, calls: Vec<ToolCall>) -> Self {
+        self.rules.push(Rule {
+            step_prefix: step_prefix.into(),
+            attempts: 0,
+            error: None,
+            delay: None,
+            reply: None,
+            tools: Some((rounds, calls)),
         });
         self
     }
@@ -142,6 +174,41 @@ impl LlmProvider for ScriptedProvider {
         if let Some(e) = self.rule(step, |r| r.error.clone().filter(|_| call.attempt <= r.attempts)) {
             return Err(e);
         }
+        if !request.tools.is_empty()
+            && let Some((rounds, calls)) = self.rule(step, |r| r.tools.clone())
+        {
+            let done = request.messages.iter().filter(|m| !m.tool_calls.is_empty()).count() as u32;
+            if done < rounds {
+                let calls = calls
+                    .into_iter()
+                    .map(|c| ToolCall { id: format!("{}-{}", c.id, done + 1), ..c })
+                    .collect();
+                return Ok(LlmReply {
+                    text: String::new(),
+                    usage: Usage::new(request.input_token_bound() / 4, 10.min(u64::from(request.max_tokens))),
+                    model: format!("{}/{model}", self.name),
+                    finish_reason: Some("tool_calls".into()),
+                    simulated: false,
+                    tool_calls: calls,
+                });
+            }
+            let results: Vec<String> = request
+                .messages
+                .iter()
+                .filter(|m| m.role == Role::Tool)
+                .map(|m| format!("{}{}", if m.is_error { "error: " } else { "" }, m.content))
+                .collect();
+            let text = format!("Output of {step}. Tool results: {}", results.join("; "));
+            let output_tokens = (text.len() as u64 / 4).min(request.max_tokens as u64);
+            return Ok(LlmReply {
+                text,
+                usage: Usage::new(request.input_token_bound() / 4, output_tokens),
+                model: format!("{}/{model}", self.name),
+                finish_reason: Some("stop".into()),
+                simulated: false,
+                tool_calls: Vec::new(),
+            });
+        }
         let text = match self.rule(step, |r| r.reply.clone()) {
             Some(t) => t,
             None if request.json => {
@@ -162,8 +229,10 @@ impl LlmProvider for ScriptedProvider {
             }
         };
         let usage = Usage {
-            input_tokens: request.input_token_bound() / 4,
+            input_tokens: request.input_token_bound() / 4 + self.cache.0 + self.cache.1,
             output_tokens: (text.len() as u64 / 4).min(request.max_tokens as u64),
+            cache_read_tokens: self.cache.0,
+            cache_write_tokens: self.cache.1,
         };
         Ok(LlmReply {
             text,
@@ -171,6 +240,7 @@ impl LlmProvider for ScriptedProvider {
             model: format!("{}/{model}", self.name),
             finish_reason: None,
             simulated: false,
+            tool_calls: Vec::new(),
         })
     }
 }

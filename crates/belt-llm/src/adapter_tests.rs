@@ -6,7 +6,7 @@ use belt_core::llm::{CallInfo, LlmError, LlmProvider, LlmRequest};
 use belt_core::step::StepId;
 
 use crate::anthropic::{AnthropicConfig, AnthropicProvider};
-use crate::fake_server::{FakeResponse, FakeServer, FakeUsage, UsageShape};
+use crate::fake_server::{FakeResponse, FakeServer, FakeToolCall, FakeUsage, UsageShape};
 use crate::http::HttpOptions;
 use crate::json_reply::JSON_INSTRUCTION;
 use crate::openai::{JsonMode, MaxTokensField, OpenAiConfig, OpenAiProvider};
@@ -109,6 +109,19 @@ async fn openai_streams_text_usage_and_cost() {
 }
 
 #[tokio::test]
+async fn the_reply_names_the_model_that_answered_not_the_fallback_chain() {
+    let server = server().await;
+    server.push(stream(&["ok"]));
+    let chain = LlmRequest::new("openai/gpt-4o-mini,anthropic/claude-haiku-4-5", "Hi.");
+    let call = CallInfo { step: StepId::new("worker/001"), attempt: 1 };
+    let reply = openai(&server).complete("gpt-4o-mini", &chain, &call).await.unwrap();
+    assert_eq!(reply.model, "openai/gpt-4o-mini");
+    server.push(FakeResponse::anthropic_stream("claude-haiku-4-5", &["ok"], "end_turn", usage(1, 1)));
+    let reply = anthropic(&server).complete("claude-haiku-4-5", &chain, &call).await.unwrap();
+    assert_eq!(reply.model, "anthropic/claude-haiku-4-5");
+}
+
+#[tokio::test]
 async fn openai_reads_usage_in_every_shape_servers_send() {
     let server = server().await;
     let provider = openai(&server);
@@ -123,6 +136,7 @@ async fn openai_reads_usage_in_every_shape_servers_send() {
             (c.usage.input_tokens, c.usage.output_tokens, c.usage.cache_read_tokens),
             (1200, 40, 1024)
         );
+        assert_eq!((c.reply.usage.input_tokens, c.reply.usage.cache_read_tokens), (1200, 1024), "{shape:?}");
         assert!(c.usage_reported, "{shape:?}");
     }
     // No usage at all: upper bounds, flagged as such, never zero.
@@ -160,6 +174,11 @@ async fn openai_non_streaming_with_cached_tokens() {
     // gpt-4o-mini: $0.15 input, $0.075 cached input, $0.60 output per million.
     let expected = (500.0 * 0.15 + 1500.0 * 0.075 + 300.0 * 0.60) / 1e6;
     assert!(close(c.cost_usd.unwrap(), expected), "{:?}", c.cost_usd);
+    // The engine's reply carries the cached tokens (a subset of the input), and the
+    // engine's price of it is the exact cost.
+    assert_eq!((c.reply.usage.cache_read_tokens, c.reply.usage.cache_write_tokens), (1500, 0));
+    assert_eq!(c.reply.usage.uncached_input_tokens(), 500);
+    assert!(close(provider.price("gpt-4o-mini").unwrap().cost(c.reply.usage), expected));
     let body = server.last_request().unwrap().json();
     assert_eq!(body["stream"], false);
     assert!(body.get("stream_options").is_none());
@@ -472,6 +491,8 @@ async fn anthropic_streams_text_with_cache_tokens_and_cost() {
     assert_eq!((c.usage.cache_read_tokens, c.usage.cache_write_tokens), (1000, 200));
     let expected = (25.0 * 3.0 + 1000.0 * 0.30 + 200.0 * 3.75 + 15.0 * 15.0) / 1e6;
     assert!(close(c.cost_usd.unwrap(), expected), "{:?}", c.cost_usd);
+    assert_eq!((c.reply.usage.cache_read_tokens, c.reply.usage.cache_write_tokens), (1000, 200));
+    assert!(close(provider.price("claude-sonnet-4-5").unwrap().cost(c.reply.usage), expected));
     assert_eq!(provider.rate_limits("claude-sonnet-4-5").unwrap().requests_remaining, Some(3999));
 
     let sent = server.last_request().unwrap();
@@ -746,4 +767,447 @@ async fn streamed_text_is_handed_to_the_delta_sink_as_it_arrives() {
             .unwrap();
     assert_eq!(c.reply.text, "Hello world");
     assert_eq!(*seen.lock().unwrap(), vec!["Hel", "lo", " wor", "ld"]);
+}
+
+#[tokio::test]
+async fn anthropic_cache_figures_of_message_delta_win_over_message_start() {
+    // Newer API versions repeat (cumulative) input and cache figures in `message_delta`;
+    // they replace those of `message_start`. Non-streaming replies carry them once.
+    let server = server().await;
+    let start = serde_json::json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+        "role": "assistant", "content": [], "model": "claude-haiku-4-5", "stop_reason": null,
+        "usage": {"input_tokens": 12, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 1}}});
+    let delta = serde_json::json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+        "usage": {"input_tokens": 12, "cache_creation_input_tokens": 300, "cache_read_input_tokens": 4000, "output_tokens": 7}});
+    let frames = [
+        format!("event: message_start\ndata: {start}\n\n"),
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".into(),
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"ok\"}}\n\n".into(),
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".into(),
+        format!("event: message_delta\ndata: {delta}\n\n"),
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".into(),
+    ];
+    let mut response = FakeResponse::new(200, Vec::new()).header("content-type", "text/event-stream");
+    response.pieces = frames.iter().map(|f| f.clone().into_bytes()).collect();
+    response.chunked = true;
+    server.push(response);
+    let provider = anthropic(&server);
+    let c = provider.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await.unwrap();
+    assert_eq!(c.reply.text, "ok");
+    let u = c.reply.usage;
+    assert_eq!(
+        (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens),
+        (4312, 7, 4000, 300)
+    );
+    // claude-haiku-4-5: $1 input, $0.10 cache reads, $1.25 cache writes, $5 output.
+    let expected = (12.0 * 1.0 + 4000.0 * 0.10 + 300.0 * 1.25 + 7.0 * 5.0) / 1e6;
+    assert!(close(c.cost_usd.unwrap(), expected), "{:?}", c.cost_usd);
+    assert!(close(provider.price("claude-haiku-4-5").unwrap().cost(u), expected));
+
+    let non_streaming = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+    let u = FakeUsage { input: 30, output: 9, cache_read: 2048, cache_write: 0 };
+    server.push(FakeResponse::anthropic_json("claude-haiku-4-5", "fine", "end_turn", u));
+    let c = non_streaming.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await.unwrap();
+    assert_eq!((c.reply.usage.input_tokens, c.reply.usage.cache_read_tokens), (2078, 2048));
+}
+
+// --- structured output ---
+
+#[allow(dead_code)] // only its schema is used
+#[derive(schemars::JsonSchema)]
+struct Verdict {
+    holds: bool,
+    reason: Option<String>,
+}
+
+fn verdict_schema() -> serde_json::Value {
+    serde_json::json!({
+        "title": "Verdict",
+        "type": "object",
+        "properties": {"holds": {"type": "boolean"}, "reason": {"type": ["string", "null"]}},
+        "required": ["holds", "reason"],
+        "additionalProperties": false,
+    })
+}
+
+fn verdict_request(model: &str) -> LlmRequest {
+    request(model).json_schema_for::<Verdict>()
+}
+
+#[tokio::test]
+async fn openai_structured_output_sends_a_strict_json_schema_and_streams_the_json() {
+    let server = server().await;
+    let pieces = ["{\"holds\":", " true, \"reason\"", ": null}"];
+    server.push(FakeResponse::openai_stream(
+        "gpt-4o-mini",
+        &pieces,
+        "stop",
+        usage(40, 9),
+        UsageShape::EmptyChoices,
+    ));
+    let c = openai(&server).call("gpt-4o-mini", &verdict_request("openai/gpt-4o-mini")).await.unwrap();
+    assert_eq!(c.reply.text, pieces.concat());
+    assert_eq!(c.reply.finish_reason.as_deref(), Some("stop"));
+    let body = server.last_request().unwrap().json();
+    assert_eq!(
+        body["response_format"],
+        serde_json::json!({"type": "json_schema", "json_schema": {"name": "Verdict", "schema": verdict_schema(), "strict": true}})
+    );
+    // Properties in field order, and no instruction: the server enforces the schema.
+    let sent = String::from_utf8(server.last_request().unwrap().body).unwrap();
+    assert!(sent.find("\"holds\"").unwrap() < sent.find("\"reason\"").unwrap(), "{sent}");
+    assert_eq!(
+        body["messages"],
+        serde_json::json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}])
+    );
+}
+
+#[tokio::test]
+async fn openai_structured_output_wraps_a_non_object_root_and_unwraps_the_reply() {
+    let server = server().await;
+    let provider = OpenAiProvider::new(openai_config(&server).stream(false)).unwrap();
+    let list = serde_json::json!({"type": "array", "items": {"type": "string"}});
+    server.push(FakeResponse::openai_json("gpt-4o", "{\"value\": [\"a\", \"b\"]}", "stop", usage(30, 8)));
+    let req = request("openai/gpt-4o").json_schema("names", list.clone());
+    let c = provider.call("gpt-4o", &req).await.unwrap();
+    assert_eq!(c.reply.text, r#"["a","b"]"#);
+    let format = &server.last_request().unwrap().json()["response_format"];
+    assert_eq!(format["type"], "json_schema");
+    assert_eq!(format["json_schema"]["name"], "names");
+    assert_eq!(format["json_schema"]["strict"], true, "an array of strings meets strict mode's rules");
+    assert_eq!(
+        format["json_schema"]["schema"],
+        serde_json::json!({"type": "object", "properties": {"value": list}, "required": ["value"], "additionalProperties": false})
+    );
+}
+
+#[tokio::test]
+async fn openai_structured_output_falls_back_to_json_object_then_to_the_instruction() {
+    let server = server().await;
+    // DeepSeek has JSON object mode but no json_schema: the schema goes in the instruction.
+    let deepseek =
+        OpenAiProvider::new(OpenAiConfig::new("deepseek", server.openai_base_url()).api_key(KEY)).unwrap();
+    server.push(FakeResponse::openai_json(
+        "deepseek-chat",
+        "{\"holds\": false, \"reason\": \"no\"}",
+        "stop",
+        usage(90, 9),
+    ));
+    let c = deepseek.call("deepseek-chat", &verdict_request("deepseek/deepseek-chat")).await.unwrap();
+    assert_eq!(c.reply.text, "{\"holds\": false, \"reason\": \"no\"}");
+    let body = server.last_request().unwrap().json();
+    assert_eq!(body["response_format"], serde_json::json!({"type": "json_object"}));
+    let system = body["messages"][0]["content"].as_str().unwrap();
+    assert!(system.starts_with("Be brief.\n\n") && system.contains(JSON_INSTRUCTION), "{system}");
+    let (_, schema) = system.split_once("It must match this JSON Schema:\n").expect("the schema");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(schema).unwrap(), verdict_schema());
+
+    // A server that takes no `response_format`: the instruction alone, and the reply is
+    // cleaned of its fence (tolerant parse).
+    let plain = OpenAiProvider::new(openai_config(&server).json_mode(JsonMode::Instruction)).unwrap();
+    server.push(stream(&["Here:\n```json\n{\"holds\": true, ", "\"reason\": null}\n```"]));
+    let c = plain.call("gpt-4o", &verdict_request("openai/gpt-4o")).await.unwrap();
+    assert_eq!(c.reply.text, "{\"holds\": true, \"reason\": null}");
+    let body = server.last_request().unwrap().json();
+    assert!(body.get("response_format").is_none());
+    assert!(body["messages"][0]["content"].as_str().unwrap().contains("\"required\":[\"holds\",\"reason\"]"));
+}
+
+#[tokio::test]
+async fn anthropic_structured_output_forces_a_tool_whose_streamed_input_is_the_reply() {
+    let server = server().await;
+    let call = FakeToolCall::new("toolu_01A", "Verdict", &["{\"holds\": tr", "ue, \"reason\": \"it does\"}"]);
+    server.push(FakeResponse::anthropic_tool_stream(
+        "claude-sonnet-4-5",
+        &[],
+        &[call],
+        "tool_use",
+        usage(400, 20),
+    ));
+    let c = anthropic(&server)
+        .call("claude-sonnet-4-5", &verdict_request("anthropic/claude-sonnet-4-5"))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&c.reply.text).unwrap(),
+        serde_json::json!({"holds": true, "reason": "it does"})
+    );
+    assert_eq!(c.reply.finish_reason.as_deref(), Some("stop"), "a forced tool's answer is a finished reply");
+    let body = server.last_request().unwrap().json();
+    assert_eq!(body["system"], "Be brief.", "no instruction: the tool carries the schema");
+    assert_eq!(
+        body["tools"],
+        serde_json::json!([{"name": "Verdict", "description": crate::anthropic::OUTPUT_TOOL_DESCRIPTION, "input_schema": verdict_schema()}])
+    );
+    assert_eq!(body["tool_choice"], serde_json::json!({"type": "tool", "name": "Verdict"}));
+    assert_eq!(body["messages"], serde_json::json!([{"role": "user", "content": "Say hello."}]));
+}
+
+#[tokio::test]
+async fn anthropic_structured_output_non_streaming_unwraps_a_wrapped_root() {
+    let server = server().await;
+    let provider = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+    let call = FakeToolCall::new("toolu_01B", "scores", &["{\"value\": [3, 1, 2]}"]);
+    server.push(FakeResponse::anthropic_tool_json(
+        "claude-haiku-4-5",
+        "",
+        &[call],
+        "tool_use",
+        usage(50, 10),
+    ));
+    let req = request("anthropic/claude-haiku-4-5")
+        .json_schema("scores", serde_json::json!({"type": "array", "items": {"type": "integer"}}));
+    let c = provider.call("claude-haiku-4-5", &req).await.unwrap();
+    assert_eq!(c.reply.text, "[3,1,2]");
+    assert_eq!(c.reply.finish_reason.as_deref(), Some("stop"));
+    let body = server.last_request().unwrap().json();
+    assert_eq!(body["tools"][0]["input_schema"]["properties"]["value"]["items"]["type"], "integer");
+    assert_eq!(body["tool_choice"]["name"], "scores");
+    assert_eq!(body["stream"], false);
+}
+
+#[tokio::test]
+async fn anthropic_structured_output_by_instruction_when_configured() {
+    let server = server().await;
+    let provider =
+        AnthropicProvider::new(anthropic_config(&server).json_mode(crate::anthropic::JsonMode::Instruction))
+            .unwrap();
+    server.push(FakeResponse::anthropic_stream(
+        "claude-sonnet-4-5",
+        &["{\"holds\": true, \"reason\": null}"],
+        "end_turn",
+        usage(60, 12),
+    ));
+    let c =
+        provider.call("claude-sonnet-4-5", &verdict_request("anthropic/claude-sonnet-4-5")).await.unwrap();
+    assert_eq!(c.reply.text, "{\"holds\": true, \"reason\": null}");
+    let body = server.last_request().unwrap().json();
+    assert!(body.get("tools").is_none() && body.get("tool_choice").is_none());
+    assert!(body["system"].as_str().unwrap().contains("It must match this JSON Schema:"));
+}
+
+// --- tool calling ---
+
+mod tools {
+    use super::*;
+    use belt_core::llm::{Message, ToolCall};
+    use belt_core::tools::Tool;
+
+    #[allow(dead_code)] // only its schema is used
+    #[derive(schemars::JsonSchema, serde::Deserialize)]
+    struct Add {
+        /// The first term.
+        a: i64,
+        b: i64,
+    }
+
+    fn add_params() -> serde_json::Value {
+        serde_json::json!({
+            "title": "Add",
+            "type": "object",
+            "properties": {"a": {"description": "The first term.", "type": "integer", "format": "int64"}, "b": {"type": "integer", "format": "int64"}},
+            "required": ["a", "b"],
+            "additionalProperties": false,
+        })
+    }
+
+    fn with_tools(model: &str) -> LlmRequest {
+        let add = Tool::new("add", "Add two integers.", |x: Add| async move { Ok::<_, String>(x.a + x.b) });
+        let mut r = request(model);
+        r.tools = vec![add.spec().clone()];
+        r
+    }
+
+    /// The second round of a loop: the model called `add` twice; one call failed.
+    fn second_round(model: &str) -> LlmRequest {
+        let mut r = with_tools(model);
+        let calls = vec![
+            ToolCall {
+                id: "call_1".into(),
+                name: "add".into(),
+                arguments: serde_json::json!({"a": 2, "b": 3}),
+            },
+            ToolCall {
+                id: "call_2".into(),
+                name: "add".into(),
+                arguments: serde_json::json!({"a": 1, "b": "x"}),
+            },
+        ];
+        r.messages.push(Message::assistant_tool_calls("Let me add.", calls));
+        r.messages.push(Message::tool_result("call_1", "5", false));
+        r.messages.push(Message::tool_result("call_2", "invalid type: string", true));
+        r
+    }
+
+    fn two_calls() -> Vec<FakeToolCall> {
+        vec![
+            FakeToolCall::new("call_Ab1", "add", &["{\"a\"", ": 2, ", "\"b\": 3}"]),
+            FakeToolCall::new("call_Cd2", "add", &["{\"a\": 40,", " \"b\": 2}"]),
+        ]
+    }
+
+    fn expected_calls(ids: [&str; 2]) -> Vec<ToolCall> {
+        vec![
+            ToolCall {
+                id: ids[0].into(),
+                name: "add".into(),
+                arguments: serde_json::json!({"a": 2, "b": 3}),
+            },
+            ToolCall {
+                id: ids[1].into(),
+                name: "add".into(),
+                arguments: serde_json::json!({"a": 40, "b": 2}),
+            },
+        ]
+    }
+
+    #[tokio::test]
+    async fn openai_sends_function_tools_and_assembles_streamed_calls_by_index() {
+        let server = server().await;
+        let provider = openai(&server);
+        for split in [usize::MAX, 7, 1] {
+            let response = FakeResponse::openai_tool_stream("gpt-4o-mini", &two_calls(), usage(80, 30));
+            server.push(if split == usize::MAX { response } else { response.split_every(split) });
+            let c = provider.call("gpt-4o-mini", &with_tools("openai/gpt-4o-mini")).await.unwrap();
+            assert_eq!(c.reply.tool_calls, expected_calls(["call_Ab1", "call_Cd2"]), "pieces of {split}");
+            assert_eq!(c.reply.finish_reason.as_deref(), Some("tool_calls"));
+            assert_eq!(c.reply.text, "");
+            assert_eq!(c.usage.input_tokens, 80);
+        }
+        let body = server.last_request().unwrap().json();
+        assert_eq!(
+            body["tools"],
+            serde_json::json!([{"type": "function", "function": {"name": "add", "description": "Add two integers.", "parameters": add_params(), "strict": true}}])
+        );
+        assert!(body.get("tool_choice").is_none(), "the model chooses");
+    }
+
+    #[tokio::test]
+    async fn openai_sends_calls_and_results_back_and_reads_whole_tool_calls() {
+        let server = server().await;
+        let provider = OpenAiProvider::new(openai_config(&server).stream(false)).unwrap();
+        server.push(FakeResponse::openai_tool_json("gpt-4o", &two_calls(), usage(120, 20)));
+        let c = provider.call("gpt-4o", &second_round("openai/gpt-4o")).await.unwrap();
+        assert_eq!(c.reply.tool_calls, expected_calls(["call_Ab1", "call_Cd2"]));
+        assert_eq!(c.reply.finish_reason.as_deref(), Some("tool_calls"));
+        let body = server.last_request().unwrap().json();
+        assert_eq!(
+            body["messages"],
+            serde_json::json!([
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Say hello."},
+                {"role": "assistant", "content": "Let me add.", "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{\"a\":2,\"b\":3}"}},
+                    {"id": "call_2", "type": "function", "function": {"name": "add", "arguments": "{\"a\":1,\"b\":\"x\"}"}},
+                ]},
+                {"role": "tool", "content": "5", "tool_call_id": "call_1"},
+                {"role": "tool", "content": "Error: invalid type: string", "tool_call_id": "call_2"},
+            ])
+        );
+        // The bytes, as OpenAI documents them: arguments are a JSON string.
+        let sent = String::from_utf8(server.last_request().unwrap().body).unwrap();
+        assert!(
+            sent.contains(r#"{"role":"assistant","content":"Let me add.","tool_calls":[{"id":"call_1","type":"function","function":{"name":"add","arguments":"{\"a\":2,\"b\":3}"}},"#),
+            "{sent}"
+        );
+        assert!(sent.contains(r#"{"role":"tool","content":"5","tool_call_id":"call_1"}"#), "{sent}");
+        // Arguments that are not JSON reach the loop as the model's text.
+        let broken = FakeToolCall::new("call_X", "add", &["{\"a\": 1,"]);
+        server.push(FakeResponse::openai_tool_json("gpt-4o", &[broken], usage(1, 1)));
+        let c = provider.call("gpt-4o", &with_tools("openai/gpt-4o")).await.unwrap();
+        assert_eq!(c.reply.tool_calls[0].arguments, serde_json::Value::String("{\"a\": 1,".into()));
+    }
+
+    #[tokio::test]
+    async fn anthropic_sends_tools_and_assembles_streamed_tool_use_blocks() {
+        let server = server().await;
+        let provider = anthropic(&server);
+        for split in [usize::MAX, 5] {
+            let response = FakeResponse::anthropic_tool_stream(
+                "claude-sonnet-4-5",
+                &["I'll add ", "both."],
+                &two_calls(),
+                "tool_use",
+                usage(300, 60),
+            );
+            server.push(if split == usize::MAX { response } else { response.split_every(split) });
+            let c =
+                provider.call("claude-sonnet-4-5", &with_tools("anthropic/claude-sonnet-4-5")).await.unwrap();
+            assert_eq!(c.reply.text, "I'll add both.");
+            assert_eq!(c.reply.tool_calls, expected_calls(["call_Ab1", "call_Cd2"]), "pieces of {split}");
+            assert_eq!(c.reply.finish_reason.as_deref(), Some("tool_calls"));
+        }
+        let body = server.last_request().unwrap().json();
+        assert_eq!(
+            body["tools"],
+            serde_json::json!([{"name": "add", "description": "Add two integers.", "input_schema": add_params()}])
+        );
+        assert!(body.get("tool_choice").is_none());
+    }
+
+    #[tokio::test]
+    async fn anthropic_sends_tool_use_and_tool_result_blocks_and_reads_whole_replies() {
+        let server = server().await;
+        let provider = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+        server.push(FakeResponse::anthropic_tool_json(
+            "claude-haiku-4-5",
+            "Adding.",
+            &two_calls(),
+            "tool_use",
+            usage(9, 9),
+        ));
+        let c = provider.call("claude-haiku-4-5", &second_round("anthropic/claude-haiku-4-5")).await.unwrap();
+        assert_eq!(c.reply.text, "Adding.");
+        assert_eq!(c.reply.tool_calls, expected_calls(["call_Ab1", "call_Cd2"]));
+        let body = server.last_request().unwrap().json();
+        assert_eq!(
+            body["messages"],
+            serde_json::json!([
+                {"role": "user", "content": "Say hello."},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Let me add."},
+                    {"type": "tool_use", "id": "call_1", "name": "add", "input": {"a": 2, "b": 3}},
+                    {"type": "tool_use", "id": "call_2", "name": "add", "input": {"a": 1, "b": "x"}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1", "content": "5"},
+                    {"type": "tool_result", "tool_use_id": "call_2", "content": "invalid type: string", "is_error": true},
+                ]},
+            ])
+        );
+        let sent = String::from_utf8(server.last_request().unwrap().body).unwrap();
+        assert!(
+            sent.contains(r#"{"type":"tool_use","id":"call_1","name":"add","input":{"a":2,"b":3}}"#),
+            "{sent}"
+        );
+        assert!(
+            sent.contains(
+                r#"{"role":"user","content":[{"type":"tool_result","tool_use_id":"call_1","content":"5"},"#
+            ),
+            "{sent}"
+        );
+    }
+
+    #[tokio::test]
+    async fn anthropic_tools_with_a_structured_reply_let_the_model_pick_any_tool() {
+        let server = server().await;
+        let answer = FakeToolCall::new("toolu_9", "Verdict", &["{\"holds\": true, \"reason\": null}"]);
+        server.push(FakeResponse::anthropic_tool_stream(
+            "claude-sonnet-4-5",
+            &[],
+            &[answer],
+            "tool_use",
+            usage(10, 5),
+        ));
+        let req = with_tools("anthropic/claude-sonnet-4-5").json_schema_for::<Verdict>();
+        let c = anthropic(&server).call("claude-sonnet-4-5", &req).await.unwrap();
+        assert_eq!(c.reply.text, "{\"holds\":true,\"reason\":null}");
+        assert!(c.reply.tool_calls.is_empty(), "the answer is not a call to run");
+        assert_eq!(c.reply.finish_reason.as_deref(), Some("stop"));
+        let body = server.last_request().unwrap().json();
+        let names: Vec<&str> =
+            body["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["add", "Verdict"]);
+        assert_eq!(body["tool_choice"], serde_json::json!({"type": "any"}));
+    }
 }

@@ -7,8 +7,9 @@
 //!
 //! - **Streaming** (the default) reads the named SSE events: `message_start` (the input
 //!   tokens, with `cache_creation_input_tokens` and `cache_read_input_tokens`),
-//!   `content_block_start` / `content_block_delta` (`text_delta`; thinking, signature
-//!   and tool-input deltas are not part of the text), `message_delta` (cumulative
+//!   `content_block_start` / `content_block_delta` (`text_delta` for text; a `tool_use`
+//!   block's input arrives as `input_json_delta` pieces, assembled per block `index`;
+//!   thinking and signature deltas are not part of the text), `message_delta` (cumulative
 //!   `output_tokens`, and input figures when present, plus `stop_reason`),
 //!   `message_stop` (the end), `ping` (ignored), and `error`, which Anthropic sends in the
 //!   middle of a stream, usually `overloaded_error`, after a 200. That event becomes the
@@ -16,6 +17,8 @@
 //!   `message_stop` is a retryable [`LlmError::BadResponse`]. Unknown event types are
 //!   ignored, as Anthropic's versioning policy asks.
 //! - **Non-streaming** reads one `message` object.
+//!
+//! Structured output (`LlmRequest::json_schema`) is a forced tool: see [`JsonMode`].
 //!
 //! Anthropic reports input tokens without the cached ones; the [`Completion`] counts
 //! `input_tokens + cache_creation_input_tokens + cache_read_input_tokens` as input (every
@@ -26,7 +29,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use belt_core::llm::{CallInfo, LlmError, LlmProvider, LlmReply, LlmRequest, Price, RateLimits, Role};
+use belt_core::llm::{
+    CallInfo, LlmError, LlmProvider, LlmReply, LlmRequest, OutputSchema, Price, RateLimits, Role, ToolCall,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::http::{
@@ -40,21 +45,25 @@ use crate::sse::SseDecoder;
 /// The API version belt speaks.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
-/// How a JSON reply (`LlmRequest::json`) is asked of Claude. See [`crate::json_reply`].
-///
-/// Hook for the next step: a `ForcedTool` variant that sends one tool (`reply`, whose
-/// `input_schema` is the wanted schema) with `tool_choice: {"type": "tool", "name":
-/// "reply"}`, and reads the `tool_use` block's input (streamed as `input_json_delta`) as
-/// the reply. It needs the schema on the request (a new optional field of `LlmRequest`
-/// in belt-core) and plugs in at `AnthropicProvider::body` and the stream's
-/// `content_block_delta` handling.
+/// How a JSON reply (`LlmRequest::json`, `LlmRequest::json_schema`) is asked of Claude.
+/// See [`crate::json_reply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum JsonMode {
-    /// The JSON instruction appended to the system prompt; the reply is then cleaned of
-    /// code fences and prose ([`json_reply::clean`]).
+    /// With a schema, where the model's capabilities have `json_schema`: one tool named
+    /// after the schema, whose `input_schema` is the schema, forced with `tool_choice:
+    /// {"type": "tool", "name"}` (or `{"type": "any"}` when the request offers other
+    /// tools too, so that the model may call those first); the tool's input is the reply.
+    /// Without a schema: the instruction, as below.
     #[default]
+    ForcedTool,
+    /// The JSON instruction (and the schema) appended to the system prompt; the reply is
+    /// then cleaned of code fences and prose ([`json_reply::clean`]).
     Instruction,
 }
+
+/// The description of the tool that carries a structured reply.
+pub const OUTPUT_TOOL_DESCRIPTION: &str =
+    "Give your final answer by calling this tool: its input is the answer, matching the schema.";
 
 /// Configuration of an [`AnthropicProvider`]. `Debug` never shows the key or header values.
 #[derive(Clone)]
@@ -106,7 +115,7 @@ impl AnthropicConfig {
             base_url_env: None,
             headers: Vec::new(),
             stream: true,
-            json_mode: JsonMode::Instruction,
+            json_mode: JsonMode::ForcedTool,
             http: HttpOptions::default(),
             prices: None,
             price_provider: None,
@@ -130,6 +139,10 @@ impl AnthropicConfig {
     }
     pub fn stream(mut self, stream: bool) -> Self {
         self.stream = stream;
+        self
+    }
+    pub fn json_mode(mut self, mode: JsonMode) -> Self {
+        self.json_mode = mode;
         self
     }
     pub fn http(mut self, http: HttpOptions) -> Self {
@@ -201,42 +214,75 @@ impl AnthropicProvider {
     }
 
     async fn call_inner(&self, model: &str, request: &LlmRequest) -> Result<Completion, LlmError> {
-        let body = self.body(model, request)?;
+        let output = self.output_tool(model, request);
+        let body = self.body(model, request, output)?;
         let (response, meta) = self.core.post(model, body).await?;
         let ctx = self.core.context(model);
-        let parsed = if self.stream && !meta.json_body {
-            self.read_stream(&ctx, response).await?
+        let mut parsed = if self.stream && !meta.json_body {
+            self.read_stream(&ctx, response, output.map(|s| s.name.as_str())).await?
         } else {
             let body = self.core.read_to_end(response, 64 << 20).await?;
             parse_whole(&ctx, &body)?
         };
+        if let Some(schema) = output {
+            take_output(&mut parsed, schema);
+        }
         Ok(self.core.completion(model, request, parsed, meta))
     }
 
+    /// The schema a forced tool carries the reply of, when this request gets one.
+    fn output_tool<'r>(&self, model: &str, request: &'r LlmRequest) -> Option<&'r OutputSchema> {
+        let schema = request.json_schema.as_deref()?;
+        let caps = self.core.prices.capabilities(&self.core.price_provider, model);
+        (self.json_mode == JsonMode::ForcedTool && caps.is_none_or(|c| c.json_schema)).then_some(schema)
+    }
+
     /// The request body.
-    fn body(&self, model: &str, request: &LlmRequest) -> Result<Vec<u8>, LlmError> {
-        let system: Option<Cow<'_, str>> = match (request.json, self.json_mode) {
-            (true, JsonMode::Instruction) => {
-                Some(json_reply::with_instruction(request.system.as_deref()).into())
-            }
-            (false, _) => request.system.as_deref().filter(|s| !s.is_empty()).map(Into::into),
+    fn body(
+        &self,
+        model: &str,
+        request: &LlmRequest,
+        output: Option<&OutputSchema>,
+    ) -> Result<Vec<u8>, LlmError> {
+        let instruct = (request.json || request.json_schema.is_some()) && output.is_none();
+        let system: Option<Cow<'_, str>> = if instruct {
+            Some(json_reply::instruction(request.system.as_deref(), request.json_schema.as_deref()).into())
+        } else {
+            request.system.as_deref().filter(|s| !s.is_empty()).map(Into::into)
         };
+        let mut tools: Vec<ToolDef<'_>> = request
+            .tools
+            .iter()
+            .map(|t| ToolDef {
+                name: &t.name,
+                description: &t.description,
+                input_schema: Cow::Borrowed(&t.parameters),
+            })
+            .collect();
+        if let Some(s) = output {
+            tools.push(ToolDef {
+                name: &s.name,
+                description: OUTPUT_TOOL_DESCRIPTION,
+                input_schema: json_reply::wrap(s),
+            });
+        }
+        // The output tool is forced; with other tools offered too, any tool is (the
+        // model may call those first, and ends by calling the output tool).
+        let tool_choice = output.map(|s| {
+            if request.tools.is_empty() {
+                ToolChoice { kind: "tool", name: Some(&s.name) }
+            } else {
+                ToolChoice { kind: "any", name: None }
+            }
+        });
         let body = MessagesRequest {
             model,
             max_tokens: request.max_tokens.max(1),
             system,
-            messages: request
-                .messages
-                .iter()
-                .map(|m| Message {
-                    role: match m.role {
-                        Role::User => "user",
-                        Role::Assistant => "assistant",
-                    },
-                    content: &m.content,
-                })
-                .collect(),
+            messages: messages(&request.messages),
             temperature: request.temperature,
+            tools,
+            tool_choice,
             stream: self.stream,
         };
         serde_json::to_vec(&body)
@@ -247,9 +293,11 @@ impl AnthropicProvider {
         &self,
         ctx: &ErrorContext<'_>,
         mut response: reqwest::Response,
+        output_tool: Option<&str>,
     ) -> Result<Parsed, LlmError> {
         let mut decoder = SseDecoder::new();
-        let mut state = StreamState::default();
+        let mut state =
+            StreamState { output_tool: output_tool.map(str::to_string), ..StreamState::default() };
         loop {
             let mut on_event = |name: &str, data: &str| state.event(ctx, name, data);
             match self.core.chunk(&mut response, decoder.bytes()).await? {
@@ -305,13 +353,125 @@ struct MessagesRequest<'a> {
     messages: Vec<Message<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolDef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<ToolChoice<'a>>,
     stream: bool,
 }
 
 #[derive(Serialize)]
 struct Message<'a> {
     role: &'static str,
-    content: &'a str,
+    content: Content<'a>,
+}
+
+/// A turn's content: plain text, or blocks when it holds tool calls or results.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Content<'a> {
+    Text(&'a str),
+    Blocks(Vec<ContentBlock<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentBlock<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Cow<'a, serde_json::Value>,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        is_error: bool,
+    },
+}
+
+/// The wire turns of `messages`: an assistant turn that called tools becomes text and
+/// `tool_use` blocks; consecutive tool results become one user turn of `tool_result`
+/// blocks (Anthropic wants every result of a turn's calls in the next user turn).
+fn messages(messages: &[belt_core::llm::Message]) -> Vec<Message<'_>> {
+    let mut out: Vec<Message<'_>> = Vec::with_capacity(messages.len());
+    for m in messages {
+        match m.role {
+            Role::User => out.push(Message { role: "user", content: Content::Text(&m.content) }),
+            Role::Assistant if m.tool_calls.is_empty() => {
+                out.push(Message { role: "assistant", content: Content::Text(&m.content) })
+            }
+            Role::Assistant => {
+                let mut blocks = Vec::with_capacity(m.tool_calls.len() + 1);
+                if !m.content.trim().is_empty() {
+                    blocks.push(ContentBlock::Text { text: &m.content });
+                }
+                for c in &m.tool_calls {
+                    // Input that did not parse as JSON is sent as an empty object (the
+                    // result that follows tells the model what was wrong).
+                    let input = match &c.arguments {
+                        serde_json::Value::Object(_) => Cow::Borrowed(&c.arguments),
+                        _ => Cow::Owned(serde_json::json!({})),
+                    };
+                    blocks.push(ContentBlock::ToolUse { id: &c.id, name: &c.name, input });
+                }
+                out.push(Message { role: "assistant", content: Content::Blocks(blocks) });
+            }
+            Role::Tool => {
+                let block = ContentBlock::ToolResult {
+                    tool_use_id: m.tool_call_id.as_deref().unwrap_or(""),
+                    content: &m.content,
+                    is_error: m.is_error,
+                };
+                match out.last_mut() {
+                    Some(Message { role: "user", content: Content::Blocks(blocks) })
+                        if blocks.iter().all(|b| matches!(b, ContentBlock::ToolResult { .. })) =>
+                    {
+                        blocks.push(block)
+                    }
+                    _ => out.push(Message { role: "user", content: Content::Blocks(vec![block]) }),
+                }
+            }
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct ToolDef<'a> {
+    name: &'a str,
+    description: &'a str,
+    input_schema: Cow<'a, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct ToolChoice<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+/// Make the forced tool's input the reply's text: unwrapped if its schema was wrapped,
+/// with the stop reason of a finished answer (Anthropic says `tool_use`).
+fn take_output(parsed: &mut Parsed, schema: &OutputSchema) {
+    let Some(at) = parsed.tool_calls.iter().position(|c| c.name == schema.name) else { return };
+    let call = parsed.tool_calls.remove(at);
+    let text = match call.arguments {
+        serde_json::Value::String(raw) => raw, // did not parse: left for the engine to report
+        value if !schema.root_is_object() => match value {
+            serde_json::Value::Object(mut o) => o.remove(json_reply::WRAPPED).unwrap_or_default().to_string(),
+            other => other.to_string(),
+        },
+        value => value.to_string(),
+    };
+    parsed.text = text;
+    if parsed.finish.as_deref() == Some("tool_use") && parsed.tool_calls.is_empty() {
+        parsed.finish = Some("end_turn".into());
+    }
 }
 
 // --- response ---
@@ -364,6 +524,8 @@ struct Event<'a> {
     #[serde(default, borrow)]
     content_block: Option<Block<'a>>,
     #[serde(default)]
+    index: Option<u64>,
+    #[serde(default)]
     error: Option<serde_json::Value>,
 }
 
@@ -381,6 +543,9 @@ struct EventDelta<'a> {
     kind: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
+    /// A piece of a `tool_use` block's input (`input_json_delta`).
+    #[serde(default, borrow)]
+    partial_json: Option<Cow<'a, str>>,
     #[serde(default)]
     stop_reason: Option<String>,
 }
@@ -391,6 +556,12 @@ struct Block<'a> {
     kind: Cow<'a, str>,
     #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -415,6 +586,34 @@ struct WholeBlock {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
+}
+
+/// A `tool_use` block being streamed.
+struct ToolBlock {
+    index: u64,
+    id: String,
+    name: String,
+    /// The input given in `content_block_start` (Anthropic sends `{}` and streams the rest).
+    start: Option<serde_json::Value>,
+    /// The `input_json_delta` pieces so far.
+    json: String,
+}
+
+impl ToolBlock {
+    fn finish(self) -> ToolCall {
+        let arguments = if self.json.trim().is_empty() {
+            self.start.unwrap_or_else(|| serde_json::json!({}))
+        } else {
+            serde_json::from_str(&self.json).unwrap_or(serde_json::Value::String(self.json))
+        };
+        ToolCall { id: self.id, name: self.name, arguments }
+    }
 }
 
 #[derive(Default)]
@@ -423,6 +622,9 @@ struct StreamState {
     usage: Option<AnthropicUsage>,
     stop_reason: Option<String>,
     served_model: Option<String>,
+    tools: Vec<ToolBlock>,
+    /// The tool whose input is the reply (structured output): its input is streamed as text.
+    output_tool: Option<String>,
     done: bool,
 }
 
@@ -448,22 +650,46 @@ impl StreamState {
                     self.usage = Some(usage);
                 }
             }
-            "content_block_start" => {
-                if let Some(Block { kind, text: Some(text) }) = event.content_block
-                    && kind == "text"
+            "content_block_start" => match event.content_block {
+                Some(Block { kind, text: Some(text), .. }) if kind == "text" => {
+                    belt_core::llm::stream_delta(&text);
+                    self.text.push_str(&text);
+                }
+                Some(Block { kind, id, name, input, .. }) if kind == "tool_use" => {
+                    self.tools.push(ToolBlock {
+                        index: event.index.unwrap_or(self.tools.len() as u64),
+                        id: id.unwrap_or_default(),
+                        name: name.unwrap_or_default(),
+                        start: input,
+                        json: String::new(),
+                    });
+                }
+                _ => {}
+            },
+            "content_block_delta" => match event.delta {
+                Some(EventDelta { kind, text: Some(text), .. })
+                    if kind.as_deref().is_none_or(|k| k == "text_delta") =>
                 {
                     belt_core::llm::stream_delta(&text);
                     self.text.push_str(&text);
                 }
-            }
-            "content_block_delta" => {
-                if let Some(EventDelta { kind, text: Some(text), .. }) = event.delta
-                    && kind.as_deref().is_none_or(|k| k == "text_delta")
+                Some(EventDelta { kind, partial_json: Some(json), .. })
+                    if kind.as_deref() == Some("input_json_delta") =>
                 {
-                    belt_core::llm::stream_delta(&text);
-                    self.text.push_str(&text);
+                    // Pieces go to the block of the event's index (the last one if absent).
+                    let block = match event.index {
+                        Some(i) => self.tools.iter_mut().rev().find(|b| b.index == i),
+                        None => self.tools.last_mut(),
+                    };
+                    if let Some(block) = block {
+                        if self.output_tool.as_deref() == Some(block.name.as_str()) {
+                            belt_core::llm::stream_delta(&json);
+                        }
+                        block.json.push_str(&json);
+                    }
                 }
-            }
+                _ => {}
+            },
             "message_delta" => {
                 if let Some(reason) = event.delta.and_then(|d| d.stop_reason) {
                     self.stop_reason = Some(reason);
@@ -499,6 +725,7 @@ impl StreamState {
             finish: self.stop_reason,
             usage: self.usage.map(|u| u.tokens()),
             served_model: self.served_model,
+            tool_calls: self.tools.into_iter().map(ToolBlock::finish).collect(),
         })
     }
 }
@@ -545,17 +772,24 @@ fn parse_whole(ctx: &ErrorContext<'_>, body: &[u8]) -> Result<Parsed, LlmError> 
     if whole.kind.as_deref() == Some("error") || whole.error.is_some() {
         return Err(event_error(ctx, whole.error.as_ref().unwrap_or(&serde_json::Value::Null), 0));
     }
-    let text: String = whole
-        .content
-        .into_iter()
-        .filter(|b| b.kind == "text")
-        .filter_map(|b| b.text)
-        .collect::<Vec<_>>()
-        .concat();
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in whole.content {
+        match block.kind.as_str() {
+            "text" => text.push_str(block.text.as_deref().unwrap_or("")),
+            "tool_use" => tool_calls.push(ToolCall {
+                id: block.id.unwrap_or_default(),
+                name: block.name.unwrap_or_default(),
+                arguments: block.input.unwrap_or_else(|| serde_json::json!({})),
+            }),
+            _ => {} // thinking, and block types added later
+        }
+    }
     Ok(Parsed {
         text,
         finish: whole.stop_reason,
         usage: whole.usage.map(|u| u.tokens()),
         served_model: whole.model,
+        tool_calls,
     })
 }

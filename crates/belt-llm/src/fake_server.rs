@@ -85,6 +85,35 @@ pub struct FakeUsage {
     pub cache_write: u64,
 }
 
+/// A tool call for the builders: the arguments are the pieces a stream sends (their
+/// concatenation is the JSON text of the arguments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeToolCall {
+    pub id: String,
+    pub name: String,
+    pub pieces: Vec<String>,
+}
+
+impl FakeToolCall {
+    pub fn new(id: &str, name: &str, pieces: &[&str]) -> Self {
+        FakeToolCall {
+            id: id.into(),
+            name: name.into(),
+            pieces: pieces.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    /// The arguments' JSON text.
+    pub fn arguments(&self) -> String {
+        self.pieces.concat()
+    }
+
+    /// The arguments as JSON (`{}` when they are not valid JSON).
+    fn input(&self) -> serde_json::Value {
+        serde_json::from_str(&self.arguments()).unwrap_or_else(|_| serde_json::json!({}))
+    }
+}
+
 /// Where an OpenAI stream reports usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageShape {
@@ -212,6 +241,73 @@ impl FakeResponse {
         )
     }
 
+    /// An OpenAI streaming reply that calls tools: a role chunk, then per call a chunk
+    /// with its `index`, `id`, `type` and name (and empty arguments), and one chunk per
+    /// argument piece with only the `index` and the piece, as OpenAI streams them; then a
+    /// finishing chunk (`tool_calls`), usage in a `choices: []` chunk, and `[DONE]`.
+    pub fn openai_tool_stream(model: &str, calls: &[FakeToolCall], usage: FakeUsage) -> Self {
+        let chunk = |delta: serde_json::Value, finish: Option<&str>, usage: serde_json::Value| {
+            let choices = if delta.is_null() {
+                serde_json::json!([])
+            } else {
+                serde_json::json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}])
+            };
+            let value = serde_json::json!({
+                "id": CHAT_ID, "object": "chat.completion.chunk", "created": CREATED, "model": model,
+                "service_tier": "default", "system_fingerprint": FINGERPRINT, "choices": choices, "usage": usage,
+            });
+            format!("data: {value}\n\n")
+        };
+        let null = serde_json::Value::Null;
+        let mut frames = vec![chunk(
+            serde_json::json!({"role": "assistant", "content": null, "refusal": null}),
+            None,
+            null.clone(),
+        )];
+        for (index, call) in calls.iter().enumerate() {
+            frames.push(chunk(
+                serde_json::json!({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                    "function": {"name": call.name, "arguments": ""}}]}),
+                None,
+                null.clone(),
+            ));
+            for piece in &call.pieces {
+                frames.push(chunk(
+                    serde_json::json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+                    None,
+                    null.clone(),
+                ));
+            }
+        }
+        frames.push(chunk(serde_json::json!({}), Some("tool_calls"), null.clone()));
+        frames.push(chunk(null, None, openai_usage(usage)));
+        frames.push("data: [DONE]\n\n".into());
+        FakeResponse::sse(frames)
+    }
+
+    /// An OpenAI non-streaming reply that calls tools (`content: null`, `tool_calls`).
+    pub fn openai_tool_json(model: &str, calls: &[FakeToolCall], usage: FakeUsage) -> Self {
+        let tool_calls: Vec<serde_json::Value> = calls
+            .iter()
+            .map(|c| serde_json::json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments()}}))
+            .collect();
+        FakeResponse::json(
+            200,
+            &serde_json::json!({
+                "id": CHAT_ID, "object": "chat.completion", "created": CREATED, "model": model,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": null, "tool_calls": tool_calls, "refusal": null, "annotations": []},
+                    "logprobs": null,
+                    "finish_reason": "tool_calls",
+                }],
+                "usage": openai_usage(usage),
+                "service_tier": "default",
+                "system_fingerprint": FINGERPRINT,
+            }),
+        )
+    }
+
     /// An OpenAI error body: `{"error": {"message", "type", "param", "code"}}`.
     pub fn openai_error(status: u16, message: &str, kind: &str, code: Option<&str>) -> Self {
         FakeResponse::json(
@@ -243,6 +339,78 @@ impl FakeResponse {
         ));
         frames.push(event("message_stop", &serde_json::json!({"type": "message_stop"})));
         FakeResponse::sse(frames).header("request-id", "req_011CSHoEeqs5C35K2UUqR7Fy")
+    }
+
+    /// An Anthropic streaming reply with a text block of `deltas` (none if empty) and then
+    /// one `tool_use` block per call: `content_block_start` with the id, name and `input:
+    /// {}`, an empty `input_json_delta`, one per piece, `content_block_stop`; then
+    /// `message_delta` with `stop_reason`, and `message_stop`.
+    pub fn anthropic_tool_stream(
+        model: &str,
+        deltas: &[&str],
+        calls: &[FakeToolCall],
+        stop_reason: &str,
+        usage: FakeUsage,
+    ) -> Self {
+        let mut frames = if deltas.is_empty() {
+            anthropic_frames(model, deltas, usage).into_iter().take(1).collect()
+        } else {
+            anthropic_frames(model, deltas, usage)
+        };
+        let first = usize::from(!deltas.is_empty());
+        for (i, call) in calls.iter().enumerate() {
+            let index = first + i;
+            frames.push(event(
+                "content_block_start",
+                &serde_json::json!({"type": "content_block_start", "index": index,
+                    "content_block": {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}}),
+            ));
+            for piece in std::iter::once("").chain(call.pieces.iter().map(String::as_str)) {
+                frames.push(event(
+                    "content_block_delta",
+                    &serde_json::json!({"type": "content_block_delta", "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                ));
+            }
+            frames.push(event(
+                "content_block_stop",
+                &serde_json::json!({"type": "content_block_stop", "index": index}),
+            ));
+        }
+        frames.push(event(
+            "message_delta",
+            &serde_json::json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null}, "usage": {"output_tokens": usage.output}}),
+        ));
+        frames.push(event("message_stop", &serde_json::json!({"type": "message_stop"})));
+        FakeResponse::sse(frames).header("request-id", "req_011CSHoEeqs5C35K2UUqR7Fy")
+    }
+
+    /// An Anthropic non-streaming reply with a text block (if `text` is not empty) and one
+    /// `tool_use` block per call.
+    pub fn anthropic_tool_json(
+        model: &str,
+        text: &str,
+        calls: &[FakeToolCall],
+        stop_reason: &str,
+        usage: FakeUsage,
+    ) -> Self {
+        let mut content = Vec::new();
+        if !text.is_empty() {
+            content.push(serde_json::json!({"type": "text", "text": text}));
+        }
+        for c in calls {
+            content.push(
+                serde_json::json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.input()}),
+            );
+        }
+        FakeResponse::json(
+            200,
+            &serde_json::json!({
+                "id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant", "model": model,
+                "content": content, "stop_reason": stop_reason, "stop_sequence": null, "usage": anthropic_usage(usage),
+            }),
+        )
+        .header("request-id", "req_011CSHoEeqs5C35K2UUqR7Fy")
     }
 
     /// An Anthropic stream that sends `deltas`, then an `error` event of `kind`.

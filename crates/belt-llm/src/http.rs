@@ -229,6 +229,8 @@ pub(crate) struct Parsed {
     pub finish: Option<String>,
     pub usage: Option<TokenUsage>,
     pub served_model: Option<String>,
+    /// Tools the model called, in order.
+    pub tool_calls: Vec<belt_core::llm::ToolCall>,
 }
 
 /// The HTTP plumbing of one adapter instance.
@@ -472,7 +474,7 @@ impl HttpCore {
     /// Assemble the [`Completion`]: normalized finish reason, a JSON reply cleaned of
     /// fences and prose, upper-bound usage when the server reported none, and the cost.
     pub fn completion(&self, model: &str, request: &LlmRequest, parsed: Parsed, meta: Meta) -> Completion {
-        let Parsed { mut text, finish, usage, served_model } = parsed;
+        let Parsed { mut text, finish, usage, served_model, tool_calls } = parsed;
         if request.json
             && let Some(json) = crate::json_reply::clean(&text)
         {
@@ -489,9 +491,12 @@ impl HttpCore {
             reply: LlmReply {
                 text,
                 usage: usage.usage(),
-                model: request.model.to_string(),
+                // This provider's model, not `request.model`: that may be a whole
+                // fallback chain (`a/x,b/y`), and the reply says which link answered.
+                model: format!("{}/{model}", self.name),
                 finish_reason: finish.as_deref().map(finish_reason),
                 simulated: false,
+                tool_calls,
             },
             usage,
             usage_reported,

@@ -15,10 +15,11 @@
 //! The HTTP adapters make exactly one call and report exactly what happened: status
 //! codes, every rate-limit header and errors in the middle of a stream become
 //! [`LlmError`]s a user can act on ([`http`] has the table), and retries, timeouts,
-//! budgets and concurrency stay the engine's job. Their `call` method also returns the
-//! detail the engine's [`LlmReply`] has no room for ([`http::Completion`]: cached tokens,
-//! exact cost, request id, rate-limit headers). API keys never appear in errors or
-//! `Debug` output.
+//! budgets and concurrency stay the engine's job. Both speak tool calling and structured
+//! output (a JSON schema enforced by the server where the model supports it). Their `call`
+//! method also returns the detail the engine's [`LlmReply`] has no room for
+//! ([`http::Completion`]: reasoning tokens, the exact cost with long-prompt tiers, request
+//! id, rate-limit headers). API keys never appear in errors or `Debug` output.
 //!
 //! Around them: [`sse`] decodes server-sent events; [`pricing`] holds prices and
 //! capabilities per model, from a data file shipped in the crate; [`json_reply`] asks

@@ -35,7 +35,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use belt_core::llm::{CallInfo, LlmError, LlmProvider, LlmReply, LlmRequest, Price, RateLimits, Role};
+use belt_core::llm::{
+    CallInfo, LlmError, LlmProvider, LlmReply, LlmRequest, Message, Price, RateLimits, Role, ToolCall,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::http::{
@@ -58,21 +60,31 @@ pub enum MaxTokensField {
     MaxCompletionTokens,
 }
 
-/// How a JSON reply (`LlmRequest::json`) is asked for. See [`crate::json_reply`].
-///
-/// Hook for the next step: a `JsonSchema` variant that sends
-/// `response_format: {"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}`
-/// when the model's capabilities have `json_schema`, falling back to `JsonObject`. It needs
-/// the schema on the request (a new optional field of `LlmRequest` in belt-core), so it
-/// waits for tool calling and typed outputs; `OpenAiProvider::body` is where it plugs in.
+/// How a JSON reply (`LlmRequest::json`, `LlmRequest::json_schema`) is asked for. See
+/// [`crate::json_reply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum JsonMode {
-    /// `response_format: {"type": "json_object"}`, plus the JSON instruction when no
-    /// message mentions JSON (OpenAI rejects the mode otherwise). Models whose
-    /// capabilities lack `json_object` get the instruction only.
+    /// `response_format`, as strong as the model's capabilities allow: with a schema,
+    /// `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}` where the
+    /// model has `json_schema`; otherwise `{"type": "json_object"}` where it has
+    /// `json_object`, with the JSON instruction (and the schema) in the system prompt
+    /// (OpenAI rejects JSON mode when no message says "JSON"); otherwise the instruction
+    /// only.
     #[default]
     JsonObject,
-    /// Only the instruction in the system prompt, for servers that reject `response_format`.
+    /// Only the instruction (and the schema) in the system prompt, for servers that
+    /// reject `response_format`.
+    Instruction,
+}
+
+/// What a request's body asks for JSON with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonFormat {
+    /// `response_format` `json_schema`; `wrapped` when a non-object root was wrapped.
+    Schema {
+        wrapped: bool,
+    },
+    Object,
     Instruction,
 }
 
@@ -252,7 +264,7 @@ impl OpenAiProvider {
     }
 
     async fn call_inner(&self, model: &str, request: &LlmRequest) -> Result<Completion, LlmError> {
-        let body = self.body(model, request)?;
+        let (body, format) = self.body(model, request)?;
         let (response, meta) = self.core.post(model, body).await?;
         let ctx = self.core.context(model);
         let parsed = if self.stream && !meta.json_body {
@@ -261,46 +273,95 @@ impl OpenAiProvider {
             let body = self.core.read_to_end(response, 64 << 20).await?;
             parse_whole(&ctx, &body)?
         };
-        Ok(self.core.completion(model, request, parsed, meta))
+        let mut completion = self.core.completion(model, request, parsed, meta);
+        if format == Some(JsonFormat::Schema { wrapped: true })
+            && let Some(inner) = json_reply::unwrap(&completion.reply.text)
+        {
+            completion.reply.text = inner;
+        }
+        Ok(completion)
     }
 
-    /// The request body.
-    fn body(&self, model: &str, request: &LlmRequest) -> Result<Vec<u8>, LlmError> {
+    /// How `request` asks for JSON from `model`, if it does.
+    fn json_format(&self, model: &str, request: &LlmRequest) -> Option<JsonFormat> {
+        if !request.json && request.json_schema.is_none() {
+            return None;
+        }
+        if self.json_mode == JsonMode::Instruction {
+            return Some(JsonFormat::Instruction);
+        }
         let caps = self.core.prices.capabilities(&self.core.price_provider, model);
-        let json_object =
-            request.json && self.json_mode == JsonMode::JsonObject && caps.is_none_or(|c| c.json_object);
-        // The instruction goes in when JSON is asked by instruction only, or when the
-        // messages never say "JSON" (OpenAI's JSON mode requires the word).
-        let instruct = request.json
-            && (!json_object
-                || !json_reply::mentions_json(
-                    request
-                        .system
-                        .iter()
-                        .map(String::as_str)
-                        .chain(request.messages.iter().map(|m| m.content.as_str())),
-                ));
+        Some(match &request.json_schema {
+            Some(schema) if caps.is_none_or(|c| c.json_schema) => {
+                JsonFormat::Schema { wrapped: !schema.root_is_object() }
+            }
+            _ if caps.is_none_or(|c| c.json_object) => JsonFormat::Object,
+            _ => JsonFormat::Instruction,
+        })
+    }
+
+    /// The request body, and how it asks for JSON.
+    fn body(&self, model: &str, request: &LlmRequest) -> Result<(Vec<u8>, Option<JsonFormat>), LlmError> {
+        let caps = self.core.prices.capabilities(&self.core.price_provider, model);
+        let format = self.json_format(model, request);
+        let schema = request.json_schema.as_deref();
+        // The instruction goes in when JSON is asked by instruction only; in JSON object
+        // mode when there is a schema to describe, or when the messages never say "JSON"
+        // (OpenAI's JSON mode requires the word). A server-enforced schema needs none.
+        let instruct = match format {
+            None | Some(JsonFormat::Schema { .. }) => false,
+            Some(JsonFormat::Instruction) => true,
+            Some(JsonFormat::Object) => {
+                schema.is_some()
+                    || !json_reply::mentions_json(
+                        request
+                            .system
+                            .iter()
+                            .map(String::as_str)
+                            .chain(request.messages.iter().map(|m| m.content.as_str())),
+                    )
+            }
+        };
         let system = if instruct {
-            Some(json_reply::with_instruction(request.system.as_deref()).into())
+            Some(json_reply::instruction(request.system.as_deref(), schema).into())
         } else {
             request.system.as_deref().map(Into::into)
         };
         let mut messages = Vec::with_capacity(request.messages.len() + 1);
         if let Some(content) = system {
-            messages.push(ChatMessage { role: "system", content });
+            messages.push(ChatMessage::text("system", content));
         }
-        messages.extend(request.messages.iter().map(|m| ChatMessage {
-            role: match m.role {
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            },
-            content: m.content.as_str().into(),
-        }));
+        messages.extend(request.messages.iter().map(ChatMessage::from_message));
+        let tools: Vec<WireTool<'_>> = request
+            .tools
+            .iter()
+            .map(|t| WireTool {
+                kind: "function",
+                function: WireFunction {
+                    name: &t.name,
+                    description: &t.description,
+                    parameters: &t.parameters,
+                    strict: t.strict.then_some(true),
+                },
+            })
+            .collect();
         let temperature = request.temperature.filter(|_| caps.is_none_or(|c| c.temperature));
         let (max_tokens, max_completion_tokens) = if self.completion_tokens_field {
             (None, Some(request.max_tokens))
         } else {
             (Some(request.max_tokens), None)
+        };
+        let response_format = match (format, schema) {
+            (Some(JsonFormat::Schema { .. }), Some(s)) => Some(ResponseFormat {
+                kind: "json_schema",
+                json_schema: Some(SchemaFormat {
+                    name: &s.name,
+                    schema: json_reply::wrap(s),
+                    strict: s.strict,
+                }),
+            }),
+            (Some(JsonFormat::Object), _) => Some(ResponseFormat { kind: "json_object", json_schema: None }),
+            _ => None,
         };
         let body = ChatRequest {
             model,
@@ -311,10 +372,13 @@ impl OpenAiProvider {
             stream: self.stream,
             stream_options: (self.stream && self.include_usage)
                 .then_some(StreamOptions { include_usage: true }),
-            response_format: json_object.then_some(ResponseFormat { kind: "json_object" }),
+            response_format,
+            tools,
         };
-        serde_json::to_vec(&body)
-            .map_err(|e| LlmError::InvalidRequest(format!("the request could not be encoded as JSON: {e}")))
+        let bytes = serde_json::to_vec(&body).map_err(|e| {
+            LlmError::InvalidRequest(format!("the request could not be encoded as JSON: {e}"))
+        })?;
+        Ok((bytes, format))
     }
 
     async fn read_stream(
@@ -384,13 +448,97 @@ struct ChatRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<ResponseFormat>,
+    response_format: Option<ResponseFormat<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
 }
 
 #[derive(Serialize)]
 struct ChatMessage<'a> {
     role: &'static str,
-    content: std::borrow::Cow<'a, str>,
+    /// `null` for an assistant turn that only calls tools.
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireToolCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+impl<'a> ChatMessage<'a> {
+    fn text(role: &'static str, content: std::borrow::Cow<'a, str>) -> Self {
+        ChatMessage { role, content: Some(content), tool_calls: Vec::new(), tool_call_id: None }
+    }
+
+    fn from_message(m: &'a Message) -> Self {
+        match m.role {
+            Role::User => ChatMessage::text("user", m.content.as_str().into()),
+            Role::Assistant if m.tool_calls.is_empty() => {
+                ChatMessage::text("assistant", m.content.as_str().into())
+            }
+            Role::Assistant => ChatMessage {
+                role: "assistant",
+                content: (!m.content.is_empty()).then(|| m.content.as_str().into()),
+                tool_calls: m
+                    .tool_calls
+                    .iter()
+                    .map(|c| WireToolCall {
+                        id: &c.id,
+                        kind: "function",
+                        function: WireCall {
+                            name: &c.name,
+                            // The model's own text when it did not parse, else the JSON.
+                            arguments: match &c.arguments {
+                                serde_json::Value::String(raw) => raw.as_str().into(),
+                                other => other.to_string().into(),
+                            },
+                        },
+                    })
+                    .collect(),
+                tool_call_id: None,
+            },
+            // OpenAI has no error flag on tool results: the text says so.
+            Role::Tool => ChatMessage {
+                role: "tool",
+                content: Some(if m.is_error {
+                    format!("Error: {}", m.content).into()
+                } else {
+                    m.content.as_str().into()
+                }),
+                tool_calls: Vec::new(),
+                tool_call_id: Some(m.tool_call_id.as_deref().unwrap_or("")),
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunction<'a> {
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct WireToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireCall<'a>,
+}
+
+#[derive(Serialize)]
+struct WireCall<'a> {
+    name: &'a str,
+    arguments: std::borrow::Cow<'a, str>,
 }
 
 #[derive(Serialize)]
@@ -398,11 +546,20 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-/// `response_format`. The json_schema hook: `{"type": "json_schema", "json_schema": …}`.
+/// `response_format`: `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": …}`.
 #[derive(Serialize)]
-struct ResponseFormat {
+struct ResponseFormat<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    json_schema: Option<SchemaFormat<'a>>,
+}
+
+#[derive(Serialize)]
+struct SchemaFormat<'a> {
+    name: &'a str,
+    schema: std::borrow::Cow<'a, serde_json::Value>,
+    strict: bool,
 }
 
 // --- response ---
@@ -435,6 +592,61 @@ struct Delta<'a> {
     content: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     refusal: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+/// A piece of a streamed tool call: the first piece of a call has its `id` and name,
+/// the next ones pieces of its arguments, all under the call's `index`.
+#[derive(Deserialize)]
+struct ToolCallDelta {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionDelta>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+/// A tool call as a whole response has it (`arguments` is JSON text).
+#[derive(Deserialize)]
+struct WholeToolCall {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionDelta>,
+}
+
+/// A tool call being assembled from a stream.
+#[derive(Default)]
+struct PendingCall {
+    index: usize,
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+impl PendingCall {
+    fn finish(self) -> ToolCall {
+        ToolCall { id: self.id, name: self.name, arguments: arguments(self.arguments) }
+    }
+}
+
+/// Arguments' JSON text as a value: `{}` when empty, the text itself (a JSON string) when
+/// it does not parse, so the loop can tell the model.
+fn arguments(text: String) -> serde_json::Value {
+    if text.trim().is_empty() {
+        return serde_json::json!({});
+    }
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
 }
 
 #[derive(Deserialize)]
@@ -463,12 +675,14 @@ struct WholeChoice {
     finish_reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WholeMessage {
     #[serde(default)]
     content: Option<String>,
     #[serde(default)]
     refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WholeToolCall>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -524,6 +738,7 @@ impl OpenAiUsage {
 struct StreamState {
     parsed: Parsed,
     refusal: String,
+    calls: Vec<PendingCall>,
     done: bool,
 }
 
@@ -565,6 +780,9 @@ impl StreamState {
                 if let Some(refusal) = delta.refusal {
                     self.refusal.push_str(&refusal);
                 }
+                for piece in delta.tool_calls.into_iter().flatten() {
+                    self.tool_call(piece);
+                }
             }
             if let Some(reason) = choice.finish_reason {
                 if reason == "error" {
@@ -579,8 +797,37 @@ impl StreamState {
         Ok(())
     }
 
+    /// Add a piece to the call of its `index`. A server that sends no index (some send
+    /// whole calls, one per chunk) starts a new call with each new id.
+    fn tool_call(&mut self, piece: ToolCallDelta) {
+        let index = piece.index.unwrap_or_else(|| match (&piece.id, self.calls.last()) {
+            (Some(id), Some(last)) if *id == last.id => last.index,
+            (None, Some(last)) => last.index,
+            _ => self.calls.iter().map(|c| c.index + 1).max().unwrap_or(0),
+        });
+        let at = match self.calls.iter().position(|c| c.index == index) {
+            Some(at) => at,
+            None => {
+                self.calls.push(PendingCall { index, ..PendingCall::default() });
+                self.calls.len() - 1
+            }
+        };
+        let call = &mut self.calls[at];
+        if let Some(id) = piece.id.filter(|id| !id.is_empty()) {
+            call.id = id;
+        }
+        if let Some(function) = piece.function {
+            if let Some(name) = function.name {
+                call.name.push_str(&name);
+            }
+            if let Some(arguments) = function.arguments {
+                call.arguments.push_str(&arguments);
+            }
+        }
+    }
+
     fn finish(
-        self,
+        mut self,
         ctx: &ErrorContext<'_>,
         decoder: &SseDecoder,
         include_usage: bool,
@@ -595,7 +842,9 @@ impl StreamState {
                 decoder.bytes()
             )));
         }
+        self.calls.sort_by_key(|c| c.index);
         let mut parsed = self.parsed;
+        parsed.tool_calls = self.calls.into_iter().map(PendingCall::finish).collect();
         if parsed.text.is_empty() && !self.refusal.is_empty() {
             parsed.text = self.refusal;
             parsed.finish = Some("refusal".into());
@@ -622,13 +871,27 @@ fn parse_whole(ctx: &ErrorContext<'_>, body: &[u8]) -> Result<Parsed, LlmError> 
             ctx.provider
         )));
     };
-    let message = choice.message.unwrap_or(WholeMessage { content: None, refusal: None });
+    let mut message = choice.message.unwrap_or_default();
+    let tool_calls = message
+        .tool_calls
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let function = c.function.unwrap_or(FunctionDelta { name: None, arguments: None });
+            ToolCall {
+                id: c.id.unwrap_or_default(),
+                name: function.name.unwrap_or_default(),
+                arguments: arguments(function.arguments.unwrap_or_default()),
+            }
+        })
+        .collect();
     let (text, finish) = match (message.content, message.refusal) {
         (Some(text), _) if !text.is_empty() => (text, choice.finish_reason),
         (_, Some(refusal)) if !refusal.is_empty() => (refusal, Some("refusal".into())),
         (text, _) => (text.unwrap_or_default(), choice.finish_reason),
     };
-    Ok(Parsed { text, finish, usage: whole.usage.map(|u| u.tokens()), served_model: whole.model })
+    Ok(Parsed { text, finish, usage: whole.usage.map(|u| u.tokens()), served_model: whole.model, tool_calls })
 }
 
 /// An `error` object inside a 200 response or stream (OpenRouter, vLLM, LiteLLM…).

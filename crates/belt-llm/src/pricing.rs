@@ -28,14 +28,17 @@
 //!
 //! # Cost
 //!
-//! The engine prices a call with [`Price`]: input and output tokens at the base rates.
-//! [`ModelPrice::cost`] is the exact figure for a [`TokenUsage`] that also says how many
-//! input tokens were read from or written to the provider's prompt cache, and it applies
-//! a long-prompt tier (Gemini Pro bills prompts above 200k tokens higher). Cache reads
-//! cost less than base input, so the engine's figure is an upper bound for them; the
-//! cases it would undercount (Anthropic cache writes, which belt's requests do not ask
-//! for, and Gemini's long-prompt tier) are why the adapters also return the exact
-//! [`TokenUsage`].
+//! The engine prices a call with [`Price`]: uncached input, prompt-cache reads, cache
+//! writes and output, each at its rate ([`ModelPrice::price`] carries the cache rates of
+//! the table). [`ModelPrice::cost`] is the same figure for a [`TokenUsage`], and also
+//! applies a long-prompt tier (Gemini Pro bills prompts above 200k tokens higher), which
+//! the engine's figure does not: that case is why the adapters also return the exact
+//! cost in their [`Completion`](crate::http::Completion).
+//!
+//! Token conventions: `input_tokens` counts every input token, cached or not. OpenAI's
+//! `prompt_tokens` already does (its `cached_tokens` are a subset); Anthropic reports
+//! `input_tokens` apart from `cache_read_input_tokens` and `cache_creation_input_tokens`,
+//! so its adapter adds the three.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -70,7 +73,12 @@ pub struct TokenUsage {
 impl TokenUsage {
     /// The engine's view: all input and all output tokens.
     pub fn usage(&self) -> Usage {
-        Usage { input_tokens: self.input_tokens, output_tokens: self.output_tokens }
+        Usage {
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cache_read_tokens: self.cache_read_tokens,
+            cache_write_tokens: self.cache_write_tokens,
+        }
     }
 
     /// Input tokens neither read from nor written to the cache.
@@ -113,9 +121,10 @@ impl ModelPrice {
     pub const FREE: ModelPrice =
         ModelPrice { input: 0.0, output: 0.0, cache_read: None, cache_write: None, long: None };
 
-    /// The base input and output rates, as the engine's [`Price`].
+    /// The base input, output and prompt-cache rates, as the engine's [`Price`] (without
+    /// the long-prompt tier).
     pub fn price(&self) -> Price {
-        Price { input_per_mtok: self.input, output_per_mtok: self.output }
+        Price::new(self.input, self.output).with_cache(self.cache_read, self.cache_write)
     }
 
     /// The exact cost in USD of a call with this usage: uncached input, cache reads,
@@ -723,8 +732,13 @@ mod tests {
         };
         let expected = (1000.0 * 3.0 + 2000.0 * 0.30 + 500.0 * 3.75 + 400.0 * 15.0) / 1e6;
         assert!((sonnet.cost(&usage) - expected).abs() < 1e-12, "{}", sonnet.cost(&usage));
-        // The engine's figure (all input at the base rate) is an upper bound here.
-        assert!(sonnet.price().cost(usage.usage()) >= sonnet.cost(&usage) - 1e-12);
+        // The engine's figure is the same (no long-prompt tier here)…
+        assert!((sonnet.price().cost(usage.usage()) - expected).abs() < 1e-12);
+        // …and its worst case, which the budget reserves, is never below it: all input at
+        // the cache-write rate, the dearest.
+        let worst = sonnet.price().cost_of(3500, 400);
+        assert!((worst - (3500.0 * 3.75 + 400.0 * 15.0) / 1e6).abs() < 1e-12);
+        assert!(worst >= expected);
 
         let pro = table().lookup("gemini", "gemini-2.5-pro").unwrap().price;
         let short = TokenUsage { input_tokens: 200_000, output_tokens: 1000, ..TokenUsage::default() };

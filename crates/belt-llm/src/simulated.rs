@@ -20,7 +20,15 @@
 //!
 //! The prompt is read with plain string operations, in the formats the engine writes:
 //!
-//! - **JSON requests** (`request.json`) are decompositions. The prompt's `Task: <task>`
+//! - **Tools**: when the request offers tools and the conversation has no tool call yet,
+//!   the reply calls the first tool once, with the smallest arguments its schema allows
+//!   ([`sample_json`]); otherwise the reply is written as below, and ends with a
+//!   `### Tool results` section quoting what the tools returned. This is enough for the
+//!   engine's tool loop to run end to end offline.
+//! - **Structured output** (`request.json_schema`): the smallest instance of the schema
+//!   ([`sample_json`]): required properties only, an array's minimum number of items (at
+//!   least one), a string's `enum` or format example or `"simulated"`, a number's minimum.
+//! - **Other JSON requests** (`request.json`) are decompositions. The prompt's `Task: <task>`
 //!   line names the task and the phrase `exactly N subtasks` the count (5 if absent). The
 //!   reply is a JSON array of N `{"description", "specialization", "priority"}` objects.
 //!   If N objects would not fit in `max_tokens`, the array holds fewer (it is never cut in
@@ -59,7 +67,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use belt_core::llm::{
-    CallInfo, InFlightGauge, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Role, Usage,
+    CallInfo, InFlightGauge, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Role, ToolCall, Usage,
 };
 use belt_core::step::StepId;
 use serde::{Deserialize, Serialize};
@@ -73,7 +81,7 @@ pub const SIMULATED_LABEL: &str =
 ///
 /// It is nominal: no money is spent. It exists so that cost reporting and budgets (USD
 /// caps included) behave with the simulated provider exactly as they do with a real one.
-pub const SIMULATED_PRICE: Price = Price { input_per_mtok: 1.0, output_per_mtok: 3.0 };
+pub const SIMULATED_PRICE: Price = Price::new(1.0, 3.0);
 
 /// How long a simulated call takes before it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,13 +419,24 @@ fn content_hash(seed: u64, model: &str, request: &LlmRequest, step: &StepId) -> 
         let tag = match message.role {
             Role::User => b'u',
             Role::Assistant => b'a',
+            Role::Tool => b't',
         };
         field(&mut h, tag, message.content.as_bytes());
+        for call in &message.tool_calls {
+            field(&mut h, b'c', call.name.as_bytes());
+            field(&mut h, b'g', call.arguments.to_string().as_bytes());
+        }
     }
     let temperature = request.temperature.map_or(u32::MAX, f32::to_bits);
     h.update(&request.max_tokens.to_le_bytes());
     h.update(&temperature.to_le_bytes());
     h.update(&[u8::from(request.json)]);
+    if let Some(schema) = &request.json_schema {
+        field(&mut h, b'j', schema.schema.to_string().as_bytes());
+    }
+    for tool in &request.tools {
+        field(&mut h, b'T', tool.name.as_bytes());
+    }
     field(&mut h, b'i', step.as_str().as_bytes());
     h.digest()
 }
@@ -487,19 +506,167 @@ const TOKENS_PER_MESSAGE: u64 = 4;
 
 fn reply(model: &str, request: &LlmRequest, content: u64) -> LlmReply {
     let max_tokens = request.max_tokens as usize;
-    let (text, cut) = if request.json {
+    // Tools offered and none called yet in this conversation: call the first one.
+    if let Some(tool) = request.tools.first()
+        && !request.messages.iter().any(|m| !m.tool_calls.is_empty())
+    {
+        let call = ToolCall {
+            id: format!("call_sim_{:016x}", content),
+            name: tool.name.clone(),
+            arguments: sample_json(&tool.parameters),
+        };
+        let output_tokens =
+            (call.arguments.to_string().len() + tool.name.len()).div_ceil(BYTES_PER_TOKEN) as u64;
+        return LlmReply {
+            text: String::new(),
+            usage: Usage::new(input_tokens(request), output_tokens.min(u64::from(request.max_tokens))),
+            model: [SimulatedProvider::NAME, "/", model].concat(),
+            finish_reason: Some("tool_calls".into()),
+            simulated: true,
+            tool_calls: vec![call],
+        };
+    }
+    let (text, cut) = if let Some(schema) = &request.json_schema {
+        let text = sample_json(&schema.schema).to_string();
+        let cut = text.len() > max_tokens.saturating_mul(BYTES_PER_TOKEN);
+        (text, cut)
+    } else if request.json {
         decomposition(request, content, max_tokens.saturating_mul(BYTES_PER_TOKEN))
     } else {
         let target_tokens = (max_tokens * 7 / 10).min(MAX_MARKDOWN_TOKENS);
-        markdown(request, content, target_tokens * BYTES_PER_TOKEN)
+        let budget = target_tokens * BYTES_PER_TOKEN;
+        let results = tool_results(request, budget / 2);
+        let (mut text, cut) = markdown(request, content, budget.saturating_sub(results.len()));
+        text.push_str(&results);
+        (text, cut)
     };
     let output_tokens = (text.len().div_ceil(BYTES_PER_TOKEN) as u64).min(u64::from(request.max_tokens));
     LlmReply {
-        usage: Usage { input_tokens: input_tokens(request), output_tokens },
+        usage: Usage::new(input_tokens(request), output_tokens),
         model: [SimulatedProvider::NAME, "/", model].concat(),
         finish_reason: Some(if cut { "length" } else { "stop" }.to_string()),
         simulated: true,
         text,
+        tool_calls: Vec::new(),
+    }
+}
+
+/// What the tools returned in this conversation, as a closing section of a Markdown reply
+/// (empty when there were none), at most about `max` bytes.
+fn tool_results(request: &LlmRequest, max: usize) -> String {
+    let names: std::collections::HashMap<&str, &str> = request
+        .messages
+        .iter()
+        .flat_map(|m| &m.tool_calls)
+        .map(|c| (c.id.as_str(), c.name.as_str()))
+        .collect();
+    let mut out = String::new();
+    for m in request.messages.iter().filter(|m| m.role == Role::Tool) {
+        let name = m.tool_call_id.as_deref().and_then(|id| names.get(id)).unwrap_or(&"a tool");
+        let verb = if m.is_error { "failed" } else { "returned" };
+        let content = match m.content.char_indices().nth(200) {
+            Some((cut, _)) => format!("{}…", &m.content[..cut]),
+            None => m.content.clone(),
+        };
+        let line = format!("- `{name}` {verb}: {content}\n");
+        if out.len() + line.len() > max {
+            break;
+        }
+        out.push_str(&line);
+    }
+    if out.is_empty() { out } else { format!("\n\n### Tool results\n\n{out}") }
+}
+
+/// The smallest instance of a JSON Schema that is valid for the schemas tools and
+/// structured outputs use: `const`, `enum` (the first value), the first type of a type
+/// list that is not `null`, the first branch of `anyOf`/`oneOf`/`allOf`, local `$ref`s;
+/// objects with their required properties, arrays with their minimum number of items
+/// (at least one, unless `maxItems` is 0), strings of the right length (an example of
+/// the common `format`s), numbers at their minimum (or 0). `pattern` is not followed.
+pub fn sample_json(schema: &serde_json::Value) -> serde_json::Value {
+    sample_in(schema, schema, 0)
+}
+
+fn sample_in(schema: &serde_json::Value, root: &serde_json::Value, depth: usize) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let Value::Object(s) = schema else { return Value::Null };
+    if depth > 32 {
+        return Value::Null;
+    }
+    if let Some(c) = s.get("const") {
+        return c.clone();
+    }
+    if let Some(first) = s.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+        return first.clone();
+    }
+    if let Some(target) = s.get("$ref").and_then(Value::as_str) {
+        let pointer = target.strip_prefix('#').unwrap_or(target);
+        return root.pointer(pointer).map_or(Value::Null, |t| sample_in(t, root, depth + 1));
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = s.get(key).and_then(Value::as_array).and_then(|b| b.first()) {
+            return sample_in(first, root, depth + 1);
+        }
+    }
+    let kind = match s.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(types)) => {
+            types.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null")
+        }
+        _ if s.contains_key("properties") => "object",
+        _ if s.contains_key("items") => "array",
+        _ => "null",
+    };
+    let bound = |key: &str| s.get(key).and_then(Value::as_f64);
+    match kind {
+        "object" => {
+            let properties = s.get("properties").and_then(Value::as_object);
+            let mut out = serde_json::Map::new();
+            for name in
+                s.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+            {
+                let sub = properties.and_then(|p| p.get(name)).unwrap_or(&Value::Null);
+                out.insert(name.to_string(), sample_in(sub, root, depth + 1));
+            }
+            Value::Object(out)
+        }
+        "array" => {
+            let min = bound("minItems").unwrap_or(1.0).max(1.0);
+            let n = bound("maxItems").map_or(min, |max| min.min(max)) as usize;
+            let item = s.get("items").map_or(Value::Null, |i| sample_in(i, root, depth + 1));
+            Value::Array(vec![item; n])
+        }
+        "string" => {
+            let text = match s.get("format").and_then(Value::as_str) {
+                Some("date-time") => "2025-01-01T00:00:00Z",
+                Some("date") => "2025-01-01",
+                Some("time") => "00:00:00",
+                Some("email") => "simulated@example.com",
+                Some("uri" | "url") => "https://example.com/simulated",
+                Some("uuid") => "00000000-0000-4000-8000-000000000000",
+                _ => "simulated",
+            };
+            let mut text = text.to_string();
+            if let Some(max) = bound("maxLength") {
+                text.truncate(max as usize);
+            }
+            let min = bound("minLength").unwrap_or(0.0) as usize;
+            while text.len() < min {
+                text.push('x');
+            }
+            Value::String(text)
+        }
+        "integer" | "number" => {
+            let value = match (bound("minimum"), bound("exclusiveMinimum"), bound("maximum")) {
+                (Some(min), _, _) => min,
+                (None, Some(min), _) => min.floor() + 1.0,
+                (None, None, Some(max)) if max < 0.0 => max,
+                _ => 0.0,
+            };
+            if kind == "integer" { json!(value.ceil() as i64) } else { json!(value) }
+        }
+        "boolean" => Value::Bool(false),
+        _ => Value::Null,
     }
 }
 
@@ -1966,6 +2133,80 @@ mod tests {
         assert_eq!("server".parse::<FailureKind>(), Ok(FailureKind::Server));
         assert_eq!("Rate-Limited".parse::<FailureKind>(), Ok(FailureKind::RateLimited));
         assert!("teapot".parse::<FailureKind>().is_err());
+    }
+
+    #[test]
+    fn structured_requests_get_the_smallest_instance_of_their_schema() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "title": {"type": "string", "minLength": 12},
+                "kind": {"enum": ["memo", "report"]},
+                "count": {"type": "integer", "minimum": 3},
+                "score": {"type": ["number", "null"], "exclusiveMinimum": 0.5},
+                "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "minItems": 2},
+                "when": {"type": "string", "format": "date"},
+                "owner": {"$ref": "#/$defs/Person"},
+                "note": {"type": "string"},
+            },
+            "required": ["title", "kind", "count", "score", "tags", "when", "owner"],
+            "$defs": {"Person": {"type": "object", "properties": {"name": {"type": "string"}, "ok": {"type": "boolean"}}, "required": ["name", "ok"]}},
+        });
+        assert_eq!(
+            sample_json(&schema),
+            serde_json::json!({"title": "simulatedxxx", "kind": "memo", "count": 3, "score": 1.0,
+                "tags": ["sim", "sim"], "when": "2025-01-01", "owner": {"name": "simulated", "ok": false}})
+        );
+        let provider = instant(7);
+        let request = LlmRequest::new("simulated/default", "Judge the claim.").json_schema("verdict", schema);
+        let reply = ok(&provider, &request, "judge");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&reply.text).unwrap(),
+            sample_json(&request.json_schema.as_ref().unwrap().schema)
+        );
+        assert!(reply.simulated);
+        assert_eq!(reply.finish_reason.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn offered_tools_are_called_once_with_schema_valid_arguments_then_answered() {
+        use belt_core::llm::{Message, ToolSpec};
+        let provider = instant(3);
+        let mut request = LlmRequest::new("simulated/default", "Weather in Lisbon?").max_tokens(300);
+        request.tools = vec![
+            ToolSpec {
+                name: "city_weather".into(),
+                description: "Weather.".into(),
+                parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}}, "required": ["city", "days"]}),
+                strict: true,
+            },
+            ToolSpec {
+                name: "other".into(),
+                description: "".into(),
+                parameters: serde_json::json!({"type": "object"}),
+                strict: false,
+            },
+        ];
+        let first = ok(&provider, &request, "agent/round/01");
+        assert_eq!(first.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(first.tool_calls.len(), 1);
+        let call = &first.tool_calls[0];
+        assert_eq!(call.name, "city_weather", "the first tool");
+        assert_eq!(call.arguments, serde_json::json!({"city": "simulated", "days": 1}));
+        assert_eq!(ok(&provider, &request, "agent/round/01"), first, "deterministic");
+
+        request.messages.push(Message::assistant_tool_calls("", first.tool_calls.clone()));
+        request.messages.push(Message::tool_result(&call.id, "{\"celsius\": 11.5}", false));
+        let second = ok(&provider, &request, "agent/round/02");
+        assert!(second.tool_calls.is_empty(), "one call, then an answer");
+        assert_eq!(second.finish_reason.as_deref(), Some("stop"));
+        assert!(second.text.starts_with(SIMULATED_LABEL));
+        assert!(
+            second.text.ends_with("### Tool results\n\n- `city_weather` returned: {\"celsius\": 11.5}\n"),
+            "{}",
+            second.text
+        );
+        assert!(second.usage.output_tokens <= 300);
     }
 
     #[test]

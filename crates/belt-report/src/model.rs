@@ -250,7 +250,15 @@ fn meta(r: &RunResult) -> Vec<(&'static str, String)> {
     rows.push(("Duration", seconds(r.duration_ms)));
     rows.push((
         "Tokens",
-        format!("{} in, {} out, {} calls", r.usage.input_tokens, r.usage.output_tokens, r.usage.calls),
+        match (r.usage.cache_read_tokens, r.usage.cache_write_tokens) {
+            (0, 0) => {
+                format!("{} in, {} out, {} calls", r.usage.input_tokens, r.usage.output_tokens, r.usage.calls)
+            }
+            (read, write) => format!(
+                "{} in ({read} read from and {write} written to prompt caches), {} out, {} calls",
+                r.usage.input_tokens, r.usage.output_tokens, r.usage.calls
+            ),
+        },
     ));
     rows.push((
         "Cost",

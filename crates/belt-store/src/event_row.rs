@@ -8,7 +8,7 @@
 //! not one per event), and the text leaves out what the row already says: the 36-character
 //! run id, repeated in every event's own JSON, and the RFC 3339 time.
 //!
-//! A line may also be a whole event as a JSON object: the events of schema version 1 (one
+//! A line may also be a whole event as a JSON object: the events of schema versions 1-3 (one
 //! per row), and an event whose time does not fit nanoseconds in an `i64` (after 2262).
 
 use std::sync::Arc;
@@ -62,6 +62,8 @@ fn write_kind(kind: &EventKind, out: &mut Vec<u8>) -> serde_json::Result<()> {
             model,
             input_tokens,
             output_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
             cost_usd,
             duration_ms,
             attempts,
@@ -76,6 +78,14 @@ fn write_kind(kind: &EventKind, out: &mut Vec<u8>) -> serde_json::Result<()> {
             serde_json::to_writer(&mut *out, input_tokens)?;
             out.extend_from_slice(br#","output_tokens":"#);
             serde_json::to_writer(&mut *out, output_tokens)?;
+            if *cache_read_tokens != 0 {
+                out.extend_from_slice(br#","cache_read_tokens":"#);
+                serde_json::to_writer(&mut *out, cache_read_tokens)?;
+            }
+            if *cache_write_tokens != 0 {
+                out.extend_from_slice(br#","cache_write_tokens":"#);
+                serde_json::to_writer(&mut *out, cache_write_tokens)?;
+            }
             out.extend_from_slice(br#","cost_usd":"#);
             serde_json::to_writer(&mut *out, cost_usd)?;
             out.extend_from_slice(br#","duration_ms":"#);
@@ -190,6 +200,8 @@ mod tests {
                             model: model.clone(),
                             input_tokens: 17,
                             output_tokens: u64::MAX,
+                            cache_read_tokens: if cached { 5 } else { 0 },
+                            cache_write_tokens: if replayed { 3 } else { 0 },
                             cost_usd,
                             duration_ms: 3,
                             attempts: 2,

@@ -182,8 +182,9 @@ impl RunStore for SqliteStore {
 
     async fn load_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT step, tier, input_hash, output, model, input_tokens, output_tokens, cost_usd, attempts, \
-             duration_ms, simulated FROM steps WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
+            "SELECT step, tier, input_hash, output, model, input_tokens, output_tokens, cache_read_tokens, \
+             cache_write_tokens, cost_usd, attempts, duration_ms, simulated, tool_calls FROM steps \
+             WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -203,11 +204,17 @@ impl RunStore for SqliteStore {
                     usage: Usage {
                         input_tokens: r.get::<i64, _>("input_tokens") as u64,
                         output_tokens: r.get::<i64, _>("output_tokens") as u64,
+                        cache_read_tokens: r.get::<i64, _>("cache_read_tokens") as u64,
+                        cache_write_tokens: r.get::<i64, _>("cache_write_tokens") as u64,
                     },
                     cost_usd: r.get("cost_usd"),
                     attempts: r.get::<i64, _>("attempts") as u32,
                     duration_ms: r.get::<i64, _>("duration_ms") as u64,
                     simulated: r.get("simulated"),
+                    tool_calls: match r.get::<Option<String>, _>("tool_calls") {
+                        Some(json) => serde_json::from_str(&json).map_err(|e| corrupt("tool calls", e))?,
+                        None => Vec::new(),
+                    },
                 })
             })
             .collect()
@@ -289,7 +296,7 @@ impl RunStore for SqliteStore {
             let json = unpack(&packed).map_err(|e| corrupt("result", e))?;
             return serde_json::from_slice(&json).map(Some).map_err(|e| corrupt("result", e));
         }
-        // A run finished before schema version 2 keeps its result as JSON text.
+        // A run finished before schema version 4 keeps its result as JSON text.
         match row.get::<Option<String>, _>("result") {
             Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| corrupt("result", e)),
             None => Ok(None),

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use belt_core::llm::ToolCall;
 use belt_core::store::{CachedReply, DeadLetter, InputHash, RunRecord, RunStore, StepRecord};
 use belt_core::testing::ScriptedProvider;
 use belt_core::{Cascade, LlmError, LlmRequest, RunOptions, RunStatus, StepId, Task, Tier, Usage};
@@ -51,11 +52,12 @@ fn step(name: &str, cost: f64) -> StepRecord {
         input_hash: InputHash::new(0xdead_beef_u128 << 64 | 7),
         output: Arc::from(format!("output of {name}")),
         model: Arc::from("t/m"),
-        usage: Usage { input_tokens: 10, output_tokens: 20 },
+        usage: Usage { input_tokens: 10, output_tokens: 20, cache_read_tokens: 6, cache_write_tokens: 2 },
         cost_usd: cost,
         attempts: 2,
         duration_ms: 5,
         simulated: true,
+        tool_calls: Vec::new(),
     }
 }
 
@@ -72,6 +74,16 @@ async fn steps_events_and_results_round_trip() {
     loaded.sort_by(|a, b| a.step.cmp(&b.step));
     assert_eq!(loaded.len(), 700);
     assert_eq!(loaded[0], steps[0]);
+    // A tool round's calls come back, so a resumed tool loop replays them.
+    let mut round = step("agent/round/01", 0.0);
+    round.tool_calls = vec![ToolCall {
+        id: "call_1".into(),
+        name: "add".into(),
+        arguments: serde_json::json!({"a": 2, "b": 3}),
+    }];
+    store.put_step("r1", &round).await.unwrap();
+    let loaded = store.load_steps("r1").await.unwrap();
+    assert_eq!(loaded.iter().find(|s| s.step.as_str() == "agent/round/01"), Some(&round));
 
     let bus = belt_core::event::EventBus::new("r1", 0);
     let mut rx = bus.subscribe();
@@ -88,7 +100,7 @@ async fn steps_events_and_results_round_trip() {
     assert_eq!(store.get_run("r1").await.unwrap().unwrap().definition.as_ref(), "{\"x\":1}");
     let list = store.list_runs(10).await.unwrap();
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0].steps, 700);
+    assert_eq!(list[0].steps, 701);
     assert_eq!(list[0].status, RunStatus::Running);
     assert!(store.delete_run("r1").await.unwrap());
     assert!(store.list_runs(10).await.unwrap().is_empty());
@@ -213,6 +225,11 @@ async fn dead_letters_and_cache() {
         model: Arc::from("t/m"),
         usage: Usage::default(),
         simulated: false,
+        tool_calls: vec![ToolCall {
+            id: "c1".into(),
+            name: "add".into(),
+            arguments: serde_json::json!({"a": 1}),
+        }],
     };
     assert!(store.cache_get(key).await.unwrap().is_none());
     store.cache_put(key, &reply, Duration::from_secs(60)).await.unwrap();
@@ -334,18 +351,17 @@ async fn a_step_that_fails_for_good_becomes_a_dead_letter() {
     assert!(dead[0].request.prompt().contains("Subtask 2"));
 }
 
-/// A database written by schema version 1 (run ids in every row, events as whole JSON)
+/// A database written by schema version 3 (run ids in every row, events as whole JSON)
 /// opens, and its runs, steps and events read back as they were; new writes go on.
 #[tokio::test]
-async fn a_version_1_database_is_migrated_with_its_runs_intact() {
+async fn a_version_3_database_is_migrated_with_its_runs_intact() {
     let dir = TempDir::new("v1");
     let migrations = dir.0.join("migrations-v1");
     std::fs::create_dir_all(&migrations).unwrap();
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0001_init.sql"),
-        migrations.join("0001_init.sql"),
-    )
-    .unwrap();
+    for file in ["0001_init.sql", "0002_step_cache_tokens.sql", "0003_step_tool_calls.sql"] {
+        std::fs::copy(format!("{}/migrations/{file}", env!("CARGO_MANIFEST_DIR")), migrations.join(file))
+            .unwrap();
+    }
     {
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(1)
@@ -368,10 +384,11 @@ async fn a_version_1_database_is_migrated_with_its_runs_intact() {
         .unwrap();
         sqlx::query(
             "INSERT INTO steps (run_id, step, tier, input_hash, output, model, input_tokens, output_tokens, \
-             cost_usd, attempts, duration_ms, simulated) VALUES \
+             cost_usd, attempts, duration_ms, simulated, cache_read_tokens, cache_write_tokens, tool_calls) VALUES \
              ('old-run', 'worker/001', 'worker', '00000000deadbeef0000000000000007', 'old output', 't/m', \
-              10, 20, 0.25, 2, 5, 1), \
-             ('orphan', 'worker/001', 'worker', '00000000deadbeef0000000000000007', 'x', 't/m', 1, 1, 0.0, 1, 1, 0)",
+              10, 20, 0.25, 2, 5, 1, 6, 2, '[{\"id\":\"c1\",\"name\":\"add\",\"arguments\":{\"a\":2}}]'), \
+             ('orphan', 'worker/001', 'worker', '00000000deadbeef0000000000000007', 'x', 't/m', 1, 1, 0.0, 1, 1, 0, \
+              0, 0, NULL)",
         )
         .execute(&pool)
         .await
@@ -394,6 +411,9 @@ async fn a_version_1_database_is_migrated_with_its_runs_intact() {
     assert_eq!(steps[0].output.as_ref(), "old output");
     assert_eq!(steps[0].input_hash, InputHash::new(0xdead_beef_u128 << 64 | 7));
     assert_eq!((steps[0].usage.input_tokens, steps[0].attempts, steps[0].simulated), (10, 2, true));
+    assert_eq!((steps[0].usage.cache_read_tokens, steps[0].usage.cache_write_tokens), (6, 2));
+    assert_eq!(steps[0].tool_calls.len(), 1);
+    assert_eq!(steps[0].tool_calls[0].name, "add");
     assert_eq!(store.load_steps("orphan").await.unwrap().len(), 1, "a step without a run row is kept");
     let events = store.events("old-run", 0).await.unwrap();
     assert_eq!(events.len(), 1);

@@ -45,10 +45,10 @@ pub(crate) struct Writer {
     path: PathBuf,
 }
 
-// Column order as in the table (see migrations/0002_compact_rows.sql).
+// Column order as in the table (see migrations/0004_compact_rows.sql).
 const INSERT_STEP: &str = "INSERT OR REPLACE INTO steps (run_key, step, tier, input_hash, model, \
-     input_tokens, output_tokens, cost_usd, attempts, duration_ms, simulated, output) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+     input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, attempts, duration_ms, \
+     simulated, tool_calls, output) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 const INSERT_EVENTS: &str =
     "INSERT OR IGNORE INTO events (run_key, first_seq, last_seq, lines) VALUES (?1, ?2, ?3, ?4)";
 const RUN_KEY: &str = "SELECT run_key FROM runs WHERE run_id = ?1";
@@ -150,6 +150,12 @@ fn write_rows(conn: &Connection, batch: &[Write], json: &mut Vec<u8>) -> rusqlit
         match w {
             Write::Step(run, r, _) => {
                 let key = run_key(conn, &mut keys, run)?;
+                // The calls a tool round's model made, so a resumed loop replays them.
+                let tool_calls = if r.tool_calls.is_empty() {
+                    None
+                } else {
+                    Some(serde_json::to_string(&r.tool_calls).map_err(|e| to_sql_error(Box::new(e)))?)
+                };
                 hash.clear();
                 use std::fmt::Write as _;
                 let _ = write!(hash, "{}", r.input_hash);
@@ -161,10 +167,13 @@ fn write_rows(conn: &Connection, batch: &[Write], json: &mut Vec<u8>) -> rusqlit
                     &*r.model,
                     r.usage.input_tokens as i64,
                     r.usage.output_tokens as i64,
+                    r.usage.cache_read_tokens as i64,
+                    r.usage.cache_write_tokens as i64,
                     r.cost_usd,
                     i64::from(r.attempts),
                     r.duration_ms as i64,
                     r.simulated,
+                    tool_calls,
                     &*r.output,
                 ])?;
             }

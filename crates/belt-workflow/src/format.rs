@@ -250,8 +250,8 @@ pub struct AgentDef {
     /// Most output tokens per reply (what the budget reserves). Default 1024.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
-    /// Tools the agent may call. Not supported yet: belt's engine has no tool calls, so a
-    /// non-empty list is an error rather than silently ignored.
+    /// Tools the agent may call, by name: the host's (built in: `calculator`, `clock`). The
+    /// agent then runs the engine's tool loop: rounds and calls recorded, a round cap.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
     /// A JSON Schema its replies follow: the agent is asked for JSON matching it, and a

@@ -50,6 +50,7 @@ pub mod format;
 mod runner;
 mod starter;
 mod template;
+pub mod tools;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -168,6 +169,7 @@ impl Workflow {
             analysis: Arc::new(analysis),
             inputs: typed,
             default_model: SIMULATED_MODEL.to_string(),
+            tools: crate::tools::builtin(),
         })
     }
 

@@ -72,6 +72,8 @@ pub struct Bound {
     pub(crate) analysis: Arc<Analysis>,
     pub(crate) inputs: BTreeMap<String, serde_json::Value>,
     pub(crate) default_model: String,
+    /// What the agents' `tools` name ([`crate::tools::builtin`] unless the host gives others).
+    pub(crate) tools: belt_core::tools::Tools,
 }
 
 /// How the workflow wants to be run: what goes into [`RunOptions`], and where its
@@ -121,6 +123,13 @@ impl Bound {
     /// `simulated/default`): the caller's choice, e.g. `belt run --model`.
     pub fn with_default_model(mut self, model: impl Into<String>) -> Bound {
         self.default_model = model.into();
+        self
+    }
+
+    /// The tools the agents' `tools` lists name, instead of the built-in ones (validate
+    /// with the same names in [`crate::ValidationContext::tools`]).
+    pub fn with_tools(mut self, tools: belt_core::tools::Tools) -> Bound {
+        self.tools = tools;
         self
     }
 
@@ -295,6 +304,7 @@ impl Bound {
             temperature: a.temperature.or(self.file.defaults.temperature),
             max_tokens: a.max_tokens.unwrap_or(1024),
             json: a.output_schema.is_some(),
+            tools: crate::tools::subset(&self.tools, &a.tools),
         }
     }
 }
@@ -307,6 +317,8 @@ struct ResolvedAgent {
     temperature: Option<f32>,
     max_tokens: u32,
     json: bool,
+    /// Tools it may call: its steps then run the engine's tool loop.
+    tools: Option<belt_core::tools::Tools>,
 }
 
 impl ResolvedAgent {
@@ -337,7 +349,10 @@ impl ResolvedAgent {
             async move {
                 let spec = StepSpec { tier: me.tier(), ..spec };
                 let id = spec.id.clone();
-                let reply = ctx.llm(spec, me.request(&input)).await?;
+                let reply = match &me.tools {
+                    Some(tools) => ctx.llm_with_tools(spec, me.request(&input), tools).await?,
+                    None => ctx.llm(spec, me.request(&input)).await?,
+                };
                 if me.json
                     && let Err(message) = check_json(&reply.text)
                 {

@@ -106,6 +106,24 @@ fn describe(e: &minijinja::Error) -> String {
     }
 }
 
+/// Evaluate an arithmetic expression (the `calculator` tool): numbers, `+ - * / // % **`
+/// and parentheses only — no names, calls or strings — on the same fuel budget.
+pub(crate) fn arithmetic(source: &str) -> Result<String, String> {
+    let source = source.trim();
+    if source.is_empty() {
+        return Err("the expression is empty; give one such as `(3 + 4) * 2`".into());
+    }
+    if let Some(c) = source.chars().find(|c| !(c.is_ascii_digit() || " \t.+-*/%()eE_".contains(*c))) {
+        return Err(format!("`{c}`: only numbers, + - * / // % ** and parentheses are allowed"));
+    }
+    let e = env().compile_expression(source).map_err(|e| describe(&e))?;
+    let v = e.eval(Value::UNDEFINED).map_err(|e| describe(&e))?;
+    match v.kind() {
+        minijinja::value::ValueKind::Number => Ok(v.to_string()),
+        _ => Err(format!("`{source}` is not a number")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

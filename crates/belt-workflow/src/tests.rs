@@ -191,6 +191,7 @@ steps:
         providers: Some(vec!["openai".into(), "simulated".into()]),
         models: BTreeMap::from([("simulated".into(), vec!["simulated/default".into()])]),
         inputs: Some(BTreeMap::from([("n".into(), "three".into()), ("topc".into(), "x".into())])),
+        tools: None,
     };
     let d = check(text, Format::Yaml, "x.yaml", &cx);
     let lines: Vec<String> = d.iter().map(ToString::to_string).collect();
@@ -430,4 +431,29 @@ async fn the_readme_example_is_valid_and_runs() {
     assert!(d.is_empty(), "{d}");
     let r = run_text(text, Format::Yaml, &[("question", "I was charged twice")]).await;
     assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+}
+
+#[tokio::test]
+async fn an_agent_with_tools_runs_the_engine_tool_loop_and_unknown_tools_are_named() {
+    let text = "\
+name: sums
+agents:
+  - {id: clerk, role: a careful clerk, tools: [calculator, clock]}
+pattern: sequential
+steps:
+  - {id: total, agent: clerk, prompt: What is 1200 * 0.15 + 40?}
+";
+    let result = run_text(text, Format::Yaml, &[]).await;
+    assert_eq!(result.status, RunStatus::Completed, "{}", result.stop_reason);
+    // The simulated model calls the first tool once, then answers with what it got.
+    assert_eq!(status_of(&result, "steps/total/round/01"), Some(&AgentStatus::Completed));
+    assert_eq!(status_of(&result, "steps/total/round/01/tool/1"), Some(&AgentStatus::Completed));
+    assert_eq!(status_of(&result, "steps/total/round/02"), Some(&AgentStatus::Completed));
+
+    let typo = text.replace("[calculator, clock]", "[calcualtor]");
+    let lines: Vec<String> = yaml(&typo).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        ["flow.yaml:3:48: agents[0].tools[0]: unknown tool `calcualtor` (did you mean `calculator`?)"]
+    );
 }

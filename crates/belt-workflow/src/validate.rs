@@ -24,6 +24,8 @@ pub struct ValidationContext {
     /// The inputs that will be given; when set, missing required inputs and unknown ones
     /// are reported.
     pub inputs: Option<BTreeMap<String, String>>,
+    /// The tools agents may name; `None`: the built-in ones ([`crate::tools::BUILTIN`]).
+    pub tools: Option<Vec<String>>,
 }
 
 /// What validation learned about the steps, for running them.
@@ -434,12 +436,17 @@ fn check_agents(c: &mut Checker<'_>, cx: &ValidationContext) {
         if a.max_tokens == Some(0) {
             c.value(&ap.key("max_tokens"), "max_tokens must be at least 1", None);
         }
-        if !a.tools.is_empty() {
-            c.value(
-                &ap.key("tools"),
-                "tools are not supported yet: belt's engine does not make tool calls",
-                Some("remove `tools`; give the agent what it needs in its prompt".into()),
-            );
+        let builtin: Vec<String> = crate::tools::BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
+        let offered = cx.tools.as_ref().unwrap_or(&builtin);
+        let names: Vec<&str> = offered.iter().map(String::as_str).collect();
+        for (k, tool) in a.tools.iter().enumerate() {
+            if !offered.contains(tool) {
+                c.value(
+                    &ap.key("tools").index(k),
+                    format!("unknown tool `{tool}`"),
+                    suggest(tool, &names, "available tools"),
+                );
+            }
         }
         if let Some(schema) = &a.output_schema
             && !schema.is_object()
