@@ -18,7 +18,9 @@
 //! # }
 //! ```
 
+mod event_row;
 pub mod sqlite;
+mod writer;
 
 use std::path::PathBuf;
 use std::str::FromStr;

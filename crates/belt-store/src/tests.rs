@@ -154,7 +154,14 @@ async fn leases_admit_one_driver() {
     result.status = RunStatus::Completed;
     store.finish_run(&result).await.unwrap();
     store.claim("r", "d", Duration::from_secs(10), None).await.unwrap();
-    assert_eq!(store.get_result("r").await.unwrap().unwrap().status, RunStatus::Completed);
+    assert_eq!(store.get_result("r").await.unwrap().unwrap(), result, "the whole result reads back");
+
+    // A damaged compressed result is an error that says so, not a crash or a huge allocation.
+    let mut bad = u32::MAX.to_le_bytes().to_vec();
+    bad.extend_from_slice(b"not lz4");
+    sqlx::query("UPDATE runs SET result_lz4 = ?").bind(bad).execute(&store.pool).await.unwrap();
+    let err = store.get_result("r").await.unwrap_err();
+    assert!(err.to_string().contains("may be damaged"), "{err}");
 }
 
 #[tokio::test]
@@ -342,4 +349,96 @@ async fn a_step_that_fails_for_good_becomes_a_dead_letter() {
     assert_eq!(dead[0].step.as_str(), "worker/002");
     assert_eq!(dead[0].error_kind, "auth");
     assert!(dead[0].request.prompt().contains("Subtask 2"));
+}
+
+/// A database written by schema version 3 (run ids in every row, events as whole JSON)
+/// opens, and its runs, steps and events read back as they were; new writes go on.
+#[tokio::test]
+async fn a_version_3_database_is_migrated_with_its_runs_intact() {
+    let dir = TempDir::new("v1");
+    let migrations = dir.0.join("migrations-v1");
+    std::fs::create_dir_all(&migrations).unwrap();
+    for file in ["0001_init.sql", "0002_step_cache_tokens.sql", "0003_step_tool_calls.sql"] {
+        std::fs::copy(format!("{}/migrations/{file}", env!("CARGO_MANIFEST_DIR")), migrations.join(file))
+            .unwrap();
+    }
+    {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(dir.db())
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal),
+            )
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(migrations.as_path()).await.unwrap().run(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO runs (run_id, pattern, task, status, started_at, definition, cost_usd, result) \
+             VALUES ('old-run', 'cascade', 'an old task', 'completed', '2026-01-02T03:04:05+00:00', '{\"x\":1}', 0.5, ?)",
+        )
+        .bind(serde_json::to_string(&sample_result("old-run")).unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO steps (run_id, step, tier, input_hash, output, model, input_tokens, output_tokens, \
+             cost_usd, attempts, duration_ms, simulated, cache_read_tokens, cache_write_tokens, tool_calls) VALUES \
+             ('old-run', 'worker/001', 'worker', '00000000deadbeef0000000000000007', 'old output', 't/m', \
+              10, 20, 0.25, 2, 5, 1, 6, 2, '[{\"id\":\"c1\",\"name\":\"add\",\"arguments\":{\"a\":2}}]'), \
+             ('orphan', 'worker/001', 'worker', '00000000deadbeef0000000000000007', 'x', 't/m', 1, 1, 0.0, 1, 1, 0, \
+              0, 0, NULL)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            r#"INSERT INTO events (run_id, seq, json) VALUES ('old-run', 1, '{"seq":1,"ts":"2026-01-02T03:04:05.123456789Z","run_id":"old-run","step":"worker/001","type":"step_started","tier":"worker","model":"t/m"}')"#,
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+
+    let store = SqliteStore::open(dir.db()).await.unwrap();
+    let run = store.get_run("old-run").await.unwrap().expect("the old run is kept");
+    assert_eq!((run.pattern.as_str(), run.definition.as_ref()), ("cascade", "{\"x\":1}"));
+    assert_eq!(store.get_result("old-run").await.unwrap(), Some(sample_result("old-run")));
+    let steps = store.load_steps("old-run").await.unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].output.as_ref(), "old output");
+    assert_eq!(steps[0].input_hash, InputHash::new(0xdead_beef_u128 << 64 | 7));
+    assert_eq!((steps[0].usage.input_tokens, steps[0].attempts, steps[0].simulated), (10, 2, true));
+    assert_eq!((steps[0].usage.cache_read_tokens, steps[0].usage.cache_write_tokens), (6, 2));
+    assert_eq!(steps[0].tool_calls.len(), 1);
+    assert_eq!(steps[0].tool_calls[0].name, "add");
+    assert_eq!(store.load_steps("orphan").await.unwrap().len(), 1, "a step without a run row is kept");
+    let events = store.events("old-run", 0).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].step.as_ref().map(StepId::as_str), Some("worker/001"));
+    assert_eq!(events[0].ts.timestamp_subsec_nanos(), 123_456_789);
+    let list = store.list_runs(10).await.unwrap();
+    assert_eq!(list.len(), 1, "placeholder runs are not listed");
+    assert_eq!((list[0].steps, list[0].cost_usd), (1, 0.5));
+
+    // New events continue the old sequence, in the compact form, and read back in order.
+    let bus = belt_core::event::EventBus::new("old-run", 1);
+    let mut rx = bus.subscribe();
+    bus.emit(
+        Some(&StepId::new("worker/002")),
+        belt_core::EventKind::PlanFallback { reason: "x".into(), templated: 1 },
+    );
+    let new = rx.try_recv().unwrap();
+    store.append_events("old-run", std::slice::from_ref(&new)).await.unwrap();
+    store.put_step("old-run", &step("worker/002", 0.1)).await.unwrap();
+    let events = store.events("old-run", 0).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(*events[1], *new);
+    assert_eq!(store.last_seq("old-run").await.unwrap(), 2);
+    assert_eq!(store.load_steps("old-run").await.unwrap().len(), 2);
+    assert!(store.delete_run("old-run").await.unwrap());
+    assert!(store.events("old-run", 0).await.unwrap().is_empty());
+    assert!(store.load_steps("old-run").await.unwrap().is_empty());
 }
