@@ -294,8 +294,10 @@ fn a_killed_workflow_run_resumes_from_its_recorded_file() {
         "run",
         "-f",
         "pipeline.yaml",
+        // Slow enough that the run is still going when the poll below sees its first step,
+        // however loaded the machine (each poll starts two belt processes).
         "--sim-latency-ms",
-        "300",
+        "1500",
         "--seed",
         "3",
         "--quiet",
@@ -319,6 +321,7 @@ fn a_killed_workflow_run_resumes_from_its_recorded_file() {
         let list = belt(&dir, &["runs", "list", "--json"]);
         if let Some(id) = json(&list)[0]["run_id"].as_str() {
             let shown = json(&belt(&dir, &["runs", "show", id, "--json"]));
+            assert!(shown.get("final_output").is_none(), "the run finished before it could be killed");
             if shown["steps"].as_array().is_some_and(|s| !s.is_empty()) {
                 break id.to_string();
             }
