@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use belt_core::patterns::Flow;
 use belt_core::patterns::dag::Dag;
 use belt_core::patterns::iterative::Refine;
 use belt_core::patterns::swarm::Assign;
@@ -269,7 +270,7 @@ impl Bound {
                     let plan = plan.clone();
                     Box::pin(async move { run_steps(plan, ctx).await })
                 });
-                WorkflowRun::Steps(StepsRun { name, body, models: self.models() })
+                WorkflowRun::Steps(StepsRun { flow: Flow::new(name, body), models: self.models() })
             }
         }
     }
@@ -555,10 +556,10 @@ fn first_word_at(text: &str, word: &str) -> Option<usize> {
 type FlowFuture = Pin<Box<dyn Future<Output = Result<String, StepError>> + Send>>;
 type FlowBody = Box<dyn Fn(Ctx, Task) -> FlowFuture + Send + Sync>;
 
-/// The steps of a workflow as a run (what [`belt_core::Flow`] does, over the steps' DAG).
+/// The steps of a workflow as a run: a [`Flow`] over the steps' DAG, and the models its
+/// agents name (checked before the run starts).
 pub struct StepsRun {
-    name: String,
-    body: FlowBody,
+    flow: Flow<FlowBody>,
     models: Vec<String>,
 }
 
@@ -574,7 +575,9 @@ impl std::fmt::Debug for WorkflowRun {
         match self {
             WorkflowRun::Cascade(c) => f.debug_tuple("Cascade").field(c).finish(),
             WorkflowRun::Swarm(s) => f.debug_tuple("Swarm").field(s).finish(),
-            WorkflowRun::Steps(s) => f.debug_struct("Steps").field("name", &s.name).finish_non_exhaustive(),
+            WorkflowRun::Steps(s) => {
+                f.debug_struct("Steps").field("name", &s.flow.name()).finish_non_exhaustive()
+            }
         }
     }
 }
@@ -585,7 +588,7 @@ impl Orchestrator for WorkflowRun {
         match self {
             WorkflowRun::Cascade(c) => c.name(),
             WorkflowRun::Swarm(s) => s.name(),
-            WorkflowRun::Steps(s) => &s.name,
+            WorkflowRun::Steps(s) => s.flow.name(),
         }
     }
 
@@ -593,7 +596,7 @@ impl Orchestrator for WorkflowRun {
         match self {
             WorkflowRun::Cascade(c) => c.agents(),
             WorkflowRun::Swarm(s) => s.agents(),
-            WorkflowRun::Steps(_) => None,
+            WorkflowRun::Steps(s) => s.flow.agents(),
         }
     }
 
@@ -601,7 +604,7 @@ impl Orchestrator for WorkflowRun {
         match self {
             WorkflowRun::Cascade(c) => c.shape(n),
             WorkflowRun::Swarm(s) => s.shape(n),
-            WorkflowRun::Steps(_) => vec![n],
+            WorkflowRun::Steps(s) => s.flow.shape(n),
         }
     }
 
@@ -622,10 +625,7 @@ impl Orchestrator for WorkflowRun {
         match self {
             WorkflowRun::Cascade(c) => c.decompose(ctx, task).await,
             WorkflowRun::Swarm(s) => s.decompose(ctx, task).await,
-            WorkflowRun::Steps(_) => Ok(Plan {
-                subtasks: vec![Subtask::new("flow", task.description.clone())],
-                source: belt_core::PlanSource::Orchestrator,
-            }),
+            WorkflowRun::Steps(s) => s.flow.decompose(ctx, task).await,
         }
     }
 
@@ -640,25 +640,7 @@ impl Orchestrator for WorkflowRun {
         match self {
             WorkflowRun::Cascade(c) => c.execute(ctx, step, task, subtask, deps).await,
             WorkflowRun::Swarm(s) => s.execute(ctx, step, task, subtask, deps).await,
-            WorkflowRun::Steps(s) => {
-                let text = match (s.body)(ctx.clone(), task.clone()).await {
-                    Ok(text) => text,
-                    Err(e) => {
-                        // On record under the step `flow`, as the core's Flow does, so the
-                        // run's result says why it failed.
-                        let spec = StepSpec::new("flow", Tier::Custom(Arc::from("flow")));
-                        let message = e.to_string();
-                        let _ = ctx.step::<(), _>(spec, &(), async move { Err(message) }).await;
-                        return Err(e);
-                    }
-                };
-                Ok(AgentOutput {
-                    subtask_id: subtask.id.clone(),
-                    step: step.id.clone(),
-                    text: Arc::from(text),
-                    model: Arc::from(""),
-                })
-            }
+            WorkflowRun::Steps(s) => s.flow.execute(ctx, step, task, subtask, deps).await,
         }
     }
 
@@ -672,11 +654,7 @@ impl Orchestrator for WorkflowRun {
         match self {
             WorkflowRun::Cascade(c) => c.synthesize(ctx, task, plan, results).await,
             WorkflowRun::Swarm(s) => s.synthesize(ctx, task, plan, results).await,
-            WorkflowRun::Steps(_) => match results.first() {
-                Some(Ok(out)) => Ok(Synthesis { text: out.text.to_string() }),
-                Some(Err(e)) => Err(e.clone()),
-                None => Ok(Synthesis { text: String::new() }),
-            },
+            WorkflowRun::Steps(s) => s.flow.synthesize(ctx, task, plan, results).await,
         }
     }
 }
