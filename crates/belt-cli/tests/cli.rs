@@ -6,6 +6,8 @@
 //! exit in time), and the only waiting is polling with a deadline: no sleep is used as
 //! synchronization and nothing asserts on wall-clock durations.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -116,28 +118,9 @@ fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
 }
 
 fn spawn_belt(dir: &TestDir, args: &[&str]) -> Running {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_belt"));
-    cmd.args(args)
-        .current_dir(&dir.path)
-        .env_remove("BELT_MODEL")
-        .env_remove("BELT_STORE")
-        // Never a real provider or a local Ollama from a test, whatever this machine has set.
-        .env("OLLAMA_HOST", "127.0.0.1:9")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("XAI_API_KEY")
-        .env_remove("GROQ_API_KEY")
-        .env_remove("OPENROUTER_API_KEY")
-        .env_remove("DEEPSEEK_API_KEY")
-        .env_remove("MISTRAL_API_KEY")
-        .env_remove("GEMINI_API_KEY")
-        .env_remove("GOOGLE_API_KEY")
-        // Each test keeps its runs in its own directory, never in the user's data dir.
-        .env("BELT_HOME", dir.path.join("belt-home"))
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    // Each test keeps its runs in its own directory, never in the user's data dir.
+    let mut cmd = common::belt_command(&dir.path, &dir.path.join("belt-home"), args);
+    cmd.env("NO_COLOR", "1");
     let mut child = cmd.spawn().expect("spawn the belt binary");
     let stdout = drain(child.stdout.take().expect("piped stdout"));
     let stderr = drain(child.stderr.take().expect("piped stderr"));

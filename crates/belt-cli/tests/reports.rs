@@ -2,8 +2,10 @@
 //! by a slug of the task plus the run id, inside `--out`), and `belt report` renders a
 //! stored run again. Drives the real binary against a SQLite store in a temp dir.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -30,29 +32,7 @@ impl Drop for Dir {
 
 /// Run belt to the end (at most 120 s: a debug build renders PDFs slowly).
 fn belt(dir: &Dir, args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_belt"))
-        .args(args)
-        .current_dir(&dir.0)
-        .env("BELT_HOME", dir.join("home"))
-        .env_remove("BELT_MODEL")
-        .env_remove("BELT_STORE")
-        .env_remove("BELT_SIM_CALL_LOG")
-        // Never a real provider or a local Ollama from a test, whatever this machine has set.
-        .env("OLLAMA_HOST", "127.0.0.1:9")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("XAI_API_KEY")
-        .env_remove("GROQ_API_KEY")
-        .env_remove("OPENROUTER_API_KEY")
-        .env_remove("DEEPSEEK_API_KEY")
-        .env_remove("MISTRAL_API_KEY")
-        .env_remove("GEMINI_API_KEY")
-        .env_remove("GOOGLE_API_KEY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn belt");
+    let mut child = common::belt_command(&dir.0, &dir.join("home"), args).spawn().expect("spawn belt");
     let drain = |mut r: Box<dyn std::io::Read + Send>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();

@@ -1,9 +1,11 @@
 //! End-to-end tests of workflow files: `belt init`, `belt validate`, `belt schema` and
 //! `belt run -f`, driving the real binary in a temp dir on the simulated provider.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -32,29 +34,7 @@ impl Drop for Dir {
 }
 
 fn command(dir: &Dir, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_belt"));
-    cmd.args(args)
-        .current_dir(&dir.0)
-        .env("BELT_HOME", dir.join("home"))
-        .env_remove("BELT_MODEL")
-        .env_remove("BELT_STORE")
-        .env_remove("BELT_CONFIG")
-        .env_remove("BELT_SIM_CALL_LOG")
-        // Never a real provider or a local Ollama from a test, whatever this machine has set.
-        .env("OLLAMA_HOST", "127.0.0.1:9")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("XAI_API_KEY")
-        .env_remove("GROQ_API_KEY")
-        .env_remove("OPENROUTER_API_KEY")
-        .env_remove("DEEPSEEK_API_KEY")
-        .env_remove("MISTRAL_API_KEY")
-        .env_remove("GEMINI_API_KEY")
-        .env_remove("GOOGLE_API_KEY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
+    common::belt_command(&dir.0, &dir.join("home"), args)
 }
 
 fn belt(dir: &Dir, args: &[&str]) -> Output {
