@@ -854,7 +854,7 @@ fn markdown(request: &LlmRequest, content: u64, max_bytes: usize) -> (String, bo
     }
     // A judge (belt-core's iterative refinement) gets a verdict on its first line, as a
     // model would give it: accepted or not by the seed, a critique when not.
-    if request.prompt().contains("reply with the single word DONE") {
+    if request.prompt().contains(belt_core::patterns::iterative::JUDGE_VERDICT) {
         let text = if content.is_multiple_of(2) {
             format!("DONE\n\n{SIMULATED_LABEL}")
         } else {

@@ -255,10 +255,13 @@ pub fn revision_brief(input: &str, draft: &str, critique: Option<&str>) -> Strin
     brief
 }
 
+/// The judge's instruction on how to answer; a provider that plays the judge (the simulated
+/// one) recognizes a judge's prompt by it.
+pub const JUDGE_VERDICT: &str = "If it fully meets them, reply with the single word DONE.";
+
 fn judge_request(model: &Arc<str>, criteria: &str, input: &str, draft: &str) -> LlmRequest {
     let prompt = format!(
-        "Judge whether the draft below meets the criteria.\n\
-         If it fully meets them, reply with the single word DONE.\n\
+        "Judge whether the draft below meets the criteria.\n{JUDGE_VERDICT}\n\
          Otherwise reply REVISE on the first line, then the concrete changes it needs.\n\n\
          Criteria: {criteria}\n\nTask:\n{}\n\nDraft:\n{}\n",
         input.trim(),
