@@ -27,6 +27,9 @@
 //! - `kib_per_step_retained`: RSS growth over the whole run divided by the calls — what a
 //!   finished step keeps (its record, its output, its events in the in-memory store).
 //!
+//! With `--store sqlite`, `store_open_cpu_ms` is the CPU of opening the fresh database
+//! (creating it, running the migrations): once per process, so outside `cpu_us_per_call`.
+//!
 //! To see the first figure cleanly, use a concurrency of N and a latency long enough for
 //! all N calls to start before the first one ends (the suite uses N = 10,000 at 1 s).
 
@@ -186,19 +189,24 @@ async fn case(args: &Args) -> String {
     let repeat = args.repeat.unwrap_or(if n <= 10_000 && args.latency_ms == 0 { 5 } else { 1 }).max(1);
     let mut walls = Vec::new();
     let mut cpus = Vec::new();
+    let mut opens = Vec::new();
     let mut first = None;
     for _ in 0..repeat {
         let before_rss = rss_kib();
         // The sampler is a thread of its own: start it only where its figure is reported.
         let sampler =
             (c >= 1000 && args.latency_ms > 0).then(|| InFlightSampler::start(provider.clone(), before_rss));
-        let before_cpu = cpu_seconds();
         let mut options = options.clone();
         let db = std::env::temp_dir().join(format!("belt-bench-{}-{}.db", std::process::id(), walls.len()));
         if args.store == "sqlite" {
+            // Opening the store (creating the file, running its migrations) is once per
+            // process, not per step: measured on its own.
+            let before_open = cpu_seconds();
             let store = belt_store::SqliteStore::open(&db).await.expect("open the bench's SQLite store");
+            opens.push(cpu_seconds() - before_open);
             options = options.with_store(Arc::new(store));
         }
+        let before_cpu = cpu_seconds();
         let started = Instant::now();
         let (calls, status, end_rss) = once(args, n, c, l, &task, options).await;
         walls.push(started.elapsed().as_secs_f64());
@@ -241,6 +249,7 @@ async fn case(args: &Args) -> String {
             serde_json::Value::Null
         },
         "kib_per_step_retained": round(retained as f64 / calls_f, 2),
+        "store_open_cpu_ms": if opens.is_empty() { serde_json::Value::Null } else { serde_json::json!(round(median(&mut opens) * 1e3, 2)) },
     })
     .to_string()
 }

@@ -6,13 +6,13 @@
 //! transactions, which would then be re-run on resume and paid for again. `FULL` would
 //! close that gap at the cost of an fsync per commit.
 //!
-//! Group commit: step records and events go through one writer thread with its own
-//! connection (see [`crate::writer`]), which commits everything queued when it starts a
-//! transaction (up to [`MAX_BATCH`] items) at once. Each [`RunStore::put_step`] still returns
-//! only after the transaction that holds its record committed, so a step's output is never
-//! used downstream before its record is durable; a crash loses at most the calls in flight.
-//! The batching only amortizes the commit over the steps that finished while the previous
-//! one was written.
+//! Group commit: step records and events go through the writer (see [`crate::writer`]),
+//! which commits a step's record on the step's own thread, together with every record
+//! that arrived meanwhile (up to [`MAX_BATCH`] in one transaction), and events on a thread of
+//! its own. Each [`RunStore::put_step`] returns only after the transaction that holds its
+//! record committed, so a step's output is never used downstream before its record is
+//! durable; a crash loses at most the calls in flight. The batching only amortizes a commit
+//! over the steps that finished at the same time.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -442,3 +442,123 @@ async fn a_version_3_database_is_migrated_with_its_runs_intact() {
     assert!(store.events("old-run", 0).await.unwrap().is_empty());
     assert!(store.load_steps("old-run").await.unwrap().is_empty());
 }
+
+/// Steps from many tasks on several runtime threads, with event batches big enough to go to
+/// the writer thread among them: every record and event committed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_steps_and_events_all_commit() {
+    let dir = TempDir::new("concurrent");
+    let store = Arc::new(SqliteStore::open(dir.db()).await.unwrap());
+    store.put_run(&record("r")).await.unwrap();
+    let bus = belt_core::event::EventBus::new("r", 0);
+    let mut rx = bus.subscribe();
+    for _ in 0..2000 {
+        bus.emit(None, belt_core::EventKind::PlanFallback { reason: "x".into(), templated: 1 });
+    }
+    let events: Vec<_> = (0..2000).map(|_| rx.try_recv().unwrap()).collect();
+    let appender = {
+        let store = store.clone();
+        // Batches of 1, 5 and 400 events: some small enough to commit inline, some not.
+        tokio::spawn(async move {
+            let mut at = 0;
+            for size in [1, 5, 400].into_iter().cycle() {
+                let end = (at + size).min(events.len());
+                store.append_events("r", &events[at..end]).await.unwrap();
+                at = end;
+                if at == events.len() {
+                    break;
+                }
+            }
+        })
+    };
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.put_step("r", &step(&format!("worker/{i:03}"), 0.001)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    appender.await.unwrap();
+    assert_eq!(store.load_steps("r").await.unwrap().len(), 400);
+    let stored = store.events("r", 0).await.unwrap();
+    assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=2000).collect::<Vec<_>>());
+}
+
+/// A lock held by another connection for a moment is waited for (on the writer thread, not
+/// the caller's), not reported.
+#[tokio::test]
+async fn a_lock_held_for_a_moment_is_waited_for() {
+    let dir = TempDir::new("briefly-locked");
+    let store = SqliteStore::open_with(dir.db(), Duration::from_secs(10)).await.unwrap();
+    let other = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(dir.db()))
+        .await
+        .unwrap();
+    let mut conn = other.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    store.put_step("r", &step("worker/001", 0.0)).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250), "the step did not wait for the lock");
+    release.await.unwrap();
+    // And the next step, with the lock free, commits as usual.
+    store.put_step("r", &step("worker/002", 0.0)).await.unwrap();
+    assert_eq!(store.load_steps("r").await.unwrap().len(), 2);
+}
+
+/// Steps committed one by one (a chain) do not grow the WAL without end: the checkpointer
+/// copies it into the database and it starts over.
+#[tokio::test]
+async fn the_wal_is_checkpointed_while_steps_commit() {
+    let dir = TempDir::new("checkpoint");
+    let store = SqliteStore::open(dir.db()).await.unwrap();
+    store.put_run(&record("r")).await.unwrap();
+    let wal = dir.0.join("belt.db-wal");
+    let mut largest = 0;
+    // Each commit writes at least one 4 KiB page: 6,000 of them would be 24 MB of WAL.
+    for i in 0..6000 {
+        store.put_step("r", &step(&format!("chain/{i:05}"), 0.0)).await.unwrap();
+        if i % 500 == 0 {
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+    }
+    largest = largest.max(std::fs::metadata(&wal).unwrap().len());
+    assert_eq!(store.load_steps("r").await.unwrap().len(), 6000);
+    assert!(largest < 12 << 20, "the WAL grew to {largest} bytes: it is not checkpointed");
+}
+
+/// Steps that arrive while another connection holds the database: the first one's commit
+/// finds it busy and goes to the writer thread, the rest queue behind it, and all of them
+/// are committed (in batches) once the lock is released.
+#[tokio::test]
+async fn steps_queued_behind_a_busy_database_all_commit_when_it_frees() {
+    let dir = TempDir::new("queued-busy");
+    let store = Arc::new(SqliteStore::open_with(dir.db(), Duration::from_secs(10)).await.unwrap());
+    let other = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(dir.db()))
+        .await
+        .unwrap();
+    let mut conn = other.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.unwrap();
+    // More than a leader commits on a runtime thread (`INLINE_STEPS`).
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.put_step("r", &step(&format!("worker/{i:03}"), 0.0)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(tasks.iter().all(|t| !t.is_finished()), "a step returned before its record could commit");
+    sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.load_steps("r").await.unwrap().len(), 300);
+}
