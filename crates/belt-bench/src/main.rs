@@ -132,7 +132,7 @@ fn suite() {
     for w in ["A", "B"] {
         cases.push(sqlite_case(w, "--n", 10_000));
     }
-    cases.push(sqlite_case("C", "--k", 1_000));
+    cases.push(sqlite_case("C", "--k", 10_000));
     for c in cases {
         let out = Command::new(&exe).args(&c).output().expect("run a case");
         print!("{}", String::from_utf8_lossy(&out.stdout));
