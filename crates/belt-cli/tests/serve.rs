@@ -145,6 +145,22 @@ async fn serve_runs_a_cascade_over_http_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(view["result"]["status"], "completed");
+    // Runs over HTTP stream their text: each step's `step_delta` events, put together, are
+    // its output (the simulated provider streams when someone watches).
+    let agents = view["result"]["agents"].as_array().unwrap();
+    let mut streamed = 0;
+    for agent in agents {
+        let deltas: String = events
+            .iter()
+            .filter(|e| e["type"] == "step_delta" && e["step"] == agent["step"])
+            .map(|e| e["text"].as_str().unwrap())
+            .collect();
+        if !deltas.is_empty() {
+            assert_eq!(Some(deltas.as_str()), agent["output"].as_str(), "{}", agent["step"]);
+            streamed += 1;
+        }
+    }
+    assert_eq!(streamed, agents.len(), "every step streamed its text");
     let md = c.get(format!("{}/v1/runs/{id}/documents/md", s.base)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(md.status(), 200);
     assert!(md.text().await.unwrap().contains("Plan a city park"));

@@ -391,6 +391,12 @@ pub fn stream_delta(text: &str) {
     let _ = DELTAS.try_with(|sink| sink(text));
 }
 
+/// Whether anyone watches this call's text as it arrives (see [`stream_delta`]): a
+/// provider that would do extra work to stream can skip it when nobody does.
+pub fn deltas_watched() -> bool {
+    DELTAS.try_with(|_| ()).is_ok()
+}
+
 /// Run `call` with `sink` receiving what it passes to [`stream_delta`].
 pub async fn with_delta_sink<F: std::future::Future>(sink: DeltaSink, call: F) -> F::Output {
     DELTAS.scope(sink, call).await

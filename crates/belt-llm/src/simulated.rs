@@ -388,16 +388,77 @@ impl LlmProvider for SimulatedProvider {
         if let Some(path) = &self.config.call_log {
             log_call(path, call);
         }
-        if !latency.is_zero() {
-            if self.config.precise_timer {
-                crate::timer::sleep(latency).await;
-            } else {
-                // Boxed, so that its 112 bytes are not part of every waiting call.
-                Box::pin(tokio::time::sleep(latency)).await;
-            }
+        if !latency.is_zero() && belt_core::llm::deltas_watched() {
+            return Box::pin(self.streamed(model, request, call, content, rng, latency)).await;
         }
+        self.sleep(latency).await;
         self.answer(model, request, call, content, &mut rng, latency)
     }
+}
+
+/// Pieces a watched reply is streamed in.
+const STREAM_PIECES: usize = 8;
+
+impl SimulatedProvider {
+    async fn sleep(&self, d: Duration) {
+        if d.is_zero() {
+        } else if self.config.precise_timer {
+            crate::timer::sleep(d).await;
+        } else {
+            // Boxed, so that its 112 bytes are not part of every waiting call.
+            Box::pin(tokio::time::sleep(d)).await;
+        }
+    }
+
+    /// The reply of a call whose text someone watches (`step_delta` events, the
+    /// dashboard): as a real model streams, the first words after 40% of the latency, the
+    /// rest in pieces over the remainder, the whole reply at the same moment as unwatched.
+    /// Only then: the extra timer wake-ups stay out of runs nobody watches (benchmarks).
+    async fn streamed(
+        &self,
+        model: &str,
+        request: &LlmRequest,
+        call: &CallInfo,
+        content: u64,
+        mut rng: Rng,
+        latency: Duration,
+    ) -> Result<LlmReply, LlmError> {
+        let first = latency.mul_f64(0.4);
+        self.sleep(first).await;
+        let reply = match self.answer(model, request, call, content, &mut rng, latency) {
+            Ok(reply) => reply,
+            Err(e) => {
+                // A failure comes back when it would unwatched.
+                self.sleep(latency - first).await;
+                return Err(e);
+            }
+        };
+        let pieces = pieces(&reply.text, STREAM_PIECES);
+        let gap = (latency - first) / pieces.len().max(1) as u32;
+        for piece in pieces {
+            belt_core::llm::stream_delta(piece);
+            self.sleep(gap).await;
+        }
+        Ok(reply)
+    }
+}
+
+/// `text` cut into at most `n` pieces of about equal length, at char boundaries; together
+/// they are `text`.
+fn pieces(text: &str, n: usize) -> Vec<&str> {
+    let size = text.len().div_ceil(n.max(1)).max(1);
+    let mut out = Vec::with_capacity(n);
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut cut = size.min(rest.len());
+        while !rest.is_char_boundary(cut) {
+            cut += 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        out.push(piece);
+        rest = tail;
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1657,6 +1718,7 @@ const THEMES: [&str; 7] = [
 mod tests {
     use super::*;
     use belt_core::llm::Message;
+    use std::sync::Arc;
 
     fn call(step: &str, attempt: u32) -> CallInfo {
         CallInfo { step: StepId::new(step), attempt }
@@ -2092,6 +2154,57 @@ mod tests {
         provider.complete("x", &request, &call("s", 1)).await.unwrap();
         let elapsed = start.elapsed();
         assert!((Duration::from_millis(250)..Duration::from_millis(252)).contains(&elapsed), "{elapsed:?}");
+    }
+
+    /// Watched (a run that asked for `step_delta` events), a reply streams in pieces that
+    /// make up its text, and ends when it would unwatched, with the same reply.
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_reply_streams_in_pieces_and_ends_on_time() {
+        let provider =
+            SimulatedProvider::new(SimConfig::default().seed(4).latency_ms(400).precise_timer(false));
+        let request = worker_request(1, "Jobs most exposed");
+        let unwatched = provider.complete("x", &request, &call("worker/1", 1)).await.unwrap();
+        let seen: Arc<std::sync::Mutex<Vec<(String, Duration)>>> = Arc::default();
+        let start = tokio::time::Instant::now();
+        let sink: belt_core::llm::DeltaSink = {
+            let seen = seen.clone();
+            Arc::new(move |text: &str| seen.lock().unwrap().push((text.to_string(), start.elapsed())))
+        };
+        let watched =
+            belt_core::llm::with_delta_sink(sink, provider.complete("x", &request, &call("worker/1", 1)))
+                .await
+                .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+        assert_eq!(watched, unwatched);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), STREAM_PIECES, "{seen:?}");
+        assert_eq!(seen.iter().map(|(t, _)| t.as_str()).collect::<String>(), watched.text);
+        assert_eq!(seen[0].1, Duration::from_millis(160), "the first words after 40% of the latency");
+        assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "pieces arrive over time: {seen:?}");
+        // Failures take as long watched as unwatched.
+        let failing = SimulatedProvider::new(
+            SimConfig::default()
+                .latency_ms(300)
+                .precise_timer(false)
+                .fail_rate(1.0)
+                .failure_kinds([FailureKind::Timeout]),
+        );
+        let start = tokio::time::Instant::now();
+        let sink: belt_core::llm::DeltaSink = Arc::new(|_: &str| {});
+        let err = belt_core::llm::with_delta_sink(sink, failing.complete("x", &request, &call("s", 1))).await;
+        assert!(err.is_err());
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn pieces_cover_the_text_at_char_boundaries() {
+        let text = "héllo wörld — ünïcode ✓ text";
+        for n in [1, 3, 8, 100] {
+            let p = pieces(text, n);
+            assert_eq!(p.concat(), text);
+            assert!(p.len() <= n.max(1), "{n}: {p:?}");
+        }
+        assert!(pieces("", 8).is_empty());
     }
 
     #[tokio::test(start_paused = true)]
