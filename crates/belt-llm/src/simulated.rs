@@ -396,8 +396,11 @@ impl LlmProvider for SimulatedProvider {
     }
 }
 
-/// Pieces a watched reply is streamed in.
+/// The most pieces a watched reply is streamed in.
 const STREAM_PIECES: usize = 8;
+/// The least time between two pieces: the engine passes on at most one `step_delta` per
+/// 100 ms and step, so finer pieces would only cost timer wake-ups.
+const STREAM_GAP: Duration = Duration::from_millis(100);
 
 impl SimulatedProvider {
     async fn sleep(&self, d: Duration) {
@@ -412,8 +415,9 @@ impl SimulatedProvider {
 
     /// The reply of a call whose text someone watches (`step_delta` events, the
     /// dashboard): as a real model streams, the first words after 40% of the latency, the
-    /// rest in pieces over the remainder, the whole reply at the same moment as unwatched.
-    /// Only then: the extra timer wake-ups stay out of runs nobody watches (benchmarks).
+    /// rest in pieces (at least [`STREAM_GAP`] apart, at most [`STREAM_PIECES`]) over the
+    /// remainder, the whole reply at the same moment as unwatched. Only then: the extra
+    /// timer wake-ups stay out of runs nobody watches (benchmarks).
     async fn streamed(
         &self,
         model: &str,
@@ -423,7 +427,7 @@ impl SimulatedProvider {
         mut rng: Rng,
         latency: Duration,
     ) -> Result<LlmReply, LlmError> {
-        let first = latency.mul_f64(0.4);
+        let first = latency * 2 / 5;
         self.sleep(first).await;
         let reply = match self.answer(model, request, call, content, &mut rng, latency) {
             Ok(reply) => reply,
@@ -433,11 +437,21 @@ impl SimulatedProvider {
                 return Err(e);
             }
         };
-        let pieces = pieces(&reply.text, STREAM_PIECES);
-        let gap = (latency - first) / pieces.len().max(1) as u32;
-        for piece in pieces {
+        let rest = latency - first;
+        let n = (rest.as_millis() / STREAM_GAP.as_millis()).clamp(1, STREAM_PIECES as u128) as usize;
+        let pieces = pieces(&reply.text, n);
+        // Whole milliseconds, the last gap taking the remainder, so the call ends exactly
+        // when it would unwatched (tokio's timer rounds each sleep up to a millisecond).
+        let gap = Duration::from_millis((rest.as_millis() / pieces.len().max(1) as u128) as u64);
+        let mut left = rest;
+        for (i, piece) in pieces.iter().enumerate() {
             belt_core::llm::stream_delta(piece);
-            self.sleep(gap).await;
+            let wait = if i + 1 == pieces.len() { left } else { gap };
+            self.sleep(wait).await;
+            left = left.saturating_sub(wait);
+        }
+        if pieces.is_empty() {
+            self.sleep(rest).await;
         }
         Ok(reply)
     }
@@ -2161,7 +2175,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_watched_reply_streams_in_pieces_and_ends_on_time() {
         let provider =
-            SimulatedProvider::new(SimConfig::default().seed(4).latency_ms(400).precise_timer(false));
+            SimulatedProvider::new(SimConfig::default().seed(4).latency_ms(1500).precise_timer(false));
         let request = worker_request(1, "Jobs most exposed");
         let unwatched = provider.complete("x", &request, &call("worker/1", 1)).await.unwrap();
         let seen: Arc<std::sync::Mutex<Vec<(String, Duration)>>> = Arc::default();
@@ -2174,13 +2188,26 @@ mod tests {
             belt_core::llm::with_delta_sink(sink, provider.complete("x", &request, &call("worker/1", 1)))
                 .await
                 .unwrap();
-        assert_eq!(start.elapsed(), Duration::from_millis(400));
+        assert_eq!(start.elapsed(), Duration::from_millis(1500));
         assert_eq!(watched, unwatched);
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.len(), STREAM_PIECES, "{seen:?}");
         assert_eq!(seen.iter().map(|(t, _)| t.as_str()).collect::<String>(), watched.text);
-        assert_eq!(seen[0].1, Duration::from_millis(160), "the first words after 40% of the latency");
+        assert_eq!(seen[0].1, Duration::from_millis(600), "the first words after 40% of the latency");
         assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "pieces arrive over time: {seen:?}");
+        // A short call streams in one piece (the engine would pass on no more).
+        let short = SimulatedProvider::new(SimConfig::default().seed(4).latency_ms(150).precise_timer(false));
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sink: belt_core::llm::DeltaSink = {
+            let count = count.clone();
+            Arc::new(move |_: &str| {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+        };
+        belt_core::llm::with_delta_sink(sink, short.complete("x", &request, &call("worker/1", 1)))
+            .await
+            .unwrap();
+        assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 1);
         // Failures take as long watched as unwatched.
         let failing = SimulatedProvider::new(
             SimConfig::default()

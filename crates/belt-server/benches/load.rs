@@ -28,10 +28,18 @@ struct Options {
     agents: usize,
     latency_ms: u64,
     store: String,
+    deltas: bool,
 }
 
 fn options(args: &[String]) -> Options {
-    let mut o = Options { runs: 100, subscribers: 10, agents: 20, latency_ms: 100, store: "sqlite".into() };
+    let mut o = Options {
+        runs: 100,
+        subscribers: 10,
+        agents: 20,
+        latency_ms: 100,
+        store: "sqlite".into(),
+        deltas: true,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut next = || it.next().cloned().unwrap_or_default();
@@ -41,6 +49,9 @@ fn options(args: &[String]) -> Options {
             "--agents" => o.agents = next().parse().expect("--agents N"),
             "--latency-ms" => o.latency_ms = next().parse().expect("--latency-ms MS"),
             "--store" => o.store = next(),
+            // Runs stream their text as `step_delta` events (as `belt serve` asks, and the
+            // simulated provider then streams); this leaves them out.
+            "--no-deltas" => o.deltas = false,
             _ => {} // `cargo bench` adds --bench
         }
     }
@@ -51,14 +62,14 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     if args.first().map(String::as_str) == Some("--child-server") {
-        runtime.block_on(child_server(&args[1]));
+        runtime.block_on(child_server(&args[1], args.get(2).map(String::as_str) != Some("--no-deltas")));
         return;
     }
     runtime.block_on(parent(options(&args)));
 }
 
 /// The server: prints its address, serves until stdin closes.
-async fn child_server(store: &str) {
+async fn child_server(store: &str, deltas: bool) {
     let store: Arc<dyn belt_core::store::RunStore> = match store {
         "memory" => Arc::new(belt_core::MemoryStore::new()),
         path => belt_store::open(&format!("sqlite://{path}").parse().unwrap()).await.unwrap(),
@@ -66,7 +77,7 @@ async fn child_server(store: &str) {
     let mut config = ServerConfig::new(common::TOKEN);
     config.limits = Limits { max_running: 1000, max_queued: 1000 };
     config.rate_limit = RateLimit { per_second: 1e6, burst: 1_000_000 };
-    let server = Server::new(config, Arc::new(common::SimLauncher { latency_ms: 100 }), store);
+    let server = Server::new(config, Arc::new(common::SimLauncher { latency_ms: 100, deltas }), store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("ADDR {}", listener.local_addr().unwrap());
     server
@@ -126,7 +137,7 @@ async fn parent(o: Options) {
     let store =
         if o.store == "memory" { "memory".to_string() } else { dir.join("belt.db").display().to_string() };
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--child-server", &store])
+        .args(["--child-server", &store, if o.deltas { "--deltas" } else { "--no-deltas" }])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -187,8 +198,14 @@ async fn parent(o: Options) {
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     let subscribers = o.runs * o.subscribers;
     println!(
-        "runs {} × agents {} (simulated, {} ms/call), subscribers {} ({} per run), store {}",
-        o.runs, o.agents, o.latency_ms, subscribers, o.subscribers, o.store
+        "runs {} × agents {} (simulated, {} ms/call), subscribers {} ({} per run), store {}, step_delta {}",
+        o.runs,
+        o.agents,
+        o.latency_ms,
+        subscribers,
+        o.subscribers,
+        o.store,
+        if o.deltas { "on" } else { "off" }
     );
     println!("streams complete (1..run_finished, no gap, no duplicate): {complete}/{subscribers}");
     println!("events delivered {events} in {wall:.2} s: {:.0} events/s", events as f64 / wall);

@@ -17,6 +17,9 @@ pub const TOKEN: &str = "test-token-0123456789";
 pub struct SimLauncher {
     /// Latency of each simulated call unless the request sets `sim_latency_ms`.
     pub latency_ms: u64,
+    /// Whether runs stream their text as `step_delta` events, as the server asks; off, the
+    /// load bench measures the engine's other events alone.
+    pub deltas: bool,
 }
 
 #[async_trait]
@@ -43,6 +46,7 @@ impl Launcher for SimLauncher {
         let mut options = base
             .with_providers(belt_llm::providers(sim))
             .concurrency(request.concurrency.unwrap_or(16) as usize);
+        options.stream_deltas &= self.deltas;
         options.review_plan = request.review_plan.unwrap_or(false);
         belt_core::run(cascade, Task::new(request.task.trim()), options)
             .await
@@ -75,7 +79,7 @@ impl TestServer {
 
     pub async fn with_store(config: ServerConfig, latency_ms: u64, store: Arc<dyn RunStore>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let server = Server::new(config, Arc::new(SimLauncher { latency_ms }), store.clone());
+        let server = Server::new(config, Arc::new(SimLauncher { latency_ms, deltas: true }), store.clone());
         let manager = server.manager().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
