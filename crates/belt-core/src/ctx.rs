@@ -54,6 +54,8 @@ pub struct StepReply {
     pub replayed: bool,
     /// True when the output came from the response cache (and cost nothing).
     pub cached: bool,
+    /// True when the answering model has no known price: `cost_usd` is then unknown, not 0.
+    pub unpriced: bool,
 }
 
 /// Why a step did not produce an output.
@@ -324,6 +326,7 @@ impl Ctx {
                     tool_calls: hit.tool_calls,
                     replayed: false,
                     cached: true,
+                    unpriced: false,
                 };
                 return Box::pin(self.complete(&spec, &at, hash, out)).await;
             }
@@ -460,6 +463,7 @@ impl Ctx {
                                     tool_calls: reply.tool_calls,
                                     replayed: false,
                                     cached: false,
+                                    unpriced: price.is_none(),
                                 };
                                 if let Some(ttl) = s.cache_ttl {
                                     let entry = CachedReply {
@@ -680,6 +684,7 @@ impl Ctx {
             tool_calls: Vec::new(),
             replayed: false,
             cached: false,
+            unpriced: false,
         };
         self.complete(&spec, &at, hash, reply).await?;
         value.map_err(|message| StepError::Failed { step: spec.id, message })
@@ -753,6 +758,8 @@ impl Ctx {
         record.attempts = rec.attempts;
         record.input_tokens = rec.usage.input_tokens;
         record.output_tokens = rec.usage.output_tokens;
+        record.cache_read_tokens = rec.usage.cache_read_tokens;
+        record.cache_write_tokens = rec.usage.cache_write_tokens;
         record.cost_usd = rec.cost_usd;
         record.duration_ms = rec.duration_ms;
         record.replayed = true;
@@ -762,11 +769,12 @@ impl Ctx {
             usage: rec.usage,
             model: rec.model.clone(),
             cost_usd: rec.cost_usd,
-            finish_reason: None,
+            finish_reason: rec.finish_reason.as_deref().map(String::from),
             simulated: rec.simulated,
             tool_calls: rec.tool_calls.clone(),
             replayed: true,
             cached: false,
+            unpriced: rec.unpriced,
         })
     }
 
@@ -791,6 +799,8 @@ impl Ctx {
             duration_ms,
             simulated: reply.simulated,
             tool_calls: reply.tool_calls.clone(),
+            finish_reason: reply.finish_reason.as_deref().map(Arc::from),
+            unpriced: reply.unpriced,
         };
         // The record is durable before the output is used downstream (see store docs).
         if let Err(error) = s.store.put_step(&s.run_id, &step_record).await {
@@ -819,6 +829,8 @@ impl Ctx {
         record.output = Some(reply.text.clone());
         record.input_tokens = reply.usage.input_tokens;
         record.output_tokens = reply.usage.output_tokens;
+        record.cache_read_tokens = reply.usage.cache_read_tokens;
+        record.cache_write_tokens = reply.usage.cache_write_tokens;
         record.cost_usd = reply.cost_usd;
         record.duration_ms = duration_ms;
         self.push(record);
@@ -845,6 +857,8 @@ impl Ctx {
             attempts: at.attempts,
             input_tokens: 0,
             output_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             cost_usd: 0.0,
             duration_ms: 0,
             started_ms: at.started_ms,

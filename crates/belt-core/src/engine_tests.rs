@@ -438,6 +438,38 @@ async fn unusable_decomposition_falls_back_to_templates() {
     assert_eq!(r.plan.len(), 3);
 }
 
+/// A replayed step tells the pattern how its call ended (`finish_reason`), and the resumed
+/// run's totals count its prompt-cache tokens and unpriced calls once, as the first run did.
+#[tokio::test]
+async fn a_resumed_run_replays_how_each_call_ended_and_what_it_cost() {
+    let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+    let flow = || {
+        Flow::new("ends", |ctx: Ctx, _task: Task| async move {
+            let reply = ctx.llm(StepSpec::new("a", Tier::Agent), LlmRequest::new("u/m", "Say it")).await?;
+            Ok(format!("{} | {}", reply.text, reply.finish_reason.unwrap_or_default()))
+        })
+    };
+    let provider = || Arc::new(ScriptedProvider::new("u").price(None).cached_tokens(6, 2));
+    let first = provider();
+    let mut o = options(&first).with_store(store.clone());
+    o.run_id = Some("run-ends".into());
+    let (r1, _) = run_all(flow(), "ends", o).await;
+    assert!(r1.final_output.as_deref().is_some_and(|t| t.ends_with(" | stop")), "{:?}", r1.final_output);
+    assert_eq!(r1.usage.unpriced_calls, 1);
+    assert_eq!((agent(&r1, "a").cache_read_tokens, agent(&r1, "a").cache_write_tokens), (6, 2));
+
+    let second = provider();
+    let mut o = options(&second).with_store(store.clone());
+    o.run_id = Some("run-ends".into());
+    let (r2, _) = run_all(flow(), "ends", o).await;
+    assert_eq!(second.total_calls(), 0);
+    assert_eq!(r2.final_output, r1.final_output, "the replayed reply says how the call ended");
+    assert_eq!(r2.usage, r1.usage, "cache tokens and unpriced calls counted once");
+    let a = agent(&r2, "a");
+    assert!(a.replayed);
+    assert_eq!((a.cache_read_tokens, a.cache_write_tokens), (6, 2));
+}
+
 #[tokio::test]
 async fn custom_steps_are_recorded_and_replayed() {
     let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());

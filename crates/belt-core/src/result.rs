@@ -71,6 +71,12 @@ pub struct AgentRecord {
     pub attempts: u32,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Input tokens read from the provider's prompt cache (part of `input_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the provider's prompt cache (part of `input_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
     pub cost_usd: f64,
     pub duration_ms: u64,
     /// When the step started, in milliseconds since the run started (for timelines).
@@ -81,6 +87,10 @@ pub struct AgentRecord {
     /// True when the output came from the response cache.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Token and call totals.

@@ -306,8 +306,9 @@ pub async fn run<O: Orchestrator>(
     tokio::spawn(heartbeat(store.clone(), run_id.clone(), owner, heartbeat_done.clone()));
 
     // A resumed run's recorded steps count once: in its totals and against its budget.
-    let (mut recorded, mut tokens) = (Amount::default(), crate::llm::Usage::default());
+    let (mut recorded, mut tokens, mut unpriced) = (Amount::default(), crate::llm::Usage::default(), 0);
     for r in replay.values() {
+        unpriced += u64::from(r.unpriced);
         recorded.calls += u64::from(r.attempts);
         recorded.tokens += r.usage.total();
         recorded.cost_usd += r.cost_usd;
@@ -342,7 +343,7 @@ pub async fn run<O: Orchestrator>(
         output_tokens: AtomicU64::new(tokens.output_tokens),
         cache_read_tokens: AtomicU64::new(tokens.cache_read_tokens),
         cache_write_tokens: AtomicU64::new(tokens.cache_write_tokens),
-        unpriced_calls: AtomicU64::new(0),
+        unpriced_calls: AtomicU64::new(unpriced),
         calls: AtomicU64::new(recorded.calls),
         human: options.human.clone().unwrap_or_else(crate::patterns::Human::unattended),
         caps: Mutex::new(Vec::new()),

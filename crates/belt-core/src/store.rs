@@ -40,6 +40,14 @@ pub struct StepRecord {
     /// The tools the model called in this step, so a resumed tool loop replays them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
+    /// Why the model stopped (`stop`, `length`, `tool_calls`, …), so a replayed step tells
+    /// a pattern what the original call did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<Arc<str>>,
+    /// The model had no known price: the step's cost is unknown, not 0 (counted again in
+    /// `usage.unpriced_calls` when the run resumes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpriced: bool,
 }
 
 /// A 128-bit hash of a step's input, shown and stored as 32 hex digits.

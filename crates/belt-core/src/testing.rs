@@ -238,7 +238,8 @@ impl LlmProvider for ScriptedProvider {
             text,
             usage,
             model: format!("{}/{model}", self.name),
-            finish_reason: None,
+            // As real providers say it of a complete answer.
+            finish_reason: Some("stop".into()),
             simulated: false,
             tool_calls: Vec::new(),
         })

@@ -415,6 +415,8 @@ pub(crate) mod tests {
             attempts: 1,
             input_tokens: 1,
             output_tokens: 1,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             cost_usd: 0.0,
             duration_ms: 1,
             started_ms: 0,

@@ -53,6 +53,8 @@ fn record(i: usize) -> StepRecord {
         duration_ms: 0,
         simulated: true,
         tool_calls: Vec::new(),
+        finish_reason: Some(Arc::from("stop")),
+        unpriced: false,
     }
 }
 

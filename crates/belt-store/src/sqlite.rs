@@ -183,7 +183,8 @@ impl RunStore for SqliteStore {
     async fn load_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT step, tier, input_hash, output, model, input_tokens, output_tokens, cache_read_tokens, \
-             cache_write_tokens, cost_usd, attempts, duration_ms, simulated, tool_calls FROM steps \
+             cache_write_tokens, cost_usd, attempts, duration_ms, simulated, tool_calls, finish_reason, unpriced \
+             FROM steps \
              WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
         )
         .bind(run_id)
@@ -215,6 +216,8 @@ impl RunStore for SqliteStore {
                         Some(json) => serde_json::from_str(&json).map_err(|e| corrupt("tool calls", e))?,
                         None => Vec::new(),
                     },
+                    finish_reason: r.get::<Option<String>, _>("finish_reason").map(Arc::from),
+                    unpriced: r.get("unpriced"),
                 })
             })
             .collect()

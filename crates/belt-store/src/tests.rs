@@ -58,6 +58,8 @@ fn step(name: &str, cost: f64) -> StepRecord {
         duration_ms: 5,
         simulated: true,
         tool_calls: Vec::new(),
+        finish_reason: Some(Arc::from("length")),
+        unpriced: true,
     }
 }
 

@@ -138,10 +138,11 @@ enum Led {
     HandOff,
 }
 
-// Column order as in the table (see migrations/0004_compact_rows.sql).
+// Columns as in migrations/0004_compact_rows.sql and 0005_step_finish.sql.
 const INSERT_STEP: &str = "INSERT OR REPLACE INTO steps (run_key, step, tier, input_hash, model, \
      input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, attempts, duration_ms, \
-     simulated, tool_calls, output) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+     simulated, tool_calls, output, finish_reason, unpriced) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
 const INSERT_EVENTS: &str =
     "INSERT OR IGNORE INTO events (run_key, first_seq, last_seq, lines) VALUES (?1, ?2, ?3, ?4)";
 const RUN_KEY: &str = "SELECT run_key FROM runs WHERE run_id = ?1";
@@ -475,6 +476,8 @@ fn write_rows(conn: &Connection, batch: &[Item], json: &mut Vec<u8>) -> rusqlite
                     r.simulated,
                     tool_calls,
                     &*r.output,
+                    r.finish_reason.as_deref(),
+                    r.unpriced,
                 ])?;
             }
             Write::Events(run, events) => {
@@ -533,6 +536,8 @@ mod tests {
             duration_ms: 0,
             simulated: true,
             tool_calls: Vec::new(),
+            finish_reason: None,
+            unpriced: false,
         }
     }
 
