@@ -22,13 +22,13 @@
 //!   commits what is quick: more than [`INLINE_STEPS`] records, or a database locked by
 //!   another connection (the inline attempt never waits: busy timeout 0), go to the writer
 //!   thread, which waits with the store's busy timeout. Events go there too: no step waits
-//!   for them (a task of their own records them, in batches). So do checkpoints (copying the WAL
-//!   back into the database, with two fsyncs): SQLite's automatic checkpoint would run
-//!   inside a step's commit, so it is off on this connection, and every [`CHECKPOINT_PAGES`]
-//!   WAL pages the writer thread checkpoints instead, holding the connection meanwhile.
-//!   Holding it matters: the WAL starts over from its beginning only when a checkpoint
-//!   copied all of it, which a checkpoint from another connection never does while commits
-//!   go on (tried: the WAL grew without end).
+//!   for them (a task of their own records them, in batches). So do checkpoints (copying
+//!   the WAL back into the database, with two fsyncs): SQLite's automatic checkpoint would
+//!   run inside a step's commit, so a WAL hook replaces it on this connection, and every
+//!   [`CHECKPOINT_PAGES`] WAL pages the writer thread checkpoints instead, holding the
+//!   connection meanwhile. Holding it matters: the WAL starts over from its beginning only
+//!   when a checkpoint copied all of it, which a checkpoint from another connection never
+//!   does while commits go on (tried: the WAL grew without end).
 //!
 //! A caller is told only after the transaction that holds its item committed, so a step's
 //! record is durable before [`RunStore::put_step`](belt_core::store::RunStore::put_step)
