@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use belt_core::SynthesizeMode;
 use belt_store::StoreSpec;
 use clap::{Args, Parser, Subcommand};
-use serde::{Deserialize, Serialize};
 
 /// belt: run many LLM agents in parallel under hard limits and synthesize their work.
 #[derive(Debug, Parser)]
@@ -143,15 +142,8 @@ pub struct ReportArgs {
 
 /// Check a `--format` list (md, html, pdf, docx, all) and keep it as written.
 pub fn parse_formats(s: &str) -> Result<String, String> {
-    let formats = belt_report::Format::parse_list(s).map_err(|e| e.to_string())?;
-    if let Some(f) = formats.iter().find(|f| !f.available()) {
-        return Err(belt_report::ReportError::Unsupported(*f).to_string());
-    }
+    belt_app::parse_formats(s).map_err(|e| e.to_string())?;
     Ok(s.to_string())
-}
-
-fn default_format() -> String {
-    "md".to_string()
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,36 +196,38 @@ pub enum DlqCommand {
     },
 }
 
-/// The arguments of `belt run`. They are also the run's recorded definition (as JSON), from
-/// which `belt resume` runs it again.
-#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+/// The arguments of `belt run`: translated into a [`belt_app::RunSpec`] (by
+/// `run_cmd::spec`), which the store records and `belt resume` runs again. Values are
+/// checked there, once for every front end; clap only reads their types. An option left out
+/// stays `None`, so that a workflow file's own setting applies under it.
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// What the agents should do, e.g. "Analyze the impact of AI on healthcare".
     #[arg(required_unless_present = "file", default_value = "")]
     pub task: String,
+    /// Background every agent sees with the task (a brief, facts, constraints).
+    #[arg(long, value_name = "TEXT")]
+    pub context: Option<String>,
 
     /// Run a workflow file (YAML or TOML; see `belt init`) instead of a task.
     #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "task")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
     /// An input of the workflow file, as KEY=VALUE (repeatable).
     #[arg(long = "input", value_name = "KEY=VALUE")]
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub input: Vec<String>,
 
-    /// Number of worker agents (subtasks).
-    #[arg(short = 'n', long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100_000), allow_negative_numbers = true)]
-    pub agents: i64,
+    /// Number of worker agents (subtasks), 1-100000 [default: 5]
+    #[arg(short = 'n', long, allow_negative_numbers = true)]
+    pub agents: Option<u32>,
 
     /// Orchestration pattern: cascade, swarm, iterative or dynamic (`belt patterns` lists
-    /// them all; the others run from Rust and workflow files).
-    #[arg(long, default_value = "cascade", value_parser = parse_pattern)]
-    pub pattern: String,
-    /// Critique-and-revise rounds: for the cascade, over its final synthesis (0: none); for
-    /// `--pattern iterative`, the most drafts [default there: 3].
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=20))]
-    #[serde(default)]
-    pub refine: u32,
+    /// them all; the others run from Rust and workflow files) [default: cascade]
+    #[arg(long)]
+    pub pattern: Option<String>,
+    /// Critique-and-revise rounds, 0-20: for the cascade, over its final synthesis
+    /// [default: 0]; for `--pattern iterative`, the most drafts [default there: 3].
+    #[arg(long, value_name = "N")]
+    pub refine: Option<u32>,
 
     /// Model for every tier, as provider/model [default: $BELT_MODEL, else the first provider
     /// whose API key is set, else a local Ollama, else simulated/default]
@@ -249,9 +243,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub executive_model: Option<String>,
 
-    /// Most LLM calls in flight at once.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(i64).range(1..=100_000), allow_negative_numbers = true)]
-    pub concurrency: i64,
+    /// Most LLM calls in flight at once [default: 16]
+    #[arg(short, long, allow_negative_numbers = true)]
+    pub concurrency: Option<u32>,
     /// Run the subtasks one at a time, in priority order.
     #[arg(long)]
     pub sequential: bool,
@@ -259,20 +253,21 @@ pub struct RunArgs {
     /// (default: 180 workers, 240 synthesizers, 300 executive).
     #[arg(long, allow_negative_numbers = true)]
     pub timeout: Option<f64>,
-    /// Retries of a step after a retryable error (timeout, 429, 5xx, connection).
-    #[arg(long, default_value_t = 2, allow_negative_numbers = true)]
-    pub retries: u32,
-    /// Workers per synthesizer.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(2..=1000), allow_negative_numbers = true)]
-    pub group_size: i64,
+    /// Retries of a step after a retryable error (timeout, 429, 5xx, connection) [default: 2]
+    #[arg(long, allow_negative_numbers = true)]
+    pub retries: Option<u32>,
+    /// Workers per synthesizer, 2-1000 [default: 5]
+    #[arg(long, allow_negative_numbers = true)]
+    pub group_size: Option<u32>,
     /// auto: as the tier shape says; always: also an executive over fewer than
-    /// group-size workers; never: no synthesis, the report combines the workers' outputs.
-    #[arg(long, default_value = "auto", value_parser = parse_synthesize)]
-    pub synthesize: SynthesizeMode,
+    /// group-size workers; never: no synthesis, the report combines the workers' outputs
+    /// [default: auto]
+    #[arg(long, value_parser = parse_synthesize)]
+    pub synthesize: Option<SynthesizeMode>,
     /// Fail the run without paying for synthesis when fewer than this fraction of the
-    /// workers succeed.
-    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
-    pub min_success: f64,
+    /// workers succeed [default: 0.5]
+    #[arg(long, allow_negative_numbers = true)]
+    pub min_success: Option<f64>,
 
     /// Stop starting calls before the cost would pass this many US dollars.
     #[arg(long, allow_negative_numbers = true)]
@@ -288,13 +283,12 @@ pub struct RunArgs {
     /// dependencies}); their count sets the number of agents and decomposition is skipped.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
-    /// Directory for the report.
-    #[arg(short, long, value_name = "DIR", default_value = "belt-out")]
-    pub out: PathBuf,
-    /// Report formats, comma-separated: md, html, pdf, docx, or all.
-    #[arg(long, value_name = "FORMATS", default_value = "md", value_parser = parse_formats)]
-    #[serde(default = "default_format")]
-    pub format: String,
+    /// Directory for the report [default: belt-out, or the workflow file's]
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Report formats, comma-separated: md, html, pdf, docx, or all [default: md]
+    #[arg(long, value_name = "FORMATS")]
+    pub format: Option<String>,
     /// Also write every event as a JSON line to FILE.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
@@ -308,16 +302,13 @@ pub struct RunArgs {
     /// Ask for approval of the plan before any worker runs (on the terminal; see
     /// --approve-all for unattended runs). Rejected or unanswered, nothing more is paid for.
     #[arg(long)]
-    #[serde(default)]
     pub review_plan: bool,
     /// Approve every approval request at once, and take the default of every other
     /// question (for unattended runs).
     #[arg(long)]
-    #[serde(default)]
     pub approve_all: bool,
     /// Wait at most this many seconds for an answer to any question, then take its default.
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
-    #[serde(default)]
+    #[arg(long, value_name = "SECONDS")]
     pub hitl_timeout: Option<u64>,
 
     /// Serve identical requests from the store's response cache for this many seconds
@@ -325,34 +316,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "86400")]
     pub cache: Option<u64>,
 
-    /// Seed of the simulated provider (same seed, same texts).
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    pub seed: u64,
+    /// Seed of the simulated provider (same seed, same texts) [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    pub seed: Option<u64>,
     /// Fixed latency of the simulated provider in milliseconds (default: random 200-800).
     #[arg(long, allow_negative_numbers = true)]
     pub sim_latency_ms: Option<u64>,
-    /// Fraction of simulated calls that fail (429, 500 or timeout), from 0 to 1.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub sim_fail_rate: f64,
-}
-
-/// The patterns `--pattern` runs: those that need no more than a task.
-fn parse_pattern(s: &str) -> Result<String, String> {
-    let runnable: Vec<&str> =
-        belt_core::patterns::CATALOG.iter().filter(|p| p.from_task).map(|p| p.name).collect();
-    if runnable.contains(&s) {
-        return Ok(s.to_string());
-    }
-    let known = belt_core::patterns::CATALOG.iter().any(|p| p.name == s);
-    Err(if known {
-        format!(
-            "`{s}` needs more than a task (agents, steps, routes); run it from Rust or a workflow file. \
-             --pattern takes: {}",
-            runnable.join(", ")
-        )
-    } else {
-        format!("unknown pattern `{s}`; --pattern takes: {} (`belt patterns` lists all)", runnable.join(", "))
-    })
+    /// Fraction of simulated calls that fail (429, 500 or timeout), from 0 to 1 [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    pub sim_fail_rate: Option<f64>,
 }
 
 fn parse_synthesize(s: &str) -> Result<SynthesizeMode, String> {

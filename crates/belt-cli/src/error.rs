@@ -16,3 +16,11 @@ impl CliError {
         }
     }
 }
+
+/// A spec that cannot run, or a bad belt.toml: bad input (exit 2), the same message as
+/// every other front end gives.
+impl From<belt_app::AppError> for CliError {
+    fn from(e: belt_app::AppError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use belt_app::{App, RunSpec};
 use belt_core::store::{DeadLetter, RunStore, RunSummary};
 use belt_core::{
     AgentOutput, Ctx, Orchestrator, Outcome, Plan, RunOptions, RunResult, RunStatus, StepError, StepSpec,
@@ -15,10 +16,10 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use crate::args::{DlqCommand, ResumeArgs, RunsCommand};
 use crate::error::CliError;
 use crate::progress::human;
-use crate::run_cmd::{self, Exec, RunSpec};
+use crate::run_cmd::{self, Exec};
 
 /// `belt resume RUN_ID`.
-pub async fn resume(args: ResumeArgs, spec: &StoreSpec) -> Result<i32, CliError> {
+pub async fn resume(args: ResumeArgs, spec: &StoreSpec, app: &App) -> Result<i32, CliError> {
     let store = run_cmd::open_store(spec).await?;
     let record =
         store.get_run(&args.run_id).await.map_err(usage)?.ok_or_else(|| unknown(&args.run_id, spec))?;
@@ -32,22 +33,23 @@ pub async fn resume(args: ResumeArgs, spec: &StoreSpec) -> Result<i32, CliError>
         );
         return Ok(0);
     }
-    let run_spec: RunSpec = serde_json::from_str(&record.definition).map_err(|e| {
+    let run_spec = RunSpec::from_definition(&record.definition).map_err(|e| {
         CliError::Usage(format!(
-            "run {} was not started by `belt run`, so it cannot be resumed from the command line ({e})",
+            "run {} was not started from a run spec (belt run, belt serve, MCP), so it cannot be resumed \
+             from the command line ({e})",
             args.run_id
         ))
     })?;
-    let prepared = run_cmd::prepare(&run_spec)?;
+    let prepared = app.prepare(&run_spec)?;
     let exec = Exec {
         store,
         run_id: Some(args.run_id.clone()),
-        out: args.out.unwrap_or_else(|| run_spec.args.out.clone()),
+        out: args.out,
         events: args.events,
         json: args.json,
         quiet: args.quiet,
     };
-    run_cmd::execute(&run_spec, prepared, exec).await
+    run_cmd::execute(prepared, exec).await
 }
 
 /// `belt runs …`.
@@ -190,7 +192,7 @@ pub async fn runs(command: RunsCommand, spec: &StoreSpec) -> Result<i32, CliErro
 }
 
 /// `belt dlq …`.
-pub async fn dlq(command: DlqCommand, spec: &StoreSpec) -> Result<i32, CliError> {
+pub async fn dlq(command: DlqCommand, spec: &StoreSpec, app: &App) -> Result<i32, CliError> {
     let store = run_cmd::open_store(spec).await?;
     match command {
         DlqCommand::List { json } => {
@@ -225,16 +227,15 @@ pub async fn dlq(command: DlqCommand, spec: &StoreSpec) -> Result<i32, CliError>
                 store.dead_letters().await.map_err(usage)?.into_iter().find(|l| l.id == id).ok_or_else(
                     || CliError::Usage(format!("no dead letter {id}; `belt dlq list` shows them")),
                 )?;
-            // The same providers as the run the step belonged to (its simulated seed, say).
-            let sim = store
+            // The providers `belt run` uses, as the step's run set them (its simulated seed, say).
+            let run_spec = store
                 .get_run(&letter.run_id)
                 .await
                 .map_err(usage)?
-                .and_then(|r| serde_json::from_str::<RunSpec>(&r.definition).ok())
-                .map(|s| run_cmd::sim_config(&s.args))
+                .and_then(|r| RunSpec::from_definition(&r.definition).ok())
                 .unwrap_or_default();
             let options =
-                RunOptions::default().with_providers(belt_llm::providers(sim)).with_store(store.clone());
+                RunOptions::default().with_providers(app.providers(&run_spec)?).with_store(store.clone());
             let task = Task::new(format!("retry of {} from run {}", letter.step, letter.run_id));
             let handle = belt_core::run(Retry(letter.clone()), task, options)
                 .await

@@ -11,14 +11,11 @@
 //! Every decision is a recorded step (`hitl/NAME`), so a resumed run does not ask again.
 
 use std::io::{BufRead, IsTerminal};
-use std::time::Duration;
 
 use belt_core::patterns::Human;
 use belt_core::patterns::hitl::{self, Answer, HumanRequest, Question, Requests};
 use indicatif::{MultiProgress, ProgressDrawTarget};
 use tokio::sync::mpsc;
-
-use crate::args::RunArgs;
 
 /// The run's side of the questions and, when someone can answer, the answering side.
 pub struct Questions {
@@ -28,17 +25,15 @@ pub struct Questions {
 }
 
 impl Questions {
-    pub fn new(args: &RunArgs) -> Questions {
+    /// `approve_all` and `hitl_timeout` as a run's spec sets them.
+    pub fn new(approve_all: bool, hitl_timeout: Option<u64>) -> Questions {
         let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-        if !args.approve_all && !interactive {
+        if !approve_all && !interactive {
             return Questions { human: Human::unattended(), requests: None, approve_all: false };
         }
         let (human, requests) = hitl::channel();
-        let human = match args.hitl_timeout {
-            Some(secs) => human.max_wait(Duration::from_secs(secs)),
-            None => human,
-        };
-        Questions { human, requests: Some(requests), approve_all: args.approve_all }
+        let human = belt_app::hitl::with_max_wait(human, hitl_timeout);
+        Questions { human, requests: Some(requests), approve_all }
     }
 
     /// True when no one can answer: every question takes its default at once.
@@ -61,10 +56,7 @@ impl Questions {
             let mut lines: Option<mpsc::UnboundedReceiver<String>> = None;
             while let Some(request) = requests.recv().await {
                 if approve_all {
-                    let answer = match request.question {
-                        Question::Approval => Answer::Approve(true),
-                        _ => request.default.clone(),
-                    };
+                    let answer = belt_app::hitl::unattended_answer(&request);
                     eprintln!(
                         "belt: {} answered by --approve-all: {}",
                         request.step,
@@ -191,6 +183,7 @@ fn describe(request: &HumanRequest, answer: &Answer) -> String {
 mod tests {
     use super::*;
     use belt_core::StepId;
+    use std::time::Duration;
 
     fn request(question: Question, default: Answer) -> HumanRequest {
         HumanRequest {

@@ -4,12 +4,12 @@
 //! belt run "Analyze the impact of AI on healthcare" --agents 12
 //! ```
 //!
-//! The CLI only translates: arguments become a run of `belt-core`, events become progress
-//! lines and a JSONL log, and the result becomes a report and an exit code
-//! (0 completed, 3 partial or budget exhausted, 1 failed, 2 bad input, 130 cancelled).
+//! The CLI only translates: arguments become a [`belt_app::RunSpec`] that belt-app
+//! prepares (as it does for the HTTP API and MCP), events become progress lines and a
+//! JSONL log, and the result becomes a report and an exit code (0 completed, 3 partial or
+//! budget exhausted, 1 failed, 2 bad input, 130 cancelled).
 
 mod args;
-mod config;
 mod error;
 mod history;
 mod hitl;
@@ -25,21 +25,16 @@ use clap::Parser;
 
 use crate::args::{Cli, Command};
 
-/// `belt patterns`: the catalog of belt-core, as a table or JSON.
+/// `belt patterns`: belt-app's registry, as a table or JSON.
 fn patterns(json: bool) -> i32 {
-    let catalog = belt_core::patterns::CATALOG;
+    let registry = belt_app::patterns::REGISTRY;
     if json {
-        println!("{}", serde_json::to_string_pretty(catalog).expect("the catalog serializes"));
+        println!("{}", serde_json::to_string_pretty(registry).expect("the registry serializes"));
         return 0;
     }
-    let width = catalog.iter().map(|p| p.name.len()).max().unwrap_or(0);
-    for p in catalog {
-        let how = match (p.from_task, p.workflow) {
-            (true, _) => "belt run --pattern".to_string(),
-            (false, Some(key)) => format!("workflow: {key}"),
-            (false, None) => "from Rust".to_string(),
-        };
-        println!("{:width$}  {:<21}  {}", p.name, how, p.summary);
+    let width = registry.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    for p in registry {
+        println!("{:width$}  {:<21}  {}", p.name, p.how(), p.summary);
     }
     0
 }
@@ -66,31 +61,25 @@ fn main() {
         }
     };
     let store = cli.store.unwrap_or_else(belt_store::default_spec);
-    match config::load(cli.config.as_deref()) {
-        Ok((loaded, _)) => config::set(loaded),
+    let app = match belt_app::config::load(cli.config.as_deref(), &belt_store::belt_home()) {
+        Ok((config, _)) => std::sync::Arc::new(belt_app::App::new(config)),
         Err(e) => {
             eprintln!("belt: error: {e}");
-            std::process::exit(e.exit_code());
+            std::process::exit(error::CliError::from(e).exit_code());
         }
-    }
+    };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) if args.file.is_none() && !args.input.is_empty() => {
-                Err(error::CliError::Usage(
-                    "--input gives a value to a workflow file's input; use it with -f FILE".into(),
-                ))
-            }
-            Command::Run(args) if args.file.is_some() => workflow_cmd::run(*args, &store).await,
-            Command::Run(args) => run_cmd::run(*args, &store).await,
-            Command::Resume(args) => history::resume(args, &store).await,
+            Command::Run(args) => run_cmd::run(*args, &store, &app).await,
+            Command::Resume(args) => history::resume(args, &store, &app).await,
             Command::Runs(command) => history::runs(command, &store).await,
-            Command::Dlq(command) => history::dlq(command, &store).await,
+            Command::Dlq(command) => history::dlq(command, &store, &app).await,
             Command::Report(args) => report_cmd::report(args, &store).await,
-            Command::Serve(args) => serve_cmd::serve(args, &store).await,
-            Command::Mcp(args) => serve_cmd::mcp(args, &store).await,
+            Command::Serve(args) => serve_cmd::serve(args, &store, app).await,
+            Command::Mcp(args) => serve_cmd::mcp(args, &store, app).await,
             Command::Models { json } => Ok(models::list(json, &belt_llm::process_env)),
             Command::Patterns { json } => Ok(patterns(json)),
-            Command::Validate(args) => workflow_cmd::validate(args),
+            Command::Validate(args) => workflow_cmd::validate(args, &app),
             Command::Schema => Ok(workflow_cmd::schema()),
             Command::Init(args) => workflow_cmd::init(args),
         }

@@ -30,7 +30,8 @@ pub async fn report(args: ReportArgs, spec: &StoreSpec) -> Result<i32, CliError>
             args.out.display()
         ))
     })?;
-    let writer = Arc::new(ReportWriter::new(args.out.clone(), &args.format));
+    let writer =
+        Arc::new(ReportWriter { dir: args.out.clone(), formats: belt_app::parse_formats(&args.format)? });
     // Rendering (PDF above all) is CPU work: off the async runtime.
     let documents = tokio::task::spawn_blocking(move || writer.write(&result))
         .await

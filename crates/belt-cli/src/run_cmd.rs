@@ -1,85 +1,121 @@
-//! `belt run`: translate arguments into a run of the core, show it, write its report. Also
-//! the part of `belt resume` that runs a recorded spec again.
+//! `belt run`: translate arguments into a [`RunSpec`], have belt-app prepare it, show the
+//! run, write its report. Also the part of `belt resume` that runs a recorded spec again.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use belt_core::patterns::Refine;
-use belt_core::plan::normalize_plan;
+use belt_app::{App, Choice, Prepared, RunSpec, TierPolicy};
 use belt_core::store::{RunStore, StoreError};
-use belt_core::{
-    AgentStatus, Budget, Cascade, Document, DocumentWriter, Dynamic, Flow, Orchestrator, RunError,
-    RunOptions, RunResult, RunStatus, Subtask, Swarm, Task, Tier,
-};
-use belt_llm::SimConfig;
+use belt_core::{AgentStatus, Document, DocumentWriter, RunError, RunResult, RunStatus, Subtask, Tier};
 use belt_store::StoreSpec;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use serde::{Deserialize, Serialize};
 
 use crate::args::RunArgs;
 use crate::error::CliError;
 use crate::progress::{Mode, Progress, human};
 
-/// The model used when none is given.
-pub const SIMULATED_MODEL: &str = "simulated/default";
-
-/// What a run is, as recorded in the store: the arguments of `belt run` and the plan it
-/// was given (the plan itself, not the file, which may change). `belt resume` rebuilds the
-/// run from this.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunSpec {
-    pub args: RunArgs,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan: Option<Vec<Subtask>>,
-    /// A workflow file's text and inputs (`belt run -f`), recorded so a resume runs the
-    /// file as it was, whatever became of it since.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workflow: Option<crate::workflow_cmd::WorkflowSpec>,
-}
+/// Where reports go when neither `--out` nor the workflow file says.
+pub const DEFAULT_OUT: &str = "belt-out";
 
 /// How this invocation runs and shows a run (what is not part of the run itself).
 pub struct Exec {
     pub store: Arc<dyn RunStore>,
     /// Resume this run; a new run otherwise.
     pub run_id: Option<String>,
-    pub out: PathBuf,
+    /// Overrides the spec's report directory (`belt resume --out`).
+    pub out: Option<PathBuf>,
     pub events: Option<PathBuf>,
     pub json: bool,
     pub quiet: bool,
 }
 
-/// `belt run`: check the arguments, then run the task; returns the process exit code.
-pub async fn run(mut args: RunArgs, store: &StoreSpec) -> Result<i32, CliError> {
-    let plan = args.plan.as_deref().map(read_plan).transpose()?;
-    // The model is settled once and recorded, so that a resume uses the same one.
-    let choice = crate::models::choose(args.model.as_deref(), &belt_llm::process_env).await;
-    if !args.quiet {
-        match &choice {
-            crate::models::Choice::FromKey { model, variable } => {
-                eprintln!("belt: using {model} ({variable} is set); --model or BELT_MODEL chooses another")
-            }
-            crate::models::Choice::Ollama(model) => {
-                eprintln!("belt: using {model} (a local Ollama answered); --model chooses another")
-            }
-            _ => {}
+/// The spec of `belt run`'s arguments: the plan and workflow files read, the inputs parsed.
+/// Values are checked by [`App::prepare`], not here.
+pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
+    let (workflow, workflow_format, workflow_file) = match &args.file {
+        Some(path) => {
+            let (text, format) = crate::workflow_cmd::read(path)?;
+            (Some(text), Some(format), Some(path.display().to_string()))
         }
-    }
-    args.model = Some(choice.model());
-    let spec = RunSpec { args, plan, workflow: None };
-    let prepared = prepare(&spec)?;
-    let store = open_store(store).await?;
-    let exec = Exec {
-        store,
-        run_id: None,
-        out: spec.args.out.clone(),
-        events: spec.args.events.clone(),
-        json: spec.args.json,
-        quiet: spec.args.quiet,
+        None => (None, None, None),
     };
-    execute(&spec, prepared, exec).await
+    let inputs = crate::workflow_cmd::parse_inputs(&args.input)?;
+    if workflow.is_none() && !inputs.is_empty() {
+        return Err(CliError::Usage(
+            "--input gives a value to a workflow file's input; use it with -f FILE".into(),
+        ));
+    }
+    Ok(RunSpec {
+        task: if workflow.is_some() { String::new() } else { args.task.clone() },
+        context: args.context.clone(),
+        pattern: args.pattern.clone(),
+        agents: args.agents,
+        plan: args.plan.as_deref().map(read_plan).transpose()?,
+        refine: args.refine,
+        model: args.model.clone(),
+        worker_model: args.worker_model.clone(),
+        synthesizer_model: args.synthesizer_model.clone(),
+        executive_model: args.executive_model.clone(),
+        concurrency: args.concurrency,
+        sequential: args.sequential,
+        timeout: args.timeout,
+        retries: args.retries,
+        policies: BTreeMap::<String, TierPolicy>::new(),
+        group_size: args.group_size,
+        synthesize: args.synthesize,
+        min_success: args.min_success,
+        budget_usd: args.budget_usd,
+        budget_tokens: args.budget_tokens,
+        budget_calls: args.budget_calls,
+        review_plan: args.review_plan,
+        approve_all: args.approve_all,
+        hitl_timeout: args.hitl_timeout,
+        cache: args.cache,
+        workflow,
+        workflow_format,
+        workflow_file,
+        inputs,
+        formats: args.format.clone(),
+        out: args.out.clone(),
+        seed: args.seed,
+        sim_latency_ms: args.sim_latency_ms,
+        sim_fail_rate: args.sim_fail_rate,
+    })
+}
+
+/// `belt run` (with or without `-f FILE`): check the arguments, then run; returns the
+/// process exit code.
+pub async fn run(args: RunArgs, store: &StoreSpec, app: &App) -> Result<i32, CliError> {
+    let mut spec = spec(&args)?;
+    // The model is settled once and recorded, so that a resume uses the same one.
+    if spec.model.is_some() || app.needs_default_model(&spec) {
+        let choice = app.choose_model(spec.model.as_deref()).await;
+        if !args.quiet {
+            say_choice(&choice);
+        }
+        spec.model = Some(choice.model());
+    }
+    let prepared = app.prepare(&spec)?;
+    let store = open_store(store).await?;
+    let exec =
+        Exec { store, run_id: None, out: None, events: args.events, json: args.json, quiet: args.quiet };
+    execute(prepared, exec).await
+}
+
+/// Say on stderr how the default model was found, when it was not named.
+fn say_choice(choice: &Choice) {
+    match choice {
+        Choice::FromKey { model, variable } => {
+            eprintln!("belt: using {model} ({variable} is set); --model or BELT_MODEL chooses another")
+        }
+        Choice::Ollama(model) => {
+            eprintln!("belt: using {model} (a local Ollama answered); --model chooses another")
+        }
+        _ => {}
+    }
 }
 
 /// Open the store, or say why not.
@@ -87,176 +123,30 @@ pub async fn open_store(spec: &StoreSpec) -> Result<Arc<dyn RunStore>, CliError>
     belt_store::open(spec).await.map_err(|e| CliError::Usage(format!("cannot open the store {spec}: {e}")))
 }
 
-/// The orchestrator and options of a run, from its spec; every check that needs no file.
-pub struct Prepared {
-    pub orchestrator: Arc<dyn Orchestrator>,
-    pub options: RunOptions,
-    pub uses_sim: bool,
-}
-
-/// Check a spec and build what runs it. Nothing is written and nothing is called.
-pub fn prepare(spec: &RunSpec) -> Result<Prepared, CliError> {
-    if let Some(workflow) = &spec.workflow {
-        return crate::workflow_cmd::prepare(spec, workflow);
-    }
-    let args = &spec.args;
-    let task = args.task.trim();
-    if task.is_empty() {
-        return Err(CliError::Usage(
-            "the task is empty; say what the agents should do, e.g. belt run \"Analyze the impact of AI on healthcare\""
-                .into(),
-        ));
-    }
-    if !(0.0..=1.0).contains(&args.min_success) {
-        return Err(CliError::Usage(format!(
-            "--min-success must be between 0 and 1, got {}",
-            args.min_success
-        )));
-    }
-    if !(0.0..=1.0).contains(&args.sim_fail_rate) {
-        return Err(CliError::Usage(format!(
-            "--sim-fail-rate must be between 0 and 1, got {}",
-            args.sim_fail_rate
-        )));
-    }
-    if let Some(t) = args.timeout
-        && !(t.is_finite() && t > 0.0)
-    {
-        return Err(CliError::Usage(format!("--timeout must be a positive number of seconds, got {t}")));
-    }
-    if let Some(b) = args.budget_usd
-        && !(b.is_finite() && b > 0.0)
-    {
-        return Err(CliError::Usage(format!("--budget-usd must be a positive amount, got {b}")));
-    }
-    if args.budget_tokens == Some(0) || args.budget_calls == Some(0) {
-        return Err(CliError::Usage("--budget-tokens and --budget-calls must be at least 1".into()));
-    }
-    let agents = spec.plan.as_ref().map_or(args.agents as usize, Vec::len);
-
-    // Models: --model > $BELT_MODEL (clap reads it) > the simulated provider.
-    let base_model = args.model.clone().unwrap_or_else(|| SIMULATED_MODEL.to_string());
-    let worker_model = args.worker_model.clone().unwrap_or_else(|| base_model.clone());
-    let orchestrator: Arc<dyn Orchestrator> = match args.pattern.as_str() {
-        "cascade" => {
-            let mut cascade = Cascade::new(agents, &base_model);
-            cascade.group_size = args.group_size as usize;
-            cascade.synthesize = args.synthesize;
-            cascade.refine = args.refine as usize;
-            cascade.worker.model = worker_model.as_str().into();
-            if let Some(m) = &args.synthesizer_model {
-                cascade.synthesizer.model = m.as_str().into();
-            }
-            if let Some(m) = &args.executive_model {
-                cascade.executive.model = m.as_str().into();
-            }
-            Arc::new(cascade)
-        }
-        "swarm" => Arc::new(Swarm::new(agents, &worker_model)),
-        "dynamic" => Arc::new(Dynamic::new(agents, &worker_model)),
-        "iterative" => Arc::new(iterative(&worker_model, args.refine)),
-        other => {
-            return Err(CliError::Usage(format!(
-                "unknown pattern `{other}`; `belt run` supports: cascade, swarm, iterative, dynamic"
-            )));
-        }
-    };
-    let providers = crate::config::providers(crate::config::get(), sim_config(args), &belt_llm::process_env)?;
-    orchestrator.validate(&providers).map_err(CliError::Usage)?;
-    let uses_sim = [
-        Some(&base_model),
-        Some(&worker_model),
-        args.synthesizer_model.as_ref(),
-        args.executive_model.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .any(|m| m.starts_with("simulated/"));
-
-    let mut options = RunOptions::default()
-        .with_providers(providers)
-        .concurrency(args.concurrency as usize)
-        .budget(Budget {
-            max_cost_usd: args.budget_usd,
-            max_tokens: args.budget_tokens,
-            max_calls: args.budget_calls,
-        });
-    options.parallel = !args.sequential;
-    options.min_success = args.min_success;
-    options.plan = spec.plan.clone();
-    options.cache_ttl = args.cache.map(Duration::from_secs);
-    options.review_plan = args.review_plan;
-    options.definition = Some(serde_json::to_string(spec).expect("a run spec serializes"));
-    options.policies.update_all(|p| {
-        p.retries = args.retries;
-        if let Some(t) = args.timeout {
-            p.timeout = Duration::from_secs_f64(t);
-        }
-    });
-    Ok(Prepared { orchestrator, options, uses_sim })
-}
-
-/// `--pattern iterative`: the task drafted, judged and revised until the judge accepts a
-/// draft or `refine` drafts (default 3) were written.
-fn iterative(model: &str, refine: u32) -> impl Orchestrator + use<> {
-    let drafts =
-        if refine == 0 { belt_core::patterns::iterative::DEFAULT_MAX_ITERATIONS } else { refine as usize };
-    let refine = Refine::llm(model)
-        .judge(
-            model,
-            "a complete, accurate and specific answer to the task, well structured, with no gaps or \
-             unsupported claims",
-        )
-        .max_iterations(drafts);
-    Flow::new("iterative", move |ctx, task| {
-        let refine = refine.clone();
-        async move {
-            match refine.run(&ctx, task.description).await {
-                Ok(done) => Ok(done.output.to_string()),
-                // A stopping run keeps its best draft; any other failure fails the run.
-                Err(e) if ctx.stopping().is_some() && e.last_draft.is_some() => {
-                    Ok(e.last_draft.map(|d| d.to_string()).unwrap_or_default())
-                }
-                Err(e) => Err(e.error),
-            }
-        }
-    })
-}
-
-/// The simulated provider as the arguments configure it.
-pub fn sim_config(args: &RunArgs) -> SimConfig {
-    let mut sim = SimConfig::default().seed(args.seed).fail_rate(args.sim_fail_rate);
-    if let Some(ms) = args.sim_latency_ms {
-        sim = sim.latency_ms(ms);
-    }
-    sim.call_log = std::env::var_os("BELT_SIM_CALL_LOG").filter(|p| !p.is_empty()).map(Into::into);
-    sim
-}
-
 /// Run a prepared spec: files, progress, Ctrl-C, report, summary; returns the exit code.
-pub async fn execute(spec: &RunSpec, prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
-    let Prepared { orchestrator, mut options, uses_sim } = prepared;
-    prepare_out_dir(&exec.out)?;
+pub async fn execute(prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
+    let Prepared { spec, task, orchestrator, mut options, formats, simulated } = prepared;
+    let out = exec.out.clone().or_else(|| spec.out.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
+    prepare_out_dir(&out)?;
     let events_file = match &exec.events {
         Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
             CliError::Usage(format!("cannot write the events file {}: {e}", path.display()))
         })?)),
         None => None,
     };
-    if uses_sim && !exec.quiet {
+    if simulated && !exec.quiet {
         eprintln!(
-            "belt: using the simulated provider ({SIMULATED_MODEL}): outputs are simulated, not written by a \
-             language model. Pass --model provider/name for a real one."
+            "belt: using the simulated provider ({}): outputs are simulated, not written by a \
+             language model. Pass --model provider/name for a real one.",
+            belt_app::SIMULATED_MODEL
         );
     }
-    options = options
-        .with_documents(Arc::new(ReportWriter::new(exec.out.clone(), &spec.args.format)))
-        .with_store(exec.store);
+    options = options.with_documents(Arc::new(ReportWriter { dir: out, formats })).with_store(exec.store);
     options.run_id = exec.run_id;
     options.owner = Some(crate::owner::this_process());
 
-    let questions = crate::hitl::Questions::new(&spec.args);
-    if spec.args.review_plan && questions.unanswered() && options.run_id.is_none() {
+    let questions = crate::hitl::Questions::new(spec.approve_all, spec.hitl_timeout);
+    if spec.review_plan && questions.unanswered() && options.run_id.is_none() {
         return Err(CliError::Usage(
             "--review-plan needs someone to approve the plan, and stdin is not a terminal; \
              run it on a terminal, or add --approve-all for an unattended run"
@@ -264,7 +154,6 @@ pub async fn execute(spec: &RunSpec, prepared: Prepared, exec: Exec) -> Result<i
         ));
     }
     options.human = Some(questions.human());
-    let task = Task::new(spec.args.task.trim());
     let mut handle = match belt_core::run(orchestrator.clone(), task.clone(), options.clone()).await {
         // The run's last driver died on this machine (a crash, a kill): take its lease over
         // at once instead of waiting for it to expire.
@@ -366,26 +255,21 @@ pub fn exit_code(status: RunStatus) -> i32 {
     }
 }
 
+/// The subtasks of a plan file (checked, like every plan, by [`App::prepare`]).
 fn read_plan(path: &Path) -> Result<Vec<Subtask>, CliError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::workflow_cmd::read_bounded(path, MAX_PLAN_BYTES)
         .map_err(|e| CliError::Usage(format!("cannot read the plan file {}: {e}", path.display())))?;
-    let mut plan: Vec<Subtask> = serde_json::from_str(&text).map_err(|e| {
+    serde_json::from_str(&text).map_err(|e| {
         CliError::Usage(format!(
             "the plan file {} is not a JSON array of subtasks ({e}); expected e.g. \
              [{{\"id\": \"1\", \"description\": \"…\", \"dependencies\": []}}]",
             path.display()
         ))
-    })?;
-    normalize_plan(&mut plan)
-        .map_err(|e| CliError::Usage(format!("the plan file {}: {e}", path.display())))?;
-    if plan.len() > 100_000 {
-        return Err(CliError::Usage(format!(
-            "the plan has {} subtasks; at most 100000 are supported",
-            plan.len()
-        )));
-    }
-    Ok(plan)
+    })
 }
+
+/// The largest plan file read (100,000 subtasks of a few hundred bytes).
+const MAX_PLAN_BYTES: u64 = 64 << 20;
 
 /// Create the output directory and prove it is writable before anything is paid for.
 fn prepare_out_dir(dir: &Path) -> Result<(), CliError> {
@@ -409,15 +293,6 @@ fn prepare_out_dir(dir: &Path) -> Result<(), CliError> {
 pub struct ReportWriter {
     pub dir: PathBuf,
     pub formats: Vec<belt_report::Format>,
-}
-
-impl ReportWriter {
-    /// For a recorded `--format` list (checked when it was given; `md` if unreadable).
-    pub fn new(dir: PathBuf, formats: &str) -> Self {
-        let formats =
-            belt_report::Format::parse_list(formats).unwrap_or_else(|_| vec![belt_report::Format::Markdown]);
-        ReportWriter { dir, formats }
-    }
 }
 
 impl DocumentWriter for ReportWriter {

@@ -17,11 +17,12 @@ impl Task {
 }
 
 /// One unit of work in a plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Subtask {
     /// Unique within the plan. Numbers are accepted in JSON and kept as text; a missing id
     /// becomes the subtask's 1-based position.
     #[serde(default, deserialize_with = "string_or_number")]
+    #[schemars(with = "String")]
     pub id: String,
     pub description: String,
     #[serde(default = "default_specialization")]
@@ -31,6 +32,7 @@ pub struct Subtask {
     pub priority: i32,
     /// Ids of subtasks whose outputs this one needs; it starts once they complete.
     #[serde(default, alias = "depends_on", deserialize_with = "strings_or_numbers")]
+    #[schemars(with = "Vec<String>")]
     pub dependencies: Vec<String>,
 }
 

@@ -77,7 +77,9 @@ async fn child_server(store: &str, deltas: bool) {
     let mut config = ServerConfig::new(common::TOKEN);
     config.limits = Limits { max_running: 1000, max_queued: 1000 };
     config.rate_limit = RateLimit { per_second: 1e6, burst: 1_000_000 };
-    let server = Server::new(config, Arc::new(common::SimLauncher { latency_ms: 100, deltas }), store);
+    config.defaults = common::defaults(100);
+    config.stream_deltas = deltas;
+    let server = Server::new(config, common::app(), store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("ADDR {}", listener.local_addr().unwrap());
     server

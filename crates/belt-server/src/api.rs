@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::launcher::{PatternInfo, RunRequest};
 use crate::manager::{LiveRun, Phase};
 
 /// `202 Accepted` for a new run.
@@ -109,8 +108,8 @@ fn info_of_live(run: &LiveRun) -> RunInfo {
     RunInfo {
         run_id: run.run_id.clone(),
         status,
-        pattern: run.request.pattern().to_string(),
-        task: run.request.task.clone(),
+        pattern: run.pattern.clone(),
+        task: run.task.clone(),
         started_at: Some(run.created_at),
         steps: 0,
         cost_usd: 0.0,
@@ -122,7 +121,7 @@ fn info_of_live(run: &LiveRun) -> RunInfo {
 
 pub(crate) async fn create_run(
     State(app): State<AppState>,
-    body: Result<Json<RunRequest>, JsonRejection>,
+    body: Result<Json<belt_app::RunSpec>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
     let run = app.manager.submit(request).await?;
@@ -367,14 +366,31 @@ pub(crate) async fn document(
     Ok(response)
 }
 
+/// A pattern a request can name with a task alone (the others run from workflow files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PatternInfo {
+    pub name: String,
+    pub description: String,
+}
+
 /// The patterns the server can run.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PatternList {
     pub patterns: Vec<PatternInfo>,
 }
 
-pub(crate) async fn patterns(State(app): State<AppState>) -> Json<PatternList> {
-    Json(PatternList { patterns: app.manager.launcher().patterns() })
+impl PatternList {
+    /// belt-app's registry, the patterns a task alone runs.
+    pub fn of_registry() -> PatternList {
+        let patterns = belt_app::patterns::from_task()
+            .map(|p| PatternInfo { name: p.name.to_string(), description: p.summary.to_string() })
+            .collect();
+        PatternList { patterns }
+    }
+}
+
+pub(crate) async fn patterns() -> Json<PatternList> {
+    Json(PatternList::of_registry())
 }
 
 /// `GET /healthz`.

@@ -1,9 +1,9 @@
 //! belt-server: belt over the network. An HTTP API (axum) to start runs, follow their
 //! events as Server-Sent Events, cancel them and fetch their reports.
 //!
-//! The server only translates HTTP into calls of `belt-core`: it does not know how to turn
-//! a request into an orchestrator. That is the [`Launcher`] the embedding program gives it
-//! (the `belt` CLI's `belt serve` implements it with its configuration and models).
+//! The server only translates: a request body (and an MCP tool's arguments) deserializes
+//! into belt-app's [`RunSpec`], which [`belt_app::App::prepare`] checks and turns into a run
+//! exactly as it does for `belt run` — the same defaults, checks and messages.
 //!
 //! - Runs are recorded in the [`RunStore`]; runs started before a restart are still listed,
 //!   shown and streamed (from the store).
@@ -15,10 +15,11 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use belt_server::{Launcher, Server, ServerConfig};
-//! # async fn example(launcher: Arc<dyn Launcher>) -> Result<(), belt_server::ServerError> {
+//! use belt_server::{Server, ServerConfig};
+//! # async fn example() -> Result<(), belt_server::ServerError> {
+//! let app = Arc::new(belt_app::App::new(belt_app::Config::default()));
 //! let store = Arc::new(belt_core::MemoryStore::new());
-//! let server = Server::new(ServerConfig::new("secret-token"), launcher, store);
+//! let server = Server::new(ServerConfig::new("secret-token"), app, store);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:7700").await?;
 //! server.serve(listener, async { tokio::signal::ctrl_c().await.ok(); }).await?;
 //! # Ok(())
@@ -36,7 +37,6 @@ pub mod approvals;
 pub mod auth;
 mod dashboard;
 mod error;
-pub mod launcher;
 pub mod manager;
 pub mod mcp;
 pub mod metrics;
@@ -53,10 +53,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use belt_core::store::RunStore;
 
-pub use api::{Accepted, Health, PatternList, RunInfo, RunList, RunView, STATUSES, StepView};
+pub use api::{Accepted, Health, PatternInfo, PatternList, RunInfo, RunList, RunView, STATUSES, StepView};
 pub use auth::{RateLimit, TokenSource, resolve_token, token_matches};
+pub use belt_app::RunSpec;
 pub use error::{ApiError, ServerError};
-pub use launcher::{LaunchError, Launcher, PatternInfo, RunRequest};
 pub use manager::{EventObserver, Limits, RunManager};
 
 /// The largest request body accepted by default.
@@ -83,6 +83,10 @@ pub struct ServerConfig {
     /// Browser origins (`https://app.example.com`) allowed to call the API from their pages.
     /// Empty (the default): no CORS headers, so other sites' scripts cannot read responses.
     pub cors_origins: Vec<String>,
+    /// What a request leaves out, it takes from here (`belt serve --model` sets `model`).
+    pub defaults: RunSpec,
+    /// Runs stream their agents' text as `step_delta` events, for live views (default on).
+    pub stream_deltas: bool,
 }
 
 impl ServerConfig {
@@ -98,6 +102,8 @@ impl ServerConfig {
             mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             webhook_retry: webhooks::RetryPolicy::default(),
             cors_origins: Vec::new(),
+            defaults: RunSpec::default(),
+            stream_deltas: true,
         }
     }
 }
@@ -113,19 +119,18 @@ pub struct AppState {
     pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
-/// An HTTP server over a launcher and a store.
+/// An HTTP server over belt-app and a store.
 pub struct Server {
     state: AppState,
 }
 
 impl Server {
     /// A server. Call it within a tokio runtime.
-    pub fn new(config: ServerConfig, launcher: Arc<dyn Launcher>, store: Arc<dyn RunStore>) -> Self {
+    pub fn new(config: ServerConfig, app: Arc<belt_app::App>, store: Arc<dyn RunStore>) -> Self {
         let webhooks = webhooks::Webhooks::new(config.webhook_retry);
         let metrics = Arc::new(metrics::Metrics::default());
         let observers: Vec<Arc<dyn EventObserver>> = vec![metrics.clone(), webhooks.clone()];
-        let manager =
-            RunManager::new(launcher, store.clone(), config.owner.clone(), config.limits, observers);
+        let manager = RunManager::new(app, store.clone(), &config, observers);
         let limiter = Arc::new(auth::RateLimiter::new(config.rate_limit));
         Server { state: AppState { config: Arc::new(config), manager, store, limiter, webhooks, metrics } }
     }

@@ -12,15 +12,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use belt_app::{App, Prepared, RunSpec};
 use belt_core::store::RunStore;
-use belt_core::{Event, EventKind, RunHandle, RunOptions, RunStatus};
+use belt_core::{Event, EventKind, RunHandle, RunStatus};
 use chrono::{DateTime, Utc};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ApiError;
-use crate::launcher::{LaunchError, Launcher, RunRequest};
 
 /// How many runs execute at once, and how many may wait for a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,10 @@ pub enum Phase {
 /// A run this server accepted and has not yet seen finish.
 pub struct LiveRun {
     pub run_id: String,
-    pub request: RunRequest,
+    /// The run's spec as prepared (what the store records once it starts).
+    pub spec: RunSpec,
+    pub pattern: String,
+    pub task: String,
     pub created_at: DateTime<Utc>,
     state: Mutex<LiveState>,
     pub(crate) log: Arc<EventLog>,
@@ -66,6 +69,8 @@ pub struct LiveRun {
 
 struct LiveState {
     phase: Phase,
+    /// The checked run, until it starts.
+    prepared: Option<Prepared>,
     /// Cancels the run in the engine, once it started.
     engine: Option<CancellationToken>,
     /// Asked to cancel (also before it started).
@@ -73,13 +78,16 @@ struct LiveState {
 }
 
 impl LiveRun {
-    fn new(run_id: String, request: RunRequest) -> Self {
+    fn new(run_id: String, prepared: Prepared) -> Self {
         LiveRun {
             run_id,
-            request,
+            spec: prepared.spec.clone(),
+            pattern: prepared.orchestrator.name().to_string(),
+            task: prepared.task.description.clone(),
             created_at: Utc::now(),
             state: Mutex::new(LiveState {
                 phase: Phase::Queued,
+                prepared: Some(prepared),
                 engine: None,
                 cancelled: CancellationToken::new(),
             }),
@@ -198,10 +206,13 @@ impl LogCursor {
 
 /// Every run of this server that has not finished, and the slots they run in.
 pub struct RunManager {
-    launcher: Arc<dyn Launcher>,
+    app: Arc<App>,
     store: Arc<dyn RunStore>,
     owner: String,
     limits: Limits,
+    /// What requests leave out (see [`crate::ServerConfig::defaults`]).
+    defaults: serde_json::Map<String, serde_json::Value>,
+    stream_deltas: bool,
     runs: Mutex<HashMap<String, Arc<LiveRun>>>,
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
@@ -213,17 +224,23 @@ pub struct RunManager {
 
 impl RunManager {
     pub fn new(
-        launcher: Arc<dyn Launcher>,
+        app: Arc<App>,
         store: Arc<dyn RunStore>,
-        owner: String,
-        limits: Limits,
+        config: &crate::ServerConfig,
         observers: Vec<Arc<dyn EventObserver>>,
     ) -> Arc<Self> {
+        let limits = config.limits;
+        let defaults = match serde_json::to_value(&config.defaults) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
         Arc::new(RunManager {
-            launcher,
+            app,
             store,
-            owner,
+            owner: config.owner.clone(),
             limits,
+            defaults,
+            stream_deltas: config.stream_deltas,
             runs: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(limits.max_running.max(1))),
             queued: AtomicUsize::new(0),
@@ -234,8 +251,9 @@ impl RunManager {
         })
     }
 
-    pub fn launcher(&self) -> &Arc<dyn Launcher> {
-        &self.launcher
+    /// What prepares this server's runs.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
     }
 
     /// The open questions of this server's runs.
@@ -280,19 +298,52 @@ impl RunManager {
         self.runs.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
+    /// The spec of a request: what it leaves out taken from the server's defaults, checked
+    /// and prepared by belt-app (refused with its message, 422).
+    pub fn prepare(&self, request: RunSpec) -> Result<Prepared, ApiError> {
+        if request.out.is_some() {
+            return Err(ApiError::Invalid(
+                "out: a run started over HTTP or MCP writes no files on the server; leave `out` out and fetch \
+                 its reports at GET /v1/runs/{id}/documents/{format}"
+                    .into(),
+            ));
+        }
+        let spec = self.with_defaults(request)?;
+        self.app.prepare(&spec).map_err(|e| ApiError::Invalid(e.to_string()))
+    }
+
+    /// `request` with each field it leaves out taken from the server's defaults. (Merged as
+    /// JSON objects: a spec serializes only the fields it sets.)
+    fn with_defaults(&self, request: RunSpec) -> Result<RunSpec, ApiError> {
+        if self.defaults.is_empty() {
+            return Ok(request);
+        }
+        let Ok(serde_json::Value::Object(given)) = serde_json::to_value(&request) else { return Ok(request) };
+        let mut merged = self.defaults.clone();
+        // A workflow's file decides what it runs; only settings come from the defaults.
+        if given.contains_key("workflow") {
+            for key in ["task", "pattern", "plan"] {
+                merged.remove(key);
+            }
+        }
+        merged.extend(given);
+        serde_json::from_value(serde_json::Value::Object(merged))
+            .map_err(|e| ApiError::Invalid(format!("the server's defaults do not fit this request: {e}")))
+    }
+
     /// Accept a request: check it, then start it now if a slot is free, else queue it.
     /// Refused when the request is invalid (422), or the queue is full (429).
-    pub async fn submit(self: &Arc<Self>, request: RunRequest) -> Result<Arc<LiveRun>, ApiError> {
+    pub async fn submit(self: &Arc<Self>, request: RunSpec) -> Result<Arc<LiveRun>, ApiError> {
         if self.shutdown.is_cancelled() {
             return Err(ApiError::ShuttingDown);
         }
-        self.launcher.check(&request)?;
-        let run = Arc::new(LiveRun::new(uuid::Uuid::now_v7().to_string(), request));
+        let prepared = self.prepare(request)?;
+        let run = Arc::new(LiveRun::new(uuid::Uuid::now_v7().to_string(), prepared));
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             self.insert(&run);
             if let Err(e) = self.start(&run, permit).await {
                 self.remove(&run.run_id);
-                return Err(e.into());
+                return Err(ApiError::Internal(e));
             }
             return Ok(run);
         }
@@ -326,7 +377,7 @@ impl RunManager {
                     .set_not_started(RunStatus::Cancelled, "cancelled while waiting for a run slot".into()),
                 Some(permit) => {
                     if let Err(e) = me.start(&queued, permit).await {
-                        queued.set_not_started(RunStatus::Failed, e.to_string());
+                        queued.set_not_started(RunStatus::Failed, e);
                     }
                 }
             }
@@ -334,39 +385,34 @@ impl RunManager {
         Ok(run)
     }
 
-    /// Launch a run in its slot and pump its events until it ends.
-    async fn start(
-        self: &Arc<Self>,
-        run: &Arc<LiveRun>,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<(), LaunchError> {
-        let mut base = RunOptions::default().with_store(self.store.clone());
-        base.run_id = Some(run.run_id.clone());
-        base.owner = Some(self.owner.clone());
+    /// Start a run in its slot and pump its events until it ends.
+    async fn start(self: &Arc<Self>, run: &Arc<LiveRun>, permit: OwnedSemaphorePermit) -> Result<(), String> {
+        let Some(mut prepared) = run.lock().prepared.take() else {
+            return Err(format!("run {} was started twice", run.run_id));
+        };
+        let options = &mut prepared.options;
+        options.store = Some(self.store.clone());
+        options.run_id = Some(run.run_id.clone());
+        options.owner = Some(self.owner.clone());
         // Live views show agents' text as it streams.
-        base.stream_deltas = true;
-        // Questions for people go to GET /v1/approvals.
-        base.human = Some(self.approvals.channel(&run.run_id));
-        let mut handle: RunHandle = match self.launcher.launch(&run.request, base).await {
+        options.stream_deltas = self.stream_deltas;
+        // Questions for people go to GET /v1/approvals, unless the spec approves everything.
+        let spec = &prepared.spec;
+        options.human = Some(if spec.approve_all {
+            belt_app::hitl::approve_all(spec.hitl_timeout)
+        } else {
+            belt_app::hitl::with_max_wait(self.approvals.channel(&run.run_id), spec.hitl_timeout)
+        });
+        let mut handle: RunHandle = match prepared.start().await {
             Ok(h) => h,
             Err(e) => {
                 self.approvals.finish(&run.run_id);
-                return Err(e);
+                return Err(e.to_string());
             }
         };
-        if handle.run_id() != run.run_id {
-            handle.cancel();
-            return Err(LaunchError::Failed(format!(
-                "the launcher started run {} instead of {}; it must keep the run id of its base options",
-                handle.run_id(),
-                run.run_id
-            )));
-        }
         let Some(mut events) = handle.events() else {
             handle.cancel();
-            return Err(LaunchError::Failed(
-                "the launcher took the run's event stream; leave it to the server".into(),
-            ));
+            return Err("the run's event stream was taken before the server read it".into());
         };
         run.set_running(handle.cancellation());
         if self.shutdown.is_cancelled() {
@@ -437,4 +483,57 @@ pub const QUEUE_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// True for the last event of a run.
 pub(crate) fn is_last(event: &Event) -> bool {
     matches!(event.kind, EventKind::RunFinished { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manager() -> Arc<RunManager> {
+        let app = Arc::new(App::new(belt_app::Config::default()).with_env(Arc::new(|_| None)));
+        let mut config = crate::ServerConfig::new("token");
+        config.defaults.model = Some("simulated/default".into());
+        RunManager::new(app, Arc::new(belt_core::MemoryStore::new()), &config, Vec::new())
+    }
+
+    #[test]
+    fn requests_take_what_they_leave_out_from_the_server_defaults() {
+        let mut r = RunSpec::new("-starts with a dash");
+        r.agents = Some(12);
+        r.budget_usd = Some(0.5);
+        let p = manager().prepare(r).unwrap();
+        assert_eq!(p.spec.task, "-starts with a dash");
+        assert_eq!(p.spec.agents, Some(12));
+        assert_eq!(p.options.budget.max_cost_usd, Some(0.5));
+        assert_eq!(p.spec.model.as_deref(), Some("simulated/default"));
+        assert_eq!(p.options.concurrency, 16);
+        assert_eq!(p.orchestrator.name(), "cascade");
+        // The request's own model wins over the default.
+        let mut r = RunSpec::new("x");
+        r.model = Some("simulated/other".into());
+        assert_eq!(manager().prepare(r).unwrap().spec.model.as_deref(), Some("simulated/other"));
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_the_field_named() {
+        let m = manager();
+        let check = |r: RunSpec| m.prepare(r).err().map(|e| e.to_string()).unwrap_or_default();
+        let mut r = RunSpec::new("x");
+        r.group_size = Some(1);
+        assert!(check(r).contains("group_size"));
+        let mut r = RunSpec::new("x");
+        r.pattern = Some("nope".into());
+        assert!(check(r).contains("unknown pattern"));
+        let mut r = RunSpec::new("x");
+        r.model = Some("nope/model".into());
+        assert!(check(r).contains("unknown provider"));
+        assert!(check(RunSpec::new("  ")).contains("task is empty"));
+        let r = RunSpec { workflow: Some("[workflow]".into()), ..RunSpec::default() };
+        assert!(check(r).contains("workflow"));
+        let mut r = RunSpec::new("x");
+        r.out = Some("/etc".into());
+        assert!(check(r).contains("writes no files on the server"));
+        assert!(m.prepare(RunSpec::new("fine")).is_ok());
+        assert!(crate::api::PatternList::of_registry().patterns.iter().any(|p| p.name == "cascade"));
+    }
 }

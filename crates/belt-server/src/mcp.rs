@@ -6,7 +6,7 @@
 //! Tools: `run_workflow` (runs to completion, with progress notifications, and returns the
 //! final output and a summary), `start_run` (returns a run id at once), `get_run`,
 //! `cancel_run`, `list_runs`, `list_patterns`. `run_workflow` and `start_run` take the
-//! fields of [`RunRequest`], the body of `POST /v1/runs`. Resources: the Markdown report of
+//! fields of [`belt_app::RunSpec`], the body of `POST /v1/runs`. Resources: the Markdown report of
 //! each finished run, at `belt://runs/{id}/report.md`.
 
 use std::sync::Arc;
@@ -27,8 +27,8 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::launcher::RunRequest;
 use crate::manager::Phase;
+use belt_app::RunSpec;
 
 /// The MCP service over a server's runs. Cheap to clone (one per MCP session).
 #[derive(Clone)]
@@ -121,7 +121,7 @@ impl BeltMcp {
     )]
     async fn run_workflow(
         &self,
-        Parameters(request): Parameters<RunRequest>,
+        Parameters(request): Parameters<RunSpec>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let run = self.app.manager.submit(request).await.map_err(to_mcp)?;
@@ -194,10 +194,7 @@ impl BeltMcp {
         `queued` when the server is busy). Takes the same arguments as run_workflow. Follow it with get_run; \
         stop it with cancel_run."
     )]
-    async fn start_run(
-        &self,
-        Parameters(request): Parameters<RunRequest>,
-    ) -> Result<CallToolResult, ErrorData> {
+    async fn start_run(&self, Parameters(request): Parameters<RunSpec>) -> Result<CallToolResult, ErrorData> {
         let run = self.app.manager.submit(request).await.map_err(to_mcp)?;
         let status = if run.phase() == Phase::Queued { "queued" } else { "running" };
         Ok(json_result(&json!({
@@ -255,7 +252,7 @@ impl BeltMcp {
 
     #[tool(description = "The orchestration patterns run_workflow and start_run accept as `pattern`.")]
     async fn list_patterns(&self) -> Result<CallToolResult, ErrorData> {
-        Ok(json_result(&json!({"patterns": self.app.manager.launcher().patterns()})))
+        Ok(json_result(&json!({"patterns": crate::api::PatternList::of_registry().patterns})))
     }
 }
 

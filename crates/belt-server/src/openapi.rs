@@ -6,7 +6,6 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
 
 use crate::api::{Accepted, Health, PatternList, RunInfo, RunList, RunView};
-use crate::launcher::RunRequest;
 
 /// One documented route.
 #[derive(Debug, Clone, Copy)]
@@ -151,7 +150,7 @@ fn hoist(schemas: &mut Map<String, Value>) {
 /// The whole document, for `routes` (normally [`ROUTES`]).
 pub fn document(routes: &[Route], extra_schemas: Vec<(String, Value)>) -> Value {
     let mut schemas = Map::new();
-    schemas.insert("RunRequest".into(), schema_of::<RunRequest>());
+    schemas.insert("RunRequest".into(), schema_of::<belt_app::RunSpec>());
     schemas.insert("Accepted".into(), schema_of::<Accepted>());
     schemas.insert("RunInfo".into(), schema_of::<RunInfo>());
     schemas.insert("RunList".into(), schema_of::<RunList>());

@@ -66,7 +66,7 @@ pub use validate::{DEFAULT_ROUTE, MAX_STEPS, ValidationContext};
 use crate::document::{KeyPath, Node};
 
 /// The syntax of a workflow file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Yaml,

@@ -30,7 +30,7 @@ use crate::plan::{Subtask, Task};
 use crate::step::{StepId, StepSpec, Tier, index_width};
 
 /// Whether the cascade synthesizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SynthesizeMode {
     /// As the tier shape says.

@@ -4,57 +4,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use belt_core::store::RunStore;
-use belt_core::{Cascade, RunHandle, RunOptions, Task};
-use belt_llm::SimConfig;
-use belt_server::{LaunchError, Launcher, PatternInfo, RunRequest, Server, ServerConfig};
+use belt_server::{RunSpec, Server, ServerConfig};
 use tokio::sync::oneshot;
 
 pub const TOKEN: &str = "test-token-0123456789";
 
-/// Runs the cascade on the simulated provider, as `belt serve` does with no key set.
-pub struct SimLauncher {
-    /// Latency of each simulated call unless the request sets `sim_latency_ms`.
-    pub latency_ms: u64,
-    /// Whether runs stream their text as `step_delta` events, as the server asks; off, the
-    /// load bench measures the engine's other events alone.
-    pub deltas: bool,
+/// belt-app as `belt serve` has it with no key set and no belt.toml: the simulated provider.
+pub fn app() -> Arc<belt_app::App> {
+    Arc::new(belt_app::App::new(belt_app::Config::default()).with_env(Arc::new(|_| None)))
 }
 
-#[async_trait]
-impl Launcher for SimLauncher {
-    fn check(&self, request: &RunRequest) -> Result<(), LaunchError> {
-        if request.task.trim().is_empty() {
-            return Err(LaunchError::Invalid("the task is empty; say what the agents should do".into()));
-        }
-        if request.pattern() != "cascade" {
-            return Err(LaunchError::Invalid(format!(
-                "unknown pattern `{}`; use cascade",
-                request.pattern()
-            )));
-        }
-        Ok(())
-    }
-
-    async fn launch(&self, request: &RunRequest, base: RunOptions) -> Result<RunHandle, LaunchError> {
-        self.check(request)?;
-        let sim = SimConfig::default()
-            .seed(request.seed.unwrap_or(0))
-            .latency_ms(request.sim_latency_ms.unwrap_or(self.latency_ms));
-        let cascade = Cascade::new(request.agents.unwrap_or(5) as usize, "simulated/default");
-        let mut options = base
-            .with_providers(belt_llm::providers(sim))
-            .concurrency(request.concurrency.unwrap_or(16) as usize);
-        options.stream_deltas &= self.deltas;
-        options.review_plan = request.review_plan.unwrap_or(false);
-        belt_core::run(cascade, Task::new(request.task.trim()), options)
-            .await
-            .map_err(|e| LaunchError::Invalid(e.to_string()))
-    }
-
-    fn patterns(&self) -> Vec<PatternInfo> {
-        vec![PatternInfo { name: "cascade".into(), description: "workers, synthesizers, executive".into() }]
+/// The defaults of a test server: the simulated model, at `latency_ms` per call unless a
+/// request sets `sim_latency_ms`.
+pub fn defaults(latency_ms: u64) -> RunSpec {
+    RunSpec {
+        model: Some("simulated/default".into()),
+        sim_latency_ms: Some(latency_ms),
+        ..RunSpec::default()
     }
 }
 
@@ -79,7 +46,9 @@ impl TestServer {
 
     pub async fn with_store(config: ServerConfig, latency_ms: u64, store: Arc<dyn RunStore>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let server = Server::new(config, Arc::new(SimLauncher { latency_ms, deltas: true }), store.clone());
+        let mut config = config;
+        config.defaults = defaults(latency_ms);
+        let server = Server::new(config, app(), store.clone());
         let manager = server.manager().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

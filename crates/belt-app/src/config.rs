@@ -32,7 +32,7 @@ use belt_llm::providers::{BUILTIN_PROVIDERS, ProviderSpec, WireFormat};
 use belt_llm::{ModelPrice, PriceTable, SimConfig, SimulatedProvider};
 use serde::Deserialize;
 
-use crate::error::CliError;
+use crate::error::AppError;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,46 +68,54 @@ pub struct PriceConfig {
     pub cache_read: Option<f64>,
 }
 
-static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+/// The largest configuration file read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
-/// Make `config` the process's configuration (once, from `main`).
-pub fn set(config: Config) {
-    let _ = CONFIG.set(config);
-}
-
-/// The process's configuration (empty when none was loaded).
-pub fn get() -> &'static Config {
-    CONFIG.get_or_init(Config::default)
-}
-
-/// The configuration in force, and where it came from (`None`: no file).
-pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), CliError> {
+/// The configuration in force, and where it came from (`None`: no file): `explicit`
+/// (`--config`, `$BELT_CONFIG`) if given, else `./belt.toml`, else `home/belt.toml`.
+pub fn load(explicit: Option<&Path>, home: &Path) -> Result<(Config, Option<PathBuf>), AppError> {
     let candidates: Vec<PathBuf> = match explicit {
         Some(p) => vec![p.to_path_buf()],
-        None => [Some(PathBuf::from("belt.toml")), Some(belt_store::belt_home().join("belt.toml"))]
-            .into_iter()
-            .flatten()
-            .collect(),
+        None => vec![PathBuf::from("belt.toml"), home.join("belt.toml")],
     };
     for path in candidates {
         if !path.exists() {
             if explicit.is_some() {
-                return Err(CliError::Usage(format!(
+                return Err(AppError::Config(format!(
                     "the configuration file {} does not exist",
                     path.display()
                 )));
             }
             continue;
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| CliError::Usage(format!("cannot read the configuration {}: {e}", path.display())))?;
+        let text = read_bounded(&path)?;
         // toml's message names the line and column, and the key.
         let config: Config = toml::from_str(&text).map_err(|e| {
-            CliError::Usage(format!("the configuration {} is not valid: {e}", path.display()))
+            AppError::Config(format!("the configuration {} is not valid: {e}", path.display()))
         })?;
         return Ok((config, Some(path)));
     }
     Ok((Config::default(), None))
+}
+
+fn read_bounded(path: &Path) -> Result<String, AppError> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| {
+        AppError::Config(format!("cannot read the configuration {}: {e}", path.display()))
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(AppError::Config(format!(
+            "the configuration {} is larger than {MAX_CONFIG_BYTES} bytes; is it the right file?",
+            path.display()
+        )));
+    }
+    Ok(text)
 }
 
 /// The providers a run can use: the simulated one, every built-in whose key is set, and
@@ -117,8 +125,8 @@ pub fn providers(
     config: &Config,
     sim: SimConfig,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Providers, CliError> {
-    let bad = |e: String| CliError::Usage(format!("belt.toml: {e}"));
+) -> Result<Providers, AppError> {
+    let bad = |e: String| AppError::Config(format!("belt.toml: {e}"));
     let mut prices = PriceTable::builtin().clone();
     for (model, p) in &config.prices {
         let (provider, name) = model

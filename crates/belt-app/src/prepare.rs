@@ -1,0 +1,434 @@
+//! [`App::prepare`]: from a [`RunSpec`] to what [`belt_core::run`] needs — once, for every
+//! front end. Every check of a spec lives here, so the same mistake gets the same message
+//! from the CLI, HTTP and MCP; nothing is written and nothing is called.
+//!
+//! What a spec leaves out takes these defaults: pattern `cascade`, 5 agents, concurrency 16,
+//! 2 retries, the engine's timeouts per tier (180 s workers, 240 s synthesizers, 300 s the
+//! executive), group size 5, synthesis `auto`, `min_success` 0.5, no budget, report `md`.
+//! A workflow file's own settings come between the defaults and the spec: what the spec
+//! says explicitly wins.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use belt_core::limits::Limits;
+use belt_core::llm::Providers;
+use belt_core::plan::normalize_plan;
+use belt_core::{Budget, Orchestrator, RunOptions, SynthesizeMode, Task};
+use belt_llm::SimConfig;
+
+use crate::config::{self, Config};
+use crate::error::{AppError, Field};
+use crate::models::{self, Choice, SIMULATED_MODEL};
+use crate::patterns::{self, Team, TierModels};
+use crate::spec::RunSpec;
+
+/// Reads an environment variable (the process's own, or a test's).
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The most workers (subtasks) of one run.
+pub const MAX_AGENTS: u32 = 100_000;
+/// The longest timeout of one attempt, in seconds (a day).
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+/// The longest wait for a person's answer, in seconds (a week).
+pub const MAX_HITL_SECS: u64 = 604_800;
+/// The longest a cached reply is kept, in seconds (ten years).
+pub const MAX_CACHE_SECS: u64 = 315_360_000;
+/// The longest simulated latency, in milliseconds (an hour).
+pub const MAX_SIM_LATENCY_MS: u64 = 3_600_000;
+/// What the diagnostics of a workflow that came without a file name call it.
+pub const WORKFLOW_ORIGIN: &str = "workflow";
+
+/// The application: the configuration (belt.toml) and the environment every run of this
+/// process is built with. Cheap to share (`Arc<App>`); one per process.
+pub struct App {
+    config: Config,
+    env: Env,
+}
+
+/// A checked spec, ready to start: give `options` a store, a run id, a lease owner, a
+/// human channel and a document writer as the front end decides, then [`Prepared::start`].
+pub struct Prepared {
+    /// The spec as the store records it (formats and report directory resolved).
+    pub spec: RunSpec,
+    pub task: Task,
+    pub orchestrator: Arc<dyn Orchestrator>,
+    pub options: RunOptions,
+    /// The report formats to render when the run ends.
+    pub formats: Vec<belt_report::Format>,
+    /// True when some model of the run is simulated (its texts are not a model's).
+    pub simulated: bool,
+}
+
+impl Prepared {
+    /// Start the run on the current tokio runtime.
+    pub async fn start(&self) -> Result<belt_core::RunHandle, belt_core::RunError> {
+        belt_core::run(self.orchestrator.clone(), self.task.clone(), self.options.clone()).await
+    }
+}
+
+impl App {
+    /// An application over `config`, reading the process's environment.
+    pub fn new(config: Config) -> App {
+        App { config, env: Arc::new(belt_llm::process_env) }
+    }
+
+    /// The same over another environment (tests, embedders with their own secrets).
+    pub fn with_env(mut self, env: Env) -> App {
+        self.env = env;
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// An environment variable as this application sees it.
+    pub fn var(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
+
+    /// The model of runs that name none (see [`models::choose`]).
+    pub async fn choose_model(&self, given: Option<&str>) -> Choice {
+        let env = self.env.clone();
+        models::choose(given, self.config.default_model.as_deref(), &move |v| env(v)).await
+    }
+
+    /// True when a run of `spec` calls a model the spec does not name, so the front end's
+    /// default model is needed (a workflow file may name every model itself).
+    pub fn needs_default_model(&self, spec: &RunSpec) -> bool {
+        let Some(text) = &spec.workflow else { return spec.model.is_none() };
+        match crate::workflow::bind(spec, text) {
+            Ok(bound) => crate::workflow::needs_default_model(&bound),
+            // The mistake is reported by prepare; choosing a model does not need to wait for it.
+            Err(_) => spec.model.is_none(),
+        }
+    }
+
+    /// The providers a run of `spec` can use: the simulated one (as the spec sets it), every
+    /// built-in one whose key is set, and those of belt.toml, each with its limits.
+    pub fn providers(&self, spec: &RunSpec) -> Result<Providers, AppError> {
+        let env = self.env.clone();
+        config::providers(&self.config, self.sim_config(spec), &move |v| env(v))
+    }
+
+    /// The providers a model may name: the built-in ones, belt.toml's, the simulated one.
+    pub fn known_providers(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            belt_llm::providers::BUILTIN_PROVIDERS.iter().map(|p| p.name.to_string()).collect();
+        names.extend(self.config.providers.keys().cloned());
+        names.push("simulated".into());
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The simulated provider as `spec` sets it (`BELT_SIM_CALL_LOG` names a file that
+    /// logs every simulated call, for tests that count calls across processes).
+    pub fn sim_config(&self, spec: &RunSpec) -> SimConfig {
+        let mut sim =
+            SimConfig::default().seed(spec.seed.unwrap_or(0)).fail_rate(spec.sim_fail_rate.unwrap_or(0.0));
+        if let Some(ms) = spec.sim_latency_ms {
+            sim = sim.latency_ms(ms);
+        }
+        sim.call_log = self.var("BELT_SIM_CALL_LOG").filter(|p| !p.is_empty()).map(Into::into);
+        sim
+    }
+
+    /// Check `spec` and build what runs it. Nothing is written and nothing is called.
+    pub fn prepare(&self, spec: &RunSpec) -> Result<Prepared, AppError> {
+        let common = Common::check(spec)?;
+        match &spec.workflow {
+            Some(text) => crate::workflow::prepare(self, spec, text, common),
+            None => self.prepare_task(spec, common),
+        }
+    }
+
+    fn prepare_task(&self, spec: &RunSpec, common: Common) -> Result<Prepared, AppError> {
+        let task = spec.task.trim();
+        if task.is_empty() {
+            return Err(AppError::Invalid(
+                "the task is empty; say what the agents should do, e.g. belt run \"Analyze the impact of AI on \
+                 healthcare\""
+                    .into(),
+            ));
+        }
+        if !spec.inputs.is_empty() || spec.workflow_format.is_some() || spec.workflow_file.is_some() {
+            return Err(AppError::Invalid(
+                "inputs (--input) give values to a workflow file's inputs; use it with -f FILE (over HTTP and \
+                 MCP: with `workflow`), or leave them out"
+                    .into(),
+            ));
+        }
+        let pattern = patterns::runnable(spec.pattern()).map_err(AppError::Invalid)?;
+        let plan = check_plan(spec)?;
+        let agents = match &plan {
+            Some(plan) => plan.len(),
+            None => in_range(AGENTS, spec.agents.unwrap_or(5), 1, MAX_AGENTS)? as usize,
+        };
+        let team = Team {
+            agents,
+            models: tier_models(spec),
+            group_size: in_range(GROUP_SIZE, spec.group_size.unwrap_or(5), 2, 1000)? as usize,
+            synthesize: spec.synthesize.unwrap_or(SynthesizeMode::Auto),
+            refine: in_range(REFINE, spec.refine.unwrap_or(0), 0, 20)?,
+        };
+        let build =
+            pattern.build.ok_or_else(|| AppError::Invalid(format!("`{}` cannot be built", pattern.name)))?;
+        let orchestrator = build(&team);
+        let providers = self.providers(spec)?;
+        orchestrator.validate(&providers).map_err(AppError::Invalid)?;
+        let simulated = team.models.all().iter().any(|m| is_simulated(m));
+
+        let mut options = RunOptions::default().with_providers(providers);
+        options.parallel = !spec.sequential;
+        options.plan = plan;
+        options.review_plan = spec.review_plan;
+        common.apply(spec, &mut options);
+        let mut recorded = spec.clone();
+        recorded.formats = Some(common.formats_text.clone());
+        options.definition = Some(recorded.to_definition());
+        Ok(Prepared {
+            task: task_with_context(task, spec.context.as_deref()),
+            spec: recorded,
+            orchestrator,
+            options,
+            formats: common.formats,
+            simulated,
+        })
+    }
+}
+
+const AGENTS: Field = Field::new("agents", "--agents");
+const CONCURRENCY: Field = Field::new("concurrency", "--concurrency");
+const GROUP_SIZE: Field = Field::new("group_size", "--group-size");
+const REFINE: Field = Field::new("refine", "--refine");
+const RETRIES: Field = Field::new("retries", "--retries");
+const TIMEOUT: Field = Field::new("timeout", "--timeout");
+const MIN_SUCCESS: Field = Field::new("min_success", "--min-success");
+const BUDGET_USD: Field = Field::new("budget_usd", "--budget-usd");
+const BUDGET_TOKENS: Field = Field::new("budget_tokens", "--budget-tokens");
+const BUDGET_CALLS: Field = Field::new("budget_calls", "--budget-calls");
+const HITL_TIMEOUT: Field = Field::new("hitl_timeout", "--hitl-timeout");
+const CACHE: Field = Field::new("cache", "--cache");
+const SIM_FAIL_RATE: Field = Field::new("sim_fail_rate", "--sim-fail-rate");
+const SIM_LATENCY: Field = Field::new("sim_latency_ms", "--sim-latency-ms");
+const FORMATS: Field = Field::new("formats", "--format");
+const PLAN: Field = Field::new("plan", "--plan");
+
+/// `value` when it is within `lo..=hi`, else the field's mistake.
+pub(crate) fn in_range<T: PartialOrd + std::fmt::Display>(
+    field: Field,
+    value: T,
+    lo: T,
+    hi: T,
+) -> Result<T, AppError> {
+    if value < lo || value > hi {
+        return Err(field.invalid(&value, format!("must be from {lo} to {hi}")));
+    }
+    Ok(value)
+}
+
+/// A number of seconds one attempt may take: positive, finite, at most a day. (Checked once
+/// here: a `Duration` from a float out of range panics.)
+pub(crate) fn seconds(field: Field, value: f64) -> Result<Duration, AppError> {
+    if !(value.is_finite() && value > 0.0 && value <= MAX_TIMEOUT_SECS) {
+        return Err(
+            field.invalid(value, format!("must be a positive number of seconds, at most {MAX_TIMEOUT_SECS}"))
+        );
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// The checks and settings every spec has, task or workflow.
+pub(crate) struct Common {
+    pub concurrency: Option<usize>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub tiers: Vec<(String, Option<Duration>, Option<u32>)>,
+    pub min_success: Option<f64>,
+    pub budget: Budget,
+    pub formats: Vec<belt_report::Format>,
+    /// `formats` as the spec records it.
+    pub formats_text: String,
+}
+
+impl Common {
+    fn check(spec: &RunSpec) -> Result<Common, AppError> {
+        let concurrency = spec.concurrency.map(|c| in_range(CONCURRENCY, c, 1, MAX_AGENTS)).transpose()?;
+        let timeout = spec.timeout.map(|t| seconds(TIMEOUT, t)).transpose()?;
+        let retries = spec.retries.map(|r| in_range(RETRIES, r, 0, 100)).transpose()?;
+        let mut tiers = Vec::new();
+        for (tier, p) in &spec.policies {
+            if tier.trim().is_empty() {
+                return Err(AppError::Invalid(
+                    "policies: a tier's name is empty; name it (worker, synthesizer…)".into(),
+                ));
+            }
+            let t =
+                p.timeout.map(|t| seconds(Field::new("policies.*.timeout", "--timeout"), t)).transpose()?;
+            let r = p
+                .retries
+                .map(|r| in_range(Field::new("policies.*.retries", "--retries"), r, 0, 100))
+                .transpose()?;
+            tiers.push((tier.clone(), t, r));
+        }
+        let min_success = spec.min_success.map(|m| unit(MIN_SUCCESS, m)).transpose()?;
+        if let Some(b) = spec.budget_usd
+            && !(b.is_finite() && b > 0.0)
+        {
+            return Err(BUDGET_USD.invalid(b, "must be a positive amount of US dollars"));
+        }
+        if spec.budget_tokens == Some(0) {
+            return Err(BUDGET_TOKENS.invalid(0, "must be at least 1"));
+        }
+        if spec.budget_calls == Some(0) {
+            return Err(BUDGET_CALLS.invalid(0, "must be at least 1"));
+        }
+        if let Some(h) = spec.hitl_timeout {
+            in_range(HITL_TIMEOUT, h, 1, MAX_HITL_SECS)?;
+        }
+        if let Some(c) = spec.cache {
+            in_range(CACHE, c, 1, MAX_CACHE_SECS)?;
+        }
+        if let Some(r) = spec.sim_fail_rate {
+            unit(SIM_FAIL_RATE, r)?;
+        }
+        if let Some(l) = spec.sim_latency_ms {
+            in_range(SIM_LATENCY, l, 0, MAX_SIM_LATENCY_MS)?;
+        }
+        let formats_text = spec.formats.clone().unwrap_or_else(|| "md".into());
+        let formats = parse_formats(&formats_text)?;
+        Ok(Common {
+            concurrency: concurrency.map(|c| c as usize),
+            timeout,
+            retries,
+            tiers,
+            min_success,
+            budget: Budget {
+                max_cost_usd: spec.budget_usd,
+                max_tokens: spec.budget_tokens,
+                max_calls: spec.budget_calls,
+            },
+            formats,
+            formats_text,
+        })
+    }
+
+    /// Put what the spec says explicitly into `options`, over whatever is there (defaults,
+    /// or a workflow file's settings).
+    pub(crate) fn apply(&self, spec: &RunSpec, options: &mut RunOptions) {
+        if let Some(c) = self.concurrency {
+            options.concurrency = c;
+        }
+        if let Some(m) = self.min_success {
+            options.min_success = m;
+        }
+        let b = &mut options.budget;
+        b.max_cost_usd = self.budget.max_cost_usd.or(b.max_cost_usd);
+        b.max_tokens = self.budget.max_tokens.or(b.max_tokens);
+        b.max_calls = self.budget.max_calls.or(b.max_calls);
+        let (timeout, retries) = (self.timeout, self.retries);
+        options.policies.update_all(|p| {
+            if let Some(t) = timeout {
+                p.timeout = t;
+            }
+            if let Some(r) = retries {
+                p.retries = r;
+            }
+        });
+        for (tier, timeout, retries) in &self.tiers {
+            let tier = belt_core::Tier::parse(tier);
+            let mut policy = *options.policies.for_tier(&tier);
+            policy.timeout = timeout.unwrap_or(policy.timeout);
+            policy.retries = retries.unwrap_or(policy.retries);
+            options.policies.set(&tier, policy);
+        }
+        options.cache_ttl = spec.cache.map(Duration::from_secs);
+    }
+}
+
+/// A fraction from 0 to 1.
+fn unit(field: Field, value: f64) -> Result<f64, AppError> {
+    if !(0.0..=1.0).contains(&value) {
+        return Err(field.invalid(value, "must be between 0 and 1"));
+    }
+    Ok(value)
+}
+
+/// A `formats` list (md, html, pdf, docx, all), each available in this build.
+pub fn parse_formats(list: &str) -> Result<Vec<belt_report::Format>, AppError> {
+    let formats = belt_report::Format::parse_list(list).map_err(|e| FORMATS.invalid(list, e))?;
+    if let Some(f) = formats.iter().find(|f| !f.available()) {
+        return Err(FORMATS.invalid(list, belt_report::ReportError::Unsupported(*f)));
+    }
+    Ok(formats)
+}
+
+/// The spec's plan, normalized (ids, dependencies, no cycle), if it has one.
+fn check_plan(spec: &RunSpec) -> Result<Option<Vec<belt_core::Subtask>>, AppError> {
+    let Some(plan) = &spec.plan else { return Ok(None) };
+    if plan.len() > MAX_AGENTS as usize {
+        return Err(PLAN.invalid(
+            format!("{} subtasks", plan.len()),
+            format!("the plan has {} subtasks; at most {MAX_AGENTS} are supported", plan.len()),
+        ));
+    }
+    let mut plan = plan.clone();
+    normalize_plan(&mut plan).map_err(|e| AppError::Invalid(format!("plan (--plan): {e}")))?;
+    Ok(Some(plan))
+}
+
+/// Each tier's model: its own, else the spec's `model`, else the simulated one.
+fn tier_models(spec: &RunSpec) -> TierModels {
+    let base = spec.model.clone().unwrap_or_else(|| SIMULATED_MODEL.to_string());
+    let or_base = |m: &Option<String>| m.clone().unwrap_or_else(|| base.clone());
+    TierModels {
+        worker: or_base(&spec.worker_model),
+        synthesizer: or_base(&spec.synthesizer_model),
+        executive: or_base(&spec.executive_model),
+        base,
+    }
+}
+
+/// True when a model (or a link of a fallback chain) is simulated.
+pub(crate) fn is_simulated(model: &str) -> bool {
+    model.split(',').any(|m| m.trim().starts_with("simulated/"))
+}
+
+/// The run's task: the spec's task, with its context as a section every agent reads.
+fn task_with_context(task: &str, context: Option<&str>) -> Task {
+    match context.map(str::trim).filter(|c| !c.is_empty()) {
+        Some(context) => Task::new(format!("{task}\n\nContext:\n{context}")),
+        None => Task::new(task),
+    }
+}
+
+/// Limits of a provider from a workflow file over those of the configuration.
+pub(crate) fn merge_limits(providers: &mut Providers, name: &str, file: &Limits) {
+    // Limits of a provider this machine has no key for are moot: a model of it fails the
+    // provider check, and a file is shared between people with different keys.
+    let Ok((provider, _)) = providers.resolve(&format!("{name}/-")) else { return };
+    let provider = provider.clone();
+    let current = providers.limiter(name).map(|l| *l.limits()).unwrap_or_default();
+    let merged = Limits {
+        max_concurrency: file.max_concurrency.or(current.max_concurrency),
+        rpm: file.rpm.or(current.rpm),
+        tpm: file.tpm.or(current.tpm),
+        ..current
+    };
+    providers.insert_with_limits(provider, merged);
+}
+
+/// The format of a workflow named `file` with text `text`.
+pub(crate) fn workflow_format(spec: &RunSpec, text: &str) -> belt_workflow::Format {
+    spec.workflow_format
+        .or_else(|| {
+            spec.workflow_file.as_deref().and_then(|f| belt_workflow::Format::from_path(Path::new(f)))
+        })
+        .unwrap_or_else(|| belt_workflow::Format::sniff(text))
+}
+
+#[cfg(test)]
+mod tests;

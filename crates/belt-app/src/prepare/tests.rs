@@ -1,0 +1,132 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use belt_core::{RunStatus, Tier};
+
+use super::*;
+
+fn app() -> App {
+    App::new(Config::default()).with_env(Arc::new(|_| None))
+}
+
+fn spec(json: &str) -> RunSpec {
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"))
+}
+
+fn mistake(json: &str) -> String {
+    match app().prepare(&spec(json)) {
+        Ok(_) => panic!("{json} was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn every_field_mistake_names_the_field_and_its_flag() {
+    let cases = [
+        (r#"{"task": " "}"#, vec!["task is empty"]),
+        (r#"{"task": "x", "agents": 0}"#, vec!["'0'", "agents (--agents)", "from 1 to 100000"]),
+        (r#"{"task": "x", "agents": 100001}"#, vec!["'100001'", "--agents"]),
+        (r#"{"task": "x", "concurrency": 0}"#, vec!["concurrency (--concurrency)"]),
+        (r#"{"task": "x", "group_size": 1}"#, vec!["group_size (--group-size)"]),
+        (r#"{"task": "x", "refine": 21}"#, vec!["refine (--refine)", "21"]),
+        (r#"{"task": "x", "retries": 101}"#, vec!["retries (--retries)"]),
+        (r#"{"task": "x", "timeout": 0}"#, vec!["timeout (--timeout)", "positive"]),
+        (r#"{"task": "x", "timeout": 1e20}"#, vec!["timeout (--timeout)", "at most 86400"]),
+        (r#"{"task": "x", "min_success": 2}"#, vec!["min_success (--min-success)", "between 0 and 1"]),
+        (r#"{"task": "x", "budget_usd": -1}"#, vec!["budget_usd (--budget-usd)", "positive", "'-1'"]),
+        (r#"{"task": "x", "budget_tokens": 0}"#, vec!["budget_tokens (--budget-tokens)"]),
+        (r#"{"task": "x", "budget_calls": 0}"#, vec!["budget_calls (--budget-calls)"]),
+        (r#"{"task": "x", "hitl_timeout": 0}"#, vec!["hitl_timeout (--hitl-timeout)"]),
+        (r#"{"task": "x", "sim_fail_rate": 1.5}"#, vec!["sim_fail_rate (--sim-fail-rate)"]),
+        (r#"{"task": "x", "formats": "md,rtf"}"#, vec!["formats (--format)", "rtf"]),
+        (r#"{"task": "x", "pattern": "pyramid"}"#, vec!["unknown pattern `pyramid`", "cascade, swarm"]),
+        (r#"{"task": "x", "pattern": "saga"}"#, vec!["`saga` needs more than a task", "workflow file"]),
+        (r#"{"task": "x", "model": "nope/x"}"#, vec!["unknown provider `nope`"]),
+        (r#"{"task": "x", "worker_model": "noslash"}"#, vec!["noslash", "provider/model"]),
+        (r#"{"task": "x", "plan": []}"#, vec!["plan is empty"]),
+        (
+            r#"{"task": "x", "plan": [{"id": "a", "description": "A", "dependencies": ["a"]}]}"#,
+            vec!["dependency cycle"],
+        ),
+        (r#"{"task": "x", "inputs": {"k": "v"}}"#, vec!["use it with -f FILE"]),
+        (r#"{"task": "x", "workflow": "name: w\npattern: cascade\n"}"#, vec!["leave `task` out"]),
+        (r#"{"task": "x", "policies": {"worker": {"timeout": -3}}}"#, vec!["policies.*.timeout"]),
+    ];
+    for (json, needles) in cases {
+        let e = mistake(json);
+        for needle in needles {
+            assert!(e.contains(needle), "{json}: `{needle}` not in: {e}");
+        }
+    }
+}
+
+#[test]
+fn defaults_fill_what_the_spec_leaves_out() {
+    let p = app().prepare(&spec(r#"{"task": "Plan a park"}"#)).unwrap();
+    assert_eq!(p.orchestrator.name(), "cascade");
+    assert_eq!(p.options.concurrency, 16);
+    assert_eq!(p.options.min_success, 0.5);
+    assert!(p.options.budget.is_unlimited());
+    assert_eq!(p.options.policies.for_tier(&Tier::Worker).retries, 2);
+    assert_eq!(p.options.policies.for_tier(&Tier::Executive).timeout, Duration::from_secs(300));
+    assert_eq!(p.formats, vec![belt_report::Format::Markdown]);
+    assert!(p.simulated);
+    // The record says what was asked, and the formats resolved.
+    assert_eq!(RunSpec::from_definition(p.options.definition.as_deref().unwrap()).unwrap(), p.spec);
+    assert_eq!(p.spec.formats.as_deref(), Some("md"));
+}
+
+#[test]
+fn explicit_settings_and_tier_policies_reach_the_options() {
+    let p = app()
+        .prepare(&spec(
+            r#"{"task": "t", "concurrency": 3, "retries": 5, "timeout": 7.5, "budget_usd": 0.25,
+                "policies": {"executive": {"retries": 0}}, "sequential": true, "cache": 60,
+                "context": "Budget is tight."}"#,
+        ))
+        .unwrap();
+    assert_eq!(p.options.concurrency, 3);
+    assert!(!p.options.parallel);
+    assert_eq!(p.options.budget.max_cost_usd, Some(0.25));
+    assert_eq!(p.options.policies.for_tier(&Tier::Worker).retries, 5);
+    assert_eq!(p.options.policies.for_tier(&Tier::Worker).timeout, Duration::from_secs_f64(7.5));
+    assert_eq!(p.options.policies.for_tier(&Tier::Executive).retries, 0);
+    assert_eq!(p.options.policies.for_tier(&Tier::Executive).timeout, Duration::from_secs_f64(7.5));
+    assert_eq!(p.options.cache_ttl, Some(Duration::from_secs(60)));
+    assert_eq!(p.task.description, "t\n\nContext:\nBudget is tight.");
+}
+
+const WORKFLOW: &str = "name: brief\ninputs:\n  topic: {description: the subject}\nbudget: {usd: 2.0}\ndefaults: {concurrency: 4}\nagents:\n  - {id: writer, role: a writer}\npattern: sequential\nsteps:\n  - id: draft\n    agent: writer\n    prompt: \"Write on {{ inputs.topic }}\"\noutputs: {formats: [md, html], dir: reports}\n";
+
+#[test]
+fn a_workflow_spec_takes_the_file_settings_under_the_explicit_ones() {
+    let mut s = RunSpec { workflow: Some(WORKFLOW.into()), ..RunSpec::default() };
+    s.inputs.insert("topic".into(), "tides".into());
+    let p = app().prepare(&s).unwrap();
+    assert_eq!(p.task.description, "brief");
+    assert_eq!(p.options.concurrency, 4);
+    assert_eq!(p.options.budget.max_cost_usd, Some(2.0));
+    assert_eq!(p.spec.formats.as_deref(), Some("md,html"));
+    assert_eq!(p.spec.out.as_deref(), Some(std::path::Path::new("reports")));
+    s.concurrency = Some(9);
+    s.budget_usd = Some(0.5);
+    let p = app().prepare(&s).unwrap();
+    assert_eq!(p.options.concurrency, 9, "the spec's explicit value wins over the file's");
+    assert_eq!(p.options.budget.max_cost_usd, Some(0.5));
+    // Every mistake of the file, with its place.
+    s.inputs.clear();
+    s.workflow_file = Some("brief.yaml".into());
+    let e = app().prepare(&s).err().unwrap().to_string();
+    assert!(e.contains("brief.yaml:3:3: inputs.topic"), "{e}");
+}
+
+#[tokio::test]
+async fn a_prepared_spec_runs_and_a_recorded_one_runs_the_same() {
+    let s = spec(r#"{"task": "Plan a city park", "agents": 6, "sim_latency_ms": 0, "seed": 3}"#);
+    let first = app().prepare(&s).unwrap().start().await.unwrap().result().await;
+    assert_eq!(first.status, RunStatus::Completed);
+    assert_eq!(first.shape, vec![6, 1]);
+    let again = RunSpec::from_definition(&app().prepare(&s).unwrap().spec.to_definition()).unwrap();
+    let second = app().prepare(&again).unwrap().start().await.unwrap().result().await;
+    assert_eq!(first.final_output, second.final_output, "same seed, same spec: the same texts");
+}

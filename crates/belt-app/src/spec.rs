@@ -1,0 +1,228 @@
+//! [`RunSpec`]: a run's whole definition, as one serde type.
+//!
+//! Every front end produces one: the CLI from its arguments, `POST /v1/runs` and the MCP
+//! tools by deserializing their JSON into it directly (the same field names and one JSON
+//! Schema; an unknown field is refused with the valid ones listed), a workflow run by
+//! carrying the file's text in it. The store records it as the run's definition, so
+//! `belt resume` — or any process that can read the store — rebuilds the run from the
+//! recorded spec alone.
+//!
+//! Every field is optional but the task (or a workflow): what is left out takes the
+//! default that [`crate::prepare`] applies and documents, so a spec recorded by an older
+//! binary keeps meaning what it meant.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use belt_core::{Subtask, SynthesizeMode};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A run's whole definition. See the [module docs](self).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// What the agents should do, in plain language, e.g. "Analyze the impact of AI on
+    /// healthcare". It is decomposed into one subtask per worker agent. Leave it out with a
+    /// `workflow`, whose file holds the task.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub task: String,
+    /// Background every agent sees with the task: a brief, facts, constraints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Orchestration pattern (see list_patterns / GET /v1/patterns / `belt patterns`).
+    /// Default: `cascade` (workers in parallel, synthesizers over groups of 5, an executive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Number of worker agents (subtasks), 1 to 100000. Default: 5. A `plan` sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub agents: Option<u32>,
+    /// The subtasks, instead of a decomposition by the model: `[{id, description,
+    /// specialization, priority, dependencies}]`. Their count is the number of workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Vec<Subtask>>,
+    /// Critique-and-revise rounds (0 to 20): for the cascade, over its final synthesis
+    /// (default 0); for `iterative`, the most drafts (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 20))]
+    pub refine: Option<u32>,
+
+    /// Model for every tier as `provider/model`, e.g. `openai/gpt-4o-mini` or
+    /// `simulated/default` (offline, simulated text); `a/x,b/y` falls back from x to y.
+    /// Default: the front end's default model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Model for the workers only (overrides `model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_model: Option<String>,
+    /// Model for the synthesizers only (overrides `model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthesizer_model: Option<String>,
+    /// Model for the executive only (overrides `model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executive_model: Option<String>,
+
+    /// Most LLM calls in flight at once within this run, 1 to 100000. Default: 16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub concurrency: Option<u32>,
+    /// Run the subtasks one at a time, in priority order. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sequential: bool,
+    /// Seconds one attempt of a step may take, for every tier (default: 180 for workers,
+    /// 240 for synthesizers, 300 for the executive). At most one day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+    /// Retries of a step after a retryable error (timeout, 429, 5xx, connection), 0 to 100.
+    /// Default: 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub retries: Option<u32>,
+    /// Timeout and retries per tier (`decomposer`, `worker`, `synthesizer`, `executive`, or
+    /// a workflow agent's id), over `timeout` and `retries`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, TierPolicy>,
+    /// Workers per synthesizer (cascade), 2 to 1000. Default: 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 1000))]
+    pub group_size: Option<u32>,
+    /// Cascade synthesis: `auto` (by the tier shape), `always` or `never`. Default: auto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthesize: Option<SynthesizeMode>,
+    /// Fraction (0 to 1) of workers that must succeed for synthesis to run. Default: 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_success: Option<f64>,
+
+    /// Hard cap on the run's cost in US dollars: no call starts that could pass it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
+    /// Hard cap on tokens (input + output) for the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
+    /// Hard cap on provider calls for the whole run (retries count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_calls: Option<u64>,
+
+    /// Ask a person to approve the plan before any worker runs (over HTTP: GET
+    /// /v1/approvals, answered at POST /v1/runs/{id}/approvals/{request_id}). Rejected or
+    /// unanswered, nothing more is paid for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub review_plan: bool,
+    /// Approve every approval at once and take every other question's default: for
+    /// unattended runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approve_all: bool,
+    /// Wait at most this many seconds for an answer to any question, then take its
+    /// default; 1 to 604800 (a week).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub hitl_timeout: Option<u64>,
+    /// Serve identical requests from the store's response cache for this many seconds (hits
+    /// cost nothing and are marked in events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<u64>,
+
+    /// The text of a belt workflow file (YAML or TOML, as `belt init` writes them) to run
+    /// instead of a task and pattern; its inputs go in `inputs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// The workflow's syntax, `yaml` or `toml`. Default: from `workflow_file`'s extension,
+    /// else sniffed from the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_format: Option<belt_workflow::Format>,
+    /// The name the workflow's diagnostics give it (`FILE:LINE:COL: …`), e.g. its path.
+    /// Default: `workflow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_file: Option<String>,
+    /// Values for the workflow's inputs, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, String>,
+
+    /// Report formats written when the run ends, comma-separated: md, html, pdf, docx, or
+    /// all. Default: md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formats: Option<String>,
+    /// The directory a front end that writes files (the CLI) puts the reports in. Refused
+    /// over HTTP and MCP: fetch reports at GET /v1/runs/{id}/documents/{format} instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out: Option<PathBuf>,
+
+    /// Seed of the simulated provider (same seed, same texts). Only for `simulated/` models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Fixed latency of simulated calls in milliseconds (default: random 200-800).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim_latency_ms: Option<u64>,
+    /// Fraction (0 to 1) of simulated calls that fail with a 429, a 500 or a timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim_fail_rate: Option<f64>,
+}
+
+/// Timeout and retries for the steps of one tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierPolicy {
+    /// Seconds one attempt may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+    /// Retries after a retryable error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub retries: Option<u32>,
+}
+
+impl RunSpec {
+    /// A spec for `task` with every other setting at its default.
+    pub fn new(task: impl Into<String>) -> Self {
+        RunSpec { task: task.into(), ..RunSpec::default() }
+    }
+
+    /// The pattern asked for, `cascade` by default.
+    pub fn pattern(&self) -> &str {
+        self.pattern.as_deref().unwrap_or(DEFAULT_PATTERN)
+    }
+
+    /// The spec as recorded in the store (JSON).
+    pub fn to_definition(&self) -> String {
+        // A struct of strings, numbers, maps and plain enums: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// The spec a run recorded as its definition. Runs recorded before belt-app (the CLI's
+    /// arguments, `{"args": {…}, "plan": …, "workflow": …}`) are read too, so a run
+    /// interrupted before an upgrade resumes after it.
+    pub fn from_definition(json: &str) -> Result<RunSpec, String> {
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        let value = if value.get("args").is_some() { crate::legacy::upgrade(value) } else { value };
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+}
+
+/// The pattern of a spec that names none.
+pub const DEFAULT_PATTERN: &str = "cascade";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_refused_with_the_valid_ones_listed() {
+        let e = serde_json::from_str::<RunSpec>(r#"{"task": "x", "agent": 3}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown field `agent`"), "{e}");
+        assert!(e.contains("`agents`") && e.contains("`budget_usd`"), "{e}");
+    }
+
+    #[test]
+    fn a_spec_round_trips_through_its_definition() {
+        let mut spec = RunSpec::new("Plan a park");
+        spec.agents = Some(12);
+        spec.synthesize = Some(SynthesizeMode::Never);
+        spec.policies.insert("worker".into(), TierPolicy { timeout: Some(5.0), retries: Some(1) });
+        spec.inputs.insert("k".into(), "v".into());
+        let back = RunSpec::from_definition(&spec.to_definition()).unwrap();
+        assert_eq!(back, spec);
+        // Defaults are not written: a recorded spec says only what was asked.
+        assert_eq!(RunSpec::new("t").to_definition(), r#"{"task":"t"}"#);
+    }
+}

@@ -1,0 +1,147 @@
+//! Specs that carry a workflow file's text: checked (every mistake at once, with its line
+//! and column) and bound to their inputs by belt-workflow, then run as any spec.
+
+use std::sync::Arc;
+
+use belt_core::RunOptions;
+use belt_core::limits::Limits;
+use belt_workflow::{Bound, Diagnostics, PatternKind, ValidationContext, Workflow};
+
+use crate::error::AppError;
+use crate::models::SIMULATED_MODEL;
+use crate::prepare::{
+    App, Common, Prepared, WORKFLOW_ORIGIN, is_simulated, merge_limits, parse_formats, workflow_format,
+};
+use crate::spec::RunSpec;
+
+/// Fields a workflow's file decides; a spec with a workflow leaves them out.
+fn refuse_fields_of_the_file(spec: &RunSpec) -> Result<(), AppError> {
+    let set: Vec<&str> = [
+        (!spec.task.trim().is_empty(), "task"),
+        (spec.pattern.is_some(), "pattern"),
+        (spec.plan.is_some(), "plan"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect();
+    if set.is_empty() {
+        return Ok(());
+    }
+    Err(AppError::Invalid(format!(
+        "a run of a workflow takes its task, pattern and plan from the file; leave {} out",
+        set.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" and ")
+    )))
+}
+
+fn origin(spec: &RunSpec) -> &str {
+    spec.workflow_file.as_deref().unwrap_or(WORKFLOW_ORIGIN)
+}
+
+fn invalid(origin: &str, diagnostics: &Diagnostics) -> AppError {
+    let n = diagnostics.len();
+    AppError::Invalid(format!(
+        "{origin} has {n} error{}; nothing was run:\n{diagnostics}",
+        if n == 1 { "" } else { "s" }
+    ))
+}
+
+/// The file parsed and bound to the spec's inputs; agents without a model get the spec's.
+pub(crate) fn bind(spec: &RunSpec, text: &str) -> Result<Bound, AppError> {
+    let origin = origin(spec);
+    let w = Workflow::parse(text, workflow_format(spec, text), origin).map_err(|d| invalid(origin, &d))?;
+    let bound = w.bind(spec.inputs.clone()).map_err(|d| invalid(origin, &d))?;
+    Ok(bound.with_default_model(spec.model.clone().unwrap_or_else(|| SIMULATED_MODEL.to_string())))
+}
+
+/// True when some agent or tier of the file names no model (so the spec's model serves).
+pub(crate) fn needs_default_model(bound: &Bound) -> bool {
+    let f = bound.file();
+    if f.defaults.model.is_some() {
+        return false;
+    }
+    match f.pattern {
+        PatternKind::Cascade => {
+            let t = &f.defaults.models;
+            [&t.decomposer, &t.worker, &t.synthesizer, &t.executive].iter().any(|m| m.is_none())
+        }
+        PatternKind::Swarm => f.swarm.as_ref().is_none_or(|s| s.model.is_none()),
+        _ => f.agents.iter().any(|a| a.model.is_none()),
+    }
+}
+
+impl App {
+    /// Every mistake of a workflow file at once, as `FILE:LINE:COL: key: message (hint)`:
+    /// syntax, keys, types, references, providers this application does not know, and —
+    /// when `inputs` is given — missing and unknown inputs.
+    pub fn check_workflow(
+        &self,
+        text: &str,
+        format: belt_workflow::Format,
+        origin: &str,
+        inputs: Option<std::collections::BTreeMap<String, String>>,
+    ) -> Diagnostics {
+        let cx = ValidationContext {
+            providers: Some(self.known_providers()),
+            inputs,
+            ..ValidationContext::default()
+        };
+        belt_workflow::check(text, format, origin, &cx)
+    }
+}
+
+/// [`App::prepare`] for a spec with a workflow's text.
+pub(crate) fn prepare(app: &App, spec: &RunSpec, text: &str, common: Common) -> Result<Prepared, AppError> {
+    refuse_fields_of_the_file(spec)?;
+    let origin = origin(spec);
+    let diagnostics =
+        app.check_workflow(text, workflow_format(spec, text), origin, Some(spec.inputs.clone()));
+    if !diagnostics.is_empty() {
+        return Err(invalid(origin, &diagnostics));
+    }
+    let bound = bind(spec, text)?;
+    if crate::patterns::for_workflow(bound.file().pattern.as_str()).is_none() {
+        return Err(AppError::Invalid(format!(
+            "{origin}: pattern `{}` is not registered",
+            bound.file().pattern.as_str()
+        )));
+    }
+    let task = bound.task().map_err(|e| AppError::Invalid(format!("{origin}: {e}")))?;
+    let settings = bound.settings();
+
+    let mut providers = app.providers(spec)?;
+    for (name, limits) in &settings.providers {
+        let file = Limits {
+            max_concurrency: limits.max_concurrency,
+            rpm: limits.rpm,
+            tpm: limits.tpm,
+            ..Limits::default()
+        };
+        merge_limits(&mut providers, name, &file);
+    }
+    let orchestrator = bound.orchestrator();
+    belt_core::Orchestrator::validate(&orchestrator, &providers).map_err(AppError::Invalid)?;
+    let simulated = bound.models().iter().any(|m| is_simulated(m));
+
+    // Defaults, then the file's settings, then what the spec says explicitly.
+    let mut options = RunOptions::default().with_providers(providers);
+    settings.apply(&mut options);
+    options.parallel = !spec.sequential;
+    options.review_plan = spec.review_plan;
+    common.apply(spec, &mut options);
+
+    let mut recorded = spec.clone();
+    recorded.out = spec.out.clone().or_else(|| settings.out_dir.as_ref().map(Into::into));
+    let formats = match (&spec.formats, settings.formats.is_empty()) {
+        (None, false) => {
+            let list = settings.formats.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(",");
+            recorded.formats = Some(list.clone());
+            parse_formats(&list)?
+        }
+        _ => {
+            recorded.formats = Some(common.formats_text.clone());
+            common.formats
+        }
+    };
+    options.definition = Some(recorded.to_definition());
+    Ok(Prepared { spec: recorded, task, orchestrator: Arc::new(orchestrator), options, formats, simulated })
+}
