@@ -213,7 +213,11 @@ fn serve_refuses_a_public_address_without_an_explicit_token() {
     let mut s = start("public", &["--addr", "0.0.0.0:0"], None);
     let status = s.child.wait().unwrap();
     assert_eq!(status.code(), Some(2));
-    let lines: Vec<String> = s.stderr.try_iter().collect();
+    // The reader thread may not have passed the lines on yet: read until it ends.
+    let mut lines = Vec::new();
+    while let Ok(line) = s.stderr.recv_timeout(Duration::from_secs(10)) {
+        lines.push(line);
+    }
     assert!(lines.iter().any(|l| l.contains("BELT_API_TOKEN")), "{lines:?}");
     assert!(!s.home.join("api-token").exists());
 }

@@ -30,6 +30,7 @@
 pub mod budget;
 pub mod ctx;
 pub mod event;
+pub mod hints;
 pub mod limits;
 pub mod llm;
 pub mod orchestrator;
@@ -47,7 +48,7 @@ pub mod tools;
 pub use budget::Budget;
 pub use ctx::{Ctx, StepError, StepReply, Stop};
 pub use event::{Event, EventKind, EventStream, PlanSource};
-pub use llm::{LlmError, LlmProvider, LlmReply, LlmRequest, Price, Providers, Usage};
+pub use llm::{CallHints, CallKind, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Providers, Usage};
 pub use orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};
 pub use patterns::{Agent, CapHit, Cascade, Dynamic, Flow, Swarm, SynthesizeMode};
 pub use plan::{PlanError, Subtask, Task};

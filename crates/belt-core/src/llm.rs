@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use crate::hints::{CallHints, CallKind};
 use crate::limits::{Limiter, Limits};
 pub use crate::schema::OutputSchema;
 use crate::step::StepId;
@@ -106,6 +107,10 @@ pub struct LlmRequest {
     /// [`crate::tools::Tools`] and runs the calls.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolSpec>,
+    /// What the pattern knows about this call, for providers that answer from structure
+    /// (see [`CallHints`]). Never sent to a model, not part of the step's input hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hints: Option<Arc<CallHints>>,
 }
 
 impl LlmRequest {
@@ -119,7 +124,13 @@ impl LlmRequest {
             json: false,
             json_schema: None,
             tools: Vec::new(),
+            hints: None,
         }
+    }
+    /// Say what this call is (see [`CallHints`]).
+    pub fn hints(mut self, hints: CallHints) -> Self {
+        self.hints = Some(Arc::new(hints));
+        self
     }
     pub fn system(mut self, system: impl Into<String>) -> Self {
         self.system = Some(system.into());

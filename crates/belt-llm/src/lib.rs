@@ -30,7 +30,7 @@
 //! Anthropic servers for end-to-end tests.
 //!
 //! ```
-//! use belt_llm::{CallInfo, LlmRequest, SimConfig, StepId};
+//! use belt_llm::{CallHints, CallInfo, LlmRequest, SimConfig, StepId};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,7 +40,8 @@
 //! let providers = belt_llm::providers_from_env(SimConfig::default().seed(7).latency_ms(0), env)?;
 //! let (provider, model) = providers.resolve("simulated/default")?;
 //!
-//! let request = LlmRequest::new("simulated/default", "Task: Plan a city park\nSubtask 1: Choose the trees");
+//! let request = LlmRequest::new("simulated/default", "Task: Plan a city park\nSubtask 1: Choose the trees")
+//!     .hints(CallHints::work("Plan a city park", "Choose the trees"));
 //! let call = CallInfo { step: StepId::new("worker/001"), attempt: 1 };
 //! let reply = provider.complete(model, &request, &call).await?;
 //!

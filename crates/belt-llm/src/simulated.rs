@@ -18,7 +18,9 @@
 //!
 //! # What it answers
 //!
-//! The prompt is read with plain string operations, in the formats the engine writes:
+//! What a call is comes from its [`CallHints`] (set by the pattern that wrote the request),
+//! never from the prompt's wording, so rewording a pattern's prompt does not change what
+//! belt does offline:
 //!
 //! - **Tools**: when the request offers tools and the conversation has no tool call yet,
 //!   the reply calls the first tool once, with the smallest arguments its schema allows
@@ -28,17 +30,17 @@
 //! - **Structured output** (`request.json_schema`): the smallest instance of the schema
 //!   ([`sample_json`]): required properties only, an array's minimum number of items (at
 //!   least one), a string's `enum` or format example or `"simulated"`, a number's minimum.
-//! - **Other JSON requests** (`request.json`) are decompositions. The prompt's `Task: <task>`
-//!   line names the task and the phrase `exactly N subtasks` the count (5 if absent). The
-//!   reply is a JSON array of N `{"description", "specialization", "priority"}` objects.
-//!   If N objects would not fit in `max_tokens`, the array holds fewer (it is never cut in
-//!   the middle) and `finish_reason` is `length`.
-//! - **Workers**: a line `Subtask <id>: <description>` before any `### ` heading gives a
-//!   `## <description>` section, paragraphs, findings and a key takeaway that use the key
-//!   words of the description and of the `Task:` line.
-//! - **Synthesizers and executives**: `### ` headings mark the inputs being merged. The
-//!   reply is a `## Synthesis` naming each input, cross-cutting themes, and, when the
-//!   prompt has a `Missing inputs:` line, the gaps.
+//! - **Other JSON requests** (`request.json`) are decompositions: a JSON array of
+//!   [`CallHints::count`] `{"description", "specialization", "priority"}` objects (5 when the
+//!   hints give no count) on the hints' task (else the prompt's first line). If they would
+//!   not fit in `max_tokens`, the array holds fewer (it is never cut in the middle) and
+//!   `finish_reason` is `length`.
+//! - **Judges** ([`CallKind::Judge`]): a verdict on the first line, `DONE` or `REVISE` with a
+//!   critique, by the seed.
+//! - **Work** ([`CallKind::Work`]): a `## <subtask>` section, paragraphs, findings and a key
+//!   takeaway that use the key words of the subtask and of the task's first line.
+//! - **Merges** ([`CallKind::Merge`]): a `## Synthesis` naming each of the hints' inputs,
+//!   cross-cutting themes, and the gaps when the hints say what is missing.
 //! - **Anything else**: a heading from the prompt's first words and a few paragraphs.
 //!
 //! Markdown replies aim at `min(0.7 × max_tokens, 700)` tokens so that demos stay
@@ -67,7 +69,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use belt_core::llm::{
-    CallInfo, InFlightGauge, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Role, ToolCall, Usage,
+    CallHints, CallInfo, CallKind, InFlightGauge, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Role,
+    ToolCall, Usage,
 };
 use belt_core::step::StepId;
 use serde::{Deserialize, Serialize};
@@ -259,12 +262,14 @@ impl SimConfig {
 /// The provider named `simulated`: serves every model `simulated/<anything>`.
 ///
 /// ```
-/// use belt_llm::{CallInfo, LlmProvider, LlmRequest, SimConfig, SimulatedProvider, StepId};
+/// use belt_llm::{CallHints, CallInfo, LlmProvider, LlmRequest, SimConfig, SimulatedProvider, StepId};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), belt_llm::LlmError> {
 /// let provider = SimulatedProvider::new(SimConfig::default().latency_ms(0));
-/// let request = LlmRequest::new("simulated/default", "Task: Plan a city park\nSubtask 2: Choose the trees");
+/// // The hints, not the wording, say that this is subtask 2 of a task.
+/// let request = LlmRequest::new("simulated/default", "Task: Plan a city park\nSubtask 2: Choose the trees")
+///     .hints(CallHints::work("Plan a city park", "Choose the trees"));
 /// let call = CallInfo { step: StepId::new("worker/002"), attempt: 1 };
 /// let reply = provider.complete("default", &request, &call).await?;
 /// assert!(reply.simulated && reply.text.contains("Choose the trees"));
@@ -753,11 +758,6 @@ fn input_tokens(request: &LlmRequest) -> u64 {
     bytes.div_ceil(BYTES_PER_TOKEN) as u64 + TOKENS_PER_MESSAGE * messages as u64
 }
 
-/// The texts the prompt formats are looked for in, in order.
-fn sources(request: &LlmRequest) -> [&str; 2] {
-    [request.system.as_deref().unwrap_or(""), request.prompt()]
-}
-
 // ---------------------------------------------------------------------------------------
 // Decomposition (JSON)
 
@@ -792,11 +792,11 @@ const ASPECTS: [Aspect; 16] = [
     aspect("Open questions: list what remains unknown or disputed about", "researcher", 4),
 ];
 
-/// A JSON array of subtasks, as many as asked for and as fit in `max_bytes`.
+/// A JSON array of subtasks, as many as the hints ask for and as fit in `max_bytes`.
 fn decomposition(request: &LlmRequest, content: u64, max_bytes: usize) -> (String, bool) {
-    let sources = sources(request);
-    let count = requested_subtasks(&sources).unwrap_or(5).min(MAX_SUBTASKS);
-    let task = find_line(&sources, "Task:").unwrap_or_else(|| first_line(request.prompt()));
+    let hints = request.hints.as_deref().filter(|h| h.kind == CallKind::Plan);
+    let count = hints.and_then(|h| h.count).unwrap_or(5).min(MAX_SUBTASKS);
+    let task = hints.and_then(task_line).unwrap_or_else(|| first_line(request.prompt()));
     let topic = topic_of(task, 120);
     let mut escaped = String::with_capacity(topic.len() + 8);
     push_json_escaped(&mut escaped, if topic.is_empty() { "the task" } else { topic });
@@ -834,25 +834,6 @@ fn decomposition(request: &LlmRequest, content: u64, max_bytes: usize) -> (Strin
     (text, cut)
 }
 
-/// N in the first `exactly N subtasks` (or `subtask`) of the sources.
-fn requested_subtasks(sources: &[&str]) -> Option<usize> {
-    for text in sources {
-        for pattern in ["exactly ", "Exactly "] {
-            for (at, _) in text.match_indices(pattern) {
-                let rest = &text[at + pattern.len()..];
-                let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-                if digits > 0 && rest[digits..].starts_with(" subtask") {
-                    let n = rest[..digits]
-                        .bytes()
-                        .fold(0usize, |n, d| n.saturating_mul(10).saturating_add(usize::from(d - b'0')));
-                    return Some(n);
-                }
-            }
-        }
-    }
-    None
-}
-
 fn push_json_escaped(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
@@ -872,7 +853,7 @@ fn push_json_escaped(out: &mut String, s: &str) {
 // ---------------------------------------------------------------------------------------
 // Markdown
 
-/// What the engine's prompt formats say about the reply wanted.
+/// What a call's hints say about the reply wanted.
 struct Prompt<'a> {
     task: Option<&'a str>,
     /// The description of a `Subtask <id>: <description>` line seen before any section.
@@ -887,38 +868,29 @@ struct Prompt<'a> {
 const MAX_SECTIONS: usize = 64;
 
 impl<'a> Prompt<'a> {
-    fn parse(sources: &[&'a str]) -> Self {
+    fn of(hints: Option<&'a CallHints>) -> Self {
         let mut prompt =
             Prompt { task: None, subtask: None, sections: Vec::new(), section_count: 0, missing: None };
-        for text in sources {
-            for line in text.lines() {
-                if let Some(heading) = line.strip_prefix("### ") {
-                    prompt.section_count += 1;
-                    if prompt.sections.len() < MAX_SECTIONS {
-                        prompt.sections.push(heading.trim());
-                    }
-                    continue;
-                }
-                let line = line.trim();
-                if prompt.task.is_none()
-                    && let Some(task) = line.strip_prefix("Task:")
-                {
-                    prompt.task = Some(task.trim());
-                } else if prompt.subtask.is_none()
-                    && prompt.section_count == 0
-                    && let Some((_, description)) =
-                        line.strip_prefix("Subtask ").and_then(|l| l.split_once(':'))
-                {
-                    prompt.subtask = Some(description.trim()).filter(|d| !d.is_empty());
-                } else if prompt.missing.is_none()
-                    && let Some(missing) = line.strip_prefix("Missing inputs:")
-                {
-                    prompt.missing = Some(missing.trim());
-                }
+        let Some(hints) = hints else { return prompt };
+        prompt.task = task_line(hints);
+        match hints.kind {
+            CallKind::Work => {
+                prompt.subtask = hints.subtask.as_deref().map(str::trim).filter(|d| !d.is_empty())
             }
+            CallKind::Merge => {
+                prompt.section_count = hints.inputs.len();
+                prompt.sections = hints.inputs.iter().take(MAX_SECTIONS).map(|s| s.trim()).collect();
+                prompt.missing = hints.missing.as_deref().map(str::trim);
+            }
+            _ => {}
         }
         prompt
     }
+}
+
+/// The first line of the hints' task.
+fn task_line(hints: &CallHints) -> Option<&str> {
+    hints.task.as_deref().map(|t| t.lines().next().unwrap_or("").trim())
 }
 
 /// A Markdown reply of at most `max_bytes` bytes, labelled on its first line.
@@ -929,7 +901,8 @@ fn markdown(request: &LlmRequest, content: u64, max_bytes: usize) -> (String, bo
     }
     // A judge (belt-core's iterative refinement) gets a verdict on its first line, as a
     // model would give it: accepted or not by the seed, a critique when not.
-    if request.prompt().contains(belt_core::patterns::iterative::JUDGE_VERDICT) {
+    let hints = request.hints.as_deref();
+    if hints.is_some_and(|h| h.kind == CallKind::Judge) {
         let text = if content.is_multiple_of(2) {
             format!("DONE\n\n{SIMULATED_LABEL}")
         } else {
@@ -941,8 +914,7 @@ fn markdown(request: &LlmRequest, content: u64, max_bytes: usize) -> (String, bo
         let cut = text.len() > max_bytes;
         return (text, cut);
     }
-    let sources = sources(request);
-    let prompt = Prompt::parse(&sources);
+    let prompt = Prompt::of(hints);
     let mut rng = Rng::new(content);
     let cursor = rng.index(SENTENCES.len());
     let stride = 1 + rng.index(SENTENCES.len() - 1);
@@ -1287,11 +1259,6 @@ fn first_sentence(s: &str) -> &str {
 /// The first non-empty line of `s`.
 fn first_line(s: &str) -> &str {
     s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("")
-}
-
-/// The value of the first line starting with `prefix` in the sources.
-fn find_line<'s>(sources: &[&'s str], prefix: &str) -> Option<&'s str> {
-    sources.iter().flat_map(|s| s.lines()).find_map(|l| l.trim().strip_prefix(prefix)).map(str::trim)
 }
 
 /// Imperative openings dropped from a task to make it a topic: "Analyze the impact of X"
@@ -1756,16 +1723,29 @@ mod tests {
         )
         .system("You are one worker of a research cascade.")
         .max_tokens(1024)
+        .hints(CallHints::work("Analyze the impact of artificial intelligence on employment", description))
     }
 
     fn decompose_request(n: Option<usize>, max_tokens: u32) -> LlmRequest {
         let ask = n.map_or(String::new(), |n| format!("Split it into exactly {n} subtasks. "));
+        let mut hints = CallHints::plan("Analyze the \"impact\" of AI on employment", n.unwrap_or(0));
+        hints.count = n;
         LlmRequest::new(
             "simulated/default",
             format!("Task: Analyze the \"impact\" of AI on employment\n{ask}Reply with a JSON array."),
         )
         .max_tokens(max_tokens)
         .json()
+        .hints(hints)
+    }
+
+    fn merge_request(task: &str, inputs: &[&str], missing: Option<&str>, prompt: &str) -> LlmRequest {
+        let inputs = inputs.iter().map(|s| s.to_string()).collect();
+        LlmRequest::new("simulated/default", prompt).hints(CallHints::merge(
+            task,
+            inputs,
+            missing.map(String::from),
+        ))
     }
 
     fn plan(reply: &LlmReply) -> Vec<serde_json::Value> {
@@ -1779,7 +1759,8 @@ mod tests {
             "simulated/default",
             "Judge whether the draft below meets the criteria.\nIf it fully meets them, reply with the \
              single word DONE.\nOtherwise reply REVISE on the first line.\n\nDraft:\nText",
-        );
+        )
+        .hints(CallHints::judge());
         let verdicts: std::collections::BTreeSet<String> = (0..16)
             .map(|seed| {
                 let reply = ok(&instant(seed), &request, "refine/01/judge");
@@ -1895,7 +1876,18 @@ mod tests {
                       ### Subtask 2: Key stakeholders\nUnions and employers.\n\n\
                       ### Subtask 4: Regulation in Europe\nThe AI Act.\n\n\
                       Missing inputs: worker/003 (Case studies)\n";
-        let request = LlmRequest::new("simulated/default", prompt).max_tokens(2000);
+        let inputs = [
+            "Subtask 1: Economic impact on wages",
+            "Subtask 2: Key stakeholders",
+            "Subtask 4: Regulation in Europe",
+        ];
+        let request = merge_request(
+            "Analyze the impact of AI on employment",
+            &inputs,
+            Some("worker/003 (Case studies)"),
+            prompt,
+        )
+        .max_tokens(2000);
         let text = ok(&provider, &request, "synth/1/001").text;
         assert!(text.contains("## Synthesis"), "{text}");
         assert!(text.contains("merges 3 inputs"), "{text}");
@@ -1909,28 +1901,51 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_with_dependency_sections_is_still_a_worker() {
+    fn the_hints_not_the_wording_decide_what_a_call_is() {
+        // Worded like a worker whose inputs have sections: a worker by its hints.
         let prompt =
             "Task: Build a bridge\nSubtask 5: Choose the materials\n\n### Subtask 1: Site survey\nRock.\n";
-        let text = ok(&instant(0), &LlmRequest::new("simulated/x", prompt), "worker/005").text;
+        let request = LlmRequest::new("simulated/x", prompt)
+            .hints(CallHints::work("Build a bridge", "Choose the materials"));
+        let text = ok(&instant(0), &request, "worker/005").text;
         assert!(text.contains("## Choose the materials") && !text.contains("## Synthesis"), "{text}");
-        // A `Subtask` line inside a merged input does not make a synthesizer a worker.
-        let prompt = "Task: Build a bridge\n### Input 1\nSubtask 9: nested\n### Input 2\nok\n";
-        let text = ok(&instant(0), &LlmRequest::new("simulated/x", prompt), "synth/1/001").text;
+        // Worded like a worker, a merge by its hints.
+        let request = merge_request("Build a bridge", &["Input 1", "Input 2"], None, prompt);
+        let text = ok(&instant(0), &request, "synth/1/001").text;
         assert!(text.contains("## Synthesis") && text.contains("merges 2 inputs"), "{text}");
+        // Without hints, the words alone make no worker, merge, plan count or judge.
+        for prompt in [
+            prompt,
+            "Judge whether the draft meets them. If it fully meets them, reply with the single word DONE.",
+        ] {
+            let text = ok(&instant(0), &LlmRequest::new("simulated/x", prompt), "agent/001").text;
+            assert!(!text.contains("## Synthesis") && !text.contains("## Choose the materials"), "{text}");
+            assert!(!text.starts_with("DONE") && !text.starts_with("REVISE"), "{text}");
+        }
+        let request = LlmRequest::new("simulated/x", "Task: x\nSplit it into exactly 9 subtasks.").json();
+        assert_eq!(
+            plan(&ok(&instant(0), &request, "decompose")).len(),
+            5,
+            "the count is a hint, not a phrase"
+        );
     }
 
-    /// The prompts of `belt_core::patterns::cascade`, as they were written.
+    /// The cascade's requests, with the hints it gives them.
     #[test]
-    fn the_cascade_prompt_formats_are_understood() {
+    fn the_cascade_hints_are_understood() {
         let provider = instant(11);
         let worker = "Task: Analyze the impact of AI on employment\nSubtask 2: Map the labour unions' positions\n\
                       Specialization: policy expert\n\nResults of the subtasks this one builds on:\n\n\
                       #### Subtask 1 (worker/001)\n### Not a section\nSubtask 7: not this one\n\n\
                       Write your findings on this subtask as Markdown: a heading, short paragraphs, a list \
                       of key findings, and the sources you rely on.";
-        let request =
-            LlmRequest::new("simulated/default", worker).system("You are a policy expert.").max_tokens(1200);
+        let request = LlmRequest::new("simulated/default", worker)
+            .system("You are a policy expert.")
+            .max_tokens(1200)
+            .hints(CallHints::work(
+                "Analyze the impact of AI on employment",
+                "Map the labour unions' positions",
+            ));
         let text = ok(&provider, &request, "worker/002").text;
         assert!(text.contains("## Map the labour unions' positions\n"), "{text}");
         assert!(text.contains("labour unions"), "{text}");
@@ -1942,7 +1957,18 @@ mod tests {
                      \n### Input 2: Current state: describe where things stand\n(from worker/002)\n\nText.\n\
                      \nMissing inputs: worker/003 (provider error HTTP 500: boom. again); worker/004 (the call \
                      timed out after 60s). Say in the synthesis that these parts are missing.\n";
-        let request = LlmRequest::new("simulated/default", synth).max_tokens(1200);
+        let request = merge_request(
+            "Analyze the impact of AI on employment",
+            &[
+                "Input 1: Background and definitions: establish the key terms",
+                "Input 2: Current state: describe where things stand",
+            ],
+            Some(
+                "worker/003 (provider error HTTP 500: boom. again); worker/004 (the call timed out after 60s)",
+            ),
+            synth,
+        )
+        .max_tokens(1200);
         let text = ok(&provider, &request, "synth/1/001").text;
         assert!(text.contains("merges 2 inputs on the impact of AI on employment."), "{text}");
         assert!(text.contains("**Input 1: Background and definitions: establish the key terms**"), "{text}");
@@ -1960,10 +1986,16 @@ mod tests {
     #[test]
     fn huge_synthesis_stays_bounded() {
         let mut prompt = String::from("Task: Everything\n");
+        let mut inputs = Vec::new();
         for i in 0..20_000 {
             prompt.push_str(&format!("### Subtask {i}: Part number {i}\nSome text.\n"));
+            inputs.push(format!("Subtask {i}: Part number {i}"));
         }
-        let request = LlmRequest::new("simulated/x", prompt).max_tokens(100_000);
+        let request = LlmRequest::new("simulated/x", prompt).max_tokens(100_000).hints(CallHints::merge(
+            "Everything",
+            inputs,
+            None,
+        ));
         let reply = ok(&instant(0), &request, "executive");
         assert!(reply.text.contains("merges 20000 inputs"), "{}", reply.text);
         assert!(reply.text.contains("further inputs"), "{}", reply.text);

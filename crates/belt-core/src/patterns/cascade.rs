@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctx::{Ctx, StepError};
 use crate::event::{EventKind, PlanSource};
-use crate::llm::{LlmRequest, Providers};
+use crate::llm::{CallHints, LlmRequest, Providers};
 use crate::orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};
 use crate::patterns::{Agent, Refine};
 use crate::plan::{Subtask, Task};
@@ -250,7 +250,8 @@ impl Orchestrator for Cascade {
             .system("You are a planner who splits complex tasks into well-scoped subtasks.")
             .temperature(self.decomposer.temperature)
             .max_tokens(self.decomposer.max_tokens)
-            .json();
+            .json()
+            .hints(CallHints::plan(task.description.trim(), n));
         let (items, problem) = match ctx.llm(StepSpec::new("decompose", Tier::Decomposer), request).await {
             Ok(reply) => {
                 let items = parse_plan(&reply.text);
@@ -323,7 +324,8 @@ impl Orchestrator for Cascade {
                 subtask.specialization
             ))
             .temperature(self.worker.temperature)
-            .max_tokens(self.worker.max_tokens);
+            .max_tokens(self.worker.max_tokens)
+            .hints(CallHints::work(task.description.trim(), subtask.description.trim()));
         let reply = ctx.llm(step.clone(), request).await?;
         Ok(AgentOutput::from_reply(subtask, step, reply))
     }
@@ -481,14 +483,15 @@ impl Cascade {
             )
         };
         let mut prompt = format!("Task: {}\n{role}\n", task.description.trim());
+        let mut names = Vec::with_capacity(ok.len());
         for (k, i) in ok.iter().enumerate() {
+            let name = format!("Input {}: {}", k + 1, i.label.trim());
             prompt.push_str(&format!(
-                "\n### Input {}: {}\n(from {})\n\n{}\n",
-                k + 1,
-                i.label.trim(),
+                "\n### {name}\n(from {})\n\n{}\n",
                 i.step,
                 i.text.as_deref().unwrap_or_default().trim()
             ));
+            names.push(name);
         }
         let missing: Vec<String> = inputs
             .iter()
@@ -502,10 +505,12 @@ impl Cascade {
                 missing.join("; ")
             ));
         }
+        let missing = (!missing.is_empty()).then(|| missing.join("; "));
         let request = LlmRequest::new(settings.model.clone(), prompt)
             .system("You synthesize the work of several analysts into one clear, well-structured text.")
             .temperature(settings.temperature)
-            .max_tokens(settings.max_tokens);
+            .max_tokens(settings.max_tokens)
+            .hints(CallHints::merge(task.description.trim(), names, missing));
         Ok(ctx.llm(spec, request).await?.text)
     }
 }

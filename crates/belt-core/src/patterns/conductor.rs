@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use crate::ctx::{Ctx, StepError};
 use crate::event::EventKind;
-use crate::llm::LlmRequest;
+use crate::llm::{CallHints, LlmRequest};
 use crate::orchestrator::{Orchestrator, Outcome};
 use crate::patterns::swarm::{Domain, Swarm, group_and_dedupe};
 use crate::patterns::{Agent, CapHit, cascade, pad};
@@ -235,6 +235,7 @@ impl Conductor {
             .temperature(0.2)
             .max_tokens(800)
             .json()
+            .hints(CallHints::plan(task.trim(), self.max_phases))
     }
 }
 
@@ -267,8 +268,11 @@ async fn scoped_swarm(swarm: &Swarm, ctx: &Ctx, scope: &StepId, input: &str) -> 
         "{input}\n\nDecompose this into exactly {n} search subtasks, each for one kind of source.\n\
          Reply with only a JSON array of exactly {n} objects, each with the key \"description\" (one sentence)."
     );
-    let request =
-        LlmRequest::new(&swarm.model, prompt).temperature(0.3).max_tokens((200 + 100 * n) as u32).json();
+    let request = LlmRequest::new(&swarm.model, prompt)
+        .temperature(0.3)
+        .max_tokens((200 + 100 * n) as u32)
+        .json()
+        .hints(CallHints::plan(input, n));
     let items = match ctx.llm(StepSpec::new(scope.child("decompose"), Tier::Decomposer), request).await {
         Ok(reply) => cascade::parse_plan(&reply.text),
         Err(e) if ctx.stopping().is_some() => return Err(e),

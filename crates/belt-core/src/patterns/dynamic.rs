@@ -31,7 +31,7 @@ use tokio::sync::OnceCell;
 
 use crate::ctx::{Ctx, StepError};
 use crate::event::{EventKind, PlanSource};
-use crate::llm::{LlmRequest, Providers};
+use crate::llm::{CallHints, LlmRequest, Providers};
 use crate::orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};
 use crate::patterns::Agent;
 use crate::plan::{Subtask, Task};
@@ -119,7 +119,8 @@ impl AgentRegistry {
             .system("You design teams of AI agents.")
             .temperature(0.4)
             .max_tokens((300 * n.clamp(1, 50)) as u32)
-            .json();
+            .json()
+            .hints(CallHints::plan(task.trim(), n));
         let spec = StepSpec::new(StepId::new(&*self.scope), Tier::Decomposer);
         let reply = ctx.llm(spec, request).await?;
         let mut out = Vec::new();
@@ -335,8 +336,10 @@ impl Orchestrator for Dynamic {
             prompt.push_str(&format!("\n#### From subtask {}\n{}\n", d.subtask_id, d.text.trim()));
         }
         prompt.push_str("\nWrite your contribution as Markdown.");
-        let request =
-            LlmRequest::new(&self.model, prompt).system(spec.system_prompt.clone()).max_tokens(1024);
+        let request = LlmRequest::new(&self.model, prompt)
+            .system(spec.system_prompt.clone())
+            .max_tokens(1024)
+            .hints(CallHints::work(task.description.trim(), subtask.description.trim()));
         let reply = ctx.llm(step.clone(), request).await?;
         Ok(AgentOutput::from_reply(subtask, step, reply))
     }
@@ -351,16 +354,14 @@ impl Orchestrator for Dynamic {
         let mut prompt =
             format!("Task: {}\nMerge the team's contributions into one answer.\n", task.description.trim());
         let mut inputs = Vec::new();
+        let mut names = Vec::new();
         let mut missing = Vec::new();
         for (s, r) in plan.iter().zip(results) {
             match r {
                 Ok(o) => {
-                    prompt.push_str(&format!(
-                        "\n### {} ({})\n\n{}\n",
-                        s.specialization,
-                        s.description,
-                        o.text.trim()
-                    ));
+                    let name = format!("{} ({})", s.specialization, s.description);
+                    prompt.push_str(&format!("\n### {name}\n\n{}\n", o.text.trim()));
+                    names.push(name);
                     inputs.push(o.step.clone());
                 }
                 Err(e) => missing.push(format!("{} ({})", s.specialization, e.kind())),
@@ -369,9 +370,11 @@ impl Orchestrator for Dynamic {
         if !missing.is_empty() {
             prompt.push_str(&format!("\nMissing inputs: {}.\n", missing.join("; ")));
         }
+        let missing = (!missing.is_empty()).then(|| missing.join("; "));
         let request = LlmRequest::new(&self.model, prompt)
             .system("You merge the work of a team into one clear answer.")
-            .max_tokens(2048);
+            .max_tokens(2048)
+            .hints(CallHints::merge(task.description.trim(), names, missing));
         match ctx.llm(StepSpec::new("synthesis", Tier::Synthesizer).inputs(inputs), request).await {
             Ok(reply) => Ok(Synthesis { text: reply.text.to_string() }),
             Err(e) if ctx.stopping().is_some() => Err(e),

@@ -26,7 +26,7 @@
 use std::sync::Arc;
 
 use crate::ctx::{Ctx, StepError};
-use crate::llm::LlmRequest;
+use crate::llm::{CallHints, LlmRequest};
 use crate::patterns::{Agent, CapHit, pad};
 use crate::step::{StepId, StepSpec, Tier};
 
@@ -255,8 +255,8 @@ pub fn revision_brief(input: &str, draft: &str, critique: Option<&str>) -> Strin
     brief
 }
 
-/// The judge's instruction on how to answer; a provider that plays the judge (the simulated
-/// one) recognizes a judge's prompt by it.
+/// The judge's instruction on how to answer. (A provider that plays the judge offline, the
+/// simulated one, knows a judge's request by its [`CallHints::judge`], not by these words.)
 pub const JUDGE_VERDICT: &str = "If it fully meets them, reply with the single word DONE.";
 
 fn judge_request(model: &Arc<str>, criteria: &str, input: &str, draft: &str) -> LlmRequest {
@@ -271,6 +271,7 @@ fn judge_request(model: &Arc<str>, criteria: &str, input: &str, draft: &str) -> 
         .system("You are a demanding reviewer. You accept only drafts that meet every criterion.")
         .temperature(0.0)
         .max_tokens(600)
+        .hints(CallHints::judge())
 }
 
 /// True when a judge's reply opens with an acceptance (`DONE`, `APPROVED`, `ACCEPT`, `PASS`)

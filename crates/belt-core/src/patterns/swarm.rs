@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::ctx::{Ctx, StepError};
-use crate::llm::{LlmRequest, Providers};
+use crate::llm::{CallHints, LlmRequest, Providers};
 use crate::orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis};
 use crate::patterns::Cascade;
 use crate::plan::{Subtask, Task};
@@ -517,7 +517,10 @@ impl Orchestrator for Swarm {
         prompt.push_str(
             "\nReport what you find as Markdown: short paragraphs or a list, each point with its source.",
         );
-        let request = LlmRequest::new(&self.model, prompt).system(domain.role()).max_tokens(self.max_tokens);
+        let request = LlmRequest::new(&self.model, prompt)
+            .system(domain.role())
+            .max_tokens(self.max_tokens)
+            .hints(CallHints::work(task.description.trim(), subtask.description.trim()));
         let reply = ctx.llm(step.clone(), request).await?;
         Ok(AgentOutput::from_reply(subtask, step, reply))
     }
