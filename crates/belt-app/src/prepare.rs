@@ -319,25 +319,10 @@ impl Common {
     /// Put what the spec says explicitly into `options`, over whatever is there (defaults,
     /// or a workflow file's settings).
     pub(crate) fn apply(&self, spec: &RunSpec, options: &mut RunOptions) {
-        if let Some(c) = self.concurrency {
-            options.concurrency = c;
-        }
-        if let Some(m) = self.min_success {
-            options.min_success = m;
-        }
-        let b = &mut options.budget;
-        b.max_cost_usd = self.budget.max_cost_usd.or(b.max_cost_usd);
-        b.max_tokens = self.budget.max_tokens.or(b.max_tokens);
-        b.max_calls = self.budget.max_calls.or(b.max_calls);
-        let (timeout, retries) = (self.timeout, self.retries);
-        options.policies.update_all(|p| {
-            if let Some(t) = timeout {
-                p.timeout = t;
-            }
-            if let Some(r) = retries {
-                p.retries = r;
-            }
-        });
+        options.concurrency = self.concurrency.unwrap_or(options.concurrency);
+        options.min_success = self.min_success.unwrap_or(options.min_success);
+        options.budget = self.budget.or(options.budget);
+        options.policies.override_all(self.timeout, self.retries);
         for (tier, timeout, retries) in &self.tiers {
             let tier = belt_core::Tier::parse(tier);
             let mut policy = *options.policies.for_tier(&tier);

@@ -27,6 +27,15 @@ impl Budget {
     pub fn is_unlimited(&self) -> bool {
         self.max_cost_usd.is_none() && self.max_tokens.is_none() && self.max_calls.is_none()
     }
+
+    /// Each cap of `self`, else `other`'s: `self` overrides where it sets a cap.
+    pub fn or(self, other: Budget) -> Budget {
+        Budget {
+            max_cost_usd: self.max_cost_usd.or(other.max_cost_usd),
+            max_tokens: self.max_tokens.or(other.max_tokens),
+            max_calls: self.max_calls.or(other.max_calls),
+        }
+    }
 }
 
 /// What one call may cost at most, or did cost.

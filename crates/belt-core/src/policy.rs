@@ -88,6 +88,15 @@ impl Policies {
         f(&mut self.default);
         self.tiers.values_mut().for_each(f);
     }
+
+    /// Give every tier this timeout and these retries, where given (an override of the
+    /// per-tier defaults: `--timeout`, `--retries`, a workflow file's `defaults`).
+    pub fn override_all(&mut self, timeout: Option<Duration>, retries: Option<u32>) {
+        self.update_all(|p| {
+            p.timeout = timeout.unwrap_or(p.timeout);
+            p.retries = retries.unwrap_or(p.retries);
+        });
+    }
 }
 
 pub(crate) mod opt_duration_ms {

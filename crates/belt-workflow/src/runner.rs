@@ -98,24 +98,10 @@ impl RunSettings {
     /// `options`. Provider limits and report settings are the caller's to apply, since
     /// it owns the providers and the files.
     pub fn apply(&self, options: &mut RunOptions) {
-        if !self.budget.is_unlimited() {
-            options.budget = self.budget;
-        }
-        if let Some(c) = self.concurrency {
-            options.concurrency = c;
-        }
-        if let Some(m) = self.min_success {
-            options.min_success = m;
-        }
-        let (timeout, retries) = (self.timeout, self.retries);
-        options.policies.update_all(|p| {
-            if let Some(t) = timeout {
-                p.timeout = t;
-            }
-            if let Some(r) = retries {
-                p.retries = r;
-            }
-        });
+        options.budget = self.budget.or(options.budget);
+        options.concurrency = self.concurrency.unwrap_or(options.concurrency);
+        options.min_success = self.min_success.unwrap_or(options.min_success);
+        options.policies.override_all(self.timeout, self.retries);
     }
 }
 
