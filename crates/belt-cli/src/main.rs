@@ -10,6 +10,7 @@
 //! budget exhausted, 1 failed, 2 bad input, 130 cancelled).
 
 mod args;
+mod diagnostics;
 mod error;
 mod history;
 mod hitl;
@@ -52,6 +53,7 @@ fn restore_sigpipe() {
 
 fn main() {
     restore_sigpipe();
+    diagnostics::init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -1447,3 +1447,30 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     const SIGPIPE: i32 = 13;
     assert_eq!(status.signal(), Some(SIGPIPE), "{status:?}");
 }
+
+/// Library crates log through `tracing`; the binary shows their warnings on stderr as
+/// `belt: warning: …` (and `BELT_LOG=off` silences them), while the run goes on.
+#[test]
+fn library_warnings_reach_stderr_through_the_binary() {
+    let dir = TestDir::new("diagnostics");
+    let unwritable = dir.join("no-such-dir/calls.log");
+    let run = |log: Option<&str>| {
+        let mut cmd = common::belt_command(
+            &dir.path,
+            &dir.join("home"),
+            &["run", "Plan a park", "--agents", "2", "--sim-latency-ms", "0", "--quiet", "--out", "out"],
+        );
+        cmd.env("BELT_SIM_CALL_LOG", &unwritable);
+        if let Some(level) = log {
+            cmd.env("BELT_LOG", level);
+        }
+        cmd.output().unwrap()
+    };
+    let o = run(None);
+    assert_eq!(o.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("belt: warning: cannot append to the simulated call log"), "{stderr}");
+    let o = run(Some("off"));
+    assert_eq!(o.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"));
+}

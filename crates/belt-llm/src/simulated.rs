@@ -531,7 +531,7 @@ fn log_call(path: &std::path::Path, call: &CallInfo) {
         .open(path)
         .and_then(|mut f| f.write_all(line.as_bytes()));
     if let Err(e) = written {
-        eprintln!("belt: cannot append to the simulated call log {}: {e}", path.display());
+        tracing::warn!("cannot append to the simulated call log {}: {e}", path.display());
     }
 }
 

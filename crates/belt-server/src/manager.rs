@@ -469,7 +469,7 @@ impl RunManager {
         self.begin_shutdown();
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
-            eprintln!("belt: some runs did not stop within {grace:?}; they will show as interrupted");
+            tracing::warn!("some runs did not stop within {grace:?}; they will show as interrupted");
         }
     }
 }

@@ -102,7 +102,7 @@ impl Feed {
         let events = match self.store.events(&self.run_id, self.last).await {
             Ok(events) => events,
             Err(e) => {
-                eprintln!("belt: cannot read the events of run {}: {e}", self.run_id);
+                tracing::warn!("cannot read the events of run {}: {e}", self.run_id);
                 return Err(Stop::Done);
             }
         };
