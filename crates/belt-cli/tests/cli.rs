@@ -5,6 +5,7 @@
 //! Every child process runs under a deadline (it is killed and the test fails if it does not
 //! exit in time), and the only waiting is polling with a deadline: no sleep is used as
 //! synchronization and nothing asserts on wall-clock durations.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! the final report, open an agent's output, answer a plan review in the approvals inbox,
 //! and keep a screenshot (in the test's target directory; `BELT_DASHBOARD_SCREENSHOT=PATH`
 //! writes another copy, e.g. docs/dashboard.png).
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,5 +1,6 @@
 //! End-to-end tests of durable runs: SIGKILL at random moments, `belt resume`, history and
 //! the dead-letter queue, driving the real binary against a SQLite store in a temp dir.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! One mistake, one message: `belt run`, `POST /v1/runs` on `belt serve` and the MCP tool
 //! `start_run` of `belt mcp` all turn their input into a belt-app RunSpec that one
 //! `prepare` checks, so the same mistake is refused with the same words by each.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

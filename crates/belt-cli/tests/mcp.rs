@@ -1,5 +1,6 @@
 //! `belt mcp` end to end: the rmcp client starts the real binary over stdio, lists its
 //! tools, runs a cascade to completion and reads the report resource.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ReadResourceRequestParams, ResourceContents};

@@ -1,5 +1,6 @@
 //! `belt run` against fake OpenAI-compatible and Anthropic servers reached through the
 //! base-URL variables, as a user with only `OPENAI_BASE_URL` (or an Anthropic endpoint) set.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -1,6 +1,7 @@
 //! End-to-end tests of reports: `belt run --format …` writes every chosen document (named
 //! by a slug of the task plus the run id, inside `--out`), and `belt report` renders a
 //! stored run again. Drives the real binary against a SQLite store in a temp dir.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

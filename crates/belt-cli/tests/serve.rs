@@ -1,5 +1,6 @@
 //! `belt serve` end to end: the real binary on a free port, a generated token, a run over
 //! HTTP with its events streamed to `run_finished`, its report, and SIGTERM.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! End-to-end tests of workflow files: `belt init`, `belt validate`, `belt schema` and
 //! `belt run -f`, driving the real binary in a temp dir on the simulated provider.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

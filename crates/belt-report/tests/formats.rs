@@ -2,6 +2,7 @@
 //! and the final synthesis; the DOCX parses (zip + XML) with Heading styles, tables and the
 //! chart; the HTML parses, holds the SVG chart and nothing active from model output. Model
 //! text that attacks each format comes out as plain text.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

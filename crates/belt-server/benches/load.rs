@@ -11,6 +11,7 @@
 //! event's server timestamp to its arrival at a subscriber) p50/p99/max, streams complete
 //! (every sequence number from 1 to `run_finished`, no gap, no duplicate), and the server's
 //! peak RSS.
+#![allow(clippy::unwrap_used)] // a benchmark or an example: it stops at the first failure
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -1,5 +1,6 @@
 //! API contract: status codes, auth, limits, SSE replay and resume, documents, OpenAPI,
 //! shutdown. Each test runs a real server on a free port.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! MCP over streamable HTTP (`/mcp`) with the rmcp client: tools, progress, resources,
 //! the bearer token and the Host allow list. (stdio is tested against the real binary in
 //! belt-cli's tests.)
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

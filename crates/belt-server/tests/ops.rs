@@ -1,4 +1,5 @@
 //! Webhooks (signature, retry on 500, delivery status), metrics, and approvals.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! ```sh
 //! cargo bench -p belt-store --bench commit
 //! ```
+#![allow(clippy::unwrap_used)] // a benchmark or an example: it stops at the first failure
 
 use std::path::Path;
 use std::sync::Arc;
