@@ -88,7 +88,8 @@ pub fn load(explicit: Option<&Path>, home: &Path) -> Result<(Config, Option<Path
             }
             continue;
         }
-        let text = read_bounded(&path)?;
+        let text = crate::files::read_text(&path, MAX_CONFIG_BYTES)
+            .map_err(|e| AppError::Config(format!("the configuration: {e}")))?;
         // toml's message names the line and column, and the key.
         let config: Config = toml::from_str(&text).map_err(|e| {
             AppError::Config(format!("the configuration {} is not valid: {e}", path.display()))
@@ -96,26 +97,6 @@ pub fn load(explicit: Option<&Path>, home: &Path) -> Result<(Config, Option<Path
         return Ok((config, Some(path)));
     }
     Ok((Config::default(), None))
-}
-
-fn read_bounded(path: &Path) -> Result<String, AppError> {
-    use std::io::Read;
-    let cannot = |e: std::io::Error| {
-        AppError::Config(format!("cannot read the configuration {}: {e}", path.display()))
-    };
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .map_err(cannot)?
-        .take(MAX_CONFIG_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(cannot)?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(AppError::Config(format!(
-            "the configuration {} is larger than {MAX_CONFIG_BYTES} bytes; is it the right file?",
-            path.display()
-        )));
-    }
-    Ok(text)
 }
 
 /// The providers a run can use: the simulated one, every built-in whose key is set, and

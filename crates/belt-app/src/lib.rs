@@ -36,6 +36,7 @@
 
 pub mod config;
 mod error;
+pub mod files;
 pub mod hitl;
 mod legacy;
 pub mod models;

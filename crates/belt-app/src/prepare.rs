@@ -29,8 +29,7 @@ pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// The most workers (subtasks) of one run.
 pub const MAX_AGENTS: u32 = 100_000;
-/// The longest timeout of one attempt, in seconds (a day).
-pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+pub use belt_core::policy::MAX_TIMEOUT_SECS;
 /// The longest wait for a person's answer, in seconds (a week).
 pub const MAX_HITL_SECS: u64 = 604_800;
 /// The longest a cached reply is kept, in seconds (ten years).
@@ -230,15 +229,9 @@ pub(crate) fn in_range<T: PartialOrd + std::fmt::Display>(
     Ok(value)
 }
 
-/// A number of seconds one attempt may take: positive, finite, at most a day. (Checked once
-/// here: a `Duration` from a float out of range panics.)
+/// A number of seconds one attempt may take ([`belt_core::policy::timeout_secs`]).
 pub(crate) fn seconds(field: Field, value: f64) -> Result<Duration, AppError> {
-    if !(value.is_finite() && value > 0.0 && value <= MAX_TIMEOUT_SECS) {
-        return Err(
-            field.invalid(value, format!("must be a positive number of seconds, at most {MAX_TIMEOUT_SECS}"))
-        );
-    }
-    Ok(Duration::from_secs_f64(value))
+    belt_core::policy::timeout_secs(value).map_err(|why| field.invalid(value, why))
 }
 
 /// The checks and settings every spec has, task or workflow.

@@ -257,8 +257,8 @@ pub fn exit_code(status: RunStatus) -> i32 {
 
 /// The subtasks of a plan file (checked, like every plan, by [`App::prepare`]).
 fn read_plan(path: &Path) -> Result<Vec<Subtask>, CliError> {
-    let text = crate::workflow_cmd::read_bounded(path, MAX_PLAN_BYTES)
-        .map_err(|e| CliError::Usage(format!("cannot read the plan file {}: {e}", path.display())))?;
+    let text = belt_app::files::read_text(path, MAX_PLAN_BYTES)
+        .map_err(|e| CliError::Usage(format!("cannot read the plan file: {e}")))?;
     serde_json::from_str(&text).map_err(|e| {
         CliError::Usage(format!(
             "the plan file {} is not a JSON array of subtasks ({e}); expected e.g. \

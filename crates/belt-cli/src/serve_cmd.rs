@@ -46,6 +46,12 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>) -> Result<
         config.mcp_allowed_hosts.push(addr.ip().to_string());
     }
     config.cors_origins = args.cors_origins.clone();
+    if !(args.rate_limit.is_finite() && args.rate_limit > 0.0 && args.rate_limit <= 1e6) {
+        return Err(CliError::Usage(format!(
+            "--rate-limit must be a number of requests per second from above 0 to 1000000, got {}",
+            args.rate_limit
+        )));
+    }
     config.rate_limit =
         RateLimit { per_second: args.rate_limit, burst: (args.rate_limit * 4.0).ceil().max(1.0) as u32 };
     let server = Server::new(config, app, store);

@@ -3,7 +3,6 @@
 //! belt-workflow), as any spec; the run itself is `belt run`'s.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use belt_app::App;
@@ -47,29 +46,14 @@ fn parse_template(s: &str) -> Result<String, String> {
 
 /// Read a workflow file (at most [`belt_workflow::MAX_FILE_BYTES`]) and its format.
 pub fn read(path: &Path) -> Result<(String, Format), CliError> {
-    let limit = belt_workflow::MAX_FILE_BYTES as u64;
-    let text = read_bounded(path, limit).map_err(|e| match e.kind() {
-        std::io::ErrorKind::FileTooLarge => CliError::Usage(format!(
-            "{}: the file is larger than {limit} bytes; workflow files are limited to {limit} bytes (1 MiB)",
-            path.display()
+    let text = belt_app::files::read_text(path, belt_workflow::MAX_FILE_BYTES as u64).map_err(|e| match e {
+        belt_app::files::ReadError::TooLarge { path, limit } => CliError::Usage(format!(
+            "{path}: the file is larger than {limit} bytes; workflow files are limited to {limit} bytes (1 MiB)"
         )),
-        _ => CliError::Usage(format!("cannot read the workflow {}: {e}", path.display())),
+        other => CliError::Usage(format!("the workflow: {other}")),
     })?;
     let format = Format::from_path(path).unwrap_or_else(|| Format::sniff(&text));
     Ok((text, format))
-}
-
-/// A text file of at most `limit` bytes (a larger one is `FileTooLarge`, not read whole).
-pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
-    let mut text = String::new();
-    std::fs::File::open(path)?.take(limit + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::FileTooLarge,
-            format!("larger than {limit} bytes"),
-        ));
-    }
-    Ok(text)
 }
 
 /// `KEY=VALUE` pairs.

@@ -1475,3 +1475,29 @@ fn library_warnings_reach_stderr_through_the_binary() {
     assert_eq!(o.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"));
 }
+
+/// Every file belt is given is read through one bounded reader: a device, a FIFO with no
+/// writer or a directory is refused at once (no memory without end, no hang), naming it.
+#[test]
+fn devices_and_pipes_are_refused_as_plan_workflow_and_config() {
+    let dir = TestDir::new("bounded");
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let fifo = fifo.to_str().unwrap().to_string();
+    for path in ["/dev/zero", fifo.as_str(), "/tmp"] {
+        for args in [
+            vec!["run", "Task", "--plan", path],
+            vec!["run", "-f", path],
+            vec!["validate", path],
+            vec!["--config", path, "run", "Task"],
+        ] {
+            let o = belt(&dir, &args);
+            o.assert_code(2);
+            assert!(
+                o.stderr.contains("is not a regular file") && o.stderr.contains(path),
+                "{args:?}: {}",
+                o.stderr
+            );
+        }
+    }
+}

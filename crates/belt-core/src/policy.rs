@@ -53,6 +53,21 @@ impl StepPolicy {
     }
 }
 
+/// The longest timeout of one attempt, in seconds (a day). Longer is a mistake, and a float
+/// beyond `Duration`'s range would panic on conversion: every front end checks through
+/// [`timeout_secs`].
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// Seconds as a step timeout: positive, finite, at most [`MAX_TIMEOUT_SECS`]; else the one
+/// message every front end shows.
+pub fn timeout_secs(secs: f64) -> Result<Duration, String> {
+    if secs.is_finite() && secs > 0.0 && secs <= MAX_TIMEOUT_SECS {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!("must be a positive number of seconds, at most {MAX_TIMEOUT_SECS}"))
+    }
+}
+
 /// Policies by tier, with a default for tiers not listed.
 ///
 /// The default gives every tier 180 s per attempt, synthesizers 240 s and the executive

@@ -111,7 +111,8 @@ impl RateLimiter {
             *tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / rate))
+            // A rate too small for a `Duration` waits the longest a client is told to.
+            Err(Duration::try_from_secs_f64((1.0 - *tokens) / rate).unwrap_or(Duration::from_secs(3600)))
         }
     }
 }

@@ -188,7 +188,8 @@ impl Bound {
         RunSettings {
             budget: Budget { max_cost_usd: b.usd, max_tokens: b.tokens, max_calls: b.calls },
             concurrency: f.defaults.concurrency,
-            timeout: f.defaults.timeout.map(Duration::from_secs_f64),
+            // Checked by validation; a value out of range leaves the caller's timeout.
+            timeout: f.defaults.timeout.and_then(|t| belt_core::policy::timeout_secs(t).ok()),
             retries: f.defaults.retries,
             min_success: f.cascade.as_ref().and_then(|c| c.min_success),
             providers: f.providers.clone(),

@@ -420,6 +420,20 @@ steps: [{id: a, agent: w, prompt: hi}]
     assert_eq!(bound.with_default_model("openai/gpt-4.1").models(), ["simulated/x"], "the file's model wins");
 }
 
+#[test]
+fn a_timeout_out_of_range_is_a_validation_error_not_a_panic() {
+    for timeout in ["1e20", "0", "-3", "86401"] {
+        let text = format!(
+            "name: t\npattern: dag\ndefaults: {{timeout: {timeout}}}\nagents: [{{id: w}}]\nsteps: [{{id: a, agent: w, prompt: hi}}]\n"
+        );
+        let d = yaml(&text).to_string();
+        assert!(
+            d.contains("flow.yaml:3:") && d.contains("defaults.timeout") && d.contains("at most 86400"),
+            "{timeout}: {d}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_readme_example_is_valid_and_runs() {
     let readme =

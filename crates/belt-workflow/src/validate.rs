@@ -359,9 +359,9 @@ fn check_settings(c: &mut Checker<'_>, cx: &ValidationContext) {
         );
     }
     if let Some(t) = d.timeout
-        && !(t.is_finite() && t > 0.0)
+        && let Err(why) = belt_core::policy::timeout_secs(t)
     {
-        c.value(&dp.key("timeout"), "the timeout must be a positive number of seconds", None);
+        c.value(&dp.key("timeout"), format!("timeout {t}: {why}"), None);
     }
     if let Some(n) = d.concurrency
         && !(1..=100_000).contains(&n)
