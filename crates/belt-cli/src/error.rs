@@ -7,12 +7,17 @@ pub enum CliError {
     /// was called.
     #[error("{0}")]
     Usage(String),
+    /// The run is recorded, but something the user asked for was lost on the way (the
+    /// events file could not be written). Exit code 1.
+    #[error("{0}")]
+    Lost(String),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => 2,
+            CliError::Lost(_) => 1,
         }
     }
 }

@@ -20,6 +20,7 @@ mod progress;
 mod report_cmd;
 mod run_cmd;
 mod serve_cmd;
+mod signals;
 mod workflow_cmd;
 
 use clap::Parser;

@@ -206,27 +206,33 @@ pub async fn execute(prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
         write_error
     });
 
-    // Ctrl-C: stop scheduling and cancel in-flight calls, then write what exists.
-    // A second Ctrl-C exits at once.
+    // Ctrl-C or SIGTERM: stop scheduling and cancel in-flight calls, then write what exists.
+    // A second one exits at once.
     let cancel = handle.cancellation();
+    let (stopped_by, mut heard) = tokio::sync::oneshot::channel();
+    let mut signals = crate::signals::Signals::new();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\nbelt: cancelling: no new calls start; writing what exists (Ctrl-C again to quit now)"
-            );
-            cancel.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
+        let first = signals.next().await;
+        let _ = stopped_by.send(first);
+        eprintln!("\nbelt: cancelling: no new calls start; writing what exists (Ctrl-C again to quit now)");
+        cancel.cancel();
+        std::process::exit(signals.next().await.exit_code());
     });
 
     let result = handle.result().await;
-    if let Ok(Some(err)) = consumer.await {
-        eprintln!("belt: writing the events file failed: {err}");
-    }
+    let events_lost = consumer.await.ok().flatten();
     print_result(&result, exec.json, exec.quiet);
-    Ok(exit_code(result.status))
+    if let Some(err) = events_lost {
+        // The run is recorded; the file the user asked for is not whole.
+        return Err(CliError::Lost(format!(
+            "writing the events file failed: {err}; the run's events are in the store (`belt runs events {}`)",
+            result.run_id
+        )));
+    }
+    Ok(match heard.try_recv() {
+        Ok(signal) if result.status == RunStatus::Cancelled => signal.exit_code(),
+        _ => exit_code(result.status),
+    })
 }
 
 /// The RunResult as JSON on stdout (with `json`), and the summary table unless `quiet`.

@@ -1049,7 +1049,17 @@ fn same_seed_same_output_different_seed_different_output() {
 
 #[test]
 fn sigint_cancels_and_writes_what_exists() {
-    let dir = TestDir::new("sigint");
+    cancel_by_signal("INT", 130);
+}
+
+/// SIGTERM (a service manager, `kill`) does what Ctrl-C does; only the exit code differs.
+#[test]
+fn sigterm_cancels_and_writes_what_exists() {
+    cancel_by_signal("TERM", 143);
+}
+
+fn cancel_by_signal(signal: &str, code: i32) {
+    let dir = TestDir::new(&format!("sig{signal}"));
     let out = dir.join("out");
     let events_path = dir.join("events.jsonl");
     let mut running = spawn_belt(
@@ -1093,10 +1103,11 @@ fn sigint_cancels_and_writes_what_exists() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let kill = Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("run kill");
-    assert!(kill.success(), "kill -INT {pid} failed");
+    let kill =
+        Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().expect("run kill");
+    assert!(kill.success(), "kill -{signal} {pid} failed");
     let o = running.finish();
-    o.assert_code(130);
+    o.assert_code(code);
     let r = o.json();
     assert_eq!(r["status"], "cancelled");
     assert!(o.stderr.contains("cancelling"), "no cancellation notice on stderr:\n{}", o.stderr);
@@ -1500,4 +1511,33 @@ fn devices_and_pipes_are_refused_as_plan_workflow_and_config() {
             );
         }
     }
+}
+
+/// An events file that cannot be written is an error (exit 1) that says where the events
+/// are, not a warning after which belt exits 0.
+#[test]
+fn a_lost_events_file_is_an_error() {
+    let dir = TestDir::new("events-full");
+    let o = belt(
+        &dir,
+        &[
+            "run",
+            "Task",
+            "--agents",
+            "2",
+            "--sim-latency-ms",
+            "0",
+            "--quiet",
+            "--out",
+            "out",
+            "--events",
+            "/dev/full",
+        ],
+    );
+    o.assert_code(1);
+    assert!(
+        o.stderr.contains("writing the events file failed") && o.stderr.contains("belt runs events"),
+        "{}",
+        o.stderr
+    );
 }
