@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// Repeatable; more with POST /v1/webhooks.
     #[arg(long = "webhook", value_name = "URL")]
     pub webhooks: Vec<String>,
+    /// Let webhooks target loopback, private and link-local addresses (refused by default,
+    /// so that API clients cannot make the server call its own network).
+    #[arg(long)]
+    pub allow_private_webhooks: bool,
     /// Let pages of ORIGIN (e.g. https://app.example.com) call the API from a browser
     /// (CORS). Repeatable; none by default.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]

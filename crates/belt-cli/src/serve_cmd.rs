@@ -46,6 +46,7 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>) -> Result<
         config.mcp_allowed_hosts.push(addr.ip().to_string());
     }
     config.cors_origins = args.cors_origins.clone();
+    config.webhook_private_targets = args.allow_private_webhooks;
     if !(args.rate_limit.is_finite() && args.rate_limit > 0.0 && args.rate_limit <= 1e6) {
         return Err(CliError::Usage(format!(
             "--rate-limit must be a number of requests per second from above 0 to 1000000, got {}",

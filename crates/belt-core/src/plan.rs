@@ -16,11 +16,14 @@ impl Task {
     }
 }
 
-/// One unit of work in a plan.
+/// One unit of work in a plan. Unknown keys are refused (a misspelled `dependencies` would
+/// otherwise be a plan without them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Subtask {
-    /// Unique within the plan. Numbers are accepted in JSON and kept as text; a missing id
-    /// becomes the subtask's 1-based position.
+    /// Unique within the plan, at most 128 characters, no `/`, `\`, control characters, `.`
+    /// or `..`. Numbers are accepted in JSON and kept as text; a missing id becomes the
+    /// subtask's 1-based position (an empty one is refused).
     #[serde(default, deserialize_with = "string_or_number")]
     #[schemars(with = "String")]
     pub id: String,
@@ -81,7 +84,13 @@ impl From<IdRepr> for String {
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(IdRepr::deserialize(d)?.into())
+    let id: String = IdRepr::deserialize(d)?.into();
+    if id.trim().is_empty() {
+        return Err(serde::de::Error::custom(
+            "an empty subtask id; leave `id` out to number the subtask by its position",
+        ));
+    }
+    Ok(id)
 }
 
 fn strings_or_numbers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -101,6 +110,27 @@ pub enum PlanError {
     UnknownDependency { subtask: String, dependency: String, known: String },
     #[error("the plan has a dependency cycle: {}", .0.join(" -> "))]
     Cycle(Vec<String>),
+    #[error("subtask id {id:?} cannot be used: {why}")]
+    BadId { id: String, why: &'static str },
+}
+
+/// The longest subtask id.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// Why `id` cannot name a subtask, if it cannot: ids end up in step ids, file names of
+/// reports and logs, so they hold no path separators or control characters.
+fn bad_id(id: &str) -> Option<&'static str> {
+    if id.chars().count() > MAX_ID_CHARS {
+        Some("ids are at most 128 characters")
+    } else if id.chars().any(char::is_control) {
+        Some("ids hold no control characters")
+    } else if id.contains(['/', '\\']) {
+        Some("ids hold no `/` or `\\`")
+    } else if id == "." || id == ".." {
+        Some("`.` and `..` are not ids")
+    } else {
+        None
+    }
 }
 
 /// Fill missing ids with positions, then check ids, dependencies and cycles.
@@ -123,6 +153,9 @@ pub fn normalize_plan(plan: &mut [Subtask]) -> Result<(), PlanError> {
 pub fn validate_plan(plan: &[Subtask]) -> Result<(), PlanError> {
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(plan.len());
     for (i, s) in plan.iter().enumerate() {
+        if let Some(why) = bad_id(&s.id) {
+            return Err(PlanError::BadId { id: s.id.clone(), why });
+        }
         if index.insert(s.id.as_str(), i).is_some() {
             return Err(PlanError::DuplicateId(s.id.clone()));
         }
@@ -197,6 +230,22 @@ mod tests {
         assert_eq!(plan[2].dependencies, vec!["2"]);
         assert_eq!(plan[2].priority, 3);
         assert_eq!(plan[0].specialization, "general");
+    }
+
+    #[test]
+    fn refuses_unknown_keys_empty_ids_and_ids_that_are_paths() {
+        let e = serde_json::from_str::<Vec<Subtask>>(r#"[{"description": "a", "dependences": ["b"]}]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `dependences`") && e.contains("`dependencies`"), "{e}");
+        let e = serde_json::from_str::<Vec<Subtask>>(r#"[{"id": " ", "description": "a"}]"#).unwrap_err();
+        assert!(e.to_string().contains("empty subtask id"), "{e}");
+        for id in ["../../etc/passwd", "a\u{0}b", "..", "a\\b"] {
+            let err = validate_plan(&[Subtask::new(id, "x")]).unwrap_err();
+            assert!(matches!(&err, PlanError::BadId { id: bad, .. } if bad == id), "{id:?}: {err}");
+        }
+        assert!(validate_plan(&[Subtask::new("x".repeat(129), "x")]).is_err());
+        assert!(validate_plan(&[Subtask::new("data-2.v1_x", "x")]).is_ok());
     }
 
     #[test]

@@ -161,21 +161,29 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Middleware: 401 without the right token, 429 over the rate limit.
+/// The bucket that requests with a missing or wrong token draw from, all together: guessing
+/// tokens is as rate-limited as using one.
+const UNAUTHORIZED: &str = "\0unauthorized";
+
+/// Middleware: 401 without the right token, 429 over the rate limit (for requests without
+/// the right token too, so tokens cannot be guessed at full speed).
 pub(crate) async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let ok = presented(&req).is_some_and(|t| token_matches(&t, &app.config.token));
-    if !ok {
-        return ApiError::Unauthorized.into_response();
-    }
-    if let Err(wait) = app.limiter.take(&app.config.token) {
+    let bucket = if ok { app.config.token.as_str() } else { UNAUTHORIZED };
+    if let Err(wait) = app.limiter.take(bucket) {
         return ApiError::TooMany {
-            message: format!(
-                "more than {} requests per second with this token; slow down",
-                app.config.rate_limit.per_second
-            ),
+            message: if ok {
+                format!("more than {} requests per second with this token; slow down", app.config.rate_limit.per_second)
+            } else {
+                "too many requests without a valid token; send `Authorization: Bearer <token>` (see `belt serve` output)"
+                    .to_string()
+            },
             retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
         }
         .into_response();
+    }
+    if !ok {
+        return ApiError::Unauthorized.into_response();
     }
     next.run(req).await
 }

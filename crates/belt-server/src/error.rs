@@ -49,6 +49,8 @@ pub enum ApiError {
     NoRoute(String),
     #[error("{message}")]
     TooMany { message: String, retry_after_secs: u64 },
+    #[error("{0}")]
+    UnsupportedMedia(String),
     #[error("the request body is too large ({0}); the limit is 1 MiB unless the server sets another")]
     TooLarge(String),
     #[error("the server is shutting down; retry on another instance or after it restarts")]
@@ -79,6 +81,7 @@ impl ApiError {
             ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -96,6 +99,7 @@ impl ApiError {
             ApiError::NoRoute(_) => "no_route",
             ApiError::TooMany { .. } => "too_many_requests",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::UnsupportedMedia(_) => "unsupported_media_type",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
         }
@@ -129,7 +133,8 @@ impl From<belt_core::store::StoreError> for ApiError {
 }
 
 /// axum's JSON rejections in our error shape: syntax errors are 400 with the parse error,
-/// a body of the wrong shape (unknown or missing fields) 422, an oversized body 413.
+/// a body of the wrong shape (unknown or missing fields) 422, an oversized body 413, a body
+/// that is not declared JSON 415.
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(r: axum::extract::rejection::JsonRejection) -> Self {
         let status = r.status();
@@ -137,7 +142,7 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
         match status {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(text),
             StatusCode::UNPROCESSABLE_ENTITY => ApiError::Invalid(text),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::BadRequest(format!(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMedia(format!(
                 "{text}; send the body as JSON with Content-Type: application/json"
             )),
             _ => ApiError::BadRequest(text),

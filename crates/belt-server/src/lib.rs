@@ -36,6 +36,7 @@ mod api;
 pub mod approvals;
 pub mod auth;
 mod dashboard;
+pub mod egress;
 mod error;
 pub mod manager;
 pub mod mcp;
@@ -80,6 +81,9 @@ pub struct ServerConfig {
     /// A server reached by another name must list it.
     pub mcp_allowed_hosts: Vec<String>,
     pub webhook_retry: webhooks::RetryPolicy,
+    /// Let webhooks target loopback, private and link-local addresses (refused by default:
+    /// see [`egress`]).
+    pub webhook_private_targets: bool,
     /// Browser origins (`https://app.example.com`) allowed to call the API from their pages.
     /// Empty (the default): no CORS headers, so other sites' scripts cannot read responses.
     pub cors_origins: Vec<String>,
@@ -101,6 +105,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             webhook_retry: webhooks::RetryPolicy::default(),
+            webhook_private_targets: false,
             cors_origins: Vec::new(),
             defaults: RunSpec::default(),
             stream_deltas: true,
@@ -127,7 +132,7 @@ pub struct Server {
 impl Server {
     /// A server. Call it within a tokio runtime.
     pub fn new(config: ServerConfig, app: Arc<belt_app::App>, store: Arc<dyn RunStore>) -> Self {
-        let webhooks = webhooks::Webhooks::new(config.webhook_retry);
+        let webhooks = webhooks::Webhooks::new(config.webhook_retry, config.webhook_private_targets);
         let metrics = Arc::new(metrics::Metrics::default());
         let observers: Vec<Arc<dyn EventObserver>> = vec![metrics.clone(), webhooks.clone()];
         let manager = RunManager::new(app, store.clone(), &config, observers);
@@ -194,6 +199,11 @@ impl Server {
         let state = self.state.clone();
         let config = StreamableHttpServerConfig::default()
             .with_allowed_hosts(self.state.config.mcp_allowed_hosts.clone())
+            // A browser page of another site must not drive a local server (DNS rebinding
+            // aside, its Origin says where it comes from): only the server's own names and
+            // the configured CORS origins.
+            .with_allowed_origins(mcp_origins(&self.state.config))
+            .enforce_origin_validation()
             .with_sse_keep_alive(Some(self.state.config.heartbeat))
             .with_max_request_body_bytes(self.state.config.max_body_bytes)
             .with_cancellation_token(self.state.manager.shutdown_token().child_token());
@@ -232,6 +242,25 @@ impl Server {
         manager.shutdown(grace).await;
         Ok(())
     }
+}
+
+/// The `Origin`s `/mcp` accepts: pages served by one of the server's own names (any port,
+/// http or https) and the CORS origins. Requests without an `Origin` (non-browser clients)
+/// are not affected.
+fn mcp_origins(config: &ServerConfig) -> Vec<String> {
+    let mut origins = Vec::new();
+    for host in &config.mcp_allowed_hosts {
+        // `name`, `name:port`, an IPv6 address bare or in brackets.
+        let authority = match host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("[{v6}]:*"),
+            Err(_) if host.contains(':') => host.clone(),
+            Err(_) => format!("{host}:*"),
+        };
+        origins.push(format!("http://{authority}"));
+        origins.push(format!("https://{authority}"));
+    }
+    origins.extend(config.cors_origins.iter().cloned());
+    origins
 }
 
 /// CORS for the configured origins only (preflights are answered before authentication,

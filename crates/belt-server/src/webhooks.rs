@@ -160,17 +160,24 @@ pub struct Webhooks {
     hooks: Mutex<BTreeMap<String, Arc<Hook>>>,
     client: reqwest::Client,
     retry: RetryPolicy,
+    /// Loopback, private and link-local targets allowed (see [`crate::egress`]).
+    private_targets: bool,
 }
 
 impl Webhooks {
-    pub fn new(retry: RetryPolicy) -> Arc<Self> {
+    pub fn new(retry: RetryPolicy, private_targets: bool) -> Arc<Self> {
         // reqwest is built without a default TLS crypto provider; use ring, as belt-llm does.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(retry.timeout)
+        let mut builder = reqwest::Client::builder().timeout(retry.timeout);
+        if !private_targets {
+            builder = builder.dns_resolver(std::sync::Arc::new(crate::egress::PublicResolver));
+        }
+        // No redirects: a redirect to a private address would bypass the checks above.
+        let client = builder
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Arc::new(Webhooks { hooks: Mutex::new(BTreeMap::new()), client, retry })
+        Arc::new(Webhooks { hooks: Mutex::new(BTreeMap::new()), client, retry, private_targets })
     }
 
     /// Register a webhook and start its delivery worker (on the current runtime).
@@ -179,6 +186,25 @@ impl Webhooks {
             .map_err(|e| ApiError::Invalid(format!("webhook url `{}` is not a URL: {e}", spec.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ApiError::Invalid(format!("webhook url `{}` must be http or https", spec.url)));
+        }
+        if !self.private_targets {
+            // IP literals never reach the resolver: checked here. So is `localhost`, which
+            // some resolvers answer without asking DNS.
+            let host = url.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+            let literal = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) if host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost") => {
+                    Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+                }
+                Err(_) => None,
+            };
+            if literal.is_some_and(|ip| !crate::egress::is_public(ip)) {
+                return Err(ApiError::Invalid(format!(
+                    "webhook url `{}` targets a loopback, private or link-local address; refused unless the \
+                     server allows it (belt serve --allow-private-webhooks)",
+                    spec.url
+                )));
+            }
         }
         if let Some(events) = &spec.events
             && let Some(bad) = events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str()))

@@ -121,7 +121,8 @@ async fn bad_bodies_get_400_422_and_413() {
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "too_large");
 
     let r = authed(c.post(server.url("/v1/runs"))).body("{}").send().await.unwrap();
-    assert_eq!(r.status(), 400, "no JSON content type");
+    assert_eq!(r.status(), 415, "no JSON content type");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "unsupported_media_type");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,6 +140,14 @@ async fn requests_over_the_rate_limit_get_429_with_retry_after() {
     assert!((1..=2).contains(&retry), "{retry}");
     // Health checks are not rate limited.
     assert_eq!(c.get(server.url("/healthz")).send().await.unwrap().status(), 200);
+    // Guessing tokens is limited as much as using one: wrong tokens share a bucket.
+    let wrong = |c: &reqwest::Client| c.get(server.url("/v1/runs")).bearer_auth("guess").send();
+    for _ in 0..3 {
+        assert_eq!(wrong(&c).await.unwrap().status(), 401);
+    }
+    let r = wrong(&c).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,4 +177,16 @@ async fn mcp_over_http_needs_the_token_and_an_allowed_host() {
     // A DNS-rebinding page would send its own host name.
     let r = post(Some("evil.example")).await.unwrap();
     assert_eq!(r.status(), 403, "{:?}", r.text().await);
+    // A page of another site, even on a loopback Host: refused by its Origin.
+    let with_origin = |origin: &'static str| {
+        authed(c.post(server.url("/mcp")))
+            .header("accept", "application/json, text/event-stream")
+            .header("origin", origin)
+            .json(&init)
+            .send()
+    };
+    let r = with_origin("https://evil.example").await.unwrap();
+    assert_eq!(r.status(), 403, "{:?}", r.text().await);
+    // The server's own pages may.
+    assert_eq!(with_origin("http://127.0.0.1:7700").await.unwrap().status(), 200);
 }

@@ -228,3 +228,30 @@ async fn a_plan_review_waits_for_an_approval_over_http() {
     let list: Value = authed(c.get(server.url("/v1/approvals"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(list["approvals"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_to_private_addresses_are_refused_unless_allowed() {
+    let mut cfg = config();
+    cfg.webhook_private_targets = false;
+    let server = TestServer::start(cfg, 0).await;
+    let c = client();
+    for url in [
+        "http://127.0.0.1:9/h",
+        "http://169.254.169.254/latest",
+        "http://localhost:80/",
+        "http://[::1]/",
+        "http://10.0.0.7/",
+    ] {
+        let r = authed(c.post(server.url("/v1/webhooks"))).json(&json!({"url": url})).send().await.unwrap();
+        assert_eq!(r.status(), 422, "{url}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains("--allow-private-webhooks"), "{url}: {v}");
+    }
+    // A public name is accepted at registration; its addresses are checked at each delivery.
+    let r = authed(c.post(server.url("/v1/webhooks")))
+        .json(&json!({"url": "https://hooks.example.com/x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}

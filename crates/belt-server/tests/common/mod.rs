@@ -36,6 +36,8 @@ pub struct TestServer {
 pub fn config() -> ServerConfig {
     let mut c = ServerConfig::new(TOKEN);
     c.heartbeat = Duration::from_millis(100);
+    // The tests' webhook receivers listen on loopback.
+    c.webhook_private_targets = true;
     c
 }
 
