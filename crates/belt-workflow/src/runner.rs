@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use belt_core::patterns::Flow;
-use belt_core::patterns::dag::Dag;
+use belt_core::patterns::dag::{Dag, NodeOutcome};
 use belt_core::patterns::iterative::Refine;
 use belt_core::patterns::swarm::Assign;
 use belt_core::{
@@ -394,6 +394,18 @@ fn failed(step: &StepId, message: impl Into<String>) -> StepError {
     StepError::Failed { step: step.clone(), message: message.into() }
 }
 
+/// A step whose template cannot be rendered fails on the run's record — its event and the
+/// report say which key, which line and why — not only in the flow's summary.
+async fn template_failed(ctx: &Ctx, spec: &StepSpec, message: String) -> StepError {
+    let id = spec.id.clone();
+    let spec = StepSpec { tier: Tier::Custom(Arc::from("template")), ..spec.clone() };
+    let reason = message.clone();
+    match ctx.step::<String, _>(spec, &message, async move { Err(reason) }).await {
+        Err(e) => e,
+        Ok(_) => failed(&id, message),
+    }
+}
+
 async fn run_steps(plan: Arc<StepsPlan>, ctx: Ctx) -> Result<String, StepError> {
     let state = Arc::new(Mutex::new(StepsState::default()));
     let file = &plan.file;
@@ -424,8 +436,16 @@ async fn run_steps(plan: Arc<StepsPlan>, ctx: Ctx) -> Result<String, StepError> 
         Some(text) => Ok(text.clone()),
         None => {
             let mut why = Vec::new();
-            if !run.failed().is_empty() {
-                why.push(format!("failed: {}", run.failed().join(", ")));
+            let failures: Vec<String> = run
+                .nodes
+                .iter()
+                .filter_map(|n| match &n.outcome {
+                    NodeOutcome::Failed(e) => Some(format!("{} — {e}", n.id)),
+                    _ => None,
+                })
+                .collect();
+            if !failures.is_empty() {
+                why.push(format!("failed: {}", failures.join(", ")));
             }
             if !run.skipped().is_empty() {
                 why.push(format!("skipped: {}", run.skipped().join(", ")));
@@ -461,13 +481,18 @@ async fn run_step(
         }
         Scope { inputs: plan.inputs.clone(), steps: s.outputs.clone(), output: None }
     };
-    if let Some(when) = &step.when
-        && !template::truth(when, &scope).map_err(|e| failed(&id, format!("`when`: {e}")))?
-    {
-        return Ok(Arc::from(""));
+    let key = format!("steps[{index}]");
+    if let Some(when) = &step.when {
+        match template::truth(when, &scope) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Arc::from("")),
+            Err(e) => return Err(template_failed(&ctx, &spec, format!("{key}.when: {e}")).await),
+        }
     }
-    let prompt = template::render(step.prompt.as_deref().unwrap_or(""), &scope)
-        .map_err(|e| failed(&id, format!("the prompt's template: {e}")))?;
+    let prompt = match template::render(step.prompt.as_deref().unwrap_or(""), &scope) {
+        Ok(prompt) => prompt,
+        Err(e) => return Err(template_failed(&ctx, &spec, format!("{key}.prompt: {e}")).await),
+    };
     let agent = step.agent.as_ref().and_then(|a| plan.agents.get(a));
     let output: Arc<str> = match (agent, &step.loop_) {
         (None, _) => {

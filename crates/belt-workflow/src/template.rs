@@ -83,6 +83,123 @@ pub(crate) fn expression_variables(source: &str) -> Result<Vec<String>, SyntaxIs
     Ok(vars)
 }
 
+/// The filters (`| name`) and tests (`is name`, `is not name`) a template or expression
+/// uses that the environment does not have, in order of first use. minijinja finds those
+/// only when it reaches them while rendering, so a misspelled filter in a branch would pass
+/// `belt validate` and fail the run; each name found is asked of the environment itself.
+pub(crate) fn unknown_filters_and_tests(source: &str, expression: bool) -> Vec<String> {
+    let mut unknown = Vec::new();
+    for (kind, name) in filter_and_test_names(source, expression) {
+        let probe = match kind {
+            Use::Filter => format!("{{{{ none | {name} }}}}"),
+            Use::Test => format!("{{{{ none is {name} }}}}"),
+        };
+        let missing = env().render_str(&probe, ()).err().is_some_and(|e| {
+            matches!(e.kind(), minijinja::ErrorKind::UnknownFilter | minijinja::ErrorKind::UnknownTest)
+        });
+        let label = match kind {
+            Use::Filter => format!("filter `{name}`"),
+            Use::Test => format!("test `{name}`"),
+        };
+        if missing && !unknown.contains(&label) {
+            unknown.push(label);
+        }
+    }
+    unknown
+}
+
+#[derive(Clone, Copy)]
+enum Use {
+    Filter,
+    Test,
+}
+
+/// Every `| name` and `is [not] name` in the template's `{{ }}` and `{% %}` (or in the whole
+/// text of an expression), outside string literals.
+fn filter_and_test_names(source: &str, expression: bool) -> Vec<(Use, String)> {
+    let mut out = Vec::new();
+    let mut code = Vec::new();
+    if expression {
+        code.push(source);
+    } else {
+        let mut rest = source;
+        while let Some(open) = rest.find(['{']) {
+            let after = &rest[open + 1..];
+            let close = match after.as_bytes().first() {
+                Some(b'{') => "}}",
+                Some(b'%') => "%}",
+                _ => {
+                    rest = after;
+                    continue;
+                }
+            };
+            let body = &after[1..];
+            let end = body.find(close).unwrap_or(body.len());
+            code.push(&body[..end]);
+            rest = &body[end..];
+        }
+    }
+    for part in code {
+        let words = words_outside_strings(part);
+        let mut i = 0;
+        while i < words.len() {
+            match words[i].as_str() {
+                "|" if i + 1 < words.len() && is_ident(&words[i + 1]) => {
+                    out.push((Use::Filter, words[i + 1].clone()));
+                    i += 1;
+                }
+                "is" => {
+                    let at = if words.get(i + 1).map(String::as_str) == Some("not") { i + 2 } else { i + 1 };
+                    if let Some(name) = words.get(at).filter(|w| is_ident(w)) {
+                        out.push((Use::Test, name.clone()));
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+fn is_ident(w: &str) -> bool {
+    w.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+}
+
+/// Identifiers and `|` of an expression, with string literals left out.
+fn words_outside_strings(code: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = code.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                while let Some(d) = chars.next() {
+                    if d == '\\' {
+                        chars.next();
+                    } else if d == c {
+                        break;
+                    }
+                }
+            }
+            '|' => words.push("|".to_string()),
+            c if c.is_ascii_alphanumeric() || c == '_' => {
+                let mut w = String::from(c);
+                while let Some(&d) = chars.peek() {
+                    if d.is_ascii_alphanumeric() || d == '_' {
+                        w.push(d);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                words.push(w);
+            }
+            _ => {}
+        }
+    }
+    words
+}
+
 /// Whether a name is a function of the environment rather than a variable.
 pub(crate) fn is_builtin(name: &str) -> bool {
     BUILTIN_FUNCTIONS.contains(&name)
@@ -100,9 +217,10 @@ pub(crate) fn truth(source: &str, scope: &Scope) -> Result<bool, String> {
 }
 
 fn describe(e: &minijinja::Error) -> String {
+    let at = e.line().map(|l| format!(" (line {l} of the template)")).unwrap_or_default();
     match e.detail() {
-        Some(d) => format!("{}: {d}", e.kind()),
-        None => e.kind().to_string(),
+        Some(d) => format!("{}: {d}{at}", e.kind()),
+        None => format!("{}{at}", e.kind()),
     }
 }
 

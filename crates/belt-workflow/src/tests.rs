@@ -421,6 +421,53 @@ steps: [{id: a, agent: w, prompt: hi}]
 }
 
 #[test]
+fn unknown_filters_and_tests_are_validation_errors_even_in_branches_not_taken() {
+    let text = "\
+name: t
+inputs: {topic: {default: x}}
+agents: [{id: w}]
+pattern: dag
+steps:
+  - id: a
+    agent: w
+    prompt: \"{% if false %}{{ inputs.topic | frobnicate }}{% endif %}{{ inputs.topic | upper }} {{ 'a | nofilter' }}\"
+  - id: b
+    agent: w
+    when: \"inputs.topic is odd_thing\"
+    prompt: \"{{ inputs.topic | default('y') | trim }} {% if inputs.topic is not defined %}no{% endif %}\"
+";
+    let d = yaml(text).to_string();
+    assert!(d.contains("steps[0].prompt: unknown filter `frobnicate`"), "{d}");
+    assert!(d.contains("steps[1].when: unknown test `odd_thing`"), "{d}");
+    assert!(!d.contains("`nofilter`") && !d.contains("`upper`") && !d.contains("`defined`"), "{d}");
+    assert_eq!(d.lines().count(), 2, "{d}");
+}
+
+#[tokio::test]
+async fn a_template_that_fails_at_run_time_says_which_step_line_and_why() {
+    let text = "\
+name: t
+agents: [{id: w}]
+pattern: sequential
+steps:
+  - id: s1
+    agent: w
+    prompt: |
+      Line one
+      {{ 'x' * 1000000000 }}
+";
+    assert!(yaml(text).is_empty(), "valid: the failure is a matter of values, seen at run time");
+    let r = run_text(text, Format::Yaml, &[]).await;
+    let failed = r.agents.iter().find(|a| a.step.as_str() == "steps/s1").expect("the step is on the record");
+    assert_eq!(failed.status, AgentStatus::Failed);
+    let error = failed.error.as_deref().unwrap();
+    assert!(
+        error.contains("steps[0].prompt") && error.contains("too large") && error.contains("line 2"),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_timeout_out_of_range_is_a_validation_error_not_a_panic() {
     for timeout in ["1e20", "0", "-3", "86401"] {
         let text = format!(

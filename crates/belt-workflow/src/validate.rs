@@ -203,9 +203,23 @@ impl<'a> Checker<'a> {
         used
     }
 
+    /// Filters and tests the environment does not have.
+    fn names(&mut self, path: &KeyPath, source: &str, expression: bool) {
+        for name in template::unknown_filters_and_tests(source, expression) {
+            self.value(
+                path,
+                format!("unknown {name}"),
+                Some("templates have minijinja's built-in filters and tests (upper, lower, trim, join, length, default…)".into()),
+            );
+        }
+    }
+
     fn template(&mut self, path: &KeyPath, source: &str, steps: Option<&[&str]>) -> Vec<String> {
         match template::template_variables(source) {
-            Ok(vars) => self.check_vars(path, &vars, steps, false),
+            Ok(vars) => {
+                self.names(path, source, false);
+                self.check_vars(path, &vars, steps, false)
+            }
             Err(e) => {
                 let at = e
                     .line
@@ -226,7 +240,10 @@ impl<'a> Checker<'a> {
         allow_output: bool,
     ) -> Vec<String> {
         match template::expression_variables(source) {
-            Ok(vars) => self.check_vars(path, &vars, Some(steps), allow_output),
+            Ok(vars) => {
+                self.names(path, source, true);
+                self.check_vars(path, &vars, Some(steps), allow_output)
+            }
             Err(e) => {
                 self.value(
                     path,
