@@ -118,6 +118,11 @@ pub struct McpArgs {
 pub struct ResumeArgs {
     /// The run to continue (see `belt runs list`).
     pub run_id: String,
+    /// Finish a run that ended failed, partial or out of budget (after a provider outage,
+    /// say): its completed steps are replayed, its failed and skipped ones run again, and a
+    /// new result is recorded.
+    #[arg(long)]
+    pub retry_failed: bool,
     /// Directory for the report [default: the run's own --out]
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,

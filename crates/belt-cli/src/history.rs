@@ -26,12 +26,29 @@ pub async fn resume(args: ResumeArgs, spec: &StoreSpec, app: &App) -> Result<i32
     if let Some(result) = store.get_result(&args.run_id).await.map_err(usage)?
         && result.status != RunStatus::Cancelled
     {
-        // Resuming cannot change a finished run: every step it would ask for is recorded.
+        let unfinished =
+            matches!(result.status, RunStatus::Failed | RunStatus::Partial | RunStatus::BudgetExhausted);
+        if !(args.retry_failed && unfinished) {
+            // Resuming cannot change a finished run: every step it would ask for is recorded.
+            let hint = if unfinished {
+                format!(
+                    "; `belt resume --retry-failed {}` runs its failed and skipped steps again",
+                    args.run_id
+                )
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "belt: run {} already finished ({}: {}); nothing to resume{hint}. `belt runs show {}` shows it.",
+                args.run_id, result.status, result.stop_reason, args.run_id
+            );
+            return Ok(0);
+        }
+    } else if args.retry_failed {
         eprintln!(
-            "belt: run {} already finished ({}: {}); nothing to resume. `belt runs show {}` shows it.",
-            args.run_id, result.status, result.stop_reason, args.run_id
+            "belt: run {} has not finished; resuming it (--retry-failed is for finished runs)",
+            args.run_id
         );
-        return Ok(0);
     }
     let run_spec = RunSpec::from_definition(&record.definition).map_err(|e| {
         CliError::Usage(format!(

@@ -292,3 +292,59 @@ async fn a_fatal_error_for_the_first_model_falls_back_without_retrying_it() {
         assert_eq!(a["attempts"], 2, "one failed attempt, one served: {a}");
     }
 }
+
+/// A run that failed in a provider outage is finished after the provider heals, with
+/// `belt resume --retry-failed`: what completed is replayed (no request), what failed runs
+/// again, and a new result is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_failed_in_an_outage_is_finished_by_resume_retry_failed() {
+    let server = FakeServer::start().await.unwrap();
+    let ok = || {
+        let usage = FakeUsage { input: 50, output: 20, cache_read: 0, cache_write: 0 };
+        FakeResponse::openai_json("gpt-4.1-mini", "## Findings\nHeat pumps use less energy.", "stop", usage)
+    };
+    // The decomposition and the first worker are answered, then the provider is down.
+    server.push(ok()).push(ok());
+    server.set_default(FakeResponse::openai_error(500, "The server had an error", "server_error", None));
+    let dir = Dir::new("retry-failed");
+    let env = [
+        ("OPENAI_BASE_URL", server.openai_base_url()),
+        ("OPENAI_API_KEY", "sk-test-secret-1234".to_string()),
+    ];
+    let args = [
+        "run",
+        "Compare heat pumps and gas boilers",
+        "--agents",
+        "3",
+        "--concurrency",
+        "1",
+        "--retries",
+        "0",
+        "--json",
+        "--quiet",
+        "--out",
+        "out",
+    ];
+    let (code, first, stderr) = belt(&dir, &args, &env).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(first["status"], "failed");
+    let id = first["run_id"].as_str().unwrap().to_string();
+    let before = server.requests().len();
+    assert_eq!(before, 4, "a decomposition and three workers");
+
+    // Resuming alone does nothing, and says what would.
+    let (code, _, stderr) = belt(&dir, &["resume", &id], &env).await;
+    assert_eq!(code, 0);
+    assert!(stderr.contains("already finished") && stderr.contains("--retry-failed"), "{stderr}");
+    assert_eq!(server.requests().len(), before);
+
+    server.set_default(ok());
+    let (code, again, stderr) =
+        belt(&dir, &["resume", "--retry-failed", &id, "--json", "--quiet"], &env).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(again["status"], "completed");
+    assert_eq!(again["run_id"], id.as_str());
+    assert_eq!(server.requests().len(), before + 2, "only the two failed workers are called again");
+    let (_, stored, _) = belt(&dir, &["runs", "export", &id], &env).await;
+    assert_eq!(stored["status"], "completed", "the new result is recorded");
+}
