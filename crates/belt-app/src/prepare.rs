@@ -177,6 +177,7 @@ impl App {
             pattern.build.ok_or_else(|| AppError::Invalid(format!("`{}` cannot be built", pattern.name)))?;
         let orchestrator = build(&team);
         let providers = self.providers(spec)?;
+        keys_present(&team.models.all(), &providers)?;
         orchestrator.validate(&providers).map_err(AppError::Invalid)?;
         let simulated = team.models.all().iter().any(|m| is_simulated(m));
 
@@ -368,6 +369,30 @@ fn tier_models(spec: &RunSpec) -> TierModels {
         executive: or_base(&spec.executive_model),
         base,
     }
+}
+
+/// A model of a built-in provider whose key is not set is said so, naming the variable —
+/// not reported as an unknown provider.
+pub(crate) fn keys_present<S: AsRef<str>>(models: &[S], providers: &Providers) -> Result<(), AppError> {
+    let ready = providers.names();
+    for link in models.iter().flat_map(|m| m.as_ref().split(',')) {
+        let link = link.trim();
+        let Some((name, _)) = link.split_once('/') else { continue };
+        if ready.contains(&name) {
+            continue;
+        }
+        let Some(builtin) = belt_llm::providers::BUILTIN_PROVIDERS.iter().find(|b| b.name == name) else {
+            continue;
+        };
+        if let Some(var) = builtin.key_env.first() {
+            return Err(AppError::Invalid(format!(
+                "`{link}` needs {var}, which is not set: export {var}=… (or set api_key_env under \
+                 [providers.{name}] in belt.toml), or choose another model; `belt models` shows which \
+                 providers are ready"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// True when a model (or a link of a fallback chain) is simulated.

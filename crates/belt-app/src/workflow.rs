@@ -119,6 +119,7 @@ pub(crate) fn prepare(app: &App, spec: &RunSpec, text: &str, common: Common) -> 
         merge_limits(&mut providers, name, &file);
     }
     let orchestrator = bound.orchestrator();
+    crate::prepare::keys_present(&bound.models(), &providers)?;
     belt_core::Orchestrator::validate(&orchestrator, &providers).map_err(AppError::Invalid)?;
     let simulated = bound.models().iter().any(|m| is_simulated(m));
 

@@ -42,6 +42,14 @@ fn every_field_mistake_names_the_field_and_its_flag() {
         (r#"{"task": "x", "pattern": "pyramid"}"#, vec!["unknown pattern `pyramid`", "cascade, swarm"]),
         (r#"{"task": "x", "pattern": "saga"}"#, vec!["`saga` needs more than a task", "workflow file"]),
         (r#"{"task": "x", "model": "nope/x"}"#, vec!["unknown provider `nope`"]),
+        (
+            r#"{"task": "x", "model": "openai/gpt-4o-mini"}"#,
+            vec!["`openai/gpt-4o-mini` needs OPENAI_API_KEY, which is not set"],
+        ),
+        (
+            r#"{"task": "x", "executive_model": "simulated/a,anthropic/claude"}"#,
+            vec!["needs ANTHROPIC_API_KEY"],
+        ),
         (r#"{"task": "x", "worker_model": "noslash"}"#, vec!["noslash", "provider/model"]),
         (r#"{"task": "x", "plan": []}"#, vec!["plan is empty"]),
         (
