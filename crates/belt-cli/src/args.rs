@@ -18,6 +18,11 @@ pub struct Cli {
     /// [default: ./belt.toml, else $BELT_HOME/belt.toml, if present]
     #[arg(long, global = true, env = "BELT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// belt's own directory: the default store, belt.toml, the API token [default:
+    /// $BELT_HOME, else the user's data directory]. For clients that start `belt mcp` with
+    /// an environment of their own.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -63,8 +63,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let store = cli.store.unwrap_or_else(belt_store::default_spec);
-    let app = match belt_app::config::load(cli.config.as_deref(), &belt_store::belt_home()) {
+    let home = cli.home.clone().unwrap_or_else(belt_store::belt_home);
+    let store = cli.store.unwrap_or_else(|| belt_store::StoreSpec::Sqlite(home.join("belt.db")));
+    let app = match belt_app::config::load(cli.config.as_deref(), &home) {
         Ok((config, _)) => std::sync::Arc::new(belt_app::App::new(config)),
         Err(e) => {
             eprintln!("belt: error: {e}");
@@ -78,7 +79,7 @@ fn main() {
             Command::Runs(command) => history::runs(command, &store).await,
             Command::Dlq(command) => history::dlq(command, &store, &app).await,
             Command::Report(args) => report_cmd::report(args, &store).await,
-            Command::Serve(args) => serve_cmd::serve(args, &store, app).await,
+            Command::Serve(args) => serve_cmd::serve(args, &store, app, &home).await,
             Command::Mcp(args) => serve_cmd::mcp(args, &store, app).await,
             Command::Models { json } => Ok(models::list(json, &belt_llm::process_env)),
             Command::Patterns { json } => Ok(patterns(json)),

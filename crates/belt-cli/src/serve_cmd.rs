@@ -3,7 +3,7 @@
 //! same checks, configuration and model choice.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use belt_app::App;
@@ -15,12 +15,12 @@ use crate::error::CliError;
 use crate::run_cmd;
 
 /// Where a generated token is kept.
-pub fn token_file() -> PathBuf {
-    belt_store::belt_home().join("api-token")
+pub fn token_file(home: &Path) -> PathBuf {
+    home.join("api-token")
 }
 
 /// `belt serve`.
-pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>) -> Result<i32, CliError> {
+pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>, home: &Path) -> Result<i32, CliError> {
     let addr: SocketAddr = args.addr.parse().map_err(|e| {
         CliError::Usage(format!(
             "--addr `{}` is not an address ({e}); use IP:PORT, e.g. 127.0.0.1:7700",
@@ -31,7 +31,7 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>) -> Result<
     if !addr.ip().is_loopback() && explicit.is_none() {
         return Err(CliError::Usage(ServerError::TokenRequired { addr: addr.to_string() }.to_string()));
     }
-    let file = token_file();
+    let file = token_file(home);
     let (token, source) =
         belt_server::resolve_token(explicit.as_deref(), &file).map_err(|e| CliError::Usage(e.to_string()))?;
     let store = run_cmd::open_store(store).await?;

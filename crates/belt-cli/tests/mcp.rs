@@ -59,3 +59,43 @@ async fn mcp_over_stdio_runs_a_cascade_to_completion() {
     assert_eq!(runs[0]["run_id"], summary["run_id"]);
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// MCP clients start `belt mcp` with an environment of their own, where `BELT_HOME` from
+/// the user's shell never arrives: `--home` (and `--store`) as arguments put the runs where
+/// the user's other belt commands find them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_takes_its_home_as_an_argument() {
+    let home = std::env::temp_dir().join(format!("belt-mcp-home-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let home_arg = home.display().to_string();
+    let transport =
+        TokioChildProcess::new(tokio::process::Command::new(env!("CARGO_BIN_EXE_belt")).configure(|cmd| {
+            cmd.args(["mcp", "--home", &home_arg, "--model", "simulated/default"])
+                .env_remove("BELT_HOME")
+                .env_remove("BELT_STORE")
+                .env("OLLAMA_HOST", "127.0.0.1:9")
+                .current_dir(std::env::temp_dir());
+        }))
+        .unwrap();
+    let client = ().serve(transport).await.expect("initialize over stdio");
+    let args = json!({"task": "Name three rivers", "agents": 2, "sim_latency_ms": 0});
+    let result = client
+        .call_tool(
+            CallToolRequestParams::new("run_workflow").with_arguments(args.as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    assert_ne!(result.is_error, Some(true));
+    client.cancel().await.unwrap();
+    assert!(home.join("belt.db").is_file(), "the run went to --home");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_belt"))
+        .args(["--home", &home_arg, "runs", "list", "--json"])
+        .env_remove("BELT_HOME")
+        .env_remove("BELT_STORE")
+        .output()
+        .unwrap();
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    let _ = std::fs::remove_dir_all(&home);
+}

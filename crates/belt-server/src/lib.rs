@@ -167,7 +167,8 @@ impl Server {
             .route("/metrics", get(metrics::metrics))
             .route("/v1/runs/{id}/approvals/{request_id}", post(approvals::answer))
             .nest_service("/mcp", self.mcp_http())
-            .route_layer(axum::middleware::from_fn_with_state(s.clone(), auth::require_token));
+            .route_layer(axum::middleware::from_fn_with_state(s.clone(), auth::require_token))
+            .layer(axum::middleware::from_fn(mcp_session_end));
         let router = Router::new()
             .route("/healthz", get(api::healthz))
             .route("/", get(dashboard::index))
@@ -242,6 +243,21 @@ impl Server {
         manager.shutdown(grace).await;
         Ok(())
     }
+}
+
+/// rmcp answers a session's DELETE with 202 Accepted; clients take only 200 or 204 as a
+/// session ended (the Python SDK logs "Session termination failed: 202"). The session is
+/// gone when rmcp answers, so 204 No Content says what happened.
+async fn mcp_session_end(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let ending = req.method() == axum::http::Method::DELETE && req.uri().path().starts_with("/mcp");
+    let mut response = next.run(req).await;
+    if ending && response.status() == axum::http::StatusCode::ACCEPTED {
+        *response.status_mut() = axum::http::StatusCode::NO_CONTENT;
+    }
+    response
 }
 
 /// The `Origin`s `/mcp` accepts: pages served by one of the server's own names (any port,

@@ -15,9 +15,9 @@ use belt_core::{EventKind, RunResult};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, ListResourcesResult, PaginatedRequestParams, ProgressNotificationParam,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource, ResourceContents,
-    ServerCapabilities, ServerConfig as McpServerInfo,
+    CallToolResult, ContentBlock, Implementation, ListResourcesResult, PaginatedRequestParams,
+    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceContents, ServerCapabilities, ServerConfig as McpServerInfo,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
@@ -64,11 +64,23 @@ pub fn report_uri(run_id: &str) -> String {
     format!("belt://runs/{run_id}/report.md")
 }
 
-fn to_mcp(e: ApiError) -> ErrorData {
-    match e.status().as_u16() {
-        400 | 404 | 409 | 413 | 422 | 429 => ErrorData::invalid_params(e.to_string(), None),
-        _ => ErrorData::internal_error(e.to_string(), None),
-    }
+/// A tool that could not do what it was asked answers with a tool error (`isError: true`)
+/// the model can read and act on, in MCP's words rather than HTTP's; protocol errors are for
+/// malformed calls.
+fn tool_error(e: ApiError) -> CallToolResult {
+    let text = match &e {
+        ApiError::UnknownRun(id) => format!("no run has the id `{id}`; list_runs lists the runs"),
+        ApiError::TooMany { message, retry_after_secs } => {
+            format!("{message} (try again in {retry_after_secs} s)")
+        }
+        other => other.to_string(),
+    };
+    CallToolResult::error(vec![ContentBlock::text(text)])
+}
+
+/// The tool's answer, or its error as a tool error.
+fn answer(r: Result<CallToolResult, ApiError>) -> Result<CallToolResult, ErrorData> {
+    Ok(r.unwrap_or_else(tool_error))
 }
 
 fn json_result(v: &Value) -> CallToolResult {
@@ -124,7 +136,76 @@ impl BeltMcp {
         Parameters(request): Parameters<RunSpec>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let run = self.app.manager.submit(request).await.map_err(to_mcp)?;
+        answer(self.run_to_completion(request, context).await)
+    }
+
+    #[tool(
+        description = "Start a belt run in the background and return its run_id at once (status `running`, or \
+        `queued` when the server is busy). Takes the same arguments as run_workflow. Follow it with get_run; \
+        stop it with cancel_run."
+    )]
+    async fn start_run(&self, Parameters(request): Parameters<RunSpec>) -> Result<CallToolResult, ErrorData> {
+        answer(self.start(request).await)
+    }
+
+    #[tool(
+        description = "The state of a run: status, steps completed so far, cost; once finished, the final \
+        output and a summary (agents, tokens, duration). The full report is the resource \
+        belt://runs/{run_id}/report.md."
+    )]
+    async fn get_run(&self, Parameters(p): Parameters<RunIdParams>) -> Result<CallToolResult, ErrorData> {
+        answer(self.state_of(&p.run_id).await)
+    }
+
+    #[tool(
+        description = "Cancel a run of this server. Its completed steps stay recorded, and the run can be \
+        resumed later with `belt resume RUN_ID`."
+    )]
+    async fn cancel_run(&self, Parameters(p): Parameters<RunIdParams>) -> Result<CallToolResult, ErrorData> {
+        answer(
+            self.app
+                .cancel(&p.run_id)
+                .await
+                .map(|info| json_result(&serde_json::to_value(info).unwrap_or_default())),
+        )
+    }
+
+    #[tool(description = "Recent runs, newest first: id, status, pattern, task, steps, cost, duration.")]
+    async fn list_runs(
+        &self,
+        Parameters(p): Parameters<ListRunsParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let limit = p.limit.unwrap_or(20).clamp(1, 500);
+        if let Some(s) = &p.status
+            && !crate::api::STATUSES.contains(&s.as_str())
+        {
+            return answer(Err(ApiError::Invalid(format!(
+                "unknown status `{s}`; use one of {}",
+                crate::api::STATUSES.join(", ")
+            ))));
+        }
+        answer(
+            self.app
+                .list(p.status.as_deref(), 0, limit)
+                .await
+                .map(|list| json_result(&serde_json::to_value(list).unwrap_or_default())),
+        )
+    }
+
+    #[tool(description = "The orchestration patterns run_workflow and start_run accept as `pattern`.")]
+    async fn list_patterns(&self) -> Result<CallToolResult, ErrorData> {
+        Ok(json_result(&json!({"patterns": crate::api::PatternList::of_registry().patterns})))
+    }
+}
+
+impl BeltMcp {
+    /// `run_workflow`: submit, forward progress, return the final output and a summary.
+    async fn run_to_completion(
+        &self,
+        request: RunSpec,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ApiError> {
+        let run = self.app.manager.submit(request).await?;
         let run_id = run.run_id.clone();
         let mut guard = CancelOnDrop(Some(run.clone()));
         let progress = context.meta.get_progress_token();
@@ -174,11 +255,8 @@ impl BeltMcp {
             .app
             .store
             .get_result(&run_id)
-            .await
-            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?
-            .ok_or_else(|| {
-                ErrorData::internal_error(format!("run {run_id} ended without a recorded result"), None)
-            })?;
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("run {run_id} ended without a recorded result")))?;
         let text = format!(
             "{}\n\n---\nsummary: {}",
             result.final_output.as_deref().unwrap_or("(no final output)"),
@@ -189,13 +267,8 @@ impl BeltMcp {
         Ok(if ok { CallToolResult::success(content) } else { CallToolResult::error(content) })
     }
 
-    #[tool(
-        description = "Start a belt run in the background and return its run_id at once (status `running`, or \
-        `queued` when the server is busy). Takes the same arguments as run_workflow. Follow it with get_run; \
-        stop it with cancel_run."
-    )]
-    async fn start_run(&self, Parameters(request): Parameters<RunSpec>) -> Result<CallToolResult, ErrorData> {
-        let run = self.app.manager.submit(request).await.map_err(to_mcp)?;
+    async fn start(&self, request: RunSpec) -> Result<CallToolResult, ApiError> {
+        let run = self.app.manager.submit(request).await?;
         let status = if run.phase() == Phase::Queued { "queued" } else { "running" };
         Ok(json_result(&json!({
             "run_id": run.run_id,
@@ -204,13 +277,8 @@ impl BeltMcp {
         })))
     }
 
-    #[tool(
-        description = "The state of a run: status, steps completed so far, cost; once finished, the final \
-        output and a summary (agents, tokens, duration). The full report is the resource \
-        belt://runs/{run_id}/report.md."
-    )]
-    async fn get_run(&self, Parameters(p): Parameters<RunIdParams>) -> Result<CallToolResult, ErrorData> {
-        let view = self.app.view(&p.run_id).await.map_err(to_mcp)?;
+    async fn state_of(&self, run_id: &str) -> Result<CallToolResult, ApiError> {
+        let view = self.app.view(run_id).await?;
         let mut v = serde_json::to_value(&view.info).unwrap_or_default();
         if let Some(result) = &view.result {
             v["summary"] = summary(result);
@@ -222,44 +290,17 @@ impl BeltMcp {
         }
         Ok(json_result(&v))
     }
-
-    #[tool(
-        description = "Cancel a run of this server. Its completed steps stay recorded, and the run can be \
-        resumed later with `belt resume RUN_ID`."
-    )]
-    async fn cancel_run(&self, Parameters(p): Parameters<RunIdParams>) -> Result<CallToolResult, ErrorData> {
-        let info = self.app.cancel(&p.run_id).await.map_err(to_mcp)?;
-        Ok(json_result(&serde_json::to_value(info).unwrap_or_default()))
-    }
-
-    #[tool(description = "Recent runs, newest first: id, status, pattern, task, steps, cost, duration.")]
-    async fn list_runs(
-        &self,
-        Parameters(p): Parameters<ListRunsParams>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let limit = p.limit.unwrap_or(20).clamp(1, 500);
-        if let Some(s) = &p.status
-            && !crate::api::STATUSES.contains(&s.as_str())
-        {
-            return Err(ErrorData::invalid_params(
-                format!("unknown status `{s}`; use one of {}", crate::api::STATUSES.join(", ")),
-                None,
-            ));
-        }
-        let list = self.app.list(p.status.as_deref(), 0, limit).await.map_err(to_mcp)?;
-        Ok(json_result(&serde_json::to_value(list).unwrap_or_default()))
-    }
-
-    #[tool(description = "The orchestration patterns run_workflow and start_run accept as `pattern`.")]
-    async fn list_patterns(&self) -> Result<CallToolResult, ErrorData> {
-        Ok(json_result(&json!({"patterns": crate::api::PatternList::of_registry().patterns})))
-    }
 }
 
 #[tool_handler]
 impl ServerHandler for BeltMcp {
     fn get_info(&self) -> McpServerInfo {
         McpServerInfo::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
+            .with_server_info(
+                Implementation::new("belt", env!("CARGO_PKG_VERSION")).with_title("belt").with_description(
+                    "multi-agent LLM orchestration under hard limits, with hierarchical synthesis",
+                ),
+            )
             .with_instructions(
                 "belt runs many LLM agents in parallel under hard budgets and synthesizes their work. Use \
              run_workflow for a task you want answered now, or start_run + get_run for long ones. Finished \

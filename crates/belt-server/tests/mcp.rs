@@ -52,6 +52,11 @@ async fn mcp_over_http_lists_tools_runs_a_cascade_with_progress_and_serves_repor
     // The newest revision negotiated by an initialize handshake (2026-07-28 has none).
     assert_eq!(info.protocol_version, rmcp::model::ProtocolVersion::LATEST_WITH_INITIALIZE);
     assert!(info.capabilities.tools.is_some() && info.capabilities.resources.is_some());
+    // The server says it is belt, and which version, with instructions for the model.
+    let server_info = info.server_info.as_ref().expect("serverInfo");
+    assert_eq!(server_info.name, "belt");
+    assert_eq!(server_info.version, env!("CARGO_PKG_VERSION"));
+    assert!(info.instructions.as_deref().unwrap_or_default().contains("run_workflow"));
 
     let tools = client.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
@@ -147,7 +152,22 @@ async fn mcp_over_http_lists_tools_runs_a_cascade_with_progress_and_serves_repor
     let bad = client
         .call_tool(CallToolRequestParams::new("cancel_run").with_arguments(args(json!({"run_id": "nope"}))))
         .await;
-    assert!(format!("{bad:?}").contains("no run has the id"), "{bad:?}");
+    // A tool that cannot do what it is asked answers with a tool error the model can read,
+    // in MCP's words (not HTTP advice).
+    let bad = bad.expect("a tool result, not a protocol error");
+    assert_eq!(bad.is_error, Some(true));
+    assert!(
+        text(&bad).contains("no run has the id `nope`") && text(&bad).contains("list_runs"),
+        "{}",
+        text(&bad)
+    );
+    assert!(!text(&bad).contains("GET /v1"), "{}", text(&bad));
+    let empty = client
+        .call_tool(CallToolRequestParams::new("start_run").with_arguments(args(json!({"task": " "}))))
+        .await
+        .expect("a tool result");
+    assert_eq!(empty.is_error, Some(true));
+    assert!(text(&empty).contains("task is empty"), "{}", text(&empty));
     let bad = client
         .call_tool(
             CallToolRequestParams::new("start_run").with_arguments(args(json!({"task": "x", "agentz": 1}))),
@@ -189,4 +209,24 @@ async fn mcp_over_http_needs_the_token_and_an_allowed_host() {
     assert_eq!(r.status(), 403, "{:?}", r.text().await);
     // The server's own pages may.
     assert_eq!(with_origin("http://127.0.0.1:7700").await.unwrap().status(), 200);
+}
+
+/// Ending a session with DELETE gets a 2xx a client's transport takes as done (the Python
+/// SDK reports anything but 200 or 204 as a failed termination).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_a_session_with_delete_is_answered_as_clients_expect() {
+    let server = TestServer::start(config(), 0).await;
+    let c = client();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let r = authed(c.post(server.url("/mcp")))
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let r = authed(c.delete(server.url("/mcp"))).header("mcp-session-id", &session).send().await.unwrap();
+    assert!(matches!(r.status().as_u16(), 200 | 204), "DELETE answered {}", r.status());
 }
