@@ -217,7 +217,7 @@ pub enum DlqCommand {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// What the agents should do, e.g. "Analyze the impact of AI on healthcare".
-    #[arg(required_unless_present = "file", default_value = "")]
+    #[arg(required_unless_present = "file", default_value = "", hide_default_value = true)]
     pub task: String,
     /// Background every agent sees with the task (a brief, facts, constraints).
     #[arg(long, value_name = "TEXT")]

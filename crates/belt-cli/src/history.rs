@@ -19,8 +19,9 @@ use crate::progress::human;
 use crate::run_cmd::{self, Exec};
 
 /// `belt resume RUN_ID`.
-pub async fn resume(args: ResumeArgs, spec: &StoreSpec, app: &App) -> Result<i32, CliError> {
+pub async fn resume(mut args: ResumeArgs, spec: &StoreSpec, app: &App) -> Result<i32, CliError> {
     let store = run_cmd::open_store(spec).await?;
+    args.run_id = full_id(&*store, &args.run_id, spec).await?;
     let record =
         store.get_run(&args.run_id).await.map_err(usage)?.ok_or_else(|| unknown(&args.run_id, spec))?;
     if let Some(result) = store.get_result(&args.run_id).await.map_err(usage)?
@@ -72,6 +73,19 @@ pub async fn resume(args: ResumeArgs, spec: &StoreSpec, app: &App) -> Result<i32
 /// `belt runs …`.
 pub async fn runs(command: RunsCommand, spec: &StoreSpec) -> Result<i32, CliError> {
     let store = run_cmd::open_store(spec).await?;
+    let command = match command {
+        RunsCommand::Show { run_id, json } => {
+            RunsCommand::Show { run_id: full_id(&*store, &run_id, spec).await?, json }
+        }
+        RunsCommand::Events { run_id, follow } => {
+            RunsCommand::Events { run_id: full_id(&*store, &run_id, spec).await?, follow }
+        }
+        RunsCommand::Export { run_id } => {
+            RunsCommand::Export { run_id: full_id(&*store, &run_id, spec).await? }
+        }
+        RunsCommand::Rm { run_id } => RunsCommand::Rm { run_id: full_id(&*store, &run_id, spec).await? },
+        list => list,
+    };
     match command {
         RunsCommand::List { json, limit } => {
             let runs = list(&*store, limit).await?;
@@ -385,6 +399,34 @@ fn shorten(s: &str, n: usize) -> String {
 
 fn usage(e: belt_core::store::StoreError) -> CliError {
     CliError::Usage(e.to_string())
+}
+
+/// The id of the run `given` names: the id itself, or — as git takes commits — a unique
+/// prefix of at least 4 characters.
+pub async fn full_id(store: &dyn RunStore, given: &str, spec: &StoreSpec) -> Result<String, CliError> {
+    if given.len() < 4 || store.get_run(given).await.map_err(usage)?.is_some() {
+        return Ok(given.to_string());
+    }
+    let mut matches: Vec<String> = store
+        .list_runs(usize::MAX)
+        .await
+        .map_err(usage)?
+        .into_iter()
+        .map(|r| r.run_id)
+        .filter(|id| id.starts_with(given))
+        .collect();
+    match matches.len() {
+        0 => Err(unknown(given, spec)),
+        1 => Ok(matches.remove(0)),
+        n => {
+            matches.truncate(5);
+            Err(CliError::Usage(format!(
+                "`{given}` is the start of {n} run ids ({}{}); give more of it",
+                matches.join(", "),
+                if n > 5 { ", …" } else { "" }
+            )))
+        }
+    }
 }
 
 fn unknown(run_id: &str, spec: &StoreSpec) -> CliError {

@@ -45,6 +45,7 @@ pub fn list(json: bool, env: &dyn Fn(&str) -> Option<String>) -> i32 {
         "tools",
         "json schema",
         "context",
+        "prices as of",
         "ready",
     ]);
     let yes = |b: bool| if b { "yes" } else { "—" };
@@ -66,6 +67,7 @@ pub fn list(json: bool, env: &dyn Fn(&str) -> Option<String>) -> i32 {
             yes(m.capabilities.tools).into(),
             yes(m.capabilities.json_schema).into(),
             m.capabilities.context_window.map_or("—".into(), |c| format!("{}k", c / 1000)),
+            m.taken.clone(),
             yes(configured(&m.provider)).into(),
         ]);
     }

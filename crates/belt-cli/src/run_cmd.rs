@@ -128,6 +128,8 @@ pub async fn execute(prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
     let Prepared { spec, task, orchestrator, mut options, formats, simulated } = prepared;
     let out = exec.out.clone().or_else(|| spec.out.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
     prepare_out_dir(&out)?;
+    // Report paths are recorded absolute, so `belt runs show` from elsewhere finds them.
+    let out = std::path::absolute(&out).unwrap_or(out);
     let events_file = match &exec.events {
         Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
             CliError::Usage(format!("cannot write the events file {}: {e}", path.display()))

@@ -1541,3 +1541,43 @@ fn a_lost_events_file_is_an_error() {
         o.stderr
     );
 }
+
+/// Run ids can be shortened to a unique prefix, as git takes commits; an ambiguous one
+/// lists the runs it could be.
+#[test]
+fn run_ids_may_be_abbreviated_to_a_unique_prefix() {
+    let dir = TestDir::new("prefix");
+    let a = run_json(&dir, &["run", "First task", "--agents", "2"], 0);
+    let b = run_json(&dir, &["run", "Second task", "--agents", "2"], 0);
+    let (a, b) = (a["run_id"].as_str().unwrap().to_string(), b["run_id"].as_str().unwrap().to_string());
+    // The shortest prefix of `a` that `b` does not share.
+    let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    let short = &a[..(common + 1).max(4)];
+    let o = belt(&dir, &["runs", "show", short, "--json"]);
+    o.assert_code(0);
+    assert_eq!(o.json()["run_id"], a.as_str());
+    let o = belt(&dir, &["runs", "export", short]);
+    o.assert_code(0);
+    if common >= 4 {
+        let o = belt(&dir, &["runs", "show", &a[..common]]);
+        o.assert_code(2);
+        assert!(o.stderr.contains("is the start of 2 run ids") && o.stderr.contains(&a), "{}", o.stderr);
+    }
+}
+
+/// `belt run --help` shows no empty default for the task it requires, and `belt models`
+/// has the date its prices were taken that its note speaks of.
+#[test]
+fn help_and_models_say_what_is_true() {
+    let dir = TestDir::new("help");
+    let o = belt(&dir, &["run", "--help"]);
+    o.assert_code(0);
+    assert!(!o.stdout.contains("[default: \"\"]"), "{}", o.stdout);
+    let o = belt(&dir, &["models"]);
+    o.assert_code(0);
+    assert!(
+        o.stdout.contains("prices as of") && o.stdout.contains("as of the dates in the table"),
+        "{}",
+        o.stdout
+    );
+}

@@ -295,8 +295,9 @@ fn a_killed_workflow_run_resumes_from_its_recorded_file() {
     let dir = Dir::new("resume");
     dir.write("pipeline.yaml", &example("pipeline.yaml"));
     let mut child = command(&dir, &args).env("BELT_SIM_CALL_LOG", dir.join("before.log")).spawn().unwrap();
-    // Kill it once its first step is on record.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Kill it once its first step is on record (a generous deadline: on a machine busy with
+    // other builds, starting each polling process can take seconds).
+    let deadline = Instant::now() + Duration::from_secs(120);
     let run_id = loop {
         assert!(Instant::now() < deadline, "the first step was never recorded");
         // One process per poll (the list has each run's status and recorded steps), so a

@@ -222,6 +222,15 @@ pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// `1 worker`, `12 workers`; a workflow's own tier (an agent's id) as `writer × 3`.
+fn count_of(n: usize, tier: &str) -> String {
+    match tier {
+        "decomposer" | "worker" | "synthesizer" | "executive" | "agent" if n != 1 => format!("{n} {tier}s"),
+        "decomposer" | "worker" | "synthesizer" | "executive" | "agent" => format!("{n} {tier}"),
+        _ => format!("{tier} × {n}"),
+    }
+}
+
 fn meta(r: &RunResult) -> Vec<(&'static str, String)> {
     let mut models: BTreeMap<(u8, String), Vec<String>> = BTreeMap::new();
     let mut counts: BTreeMap<(u8, String), usize> = BTreeMap::new();
@@ -238,7 +247,7 @@ fn meta(r: &RunResult) -> Vec<(&'static str, String)> {
         .map(|((_, tier), m)| format!("{tier}: {}", if m.is_empty() { "—".into() } else { m.join(", ") }))
         .collect::<Vec<_>>()
         .join("; ");
-    let agents = counts.iter().map(|((_, t), n)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
+    let agents = counts.iter().map(|((_, t), n)| count_of(*n, t)).collect::<Vec<_>>().join(", ");
     let mut rows = vec![("Run", r.run_id.clone())];
     if let Some(t) = r.started_at {
         rows.push(("Date", t.format("%Y-%m-%d %H:%M:%S UTC").to_string()));
