@@ -41,10 +41,13 @@ pub struct Progress {
     tokens: u64,
     cost: f64,
     simulated: bool,
+    /// A resumed run: its first event says so.
+    resumed: bool,
 }
 
 impl Progress {
-    pub fn new(mode: Mode) -> Self {
+    /// `resumed`: the run continues a recorded one (`belt resume`).
+    pub fn new(mode: Mode, resumed: bool) -> Self {
         let (multi, header) = if mode == Mode::Live {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
             let header = multi.add(ProgressBar::new_spinner());
@@ -66,6 +69,7 @@ impl Progress {
             tokens: 0,
             cost: 0.0,
             simulated: false,
+            resumed,
         }
     }
 
@@ -88,8 +92,9 @@ impl Progress {
                 } else {
                     ""
                 };
+                let verb = if self.resumed { "resumed" } else { "started" };
                 self.line(format!(
-                    "run {} started: {pattern}{agents}, concurrency {concurrency}{sim}",
+                    "run {} {verb}: {pattern}{agents}, concurrency {concurrency}{sim}",
                     e.run_id
                 ));
                 self.status("decomposing the task…".into());

@@ -144,6 +144,7 @@ pub async fn execute(prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
         );
     }
     options = options.with_documents(Arc::new(ReportWriter { dir: out, formats })).with_store(exec.store);
+    let resuming = exec.run_id.is_some();
     options.run_id = exec.run_id;
     options.owner = Some(crate::owner::this_process());
 
@@ -174,7 +175,7 @@ pub async fn execute(prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
         Mode::Lines
     };
     let mut events = handle.events().expect("a new handle has its event stream");
-    let mut progress = Progress::new(mode);
+    let mut progress = Progress::new(mode, resuming);
     questions.spawn(progress.bars());
     let consumer = tokio::spawn(async move {
         let mut file = events_file;
@@ -406,6 +407,22 @@ pub fn summary(r: &RunResult) -> String {
         r.cost_usd,
         if r.simulated { " (simulated provider, nominal price)" } else { "" }
     ));
+    // A resumed run: what came from the record and the cache, and what this segment paid.
+    let replayed = r.agents.iter().filter(|a| a.replayed).count();
+    let cached = r.agents.iter().filter(|a| a.cached).count();
+    if replayed > 0 {
+        let segment: Vec<_> = r.agents.iter().filter(|a| !a.replayed).collect();
+        let paid: f64 = segment.iter().map(|a| a.cost_usd).sum();
+        let calls: u64 = segment.iter().map(|a| u64::from(a.attempts)).sum();
+        out.push_str(&format!(
+            "resumed: {replayed} step(s) replayed from the record (not called again), {} run now; \
+             this segment: {calls} calls, ${paid:.4} (the usage above is the whole run's)\n",
+            segment.len()
+        ));
+    }
+    if cached > 0 {
+        out.push_str(&format!("cache:   {cached} step(s) answered from the response cache, at no cost\n"));
+    }
     if r.usage.unpriced_calls > 0 {
         out.push_str(&format!(
             "cost:    unknown for {} call(s) to models without a known price (not in the total); \

@@ -339,9 +339,14 @@ async fn a_run_failed_in_an_outage_is_finished_by_resume_retry_failed() {
     assert_eq!(server.requests().len(), before);
 
     server.set_default(ok());
-    let (code, again, stderr) =
-        belt(&dir, &["resume", "--retry-failed", &id, "--json", "--quiet"], &env).await;
+    let (code, again, stderr) = belt(&dir, &["resume", "--retry-failed", &id, "--json"], &env).await;
     assert_eq!(code, 0, "{stderr}");
+    // It says what it did: resumed, what came from the record, what this segment paid.
+    assert!(stderr.contains(&format!("run {id} resumed")), "{stderr}");
+    assert!(
+        stderr.contains("2 step(s) replayed from the record") && stderr.contains("this segment: 2 calls"),
+        "{stderr}"
+    );
     assert_eq!(again["status"], "completed");
     assert_eq!(again["run_id"], id.as_str());
     assert_eq!(server.requests().len(), before + 2, "only the two failed workers are called again");
