@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,11 +31,12 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{Amount, Ledger, Refusal};
 use crate::event::{EventBus, EventKind};
 use crate::limits::BreakerChange;
-use crate::llm::{CallInfo, LlmError, LlmRequest, ModelError, Providers, ToolCall, Usage};
+use crate::llm::{CallInfo, LlmError, LlmRequest, ModelError, Providers, ToolCall};
 use crate::policy::Policies;
-use crate::result::{AgentRecord, AgentStatus, UsageTotals};
+use crate::result::{AgentRecord, AgentStatus};
 use crate::step::{StepId, StepSpec};
 use crate::store::{CachedReply, DeadLetter, InputHash, RunStore, StepRecord, StoreError};
+use crate::usage::{Usage, UsageMeter, UsageTotals};
 
 /// What a step produced: its text and what it cost. Text and model are shared, so the
 /// output is stored once however many records and events refer to it.
@@ -161,16 +162,11 @@ pub(crate) struct Shared {
     pub started: Instant,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub simulated: AtomicBool,
-    pub input_tokens: AtomicU64,
-    pub output_tokens: AtomicU64,
-    pub cache_read_tokens: AtomicU64,
-    pub cache_write_tokens: AtomicU64,
-    /// Calls answered by a model whose price is unknown (their cost is not in the total).
-    pub unpriced_calls: AtomicU64,
-    pub calls: AtomicU64,
-    pub human: crate::patterns::Human,
+    /// Tokens and calls, this segment's and the replayed record's.
+    pub usage: UsageMeter,
+    pub human: crate::human::Human,
     /// Caps that stopped a pattern, in the order they were hit.
-    pub caps: Mutex<Vec<crate::patterns::CapHit>>,
+    pub caps: Mutex<Vec<crate::caps::CapHit>>,
 }
 
 /// A provider call in flight. Cancelling a run drops the futures of its steps; a call
@@ -188,7 +184,7 @@ impl Drop for InFlightCall<'_> {
     fn drop(&mut self) {
         let s = &*self.ctx.shared;
         s.ledger.settle(self.worst, Amount { calls: 1, ..Amount::default() });
-        s.calls.fetch_add(1, Ordering::Relaxed);
+        s.usage.count_calls(1);
         self.ctx.stop(Stop::Cancelled);
         let err = StepError::Cancelled { step: self.spec.id.clone() };
         self.ctx.fail(self.spec, self.model.clone(), self.at, err);
@@ -220,7 +216,7 @@ impl Ctx {
 
     /// Where the run's questions for people go (see [`crate::patterns::hitl`]): the channel
     /// given in [`crate::RunOptions::human`], or nobody (defaults are taken at once).
-    pub fn human(&self) -> &crate::patterns::Human {
+    pub fn human(&self) -> &crate::human::Human {
         &self.shared.human
     }
 
@@ -418,7 +414,7 @@ impl Ctx {
                         .unwrap_or(Err(LlmError::Timeout(policy.timeout)));
                         std::mem::forget(guard);
                         drop(permit);
-                        s.calls.fetch_add(1, Ordering::Relaxed);
+                        s.usage.count_calls(1);
                         let used = outcome.as_ref().map_or(0, |r| r.usage.total());
                         if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
                             self.report_breaker(&spec, link.full, change);
@@ -437,17 +433,7 @@ impl Ctx {
                                         },
                                     );
                                 }
-                                s.input_tokens.fetch_add(reply.usage.input_tokens, Ordering::Relaxed);
-                                s.output_tokens.fetch_add(reply.usage.output_tokens, Ordering::Relaxed);
-                                if price.is_none() {
-                                    s.unpriced_calls.fetch_add(1, Ordering::Relaxed);
-                                }
-                                if reply.usage.cache_read_tokens + reply.usage.cache_write_tokens > 0 {
-                                    s.cache_read_tokens
-                                        .fetch_add(reply.usage.cache_read_tokens, Ordering::Relaxed);
-                                    s.cache_write_tokens
-                                        .fetch_add(reply.usage.cache_write_tokens, Ordering::Relaxed);
-                                }
+                                s.usage.add(&reply.usage, price.is_none());
                                 let model = if reply.model == *model_name {
                                     model_name.clone()
                                 } else {
@@ -704,15 +690,7 @@ impl Ctx {
 
     /// Totals so far.
     pub fn usage(&self) -> UsageTotals {
-        let s = &*self.shared;
-        UsageTotals {
-            input_tokens: s.input_tokens.load(Ordering::Relaxed),
-            output_tokens: s.output_tokens.load(Ordering::Relaxed),
-            cache_read_tokens: s.cache_read_tokens.load(Ordering::Relaxed),
-            cache_write_tokens: s.cache_write_tokens.load(Ordering::Relaxed),
-            unpriced_calls: s.unpriced_calls.load(Ordering::Relaxed),
-            calls: s.calls.load(Ordering::Relaxed),
-        }
+        self.shared.usage.totals()
     }
 
     /// Cost booked so far, in USD.

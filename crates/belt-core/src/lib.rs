@@ -28,9 +28,11 @@
 //! ```
 
 pub mod budget;
+pub mod caps;
 pub mod ctx;
 pub mod event;
 pub mod hints;
+pub mod human;
 pub mod limits;
 pub mod llm;
 pub mod orchestrator;
@@ -44,6 +46,7 @@ pub mod step;
 pub mod store;
 pub mod testing;
 pub mod tools;
+pub mod usage;
 
 pub use budget::Budget;
 pub use ctx::{Ctx, StepError, StepReply, Stop};

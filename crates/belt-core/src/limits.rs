@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 // Tokio's clock: the same as the system's, and paused in tests.
 use tokio::time::Instant;
 
-use crate::llm::LlmError;
+use crate::llm::error::LlmError;
 
 /// Limits of one provider. `None` is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::Subtask;
 use crate::step::{StepId, Tier};
+pub use crate::usage::UsageTotals;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,26 +94,6 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Token and call totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageTotals {
-    /// Every input token, prompt-cache reads and writes included.
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    /// Input tokens read from providers' prompt caches (part of `input_tokens`).
-    #[serde(default)]
-    pub cache_read_tokens: u64,
-    /// Input tokens written to providers' prompt caches (part of `input_tokens`).
-    #[serde(default)]
-    pub cache_write_tokens: u64,
-    /// Calls answered by a model whose price is unknown: their cost is not in the run's
-    /// `cost_usd`, which is then a lower bound (configure the price to know it).
-    #[serde(default)]
-    pub unpriced_calls: u64,
-    /// Provider calls made, retries included (replayed steps make none).
-    pub calls: u64,
-}
-
 /// A document the run wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Document {
@@ -145,7 +126,7 @@ pub struct RunResult {
     /// Loop and round caps that stopped a pattern in this run: which cap and where (each
     /// also a skipped step in `agents`, and named in `stop_reason`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub caps: Vec<crate::patterns::CapHit>,
+    pub caps: Vec<crate::caps::CapHit>,
 }
 
 impl RunResult {

@@ -2,7 +2,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -24,6 +24,7 @@ use crate::policy::Policies;
 use crate::result::{AgentStatus, RunResult, RunStatus};
 use crate::step::{StepId, StepSpec, Tier, index_width};
 use crate::store::{LEASE_TTL, MemoryStore, RunRecord, RunStore, StoreError};
+use crate::usage::UsageMeter;
 
 /// How a run is run. Serializable (for the run's record) except for the providers and
 /// the store, which are the environment it runs in.
@@ -72,7 +73,7 @@ pub struct RunOptions {
     /// Where the run's questions for people go ([`Ctx::human`]): a terminal prompt, a web
     /// inbox… Default: nobody, so every question takes its default at once.
     #[serde(skip)]
-    pub human: Option<crate::patterns::Human>,
+    pub human: Option<crate::human::Human>,
     /// Ask a person ([`Ctx::human`], question `hitl/plan`) to approve the plan before any
     /// subtask runs: the work is seen before it is paid for. Rejected, or unanswered within
     /// [`PLAN_REVIEW_TIMEOUT`] (or the human channel's `max_wait`), the run fails without
@@ -148,7 +149,7 @@ impl RunOptions {
         self
     }
     /// Send the run's questions for people to `human` (see [`crate::patterns::hitl`]).
-    pub fn with_human(mut self, human: crate::patterns::Human) -> Self {
+    pub fn with_human(mut self, human: crate::human::Human) -> Self {
         self.human = Some(human);
         self
     }
@@ -306,14 +307,14 @@ pub async fn run<O: Orchestrator>(
     tokio::spawn(heartbeat(store.clone(), run_id.clone(), owner, heartbeat_done.clone()));
 
     // A resumed run's recorded steps count once: in its totals and against its budget.
-    let (mut recorded, mut tokens, mut unpriced) = (Amount::default(), crate::llm::Usage::default(), 0);
+    let (mut recorded, usage) = (Amount::default(), UsageMeter::default());
     for r in replay.values() {
-        unpriced += u64::from(r.unpriced);
         recorded.calls += u64::from(r.attempts);
         recorded.tokens += r.usage.total();
         recorded.cost_usd += r.cost_usd;
-        tokens.add(r.usage);
+        usage.add(&r.usage, r.unpriced);
     }
+    usage.count_calls(recorded.calls);
     let ledger = Ledger::new(options.budget);
     ledger.preload(recorded);
     let bus = EventBus::new(&run_id, last_seq);
@@ -339,13 +340,8 @@ pub async fn run<O: Orchestrator>(
         started: Instant::now(),
         started_at: Utc::now(),
         simulated: AtomicBool::new(false),
-        input_tokens: AtomicU64::new(tokens.input_tokens),
-        output_tokens: AtomicU64::new(tokens.output_tokens),
-        cache_read_tokens: AtomicU64::new(tokens.cache_read_tokens),
-        cache_write_tokens: AtomicU64::new(tokens.cache_write_tokens),
-        unpriced_calls: AtomicU64::new(unpriced),
-        calls: AtomicU64::new(recorded.calls),
-        human: options.human.clone().unwrap_or_else(crate::patterns::Human::unattended),
+        usage,
+        human: options.human.clone().unwrap_or_else(crate::human::Human::unattended),
         caps: Mutex::new(Vec::new()),
     });
     // Events reach the store from their own task, in batches, so emitting stays cheap.
@@ -575,11 +571,11 @@ async fn review_plan(ctx: &Ctx, task: &Task, plan: &[Subtask]) -> Result<(), Str
         return Ok(());
     }
     Err(match decision.by {
-        crate::patterns::hitl::AnsweredBy::Human => "the plan was rejected; nothing was run".to_string(),
-        crate::patterns::hitl::AnsweredBy::Timeout => {
+        crate::human::AnsweredBy::Human => "the plan was rejected; nothing was run".to_string(),
+        crate::human::AnsweredBy::Timeout => {
             "the plan was not approved in time (the default is to reject); nothing was run".to_string()
         }
-        crate::patterns::hitl::AnsweredBy::Unattended => {
+        crate::human::AnsweredBy::Unattended => {
             "the plan needs approval but nobody was there to answer (an unattended run); nothing was run"
                 .to_string()
         }

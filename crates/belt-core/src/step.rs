@@ -196,3 +196,9 @@ mod tests {
         }
     }
 }
+
+/// Zero-padded 1-based position, at least `min` digits (`02`, `007`).
+pub(crate) fn pad(i: usize, count: usize, min: usize) -> String {
+    let width = count.max(1).to_string().len().max(min);
+    format!("{i:0width$}")
+}

@@ -63,9 +63,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::caps::CapHit;
 use crate::ctx::{Ctx, StepError, StepReply};
 use crate::llm::{LlmRequest, Message, ToolCall, ToolSpec, Usage};
-use crate::patterns::CapHit;
 use crate::schema::{is_strict, schema_of, to_strict, wire_name};
 use crate::step::{StepId, StepSpec};
 
@@ -251,7 +251,7 @@ impl Ctx {
     ) -> Result<StepReply, StepError> {
         request.tools = tools.specs();
         let rounds = tools.max_rounds;
-        let round_id = |k: usize| spec.id.child(format!("round/{}", crate::patterns::pad(k, rounds, 2)));
+        let round_id = |k: usize| spec.id.child(format!("round/{}", crate::step::pad(k, rounds, 2)));
         let (mut usage, mut cost, mut replayed, mut cached, mut simulated) =
             (Usage::default(), 0.0, true, true, false);
         let mut inputs = spec.inputs.clone();
@@ -312,7 +312,7 @@ impl Ctx {
         call: &ToolCall,
         tools: &Tools,
     ) -> Result<(StepId, ToolOutcome), StepError> {
-        let id = round.child(format!("tool/{}", crate::patterns::pad(index, count, 1)));
+        let id = round.child(format!("tool/{}", crate::step::pad(index, count, 1)));
         let step = StepSpec::new(id.clone(), spec.tier.clone()).inputs(vec![round.clone()]);
         let input = (&call.name, &call.arguments);
         let work = async {

@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 pub use crate::hints::{CallHints, CallKind};
 use crate::limits::{Limiter, Limits};
 pub use crate::schema::OutputSchema;
+pub use crate::usage::Usage;
+pub use error::LlmError;
+
+pub(crate) mod error;
 use crate::step::StepId;
 
 /// Who speaks in a [`Message`].
@@ -252,53 +256,6 @@ impl ModelName for &Arc<str> {
     }
 }
 
-/// Tokens used by one call, as the provider reported them.
-///
-/// `input_tokens` counts every input token the model read, including those served from or
-/// written to the provider's prompt cache; the two cache figures say how many of them were,
-/// because they are billed at other rates. This is OpenAI's convention (`prompt_tokens`
-/// includes `cached_tokens`); Anthropic reports its cache tokens apart from `input_tokens`,
-/// and its adapter adds them in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    /// Input tokens read from the prompt cache (part of `input_tokens`).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub cache_read_tokens: u64,
-    /// Input tokens written to the prompt cache (part of `input_tokens`; Anthropic).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub cache_write_tokens: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-impl Usage {
-    /// Usage without prompt-cache detail.
-    pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
-        Usage { input_tokens, output_tokens, ..Usage::default() }
-    }
-
-    pub fn total(&self) -> u64 {
-        self.input_tokens + self.output_tokens
-    }
-
-    /// Input tokens neither read from nor written to the prompt cache.
-    pub fn uncached_input_tokens(&self) -> u64 {
-        self.input_tokens.saturating_sub(self.cache_read_tokens).saturating_sub(self.cache_write_tokens)
-    }
-
-    /// The sum of two usages (a tool loop's rounds, a run's steps).
-    pub fn add(&mut self, other: Usage) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cache_read_tokens += other.cache_read_tokens;
-        self.cache_write_tokens += other.cache_write_tokens;
-    }
-}
-
 /// A tool the model asked to call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
@@ -411,82 +368,6 @@ pub fn deltas_watched() -> bool {
 /// Run `call` with `sink` receiving what it passes to [`stream_delta`].
 pub async fn with_delta_sink<F: std::future::Future>(sink: DeltaSink, call: F) -> F::Output {
     DELTAS.scope(sink, call).await
-}
-
-/// Why a provider call failed. The engine retries [`LlmError::is_retryable`] errors and
-/// fails the step at once on the others.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum LlmError {
-    #[error("rate limited by the provider (HTTP 429){}: {message}", fmt_retry_after(.retry_after))]
-    RateLimited { retry_after: Option<Duration>, message: String },
-    #[error("provider error HTTP {status}: {message}")]
-    Server { status: u16, message: String },
-    #[error("provider overloaded (HTTP 529): {message}")]
-    Overloaded { message: String },
-    #[error("the call timed out after {:.1}s", .0.as_secs_f64())]
-    Timeout(Duration),
-    #[error("connection to the provider failed: {0}")]
-    Connection(String),
-    #[error("authentication failed: {0}; check the API key environment variable")]
-    Auth(String),
-    #[error("the provider rejected the request: {0}")]
-    InvalidRequest(String),
-    #[error("unknown model `{model}`: {message}")]
-    UnknownModel { model: String, message: String },
-    #[error("the provider returned an unusable response: {0}")]
-    BadResponse(String),
-    #[error(
-        "the circuit breaker of {model} is open after {failures} consecutive failures; calls to it \
-         fail at once until its cooldown ends (add a fallback model: --worker-model {model},other/model)"
-    )]
-    CircuitOpen { model: String, failures: u32 },
-}
-
-fn fmt_retry_after(d: &Option<Duration>) -> String {
-    match d {
-        Some(d) => format!(", retry after {:.1}s", d.as_secs_f64()),
-        None => String::new(),
-    }
-}
-
-impl LlmError {
-    /// Timeouts, 429, 5xx, 529 and broken connections are worth another attempt; auth,
-    /// invalid requests and unknown models are not.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            LlmError::RateLimited { .. }
-                | LlmError::Server { .. }
-                | LlmError::Overloaded { .. }
-                | LlmError::Timeout(_)
-                | LlmError::Connection(_)
-                | LlmError::BadResponse(_)
-        )
-    }
-
-    /// How long the provider asked us to wait, if it did.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            LlmError::RateLimited { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
-    /// A short machine-readable class, used in events and records.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            LlmError::RateLimited { .. } => "rate_limited",
-            LlmError::Server { .. } => "server_error",
-            LlmError::Overloaded { .. } => "overloaded",
-            LlmError::Timeout(_) => "timeout",
-            LlmError::Connection(_) => "connection",
-            LlmError::Auth(_) => "auth",
-            LlmError::InvalidRequest(_) => "invalid_request",
-            LlmError::UnknownModel { .. } => "unknown_model",
-            LlmError::BadResponse(_) => "bad_response",
-            LlmError::CircuitOpen { .. } => "circuit_open",
-        }
-    }
 }
 
 /// Something that answers [`LlmRequest`]s: a real API adapter or the simulated provider.

@@ -1,0 +1,81 @@
+//! Why a provider call failed, in words a user can act on, and which failures are worth
+//! another attempt. Its own file because the limits (whose circuit breaker opens on these
+//! errors) and the provider interface both need it.
+
+use std::time::Duration;
+
+/// Why a provider call failed. The engine retries [`LlmError::is_retryable`] errors and
+/// fails the step at once on the others.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LlmError {
+    #[error("rate limited by the provider (HTTP 429){}: {message}", fmt_retry_after(.retry_after))]
+    RateLimited { retry_after: Option<Duration>, message: String },
+    #[error("provider error HTTP {status}: {message}")]
+    Server { status: u16, message: String },
+    #[error("provider overloaded (HTTP 529): {message}")]
+    Overloaded { message: String },
+    #[error("the call timed out after {:.1}s", .0.as_secs_f64())]
+    Timeout(Duration),
+    #[error("connection to the provider failed: {0}")]
+    Connection(String),
+    #[error("authentication failed: {0}; check the API key environment variable")]
+    Auth(String),
+    #[error("the provider rejected the request: {0}")]
+    InvalidRequest(String),
+    #[error("unknown model `{model}`: {message}")]
+    UnknownModel { model: String, message: String },
+    #[error("the provider returned an unusable response: {0}")]
+    BadResponse(String),
+    #[error(
+        "the circuit breaker of {model} is open after {failures} consecutive failures; calls to it \
+         fail at once until its cooldown ends (add a fallback model: --worker-model {model},other/model)"
+    )]
+    CircuitOpen { model: String, failures: u32 },
+}
+
+fn fmt_retry_after(d: &Option<Duration>) -> String {
+    match d {
+        Some(d) => format!(", retry after {:.1}s", d.as_secs_f64()),
+        None => String::new(),
+    }
+}
+
+impl LlmError {
+    /// Timeouts, 429, 5xx, 529 and broken connections are worth another attempt; auth,
+    /// invalid requests and unknown models are not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            LlmError::RateLimited { .. }
+                | LlmError::Server { .. }
+                | LlmError::Overloaded { .. }
+                | LlmError::Timeout(_)
+                | LlmError::Connection(_)
+                | LlmError::BadResponse(_)
+        )
+    }
+
+    /// How long the provider asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short machine-readable class, used in events and records.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LlmError::RateLimited { .. } => "rate_limited",
+            LlmError::Server { .. } => "server_error",
+            LlmError::Overloaded { .. } => "overloaded",
+            LlmError::Timeout(_) => "timeout",
+            LlmError::Connection(_) => "connection",
+            LlmError::Auth(_) => "auth",
+            LlmError::InvalidRequest(_) => "invalid_request",
+            LlmError::UnknownModel { .. } => "unknown_model",
+            LlmError::BadResponse(_) => "bad_response",
+            LlmError::CircuitOpen { .. } => "circuit_open",
+        }
+    }
+}
