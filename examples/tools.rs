@@ -79,7 +79,7 @@ async fn main() {
             "  {:<32} {:<9} {} tokens",
             a.step.as_str(),
             format!("{:?}", a.status),
-            a.input_tokens + a.output_tokens
+            a.outcome.usage.input_tokens + a.outcome.usage.output_tokens
         );
     }
     println!(

@@ -164,11 +164,11 @@ pub async fn runs(command: RunsCommand, spec: &StoreSpec) -> Result<i32, CliErro
                     s.step.to_string(),
                     s.tier.to_string(),
                     "completed".into(),
-                    s.model.to_string(),
-                    human(s.usage.input_tokens),
-                    human(s.usage.output_tokens),
-                    format!("${:.4}", s.cost_usd),
-                    format!("{:.1}s", s.duration_ms as f64 / 1000.0),
+                    s.reply.outcome.model.to_string(),
+                    human(s.reply.outcome.usage.input_tokens),
+                    human(s.reply.outcome.usage.output_tokens),
+                    format!("${:.4}", s.reply.outcome.cost_usd),
+                    format!("{:.1}s", s.reply.outcome.duration_ms as f64 / 1000.0),
                 ]);
             }
             println!("{table}");
@@ -381,12 +381,12 @@ fn agents_table(r: &RunResult) -> Table {
             a.step.to_string(),
             a.tier.to_string(),
             format!("{:?}", a.status).to_lowercase(),
-            a.model.to_string(),
-            a.attempts.to_string(),
-            human(a.input_tokens),
-            human(a.output_tokens),
-            format!("${:.4}", a.cost_usd),
-            format!("{:.1}s", a.duration_ms as f64 / 1000.0),
+            a.outcome.model.to_string(),
+            a.outcome.attempts.to_string(),
+            human(a.outcome.usage.input_tokens),
+            human(a.outcome.usage.output_tokens),
+            format!("${:.4}", a.outcome.cost_usd),
+            format!("{:.1}s", a.outcome.duration_ms as f64 / 1000.0),
         ]);
     }
     table

@@ -147,9 +147,9 @@ impl Progress {
                     l.retries += 1;
                 }
             }
-            EventKind::StepCompleted { input_tokens, output_tokens, cost_usd, .. } => {
-                self.tokens += input_tokens + output_tokens;
-                self.cost += cost_usd;
+            EventKind::StepCompleted { outcome, .. } => {
+                self.tokens += outcome.usage.total();
+                self.cost += outcome.cost_usd;
                 self.end_step(level, |l| l.done += 1, true);
             }
             EventKind::StepFailed { error, .. } => {

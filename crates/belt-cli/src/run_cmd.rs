@@ -371,16 +371,16 @@ pub fn summary(r: &RunResult) -> String {
     let row = |name: &str, v: &[&belt_core::AgentRecord]| {
         let count = |s: AgentStatus| v.iter().filter(|a| a.status == s).count().to_string();
         let first = v.iter().map(|a| a.started_ms).min().unwrap_or(0);
-        let last = v.iter().map(|a| a.started_ms + a.duration_ms).max().unwrap_or(0);
+        let last = v.iter().map(|a| a.started_ms + a.outcome.duration_ms).max().unwrap_or(0);
         vec![
             name.to_string(),
             v.len().to_string(),
             count(AgentStatus::Completed),
             count(AgentStatus::Failed),
             count(AgentStatus::Skipped),
-            human(v.iter().map(|a| a.input_tokens).sum()),
-            human(v.iter().map(|a| a.output_tokens).sum()),
-            format!("${:.4}", v.iter().map(|a| a.cost_usd).sum::<f64>()),
+            human(v.iter().map(|a| a.outcome.usage.input_tokens).sum()),
+            human(v.iter().map(|a| a.outcome.usage.output_tokens).sum()),
+            format!("${:.4}", v.iter().map(|a| a.outcome.cost_usd).sum::<f64>()),
             format!("{:.1}s", last.saturating_sub(first) as f64 / 1000.0),
         ]
     };
@@ -408,12 +408,12 @@ pub fn summary(r: &RunResult) -> String {
         if r.simulated { " (simulated provider, nominal price)" } else { "" }
     ));
     // A resumed run: what came from the record and the cache, and what this segment paid.
-    let replayed = r.agents.iter().filter(|a| a.replayed).count();
-    let cached = r.agents.iter().filter(|a| a.cached).count();
+    let replayed = r.agents.iter().filter(|a| a.outcome.replayed).count();
+    let cached = r.agents.iter().filter(|a| a.outcome.cached).count();
     if replayed > 0 {
-        let segment: Vec<_> = r.agents.iter().filter(|a| !a.replayed).collect();
-        let paid: f64 = segment.iter().map(|a| a.cost_usd).sum();
-        let calls: u64 = segment.iter().map(|a| u64::from(a.attempts)).sum();
+        let segment: Vec<_> = r.agents.iter().filter(|a| !a.outcome.replayed).collect();
+        let paid: f64 = segment.iter().map(|a| a.outcome.cost_usd).sum();
+        let calls: u64 = segment.iter().map(|a| u64::from(a.outcome.attempts)).sum();
         out.push_str(&format!(
             "resumed: {replayed} step(s) replayed from the record (not called again), {} run now; \
              this segment: {calls} calls, ${paid:.4} (the usage above is the whole run's)\n",

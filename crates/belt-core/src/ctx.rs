@@ -31,33 +31,15 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{Amount, Ledger, Refusal};
 use crate::event::{EventBus, EventKind};
 use crate::limits::BreakerChange;
-use crate::llm::{CallInfo, LlmError, LlmRequest, ModelError, Providers, ToolCall};
+use crate::limits::Slot;
+use crate::llm::{CallInfo, Link, LlmError, LlmReply, LlmRequest, ModelError, Price, Providers};
 use crate::policy::Policies;
+use crate::reply::StepOutcome;
+pub use crate::reply::StepReply;
 use crate::result::{AgentRecord, AgentStatus};
 use crate::step::{StepId, StepSpec};
-use crate::store::{CachedReply, DeadLetter, InputHash, RunStore, StepRecord, StoreError};
-use crate::usage::{Usage, UsageMeter, UsageTotals};
-
-/// What a step produced: its text and what it cost. Text and model are shared, so the
-/// output is stored once however many records and events refer to it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepReply {
-    pub text: Arc<str>,
-    pub usage: Usage,
-    /// The model that answered (`provider/model`).
-    pub model: Arc<str>,
-    pub cost_usd: f64,
-    pub finish_reason: Option<String>,
-    pub simulated: bool,
-    /// Tools the model called (see [`Ctx::llm_with_tools`], which runs them).
-    pub tool_calls: Vec<ToolCall>,
-    /// True when the output came from the run's record instead of a new call.
-    pub replayed: bool,
-    /// True when the output came from the response cache (and cost nothing).
-    pub cached: bool,
-    /// True when the answering model has no known price: `cost_usd` is then unknown, not 0.
-    pub unpriced: bool,
-}
+use crate::store::{DeadLetter, InputHash, RunStore, StepRecord, StoreError};
+use crate::usage::{UsageMeter, UsageTotals};
 
 /// Why a step did not produce an output.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -199,6 +181,31 @@ struct Attempt {
     attempts: u32,
 }
 
+/// What the phases of one call share: the step, its request and its hash.
+struct Call<'a> {
+    spec: &'a StepSpec,
+    request: &'a LlmRequest,
+    model_name: &'a Arc<str>,
+    hash: InputHash,
+}
+
+/// How one model of the chain served a call.
+enum Served {
+    Reply(StepReply),
+    /// The model failed (retries spent, breaker open, unpriced): the next one may serve.
+    Failed(LlmError),
+    /// The step ended (stopping, budget, cancelled) and is recorded: no fallback.
+    Ended(StepError),
+}
+
+/// The outcome of admission for one attempt.
+enum Admitted<'c, 'm> {
+    Go(tokio::sync::SemaphorePermit<'c>, Slot<'m>),
+    /// The provider's limits refused the model (its breaker is open).
+    Refused(LlmError),
+    Ended(StepError),
+}
+
 /// A run's context. Cheap to clone; every clone is the same run.
 #[derive(Clone)]
 pub struct Ctx {
@@ -274,9 +281,16 @@ impl Ctx {
     /// `request.model` may be a fallback chain, `a/x,b/y`: when a model keeps failing (its
     /// retries are spent) or its circuit breaker is open, the next one serves.
     ///
+    /// The call goes through phases, each its own function: replay ([`Ctx::replay`]) and
+    /// the response cache ([`Ctx::cached`]); for each model of the chain, admission
+    /// ([`Ctx::admit`]: the run's permit, the budget's reservation, the provider's limits),
+    /// one attempt ([`Ctx::attempt`]), settlement ([`Ctx::settle`]) and retries
+    /// ([`Ctx::serve`]); then fallback to the next model, or the dead-letter queue.
+    ///
     /// (Written as a function returning an `async move` block rather than an `async fn`:
     /// an `async fn` keeps a second copy of its by-value arguments in its state, and this
-    /// state is what every waiting step holds.)
+    /// state is what every waiting step holds. The phases take references for the same
+    /// reason, and the rare ones are boxed.)
     #[allow(clippy::manual_async_fn)] // deliberate: see above
     pub fn llm(
         &self,
@@ -284,7 +298,6 @@ impl Ctx {
         request: LlmRequest,
     ) -> impl Future<Output = Result<StepReply, StepError>> + '_ {
         async move {
-            let s = &*self.shared;
             let hash = request_hash(&request);
             if let Some(rec) = self.recorded(&spec.id) {
                 return self.replay(spec, rec, hash);
@@ -296,216 +309,27 @@ impl Ctx {
             if let Some(stop) = self.stopping() {
                 return Err(self.refuse_start(&spec, model_name, &at, stop));
             }
-            let chain = match s.providers.chain(&request.model) {
+            let chain = match self.shared.providers.chain(&request.model) {
                 Ok(chain) => chain,
                 Err(error) => {
                     let err = StepError::Model { step: spec.id.clone(), error };
                     return Err(self.fail(&spec, model_name, &at, err));
                 }
             };
-            let policy = s.policies.for_tier(&spec.tier);
-            let bound = request.input_token_bound();
-            if s.cache_ttl.is_some()
-                && let Some(hit) = s.store.cache_get(hash).await.ok().flatten()
+            if self.shared.cache_ttl.is_some()
+                && let Some(hit) = Box::pin(self.cached(&spec, hash, &model_name)).await
             {
-                s.bus.emit(
-                    Some(&spec.id),
-                    EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
-                );
-                let out = StepReply {
-                    text: hit.text,
-                    usage: Usage::default(),
-                    model: hit.model,
-                    cost_usd: 0.0,
-                    finish_reason: None,
-                    simulated: hit.simulated,
-                    tool_calls: hit.tool_calls,
-                    replayed: false,
-                    cached: true,
-                    unpriced: false,
-                };
-                return Box::pin(self.complete(&spec, &at, hash, out)).await;
+                return Box::pin(self.complete(&spec, &at, hash, hit)).await;
             }
+            let call = Call { spec: &spec, request: &request, model_name: &model_name, hash };
             let mut last_error = None;
             for (index, link) in chain.iter().enumerate() {
-                let (provider, model) = (link.provider, link.model);
-                if provider.is_simulated() {
-                    s.simulated.store(true, Ordering::Relaxed);
-                }
-                let price = provider.price(model);
-                // A USD budget cannot be kept with a model whose price is unknown: that
-                // model is refused before any call (the next one of the chain may serve).
-                let unpriced = (price.is_none() && s.ledger.budget().max_cost_usd.is_some()).then(|| {
-                    LlmError::InvalidRequest(format!(
-                        "{} has no known price, so the USD budget cannot be kept with it; set its price \
-                         in belt.toml ([prices.\"{}\"] input = …, output = … per million tokens) or run \
-                         without a USD budget",
-                        link.full, link.full
-                    ))
-                });
-                let worst = Amount {
-                    calls: 1,
-                    tokens: bound + request.max_tokens as u64,
-                    cost_usd: price.map_or(0.0, |p| p.cost_of(bound, request.max_tokens as u64)),
+                let error = match self.serve(&call, link, &mut at).await {
+                    Served::Reply(reply) => return Box::pin(self.complete(&spec, &at, hash, reply)).await,
+                    Served::Ended(err) => return Err(err),
+                    Served::Failed(error) => error,
                 };
-                let mut tries = 0;
-                let error = if let Some(refused) = unpriced {
-                    refused
-                } else {
-                    loop {
-                        let Some(permit) = self.permit().await else {
-                            return Err(self.refuse_start(&spec, model_name, &at, Stop::Cancelled));
-                        };
-                        if let Some(stop) = self.stopping() {
-                            drop(permit);
-                            if at.attempts == 0 {
-                                return Err(self.refuse_start(&spec, model_name, &at, stop));
-                            }
-                            let err = stop_error(&spec.id, stop);
-                            return Err(self.fail(&spec, model_name, &at, err));
-                        }
-                        if let Err(refusal) = s.ledger.reserve(worst) {
-                            drop(permit);
-                            // This step fails with `budget_exhausted`; the steps after it find the
-                            // run stopping and are skipped without trying.
-                            self.exhaust_budget(&spec.id, &refusal);
-                            let err = StepError::BudgetExhausted {
-                                step: spec.id.clone(),
-                                refusal: refusal.to_string(),
-                            };
-                            return Err(self.fail(&spec, model_name, &at, err));
-                        }
-                        if at.attempts == 0 {
-                            s.bus.emit(
-                                Some(&spec.id),
-                                EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
-                            );
-                        }
-                        // The provider's own limits (shared by every run of the process) are
-                        // waited for before the call's timeout starts.
-                        let slot = match link.limiter.acquire(model, worst.tokens).await {
-                            Ok(slot) => slot,
-                            Err(open) => {
-                                s.ledger.settle(worst, Amount::default());
-                                break open;
-                            }
-                        };
-                        at.attempts += 1;
-                        tries += 1;
-                        let call = CallInfo { step: spec.id.clone(), attempt: at.attempts };
-                        // Cancelling a run drops its futures; this guard records a call dropped
-                        // mid-flight and gives its budget reservation back.
-                        let guard =
-                            InFlightCall { ctx: self, spec: &spec, model: &model_name, at: &at, worst };
-                        let call_future = provider.complete(model, &request, &call);
-                        let outcome = if s.stream_deltas {
-                            // Boxed: only runs that stream pay for the sink in their futures.
-                            let (sink, flush) = self.delta_sink(&spec.id);
-                            let r = Box::pin(tokio::time::timeout(
-                                policy.timeout,
-                                crate::llm::with_delta_sink(sink, call_future),
-                            ))
-                            .await;
-                            flush();
-                            r
-                        } else {
-                            tokio::time::timeout(policy.timeout, call_future).await
-                        }
-                        .unwrap_or(Err(LlmError::Timeout(policy.timeout)));
-                        std::mem::forget(guard);
-                        drop(permit);
-                        s.usage.count_calls(1);
-                        let used = outcome.as_ref().map_or(0, |r| r.usage.total());
-                        if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
-                            self.report_breaker(&spec, link.full, change);
-                        }
-                        match outcome {
-                            Ok(reply) => {
-                                let cost = price.map_or(0.0, |p| p.cost(reply.usage));
-                                let actual = Amount { calls: 1, tokens: reply.usage.total(), cost_usd: cost };
-                                for w in s.ledger.settle(worst, actual) {
-                                    s.bus.emit(
-                                        None,
-                                        EventKind::BudgetWarning {
-                                            limit: w.limit.into(),
-                                            used: w.used,
-                                            max: w.max,
-                                        },
-                                    );
-                                }
-                                s.usage.add(&reply.usage, price.is_none());
-                                let model = if reply.model == *model_name {
-                                    model_name.clone()
-                                } else {
-                                    Arc::from(reply.model)
-                                };
-                                let out = StepReply {
-                                    text: Arc::from(reply.text),
-                                    usage: reply.usage,
-                                    model,
-                                    cost_usd: cost,
-                                    finish_reason: reply.finish_reason,
-                                    simulated: reply.simulated,
-                                    tool_calls: reply.tool_calls,
-                                    replayed: false,
-                                    cached: false,
-                                    unpriced: price.is_none(),
-                                };
-                                if let Some(ttl) = s.cache_ttl {
-                                    let entry = CachedReply {
-                                        text: out.text.clone(),
-                                        model: out.model.clone(),
-                                        usage: out.usage,
-                                        simulated: out.simulated,
-                                        tool_calls: out.tool_calls.clone(),
-                                    };
-                                    if let Err(e) = s.store.cache_put(hash, &entry, ttl).await {
-                                        eprintln!("belt: could not cache the reply of {}: {e}", spec.id);
-                                    }
-                                }
-                                // Boxed: recording happens once per step, and its state would
-                                // otherwise be part of every waiting step's future.
-                                return Box::pin(self.complete(&spec, &at, hash, out)).await;
-                            }
-                            Err(error) => {
-                                s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
-                                if error.is_retryable()
-                                    && tries <= policy.retries
-                                    && self.stopping().is_none()
-                                {
-                                    let delay = policy.backoff(&spec.id, at.attempts, error.retry_after());
-                                    s.bus.emit(
-                                        Some(&spec.id),
-                                        EventKind::StepRetrying {
-                                            tier: spec.tier.clone(),
-                                            attempt: at.attempts,
-                                            error: error.to_string(),
-                                            error_kind: error.kind().to_string(),
-                                            delay_ms: delay.as_millis() as u64,
-                                        },
-                                    );
-                                    // Boxed: a rare path, kept out of every step's future.
-                                    Box::pin(tokio::time::sleep(delay)).await;
-                                    continue;
-                                }
-                                break error;
-                            }
-                        }
-                    }
-                };
-                if let Some(next) = chain.get(index + 1)
-                    && self.stopping().is_none()
-                {
-                    s.bus.emit(
-                        Some(&spec.id),
-                        EventKind::StepFallback {
-                            tier: spec.tier.clone(),
-                            from: Arc::from(link.full),
-                            to: Arc::from(next.full),
-                            error: error.to_string(),
-                        },
-                    );
-                }
+                self.fall_back(&spec, link, chain.get(index + 1), &error);
                 last_error = Some(error);
             }
             let error = last_error.unwrap_or(LlmError::InvalidRequest("no model to call".into()));
@@ -513,6 +337,213 @@ impl Ctx {
             // Kept with its request, so it can be retried later (`belt dlq retry`).
             Box::pin(self.dead_letter(&spec, &request, &err, at.attempts)).await;
             Err(self.fail(&spec, model_name, &at, err))
+        }
+    }
+
+    /// The response cache's answer to this request, if it has one (it costs nothing).
+    async fn cached(&self, spec: &StepSpec, hash: InputHash, model_name: &Arc<str>) -> Option<StepReply> {
+        let mut hit = self.shared.store.cache_get(hash).await.ok().flatten()?;
+        self.shared.bus.emit(
+            Some(&spec.id),
+            EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
+        );
+        let model = std::mem::take(&mut hit.outcome.model);
+        hit.outcome = StepOutcome { model, cached: true, ..StepOutcome::default() };
+        hit.unpriced = false;
+        Some(hit)
+    }
+
+    /// One model of the chain: admission, attempts and settlement, retrying what is worth
+    /// retrying under the tier's policy.
+    async fn serve(&self, call: &Call<'_>, link: &Link<'_>, at: &mut Attempt) -> Served {
+        let s = &*self.shared;
+        let (spec, request) = (call.spec, call.request);
+        if link.provider.is_simulated() {
+            s.simulated.store(true, Ordering::Relaxed);
+        }
+        let price = link.provider.price(link.model);
+        // A USD budget cannot be kept with a model whose price is unknown: that model is
+        // refused before any call (the next one of the chain may serve).
+        if price.is_none() && s.ledger.budget().max_cost_usd.is_some() {
+            return Served::Failed(LlmError::InvalidRequest(format!(
+                "{} has no known price, so the USD budget cannot be kept with it; set its price \
+                 in belt.toml ([prices.\"{}\"] input = …, output = … per million tokens) or run \
+                 without a USD budget",
+                link.full, link.full
+            )));
+        }
+        let bound = request.input_token_bound();
+        let worst = Amount {
+            calls: 1,
+            tokens: bound + request.max_tokens as u64,
+            cost_usd: price.map_or(0.0, |p| p.cost_of(bound, request.max_tokens as u64)),
+        };
+        let policy = s.policies.for_tier(&spec.tier);
+        let mut tries = 0;
+        loop {
+            let (permit, slot) = match self.admit(call, link, at, worst).await {
+                Admitted::Go(permit, slot) => (permit, slot),
+                Admitted::Refused(error) => return Served::Failed(error),
+                Admitted::Ended(err) => return Served::Ended(err),
+            };
+            at.attempts += 1;
+            tries += 1;
+            let outcome = self.attempt(call, link, at, worst, policy.timeout).await;
+            drop(permit);
+            s.usage.count_calls(1);
+            let used = outcome.as_ref().map_or(0, |r| r.usage.total());
+            if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
+                self.report_breaker(spec, link.full, change);
+            }
+            let error = match outcome {
+                Ok(reply) => return Served::Reply(self.settle(call, price, worst, reply).await),
+                Err(error) => error,
+            };
+            s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
+            if !(error.is_retryable() && tries <= policy.retries && self.stopping().is_none()) {
+                return Served::Failed(error);
+            }
+            let delay = policy.backoff(&spec.id, at.attempts, error.retry_after());
+            s.bus.emit(
+                Some(&spec.id),
+                EventKind::StepRetrying {
+                    tier: spec.tier.clone(),
+                    attempt: at.attempts,
+                    error: error.to_string(),
+                    error_kind: error.kind().to_string(),
+                    delay_ms: delay.as_millis() as u64,
+                },
+            );
+            // Boxed: a rare path, kept out of every step's future.
+            Box::pin(tokio::time::sleep(delay)).await;
+        }
+    }
+
+    /// Admission of one attempt: a slot under the run's concurrency limit, the run not
+    /// stopping, the budget's reservation of the call's worst case, and a place under the
+    /// provider's own limits (shared by every run of the process), waited for before the
+    /// call's timeout starts.
+    async fn admit<'m>(
+        &self,
+        call: &Call<'_>,
+        link: &Link<'m>,
+        at: &Attempt,
+        worst: Amount,
+    ) -> Admitted<'_, 'm> {
+        let s = &*self.shared;
+        let (spec, model_name) = (call.spec, call.model_name);
+        let Some(permit) = self.permit().await else {
+            return Admitted::Ended(self.refuse_start(spec, model_name.clone(), at, Stop::Cancelled));
+        };
+        if let Some(stop) = self.stopping() {
+            drop(permit);
+            if at.attempts == 0 {
+                return Admitted::Ended(self.refuse_start(spec, model_name.clone(), at, stop));
+            }
+            let err = stop_error(&spec.id, stop);
+            return Admitted::Ended(self.fail(spec, model_name.clone(), at, err));
+        }
+        if let Err(refusal) = s.ledger.reserve(worst) {
+            drop(permit);
+            // This step fails with `budget_exhausted`; the steps after it find the run
+            // stopping and are skipped without trying.
+            self.exhaust_budget(&spec.id, &refusal);
+            let err = StepError::BudgetExhausted { step: spec.id.clone(), refusal: refusal.to_string() };
+            return Admitted::Ended(self.fail(spec, model_name.clone(), at, err));
+        }
+        if at.attempts == 0 {
+            s.bus.emit(
+                Some(&spec.id),
+                EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
+            );
+        }
+        match link.limiter.acquire(link.model, worst.tokens).await {
+            Ok(slot) => Admitted::Go(permit, slot),
+            Err(open) => {
+                s.ledger.settle(worst, Amount::default());
+                Admitted::Refused(open)
+            }
+        }
+    }
+
+    /// One provider call under the step's timeout, streaming deltas to the run's events
+    /// when asked to.
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        link: &Link<'_>,
+        at: &Attempt,
+        worst: Amount,
+        timeout: std::time::Duration,
+    ) -> Result<LlmReply, LlmError> {
+        let info = CallInfo { step: call.spec.id.clone(), attempt: at.attempts };
+        // Cancelling a run drops its futures; this guard records a call dropped mid-flight
+        // and gives its budget reservation back.
+        let guard = InFlightCall { ctx: self, spec: call.spec, model: call.model_name, at, worst };
+        let call_future = link.provider.complete(link.model, call.request, &info);
+        let outcome = if self.shared.stream_deltas {
+            // Boxed: only runs that stream pay for the sink in their futures.
+            let (sink, flush) = self.delta_sink(&call.spec.id);
+            let r =
+                Box::pin(tokio::time::timeout(timeout, crate::llm::with_delta_sink(sink, call_future))).await;
+            flush();
+            r
+        } else {
+            tokio::time::timeout(timeout, call_future).await
+        }
+        .unwrap_or(Err(LlmError::Timeout(timeout)));
+        std::mem::forget(guard);
+        outcome
+    }
+
+    /// Settlement of an answered call: its real cost booked in place of the reservation
+    /// (with the budget's warnings), its usage counted, the reply cached when asked to.
+    async fn settle(
+        &self,
+        call: &Call<'_>,
+        price: Option<Price>,
+        worst: Amount,
+        reply: LlmReply,
+    ) -> StepReply {
+        let s = &*self.shared;
+        let cost = price.map_or(0.0, |p| p.cost(reply.usage));
+        let actual = Amount { calls: 1, tokens: reply.usage.total(), cost_usd: cost };
+        for w in s.ledger.settle(worst, actual) {
+            s.bus.emit(None, EventKind::BudgetWarning { limit: w.limit.into(), used: w.used, max: w.max });
+        }
+        s.usage.add(&reply.usage, price.is_none());
+        let model =
+            if reply.model == **call.model_name { call.model_name.clone() } else { Arc::from(reply.model) };
+        let out = StepReply {
+            text: Arc::from(reply.text),
+            outcome: StepOutcome { model, usage: reply.usage, cost_usd: cost, ..StepOutcome::default() },
+            finish_reason: reply.finish_reason.map(Arc::from),
+            simulated: reply.simulated,
+            tool_calls: reply.tool_calls,
+            unpriced: price.is_none(),
+        };
+        if let Some(ttl) = s.cache_ttl
+            && let Err(e) = Box::pin(s.store.cache_put(call.hash, &out, ttl)).await
+        {
+            tracing::warn!("could not cache the reply of {}: {e}", call.spec.id);
+        }
+        out
+    }
+
+    /// Say in the run's events that the next model of the chain takes over.
+    fn fall_back(&self, spec: &StepSpec, from: &Link<'_>, to: Option<&Link<'_>>, error: &LlmError) {
+        if let Some(next) = to
+            && self.stopping().is_none()
+        {
+            self.shared.bus.emit(
+                Some(&spec.id),
+                EventKind::StepFallback {
+                    tier: spec.tier.clone(),
+                    from: Arc::from(from.full),
+                    to: Arc::from(next.full),
+                    error: error.to_string(),
+                },
+            );
         }
     }
 
@@ -597,7 +628,7 @@ impl Ctx {
             created_at: chrono::Utc::now(),
         };
         if let Err(e) = s.store.put_dead_letter(&letter).await {
-            eprintln!("belt: could not record the failed step {} for a later retry: {e}", spec.id);
+            tracing::warn!("could not record the failed step {} for a later retry: {e}", spec.id);
         }
     }
 
@@ -660,18 +691,8 @@ impl Ctx {
                 return Err(self.fail(&spec, no_model, &at, err));
             }
         };
-        let reply = StepReply {
-            text: Arc::from(text),
-            usage: Usage::default(),
-            model: no_model,
-            cost_usd: 0.0,
-            finish_reason: None,
-            simulated: false,
-            tool_calls: Vec::new(),
-            replayed: false,
-            cached: false,
-            unpriced: false,
-        };
+        let mut reply = StepReply::new(text);
+        reply.outcome.model = no_model;
         self.complete(&spec, &at, hash, reply).await?;
         value.map_err(|message| StepError::Failed { step: spec.id, message })
     }
@@ -679,7 +700,7 @@ impl Ctx {
     /// Record that a step was not run, with the reason (its inputs failed, say).
     pub fn skip(&self, spec: StepSpec, model: &str, reason: impl Into<String>) -> StepError {
         let reason = reason.into();
-        let mut record = self.record(&spec, Arc::from(model), &self.begin(), AgentStatus::Skipped);
+        let mut record = self.unfinished(&spec, Arc::from(model), &self.begin(), AgentStatus::Skipped);
         record.error = Some(reason.clone());
         self.shared
             .bus
@@ -710,107 +731,54 @@ impl Ctx {
             let err =
                 StepError::NonDeterminism { step: spec.id.clone(), recorded: rec.input_hash, now: hash };
             self.stop(Stop::NonDeterminism(err.to_string()));
-            return Err(self.fail(&spec, rec.model.clone(), &self.begin(), err));
+            return Err(self.fail(&spec, rec.reply.outcome.model.clone(), &self.begin(), err));
         }
-        if rec.simulated {
+        if rec.reply.simulated {
             s.simulated.store(true, Ordering::Relaxed);
         }
+        let mut reply = rec.reply.clone();
+        reply.outcome.replayed = true;
+        reply.outcome.cached = false;
         s.bus.emit(
             Some(&spec.id),
-            EventKind::StepCompleted {
-                tier: spec.tier.clone(),
-                model: rec.model.clone(),
-                input_tokens: rec.usage.input_tokens,
-                output_tokens: rec.usage.output_tokens,
-                cache_read_tokens: rec.usage.cache_read_tokens,
-                cache_write_tokens: rec.usage.cache_write_tokens,
-                cost_usd: rec.cost_usd,
-                duration_ms: rec.duration_ms,
-                attempts: rec.attempts,
-                replayed: true,
-                cached: false,
-            },
+            EventKind::StepCompleted { tier: spec.tier.clone(), outcome: reply.outcome.clone() },
         );
-        let mut record = self.record(&spec, rec.model.clone(), &self.begin(), AgentStatus::Completed);
-        record.output = Some(rec.output.clone());
-        record.attempts = rec.attempts;
-        record.input_tokens = rec.usage.input_tokens;
-        record.output_tokens = rec.usage.output_tokens;
-        record.cache_read_tokens = rec.usage.cache_read_tokens;
-        record.cache_write_tokens = rec.usage.cache_write_tokens;
-        record.cost_usd = rec.cost_usd;
-        record.duration_ms = rec.duration_ms;
-        record.replayed = true;
+        let mut record = self.record(&spec, &self.begin(), AgentStatus::Completed, reply.outcome.clone());
+        record.output = Some(reply.text.clone());
         self.push(record);
-        Ok(StepReply {
-            text: rec.output.clone(),
-            usage: rec.usage,
-            model: rec.model.clone(),
-            cost_usd: rec.cost_usd,
-            finish_reason: rec.finish_reason.as_deref().map(String::from),
-            simulated: rec.simulated,
-            tool_calls: rec.tool_calls.clone(),
-            replayed: true,
-            cached: false,
-            unpriced: rec.unpriced,
-        })
+        Ok(reply)
     }
 
+    /// The end of a step that produced `reply`: its outcome completed (time, attempts),
+    /// recorded durably, announced and reported, in that order.
     async fn complete(
         &self,
         spec: &StepSpec,
         at: &Attempt,
         hash: InputHash,
-        reply: StepReply,
+        mut reply: StepReply,
     ) -> Result<StepReply, StepError> {
         let s = &*self.shared;
-        let duration_ms = at.started.elapsed().as_millis() as u64;
+        reply.outcome.duration_ms = at.started.elapsed().as_millis() as u64;
+        reply.outcome.attempts = at.attempts;
         let step_record = StepRecord {
             step: spec.id.clone(),
             tier: spec.tier.clone(),
             input_hash: hash,
-            output: reply.text.clone(),
-            model: reply.model.clone(),
-            usage: reply.usage,
-            cost_usd: reply.cost_usd,
-            attempts: at.attempts,
-            duration_ms,
-            simulated: reply.simulated,
-            tool_calls: reply.tool_calls.clone(),
-            finish_reason: reply.finish_reason.as_deref().map(Arc::from),
-            unpriced: reply.unpriced,
+            reply: reply.clone(),
         };
         // The record is durable before the output is used downstream (see store docs).
         if let Err(error) = s.store.put_step(&s.run_id, &step_record).await {
             self.stop(Stop::Store(error.to_string()));
             let err = StepError::Store { step: spec.id.clone(), error };
-            return Err(self.fail(spec, reply.model, at, err));
+            return Err(self.fail(spec, reply.outcome.model, at, err));
         }
         s.bus.emit(
             Some(&spec.id),
-            EventKind::StepCompleted {
-                tier: spec.tier.clone(),
-                model: reply.model.clone(),
-                input_tokens: reply.usage.input_tokens,
-                output_tokens: reply.usage.output_tokens,
-                cache_read_tokens: reply.usage.cache_read_tokens,
-                cache_write_tokens: reply.usage.cache_write_tokens,
-                cost_usd: reply.cost_usd,
-                duration_ms,
-                attempts: at.attempts,
-                replayed: false,
-                cached: reply.cached,
-            },
+            EventKind::StepCompleted { tier: spec.tier.clone(), outcome: reply.outcome.clone() },
         );
-        let mut record = self.record(spec, reply.model.clone(), at, AgentStatus::Completed);
-        record.cached = reply.cached;
+        let mut record = self.record(spec, at, AgentStatus::Completed, reply.outcome.clone());
         record.output = Some(reply.text.clone());
-        record.input_tokens = reply.usage.input_tokens;
-        record.output_tokens = reply.usage.output_tokens;
-        record.cache_read_tokens = reply.usage.cache_read_tokens;
-        record.cache_write_tokens = reply.usage.cache_write_tokens;
-        record.cost_usd = reply.cost_usd;
-        record.duration_ms = duration_ms;
         self.push(record);
         Ok(reply)
     }
@@ -823,32 +791,35 @@ impl Ctx {
         }
     }
 
-    fn record(&self, spec: &StepSpec, model: Arc<str>, at: &Attempt, status: AgentStatus) -> AgentRecord {
+    fn record(
+        &self,
+        spec: &StepSpec,
+        at: &Attempt,
+        status: AgentStatus,
+        outcome: StepOutcome,
+    ) -> AgentRecord {
         AgentRecord {
             step: spec.id.clone(),
             tier: spec.tier.clone(),
             status,
-            model,
             inputs: spec.inputs.clone(),
             output: None,
             error: None,
-            attempts: at.attempts,
-            input_tokens: 0,
-            output_tokens: 0,
-            cache_read_tokens: 0,
-            cache_write_tokens: 0,
-            cost_usd: 0.0,
-            duration_ms: 0,
+            outcome,
             started_ms: at.started_ms,
-            replayed: false,
-            cached: false,
         }
     }
 
+    /// The record of a step that ended without an output: what it spent trying.
+    fn unfinished(&self, spec: &StepSpec, model: Arc<str>, at: &Attempt, status: AgentStatus) -> AgentRecord {
+        let outcome = StepOutcome { attempts: at.attempts, ..StepOutcome::of(model) };
+        self.record(spec, at, status, outcome)
+    }
+
     fn fail(&self, spec: &StepSpec, model: Arc<str>, at: &Attempt, err: StepError) -> StepError {
-        let mut record = self.record(spec, model, at, AgentStatus::Failed);
+        let mut record = self.unfinished(spec, model, at, AgentStatus::Failed);
         record.error = Some(err.to_string());
-        record.duration_ms = at.started.elapsed().as_millis() as u64;
+        record.outcome.duration_ms = at.started.elapsed().as_millis() as u64;
         self.shared.bus.emit(
             Some(&spec.id),
             EventKind::StepFailed {
@@ -866,7 +837,7 @@ impl Ctx {
     fn refuse_start(&self, spec: &StepSpec, model: Arc<str>, at: &Attempt, stop: Stop) -> StepError {
         let err =
             StepError::Skipped { step: spec.id.clone(), reason: format!("not started: {}", stop.describe()) };
-        let mut record = self.record(spec, model, at, AgentStatus::Skipped);
+        let mut record = self.unfinished(spec, model, at, AgentStatus::Skipped);
         record.error = Some(err.to_string());
         self.shared.bus.emit(
             Some(&spec.id),

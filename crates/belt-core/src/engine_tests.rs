@@ -56,7 +56,7 @@ async fn cascade_of_twelve_has_two_synthesizers_and_an_executive() {
     // 1 decompose + 12 workers + 2 synthesizers + 1 executive.
     assert_eq!(r.usage.calls, 16);
     assert_eq!(p.total_calls(), 16);
-    let sum: f64 = r.agents.iter().map(|a| a.cost_usd).sum();
+    let sum: f64 = r.agents.iter().map(|a| a.outcome.cost_usd).sum();
     assert!((sum - r.cost_usd).abs() < 1e-12);
     // Events: strictly increasing seq, framed by run_started and run_finished.
     assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
@@ -124,7 +124,7 @@ async fn retryable_errors_are_retried_and_fatal_ones_are_not() {
     let (r, events) = run_all(Cascade::new(5, "t/m"), "task", options(&p)).await;
     assert_eq!(p.calls("worker/002"), 3);
     assert_eq!(agent(&r, "worker/002").status, AgentStatus::Completed);
-    assert_eq!(agent(&r, "worker/002").attempts, 3);
+    assert_eq!(agent(&r, "worker/002").outcome.attempts, 3);
     assert_eq!(p.calls("worker/003"), 1, "auth errors are fatal");
     let w3 = agent(&r, "worker/003");
     assert_eq!(w3.status, AgentStatus::Failed);
@@ -148,7 +148,7 @@ async fn retries_stop_at_the_limit() {
     o.policies.update_all(|s| s.retries = 4);
     let (r, _) = run_all(Cascade::new(2, "t/m"), "task", o).await;
     assert_eq!(p.calls("worker/001"), 5);
-    assert_eq!(agent(&r, "worker/001").attempts, 5);
+    assert_eq!(agent(&r, "worker/001").outcome.attempts, 5);
     assert_eq!(r.status, RunStatus::Partial);
 }
 
@@ -178,7 +178,7 @@ async fn a_hung_call_times_out() {
     let (r, _) = run_all(Cascade::new(3, "t/m"), "task", o).await;
     let w = agent(&r, "worker/002");
     assert_eq!(w.status, AgentStatus::Failed);
-    assert_eq!(w.attempts, 2);
+    assert_eq!(w.outcome.attempts, 2);
     assert!(w.error.as_deref().unwrap().contains("timed out"), "{:?}", w.error);
     assert_eq!(r.status, RunStatus::Partial);
     assert_eq!(r.count(&Tier::Worker, AgentStatus::Completed), 2);
@@ -393,7 +393,7 @@ async fn resume_replays_recorded_steps_without_calling_again() {
     let (r2, e2) = run_all(Cascade::new(12, "t/m"), "task", o).await;
     assert_eq!(second.total_calls(), 0, "nothing is paid for twice");
     assert_eq!(r2.final_output, r1.final_output);
-    assert!(r2.agents.iter().all(|a| a.replayed));
+    assert!(r2.agents.iter().all(|a| a.outcome.replayed));
     // The totals are the whole run's, each recorded step counted once.
     assert_eq!(r2.usage, r1.usage);
     assert!((r2.cost_usd - r1.cost_usd).abs() < 1e-12);
@@ -456,7 +456,10 @@ async fn a_resumed_run_replays_how_each_call_ended_and_what_it_cost() {
     let (r1, _) = run_all(flow(), "ends", o).await;
     assert!(r1.final_output.as_deref().is_some_and(|t| t.ends_with(" | stop")), "{:?}", r1.final_output);
     assert_eq!(r1.usage.unpriced_calls, 1);
-    assert_eq!((agent(&r1, "a").cache_read_tokens, agent(&r1, "a").cache_write_tokens), (6, 2));
+    assert_eq!(
+        (agent(&r1, "a").outcome.usage.cache_read_tokens, agent(&r1, "a").outcome.usage.cache_write_tokens),
+        (6, 2)
+    );
 
     let second = provider();
     let mut o = options(&second).with_store(store.clone());
@@ -466,8 +469,8 @@ async fn a_resumed_run_replays_how_each_call_ended_and_what_it_cost() {
     assert_eq!(r2.final_output, r1.final_output, "the replayed reply says how the call ended");
     assert_eq!(r2.usage, r1.usage, "cache tokens and unpriced calls counted once");
     let a = agent(&r2, "a");
-    assert!(a.replayed);
-    assert_eq!((a.cache_read_tokens, a.cache_write_tokens), (6, 2));
+    assert!(a.outcome.replayed);
+    assert_eq!((a.outcome.usage.cache_read_tokens, a.outcome.usage.cache_write_tokens), (6, 2));
 }
 
 #[tokio::test]
@@ -591,13 +594,13 @@ impl RunStore for FailingStore {
     async fn cache_get(
         &self,
         k: crate::store::InputHash,
-    ) -> Result<Option<crate::store::CachedReply>, crate::store::StoreError> {
+    ) -> Result<Option<crate::reply::StepReply>, crate::store::StoreError> {
         self.inner.cache_get(k).await
     }
     async fn cache_put(
         &self,
         k: crate::store::InputHash,
-        r: &crate::store::CachedReply,
+        r: &crate::reply::StepReply,
         ttl: Duration,
     ) -> Result<(), crate::store::StoreError> {
         self.inner.cache_put(k, r, ttl).await
@@ -635,8 +638,11 @@ async fn the_response_cache_serves_identical_requests_for_free() {
     assert_eq!(p.total_calls(), 7, "every request was served from the cache");
     assert_eq!(second.final_output, first.final_output);
     assert_eq!(second.cost_usd, 0.0);
-    assert!(second.agents.iter().all(|a| a.cached));
-    assert!(events.iter().any(|e| matches!(e.kind, EventKind::StepCompleted { cached: true, .. })));
+    assert!(second.agents.iter().all(|a| a.outcome.cached));
+    assert!(events.iter().any(|e| matches!(
+        e.kind,
+        EventKind::StepCompleted { outcome: StepOutcome { cached: true, .. }, .. }
+    )));
 }
 
 #[tokio::test]
@@ -683,8 +689,8 @@ async fn a_failing_model_falls_back_to_the_next_in_its_chain() {
     let (r, events) = run_all(cascade, "task", o).await;
     assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
     let w = agent(&r, "worker/001");
-    assert_eq!(w.model.as_ref(), "b/n", "the fallback answered");
-    assert_eq!(w.attempts, 3, "two tries of a/m, then b/n");
+    assert_eq!(w.outcome.model.as_ref(), "b/n", "the fallback answered");
+    assert_eq!(w.outcome.attempts, 3, "two tries of a/m, then b/n");
     assert_eq!(second.calls("worker/001"), 1);
     let fallback = events.iter().find(|e| e.kind.type_name() == "step_fallback").expect("a fallback event");
     assert!(
@@ -925,26 +931,15 @@ async fn prompt_cache_tokens_are_priced_at_their_rates_and_totalled() {
     assert_eq!((r.usage.cache_read_tokens, r.usage.cache_write_tokens), (100 * calls, 20 * calls));
     let mut total = 0.0;
     for e in &events {
-        if let EventKind::StepCompleted {
-            input_tokens,
-            output_tokens,
-            cache_read_tokens,
-            cache_write_tokens,
-            cost_usd,
-            ..
-        } = &e.kind
-        {
-            assert_eq!((*cache_read_tokens, *cache_write_tokens), (100, 20));
-            let usage = Usage {
-                input_tokens: *input_tokens,
-                output_tokens: *output_tokens,
-                cache_read_tokens: 100,
-                cache_write_tokens: 20,
-            };
+        if let EventKind::StepCompleted { outcome: StepOutcome { usage, cost_usd, .. }, .. } = &e.kind {
+            assert_eq!((usage.cache_read_tokens, usage.cache_write_tokens), (100, 20));
+            let usage = *usage;
             // Uncached input at $1, cache reads at $0.10, writes at $1.25, output at $2.
-            let expected =
-                ((input_tokens - 120) as f64 * 1.0 + 100.0 * 0.1 + 20.0 * 1.25 + *output_tokens as f64 * 2.0)
-                    / 1e6;
+            let expected = ((usage.input_tokens - 120) as f64 * 1.0
+                + 100.0 * 0.1
+                + 20.0 * 1.25
+                + usage.output_tokens as f64 * 2.0)
+                / 1e6;
             assert!((cost_usd - expected).abs() < 1e-12 && (price.cost(usage) - expected).abs() < 1e-12);
             total += cost_usd;
         }
@@ -975,7 +970,7 @@ async fn structured_replies_are_parsed_into_their_type_and_the_schema_is_part_of
         let (verdict, reply) =
             ctx.llm_typed::<Verdict>(StepSpec::new("judge", Tier::Agent), request.clone()).await?;
         assert_eq!(verdict, Verdict { holds: true, reason: Some("checked".into()) });
-        assert!(!reply.replayed);
+        assert!(!reply.outcome.replayed);
         let err = ctx.llm_typed::<Verdict>(StepSpec::new("broken", Tier::Agent), request).await.unwrap_err();
         assert!(
             matches!(&err, StepError::Failed { message, .. } if message.contains("not a valid Verdict")),
@@ -1040,7 +1035,7 @@ mod tool_loop {
                     reply.text,
                     reply.finish_reason.unwrap_or_default(),
                     reply.tool_calls.len(),
-                    reply.usage.input_tokens
+                    reply.outcome.usage.input_tokens
                 ))
             }
         })
@@ -1071,7 +1066,7 @@ mod tool_loop {
         // The reply's usage is the sum of the rounds'.
         let rounds_input: u64 = ["agent/round/01", "agent/round/02", "agent/round/03"]
             .iter()
-            .map(|step| agent(&r, step).input_tokens)
+            .map(|step| agent(&r, step).outcome.usage.input_tokens)
             .sum();
         assert!(out.ends_with(&format!(" | {rounds_input}")), "{out} vs {rounds_input}");
         // The model saw the tools and, from round 2, the calls and their results.
@@ -1195,7 +1190,8 @@ mod tool_loop {
         assert_eq!(healthy.calls("agent/round/01"), 0, "round 1 was replayed");
         assert_eq!(healthy.calls("agent/round/02"), 1);
         assert!(
-            agent(&second, "agent/round/01").replayed && agent(&second, "agent/round/01/tool/1").replayed
+            agent(&second, "agent/round/01").outcome.replayed
+                && agent(&second, "agent/round/01/tool/1").outcome.replayed
         );
     }
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::reply::StepOutcome;
 use crate::step::{StepId, Tier};
 
 /// One event of one run.
@@ -72,24 +73,10 @@ pub enum EventKind {
     },
     StepCompleted {
         tier: Tier,
-        model: Arc<str>,
-        input_tokens: u64,
-        output_tokens: u64,
-        /// Input tokens read from the provider's prompt cache (part of `input_tokens`).
-        #[serde(default, skip_serializing_if = "is_zero")]
-        cache_read_tokens: u64,
-        /// Input tokens written to the provider's prompt cache (part of `input_tokens`).
-        #[serde(default, skip_serializing_if = "is_zero")]
-        cache_write_tokens: u64,
-        cost_usd: f64,
-        duration_ms: u64,
-        attempts: u32,
-        /// True when the output was replayed from the run's record, not paid for again.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        replayed: bool,
-        /// True when the output came from the response cache (and cost nothing).
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        cached: bool,
+        /// Model, tokens, cost, time, attempts; `replayed` when the output came from the
+        /// run's record (not paid for again), `cached` when from the response cache.
+        #[serde(flatten)]
+        outcome: StepOutcome,
     },
     StepFailed {
         tier: Tier,
@@ -311,10 +298,6 @@ impl EventBus {
         // matters (a counter and a list), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ impl AgentOutput {
             subtask_id: subtask.id.clone(),
             step: step.id.clone(),
             text: reply.text,
-            model: reply.model,
+            model: reply.outcome.model,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Subtask;
+use crate::reply::StepOutcome;
 use crate::step::{StepId, Tier};
 pub use crate::usage::UsageTotals;
 
@@ -64,34 +65,16 @@ pub struct AgentRecord {
     pub step: StepId,
     pub tier: Tier,
     pub status: AgentStatus,
-    pub model: Arc<str>,
     /// Steps whose outputs this step consumed.
     pub inputs: Vec<StepId>,
     pub output: Option<Arc<str>>,
     pub error: Option<String>,
-    pub attempts: u32,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    /// Input tokens read from the provider's prompt cache (part of `input_tokens`).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub cache_read_tokens: u64,
-    /// Input tokens written to the provider's prompt cache (part of `input_tokens`).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub cache_write_tokens: u64,
-    pub cost_usd: f64,
-    pub duration_ms: u64,
+    /// Model, tokens, cost, time and attempts (for a step that failed: what it spent
+    /// trying), as its `step_completed` event said.
+    #[serde(flatten)]
+    pub outcome: StepOutcome,
     /// When the step started, in milliseconds since the run started (for timelines).
     pub started_ms: u64,
-    /// True when the output came from the run's record (resume) instead of a new call.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub replayed: bool,
-    /// True when the output came from the response cache.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub cached: bool,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// A document the run wrote.

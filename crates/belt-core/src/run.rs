@@ -309,10 +309,10 @@ pub async fn run<O: Orchestrator>(
     // A resumed run's recorded steps count once: in its totals and against its budget.
     let (mut recorded, usage) = (Amount::default(), UsageMeter::default());
     for r in replay.values() {
-        recorded.calls += u64::from(r.attempts);
-        recorded.tokens += r.usage.total();
-        recorded.cost_usd += r.cost_usd;
-        usage.add(&r.usage, r.unpriced);
+        recorded.calls += u64::from(r.reply.outcome.attempts);
+        recorded.tokens += r.reply.outcome.usage.total();
+        recorded.cost_usd += r.reply.outcome.cost_usd;
+        usage.add(&r.reply.outcome.usage, r.reply.unpriced);
     }
     usage.count_calls(recorded.calls);
     let ledger = Ledger::new(options.budget);
@@ -384,7 +384,7 @@ pub async fn run<O: Orchestrator>(
         let _ = writer.await;
         heartbeat_done.cancel();
         if let Err(e) = store.finish_run(&result).await {
-            eprintln!("belt: could not record the result of run {}: {e}", result.run_id);
+            tracing::warn!("could not record the result of run {}: {e}", result.run_id);
         }
         result
     });
@@ -420,7 +420,7 @@ async fn heartbeat(store: Arc<dyn RunStore>, run_id: String, owner: String, done
             _ = done.cancelled() => return,
             _ = tokio::time::sleep(LEASE_TTL / 5) => {
                 if let Err(e) = store.heartbeat(&run_id, &owner).await {
-                    eprintln!("belt: could not renew the lease of run {run_id}: {e}");
+                    tracing::warn!("could not renew the lease of run {run_id}: {e}");
                 }
             }
         }
@@ -458,7 +458,7 @@ async fn persist_events(store: Arc<dyn RunStore>, run_id: String, mut rx: EventS
     let mut batch = Vec::with_capacity(1024);
     while rx.recv_batch(&mut batch, 4096).await > 0 {
         if let Err(e) = store.append_events(&run_id, &batch).await {
-            eprintln!("belt: could not record events of run {run_id}: {e}");
+            tracing::warn!("could not record events of run {run_id}: {e}");
         }
         batch.clear();
     }
@@ -604,7 +604,7 @@ fn cancelled_result(ctx: &Ctx, pattern: &str, task: Task) -> RunResult {
     {
         seen.insert(a.step.clone());
         if let (AgentStatus::Completed, Some(text)) = (a.status, &a.output) {
-            done.insert(a.step.clone(), (text.clone(), a.model.clone()));
+            done.insert(a.step.clone(), (text.clone(), a.outcome.model.clone()));
         }
     }
     let outcomes: Vec<Outcome> = plan

@@ -172,6 +172,12 @@ impl From<String> for StepId {
     }
 }
 
+/// Zero-padded 1-based position, at least `min` digits (`02`, `007`).
+pub(crate) fn pad(i: usize, count: usize, min: usize) -> String {
+    let width = count.max(1).to_string().len().max(min);
+    format!("{i:0width$}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,10 +201,4 @@ mod tests {
             assert_eq!(serde_json::from_str::<Tier>(&json).unwrap(), t);
         }
     }
-}
-
-/// Zero-padded 1-based position, at least `min` digits (`02`, `007`).
-pub(crate) fn pad(i: usize, count: usize, min: usize) -> String {
-    let width = count.max(1).to_string().len().max(min);
-    format!("{i:0width$}")
 }

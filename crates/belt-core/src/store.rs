@@ -17,11 +17,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
-use crate::llm::{LlmRequest, ToolCall, Usage};
+use crate::llm::LlmRequest;
+use crate::reply::StepReply;
 use crate::result::{RunResult, RunStatus};
 use crate::step::{StepId, Tier};
 
-/// The recorded outcome of one completed step, enough to replay it without a call.
+/// The record of one completed step, enough to replay it without a call: the step, the
+/// hash of what it asked, and its reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub step: StepId,
@@ -29,25 +31,8 @@ pub struct StepRecord {
     /// Hash of everything that determines the call (model, prompts, parameters). A replay
     /// whose request hashes differently is a non-determinism error.
     pub input_hash: InputHash,
-    pub output: Arc<str>,
-    pub model: Arc<str>,
-    pub usage: Usage,
-    pub cost_usd: f64,
-    pub attempts: u32,
-    pub duration_ms: u64,
-    #[serde(default)]
-    pub simulated: bool,
-    /// The tools the model called in this step, so a resumed tool loop replays them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tool_calls: Vec<ToolCall>,
-    /// Why the model stopped (`stop`, `length`, `tool_calls`, …), so a replayed step tells
-    /// a pattern what the original call did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finish_reason: Option<Arc<str>>,
-    /// The model had no known price: the step's cost is unknown, not 0 (counted again in
-    /// `usage.unpriced_calls` when the run resumes).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub unpriced: bool,
+    #[serde(flatten)]
+    pub reply: StepReply,
 }
 
 /// A 128-bit hash of a step's input, shown and stored as 32 hex digits.
@@ -132,18 +117,6 @@ pub struct DeadLetter {
     pub created_at: DateTime<Utc>,
 }
 
-/// A reply kept in the response cache.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CachedReply {
-    pub text: Arc<str>,
-    pub model: Arc<str>,
-    pub usage: Usage,
-    #[serde(default)]
-    pub simulated: bool,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tool_calls: Vec<ToolCall>,
-}
-
 /// A store operation failed. The run stops scheduling and ends with this error; records
 /// already written stay intact.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -208,8 +181,8 @@ pub trait RunStore: Send + Sync + 'static {
     async fn resolve_dead_letter(&self, id: u64) -> Result<(), StoreError>;
 
     /// A cached reply for a request hash, if one younger than its TTL exists.
-    async fn cache_get(&self, key: InputHash) -> Result<Option<CachedReply>, StoreError>;
-    async fn cache_put(&self, key: InputHash, reply: &CachedReply, ttl: Duration) -> Result<(), StoreError>;
+    async fn cache_get(&self, key: InputHash) -> Result<Option<StepReply>, StoreError>;
+    async fn cache_put(&self, key: InputHash, reply: &StepReply, ttl: Duration) -> Result<(), StoreError>;
 }
 
 /// Keeps everything in process memory; the default when nothing persistent is configured.
@@ -218,7 +191,7 @@ pub struct MemoryStore {
     // Fx: the map is probed on every step; its keys are our own run ids, not hostile input.
     runs: Mutex<rustc_hash::FxHashMap<String, RunData>>,
     dead: Mutex<Vec<DeadLetter>>,
-    cache: Mutex<rustc_hash::FxHashMap<InputHash, (CachedReply, Instant)>>,
+    cache: Mutex<rustc_hash::FxHashMap<InputHash, (StepReply, Instant)>>,
 }
 
 #[derive(Default)]
@@ -337,10 +310,10 @@ impl RunStore for MemoryStore {
                     status,
                     started_at: r.started_at,
                     steps: d.steps.len() as u64,
-                    cost_usd: d
-                        .result
-                        .as_ref()
-                        .map_or_else(|| d.steps.iter().map(|s| s.cost_usd).sum(), |x| x.cost_usd),
+                    cost_usd: d.result.as_ref().map_or_else(
+                        || d.steps.iter().map(|s| s.reply.outcome.cost_usd).sum(),
+                        |x| x.cost_usd,
+                    ),
                     duration_ms: d.result.as_ref().map(|x| x.duration_ms),
                     owner: d.lease.as_ref().map(|(o, _)| o.clone()),
                 })
@@ -372,11 +345,11 @@ impl RunStore for MemoryStore {
         self.dead.lock().unwrap_or_else(|p| p.into_inner()).retain(|l| l.id != id);
         Ok(())
     }
-    async fn cache_get(&self, key: InputHash) -> Result<Option<CachedReply>, StoreError> {
+    async fn cache_get(&self, key: InputHash) -> Result<Option<StepReply>, StoreError> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         Ok(cache.get(&key).filter(|(_, expires)| Instant::now() < *expires).map(|(r, _)| r.clone()))
     }
-    async fn cache_put(&self, key: InputHash, reply: &CachedReply, ttl: Duration) -> Result<(), StoreError> {
+    async fn cache_put(&self, key: InputHash, reply: &StepReply, ttl: Duration) -> Result<(), StoreError> {
         let expires = Instant::now() + ttl;
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (reply.clone(), expires));
         Ok(())

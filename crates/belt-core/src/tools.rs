@@ -262,16 +262,16 @@ impl Ctx {
             let step =
                 StepSpec { id: id.clone(), tier: spec.tier.clone(), inputs: std::mem::take(&mut inputs) };
             let reply = self.llm(step, request.clone()).await?;
-            usage.add(reply.usage);
-            cost += reply.cost_usd;
-            replayed &= reply.replayed;
-            cached &= reply.cached;
+            usage.add(reply.outcome.usage);
+            cost += reply.outcome.cost_usd;
+            replayed &= reply.outcome.replayed;
+            cached &= reply.outcome.cached;
             simulated |= reply.simulated;
             let totals = |mut reply: StepReply| {
-                reply.usage = usage;
-                reply.cost_usd = cost;
-                reply.replayed = replayed;
-                reply.cached = cached;
+                reply.outcome.usage = usage;
+                reply.outcome.cost_usd = cost;
+                reply.outcome.replayed = replayed;
+                reply.outcome.cached = cached;
                 reply.simulated = simulated;
                 reply
             };
@@ -280,7 +280,7 @@ impl Ctx {
             }
             if round >= rounds {
                 let next = StepSpec::new(round_id(round + 1), spec.tier.clone()).inputs(vec![id]);
-                CapHit::record(self, "max_tool_rounds", rounds, next, &reply.model);
+                CapHit::record(self, "max_tool_rounds", rounds, next, &reply.outcome.model);
                 let mut reply = totals(reply);
                 reply.finish_reason = Some(TOOL_ROUND_CAP.into());
                 return Ok(reply);

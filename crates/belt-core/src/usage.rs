@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 /// and its adapter adds them in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    #[serde(default)]
     pub input_tokens: u64,
+    #[serde(default)]
     pub output_tokens: u64,
     /// Input tokens read from the prompt cache (part of `input_tokens`).
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -247,7 +247,7 @@ fn cycles(graph: &BTreeMap<ModPath, BTreeSet<ModPath>>) -> Vec<Vec<String>> {
         let mut component = Vec::new();
         finish(n, &reversed, &mut assigned, &mut component);
         if component.len() > 1 {
-            let mut names: Vec<String> = component.iter().map(|m| name(m)).collect();
+            let mut names: Vec<String> = component.iter().map(name).collect();
             names.sort();
             out.push(names);
         }

@@ -115,7 +115,7 @@ fn run(n: usize) -> RunResult {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        a.duration_ms = 200 + seed % 900;
+        a.outcome.duration_ms = 200 + seed % 900;
         a.started_ms = seed % 5000;
     }
     result

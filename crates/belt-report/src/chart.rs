@@ -41,9 +41,12 @@ pub fn svg(groups: &[Group<'_>], font: &str) -> String {
     let slots: Vec<usize> = groups.iter().map(|g| g.agents.len().div_ceil(per_bar)).collect();
     let widths = group_widths(&slots, plot_w - GAP * groups.len().saturating_sub(1) as f64);
 
-    let dur_max =
-        nice(groups.iter().flat_map(|g| &g.agents).map(|a| a.duration_ms).max().unwrap_or(0) as f64 / 1000.0);
-    let cost_max = nice(groups.iter().flat_map(|g| &g.agents).map(|a| a.cost_usd).fold(0.0, f64::max));
+    let dur_max = nice(
+        groups.iter().flat_map(|g| &g.agents).map(|a| a.outcome.duration_ms).max().unwrap_or(0) as f64
+            / 1000.0,
+    );
+    let cost_max =
+        nice(groups.iter().flat_map(|g| &g.agents).map(|a| a.outcome.cost_usd).fold(0.0, f64::max));
 
     // Layout, top to bottom.
     let p1 = 30.0;
@@ -182,8 +185,8 @@ enum Metric {
 impl Metric {
     fn value(self, a: &AgentRecord) -> f64 {
         match self {
-            Metric::Duration => a.duration_ms as f64 / 1000.0,
-            Metric::Cost => a.cost_usd,
+            Metric::Duration => a.outcome.duration_ms as f64 / 1000.0,
+            Metric::Cost => a.outcome.cost_usd,
         }
     }
     fn label(self, v: f64, step: f64) -> String {

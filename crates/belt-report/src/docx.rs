@@ -183,7 +183,7 @@ pub fn render(m: &Model<'_>) -> Result<Vec<u8>, ReportError> {
                     a.step.to_string(),
                     a.tier.to_string(),
                     status_str(a).to_string(),
-                    a.attempts.to_string(),
+                    a.outcome.attempts.to_string(),
                     a.error.as_deref().map(one_line).unwrap_or_default(),
                 ]
             })
@@ -314,7 +314,7 @@ impl Writer {
                 let mut run = Run::new().add_text(f);
                 if i == 1 {
                     let color = match s.agent.status {
-                        AgentStatus::Completed if s.agent.attempts > 1 => "8A5300",
+                        AgentStatus::Completed if s.agent.outcome.attempts > 1 => "8A5300",
                         AgentStatus::Completed => "1E6B34",
                         AgentStatus::Failed => "9B2C1F",
                         AgentStatus::Skipped => "4A5568",

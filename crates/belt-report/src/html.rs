@@ -140,7 +140,7 @@ pub fn render(m: &Model<'_>) -> String {
                 escape(a.step.as_str()),
                 escape(a.tier.as_str()),
                 agent_badge(a),
-                a.attempts,
+                a.outcome.attempts,
                 escape(&a.error.as_deref().map(one_line).unwrap_or_default())
             );
         }
@@ -240,7 +240,7 @@ fn badge(status: RunStatus) -> String {
 
 fn agent_badge(a: &AgentRecord) -> String {
     let class = match a.status {
-        AgentStatus::Completed if a.attempts > 1 => "warn",
+        AgentStatus::Completed if a.outcome.attempts > 1 => "warn",
         AgentStatus::Completed => "ok",
         AgentStatus::Failed => "bad",
         AgentStatus::Skipped => "neutral",

@@ -77,7 +77,7 @@ pub fn render(m: &Model<'_>) -> String {
                 cell(a.step.as_str()),
                 cell(a.tier.as_str()),
                 crate::model::status_str(a),
-                a.attempts,
+                a.outcome.attempts,
                 err
             );
         }

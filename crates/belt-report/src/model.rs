@@ -94,22 +94,22 @@ impl Group<'_> {
         self.agents.iter().filter(|a| a.status == status).count()
     }
     pub fn input_tokens(&self) -> u64 {
-        self.agents.iter().map(|a| a.input_tokens).sum()
+        self.agents.iter().map(|a| a.outcome.usage.input_tokens).sum()
     }
     pub fn output_tokens(&self) -> u64 {
-        self.agents.iter().map(|a| a.output_tokens).sum()
+        self.agents.iter().map(|a| a.outcome.usage.output_tokens).sum()
     }
     pub fn cost(&self) -> f64 {
-        self.agents.iter().map(|a| a.cost_usd).sum()
+        self.agents.iter().map(|a| a.outcome.cost_usd).sum()
     }
     /// From the first start to the last end, in milliseconds.
     pub fn wall_ms(&self) -> u64 {
         let first = self.agents.iter().map(|a| a.started_ms).min().unwrap_or(0);
-        let last = self.agents.iter().map(|a| a.started_ms + a.duration_ms).max().unwrap_or(0);
+        let last = self.agents.iter().map(|a| a.started_ms + a.outcome.duration_ms).max().unwrap_or(0);
         last.saturating_sub(first)
     }
     pub fn longest_ms(&self) -> u64 {
-        self.agents.iter().map(|a| a.duration_ms).max().unwrap_or(0)
+        self.agents.iter().map(|a| a.outcome.duration_ms).max().unwrap_or(0)
     }
 }
 
@@ -157,8 +157,11 @@ impl<'a> Model<'a> {
             .filter(|a| matches!(a.tier, Tier::Agent | Tier::Custom(_)))
             .map(|a| section(a, md::clean(a.step.as_str())))
             .collect();
-        let failures =
-            r.agents.iter().filter(|a| a.status != AgentStatus::Completed || a.attempts > 1).collect();
+        let failures = r
+            .agents
+            .iter()
+            .filter(|a| a.status != AgentStatus::Completed || a.outcome.attempts > 1)
+            .collect();
         let mut model = Model {
             r,
             title: title(r),
@@ -238,8 +241,8 @@ fn meta(r: &RunResult) -> Vec<(&'static str, String)> {
         let key = (a.tier.rank(), a.tier.to_string());
         *counts.entry(key.clone()).or_default() += 1;
         let m = models.entry(key).or_default();
-        if !a.model.is_empty() && !m.iter().any(|x| **x == *a.model) {
-            m.push(a.model.to_string());
+        if !a.outcome.model.is_empty() && !m.iter().any(|x| **x == *a.outcome.model) {
+            m.push(a.outcome.model.to_string());
         }
     }
     let models = models
@@ -293,25 +296,25 @@ pub fn facts(a: &AgentRecord) -> Vec<String> {
     let mut f = vec![
         a.step.to_string(),
         status_str(a).to_string(),
-        if a.model.is_empty() { "—".to_string() } else { a.model.to_string() },
+        if a.outcome.model.is_empty() { "—".to_string() } else { a.outcome.model.to_string() },
     ];
     if a.status == AgentStatus::Completed {
-        f.push(format!("{} + {} tokens", a.input_tokens, a.output_tokens));
-        f.push(format!("${:.4}", a.cost_usd));
-        f.push(seconds(a.duration_ms));
+        f.push(format!("{} + {} tokens", a.outcome.usage.input_tokens, a.outcome.usage.output_tokens));
+        f.push(format!("${:.4}", a.outcome.cost_usd));
+        f.push(seconds(a.outcome.duration_ms));
     }
-    if a.attempts > 1 {
-        f.push(format!("{} attempts", a.attempts));
+    if a.outcome.attempts > 1 {
+        f.push(format!("{} attempts", a.outcome.attempts));
     }
     match a.inputs.as_slice() {
         [] => {}
         [one] => f.push(format!("input {one}")),
         [first, .., last] => f.push(format!("inputs {first} … {last} ({})", a.inputs.len())),
     }
-    if a.replayed {
+    if a.outcome.replayed {
         f.push("replayed".into());
     }
-    if a.cached {
+    if a.outcome.cached {
         f.push("cached".into());
     }
     f.into_iter().map(|s| md::clean(&s)).collect()
@@ -417,20 +420,17 @@ pub(crate) mod tests {
             step: step.as_str().into(),
             tier,
             status: AgentStatus::Completed,
-            model: "m/x".into(),
             inputs: vec![],
             output: Some("x".repeat(100).into()),
             error: None,
-            attempts: 1,
-            input_tokens: 1,
-            output_tokens: 1,
-            cache_read_tokens: 0,
-            cache_write_tokens: 0,
-            cost_usd: 0.0,
-            duration_ms: 1,
+            outcome: belt_core::StepOutcome {
+                model: "m/x".into(),
+                usage: belt_core::Usage::new(1, 1),
+                attempts: 1,
+                duration_ms: 1,
+                ..Default::default()
+            },
             started_ms: 0,
-            replayed: false,
-            cached: false,
         };
         let mut agents: Vec<AgentRecord> =
             (1..=n).map(|i| agent(format!("worker/{i:03}"), Tier::Worker)).collect();

@@ -257,7 +257,7 @@ pub fn source(m: &Model<'_>) -> String {
                 a.step.to_string(),
                 a.tier.to_string(),
                 status_str(a).to_string(),
-                a.attempts.to_string(),
+                a.outcome.attempts.to_string(),
                 a.error.as_deref().map(one_line).unwrap_or_default(),
             ];
             row(&mut t, &cells);
@@ -349,7 +349,7 @@ fn sections(t: &mut String, title: &str, sections: &[Section<'_>], omitted: usiz
         for (i, f) in s.facts.iter().enumerate() {
             if i == 1 {
                 let color = match s.agent.status {
-                    AgentStatus::Completed if s.agent.attempts > 1 => "warn-color",
+                    AgentStatus::Completed if s.agent.outcome.attempts > 1 => "warn-color",
                     AgentStatus::Completed => "ok-color",
                     AgentStatus::Failed => "bad-color",
                     AgentStatus::Skipped => "luma(110)",

@@ -246,7 +246,7 @@ impl AppState {
             task: record.task.clone(),
             started_at: Some(record.started_at),
             steps: steps.len() as u64,
-            cost_usd: steps.iter().map(|s| s.cost_usd).sum(),
+            cost_usd: steps.iter().map(|s| s.reply.outcome.cost_usd).sum(),
             duration_ms: None,
             events_url: events_url(run_id),
             error: None,
@@ -286,13 +286,13 @@ fn step_view(s: &StepRecord) -> StepView {
     StepView {
         step: s.step.to_string(),
         tier: tier_name(&s.tier),
-        model: s.model.to_string(),
-        output: s.output.to_string(),
-        input_tokens: s.usage.input_tokens,
-        output_tokens: s.usage.output_tokens,
-        cost_usd: s.cost_usd,
-        duration_ms: s.duration_ms,
-        attempts: s.attempts,
+        model: s.reply.outcome.model.to_string(),
+        output: s.reply.text.to_string(),
+        input_tokens: s.reply.outcome.usage.input_tokens,
+        output_tokens: s.reply.outcome.usage.output_tokens,
+        cost_usd: s.reply.outcome.cost_usd,
+        duration_ms: s.reply.outcome.duration_ms,
+        attempts: s.reply.outcome.attempts,
     }
 }
 

@@ -80,25 +80,15 @@ impl EventObserver for Metrics {
     fn on_event(&self, event: &Arc<Event>) {
         let mut c = self.c.lock().unwrap_or_else(|p| p.into_inner());
         match &event.kind {
-            EventKind::StepCompleted {
-                tier: t,
-                input_tokens,
-                output_tokens,
-                cost_usd,
-                duration_ms,
-                attempts,
-                replayed,
-                cached,
-                ..
-            } => {
+            EventKind::StepCompleted { tier: t, outcome: o } => {
                 *c.steps.entry((tier(t), "completed".into())).or_default() += 1;
-                if !replayed && !cached {
-                    c.calls += u64::from(*attempts);
+                if !o.replayed && !o.cached {
+                    c.calls += u64::from(o.attempts);
                 }
-                c.input_tokens += input_tokens;
-                c.output_tokens += output_tokens;
-                c.cost_usd += cost_usd;
-                c.step_seconds.entry(tier(t)).or_default().observe(*duration_ms as f64 / 1000.0);
+                c.input_tokens += o.usage.input_tokens;
+                c.output_tokens += o.usage.output_tokens;
+                c.cost_usd += o.cost_usd;
+                c.step_seconds.entry(tier(t)).or_default().observe(o.duration_ms as f64 / 1000.0);
             }
             EventKind::StepFailed { tier: t, attempts, .. } => {
                 *c.steps.entry((tier(t), "failed".into())).or_default() += 1;

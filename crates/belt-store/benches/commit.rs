@@ -46,16 +46,26 @@ fn record(i: usize) -> StepRecord {
         step: StepId::new(format!("chain/{i:05}")),
         tier: Tier::Worker,
         input_hash: InputHash::new(0x1234_5678_9abc_def0_u128 << 32 | i as u128),
-        output: Arc::from(format!("[simulated] step {i}: {}", "a finding of some length ".repeat(6))),
-        model: Arc::from("simulated/fast"),
-        usage: Usage { input_tokens: 120, output_tokens: 16, cache_read_tokens: 0, cache_write_tokens: 0 },
-        cost_usd: 0.000_12,
-        attempts: 1,
-        duration_ms: 0,
-        simulated: true,
-        tool_calls: Vec::new(),
-        finish_reason: Some(Arc::from("stop")),
-        unpriced: false,
+        reply: belt_core::StepReply {
+            text: Arc::from(format!("[simulated] step {i}: {}", "a finding of some length ".repeat(6))),
+            outcome: belt_core::StepOutcome {
+                model: Arc::from("simulated/fast"),
+                usage: Usage {
+                    input_tokens: 120,
+                    output_tokens: 16,
+                    cache_read_tokens: 0,
+                    cache_write_tokens: 0,
+                },
+                cost_usd: 0.000_12,
+                attempts: 1,
+                duration_ms: 0,
+                ..Default::default()
+            },
+            simulated: true,
+            tool_calls: Vec::new(),
+            finish_reason: Some(Arc::from("stop")),
+            unpriced: false,
+        },
     }
 }
 
@@ -111,14 +121,14 @@ fn raw_sqlite(path: &Path) -> f64 {
                 r.step.as_str(),
                 r.tier.as_str(),
                 r.input_hash.to_string(),
-                &*r.model,
-                r.usage.input_tokens as i64,
-                r.usage.output_tokens as i64,
-                r.cost_usd,
-                r.attempts,
-                r.duration_ms as i64,
-                r.simulated,
-                &*r.output
+                &*r.reply.outcome.model,
+                r.reply.outcome.usage.input_tokens as i64,
+                r.reply.outcome.usage.output_tokens as i64,
+                r.reply.outcome.cost_usd,
+                r.reply.outcome.attempts,
+                r.reply.outcome.duration_ms as i64,
+                r.reply.simulated,
+                &*r.reply.text
             ])
             .unwrap();
         conn.prepare_cached("COMMIT").unwrap().execute([]).unwrap();

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use belt_core::event::{Event, EventKind};
 use belt_core::step::StepId;
+use belt_core::{StepOutcome, Usage};
 use chrono::DateTime;
 
 /// Append the lines of `events` to `out`.
@@ -59,16 +60,16 @@ fn write_kind(kind: &EventKind, out: &mut Vec<u8>) -> serde_json::Result<()> {
         }
         EventKind::StepCompleted {
             tier,
-            model,
-            input_tokens,
-            output_tokens,
-            cache_read_tokens,
-            cache_write_tokens,
-            cost_usd,
-            duration_ms,
-            attempts,
-            replayed,
-            cached,
+            outcome:
+                StepOutcome {
+                    model,
+                    usage: Usage { input_tokens, output_tokens, cache_read_tokens, cache_write_tokens },
+                    cost_usd,
+                    duration_ms,
+                    attempts,
+                    replayed,
+                    cached,
+                },
         } => {
             out.extend_from_slice(br#"{"type":"step_completed","tier":"#);
             write_str(out, tier.as_str())?;
@@ -195,19 +196,22 @@ mod tests {
                 kinds.push(EventKind::StepStarted { tier: tier.clone(), model: model.clone() });
                 for (replayed, cached) in [(false, false), (true, false), (false, true), (true, true)] {
                     for cost_usd in [0.0, 6.3e-5, 12.5, f64::NAN] {
-                        kinds.push(EventKind::StepCompleted {
-                            tier: tier.clone(),
-                            model: model.clone(),
+                        let usage = Usage {
                             input_tokens: 17,
                             output_tokens: u64::MAX,
                             cache_read_tokens: if cached { 5 } else { 0 },
                             cache_write_tokens: if replayed { 3 } else { 0 },
+                        };
+                        let outcome = StepOutcome {
+                            model: model.clone(),
+                            usage,
                             cost_usd,
                             duration_ms: 3,
                             attempts: 2,
                             replayed,
                             cached,
-                        });
+                        };
+                        kinds.push(EventKind::StepCompleted { tier: tier.clone(), outcome });
                     }
                 }
             }

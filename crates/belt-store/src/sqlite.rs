@@ -23,9 +23,9 @@ use belt_core::event::Event;
 use belt_core::result::{RunResult, RunStatus};
 use belt_core::step::{StepId, Tier};
 use belt_core::store::{
-    CachedReply, DeadLetter, InputHash, LEASE_TTL, RunRecord, RunStore, RunSummary, StepRecord, StoreError,
+    DeadLetter, InputHash, LEASE_TTL, RunRecord, RunStore, RunSummary, StepRecord, StoreError,
 };
-use belt_core::{LlmRequest, Usage};
+use belt_core::{LlmRequest, StepOutcome, StepReply, Usage};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -196,21 +196,22 @@ impl RunStore for SqliteStore {
                 let hash: String = r.get("input_hash");
                 let input_hash = serde_json::from_value::<InputHash>(serde_json::Value::String(hash))
                     .map_err(|e| corrupt("input hash", e))?;
-                Ok(StepRecord {
-                    step: StepId::new(r.get::<String, _>("step")),
-                    tier: Tier::parse(r.get("tier")),
-                    input_hash,
-                    output: Arc::from(r.get::<String, _>("output")),
-                    model: Arc::from(r.get::<String, _>("model")),
-                    usage: Usage {
-                        input_tokens: r.get::<i64, _>("input_tokens") as u64,
-                        output_tokens: r.get::<i64, _>("output_tokens") as u64,
-                        cache_read_tokens: r.get::<i64, _>("cache_read_tokens") as u64,
-                        cache_write_tokens: r.get::<i64, _>("cache_write_tokens") as u64,
+                let reply = StepReply {
+                    text: Arc::from(r.get::<String, _>("output")),
+                    outcome: StepOutcome {
+                        model: Arc::from(r.get::<String, _>("model")),
+                        usage: Usage {
+                            input_tokens: r.get::<i64, _>("input_tokens") as u64,
+                            output_tokens: r.get::<i64, _>("output_tokens") as u64,
+                            cache_read_tokens: r.get::<i64, _>("cache_read_tokens") as u64,
+                            cache_write_tokens: r.get::<i64, _>("cache_write_tokens") as u64,
+                        },
+                        cost_usd: r.get("cost_usd"),
+                        attempts: r.get::<i64, _>("attempts") as u32,
+                        duration_ms: r.get::<i64, _>("duration_ms") as u64,
+                        replayed: false,
+                        cached: false,
                     },
-                    cost_usd: r.get("cost_usd"),
-                    attempts: r.get::<i64, _>("attempts") as u32,
-                    duration_ms: r.get::<i64, _>("duration_ms") as u64,
                     simulated: r.get("simulated"),
                     tool_calls: match r.get::<Option<String>, _>("tool_calls") {
                         Some(json) => serde_json::from_str(&json).map_err(|e| corrupt("tool calls", e))?,
@@ -218,6 +219,12 @@ impl RunStore for SqliteStore {
                     },
                     finish_reason: r.get::<Option<String>, _>("finish_reason").map(Arc::from),
                     unpriced: r.get("unpriced"),
+                };
+                Ok(StepRecord {
+                    step: StepId::new(r.get::<String, _>("step")),
+                    tier: Tier::parse(r.get("tier")),
+                    input_hash,
+                    reply,
                 })
             })
             .collect()
@@ -471,7 +478,7 @@ impl RunStore for SqliteStore {
         Ok(())
     }
 
-    async fn cache_get(&self, key: InputHash) -> Result<Option<CachedReply>, StoreError> {
+    async fn cache_get(&self, key: InputHash) -> Result<Option<StepReply>, StoreError> {
         let row = sqlx::query("SELECT reply FROM cache WHERE key = ? AND expires_ms > ?")
             .bind(key.to_string())
             .bind(now_ms())
@@ -484,7 +491,7 @@ impl RunStore for SqliteStore {
         }
     }
 
-    async fn cache_put(&self, key: InputHash, reply: &CachedReply, ttl: Duration) -> Result<(), StoreError> {
+    async fn cache_put(&self, key: InputHash, reply: &StepReply, ttl: Duration) -> Result<(), StoreError> {
         let json = serde_json::to_string(reply).map_err(|e| StoreError::Backend(e.to_string()))?;
         sqlx::query("INSERT OR REPLACE INTO cache (key, reply, expires_ms) VALUES (?, ?, ?)")
             .bind(key.to_string())

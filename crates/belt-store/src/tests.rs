@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use belt_core::llm::ToolCall;
-use belt_core::store::{CachedReply, DeadLetter, InputHash, RunRecord, RunStore, StepRecord};
+use belt_core::store::{DeadLetter, InputHash, RunRecord, RunStore, StepRecord};
 use belt_core::testing::ScriptedProvider;
 use belt_core::{Cascade, LlmError, LlmRequest, RunOptions, RunStatus, StepId, Task, Tier, Usage};
 use chrono::Utc;
@@ -50,16 +50,26 @@ fn step(name: &str, cost: f64) -> StepRecord {
         step: StepId::new(name),
         tier: Tier::Worker,
         input_hash: InputHash::new(0xdead_beef_u128 << 64 | 7),
-        output: Arc::from(format!("output of {name}")),
-        model: Arc::from("t/m"),
-        usage: Usage { input_tokens: 10, output_tokens: 20, cache_read_tokens: 6, cache_write_tokens: 2 },
-        cost_usd: cost,
-        attempts: 2,
-        duration_ms: 5,
-        simulated: true,
-        tool_calls: Vec::new(),
-        finish_reason: Some(Arc::from("length")),
-        unpriced: true,
+        reply: belt_core::StepReply {
+            text: Arc::from(format!("output of {name}")),
+            outcome: belt_core::StepOutcome {
+                model: Arc::from("t/m"),
+                usage: Usage {
+                    input_tokens: 10,
+                    output_tokens: 20,
+                    cache_read_tokens: 6,
+                    cache_write_tokens: 2,
+                },
+                cost_usd: cost,
+                attempts: 2,
+                duration_ms: 5,
+                ..Default::default()
+            },
+            simulated: true,
+            tool_calls: Vec::new(),
+            finish_reason: Some(Arc::from("length")),
+            unpriced: true,
+        },
     }
 }
 
@@ -78,7 +88,7 @@ async fn steps_events_and_results_round_trip() {
     assert_eq!(loaded[0], steps[0]);
     // A tool round's calls come back, so a resumed tool loop replays them.
     let mut round = step("agent/round/01", 0.0);
-    round.tool_calls = vec![ToolCall {
+    round.reply.tool_calls = vec![ToolCall {
         id: "call_1".into(),
         name: "add".into(),
         arguments: serde_json::json!({"a": 2, "b": 3}),
@@ -222,17 +232,10 @@ async fn dead_letters_and_cache() {
     assert!(store.dead_letters().await.unwrap().is_empty());
 
     let key = InputHash::new(42);
-    let reply = CachedReply {
-        text: Arc::from("hi"),
-        model: Arc::from("t/m"),
-        usage: Usage::default(),
-        simulated: false,
-        tool_calls: vec![ToolCall {
-            id: "c1".into(),
-            name: "add".into(),
-            arguments: serde_json::json!({"a": 1}),
-        }],
-    };
+    let mut reply = belt_core::StepReply::new("hi");
+    reply.outcome.model = Arc::from("t/m");
+    reply.tool_calls =
+        vec![ToolCall { id: "c1".into(), name: "add".into(), arguments: serde_json::json!({"a": 1}) }];
     assert!(store.cache_get(key).await.unwrap().is_none());
     store.cache_put(key, &reply, Duration::from_secs(60)).await.unwrap();
     assert_eq!(store.cache_get(key).await.unwrap(), Some(reply.clone()));
@@ -410,12 +413,22 @@ async fn a_version_3_database_is_migrated_with_its_runs_intact() {
     assert_eq!(store.get_result("old-run").await.unwrap(), Some(sample_result("old-run")));
     let steps = store.load_steps("old-run").await.unwrap();
     assert_eq!(steps.len(), 1);
-    assert_eq!(steps[0].output.as_ref(), "old output");
+    assert_eq!(steps[0].reply.text.as_ref(), "old output");
     assert_eq!(steps[0].input_hash, InputHash::new(0xdead_beef_u128 << 64 | 7));
-    assert_eq!((steps[0].usage.input_tokens, steps[0].attempts, steps[0].simulated), (10, 2, true));
-    assert_eq!((steps[0].usage.cache_read_tokens, steps[0].usage.cache_write_tokens), (6, 2));
-    assert_eq!(steps[0].tool_calls.len(), 1);
-    assert_eq!(steps[0].tool_calls[0].name, "add");
+    assert_eq!(
+        (
+            steps[0].reply.outcome.usage.input_tokens,
+            steps[0].reply.outcome.attempts,
+            steps[0].reply.simulated
+        ),
+        (10, 2, true)
+    );
+    assert_eq!(
+        (steps[0].reply.outcome.usage.cache_read_tokens, steps[0].reply.outcome.usage.cache_write_tokens),
+        (6, 2)
+    );
+    assert_eq!(steps[0].reply.tool_calls.len(), 1);
+    assert_eq!(steps[0].reply.tool_calls[0].name, "add");
     assert_eq!(store.load_steps("orphan").await.unwrap().len(), 1, "a step without a run row is kept");
     let events = store.events("old-run", 0).await.unwrap();
     assert_eq!(events.len(), 1);

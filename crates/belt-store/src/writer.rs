@@ -452,10 +452,10 @@ fn write_rows(conn: &Connection, batch: &[Item], json: &mut Vec<u8>) -> rusqlite
             Write::Step(run, r) => {
                 let key = run_key(conn, &mut keys, run)?;
                 // The calls a tool round's model made, so a resumed loop replays them.
-                let tool_calls = if r.tool_calls.is_empty() {
+                let tool_calls = if r.reply.tool_calls.is_empty() {
                     None
                 } else {
-                    Some(serde_json::to_string(&r.tool_calls).map_err(|e| to_sql_error(Box::new(e)))?)
+                    Some(serde_json::to_string(&r.reply.tool_calls).map_err(|e| to_sql_error(Box::new(e)))?)
                 };
                 hash.clear();
                 use std::fmt::Write as _;
@@ -465,19 +465,19 @@ fn write_rows(conn: &Connection, batch: &[Item], json: &mut Vec<u8>) -> rusqlite
                     r.step.as_str(),
                     r.tier.as_str(),
                     hash.as_str(),
-                    &*r.model,
-                    r.usage.input_tokens as i64,
-                    r.usage.output_tokens as i64,
-                    r.usage.cache_read_tokens as i64,
-                    r.usage.cache_write_tokens as i64,
-                    r.cost_usd,
-                    i64::from(r.attempts),
-                    r.duration_ms as i64,
-                    r.simulated,
+                    &*r.reply.outcome.model,
+                    r.reply.outcome.usage.input_tokens as i64,
+                    r.reply.outcome.usage.output_tokens as i64,
+                    r.reply.outcome.usage.cache_read_tokens as i64,
+                    r.reply.outcome.usage.cache_write_tokens as i64,
+                    r.reply.outcome.cost_usd,
+                    i64::from(r.reply.outcome.attempts),
+                    r.reply.outcome.duration_ms as i64,
+                    r.reply.simulated,
                     tool_calls,
-                    &*r.output,
-                    r.finish_reason.as_deref(),
-                    r.unpriced,
+                    &*r.reply.text,
+                    r.reply.finish_reason.as_deref(),
+                    r.reply.unpriced,
                 ])?;
             }
             Write::Events(run, events) => {
@@ -528,16 +528,21 @@ mod tests {
             step: belt_core::StepId::new(step),
             tier: belt_core::Tier::Worker,
             input_hash: belt_core::store::InputHash::new(7),
-            output: Arc::from("out"),
-            model: Arc::from("t/m"),
-            usage: belt_core::Usage::default(),
-            cost_usd: 0.0,
-            attempts: 1,
-            duration_ms: 0,
-            simulated: true,
-            tool_calls: Vec::new(),
-            finish_reason: None,
-            unpriced: false,
+            reply: belt_core::StepReply {
+                text: Arc::from("out"),
+                outcome: belt_core::StepOutcome {
+                    model: Arc::from("t/m"),
+                    usage: belt_core::Usage::default(),
+                    cost_usd: 0.0,
+                    attempts: 1,
+                    duration_ms: 0,
+                    ..Default::default()
+                },
+                simulated: true,
+                tool_calls: Vec::new(),
+                finish_reason: None,
+                unpriced: false,
+            },
         }
     }
 

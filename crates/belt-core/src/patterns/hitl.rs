@@ -255,7 +255,7 @@ mod tests {
         let (again, result) = within_options(resumable(), ask(Human::unattended())).await;
         assert_eq!(again, first);
         assert_eq!(again.id, "run-7:hitl/title");
-        assert!(record(&result, "hitl/title").replayed);
+        assert!(record(&result, "hitl/title").outcome.replayed);
     }
 
     #[tokio::test]

@@ -323,7 +323,7 @@ mod tests {
         let (out2, result) = go(&second).await;
         assert_eq!(out2, out1);
         assert_eq!(second.total_calls(), 0, "nothing is paid for twice");
-        assert!(result.agents.iter().all(|a| a.replayed));
+        assert!(result.agents.iter().all(|a| a.outcome.replayed));
     }
 
     #[tokio::test]
