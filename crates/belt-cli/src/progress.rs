@@ -187,6 +187,8 @@ impl Progress {
                 }
                 return;
             }
+            // Kinds added to the engine later have no progress line yet.
+            _ => return,
         }
         self.refresh_header();
     }

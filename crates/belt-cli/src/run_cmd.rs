@@ -260,7 +260,8 @@ pub fn exit_code(status: RunStatus) -> i32 {
         RunStatus::Completed => 0,
         RunStatus::Partial | RunStatus::BudgetExhausted => 3,
         RunStatus::Cancelled => 130,
-        RunStatus::Failed | RunStatus::Running | RunStatus::Interrupted => 1,
+        // Failed, running, interrupted, and any status added later.
+        _ => 1,
     }
 }
 

@@ -43,6 +43,7 @@ use crate::usage::{UsageMeter, UsageTotals};
 
 /// Why a step did not produce an output.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StepError {
     #[error("{step}: {error} (after {attempts} attempt(s))")]
     Llm { step: StepId, error: LlmError, attempts: u32 },
@@ -100,6 +101,7 @@ impl StepError {
 
 /// Why the run stopped starting new work. The first one wins.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Stop {
     Budget(String),
     Cancelled,

@@ -38,6 +38,7 @@ pub struct Event {
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EventKind {
     RunStarted {
         pattern: String,
@@ -156,6 +157,7 @@ pub enum EventKind {
 /// Where a plan came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum PlanSource {
     /// The decomposer model wrote it.
     Model,

@@ -70,6 +70,7 @@ pub struct Decision<T> {
 
 /// An answer that was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HitlError {
     #[error("no open request has the id `{id}`; open requests: {}", if .open.is_empty() { "none".to_string() } else { .open.join(", ") })]
     UnknownRequest { id: String, open: Vec<String> },

@@ -99,6 +99,7 @@ fn strings_or_numbers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 
 /// A plan that cannot run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlanError {
     #[error("the plan is empty; give at least one subtask")]
     Empty,

@@ -12,6 +12,7 @@ pub use crate::usage::UsageTotals;
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RunStatus {
     /// Still running (only seen in stored records and live views).
     Running,
@@ -52,6 +53,7 @@ impl std::fmt::Display for RunStatus {
 /// How one step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AgentStatus {
     Completed,
     Failed,

@@ -169,6 +169,7 @@ impl RunOptions {
 
 /// A run that could not start. Nothing was called.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     #[error("the task is empty; describe what the agents should do")]
     EmptyTask,

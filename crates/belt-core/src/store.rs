@@ -120,6 +120,7 @@ pub struct DeadLetter {
 /// A store operation failed. The run stops scheduling and ends with this error; records
 /// already written stay intact.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     #[error("run `{0}` is not in the store")]
     UnknownRun(String),

@@ -317,7 +317,8 @@ impl Writer {
                         AgentStatus::Completed if s.agent.outcome.attempts > 1 => "8A5300",
                         AgentStatus::Completed => "1E6B34",
                         AgentStatus::Failed => "9B2C1F",
-                        AgentStatus::Skipped => "4A5568",
+                        // Statuses added later: neutral until given a color.
+                        _ => "4A5568",
                     };
                     run = run.bold().color(color);
                 }
@@ -559,7 +560,7 @@ fn run_status_color(s: RunStatus) -> &'static str {
         RunStatus::Completed => "1E6B34",
         RunStatus::Partial | RunStatus::BudgetExhausted | RunStatus::Running => "8A5300",
         RunStatus::Failed | RunStatus::Interrupted => "9B2C1F",
-        RunStatus::Cancelled => "4A5568",
+        _ => "4A5568",
     }
 }
 

@@ -233,7 +233,7 @@ fn badge(status: RunStatus) -> String {
         RunStatus::Completed => "ok",
         RunStatus::Partial | RunStatus::BudgetExhausted | RunStatus::Running => "warn",
         RunStatus::Failed | RunStatus::Interrupted => "bad",
-        RunStatus::Cancelled => "neutral",
+        _ => "neutral",
     };
     format!("<span class=\"badge {class}\">{}</span>", status.as_str().replace('_', " "))
 }
@@ -243,7 +243,7 @@ fn agent_badge(a: &AgentRecord) -> String {
         AgentStatus::Completed if a.outcome.attempts > 1 => "warn",
         AgentStatus::Completed => "ok",
         AgentStatus::Failed => "bad",
-        AgentStatus::Skipped => "neutral",
+        _ => "neutral",
     };
     format!("<span class=\"badge {class}\">{}</span>", status_str(a))
 }

@@ -132,6 +132,7 @@ impl std::fmt::Display for Format {
 
 /// What can go wrong while rendering.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReportError {
     #[error("unknown format `{0}`; expected md, html, pdf, docx or all (comma-separated)")]
     UnknownFormat(String),

@@ -288,6 +288,7 @@ pub fn status_str(a: &AgentRecord) -> &'static str {
         AgentStatus::Completed => "completed",
         AgentStatus::Failed => "failed",
         AgentStatus::Skipped => "skipped",
+        _ => "other",
     }
 }
 

@@ -324,7 +324,7 @@ fn status_color(s: belt_core::RunStatus) -> &'static str {
         Completed => "ok-color",
         Partial | BudgetExhausted | Running => "warn-color",
         Failed | Interrupted => "bad-color",
-        Cancelled => "luma(110)",
+        _ => "luma(110)",
     }
 }
 
@@ -352,7 +352,7 @@ fn sections(t: &mut String, title: &str, sections: &[Section<'_>], omitted: usiz
                     AgentStatus::Completed if s.agent.outcome.attempts > 1 => "warn-color",
                     AgentStatus::Completed => "ok-color",
                     AgentStatus::Failed => "bad-color",
-                    AgentStatus::Skipped => "luma(110)",
+                    _ => "luma(110)",
                 };
                 let _ = write!(t, "text(fill: {color}, weight: \"semibold\", ");
                 lit(t, f);

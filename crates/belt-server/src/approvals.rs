@@ -144,6 +144,7 @@ impl Approvals {
             Err(e @ HitlError::UnknownRequest { .. }) => Err(ApiError::NotFound(e.to_string())),
             Err(e @ HitlError::NotOpen { .. }) => Err(ApiError::Conflict(e.to_string())),
             Err(e @ HitlError::InvalidAnswer { .. }) => Err(ApiError::Invalid(e.to_string())),
+            Err(e) => Err(ApiError::Invalid(e.to_string())),
         }
     }
 }

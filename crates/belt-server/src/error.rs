@@ -32,6 +32,7 @@ pub enum ServerError {
 
 /// What a request gets when it cannot be served.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiError {
     #[error("missing or wrong API token: send `Authorization: Bearer <token>` (see `belt serve` output)")]
     Unauthorized,

@@ -7,6 +7,8 @@ use std::time::Duration;
 /// Why a provider call failed. The engine retries [`LlmError::is_retryable`] errors and
 /// fails the step at once on the others.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+// Deliberately not `#[non_exhaustive]`: adapters match it exhaustively (to redact secrets
+// from every variant's text), and a new variant must stop their build, not slip past.
 pub enum LlmError {
     #[error("rate limited by the provider (HTTP 429){}: {message}", fmt_retry_after(.retry_after))]
     RateLimited { retry_after: Option<Duration>, message: String },

@@ -487,6 +487,7 @@ impl fmt::Debug for Providers {
 
 /// A model name that does not resolve to a registered provider.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelError {
     #[error(
         "model `{0}` is not of the form provider/model (for example `simulated/default` or `openai/gpt-4o`)"
