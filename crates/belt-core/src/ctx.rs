@@ -741,9 +741,15 @@ impl Ctx {
         let mut reply = rec.reply.clone();
         reply.outcome.replayed = true;
         reply.outcome.cached = false;
+        // Nothing is spent again: the event says so, and keeps what the step cost then.
+        let spent_now = StepOutcome { usage: Default::default(), cost_usd: 0.0, ..reply.outcome.clone() };
         s.bus.emit(
             Some(&spec.id),
-            EventKind::StepCompleted { tier: spec.tier.clone(), outcome: reply.outcome.clone() },
+            EventKind::StepCompleted {
+                tier: spec.tier.clone(),
+                outcome: spent_now,
+                recorded_cost_usd: Some(reply.outcome.cost_usd),
+            },
         );
         let mut record = self.record(&spec, &self.begin(), AgentStatus::Completed, reply.outcome.clone());
         record.output = Some(reply.text.clone());
@@ -777,7 +783,11 @@ impl Ctx {
         }
         s.bus.emit(
             Some(&spec.id),
-            EventKind::StepCompleted { tier: spec.tier.clone(), outcome: reply.outcome.clone() },
+            EventKind::StepCompleted {
+                tier: spec.tier.clone(),
+                outcome: reply.outcome.clone(),
+                recorded_cost_usd: None,
+            },
         );
         let mut record = self.record(spec, at, AgentStatus::Completed, reply.outcome.clone());
         record.output = Some(reply.text.clone());

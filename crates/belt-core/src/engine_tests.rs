@@ -397,6 +397,30 @@ async fn resume_replays_recorded_steps_without_calling_again() {
     // The totals are the whole run's, each recorded step counted once.
     assert_eq!(r2.usage, r1.usage);
     assert!((r2.cost_usd - r1.cost_usd).abs() < 1e-12);
+    // Replayed steps do not look like spending: the costs of the run's events, over both
+    // segments, add up to the run's cost, and each replay keeps what its step cost then.
+    let spent = |events: &[Arc<Event>]| -> f64 {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::StepCompleted { outcome, .. } => Some(outcome.cost_usd),
+                _ => None,
+            })
+            .sum()
+    };
+    assert!(r1.cost_usd > 0.0);
+    assert!((spent(&e1) + spent(&e2) - r2.cost_usd).abs() < 1e-12, "{} + {}", spent(&e1), spent(&e2));
+    let recorded: f64 = e2
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StepCompleted { outcome, recorded_cost_usd, .. } => {
+                assert!(outcome.replayed && outcome.usage.total() == 0);
+                *recorded_cost_usd
+            }
+            _ => None,
+        })
+        .sum();
+    assert!((recorded - r1.cost_usd).abs() < 1e-12);
     // Events continue the sequence.
     assert_eq!(e2.first().unwrap().seq, e1.last().unwrap().seq + 1);
 

@@ -74,10 +74,15 @@ pub enum EventKind {
     },
     StepCompleted {
         tier: Tier,
-        /// Model, tokens, cost, time, attempts; `replayed` when the output came from the
-        /// run's record (not paid for again), `cached` when from the response cache.
+        /// Model, tokens, cost, time, attempts; `cached` when the output came from the
+        /// response cache. For a step `replayed` from the run's record its tokens and cost
+        /// are 0 — nothing was paid again — so the costs of a run's events add up to the
+        /// run's cost across resumes; what the step cost when it ran is `recorded_cost_usd`.
         #[serde(flatten)]
         outcome: StepOutcome,
+        /// For a replayed step: its cost when it ran, in an earlier segment of the run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recorded_cost_usd: Option<f64>,
     },
     StepFailed {
         tier: Tier,

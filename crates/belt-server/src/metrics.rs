@@ -80,7 +80,7 @@ impl EventObserver for Metrics {
     fn on_event(&self, event: &Arc<Event>) {
         let mut c = self.c.lock().unwrap_or_else(|p| p.into_inner());
         match &event.kind {
-            EventKind::StepCompleted { tier: t, outcome: o } => {
+            EventKind::StepCompleted { tier: t, outcome: o, .. } => {
                 *c.steps.entry((tier(t), "completed".into())).or_default() += 1;
                 if !o.replayed && !o.cached {
                     c.calls += u64::from(o.attempts);

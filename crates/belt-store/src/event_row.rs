@@ -70,6 +70,7 @@ fn write_kind(kind: &EventKind, out: &mut Vec<u8>) -> serde_json::Result<()> {
                     replayed,
                     cached,
                 },
+            recorded_cost_usd,
         } => {
             out.extend_from_slice(br#"{"type":"step_completed","tier":"#);
             write_str(out, tier.as_str())?;
@@ -98,6 +99,10 @@ fn write_kind(kind: &EventKind, out: &mut Vec<u8>) -> serde_json::Result<()> {
             }
             if *cached {
                 out.extend_from_slice(br#","cached":true"#);
+            }
+            if let Some(cost) = recorded_cost_usd {
+                out.extend_from_slice(br#","recorded_cost_usd":"#);
+                serde_json::to_writer(&mut *out, cost)?;
             }
         }
         other => return serde_json::to_writer(&mut *out, other),
@@ -211,7 +216,12 @@ mod tests {
                             replayed,
                             cached,
                         };
-                        kinds.push(EventKind::StepCompleted { tier: tier.clone(), outcome });
+                        let recorded_cost_usd = replayed.then_some(cost_usd);
+                        kinds.push(EventKind::StepCompleted {
+                            tier: tier.clone(),
+                            outcome,
+                            recorded_cost_usd,
+                        });
                     }
                 }
             }
