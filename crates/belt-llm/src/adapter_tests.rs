@@ -6,6 +6,7 @@ use belt_core::llm::{CallInfo, LlmError, LlmProvider, LlmRequest};
 use belt_core::step::StepId;
 
 use crate::anthropic::{AnthropicConfig, AnthropicProvider};
+use crate::endpoint::Endpoint;
 use crate::fake_server::{FakeResponse, FakeServer, FakeToolCall, FakeUsage, UsageShape};
 use crate::http::HttpOptions;
 use crate::json_reply::JSON_INSTRUCTION;
@@ -21,22 +22,30 @@ async fn server() -> FakeServer {
     FakeServer::start().await.expect("a fake server on 127.0.0.1")
 }
 
-fn openai_config(server: &FakeServer) -> OpenAiConfig {
-    OpenAiConfig::new("openai", server.openai_base_url())
+fn openai_endpoint(server: &FakeServer) -> Endpoint {
+    Endpoint::new("openai", server.openai_base_url())
         .api_key(KEY)
         .api_key_env("OPENAI_API_KEY")
         .base_url_env("OPENAI_BASE_URL")
+}
+
+fn openai_config(server: &FakeServer) -> OpenAiConfig {
+    OpenAiConfig::new(openai_endpoint(server))
 }
 
 fn openai(server: &FakeServer) -> OpenAiProvider {
     OpenAiProvider::new(openai_config(server)).unwrap()
 }
 
-fn anthropic_config(server: &FakeServer) -> AnthropicConfig {
-    AnthropicConfig::new("anthropic", server.url())
+fn anthropic_endpoint(server: &FakeServer) -> Endpoint {
+    Endpoint::new("anthropic", server.url())
         .api_key(ANT_KEY)
         .api_key_env("ANTHROPIC_API_KEY")
         .base_url_env("ANTHROPIC_BASE_URL")
+}
+
+fn anthropic_config(server: &FakeServer) -> AnthropicConfig {
+    AnthropicConfig::new(anthropic_endpoint(server))
 }
 
 fn anthropic(server: &FakeServer) -> AnthropicProvider {
@@ -164,7 +173,7 @@ async fn openai_tolerates_crlf_comments_keep_alives_and_any_chunking() {
 #[tokio::test]
 async fn openai_non_streaming_with_cached_tokens() {
     let server = server().await;
-    let provider = OpenAiProvider::new(openai_config(&server).stream(false)).unwrap();
+    let provider = OpenAiProvider::new(openai_endpoint(&server).stream(false)).unwrap();
     let u = FakeUsage { input: 2000, output: 300, cache_read: 1500, ..FakeUsage::default() };
     server.push(FakeResponse::openai_json("gpt-4o-mini-2024-07-18", "Hi there.", "stop", u));
     let c = provider.call("gpt-4o-mini", &request("openai/gpt-4o-mini")).await.unwrap();
@@ -364,7 +373,7 @@ async fn openai_connection_refused_and_timeouts() {
         listener.local_addr().unwrap().port()
     };
     let provider = OpenAiProvider::new(
-        OpenAiConfig::new("openai", format!("http://127.0.0.1:{port}/v1")).base_url_env("OPENAI_BASE_URL"),
+        Endpoint::new("openai", format!("http://127.0.0.1:{port}/v1")).base_url_env("OPENAI_BASE_URL"),
     )
     .unwrap();
     let err = provider.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
@@ -380,7 +389,7 @@ async fn openai_connection_refused_and_timeouts() {
         idle_timeout: Some(Duration::from_millis(100)),
         ..HttpOptions::default()
     };
-    let provider = OpenAiProvider::new(openai_config(&server).http(http)).unwrap();
+    let provider = OpenAiProvider::new(openai_endpoint(&server).http(http)).unwrap();
     server.push(stream(&["a"]).first_byte_after(Duration::from_millis(400)));
     let err = provider.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
     assert_eq!(err, LlmError::Timeout(Duration::from_millis(50)));
@@ -443,7 +452,7 @@ async fn openai_parameters_follow_model_capabilities_and_configuration() {
     assert_eq!(body["max_completion_tokens"], 100);
     assert!(body.get("max_tokens").is_none() && body.get("stream_options").is_none());
     // On api.openai.com, Auto picks max_completion_tokens.
-    let real = OpenAiProvider::new(OpenAiConfig::new("openai", "https://api.openai.com/v1")).unwrap();
+    let real = OpenAiProvider::new(Endpoint::new("openai", "https://api.openai.com/v1")).unwrap();
     assert_eq!(real.endpoint(), "https://api.openai.com/v1/chat/completions");
 }
 
@@ -511,7 +520,7 @@ async fn anthropic_streams_text_with_cache_tokens_and_cost() {
 #[tokio::test]
 async fn anthropic_non_streaming_and_stop_reasons() {
     let server = server().await;
-    let provider = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+    let provider = AnthropicProvider::new(anthropic_endpoint(&server).stream(false)).unwrap();
     server.push(FakeResponse::anthropic_json(
         "claude-haiku-4-5-20251001",
         "Cut sh",
@@ -666,7 +675,7 @@ async fn api_keys_never_appear_in_errors_or_debug_output() {
     // A careless server quoting the request headers (credentials included) in its errors.
     server.set_default(FakeResponse::new(401, Vec::new()).echoing_headers());
     let openai =
-        OpenAiProvider::new(openai_config(&server).header("X-Gateway-Token", "gw-TOKEN-555555")).unwrap();
+        OpenAiProvider::new(openai_endpoint(&server).header("X-Gateway-Token", "gw-TOKEN-555555")).unwrap();
     let anthropic = anthropic(&server);
     let mut seen = Vec::new();
     for status_probe in 0..2 {
@@ -690,7 +699,7 @@ async fn api_keys_never_appear_in_errors_or_debug_output() {
     seen.push(format!("{:?}", openai.complete("gpt-4o", &request("openai/gpt-4o"), &call).await));
     // Transport errors, with a key-bearing URL.
     let refused = OpenAiProvider::new(
-        OpenAiConfig::new("openai", format!("http://user:{KEY}@127.0.0.1:1/v1?key={KEY}")).api_key(KEY),
+        Endpoint::new("openai", format!("http://user:{KEY}@127.0.0.1:1/v1?key={KEY}")).api_key(KEY),
     )
     .unwrap();
     let e = refused.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
@@ -804,7 +813,7 @@ async fn anthropic_cache_figures_of_message_delta_win_over_message_start() {
     assert!(close(c.cost_usd.unwrap(), expected), "{:?}", c.cost_usd);
     assert!(close(provider.price("claude-haiku-4-5").unwrap().cost(u), expected));
 
-    let non_streaming = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+    let non_streaming = AnthropicProvider::new(anthropic_endpoint(&server).stream(false)).unwrap();
     let u = FakeUsage { input: 30, output: 9, cache_read: 2048, cache_write: 0 };
     server.push(FakeResponse::anthropic_json("claude-haiku-4-5", "fine", "end_turn", u));
     let c = non_streaming.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await.unwrap();
@@ -865,7 +874,7 @@ async fn openai_structured_output_sends_a_strict_json_schema_and_streams_the_jso
 #[tokio::test]
 async fn openai_structured_output_wraps_a_non_object_root_and_unwraps_the_reply() {
     let server = server().await;
-    let provider = OpenAiProvider::new(openai_config(&server).stream(false)).unwrap();
+    let provider = OpenAiProvider::new(openai_endpoint(&server).stream(false)).unwrap();
     let list = serde_json::json!({"type": "array", "items": {"type": "string"}});
     server.push(FakeResponse::openai_json("gpt-4o", "{\"value\": [\"a\", \"b\"]}", "stop", usage(30, 8)));
     let req = request("openai/gpt-4o").json_schema("names", list.clone());
@@ -886,7 +895,7 @@ async fn openai_structured_output_falls_back_to_json_object_then_to_the_instruct
     let server = server().await;
     // DeepSeek has JSON object mode but no json_schema: the schema goes in the instruction.
     let deepseek =
-        OpenAiProvider::new(OpenAiConfig::new("deepseek", server.openai_base_url()).api_key(KEY)).unwrap();
+        OpenAiProvider::new(Endpoint::new("deepseek", server.openai_base_url()).api_key(KEY)).unwrap();
     server.push(FakeResponse::openai_json(
         "deepseek-chat",
         "{\"holds\": false, \"reason\": \"no\"}",
@@ -946,7 +955,7 @@ async fn anthropic_structured_output_forces_a_tool_whose_streamed_input_is_the_r
 #[tokio::test]
 async fn anthropic_structured_output_non_streaming_unwraps_a_wrapped_root() {
     let server = server().await;
-    let provider = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+    let provider = AnthropicProvider::new(anthropic_endpoint(&server).stream(false)).unwrap();
     let call = FakeToolCall::new("toolu_01B", "scores", &["{\"value\": [3, 1, 2]}"]);
     server.push(FakeResponse::anthropic_tool_json(
         "claude-haiku-4-5",
@@ -1085,7 +1094,7 @@ mod tools {
     #[tokio::test]
     async fn openai_sends_calls_and_results_back_and_reads_whole_tool_calls() {
         let server = server().await;
-        let provider = OpenAiProvider::new(openai_config(&server).stream(false)).unwrap();
+        let provider = OpenAiProvider::new(openai_endpoint(&server).stream(false)).unwrap();
         server.push(FakeResponse::openai_tool_json("gpt-4o", &two_calls(), usage(120, 20)));
         let c = provider.call("gpt-4o", &second_round("openai/gpt-4o")).await.unwrap();
         assert_eq!(c.reply.tool_calls, expected_calls(["call_Ab1", "call_Cd2"]));
@@ -1148,7 +1157,7 @@ mod tools {
     #[tokio::test]
     async fn anthropic_sends_tool_use_and_tool_result_blocks_and_reads_whole_replies() {
         let server = server().await;
-        let provider = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+        let provider = AnthropicProvider::new(anthropic_endpoint(&server).stream(false)).unwrap();
         server.push(FakeResponse::anthropic_tool_json(
             "claude-haiku-4-5",
             "Adding.",

@@ -26,7 +26,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use belt_core::llm::{
@@ -34,12 +33,10 @@ use belt_core::llm::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::http::{
-    ApiKey, Completion, ConfigError, CoreSpec, ErrorContext, HttpCore, HttpOptions, Parsed, ProviderMessage,
-    truncate,
-};
+use crate::endpoint::Endpoint;
+use crate::http::{Completion, ConfigError, ErrorContext, HttpCore, Parsed, ProviderMessage, Wire, truncate};
 use crate::json_reply;
-use crate::pricing::{PriceTable, TokenUsage};
+use crate::pricing::TokenUsage;
 use crate::sse::SseDecoder;
 
 /// The API version belt speaks.
@@ -65,104 +62,36 @@ pub enum JsonMode {
 pub const OUTPUT_TOOL_DESCRIPTION: &str =
     "Give your final answer by calling this tool: its input is the answer, matching the schema.";
 
-/// Configuration of an [`AnthropicProvider`]. `Debug` never shows the key or header values.
-#[derive(Clone)]
+/// Configuration of an [`AnthropicProvider`]: the [`Endpoint`] and this wire format's own
+/// option. `Debug` never shows the key or header values.
+#[derive(Debug, Clone)]
 pub struct AnthropicConfig {
-    /// The provider name models are addressed by (`NAME/model`).
-    pub name: String,
-    /// The API root, e.g. `https://api.anthropic.com`.
-    pub base_url: String,
-    pub api_key: Option<ApiKey>,
-    /// The environment variable the key comes from, named in authentication errors.
-    pub api_key_env: Option<String>,
-    /// The environment variable that overrides the base URL, named in connection errors.
-    pub base_url_env: Option<String>,
-    /// Extra headers on every request (`anthropic-beta`…).
-    pub headers: Vec<(String, String)>,
-    /// Stream replies (SSE). Default true.
-    pub stream: bool,
+    /// Name, base URL (e.g. `https://api.anthropic.com`), key, headers (`anthropic-beta`…),
+    /// streaming, timeouts, prices.
+    pub endpoint: Endpoint,
     pub json_mode: JsonMode,
-    pub http: HttpOptions,
-    /// Prices and capabilities; default the shipped table.
-    pub prices: Option<Arc<PriceTable>>,
-    /// The provider whose prices apply, when it is not `name`.
-    pub price_provider: Option<String>,
-}
-
-impl fmt::Debug for AnthropicConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("AnthropicConfig")
-            .field("name", &self.name)
-            .field("base_url", &crate::http::origin_and_path(&self.base_url))
-            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
-            .field("api_key_env", &self.api_key_env)
-            .field("headers", &header_names)
-            .field("stream", &self.stream)
-            .field("json_mode", &self.json_mode)
-            .field("http", &self.http)
-            .finish_non_exhaustive()
-    }
 }
 
 impl AnthropicConfig {
-    pub fn new(name: impl Into<String>, base_url: impl Into<String>) -> Self {
-        AnthropicConfig {
-            name: name.into(),
-            base_url: base_url.into(),
-            api_key: None,
-            api_key_env: None,
-            base_url_env: None,
-            headers: Vec::new(),
-            stream: true,
-            json_mode: JsonMode::ForcedTool,
-            http: HttpOptions::default(),
-            prices: None,
-            price_provider: None,
-        }
-    }
-    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
-        self.api_key = Some(key.into());
-        self
-    }
-    pub fn api_key_env(mut self, env: impl Into<String>) -> Self {
-        self.api_key_env = Some(env.into());
-        self
-    }
-    pub fn base_url_env(mut self, env: impl Into<String>) -> Self {
-        self.base_url_env = Some(env.into());
-        self
-    }
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-    pub fn stream(mut self, stream: bool) -> Self {
-        self.stream = stream;
-        self
+    /// `endpoint` with this format's default, [`JsonMode::ForcedTool`].
+    pub fn new(endpoint: Endpoint) -> Self {
+        AnthropicConfig { endpoint, json_mode: JsonMode::ForcedTool }
     }
     pub fn json_mode(mut self, mode: JsonMode) -> Self {
         self.json_mode = mode;
         self
     }
-    pub fn http(mut self, http: HttpOptions) -> Self {
-        self.http = http;
-        self
-    }
-    pub fn prices(mut self, prices: Arc<PriceTable>) -> Self {
-        self.prices = Some(prices);
-        self
-    }
-    pub fn price_provider(mut self, provider: impl Into<String>) -> Self {
-        self.price_provider = Some(provider.into());
-        self
+}
+
+impl From<Endpoint> for AnthropicConfig {
+    fn from(endpoint: Endpoint) -> Self {
+        AnthropicConfig::new(endpoint)
     }
 }
 
 /// An Anthropic Messages provider. See the [module docs](self).
 pub struct AnthropicProvider {
     core: HttpCore,
-    stream: bool,
     json_mode: JsonMode,
 }
 
@@ -170,40 +99,33 @@ impl fmt::Debug for AnthropicProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AnthropicProvider")
             .field("core", &self.core)
-            .field("stream", &self.stream)
             .field("json_mode", &self.json_mode)
             .finish()
     }
 }
 
 impl AnthropicProvider {
-    pub fn new(config: AnthropicConfig) -> Result<Self, ConfigError> {
-        let path = if config.base_url.trim().trim_end_matches('/').ends_with("/v1") {
+    /// The provider of `config`, or of an [`Endpoint`] with this format's default.
+    pub fn new(config: impl Into<AnthropicConfig>) -> Result<Self, ConfigError> {
+        let config = config.into();
+        // A base URL that already ends in `/v1` is not given a second one.
+        let path = if config.endpoint.base_url.trim().trim_end_matches('/').ends_with("/v1") {
             "/messages"
         } else {
             "/v1/messages"
         };
-        let auth = config.api_key.as_ref().map(|k| ("x-api-key", k.expose().to_string()));
-        let core = HttpCore::new(CoreSpec {
-            name: &config.name,
-            base_url: &config.base_url,
-            endpoint_path: path,
-            base_url_env: config.base_url_env.as_deref(),
-            key_env: config.api_key_env.as_deref(),
-            key: config.api_key.as_ref(),
-            auth_headers: auth.into_iter().collect(),
-            fixed_headers: vec![("anthropic-version", ANTHROPIC_VERSION)],
-            extra_headers: &config.headers,
-            options: &config.http,
-            prices: config.prices.clone(),
-            price_provider: config.price_provider.as_deref(),
-        })?;
-        Ok(AnthropicProvider { core, stream: config.stream, json_mode: config.json_mode })
+        let wire = Wire {
+            path,
+            key_header: ("x-api-key", ""),
+            fixed_headers: &[("anthropic-version", ANTHROPIC_VERSION)],
+        };
+        let core = HttpCore::new(&config.endpoint, wire)?;
+        Ok(AnthropicProvider { core, json_mode: config.json_mode })
     }
 
-    /// The endpoint requests go to.
+    /// The URL requests go to.
     pub fn endpoint(&self) -> &str {
-        &self.core.endpoint
+        &self.core.url
     }
 
     /// One call, with everything the response said (see [`Completion`]).
@@ -218,7 +140,7 @@ impl AnthropicProvider {
         let body = self.body(model, request, output)?;
         let (response, meta) = self.core.post(model, body).await?;
         let ctx = self.core.context(model);
-        let mut parsed = if self.stream && !meta.json_body {
+        let mut parsed = if self.core.stream && !meta.json_body {
             self.read_stream(&ctx, response, output.map(|s| s.name.as_str())).await?
         } else {
             let body = self.core.read_to_end(response, 64 << 20).await?;
@@ -283,7 +205,7 @@ impl AnthropicProvider {
             temperature: request.temperature,
             tools,
             tool_choice,
-            stream: self.stream,
+            stream: self.core.stream,
         };
         serde_json::to_vec(&body)
             .map_err(|e| LlmError::InvalidRequest(format!("the request could not be encoded as JSON: {e}")))

@@ -45,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime};
 use belt_core::llm::{LlmError, LlmReply, LlmRequest, RateLimits};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::endpoint::Endpoint;
 use crate::pricing::{PriceTable, TokenUsage};
 
 /// An API key. It cannot be printed: `Debug` shows `ApiKey(***)` and there is no
@@ -237,12 +238,14 @@ pub(crate) struct Parsed {
 pub(crate) struct HttpCore {
     pub name: String,
     pub base_url: String,
-    pub endpoint: String,
+    /// Where requests go: the base URL and the wire format's path.
+    pub url: String,
     pub client: reqwest::Client,
     pub key_env: Option<String>,
     pub base_url_env: Option<String>,
     pub has_key: bool,
     pub secrets: Secrets,
+    pub stream: bool,
     pub options: HttpOptions,
     pub prices: Arc<PriceTable>,
     pub price_provider: String,
@@ -253,30 +256,25 @@ impl fmt::Debug for HttpCore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpCore")
             .field("name", &self.name)
-            .field("endpoint", &origin_and_path(&self.endpoint))
+            .field("url", &origin_and_path(&self.url))
             .field("key_env", &self.key_env)
             .field("has_key", &self.has_key)
+            .field("stream", &self.stream)
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
 
-/// What `HttpCore::new` needs.
-pub(crate) struct CoreSpec<'a> {
-    pub name: &'a str,
-    pub base_url: &'a str,
-    pub endpoint_path: &'a str,
-    pub base_url_env: Option<&'a str>,
-    pub key_env: Option<&'a str>,
-    pub key: Option<&'a ApiKey>,
-    /// Headers carrying the key, e.g. `authorization: Bearer …` (marked sensitive).
-    pub auth_headers: Vec<(&'static str, String)>,
+/// What a wire format adds to an [`Endpoint`]: its path and how it sends the key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wire {
+    /// Appended to the base URL, e.g. `/chat/completions`.
+    pub path: &'static str,
+    /// The header that carries the key and what precedes the key in it, e.g.
+    /// `("authorization", "Bearer ")` (the header is marked sensitive).
+    pub key_header: (&'static str, &'static str),
     /// Fixed headers of the wire format, e.g. `anthropic-version`.
-    pub fixed_headers: Vec<(&'static str, &'static str)>,
-    pub extra_headers: &'a [(String, String)],
-    pub options: &'a HttpOptions,
-    pub prices: Option<Arc<PriceTable>>,
-    pub price_provider: Option<&'a str>,
+    pub fixed_headers: &'static [(&'static str, &'static str)],
 }
 
 /// Where an error happened, for transport errors.
@@ -287,32 +285,34 @@ pub(crate) enum Phase {
 }
 
 impl HttpCore {
-    pub fn new(spec: CoreSpec<'_>) -> Result<HttpCore, ConfigError> {
-        let provider = spec.name.to_string();
+    pub fn new(endpoint: &Endpoint, wire: Wire) -> Result<HttpCore, ConfigError> {
+        let provider = endpoint.name.clone();
         let bad_url = || ConfigError::BaseUrl {
             provider: provider.clone(),
-            url: origin_and_path(spec.base_url),
-            env: spec.base_url_env.map(str::to_string),
+            url: origin_and_path(&endpoint.base_url),
+            env: endpoint.base_url_env.clone(),
         };
-        let base_url = spec.base_url.trim().trim_end_matches('/').to_string();
+        let base_url = endpoint.base_url.trim().trim_end_matches('/').to_string();
         let parsed = reqwest::Url::parse(&base_url).map_err(|_| bad_url())?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(bad_url());
         }
-        let endpoint = format!("{base_url}{}", spec.endpoint_path);
+        let url = format!("{base_url}{}", wire.path);
 
         let mut headers = HeaderMap::new();
         let header_error = |name: &str| ConfigError::Header { provider: provider.clone(), name: name.into() };
         headers.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (name, value) in spec.fixed_headers {
-            headers.insert(name, HeaderValue::from_static(value));
+        for (name, value) in wire.fixed_headers {
+            headers.insert(*name, HeaderValue::from_static(value));
         }
-        for (name, value) in &spec.auth_headers {
-            let mut value = HeaderValue::from_str(value).map_err(|_| header_error(name))?;
+        if let Some(key) = &endpoint.api_key {
+            let (name, prefix) = wire.key_header;
+            let mut value = HeaderValue::from_str(&format!("{prefix}{}", key.expose()))
+                .map_err(|_| header_error(name))?;
             value.set_sensitive(true);
-            headers.insert(*name, value);
+            headers.insert(name, value);
         }
-        for (name, value) in spec.extra_headers {
+        for (name, value) in &endpoint.headers {
             let header = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| header_error(name))?;
             let mut value = HeaderValue::from_str(value.trim()).map_err(|_| header_error(name))?;
             value.set_sensitive(true);
@@ -322,30 +322,31 @@ impl HttpCore {
         install_crypto_provider();
         let client = reqwest::Client::builder()
             .default_headers(headers)
-            .user_agent(spec.options.user_agent.clone())
-            .connect_timeout(spec.options.connect_timeout)
+            .user_agent(endpoint.http.user_agent.clone())
+            .connect_timeout(endpoint.http.connect_timeout)
             .build()
             .map_err(|e| ConfigError::Client { provider: provider.clone(), message: error_chain(&e) })?;
 
         Ok(HttpCore {
             name: provider,
             base_url,
-            endpoint,
+            url,
             client,
-            key_env: spec.key_env.map(str::to_string),
-            base_url_env: spec.base_url_env.map(str::to_string),
-            has_key: spec.key.is_some(),
-            secrets: Secrets::new(spec.key, spec.extra_headers),
-            options: spec.options.clone(),
-            prices: spec.prices.unwrap_or_else(PriceTable::builtin_arc),
-            price_provider: spec.price_provider.unwrap_or(spec.name).to_string(),
+            key_env: endpoint.api_key_env.clone(),
+            base_url_env: endpoint.base_url_env.clone(),
+            has_key: endpoint.api_key.is_some(),
+            secrets: Secrets::new(endpoint.api_key.as_ref(), &endpoint.headers),
+            stream: endpoint.stream,
+            options: endpoint.http.clone(),
+            prices: endpoint.prices.clone().unwrap_or_else(PriceTable::builtin_arc),
+            price_provider: endpoint.price_provider.as_deref().unwrap_or(&endpoint.name).to_string(),
             limits: Mutex::new(HashMap::new()),
         })
     }
 
     /// POST `body`; a non-2xx status becomes its [`LlmError`] (the error body is read).
     pub async fn post(&self, model: &str, body: Vec<u8>) -> Result<(reqwest::Response, Meta), LlmError> {
-        let send = self.client.post(&self.endpoint).body(body).send();
+        let send = self.client.post(&self.url).body(body).send();
         let sent = match self.options.first_byte_timeout {
             Some(limit) => tokio::time::timeout(limit, send).await.map_err(|_| LlmError::Timeout(limit))?,
             None => send.await,
@@ -450,7 +451,7 @@ impl HttpCore {
 
     /// A transport failure, described from its causes (never with the full URL).
     pub fn transport_error(&self, error: &reqwest::Error, phase: Phase) -> LlmError {
-        let origin = origin(&self.endpoint);
+        let origin = origin(&self.url);
         let causes = error_chain(error);
         let check = match &self.base_url_env {
             Some(env) => format!("check {env} (now {origin}) and that the server is up"),
