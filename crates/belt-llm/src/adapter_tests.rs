@@ -226,6 +226,105 @@ async fn openai_stream_cut_before_done_is_a_retryable_bad_response() {
     assert_eq!((c.reply.text.as_str(), c.usage.output_tokens), ("ab", 10));
 }
 
+/// `call`, which must end on its own well within a second or two (a runaway stream must
+/// not be read forever).
+async fn soon<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(5), call).await.expect("the call ends without reading forever")
+}
+
+#[tokio::test]
+async fn openai_stream_without_any_choice_is_a_retryable_bad_response() {
+    let server = server().await;
+    let provider = openai(&server);
+    let req = request("openai/gpt-4o");
+    server.push(FakeResponse::openai_stream_without_choices("gpt-4o", usage(19, 0)));
+    let err = provider.call("gpt-4o", &req).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains("no choice") && m.contains("4 events")
+            && m.contains("`choices: []`") && m.contains("usage") && m.contains("[DONE]")),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    // A role chunk and `[DONE]`, nothing else: no text, tool call or finish reason either.
+    let mut role_only = stream(&["never sent"]).cut_after(1);
+    role_only.pieces.push(b"data: [DONE]\n\n".to_vec());
+    server.push(role_only);
+    let err = provider.call("gpt-4o", &req).await.unwrap_err();
+    assert!(matches!(&err, LlmError::BadResponse(m) if m.contains("no choice")), "{err:?}");
+
+    // Whole replies: no choice, or a choice with nothing in it.
+    let whole = OpenAiProvider::new(openai_endpoint(&server).stream(false)).unwrap();
+    server.push(
+        FakeResponse::new(
+            200,
+            r#"{"object":"chat.completion","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":0}}"#,
+        )
+        .header("content-type", "application/json"),
+    );
+    let err = whole.call("gpt-4o", &req).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains("no choice") && m.contains("`choices: []`")),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    server.push(
+        FakeResponse::new(200, r#"{"choices":[{"index":0,"message":null,"finish_reason":null}]}"#)
+            .header("content-type", "application/json"),
+    );
+    let err = whole.call("gpt-4o", &req).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains("no text, tool call or finish reason")),
+        "{err:?}"
+    );
+
+    // An empty reply that says it is finished is a reply.
+    server.push(stream(&[]));
+    assert_eq!(provider.call("gpt-4o", &req).await.unwrap().reply.text, "");
+    server.push(FakeResponse::openai_json("gpt-4o", "", "stop", usage(5, 0)));
+    assert_eq!(whole.call("gpt-4o", &req).await.unwrap().reply.finish_reason.as_deref(), Some("stop"));
+}
+
+#[tokio::test]
+async fn openai_streams_are_capped_by_max_tokens_and_by_size() {
+    let server = server().await;
+    let req = request("openai/gpt-4o"); // max_tokens 100: at most 100 × 16 bytes + 32 KiB
+    let cap = 100 * 16 + (32 << 10);
+    // A runaway server: 1 KiB deltas forever.
+    server.push(stream(&["a"]).cut_after(2).endless(FakeResponse::openai_delta_frame(&"x".repeat(1024))));
+    let err = soon(openai(&server).call("gpt-4o", &req)).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains(&format!("{cap} bytes")) && m.contains("max_tokens 100")),
+        "{err:?}"
+    );
+    // Below the cap, a long reply is fine.
+    let long = "y".repeat(cap - 100);
+    server.push(stream(&[&long]));
+    assert_eq!(openai(&server).call("gpt-4o", &req).await.unwrap().reply.text.len(), cap - 100);
+
+    // Bytes that are no output at all (keep-alives, a line that never ends): the size cap.
+    let small = HttpOptions { max_body_bytes: 256 << 10, ..HttpOptions::default() };
+    let provider = OpenAiProvider::new(openai_endpoint(&server).http(small)).unwrap();
+    let keep_alive = format!(": {}\n\n", "k".repeat(1000));
+    for forever in [keep_alive.into_bytes(), vec![b'z'; 1000]] {
+        server.push(stream(&["a"]).cut_after(2).endless(forever));
+        let err = soon(provider.call("gpt-4o", &req)).await.unwrap_err();
+        assert!(
+            matches!(&err, LlmError::BadResponse(m) if m.contains("the stream") && m.contains("262144 bytes")),
+            "{err:?}"
+        );
+    }
+    // The same limit for a whole body.
+    let whole = OpenAiProvider::new(
+        openai_endpoint(&server)
+            .stream(false)
+            .http(HttpOptions { max_body_bytes: 256 << 10, ..HttpOptions::default() }),
+    )
+    .unwrap();
+    server.push(FakeResponse::openai_json("gpt-4o", &"w".repeat(300 << 10), "stop", usage(1, 1)));
+    let err = whole.call("gpt-4o", &req).await.unwrap_err();
+    assert!(matches!(&err, LlmError::BadResponse(m) if m.contains("262144 bytes")), "{err:?}");
+}
+
 #[tokio::test]
 async fn openai_connection_reset_mid_stream_is_a_retryable_connection_error() {
     let server = server().await;
@@ -590,6 +689,72 @@ async fn anthropic_error_events_mid_stream_become_their_class() {
             .header("content-type", "text/event-stream"),
     );
     assert!(matches!(call().await.unwrap_err(), LlmError::BadResponse(m) if m.contains("message_start")));
+}
+
+#[tokio::test]
+async fn anthropic_stream_without_content_or_stop_reason_is_a_retryable_bad_response() {
+    let server = server().await;
+    let provider = anthropic(&server);
+    let req = request("anthropic/claude-haiku-4-5");
+    server.push(FakeResponse::anthropic_stream_without_content("claude-haiku-4-5", usage(12, 0)));
+    let err = provider.call("claude-haiku-4-5", &req).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains("no content block") && m.contains("no stop reason")
+            && m.contains("4 events") && m.contains("message_stop")),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    // The same whole.
+    let whole = AnthropicProvider::new(anthropic_endpoint(&server).stream(false)).unwrap();
+    server.push(FakeResponse::new(200, r#"{"type":"message","role":"assistant","content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":0}}"#).header("content-type", "application/json"));
+    let err = whole.call("claude-haiku-4-5", &req).await.unwrap_err();
+    assert!(matches!(&err, LlmError::BadResponse(m) if m.contains("no content block")), "{err:?}");
+    assert!(err.is_retryable());
+    // An empty reply with its stop reason is a reply.
+    server.push(FakeResponse::anthropic_stream("claude-haiku-4-5", &[], "end_turn", usage(12, 0)));
+    assert_eq!(provider.call("claude-haiku-4-5", &req).await.unwrap().reply.text, "");
+    server.push(FakeResponse::anthropic_json("claude-haiku-4-5", "", "end_turn", usage(12, 0)));
+    assert_eq!(
+        whole.call("claude-haiku-4-5", &req).await.unwrap().reply.finish_reason.as_deref(),
+        Some("stop")
+    );
+}
+
+#[tokio::test]
+async fn anthropic_streams_are_capped_by_max_tokens_and_by_size() {
+    let server = server().await;
+    let req = request("anthropic/claude-haiku-4-5");
+    let cap = 100 * 16 + (32 << 10);
+    let head = || FakeResponse::anthropic_stream("claude-x", &["a"], "end_turn", usage(1, 1)).cut_after(4);
+    server.push(head().endless(FakeResponse::anthropic_delta_frame(&"x".repeat(1024))));
+    let err = soon(anthropic(&server).call("claude-haiku-4-5", &req)).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains(&format!("{cap} bytes")) && m.contains("max_tokens 100")),
+        "{err:?}"
+    );
+    // Structured output streams as a tool's input: it counts too.
+    let runaway_json = format!(
+        "event: content_block_delta\ndata: {}\n\n",
+        serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "1".repeat(1024)}})
+    );
+    let call = FakeToolCall::new("toolu_1", "Verdict", &["{\"holds\": "]);
+    let tool =
+        FakeResponse::anthropic_tool_stream("claude-x", &[], &[call], "tool_use", usage(1, 1)).cut_after(3);
+    server.push(tool.endless(runaway_json));
+    let err =
+        soon(anthropic(&server).call("claude-haiku-4-5", &verdict_request("anthropic/claude-haiku-4-5")))
+            .await
+            .unwrap_err();
+    assert!(matches!(&err, LlmError::BadResponse(m) if m.contains("max_tokens 100")), "{err:?}");
+
+    let small = HttpOptions { max_body_bytes: 256 << 10, ..HttpOptions::default() };
+    let provider = AnthropicProvider::new(anthropic_endpoint(&server).http(small)).unwrap();
+    server.push(head().endless("event: ping\ndata: {\"type\": \"ping\"}\n\n"));
+    let err = soon(provider.call("claude-haiku-4-5", &req)).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains("the stream") && m.contains("262144 bytes")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,11 @@
 //!   ignored, as Anthropic's versioning policy asks.
 //! - **Non-streaming** reads one `message` object.
 //!
+//! Either way, a message with no content block and no stop reason is a retryable
+//! [`LlmError::BadResponse`], not an empty answer; reading stops past
+//! [`HttpOptions::max_body_bytes`](crate::http::HttpOptions::max_body_bytes) of body or,
+//! streaming, past more text and tool input than `max_tokens` can be (see [`crate::http`]).
+//!
 //! Structured output (`LlmRequest::json_schema`) is a forced tool: see [`JsonMode`].
 //!
 //! Anthropic reports input tokens without the cached ones; the [`Completion`] counts
@@ -34,7 +39,9 @@ use belt_core::llm::{
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::Endpoint;
-use crate::http::{Completion, ConfigError, ErrorContext, HttpCore, Parsed, ProviderMessage, Wire, truncate};
+use crate::http::{
+    Completion, ConfigError, ErrorContext, HttpCore, Parsed, ProviderMessage, SseState, Wire, truncate,
+};
 use crate::json_reply;
 use crate::pricing::TokenUsage;
 use crate::sse::SseDecoder;
@@ -141,9 +148,9 @@ impl AnthropicProvider {
         let (response, meta) = self.core.post(model, body).await?;
         let ctx = self.core.context(model);
         let mut parsed = if self.core.stream && !meta.json_body {
-            self.read_stream(&ctx, response, output.map(|s| s.name.as_str())).await?
+            self.read_stream(&ctx, response, request.max_tokens, output.map(|s| s.name.as_str())).await?
         } else {
-            let body = self.core.read_to_end(response, 64 << 20).await?;
+            let body = self.core.read_body(response).await?;
             parse_whole(&ctx, &body)?
         };
         if let Some(schema) = output {
@@ -214,28 +221,13 @@ impl AnthropicProvider {
     async fn read_stream(
         &self,
         ctx: &ErrorContext<'_>,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
+        max_tokens: u32,
         output_tool: Option<&str>,
     ) -> Result<Parsed, LlmError> {
-        let mut decoder = SseDecoder::new();
         let mut state =
             StreamState { output_tool: output_tool.map(str::to_string), ..StreamState::default() };
-        loop {
-            let mut on_event = |name: &str, data: &str| state.event(ctx, name, data);
-            match self.core.chunk(&mut response, decoder.bytes()).await? {
-                Some(bytes) => decoder.feed(&bytes, &mut on_event)?,
-                None => {
-                    decoder.finish(&mut on_event)?;
-                    break;
-                }
-            }
-            if state.done {
-                break;
-            }
-        }
-        if state.done {
-            self.core.drain(response).await;
-        }
+        let decoder = self.core.read_sse(ctx, response, max_tokens, &mut state).await?;
         state.finish(ctx, &decoder)
     }
 }
@@ -548,10 +540,28 @@ struct StreamState {
     /// The tool whose input is the reply (structured output): its input is streamed as text.
     output_tool: Option<String>,
     done: bool,
+    /// `content_block_start` events, of any block type.
+    blocks: u64,
+    /// Bytes of text and tool input so far.
+    output: usize,
+}
+
+impl SseState for StreamState {
+    fn event(&mut self, ctx: &ErrorContext<'_>, name: &str, data: &str) -> Result<(), LlmError> {
+        self.read(ctx, name, data)
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn output_bytes(&self) -> usize {
+        self.output
+    }
 }
 
 impl StreamState {
-    fn event(&mut self, ctx: &ErrorContext<'_>, name: &str, data: &str) -> Result<(), LlmError> {
+    fn read(&mut self, ctx: &ErrorContext<'_>, name: &str, data: &str) -> Result<(), LlmError> {
         if self.done {
             return Ok(());
         }
@@ -574,10 +584,13 @@ impl StreamState {
             }
             "content_block_start" => match event.content_block {
                 Some(Block { kind, text: Some(text), .. }) if kind == "text" => {
+                    self.blocks += 1;
                     belt_core::llm::stream_delta(&text);
+                    self.output += text.len();
                     self.text.push_str(&text);
                 }
                 Some(Block { kind, id, name, input, .. }) if kind == "tool_use" => {
+                    self.blocks += 1;
                     self.tools.push(ToolBlock {
                         index: event.index.unwrap_or(self.tools.len() as u64),
                         id: id.unwrap_or_default(),
@@ -586,13 +599,15 @@ impl StreamState {
                         json: String::new(),
                     });
                 }
-                _ => {}
+                Some(_) => self.blocks += 1,
+                None => {}
             },
             "content_block_delta" => match event.delta {
                 Some(EventDelta { kind, text: Some(text), .. })
                     if kind.as_deref().is_none_or(|k| k == "text_delta") =>
                 {
                     belt_core::llm::stream_delta(&text);
+                    self.output += text.len();
                     self.text.push_str(&text);
                 }
                 Some(EventDelta { kind, partial_json: Some(json), .. })
@@ -607,6 +622,7 @@ impl StreamState {
                         if self.output_tool.as_deref() == Some(block.name.as_str()) {
                             belt_core::llm::stream_delta(&json);
                         }
+                        self.output += json.len();
                         block.json.push_str(&json);
                     }
                 }
@@ -640,6 +656,14 @@ impl StreamState {
                 ctx.provider,
                 decoder.events(),
                 decoder.bytes()
+            )));
+        }
+        if self.blocks == 0 && self.stop_reason.is_none() {
+            return Err(LlmError::BadResponse(format!(
+                "the stream from {} had no content block and no stop reason ({} events, then `message_stop`): \
+                 nothing was answered",
+                ctx.provider,
+                decoder.events()
             )));
         }
         Ok(Parsed {
@@ -693,6 +717,12 @@ fn parse_whole(ctx: &ErrorContext<'_>, body: &[u8]) -> Result<Parsed, LlmError> 
     })?;
     if whole.kind.as_deref() == Some("error") || whole.error.is_some() {
         return Err(event_error(ctx, whole.error.as_ref().unwrap_or(&serde_json::Value::Null), 0));
+    }
+    if whole.content.is_empty() && whole.stop_reason.is_none() {
+        return Err(LlmError::BadResponse(format!(
+            "{} sent a message with no content block and no stop reason: nothing was answered",
+            ctx.provider
+        )));
     }
     let mut text = String::new();
     let mut tool_calls = Vec::new();

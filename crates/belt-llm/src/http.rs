@@ -19,6 +19,8 @@
 //! | refused or failed connection, TLS error, connect timeout, reset mid-body | [`LlmError::Connection`] | yes |
 //! | no first byte or no next chunk within the configured time | [`LlmError::Timeout`] | yes |
 //! | a stream cut before its end marker, malformed JSON, an `error` event of unknown type | [`LlmError::BadResponse`] | yes |
+//! | a reply with no choice (OpenAI) or no content block (Anthropic), and no finish reason: `choices: []` and usage only, say | [`LlmError::BadResponse`] | yes |
+//! | a body past [`HttpOptions::max_body_bytes`] (64 MiB), streamed or not; a streamed reply whose text and tool input pass `max_tokens` × 16 bytes + 32 KiB | [`LlmError::BadResponse`], saying which limit; reading stops there | yes (belt-core's rule for every `BadResponse`) |
 //!
 //! The wait of a 429 is read from `retry-after-ms` (milliseconds, OpenAI), else
 //! `Retry-After` (seconds or an HTTP date), else from the reset of the exhausted limit
@@ -47,6 +49,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::endpoint::Endpoint;
 use crate::pricing::{PriceTable, TokenUsage};
+use crate::sse::SseDecoder;
 
 /// An API key. It cannot be printed: `Debug` shows `ApiKey(***)` and there is no
 /// `Display`; [`ApiKey::expose`] is how an adapter reads it, to put it in a header.
@@ -146,7 +149,10 @@ impl Secrets {
     }
 }
 
-/// Timeouts and identity of an adapter's HTTP client.
+/// The default [`HttpOptions::max_body_bytes`]: 64 MiB.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// Timeouts, limits and identity of an adapter's HTTP client.
 ///
 /// The engine bounds every attempt with its own total timeout; these bound the phases
 /// only the adapter can see. `None` leaves a phase to the engine's timeout.
@@ -161,6 +167,10 @@ pub struct HttpOptions {
     pub idle_timeout: Option<Duration>,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// The most bytes a response body may have, streamed or not (default
+    /// [`MAX_BODY_BYTES`], 64 MiB). Reading stops there and the call fails with
+    /// [`LlmError::BadResponse`].
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpOptions {
@@ -170,6 +180,7 @@ impl Default for HttpOptions {
             first_byte_timeout: None,
             idle_timeout: None,
             user_agent: concat!("belt/", env!("CARGO_PKG_VERSION")).to_string(),
+            max_body_bytes: MAX_BODY_BYTES,
         }
     }
 }
@@ -275,6 +286,38 @@ pub(crate) struct Wire {
     pub key_header: (&'static str, &'static str),
     /// Fixed headers of the wire format, e.g. `anthropic-version`.
     pub fixed_headers: &'static [(&'static str, &'static str)],
+}
+
+/// What a wire format's stream reader keeps, as [`HttpCore::read_sse`] drives it.
+pub(crate) trait SseState {
+    /// One SSE event (`name` is `message` when the event has none).
+    fn event(&mut self, ctx: &ErrorContext<'_>, name: &str, data: &str) -> Result<(), LlmError>;
+    /// The stream's end marker has arrived.
+    fn done(&self) -> bool;
+    /// Bytes of output so far: text, refusal, tool calls' input.
+    fn output_bytes(&self) -> usize;
+}
+
+/// Bytes of output a streamed reply may have per token of its `max_tokens` (a token is
+/// about 4 bytes of English, rarely more than 16 of anything)…
+pub(crate) const OUTPUT_BYTES_PER_TOKEN: usize = 16;
+/// …plus this much, for small `max_tokens`.
+pub(crate) const OUTPUT_SLACK_BYTES: usize = 32 << 10;
+
+/// The most output (text, refusal, tool input) an honest streamed reply of `max_tokens`
+/// tokens can have: 16 bytes a token and 32 KiB.
+pub(crate) fn output_cap(max_tokens: u32) -> usize {
+    (max_tokens as usize).saturating_mul(OUTPUT_BYTES_PER_TOKEN).saturating_add(OUTPUT_SLACK_BYTES)
+}
+
+fn human_size(bytes: usize) -> String {
+    let (value, unit) = if bytes >= 1 << 20 {
+        (bytes as f64 / f64::from(1 << 20), "MiB")
+    } else {
+        (bytes as f64 / 1024.0, "KiB")
+    };
+    let value = format!("{value:.1}");
+    format!("{} {unit}", value.trim_end_matches(".0"))
 }
 
 /// Where an error happened, for transport errors.
@@ -399,14 +442,77 @@ impl HttpCore {
         while let Some(chunk) = self.chunk(&mut response, body.len() as u64).await? {
             if body.len() + chunk.len() > cap {
                 return Err(LlmError::BadResponse(format!(
-                    "{} sent a response larger than {} MiB",
+                    "{} sent a response larger than {cap} bytes ({}); reading stopped there",
                     self.name,
-                    cap / (1024 * 1024)
+                    human_size(cap)
                 )));
             }
             body.extend_from_slice(&chunk);
         }
         Ok(body)
+    }
+
+    /// A whole successful body, within [`HttpOptions::max_body_bytes`].
+    pub async fn read_body(&self, response: reqwest::Response) -> Result<Vec<u8>, LlmError> {
+        self.read_to_end(response, self.options.max_body_bytes).await
+    }
+
+    /// Read an SSE body into `state` until its end marker ([`SseState::done`]) or the
+    /// end of the body, whichever comes first; the decoder is returned for its counts.
+    ///
+    /// Reading stops, with [`LlmError::BadResponse`], when the body passes
+    /// [`HttpOptions::max_body_bytes`] or the output passes [`output_cap`] of
+    /// `max_tokens`: memory stays bounded whatever a server sends.
+    pub async fn read_sse(
+        &self,
+        ctx: &ErrorContext<'_>,
+        mut response: reqwest::Response,
+        max_tokens: u32,
+        state: &mut impl SseState,
+    ) -> Result<SseDecoder, LlmError> {
+        let max_output = output_cap(max_tokens);
+        let max_bytes = self.options.max_body_bytes;
+        let mut decoder = SseDecoder::new();
+        loop {
+            let mut on_event = |name: &str, data: &str| {
+                state.event(ctx, name, data)?;
+                if state.output_bytes() > max_output {
+                    return Err(LlmError::BadResponse(format!(
+                        "the reply from {} exceeded {max_output} bytes of text and tool input, the most \
+                         max_tokens {max_tokens} allows ({OUTPUT_BYTES_PER_TOKEN} bytes a token + {} KiB); \
+                         reading stopped there: the server does not keep to max_tokens",
+                        ctx.provider,
+                        OUTPUT_SLACK_BYTES >> 10
+                    )));
+                }
+                Ok(())
+            };
+            match self.chunk(&mut response, decoder.bytes()).await? {
+                Some(bytes) => {
+                    if decoder.bytes() + bytes.len() as u64 > max_bytes as u64 {
+                        return Err(LlmError::BadResponse(format!(
+                            "the stream from {} exceeded {max_bytes} bytes ({}) after {} events; \
+                             reading stopped there",
+                            ctx.provider,
+                            human_size(max_bytes),
+                            decoder.events()
+                        )));
+                    }
+                    decoder.feed(&bytes, &mut on_event)?
+                }
+                None => {
+                    decoder.finish(&mut on_event)?;
+                    break;
+                }
+            }
+            if state.done() {
+                break;
+            }
+        }
+        if state.done() {
+            self.drain(response).await;
+        }
+        Ok(decoder)
     }
 
     /// Read what is left of a body whose end marker has arrived, briefly, so that the

@@ -16,6 +16,14 @@
 //!   `error` object inside the stream (OpenRouter, vLLM) becomes the matching error.
 //! - **Non-streaming**: one `chat.completion` object.
 //!
+//! Either way, a reply without any choice (say `choices: []` chunks, usage and
+//! `[DONE]`), or whose choice has no text, tool call or finish reason, is a retryable
+//! [`LlmError::BadResponse`], not an empty answer. Reading stops, with a
+//! [`LlmError::BadResponse`] naming the limit, past
+//! [`HttpOptions::max_body_bytes`](crate::http::HttpOptions::max_body_bytes) of body or,
+//! streaming, past more text and tool input than the request's `max_tokens` can be (16
+//! bytes a token + 32 KiB).
+//!
 //! A server that answers a streaming request with a plain JSON body (some do for errors
 //! or when they ignore `stream`) is read as non-streaming.
 //!
@@ -40,7 +48,9 @@ use belt_core::llm::{
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::Endpoint;
-use crate::http::{Completion, ConfigError, ErrorContext, HttpCore, Parsed, ProviderMessage, Wire, truncate};
+use crate::http::{
+    Completion, ConfigError, ErrorContext, HttpCore, Parsed, ProviderMessage, SseState, Wire, truncate,
+};
 use crate::json_reply;
 use crate::pricing::TokenUsage;
 use crate::sse::SseDecoder;
@@ -189,9 +199,9 @@ impl OpenAiProvider {
         let (response, meta) = self.core.post(model, body).await?;
         let ctx = self.core.context(model);
         let parsed = if self.core.stream && !meta.json_body {
-            self.read_stream(&ctx, response).await?
+            self.read_stream(&ctx, response, request.max_tokens).await?
         } else {
-            let body = self.core.read_to_end(response, 64 << 20).await?;
+            let body = self.core.read_body(response).await?;
             parse_whole(&ctx, &body)?
         };
         let mut completion = self.core.completion(model, request, parsed, meta);
@@ -305,26 +315,11 @@ impl OpenAiProvider {
     async fn read_stream(
         &self,
         ctx: &ErrorContext<'_>,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
+        max_tokens: u32,
     ) -> Result<Parsed, LlmError> {
-        let mut decoder = SseDecoder::new();
         let mut state = StreamState::default();
-        loop {
-            let mut on_event = |_: &str, data: &str| state.event(ctx, data);
-            match self.core.chunk(&mut response, decoder.bytes()).await? {
-                Some(bytes) => decoder.feed(&bytes, &mut on_event)?,
-                None => {
-                    decoder.finish(&mut on_event)?;
-                    break;
-                }
-            }
-            if state.done {
-                break;
-            }
-        }
-        if state.done {
-            self.core.drain(response).await;
-        }
+        let decoder = self.core.read_sse(ctx, response, max_tokens, &mut state).await?;
         state.finish(ctx, &decoder, self.include_usage)
     }
 }
@@ -661,10 +656,29 @@ struct StreamState {
     refusal: String,
     calls: Vec<PendingCall>,
     done: bool,
+    /// Chunks read, and how many of them had `choices: []`.
+    chunks: u64,
+    without_choices: u64,
+    /// Bytes of text, refusal and tool calls so far.
+    output: usize,
+}
+
+impl SseState for StreamState {
+    fn event(&mut self, ctx: &ErrorContext<'_>, _name: &str, data: &str) -> Result<(), LlmError> {
+        self.chunk(ctx, data)
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn output_bytes(&self) -> usize {
+        self.output
+    }
 }
 
 impl StreamState {
-    fn event(&mut self, ctx: &ErrorContext<'_>, data: &str) -> Result<(), LlmError> {
+    fn chunk(&mut self, ctx: &ErrorContext<'_>, data: &str) -> Result<(), LlmError> {
         if self.done {
             return Ok(());
         }
@@ -686,6 +700,10 @@ impl StreamState {
         if let Some(error) = &chunk.error {
             return Err(stream_error(ctx, error));
         }
+        self.chunks += 1;
+        if chunk.choices.is_empty() {
+            self.without_choices += 1;
+        }
         if self.parsed.served_model.is_none() {
             self.parsed.served_model = chunk.model;
         }
@@ -696,9 +714,11 @@ impl StreamState {
             if let Some(delta) = choice.delta {
                 if let Some(text) = delta.content {
                     belt_core::llm::stream_delta(&text);
+                    self.output += text.len();
                     self.parsed.text.push_str(&text);
                 }
                 if let Some(refusal) = delta.refusal {
+                    self.output += refusal.len();
                     self.refusal.push_str(&refusal);
                 }
                 for piece in delta.tool_calls.into_iter().flatten() {
@@ -739,9 +759,11 @@ impl StreamState {
         }
         if let Some(function) = piece.function {
             if let Some(name) = function.name {
+                self.output += name.len();
                 call.name.push_str(&name);
             }
             if let Some(arguments) = function.arguments {
+                self.output += arguments.len();
                 call.arguments.push_str(&arguments);
             }
         }
@@ -761,6 +783,21 @@ impl StreamState {
                 ctx.provider,
                 decoder.events(),
                 decoder.bytes()
+            )));
+        }
+        if self.parsed.text.is_empty()
+            && self.refusal.is_empty()
+            && self.calls.is_empty()
+            && self.parsed.finish.is_none()
+        {
+            return Err(LlmError::BadResponse(format!(
+                "{} sent a stream with no choice in it ({} events, {} of {} chunks with `choices: []`, {}, \
+                 then `[DONE]`): no text, tool call or finish reason",
+                ctx.provider,
+                decoder.events(),
+                self.without_choices,
+                self.chunks,
+                if self.parsed.usage.is_some() { "usage reported" } else { "no usage" },
             )));
         }
         self.calls.sort_by_key(|c| c.index);
@@ -788,12 +825,14 @@ fn parse_whole(ctx: &ErrorContext<'_>, body: &[u8]) -> Result<Parsed, LlmError> 
     }
     let Some(choice) = whole.choices.into_iter().next() else {
         return Err(LlmError::BadResponse(format!(
-            "{} sent a chat completion without choices",
-            ctx.provider
+            "{} sent a chat completion with no choice in it (`choices: []` or none, {}): no text, tool call \
+             or finish reason",
+            ctx.provider,
+            if whole.usage.is_some() { "usage reported" } else { "no usage" },
         )));
     };
     let mut message = choice.message.unwrap_or_default();
-    let tool_calls = message
+    let tool_calls: Vec<ToolCall> = message
         .tool_calls
         .take()
         .unwrap_or_default()
@@ -807,6 +846,16 @@ fn parse_whole(ctx: &ErrorContext<'_>, body: &[u8]) -> Result<Parsed, LlmError> 
             }
         })
         .collect();
+    if message.content.as_deref().is_none_or(str::is_empty)
+        && message.refusal.as_deref().is_none_or(str::is_empty)
+        && tool_calls.is_empty()
+        && choice.finish_reason.is_none()
+    {
+        return Err(LlmError::BadResponse(format!(
+            "{} sent a chat completion whose choice has no text, tool call or finish reason",
+            ctx.provider
+        )));
+    }
     let (text, finish) = match (message.content, message.refusal) {
         (Some(text), _) if !text.is_empty() => (text, choice.finish_reason),
         (_, Some(refusal)) if !refusal.is_empty() => (refusal, Some("refusal".into())),
