@@ -1385,3 +1385,349 @@ mod tools {
         assert_eq!(body["tool_choice"], serde_json::json!({"type": "any"}));
     }
 }
+
+// --- the fault suite: every way a provider fails, for both wire formats ---
+
+mod faults {
+    use super::*;
+    use crate::http::Completion;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Format {
+        OpenAi,
+        Anthropic,
+    }
+
+    /// The adapter of a format, called as `call` (for the whole [`Completion`]).
+    enum Adapter {
+        OpenAi(OpenAiProvider),
+        Anthropic(AnthropicProvider),
+    }
+
+    impl Adapter {
+        fn new(format: Format, server: &FakeServer, stream: bool, http: HttpOptions) -> Adapter {
+            match format {
+                Format::OpenAi => Adapter::OpenAi(
+                    OpenAiProvider::new(openai_endpoint(server).stream(stream).http(http)).unwrap(),
+                ),
+                Format::Anthropic => Adapter::Anthropic(
+                    AnthropicProvider::new(anthropic_endpoint(server).stream(stream).http(http)).unwrap(),
+                ),
+            }
+        }
+
+        async fn call(&self) -> Result<Completion, LlmError> {
+            match self {
+                Adapter::OpenAi(p) => p.call("gpt-4o", &request("openai/gpt-4o")).await,
+                Adapter::Anthropic(p) => {
+                    p.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await
+                }
+            }
+        }
+    }
+
+    /// Which adapter a case calls.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Client {
+        /// Streaming, bodies capped at [`BODY_CAP`], no timeouts of its own.
+        Streaming,
+        /// The same, not streaming.
+        Whole,
+        /// Streaming, with [`FIRST_BYTE`] and [`IDLE`] timeouts.
+        Timed,
+    }
+
+    const BODY_CAP: usize = 64 << 10;
+    const FIRST_BYTE: Duration = Duration::from_millis(100);
+    const IDLE: Duration = Duration::from_millis(100);
+    /// Longer than the timeouts, by far.
+    const HANG: Duration = Duration::from_secs(2);
+
+    enum Expect {
+        /// An error of this [`LlmError::kind`], retryable or not, asking for this wait,
+        /// whose text has this (OpenAI's, Anthropic's).
+        Fails { kind: &'static str, retryable: bool, wait: Option<Duration>, says: [&'static str; 2] },
+        /// A reply of this text; `reported` says whether the server reported usage.
+        Answers { text: &'static str, reported: bool },
+    }
+
+    struct Fault {
+        name: &'static str,
+        client: Client,
+        response: fn(Format) -> FakeResponse,
+        expect: Expect,
+    }
+
+    fn fails(kind: &'static str, says: [&'static str; 2]) -> Expect {
+        Expect::Fails { kind, retryable: true, wait: None, says }
+    }
+
+    fn ok(format: Format, deltas: &[&str]) -> FakeResponse {
+        match format {
+            Format::OpenAi => stream(deltas),
+            Format::Anthropic => FakeResponse::anthropic_stream("claude-x", deltas, "end_turn", usage(3, 4)),
+        }
+    }
+
+    /// The stream up to and including its first text, "a".
+    fn head(format: Format) -> FakeResponse {
+        match format {
+            Format::OpenAi => stream(&["a"]).cut_after(2),
+            Format::Anthropic => ok(format, &["a"]).cut_after(4),
+        }
+    }
+
+    fn with_pieces(mut response: FakeResponse, pieces: &[&[u8]]) -> FakeResponse {
+        response.pieces.extend(pieces.iter().map(|p| p.to_vec()));
+        response
+    }
+
+    fn status(format: Format, status: u16, retry_after: Option<&str>) -> FakeResponse {
+        let response = match (format, status) {
+            (Format::OpenAi, 429) => FakeResponse::openai_error(429, "slow down", "requests", None),
+            (Format::OpenAi, 529) => FakeResponse::openai_error(529, "Overloaded", "overloaded_error", None),
+            (Format::OpenAi, s) => FakeResponse::openai_error(s, "boom", "server_error", None),
+            (Format::Anthropic, 429) => FakeResponse::anthropic_error(429, "rate_limit_error", "slow down"),
+            (Format::Anthropic, 529) => FakeResponse::anthropic_error(529, "overloaded_error", "Overloaded"),
+            (Format::Anthropic, s) => FakeResponse::anthropic_error(s, "api_error", "boom"),
+        };
+        match retry_after {
+            Some(wait) => response.header("retry-after", wait),
+            None => response,
+        }
+    }
+
+    fn table() -> Vec<Fault> {
+        use Client::*;
+        let rate_limited = |wait| Expect::Fails {
+            kind: "rate_limited",
+            retryable: true,
+            wait,
+            says: ["slow down", "slow down"],
+        };
+        vec![
+            Fault {
+                name: "429 with Retry-After",
+                client: Streaming,
+                response: |f| status(f, 429, Some("1")),
+                expect: rate_limited(Some(Duration::from_secs(1))),
+            },
+            Fault {
+                name: "429 without Retry-After",
+                client: Streaming,
+                response: |f| status(f, 429, None),
+                expect: rate_limited(None),
+            },
+            Fault {
+                name: "500 with Retry-After",
+                client: Streaming,
+                response: |f| status(f, 500, Some("1")),
+                expect: fails("server_error", ["boom", "boom"]),
+            },
+            Fault {
+                name: "500 without Retry-After",
+                client: Streaming,
+                response: |f| status(f, 500, None),
+                expect: fails("server_error", ["HTTP 500", "HTTP 500"]),
+            },
+            Fault {
+                name: "503 with Retry-After",
+                client: Streaming,
+                response: |f| status(f, 503, Some("1")),
+                expect: fails("server_error", ["boom", "boom"]),
+            },
+            Fault {
+                name: "503 without Retry-After",
+                client: Streaming,
+                response: |f| status(f, 503, None),
+                expect: fails("server_error", ["HTTP 503", "HTTP 503"]),
+            },
+            Fault {
+                name: "529",
+                client: Streaming,
+                response: |f| status(f, 529, None),
+                expect: fails("overloaded", ["Overloaded", "Overloaded"]),
+            },
+            Fault {
+                name: "hang before the headers",
+                client: Timed,
+                response: |f| ok(f, &["a"]).first_byte_after(HANG),
+                expect: fails("timeout", ["0.1s", "0.1s"]),
+            },
+            Fault {
+                name: "stall in the middle of the stream",
+                client: Timed,
+                response: |f| ok(f, &["a", "b", "c"]).drip(HANG),
+                expect: fails("timeout", ["0.1s", "0.1s"]),
+            },
+            Fault {
+                name: "stream cut cleanly before its end",
+                client: Streaming,
+                response: |f| ok(f, &["a", "b", "c"]).cut_after(3),
+                expect: fails("bad_response", ["no `data: [DONE]`", "no `message_stop`"]),
+            },
+            Fault {
+                name: "connection reset in the middle of the stream",
+                client: Streaming,
+                response: |f| ok(f, &["a", "b", "c"]).reset_after(2).drip(Duration::from_millis(5)),
+                expect: fails("connection", ["broke after", "broke after"]),
+            },
+            Fault {
+                name: "malformed chunk",
+                client: Streaming,
+                response: |f| match f {
+                    Format::OpenAi => with_pieces(head(f), &[b"data: {\"choices\":[{\"delta\"\n\n"]),
+                    Format::Anthropic => with_pieces(
+                        head(f),
+                        &[b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\n\n"],
+                    ),
+                },
+                expect: fails("bad_response", ["not a valid chunk", "not valid JSON"]),
+            },
+            Fault {
+                name: "empty body",
+                client: Streaming,
+                response: |_| FakeResponse::new(200, Vec::new()).header("content-type", "text/event-stream"),
+                expect: fails("bad_response", ["after 0 events and 0 bytes", "after 0 events and 0 bytes"]),
+            },
+            Fault {
+                name: "empty chunks and empty events between the frames",
+                client: Streaming,
+                response: |f| {
+                    let mut response = ok(f, &["a", "b"]);
+                    response.pieces = response
+                        .pieces
+                        .into_iter()
+                        .flat_map(|p| [p, Vec::new(), b"data:\n\n".to_vec(), b"data: \n\n".to_vec()])
+                        .collect();
+                    response
+                },
+                expect: Expect::Answers { text: "ab", reported: true },
+            },
+            Fault {
+                name: "no choice, no content block",
+                client: Streaming,
+                response: |f| match f {
+                    Format::OpenAi => FakeResponse::openai_stream_without_choices("gpt-4o", usage(3, 0)),
+                    Format::Anthropic => {
+                        FakeResponse::anthropic_stream_without_content("claude-x", usage(3, 0))
+                    }
+                },
+                expect: fails("bad_response", ["no choice", "no content block"]),
+            },
+            Fault {
+                name: "usage missing",
+                client: Streaming,
+                response: |f| match f {
+                    Format::OpenAi => {
+                        FakeResponse::openai_stream("m", &["a", "b"], "stop", usage(0, 0), UsageShape::Absent)
+                    }
+                    Format::Anthropic => {
+                        let frames = [
+                            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude-x"}}"#,
+                            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+                            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"ab"}}"#,
+                            r#"{"type":"content_block_stop","index":0}"#,
+                            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#,
+                            r#"{"type":"message_stop"}"#,
+                        ];
+                        let mut response =
+                            FakeResponse::new(200, Vec::new()).header("content-type", "text/event-stream");
+                        response.pieces =
+                            frames.iter().map(|f| format!("data: {f}\n\n").into_bytes()).collect();
+                        response.chunked = true;
+                        response
+                    }
+                },
+                expect: Expect::Answers { text: "ab", reported: false },
+            },
+            Fault {
+                name: "oversized body",
+                client: Whole,
+                response: |f| {
+                    let text = "w".repeat(BODY_CAP + 1);
+                    match f {
+                        Format::OpenAi => FakeResponse::openai_json("gpt-4o", &text, "stop", usage(1, 1)),
+                        Format::Anthropic => {
+                            FakeResponse::anthropic_json("claude-x", &text, "end_turn", usage(1, 1))
+                        }
+                    }
+                },
+                expect: fails(
+                    "bad_response",
+                    ["larger than 65536 bytes (64 KiB)", "larger than 65536 bytes (64 KiB)"],
+                ),
+            },
+            Fault {
+                name: "oversized stream: text without end",
+                client: Streaming,
+                response: |f| {
+                    let text = "x".repeat(1024);
+                    head(f).endless(match f {
+                        Format::OpenAi => FakeResponse::openai_delta_frame(&text),
+                        Format::Anthropic => FakeResponse::anthropic_delta_frame(&text),
+                    })
+                },
+                expect: fails("bad_response", ["max_tokens 100", "max_tokens 100"]),
+            },
+            Fault {
+                name: "oversized stream: keep-alives without end",
+                client: Streaming,
+                response: |f| head(f).endless(format!(": {}\n\n", "k".repeat(1000))),
+                expect: fails(
+                    "bad_response",
+                    ["exceeded 65536 bytes (64 KiB)", "exceeded 65536 bytes (64 KiB)"],
+                ),
+            },
+        ]
+    }
+
+    async fn run(format: Format) {
+        let server = server().await;
+        let capped = HttpOptions { max_body_bytes: BODY_CAP, ..HttpOptions::default() };
+        let timed =
+            HttpOptions { first_byte_timeout: Some(FIRST_BYTE), idle_timeout: Some(IDLE), ..capped.clone() };
+        let streaming = Adapter::new(format, &server, true, capped.clone());
+        let whole = Adapter::new(format, &server, false, capped);
+        let timed = Adapter::new(format, &server, true, timed);
+        let at = usize::from(format == Format::Anthropic);
+        for fault in table() {
+            let name = format!("{format:?}: {}", fault.name);
+            server.push((fault.response)(format));
+            let adapter = match fault.client {
+                Client::Streaming => &streaming,
+                Client::Whole => &whole,
+                Client::Timed => &timed,
+            };
+            let result = tokio::time::timeout(Duration::from_secs(5), adapter.call())
+                .await
+                .unwrap_or_else(|_| panic!("{name}: the call did not end"));
+            match (fault.expect, result) {
+                (Expect::Fails { kind, retryable, wait, says }, Err(e)) => {
+                    assert_eq!(e.kind(), kind, "{name}: {e:?}");
+                    assert_eq!(e.is_retryable(), retryable, "{name}: {e:?}");
+                    assert_eq!(e.retry_after(), wait, "{name}: {e:?}");
+                    let text = format!("{e} {e:?}");
+                    assert!(text.contains(says[at]), "{name}: `{}` not in {text}", says[at]);
+                }
+                (Expect::Answers { text, reported }, Ok(c)) => {
+                    assert_eq!(c.reply.text, text, "{name}");
+                    assert_eq!(c.usage_reported, reported, "{name}");
+                    assert!(c.usage.input_tokens > 0 && c.usage.output_tokens > 0, "{name}: {:?}", c.usage);
+                }
+                (Expect::Fails { kind, .. }, Ok(c)) => panic!("{name}: expected {kind}, got {:?}", c.reply),
+                (Expect::Answers { .. }, Err(e)) => panic!("{name}: expected a reply, got {e:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn openai_fault_suite() {
+        run(Format::OpenAi).await;
+    }
+
+    #[tokio::test]
+    async fn anthropic_fault_suite() {
+        run(Format::Anthropic).await;
+    }
+}

@@ -15,7 +15,8 @@
 //!   middle of a stream, usually `overloaded_error`, after a 200. That event becomes the
 //!   error its type names (see `event_error`); a stream that ends before
 //!   `message_stop` is a retryable [`LlmError::BadResponse`]. Unknown event types are
-//!   ignored, as Anthropic's versioning policy asks.
+//!   ignored, as Anthropic's versioning policy asks, and so are events with empty data
+//!   (keep-alives of proxies).
 //! - **Non-streaming** reads one `message` object.
 //!
 //! Either way, a message with no content block and no stop reason is a retryable
@@ -562,7 +563,8 @@ impl SseState for StreamState {
 
 impl StreamState {
     fn read(&mut self, ctx: &ErrorContext<'_>, name: &str, data: &str) -> Result<(), LlmError> {
-        if self.done {
+        // An event with empty data (a proxy's keep-alive) says nothing.
+        if self.done || data.trim().is_empty() {
             return Ok(());
         }
         let event: Event<'_> = serde_json::from_str(data).map_err(|e| {
@@ -577,9 +579,13 @@ impl StreamState {
             "message_start" => {
                 if let Some(message) = event.message {
                     self.served_model = message.model;
-                    let mut usage = self.usage.unwrap_or_default();
-                    usage.update(message.usage.unwrap_or_default());
-                    self.usage = Some(usage);
+                    // No usage is not zero usage: without any, the reply's figures are
+                    // estimates, and say so.
+                    if let Some(later) = message.usage {
+                        let mut usage = self.usage.unwrap_or_default();
+                        usage.update(later);
+                        self.usage = Some(usage);
+                    }
                 }
             }
             "content_block_start" => match event.content_block {
