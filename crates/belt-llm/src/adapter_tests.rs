@@ -6,6 +6,7 @@ use belt_core::llm::{CallInfo, LlmError, LlmProvider, LlmRequest};
 use belt_core::step::StepId;
 
 use crate::anthropic::{AnthropicConfig, AnthropicProvider};
+use crate::endpoint::Endpoint;
 use crate::fake_server::{FakeResponse, FakeServer, FakeToolCall, FakeUsage, UsageShape};
 use crate::http::HttpOptions;
 use crate::json_reply::JSON_INSTRUCTION;
@@ -21,22 +22,30 @@ async fn server() -> FakeServer {
     FakeServer::start().await.expect("a fake server on 127.0.0.1")
 }
 
-fn openai_config(server: &FakeServer) -> OpenAiConfig {
-    OpenAiConfig::new("openai", server.openai_base_url())
+fn openai_endpoint(server: &FakeServer) -> Endpoint {
+    Endpoint::new("openai", server.openai_base_url())
         .api_key(KEY)
         .api_key_env("OPENAI_API_KEY")
         .base_url_env("OPENAI_BASE_URL")
+}
+
+fn openai_config(server: &FakeServer) -> OpenAiConfig {
+    OpenAiConfig::new(openai_endpoint(server))
 }
 
 fn openai(server: &FakeServer) -> OpenAiProvider {
     OpenAiProvider::new(openai_config(server)).unwrap()
 }
 
-fn anthropic_config(server: &FakeServer) -> AnthropicConfig {
-    AnthropicConfig::new("anthropic", server.url())
+fn anthropic_endpoint(server: &FakeServer) -> Endpoint {
+    Endpoint::new("anthropic", server.url())
         .api_key(ANT_KEY)
         .api_key_env("ANTHROPIC_API_KEY")
         .base_url_env("ANTHROPIC_BASE_URL")
+}
+
+fn anthropic_config(server: &FakeServer) -> AnthropicConfig {
+    AnthropicConfig::new(anthropic_endpoint(server))
 }
 
 fn anthropic(server: &FakeServer) -> AnthropicProvider {
@@ -164,7 +173,7 @@ async fn openai_tolerates_crlf_comments_keep_alives_and_any_chunking() {
 #[tokio::test]
 async fn openai_non_streaming_with_cached_tokens() {
     let server = server().await;
-    let provider = OpenAiProvider::new(openai_config(&server).stream(false)).unwrap();
+    let provider = OpenAiProvider::new(openai_endpoint(&server).stream(false)).unwrap();
     let u = FakeUsage { input: 2000, output: 300, cache_read: 1500, ..FakeUsage::default() };
     server.push(FakeResponse::openai_json("gpt-4o-mini-2024-07-18", "Hi there.", "stop", u));
     let c = provider.call("gpt-4o-mini", &request("openai/gpt-4o-mini")).await.unwrap();
@@ -215,6 +224,105 @@ async fn openai_stream_cut_before_done_is_a_retryable_bad_response() {
     server.push(full.cut_after(frames - 1));
     let c = openai(&server).call("gpt-4o", &request("openai/gpt-4o")).await.unwrap();
     assert_eq!((c.reply.text.as_str(), c.usage.output_tokens), ("ab", 10));
+}
+
+/// `call`, which must end on its own well within a second or two (a runaway stream must
+/// not be read forever).
+async fn soon<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(5), call).await.expect("the call ends without reading forever")
+}
+
+#[tokio::test]
+async fn openai_stream_without_any_choice_is_a_retryable_bad_response() {
+    let server = server().await;
+    let provider = openai(&server);
+    let req = request("openai/gpt-4o");
+    server.push(FakeResponse::openai_stream_without_choices("gpt-4o", usage(19, 0)));
+    let err = provider.call("gpt-4o", &req).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains("no choice") && m.contains("4 events")
+            && m.contains("`choices: []`") && m.contains("usage") && m.contains("[DONE]")),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    // A role chunk and `[DONE]`, nothing else: no text, tool call or finish reason either.
+    let mut role_only = stream(&["never sent"]).cut_after(1);
+    role_only.pieces.push(b"data: [DONE]\n\n".to_vec());
+    server.push(role_only);
+    let err = provider.call("gpt-4o", &req).await.unwrap_err();
+    assert!(matches!(&err, LlmError::BadResponse(m) if m.contains("no choice")), "{err:?}");
+
+    // Whole replies: no choice, or a choice with nothing in it.
+    let whole = OpenAiProvider::new(openai_endpoint(&server).stream(false)).unwrap();
+    server.push(
+        FakeResponse::new(
+            200,
+            r#"{"object":"chat.completion","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":0}}"#,
+        )
+        .header("content-type", "application/json"),
+    );
+    let err = whole.call("gpt-4o", &req).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains("no choice") && m.contains("`choices: []`")),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    server.push(
+        FakeResponse::new(200, r#"{"choices":[{"index":0,"message":null,"finish_reason":null}]}"#)
+            .header("content-type", "application/json"),
+    );
+    let err = whole.call("gpt-4o", &req).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains("no text, tool call or finish reason")),
+        "{err:?}"
+    );
+
+    // An empty reply that says it is finished is a reply.
+    server.push(stream(&[]));
+    assert_eq!(provider.call("gpt-4o", &req).await.unwrap().reply.text, "");
+    server.push(FakeResponse::openai_json("gpt-4o", "", "stop", usage(5, 0)));
+    assert_eq!(whole.call("gpt-4o", &req).await.unwrap().reply.finish_reason.as_deref(), Some("stop"));
+}
+
+#[tokio::test]
+async fn openai_streams_are_capped_by_max_tokens_and_by_size() {
+    let server = server().await;
+    let req = request("openai/gpt-4o"); // max_tokens 100: at most 100 × 16 bytes + 32 KiB
+    let cap = 100 * 16 + (32 << 10);
+    // A runaway server: 1 KiB deltas forever.
+    server.push(stream(&["a"]).cut_after(2).endless(FakeResponse::openai_delta_frame(&"x".repeat(1024))));
+    let err = soon(openai(&server).call("gpt-4o", &req)).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains(&format!("{cap} bytes")) && m.contains("max_tokens 100")),
+        "{err:?}"
+    );
+    // Below the cap, a long reply is fine.
+    let long = "y".repeat(cap - 100);
+    server.push(stream(&[&long]));
+    assert_eq!(openai(&server).call("gpt-4o", &req).await.unwrap().reply.text.len(), cap - 100);
+
+    // Bytes that are no output at all (keep-alives, a line that never ends): the size cap.
+    let small = HttpOptions { max_body_bytes: 256 << 10, ..HttpOptions::default() };
+    let provider = OpenAiProvider::new(openai_endpoint(&server).http(small)).unwrap();
+    let keep_alive = format!(": {}\n\n", "k".repeat(1000));
+    for forever in [keep_alive.into_bytes(), vec![b'z'; 1000]] {
+        server.push(stream(&["a"]).cut_after(2).endless(forever));
+        let err = soon(provider.call("gpt-4o", &req)).await.unwrap_err();
+        assert!(
+            matches!(&err, LlmError::BadResponse(m) if m.contains("the stream") && m.contains("262144 bytes")),
+            "{err:?}"
+        );
+    }
+    // The same limit for a whole body.
+    let whole = OpenAiProvider::new(
+        openai_endpoint(&server)
+            .stream(false)
+            .http(HttpOptions { max_body_bytes: 256 << 10, ..HttpOptions::default() }),
+    )
+    .unwrap();
+    server.push(FakeResponse::openai_json("gpt-4o", &"w".repeat(300 << 10), "stop", usage(1, 1)));
+    let err = whole.call("gpt-4o", &req).await.unwrap_err();
+    assert!(matches!(&err, LlmError::BadResponse(m) if m.contains("262144 bytes")), "{err:?}");
 }
 
 #[tokio::test]
@@ -364,7 +472,7 @@ async fn openai_connection_refused_and_timeouts() {
         listener.local_addr().unwrap().port()
     };
     let provider = OpenAiProvider::new(
-        OpenAiConfig::new("openai", format!("http://127.0.0.1:{port}/v1")).base_url_env("OPENAI_BASE_URL"),
+        Endpoint::new("openai", format!("http://127.0.0.1:{port}/v1")).base_url_env("OPENAI_BASE_URL"),
     )
     .unwrap();
     let err = provider.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
@@ -380,7 +488,7 @@ async fn openai_connection_refused_and_timeouts() {
         idle_timeout: Some(Duration::from_millis(100)),
         ..HttpOptions::default()
     };
-    let provider = OpenAiProvider::new(openai_config(&server).http(http)).unwrap();
+    let provider = OpenAiProvider::new(openai_endpoint(&server).http(http)).unwrap();
     server.push(stream(&["a"]).first_byte_after(Duration::from_millis(400)));
     let err = provider.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
     assert_eq!(err, LlmError::Timeout(Duration::from_millis(50)));
@@ -443,7 +551,7 @@ async fn openai_parameters_follow_model_capabilities_and_configuration() {
     assert_eq!(body["max_completion_tokens"], 100);
     assert!(body.get("max_tokens").is_none() && body.get("stream_options").is_none());
     // On api.openai.com, Auto picks max_completion_tokens.
-    let real = OpenAiProvider::new(OpenAiConfig::new("openai", "https://api.openai.com/v1")).unwrap();
+    let real = OpenAiProvider::new(Endpoint::new("openai", "https://api.openai.com/v1")).unwrap();
     assert_eq!(real.endpoint(), "https://api.openai.com/v1/chat/completions");
 }
 
@@ -511,7 +619,7 @@ async fn anthropic_streams_text_with_cache_tokens_and_cost() {
 #[tokio::test]
 async fn anthropic_non_streaming_and_stop_reasons() {
     let server = server().await;
-    let provider = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+    let provider = AnthropicProvider::new(anthropic_endpoint(&server).stream(false)).unwrap();
     server.push(FakeResponse::anthropic_json(
         "claude-haiku-4-5-20251001",
         "Cut sh",
@@ -581,6 +689,72 @@ async fn anthropic_error_events_mid_stream_become_their_class() {
             .header("content-type", "text/event-stream"),
     );
     assert!(matches!(call().await.unwrap_err(), LlmError::BadResponse(m) if m.contains("message_start")));
+}
+
+#[tokio::test]
+async fn anthropic_stream_without_content_or_stop_reason_is_a_retryable_bad_response() {
+    let server = server().await;
+    let provider = anthropic(&server);
+    let req = request("anthropic/claude-haiku-4-5");
+    server.push(FakeResponse::anthropic_stream_without_content("claude-haiku-4-5", usage(12, 0)));
+    let err = provider.call("claude-haiku-4-5", &req).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains("no content block") && m.contains("no stop reason")
+            && m.contains("4 events") && m.contains("message_stop")),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    // The same whole.
+    let whole = AnthropicProvider::new(anthropic_endpoint(&server).stream(false)).unwrap();
+    server.push(FakeResponse::new(200, r#"{"type":"message","role":"assistant","content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":0}}"#).header("content-type", "application/json"));
+    let err = whole.call("claude-haiku-4-5", &req).await.unwrap_err();
+    assert!(matches!(&err, LlmError::BadResponse(m) if m.contains("no content block")), "{err:?}");
+    assert!(err.is_retryable());
+    // An empty reply with its stop reason is a reply.
+    server.push(FakeResponse::anthropic_stream("claude-haiku-4-5", &[], "end_turn", usage(12, 0)));
+    assert_eq!(provider.call("claude-haiku-4-5", &req).await.unwrap().reply.text, "");
+    server.push(FakeResponse::anthropic_json("claude-haiku-4-5", "", "end_turn", usage(12, 0)));
+    assert_eq!(
+        whole.call("claude-haiku-4-5", &req).await.unwrap().reply.finish_reason.as_deref(),
+        Some("stop")
+    );
+}
+
+#[tokio::test]
+async fn anthropic_streams_are_capped_by_max_tokens_and_by_size() {
+    let server = server().await;
+    let req = request("anthropic/claude-haiku-4-5");
+    let cap = 100 * 16 + (32 << 10);
+    let head = || FakeResponse::anthropic_stream("claude-x", &["a"], "end_turn", usage(1, 1)).cut_after(4);
+    server.push(head().endless(FakeResponse::anthropic_delta_frame(&"x".repeat(1024))));
+    let err = soon(anthropic(&server).call("claude-haiku-4-5", &req)).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains(&format!("{cap} bytes")) && m.contains("max_tokens 100")),
+        "{err:?}"
+    );
+    // Structured output streams as a tool's input: it counts too.
+    let runaway_json = format!(
+        "event: content_block_delta\ndata: {}\n\n",
+        serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "1".repeat(1024)}})
+    );
+    let call = FakeToolCall::new("toolu_1", "Verdict", &["{\"holds\": "]);
+    let tool =
+        FakeResponse::anthropic_tool_stream("claude-x", &[], &[call], "tool_use", usage(1, 1)).cut_after(3);
+    server.push(tool.endless(runaway_json));
+    let err =
+        soon(anthropic(&server).call("claude-haiku-4-5", &verdict_request("anthropic/claude-haiku-4-5")))
+            .await
+            .unwrap_err();
+    assert!(matches!(&err, LlmError::BadResponse(m) if m.contains("max_tokens 100")), "{err:?}");
+
+    let small = HttpOptions { max_body_bytes: 256 << 10, ..HttpOptions::default() };
+    let provider = AnthropicProvider::new(anthropic_endpoint(&server).http(small)).unwrap();
+    server.push(head().endless("event: ping\ndata: {\"type\": \"ping\"}\n\n"));
+    let err = soon(provider.call("claude-haiku-4-5", &req)).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::BadResponse(m) if m.contains("the stream") && m.contains("262144 bytes")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -666,7 +840,7 @@ async fn api_keys_never_appear_in_errors_or_debug_output() {
     // A careless server quoting the request headers (credentials included) in its errors.
     server.set_default(FakeResponse::new(401, Vec::new()).echoing_headers());
     let openai =
-        OpenAiProvider::new(openai_config(&server).header("X-Gateway-Token", "gw-TOKEN-555555")).unwrap();
+        OpenAiProvider::new(openai_endpoint(&server).header("X-Gateway-Token", "gw-TOKEN-555555")).unwrap();
     let anthropic = anthropic(&server);
     let mut seen = Vec::new();
     for status_probe in 0..2 {
@@ -690,7 +864,7 @@ async fn api_keys_never_appear_in_errors_or_debug_output() {
     seen.push(format!("{:?}", openai.complete("gpt-4o", &request("openai/gpt-4o"), &call).await));
     // Transport errors, with a key-bearing URL.
     let refused = OpenAiProvider::new(
-        OpenAiConfig::new("openai", format!("http://user:{KEY}@127.0.0.1:1/v1?key={KEY}")).api_key(KEY),
+        Endpoint::new("openai", format!("http://user:{KEY}@127.0.0.1:1/v1?key={KEY}")).api_key(KEY),
     )
     .unwrap();
     let e = refused.call("gpt-4o", &request("openai/gpt-4o")).await.unwrap_err();
@@ -804,7 +978,7 @@ async fn anthropic_cache_figures_of_message_delta_win_over_message_start() {
     assert!(close(c.cost_usd.unwrap(), expected), "{:?}", c.cost_usd);
     assert!(close(provider.price("claude-haiku-4-5").unwrap().cost(u), expected));
 
-    let non_streaming = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+    let non_streaming = AnthropicProvider::new(anthropic_endpoint(&server).stream(false)).unwrap();
     let u = FakeUsage { input: 30, output: 9, cache_read: 2048, cache_write: 0 };
     server.push(FakeResponse::anthropic_json("claude-haiku-4-5", "fine", "end_turn", u));
     let c = non_streaming.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await.unwrap();
@@ -865,7 +1039,7 @@ async fn openai_structured_output_sends_a_strict_json_schema_and_streams_the_jso
 #[tokio::test]
 async fn openai_structured_output_wraps_a_non_object_root_and_unwraps_the_reply() {
     let server = server().await;
-    let provider = OpenAiProvider::new(openai_config(&server).stream(false)).unwrap();
+    let provider = OpenAiProvider::new(openai_endpoint(&server).stream(false)).unwrap();
     let list = serde_json::json!({"type": "array", "items": {"type": "string"}});
     server.push(FakeResponse::openai_json("gpt-4o", "{\"value\": [\"a\", \"b\"]}", "stop", usage(30, 8)));
     let req = request("openai/gpt-4o").json_schema("names", list.clone());
@@ -886,7 +1060,7 @@ async fn openai_structured_output_falls_back_to_json_object_then_to_the_instruct
     let server = server().await;
     // DeepSeek has JSON object mode but no json_schema: the schema goes in the instruction.
     let deepseek =
-        OpenAiProvider::new(OpenAiConfig::new("deepseek", server.openai_base_url()).api_key(KEY)).unwrap();
+        OpenAiProvider::new(Endpoint::new("deepseek", server.openai_base_url()).api_key(KEY)).unwrap();
     server.push(FakeResponse::openai_json(
         "deepseek-chat",
         "{\"holds\": false, \"reason\": \"no\"}",
@@ -946,7 +1120,7 @@ async fn anthropic_structured_output_forces_a_tool_whose_streamed_input_is_the_r
 #[tokio::test]
 async fn anthropic_structured_output_non_streaming_unwraps_a_wrapped_root() {
     let server = server().await;
-    let provider = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+    let provider = AnthropicProvider::new(anthropic_endpoint(&server).stream(false)).unwrap();
     let call = FakeToolCall::new("toolu_01B", "scores", &["{\"value\": [3, 1, 2]}"]);
     server.push(FakeResponse::anthropic_tool_json(
         "claude-haiku-4-5",
@@ -1085,7 +1259,7 @@ mod tools {
     #[tokio::test]
     async fn openai_sends_calls_and_results_back_and_reads_whole_tool_calls() {
         let server = server().await;
-        let provider = OpenAiProvider::new(openai_config(&server).stream(false)).unwrap();
+        let provider = OpenAiProvider::new(openai_endpoint(&server).stream(false)).unwrap();
         server.push(FakeResponse::openai_tool_json("gpt-4o", &two_calls(), usage(120, 20)));
         let c = provider.call("gpt-4o", &second_round("openai/gpt-4o")).await.unwrap();
         assert_eq!(c.reply.tool_calls, expected_calls(["call_Ab1", "call_Cd2"]));
@@ -1148,7 +1322,7 @@ mod tools {
     #[tokio::test]
     async fn anthropic_sends_tool_use_and_tool_result_blocks_and_reads_whole_replies() {
         let server = server().await;
-        let provider = AnthropicProvider::new(anthropic_config(&server).stream(false)).unwrap();
+        let provider = AnthropicProvider::new(anthropic_endpoint(&server).stream(false)).unwrap();
         server.push(FakeResponse::anthropic_tool_json(
             "claude-haiku-4-5",
             "Adding.",
@@ -1209,5 +1383,351 @@ mod tools {
             body["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["add", "Verdict"]);
         assert_eq!(body["tool_choice"], serde_json::json!({"type": "any"}));
+    }
+}
+
+// --- the fault suite: every way a provider fails, for both wire formats ---
+
+mod faults {
+    use super::*;
+    use crate::http::Completion;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Format {
+        OpenAi,
+        Anthropic,
+    }
+
+    /// The adapter of a format, called as `call` (for the whole [`Completion`]).
+    enum Adapter {
+        OpenAi(OpenAiProvider),
+        Anthropic(AnthropicProvider),
+    }
+
+    impl Adapter {
+        fn new(format: Format, server: &FakeServer, stream: bool, http: HttpOptions) -> Adapter {
+            match format {
+                Format::OpenAi => Adapter::OpenAi(
+                    OpenAiProvider::new(openai_endpoint(server).stream(stream).http(http)).unwrap(),
+                ),
+                Format::Anthropic => Adapter::Anthropic(
+                    AnthropicProvider::new(anthropic_endpoint(server).stream(stream).http(http)).unwrap(),
+                ),
+            }
+        }
+
+        async fn call(&self) -> Result<Completion, LlmError> {
+            match self {
+                Adapter::OpenAi(p) => p.call("gpt-4o", &request("openai/gpt-4o")).await,
+                Adapter::Anthropic(p) => {
+                    p.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await
+                }
+            }
+        }
+    }
+
+    /// Which adapter a case calls.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Client {
+        /// Streaming, bodies capped at [`BODY_CAP`], no timeouts of its own.
+        Streaming,
+        /// The same, not streaming.
+        Whole,
+        /// Streaming, with [`FIRST_BYTE`] and [`IDLE`] timeouts.
+        Timed,
+    }
+
+    const BODY_CAP: usize = 64 << 10;
+    const FIRST_BYTE: Duration = Duration::from_millis(100);
+    const IDLE: Duration = Duration::from_millis(100);
+    /// Longer than the timeouts, by far.
+    const HANG: Duration = Duration::from_secs(2);
+
+    enum Expect {
+        /// An error of this [`LlmError::kind`], retryable or not, asking for this wait,
+        /// whose text has this (OpenAI's, Anthropic's).
+        Fails { kind: &'static str, retryable: bool, wait: Option<Duration>, says: [&'static str; 2] },
+        /// A reply of this text; `reported` says whether the server reported usage.
+        Answers { text: &'static str, reported: bool },
+    }
+
+    struct Fault {
+        name: &'static str,
+        client: Client,
+        response: fn(Format) -> FakeResponse,
+        expect: Expect,
+    }
+
+    fn fails(kind: &'static str, says: [&'static str; 2]) -> Expect {
+        Expect::Fails { kind, retryable: true, wait: None, says }
+    }
+
+    fn ok(format: Format, deltas: &[&str]) -> FakeResponse {
+        match format {
+            Format::OpenAi => stream(deltas),
+            Format::Anthropic => FakeResponse::anthropic_stream("claude-x", deltas, "end_turn", usage(3, 4)),
+        }
+    }
+
+    /// The stream up to and including its first text, "a".
+    fn head(format: Format) -> FakeResponse {
+        match format {
+            Format::OpenAi => stream(&["a"]).cut_after(2),
+            Format::Anthropic => ok(format, &["a"]).cut_after(4),
+        }
+    }
+
+    fn with_pieces(mut response: FakeResponse, pieces: &[&[u8]]) -> FakeResponse {
+        response.pieces.extend(pieces.iter().map(|p| p.to_vec()));
+        response
+    }
+
+    fn status(format: Format, status: u16, retry_after: Option<&str>) -> FakeResponse {
+        let response = match (format, status) {
+            (Format::OpenAi, 429) => FakeResponse::openai_error(429, "slow down", "requests", None),
+            (Format::OpenAi, 529) => FakeResponse::openai_error(529, "Overloaded", "overloaded_error", None),
+            (Format::OpenAi, s) => FakeResponse::openai_error(s, "boom", "server_error", None),
+            (Format::Anthropic, 429) => FakeResponse::anthropic_error(429, "rate_limit_error", "slow down"),
+            (Format::Anthropic, 529) => FakeResponse::anthropic_error(529, "overloaded_error", "Overloaded"),
+            (Format::Anthropic, s) => FakeResponse::anthropic_error(s, "api_error", "boom"),
+        };
+        match retry_after {
+            Some(wait) => response.header("retry-after", wait),
+            None => response,
+        }
+    }
+
+    fn table() -> Vec<Fault> {
+        use Client::*;
+        let rate_limited = |wait| Expect::Fails {
+            kind: "rate_limited",
+            retryable: true,
+            wait,
+            says: ["slow down", "slow down"],
+        };
+        vec![
+            Fault {
+                name: "429 with Retry-After",
+                client: Streaming,
+                response: |f| status(f, 429, Some("1")),
+                expect: rate_limited(Some(Duration::from_secs(1))),
+            },
+            Fault {
+                name: "429 without Retry-After",
+                client: Streaming,
+                response: |f| status(f, 429, None),
+                expect: rate_limited(None),
+            },
+            Fault {
+                name: "500 with Retry-After",
+                client: Streaming,
+                response: |f| status(f, 500, Some("1")),
+                expect: fails("server_error", ["boom", "boom"]),
+            },
+            Fault {
+                name: "500 without Retry-After",
+                client: Streaming,
+                response: |f| status(f, 500, None),
+                expect: fails("server_error", ["HTTP 500", "HTTP 500"]),
+            },
+            Fault {
+                name: "503 with Retry-After",
+                client: Streaming,
+                response: |f| status(f, 503, Some("1")),
+                expect: fails("server_error", ["boom", "boom"]),
+            },
+            Fault {
+                name: "503 without Retry-After",
+                client: Streaming,
+                response: |f| status(f, 503, None),
+                expect: fails("server_error", ["HTTP 503", "HTTP 503"]),
+            },
+            Fault {
+                name: "529",
+                client: Streaming,
+                response: |f| status(f, 529, None),
+                expect: fails("overloaded", ["Overloaded", "Overloaded"]),
+            },
+            Fault {
+                name: "hang before the headers",
+                client: Timed,
+                response: |f| ok(f, &["a"]).first_byte_after(HANG),
+                expect: fails("timeout", ["0.1s", "0.1s"]),
+            },
+            Fault {
+                name: "stall in the middle of the stream",
+                client: Timed,
+                response: |f| ok(f, &["a", "b", "c"]).drip(HANG),
+                expect: fails("timeout", ["0.1s", "0.1s"]),
+            },
+            Fault {
+                name: "stream cut cleanly before its end",
+                client: Streaming,
+                response: |f| ok(f, &["a", "b", "c"]).cut_after(3),
+                expect: fails("bad_response", ["no `data: [DONE]`", "no `message_stop`"]),
+            },
+            Fault {
+                name: "connection reset in the middle of the stream",
+                client: Streaming,
+                response: |f| ok(f, &["a", "b", "c"]).reset_after(2).drip(Duration::from_millis(5)),
+                expect: fails("connection", ["broke after", "broke after"]),
+            },
+            Fault {
+                name: "malformed chunk",
+                client: Streaming,
+                response: |f| match f {
+                    Format::OpenAi => with_pieces(head(f), &[b"data: {\"choices\":[{\"delta\"\n\n"]),
+                    Format::Anthropic => with_pieces(
+                        head(f),
+                        &[b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\n\n"],
+                    ),
+                },
+                expect: fails("bad_response", ["not a valid chunk", "not valid JSON"]),
+            },
+            Fault {
+                name: "empty body",
+                client: Streaming,
+                response: |_| FakeResponse::new(200, Vec::new()).header("content-type", "text/event-stream"),
+                expect: fails("bad_response", ["after 0 events and 0 bytes", "after 0 events and 0 bytes"]),
+            },
+            Fault {
+                name: "empty chunks and empty events between the frames",
+                client: Streaming,
+                response: |f| {
+                    let mut response = ok(f, &["a", "b"]);
+                    response.pieces = response
+                        .pieces
+                        .into_iter()
+                        .flat_map(|p| [p, Vec::new(), b"data:\n\n".to_vec(), b"data: \n\n".to_vec()])
+                        .collect();
+                    response
+                },
+                expect: Expect::Answers { text: "ab", reported: true },
+            },
+            Fault {
+                name: "no choice, no content block",
+                client: Streaming,
+                response: |f| match f {
+                    Format::OpenAi => FakeResponse::openai_stream_without_choices("gpt-4o", usage(3, 0)),
+                    Format::Anthropic => {
+                        FakeResponse::anthropic_stream_without_content("claude-x", usage(3, 0))
+                    }
+                },
+                expect: fails("bad_response", ["no choice", "no content block"]),
+            },
+            Fault {
+                name: "usage missing",
+                client: Streaming,
+                response: |f| match f {
+                    Format::OpenAi => {
+                        FakeResponse::openai_stream("m", &["a", "b"], "stop", usage(0, 0), UsageShape::Absent)
+                    }
+                    Format::Anthropic => {
+                        let frames = [
+                            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude-x"}}"#,
+                            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+                            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"ab"}}"#,
+                            r#"{"type":"content_block_stop","index":0}"#,
+                            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#,
+                            r#"{"type":"message_stop"}"#,
+                        ];
+                        let mut response =
+                            FakeResponse::new(200, Vec::new()).header("content-type", "text/event-stream");
+                        response.pieces =
+                            frames.iter().map(|f| format!("data: {f}\n\n").into_bytes()).collect();
+                        response.chunked = true;
+                        response
+                    }
+                },
+                expect: Expect::Answers { text: "ab", reported: false },
+            },
+            Fault {
+                name: "oversized body",
+                client: Whole,
+                response: |f| {
+                    let text = "w".repeat(BODY_CAP + 1);
+                    match f {
+                        Format::OpenAi => FakeResponse::openai_json("gpt-4o", &text, "stop", usage(1, 1)),
+                        Format::Anthropic => {
+                            FakeResponse::anthropic_json("claude-x", &text, "end_turn", usage(1, 1))
+                        }
+                    }
+                },
+                expect: fails(
+                    "bad_response",
+                    ["larger than 65536 bytes (64 KiB)", "larger than 65536 bytes (64 KiB)"],
+                ),
+            },
+            Fault {
+                name: "oversized stream: text without end",
+                client: Streaming,
+                response: |f| {
+                    let text = "x".repeat(1024);
+                    head(f).endless(match f {
+                        Format::OpenAi => FakeResponse::openai_delta_frame(&text),
+                        Format::Anthropic => FakeResponse::anthropic_delta_frame(&text),
+                    })
+                },
+                expect: fails("bad_response", ["max_tokens 100", "max_tokens 100"]),
+            },
+            Fault {
+                name: "oversized stream: keep-alives without end",
+                client: Streaming,
+                response: |f| head(f).endless(format!(": {}\n\n", "k".repeat(1000))),
+                expect: fails(
+                    "bad_response",
+                    ["exceeded 65536 bytes (64 KiB)", "exceeded 65536 bytes (64 KiB)"],
+                ),
+            },
+        ]
+    }
+
+    async fn run(format: Format) {
+        let server = server().await;
+        let capped = HttpOptions { max_body_bytes: BODY_CAP, ..HttpOptions::default() };
+        let timed =
+            HttpOptions { first_byte_timeout: Some(FIRST_BYTE), idle_timeout: Some(IDLE), ..capped.clone() };
+        let streaming = Adapter::new(format, &server, true, capped.clone());
+        let whole = Adapter::new(format, &server, false, capped);
+        let timed = Adapter::new(format, &server, true, timed);
+        let at = usize::from(format == Format::Anthropic);
+        for fault in table() {
+            let name = format!("{format:?}: {}", fault.name);
+            server.push((fault.response)(format));
+            let adapter = match fault.client {
+                Client::Streaming => &streaming,
+                Client::Whole => &whole,
+                Client::Timed => &timed,
+            };
+            let result = tokio::time::timeout(Duration::from_secs(5), adapter.call())
+                .await
+                .unwrap_or_else(|_| panic!("{name}: the call did not end"));
+            match (fault.expect, result) {
+                (Expect::Fails { kind, retryable, wait, says }, Err(e)) => {
+                    assert_eq!(e.kind(), kind, "{name}: {e:?}");
+                    assert_eq!(e.is_retryable(), retryable, "{name}: {e:?}");
+                    assert_eq!(e.retry_after(), wait, "{name}: {e:?}");
+                    let text = format!("{e} {e:?}");
+                    assert!(text.contains(says[at]), "{name}: `{}` not in {text}", says[at]);
+                }
+                (Expect::Answers { text, reported }, Ok(c)) => {
+                    assert_eq!(c.reply.text, text, "{name}");
+                    assert_eq!(c.usage_reported, reported, "{name}");
+                    assert!(c.usage.input_tokens > 0 && c.usage.output_tokens > 0, "{name}: {:?}", c.usage);
+                }
+                (Expect::Fails { kind, .. }, Ok(c)) => panic!("{name}: expected {kind}, got {:?}", c.reply),
+                (Expect::Answers { .. }, Err(e)) => panic!("{name}: expected a reply, got {e:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn openai_fault_suite() {
+        run(Format::OpenAi).await;
+    }
+
+    #[tokio::test]
+    async fn anthropic_fault_suite() {
+        run(Format::Anthropic).await;
     }
 }

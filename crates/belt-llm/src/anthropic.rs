@@ -15,8 +15,14 @@
 //!   middle of a stream, usually `overloaded_error`, after a 200. That event becomes the
 //!   error its type names (see `event_error`); a stream that ends before
 //!   `message_stop` is a retryable [`LlmError::BadResponse`]. Unknown event types are
-//!   ignored, as Anthropic's versioning policy asks.
+//!   ignored, as Anthropic's versioning policy asks, and so are events with empty data
+//!   (keep-alives of proxies).
 //! - **Non-streaming** reads one `message` object.
+//!
+//! Either way, a message with no content block and no stop reason is a retryable
+//! [`LlmError::BadResponse`], not an empty answer; reading stops past
+//! [`HttpOptions::max_body_bytes`](crate::http::HttpOptions::max_body_bytes) of body or,
+//! streaming, past more text and tool input than `max_tokens` can be (see [`crate::http`]).
 //!
 //! Structured output (`LlmRequest::json_schema`) is a forced tool: see [`JsonMode`].
 //!
@@ -26,7 +32,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use belt_core::llm::{
@@ -34,12 +39,12 @@ use belt_core::llm::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::endpoint::Endpoint;
 use crate::http::{
-    ApiKey, Completion, ConfigError, CoreSpec, ErrorContext, HttpCore, HttpOptions, Parsed, ProviderMessage,
-    truncate,
+    Completion, ConfigError, ErrorContext, HttpCore, Parsed, ProviderMessage, SseState, Wire, truncate,
 };
 use crate::json_reply;
-use crate::pricing::{PriceTable, TokenUsage};
+use crate::pricing::TokenUsage;
 use crate::sse::SseDecoder;
 
 /// The API version belt speaks.
@@ -65,104 +70,36 @@ pub enum JsonMode {
 pub const OUTPUT_TOOL_DESCRIPTION: &str =
     "Give your final answer by calling this tool: its input is the answer, matching the schema.";
 
-/// Configuration of an [`AnthropicProvider`]. `Debug` never shows the key or header values.
-#[derive(Clone)]
+/// Configuration of an [`AnthropicProvider`]: the [`Endpoint`] and this wire format's own
+/// option. `Debug` never shows the key or header values.
+#[derive(Debug, Clone)]
 pub struct AnthropicConfig {
-    /// The provider name models are addressed by (`NAME/model`).
-    pub name: String,
-    /// The API root, e.g. `https://api.anthropic.com`.
-    pub base_url: String,
-    pub api_key: Option<ApiKey>,
-    /// The environment variable the key comes from, named in authentication errors.
-    pub api_key_env: Option<String>,
-    /// The environment variable that overrides the base URL, named in connection errors.
-    pub base_url_env: Option<String>,
-    /// Extra headers on every request (`anthropic-beta`…).
-    pub headers: Vec<(String, String)>,
-    /// Stream replies (SSE). Default true.
-    pub stream: bool,
+    /// Name, base URL (e.g. `https://api.anthropic.com`), key, headers (`anthropic-beta`…),
+    /// streaming, timeouts, prices.
+    pub endpoint: Endpoint,
     pub json_mode: JsonMode,
-    pub http: HttpOptions,
-    /// Prices and capabilities; default the shipped table.
-    pub prices: Option<Arc<PriceTable>>,
-    /// The provider whose prices apply, when it is not `name`.
-    pub price_provider: Option<String>,
-}
-
-impl fmt::Debug for AnthropicConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("AnthropicConfig")
-            .field("name", &self.name)
-            .field("base_url", &crate::http::origin_and_path(&self.base_url))
-            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
-            .field("api_key_env", &self.api_key_env)
-            .field("headers", &header_names)
-            .field("stream", &self.stream)
-            .field("json_mode", &self.json_mode)
-            .field("http", &self.http)
-            .finish_non_exhaustive()
-    }
 }
 
 impl AnthropicConfig {
-    pub fn new(name: impl Into<String>, base_url: impl Into<String>) -> Self {
-        AnthropicConfig {
-            name: name.into(),
-            base_url: base_url.into(),
-            api_key: None,
-            api_key_env: None,
-            base_url_env: None,
-            headers: Vec::new(),
-            stream: true,
-            json_mode: JsonMode::ForcedTool,
-            http: HttpOptions::default(),
-            prices: None,
-            price_provider: None,
-        }
-    }
-    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
-        self.api_key = Some(key.into());
-        self
-    }
-    pub fn api_key_env(mut self, env: impl Into<String>) -> Self {
-        self.api_key_env = Some(env.into());
-        self
-    }
-    pub fn base_url_env(mut self, env: impl Into<String>) -> Self {
-        self.base_url_env = Some(env.into());
-        self
-    }
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-    pub fn stream(mut self, stream: bool) -> Self {
-        self.stream = stream;
-        self
+    /// `endpoint` with this format's default, [`JsonMode::ForcedTool`].
+    pub fn new(endpoint: Endpoint) -> Self {
+        AnthropicConfig { endpoint, json_mode: JsonMode::ForcedTool }
     }
     pub fn json_mode(mut self, mode: JsonMode) -> Self {
         self.json_mode = mode;
         self
     }
-    pub fn http(mut self, http: HttpOptions) -> Self {
-        self.http = http;
-        self
-    }
-    pub fn prices(mut self, prices: Arc<PriceTable>) -> Self {
-        self.prices = Some(prices);
-        self
-    }
-    pub fn price_provider(mut self, provider: impl Into<String>) -> Self {
-        self.price_provider = Some(provider.into());
-        self
+}
+
+impl From<Endpoint> for AnthropicConfig {
+    fn from(endpoint: Endpoint) -> Self {
+        AnthropicConfig::new(endpoint)
     }
 }
 
 /// An Anthropic Messages provider. See the [module docs](self).
 pub struct AnthropicProvider {
     core: HttpCore,
-    stream: bool,
     json_mode: JsonMode,
 }
 
@@ -170,40 +107,33 @@ impl fmt::Debug for AnthropicProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AnthropicProvider")
             .field("core", &self.core)
-            .field("stream", &self.stream)
             .field("json_mode", &self.json_mode)
             .finish()
     }
 }
 
 impl AnthropicProvider {
-    pub fn new(config: AnthropicConfig) -> Result<Self, ConfigError> {
-        let path = if config.base_url.trim().trim_end_matches('/').ends_with("/v1") {
+    /// The provider of `config`, or of an [`Endpoint`] with this format's default.
+    pub fn new(config: impl Into<AnthropicConfig>) -> Result<Self, ConfigError> {
+        let config = config.into();
+        // A base URL that already ends in `/v1` is not given a second one.
+        let path = if config.endpoint.base_url.trim().trim_end_matches('/').ends_with("/v1") {
             "/messages"
         } else {
             "/v1/messages"
         };
-        let auth = config.api_key.as_ref().map(|k| ("x-api-key", k.expose().to_string()));
-        let core = HttpCore::new(CoreSpec {
-            name: &config.name,
-            base_url: &config.base_url,
-            endpoint_path: path,
-            base_url_env: config.base_url_env.as_deref(),
-            key_env: config.api_key_env.as_deref(),
-            key: config.api_key.as_ref(),
-            auth_headers: auth.into_iter().collect(),
-            fixed_headers: vec![("anthropic-version", ANTHROPIC_VERSION)],
-            extra_headers: &config.headers,
-            options: &config.http,
-            prices: config.prices.clone(),
-            price_provider: config.price_provider.as_deref(),
-        })?;
-        Ok(AnthropicProvider { core, stream: config.stream, json_mode: config.json_mode })
+        let wire = Wire {
+            path,
+            key_header: ("x-api-key", ""),
+            fixed_headers: &[("anthropic-version", ANTHROPIC_VERSION)],
+        };
+        let core = HttpCore::new(&config.endpoint, wire)?;
+        Ok(AnthropicProvider { core, json_mode: config.json_mode })
     }
 
-    /// The endpoint requests go to.
+    /// The URL requests go to.
     pub fn endpoint(&self) -> &str {
-        &self.core.endpoint
+        &self.core.url
     }
 
     /// One call, with everything the response said (see [`Completion`]).
@@ -218,10 +148,10 @@ impl AnthropicProvider {
         let body = self.body(model, request, output)?;
         let (response, meta) = self.core.post(model, body).await?;
         let ctx = self.core.context(model);
-        let mut parsed = if self.stream && !meta.json_body {
-            self.read_stream(&ctx, response, output.map(|s| s.name.as_str())).await?
+        let mut parsed = if self.core.stream && !meta.json_body {
+            self.read_stream(&ctx, response, request.max_tokens, output.map(|s| s.name.as_str())).await?
         } else {
-            let body = self.core.read_to_end(response, 64 << 20).await?;
+            let body = self.core.read_body(response).await?;
             parse_whole(&ctx, &body)?
         };
         if let Some(schema) = output {
@@ -283,7 +213,7 @@ impl AnthropicProvider {
             temperature: request.temperature,
             tools,
             tool_choice,
-            stream: self.stream,
+            stream: self.core.stream,
         };
         serde_json::to_vec(&body)
             .map_err(|e| LlmError::InvalidRequest(format!("the request could not be encoded as JSON: {e}")))
@@ -292,28 +222,13 @@ impl AnthropicProvider {
     async fn read_stream(
         &self,
         ctx: &ErrorContext<'_>,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
+        max_tokens: u32,
         output_tool: Option<&str>,
     ) -> Result<Parsed, LlmError> {
-        let mut decoder = SseDecoder::new();
         let mut state =
             StreamState { output_tool: output_tool.map(str::to_string), ..StreamState::default() };
-        loop {
-            let mut on_event = |name: &str, data: &str| state.event(ctx, name, data);
-            match self.core.chunk(&mut response, decoder.bytes()).await? {
-                Some(bytes) => decoder.feed(&bytes, &mut on_event)?,
-                None => {
-                    decoder.finish(&mut on_event)?;
-                    break;
-                }
-            }
-            if state.done {
-                break;
-            }
-        }
-        if state.done {
-            self.core.drain(response).await;
-        }
+        let decoder = self.core.read_sse(ctx, response, max_tokens, &mut state).await?;
         state.finish(ctx, &decoder)
     }
 }
@@ -626,11 +541,30 @@ struct StreamState {
     /// The tool whose input is the reply (structured output): its input is streamed as text.
     output_tool: Option<String>,
     done: bool,
+    /// `content_block_start` events, of any block type.
+    blocks: u64,
+    /// Bytes of text and tool input so far.
+    output: usize,
+}
+
+impl SseState for StreamState {
+    fn event(&mut self, ctx: &ErrorContext<'_>, name: &str, data: &str) -> Result<(), LlmError> {
+        self.read(ctx, name, data)
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn output_bytes(&self) -> usize {
+        self.output
+    }
 }
 
 impl StreamState {
-    fn event(&mut self, ctx: &ErrorContext<'_>, name: &str, data: &str) -> Result<(), LlmError> {
-        if self.done {
+    fn read(&mut self, ctx: &ErrorContext<'_>, name: &str, data: &str) -> Result<(), LlmError> {
+        // An event with empty data (a proxy's keep-alive) says nothing.
+        if self.done || data.trim().is_empty() {
             return Ok(());
         }
         let event: Event<'_> = serde_json::from_str(data).map_err(|e| {
@@ -645,17 +579,24 @@ impl StreamState {
             "message_start" => {
                 if let Some(message) = event.message {
                     self.served_model = message.model;
-                    let mut usage = self.usage.unwrap_or_default();
-                    usage.update(message.usage.unwrap_or_default());
-                    self.usage = Some(usage);
+                    // No usage is not zero usage: without any, the reply's figures are
+                    // estimates, and say so.
+                    if let Some(later) = message.usage {
+                        let mut usage = self.usage.unwrap_or_default();
+                        usage.update(later);
+                        self.usage = Some(usage);
+                    }
                 }
             }
             "content_block_start" => match event.content_block {
                 Some(Block { kind, text: Some(text), .. }) if kind == "text" => {
+                    self.blocks += 1;
                     belt_core::llm::stream_delta(&text);
+                    self.output += text.len();
                     self.text.push_str(&text);
                 }
                 Some(Block { kind, id, name, input, .. }) if kind == "tool_use" => {
+                    self.blocks += 1;
                     self.tools.push(ToolBlock {
                         index: event.index.unwrap_or(self.tools.len() as u64),
                         id: id.unwrap_or_default(),
@@ -664,13 +605,15 @@ impl StreamState {
                         json: String::new(),
                     });
                 }
-                _ => {}
+                Some(_) => self.blocks += 1,
+                None => {}
             },
             "content_block_delta" => match event.delta {
                 Some(EventDelta { kind, text: Some(text), .. })
                     if kind.as_deref().is_none_or(|k| k == "text_delta") =>
                 {
                     belt_core::llm::stream_delta(&text);
+                    self.output += text.len();
                     self.text.push_str(&text);
                 }
                 Some(EventDelta { kind, partial_json: Some(json), .. })
@@ -685,6 +628,7 @@ impl StreamState {
                         if self.output_tool.as_deref() == Some(block.name.as_str()) {
                             belt_core::llm::stream_delta(&json);
                         }
+                        self.output += json.len();
                         block.json.push_str(&json);
                     }
                 }
@@ -718,6 +662,14 @@ impl StreamState {
                 ctx.provider,
                 decoder.events(),
                 decoder.bytes()
+            )));
+        }
+        if self.blocks == 0 && self.stop_reason.is_none() {
+            return Err(LlmError::BadResponse(format!(
+                "the stream from {} had no content block and no stop reason ({} events, then `message_stop`): \
+                 nothing was answered",
+                ctx.provider,
+                decoder.events()
             )));
         }
         Ok(Parsed {
@@ -771,6 +723,12 @@ fn parse_whole(ctx: &ErrorContext<'_>, body: &[u8]) -> Result<Parsed, LlmError> 
     })?;
     if whole.kind.as_deref() == Some("error") || whole.error.is_some() {
         return Err(event_error(ctx, whole.error.as_ref().unwrap_or(&serde_json::Value::Null), 0));
+    }
+    if whole.content.is_empty() && whole.stop_reason.is_none() {
+        return Err(LlmError::BadResponse(format!(
+            "{} sent a message with no content block and no stop reason: nothing was answered",
+            ctx.provider
+        )));
     }
     let mut text = String::new();
     let mut tool_calls = Vec::new();

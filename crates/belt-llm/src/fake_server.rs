@@ -10,7 +10,7 @@
 //! `message_stop`) and `message` objects; both providers' error bodies and rate-limit
 //! headers. Modifiers then damage them the ways networks and servers do: CRLF framing,
 //! keep-alive comments, chunks of any size, a slow drip, a stream cut cleanly after a
-//! few frames, a connection reset mid-body, a slow first byte.
+//! few frames, a connection reset mid-body, a slow first byte, a body that never ends.
 //!
 //! Available to this crate's tests, and to other crates with the `fake-server` feature
 //! (end-to-end tests of `belt run` against `OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL`).
@@ -72,6 +72,9 @@ pub struct FakeResponse {
     /// Replace the body with an OpenAI-style error whose message quotes every request
     /// header (a careless server echoing credentials), for secret-leak tests.
     pub echo_headers: bool,
+    /// After the pieces, this one again and again, forever (a runaway server); the body
+    /// ends only when the client goes away.
+    pub endless: Option<Vec<u8>>,
 }
 
 /// Token counts for the builders.
@@ -145,6 +148,7 @@ impl FakeResponse {
             ending: Ending::Complete,
             chunked: false,
             echo_headers: false,
+            endless: None,
         }
     }
 
@@ -217,6 +221,33 @@ impl FakeResponse {
         }
         frames.push("data: [DONE]\n\n".into());
         FakeResponse::sse(frames)
+    }
+
+    /// An OpenAI stream that never delivers a choice: chunks with `choices: []` (the
+    /// first with Azure's `prompt_filter_results`), usage, then `data: [DONE]`.
+    pub fn openai_stream_without_choices(model: &str, usage: FakeUsage) -> Self {
+        let chunk = |usage: serde_json::Value| {
+            let value = serde_json::json!({
+                "id": CHAT_ID, "object": "chat.completion.chunk", "created": CREATED, "model": model,
+                "system_fingerprint": FINGERPRINT, "choices": [], "usage": usage,
+            });
+            format!("data: {value}\n\n")
+        };
+        let filter = serde_json::json!({"id": "", "object": "", "created": 0, "model": "", "choices": [],
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]});
+        FakeResponse::sse(vec![
+            format!("data: {filter}\n\n"),
+            chunk(serde_json::Value::Null),
+            chunk(openai_usage(usage)),
+            "data: [DONE]\n\n".into(),
+        ])
+    }
+
+    /// A frame of an OpenAI stream carrying `text` (for streams assembled by hand).
+    pub fn openai_delta_frame(text: &str) -> String {
+        let value = serde_json::json!({"id": CHAT_ID, "object": "chat.completion.chunk", "created": CREATED,
+            "model": "m", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+        format!("data: {value}\n\n")
     }
 
     /// An OpenAI non-streaming reply (`chat.completion`).
@@ -424,6 +455,28 @@ impl FakeResponse {
         FakeResponse::sse(frames)
     }
 
+    /// An Anthropic stream without a content block or a stop reason: `message_start`,
+    /// `ping`, a `message_delta` with `stop_reason: null`, `message_stop`.
+    pub fn anthropic_stream_without_content(model: &str, usage: FakeUsage) -> Self {
+        let mut frames: Vec<String> = anthropic_frames(model, &[], usage).into_iter().take(1).collect();
+        frames.push("event: ping\ndata: {\"type\": \"ping\"}\n\n".to_string());
+        frames.push(event(
+            "message_delta",
+            &serde_json::json!({"type": "message_delta", "delta": {"stop_reason": null, "stop_sequence": null}, "usage": {"output_tokens": usage.output}}),
+        ));
+        frames.push(event("message_stop", &serde_json::json!({"type": "message_stop"})));
+        FakeResponse::sse(frames).header("request-id", "req_011CSHoEeqs5C35K2UUqR7Fy")
+    }
+
+    /// A frame of an Anthropic stream carrying `text` in block 0 (for streams assembled
+    /// by hand).
+    pub fn anthropic_delta_frame(text: &str) -> String {
+        event(
+            "content_block_delta",
+            &serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+        )
+    }
+
     /// An Anthropic non-streaming reply (`message`).
     pub fn anthropic_json(model: &str, text: &str, stop_reason: &str, usage: FakeUsage) -> Self {
         FakeResponse::json(
@@ -507,6 +560,13 @@ impl FakeResponse {
     pub fn reset_after(mut self, frames: usize) -> Self {
         self.pieces.truncate(frames);
         self.ending = Ending::Reset;
+        self
+    }
+
+    /// After the pieces, send `piece` forever (with the drip between pieces).
+    pub fn endless(mut self, piece: impl Into<Vec<u8>>) -> Self {
+        self.endless = Some(piece.into());
+        self.chunked = true;
         self
     }
 
@@ -675,23 +735,23 @@ async fn respond(script: FakeResponse) -> Response {
         tokio::time::sleep(script.first_byte_delay).await;
     }
     let body = if script.chunked || script.ending == Ending::Reset || script.pieces.len() > 1 {
-        let FakeResponse { pieces, drip, ending, .. } = script.clone();
-        let items = pieces.into_iter().enumerate().map(Ok::<_, std::io::Error>).chain(
-            (ending == Ending::Reset)
-                .then(|| Err(std::io::Error::other("connection reset by the fake server"))),
-        );
+        let FakeResponse { pieces, drip, ending, endless, .. } = script.clone();
+        let forever = endless.map(|piece| std::iter::repeat(piece).map(Ok::<_, std::io::Error>));
+        let items = pieces
+            .into_iter()
+            .map(Ok::<_, std::io::Error>)
+            .chain(forever.into_iter().flatten())
+            .chain(
+                (ending == Ending::Reset)
+                    .then(|| Err(std::io::Error::other("connection reset by the fake server"))),
+            )
+            .enumerate();
         let stream = futures::stream::unfold(items, move |mut items| async move {
-            let item = items.next()?;
-            let out = match item {
-                Ok((i, piece)) => {
-                    if i > 0 && !drip.is_zero() {
-                        tokio::time::sleep(drip).await;
-                    }
-                    Ok(Bytes::from(piece))
-                }
-                Err(e) => Err(e),
-            };
-            Some((out, items))
+            let (i, item) = items.next()?;
+            if i > 0 && !drip.is_zero() && item.is_ok() {
+                tokio::time::sleep(drip).await;
+            }
+            Some((item.map(Bytes::from), items))
         });
         Body::from_stream(stream)
     } else {

@@ -19,6 +19,8 @@
 //! | refused or failed connection, TLS error, connect timeout, reset mid-body | [`LlmError::Connection`] | yes |
 //! | no first byte or no next chunk within the configured time | [`LlmError::Timeout`] | yes |
 //! | a stream cut before its end marker, malformed JSON, an `error` event of unknown type | [`LlmError::BadResponse`] | yes |
+//! | a reply with no choice (OpenAI) or no content block (Anthropic), and no finish reason: `choices: []` and usage only, say | [`LlmError::BadResponse`] | yes |
+//! | a body past [`HttpOptions::max_body_bytes`] (64 MiB), streamed or not; a streamed reply whose text and tool input pass `max_tokens` × 16 bytes + 32 KiB | [`LlmError::BadResponse`], saying which limit; reading stops there | yes (belt-core's rule for every `BadResponse`) |
 //!
 //! The wait of a 429 is read from `retry-after-ms` (milliseconds, OpenAI), else
 //! `Retry-After` (seconds or an HTTP date), else from the reset of the exhausted limit
@@ -45,7 +47,9 @@ use std::time::{Duration, Instant, SystemTime};
 use belt_core::llm::{LlmError, LlmReply, LlmRequest, RateLimits};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::endpoint::Endpoint;
 use crate::pricing::{PriceTable, TokenUsage};
+use crate::sse::SseDecoder;
 
 /// An API key. It cannot be printed: `Debug` shows `ApiKey(***)` and there is no
 /// `Display`; [`ApiKey::expose`] is how an adapter reads it, to put it in a header.
@@ -145,7 +149,10 @@ impl Secrets {
     }
 }
 
-/// Timeouts and identity of an adapter's HTTP client.
+/// The default [`HttpOptions::max_body_bytes`]: 64 MiB.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// Timeouts, limits and identity of an adapter's HTTP client.
 ///
 /// The engine bounds every attempt with its own total timeout; these bound the phases
 /// only the adapter can see. `None` leaves a phase to the engine's timeout.
@@ -160,6 +167,10 @@ pub struct HttpOptions {
     pub idle_timeout: Option<Duration>,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// The most bytes a response body may have, streamed or not (default
+    /// [`MAX_BODY_BYTES`], 64 MiB). Reading stops there and the call fails with
+    /// [`LlmError::BadResponse`].
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpOptions {
@@ -169,6 +180,7 @@ impl Default for HttpOptions {
             first_byte_timeout: None,
             idle_timeout: None,
             user_agent: concat!("belt/", env!("CARGO_PKG_VERSION")).to_string(),
+            max_body_bytes: MAX_BODY_BYTES,
         }
     }
 }
@@ -237,12 +249,14 @@ pub(crate) struct Parsed {
 pub(crate) struct HttpCore {
     pub name: String,
     pub base_url: String,
-    pub endpoint: String,
+    /// Where requests go: the base URL and the wire format's path.
+    pub url: String,
     pub client: reqwest::Client,
     pub key_env: Option<String>,
     pub base_url_env: Option<String>,
     pub has_key: bool,
     pub secrets: Secrets,
+    pub stream: bool,
     pub options: HttpOptions,
     pub prices: Arc<PriceTable>,
     pub price_provider: String,
@@ -253,30 +267,57 @@ impl fmt::Debug for HttpCore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpCore")
             .field("name", &self.name)
-            .field("endpoint", &origin_and_path(&self.endpoint))
+            .field("url", &origin_and_path(&self.url))
             .field("key_env", &self.key_env)
             .field("has_key", &self.has_key)
+            .field("stream", &self.stream)
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
 
-/// What `HttpCore::new` needs.
-pub(crate) struct CoreSpec<'a> {
-    pub name: &'a str,
-    pub base_url: &'a str,
-    pub endpoint_path: &'a str,
-    pub base_url_env: Option<&'a str>,
-    pub key_env: Option<&'a str>,
-    pub key: Option<&'a ApiKey>,
-    /// Headers carrying the key, e.g. `authorization: Bearer …` (marked sensitive).
-    pub auth_headers: Vec<(&'static str, String)>,
+/// What a wire format adds to an [`Endpoint`]: its path and how it sends the key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wire {
+    /// Appended to the base URL, e.g. `/chat/completions`.
+    pub path: &'static str,
+    /// The header that carries the key and what precedes the key in it, e.g.
+    /// `("authorization", "Bearer ")` (the header is marked sensitive).
+    pub key_header: (&'static str, &'static str),
     /// Fixed headers of the wire format, e.g. `anthropic-version`.
-    pub fixed_headers: Vec<(&'static str, &'static str)>,
-    pub extra_headers: &'a [(String, String)],
-    pub options: &'a HttpOptions,
-    pub prices: Option<Arc<PriceTable>>,
-    pub price_provider: Option<&'a str>,
+    pub fixed_headers: &'static [(&'static str, &'static str)],
+}
+
+/// What a wire format's stream reader keeps, as [`HttpCore::read_sse`] drives it.
+pub(crate) trait SseState {
+    /// One SSE event (`name` is `message` when the event has none).
+    fn event(&mut self, ctx: &ErrorContext<'_>, name: &str, data: &str) -> Result<(), LlmError>;
+    /// The stream's end marker has arrived.
+    fn done(&self) -> bool;
+    /// Bytes of output so far: text, refusal, tool calls' input.
+    fn output_bytes(&self) -> usize;
+}
+
+/// Bytes of output a streamed reply may have per token of its `max_tokens` (a token is
+/// about 4 bytes of English, rarely more than 16 of anything)…
+pub(crate) const OUTPUT_BYTES_PER_TOKEN: usize = 16;
+/// …plus this much, for small `max_tokens`.
+pub(crate) const OUTPUT_SLACK_BYTES: usize = 32 << 10;
+
+/// The most output (text, refusal, tool input) an honest streamed reply of `max_tokens`
+/// tokens can have: 16 bytes a token and 32 KiB.
+pub(crate) fn output_cap(max_tokens: u32) -> usize {
+    (max_tokens as usize).saturating_mul(OUTPUT_BYTES_PER_TOKEN).saturating_add(OUTPUT_SLACK_BYTES)
+}
+
+fn human_size(bytes: usize) -> String {
+    let (value, unit) = if bytes >= 1 << 20 {
+        (bytes as f64 / f64::from(1 << 20), "MiB")
+    } else {
+        (bytes as f64 / 1024.0, "KiB")
+    };
+    let value = format!("{value:.1}");
+    format!("{} {unit}", value.trim_end_matches(".0"))
 }
 
 /// Where an error happened, for transport errors.
@@ -287,32 +328,34 @@ pub(crate) enum Phase {
 }
 
 impl HttpCore {
-    pub fn new(spec: CoreSpec<'_>) -> Result<HttpCore, ConfigError> {
-        let provider = spec.name.to_string();
+    pub fn new(endpoint: &Endpoint, wire: Wire) -> Result<HttpCore, ConfigError> {
+        let provider = endpoint.name.clone();
         let bad_url = || ConfigError::BaseUrl {
             provider: provider.clone(),
-            url: origin_and_path(spec.base_url),
-            env: spec.base_url_env.map(str::to_string),
+            url: origin_and_path(&endpoint.base_url),
+            env: endpoint.base_url_env.clone(),
         };
-        let base_url = spec.base_url.trim().trim_end_matches('/').to_string();
+        let base_url = endpoint.base_url.trim().trim_end_matches('/').to_string();
         let parsed = reqwest::Url::parse(&base_url).map_err(|_| bad_url())?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(bad_url());
         }
-        let endpoint = format!("{base_url}{}", spec.endpoint_path);
+        let url = format!("{base_url}{}", wire.path);
 
         let mut headers = HeaderMap::new();
         let header_error = |name: &str| ConfigError::Header { provider: provider.clone(), name: name.into() };
         headers.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (name, value) in spec.fixed_headers {
-            headers.insert(name, HeaderValue::from_static(value));
+        for (name, value) in wire.fixed_headers {
+            headers.insert(*name, HeaderValue::from_static(value));
         }
-        for (name, value) in &spec.auth_headers {
-            let mut value = HeaderValue::from_str(value).map_err(|_| header_error(name))?;
+        if let Some(key) = &endpoint.api_key {
+            let (name, prefix) = wire.key_header;
+            let mut value = HeaderValue::from_str(&format!("{prefix}{}", key.expose()))
+                .map_err(|_| header_error(name))?;
             value.set_sensitive(true);
-            headers.insert(*name, value);
+            headers.insert(name, value);
         }
-        for (name, value) in spec.extra_headers {
+        for (name, value) in &endpoint.headers {
             let header = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| header_error(name))?;
             let mut value = HeaderValue::from_str(value.trim()).map_err(|_| header_error(name))?;
             value.set_sensitive(true);
@@ -322,30 +365,31 @@ impl HttpCore {
         install_crypto_provider();
         let client = reqwest::Client::builder()
             .default_headers(headers)
-            .user_agent(spec.options.user_agent.clone())
-            .connect_timeout(spec.options.connect_timeout)
+            .user_agent(endpoint.http.user_agent.clone())
+            .connect_timeout(endpoint.http.connect_timeout)
             .build()
             .map_err(|e| ConfigError::Client { provider: provider.clone(), message: error_chain(&e) })?;
 
         Ok(HttpCore {
             name: provider,
             base_url,
-            endpoint,
+            url,
             client,
-            key_env: spec.key_env.map(str::to_string),
-            base_url_env: spec.base_url_env.map(str::to_string),
-            has_key: spec.key.is_some(),
-            secrets: Secrets::new(spec.key, spec.extra_headers),
-            options: spec.options.clone(),
-            prices: spec.prices.unwrap_or_else(PriceTable::builtin_arc),
-            price_provider: spec.price_provider.unwrap_or(spec.name).to_string(),
+            key_env: endpoint.api_key_env.clone(),
+            base_url_env: endpoint.base_url_env.clone(),
+            has_key: endpoint.api_key.is_some(),
+            secrets: Secrets::new(endpoint.api_key.as_ref(), &endpoint.headers),
+            stream: endpoint.stream,
+            options: endpoint.http.clone(),
+            prices: endpoint.prices.clone().unwrap_or_else(PriceTable::builtin_arc),
+            price_provider: endpoint.price_provider.as_deref().unwrap_or(&endpoint.name).to_string(),
             limits: Mutex::new(HashMap::new()),
         })
     }
 
     /// POST `body`; a non-2xx status becomes its [`LlmError`] (the error body is read).
     pub async fn post(&self, model: &str, body: Vec<u8>) -> Result<(reqwest::Response, Meta), LlmError> {
-        let send = self.client.post(&self.endpoint).body(body).send();
+        let send = self.client.post(&self.url).body(body).send();
         let sent = match self.options.first_byte_timeout {
             Some(limit) => tokio::time::timeout(limit, send).await.map_err(|_| LlmError::Timeout(limit))?,
             None => send.await,
@@ -398,14 +442,77 @@ impl HttpCore {
         while let Some(chunk) = self.chunk(&mut response, body.len() as u64).await? {
             if body.len() + chunk.len() > cap {
                 return Err(LlmError::BadResponse(format!(
-                    "{} sent a response larger than {} MiB",
+                    "{} sent a response larger than {cap} bytes ({}); reading stopped there",
                     self.name,
-                    cap / (1024 * 1024)
+                    human_size(cap)
                 )));
             }
             body.extend_from_slice(&chunk);
         }
         Ok(body)
+    }
+
+    /// A whole successful body, within [`HttpOptions::max_body_bytes`].
+    pub async fn read_body(&self, response: reqwest::Response) -> Result<Vec<u8>, LlmError> {
+        self.read_to_end(response, self.options.max_body_bytes).await
+    }
+
+    /// Read an SSE body into `state` until its end marker ([`SseState::done`]) or the
+    /// end of the body, whichever comes first; the decoder is returned for its counts.
+    ///
+    /// Reading stops, with [`LlmError::BadResponse`], when the body passes
+    /// [`HttpOptions::max_body_bytes`] or the output passes [`output_cap`] of
+    /// `max_tokens`: memory stays bounded whatever a server sends.
+    pub async fn read_sse(
+        &self,
+        ctx: &ErrorContext<'_>,
+        mut response: reqwest::Response,
+        max_tokens: u32,
+        state: &mut impl SseState,
+    ) -> Result<SseDecoder, LlmError> {
+        let max_output = output_cap(max_tokens);
+        let max_bytes = self.options.max_body_bytes;
+        let mut decoder = SseDecoder::new();
+        loop {
+            let mut on_event = |name: &str, data: &str| {
+                state.event(ctx, name, data)?;
+                if state.output_bytes() > max_output {
+                    return Err(LlmError::BadResponse(format!(
+                        "the reply from {} exceeded {max_output} bytes of text and tool input, the most \
+                         max_tokens {max_tokens} allows ({OUTPUT_BYTES_PER_TOKEN} bytes a token + {} KiB); \
+                         reading stopped there: the server does not keep to max_tokens",
+                        ctx.provider,
+                        OUTPUT_SLACK_BYTES >> 10
+                    )));
+                }
+                Ok(())
+            };
+            match self.chunk(&mut response, decoder.bytes()).await? {
+                Some(bytes) => {
+                    if decoder.bytes() + bytes.len() as u64 > max_bytes as u64 {
+                        return Err(LlmError::BadResponse(format!(
+                            "the stream from {} exceeded {max_bytes} bytes ({}) after {} events; \
+                             reading stopped there",
+                            ctx.provider,
+                            human_size(max_bytes),
+                            decoder.events()
+                        )));
+                    }
+                    decoder.feed(&bytes, &mut on_event)?
+                }
+                None => {
+                    decoder.finish(&mut on_event)?;
+                    break;
+                }
+            }
+            if state.done() {
+                break;
+            }
+        }
+        if state.done() {
+            self.drain(response).await;
+        }
+        Ok(decoder)
     }
 
     /// Read what is left of a body whose end marker has arrived, briefly, so that the
@@ -450,7 +557,7 @@ impl HttpCore {
 
     /// A transport failure, described from its causes (never with the full URL).
     pub fn transport_error(&self, error: &reqwest::Error, phase: Phase) -> LlmError {
-        let origin = origin(&self.endpoint);
+        let origin = origin(&self.url);
         let causes = error_chain(error);
         let check = match &self.base_url_env {
             Some(env) => format!("check {env} (now {origin}) and that the server is up"),

@@ -21,6 +21,10 @@
 //! ([`http::Completion`]: reasoning tokens, the exact cost with long-prompt tiers, request
 //! id, rate-limit headers). API keys never appear in errors or `Debug` output.
 //!
+//! Both are built from an [`Endpoint`] (name, base URL, key, headers, streaming, timeouts,
+//! prices), which each wire format's configuration ([`OpenAiConfig`], [`AnthropicConfig`])
+//! wraps with its own options.
+//!
 //! Around them: [`sse`] decodes server-sent events; [`pricing`] holds prices and
 //! capabilities per model, from a data file shipped in the crate; [`json_reply`] asks
 //! for and cleans JSON replies; [`providers`](mod@providers) lists the built-in providers
@@ -58,6 +62,7 @@ pub use belt_core::llm::*;
 pub use belt_core::step::StepId;
 
 pub mod anthropic;
+pub mod endpoint;
 #[cfg(any(test, feature = "fake-server"))]
 pub mod fake_server;
 pub mod http;
@@ -73,6 +78,7 @@ pub mod timer;
 mod adapter_tests;
 
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
+pub use endpoint::Endpoint;
 pub use http::{ApiKey, Completion, ConfigError, HttpOptions};
 pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use pricing::{Capabilities, ModelInfo, ModelPrice, PriceTable, TokenUsage};

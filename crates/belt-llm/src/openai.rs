@@ -16,6 +16,14 @@
 //!   `error` object inside the stream (OpenRouter, vLLM) becomes the matching error.
 //! - **Non-streaming**: one `chat.completion` object.
 //!
+//! Either way, a reply without any choice (say `choices: []` chunks, usage and
+//! `[DONE]`), or whose choice has no text, tool call or finish reason, is a retryable
+//! [`LlmError::BadResponse`], not an empty answer. Reading stops, with a
+//! [`LlmError::BadResponse`] naming the limit, past
+//! [`HttpOptions::max_body_bytes`](crate::http::HttpOptions::max_body_bytes) of body or,
+//! streaming, past more text and tool input than the request's `max_tokens` can be (16
+//! bytes a token + 32 KiB).
+//!
 //! A server that answers a streaming request with a plain JSON body (some do for errors
 //! or when they ignore `stream`) is read as non-streaming.
 //!
@@ -32,7 +40,6 @@
 //! capabilities say they reject it (OpenAI's reasoning models).
 
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use belt_core::llm::{
@@ -40,13 +47,17 @@ use belt_core::llm::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::endpoint::Endpoint;
 use crate::http::{
-    ApiKey, Completion, ConfigError, CoreSpec, ErrorContext, HttpCore, HttpOptions, Parsed, ProviderMessage,
-    truncate,
+    Completion, ConfigError, ErrorContext, HttpCore, Parsed, ProviderMessage, SseState, Wire, truncate,
 };
 use crate::json_reply;
-use crate::pricing::{PriceTable, TokenUsage};
+use crate::pricing::TokenUsage;
 use crate::sse::SseDecoder;
+
+/// The Chat Completions path, and the key as a bearer token.
+const WIRE: Wire =
+    Wire { path: "/chat/completions", key_header: ("authorization", "Bearer "), fixed_headers: &[] };
 
 /// Which field carries `LlmRequest::max_tokens`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,89 +99,30 @@ enum JsonFormat {
     Instruction,
 }
 
-/// Configuration of an [`OpenAiProvider`]. `Debug` never shows the key or header values.
-#[derive(Clone)]
+/// Configuration of an [`OpenAiProvider`]: the [`Endpoint`] and this wire format's own
+/// options. `Debug` never shows the key or header values.
+#[derive(Debug, Clone)]
 pub struct OpenAiConfig {
-    /// The provider name models are addressed by (`NAME/model`).
-    pub name: String,
-    /// The API root, e.g. `https://api.openai.com/v1`; requests go to `{base_url}/chat/completions`.
-    pub base_url: String,
-    pub api_key: Option<ApiKey>,
-    /// The environment variable the key comes from, named in authentication errors.
-    pub api_key_env: Option<String>,
-    /// The environment variable that overrides the base URL, named in connection errors.
-    pub base_url_env: Option<String>,
-    /// Extra headers on every request (OpenRouter's `HTTP-Referer`, `X-Title`…).
-    pub headers: Vec<(String, String)>,
-    /// Stream replies (SSE). Default true.
-    pub stream: bool,
+    /// Name, base URL (requests go to `{base_url}/chat/completions`), key, headers,
+    /// streaming, timeouts, prices.
+    pub endpoint: Endpoint,
     /// Send `stream_options: {"include_usage": true}` when streaming. Default true; turn it
     /// off for servers that reject unknown fields (they usually report usage anyway).
     pub include_usage: bool,
     pub max_tokens_field: MaxTokensField,
     pub json_mode: JsonMode,
-    pub http: HttpOptions,
-    /// Prices and capabilities; default the shipped table.
-    pub prices: Option<Arc<PriceTable>>,
-    /// The provider whose prices apply, when it is not `name` (a self-hosted mirror).
-    pub price_provider: Option<String>,
-}
-
-impl fmt::Debug for OpenAiConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("OpenAiConfig")
-            .field("name", &self.name)
-            .field("base_url", &crate::http::origin_and_path(&self.base_url))
-            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
-            .field("api_key_env", &self.api_key_env)
-            .field("headers", &header_names)
-            .field("stream", &self.stream)
-            .field("include_usage", &self.include_usage)
-            .field("max_tokens_field", &self.max_tokens_field)
-            .field("json_mode", &self.json_mode)
-            .field("http", &self.http)
-            .finish_non_exhaustive()
-    }
 }
 
 impl OpenAiConfig {
-    pub fn new(name: impl Into<String>, base_url: impl Into<String>) -> Self {
+    /// `endpoint` with this format's defaults: usage asked for, [`MaxTokensField::Auto`],
+    /// [`JsonMode::JsonObject`].
+    pub fn new(endpoint: Endpoint) -> Self {
         OpenAiConfig {
-            name: name.into(),
-            base_url: base_url.into(),
-            api_key: None,
-            api_key_env: None,
-            base_url_env: None,
-            headers: Vec::new(),
-            stream: true,
+            endpoint,
             include_usage: true,
             max_tokens_field: MaxTokensField::Auto,
             json_mode: JsonMode::JsonObject,
-            http: HttpOptions::default(),
-            prices: None,
-            price_provider: None,
         }
-    }
-    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
-        self.api_key = Some(key.into());
-        self
-    }
-    pub fn api_key_env(mut self, env: impl Into<String>) -> Self {
-        self.api_key_env = Some(env.into());
-        self
-    }
-    pub fn base_url_env(mut self, env: impl Into<String>) -> Self {
-        self.base_url_env = Some(env.into());
-        self
-    }
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-    pub fn stream(mut self, stream: bool) -> Self {
-        self.stream = stream;
-        self
     }
     pub fn include_usage(mut self, include: bool) -> Self {
         self.include_usage = include;
@@ -184,24 +136,17 @@ impl OpenAiConfig {
         self.json_mode = mode;
         self
     }
-    pub fn http(mut self, http: HttpOptions) -> Self {
-        self.http = http;
-        self
-    }
-    pub fn prices(mut self, prices: Arc<PriceTable>) -> Self {
-        self.prices = Some(prices);
-        self
-    }
-    pub fn price_provider(mut self, provider: impl Into<String>) -> Self {
-        self.price_provider = Some(provider.into());
-        self
+}
+
+impl From<Endpoint> for OpenAiConfig {
+    fn from(endpoint: Endpoint) -> Self {
+        OpenAiConfig::new(endpoint)
     }
 }
 
 /// An OpenAI-compatible provider. See the [module docs](self).
 pub struct OpenAiProvider {
     core: HttpCore,
-    stream: bool,
     include_usage: bool,
     completion_tokens_field: bool,
     json_mode: JsonMode,
@@ -211,7 +156,6 @@ impl fmt::Debug for OpenAiProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiProvider")
             .field("core", &self.core)
-            .field("stream", &self.stream)
             .field("include_usage", &self.include_usage)
             .field("json_mode", &self.json_mode)
             .finish()
@@ -219,22 +163,10 @@ impl fmt::Debug for OpenAiProvider {
 }
 
 impl OpenAiProvider {
-    pub fn new(config: OpenAiConfig) -> Result<Self, ConfigError> {
-        let auth = config.api_key.as_ref().map(|k| ("authorization", format!("Bearer {}", k.expose())));
-        let core = HttpCore::new(CoreSpec {
-            name: &config.name,
-            base_url: &config.base_url,
-            endpoint_path: "/chat/completions",
-            base_url_env: config.base_url_env.as_deref(),
-            key_env: config.api_key_env.as_deref(),
-            key: config.api_key.as_ref(),
-            auth_headers: auth.into_iter().collect(),
-            fixed_headers: vec![],
-            extra_headers: &config.headers,
-            options: &config.http,
-            prices: config.prices.clone(),
-            price_provider: config.price_provider.as_deref(),
-        })?;
+    /// The provider of `config`, or of an [`Endpoint`] with this format's defaults.
+    pub fn new(config: impl Into<OpenAiConfig>) -> Result<Self, ConfigError> {
+        let config = config.into();
+        let core = HttpCore::new(&config.endpoint, WIRE)?;
         let completion_tokens_field = match config.max_tokens_field {
             MaxTokensField::MaxTokens => false,
             MaxTokensField::MaxCompletionTokens => true,
@@ -244,16 +176,15 @@ impl OpenAiProvider {
         };
         Ok(OpenAiProvider {
             core,
-            stream: config.stream,
             include_usage: config.include_usage,
             completion_tokens_field,
             json_mode: config.json_mode,
         })
     }
 
-    /// The endpoint requests go to.
+    /// The URL requests go to.
     pub fn endpoint(&self) -> &str {
-        &self.core.endpoint
+        &self.core.url
     }
 
     /// One call, with everything the response said (see [`Completion`]).
@@ -267,10 +198,10 @@ impl OpenAiProvider {
         let (body, format) = self.body(model, request)?;
         let (response, meta) = self.core.post(model, body).await?;
         let ctx = self.core.context(model);
-        let parsed = if self.stream && !meta.json_body {
-            self.read_stream(&ctx, response).await?
+        let parsed = if self.core.stream && !meta.json_body {
+            self.read_stream(&ctx, response, request.max_tokens).await?
         } else {
-            let body = self.core.read_to_end(response, 64 << 20).await?;
+            let body = self.core.read_body(response).await?;
             parse_whole(&ctx, &body)?
         };
         let mut completion = self.core.completion(model, request, parsed, meta);
@@ -369,8 +300,8 @@ impl OpenAiProvider {
             max_tokens,
             max_completion_tokens,
             temperature,
-            stream: self.stream,
-            stream_options: (self.stream && self.include_usage)
+            stream: self.core.stream,
+            stream_options: (self.core.stream && self.include_usage)
                 .then_some(StreamOptions { include_usage: true }),
             response_format,
             tools,
@@ -384,26 +315,11 @@ impl OpenAiProvider {
     async fn read_stream(
         &self,
         ctx: &ErrorContext<'_>,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
+        max_tokens: u32,
     ) -> Result<Parsed, LlmError> {
-        let mut decoder = SseDecoder::new();
         let mut state = StreamState::default();
-        loop {
-            let mut on_event = |_: &str, data: &str| state.event(ctx, data);
-            match self.core.chunk(&mut response, decoder.bytes()).await? {
-                Some(bytes) => decoder.feed(&bytes, &mut on_event)?,
-                None => {
-                    decoder.finish(&mut on_event)?;
-                    break;
-                }
-            }
-            if state.done {
-                break;
-            }
-        }
-        if state.done {
-            self.core.drain(response).await;
-        }
+        let decoder = self.core.read_sse(ctx, response, max_tokens, &mut state).await?;
         state.finish(ctx, &decoder, self.include_usage)
     }
 }
@@ -740,10 +656,29 @@ struct StreamState {
     refusal: String,
     calls: Vec<PendingCall>,
     done: bool,
+    /// Chunks read, and how many of them had `choices: []`.
+    chunks: u64,
+    without_choices: u64,
+    /// Bytes of text, refusal and tool calls so far.
+    output: usize,
+}
+
+impl SseState for StreamState {
+    fn event(&mut self, ctx: &ErrorContext<'_>, _name: &str, data: &str) -> Result<(), LlmError> {
+        self.chunk(ctx, data)
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn output_bytes(&self) -> usize {
+        self.output
+    }
 }
 
 impl StreamState {
-    fn event(&mut self, ctx: &ErrorContext<'_>, data: &str) -> Result<(), LlmError> {
+    fn chunk(&mut self, ctx: &ErrorContext<'_>, data: &str) -> Result<(), LlmError> {
         if self.done {
             return Ok(());
         }
@@ -765,6 +700,10 @@ impl StreamState {
         if let Some(error) = &chunk.error {
             return Err(stream_error(ctx, error));
         }
+        self.chunks += 1;
+        if chunk.choices.is_empty() {
+            self.without_choices += 1;
+        }
         if self.parsed.served_model.is_none() {
             self.parsed.served_model = chunk.model;
         }
@@ -775,9 +714,11 @@ impl StreamState {
             if let Some(delta) = choice.delta {
                 if let Some(text) = delta.content {
                     belt_core::llm::stream_delta(&text);
+                    self.output += text.len();
                     self.parsed.text.push_str(&text);
                 }
                 if let Some(refusal) = delta.refusal {
+                    self.output += refusal.len();
                     self.refusal.push_str(&refusal);
                 }
                 for piece in delta.tool_calls.into_iter().flatten() {
@@ -818,9 +759,11 @@ impl StreamState {
         }
         if let Some(function) = piece.function {
             if let Some(name) = function.name {
+                self.output += name.len();
                 call.name.push_str(&name);
             }
             if let Some(arguments) = function.arguments {
+                self.output += arguments.len();
                 call.arguments.push_str(&arguments);
             }
         }
@@ -840,6 +783,21 @@ impl StreamState {
                 ctx.provider,
                 decoder.events(),
                 decoder.bytes()
+            )));
+        }
+        if self.parsed.text.is_empty()
+            && self.refusal.is_empty()
+            && self.calls.is_empty()
+            && self.parsed.finish.is_none()
+        {
+            return Err(LlmError::BadResponse(format!(
+                "{} sent a stream with no choice in it ({} events, {} of {} chunks with `choices: []`, {}, \
+                 then `[DONE]`): no text, tool call or finish reason",
+                ctx.provider,
+                decoder.events(),
+                self.without_choices,
+                self.chunks,
+                if self.parsed.usage.is_some() { "usage reported" } else { "no usage" },
             )));
         }
         self.calls.sort_by_key(|c| c.index);
@@ -867,12 +825,14 @@ fn parse_whole(ctx: &ErrorContext<'_>, body: &[u8]) -> Result<Parsed, LlmError> 
     }
     let Some(choice) = whole.choices.into_iter().next() else {
         return Err(LlmError::BadResponse(format!(
-            "{} sent a chat completion without choices",
-            ctx.provider
+            "{} sent a chat completion with no choice in it (`choices: []` or none, {}): no text, tool call \
+             or finish reason",
+            ctx.provider,
+            if whole.usage.is_some() { "usage reported" } else { "no usage" },
         )));
     };
     let mut message = choice.message.unwrap_or_default();
-    let tool_calls = message
+    let tool_calls: Vec<ToolCall> = message
         .tool_calls
         .take()
         .unwrap_or_default()
@@ -886,6 +846,16 @@ fn parse_whole(ctx: &ErrorContext<'_>, body: &[u8]) -> Result<Parsed, LlmError> 
             }
         })
         .collect();
+    if message.content.as_deref().is_none_or(str::is_empty)
+        && message.refusal.as_deref().is_none_or(str::is_empty)
+        && tool_calls.is_empty()
+        && choice.finish_reason.is_none()
+    {
+        return Err(LlmError::BadResponse(format!(
+            "{} sent a chat completion whose choice has no text, tool call or finish reason",
+            ctx.provider
+        )));
+    }
     let (text, finish) = match (message.content, message.refusal) {
         (Some(text), _) if !text.is_empty() => (text, choice.finish_reason),
         (_, Some(refusal)) if !refusal.is_empty() => (refusal, Some("refusal".into())),

@@ -31,8 +31,9 @@ use std::sync::Arc;
 
 use belt_core::llm::{LlmProvider, Providers};
 
-use crate::anthropic::{AnthropicConfig, AnthropicProvider};
-use crate::http::{ApiKey, ConfigError, HttpOptions};
+use crate::anthropic::AnthropicProvider;
+use crate::endpoint::Endpoint;
+use crate::http::{ApiKey, ConfigError};
 use crate::openai::{OpenAiConfig, OpenAiProvider};
 use crate::pricing::PriceTable;
 use crate::simulated::{SimConfig, SimulatedProvider};
@@ -183,29 +184,18 @@ impl ProviderSpec {
         let base_url = self.resolved_base_url(env);
         let key_env = key.as_ref().map(|(_, var)| var.to_string()).or_else(|| self.key_env.first().cloned());
         let key = key.map(|(k, _)| k);
+        let mut endpoint = Endpoint::new(&self.name, base_url).stream(self.stream);
+        endpoint.api_key = key;
+        endpoint.api_key_env = key_env;
+        endpoint.base_url_env = self.base_url_env.clone();
+        endpoint.headers = self.headers.clone();
+        endpoint.prices = prices;
+        endpoint.price_provider = self.price_provider.clone();
         Ok(Some(match self.format {
             WireFormat::OpenAi => {
-                let mut config = OpenAiConfig::new(&self.name, base_url).stream(self.stream);
-                config.include_usage = self.include_usage;
-                config.api_key = key;
-                config.api_key_env = key_env;
-                config.base_url_env = self.base_url_env.clone();
-                config.headers = self.headers.clone();
-                config.http = HttpOptions::default();
-                config.prices = prices;
-                config.price_provider = self.price_provider.clone();
-                Arc::new(OpenAiProvider::new(config)?)
+                Arc::new(OpenAiProvider::new(OpenAiConfig::new(endpoint).include_usage(self.include_usage))?)
             }
-            WireFormat::Anthropic => {
-                let mut config = AnthropicConfig::new(&self.name, base_url).stream(self.stream);
-                config.api_key = key;
-                config.api_key_env = key_env;
-                config.base_url_env = self.base_url_env.clone();
-                config.headers = self.headers.clone();
-                config.prices = prices;
-                config.price_provider = self.price_provider.clone();
-                Arc::new(AnthropicProvider::new(config)?)
-            }
+            WireFormat::Anthropic => Arc::new(AnthropicProvider::new(endpoint)?),
         }))
     }
 }
@@ -360,11 +350,11 @@ mod tests {
 
         let openai = ProviderSpec::builtin("openai").unwrap().build(&env(&[("OPENAI_API_KEY", "k")]), None);
         assert!(openai.unwrap().is_some());
-        let built = OpenAiProvider::new(OpenAiConfig::new("openai", url("openai"))).unwrap();
+        let built = OpenAiProvider::new(Endpoint::new("openai", url("openai"))).unwrap();
         assert_eq!(built.endpoint(), "http://127.0.0.1:8000/v1/chat/completions");
-        let anthropic = AnthropicProvider::new(AnthropicConfig::new("anthropic", url("anthropic"))).unwrap();
+        let anthropic = AnthropicProvider::new(Endpoint::new("anthropic", url("anthropic"))).unwrap();
         assert_eq!(anthropic.endpoint(), "https://proxy.example.com/anthropic/v1/messages");
-        let v1 = AnthropicProvider::new(AnthropicConfig::new("anthropic", "http://localhost:9/v1/")).unwrap();
+        let v1 = AnthropicProvider::new(Endpoint::new("anthropic", "http://localhost:9/v1/")).unwrap();
         assert_eq!(v1.endpoint(), "http://localhost:9/v1/messages");
     }
 
