@@ -275,8 +275,13 @@ async fn once(
             // The fan-out through the real OpenAI adapter (HTTP/1.1, SSE streaming) against a
             // fast fake server on 127.0.0.1, started here and sharing the two cores.
             let server = belt_llm::fake_server::FakeServer::start().await.expect("start the fake server");
-            let usage =
-                belt_llm::fake_server::FakeUsage { input: 20, output: 8, cache_read: 0, cache_write: 0 };
+            let usage = belt_llm::fake_server::FakeUsage {
+                input: 20,
+                output: 8,
+                cache_read: 0,
+                cache_write: 0,
+                reasoning: 0,
+            };
             server.set_default(belt_llm::fake_server::FakeResponse::openai_stream(
                 "gpt-4.1-mini",
                 &["Bench ", "reply."],

@@ -177,6 +177,15 @@ impl Progress {
                 "budget exhausted: {limit} cap {max:.4}, {used:.4} used, next call needs up to {needed:.4}; \
                  no new calls start"
             )),
+            EventKind::UsageOverreported { model, reported, booked, stops_run, .. } => {
+                let step = e.step.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                let then = if *stops_run { "; the run stops" } else { "" };
+                self.line(format!(
+                    "{step}: {model} reported {} input and {} output tokens, more than the request \
+                     allows; booked at {} and {}{then}",
+                    reported.input_tokens, reported.output_tokens, booked.input_tokens, booked.output_tokens
+                ));
+            }
             EventKind::DocumentWritten { format, path } => {
                 self.line(format!("wrote {format} report: {path}"))
             }

@@ -58,7 +58,7 @@ const RUN: [&str; 8] =
 async fn a_cascade_runs_against_an_openai_compatible_server() {
     let server = FakeServer::start().await.unwrap();
     // 120 prompt tokens, 100 of them read from the prompt cache.
-    let usage = FakeUsage { input: 120, output: 80, cache_read: 100, cache_write: 0 };
+    let usage = FakeUsage { input: 120, output: 80, cache_read: 100, cache_write: 0, reasoning: 0 };
     server.set_default(FakeResponse::openai_stream(
         "gpt-4.1-mini-2025-04-14",
         &["## Findings\n", "Heat pumps ", "use less energy."],
@@ -100,7 +100,7 @@ async fn a_cascade_runs_against_an_openai_compatible_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured_end_to_end() {
     let server = FakeServer::start().await.unwrap();
-    let usage = FakeUsage { input: 10, output: 5, cache_read: 0, cache_write: 0 };
+    let usage = FakeUsage { input: 10, output: 5, cache_read: 0, cache_write: 0, reasoning: 0 };
     server.push(
         FakeResponse::openai_error(
             429,
@@ -130,8 +130,9 @@ async fn retry_after_is_honoured_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anthropic_endpoint_works_too() {
     let server = FakeServer::start().await.unwrap();
-    // Anthropic reports cache reads and writes apart from its 50 uncached input tokens.
-    let usage = FakeUsage { input: 50, output: 20, cache_read: 400, cache_write: 100 };
+    // Anthropic reports cache reads and writes apart from its 5 uncached input tokens (55 in
+    // all: fewer than any of the run's prompts has bytes, as a true count is).
+    let usage = FakeUsage { input: 5, output: 20, cache_read: 40, cache_write: 10, reasoning: 0 };
     server.set_default(FakeResponse::anthropic_stream(
         "claude-sonnet-4-5-20250929",
         &["Sure: ", "done."],
@@ -145,14 +146,14 @@ async fn an_anthropic_endpoint_works_too() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("anthropic/claude-sonnet-4-5"), "{stderr}");
     let calls = server.requests().len() as u64;
-    assert_eq!(r["usage"]["input_tokens"], 550 * calls);
+    assert_eq!(r["usage"]["input_tokens"], 55 * calls);
     assert_eq!(r["usage"]["output_tokens"], 20 * calls);
     assert_eq!(
         (&r["usage"]["cache_read_tokens"], &r["usage"]["cache_write_tokens"]),
-        (&(400 * calls).into(), &(100 * calls).into())
+        (&(40 * calls).into(), &(10 * calls).into())
     );
     // claude-sonnet-4-5: $3 input, $0.30 cache reads, $3.75 cache writes, $15 output.
-    let expected = calls as f64 * (50.0 * 3.0 + 400.0 * 0.30 + 100.0 * 3.75 + 20.0 * 15.0) / 1e6;
+    let expected = calls as f64 * (5.0 * 3.0 + 40.0 * 0.30 + 10.0 * 3.75 + 20.0 * 15.0) / 1e6;
     assert!((r["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{} vs {expected}", r["cost_usd"]);
     let q = server.last_request().unwrap();
     assert_eq!(q.header("x-api-key"), Some("sk-ant-test"));
@@ -175,7 +176,7 @@ async fn workers_fall_back_to_the_second_model_when_the_first_keeps_failing() {
         "claude-sonnet-4-5-20250929",
         &["## Part\n", "Served by the fallback."],
         "end_turn",
-        FakeUsage { input: 40, output: 12, cache_read: 0, cache_write: 0 },
+        FakeUsage { input: 40, output: 12, cache_read: 0, cache_write: 0, reasoning: 0 },
     ));
     let dir = Dir::new("fallback");
     let env = [
@@ -259,7 +260,7 @@ async fn a_fatal_error_for_the_first_model_falls_back_without_retrying_it() {
         "claude-haiku-4-5",
         "Served by the fallback.",
         "end_turn",
-        FakeUsage { input: 10, output: 5, cache_read: 0, cache_write: 0 },
+        FakeUsage { input: 10, output: 5, cache_read: 0, cache_write: 0, reasoning: 0 },
     ));
     let dir = Dir::new("fallback-fatal");
     let env = [
@@ -300,7 +301,7 @@ async fn a_fatal_error_for_the_first_model_falls_back_without_retrying_it() {
 async fn a_run_failed_in_an_outage_is_finished_by_resume_retry_failed() {
     let server = FakeServer::start().await.unwrap();
     let ok = || {
-        let usage = FakeUsage { input: 50, output: 20, cache_read: 0, cache_write: 0 };
+        let usage = FakeUsage { input: 50, output: 20, cache_read: 0, cache_write: 0, reasoning: 0 };
         FakeResponse::openai_json("gpt-4.1-mini", "## Findings\nHeat pumps use less energy.", "stop", usage)
     };
     // The decomposition and the first worker are answered, then the provider is down.
@@ -352,4 +353,57 @@ async fn a_run_failed_in_an_outage_is_finished_by_resume_retry_failed() {
     assert_eq!(server.requests().len(), before + 2, "only the two failed workers are called again");
     let (_, stored, _) = belt(&dir, &["runs", "export", &id], &env).await;
     assert_eq!(stored["status"], "completed", "the new result is recorded");
+}
+
+/// Issue 18, defect 6, as found: a server reporting 5M input and 5M output tokens for every
+/// call made a run with `--budget-usd 0.5` end at $15.00.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lies_about_usage_cannot_break_the_budget() {
+    let server = FakeServer::start().await.unwrap();
+    let lying =
+        FakeUsage { input: 5_000_000, output: 5_000_000, cache_read: 0, cache_write: 0, reasoning: 0 };
+    server.set_default(FakeResponse::openai_json("gpt-4.1-mini", "fine", "stop", lying));
+    let dir = Dir::new("lying-usage");
+    let env = [("OPENAI_BASE_URL", server.openai_base_url()), ("OPENAI_API_KEY", "sk-x".to_string())];
+    let events = dir.0.join("events.jsonl");
+    let (code, r, stderr) = belt(
+        &dir,
+        &[
+            "run",
+            "Compare heat pumps and gas boilers",
+            "--agents",
+            "5",
+            "--json",
+            "--out",
+            "out",
+            "--budget-usd",
+            "0.5",
+            "--events",
+            events.to_str().unwrap(),
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(r["status"], "budget_exhausted", "{stderr}");
+    assert_ne!(code, 101, "{stderr}");
+    let cost = r["cost_usd"].as_f64().unwrap();
+    assert!(cost <= 0.5, "cost ${cost} over the $0.50 budget");
+    assert!(r["stop_reason"].as_str().unwrap().contains("cannot keep the budget"), "{}", r["stop_reason"]);
+    assert!(stderr.contains("more than the request allows"), "{stderr}");
+    // One call, booked at its request's limits, the server's report kept beside it.
+    assert_eq!(server.requests().len(), 1);
+    let decompose = r["agents"].as_array().unwrap().iter().find(|a| a["step"] == "decompose").unwrap();
+    assert_eq!(decompose["reported_usage"]["input_tokens"], 5_000_000, "{decompose}");
+    assert!(decompose["output_tokens"].as_u64().unwrap() < 5_000_000, "{decompose}");
+    let log = std::fs::read_to_string(&events).unwrap();
+    let said: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "usage_overreported")
+        .collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert_eq!(
+        (said[0]["reported"]["output_tokens"].as_u64(), said[0]["stops_run"].as_bool()),
+        (Some(5_000_000), Some(true))
+    );
 }

@@ -7,6 +7,13 @@
 //! instant and the reported spend can never pass a cap, however many branches run at
 //! once. The price of that guarantee is some pessimism near the cap: a call that would
 //! have fit in practice may be refused because its worst case does not.
+//!
+//! The guarantee is about what is *booked*, and it does not rest on the provider's word: a
+//! report above the request's limits (more output than `max_tokens`, more input than the
+//! bound) is booked at those limits, so no call is ever booked above its reservation. The
+//! engine keeps the report beside the booked figures and says so in a `usage_overreported`
+//! event; a run with a budget stops when the report is past any honest miscount, since
+//! what the provider bills is then anyone's guess (`Ctx::book` in `ctx.rs`).
 
 use std::sync::Mutex;
 

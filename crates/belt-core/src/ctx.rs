@@ -39,7 +39,7 @@ pub use crate::reply::StepReply;
 use crate::result::{AgentRecord, AgentStatus};
 use crate::step::{StepId, StepSpec};
 use crate::store::{DeadLetter, InputHash, RunStore, StepRecord, StoreError};
-use crate::usage::{UsageMeter, UsageTotals};
+use crate::usage::{Usage, UsageMeter, UsageTotals};
 
 /// Why a step did not produce an output.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -107,6 +107,9 @@ pub enum Stop {
     Cancelled,
     Store(String),
     NonDeterminism(String),
+    /// A provider reported usage that no honest count explains, in a run with a budget:
+    /// the budget could no longer be kept on its word (see [`crate::budget`]).
+    UntrustedUsage(String),
 }
 
 impl Stop {
@@ -115,7 +118,7 @@ impl Stop {
             Stop::Budget(r) => format!("budget exhausted: {r}"),
             Stop::Cancelled => "cancelled".to_string(),
             Stop::Store(e) => format!("the run store failed: {e}"),
-            Stop::NonDeterminism(e) => e.clone(),
+            Stop::NonDeterminism(e) | Stop::UntrustedUsage(e) => e.clone(),
         }
     }
 }
@@ -145,6 +148,8 @@ pub(crate) struct Shared {
     pub plan: Mutex<Option<PlanSlot>>,
     pub started: Instant,
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// The segments of the run before this one (a resumed run's), oldest first.
+    pub earlier: Vec<crate::result::Segment>,
     pub simulated: AtomicBool,
     /// Tokens and calls, this segment's and the replayed record's.
     pub usage: UsageMeter,
@@ -508,17 +513,18 @@ impl Ctx {
         reply: LlmReply,
     ) -> StepReply {
         let s = &*self.shared;
-        let cost = price.map_or(0.0, |p| p.cost(reply.usage));
-        let actual = Amount { calls: 1, tokens: reply.usage.total(), cost_usd: cost };
+        let (usage, reported_usage) = self.book(call, &reply.model, reply.usage, worst);
+        let cost = price.map_or(0.0, |p| p.cost(usage));
+        let actual = Amount { calls: 1, tokens: usage.total(), cost_usd: cost };
         for w in s.ledger.settle(worst, actual) {
             s.bus.emit(None, EventKind::BudgetWarning { limit: w.limit.into(), used: w.used, max: w.max });
         }
-        s.usage.add(&reply.usage, price.is_none());
+        s.usage.add(&usage, price.is_none());
         let model =
             if reply.model == **call.model_name { call.model_name.clone() } else { Arc::from(reply.model) };
         let out = StepReply {
             text: Arc::from(reply.text),
-            outcome: StepOutcome { model, usage: reply.usage, cost_usd: cost, ..StepOutcome::default() },
+            outcome: StepOutcome { model, usage, cost_usd: cost, reported_usage, ..StepOutcome::default() },
             finish_reason: reply.finish_reason.map(Arc::from),
             simulated: reply.simulated,
             tool_calls: reply.tool_calls,
@@ -530,6 +536,50 @@ impl Ctx {
             tracing::warn!("could not cache the reply of {}: {e}", call.spec.id);
         }
         out
+    }
+
+    /// What an answered call is booked at: the usage its provider reported, or — when that
+    /// is more than the request allowed (`worst`: the input bound plus `max_tokens`) — the
+    /// report cut to those limits, with the report kept beside it and said in a
+    /// `usage_overreported` event. A run with a budget stops when the report is past any
+    /// honest miscount: more output than `max_tokens`, which providers enforce, or more
+    /// than twice the input bound and a hidden preamble's allowance (tool-use system
+    /// prompts are billed as input the request does not show).
+    fn book(
+        &self,
+        call: &Call<'_>,
+        model: &str,
+        reported: Usage,
+        worst: Amount,
+    ) -> (Usage, Option<Box<Usage>>) {
+        let max_output = call.request.max_tokens as u64;
+        let bound = worst.tokens.saturating_sub(max_output);
+        let Some(booked) = reported.capped(bound, max_output) else { return (reported, None) };
+        const PREAMBLE: u64 = 1024;
+        let honest_input = bound.saturating_mul(2).saturating_add(PREAMBLE);
+        let untrusted = reported.output_tokens > max_output || reported.input_tokens > honest_input;
+        let stops_run = untrusted && !self.shared.ledger.budget().is_unlimited();
+        let spec = call.spec;
+        self.shared.bus.emit(
+            Some(&spec.id),
+            EventKind::UsageOverreported {
+                tier: spec.tier.clone(),
+                model: Arc::from(model),
+                reported,
+                booked,
+                stops_run,
+            },
+        );
+        if stops_run {
+            self.stop(Stop::UntrustedUsage(format!(
+                "{model} reported {} input and {} output tokens for {} (allowed at most {bound} input and \
+                 {max_output} output), so its usage reports cannot keep the budget; the call was booked \
+                 at its limits and the run stopped. Check the provider's base URL and its billing before \
+                 resuming",
+                reported.input_tokens, reported.output_tokens, spec.id
+            )));
+        }
+        (booked, Some(Box::new(reported)))
     }
 
     /// Say in the run's events that the next model of the chain takes over.

@@ -495,6 +495,16 @@ async fn a_resumed_run_replays_how_each_call_ended_and_what_it_cost() {
     let a = agent(&r2, "a");
     assert!(a.outcome.replayed);
     assert_eq!((a.outcome.usage.cache_read_tokens, a.outcome.usage.cache_write_tokens), (6, 2));
+    // Issue 18, defect 13: the resumed run's start and duration are the whole run's, with
+    // each segment said (the first as its events tell it).
+    assert_eq!(r1.segments.len(), 1);
+    assert_eq!(r2.segments.len(), 2, "{:?}", r2.segments);
+    let first = r2.segments[0];
+    assert!((first.started_at - r1.started_at.unwrap()).num_milliseconds().abs() < 1000, "{first:?}");
+    assert!(first.duration_ms <= r1.duration_ms + 1000);
+    assert_eq!(r2.started_at, Some(first.started_at));
+    assert!(r2.segments[1].started_at >= first.started_at);
+    assert_eq!(r2.duration_ms, first.duration_ms + r2.segments[1].duration_ms);
 }
 
 #[tokio::test]
@@ -1246,4 +1256,74 @@ async fn a_model_without_a_price_is_refused_under_a_usd_budget_and_flagged_witho
     assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
     assert_eq!(r.usage.unpriced_calls, r.usage.calls);
     assert!(r.usage.calls > 0);
+}
+
+/// Issue 18, defect 6: a server that reported 5M input and 5M output tokens for each call
+/// made a run with a $0.50 budget end at $15.
+#[tokio::test]
+async fn a_provider_reporting_more_than_the_request_allows_cannot_break_the_budget() {
+    let lying = Usage { reasoning_tokens: 4_000_000, ..Usage::new(5_000_000, 5_000_000) };
+    let p = Arc::new(ScriptedProvider::new("t").reports_usage(lying));
+    let mut o = options(&p);
+    o.budget.max_cost_usd = Some(0.5);
+    let (r, events) = run_all(Cascade::new(5, "t/m"), "a task", o).await;
+    assert!(r.cost_usd <= 0.5, "cost {} over the $0.50 cap", r.cost_usd);
+    assert_eq!(r.status, RunStatus::BudgetExhausted, "{}", r.stop_reason);
+    assert!(r.stop_reason.contains("cannot keep the budget"), "{}", r.stop_reason);
+    // The first call is the only one: booked at its request's limits, its report kept.
+    assert_eq!(p.total_calls(), 1);
+    let decompose = agent(&r, "decompose");
+    assert_eq!(decompose.outcome.reported_usage.as_deref(), Some(&lying));
+    let booked = decompose.outcome.usage;
+    assert!(booked.input_tokens < 10_000 && booked.output_tokens <= 4096, "{booked:?}");
+    assert_eq!(booked.reasoning_tokens, booked.output_tokens);
+    assert_eq!(r.usage.input_tokens, booked.input_tokens);
+    let said = events.iter().find_map(|e| match &e.kind {
+        EventKind::UsageOverreported { reported, booked: b, stops_run, .. } => {
+            Some((*reported, *b, *stops_run))
+        }
+        _ => None,
+    });
+    assert_eq!(said, Some((lying, booked, true)));
+    // The workers never started.
+    assert_eq!(r.count(&Tier::Worker, AgentStatus::Completed), 0);
+}
+
+#[tokio::test]
+async fn without_a_budget_an_overreport_is_booked_at_the_limits_and_the_run_goes_on() {
+    let lying = Usage::new(5_000_000, 5_000_000);
+    let p = Arc::new(ScriptedProvider::new("t").reports_usage(lying));
+    let (r, events) = run_all(Cascade::new(5, "t/m"), "a task", options(&p)).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    let said: Vec<bool> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::UsageOverreported { stops_run, .. } => Some(*stops_run),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said, vec![false; 7], "one event per call, none stopping the run");
+    // What the run counts is what it booked, step by step.
+    let input: u64 = r.agents.iter().map(|a| a.outcome.usage.input_tokens).sum();
+    assert_eq!(r.usage.input_tokens, input);
+    assert!(r.usage.output_tokens < 7 * 5_000_000);
+    assert!(r.agents.iter().all(|a| a.outcome.reported_usage.as_deref() == Some(&lying)));
+}
+
+#[tokio::test]
+async fn a_small_miscount_of_the_input_is_booked_at_the_bound_without_stopping_the_run() {
+    // A hidden preamble (a tool-use system prompt) can put an honest input count a few
+    // hundred tokens above the request's bound: booked at the bound, said, not a stop.
+    let p = Arc::new(ScriptedProvider::new("t").reports_usage(Usage::new(600, 10)));
+    let mut o = options(&p);
+    o.budget.max_cost_usd = Some(1.0);
+    let flow = Flow::new("short", |ctx: Ctx, _task: Task| async move {
+        let reply = ctx.llm(StepSpec::new("a", Tier::Agent), LlmRequest::new("t/m", "Say it")).await?;
+        Ok(reply.text.to_string())
+    });
+    let (r, events) = run_all(flow, "short", o).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    let bound = LlmRequest::new("t/m", "Say it").input_token_bound();
+    assert_eq!(agent(&r, "a").outcome.usage, Usage::new(bound, 10));
+    assert!(events.iter().any(|e| matches!(e.kind, EventKind::UsageOverreported { stops_run: false, .. })));
 }

@@ -84,6 +84,17 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recorded_cost_usd: Option<f64>,
     },
+    /// A provider reported more tokens than the request allowed: more output than its
+    /// `max_tokens`, or more input than the request's upper bound. The call is booked at
+    /// `booked` (the reported figures cut to those limits); `stops_run` when the run has a
+    /// budget and the report is past any honest miscount (see [`crate::budget`]).
+    UsageOverreported {
+        tier: Tier,
+        model: Arc<str>,
+        reported: crate::usage::Usage,
+        booked: crate::usage::Usage,
+        stops_run: bool,
+    },
     StepFailed {
         tier: Tier,
         error: String,
@@ -193,6 +204,7 @@ impl EventKind {
             EventKind::TierStarted { .. } => "tier_started",
             EventKind::TierCompleted { .. } => "tier_completed",
             EventKind::BudgetWarning { .. } => "budget_warning",
+            EventKind::UsageOverreported { .. } => "usage_overreported",
             EventKind::BudgetExhausted { .. } => "budget_exhausted",
             EventKind::DocumentWritten { .. } => "document_written",
             EventKind::RunFinished { .. } => "run_finished",

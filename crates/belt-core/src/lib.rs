@@ -58,7 +58,7 @@ pub use patterns::{Agent, CapHit, Cascade, Dynamic, Flow, Swarm, SynthesizeMode}
 pub use plan::{PlanError, Subtask, Task};
 pub use policy::{Policies, StepPolicy};
 pub use reply::{StepOutcome, StepReply};
-pub use result::{AgentRecord, AgentStatus, Document, RunResult, RunStatus, UsageTotals};
+pub use result::{AgentRecord, AgentStatus, Document, RunResult, RunStatus, Segment, UsageTotals};
 pub use run::{DocumentWriter, RunError, RunHandle, RunOptions, run};
 pub use schema::OutputSchema;
 pub use step::{StepId, StepSpec, Tier};

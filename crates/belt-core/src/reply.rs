@@ -38,6 +38,12 @@ pub struct StepOutcome {
     /// The output came from the response cache (and cost nothing).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+    /// What the provider reported when it was more than the request allowed (input above
+    /// [`crate::llm::LlmRequest::input_token_bound`] or output above `max_tokens`). `usage`
+    /// and `cost_usd` are then what the call was booked at: the reported figures cut to
+    /// the request's limits, so the budget's reservation is never exceeded. Boxed: rare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_usage: Option<Box<Usage>>,
 }
 
 impl StepOutcome {

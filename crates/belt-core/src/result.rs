@@ -79,6 +79,13 @@ pub struct AgentRecord {
     pub started_ms: u64,
 }
 
+/// One stretch of a run, in one process.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub duration_ms: u64,
+}
+
 /// A document the run wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Document {
@@ -106,8 +113,14 @@ pub struct RunResult {
     /// Steps per tier from workers up, e.g. `[12, 2, 1]`.
     #[serde(default)]
     pub shape: Vec<usize>,
+    /// When the run first started (its first segment, for a resumed run).
     #[serde(default)]
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The stretches the run ran in, one per process that drove it: one for a run that was
+    /// never interrupted, one more per `belt resume`. `duration_ms` is their sum (the time
+    /// spent running, not the time between the first start and the end).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<Segment>,
     /// Loop and round caps that stopped a pattern in this run: which cap and where (each
     /// also a skipped step in `agents`, and named in `stop_reason`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -21,7 +21,7 @@ use crate::llm::Providers;
 use crate::orchestrator::{AgentOutput, Orchestrator, Outcome, combine_outputs};
 use crate::plan::{PlanError, Subtask, Task, normalize_plan};
 use crate::policy::Policies;
-use crate::result::{AgentStatus, RunResult, RunStatus};
+use crate::result::{AgentStatus, RunResult, RunStatus, Segment};
 use crate::step::{StepId, StepSpec, Tier, index_width};
 use crate::store::{LEASE_TTL, MemoryStore, RunRecord, RunStore, StoreError};
 use crate::usage::UsageMeter;
@@ -287,6 +287,7 @@ pub async fn run<O: Orchestrator>(
         store.load_steps(&run_id).await?.into_iter().map(|r| (r.step.clone(), r)).collect();
     let last_seq = store.last_seq(&run_id).await?;
     let previous = store.get_run(&run_id).await?;
+    let earlier = earlier_segments(&*store, &run_id, last_seq).await;
     // JSON text, not a `serde_json::Value` tree: a given plan of 100,000 subtasks would
     // otherwise cost more to record than to run.
     let definition: Arc<str> = match (&options.definition, &previous) {
@@ -340,6 +341,7 @@ pub async fn run<O: Orchestrator>(
         plan: Mutex::new(None),
         started: Instant::now(),
         started_at: Utc::now(),
+        earlier,
         simulated: AtomicBool::new(false),
         usage,
         human: options.human.clone().unwrap_or_else(crate::human::Human::unattended),
@@ -392,8 +394,53 @@ pub async fn run<O: Orchestrator>(
     Ok(RunHandle { run_id, events: Some(events), ctx, join })
 }
 
+/// A resumed run's segments so far, from its recorded events (resuming is rare, so reading
+/// them all is affordable). Unreadable events cost the history, not the run.
+async fn earlier_segments(store: &dyn RunStore, run_id: &str, last_seq: u64) -> Vec<Segment> {
+    if last_seq == 0 {
+        return Vec::new();
+    }
+    match store.events(run_id, 0).await {
+        Ok(events) => segments_of(&events),
+        Err(e) => {
+            tracing::warn!("could not read the earlier segments of run {run_id}: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// The segments a run's events tell of: each `run_started` begins one, which lasts until the
+/// last event before the next one (a killed process's segment ends at its last recorded
+/// event).
+fn segments_of(events: &[Arc<crate::event::Event>]) -> Vec<Segment> {
+    let mut segments: Vec<Segment> = Vec::new();
+    for e in events {
+        if matches!(e.kind, EventKind::RunStarted { .. }) {
+            segments.push(Segment { started_at: e.ts, duration_ms: 0 });
+        } else if let Some(last) = segments.last_mut() {
+            let ms = (e.ts - last.started_at).num_milliseconds();
+            last.duration_ms = last.duration_ms.max(u64::try_from(ms).unwrap_or(0));
+        }
+    }
+    segments
+}
+
+/// When the run first started, how long it has run in all, and its segments (the earlier
+/// ones and this one, so far).
+fn timing(ctx: &Ctx) -> (Option<chrono::DateTime<Utc>>, u64, Vec<Segment>) {
+    let now = Segment {
+        started_at: ctx.shared.started_at,
+        duration_ms: ctx.shared.started.elapsed().as_millis() as u64,
+    };
+    let mut segments = ctx.shared.earlier.clone();
+    segments.push(now);
+    let first = segments.first().map(|s| s.started_at);
+    (first, segments.iter().map(|s| s.duration_ms).sum(), segments)
+}
+
 /// A failed RunResult from what the context knows, for when the driver could not finish.
 fn fallback_result(ctx: &Ctx, reason: String) -> RunResult {
+    let (started_at, duration_ms, segments) = timing(ctx);
     RunResult {
         run_id: ctx.run_id().to_string(),
         status: RunStatus::Failed,
@@ -405,11 +452,12 @@ fn fallback_result(ctx: &Ctx, reason: String) -> RunResult {
         final_output: None,
         usage: ctx.usage(),
         cost_usd: ctx.cost_usd(),
-        duration_ms: ctx.shared.started.elapsed().as_millis() as u64,
+        duration_ms,
         documents: Vec::new(),
         simulated: ctx.shared.simulated.load(Ordering::Relaxed),
         shape: Vec::new(),
-        started_at: Some(ctx.shared.started_at),
+        started_at,
+        segments,
         caps: Vec::new(),
     }
 }
@@ -802,6 +850,7 @@ impl Finish<'_> {
         let (status, stop_reason) = match (ctx.stopping(), failure) {
             (Some(Stop::Cancelled), _) => (RunStatus::Cancelled, "cancelled by the user".to_string()),
             (Some(Stop::Budget(r)), _) => (RunStatus::BudgetExhausted, format!("budget exhausted: {r}")),
+            (Some(Stop::UntrustedUsage(r)), _) => (RunStatus::BudgetExhausted, r),
             (Some(stop), _) => (RunStatus::Failed, stop.describe()),
             (None, Some(reason)) => (RunStatus::Failed, reason),
             (None, None) => match partial {
@@ -820,7 +869,7 @@ impl Finish<'_> {
         };
         let usage = ctx.usage();
         let cost_usd = ctx.cost_usd();
-        let duration_ms = ctx.shared.started.elapsed().as_millis() as u64;
+        let (started_at, duration_ms, segments) = timing(ctx);
         RunResult {
             run_id: ctx.run_id().to_string(),
             status,
@@ -836,7 +885,8 @@ impl Finish<'_> {
             documents: Vec::new(),
             simulated: ctx.shared.simulated.load(Ordering::Relaxed),
             shape: self.shape,
-            started_at: Some(ctx.shared.started_at),
+            started_at,
+            segments,
             caps,
         }
     }

@@ -24,6 +24,8 @@ pub struct ScriptedProvider {
     in_flight: InFlightGauge,
     /// Prompt-cache reads and writes every reply reports (part of its input tokens).
     cache: (u64, u64),
+    /// The usage every reply reports, whatever the request (a provider that miscounts or lies).
+    reports: Option<Usage>,
 }
 
 struct Rule {
@@ -48,6 +50,7 @@ impl ScriptedProvider {
             calls: Mutex::new(HashMap::new()),
             in_flight: InFlightGauge::default(),
             cache: (0, 0),
+            reports: None,
         }
     }
 
@@ -60,6 +63,12 @@ impl ScriptedProvider {
     /// written to it, on top of its other input tokens.
     pub fn cached_tokens(mut self, read: u64, write: u64) -> Self {
         self.cache = (read, write);
+        self
+    }
+
+    /// Every reply reports `usage`, however long the request and its answer were.
+    pub fn reports_usage(mut self, usage: Usage) -> Self {
+        self.reports = Some(usage);
         self
     }
 
@@ -228,12 +237,13 @@ impl LlmProvider for ScriptedProvider {
                 format!("Output of {step}. {subject}")
             }
         };
-        let usage = Usage {
+        let usage = self.reports.unwrap_or(Usage {
             input_tokens: request.input_token_bound() / 4 + self.cache.0 + self.cache.1,
             output_tokens: (text.len() as u64 / 4).min(request.max_tokens as u64),
             cache_read_tokens: self.cache.0,
             cache_write_tokens: self.cache.1,
-        };
+            reasoning_tokens: 0,
+        });
         Ok(LlmReply {
             text,
             usage,

@@ -27,6 +27,10 @@ pub struct Usage {
     /// Input tokens written to the prompt cache (part of `input_tokens`; Anthropic).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_write_tokens: u64,
+    /// Output tokens the model spent on hidden reasoning (part of `output_tokens`, billed as
+    /// output), where the provider reports them (OpenAI's `reasoning_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -54,6 +58,26 @@ impl Usage {
         self.output_tokens += other.output_tokens;
         self.cache_read_tokens += other.cache_read_tokens;
         self.cache_write_tokens += other.cache_write_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+    }
+
+    /// This usage with at most `max_input` input and `max_output` output tokens (the
+    /// cache and reasoning figures cut to fit inside them): what a call is booked at when
+    /// its provider reports more than the request allowed. `None` when it is within both.
+    pub fn capped(&self, max_input: u64, max_output: u64) -> Option<Usage> {
+        if self.input_tokens <= max_input && self.output_tokens <= max_output {
+            return None;
+        }
+        let input_tokens = self.input_tokens.min(max_input);
+        let output_tokens = self.output_tokens.min(max_output);
+        let cache_read_tokens = self.cache_read_tokens.min(input_tokens);
+        Some(Usage {
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens: self.cache_write_tokens.min(input_tokens - cache_read_tokens),
+            reasoning_tokens: self.reasoning_tokens.min(output_tokens),
+        })
     }
 }
 
@@ -69,6 +93,9 @@ pub struct UsageTotals {
     /// Input tokens written to providers' prompt caches (part of `input_tokens`).
     #[serde(default)]
     pub cache_write_tokens: u64,
+    /// Output tokens spent on hidden reasoning (part of `output_tokens`), where reported.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
     /// Calls answered by a model whose price is unknown: their cost is not in the run's
     /// `cost_usd`, which is then a lower bound (configure the price to know it).
     #[serde(default)]
@@ -84,6 +111,7 @@ pub struct UsageMeter {
     output_tokens: AtomicU64,
     cache_read_tokens: AtomicU64,
     cache_write_tokens: AtomicU64,
+    reasoning_tokens: AtomicU64,
     unpriced_calls: AtomicU64,
     calls: AtomicU64,
 }
@@ -103,6 +131,9 @@ impl UsageMeter {
             self.cache_read_tokens.fetch_add(usage.cache_read_tokens, Ordering::Relaxed);
             self.cache_write_tokens.fetch_add(usage.cache_write_tokens, Ordering::Relaxed);
         }
+        if usage.reasoning_tokens > 0 {
+            self.reasoning_tokens.fetch_add(usage.reasoning_tokens, Ordering::Relaxed);
+        }
         if unpriced {
             self.unpriced_calls.fetch_add(1, Ordering::Relaxed);
         }
@@ -115,6 +146,7 @@ impl UsageMeter {
             output_tokens: self.output_tokens.load(Ordering::Relaxed),
             cache_read_tokens: self.cache_read_tokens.load(Ordering::Relaxed),
             cache_write_tokens: self.cache_write_tokens.load(Ordering::Relaxed),
+            reasoning_tokens: self.reasoning_tokens.load(Ordering::Relaxed),
             unpriced_calls: self.unpriced_calls.load(Ordering::Relaxed),
             calls: self.calls.load(Ordering::Relaxed),
         }
@@ -131,10 +163,37 @@ mod tests {
         meter.count_calls(1);
         meter.add(&Usage::new(10, 5), false);
         meter.count_calls(1);
-        meter.add(&Usage { cache_read_tokens: 3, ..Usage::new(7, 1) }, true);
+        meter.add(&Usage { cache_read_tokens: 3, reasoning_tokens: 1, ..Usage::new(7, 1) }, true);
         meter.count_calls(1);
         let t = meter.totals();
-        assert_eq!((t.input_tokens, t.output_tokens, t.cache_read_tokens), (17, 6, 3));
+        assert_eq!((t.input_tokens, t.output_tokens, t.cache_read_tokens, t.reasoning_tokens), (17, 6, 3, 1));
         assert_eq!((t.calls, t.unpriced_calls), (3, 1));
+    }
+
+    #[test]
+    fn a_usage_over_the_request_is_capped_with_its_parts() {
+        let within = Usage { cache_read_tokens: 50, reasoning_tokens: 10, ..Usage::new(100, 20) };
+        assert_eq!(within.capped(100, 20), None);
+        let lying = Usage {
+            input_tokens: 5_000_000,
+            output_tokens: 5_000_000,
+            cache_read_tokens: 80,
+            cache_write_tokens: 4_000_000,
+            reasoning_tokens: 4_000_000,
+        };
+        let booked = lying.capped(100, 16).unwrap();
+        assert_eq!(
+            booked,
+            Usage {
+                input_tokens: 100,
+                output_tokens: 16,
+                cache_read_tokens: 80,
+                cache_write_tokens: 20,
+                reasoning_tokens: 16
+            }
+        );
+        assert_eq!(booked.uncached_input_tokens(), 0);
+        // Only the output over: the input stays as reported.
+        assert_eq!(Usage::new(7, 30).capped(100, 16), Some(Usage::new(7, 16)));
     }
 }

@@ -142,7 +142,7 @@ async fn openai_reads_usage_in_every_shape_servers_send() {
         assert_eq!(c.reply.text, "ab", "{shape:?}");
         assert_eq!(c.reply.finish_reason.as_deref(), Some("length"), "{shape:?}");
         assert_eq!(
-            (c.usage.input_tokens, c.usage.output_tokens, c.usage.cache_read_tokens),
+            (c.reply.usage.input_tokens, c.reply.usage.output_tokens, c.reply.usage.cache_read_tokens),
             (1200, 40, 1024)
         );
         assert_eq!((c.reply.usage.input_tokens, c.reply.usage.cache_read_tokens), (1200, 1024), "{shape:?}");
@@ -153,7 +153,7 @@ async fn openai_reads_usage_in_every_shape_servers_send() {
     let req = request("openai/gpt-4o");
     let c = provider.call("gpt-4o", &req).await.unwrap();
     assert!(!c.usage_reported);
-    assert_eq!((c.usage.input_tokens, c.usage.output_tokens), (req.input_token_bound(), 4));
+    assert_eq!((c.reply.usage.input_tokens, c.reply.usage.output_tokens), (req.input_token_bound(), 4));
 }
 
 #[tokio::test]
@@ -166,7 +166,7 @@ async fn openai_tolerates_crlf_comments_keep_alives_and_any_chunking() {
         server.push(response);
         let c = provider.call("gpt-4o-mini", &request("openai/gpt-4o-mini")).await.unwrap();
         assert_eq!(c.reply.text, deltas.concat(), "pieces of {n} bytes");
-        assert_eq!(c.usage.input_tokens, 19);
+        assert_eq!(c.reply.usage.input_tokens, 19);
     }
 }
 
@@ -174,12 +174,14 @@ async fn openai_tolerates_crlf_comments_keep_alives_and_any_chunking() {
 async fn openai_non_streaming_with_cached_tokens() {
     let server = server().await;
     let provider = OpenAiProvider::new(openai_endpoint(&server).stream(false)).unwrap();
-    let u = FakeUsage { input: 2000, output: 300, cache_read: 1500, ..FakeUsage::default() };
+    let u = FakeUsage { input: 2000, output: 300, cache_read: 1500, reasoning: 120, ..FakeUsage::default() };
     server.push(FakeResponse::openai_json("gpt-4o-mini-2024-07-18", "Hi there.", "stop", u));
     let c = provider.call("gpt-4o-mini", &request("openai/gpt-4o-mini")).await.unwrap();
     assert_eq!(c.reply.text, "Hi there.");
     assert_eq!((c.reply.usage.input_tokens, c.reply.usage.output_tokens), (2000, 300));
-    assert_eq!(c.usage.cache_read_tokens, 1500);
+    assert_eq!(c.reply.usage.cache_read_tokens, 1500);
+    // Reasoning tokens are part of the output, reported apart, and billed as output.
+    assert_eq!(c.reply.usage.reasoning_tokens, 120);
     // gpt-4o-mini: $0.15 input, $0.075 cached input, $0.60 output per million.
     let expected = (500.0 * 0.15 + 1500.0 * 0.075 + 300.0 * 0.60) / 1e6;
     assert!(close(c.cost_usd.unwrap(), expected), "{:?}", c.cost_usd);
@@ -198,7 +200,7 @@ async fn openai_reads_the_body_by_its_content_type() {
     let server = server().await;
     server.push(FakeResponse::openai_json("m", "whole", "stop", usage(5, 1)));
     let c = openai(&server).call("gpt-4o", &request("openai/gpt-4o")).await.unwrap();
-    assert_eq!((c.reply.text.as_str(), c.usage.input_tokens), ("whole", 5));
+    assert_eq!((c.reply.text.as_str(), c.reply.usage.input_tokens), ("whole", 5));
     // An SSE body under a wrong (or no) content type is still a stream.
     let mut mislabelled = stream(&["sse"]);
     mislabelled.headers.retain(|(n, _)| n != "content-type");
@@ -223,7 +225,7 @@ async fn openai_stream_cut_before_done_is_a_retryable_bad_response() {
     let frames = full.pieces.len();
     server.push(full.cut_after(frames - 1));
     let c = openai(&server).call("gpt-4o", &request("openai/gpt-4o")).await.unwrap();
-    assert_eq!((c.reply.text.as_str(), c.usage.output_tokens), ("ab", 10));
+    assert_eq!((c.reply.text.as_str(), c.reply.usage.output_tokens), ("ab", 10));
 }
 
 /// `call`, which must end on its own well within a second or two (a runaway stream must
@@ -575,7 +577,7 @@ async fn openai_many_concurrent_calls_share_the_connection_pool() {
 #[tokio::test]
 async fn anthropic_streams_text_with_cache_tokens_and_cost() {
     let server = server().await;
-    let u = FakeUsage { input: 25, output: 15, cache_read: 1000, cache_write: 200 };
+    let u = FakeUsage { input: 25, output: 15, cache_read: 1000, cache_write: 200, reasoning: 0 };
     server.push(
         FakeResponse::anthropic_stream(
             "claude-sonnet-4-5-20250929",
@@ -596,7 +598,7 @@ async fn anthropic_streams_text_with_cache_tokens_and_cost() {
     assert_eq!(c.request_id.as_deref(), Some("req_011CSHoEeqs5C35K2UUqR7Fy"));
     // Every input token the model read, with the cache detail kept for pricing.
     assert_eq!((c.reply.usage.input_tokens, c.reply.usage.output_tokens), (1225, 15));
-    assert_eq!((c.usage.cache_read_tokens, c.usage.cache_write_tokens), (1000, 200));
+    assert_eq!((c.reply.usage.cache_read_tokens, c.reply.usage.cache_write_tokens), (1000, 200));
     let expected = (25.0 * 3.0 + 1000.0 * 0.30 + 200.0 * 3.75 + 15.0 * 15.0) / 1e6;
     assert!(close(c.cost_usd.unwrap(), expected), "{:?}", c.cost_usd);
     assert_eq!((c.reply.usage.cache_read_tokens, c.reply.usage.cache_write_tokens), (1000, 200));
@@ -629,7 +631,7 @@ async fn anthropic_non_streaming_and_stop_reasons() {
     let c = provider.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await.unwrap();
     assert_eq!(c.reply.text, "Cut sh");
     assert_eq!(c.reply.finish_reason.as_deref(), Some("length"));
-    assert_eq!((c.usage.input_tokens, c.usage.output_tokens), (12, 100));
+    assert_eq!((c.reply.usage.input_tokens, c.reply.usage.output_tokens), (12, 100));
     assert!(close(c.cost_usd.unwrap(), (12.0 * 1.0 + 100.0 * 5.0) / 1e6));
     assert_eq!(server.last_request().unwrap().json()["stream"], false);
 }
@@ -647,7 +649,7 @@ async fn anthropic_tolerates_crlf_and_any_chunking() {
         server.push(response);
         let c = provider.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await.unwrap();
         assert_eq!(c.reply.text, deltas.concat(), "pieces of {n} bytes");
-        assert_eq!((c.usage.input_tokens, c.usage.output_tokens), (3, 4));
+        assert_eq!((c.reply.usage.input_tokens, c.reply.usage.output_tokens), (3, 4));
     }
 }
 
@@ -979,7 +981,7 @@ async fn anthropic_cache_figures_of_message_delta_win_over_message_start() {
     assert!(close(provider.price("claude-haiku-4-5").unwrap().cost(u), expected));
 
     let non_streaming = AnthropicProvider::new(anthropic_endpoint(&server).stream(false)).unwrap();
-    let u = FakeUsage { input: 30, output: 9, cache_read: 2048, cache_write: 0 };
+    let u = FakeUsage { input: 30, output: 9, cache_read: 2048, cache_write: 0, reasoning: 0 };
     server.push(FakeResponse::anthropic_json("claude-haiku-4-5", "fine", "end_turn", u));
     let c = non_streaming.call("claude-haiku-4-5", &request("anthropic/claude-haiku-4-5")).await.unwrap();
     assert_eq!((c.reply.usage.input_tokens, c.reply.usage.cache_read_tokens), (2078, 2048));
@@ -1246,7 +1248,7 @@ mod tools {
             assert_eq!(c.reply.tool_calls, expected_calls(["call_Ab1", "call_Cd2"]), "pieces of {split}");
             assert_eq!(c.reply.finish_reason.as_deref(), Some("tool_calls"));
             assert_eq!(c.reply.text, "");
-            assert_eq!(c.usage.input_tokens, 80);
+            assert_eq!(c.reply.usage.input_tokens, 80);
         }
         let body = server.last_request().unwrap().json();
         assert_eq!(
@@ -1713,7 +1715,11 @@ mod faults {
                 (Expect::Answers { text, reported }, Ok(c)) => {
                     assert_eq!(c.reply.text, text, "{name}");
                     assert_eq!(c.usage_reported, reported, "{name}");
-                    assert!(c.usage.input_tokens > 0 && c.usage.output_tokens > 0, "{name}: {:?}", c.usage);
+                    assert!(
+                        c.reply.usage.input_tokens > 0 && c.reply.usage.output_tokens > 0,
+                        "{name}: {:?}",
+                        c.reply.usage
+                    );
                 }
                 (Expect::Fails { kind, .. }, Ok(c)) => panic!("{name}: expected {kind}, got {:?}", c.reply),
                 (Expect::Answers { .. }, Err(e)) => panic!("{name}: expected a reply, got {e:?}"),

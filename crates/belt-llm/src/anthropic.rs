@@ -44,8 +44,8 @@ use crate::http::{
     Completion, ConfigError, ErrorContext, HttpCore, Parsed, ProviderMessage, SseState, Wire, truncate,
 };
 use crate::json_reply;
-use crate::pricing::TokenUsage;
 use crate::sse::SseDecoder;
+use belt_core::llm::Usage;
 
 /// The API version belt speaks.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -413,10 +413,10 @@ impl AnthropicUsage {
         self.cache_read_input_tokens = later.cache_read_input_tokens.or(self.cache_read_input_tokens);
     }
 
-    fn tokens(&self) -> TokenUsage {
+    fn tokens(&self) -> Usage {
         let cache_write = self.cache_creation_input_tokens.unwrap_or(0);
         let cache_read = self.cache_read_input_tokens.unwrap_or(0);
-        TokenUsage {
+        Usage {
             input_tokens: self.input_tokens.unwrap_or(0) + cache_write + cache_read,
             output_tokens: self.output_tokens.unwrap_or(0),
             cache_read_tokens: cache_read,

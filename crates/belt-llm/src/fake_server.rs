@@ -86,6 +86,8 @@ pub struct FakeUsage {
     pub cache_read: u64,
     /// Anthropic only.
     pub cache_write: u64,
+    /// OpenAI only: `completion_tokens_details.reasoning_tokens` (part of `output`).
+    pub reasoning: u64,
 }
 
 /// A tool call for the builders: the arguments are the pieces a stream sends (their
@@ -583,7 +585,7 @@ fn openai_usage(u: FakeUsage) -> serde_json::Value {
         "completion_tokens": u.output,
         "total_tokens": u.input + u.output,
         "prompt_tokens_details": {"cached_tokens": u.cache_read, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
     })
 }
 

@@ -44,11 +44,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use belt_core::llm::{LlmError, LlmReply, LlmRequest, RateLimits};
+use belt_core::llm::{LlmError, LlmReply, LlmRequest, RateLimits, Usage};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::endpoint::Endpoint;
-use crate::pricing::{PriceTable, TokenUsage};
+use crate::pricing::PriceTable;
 use crate::sse::SseDecoder;
 
 /// An API key. It cannot be printed: `Debug` shows `ApiKey(***)` and there is no
@@ -205,9 +205,7 @@ fn env_hint(env: &Option<String>) -> String {
 pub struct Completion {
     /// What [`LlmProvider::complete`](belt_core::llm::LlmProvider::complete) returns.
     pub reply: LlmReply,
-    /// Tokens with the prompt-cache detail (`reply.usage` is `usage.usage()`).
-    pub usage: TokenUsage,
-    /// False when the server reported no usage and `usage` holds upper bounds: the
+    /// False when the server reported no usage and `reply.usage` holds upper bounds: the
     /// request's input bound, and output bytes (never fewer than the tokens) capped at
     /// `max_tokens`. Budgets stay safe; reports should call the figures estimates.
     pub usage_reported: bool,
@@ -239,7 +237,7 @@ pub(crate) struct Parsed {
     pub text: String,
     /// The provider's finish reason, not yet normalized.
     pub finish: Option<String>,
-    pub usage: Option<TokenUsage>,
+    pub usage: Option<Usage>,
     pub served_model: Option<String>,
     /// Tools the model called, in order.
     pub tool_calls: Vec<belt_core::llm::ToolCall>,
@@ -588,16 +586,16 @@ impl HttpCore {
             text = json.to_string();
         }
         let usage_reported = usage.is_some();
-        let usage = usage.unwrap_or_else(|| TokenUsage {
+        let usage = usage.unwrap_or_else(|| Usage {
             input_tokens: request.input_token_bound(),
             output_tokens: (text.len() as u64).min(request.max_tokens as u64),
-            ..TokenUsage::default()
+            ..Usage::default()
         });
         let cost_usd = self.cost(model, &usage);
         Completion {
             reply: LlmReply {
                 text,
-                usage: usage.usage(),
+                usage,
                 // This provider's model, not `request.model`: that may be a whole
                 // fallback chain (`a/x,b/y`), and the reply says which link answered.
                 model: format!("{}/{model}", self.name),
@@ -605,7 +603,6 @@ impl HttpCore {
                 simulated: false,
                 tool_calls,
             },
-            usage,
             usage_reported,
             cost_usd,
             served_model,
@@ -615,7 +612,7 @@ impl HttpCore {
     }
 
     /// The price table's cost of a call, cache rates included.
-    pub fn cost(&self, model: &str, usage: &TokenUsage) -> Option<f64> {
+    pub fn cost(&self, model: &str, usage: &Usage) -> Option<f64> {
         self.prices.model_price(&self.price_provider, model).map(|price| price.cost(usage))
     }
 }

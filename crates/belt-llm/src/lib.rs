@@ -81,7 +81,7 @@ pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use endpoint::Endpoint;
 pub use http::{ApiKey, Completion, ConfigError, HttpOptions};
 pub use openai::{OpenAiConfig, OpenAiProvider};
-pub use pricing::{Capabilities, ModelInfo, ModelPrice, PriceTable, TokenUsage};
+pub use pricing::{Capabilities, ModelInfo, ModelPrice, PriceTable};
 pub use providers::{BUILTIN_PROVIDERS, ProviderSpec, WireFormat, process_env, providers_from_env};
 pub use simulated::{FailureKind, Latency, SIMULATED_LABEL, SIMULATED_PRICE, SimConfig, SimulatedProvider};
 

@@ -52,8 +52,8 @@ use crate::http::{
     Completion, ConfigError, ErrorContext, HttpCore, Parsed, ProviderMessage, SseState, Wire, truncate,
 };
 use crate::json_reply;
-use crate::pricing::TokenUsage;
 use crate::sse::SseDecoder;
+use belt_core::llm::Usage;
 
 /// The Chat Completions path, and the key as a bearer token.
 const WIRE: Wire =
@@ -629,8 +629,8 @@ struct CompletionDetails {
 }
 
 impl OpenAiUsage {
-    fn tokens(&self) -> TokenUsage {
-        TokenUsage {
+    fn tokens(&self) -> Usage {
+        Usage {
             input_tokens: self.prompt_tokens.unwrap_or(0),
             output_tokens: self.completion_tokens.unwrap_or(0),
             cache_read_tokens: self

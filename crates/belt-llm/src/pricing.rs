@@ -30,7 +30,7 @@
 //!
 //! The engine prices a call with [`Price`]: uncached input, prompt-cache reads, cache
 //! writes and output, each at its rate ([`ModelPrice::price`] carries the cache rates of
-//! the table). [`ModelPrice::cost`] is the same figure for a [`TokenUsage`], and also
+//! the table). [`ModelPrice::cost`] is the same figure for a call's [`Usage`], and also
 //! applies a long-prompt tier (Gemini Pro bills prompts above 200k tokens higher), which
 //! the engine's figure does not: that case is why the adapters also return the exact
 //! cost in their [`Completion`](crate::http::Completion).
@@ -48,44 +48,6 @@ use serde::{Deserialize, Serialize};
 
 /// The shipped data file.
 pub const MODELS_TOML: &str = include_str!("../data/models.toml");
-
-/// Tokens of one call, with the prompt-cache detail that prices depend on.
-///
-/// `input_tokens` counts every input token, cached or not (as OpenAI's `prompt_tokens`
-/// does; the Anthropic adapter adds Anthropic's separately reported cache tokens to it), so
-/// that it is the same figure the engine's [`Usage`] carries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenUsage {
-    /// All input tokens, including those read from or written to the cache.
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    /// Input tokens served from the provider's prompt cache.
-    #[serde(default)]
-    pub cache_read_tokens: u64,
-    /// Input tokens written to the provider's prompt cache (Anthropic).
-    #[serde(default)]
-    pub cache_write_tokens: u64,
-    /// Output tokens spent on hidden reasoning (included in `output_tokens`), where reported.
-    #[serde(default)]
-    pub reasoning_tokens: u64,
-}
-
-impl TokenUsage {
-    /// The engine's view: all input and all output tokens.
-    pub fn usage(&self) -> Usage {
-        Usage {
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            cache_read_tokens: self.cache_read_tokens,
-            cache_write_tokens: self.cache_write_tokens,
-        }
-    }
-
-    /// Input tokens neither read from nor written to the cache.
-    pub fn uncached_input_tokens(&self) -> u64 {
-        self.input_tokens.saturating_sub(self.cache_read_tokens).saturating_sub(self.cache_write_tokens)
-    }
-}
 
 /// A model's prices in USD per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -130,7 +92,7 @@ impl ModelPrice {
     /// The exact cost in USD of a call with this usage: uncached input, cache reads,
     /// cache writes and output, each at its rate, at the long-prompt tier when the input
     /// exceeds its threshold.
-    pub fn cost(&self, usage: &TokenUsage) -> f64 {
+    pub fn cost(&self, usage: &Usage) -> f64 {
         let (input, output, cache_read, cache_write) = match self.long {
             Some(long) if usage.input_tokens > long.above => (
                 long.input,
@@ -723,7 +685,7 @@ mod tests {
     fn cost_counts_cache_reads_writes_and_the_long_prompt_tier() {
         let sonnet = table().lookup("anthropic", "claude-sonnet-4-5").unwrap().price;
         // 1000 uncached + 2000 cache reads + 500 cache writes in, 400 out.
-        let usage = TokenUsage {
+        let usage = Usage {
             input_tokens: 3500,
             output_tokens: 400,
             cache_read_tokens: 2000,
@@ -733,7 +695,7 @@ mod tests {
         let expected = (1000.0 * 3.0 + 2000.0 * 0.30 + 500.0 * 3.75 + 400.0 * 15.0) / 1e6;
         assert!((sonnet.cost(&usage) - expected).abs() < 1e-12, "{}", sonnet.cost(&usage));
         // The engine's figure is the same (no long-prompt tier here)…
-        assert!((sonnet.price().cost(usage.usage()) - expected).abs() < 1e-12);
+        assert!((sonnet.price().cost(usage) - expected).abs() < 1e-12);
         // …and its worst case, which the budget reserves, is never below it: all input at
         // the cache-write rate, the dearest.
         let worst = sonnet.price().cost_of(3500, 400);
@@ -741,8 +703,8 @@ mod tests {
         assert!(worst >= expected);
 
         let pro = table().lookup("gemini", "gemini-2.5-pro").unwrap().price;
-        let short = TokenUsage { input_tokens: 200_000, output_tokens: 1000, ..TokenUsage::default() };
-        let long = TokenUsage { input_tokens: 200_001, output_tokens: 1000, ..TokenUsage::default() };
+        let short = Usage { input_tokens: 200_000, output_tokens: 1000, ..Usage::default() };
+        let long = Usage { input_tokens: 200_001, output_tokens: 1000, ..Usage::default() };
         assert!((pro.cost(&short) - (200_000.0 * 1.25 + 1000.0 * 10.0) / 1e6).abs() < 1e-12);
         assert!((pro.cost(&long) - (200_001.0 * 2.5 + 1000.0 * 15.0) / 1e6).abs() < 1e-12);
     }

@@ -457,6 +457,7 @@ pub(crate) mod tests {
             simulated: false,
             shape: vec![],
             started_at: None,
+            segments: Vec::new(),
             caps: Vec::new(),
         }
     }

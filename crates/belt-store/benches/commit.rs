@@ -55,6 +55,7 @@ fn record(i: usize) -> StepRecord {
                     output_tokens: 16,
                     cache_read_tokens: 0,
                     cache_write_tokens: 0,
+                    reasoning_tokens: 0,
                 },
                 cost_usd: 0.000_12,
                 attempts: 1,

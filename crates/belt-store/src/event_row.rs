@@ -63,12 +63,20 @@ fn write_kind(kind: &EventKind, out: &mut Vec<u8>) -> serde_json::Result<()> {
             outcome:
                 StepOutcome {
                     model,
-                    usage: Usage { input_tokens, output_tokens, cache_read_tokens, cache_write_tokens },
+                    usage:
+                        Usage {
+                            input_tokens,
+                            output_tokens,
+                            cache_read_tokens,
+                            cache_write_tokens,
+                            reasoning_tokens,
+                        },
                     cost_usd,
                     duration_ms,
                     attempts,
                     replayed,
                     cached,
+                    reported_usage,
                 },
             recorded_cost_usd,
         } => {
@@ -88,6 +96,10 @@ fn write_kind(kind: &EventKind, out: &mut Vec<u8>) -> serde_json::Result<()> {
                 out.extend_from_slice(br#","cache_write_tokens":"#);
                 serde_json::to_writer(&mut *out, cache_write_tokens)?;
             }
+            if *reasoning_tokens != 0 {
+                out.extend_from_slice(br#","reasoning_tokens":"#);
+                serde_json::to_writer(&mut *out, reasoning_tokens)?;
+            }
             out.extend_from_slice(br#","cost_usd":"#);
             serde_json::to_writer(&mut *out, cost_usd)?;
             out.extend_from_slice(br#","duration_ms":"#);
@@ -99,6 +111,10 @@ fn write_kind(kind: &EventKind, out: &mut Vec<u8>) -> serde_json::Result<()> {
             }
             if *cached {
                 out.extend_from_slice(br#","cached":true"#);
+            }
+            if let Some(reported) = reported_usage {
+                out.extend_from_slice(br#","reported_usage":"#);
+                serde_json::to_writer(&mut *out, reported)?;
             }
             if let Some(cost) = recorded_cost_usd {
                 out.extend_from_slice(br#","recorded_cost_usd":"#);
@@ -206,6 +222,7 @@ mod tests {
                             output_tokens: u64::MAX,
                             cache_read_tokens: if cached { 5 } else { 0 },
                             cache_write_tokens: if replayed { 3 } else { 0 },
+                            reasoning_tokens: if cached { 0 } else { 9 },
                         };
                         let outcome = StepOutcome {
                             model: model.clone(),
@@ -215,6 +232,7 @@ mod tests {
                             attempts: 2,
                             replayed,
                             cached,
+                            reported_usage: cached.then(|| Box::new(Usage::new(1 << 40, 7))),
                         };
                         let recorded_cost_usd = replayed.then_some(cost_usd);
                         kinds.push(EventKind::StepCompleted {

@@ -183,7 +183,8 @@ impl RunStore for SqliteStore {
     async fn load_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT step, tier, input_hash, output, model, input_tokens, output_tokens, cache_read_tokens, \
-             cache_write_tokens, cost_usd, attempts, duration_ms, simulated, tool_calls, finish_reason, unpriced \
+             cache_write_tokens, cost_usd, attempts, duration_ms, simulated, tool_calls, finish_reason, unpriced, \
+             reasoning_tokens, reported_usage \
              FROM steps \
              WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
         )
@@ -205,12 +206,19 @@ impl RunStore for SqliteStore {
                             output_tokens: r.get::<i64, _>("output_tokens") as u64,
                             cache_read_tokens: r.get::<i64, _>("cache_read_tokens") as u64,
                             cache_write_tokens: r.get::<i64, _>("cache_write_tokens") as u64,
+                            reasoning_tokens: r.get::<i64, _>("reasoning_tokens") as u64,
                         },
                         cost_usd: r.get("cost_usd"),
                         attempts: r.get::<i64, _>("attempts") as u32,
                         duration_ms: r.get::<i64, _>("duration_ms") as u64,
                         replayed: false,
                         cached: false,
+                        reported_usage: match r.get::<Option<String>, _>("reported_usage") {
+                            Some(json) => {
+                                Some(serde_json::from_str(&json).map_err(|e| corrupt("reported usage", e))?)
+                            }
+                            None => None,
+                        },
                     },
                     simulated: r.get("simulated"),
                     tool_calls: match r.get::<Option<String>, _>("tool_calls") {

@@ -59,10 +59,12 @@ fn step(name: &str, cost: f64) -> StepRecord {
                     output_tokens: 20,
                     cache_read_tokens: 6,
                     cache_write_tokens: 2,
+                    reasoning_tokens: 4,
                 },
                 cost_usd: cost,
                 attempts: 2,
                 duration_ms: 5,
+                reported_usage: Some(Box::new(Usage::new(1_000_000, 20))),
                 ..Default::default()
             },
             simulated: true,
@@ -204,6 +206,7 @@ fn sample_result(run_id: &str) -> belt_core::RunResult {
         simulated: true,
         shape: vec![],
         started_at: None,
+        segments: Vec::new(),
         caps: Vec::new(),
     }
 }

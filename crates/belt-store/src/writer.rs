@@ -138,11 +138,11 @@ enum Led {
     HandOff,
 }
 
-// Columns as in migrations/0004_compact_rows.sql and 0005_step_finish.sql.
+// Columns as in migrations/0004_compact_rows.sql, 0005_step_finish.sql and 0006_step_usage.sql.
 const INSERT_STEP: &str = "INSERT OR REPLACE INTO steps (run_key, step, tier, input_hash, model, \
      input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, attempts, duration_ms, \
-     simulated, tool_calls, output, finish_reason, unpriced) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+     simulated, tool_calls, output, finish_reason, unpriced, reasoning_tokens, reported_usage) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 const INSERT_EVENTS: &str =
     "INSERT OR IGNORE INTO events (run_key, first_seq, last_seq, lines) VALUES (?1, ?2, ?3, ?4)";
 const RUN_KEY: &str = "SELECT run_key FROM runs WHERE run_id = ?1";
@@ -457,6 +457,10 @@ fn write_rows(conn: &Connection, batch: &[Item], json: &mut Vec<u8>) -> rusqlite
                 } else {
                     Some(serde_json::to_string(&r.reply.tool_calls).map_err(|e| to_sql_error(Box::new(e)))?)
                 };
+                let reported_usage = match &r.reply.outcome.reported_usage {
+                    Some(u) => Some(serde_json::to_string(u).map_err(|e| to_sql_error(Box::new(e)))?),
+                    None => None,
+                };
                 hash.clear();
                 use std::fmt::Write as _;
                 let _ = write!(hash, "{}", r.input_hash);
@@ -478,6 +482,8 @@ fn write_rows(conn: &Connection, batch: &[Item], json: &mut Vec<u8>) -> rusqlite
                     &*r.reply.text,
                     r.reply.finish_reason.as_deref(),
                     r.reply.unpriced,
+                    r.reply.outcome.usage.reasoning_tokens as i64,
+                    reported_usage,
                 ])?;
             }
             Write::Events(run, events) => {

@@ -594,6 +594,7 @@ mod tests {
             output_tokens: 400,
             cache_read_tokens: 2000,
             cache_write_tokens: 500,
+            reasoning_tokens: 0,
         };
         assert_eq!(usage.uncached_input_tokens(), 1000);
         assert_eq!(usage.total(), 3900);
@@ -619,10 +620,22 @@ mod tests {
             serde_json::from_str(r#"{"input_per_mtok": 1, "output_per_mtok": 2}"#).unwrap();
         assert_eq!(old_price, Price::new(1.0, 2.0));
         let mut sum = Usage::new(1, 2);
-        sum.add(Usage { input_tokens: 10, output_tokens: 20, cache_read_tokens: 4, cache_write_tokens: 3 });
+        sum.add(Usage {
+            input_tokens: 10,
+            output_tokens: 20,
+            cache_read_tokens: 4,
+            cache_write_tokens: 3,
+            reasoning_tokens: 2,
+        });
         assert_eq!(
             sum,
-            Usage { input_tokens: 11, output_tokens: 22, cache_read_tokens: 4, cache_write_tokens: 3 }
+            Usage {
+                input_tokens: 11,
+                output_tokens: 22,
+                cache_read_tokens: 4,
+                cache_write_tokens: 3,
+                reasoning_tokens: 2
+            }
         );
     }
 }
