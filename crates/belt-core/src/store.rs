@@ -131,6 +131,31 @@ pub enum StoreError {
     Busy { run_id: String, owner: String, age_ms: u64 },
     #[error("the run store failed: {0}")]
     Backend(String),
+    /// A record the store holds does not read back as what was written (a disk fault, a
+    /// stray write into the file): a text that is not UTF-8, a negative count, an unknown
+    /// status. Nothing was changed; the records of other runs are not affected.
+    #[error("{}", damaged_message(run_id.as_deref(), store, detail))]
+    Damaged {
+        /// The run the record belongs to, when that much could be read.
+        run_id: Option<String>,
+        /// Where the store is (its file).
+        store: String,
+        /// What does not read: the column, the step, why.
+        detail: String,
+    },
+}
+
+fn damaged_message(run_id: Option<&str>, store: &str, detail: &str) -> String {
+    match run_id {
+        Some(id) => format!(
+            "run {id}'s record in {store} is damaged ({detail}); remove the run with `belt runs rm {id}` \
+             or restore the file from a backup"
+        ),
+        None => format!(
+            "a record in {store} is damaged ({detail}); restore the file from a backup, or move it away \
+             to start an empty store"
+        ),
+    }
 }
 
 /// How long a driver's lease on a run lasts without a heartbeat. A run whose lease
