@@ -263,7 +263,7 @@ pub fn exit_code(status: RunStatus) -> i32 {
         RunStatus::Completed => 0,
         RunStatus::Partial | RunStatus::BudgetExhausted => 3,
         RunStatus::Cancelled => 130,
-        // Failed, running, interrupted, and any status added later.
+        // Failed, queued, running, interrupted, and any status added later.
         _ => 1,
     }
 }

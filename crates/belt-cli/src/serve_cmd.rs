@@ -82,9 +82,15 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>, home: &Pat
         TokenSource::File => eprintln!("belt: API token in {}", file.display()),
         TokenSource::Given => eprintln!("belt: API token from BELT_API_TOKEN"),
     }
+    // Runs accepted by a server that stopped before starting them start here, in order.
+    let restored = server.restore_queued().await?;
+    if restored > 0 {
+        eprintln!("belt: {restored} queued run(s) from the store taken up; they start as slots free");
+    }
     server.serve(listener, shutdown_signal()).await.map_err(|e| CliError::Usage(e.to_string()))?;
     eprintln!(
-        "belt: stopped; cancelled runs keep their completed steps (`belt resume RUN_ID` continues one)"
+        "belt: stopped; cancelled runs keep their completed steps (`belt resume RUN_ID` continues one); \
+         queued runs stay queued for the next `belt serve` on this store"
     );
     Ok(0)
 }

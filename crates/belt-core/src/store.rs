@@ -196,6 +196,14 @@ pub trait RunStore: Send + Sync + 'static {
     async fn heartbeat(&self, run_id: &str, owner: &str) -> Result<(), StoreError>;
     /// The most recent runs first.
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+    /// Runs recorded as [`RunStatus::Queued`] (accepted, not started), the oldest first: the
+    /// order they were accepted in.
+    async fn queued_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    /// Take a queued run for `owner`, in one step: the run becomes `running` under `owner`'s
+    /// lease. False when it is not queued (any more): another process took it, it was
+    /// cancelled or removed. Whoever gets true starts it (with the same `owner`, whose
+    /// [`RunStore::claim`] then succeeds); nobody else does.
+    async fn take_queued(&self, run_id: &str, owner: &str) -> Result<bool, StoreError>;
     /// Remove a run with its steps, events and dead letters; false if it did not exist.
     async fn delete_run(&self, run_id: &str) -> Result<bool, StoreError>;
 
@@ -348,6 +356,32 @@ impl RunStore for MemoryStore {
         list.sort_by_key(|r| std::cmp::Reverse(r.started_at));
         list.truncate(limit);
         Ok(list)
+    }
+    async fn queued_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queued: Vec<RunRecord> = runs
+            .values()
+            .filter_map(|d| d.record.clone())
+            .filter(|r| r.status == RunStatus::Queued)
+            .collect();
+        // Run ids are UUIDv7s: after the time, they keep the order of acceptance.
+        queued.sort_by(|a, b| (a.started_at, &a.run_id).cmp(&(b.started_at, &b.run_id)));
+        queued.truncate(limit);
+        Ok(queued)
+    }
+    async fn take_queued(&self, run_id: &str, owner: &str) -> Result<bool, StoreError> {
+        Ok(self.with(run_id, |d| match d.record.as_mut() {
+            // Not while another driver holds a live lease (see the SQLite store).
+            Some(_) if d.lease.as_ref().is_some_and(|(o, at)| o != owner && at.elapsed() < LEASE_TTL) => {
+                false
+            }
+            Some(r) if r.status == RunStatus::Queued => {
+                r.status = RunStatus::Running;
+                d.lease = Some((owner.to_string(), Instant::now()));
+                true
+            }
+            _ => false,
+        }))
     }
     async fn delete_run(&self, run_id: &str) -> Result<bool, StoreError> {
         self.dead.lock().unwrap_or_else(|p| p.into_inner()).retain(|l| l.run_id != run_id);

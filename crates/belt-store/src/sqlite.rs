@@ -491,6 +491,55 @@ impl RunStore for SqliteStore {
             .collect()
     }
 
+    async fn queued_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        // `run_key` grows with every run recorded: the order they were accepted in.
+        let rows = sqlx::query(
+            "SELECT run_id, pattern, task, status, started_at, definition FROM runs \
+             WHERE status = 'queued' AND pattern != '' ORDER BY run_key LIMIT ?",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        rows.iter()
+            .map(|r| {
+                let run_id: String =
+                    col(r, "run_id").map_err(|d| self.damaged(None, within(d, "a queued run")))?;
+                let read = || -> Result<RunRecord, String> {
+                    Ok(RunRecord {
+                        run_id: run_id.clone(),
+                        pattern: col(r, "pattern")?,
+                        task: col(r, "task")?,
+                        status: status(r)?,
+                        started_at: time(r, "started_at")?,
+                        definition: Arc::from(col::<String>(r, "definition")?),
+                    })
+                };
+                read().map_err(self.damaged_run(&run_id))
+            })
+            .collect()
+    }
+
+    async fn take_queued(&self, run_id: &str, owner: &str) -> Result<bool, StoreError> {
+        // One statement, so two processes cannot both take it (PostgreSQL will do the same
+        // with `FOR UPDATE SKIP LOCKED`). Not while another process holds a live lease on
+        // it: `belt resume` of a queued run claims it before it records it as running.
+        let taken = sqlx::query(
+            "UPDATE runs SET status = 'running', owner = ?1, heartbeat_ms = ?2 \
+             WHERE run_id = ?3 AND status = 'queued' \
+             AND (owner IS NULL OR heartbeat_ms IS NULL OR heartbeat_ms <= ?4 OR owner = ?1)",
+        )
+        .bind(owner)
+        .bind(now_ms())
+        .bind(run_id)
+        .bind(now_ms() - LEASE_TTL.as_millis() as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
     async fn delete_run(&self, run_id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(self.err())?;
         for sql in [
