@@ -460,7 +460,8 @@ async fn queued_runs_outlive_the_server(name: &str, signal: i32) {
 
     // A restarted server takes them up and runs them, one at a time, oldest first.
     let mut s = start_in(home.clone(), &args, Some(token));
-    s.wait_listening();
+    let lines = s.wait_listening();
+    assert!(lines.iter().any(|l| l.contains("3 queued run(s) from the store taken up")), "{lines:?}");
     let last = queued.last().unwrap();
     let view: Value = c
         .get(format!("{}/v1/runs/{last}", s.base))
@@ -530,4 +531,49 @@ async fn queued_runs_survive_sigkill_and_run_when_the_server_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_runs_survive_sigterm_and_run_when_the_server_restarts() {
     queued_runs_outlive_the_server("queue-term", libc::SIGTERM).await;
+}
+
+/// `belt resume ID` of a queued run starts it from its stored definition, and a server
+/// restarted afterwards does not run it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_run_of_a_dead_server_runs_with_belt_resume() {
+    let home = home("queue-resume");
+    let token = "tok-queue-resume";
+    let args = ["--addr", "127.0.0.1:0", "--max-runs", "1"];
+    let mut s = start_in(home.clone(), &args, Some(token));
+    s.wait_listening();
+    let c = client();
+    let mut ids = Vec::new();
+    for task in ["Running survey", "Queued survey"] {
+        let accepted: Value = c
+            .post(format!("{}/v1/runs", s.base))
+            .bearer_auth(token)
+            .json(&json!({"task": task, "agents": 2, "concurrency": 1, "sim_latency_ms": 300}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(accepted["run_id"].as_str().unwrap().to_string());
+    }
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGKILL) };
+    let _ = s.child.wait();
+    s.home = PathBuf::new();
+    drop(s);
+
+    let out = belt_on(&home, &["resume", &ids[1], "--json", "--quiet", "--out", "out"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (result["status"].as_str(), result["task"].as_str()),
+        (Some("completed"), Some("Queued survey"))
+    );
+
+    // Nothing is queued any more: a restarted server takes nothing up.
+    let mut s = start_in(home.clone(), &args, Some(token));
+    let lines = s.wait_listening();
+    assert!(!lines.iter().any(|l| l.contains("queued run(s)")), "{lines:?}");
+    assert_eq!(stored_statuses(&home).get(&ids[1]).map(String::as_str), Some("completed"));
 }

@@ -693,10 +693,96 @@ mod tests {
     use super::*;
 
     fn manager() -> Arc<RunManager> {
+        manager_on(Arc::new(belt_core::MemoryStore::new()), Limits::default())
+    }
+
+    fn manager_on(store: Arc<dyn RunStore>, limits: Limits) -> Arc<RunManager> {
         let app = Arc::new(App::new(belt_app::Config::default()).with_env(Arc::new(|_| None)));
         let mut config = crate::ServerConfig::new("token");
         config.defaults.model = Some("simulated/default".into());
-        RunManager::new(app, Arc::new(belt_core::MemoryStore::new()), &config, Vec::new())
+        config.limits = limits;
+        RunManager::new(app, store, &config, Vec::new())
+    }
+
+    /// Two agents, 100 ms a call: a run that lasts a few tenths of a second.
+    fn slow(task: &str) -> RunSpec {
+        let mut r = RunSpec::new(task);
+        r.agents = Some(2);
+        r.sim_latency_ms = Some(100);
+        r
+    }
+
+    async fn result_of(store: &Arc<dyn RunStore>, run_id: &str) -> belt_core::RunResult {
+        for _ in 0..300 {
+            if let Some(result) = store.get_result(run_id).await.unwrap() {
+                return result;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("run {run_id} did not finish");
+    }
+
+    /// A queued run is in the store before `submit` returns; cancelled, it is recorded as
+    /// cancelled; a server that stops leaves the rest queued, and the next one on the store
+    /// runs them (a run whose definition no longer prepares is recorded as failed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_queue_is_in_the_store_and_outlives_the_server() {
+        let store: Arc<dyn RunStore> = Arc::new(belt_core::MemoryStore::new());
+        let limits = Limits { max_running: 1, max_queued: 2 };
+        let m = manager_on(store.clone(), limits);
+        let a = m.submit(slow("a")).await.unwrap();
+        let b = m.submit(slow("b")).await.unwrap();
+        let c = m.submit(slow("c")).await.unwrap();
+        assert_eq!((a.phase(), b.phase(), c.phase()), (Phase::Running, Phase::Queued, Phase::Queued));
+        let queued = store.queued_runs(10).await.unwrap();
+        assert_eq!(queued.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), [&b.run_id, &c.run_id]);
+        let spec = RunSpec::from_definition(&queued[0].definition).unwrap();
+        assert_eq!((spec.task.as_str(), spec.model.as_deref()), ("b", Some("simulated/default")));
+        assert!(matches!(m.submit(slow("d")).await, Err(ApiError::TooMany { .. })));
+
+        m.cancel(&b).await;
+        let cancelled = store.get_result(&b.run_id).await.unwrap().expect("recorded at once");
+        assert_eq!(cancelled.status, RunStatus::Cancelled);
+        assert!(matches!(b.phase(), Phase::NotStarted { status: RunStatus::Cancelled, .. }));
+        assert_eq!(m.load().1, 1);
+
+        m.shutdown(Duration::from_secs(10)).await;
+        assert_eq!(store.get_result(&a.run_id).await.unwrap().unwrap().status, RunStatus::Cancelled);
+        let left = store.queued_runs(10).await.unwrap();
+        assert_eq!(left.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), [&c.run_id]);
+
+        // Queued by an older server, with a model this one does not know.
+        let mut stale = left[0].clone();
+        stale.run_id = "stale".into();
+        stale.definition = Arc::from(r#"{"task":"s","model":"nope/model"}"#);
+        store.put_run(&stale).await.unwrap();
+        let m2 = manager_on(store.clone(), limits);
+        assert_eq!(m2.restore_queued().await.unwrap(), 1);
+        let failed = store.get_result("stale").await.unwrap().expect("recorded as failed");
+        assert_eq!(failed.status, RunStatus::Failed);
+        assert!(failed.stop_reason.contains("no longer prepares"), "{}", failed.stop_reason);
+        let done = result_of(&store, &c.run_id).await;
+        assert_eq!((done.status, done.task.as_str()), (RunStatus::Completed, "c"));
+        assert!(store.queued_runs(10).await.unwrap().is_empty());
+    }
+
+    /// Queued runs start in the order they were accepted, whatever order their tasks would
+    /// be scheduled in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_runs_start_oldest_first() {
+        let store: Arc<dyn RunStore> = Arc::new(belt_core::MemoryStore::new());
+        let m = manager_on(store.clone(), Limits { max_running: 1, max_queued: 8 });
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(m.submit(slow(&format!("t{i}"))).await.unwrap().run_id.clone());
+        }
+        let mut starts = Vec::new();
+        for id in &ids {
+            let r = result_of(&store, id).await;
+            assert_eq!(r.status, RunStatus::Completed);
+            starts.push(r.started_at.unwrap());
+        }
+        assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
     }
 
     #[test]

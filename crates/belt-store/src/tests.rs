@@ -744,3 +744,54 @@ async fn a_damaged_cache_entry_is_a_miss() {
         assert_eq!(store.cache_get(key).await.unwrap(), None, "{bad}");
     }
 }
+
+fn queued(run_id: &str) -> RunRecord {
+    RunRecord {
+        status: RunStatus::Queued,
+        definition: Arc::from(format!("{{\"task\":\"{run_id}\"}}")),
+        ..record(run_id)
+    }
+}
+
+/// The store is the queue: queued runs come back oldest first with their definitions, one
+/// taker gets each, and the engine then runs it under the taker's lease as any run.
+#[tokio::test]
+async fn queued_runs_are_taken_once_oldest_first_and_then_run() {
+    let dir = TempDir::new("queue");
+    let store: Arc<SqliteStore> = Arc::new(SqliteStore::open(dir.db()).await.unwrap());
+    // Accepted in this order; the ids do not sort that way.
+    for id in ["q-c", "q-a", "q-b"] {
+        store.put_run(&queued(id)).await.unwrap();
+    }
+    let order: Vec<String> = store.queued_runs(10).await.unwrap().into_iter().map(|r| r.run_id).collect();
+    assert_eq!(order, ["q-c", "q-a", "q-b"]);
+    assert_eq!(store.queued_runs(1).await.unwrap()[0].definition.as_ref(), r#"{"task":"q-c"}"#);
+    let listed = store.list_runs(10).await.unwrap();
+    assert!(listed.iter().all(|r| r.status == RunStatus::Queued && r.owner.is_none()), "{listed:?}");
+
+    // One taker gets it; it is running under that taker's lease, and nobody else's.
+    assert!(store.take_queued("q-c", "server-1").await.unwrap());
+    assert!(!store.take_queued("q-c", "server-2").await.unwrap(), "taken once");
+    assert!(!store.take_queued("nope", "server-2").await.unwrap());
+    let c = store.list_runs(10).await.unwrap().into_iter().find(|r| r.run_id == "q-c").unwrap();
+    assert_eq!((c.status, c.owner.as_deref()), (RunStatus::Running, Some("server-1")));
+    assert!(store.claim("q-c", "server-2", Duration::from_secs(10), None).await.is_err());
+    // A process that claims a queued run first (`belt resume`) keeps it from the others.
+    store.claim("q-a", "resume", Duration::from_secs(10), None).await.unwrap();
+    assert!(!store.take_queued("q-a", "server-1").await.unwrap(), "not under another's live lease");
+    assert_eq!(store.queued_runs(10).await.unwrap().len(), 2, "q-a and q-b are still queued");
+
+    // The taker runs it: the engine finds the record, keeps its definition and start time.
+    let before = store.get_run("q-c").await.unwrap().unwrap();
+    let mut options = RunOptions::default()
+        .with_provider(Arc::new(ScriptedProvider::new("t")))
+        .with_store(store.clone() as Arc<dyn RunStore>);
+    options.run_id = Some("q-c".into());
+    options.owner = Some("server-1".into());
+    let result =
+        belt_core::run(Cascade::new(2, "t/m"), Task::new("task"), options).await.unwrap().result().await;
+    assert_eq!(result.status, RunStatus::Completed, "{}", result.stop_reason);
+    let after = store.get_run("q-c").await.unwrap().unwrap();
+    assert_eq!((after.status, after.started_at), (RunStatus::Completed, before.started_at));
+    assert_eq!(after.definition, before.definition);
+}
