@@ -11,13 +11,28 @@ pub enum CliError {
     /// events file could not be written). Exit code 1.
     #[error("{0}")]
     Lost(String),
+    /// A record in the store does not read back: the file was damaged. Exit code 1 (the
+    /// input was fine; the message names the run and what to do).
+    #[error("{0}")]
+    Damaged(String),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => 2,
-            CliError::Lost(_) => 1,
+            CliError::Lost(_) | CliError::Damaged(_) => 1,
+        }
+    }
+}
+
+/// A store error: a damaged record exits 1; the others (a run another process drives, an
+/// unknown run, a store that cannot be opened or written) stay bad input, exit 2.
+impl From<belt_core::store::StoreError> for CliError {
+    fn from(e: belt_core::store::StoreError) -> Self {
+        match e {
+            belt_core::store::StoreError::Damaged { .. } => CliError::Damaged(e.to_string()),
+            other => CliError::Usage(other.to_string()),
         }
     }
 }

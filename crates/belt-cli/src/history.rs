@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use belt_app::{App, RunSpec};
-use belt_core::store::{DeadLetter, RunStore, RunSummary};
+use belt_core::store::{DeadLetter, RunStore, RunSummary, StoreError};
 use belt_core::{
     AgentOutput, Ctx, Orchestrator, Outcome, Plan, RunOptions, RunResult, RunStatus, StepError, StepSpec,
     Subtask, Synthesis, Task,
@@ -207,7 +207,13 @@ pub async fn runs(command: RunsCommand, spec: &StoreSpec) -> Result<i32, CliErro
             }
         },
         RunsCommand::Rm { run_id } => {
-            if is_live(&*store, &run_id).await? {
+            // A damaged record cannot say whether its run is live; removing it is what its
+            // error message suggests, so that goes ahead.
+            let live = match is_live(&*store, &run_id).await {
+                Err(CliError::Damaged(_)) => false,
+                other => other?,
+            };
+            if live {
                 return Err(CliError::Usage(format!(
                     "run {run_id} is running; cancel it before removing it"
                 )));
@@ -398,13 +404,20 @@ fn shorten(s: &str, n: usize) -> String {
 }
 
 fn usage(e: belt_core::store::StoreError) -> CliError {
-    CliError::Usage(e.to_string())
+    CliError::from(e)
 }
 
 /// The id of the run `given` names: the id itself, or — as git takes commits — a unique
 /// prefix of at least 4 characters.
 pub async fn full_id(store: &dyn RunStore, given: &str, spec: &StoreSpec) -> Result<String, CliError> {
-    if given.len() < 4 || store.get_run(given).await.map_err(usage)?.is_some() {
+    // A damaged run is named in full by its error message: taken as it is, so that the
+    // `belt runs rm` the message suggests reaches it.
+    let exists = match store.get_run(given).await {
+        Ok(found) => found.is_some(),
+        Err(StoreError::Damaged { run_id: Some(id), .. }) if id == given => true,
+        Err(e) => return Err(usage(e)),
+    };
+    if given.len() < 4 || exists {
         return Ok(given.to_string());
     }
     let mut matches: Vec<String> = store

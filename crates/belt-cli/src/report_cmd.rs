@@ -13,7 +13,7 @@ use crate::run_cmd::{self, ReportWriter};
 pub async fn report(mut args: ReportArgs, spec: &StoreSpec) -> Result<i32, CliError> {
     let store = run_cmd::open_store(spec).await?;
     args.run_id = crate::history::full_id(&*store, &args.run_id, spec).await?;
-    let usage = |e: belt_core::store::StoreError| CliError::Usage(e.to_string());
+    let usage = CliError::from;
     let Some(result) = store.get_result(&args.run_id).await.map_err(usage)? else {
         return Err(CliError::Usage(match store.get_run(&args.run_id).await.map_err(usage)? {
             Some(_) => format!(

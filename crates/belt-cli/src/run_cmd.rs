@@ -166,7 +166,10 @@ pub async fn execute(prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
         }
         other => other,
     }
-    .map_err(|e| CliError::Usage(e.to_string()))?;
+    .map_err(|e| match e {
+        RunError::Store(e @ StoreError::Damaged { .. }) => CliError::from(e),
+        e => CliError::Usage(e.to_string()),
+    })?;
     let mode = if exec.quiet {
         Mode::Quiet
     } else if std::io::stderr().is_terminal() {
@@ -260,7 +263,7 @@ pub fn exit_code(status: RunStatus) -> i32 {
         RunStatus::Completed => 0,
         RunStatus::Partial | RunStatus::BudgetExhausted => 3,
         RunStatus::Cancelled => 130,
-        // Failed, running, interrupted, and any status added later.
+        // Failed, queued, running, interrupted, and any status added later.
         _ => 1,
     }
 }

@@ -72,6 +72,11 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>, home: &Pat
         .map_err(|e| CliError::Usage(ServerError::Bind { addr: addr.to_string(), source: e }.to_string()))?;
     let local =
         listener.local_addr().map_err(|e| CliError::Usage(format!("cannot read the bound address: {e}")))?;
+    // Runs accepted by a server that stopped before starting them start here, in order.
+    let restored = server.restore_queued().await?;
+    if restored > 0 {
+        eprintln!("belt: {restored} queued run(s) from the store taken up; they start as slots free");
+    }
     eprintln!(
         "belt: serving on http://{local} (dashboard /, API /v1, OpenAPI /openapi.json); default model {model}"
     );
@@ -84,7 +89,8 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>, home: &Pat
     }
     server.serve(listener, shutdown_signal()).await.map_err(|e| CliError::Usage(e.to_string()))?;
     eprintln!(
-        "belt: stopped; cancelled runs keep their completed steps (`belt resume RUN_ID` continues one)"
+        "belt: stopped; cancelled runs keep their completed steps (`belt resume RUN_ID` continues one); \
+         queued runs stay queued for the next `belt serve` on this store"
     );
     Ok(0)
 }

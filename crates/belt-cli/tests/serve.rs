@@ -35,7 +35,11 @@ fn home(name: &str) -> PathBuf {
 }
 
 fn start(name: &str, extra: &[&str], token: Option<&str>) -> Served {
-    let home = home(name);
+    start_in(home(name), extra, token)
+}
+
+/// `belt serve` with its store in `home` (kept as it is: a restart).
+fn start_in(home: PathBuf, extra: &[&str], token: Option<&str>) -> Served {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_belt"));
     cmd.arg("--store")
         .arg(format!("sqlite://{}/belt.db", home.display()))
@@ -363,4 +367,213 @@ async fn a_run_cancelled_by_sigterm_resumes_with_belt_resume() {
     assert_eq!(result["status"], "completed");
     let replayed = result["agents"].as_array().unwrap().iter().filter(|a| a["replayed"] == true).count();
     assert!(replayed >= 1, "steps finished before the shutdown are not paid for again");
+}
+
+/// `belt ARGS` on the store of `home`, to its end.
+fn belt_on(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_belt"))
+        .arg("--store")
+        .arg(format!("sqlite://{}/belt.db", home.display()))
+        .args(args)
+        .env("BELT_HOME", home)
+        .env_remove("BELT_MODEL")
+        .current_dir(home)
+        .output()
+        .unwrap()
+}
+
+/// The stored runs, by id: status.
+fn stored_statuses(home: &std::path::Path) -> std::collections::HashMap<String, String> {
+    let out = belt_on(home, &["runs", "list", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["run_id"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Issue 18, defect 2: runs answered 202 "queued" were only in the server's memory, so a
+/// server stopped (SIGTERM) or killed (SIGKILL) lost them: 404, and `belt resume` knew no such
+/// run. Now each is in the store, queued, before it is answered; a server restarted on the
+/// same store starts them, oldest first, under its limits; and the run that was running when
+/// the server stopped is finished by `belt resume`.
+async fn queued_runs_outlive_the_server(name: &str, signal: i32) {
+    let home = home(name);
+    let token = "tok-queue";
+    let args = ["--addr", "127.0.0.1:0", "--max-runs", "1", "--max-queued", "5"];
+    let mut s = start_in(home.clone(), &args, Some(token));
+    s.wait_listening();
+    let c = client();
+    let mut ids = Vec::new();
+    for i in 1..=4 {
+        // Slow enough (five calls one after another, 200 ms each) that the first is still
+        // running when the others are accepted and when the server stops.
+        let r = c
+            .post(format!("{}/v1/runs", s.base))
+            .bearer_auth(token)
+            .json(
+                &json!({"task": format!("Survey {i}"), "agents": 3, "concurrency": 1, "sim_latency_ms": 200}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let accepted: Value = r.json().await.unwrap();
+        assert_eq!(accepted["status"], if i == 1 { "running" } else { "queued" }, "run {i}");
+        ids.push(accepted["run_id"].as_str().unwrap().to_string());
+    }
+    let (first, queued) = (ids[0].clone(), ids[1..].to_vec());
+    // While the server lives, its queued runs are already in the store.
+    let stored = stored_statuses(&home);
+    for id in &queued {
+        assert_eq!(stored.get(id).map(String::as_str), Some("queued"), "{stored:?}");
+    }
+
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(s.child.id() as i32, signal) };
+    let mut code = None;
+    for _ in 0..400 {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            code = Some(st.code());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let code = code.expect("belt serve stops");
+    if signal == libc::SIGTERM {
+        assert_eq!(code, Some(0), "belt serve exits cleanly on SIGTERM");
+    }
+    // Keep the store: the server is restarted on it.
+    s.home = PathBuf::new();
+    drop(s);
+
+    // The queued runs are still queued; the running one was cancelled (SIGTERM) or its
+    // driver died (SIGKILL).
+    let stored = stored_statuses(&home);
+    for id in &queued {
+        assert_eq!(stored.get(id).map(String::as_str), Some("queued"), "{stored:?}");
+    }
+    let expected_first = if signal == libc::SIGTERM { "cancelled" } else { "interrupted" };
+    assert_eq!(stored.get(&first).map(String::as_str), Some(expected_first), "{stored:?}");
+
+    // A restarted server takes them up and runs them, one at a time, oldest first.
+    let mut s = start_in(home.clone(), &args, Some(token));
+    let lines = s.wait_listening();
+    assert!(lines.iter().any(|l| l.contains("3 queued run(s) from the store taken up")), "{lines:?}");
+    let last = queued.last().unwrap();
+    let view: Value = c
+        .get(format!("{}/v1/runs/{last}", s.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "queued", "{view}");
+    let listed: Value = c
+        .get(format!("{}/v1/runs?limit=50", s.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = listed["runs"].as_array().unwrap();
+    assert_eq!(listed.iter().filter(|r| r["run_id"] == last.as_str()).count(), 1, "listed once: {listed:?}");
+
+    // The one that was running is finished by `belt resume` (its completed steps replayed).
+    let out = belt_on(&home, &["resume", &first, "--json", "--quiet", "--out", "out"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["status"], "completed");
+
+    let mut started = Vec::new();
+    for id in &queued {
+        let mut view = Value::Null;
+        for _ in 0..600 {
+            view = c
+                .get(format!("{}/v1/runs/{id}", s.base))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if view["result"].is_object() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(view["result"]["status"], "completed", "{id}: {view}");
+        assert_eq!(view["task"], format!("Survey {}", started.len() + 2), "its whole definition was kept");
+        started.push(view["result"]["started_at"].as_str().unwrap().to_string());
+    }
+    // One at a time (--max-runs 1), in the order they were accepted.
+    let mut sorted = started.clone();
+    sorted.sort();
+    assert_eq!(started, sorted, "queued runs start oldest first");
+    let stored = stored_statuses(&home);
+    for id in &ids {
+        assert_eq!(stored.get(id).map(String::as_str), Some("completed"), "{stored:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_runs_survive_sigkill_and_run_when_the_server_restarts() {
+    queued_runs_outlive_the_server("queue-kill", libc::SIGKILL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_runs_survive_sigterm_and_run_when_the_server_restarts() {
+    queued_runs_outlive_the_server("queue-term", libc::SIGTERM).await;
+}
+
+/// `belt resume ID` of a queued run starts it from its stored definition, and a server
+/// restarted afterwards does not run it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_run_of_a_dead_server_runs_with_belt_resume() {
+    let home = home("queue-resume");
+    let token = "tok-queue-resume";
+    let args = ["--addr", "127.0.0.1:0", "--max-runs", "1"];
+    let mut s = start_in(home.clone(), &args, Some(token));
+    s.wait_listening();
+    let c = client();
+    let mut ids = Vec::new();
+    for task in ["Running survey", "Queued survey"] {
+        let accepted: Value = c
+            .post(format!("{}/v1/runs", s.base))
+            .bearer_auth(token)
+            .json(&json!({"task": task, "agents": 2, "concurrency": 1, "sim_latency_ms": 300}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(accepted["run_id"].as_str().unwrap().to_string());
+    }
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGKILL) };
+    let _ = s.child.wait();
+    s.home = PathBuf::new();
+    drop(s);
+
+    let out = belt_on(&home, &["resume", &ids[1], "--json", "--quiet", "--out", "out"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (result["status"].as_str(), result["task"].as_str()),
+        (Some("completed"), Some("Queued survey"))
+    );
+
+    // Nothing is queued any more: a restarted server takes nothing up.
+    let mut s = start_in(home.clone(), &args, Some(token));
+    let lines = s.wait_listening();
+    assert!(!lines.iter().any(|l| l.contains("queued run(s)")), "{lines:?}");
+    assert_eq!(stored_statuses(&home).get(&ids[1]).map(String::as_str), Some("completed"));
 }

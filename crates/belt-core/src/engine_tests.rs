@@ -607,6 +607,15 @@ impl RunStore for FailingStore {
     ) -> Result<(), crate::store::StoreError> {
         self.inner.claim(id, owner, ttl, replace).await
     }
+    async fn queued_runs(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::store::RunRecord>, crate::store::StoreError> {
+        self.inner.queued_runs(limit).await
+    }
+    async fn take_queued(&self, id: &str, owner: &str) -> Result<bool, crate::store::StoreError> {
+        self.inner.take_queued(id, owner).await
+    }
     async fn heartbeat(&self, id: &str, owner: &str) -> Result<(), crate::store::StoreError> {
         self.inner.heartbeat(id, owner).await
     }

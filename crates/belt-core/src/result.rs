@@ -14,6 +14,11 @@ pub use crate::usage::UsageTotals;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RunStatus {
+    /// Accepted and recorded with its whole definition, waiting for a run slot; no process
+    /// drives it yet (it has no lease). Whoever takes it from the store
+    /// ([`crate::store::RunStore::take_queued`]) starts it: the server that accepted it, the
+    /// same server restarted, or `belt resume`.
+    Queued,
     /// Still running (only seen in stored records and live views).
     Running,
     /// Every step succeeded.
@@ -33,6 +38,7 @@ pub enum RunStatus {
 impl RunStatus {
     pub fn as_str(&self) -> &'static str {
         match self {
+            RunStatus::Queued => "queued",
             RunStatus::Running => "running",
             RunStatus::Completed => "completed",
             RunStatus::Partial => "partial",

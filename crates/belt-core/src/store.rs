@@ -131,6 +131,31 @@ pub enum StoreError {
     Busy { run_id: String, owner: String, age_ms: u64 },
     #[error("the run store failed: {0}")]
     Backend(String),
+    /// A record the store holds does not read back as what was written (a disk fault, a
+    /// stray write into the file): a text that is not UTF-8, a negative count, an unknown
+    /// status. Nothing was changed; the records of other runs are not affected.
+    #[error("{}", damaged_message(run_id.as_deref(), store, detail))]
+    Damaged {
+        /// The run the record belongs to, when that much could be read.
+        run_id: Option<String>,
+        /// Where the store is (its file).
+        store: String,
+        /// What does not read: the column, the step, why.
+        detail: String,
+    },
+}
+
+fn damaged_message(run_id: Option<&str>, store: &str, detail: &str) -> String {
+    match run_id {
+        Some(id) => format!(
+            "run {id}'s record in {store} is damaged ({detail}); remove the run with `belt runs rm {id}` \
+             or restore the file from a backup"
+        ),
+        None => format!(
+            "a record in {store} is damaged ({detail}); restore the file from a backup, or move it away \
+             to start an empty store"
+        ),
+    }
 }
 
 /// How long a driver's lease on a run lasts without a heartbeat. A run whose lease
@@ -171,6 +196,14 @@ pub trait RunStore: Send + Sync + 'static {
     async fn heartbeat(&self, run_id: &str, owner: &str) -> Result<(), StoreError>;
     /// The most recent runs first.
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+    /// Runs recorded as [`RunStatus::Queued`] (accepted, not started), the oldest first: the
+    /// order they were accepted in.
+    async fn queued_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    /// Take a queued run for `owner`, in one step: the run becomes `running` under `owner`'s
+    /// lease. False when it is not queued (any more): another process took it, it was
+    /// cancelled or removed. Whoever gets true starts it (with the same `owner`, whose
+    /// [`RunStore::claim`] then succeeds); nobody else does.
+    async fn take_queued(&self, run_id: &str, owner: &str) -> Result<bool, StoreError>;
     /// Remove a run with its steps, events and dead letters; false if it did not exist.
     async fn delete_run(&self, run_id: &str) -> Result<bool, StoreError>;
 
@@ -323,6 +356,32 @@ impl RunStore for MemoryStore {
         list.sort_by_key(|r| std::cmp::Reverse(r.started_at));
         list.truncate(limit);
         Ok(list)
+    }
+    async fn queued_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queued: Vec<RunRecord> = runs
+            .values()
+            .filter_map(|d| d.record.clone())
+            .filter(|r| r.status == RunStatus::Queued)
+            .collect();
+        // Run ids are UUIDv7s: after the time, they keep the order of acceptance.
+        queued.sort_by(|a, b| (a.started_at, &a.run_id).cmp(&(b.started_at, &b.run_id)));
+        queued.truncate(limit);
+        Ok(queued)
+    }
+    async fn take_queued(&self, run_id: &str, owner: &str) -> Result<bool, StoreError> {
+        Ok(self.with(run_id, |d| match d.record.as_mut() {
+            // Not while another driver holds a live lease (see the SQLite store).
+            Some(_) if d.lease.as_ref().is_some_and(|(o, at)| o != owner && at.elapsed() < LEASE_TTL) => {
+                false
+            }
+            Some(r) if r.status == RunStatus::Queued => {
+                r.status = RunStatus::Running;
+                d.lease = Some((owner.to_string(), Instant::now()));
+                true
+            }
+            _ => false,
+        }))
     }
     async fn delete_run(&self, run_id: &str) -> Result<bool, StoreError> {
         self.dead.lock().unwrap_or_else(|p| p.into_inner()).retain(|l| l.run_id != run_id);

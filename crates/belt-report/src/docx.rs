@@ -558,7 +558,7 @@ fn data_table(head: &[&str], rows: &[Vec<String>], weights: &[usize], right: &[b
 fn run_status_color(s: RunStatus) -> &'static str {
     match s {
         RunStatus::Completed => "1E6B34",
-        RunStatus::Partial | RunStatus::BudgetExhausted | RunStatus::Running => "8A5300",
+        RunStatus::Partial | RunStatus::BudgetExhausted | RunStatus::Queued | RunStatus::Running => "8A5300",
         RunStatus::Failed | RunStatus::Interrupted => "9B2C1F",
         _ => "4A5568",
     }

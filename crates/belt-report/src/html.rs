@@ -231,7 +231,7 @@ fn anchor(step: &str) -> String {
 fn badge(status: RunStatus) -> String {
     let class = match status {
         RunStatus::Completed => "ok",
-        RunStatus::Partial | RunStatus::BudgetExhausted | RunStatus::Running => "warn",
+        RunStatus::Partial | RunStatus::BudgetExhausted | RunStatus::Queued | RunStatus::Running => "warn",
         RunStatus::Failed | RunStatus::Interrupted => "bad",
         _ => "neutral",
     };

@@ -322,7 +322,7 @@ fn status_color(s: belt_core::RunStatus) -> &'static str {
     use belt_core::RunStatus::*;
     match s {
         Completed => "ok-color",
-        Partial | BudgetExhausted | Running => "warn-color",
+        Partial | BudgetExhausted | Queued | Running => "warn-color",
         Failed | Interrupted => "bad-color",
         _ => "luma(110)",
     }

@@ -167,7 +167,7 @@ pub const STATUSES: [&str; 8] =
     ["queued", "running", "completed", "partial", "failed", "budget_exhausted", "cancelled", "interrupted"];
 
 impl AppState {
-    /// Runs newest first: those only in memory (queued, never started), then the store's.
+    /// Runs newest first: those this server holds (queued, never started), then the store's.
     pub async fn list(&self, status: Option<&str>, offset: usize, limit: usize) -> Result<RunList, ApiError> {
         let mut memory: Vec<RunInfo> = self
             .manager
@@ -179,8 +179,11 @@ impl AppState {
         memory.sort_by_key(|r| std::cmp::Reverse(r.started_at));
         let fetch = if status.is_some() { SCAN_LIMIT } else { offset + limit + 1 };
         let stored = self.store.list_runs(fetch).await?;
+        // A run held here is also in the store (queued, or recorded as never started):
+        // listed once, as this server sees it.
+        let held: std::collections::HashSet<String> = memory.iter().map(|r| r.run_id.clone()).collect();
         let mut all = memory;
-        all.extend(stored.into_iter().map(|s| RunInfo {
+        all.extend(stored.into_iter().filter(|s| !held.contains(&s.run_id)).map(|s| RunInfo {
             events_url: events_url(&s.run_id),
             status: s.status.to_string(),
             run_id: s.run_id,
@@ -258,8 +261,13 @@ impl AppState {
     pub async fn cancel(&self, run_id: &str) -> Result<RunInfo, ApiError> {
         if let Some(run) = self.manager.get(run_id) {
             match run.phase() {
-                Phase::Queued | Phase::Running => {
-                    run.cancel();
+                // Recorded as cancelled before the answer.
+                Phase::Queued => {
+                    self.manager.cancel(&run).await;
+                    return Ok(info_of_live(&run));
+                }
+                Phase::Running => {
+                    self.manager.cancel(&run).await;
                     let mut info = info_of_live(&run);
                     info.status = "cancelling".into();
                     return Ok(info);
@@ -269,8 +277,12 @@ impl AppState {
                 }
             }
         }
-        if self.store.get_run(run_id).await?.is_none() {
+        let Some(record) = self.store.get_run(run_id).await? else {
             return Err(ApiError::UnknownRun(run_id.to_string()));
+        };
+        // Queued in the store by another server (or one before a restart): cancelled there.
+        if record.status == RunStatus::Queued && self.manager.cancel_stored(&record).await? {
+            return self.view(run_id).await.map(|v| v.info);
         }
         if let Some(result) = self.store.get_result(run_id).await? {
             return Err(ApiError::Conflict(format!("run {run_id} has already ended ({})", result.status)));

@@ -145,6 +145,12 @@ impl Server {
         self.state.webhooks.add(spec)
     }
 
+    /// Take up the runs the store holds as queued (see [`RunManager::restore_queued`]);
+    /// `belt serve` does this before it serves.
+    pub async fn restore_queued(&self) -> Result<usize, belt_core::store::StoreError> {
+        self.state.manager.restore_queued().await
+    }
+
     /// The runs this server drives.
     pub fn manager(&self) -> &Arc<RunManager> {
         &self.state.manager

@@ -1,20 +1,29 @@
 //! The runs this server drives: admission (a cap on running runs, a bounded queue), the
 //! live event log of each run, cancellation and shutdown.
 //!
+//! The queue is in the store. A run that waits for a slot is recorded as
+//! [`RunStatus::Queued`], with its whole definition (the `RunSpec`), before its request is
+//! answered; when a slot frees, the oldest queued run is taken from the store
+//! ([`RunStore::take_queued`], which makes it `running` under this server's lease) and
+//! started. So a run accepted is never only in this process's memory: a server that stops or
+//! dies leaves its queued runs queued, and the next one started on the same store
+//! ([`RunManager::restore_queued`]) — or `belt resume ID`, or later a worker — takes them up.
+//! The queue in memory only keeps this server's order and the prepared runs.
+//!
 //! A run's events are read once from its [`RunHandle`] by a pump task and appended to the
 //! run's [`EventLog`]; every SSE subscriber, webhook and metric reads from there, so a
 //! thousand subscribers cost one channel, not a thousand. Once a run has finished, its
 //! result and events are in the store and the run leaves the registry; from then on every
 //! reader goes to the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use belt_app::{App, Prepared, RunSpec};
-use belt_core::store::RunStore;
-use belt_core::{Event, EventKind, RunHandle, RunStatus};
+use belt_core::store::{RunRecord, RunStore, StoreError};
+use belt_core::{Event, EventKind, RunHandle, RunResult, RunStatus};
 use chrono::{DateTime, Utc};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -44,11 +53,12 @@ pub trait EventObserver: Send + Sync + 'static {
 /// Where a run of this server is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Phase {
-    /// Waiting for a run slot; nothing is recorded in the store yet.
+    /// Waiting for a run slot; recorded in the store as queued.
     Queued,
     Running,
     Finished(RunStatus),
-    /// Never started: cancelled while queued, or its launch failed. Only in memory.
+    /// Never started: cancelled while queued, or its launch failed (recorded in the store
+    /// with this status and reason as its result, when the store could be written).
     NotStarted {
         status: RunStatus,
         reason: String,
@@ -78,13 +88,13 @@ struct LiveState {
 }
 
 impl LiveRun {
-    fn new(run_id: String, prepared: Prepared) -> Self {
+    fn new(run_id: String, prepared: Prepared, created_at: DateTime<Utc>) -> Self {
         LiveRun {
             run_id,
             spec: prepared.spec.clone(),
             pattern: prepared.orchestrator.name().to_string(),
             task: prepared.task.description.clone(),
-            created_at: Utc::now(),
+            created_at,
             state: Mutex::new(LiveState {
                 phase: Phase::Queued,
                 prepared: Some(prepared),
@@ -93,6 +103,29 @@ impl LiveRun {
             }),
             log: Arc::new(EventLog::default()),
         }
+    }
+
+    /// The run as the store records it while it waits: its whole definition, no lease.
+    fn queued_record(&self) -> RunRecord {
+        let state = self.lock();
+        let definition = state
+            .prepared
+            .as_ref()
+            .and_then(|p| p.options.definition.clone())
+            .unwrap_or_else(|| self.spec.to_definition());
+        RunRecord {
+            run_id: self.run_id.clone(),
+            pattern: self.pattern.clone(),
+            task: self.task.clone(),
+            status: RunStatus::Queued,
+            started_at: self.created_at,
+            definition: Arc::from(definition),
+        }
+    }
+
+    /// What the store keeps of this run if it never starts.
+    fn not_started_result(&self, status: RunStatus, reason: &str) -> RunResult {
+        not_started(&self.run_id, &self.pattern, &self.task, self.created_at, status, reason)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LiveState> {
@@ -104,7 +137,8 @@ impl LiveRun {
     }
 
     /// Ask the run to stop: a queued run never starts, a running one is cancelled in the
-    /// engine (completed steps stay recorded, the run can be resumed).
+    /// engine (completed steps stay recorded, the run can be resumed). A queued run is
+    /// recorded as cancelled by [`RunManager::cancel`], which calls this.
     pub fn cancel(&self) {
         let state = self.lock();
         state.cancelled.cancel();
@@ -215,7 +249,11 @@ pub struct RunManager {
     stream_deltas: bool,
     runs: Mutex<HashMap<String, Arc<LiveRun>>>,
     slots: Arc<Semaphore>,
+    /// Places taken in the queue (counted before a run is recorded, so that concurrent
+    /// requests cannot overfill it).
     queued: AtomicUsize,
+    /// The queued runs this server holds, oldest first (each also queued in the store).
+    queue: Mutex<VecDeque<Arc<LiveRun>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     observers: Vec<Arc<dyn EventObserver>>,
@@ -244,6 +282,7 @@ impl RunManager {
             runs: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(limits.max_running.max(1))),
             queued: AtomicUsize::new(0),
+            queue: Mutex::new(VecDeque::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             observers,
@@ -331,15 +370,20 @@ impl RunManager {
             .map_err(|e| ApiError::Invalid(format!("the server's defaults do not fit this request: {e}")))
     }
 
-    /// Accept a request: check it, then start it now if a slot is free, else queue it.
-    /// Refused when the request is invalid (422), or the queue is full (429).
+    /// Accept a request: check it, then start it now if a slot is free and nothing waits,
+    /// else queue it — recorded in the store as queued before this returns, so that a run
+    /// answered with 202 outlives this process. Refused when the request is invalid (422),
+    /// the queue is full (429), or the store cannot record it (500).
     pub async fn submit(self: &Arc<Self>, request: RunSpec) -> Result<Arc<LiveRun>, ApiError> {
         if self.shutdown.is_cancelled() {
             return Err(ApiError::ShuttingDown);
         }
         let prepared = self.prepare(request)?;
-        let run = Arc::new(LiveRun::new(uuid::Uuid::now_v7().to_string(), prepared));
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+        let run = Arc::new(LiveRun::new(uuid::Uuid::now_v7().to_string(), prepared, Utc::now()));
+        // A run starts at once only when no run waits before it.
+        if self.queued.load(Ordering::SeqCst) == 0
+            && let Ok(permit) = self.slots.clone().try_acquire_owned()
+        {
             self.insert(&run);
             if let Err(e) = self.start(&run, permit).await {
                 self.remove(&run.run_id);
@@ -357,32 +401,146 @@ impl RunManager {
                 retry_after_secs: QUEUE_RETRY_AFTER.as_secs(),
             });
         }
+        if let Err(e) = self.store.put_run(&run.queued_record()).await {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::Internal(format!(
+                "the run could not be queued: recording it failed ({e}); nothing was started"
+            )));
+        }
         self.insert(&run);
-        let me = self.clone();
-        let queued = run.clone();
-        self.tasks.spawn(async move {
-            let cancelled = queued.lock().cancelled.clone();
-            let permit = tokio::select! {
-                p = me.slots.clone().acquire_owned() => p.ok(),
-                _ = cancelled.cancelled() => None,
-                _ = me.shutdown.cancelled() => None,
-            };
-            me.queued.fetch_sub(1, Ordering::SeqCst);
-            match permit {
-                None if me.shutdown.is_cancelled() => queued.set_not_started(
-                    RunStatus::Cancelled,
-                    "the server shut down before the run started".into(),
-                ),
-                None => queued
-                    .set_not_started(RunStatus::Cancelled, "cancelled while waiting for a run slot".into()),
-                Some(permit) => {
-                    if let Err(e) = me.start(&queued, permit).await {
-                        queued.set_not_started(RunStatus::Failed, e);
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(run.clone());
+        self.dispatch();
+        Ok(run)
+    }
+
+    /// Take up the runs the store holds as queued — accepted by a server that stopped or died
+    /// before starting them — after this server's own, oldest first, under its limits (they
+    /// were accepted already: they may fill the queue beyond `max_queued`, and new requests
+    /// then wait). A run whose stored definition no longer prepares (belt.toml changed, a key
+    /// is gone) is recorded as failed with the reason. Returns how many were taken up.
+    pub async fn restore_queued(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let mut restored = 0;
+        for record in self.store.queued_runs(usize::MAX).await? {
+            if self.get(&record.run_id).is_some() {
+                continue;
+            }
+            let prepared = RunSpec::from_definition(&record.definition)
+                .and_then(|spec| self.app.prepare(&spec).map_err(|e| e.to_string()));
+            match prepared {
+                Ok(prepared) => {
+                    let run = Arc::new(LiveRun::new(record.run_id.clone(), prepared, record.started_at));
+                    self.queued.fetch_add(1, Ordering::SeqCst);
+                    self.insert(&run);
+                    self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(run);
+                    restored += 1;
+                }
+                Err(e) => {
+                    let reason = format!("its recorded definition no longer prepares: {e}");
+                    tracing::warn!(run_id = %record.run_id, "queued run not restored: {reason}");
+                    if self.store.take_queued(&record.run_id, &self.owner).await? {
+                        let failed = not_started_of(&record, RunStatus::Failed, &reason);
+                        self.store.finish_run(&failed).await?;
                     }
                 }
             }
-        });
-        Ok(run)
+        }
+        if restored > 0 {
+            tracing::info!(restored, "queued runs taken up from the store");
+        }
+        self.dispatch();
+        Ok(restored)
+    }
+
+    /// Start queued runs, oldest first, while slots are free.
+    fn dispatch(self: &Arc<Self>) {
+        while !self.shutdown.is_cancelled() {
+            // A slot first, then a run: a run leaves the queue only for a slot.
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else { return };
+            let Some(run) = self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { return };
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            let me = self.clone();
+            self.tasks.spawn(async move { me.launch(run, permit).await });
+        }
+    }
+
+    /// Take a queued run from the store and start it in `permit`'s slot.
+    async fn launch(self: Arc<Self>, run: Arc<LiveRun>, permit: OwnedSemaphorePermit) {
+        // Shutting down: the run stays queued in the store for the next server.
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        match self.store.take_queued(&run.run_id, &self.owner).await {
+            Ok(true) => {}
+            // Another process took it (`belt resume`, another server), or it was cancelled
+            // or removed: it is not this server's to run.
+            Ok(false) => {
+                self.forget(&run.run_id);
+                drop(permit);
+                return self.dispatch();
+            }
+            Err(e) => {
+                drop(permit);
+                run.set_not_started(
+                    RunStatus::Failed,
+                    format!("the run could not be taken from the store: {e}"),
+                );
+                return self.dispatch();
+            }
+        }
+        if run.lock().cancelled.is_cancelled() {
+            drop(permit);
+            self.end_not_started(&run, RunStatus::Cancelled, "cancelled while waiting for a run slot").await;
+            return self.dispatch();
+        }
+        if let Err(e) = self.start(&run, permit).await {
+            self.end_not_started(&run, RunStatus::Failed, &e).await;
+            self.dispatch();
+        }
+    }
+
+    /// Record that a run this server took never started, and why.
+    async fn end_not_started(&self, run: &LiveRun, status: RunStatus, reason: &str) {
+        if let Err(e) = self.store.finish_run(&run.not_started_result(status, reason)).await {
+            tracing::warn!(run_id = %run.run_id, "could not record that the run {status}: {e}");
+        }
+        run.set_not_started(status, reason.to_string());
+    }
+
+    /// Cancel a run of this server: a queued one leaves the queue and is recorded as
+    /// cancelled before this returns; a running one is cancelled in the engine.
+    pub async fn cancel(self: &Arc<Self>, run: &Arc<LiveRun>) {
+        run.cancel();
+        let was_queued = {
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let at = queue.iter().position(|r| Arc::ptr_eq(r, run));
+            at.and_then(|i| queue.remove(i)).is_some()
+        };
+        if !was_queued {
+            // Running, or just taken from the queue: `launch` and the engine see the token.
+            return;
+        }
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        let reason = "cancelled while waiting for a run slot";
+        match self.store.take_queued(&run.run_id, &self.owner).await {
+            Ok(true) => self.end_not_started(run, RunStatus::Cancelled, reason).await,
+            // Taken by another process meanwhile: not this server's to end.
+            Ok(false) => self.forget(&run.run_id),
+            Err(e) => {
+                tracing::warn!(run_id = %run.run_id, "could not record the cancellation: {e}");
+                run.set_not_started(RunStatus::Cancelled, reason.to_string());
+            }
+        }
+    }
+
+    /// Cancel a run the store holds as queued that this server does not hold (queued by
+    /// another server): recorded as cancelled. False when it is not queued there.
+    pub async fn cancel_stored(&self, record: &RunRecord) -> Result<bool, StoreError> {
+        if !self.store.take_queued(&record.run_id, &self.owner).await? {
+            return Ok(false);
+        }
+        let result = not_started_of(record, RunStatus::Cancelled, "cancelled while waiting for a run slot");
+        self.store.finish_run(&result).await?;
+        Ok(true)
     }
 
     /// Start a run in its slot and pump its events until it ends.
@@ -421,7 +579,7 @@ impl RunManager {
         let me = self.clone();
         let run = run.clone();
         self.tasks.spawn(async move {
-            let _slot = permit;
+            let slot = permit;
             let mut batch = Vec::with_capacity(256);
             while events.recv_batch(&mut batch, 4096).await > 0 {
                 for observer in &me.observers {
@@ -438,12 +596,20 @@ impl RunManager {
             run.lock().phase = Phase::Finished(result.status);
             run.log.close();
             me.remove(&run.run_id);
+            // The slot is free: the next queued run takes it.
+            drop(slot);
+            me.dispatch();
         });
         Ok(())
     }
 
     fn insert(&self, run: &Arc<LiveRun>) {
         self.runs.lock().unwrap_or_else(|p| p.into_inner()).insert(run.run_id.clone(), run.clone());
+    }
+
+    /// Drop a run from this server's registry, whatever its phase (another process has it).
+    fn forget(&self, run_id: &str) {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner()).remove(run_id);
     }
 
     fn remove(&self, run_id: &str) {
@@ -455,12 +621,15 @@ impl RunManager {
         }
     }
 
-    /// Stop taking runs, cancel every run (each records what it finished; `belt resume`
-    /// continues it) and end live streams; returns at once.
+    /// Stop taking runs, cancel every running run (each records what it finished; `belt
+    /// resume` continues it) and end live streams; returns at once. Queued runs stay queued
+    /// in the store, for the next server on it (or `belt resume`).
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
         for run in self.live() {
-            run.cancel();
+            if run.phase() != Phase::Queued {
+                run.cancel();
+            }
         }
     }
 
@@ -472,6 +641,40 @@ impl RunManager {
             tracing::warn!("some runs did not stop within {grace:?}; they will show as interrupted");
         }
     }
+}
+
+/// What the store keeps of a run that never started: its status and why, nothing run.
+fn not_started(
+    run_id: &str,
+    pattern: &str,
+    task: &str,
+    started_at: DateTime<Utc>,
+    status: RunStatus,
+    reason: &str,
+) -> RunResult {
+    RunResult {
+        run_id: run_id.to_string(),
+        status,
+        stop_reason: reason.to_string(),
+        pattern: pattern.to_string(),
+        task: task.to_string(),
+        plan: Vec::new(),
+        agents: Vec::new(),
+        final_output: None,
+        usage: Default::default(),
+        cost_usd: 0.0,
+        duration_ms: 0,
+        documents: Vec::new(),
+        simulated: false,
+        shape: Vec::new(),
+        started_at: Some(started_at),
+        caps: Vec::new(),
+    }
+}
+
+/// [`not_started`] of a stored run.
+fn not_started_of(record: &RunRecord, status: RunStatus, reason: &str) -> RunResult {
+    not_started(&record.run_id, &record.pattern, &record.task, record.started_at, status, reason)
 }
 
 /// Longest a request waits for a finishing run's result to be stored.
@@ -490,10 +693,96 @@ mod tests {
     use super::*;
 
     fn manager() -> Arc<RunManager> {
+        manager_on(Arc::new(belt_core::MemoryStore::new()), Limits::default())
+    }
+
+    fn manager_on(store: Arc<dyn RunStore>, limits: Limits) -> Arc<RunManager> {
         let app = Arc::new(App::new(belt_app::Config::default()).with_env(Arc::new(|_| None)));
         let mut config = crate::ServerConfig::new("token");
         config.defaults.model = Some("simulated/default".into());
-        RunManager::new(app, Arc::new(belt_core::MemoryStore::new()), &config, Vec::new())
+        config.limits = limits;
+        RunManager::new(app, store, &config, Vec::new())
+    }
+
+    /// Two agents, 100 ms a call: a run that lasts a few tenths of a second.
+    fn slow(task: &str) -> RunSpec {
+        let mut r = RunSpec::new(task);
+        r.agents = Some(2);
+        r.sim_latency_ms = Some(100);
+        r
+    }
+
+    async fn result_of(store: &Arc<dyn RunStore>, run_id: &str) -> belt_core::RunResult {
+        for _ in 0..300 {
+            if let Some(result) = store.get_result(run_id).await.unwrap() {
+                return result;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("run {run_id} did not finish");
+    }
+
+    /// A queued run is in the store before `submit` returns; cancelled, it is recorded as
+    /// cancelled; a server that stops leaves the rest queued, and the next one on the store
+    /// runs them (a run whose definition no longer prepares is recorded as failed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_queue_is_in_the_store_and_outlives_the_server() {
+        let store: Arc<dyn RunStore> = Arc::new(belt_core::MemoryStore::new());
+        let limits = Limits { max_running: 1, max_queued: 2 };
+        let m = manager_on(store.clone(), limits);
+        let a = m.submit(slow("a")).await.unwrap();
+        let b = m.submit(slow("b")).await.unwrap();
+        let c = m.submit(slow("c")).await.unwrap();
+        assert_eq!((a.phase(), b.phase(), c.phase()), (Phase::Running, Phase::Queued, Phase::Queued));
+        let queued = store.queued_runs(10).await.unwrap();
+        assert_eq!(queued.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), [&b.run_id, &c.run_id]);
+        let spec = RunSpec::from_definition(&queued[0].definition).unwrap();
+        assert_eq!((spec.task.as_str(), spec.model.as_deref()), ("b", Some("simulated/default")));
+        assert!(matches!(m.submit(slow("d")).await, Err(ApiError::TooMany { .. })));
+
+        m.cancel(&b).await;
+        let cancelled = store.get_result(&b.run_id).await.unwrap().expect("recorded at once");
+        assert_eq!(cancelled.status, RunStatus::Cancelled);
+        assert!(matches!(b.phase(), Phase::NotStarted { status: RunStatus::Cancelled, .. }));
+        assert_eq!(m.load().1, 1);
+
+        m.shutdown(Duration::from_secs(10)).await;
+        assert_eq!(store.get_result(&a.run_id).await.unwrap().unwrap().status, RunStatus::Cancelled);
+        let left = store.queued_runs(10).await.unwrap();
+        assert_eq!(left.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), [&c.run_id]);
+
+        // Queued by an older server, with a model this one does not know.
+        let mut stale = left[0].clone();
+        stale.run_id = "stale".into();
+        stale.definition = Arc::from(r#"{"task":"s","model":"nope/model"}"#);
+        store.put_run(&stale).await.unwrap();
+        let m2 = manager_on(store.clone(), limits);
+        assert_eq!(m2.restore_queued().await.unwrap(), 1);
+        let failed = store.get_result("stale").await.unwrap().expect("recorded as failed");
+        assert_eq!(failed.status, RunStatus::Failed);
+        assert!(failed.stop_reason.contains("no longer prepares"), "{}", failed.stop_reason);
+        let done = result_of(&store, &c.run_id).await;
+        assert_eq!((done.status, done.task.as_str()), (RunStatus::Completed, "c"));
+        assert!(store.queued_runs(10).await.unwrap().is_empty());
+    }
+
+    /// Queued runs start in the order they were accepted, whatever order their tasks would
+    /// be scheduled in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_runs_start_oldest_first() {
+        let store: Arc<dyn RunStore> = Arc::new(belt_core::MemoryStore::new());
+        let m = manager_on(store.clone(), Limits { max_running: 1, max_queued: 8 });
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(m.submit(slow(&format!("t{i}"))).await.unwrap().run_id.clone());
+        }
+        let mut starts = Vec::new();
+        for id in &ids {
+            let r = result_of(&store, id).await;
+            assert_eq!(r.status, RunStatus::Completed);
+            starts.push(r.started_at.unwrap());
+        }
+        assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
     }
 
     #[test]

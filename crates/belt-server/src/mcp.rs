@@ -107,12 +107,17 @@ fn summary(r: &RunResult) -> Value {
 }
 
 /// Cancels a run when `run_workflow` is abandoned (the client cancelled or went away).
-struct CancelOnDrop(Option<Arc<crate::manager::LiveRun>>);
+struct CancelOnDrop(Option<(Arc<crate::manager::RunManager>, Arc<crate::manager::LiveRun>)>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(run) = self.0.take() {
+        if let Some((manager, run)) = self.0.take() {
+            // A queued run is also recorded as cancelled, which takes the store: done on a
+            // task of its own, as a drop cannot wait.
             run.cancel();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { manager.cancel(&run).await });
+            }
         }
     }
 }
@@ -207,7 +212,7 @@ impl BeltMcp {
     ) -> Result<CallToolResult, ApiError> {
         let run = self.app.manager.submit(request).await?;
         let run_id = run.run_id.clone();
-        let mut guard = CancelOnDrop(Some(run.clone()));
+        let mut guard = CancelOnDrop(Some((self.app.manager.clone(), run.clone())));
         let progress = context.meta.get_progress_token();
         let mut cursor = run.log.cursor();
         let (mut done, mut total) = (0u64, None::<u64>);

@@ -27,8 +27,10 @@ use belt_core::store::{
 };
 use belt_core::{LlmRequest, StepOutcome, StepReply, Usage};
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqlitePool};
 
 use crate::event_row;
 use crate::writer::Writer;
@@ -85,6 +87,105 @@ impl SqliteStore {
     fn err(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
         move |e| backend(&self.path, e)
     }
+
+    /// A record of run `run_id` (or of no run that could be named) does not read back.
+    fn damaged(&self, run_id: Option<&str>, detail: String) -> StoreError {
+        StoreError::Damaged {
+            run_id: run_id.map(str::to_string),
+            store: self.path.display().to_string(),
+            detail,
+        }
+    }
+
+    /// [`SqliteStore::damaged`] for a record of run `run_id`.
+    fn damaged_run<'a>(&'a self, run_id: &'a str) -> impl Fn(String) -> StoreError + 'a {
+        move |detail| self.damaged(Some(run_id), detail)
+    }
+
+    /// One step's record from its row.
+    fn step_record(r: &SqliteRow) -> Result<StepRecord, String> {
+        let step: String = col(r, "step")?;
+        let of = |detail: String| within(detail, &format!("step {step}"));
+        let hash: String = col(r, "input_hash").map_err(of)?;
+        let input_hash = serde_json::from_value::<InputHash>(serde_json::Value::String(hash))
+            .map_err(|e| of(format!("column `input_hash`: {e}")))?;
+        let reply = StepReply {
+            text: Arc::from(col::<String>(r, "output").map_err(of)?),
+            outcome: StepOutcome {
+                model: Arc::from(col::<String>(r, "model").map_err(of)?),
+                usage: Usage {
+                    input_tokens: count(r, "input_tokens").map_err(of)?,
+                    output_tokens: count(r, "output_tokens").map_err(of)?,
+                    cache_read_tokens: count(r, "cache_read_tokens").map_err(of)?,
+                    cache_write_tokens: count(r, "cache_write_tokens").map_err(of)?,
+                    reasoning_tokens: count(r, "reasoning_tokens").map_err(of)?,
+                },
+                cost_usd: col(r, "cost_usd").map_err(of)?,
+                attempts: u32::try_from(count(r, "attempts").map_err(of)?)
+                    .map_err(|_| of("column `attempts`: too large".into()))?,
+                duration_ms: count(r, "duration_ms").map_err(of)?,
+                replayed: false,
+                cached: false,
+                reported_usage: match col::<Option<String>>(r, "reported_usage").map_err(of)? {
+                    Some(json) => Some(
+                        serde_json::from_str(&json).map_err(|e| of(format!("column `reported_usage`: {e}")))?,
+                    ),
+                    None => None,
+                },
+            },
+            simulated: col(r, "simulated").map_err(of)?,
+            tool_calls: match col::<Option<String>>(r, "tool_calls").map_err(of)? {
+                Some(json) => {
+                    serde_json::from_str(&json).map_err(|e| of(format!("column `tool_calls`: {e}")))?
+                }
+                None => Vec::new(),
+            },
+            finish_reason: col::<Option<String>>(r, "finish_reason").map_err(of)?.map(Arc::from),
+            unpriced: col(r, "unpriced").map_err(of)?,
+        };
+        Ok(StepRecord {
+            step: StepId::new(step.as_str()),
+            tier: Tier::parse(&col::<String>(r, "tier").map_err(of)?),
+            input_hash,
+            reply,
+        })
+    }
+}
+
+/// Column `name` of a row. sqlx's `Row::get` panics on a value that does not decode (text
+/// that is not UTF-8, a number where text belongs), and such a value is only ever there
+/// when the file was damaged: every read goes through here and says which column failed.
+fn col<'r, T>(r: &'r SqliteRow, name: &str) -> Result<T, String>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    r.try_get(name).map_err(|e| match e {
+        sqlx::Error::ColumnDecode { source, .. } => format!("column `{name}`: {source}"),
+        other => format!("column `{name}`: {other}"),
+    })
+}
+
+/// `column `x`: why` as `column `x` of WHAT: why`: which record the column belongs to.
+fn within(detail: String, what: &str) -> String {
+    match detail.split_once(": ") {
+        Some((column, why)) => format!("{column} of {what}: {why}"),
+        None => format!("{detail} of {what}"),
+    }
+}
+
+/// A count (tokens, milliseconds, a sequence number) kept as SQLite's signed integer: a
+/// negative one can only come from a damaged file, and is reported, not wrapped around.
+fn count(r: &SqliteRow, name: &str) -> Result<u64, String> {
+    let v: i64 = col(r, name)?;
+    u64::try_from(v).map_err(|_| format!("column `{name}`: {v} is negative"))
+}
+
+/// [`count`] of a column that may be NULL.
+fn opt_count(r: &SqliteRow, name: &str) -> Result<Option<u64>, String> {
+    match col::<Option<i64>>(r, name)? {
+        Some(v) => u64::try_from(v).map(Some).map_err(|_| format!("column `{name}`: {v} is negative")),
+        None => Ok(None),
+    }
 }
 
 /// An error message that says what failed, where, and what to do.
@@ -117,12 +218,20 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-fn parse_time(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+/// Column `name` of a row, an RFC 3339 time as belt writes it.
+fn time(r: &SqliteRow, name: &str) -> Result<DateTime<Utc>, String> {
+    let s: String = col(r, name)?;
+    DateTime::parse_from_rfc3339(&s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("column `{name}`: `{s}` is not a time ({e})"))
 }
 
-fn parse_status(s: &str) -> RunStatus {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).unwrap_or(RunStatus::Failed)
+/// Column `status` of a row of `runs`. An unknown status is damage (or a newer belt's
+/// status): never guessed, as reading it as `failed` once did.
+fn status(r: &SqliteRow) -> Result<RunStatus, String> {
+    let s: String = col(r, "status")?;
+    serde_json::from_value(serde_json::Value::String(s.clone()))
+        .map_err(|_| format!("column `status`: `{s}` is not a run status"))
 }
 
 /// The bytes of an LZ4 block written by `lz4_flex::compress_prepend_size`.
@@ -136,10 +245,6 @@ fn unpack(packed: &[u8]) -> Result<Vec<u8>, String> {
         }
         _ => Err("the compressed result has a wrong length".to_string()),
     }
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("a stored {what} does not decode ({e}); the store may be damaged"))
 }
 
 #[async_trait]
@@ -170,14 +275,23 @@ impl RunStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(self.err())?;
-        Ok(row.filter(|r| !r.get::<String, _>("pattern").is_empty()).map(|r| RunRecord {
-            run_id: r.get("run_id"),
-            pattern: r.get("pattern"),
-            task: r.get("task"),
-            status: parse_status(r.get("status")),
-            started_at: parse_time(r.get("started_at")),
-            definition: Arc::from(r.get::<String, _>("definition")),
-        }))
+        let Some(r) = row else { return Ok(None) };
+        let read = || -> Result<Option<RunRecord>, String> {
+            let pattern: String = col(&r, "pattern")?;
+            // A placeholder (a lease or a step taken before the run was recorded) is no run.
+            if pattern.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(RunRecord {
+                run_id: run_id.to_string(),
+                pattern,
+                task: col(&r, "task")?,
+                status: status(&r)?,
+                started_at: time(&r, "started_at")?,
+                definition: Arc::from(col::<String>(&r, "definition")?),
+            }))
+        };
+        read().map_err(self.damaged_run(run_id))
     }
 
     async fn load_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StoreError> {
@@ -192,50 +306,7 @@ impl RunStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(self.err())?;
-        rows.into_iter()
-            .map(|r| {
-                let hash: String = r.get("input_hash");
-                let input_hash = serde_json::from_value::<InputHash>(serde_json::Value::String(hash))
-                    .map_err(|e| corrupt("input hash", e))?;
-                let reply = StepReply {
-                    text: Arc::from(r.get::<String, _>("output")),
-                    outcome: StepOutcome {
-                        model: Arc::from(r.get::<String, _>("model")),
-                        usage: Usage {
-                            input_tokens: r.get::<i64, _>("input_tokens") as u64,
-                            output_tokens: r.get::<i64, _>("output_tokens") as u64,
-                            cache_read_tokens: r.get::<i64, _>("cache_read_tokens") as u64,
-                            cache_write_tokens: r.get::<i64, _>("cache_write_tokens") as u64,
-                            reasoning_tokens: r.get::<i64, _>("reasoning_tokens") as u64,
-                        },
-                        cost_usd: r.get("cost_usd"),
-                        attempts: r.get::<i64, _>("attempts") as u32,
-                        duration_ms: r.get::<i64, _>("duration_ms") as u64,
-                        replayed: false,
-                        cached: false,
-                        reported_usage: match r.get::<Option<String>, _>("reported_usage") {
-                            Some(json) => {
-                                Some(serde_json::from_str(&json).map_err(|e| corrupt("reported usage", e))?)
-                            }
-                            None => None,
-                        },
-                    },
-                    simulated: r.get("simulated"),
-                    tool_calls: match r.get::<Option<String>, _>("tool_calls") {
-                        Some(json) => serde_json::from_str(&json).map_err(|e| corrupt("tool calls", e))?,
-                        None => Vec::new(),
-                    },
-                    finish_reason: r.get::<Option<String>, _>("finish_reason").map(Arc::from),
-                    unpriced: r.get("unpriced"),
-                };
-                Ok(StepRecord {
-                    step: StepId::new(r.get::<String, _>("step")),
-                    tier: Tier::parse(r.get("tier")),
-                    input_hash,
-                    reply,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| Self::step_record(r).map_err(self.damaged_run(run_id))).collect()
     }
 
     async fn put_step(&self, run_id: &str, record: &StepRecord) -> Result<(), StoreError> {
@@ -262,8 +333,10 @@ impl RunStore for SqliteStore {
         let run: Arc<str> = Arc::from(run_id);
         let (mut after, mut events) = (after, Vec::new());
         for r in rows {
-            event_row::decode(&run, r.get("lines"), &mut after, &mut events)
-                .map_err(|e| corrupt("event", e))?;
+            let lines: String =
+                col(&r, "lines").map_err(|d| self.damaged(Some(run_id), within(d, "events")))?;
+            event_row::decode(&run, &lines, &mut after, &mut events)
+                .map_err(|e| self.damaged(Some(run_id), format!("an event does not decode: {e}")))?;
         }
         Ok(events)
     }
@@ -277,7 +350,7 @@ impl RunStore for SqliteStore {
         .fetch_one(&self.pool)
         .await
         .map_err(self.err())?;
-        Ok(row.get::<i64, _>("seq") as u64)
+        count(&row, "seq").map_err(|d| self.damaged(Some(run_id), within(d, "events")))
     }
 
     async fn finish_run(&self, result: &RunResult) -> Result<(), StoreError> {
@@ -310,15 +383,22 @@ impl RunStore for SqliteStore {
             .await
             .map_err(self.err())?;
         let Some(row) = row else { return Ok(None) };
-        if let Some(packed) = row.get::<Option<Vec<u8>>, _>("result_lz4") {
-            let json = unpack(&packed).map_err(|e| corrupt("result", e))?;
-            return serde_json::from_slice(&json).map(Some).map_err(|e| corrupt("result", e));
-        }
-        // A run finished before schema version 4 keeps its result as JSON text.
-        match row.get::<Option<String>, _>("result") {
-            Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| corrupt("result", e)),
-            None => Ok(None),
-        }
+        let read = || -> Result<Option<RunResult>, String> {
+            if let Some(packed) = col::<Option<Vec<u8>>>(&row, "result_lz4")? {
+                let json = unpack(&packed).map_err(|e| format!("column `result_lz4`: {e}"))?;
+                return serde_json::from_slice(&json)
+                    .map(Some)
+                    .map_err(|e| format!("column `result_lz4`: the result does not decode ({e})"));
+            }
+            // A run finished before schema version 4 keeps its result as JSON text.
+            match col::<Option<String>>(&row, "result")? {
+                Some(json) => serde_json::from_str(&json)
+                    .map(Some)
+                    .map_err(|e| format!("column `result`: the result does not decode ({e})")),
+                None => Ok(None),
+            }
+        };
+        read().map_err(self.damaged_run(run_id))
     }
 
     async fn claim(
@@ -354,10 +434,13 @@ impl RunStore for SqliteStore {
             .fetch_one(&self.pool)
             .await
             .map_err(self.err())?;
+        let damaged = self.damaged_run(run_id);
+        let owner = col::<Option<String>>(&row, "owner").map_err(&damaged)?.unwrap_or_default();
+        let heartbeat = col::<Option<i64>>(&row, "heartbeat_ms").map_err(&damaged)?.unwrap_or(now);
         Err(StoreError::Busy {
             run_id: run_id.to_string(),
-            owner: row.get::<Option<String>, _>("owner").unwrap_or_default(),
-            age_ms: (now - row.get::<Option<i64>, _>("heartbeat_ms").unwrap_or(now)).max(0) as u64,
+            owner,
+            age_ms: u64::try_from(now.saturating_sub(heartbeat)).unwrap_or(0),
         })
     }
 
@@ -374,7 +457,7 @@ impl RunStore for SqliteStore {
 
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT run_id, pattern, task, status, started_at, owner, heartbeat_ms, duration_ms, \
+            "SELECT run_key, run_id, pattern, task, status, started_at, owner, heartbeat_ms, duration_ms, \
              COALESCE(cost_usd, (SELECT SUM(cost_usd) FROM steps s WHERE s.run_key = runs.run_key), 0.0) AS cost, \
              (SELECT COUNT(*) FROM steps s WHERE s.run_key = runs.run_key) AS steps \
              FROM runs WHERE pattern != '' ORDER BY started_at DESC LIMIT ?",
@@ -384,30 +467,85 @@ impl RunStore for SqliteStore {
         .await
         .map_err(self.err())?;
         let stale = now_ms() - LEASE_TTL.as_millis() as i64;
-        Ok(rows
-            .into_iter()
+        rows.iter()
             .map(|r| {
-                let status = match parse_status(r.get("status")) {
-                    RunStatus::Running
-                        if r.get::<Option<i64>, _>("heartbeat_ms").is_none_or(|h| h < stale) =>
-                    {
-                        RunStatus::Interrupted
-                    }
-                    s => s,
+                let run_id: String = col(r, "run_id").map_err(|d| {
+                    let key = col::<i64>(r, "run_key").map_or_else(|_| "?".to_string(), |k| k.to_string());
+                    self.damaged(None, within(d, &format!("the run with key {key}")))
+                })?;
+                let read = || -> Result<RunSummary, String> {
+                    let status = match status(r)? {
+                        RunStatus::Running
+                            if col::<Option<i64>>(r, "heartbeat_ms")?.is_none_or(|h| h < stale) =>
+                        {
+                            RunStatus::Interrupted
+                        }
+                        s => s,
+                    };
+                    Ok(RunSummary {
+                        run_id: run_id.clone(),
+                        pattern: col(r, "pattern")?,
+                        task: col(r, "task")?,
+                        status,
+                        started_at: time(r, "started_at")?,
+                        steps: count(r, "steps")?,
+                        cost_usd: col(r, "cost")?,
+                        duration_ms: opt_count(r, "duration_ms")?,
+                        owner: col(r, "owner")?,
+                    })
                 };
-                RunSummary {
-                    run_id: r.get("run_id"),
-                    pattern: r.get("pattern"),
-                    task: r.get("task"),
-                    status,
-                    started_at: parse_time(r.get("started_at")),
-                    steps: r.get::<i64, _>("steps") as u64,
-                    cost_usd: r.get("cost"),
-                    duration_ms: r.get::<Option<i64>, _>("duration_ms").map(|d| d as u64),
-                    owner: r.get("owner"),
-                }
+                read().map_err(self.damaged_run(&run_id))
             })
-            .collect())
+            .collect()
+    }
+
+    async fn queued_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        // `run_key` grows with every run recorded: the order they were accepted in.
+        let rows = sqlx::query(
+            "SELECT run_id, pattern, task, status, started_at, definition FROM runs \
+             WHERE status = 'queued' AND pattern != '' ORDER BY run_key LIMIT ?",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        rows.iter()
+            .map(|r| {
+                let run_id: String =
+                    col(r, "run_id").map_err(|d| self.damaged(None, within(d, "a queued run")))?;
+                let read = || -> Result<RunRecord, String> {
+                    Ok(RunRecord {
+                        run_id: run_id.clone(),
+                        pattern: col(r, "pattern")?,
+                        task: col(r, "task")?,
+                        status: status(r)?,
+                        started_at: time(r, "started_at")?,
+                        definition: Arc::from(col::<String>(r, "definition")?),
+                    })
+                };
+                read().map_err(self.damaged_run(&run_id))
+            })
+            .collect()
+    }
+
+    async fn take_queued(&self, run_id: &str, owner: &str) -> Result<bool, StoreError> {
+        // One statement, so two processes cannot both take it (PostgreSQL will do the same
+        // with `FOR UPDATE SKIP LOCKED`). Not while another process holds a live lease on
+        // it: `belt resume` of a queued run claims it before it records it as running.
+        let taken = sqlx::query(
+            "UPDATE runs SET status = 'running', owner = ?1, heartbeat_ms = ?2 \
+             WHERE run_id = ?3 AND status = 'queued' \
+             AND (owner IS NULL OR heartbeat_ms IS NULL OR heartbeat_ms <= ?4 OR owner = ?1)",
+        )
+        .bind(owner)
+        .bind(now_ms())
+        .bind(run_id)
+        .bind(now_ms() - LEASE_TTL.as_millis() as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?
+        .rows_affected();
+        Ok(taken == 1)
     }
 
     async fn delete_run(&self, run_id: &str) -> Result<bool, StoreError> {
@@ -458,21 +596,29 @@ impl RunStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(self.err())?;
-        rows.into_iter()
+        rows.iter()
             .map(|r| {
-                let request: LlmRequest =
-                    serde_json::from_str(r.get("request")).map_err(|e| corrupt("dead letter", e))?;
-                Ok(DeadLetter {
-                    id: r.get::<i64, _>("id") as u64,
-                    run_id: r.get("run_id"),
-                    step: StepId::new(r.get::<String, _>("step")),
-                    tier: Tier::parse(r.get("tier")),
-                    error: r.get("error"),
-                    error_kind: r.get("error_kind"),
-                    attempts: r.get::<i64, _>("attempts") as u32,
-                    request,
-                    created_at: parse_time(r.get("created_at")),
-                })
+                let id = count(r, "id").map_err(|d| self.damaged(None, within(d, "a dead letter")))?;
+                let run_id: String = col(r, "run_id")
+                    .map_err(|d| self.damaged(None, within(d, &format!("dead letter {id}"))))?;
+                let read = || -> Result<DeadLetter, String> {
+                    let request: String = col(r, "request")?;
+                    let request: LlmRequest = serde_json::from_str(&request)
+                        .map_err(|e| format!("column `request`: the request does not decode ({e})"))?;
+                    Ok(DeadLetter {
+                        id,
+                        run_id: run_id.clone(),
+                        step: StepId::new(col::<String>(r, "step")?),
+                        tier: Tier::parse(&col::<String>(r, "tier")?),
+                        error: col(r, "error")?,
+                        error_kind: col(r, "error_kind")?,
+                        attempts: u32::try_from(count(r, "attempts")?)
+                            .map_err(|_| "column `attempts`: too large".to_string())?,
+                        request,
+                        created_at: time(r, "created_at")?,
+                    })
+                };
+                read().map_err(|d| self.damaged(Some(&run_id), within(d, &format!("dead letter {id}"))))
             })
             .collect()
     }
@@ -493,10 +639,10 @@ impl RunStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(self.err())?;
-        match row {
-            Some(r) => serde_json::from_str(r.get("reply")).map(Some).map_err(|e| corrupt("cached reply", e)),
-            None => Ok(None),
-        }
+        let Some(r) = row else { return Ok(None) };
+        // The cache only saves calls: an entry that does not read back is a miss (the call
+        // is made, and its reply replaces the entry), not a reason to stop the run.
+        Ok(col::<String>(&r, "reply").ok().and_then(|json| serde_json::from_str::<StepReply>(&json).ok()))
     }
 
     async fn cache_put(&self, key: InputHash, reply: &StepReply, ttl: Duration) -> Result<(), StoreError> {

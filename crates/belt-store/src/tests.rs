@@ -175,7 +175,7 @@ async fn leases_admit_one_driver() {
     bad.extend_from_slice(b"not lz4");
     sqlx::query("UPDATE runs SET result_lz4 = ?").bind(bad).execute(&store.pool).await.unwrap();
     let err = store.get_result("r").await.unwrap_err();
-    assert!(err.to_string().contains("may be damaged"), "{err}");
+    assert!(err.to_string().contains("run r's record") && err.to_string().contains("is damaged"), "{err}");
 }
 
 #[tokio::test]
@@ -579,4 +579,224 @@ async fn steps_queued_behind_a_busy_database_all_commit_when_it_frees() {
         t.await.unwrap().unwrap();
     }
     assert_eq!(store.load_steps("r").await.unwrap().len(), 300);
+}
+
+/// Text that is not UTF-8, as a stray write into the file leaves it.
+const NOT_UTF8: &str = "CAST(x'ff' AS TEXT)";
+
+/// A finished run `r1` with a step, events and a dead letter, every column written.
+async fn finished_run(dir: &TempDir) -> SqliteStore {
+    let store = SqliteStore::open(dir.db()).await.unwrap();
+    store.claim("r1", "me", Duration::from_secs(10), None).await.unwrap();
+    store.put_run(&record("r1")).await.unwrap();
+    let mut s = step("worker/03", 0.25);
+    s.reply.tool_calls =
+        vec![ToolCall { id: "c1".into(), name: "add".into(), arguments: serde_json::json!({"a": 1}) }];
+    store.put_step("r1", &s).await.unwrap();
+    let bus = belt_core::event::EventBus::new("r1", 0);
+    let mut rx = bus.subscribe();
+    bus.emit(None, belt_core::EventKind::PlanFallback { reason: "x".into(), templated: 1 });
+    store.append_events("r1", &[rx.try_recv().unwrap()]).await.unwrap();
+    let mut result = sample_result("r1");
+    result.status = RunStatus::Completed;
+    store.finish_run(&result).await.unwrap();
+    let letter = DeadLetter {
+        id: 0,
+        run_id: "r1".into(),
+        step: StepId::new("worker/04"),
+        tier: Tier::Worker,
+        error: "boom".into(),
+        error_kind: "server_error".into(),
+        attempts: 3,
+        request: LlmRequest::new("t/m", "hello"),
+        created_at: Utc::now(),
+    };
+    store.put_dead_letter(&letter).await.unwrap();
+    store
+}
+
+/// Every read of the store, each one's error if it failed.
+async fn read_everything(store: &SqliteStore) -> Vec<belt_core::store::StoreError> {
+    let mut errors = Vec::new();
+    macro_rules! read {
+        ($e:expr) => {
+            if let Err(e) = $e.await {
+                errors.push(e);
+            }
+        };
+    }
+    read!(store.get_run("r1"));
+    read!(store.load_steps("r1"));
+    read!(store.events("r1", 0));
+    read!(store.last_seq("r1"));
+    read!(store.get_result("r1"));
+    read!(store.list_runs(10));
+    read!(store.dead_letters());
+    read!(store.claim("r1", "someone-else", Duration::from_secs(3600), None));
+    errors
+}
+
+/// A stray write into the file (a disk fault, another program) leaves values sqlx cannot
+/// decode, whose `Row::get` panicked (`belt runs events` exited 101). Each column a read
+/// decodes, damaged in each way that can make it unreadable — text that is not UTF-8, a
+/// value of another type, a negative or too-large number, text that does not parse — gives
+/// `StoreError::Damaged` naming the run and the column, and the run can still be removed.
+#[tokio::test]
+async fn a_damaged_column_is_an_error_naming_the_run_and_the_column_not_a_panic() {
+    // (table, SET clause, what the message names, whether the run can be named)
+    let cases: &[(&str, String, &str, bool)] = &[
+        ("runs", format!("pattern = {NOT_UTF8}"), "`pattern`", true),
+        ("runs", format!("task = {NOT_UTF8}"), "`task`", true),
+        ("runs", format!("status = {NOT_UTF8}"), "`status`", true),
+        ("runs", "status = 'exploded'".into(), "`exploded` is not a run status", true),
+        ("runs", format!("started_at = {NOT_UTF8}"), "`started_at`", true),
+        ("runs", "started_at = 'yesterday'".into(), "`started_at`", true),
+        ("runs", format!("definition = {NOT_UTF8}"), "`definition`", true),
+        // (A number written into a text column is kept as text: a blob is what does not read.)
+        ("runs", "definition = x'7b7d'".into(), "`definition`", true),
+        ("runs", format!("owner = {NOT_UTF8}, status = 'running'"), "`owner`", true),
+        ("runs", "heartbeat_ms = 'soon', status = 'running'".into(), "`heartbeat_ms`", true),
+        ("runs", "duration_ms = -1".into(), "`duration_ms`: -1 is negative", true),
+        ("runs", "duration_ms = 'ten'".into(), "`duration_ms`", true),
+        ("runs", "cost_usd = 'a lot'".into(), "`cost`", true),
+        ("runs", "result_lz4 = x'ffffffff00'".into(), "`result_lz4`", true),
+        ("runs", "result_lz4 = x'0500000000'".into(), "`result_lz4`", true),
+        ("runs", "result_lz4 = 'text'".into(), "`result_lz4`", true),
+        ("runs", format!("result_lz4 = NULL, result = {NOT_UTF8}"), "`result`", true),
+        ("runs", "result_lz4 = NULL, result = '{'".into(), "`result`", true),
+        (
+            "runs",
+            format!("run_id = {NOT_UTF8}"),
+            "column `run_id` of the run with key 1: invalid utf-8",
+            false,
+        ),
+        ("steps", format!("step = {NOT_UTF8}"), "`step`", true),
+        ("steps", format!("tier = {NOT_UTF8}"), "`tier` of step worker/03", true),
+        ("steps", format!("input_hash = {NOT_UTF8}"), "`input_hash` of step worker/03", true),
+        ("steps", "input_hash = 'zz'".into(), "`input_hash` of step worker/03", true),
+        ("steps", format!("output = {NOT_UTF8}"), "`output` of step worker/03", true),
+        ("steps", "output = x'00'".into(), "`output` of step worker/03", true),
+        ("steps", format!("model = {NOT_UTF8}"), "`model` of step worker/03", true),
+        ("steps", "input_tokens = -1".into(), "`input_tokens` of step worker/03: -1 is negative", true),
+        ("steps", "output_tokens = 'many'".into(), "`output_tokens` of step worker/03", true),
+        ("steps", "cache_read_tokens = -7".into(), "`cache_read_tokens`", true),
+        ("steps", "cache_write_tokens = 1.5".into(), "`cache_write_tokens`", true),
+        ("steps", "cost_usd = 'free'".into(), "`cost_usd` of step worker/03", true),
+        ("steps", "attempts = 1099511627776".into(), "`attempts` of step worker/03: too large", true),
+        ("steps", "attempts = -2".into(), "`attempts`", true),
+        ("steps", "duration_ms = -1".into(), "`duration_ms`", true),
+        ("steps", "simulated = 'yes'".into(), "`simulated`", true),
+        ("steps", format!("tool_calls = {NOT_UTF8}"), "`tool_calls`", true),
+        ("steps", "tool_calls = '[{'".into(), "`tool_calls`", true),
+        ("steps", format!("finish_reason = {NOT_UTF8}"), "`finish_reason`", true),
+        ("steps", "unpriced = 'no'".into(), "`unpriced`", true),
+        ("steps", "reasoning_tokens = -3".into(), "`reasoning_tokens` of step worker/03", true),
+        ("steps", "reported_usage = '{\"input_tokens\":'".into(), "`reported_usage` of step worker/03", true),
+        ("events", format!("lines = {NOT_UTF8}"), "`lines` of events", true),
+        ("events", "lines = '[1,2'".into(), "an event does not decode", true),
+        ("events", "last_seq = -5".into(), "`seq`", true),
+        ("dead_letters", format!("run_id = {NOT_UTF8}"), "`run_id` of dead letter 1", false),
+        ("dead_letters", format!("request = {NOT_UTF8}"), "`request` of dead letter 1", true),
+        ("dead_letters", "request = '{}'".into(), "`request` of dead letter 1", true),
+        ("dead_letters", format!("error = {NOT_UTF8}"), "`error` of dead letter 1", true),
+        ("dead_letters", "attempts = -1".into(), "`attempts`", true),
+        ("dead_letters", "created_at = 'then'".into(), "`created_at`", true),
+    ];
+    for (table, set, names, names_run) in cases {
+        let dir = TempDir::new("damaged");
+        let store = finished_run(&dir).await;
+        assert!(read_everything(&store).await.is_empty(), "the undamaged run reads back");
+        sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {table} SET {set}")))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let errors = read_everything(&store).await;
+        assert!(!errors.is_empty(), "{table} {set}: no read noticed the damage");
+        for e in &errors {
+            let text = e.to_string();
+            let belt_core::store::StoreError::Damaged { run_id, .. } = e else {
+                panic!("{table} {set}: not reported as damage: {text}")
+            };
+            assert!(text.contains(names), "{table} {set}: the message does not name {names}: {text}");
+            assert!(text.contains(&dir.db().display().to_string()), "{text}");
+            if *names_run {
+                assert_eq!(run_id.as_deref(), Some("r1"), "{table} {set}: {text}");
+                assert!(text.contains("belt runs rm r1"), "{text}");
+            } else {
+                assert!(text.contains("restore the file from a backup"), "{text}");
+            }
+        }
+        // What the message suggests works: the damaged run can be removed.
+        if *names_run && *table != "dead_letters" {
+            assert!(store.delete_run("r1").await.unwrap(), "{table} {set}");
+            assert!(read_everything(&store).await.is_empty(), "{table} {set}: the store reads again");
+        }
+    }
+}
+
+/// A damaged cache entry only costs the call it would have saved.
+#[tokio::test]
+async fn a_damaged_cache_entry_is_a_miss() {
+    let dir = TempDir::new("damaged-cache");
+    let store = SqliteStore::open(dir.db()).await.unwrap();
+    let key = InputHash::new(7);
+    store.cache_put(key, &belt_core::StepReply::new("hi"), Duration::from_secs(60)).await.unwrap();
+    for bad in [NOT_UTF8, "'{'", "3"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE cache SET reply = {bad}")))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(store.cache_get(key).await.unwrap(), None, "{bad}");
+    }
+}
+
+fn queued(run_id: &str) -> RunRecord {
+    RunRecord {
+        status: RunStatus::Queued,
+        definition: Arc::from(format!("{{\"task\":\"{run_id}\"}}")),
+        ..record(run_id)
+    }
+}
+
+/// The store is the queue: queued runs come back oldest first with their definitions, one
+/// taker gets each, and the engine then runs it under the taker's lease as any run.
+#[tokio::test]
+async fn queued_runs_are_taken_once_oldest_first_and_then_run() {
+    let dir = TempDir::new("queue");
+    let store: Arc<SqliteStore> = Arc::new(SqliteStore::open(dir.db()).await.unwrap());
+    // Accepted in this order; the ids do not sort that way.
+    for id in ["q-c", "q-a", "q-b"] {
+        store.put_run(&queued(id)).await.unwrap();
+    }
+    let order: Vec<String> = store.queued_runs(10).await.unwrap().into_iter().map(|r| r.run_id).collect();
+    assert_eq!(order, ["q-c", "q-a", "q-b"]);
+    assert_eq!(store.queued_runs(1).await.unwrap()[0].definition.as_ref(), r#"{"task":"q-c"}"#);
+    let listed = store.list_runs(10).await.unwrap();
+    assert!(listed.iter().all(|r| r.status == RunStatus::Queued && r.owner.is_none()), "{listed:?}");
+
+    // One taker gets it; it is running under that taker's lease, and nobody else's.
+    assert!(store.take_queued("q-c", "server-1").await.unwrap());
+    assert!(!store.take_queued("q-c", "server-2").await.unwrap(), "taken once");
+    assert!(!store.take_queued("nope", "server-2").await.unwrap());
+    let c = store.list_runs(10).await.unwrap().into_iter().find(|r| r.run_id == "q-c").unwrap();
+    assert_eq!((c.status, c.owner.as_deref()), (RunStatus::Running, Some("server-1")));
+    assert!(store.claim("q-c", "server-2", Duration::from_secs(10), None).await.is_err());
+    // A process that claims a queued run first (`belt resume`) keeps it from the others.
+    store.claim("q-a", "resume", Duration::from_secs(10), None).await.unwrap();
+    assert!(!store.take_queued("q-a", "server-1").await.unwrap(), "not under another's live lease");
+    assert_eq!(store.queued_runs(10).await.unwrap().len(), 2, "q-a and q-b are still queued");
+
+    // The taker runs it: the engine finds the record, keeps its definition and start time.
+    let before = store.get_run("q-c").await.unwrap().unwrap();
+    let mut options = RunOptions::default()
+        .with_provider(Arc::new(ScriptedProvider::new("t")))
+        .with_store(store.clone() as Arc<dyn RunStore>);
+    options.run_id = Some("q-c".into());
+    options.owner = Some("server-1".into());
+    let result =
+        belt_core::run(Cascade::new(2, "t/m"), Task::new("task"), options).await.unwrap().result().await;
+    assert_eq!(result.status, RunStatus::Completed, "{}", result.stop_reason);
+    let after = store.get_run("q-c").await.unwrap().unwrap();
+    assert_eq!((after.status, after.started_at), (RunStatus::Completed, before.started_at));
+    assert_eq!(after.definition, before.definition);
 }
