@@ -23,14 +23,48 @@ const WORKFLOW_TOML: &str = include_str!("../../../examples/workflows/release-no
 
 /// The spec's fields, and near misses.
 const FIELDS: &[&str] = &[
-    "task", "context", "pattern", "agents", "plan", "refine", "model", "worker_model", "synthesizer_model",
-    "executive_model", "concurrency", "sequential", "timeout", "retries", "policies", "group_size",
-    "synthesize", "min_success", "budget_usd", "budget_tokens", "budget_calls", "review_plan", "approve_all",
-    "hitl_timeout", "cache", "workflow", "workflow_format", "workflow_file", "inputs", "formats", "out", "seed",
-    "sim_latency_ms", "sim_fail_rate", "agent", "Task", "",
+    "task",
+    "context",
+    "pattern",
+    "agents",
+    "plan",
+    "refine",
+    "model",
+    "worker_model",
+    "synthesizer_model",
+    "executive_model",
+    "concurrency",
+    "sequential",
+    "timeout",
+    "retries",
+    "policies",
+    "group_size",
+    "synthesize",
+    "min_success",
+    "budget_usd",
+    "budget_tokens",
+    "budget_calls",
+    "review_plan",
+    "approve_all",
+    "hitl_timeout",
+    "cache",
+    "workflow",
+    "workflow_format",
+    "workflow_file",
+    "inputs",
+    "formats",
+    "out",
+    "seed",
+    "sim_latency_ms",
+    "sim_fail_rate",
+    "agent",
+    "Task",
+    "",
 ];
 
-fn some<T: std::fmt::Debug + Clone + 'static>(s: impl Strategy<Value = T> + 'static) -> BoxedStrategy<Option<T>> {
+fn some<T: std::fmt::Debug + Clone + 'static>(
+    s: impl Strategy<Value = T> + 'static,
+) -> BoxedStrategy<Option<T>> {
     prop_oneof![1 => Just(None), 2 => s.prop_map(Some)].boxed()
 }
 
@@ -57,7 +91,9 @@ fn number() -> impl Strategy<Value = f64> {
         -2.0f64..2.0,
         0.0f64..100_000.0,
         prop::num::f64::NORMAL,
-        prop::sample::select(&[0.0, -0.0, 1.0, 86_400.0, 86_400.000_001, 1e-300, f64::MAX, f64::MIN_POSITIVE][..]),
+        prop::sample::select(
+            &[0.0, -0.0, 1.0, 86_400.0, 86_400.000_001, 1e-300, f64::MAX, f64::MIN_POSITIVE][..]
+        ),
     ]
 }
 
@@ -80,7 +116,10 @@ fn spec() -> impl Strategy<Value = RunSpec> {
     let what = (
         prop_oneof![3 => "[A-Za-z ]{0,24}", 1 => any::<String>()],
         some(any::<String>()),
-        some(prop::sample::select(&["cascade", "swarm", "sequential", "dag", "nope", ""][..]).prop_map(String::from)),
+        some(
+            prop::sample::select(&["cascade", "swarm", "sequential", "dag", "nope", ""][..])
+                .prop_map(String::from),
+        ),
         some(prop_oneof![0u32..300, Just(MAX_AGENTS), Just(MAX_AGENTS + 1), any::<u32>()]),
         some(prop::collection::vec(subtask(), 0..5)),
         some(0u32..25),
@@ -98,7 +137,9 @@ fn spec() -> impl Strategy<Value = RunSpec> {
             0..3,
         ),
         some(prop_oneof![0u32..8, Just(1000), Just(1001)]),
-        some(prop::sample::select(&[SynthesizeMode::Auto, SynthesizeMode::Always, SynthesizeMode::Never][..])),
+        some(prop::sample::select(
+            &[SynthesizeMode::Auto, SynthesizeMode::Always, SynthesizeMode::Never][..],
+        )),
         some(number()),
     );
     let limits = (
@@ -121,7 +162,10 @@ fn spec() -> impl Strategy<Value = RunSpec> {
         ),
     );
     let rest = (
-        some(prop::sample::select(&["md", "md,html", "all", "docx", "pdf", "xls", "", ",,"][..]).prop_map(String::from)),
+        some(
+            prop::sample::select(&["md", "md,html", "all", "docx", "pdf", "xls", "", ",,"][..])
+                .prop_map(String::from),
+        ),
         some("[a-z/]{0,8}".prop_map(std::path::PathBuf::from)),
         some(any::<u64>()),
         some(prop_oneof![0u64..5, any::<u64>()]),
@@ -181,7 +225,12 @@ fn prepare_holds(spec: &RunSpec) -> Result<(), TestCaseError> {
         Ok(prepared) => {
             let definition = prepared.options.definition.clone().unwrap_or_default();
             let back = RunSpec::from_definition(&definition);
-            prop_assert!(back.is_ok(), "the recorded definition does not read back: {:?}\n{}", back, definition);
+            prop_assert!(
+                back.is_ok(),
+                "the recorded definition does not read back: {:?}\n{}",
+                back,
+                definition
+            );
             prop_assert_eq!(back.ok(), Some(prepared.spec.clone()));
             // And it prepares again (what `belt resume` does) to the same definition.
             let again = app().prepare(&prepared.spec);
@@ -197,7 +246,8 @@ fn prepare_holds(spec: &RunSpec) -> Result<(), TestCaseError> {
 fn any_spec_round_trips_through_json_and_its_definition() {
     check("RunSpec round trip", 256, spec, |spec| {
         let text = serde_json::to_string(&spec).unwrap();
-        let back: RunSpec = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+        let back: RunSpec =
+            serde_json::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
         prop_assert_eq!(&back, &spec);
         prop_assert_eq!(RunSpec::from_definition(&spec.to_definition()).ok(), Some(spec.clone()));
         Ok(())
@@ -263,29 +313,48 @@ fn mutated_json_bodies_become_a_spec_or_a_reason() {
     .iter()
     .map(|v| serde_json::to_string_pretty(v).unwrap())
     .collect();
-    check("RunSpec from mutated JSON", 256, move || mutate::text(bodies, FIELDS), |text| {
-        match serde_json::from_str::<RunSpec>(&text) {
-            Ok(spec) => prepare_holds(&spec)?,
-            Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
-        }
-        Ok(())
-    });
+    check(
+        "RunSpec from mutated JSON",
+        256,
+        move || mutate::text(bodies, FIELDS),
+        |text| {
+            match serde_json::from_str::<RunSpec>(&text) {
+                Ok(spec) => prepare_holds(&spec)?,
+                Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
+            }
+            Ok(())
+        },
+    );
 }
 
 #[test]
 fn agents_are_refused_past_the_limit_with_the_limit_named() {
-    check("agents limit", 64, || prop_oneof![0..=MAX_AGENTS + 2, any::<u32>()], |agents| {
-        let mut spec = RunSpec::new("Plan a park");
-        spec.agents = Some(agents);
-        match app().prepare(&spec) {
-            Ok(p) => prop_assert!((1..=MAX_AGENTS).contains(&agents), "{} accepted: {:?}", agents, p.spec.agents),
-            Err(e) => {
-                prop_assert!(!(1..=MAX_AGENTS).contains(&agents), "{}: {}", agents, e);
-                prop_assert!(e.to_string().contains("agents") && e.to_string().contains("100000"), "{}", e);
+    check(
+        "agents limit",
+        64,
+        || prop_oneof![0..=MAX_AGENTS + 2, any::<u32>()],
+        |agents| {
+            let mut spec = RunSpec::new("Plan a park");
+            spec.agents = Some(agents);
+            match app().prepare(&spec) {
+                Ok(p) => prop_assert!(
+                    (1..=MAX_AGENTS).contains(&agents),
+                    "{} accepted: {:?}",
+                    agents,
+                    p.spec.agents
+                ),
+                Err(e) => {
+                    prop_assert!(!(1..=MAX_AGENTS).contains(&agents), "{}: {}", agents, e);
+                    prop_assert!(
+                        e.to_string().contains("agents") && e.to_string().contains("100000"),
+                        "{}",
+                        e
+                    );
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 const CONFIGS: &[&str] = &[
@@ -324,25 +393,30 @@ cache_read = 0.1
 #[test]
 fn mutated_configurations_load_or_are_refused_with_a_reason() {
     let corpus: Vec<String> = CONFIGS.iter().map(|s| s.to_string()).collect();
-    check("belt.toml", 256, move || mutate::text(corpus, &["kind", "base_url", "rpm", "tpm", "input", "[providers.x]"]), |text| {
-        match toml::from_str::<Config>(&text) {
-            Ok(config) => {
-                let env = |v: &str| (v == "OPENAI_API_KEY" || v == "LOCAL_KEY").then(|| "k".to_string());
-                match crate::config::providers(&config, SimConfig::default(), &env) {
-                    Ok(p) => prop_assert!(p.names().contains(&"simulated")),
-                    Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
+    check(
+        "belt.toml",
+        256,
+        move || mutate::text(corpus, &["kind", "base_url", "rpm", "tpm", "input", "[providers.x]"]),
+        |text| {
+            match toml::from_str::<Config>(&text) {
+                Ok(config) => {
+                    let env = |v: &str| (v == "OPENAI_API_KEY" || v == "LOCAL_KEY").then(|| "k".to_string());
+                    match crate::config::providers(&config, SimConfig::default(), &env) {
+                        Ok(p) => prop_assert!(p.names().contains(&"simulated")),
+                        Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
+                    }
+                    // A model of it is chosen or refused, never a panic.
+                    let app = App::new(config).with_env(Arc::new(|_| None));
+                    let _ = app.known_providers();
+                    if let Err(e) = app.prepare(&RunSpec::new("x")) {
+                        prop_assert!(!e.to_string().trim().is_empty());
+                    }
                 }
-                // A model of it is chosen or refused, never a panic.
-                let app = App::new(config).with_env(Arc::new(|_| None));
-                let _ = app.known_providers();
-                if let Err(e) = app.prepare(&RunSpec::new("x")) {
-                    prop_assert!(!e.to_string().trim().is_empty());
-                }
+                Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
             }
-            Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 #[test]
@@ -350,16 +424,21 @@ fn files_over_their_limit_are_refused_with_the_limit_named() {
     let dir = std::env::temp_dir().join(format!("belt-app-props-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("f");
-    check("file size limit", 64, || (0usize..4096, 0u64..4096), move |(len, limit)| {
-        std::fs::write(&file, vec![b'a'; len]).unwrap();
-        match crate::files::read_text(&file, limit) {
-            Ok(text) => prop_assert!(text.len() as u64 <= limit && text.len() == len),
-            Err(e) => {
-                prop_assert!(len as u64 > limit, "{} bytes under a limit of {}: {}", len, limit, e);
-                prop_assert!(e.to_string().contains(&format!("larger than {limit} bytes")), "{}", e);
+    check(
+        "file size limit",
+        64,
+        || (0usize..4096, 0u64..4096),
+        move |(len, limit)| {
+            std::fs::write(&file, vec![b'a'; len]).unwrap();
+            match crate::files::read_text(&file, limit) {
+                Ok(text) => prop_assert!(text.len() as u64 <= limit && text.len() == len),
+                Err(e) => {
+                    prop_assert!(len as u64 > limit, "{} bytes under a limit of {}: {}", len, limit, e);
+                    prop_assert!(e.to_string().contains(&format!("larger than {limit} bytes")), "{}", e);
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -60,7 +60,11 @@ fn reference() -> &'static Value {
         assert_eq!(code(&full), 0, "{}", stderr(&full));
         let full = json(&full);
         assert_eq!(full["status"], "completed");
-        assert_eq!(calls(&log).values().sum::<u32>() as u64, CALLS, "the matrix's phases assume {CALLS} calls");
+        assert_eq!(
+            calls(&log).values().sum::<u32>() as u64,
+            CALLS,
+            "the matrix's phases assume {CALLS} calls"
+        );
         full
     })
 }
@@ -157,7 +161,9 @@ fn resume_and_compare(dir: &Dir, trial: &str, before: &Path) -> bool {
     let recorded: BTreeSet<String> = match shown["steps"].as_array() {
         Some(steps) => steps.iter().map(|s| s["step"].as_str().unwrap().to_string()).collect(),
         // It finished before the kill: every step is in the result.
-        None => shown["agents"].as_array().unwrap().iter().map(|a| a["step"].as_str().unwrap().into()).collect(),
+        None => {
+            shown["agents"].as_array().unwrap().iter().map(|a| a["step"].as_str().unwrap().into()).collect()
+        }
     };
     let status = listed[0]["status"].as_str().unwrap().to_string();
     assert!(["interrupted", "completed"].contains(&status.as_str()), "{trial}: status {status}");
@@ -250,7 +256,8 @@ fn serve_trial(label: &str, m: Moment) -> bool {
             // The run's end, as the server reports it (at most 60 s).
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                let (_, view) = http(&server.base, "GET", &format!("/v1/runs/{run_id}"), Some(token), None).unwrap();
+                let (_, view) =
+                    http(&server.base, "GET", &format!("/v1/runs/{run_id}"), Some(token), None).unwrap();
                 let view: Value = serde_json::from_str(&view).unwrap_or_default();
                 if view["result"]["status"].is_string() {
                     break;
@@ -263,7 +270,11 @@ fn serve_trial(label: &str, m: Moment) -> bool {
     server.kill();
     let recorded = json(&belt(&dir, &["runs", "list", "--json"], None));
     if let Some(run) = recorded.as_array().and_then(|r| r.first()) {
-        assert_eq!(run["run_id"], run_id.as_str(), "{label}: the run accepted over HTTP is the one in the store");
+        assert_eq!(
+            run["run_id"],
+            run_id.as_str(),
+            "{label}: the run accepted over HTTP is the one in the store"
+        );
     }
     resume_and_compare(&dir, label, &before)
 }
@@ -306,7 +317,10 @@ fn matrix(front_end: &str, trial: fn(&str, Moment) -> bool) {
         }
     }
     // Most moments fall inside the run; a matrix that never caught one would test nothing.
-    assert!(interrupted * 2 >= n, "{front_end}: only {interrupted} of {n} trials interrupted the run (seed {seed})");
+    assert!(
+        interrupted * 2 >= n,
+        "{front_end}: only {interrupted} of {n} trials interrupted the run (seed {seed})"
+    );
 }
 
 #[test]

@@ -23,8 +23,9 @@ impl Task {
 pub struct Subtask {
     /// Unique within the plan, at most 128 characters, no `/`, `\`, control characters, `.`
     /// or `..`. Numbers are accepted in JSON and kept as text; a missing id becomes the
-    /// subtask's 1-based position (an empty one is refused).
-    #[serde(default, deserialize_with = "string_or_number")]
+    /// subtask's 1-based position (an empty one is refused). Not yet numbered (empty), it is
+    /// left out of the JSON, so that the JSON reads back as the same subtask.
+    #[serde(default, deserialize_with = "string_or_number", skip_serializing_if = "String::is_empty")]
     #[schemars(with = "String")]
     pub id: String,
     pub description: String,
@@ -273,6 +274,16 @@ mod tests {
     }
 
     #[test]
+    fn a_subtask_not_yet_numbered_reads_back_as_itself() {
+        // A plan file without ids, as a run records it before normalizing (issue 18: its
+        // `"id": ""` was refused when `belt resume` read the run's definition back).
+        let plan: Vec<Subtask> = serde_json::from_str(r#"[{"description": "a"}]"#).unwrap();
+        let text = serde_json::to_string(&plan).unwrap();
+        assert!(!text.contains("\"id\""), "{text}");
+        assert_eq!(serde_json::from_str::<Vec<Subtask>>(&text).unwrap(), plan);
+    }
+
+    #[test]
     fn rejects_duplicates_and_empty() {
         assert_eq!(normalize_plan(&mut []).unwrap_err(), PlanError::Empty);
         let plan = vec![Subtask::new("a", "x"), Subtask::new("a", "y")];
@@ -299,7 +310,12 @@ mod tests {
         }
 
         fn subtask() -> impl Strategy<Value = Subtask> {
-            (id(), prop_oneof![4 => "[a-z ]{1,8}", 1 => Just(" ".to_string())], any::<i32>(), prop::collection::vec(id(), 0..3))
+            (
+                id(),
+                prop_oneof![4 => "[a-z ]{1,8}", 1 => Just(" ".to_string())],
+                any::<i32>(),
+                prop::collection::vec(id(), 0..3),
+            )
                 .prop_map(|(id, description, priority, dependencies)| Subtask {
                     id,
                     description,
@@ -314,7 +330,8 @@ mod tests {
             let mut done: Vec<&str> = Vec::new();
             while done.len() < plan.len() {
                 let next = plan.iter().find(|s| {
-                    !done.contains(&s.id.as_str()) && s.dependencies.iter().all(|d| done.contains(&d.as_str()))
+                    !done.contains(&s.id.as_str())
+                        && s.dependencies.iter().all(|d| done.contains(&d.as_str()))
                 })?;
                 done.push(&next.id);
             }
@@ -323,29 +340,37 @@ mod tests {
 
         #[test]
         fn any_plan_is_normalized_into_a_runnable_one_or_refused_with_a_reason() {
-            check("plan normalization", 256, || prop::collection::vec(subtask(), 0..8), |mut plan| {
-                let before = plan.clone();
-                match normalize_plan(&mut plan) {
-                    Ok(()) => {
-                        let ids: std::collections::HashSet<&str> = plan.iter().map(|s| s.id.as_str()).collect();
-                        prop_assert_eq!(ids.len(), plan.len(), "ids are unique");
-                        prop_assert!(plan.iter().all(|s| !s.id.trim().is_empty() && bad_id(&s.id).is_none()));
-                        prop_assert!(topological(&plan).is_some(), "no cycle: {:?}", plan);
-                        // What is accepted is what a plan file of it reads back as.
-                        let text = serde_json::to_string(&plan).unwrap();
-                        let back: Vec<Subtask> = serde_json::from_str(&text).unwrap();
-                        prop_assert_eq!(back, plan);
-                    }
-                    Err(e) => {
-                        prop_assert!(!e.to_string().trim().is_empty());
-                        if let PlanError::Cycle(path) = &e {
-                            prop_assert!(path.len() >= 2 && path.first() == path.last(), "{:?}", path);
-                            prop_assert!(topological(&before).is_none());
+            check(
+                "plan normalization",
+                256,
+                || prop::collection::vec(subtask(), 0..8),
+                |mut plan| {
+                    let before = plan.clone();
+                    match normalize_plan(&mut plan) {
+                        Ok(()) => {
+                            let ids: std::collections::HashSet<&str> =
+                                plan.iter().map(|s| s.id.as_str()).collect();
+                            prop_assert_eq!(ids.len(), plan.len(), "ids are unique");
+                            prop_assert!(
+                                plan.iter().all(|s| !s.id.trim().is_empty() && bad_id(&s.id).is_none())
+                            );
+                            prop_assert!(topological(&plan).is_some(), "no cycle: {:?}", plan);
+                            // What is accepted is what a plan file of it reads back as.
+                            let text = serde_json::to_string(&plan).unwrap();
+                            let back: Vec<Subtask> = serde_json::from_str(&text).unwrap();
+                            prop_assert_eq!(back, plan);
+                        }
+                        Err(e) => {
+                            prop_assert!(!e.to_string().trim().is_empty());
+                            if let PlanError::Cycle(path) = &e {
+                                prop_assert!(path.len() >= 2 && path.first() == path.last(), "{:?}", path);
+                                prop_assert!(topological(&before).is_none());
+                            }
                         }
                     }
-                }
-                Ok(())
-            });
+                    Ok(())
+                },
+            );
         }
 
         #[test]
@@ -356,17 +381,22 @@ mod tests {
   {"description": "Write it up", "depends_on": [2], "priority": -1}
 ]
 "#;
-            check("plan files", 256, || mutate::text(vec![valid.into()], &["\"id\"", "\"dependencies\"", "\"description\""]), |text| {
-                match serde_json::from_str::<Vec<Subtask>>(&text) {
-                    Ok(mut plan) => {
-                        if let Err(e) = normalize_plan(&mut plan) {
-                            prop_assert!(!e.to_string().trim().is_empty());
+            check(
+                "plan files",
+                256,
+                || mutate::text(vec![valid.into()], &["\"id\"", "\"dependencies\"", "\"description\""]),
+                |text| {
+                    match serde_json::from_str::<Vec<Subtask>>(&text) {
+                        Ok(mut plan) => {
+                            if let Err(e) = normalize_plan(&mut plan) {
+                                prop_assert!(!e.to_string().trim().is_empty());
+                            }
                         }
+                        Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
                     }
-                    Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
-                }
-                Ok(())
-            });
+                    Ok(())
+                },
+            );
         }
     }
 }

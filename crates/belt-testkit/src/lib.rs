@@ -154,10 +154,15 @@ mod tests {
     #[test]
     fn a_failing_property_names_its_minimal_input_and_seed() {
         let outcome = std::panic::catch_unwind(|| {
-            check("below 100", 256, || 0u32..1000, |n| {
-                prop_assert!(n < 100);
-                Ok(())
-            })
+            check(
+                "below 100",
+                256,
+                || 0u32..1000,
+                |n| {
+                    prop_assert!(n < 100);
+                    Ok(())
+                },
+            )
         });
         let message = *outcome.unwrap_err().downcast::<String>().unwrap();
         assert!(message.contains("minimal failing input: 100"), "{message}");
@@ -167,11 +172,16 @@ mod tests {
     #[test]
     fn a_panic_in_a_property_is_a_failure_with_its_input() {
         let outcome = std::panic::catch_unwind(|| {
-            check("no panic", 64, || Just(7u8), |n| {
-                let v: Vec<u8> = Vec::new();
-                prop_assert_eq!(v[usize::from(n)], 0);
-                Ok(())
-            })
+            check(
+                "no panic",
+                64,
+                || Just(7u8),
+                |n| {
+                    let v: Vec<u8> = Vec::new();
+                    prop_assert_eq!(v[usize::from(n)], 0);
+                    Ok(())
+                },
+            )
         });
         let message = *outcome.unwrap_err().downcast::<String>().unwrap();
         assert!(message.contains("index out of bounds") && message.contains("input: 7"), "{message}");
@@ -180,12 +190,18 @@ mod tests {
     #[test]
     fn a_case_that_never_returns_fails_the_property_with_its_input() {
         let outcome = std::panic::catch_unwind(|| {
-            check_within("hangs", 8, Duration::from_millis(300), || Just(42u8), |_| {
-                // Blocks for good: the sender is never used.
-                let (_tx, rx) = mpsc::channel::<()>();
-                let _ = rx.recv();
-                Ok(())
-            })
+            check_within(
+                "hangs",
+                8,
+                Duration::from_millis(300),
+                || Just(42u8),
+                |_| {
+                    // Blocks for good: the sender is never used.
+                    let (_tx, rx) = mpsc::channel::<()>();
+                    let _ = rx.recv();
+                    Ok(())
+                },
+            )
         });
         let message = *outcome.unwrap_err().downcast::<String>().unwrap();
         assert!(message.contains("a hang?") && message.contains("input: 42"), "{message}");

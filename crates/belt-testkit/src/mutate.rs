@@ -123,12 +123,55 @@ pub const FRAGMENTS: &[&str] = &[
 /// Keys belt's files use, plus misspellings: inserted as `key: value` lines and `"key": value`
 /// members, they reach past syntax into the checks.
 pub const KEYS: &[&str] = &[
-    "name", "description", "version", "inputs", "agents", "steps", "pattern", "id", "agent", "prompt",
-    "needs", "when", "loop", "route", "routes", "model", "models", "budget", "max_usd", "settings",
-    "task", "plan", "dependencies", "depends_on", "priority", "specialization", "kind", "base_url",
-    "api_key_env", "rpm", "tpm", "max_concurrency", "headers", "stream", "prices", "input", "output",
-    "default_model", "providers", "timeout", "retries", "concurrency", "group_size", "refine", "workflow",
-    "agnets", "stpes", "x", "",
+    "name",
+    "description",
+    "version",
+    "inputs",
+    "agents",
+    "steps",
+    "pattern",
+    "id",
+    "agent",
+    "prompt",
+    "needs",
+    "when",
+    "loop",
+    "route",
+    "routes",
+    "model",
+    "models",
+    "budget",
+    "max_usd",
+    "settings",
+    "task",
+    "plan",
+    "dependencies",
+    "depends_on",
+    "priority",
+    "specialization",
+    "kind",
+    "base_url",
+    "api_key_env",
+    "rpm",
+    "tpm",
+    "max_concurrency",
+    "headers",
+    "stream",
+    "prices",
+    "input",
+    "output",
+    "default_model",
+    "providers",
+    "timeout",
+    "retries",
+    "concurrency",
+    "group_size",
+    "refine",
+    "workflow",
+    "agnets",
+    "stpes",
+    "x",
+    "",
 ];
 
 fn fragment() -> impl Strategy<Value = String> {
@@ -202,8 +245,10 @@ fn apply_one(text: &str, m: &Mutation) -> String {
             out
         }
         Mutation::SwapLines(a, b) => {
-            let mut owned: Vec<String> =
-                lines.iter().map(|l| if l.ends_with('\n') { l.to_string() } else { format!("{l}\n") }).collect();
+            let mut owned: Vec<String> = lines
+                .iter()
+                .map(|l| if l.ends_with('\n') { l.to_string() } else { format!("{l}\n") })
+                .collect();
             if !owned.is_empty() {
                 let (a, b) = (a.index(owned.len()), b.index(owned.len()));
                 owned.swap(a, b);

@@ -53,7 +53,8 @@ fn exercise(text: &str, format: Format, runtime: &tokio::runtime::Runtime) -> Re
         return Ok(());
     }
     // Every input given as "1": a number, a string and a choice of many files alike.
-    let inputs: BTreeMap<String, String> = workflow.file().inputs.keys().map(|k| (k.clone(), "1".into())).collect();
+    let inputs: BTreeMap<String, String> =
+        workflow.file().inputs.keys().map(|k| (k.clone(), "1".into())).collect();
     let bound = match workflow.bind(inputs) {
         Ok(b) => b,
         Err(d) => {
@@ -68,7 +69,8 @@ fn exercise(text: &str, format: Format, runtime: &tokio::runtime::Runtime) -> Re
             return Ok(());
         }
     };
-    let mut options = RunOptions::default().with_providers(belt_llm::providers(SimConfig::default().latency_ms(0)));
+    let mut options =
+        RunOptions::default().with_providers(belt_llm::providers(SimConfig::default().latency_ms(0)));
     bound.settings().apply(&mut options);
     // A mutant may ask for 100,000 agents: a cap on calls keeps each case small, and running
     // into it is an end like any other.
@@ -117,13 +119,18 @@ fn mutated_examples_are_checked_without_panic_and_run_when_clean() {
 
 #[test]
 fn any_text_is_checked_without_panic() {
-    check("arbitrary workflow text", 256, || any::<String>(), |text| {
-        for format in [Format::Yaml, Format::Toml] {
-            let d = crate::check(&text, format, "flow", &ValidationContext::default());
-            well_formed(&d, &text)?;
-        }
-        Ok(())
-    });
+    check(
+        "arbitrary workflow text",
+        256,
+        || any::<String>(),
+        |text| {
+            for format in [Format::Yaml, Format::Toml] {
+                let d = crate::check(&text, format, "flow", &ValidationContext::default());
+                well_formed(&d, &text)?;
+            }
+            Ok(())
+        },
+    );
 }
 
 #[test]
@@ -173,7 +180,9 @@ fn nesting_past_the_limit_is_refused_and_never_overflows_the_stack() {
             prop_assert!(!d.is_empty(), "`x` is not a key of the format");
             if depth + 1 > MAX_DEPTH {
                 prop_assert!(
-                    d.iter().any(|d| d.message.contains("deeper") || d.message.contains("nest") || d.message.contains("depth")),
+                    d.iter().any(|d| d.message.contains("deeper")
+                        || d.message.contains("nest")
+                        || d.message.contains("depth")),
                     "depth {}: {}",
                     depth,
                     d

@@ -55,7 +55,8 @@ pub struct Dir(pub PathBuf);
 
 impl Dir {
     pub fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let d = std::env::temp_dir().join(format!("belt-test-{name}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&d).expect("create a temporary directory");
         Dir(d)

@@ -47,7 +47,13 @@ pub fn start(name: &str, extra: &[&str], token: Option<&str>) -> Served {
 
 /// `belt ARGS` (a `serve` command) in `cwd` with its runs under `home` (`BELT_HOME`), extra
 /// environment `env`; the directories stay when the server ends.
-pub fn start_in(cwd: &Path, home: &Path, args: &[&str], token: Option<&str>, env: &[(&str, &Path)]) -> Served {
+pub fn start_in(
+    cwd: &Path,
+    home: &Path,
+    args: &[&str],
+    token: Option<&str>,
+    env: &[(&str, &Path)],
+) -> Served {
     let mut cmd = super::belt_command(cwd, home, args);
     cmd.stdout(Stdio::null());
     if let Some(t) = token {
