@@ -26,9 +26,10 @@ use common::{Dir, belt, calls, calls_so_far, code, command, json, only_run_id, s
 
 const TASK: &str = "Assess the resilience of coastal cities to sea-level rise";
 const AGENTS: u64 = 60;
-const GROUP: u64 = 5;
+/// Synthesizers of 60 workers: 12 over the workers, 2 over those (the shape is 60, 12, 2, 1).
+const SYNTHESIZERS: u64 = 12 + 2;
 /// Calls of an unbroken run: the decomposition, the workers, the synthesizers, the executive.
-const CALLS: u64 = 1 + AGENTS + AGENTS / GROUP + 1;
+const CALLS: u64 = 1 + AGENTS + SYNTHESIZERS + 1;
 /// Trials run at once: the runs mostly wait on simulated latency, so a few in parallel keep
 /// the matrix short without starving one another on two cores.
 const PARALLEL: usize = 4;
@@ -105,9 +106,9 @@ struct Moment {
 fn moments(seed: u64, n: usize) -> Vec<Moment> {
     let mut rng = Rng(seed);
     let workers_end = 1 + AGENTS;
-    let synth_end = workers_end + AGENTS / GROUP;
+    let synth_end = workers_end + SYNTHESIZERS;
     let phases: [(&'static str, Option<(u64, u64)>); 7] = [
-        ("starting", Some((0, 0))),
+        ("start-up", Some((0, 0))),
         ("decomposition", Some((1, 1))),
         ("workers", Some((2, workers_end))),
         ("workers", Some((2, workers_end))),
@@ -120,7 +121,7 @@ fn moments(seed: u64, n: usize) -> Vec<Moment> {
             let (phase, range) = match phases.get(i) {
                 Some(p) => *p,
                 None => match rng.between(0, CALLS + 1) {
-                    0 => ("starting", Some((0, 0))),
+                    0 => ("start-up", Some((0, 0))),
                     k if k > CALLS => ("after the end", None),
                     k if k == 1 => ("decomposition", Some((1, 1))),
                     k if k <= workers_end => ("workers", Some((k, k))),
@@ -193,6 +194,7 @@ fn resume_and_compare(dir: &Dir, trial: &str, before: &Path) -> bool {
     assert!(recorded.iter().all(|s| first.contains_key(s)), "{trial}: a recorded step has no call");
     assert!((recorded.len() + again.len()) as u64 >= CALLS, "{trial}: some step was never run");
     same_end(&resumed, trial);
+    println!("{trial}: {} steps recorded before the kill, {} called on resume", recorded.len(), again.len());
     true
 }
 
@@ -263,7 +265,7 @@ fn serve_trial(label: &str, m: Moment) -> bool {
                     break;
                 }
                 assert!(Instant::now() < deadline, "{label}: the run did not end");
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
     }
