@@ -123,7 +123,7 @@ fn moments(seed: u64, n: usize) -> Vec<Moment> {
                 None => match rng.between(0, CALLS + 1) {
                     0 => ("start-up", Some((0, 0))),
                     k if k > CALLS => ("after the end", None),
-                    k if k == 1 => ("decomposition", Some((1, 1))),
+                    1 => ("decomposition", Some((1, 1))),
                     k if k <= workers_end => ("workers", Some((k, k))),
                     k if k <= synth_end => ("synthesizers", Some((k, k))),
                     _ => ("executive", Some((CALLS, CALLS))),

@@ -2,7 +2,7 @@
 //! part of belt.
 //!
 //! - [`check`] runs one property with a fixed, small number of cases (256 unless
-//!   `BELT_PROPTEST_CASES` says more), bounded shrinking, no regression files, a seed that is
+//!   `BELT_PROPTEST_CASES` says more; see [`cases`]), bounded shrinking, no regression files, a seed that is
 //!   printed on failure (`BELT_PROPTEST_SEED` replays it) and a watchdog: a case that runs
 //!   longer than `BELT_PROPTEST_CASE_SECS` (30 s) fails the test with its input, so a hang in
 //!   a parser is a red test naming the input, never a CI job that times out.
@@ -29,9 +29,18 @@ pub use proptest;
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 
-/// Cases per property when `BELT_PROPTEST_CASES` is not set: `default`.
+/// The cases of a property whose own count is `default`: `default`, or with
+/// `BELT_PROPTEST_CASES=N`, `N` for a property of the usual 256 and as many in proportion for
+/// the others (a property of 1 MiB inputs runs 16 where one of small inputs runs 256).
 pub fn cases(default: u32) -> u32 {
-    env_number("BELT_PROPTEST_CASES").map_or(default, |n| n.clamp(1, u64::from(u32::MAX)) as u32)
+    scaled(env_number("BELT_PROPTEST_CASES"), default)
+}
+
+fn scaled(asked: Option<u64>, default: u32) -> u32 {
+    match asked {
+        Some(n) => (n.saturating_mul(u64::from(default)) / 256).clamp(1, u64::from(u32::MAX)) as u32,
+        None => default,
+    }
 }
 
 /// The seed of this run's properties: `BELT_PROPTEST_SEED`, else a fresh one (printed on
@@ -205,6 +214,16 @@ mod tests {
         });
         let message = *outcome.unwrap_err().downcast::<String>().unwrap();
         assert!(message.contains("a hang?") && message.contains("input: 42"), "{message}");
+    }
+
+    #[test]
+    fn more_cases_scale_every_property_in_proportion() {
+        assert_eq!(scaled(None, 256), 256);
+        assert_eq!(scaled(None, 16), 16);
+        assert_eq!(scaled(Some(5000), 256), 5000);
+        assert_eq!(scaled(Some(5000), 16), 312);
+        assert_eq!(scaled(Some(1), 16), 1, "never none");
+        assert_eq!(scaled(Some(u64::MAX), 256), u32::MAX);
     }
 
     #[test]

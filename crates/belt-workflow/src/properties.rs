@@ -119,18 +119,13 @@ fn mutated_examples_are_checked_without_panic_and_run_when_clean() {
 
 #[test]
 fn any_text_is_checked_without_panic() {
-    check(
-        "arbitrary workflow text",
-        256,
-        || any::<String>(),
-        |text| {
-            for format in [Format::Yaml, Format::Toml] {
-                let d = crate::check(&text, format, "flow", &ValidationContext::default());
-                well_formed(&d, &text)?;
-            }
-            Ok(())
-        },
-    );
+    check("arbitrary workflow text", 256, any::<String>, |text| {
+        for format in [Format::Yaml, Format::Toml] {
+            let d = crate::check(&text, format, "flow", &ValidationContext::default());
+            well_formed(&d, &text)?;
+        }
+        Ok(())
+    });
 }
 
 #[test]
@@ -145,9 +140,7 @@ fn files_over_the_size_limit_are_refused_with_the_limit_named() {
             let target = (MAX_FILE_BYTES as i64 + around) as usize;
             let mut text = base.clone();
             text.push('#');
-            while text.len() < target {
-                text.push('x');
-            }
+            text.push_str(&"x".repeat(target.saturating_sub(text.len())));
             text.push('\n');
             let format = if as_toml { Format::Toml } else { Format::Yaml };
             let d = crate::check(&text, format, "flow", &ValidationContext::default());
