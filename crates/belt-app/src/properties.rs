@@ -5,6 +5,7 @@
 //! resume` rebuilds the very run that was started).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use belt_core::{Subtask, SynthesizeMode};
 use belt_llm::SimConfig;
@@ -111,8 +112,113 @@ fn subtask() -> impl Strategy<Value = Subtask> {
         })
 }
 
-/// Specs as a Rust caller or a deserialized body can hold them.
+/// Specs of any kind: valid ones (whose recording is checked) and wild ones (whose
+/// refusals are).
 fn spec() -> impl Strategy<Value = RunSpec> {
+    prop_oneof![valid_spec(), wild_spec()]
+}
+
+/// A plan that normalizes: subtasks numbered by position (no ids, as in a plan file that
+/// leaves them out), each depending on some of those before it.
+fn valid_plan() -> impl Strategy<Value = Vec<Subtask>> {
+    prop::collection::vec(("[a-z]{1,6}", -3i32..3, any::<u8>()), 1..6).prop_map(|items| {
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, (d, p, mask))| {
+                let mut s = Subtask::new("", d).priority(p);
+                s.dependencies =
+                    (0..i).filter(|j| mask & (1 << (j % 8)) != 0).map(|j| (j + 1).to_string()).collect();
+                s
+            })
+            .collect()
+    })
+}
+
+/// Specs that `App::prepare` accepts: every field in its range, simulated models.
+fn valid_spec() -> impl Strategy<Value = RunSpec> {
+    let model = || {
+        some(
+            prop::sample::select(&["simulated/default", "simulated/a,simulated/b"][..])
+                .prop_map(String::from),
+        )
+    };
+    let seconds = || some(0.001f64..86_400.0);
+    (
+        ("[A-Za-z][A-Za-z ]{0,23}", some(any::<String>()), some(Just("cascade".to_string()))),
+        (some(1u32..200), some(valid_plan()), some(0u32..=20), model(), model(), model(), model()),
+        (some(1u32..=100_000), any::<bool>(), seconds(), some(0u32..=100)),
+        prop::collection::btree_map(
+            prop::sample::select(&["worker", "synthesizer", "executive", "decomposer", "custom"][..])
+                .prop_map(String::from),
+            (seconds(), some(0u32..=100)).prop_map(|(timeout, retries)| TierPolicy { timeout, retries }),
+            0..3,
+        ),
+        (
+            some(2u32..=1000),
+            some(prop::sample::select(
+                &[SynthesizeMode::Auto, SynthesizeMode::Always, SynthesizeMode::Never][..],
+            )),
+            some(0.0f64..=1.0),
+        ),
+        (some(0.000_001f64..1e6), some(1u64..u64::MAX), some(1u64..u64::MAX), any::<bool>(), any::<bool>()),
+        (some(1u64..=604_800), some(1u64..=315_360_000)),
+        (
+            some(prop::sample::select(&["md", "md,html", "html", "docx"][..]).prop_map(String::from)),
+            some("[a-z/]{1,8}".prop_map(std::path::PathBuf::from)),
+            some(any::<u64>()),
+            some(0u64..=3_600_000),
+            some(0.0f64..=1.0),
+        ),
+    )
+        .prop_map(
+            |(
+                (task, context, pattern),
+                (agents, plan, refine, model, worker_model, synthesizer_model, executive_model),
+                (concurrency, sequential, timeout, retries),
+                policies,
+                (group_size, synthesize, min_success),
+                (budget_usd, budget_tokens, budget_calls, review_plan, approve_all),
+                (hitl_timeout, cache),
+                (formats, out, seed, sim_latency_ms, sim_fail_rate),
+            )| RunSpec {
+                task,
+                context,
+                pattern,
+                agents,
+                plan,
+                refine,
+                model,
+                worker_model,
+                synthesizer_model,
+                executive_model,
+                concurrency,
+                sequential,
+                timeout,
+                retries,
+                policies,
+                group_size,
+                synthesize,
+                min_success,
+                budget_usd,
+                budget_tokens,
+                budget_calls,
+                review_plan,
+                approve_all,
+                hitl_timeout,
+                cache,
+                formats,
+                out,
+                seed,
+                sim_latency_ms,
+                sim_fail_rate,
+                ..RunSpec::default()
+            },
+        )
+}
+
+/// Specs as a Rust caller or a deserialized body can hold them, mostly wrong somewhere.
+fn wild_spec() -> impl Strategy<Value = RunSpec> {
     let what = (
         prop_oneof![3 => "[A-Za-z ]{0,24}", 1 => any::<String>()],
         some(any::<String>()),
@@ -219,8 +325,8 @@ fn spec() -> impl Strategy<Value = RunSpec> {
 }
 
 /// Prepare `spec`: a refusal says why; an accepted spec is recorded as a definition that
-/// reads back as the spec it recorded.
-fn prepare_holds(spec: &RunSpec) -> Result<(), TestCaseError> {
+/// reads back as the spec it recorded. `true` when it was accepted.
+fn prepare_holds(spec: &RunSpec) -> Result<bool, TestCaseError> {
     match app().prepare(spec) {
         Ok(prepared) => {
             let definition = prepared.options.definition.clone().unwrap_or_default();
@@ -236,10 +342,19 @@ fn prepare_holds(spec: &RunSpec) -> Result<(), TestCaseError> {
             let again = app().prepare(&prepared.spec);
             prop_assert!(again.is_ok(), "the recorded spec is refused on resume: {:?}", again.err());
             prop_assert_eq!(again.ok().and_then(|p| p.options.definition), Some(definition));
+            Ok(true)
         }
-        Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
+        Err(e) => {
+            prop_assert!(!e.to_string().trim().is_empty());
+            Ok(false)
+        }
     }
-    Ok(())
+}
+
+/// A counter the property's thread adds to and the test reads after it.
+fn counter() -> (Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let c = Arc::new(AtomicUsize::new(0));
+    (c.clone(), c)
 }
 
 #[test]
@@ -256,7 +371,15 @@ fn any_spec_round_trips_through_json_and_its_definition() {
 
 #[test]
 fn any_spec_is_prepared_or_refused_with_a_reason() {
-    check("App::prepare over specs", 256, spec, |spec| prepare_holds(&spec));
+    let (accepted, seen) = counter();
+    check("App::prepare over specs", 256, spec, move |spec| {
+        if prepare_holds(&spec)? {
+            accepted.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    // Else the round trip of accepted specs was never checked.
+    assert!(seen.load(Ordering::Relaxed) > 0, "no generated spec was accepted");
 }
 
 /// JSON values of any shape, with the spec's keys more often than not.
@@ -294,7 +417,9 @@ fn body() -> impl Strategy<Value = Value> {
 fn any_json_body_becomes_a_spec_or_a_reason() {
     check("RunSpec from any JSON", 256, body, |value| {
         match serde_json::from_value::<RunSpec>(value) {
-            Ok(spec) => prepare_holds(&spec)?,
+            Ok(spec) => {
+                prepare_holds(&spec)?;
+            }
             Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
         }
         Ok(())
@@ -313,18 +438,24 @@ fn mutated_json_bodies_become_a_spec_or_a_reason() {
     .iter()
     .map(|v| serde_json::to_string_pretty(v).unwrap())
     .collect();
+    let (accepted, seen) = counter();
     check(
         "RunSpec from mutated JSON",
         256,
         move || mutate::text(bodies, FIELDS),
-        |text| {
+        move |text| {
             match serde_json::from_str::<RunSpec>(&text) {
-                Ok(spec) => prepare_holds(&spec)?,
+                Ok(spec) => {
+                    if prepare_holds(&spec)? {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
             }
             Ok(())
         },
     );
+    assert!(seen.load(Ordering::Relaxed) > 0, "no mutated body was accepted: the round trip went unchecked");
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! renders its task and runs (on the simulated provider, with a call cap) to an end.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use belt_core::{Budget, RunOptions};
 use belt_llm::SimConfig;
@@ -40,17 +42,18 @@ fn well_formed(d: &Diagnostics, text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Check `text` as `format`; when it is clean, bind it, render its task and run it.
-fn exercise(text: &str, format: Format, runtime: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
+/// Check `text` as `format`; when it is clean, bind it, render its task and run it. `true`
+/// when it ran.
+fn exercise(text: &str, format: Format, runtime: &tokio::runtime::Runtime) -> Result<bool, TestCaseError> {
     let cx = ValidationContext::default();
     let diagnostics = crate::check(text, format, "flow", &cx);
     well_formed(&diagnostics, text)?;
     let Ok(workflow) = Workflow::parse(text, format, "flow") else {
         prop_assert!(!diagnostics.is_empty(), "parse failed but check found nothing");
-        return Ok(());
+        return Ok(false);
     };
     if !diagnostics.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     // Every input given as "1": a number, a string and a choice of many files alike.
     let inputs: BTreeMap<String, String> =
@@ -59,14 +62,15 @@ fn exercise(text: &str, format: Format, runtime: &tokio::runtime::Runtime) -> Re
         Ok(b) => b,
         Err(d) => {
             prop_assert!(!d.is_empty());
-            return well_formed(&d, text);
+            well_formed(&d, text)?;
+            return Ok(false);
         }
     };
     let task = match bound.task() {
         Ok(t) => t,
         Err(e) => {
             prop_assert!(!e.trim().is_empty());
-            return Ok(());
+            return Ok(false);
         }
     };
     let mut options =
@@ -86,7 +90,7 @@ fn exercise(text: &str, format: Format, runtime: &tokio::runtime::Runtime) -> Re
         Ok(r) => prop_assert!(r.usage.calls <= 64, "the cap held: {} calls", r.usage.calls),
         Err(e) => prop_assert!(!e.trim().is_empty()),
     }
-    Ok(())
+    Ok(true)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -95,6 +99,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn mutated_examples_are_checked_without_panic_and_run_when_clean() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let seen = runs.clone();
     check(
         "mutated workflow examples",
         256,
@@ -103,18 +109,23 @@ fn mutated_examples_are_checked_without_panic_and_run_when_clean() {
             let texts: Vec<String> = corpus.iter().map(|(t, _)| t.clone()).collect();
             (mutate::text(texts, &[]), any::<bool>())
         },
-        |(text, as_toml)| {
+        move |(text, as_toml)| {
             let runtime = runtime();
             // Sniffing never panics; each text is read as what it sniffs as, and as the other.
             let sniffed = Format::sniff(&text);
-            exercise(&text, sniffed, &runtime)?;
+            let mut ran = exercise(&text, sniffed, &runtime)?;
             let other = if as_toml { Format::Toml } else { Format::Yaml };
             if other != sniffed {
-                exercise(&text, other, &runtime)?;
+                ran |= exercise(&text, other, &runtime)?;
+            }
+            if ran {
+                runs.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
         },
     );
+    // Else the property never reached binding and running.
+    assert!(seen.load(Ordering::Relaxed) > 0, "no mutant checked clean and ran");
 }
 
 #[test]
