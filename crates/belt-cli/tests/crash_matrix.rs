@@ -2,7 +2,8 @@
 //! moments drawn from a seed — while decomposing, among the workers, among the
 //! synthesizers, during the executive's call, after the end — then `belt resume RUN_ID` on
 //! the same store. Every trial must end as the unbroken run does (same final output, usage
-//! and cost) and no step recorded before the kill may be called again.
+//! and cost) and no step recorded before the kill may be called again. The unbroken run is
+//! one `belt run`: a run given to `belt serve` must end the same, so the front ends agree too.
 //!
 //! A moment is a point of progress, not of time: "once the simulated provider has started
 //! call K, plus D ms", read from its call log (`BELT_SIM_CALL_LOG`). So the moments fall
@@ -142,7 +143,12 @@ fn wait_for_call(log: &Path, k: u64, child: &mut Child) {
         if child.try_wait().unwrap().is_some() {
             return;
         }
-        assert!(Instant::now() < deadline, "call {k} never started");
+        if Instant::now() > deadline {
+            // Never leave the process behind a failed test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("call {k} never started");
+        }
         std::thread::sleep(Duration::from_millis(2));
     }
 }
