@@ -16,7 +16,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -94,12 +94,15 @@ fn env_number(name: &str) -> Option<u64> {
 }
 
 /// When a trial kills: once call `after_call` has started (0: right after the start), plus
-/// `delay_ms`; `None`: after the run has ended.
+/// `delay_ms`; `None`: after the run has ended. With `resume_too`, the first `belt resume` is
+/// killed as well, once it has started that many calls of its own (plus `delay_ms`): a crash
+/// while recovering from a crash.
 #[derive(Debug, Clone, Copy)]
 struct Moment {
     phase: &'static str,
     after_call: Option<u64>,
     delay_ms: u64,
+    resume_too: Option<u64>,
 }
 
 /// `n` moments from `seed`, spread over the phases of the run: the first trials cover each
@@ -131,7 +134,9 @@ fn moments(seed: u64, n: usize) -> Vec<Moment> {
                 },
             };
             let after_call = range.map(|(lo, hi)| rng.between(lo, hi));
-            Moment { phase, after_call, delay_ms: rng.between(0, 20) }
+            // One trial in three crashes again while resuming.
+            let resume_too = (i % 3 == 2 && after_call.is_some()).then(|| rng.between(0, CALLS / 2));
+            Moment { phase, after_call, delay_ms: rng.between(0, 20), resume_too }
         })
         .collect()
 }
@@ -153,9 +158,25 @@ fn wait_for_call(log: &Path, k: u64, child: &mut Child) {
     }
 }
 
+/// The steps the store holds as completed for the run, and the run's status.
+fn recorded(dir: &Dir, run_id: &str, trial: &str) -> (BTreeSet<String>, String) {
+    let shown = json(&belt(dir, &["runs", "show", run_id, "--json"], None));
+    let steps: BTreeSet<String> = match shown["steps"].as_array() {
+        Some(steps) => steps.iter().map(|s| s["step"].as_str().unwrap().to_string()).collect(),
+        // It finished: every step is in the result.
+        None => {
+            shown["agents"].as_array().unwrap().iter().map(|a| a["step"].as_str().unwrap().into()).collect()
+        }
+    };
+    let listed = json(&belt(dir, &["runs", "list", "--json"], None));
+    let status = listed[0]["status"].as_str().unwrap().to_string();
+    assert!(["interrupted", "completed"].contains(&status.as_str()), "{trial}: status {status}");
+    (steps, status)
+}
+
 /// After the kill: resume the run in `dir`'s store (if it was recorded) and check it ends as
 /// the unbroken run did, paying for nothing twice. `true` when the kill interrupted it.
-fn resume_and_compare(dir: &Dir, trial: &str, before: &Path) -> bool {
+fn resume_and_compare(dir: &Dir, trial: &str, before: &Path, resume_too: Option<u64>, delay_ms: u64) -> bool {
     let listed = json(&belt(dir, &["runs", "list", "--json"], None));
     if listed.as_array().is_some_and(|runs| runs.is_empty()) {
         // Killed before the run was recorded: nothing was called, nothing to resume.
@@ -164,16 +185,47 @@ fn resume_and_compare(dir: &Dir, trial: &str, before: &Path) -> bool {
     }
     let run_id = only_run_id(dir);
     // What the dead process completed, as recorded in the store.
-    let shown = json(&belt(dir, &["runs", "show", &run_id, "--json"], None));
-    let recorded: BTreeSet<String> = match shown["steps"].as_array() {
-        Some(steps) => steps.iter().map(|s| s["step"].as_str().unwrap().to_string()).collect(),
-        // It finished before the kill: every step is in the result.
-        None => {
-            shown["agents"].as_array().unwrap().iter().map(|a| a["step"].as_str().unwrap().into()).collect()
+    let (mut recorded, mut status) = recorded(dir, &run_id, trial);
+    // Every call made so far, by any process.
+    let mut paid = calls(before);
+    // Every recorded step was called before the kill (it was not invented).
+    assert!(recorded.iter().all(|s| paid.contains_key(s)), "{trial}: a recorded step has no call");
+
+    if let (Some(k), "interrupted") = (resume_too, status.as_str()) {
+        // A crash while resuming: kill the resume too, then look again.
+        let mid = dir.join("calls-mid.log");
+        // Nobody reads its output: a full pipe would stop it before its end.
+        let mut child = command(dir, &["resume", &run_id, "--quiet", "--json", "--out", "out"], Some(&mid))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn belt resume");
+        wait_for_call(&mid, k, &mut child);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let again = calls(&mid);
+        for step in &recorded {
+            assert!(
+                !again.contains_key(step),
+                "{trial}: {step} was completed before the kill and called again"
+            );
         }
-    };
-    let status = listed[0]["status"].as_str().unwrap().to_string();
-    assert!(["interrupted", "completed"].contains(&status.as_str()), "{trial}: status {status}");
+        let (now, now_status) = self::recorded(dir, &run_id, trial);
+        assert!(
+            recorded.is_subset(&now),
+            "{trial}: steps recorded before the first kill were lost by the second"
+        );
+        for (step, n) in again {
+            *paid.entry(step).or_default() += n;
+        }
+        assert!(now.iter().all(|s| paid.contains_key(s)), "{trial}: a recorded step has no call");
+        println!(
+            "{trial}: its resume killed too (at its call {k}, or its end); {} steps recorded now",
+            now.len()
+        );
+        (recorded, status) = (now, now_status);
+    }
 
     let after = dir.join("calls-after.log");
     let resumed = belt(dir, &["resume", &run_id, "--quiet", "--json", "--out", "out"], Some(&after));
@@ -195,9 +247,6 @@ fn resume_and_compare(dir: &Dir, trial: &str, before: &Path) -> bool {
     for step in &recorded {
         assert!(!again.contains_key(step), "{trial}: {step} was completed before the kill and called again");
     }
-    // Every recorded step was called before the kill (it was not invented).
-    let first = calls(before);
-    assert!(recorded.iter().all(|s| first.contains_key(s)), "{trial}: a recorded step has no call");
     assert!((recorded.len() + again.len()) as u64 >= CALLS, "{trial}: some step was never run");
     same_end(&resumed, trial);
     println!("{trial}: {} steps recorded before the kill, {} called on resume", recorded.len(), again.len());
@@ -220,7 +269,12 @@ fn cli_trial(label: &str, m: Moment) -> bool {
     let before = dir.join("calls-before.log");
     let args = run_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = command(&dir, &args, Some(&before)).spawn().expect("spawn belt run");
+    let mut cmd = command(&dir, &args, Some(&before));
+    if m.after_call.is_some() {
+        // Nobody reads the output of a run that is killed: a full pipe would stop it first.
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    let mut child = cmd.spawn().expect("spawn belt run");
     match m.after_call {
         Some(k) => {
             wait_for_call(&before, k, &mut child);
@@ -233,7 +287,7 @@ fn cli_trial(label: &str, m: Moment) -> bool {
             assert_eq!(code(&done), 0, "{label}: {}", stderr(&done));
         }
     }
-    resume_and_compare(&dir, label, &before)
+    resume_and_compare(&dir, label, &before, m.resume_too, m.delay_ms)
 }
 
 /// `belt serve` given the run over HTTP, killed at `m`, then `belt resume` on its store.
@@ -284,7 +338,7 @@ fn serve_trial(label: &str, m: Moment) -> bool {
             "{label}: the run accepted over HTTP is the one in the store"
         );
     }
-    resume_and_compare(&dir, label, &before)
+    resume_and_compare(&dir, label, &before, m.resume_too, m.delay_ms)
 }
 
 /// Run `trials` on `PARALLEL` threads; each gets its label (with the seed) and moment.
@@ -308,9 +362,11 @@ fn matrix(front_end: &str, trial: fn(&str, Moment) -> bool) {
                     "{front_end} trial {} of seed {seed} (BELT_CRASH_SEED={seed}): kill in {} {}",
                     c * PARALLEL + i,
                     m.phase,
-                    match m.after_call {
-                        Some(k) => format!("after call {k} + {} ms", m.delay_ms),
-                        None => "after the run ended".into(),
+                    match (m.after_call, m.resume_too) {
+                        (Some(k), None) => format!("after call {k} + {} ms", m.delay_ms),
+                        (Some(k), Some(r)) =>
+                            format!("after call {k} + {} ms, and its resume after {r}", m.delay_ms),
+                        (None, _) => "after the run ended".into(),
                     }
                 );
                 std::thread::spawn(move || trial(&label, m))
