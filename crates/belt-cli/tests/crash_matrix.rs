@@ -1,7 +1,7 @@
 //! The crash matrix: `belt run`, and `belt serve` running the same spec, SIGKILLed at many
 //! moments drawn from a seed — while decomposing, among the workers, among the
 //! synthesizers, during the executive's call, after the end — then `belt resume RUN_ID` on
-//! the same store. Every trial must end as the unbroken run does (same final output, usage
+//! the same store (in one trial of three, that resume is killed too and resumed again). Every trial must end as the unbroken run does (same final output, usage
 //! and cost) and no step recorded before the kill may be called again. The unbroken run is
 //! one `belt run`: a run given to `belt serve` must end the same, so the front ends agree too.
 //!
