@@ -42,6 +42,8 @@ mod legacy;
 pub mod models;
 pub mod patterns;
 mod prepare;
+#[cfg(test)]
+mod properties;
 mod spec;
 mod workflow;
 

@@ -194,8 +194,22 @@ impl RunSpec {
     /// interrupted before an upgrade resumes after it.
     pub fn from_definition(json: &str) -> Result<RunSpec, String> {
         let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        let value = if value.get("args").is_some() { crate::legacy::upgrade(value) } else { value };
+        let mut value = if value.get("args").is_some() { crate::legacy::upgrade(value) } else { value };
+        forget_empty_subtask_ids(&mut value);
         serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+}
+
+/// Definitions recorded before empty subtask ids were left out of the JSON hold a plan
+/// subtask without an id as `"id": ""`, which a plan from outside may not say (it is refused
+/// as a mistake). Read there, it means what it meant when it was recorded: no id, numbered by
+/// position — so those runs resume.
+fn forget_empty_subtask_ids(value: &mut serde_json::Value) {
+    let Some(plan) = value.get_mut("plan").and_then(serde_json::Value::as_array_mut) else { return };
+    for subtask in plan.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+        if subtask.get("id").and_then(serde_json::Value::as_str) == Some("") {
+            subtask.remove("id");
+        }
     }
 }
 
@@ -224,5 +238,23 @@ mod tests {
         assert_eq!(back, spec);
         // Defaults are not written: a recorded spec says only what was asked.
         assert_eq!(RunSpec::new("t").to_definition(), r#"{"task":"t"}"#);
+    }
+
+    #[test]
+    fn a_plan_without_ids_round_trips_and_older_records_of_one_read_back() {
+        // Found by the property tests (issue 18): a plan whose subtasks have no ids was
+        // recorded with `"id": ""`, and `belt resume` refused the run's own definition.
+        let spec: RunSpec =
+            serde_json::from_str(r#"{"task": "t", "plan": [{"description": "a"}, {"description": "b"}]}"#)
+                .unwrap();
+        assert_eq!(RunSpec::from_definition(&spec.to_definition()).unwrap(), spec);
+        let older = r#"{"task":"t","plan":[{"id":"","description":"a","specialization":"general","priority":0,"dependencies":[]}]}"#;
+        let read = RunSpec::from_definition(older).unwrap();
+        assert_eq!(read.plan.unwrap()[0].id, "");
+        // From outside, an explicitly empty id is still a mistake.
+        assert!(
+            serde_json::from_str::<RunSpec>(r#"{"task": "t", "plan": [{"id": "", "description": "a"}]}"#)
+                .is_err()
+        );
     }
 }

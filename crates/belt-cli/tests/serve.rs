@@ -2,88 +2,28 @@
 //! HTTP with its events streamed to `run_finished`, its report, and SIGTERM.
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
+
+use common::serve::start;
 
 use serde_json::{Value, json};
 
-struct Served {
-    child: Child,
-    base: String,
-    home: PathBuf,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.home);
-        }
-    }
-}
-
-fn home(name: &str) -> PathBuf {
+fn home(name: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("belt-serve-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
     std::fs::create_dir_all(&p).unwrap();
     p
 }
 
-fn start(name: &str, extra: &[&str], token: Option<&str>) -> Served {
-    start_in(home(name), extra, token)
-}
-
-/// `belt serve` with its store in `home` (kept as it is: a restart).
-fn start_in(home: PathBuf, extra: &[&str], token: Option<&str>) -> Served {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_belt"));
-    cmd.arg("--store")
-        .arg(format!("sqlite://{}/belt.db", home.display()))
-        .arg("serve")
-        .args(extra)
-        .env("BELT_HOME", &home)
-        .env_remove("BELT_API_TOKEN")
-        .env_remove("BELT_MODEL")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .current_dir(&home)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(t) = token {
-        cmd.env("BELT_API_TOKEN", t);
-    }
-    let mut child = cmd.spawn().expect("start belt serve");
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    Served { child, base: String::new(), home, stderr: rx }
-}
-
-impl Served {
-    /// Wait for the "serving on" line; the address it names.
-    fn wait_listening(&mut self) -> Vec<String> {
-        let mut lines = Vec::new();
-        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(30)) {
-            lines.push(line.clone());
-            if let Some(rest) = line.strip_prefix("belt: serving on ") {
-                self.base = rest.split_whitespace().next().unwrap().to_string();
-                // The token line follows.
-                if let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(10)) {
-                    lines.push(l);
-                }
-                return lines;
-            }
-        }
-        panic!("belt serve did not start: {lines:?}");
-    }
+/// `belt serve` with its store in `home`, which stays when it ends (a restart finds it).
+fn start_in(home: std::path::PathBuf, extra: &[&str], token: Option<&str>) -> common::serve::Served {
+    let store = format!("sqlite://{}/belt.db", home.display());
+    let mut args = vec!["--store", store.as_str(), "serve"];
+    args.extend(extra);
+    common::serve::start_in(&home, &home, &args, token, &[])
 }
 
 fn client() -> reqwest::Client {
@@ -445,8 +385,7 @@ async fn queued_runs_outlive_the_server(name: &str, signal: i32) {
     if signal == libc::SIGTERM {
         assert_eq!(code, Some(0), "belt serve exits cleanly on SIGTERM");
     }
-    // Keep the store: the server is restarted on it.
-    s.home = PathBuf::new();
+    // The store stays (`start_in`): the server is restarted on it.
     drop(s);
 
     // The queued runs are still queued; the running one was cancelled (SIGTERM) or its
@@ -560,7 +499,6 @@ async fn a_queued_run_of_a_dead_server_runs_with_belt_resume() {
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(s.child.id() as i32, libc::SIGKILL) };
     let _ = s.child.wait();
-    s.home = PathBuf::new();
     drop(s);
 
     let out = belt_on(&home, &["resume", &ids[1], "--json", "--quiet", "--out", "out"]);

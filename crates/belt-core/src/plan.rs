@@ -23,8 +23,9 @@ impl Task {
 pub struct Subtask {
     /// Unique within the plan, at most 128 characters, no `/`, `\`, control characters, `.`
     /// or `..`. Numbers are accepted in JSON and kept as text; a missing id becomes the
-    /// subtask's 1-based position (an empty one is refused).
-    #[serde(default, deserialize_with = "string_or_number")]
+    /// subtask's 1-based position (an empty one is refused). Not yet numbered (empty), it is
+    /// left out of the JSON, so that the JSON reads back as the same subtask.
+    #[serde(default, deserialize_with = "string_or_number", skip_serializing_if = "String::is_empty")]
     #[schemars(with = "String")]
     pub id: String,
     pub description: String,
@@ -273,9 +274,129 @@ mod tests {
     }
 
     #[test]
+    fn a_subtask_not_yet_numbered_reads_back_as_itself() {
+        // A plan file without ids, as a run records it before normalizing (issue 18: its
+        // `"id": ""` was refused when `belt resume` read the run's definition back).
+        let plan: Vec<Subtask> = serde_json::from_str(r#"[{"description": "a"}]"#).unwrap();
+        let text = serde_json::to_string(&plan).unwrap();
+        assert!(!text.contains("\"id\""), "{text}");
+        assert_eq!(serde_json::from_str::<Vec<Subtask>>(&text).unwrap(), plan);
+    }
+
+    #[test]
     fn rejects_duplicates_and_empty() {
         assert_eq!(normalize_plan(&mut []).unwrap_err(), PlanError::Empty);
         let plan = vec![Subtask::new("a", "x"), Subtask::new("a", "y")];
         assert_eq!(validate_plan(&plan).unwrap_err(), PlanError::DuplicateId("a".into()));
+    }
+
+    mod properties {
+        //! Plans from outside (a `--plan` file, a `plan` in a JSON body): whatever the text,
+        //! parsing and checking end in a plan that can run or an error that says why.
+
+        use super::*;
+        use belt_testkit::proptest::prelude::*;
+        use belt_testkit::{check, mutate};
+
+        fn id() -> impl Strategy<Value = String> {
+            prop_oneof![
+                6 => "[a-d]",
+                1 => Just(String::new()),
+                1 => Just(" ".to_string()),
+                1 => prop::sample::select(&["..", ".", "a/b", "a\\b", "x\u{0}", "é"][..]).prop_map(String::from),
+                1 => "\\PC{0,4}",
+                1 => Just("x".repeat(129)),
+            ]
+        }
+
+        fn subtask() -> impl Strategy<Value = Subtask> {
+            (
+                id(),
+                prop_oneof![4 => "[a-z ]{1,8}", 1 => Just(" ".to_string())],
+                any::<i32>(),
+                prop::collection::vec(id(), 0..3),
+            )
+                .prop_map(|(id, description, priority, dependencies)| Subtask {
+                    id,
+                    description,
+                    specialization: default_specialization(),
+                    priority,
+                    dependencies,
+                })
+        }
+
+        /// The ids of `plan` in an order where each comes after its dependencies, if there is one.
+        fn topological(plan: &[Subtask]) -> Option<Vec<&str>> {
+            let mut done: Vec<&str> = Vec::new();
+            while done.len() < plan.len() {
+                let next = plan.iter().find(|s| {
+                    !done.contains(&s.id.as_str())
+                        && s.dependencies.iter().all(|d| done.contains(&d.as_str()))
+                })?;
+                done.push(&next.id);
+            }
+            Some(done)
+        }
+
+        #[test]
+        fn any_plan_is_normalized_into_a_runnable_one_or_refused_with_a_reason() {
+            check(
+                "plan normalization",
+                256,
+                || prop::collection::vec(subtask(), 0..8),
+                |mut plan| {
+                    let before = plan.clone();
+                    match normalize_plan(&mut plan) {
+                        Ok(()) => {
+                            let ids: std::collections::HashSet<&str> =
+                                plan.iter().map(|s| s.id.as_str()).collect();
+                            prop_assert_eq!(ids.len(), plan.len(), "ids are unique");
+                            prop_assert!(
+                                plan.iter().all(|s| !s.id.trim().is_empty() && bad_id(&s.id).is_none())
+                            );
+                            prop_assert!(topological(&plan).is_some(), "no cycle: {:?}", plan);
+                            // What is accepted is what a plan file of it reads back as.
+                            let text = serde_json::to_string(&plan).unwrap();
+                            let back: Vec<Subtask> = serde_json::from_str(&text).unwrap();
+                            prop_assert_eq!(back, plan);
+                        }
+                        Err(e) => {
+                            prop_assert!(!e.to_string().trim().is_empty());
+                            if let PlanError::Cycle(path) = &e {
+                                prop_assert!(path.len() >= 2 && path.first() == path.last(), "{:?}", path);
+                                prop_assert!(topological(&before).is_none());
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            );
+        }
+
+        #[test]
+        fn any_plan_text_parses_or_is_refused_with_a_reason() {
+            let valid = r#"[
+  {"id": "a", "description": "Collect the data", "specialization": "data", "priority": 2},
+  {"id": 2, "description": "Analyze it", "dependencies": ["a"]},
+  {"description": "Write it up", "depends_on": [2], "priority": -1}
+]
+"#;
+            check(
+                "plan files",
+                256,
+                || mutate::text(vec![valid.into()], &["\"id\"", "\"dependencies\"", "\"description\""]),
+                |text| {
+                    match serde_json::from_str::<Vec<Subtask>>(&text) {
+                        Ok(mut plan) => {
+                            if let Err(e) = normalize_plan(&mut plan) {
+                                prop_assert!(!e.to_string().trim().is_empty());
+                            }
+                        }
+                        Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
+                    }
+                    Ok(())
+                },
+            );
+        }
     }
 }

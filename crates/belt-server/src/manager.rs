@@ -668,6 +668,7 @@ fn not_started(
         simulated: false,
         shape: Vec::new(),
         started_at: Some(started_at),
+        segments: Vec::new(),
         caps: Vec::new(),
     }
 }

@@ -218,4 +218,6 @@ pub fn schema() -> serde_json::Value {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

@@ -1,0 +1,236 @@
+//! belt-testkit: what belt's property tests share. A dev-dependency only; nothing here is
+//! part of belt.
+//!
+//! - [`check`] runs one property with a fixed, small number of cases (256 unless
+//!   `BELT_PROPTEST_CASES` says more; see [`cases`]), bounded shrinking, no regression files, a seed that is
+//!   printed on failure (`BELT_PROPTEST_SEED` replays it) and a watchdog: a case that runs
+//!   longer than `BELT_PROPTEST_CASE_SECS` (30 s) fails the test with its input, so a hang in
+//!   a parser is a red test naming the input, never a CI job that times out.
+//! - [`mutate`] turns valid files (examples, configurations, JSON bodies) into the near-misses
+//!   a user or a client really sends: flipped bytes, cut-off text, lines removed, doubled or
+//!   swapped, stray keys and fragments.
+//!
+//! ```
+//! use belt_testkit::{check, mutate, proptest::prelude::*};
+//!
+//! check("lines never outnumber newlines + 1", 64, || mutate::text(vec!["a: 1\nb: 2\n".into()], &["c"]), |text| {
+//!     prop_assert!(text.lines().count() <= text.matches('\n').count() + 1);
+//!     Ok(())
+//! });
+//! ```
+
+pub mod mutate;
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+pub use proptest;
+use proptest::strategy::Strategy;
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
+
+/// The cases of a property whose own count is `default`: `default`, or with
+/// `BELT_PROPTEST_CASES=N`, `N` for a property of the usual 256 and as many in proportion for
+/// the others (a property of 1 MiB inputs runs 16 where one of small inputs runs 256).
+pub fn cases(default: u32) -> u32 {
+    scaled(env_number("BELT_PROPTEST_CASES"), default)
+}
+
+fn scaled(asked: Option<u64>, default: u32) -> u32 {
+    match asked {
+        Some(n) => (n.saturating_mul(u64::from(default)) / 256).clamp(1, u64::from(u32::MAX)) as u32,
+        None => default,
+    }
+}
+
+/// The seed of this run's properties: `BELT_PROPTEST_SEED`, else a fresh one (printed on
+/// failure, so a failure seen once in CI can be replayed).
+pub fn seed() -> u64 {
+    env_number("BELT_PROPTEST_SEED").unwrap_or_else(|| {
+        // Not cryptographic, only different from run to run.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nanos ^ u64::from(std::process::id()).rotate_left(32)
+    })
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// The longest one case may run before the property counts as hung.
+fn case_limit() -> Duration {
+    Duration::from_secs(env_number("BELT_PROPTEST_CASE_SECS").unwrap_or(30).max(1))
+}
+
+/// The configuration of every property: `default_cases` cases, shrinking bounded in
+/// iterations and time, and no failure persistence (CI writes nothing into the source tree;
+/// a failure prints its minimal input and seed instead).
+pub fn config(default_cases: u32, seed: u64) -> Config {
+    Config {
+        cases: cases(default_cases),
+        max_shrink_iters: 2048,
+        max_shrink_time: 10_000,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(seed),
+        ..Config::default()
+    }
+}
+
+/// Run the property `test` over `strategy()` (built on the property's own thread, so it
+/// need not be `Send`). Panics — failing the calling test — with the minimal failing input
+/// and the seed when the property fails, or with the input being tried when one case runs
+/// longer than the case limit.
+pub fn check<S, M, T>(name: &str, default_cases: u32, strategy: M, test: T)
+where
+    S: Strategy,
+    S::Value: Debug,
+    M: FnOnce() -> S + Send + 'static,
+    T: Fn(S::Value) -> Result<(), TestCaseError> + Send + 'static,
+{
+    check_within(name, default_cases, case_limit(), strategy, test);
+}
+
+fn check_within<S, M, T>(name: &str, default_cases: u32, limit: Duration, strategy: M, test: T)
+where
+    S: Strategy,
+    S::Value: Debug,
+    M: FnOnce() -> S + Send + 'static,
+    T: Fn(S::Value) -> Result<(), TestCaseError> + Send + 'static,
+{
+    let seed = seed();
+    // The input being tried and when it started; the watchdog reads it.
+    let current: Arc<Mutex<(Instant, String)>> = Arc::new(Mutex::new((Instant::now(), String::new())));
+    let (done_tx, done_rx) = mpsc::channel::<Result<(), String>>();
+    let watched = current.clone();
+    let spawned = std::thread::Builder::new().name(format!("property {name}")).spawn(move || {
+        let strategy = strategy();
+        let mut runner = TestRunner::new(config(default_cases, seed));
+        let outcome = runner.run(&strategy, |value| {
+            if let Ok(mut c) = watched.lock() {
+                *c = (Instant::now(), format!("{value:?}"));
+            }
+            test(value)
+        });
+        let outcome = outcome.map_err(|e| match e {
+            TestError::Fail(why, value) => format!("{why}\nminimal failing input: {value:?}"),
+            TestError::Abort(why) => format!("aborted: {why}"),
+        });
+        let _ = done_tx.send(outcome);
+    });
+    if let Err(e) = spawned {
+        panic!("property {name}: cannot start its thread: {e}");
+    }
+    loop {
+        match done_rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Ok(())) => return,
+            Ok(Err(why)) => panic!("property `{name}` failed (replay: BELT_PROPTEST_SEED={seed}): {why}"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("property `{name}` (seed {seed}): its thread ended without a verdict")
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let (started, input) = match current.lock() {
+                    Ok(c) => (c.0, c.1.clone()),
+                    Err(_) => continue,
+                };
+                if started.elapsed() > limit {
+                    // The property's thread is left behind: a hung case cannot be stopped from
+                    // outside, and the test binary ends when its tests do.
+                    panic!(
+                        "property `{name}` (seed {seed}): one case ran longer than {limit:?} — a hang? input: {}",
+                        shorten(&input)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// At most 4000 characters of a debug-printed input.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(4000) {
+        Some((i, _)) => format!("{}… ({} bytes in all)", &s[..i], s.len()),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_failing_property_names_its_minimal_input_and_seed() {
+        let outcome = std::panic::catch_unwind(|| {
+            check(
+                "below 100",
+                256,
+                || 0u32..1000,
+                |n| {
+                    prop_assert!(n < 100);
+                    Ok(())
+                },
+            )
+        });
+        let message = *outcome.unwrap_err().downcast::<String>().unwrap();
+        assert!(message.contains("minimal failing input: 100"), "{message}");
+        assert!(message.contains("BELT_PROPTEST_SEED="), "{message}");
+    }
+
+    #[test]
+    fn a_panic_in_a_property_is_a_failure_with_its_input() {
+        let outcome = std::panic::catch_unwind(|| {
+            check(
+                "no panic",
+                64,
+                || Just(7u8),
+                |n| {
+                    let v: Vec<u8> = Vec::new();
+                    prop_assert_eq!(v[usize::from(n)], 0);
+                    Ok(())
+                },
+            )
+        });
+        let message = *outcome.unwrap_err().downcast::<String>().unwrap();
+        assert!(message.contains("index out of bounds") && message.contains("input: 7"), "{message}");
+    }
+
+    #[test]
+    fn a_case_that_never_returns_fails_the_property_with_its_input() {
+        let outcome = std::panic::catch_unwind(|| {
+            check_within(
+                "hangs",
+                8,
+                Duration::from_millis(300),
+                || Just(42u8),
+                |_| {
+                    // Blocks for good: the sender is never used.
+                    let (_tx, rx) = mpsc::channel::<()>();
+                    let _ = rx.recv();
+                    Ok(())
+                },
+            )
+        });
+        let message = *outcome.unwrap_err().downcast::<String>().unwrap();
+        assert!(message.contains("a hang?") && message.contains("input: 42"), "{message}");
+    }
+
+    #[test]
+    fn more_cases_scale_every_property_in_proportion() {
+        assert_eq!(scaled(None, 256), 256);
+        assert_eq!(scaled(None, 16), 16);
+        assert_eq!(scaled(Some(5000), 256), 5000);
+        assert_eq!(scaled(Some(5000), 16), 312);
+        assert_eq!(scaled(Some(1), 16), 1, "never none");
+        assert_eq!(scaled(Some(u64::MAX), 256), u32::MAX);
+    }
+
+    #[test]
+    fn long_inputs_are_shortened_in_messages() {
+        let long = "x".repeat(5000);
+        let short = shorten(&long);
+        assert!(short.len() < 4100 && short.ends_with("(5000 bytes in all)"), "{}", short.len());
+        assert_eq!(shorten("abc"), "abc");
+    }
+}
