@@ -128,7 +128,8 @@ impl SqliteStore {
                 cached: false,
                 reported_usage: match col::<Option<String>>(r, "reported_usage").map_err(of)? {
                     Some(json) => Some(
-                        serde_json::from_str(&json).map_err(|e| of(format!("column `reported_usage`: {e}")))?,
+                        serde_json::from_str(&json)
+                            .map_err(|e| of(format!("column `reported_usage`: {e}")))?,
                     ),
                     None => None,
                 },
