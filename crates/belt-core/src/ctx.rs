@@ -565,8 +565,8 @@ impl Ctx {
             EventKind::UsageOverreported {
                 tier: spec.tier.clone(),
                 model: Arc::from(model),
-                reported,
-                booked,
+                reported: Box::new(reported),
+                booked: Box::new(booked),
                 stops_run,
             },
         );

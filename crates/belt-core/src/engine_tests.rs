@@ -1289,7 +1289,7 @@ async fn a_provider_reporting_more_than_the_request_allows_cannot_break_the_budg
     assert_eq!(r.usage.input_tokens, booked.input_tokens);
     let said = events.iter().find_map(|e| match &e.kind {
         EventKind::UsageOverreported { reported, booked: b, stops_run, .. } => {
-            Some((*reported, *b, *stops_run))
+            Some((**reported, **b, *stops_run))
         }
         _ => None,
     });

@@ -91,8 +91,9 @@ pub enum EventKind {
     UsageOverreported {
         tier: Tier,
         model: Arc<str>,
-        reported: crate::usage::Usage,
-        booked: crate::usage::Usage,
+        // Boxed: a rare event, and every event is as large as the largest kind.
+        reported: Box<crate::usage::Usage>,
+        booked: Box<crate::usage::Usage>,
         stops_run: bool,
     },
     StepFailed {
@@ -322,6 +323,20 @@ impl EventBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every event is as large as the largest kind, and a run keeps two per step: no kind
+    /// may be larger than the per-step `step_completed` (box the rare ones' payloads).
+    #[test]
+    fn no_kind_is_larger_than_step_completed() {
+        let step_completed = std::mem::size_of::<Tier>()
+            + std::mem::size_of::<crate::reply::StepOutcome>()
+            + std::mem::size_of::<Option<f64>>();
+        assert!(
+            std::mem::size_of::<EventKind>() <= step_completed + 8,
+            "EventKind is {} bytes, step_completed's fields {step_completed}",
+            std::mem::size_of::<EventKind>()
+        );
+    }
 
     #[test]
     fn events_serialize_with_type_seq_and_step() {
