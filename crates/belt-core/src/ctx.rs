@@ -403,7 +403,9 @@ impl Ctx {
                 self.report_breaker(spec, link.full, change);
             }
             let error = match outcome {
-                Ok(reply) => return Served::Reply(self.settle(call, price, worst, reply).await),
+                // Boxed: settlement's state (the reply, the booked usage, the step's reply
+                // while it is cached) would otherwise sit in every waiting step's future.
+                Ok(reply) => return Served::Reply(Box::pin(self.settle(call, price, worst, reply)).await),
                 Err(error) => error,
             };
             s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
