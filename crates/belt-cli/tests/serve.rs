@@ -26,6 +26,11 @@ fn start_in(home: std::path::PathBuf, extra: &[&str], token: Option<&str>) -> co
     common::serve::start_in(&home, &home, &args, token, &[])
 }
 
+/// `GET url` with a bearer `token`, its body as JSON.
+async fn get_json(c: &reqwest::Client, url: String, token: &str) -> Value {
+    c.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
 fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
@@ -80,15 +85,7 @@ async fn serve_runs_a_cascade_over_http_and_stops_on_sigterm() {
     assert_eq!(last["status"], "completed");
     assert!(events.iter().any(|e| e["type"] == "step_completed" && e["step"] == "executive"));
 
-    let view: Value = c
-        .get(format!("{}/v1/runs/{id}", s.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: Value = get_json(&c, format!("{}/v1/runs/{id}", s.base), &token).await;
     assert_eq!(view["result"]["status"], "completed");
     // Runs over HTTP stream their text: each step's `step_delta` events, put together, are
     // its output (the simulated provider streams when someone watches).
@@ -119,15 +116,7 @@ async fn serve_runs_a_cascade_over_http_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(r.status(), 422);
     assert!(r.text().await.unwrap().contains("group_size"));
-    let patterns: Value = c
-        .get(format!("{}/v1/patterns", s.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let patterns: Value = get_json(&c, format!("{}/v1/patterns", s.base), &token).await;
     assert!(patterns["patterns"].as_array().unwrap().iter().any(|p| p["name"] == "swarm"));
 
     // SIGTERM: a clean exit.
@@ -192,15 +181,7 @@ async fn a_workflow_file_runs_over_http_and_its_mistakes_come_back_with_line_and
     let text =
         tokio::time::timeout(Duration::from_secs(60), r.text()).await.expect("the stream ends").unwrap();
     assert!(text.contains("\"run_finished\""), "{text}");
-    let view: Value = c
-        .get(format!("{}/v1/runs/{id}", s.base))
-        .bearer_auth("wf-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: Value = get_json(&c, format!("{}/v1/runs/{id}", s.base), "wf-token").await;
     let result = &view["result"];
     assert_eq!(result["status"], "completed", "{result}");
     assert_eq!(result["pattern"], "support-router");
@@ -402,25 +383,9 @@ async fn queued_runs_outlive_the_server(name: &str, signal: i32) {
     let lines = s.wait_listening();
     assert!(lines.iter().any(|l| l.contains("3 queued run(s) from the store taken up")), "{lines:?}");
     let last = queued.last().unwrap();
-    let view: Value = c
-        .get(format!("{}/v1/runs/{last}", s.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: Value = get_json(&c, format!("{}/v1/runs/{last}", s.base), token).await;
     assert_eq!(view["status"], "queued", "{view}");
-    let listed: Value = c
-        .get(format!("{}/v1/runs?limit=50", s.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&c, format!("{}/v1/runs?limit=50", s.base), token).await;
     let listed = listed["runs"].as_array().unwrap();
     assert_eq!(listed.iter().filter(|r| r["run_id"] == last.as_str()).count(), 1, "listed once: {listed:?}");
 
@@ -434,15 +399,7 @@ async fn queued_runs_outlive_the_server(name: &str, signal: i32) {
     for id in &queued {
         let mut view = Value::Null;
         for _ in 0..600 {
-            view = c
-                .get(format!("{}/v1/runs/{id}", s.base))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            view = get_json(&c, format!("{}/v1/runs/{id}", s.base), token).await;
             if view["result"].is_object() {
                 break;
             }
