@@ -110,6 +110,13 @@ pub enum Stop {
     /// A provider reported usage that no honest count explains, in a run with a budget:
     /// the budget could no longer be kept on its word (see [`crate::budget`]).
     UntrustedUsage(String),
+    /// The driver is stopping (a worker's SIGTERM): in-flight calls finish and are
+    /// recorded, nothing new starts, and the run goes back to the queue for another driver
+    /// to resume ([`crate::RunHandle::hand_back`]).
+    HandedBack,
+    /// Another driver took the run over (this one's lease expired): stop at once, record
+    /// nothing more about the run as a whole.
+    LeaseLost(String),
 }
 
 impl Stop {
@@ -119,6 +126,8 @@ impl Stop {
             Stop::Cancelled => "cancelled".to_string(),
             Stop::Store(e) => format!("the run store failed: {e}"),
             Stop::NonDeterminism(e) | Stop::UntrustedUsage(e) => e.clone(),
+            Stop::HandedBack => "handed back: its driver stopped; another one resumes it from its record".into(),
+            Stop::LeaseLost(owner) => format!("interrupted: {owner} took the run over"),
         }
     }
 }

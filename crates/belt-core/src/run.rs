@@ -23,7 +23,7 @@ use crate::plan::{PlanError, Subtask, Task, normalize_plan};
 use crate::policy::Policies;
 use crate::result::{AgentStatus, RunResult, RunStatus, Segment};
 use crate::step::{StepId, StepSpec, Tier, index_width};
-use crate::store::{LEASE_TTL, MemoryStore, RunRecord, RunStore, StoreError};
+use crate::store::{LEASE_TTL, Lease, MemoryStore, RunRecord, RunStore, StoreError};
 use crate::usage::UsageMeter;
 
 /// How a run is run. Serializable (for the run's record) except for the providers and
@@ -223,6 +223,14 @@ impl RunHandle {
         self.ctx.cancellation()
     }
 
+    /// Give the run back to the store's queue: the calls in flight finish and are recorded,
+    /// nothing new starts, and the run ends `interrupted` here and `queued` in the store,
+    /// for another driver to resume from its record. How a worker stops without losing or
+    /// repeating work.
+    pub fn hand_back(&self) {
+        self.ctx.stop(Stop::HandedBack);
+    }
+
     /// Wait for the run to end.
     pub async fn result(self) -> RunResult {
         match self.join.await {
@@ -306,7 +314,6 @@ pub async fn run<O: Orchestrator>(
         })
         .await?;
     let heartbeat_done = CancellationToken::new();
-    tokio::spawn(heartbeat(store.clone(), run_id.clone(), owner, heartbeat_done.clone()));
 
     // A resumed run's recorded steps count once: in its totals and against its budget.
     let (mut recorded, usage) = (Amount::default(), UsageMeter::default());
@@ -347,6 +354,7 @@ pub async fn run<O: Orchestrator>(
         human: options.human.clone().unwrap_or_else(crate::human::Human::unattended),
         caps: Mutex::new(Vec::new()),
     });
+    tokio::spawn(heartbeat(ctx.clone(), owner.clone(), heartbeat_done.clone()));
     // Events reach the store from their own task, in batches, so emitting stays cheap.
     let writer = tokio::spawn(persist_events(store.clone(), run_id.clone(), persisted));
     let driver_ctx = ctx.clone();
@@ -386,9 +394,7 @@ pub async fn run<O: Orchestrator>(
         driver_ctx.shared.bus.close();
         let _ = writer.await;
         heartbeat_done.cancel();
-        if let Err(e) = store.finish_run(&result).await {
-            tracing::warn!("could not record the result of run {}: {e}", result.run_id);
-        }
+        record_end(&*store, &driver_ctx, &owner, &result).await;
         result
     });
     Ok(RunHandle { run_id, events: Some(events), ctx, join })
@@ -462,17 +468,40 @@ fn fallback_result(ctx: &Ctx, reason: String) -> RunResult {
     }
 }
 
-/// Keep the run's lease fresh until `done`.
-async fn heartbeat(store: Arc<dyn RunStore>, run_id: String, owner: String, done: CancellationToken) {
+/// Keep the run's lease fresh until `done`, and act on what the store says back: a cancel
+/// requested by another process cancels the run; a lease another driver took stops it.
+async fn heartbeat(ctx: Ctx, owner: String, done: CancellationToken) {
+    let run_id = ctx.run_id().to_string();
     loop {
         tokio::select! {
             _ = done.cancelled() => return,
             _ = tokio::time::sleep(LEASE_TTL / 5) => {
-                if let Err(e) = store.heartbeat(&run_id, &owner).await {
-                    tracing::warn!("could not renew the lease of run {run_id}: {e}");
+                match ctx.shared.store.heartbeat(&run_id, &owner).await {
+                    Ok(Lease { held: false, .. }) => {
+                        tracing::warn!("run {run_id}: another driver took the run over; stopping here");
+                        ctx.stop(Stop::LeaseLost("another driver".into()));
+                        ctx.shared.cancel.cancel();
+                        return;
+                    }
+                    Ok(Lease { cancel_requested: true, .. }) => ctx.cancel(),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("could not renew the lease of run {run_id}: {e}"),
                 }
             }
         }
+    }
+}
+
+/// Record how the run ended: its result; or, handed back, its return to the queue; or,
+/// taken over by another driver, nothing (the run is that driver's now).
+async fn record_end(store: &dyn RunStore, ctx: &Ctx, owner: &str, result: &RunResult) {
+    let outcome = match ctx.stopping() {
+        Some(Stop::LeaseLost(_)) => return,
+        Some(Stop::HandedBack) => store.release(&result.run_id, owner).await.map(drop),
+        _ => store.finish_run(result).await,
+    };
+    if let Err(e) = outcome {
+        tracing::warn!("could not record the end of run {}: {e}", result.run_id);
     }
 }
 
@@ -851,6 +880,7 @@ impl Finish<'_> {
             (Some(Stop::Cancelled), _) => (RunStatus::Cancelled, "cancelled by the user".to_string()),
             (Some(Stop::Budget(r)), _) => (RunStatus::BudgetExhausted, format!("budget exhausted: {r}")),
             (Some(Stop::UntrustedUsage(r)), _) => (RunStatus::BudgetExhausted, r),
+            (Some(stop @ (Stop::HandedBack | Stop::LeaseLost(_))), _) => (RunStatus::Interrupted, stop.describe()),
             (Some(stop), _) => (RunStatus::Failed, stop.describe()),
             (None, Some(reason)) => (RunStatus::Failed, reason),
             (None, None) => match partial {

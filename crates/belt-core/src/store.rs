@@ -162,6 +162,32 @@ fn damaged_message(run_id: Option<&str>, store: &str, detail: &str) -> String {
 /// expired while it was running is `interrupted`; anyone may then resume it.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
 
+/// What a driver learns when it renews its lease ([`RunStore::heartbeat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lease {
+    /// The caller still holds the lease. False when another driver took the run over (this
+    /// one's heartbeats stopped reaching the store for longer than [`LEASE_TTL`]): the
+    /// caller must stop driving it, so that two drivers never call the same step.
+    pub held: bool,
+    /// Someone asked for the run to be cancelled ([`RunStore::request_cancel`]), from any
+    /// process sharing the store.
+    pub cancel_requested: bool,
+}
+
+/// The answer to [`RunStore::request_cancel`]: where the run was when it was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelRequest {
+    /// It was queued; no driver will take it now. The caller records it as cancelled.
+    WasQueued,
+    /// It was running; its driver sees the request at its next heartbeat and cancels it.
+    WasRunning,
+    /// It had already finished (or was never recorded): nothing to cancel.
+    NotLive,
+}
+
+/// How often [`RunStore::wait_events`] looks for new events by default.
+pub const EVENT_POLL: Duration = Duration::from_millis(200);
+
 /// Persistence for runs, steps and events.
 #[async_trait]
 pub trait RunStore: Send + Sync + 'static {
@@ -192,8 +218,39 @@ pub trait RunStore: Send + Sync + 'static {
         ttl: Duration,
         replace: Option<&str>,
     ) -> Result<(), StoreError>;
-    /// Renew `owner`'s lease.
-    async fn heartbeat(&self, run_id: &str, owner: &str) -> Result<(), StoreError>;
+    /// Renew `owner`'s lease, and learn whether it still holds it and whether the run is to
+    /// be cancelled.
+    async fn heartbeat(&self, run_id: &str, owner: &str) -> Result<Lease, StoreError>;
+    /// Take up to `limit` runs that nobody drives, for `owner`: queued runs, and running runs
+    /// whose driver's lease expired (it died), the oldest first; never a run whose
+    /// cancellation was requested. Each run returned is `running` under `owner`'s lease, and
+    /// no other caller gets it (PostgreSQL: `FOR UPDATE SKIP LOCKED`). What a worker calls.
+    async fn take_runs(&self, owner: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    /// Give a run back: `owner`'s lease ends and the run is queued again, for any driver to
+    /// take and resume from its record. False when `owner` did not hold it.
+    async fn release(&self, run_id: &str, owner: &str) -> Result<bool, StoreError>;
+    /// Ask whoever drives the run to cancel it. Atomic with [`RunStore::take_runs`]: a run
+    /// queued when asked is never taken afterwards.
+    async fn request_cancel(&self, run_id: &str) -> Result<CancelRequest, StoreError>;
+    /// Events with `seq > after`, waiting up to `wait` for the first one when there is
+    /// none yet: how a process that does not drive a run follows it. The default polls;
+    /// PostgreSQL is woken by `LISTEN/NOTIFY`.
+    async fn wait_events(
+        &self,
+        run_id: &str,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Vec<Arc<Event>>, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let events = self.events(run_id, after).await?;
+            let now = tokio::time::Instant::now();
+            if !events.is_empty() || now >= deadline {
+                return Ok(events);
+            }
+            tokio::time::sleep(EVENT_POLL.min(deadline - now)).await;
+        }
+    }
     /// The most recent runs first.
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
     /// Runs recorded as [`RunStatus::Queued`] (accepted, not started), the oldest first: the
@@ -236,6 +293,14 @@ struct RunData {
     events: Vec<Arc<Event>>,
     result: Option<RunResult>,
     lease: Option<(String, Instant)>,
+    cancel_requested: bool,
+}
+
+impl RunData {
+    /// Nobody drives the run: no lease, or one older than [`LEASE_TTL`].
+    fn unleased(&self) -> bool {
+        self.lease.as_ref().is_none_or(|(_, at)| at.elapsed() >= LEASE_TTL)
+    }
 }
 
 impl MemoryStore {
@@ -289,6 +354,7 @@ impl RunStore for MemoryStore {
             }
             d.result = Some(result.clone());
             d.lease = None;
+            d.cancel_requested = false;
         });
         Ok(())
     }
@@ -316,15 +382,66 @@ impl RunStore for MemoryStore {
             }
         })
     }
-    async fn heartbeat(&self, run_id: &str, owner: &str) -> Result<(), StoreError> {
-        self.with(run_id, |d| {
-            if let Some((o, at)) = d.lease.as_mut()
-                && o == owner
-            {
-                *at = Instant::now();
-            }
+    async fn heartbeat(&self, run_id: &str, owner: &str) -> Result<Lease, StoreError> {
+        Ok(self.with(run_id, |d| {
+            let held = match d.lease.as_mut() {
+                Some((o, at)) if o == owner => {
+                    *at = Instant::now();
+                    true
+                }
+                _ => false,
+            };
+            Lease { held, cancel_requested: d.cancel_requested }
+        }))
+    }
+    async fn take_runs(&self, owner: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut free: Vec<&mut RunData> = runs
+            .values_mut()
+            .filter(|d| {
+                d.record.as_ref().is_some_and(|r| matches!(r.status, RunStatus::Queued | RunStatus::Running))
+                    && !d.cancel_requested
+                    && d.unleased()
+            })
+            .collect();
+        free.sort_by(|a, b| {
+            let key = |d: &RunData| d.record.as_ref().map(|r| (r.started_at, r.run_id.clone()));
+            key(a).cmp(&key(b))
         });
-        Ok(())
+        Ok(free
+            .into_iter()
+            .take(limit)
+            .filter_map(|d| {
+                d.lease = Some((owner.to_string(), Instant::now()));
+                let r = d.record.as_mut()?;
+                r.status = RunStatus::Running;
+                Some(r.clone())
+            })
+            .collect())
+    }
+    async fn release(&self, run_id: &str, owner: &str) -> Result<bool, StoreError> {
+        Ok(self.with(run_id, |d| match (&d.lease, d.record.as_mut()) {
+            (Some((o, _)), Some(r)) if o == owner && r.status == RunStatus::Running => {
+                // Cancelled while handed back: no driver would take it from the queue.
+                r.status = if d.cancel_requested { RunStatus::Cancelled } else { RunStatus::Queued };
+                d.lease = None;
+                true
+            }
+            _ => false,
+        }))
+    }
+    async fn request_cancel(&self, run_id: &str) -> Result<CancelRequest, StoreError> {
+        Ok(self.with(run_id, |d| match d.record.as_ref().map(|r| r.status) {
+            Some(RunStatus::Queued) => {
+                d.cancel_requested = true;
+                CancelRequest::WasQueued
+            }
+            Some(RunStatus::Running) => {
+                d.cancel_requested = true;
+                CancelRequest::WasRunning
+            }
+            _ => CancelRequest::NotLive,
+        }))
     }
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
         let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
@@ -375,7 +492,7 @@ impl RunStore for MemoryStore {
             Some(_) if d.lease.as_ref().is_some_and(|(o, at)| o != owner && at.elapsed() < LEASE_TTL) => {
                 false
             }
-            Some(r) if r.status == RunStatus::Queued => {
+            Some(r) if r.status == RunStatus::Queued && !d.cancel_requested => {
                 r.status = RunStatus::Running;
                 d.lease = Some((owner.to_string(), Instant::now()));
                 true

@@ -23,7 +23,7 @@ use belt_core::event::Event;
 use belt_core::result::{RunResult, RunStatus};
 use belt_core::step::{StepId, Tier};
 use belt_core::store::{
-    DeadLetter, InputHash, LEASE_TTL, RunRecord, RunStore, RunSummary, StepRecord, StoreError,
+    CancelRequest, DeadLetter, InputHash, LEASE_TTL, Lease, RunRecord, RunStore, RunSummary, StepRecord, StoreError,
 };
 use belt_core::{LlmRequest, StepOutcome, StepReply, Usage};
 use chrono::{DateTime, Utc};
@@ -100,6 +100,22 @@ impl SqliteStore {
     /// [`SqliteStore::damaged`] for a record of run `run_id`.
     fn damaged_run<'a>(&'a self, run_id: &'a str) -> impl Fn(String) -> StoreError + 'a {
         move |detail| self.damaged(Some(run_id), detail)
+    }
+
+    /// A run's record from a row with its columns; `what` names the row in errors.
+    fn run_record(&self, r: &SqliteRow, what: &str) -> Result<RunRecord, StoreError> {
+        let run_id: String = col(r, "run_id").map_err(|d| self.damaged(None, within(d, what)))?;
+        let read = || -> Result<RunRecord, String> {
+            Ok(RunRecord {
+                run_id: run_id.clone(),
+                pattern: col(r, "pattern")?,
+                task: col(r, "task")?,
+                status: status(r)?,
+                started_at: time(r, "started_at")?,
+                definition: Arc::from(col::<String>(r, "definition")?),
+            })
+        };
+        read().map_err(self.damaged_run(&run_id))
     }
 
     /// One step's record from its row.
@@ -363,7 +379,7 @@ impl RunStore for SqliteStore {
         drop(json);
         sqlx::query(
             "UPDATE runs SET status = ?, result = NULL, result_lz4 = ?, cost_usd = ?, duration_ms = ?, \
-             finished_at = ?, owner = NULL, heartbeat_ms = NULL WHERE run_id = ?",
+             finished_at = ?, owner = NULL, heartbeat_ms = NULL, cancel_requested = 0 WHERE run_id = ?",
         )
         .bind(result.status.as_str())
         .bind(packed)
@@ -445,15 +461,81 @@ impl RunStore for SqliteStore {
         })
     }
 
-    async fn heartbeat(&self, run_id: &str, owner: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET heartbeat_ms = ? WHERE run_id = ? AND owner = ?")
-            .bind(now_ms())
-            .bind(run_id)
-            .bind(owner)
-            .execute(&self.pool)
-            .await
-            .map_err(self.err())?;
-        Ok(())
+    async fn heartbeat(&self, run_id: &str, owner: &str) -> Result<Lease, StoreError> {
+        let row = sqlx::query(
+            "UPDATE runs SET heartbeat_ms = ?1 WHERE run_id = ?2 AND owner = ?3 RETURNING cancel_requested",
+        )
+        .bind(now_ms())
+        .bind(run_id)
+        .bind(owner)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(match row {
+            Some(r) => Lease {
+                held: true,
+                cancel_requested: col::<bool>(&r, "cancel_requested").map_err(self.damaged_run(run_id))?,
+            },
+            None => Lease { held: false, cancel_requested: false },
+        })
+    }
+
+    async fn take_runs(&self, owner: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        // One statement: SQLite runs it under the database's write lock, so two processes
+        // never take the same run.
+        let now = now_ms();
+        let rows = sqlx::query(
+            "UPDATE runs SET status = 'running', owner = ?1, heartbeat_ms = ?2 WHERE run_key IN ( \
+               SELECT run_key FROM runs WHERE status IN ('queued', 'running') AND pattern != '' \
+               AND cancel_requested = 0 AND (owner IS NULL OR heartbeat_ms IS NULL OR heartbeat_ms <= ?3) \
+               ORDER BY run_key LIMIT ?4) \
+             RETURNING run_key, run_id, pattern, task, status, started_at, definition",
+        )
+        .bind(owner)
+        .bind(now)
+        .bind(now - LEASE_TTL.as_millis() as i64)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        let mut taken = rows
+            .iter()
+            .map(|r| Ok((count(r, "run_key").unwrap_or(0), self.run_record(r, "a run taken")?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        taken.sort_by_key(|(key, _)| *key);
+        Ok(taken.into_iter().map(|(_, r)| r).collect())
+    }
+
+    async fn release(&self, run_id: &str, owner: &str) -> Result<bool, StoreError> {
+        // A run whose cancel was asked for while it was handed back ends cancelled: no
+        // driver would take it from the queue.
+        let released = sqlx::query(
+            "UPDATE runs SET status = CASE WHEN cancel_requested = 0 THEN 'queued' ELSE 'cancelled' END, \
+             owner = NULL, heartbeat_ms = NULL WHERE run_id = ? AND owner = ? AND status = 'running'",
+        )
+        .bind(run_id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?
+        .rows_affected();
+        Ok(released == 1)
+    }
+
+    async fn request_cancel(&self, run_id: &str) -> Result<CancelRequest, StoreError> {
+        let row = sqlx::query(
+            "UPDATE runs SET cancel_requested = 1 WHERE run_id = ? AND status IN ('queued', 'running') \
+             RETURNING status",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(match row.map(|r| status(&r)).transpose().map_err(self.damaged_run(run_id))? {
+            Some(RunStatus::Queued) => CancelRequest::WasQueued,
+            Some(_) => CancelRequest::WasRunning,
+            None => CancelRequest::NotLive,
+        })
     }
 
     async fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
@@ -510,23 +592,7 @@ impl RunStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(self.err())?;
-        rows.iter()
-            .map(|r| {
-                let run_id: String =
-                    col(r, "run_id").map_err(|d| self.damaged(None, within(d, "a queued run")))?;
-                let read = || -> Result<RunRecord, String> {
-                    Ok(RunRecord {
-                        run_id: run_id.clone(),
-                        pattern: col(r, "pattern")?,
-                        task: col(r, "task")?,
-                        status: status(r)?,
-                        started_at: time(r, "started_at")?,
-                        definition: Arc::from(col::<String>(r, "definition")?),
-                    })
-                };
-                read().map_err(self.damaged_run(&run_id))
-            })
-            .collect()
+        rows.iter().map(|r| self.run_record(r, "a queued run")).collect()
     }
 
     async fn take_queued(&self, run_id: &str, owner: &str) -> Result<bool, StoreError> {
@@ -535,7 +601,7 @@ impl RunStore for SqliteStore {
         // it: `belt resume` of a queued run claims it before it records it as running.
         let taken = sqlx::query(
             "UPDATE runs SET status = 'running', owner = ?1, heartbeat_ms = ?2 \
-             WHERE run_id = ?3 AND status = 'queued' \
+             WHERE run_id = ?3 AND status = 'queued' AND cancel_requested = 0 \
              AND (owner IS NULL OR heartbeat_ms IS NULL OR heartbeat_ms <= ?4 OR owner = ?1)",
         )
         .bind(owner)
