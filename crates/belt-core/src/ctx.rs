@@ -124,13 +124,23 @@ impl Stop {
         match self {
             Stop::Budget(r) => format!("budget exhausted: {r}"),
             Stop::Cancelled => "cancelled".to_string(),
-            Stop::Store(e) => format!("the run store failed: {e}"),
+            Stop::Store(e) => format!(
+                "the run store failed: {e}; the run is left unfinished, to be resumed from its record \
+                 (`belt resume`, or a worker) once the store works"
+            ),
             Stop::NonDeterminism(e) | Stop::UntrustedUsage(e) => e.clone(),
             Stop::HandedBack => "handed back: its driver stopped; another one resumes it from its record".into(),
             Stop::LeaseLost(owner) => format!("interrupted: {owner} took the run over"),
         }
     }
 }
+
+/// How long the engine waits before each retry of a step's record the store refused.
+const RECORD_RETRY_DELAYS: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(250),
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(3),
+];
 
 /// A run's plan and tier shape, as shared with its cancel path.
 pub(crate) type PlanSlot = (Arc<Vec<crate::plan::Subtask>>, Vec<usize>);
@@ -818,6 +828,24 @@ impl Ctx {
         Ok(reply)
     }
 
+    /// Write a step's record again after the store failed to (a dropped connection, a
+    /// database restarting): a call paid for is worth a few seconds of waiting. Only
+    /// [`StoreError::Backend`] is retried; a damaged or busy store will not heal by itself.
+    async fn retry_record(&self, record: &StepRecord) -> Result<(), StoreError> {
+        let mut outcome = Err(StoreError::Backend(String::new()));
+        for delay in RECORD_RETRY_DELAYS {
+            tokio::time::sleep(delay).await;
+            outcome = self.shared.store.put_step(&self.shared.run_id, record).await;
+            match &outcome {
+                Err(StoreError::Backend(e)) => {
+                    tracing::warn!("run {}: recording step {} failed ({e}); retrying", self.run_id(), record.step)
+                }
+                _ => return outcome,
+            }
+        }
+        outcome
+    }
+
     /// The end of a step that produced `reply`: its outcome completed (time, attempts),
     /// recorded durably, announced and reported, in that order.
     async fn complete(
@@ -837,7 +865,12 @@ impl Ctx {
             reply: reply.clone(),
         };
         // The record is durable before the output is used downstream (see store docs).
-        if let Err(error) = s.store.put_step(&s.run_id, &step_record).await {
+        let mut written = s.store.put_step(&s.run_id, &step_record).await;
+        if let Err(StoreError::Backend(_)) = written {
+            // Boxed: the retries' state stays out of every step's future.
+            written = Box::pin(self.retry_record(&step_record)).await;
+        }
+        if let Err(error) = written {
             self.stop(Stop::Store(error.to_string()));
             let err = StepError::Store { step: spec.id.clone(), error };
             return Err(self.fail(spec, reply.outcome.model, at, err));

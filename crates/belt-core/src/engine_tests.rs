@@ -558,10 +558,17 @@ async fn custom_steps_are_recorded_and_replayed() {
     assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 1, "the effect ran once");
 }
 
-/// A store whose step writes start failing after `ok` of them (a full disk, say).
+/// A store whose `n`th step write fails when `fails(n)` (a full disk, a dropped connection).
 struct FailingStore {
     inner: MemoryStore,
-    ok: std::sync::atomic::AtomicUsize,
+    writes: std::sync::atomic::AtomicUsize,
+    fails: fn(usize) -> bool,
+}
+
+impl FailingStore {
+    fn new(fails: fn(usize) -> bool) -> Self {
+        FailingStore { inner: MemoryStore::new(), writes: 0.into(), fails }
+    }
 }
 
 #[async_trait::async_trait]
@@ -576,11 +583,9 @@ impl RunStore for FailingStore {
         self.inner.load_steps(id).await
     }
     async fn put_step(&self, id: &str, r: &crate::store::StepRecord) -> Result<(), crate::store::StoreError> {
-        let left = self.ok.load(std::sync::atomic::Ordering::SeqCst);
-        if left == 0 {
+        if (self.fails)(self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) {
             return Err(crate::store::StoreError::Backend("disk full (test)".into()));
         }
-        self.ok.store(left - 1, std::sync::atomic::Ordering::SeqCst);
         self.inner.put_step(id, r).await
     }
     async fn append_events(&self, id: &str, e: &[Arc<Event>]) -> Result<(), crate::store::StoreError> {
@@ -663,15 +668,17 @@ impl RunStore for FailingStore {
     }
 }
 
-#[tokio::test]
+// Paused time: the engine retries the refused record for a few seconds first.
+#[tokio::test(start_paused = true)]
 async fn a_failing_store_stops_the_run_with_a_clear_error_and_keeps_what_was_recorded() {
-    let store = Arc::new(FailingStore { inner: MemoryStore::new(), ok: 4.into() });
+    let store = Arc::new(FailingStore::new(|n| n >= 4));
     let p = Arc::new(ScriptedProvider::new("t"));
     let mut o = options(&p).with_store(store.clone());
     o.concurrency = 1;
     o.run_id = Some("r".into());
     let (r, _) = run_all(Cascade::new(12, "t/m"), "task", o).await;
-    assert_eq!(r.status, RunStatus::Failed);
+    // Unfinished, not failed: nothing about the run went wrong but its record.
+    assert_eq!(r.status, RunStatus::Interrupted);
     assert!(
         r.stop_reason.contains("the run store failed") && r.stop_reason.contains("disk full"),
         "{}",
@@ -680,6 +687,22 @@ async fn a_failing_store_stops_the_run_with_a_clear_error_and_keeps_what_was_rec
     // Scheduling stopped: one call whose record failed, none after it.
     assert_eq!(p.total_calls(), 5);
     assert_eq!(store.inner.load_steps("r").await.unwrap().len(), 4, "the recorded steps are intact");
+    assert_eq!(store.inner.get_result("r").await.unwrap(), None, "no result is recorded over the failure");
+}
+
+/// A store that refuses a write now and then (a connection dropped) loses nothing: the
+/// engine writes the record again, and the run completes with every step recorded once.
+#[tokio::test(start_paused = true)]
+async fn a_record_the_store_refuses_once_is_written_again() {
+    // Every third write fails; the write after it succeeds.
+    let store = Arc::new(FailingStore::new(|n| n % 3 == 1));
+    let p = Arc::new(ScriptedProvider::new("t"));
+    let mut o = options(&p).with_store(store.clone());
+    o.run_id = Some("r".into());
+    let (r, _) = run_all(Cascade::new(6, "t/m"), "task", o).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    assert_eq!(p.total_calls(), 8, "each step called once");
+    assert_eq!(store.inner.load_steps("r").await.unwrap().len(), 8);
 }
 
 #[tokio::test]

@@ -493,10 +493,12 @@ async fn heartbeat(ctx: Ctx, owner: String, done: CancellationToken) {
 }
 
 /// Record how the run ended: its result; or, handed back, its return to the queue; or,
-/// taken over by another driver, nothing (the run is that driver's now).
+/// taken over by another driver, nothing (the run is that driver's now); or, the store
+/// failing, nothing either: the run stays as recorded, `interrupted` once its lease
+/// expires, for `belt resume` or any worker to continue.
 async fn record_end(store: &dyn RunStore, ctx: &Ctx, owner: &str, result: &RunResult) {
     let outcome = match ctx.stopping() {
-        Some(Stop::LeaseLost(_)) => return,
+        Some(Stop::LeaseLost(_) | Stop::Store(_)) => return,
         Some(Stop::HandedBack) => store.release(&result.run_id, owner).await.map(drop),
         _ => store.finish_run(result).await,
     };
@@ -880,7 +882,9 @@ impl Finish<'_> {
             (Some(Stop::Cancelled), _) => (RunStatus::Cancelled, "cancelled by the user".to_string()),
             (Some(Stop::Budget(r)), _) => (RunStatus::BudgetExhausted, format!("budget exhausted: {r}")),
             (Some(Stop::UntrustedUsage(r)), _) => (RunStatus::BudgetExhausted, r),
-            (Some(stop @ (Stop::HandedBack | Stop::LeaseLost(_))), _) => (RunStatus::Interrupted, stop.describe()),
+            (Some(stop @ (Stop::HandedBack | Stop::LeaseLost(_) | Stop::Store(_))), _) => {
+                (RunStatus::Interrupted, stop.describe())
+            }
             (Some(stop), _) => (RunStatus::Failed, stop.describe()),
             (None, Some(reason)) => (RunStatus::Failed, reason),
             (None, None) => match partial {
