@@ -46,6 +46,7 @@ mod prepare;
 mod properties;
 mod spec;
 mod workflow;
+pub mod worker;
 
 pub use config::Config;
 pub use error::AppError;

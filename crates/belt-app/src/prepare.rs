@@ -15,6 +15,7 @@ use std::time::Duration;
 use belt_core::limits::Limits;
 use belt_core::llm::Providers;
 use belt_core::plan::normalize_plan;
+use belt_core::store::RunRecord;
 use belt_core::{Budget, Orchestrator, RunOptions, SynthesizeMode, Task};
 use belt_llm::SimConfig;
 
@@ -61,6 +62,22 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The run as a store records it while it waits for a driver (a worker, a server's
+    /// slot): its whole definition, no lease. Any process sharing the store can rebuild the
+    /// run from it.
+    pub fn queued_record(&self, run_id: &str, accepted_at: chrono::DateTime<chrono::Utc>) -> RunRecord {
+        RunRecord {
+            run_id: run_id.to_string(),
+            pattern: self.orchestrator.name().to_string(),
+            task: self.task.description.clone(),
+            status: belt_core::RunStatus::Queued,
+            started_at: accepted_at,
+            definition: std::sync::Arc::from(
+                self.options.definition.clone().unwrap_or_else(|| self.spec.to_definition()),
+            ),
+        }
+    }
+
     /// Start the run on the current tokio runtime.
     pub async fn start(&self) -> Result<belt_core::RunHandle, belt_core::RunError> {
         belt_core::run(self.orchestrator.clone(), self.task.clone(), self.options.clone()).await

@@ -99,10 +99,35 @@ pub async fn run(args: RunArgs, store: &StoreSpec, app: &App) -> Result<i32, Cli
         spec.model = Some(choice.model());
     }
     let prepared = app.prepare(&spec)?;
+    if args.detach {
+        return detach(&prepared, store, args.quiet).await;
+    }
     let store = open_store(store).await?;
     let exec =
         Exec { store, run_id: None, out: None, events: args.events, json: args.json, quiet: args.quiet };
     execute(prepared, exec).await
+}
+
+/// `belt run --detach`: record the run as queued, for a worker to drive, and print its id.
+async fn detach(prepared: &Prepared, spec: &StoreSpec, quiet: bool) -> Result<i32, CliError> {
+    if *spec == StoreSpec::Memory {
+        return Err(CliError::Usage(
+            "--detach queues the run in the store for `belt worker`s, and a memory store ends with this \
+             process; use --store postgres://… (or sqlite://PATH for workers on this host)"
+                .into(),
+        ));
+    }
+    let store = open_store(spec).await?;
+    let run_id = uuid::Uuid::now_v7().to_string();
+    store.put_run(&prepared.queued_record(&run_id, chrono::Utc::now())).await?;
+    println!("{run_id}");
+    if !quiet {
+        eprintln!(
+            "belt: queued run {run_id} in {spec}; a `belt worker` on this store runs it. Follow it with \
+             `belt runs events --follow {run_id}`; its report: `belt report {run_id} --format md,html`"
+        );
+    }
+    Ok(0)
 }
 
 /// Say on stderr how the default model was found, when it was not named.

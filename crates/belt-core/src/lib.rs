@@ -59,7 +59,7 @@ pub use plan::{PlanError, Subtask, Task};
 pub use policy::{Policies, StepPolicy};
 pub use reply::{StepOutcome, StepReply};
 pub use result::{AgentRecord, AgentStatus, Document, RunResult, RunStatus, Segment, UsageTotals};
-pub use run::{DocumentWriter, RunError, RunHandle, RunOptions, run};
+pub use run::{DocumentWriter, RunControl, RunError, RunHandle, RunOptions, run};
 pub use schema::OutputSchema;
 pub use step::{StepId, StepSpec, Tier};
 pub use store::{MemoryStore, RunStore};

@@ -223,12 +223,9 @@ impl RunHandle {
         self.ctx.cancellation()
     }
 
-    /// Give the run back to the store's queue: the calls in flight finish and are recorded,
-    /// nothing new starts, and the run ends `interrupted` here and `queued` in the store,
-    /// for another driver to resume from its record. How a worker stops without losing or
-    /// repeating work.
-    pub fn hand_back(&self) {
-        self.ctx.stop(Stop::HandedBack);
+    /// What stops the run from elsewhere, kept after [`RunHandle::result`] took the handle.
+    pub fn control(&self) -> RunControl {
+        RunControl { ctx: self.ctx.clone() }
     }
 
     /// Wait for the run to end.
@@ -239,6 +236,27 @@ impl RunHandle {
             // the panic into the caller.
             Err(e) => fallback_result(&self.ctx, format!("internal error in the run driver: {e}")),
         }
+    }
+}
+
+/// Stops a run from outside it: see [`RunHandle::control`].
+#[derive(Clone)]
+pub struct RunControl {
+    ctx: Ctx,
+}
+
+impl RunControl {
+    /// [`RunHandle::cancel`].
+    pub fn cancel(&self) {
+        self.ctx.cancel();
+    }
+
+    /// Give the run back to the store's queue: the calls in flight finish and are recorded,
+    /// nothing new starts, and the run ends `interrupted` here and `queued` in the store,
+    /// for another driver to resume from its record. How a worker stops without losing or
+    /// repeating work.
+    pub fn hand_back(&self) {
+        self.ctx.stop(Stop::HandedBack);
     }
 }
 

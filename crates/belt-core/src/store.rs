@@ -82,6 +82,13 @@ pub struct RunRecord {
     pub definition: Arc<str>,
 }
 
+impl RunRecord {
+    /// [`RunResult::not_started`] of this run.
+    pub fn not_started(&self, status: RunStatus, reason: &str) -> RunResult {
+        RunResult::not_started(&self.run_id, &self.pattern, &self.task, self.started_at, status, reason)
+    }
+}
+
 /// A run as listed by [`RunStore::list_runs`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
