@@ -45,8 +45,8 @@ mod prepare;
 #[cfg(test)]
 mod properties;
 mod spec;
-mod workflow;
 pub mod worker;
+mod workflow;
 
 pub use config::Config;
 pub use error::AppError;

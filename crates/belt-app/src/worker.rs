@@ -138,7 +138,10 @@ impl Worker {
                         if full { Duration::ZERO } else { self.config.poll }
                     }
                     Err(e) => {
-                        (state.on_event)(WorkerEvent::StoreUnavailable { error: e.to_string(), retry_in: backoff });
+                        (state.on_event)(WorkerEvent::StoreUnavailable {
+                            error: e.to_string(),
+                            retry_in: backoff,
+                        });
                         let wait = backoff;
                         backoff = (backoff * 2).min(LEASE_TTL);
                         wait

@@ -129,7 +129,9 @@ impl Stop {
                  (`belt resume`, or a worker) once the store works"
             ),
             Stop::NonDeterminism(e) | Stop::UntrustedUsage(e) => e.clone(),
-            Stop::HandedBack => "handed back: its driver stopped; another one resumes it from its record".into(),
+            Stop::HandedBack => {
+                "handed back: its driver stopped; another one resumes it from its record".into()
+            }
             Stop::LeaseLost(owner) => format!("interrupted: {owner} took the run over"),
         }
     }
@@ -504,7 +506,8 @@ impl Ctx {
         worst: Amount,
         timeout: std::time::Duration,
     ) -> Result<LlmReply, LlmError> {
-        let info = CallInfo { step: call.spec.id.clone(), attempt: at.attempts };
+        let info =
+            CallInfo { step: call.spec.id.clone(), attempt: at.attempts, run_id: self.shared.run_id.clone() };
         // Cancelling a run drops its futures; this guard records a call dropped mid-flight
         // and gives its budget reservation back.
         let guard = InFlightCall { ctx: self, spec: call.spec, model: call.model_name, at, worst };
@@ -838,7 +841,11 @@ impl Ctx {
             outcome = self.shared.store.put_step(&self.shared.run_id, record).await;
             match &outcome {
                 Err(StoreError::Backend(e)) => {
-                    tracing::warn!("run {}: recording step {} failed ({e}); retrying", self.run_id(), record.step)
+                    tracing::warn!(
+                        "run {}: recording step {} failed ({e}); retrying",
+                        self.run_id(),
+                        record.step
+                    )
                 }
                 _ => return outcome,
             }

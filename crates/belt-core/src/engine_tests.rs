@@ -621,7 +621,11 @@ impl RunStore for FailingStore {
     async fn take_queued(&self, id: &str, owner: &str) -> Result<bool, crate::store::StoreError> {
         self.inner.take_queued(id, owner).await
     }
-    async fn heartbeat(&self, id: &str, owner: &str) -> Result<crate::store::Lease, crate::store::StoreError> {
+    async fn heartbeat(
+        &self,
+        id: &str,
+        owner: &str,
+    ) -> Result<crate::store::Lease, crate::store::StoreError> {
         self.inner.heartbeat(id, owner).await
     }
     async fn take_runs(
@@ -634,7 +638,10 @@ impl RunStore for FailingStore {
     async fn release(&self, id: &str, owner: &str) -> Result<bool, crate::store::StoreError> {
         self.inner.release(id, owner).await
     }
-    async fn request_cancel(&self, id: &str) -> Result<crate::store::CancelRequest, crate::store::StoreError> {
+    async fn request_cancel(
+        &self,
+        id: &str,
+    ) -> Result<crate::store::CancelRequest, crate::store::StoreError> {
         self.inner.request_cancel(id).await
     }
     async fn list_runs(&self, n: usize) -> Result<Vec<crate::store::RunSummary>, crate::store::StoreError> {

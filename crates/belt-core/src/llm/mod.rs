@@ -340,6 +340,16 @@ pub struct CallInfo {
     pub step: StepId,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// The run the call belongs to (empty outside a run): for logs and traces that follow
+    /// calls across the processes sharing a store.
+    pub run_id: Arc<str>,
+}
+
+impl CallInfo {
+    /// Attempt `attempt` of `step`, outside any run.
+    pub fn new(step: StepId, attempt: u32) -> CallInfo {
+        CallInfo { step, attempt, run_id: Arc::from("") }
+    }
 }
 
 /// Receives the text of a streaming reply as it arrives.

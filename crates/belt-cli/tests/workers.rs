@@ -1,0 +1,231 @@
+//! Runs shared by several processes through one store: `belt run --detach` queues, `belt
+//! worker`s drive, `belt serve --no-execute` answers. Each test drives real `belt` processes;
+//! each worker logs the simulated provider's calls to a file of its own
+//! (`BELT_SIM_CALL_LOG`, a line `STEP ATTEMPT RUN_ID` per call), so a test can tell which
+//! process paid for which step of which run.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::{Dir, belt, code, command, json, stderr, wait};
+
+/// The stores the tests share runs through: SQLite (one file, processes of one host) and
+/// PostgreSQL once it is wired in.
+fn sqlite(dir: &Dir) -> String {
+    format!("sqlite://{}", dir.join("shared.db").display())
+}
+
+/// `belt run` arguments of test run `i`: a small cascade, slow enough to be caught mid-run.
+fn run_args(i: usize, agents: u32, latency_ms: u32) -> Vec<String> {
+    [
+        format!("Survey topic number {i} in depth"),
+        "--agents".into(),
+        agents.to_string(),
+        "--concurrency".into(),
+        "4".into(),
+        "--sim-latency-ms".into(),
+        latency_ms.to_string(),
+        "--seed".into(),
+        i.to_string(),
+        "--quiet".into(),
+    ]
+    .into()
+}
+
+/// Queue run `i` in `store`; its id.
+fn submit(dir: &Dir, store: &str, args: &[String]) -> String {
+    let mut all: Vec<&str> = vec!["--store", store, "run"];
+    all.extend(args.iter().map(String::as_str));
+    all.push("--detach");
+    let o = belt(dir, &all, None);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(id.len(), 36, "the run id alone on stdout: {id:?}");
+    id
+}
+
+/// `belt worker` on `store`, logging its calls to `log`.
+fn worker(dir: &Dir, store: &str, name: &str, max_runs: u32, log: &Path) -> Child {
+    let max = max_runs.to_string();
+    command(dir, &["--store", store, "worker", "--name", name, "--max-runs", &max], Some(log))
+        .spawn()
+        .expect("start belt worker")
+}
+
+/// Every run of the store, by id: its listed status.
+fn statuses(dir: &Dir, store: &str) -> BTreeMap<String, String> {
+    let o = belt(dir, &["--store", store, "runs", "list", "--json", "--limit", "1000"], None);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    json(&o)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["run_id"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Wait until every run in `ids` has finished (at most `limit`); their statuses.
+fn wait_finished(dir: &Dir, store: &str, ids: &[String], limit: Duration) -> BTreeMap<String, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let all = statuses(dir, store);
+        let done = ids.iter().all(|id| {
+            all.get(id).is_some_and(|s| !matches!(s.as_str(), "queued" | "running" | "interrupted"))
+        });
+        if done {
+            return all.into_iter().filter(|(id, _)| ids.contains(id)).collect();
+        }
+        assert!(Instant::now() < deadline, "runs did not finish within {limit:?}: {all:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A finished run's result from the store.
+fn result(dir: &Dir, store: &str, id: &str) -> Value {
+    let o = belt(dir, &["--store", store, "runs", "export", id], None);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    json(&o)
+}
+
+/// The same run, unbroken, in one `belt run` on a memory store.
+fn unbroken(dir: &Dir, args: &[String]) -> Value {
+    let mut all: Vec<&str> = vec!["--store", "memory", "run"];
+    all.extend(args.iter().map(String::as_str));
+    all.push("--json");
+    let o = belt(dir, &all, None);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    json(&o)
+}
+
+/// Calls per (run, step) in a call log.
+fn calls_by_run(log: &Path) -> BTreeMap<(String, String), u32> {
+    let mut m = BTreeMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(step), Some(_attempt), Some(run)) = (parts.next(), parts.next(), parts.next()) else {
+            panic!("a call log line without a run id: {line:?}");
+        };
+        *m.entry((run.to_string(), step.to_string())).or_default() += 1;
+    }
+    m
+}
+
+/// SIGTERM `child` and wait for it (at most `limit`).
+fn terminate(child: Child, limit: Duration) -> Output {
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    wait(child, limit)
+}
+
+/// The outcome a rerun must match: text, usage and cost of the whole run.
+fn same_outcome(a: &Value, b: &Value, what: &str) {
+    assert_eq!(a["final_output"], b["final_output"], "{what}: final output");
+    assert_eq!(a["usage"]["input_tokens"], b["usage"]["input_tokens"], "{what}: input tokens");
+    assert_eq!(a["usage"]["output_tokens"], b["usage"]["output_tokens"], "{what}: output tokens");
+    let cost = |v: &Value| v["cost_usd"].as_f64().unwrap();
+    assert!((cost(a) - cost(b)).abs() < 1e-9, "{what}: cost {} vs {}", cost(a), cost(b));
+}
+
+#[test]
+fn detached_runs_are_driven_by_a_worker_as_a_direct_run_would_be() {
+    let dir = Dir::new("workers-detach");
+    let store = sqlite(&dir);
+    let specs: Vec<Vec<String>> = (0..3).map(|i| run_args(i, 6, 20)).collect();
+    let ids: Vec<String> = specs.iter().map(|a| submit(&dir, &store, a)).collect();
+    assert!(statuses(&dir, &store).values().all(|s| s == "queued"), "queued until a worker takes them");
+
+    let log = dir.join("w1.log");
+    let w = worker(&dir, &store, "w1", 2, &log);
+    let finished = wait_finished(&dir, &store, &ids, Duration::from_secs(60));
+    assert!(finished.values().all(|s| s == "completed"), "{finished:?}");
+    let out = terminate(w, Duration::from_secs(30));
+    assert_eq!(code(&out), 0, "a worker asked to stop exits 0: {}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains("3 run(s) finished here"), "{said}");
+
+    let calls = calls_by_run(&log);
+    for (id, args) in ids.iter().zip(&specs) {
+        let r = result(&dir, &store, id);
+        same_outcome(&r, &unbroken(&dir, args), id);
+        let paid = calls.iter().filter(|((run, _), _)| run == id).count() as u64;
+        assert_eq!(paid, r["usage"]["calls"].as_u64().unwrap(), "{id}: each step called once");
+    }
+}
+
+#[test]
+fn a_worker_without_a_shared_store_or_with_bad_arguments_says_so() {
+    let dir = Dir::new("workers-bad");
+    let o = belt(&dir, &["--store", "memory", "run", "A task", "--detach"], None);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--detach queues the run in the store"), "{}", stderr(&o));
+    let o = belt(&dir, &["--store", &sqlite(&dir), "worker", "--max-runs", "0"], None);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--max-runs must be at least 1"), "{}", stderr(&o));
+}
+
+/// Three workers drive runs; one is killed (SIGKILL) in the middle of its runs. Its runs
+/// move on to the others once its lease expires and end as unbroken runs do, and no step
+/// the killed worker completed is called again.
+#[test]
+fn runs_of_a_killed_worker_finish_on_the_others_without_paying_twice() {
+    for trial in 0..2 {
+        let dir = Dir::new(&format!("workers-kill-{trial}"));
+        let store = sqlite(&dir);
+        let specs: Vec<Vec<String>> = (0..6).map(|i| run_args(10 * trial + i, 16, 150)).collect();
+        let ids: Vec<String> = specs.iter().map(|a| submit(&dir, &store, a)).collect();
+        let logs: Vec<PathBuf> = (0..3).map(|w| dir.join(&format!("w{w}.log"))).collect();
+        let mut workers: Vec<Option<Child>> =
+            (0..3).map(|w| Some(worker(&dir, &store, &format!("w{w}"), 2, &logs[w]))).collect();
+
+        // Kill worker 0 once it has paid for some calls, and has more in flight.
+        let victim = workers[0].take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while common::calls_so_far(&logs[0]) < 6 + 4 * trial {
+            assert!(Instant::now() < deadline, "worker 0 made no calls");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut victim = victim;
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+        let killed_calls = calls_by_run(&logs[0]);
+        let victims_runs: std::collections::BTreeSet<&String> = killed_calls.keys().map(|(r, _)| r).collect();
+        assert!(!victims_runs.is_empty());
+
+        let finished = wait_finished(&dir, &store, &ids, Duration::from_secs(120));
+        assert!(finished.values().all(|s| s == "completed"), "trial {trial}: {finished:?}");
+        for w in workers.iter_mut().filter_map(Option::take) {
+            let out = terminate(w, Duration::from_secs(30));
+            assert_eq!(code(&out), 0, "{}", stderr(&out));
+        }
+
+        let survivors: Vec<_> = logs[1..].iter().map(|l| calls_by_run(l)).collect();
+        for (id, args) in ids.iter().zip(&specs) {
+            let r = result(&dir, &store, id);
+            same_outcome(&r, &unbroken(&dir, args), &format!("trial {trial}, run {id}"));
+            for agent in r["agents"].as_array().unwrap() {
+                let step = agent["step"].as_str().unwrap().to_string();
+                let key = (id.clone(), step.clone());
+                let by_victim = killed_calls.get(&key).copied().unwrap_or(0);
+                let by_others: u32 = survivors.iter().map(|s| s.get(&key).copied().unwrap_or(0)).sum();
+                if agent["replayed"] == true {
+                    // Completed and recorded by the killed worker: never called again.
+                    assert_eq!((by_victim, by_others), (1, 0), "trial {trial}: {id} {step} called again");
+                } else {
+                    // Called where the run finished; at most once more by the killed worker,
+                    // if it was in flight there when it died.
+                    assert_eq!(by_others, 1, "trial {trial}: {id} {step}");
+                    assert!(by_victim <= 1, "trial {trial}: {id} {step}");
+                }
+            }
+        }
+        let moved = ids.iter().filter(|id| victims_runs.contains(id)).count();
+        assert!(moved >= 1, "trial {trial}: the killed worker had runs that moved on");
+    }
+}
