@@ -1379,3 +1379,62 @@ async fn a_small_miscount_of_the_input_is_booked_at_the_bound_without_stopping_t
     assert_eq!(agent(&r, "a").outcome.usage, Usage::new(bound, 10));
     assert!(events.iter().any(|e| matches!(e.kind, EventKind::UsageOverreported { stops_run: false, .. })));
 }
+
+/// Two processes' worth of limiters (two `Providers`, as two workers would build) over one
+/// provider: each allows 3 calls at once, and sharing them holds the sum to 3, not 6.
+#[tokio::test]
+async fn shared_limits_hold_the_sum_over_every_limiter() {
+    let p = Arc::new(ScriptedProvider::new("t").delay(Duration::from_millis(20)));
+    let gate = Arc::new(crate::shared::MemoryShared::new());
+    let limits = crate::limits::Limits { max_concurrency: Some(3), ..Default::default() };
+    let process = || {
+        let mut providers = crate::llm::Providers::new();
+        providers.insert_with_limits(p.clone(), limits);
+        providers.limiter("t").unwrap().share("t", gate.clone());
+        let mut o = RunOptions::default().with_providers(providers);
+        o.policies = quick_policies();
+        o
+    };
+    let (a, b) = tokio::join!(
+        run_all(Cascade::new(12, "t/m"), "task a", process()),
+        run_all(Cascade::new(12, "t/m"), "task b", process())
+    );
+    assert_eq!((a.0.status, b.0.status), (RunStatus::Completed, RunStatus::Completed));
+    assert_eq!(p.max_in_flight(), 3, "the shared cap, reached and never passed");
+}
+
+/// Two runs drawing from one budget pool: together they never pass its cap, and the run
+/// that meets it ends as out of budget, saying which pool.
+#[tokio::test]
+async fn a_budget_pool_caps_every_run_that_draws_from_it() {
+    let p = Arc::new(ScriptedProvider::new("t").delay(Duration::from_millis(5)));
+    let pools = Arc::new(crate::shared::MemoryShared::new());
+    let caps = crate::shared::PoolCaps {
+        per_day: Budget { max_calls: Some(15), ..Budget::default() },
+        ..Default::default()
+    };
+    let drawing = || {
+        let mut o = options(&p);
+        o.budget_pool = Some(crate::shared::BudgetPool { name: "team".into(), caps, pools: pools.clone() });
+        o
+    };
+    let (a, b) = tokio::join!(
+        run_all(Cascade::new(10, "t/m"), "task a", drawing()),
+        run_all(Cascade::new(10, "t/m"), "task b", drawing())
+    );
+    assert!(p.total_calls() <= 15, "{} calls under a pool cap of 15", p.total_calls());
+    assert!(p.total_calls() >= 10, "the pool was drawn from up to its cap: {}", p.total_calls());
+    let stopped: Vec<_> =
+        [&a.0, &b.0].into_iter().filter(|r| r.status == RunStatus::BudgetExhausted).collect();
+    assert!(!stopped.is_empty());
+    assert!(
+        stopped[0].stop_reason.contains("budget pool `team`, this day's cap"),
+        "{}",
+        stopped[0].stop_reason
+    );
+    // Everything reserved was settled: nothing stays reserved once the runs end.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let state = crate::shared::BudgetPools::pools(&*pools).await.unwrap();
+    assert_eq!(state[0].reserved, crate::budget::Amount::default());
+    assert_eq!(state[0].spent.calls, u64::from(p.total_calls()));
+}

@@ -43,6 +43,7 @@ pub mod reply;
 pub mod result;
 pub mod run;
 pub mod schema;
+pub mod shared;
 pub mod step;
 pub mod store;
 pub mod testing;

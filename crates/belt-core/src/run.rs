@@ -74,6 +74,9 @@ pub struct RunOptions {
     /// inbox… Default: nobody, so every question takes its default at once.
     #[serde(skip)]
     pub human: Option<crate::human::Human>,
+    /// A budget pool every call of the run also reserves in (see [`crate::shared`]).
+    #[serde(skip)]
+    pub budget_pool: Option<crate::shared::BudgetPool>,
     /// Ask a person ([`Ctx::human`], question `hitl/plan`) to approve the plan before any
     /// subtask runs: the work is seen before it is paid for. Rejected, or unanswered within
     /// [`PLAN_REVIEW_TIMEOUT`] (or the human channel's `max_wait`), the run fails without
@@ -112,6 +115,7 @@ impl Default for RunOptions {
             store: None,
             documents: None,
             human: None,
+            budget_pool: None,
             review_plan: false,
         }
     }
@@ -353,6 +357,7 @@ pub async fn run<O: Orchestrator>(
         store: store.clone(),
         bus,
         ledger,
+        pool: options.budget_pool.clone(),
         cache_ttl: options.cache_ttl,
         stream_deltas: options.stream_deltas,
         limiter: Semaphore::new(options.concurrency),
