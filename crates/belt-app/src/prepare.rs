@@ -45,6 +45,18 @@ pub const WORKFLOW_ORIGIN: &str = "workflow";
 pub struct App {
     config: Config,
     env: Env,
+    /// One limiter per provider for every run of the process (each run builds its own
+    /// providers; their limits must hold for all of them together).
+    limiters: std::sync::Mutex<std::collections::HashMap<String, Arc<belt_core::limits::Limiter>>>,
+    /// What the processes sharing the store share, once a front end opened such a store.
+    shared: std::sync::OnceLock<Shared>,
+}
+
+/// Limits and budget pools shared through a store (see [`belt_core::shared`]).
+#[derive(Clone)]
+struct Shared {
+    limits: Option<Arc<dyn belt_core::limits::SharedLimits>>,
+    pools: Option<Arc<dyn belt_core::shared::BudgetPools>>,
 }
 
 /// A checked spec, ready to start: give `options` a store, a run id, a lease owner, a
@@ -87,7 +99,28 @@ impl Prepared {
 impl App {
     /// An application over `config`, reading the process's environment.
     pub fn new(config: Config) -> App {
-        App { config, env: Arc::new(belt_llm::process_env) }
+        App {
+            config,
+            env: Arc::new(belt_llm::process_env),
+            limiters: Default::default(),
+            shared: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Share provider limits and budget pools with the other processes of `store`, as far
+    /// as it can share them (PostgreSQL can; a SQLite or memory store has one process).
+    /// Call it once, before preparing runs; later calls change nothing.
+    pub fn share_through(&self, store: &dyn belt_core::RunStore) {
+        self.share(store.shared_limits(), store.budget_pools());
+    }
+
+    /// [`App::share_through`] with the parts given one by one.
+    pub fn share(
+        &self,
+        limits: Option<Arc<dyn belt_core::limits::SharedLimits>>,
+        pools: Option<Arc<dyn belt_core::shared::BudgetPools>>,
+    ) {
+        let _ = self.shared.set(Shared { limits, pools });
     }
 
     /// The same over another environment (tests, embedders with their own secrets).
@@ -126,7 +159,46 @@ impl App {
     /// built-in one whose key is set, and those of belt.toml, each with its limits.
     pub fn providers(&self, spec: &RunSpec) -> Result<Providers, AppError> {
         let env = self.env.clone();
-        config::providers(&self.config, self.sim_config(spec), &move |v| env(v))
+        let mut providers = config::providers(&self.config, self.sim_config(spec), &move |v| env(v))?;
+        let gate = self.shared.get().and_then(|s| s.limits.clone());
+        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        for name in providers.names().into_iter().map(str::to_string).collect::<Vec<_>>() {
+            let Some(fresh) = providers.limiter(&name).cloned() else { continue };
+            let limiter = limiters.entry(name.clone()).or_insert_with(|| {
+                if let Some(gate) = &gate {
+                    fresh.share(&name, gate.clone());
+                }
+                fresh
+            });
+            providers.set_limiter(&name, limiter.clone());
+        }
+        Ok(providers)
+    }
+
+    /// The budget pool `spec` draws from, if it names one: its caps from belt.toml, kept in
+    /// the shared store.
+    fn budget_pool(&self, spec: &RunSpec) -> Result<Option<belt_core::shared::BudgetPool>, AppError> {
+        let Some(name) = &spec.budget_pool else { return Ok(None) };
+        let Some(config) = self.config.budget_pools.get(name) else {
+            let known: Vec<&str> = self.config.budget_pools.keys().map(String::as_str).collect();
+            return Err(AppError::Invalid(format!(
+                "budget_pool (--budget-pool): no pool `{name}` in belt.toml ({}); define it as \
+                 [budget_pools.{name}] with usd_per_day, usd_per_month, tokens_per_day, … ",
+                if known.is_empty() {
+                    "it defines none".to_string()
+                } else {
+                    format!("it defines {}", known.join(", "))
+                }
+            )));
+        };
+        let Some(pools) = self.shared.get().and_then(|s| s.pools.clone()) else {
+            return Err(AppError::Invalid(
+                "budget_pool (--budget-pool): budget pools are kept in a store every process shares; use \
+                 --store postgres://… (or BELT_STORE)"
+                    .into(),
+            ));
+        };
+        Ok(Some(belt_core::shared::BudgetPool { name: name.clone(), caps: config.caps(), pools }))
     }
 
     /// The providers a model may name: the built-in ones, belt.toml's, the simulated one.
@@ -155,10 +227,13 @@ impl App {
     /// Check `spec` and build what runs it. Nothing is written and nothing is called.
     pub fn prepare(&self, spec: &RunSpec) -> Result<Prepared, AppError> {
         let common = Common::check(spec)?;
-        match &spec.workflow {
+        let pool = self.budget_pool(spec)?;
+        let mut prepared = match &spec.workflow {
             Some(text) => crate::workflow::prepare(self, spec, text, common),
             None => self.prepare_task(spec, common),
-        }
+        }?;
+        prepared.options.budget_pool = pool;
+        Ok(prepared)
     }
 
     fn prepare_task(&self, spec: &RunSpec, common: Common) -> Result<Prepared, AppError> {

@@ -103,6 +103,10 @@ pub struct RunSpec {
     /// Hard cap on provider calls for the whole run (retries count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_calls: Option<u64>,
+    /// A budget pool of belt.toml (`[budget_pools.NAME]`) that every call also draws from,
+    /// with every other run that names it, in every process sharing the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_pool: Option<String>,
 
     /// Ask a person to approve the plan before any worker runs (over HTTP: GET
     /// /v1/approvals, answered at POST /v1/runs/{id}/approvals/{request_id}). Rejected or

@@ -69,6 +69,9 @@ pub enum Command {
     /// runs, and runs whose process died, resumed from their record. SIGTERM hands the runs
     /// back after their calls in flight. See the README's "Running on several machines".
     Worker(WorkerArgs),
+    /// Budget pools: what every run drawing from each has spent and holds reserved.
+    #[command(subcommand)]
+    Budget(BudgetCommand),
     /// Models with known prices and capabilities, and which providers are ready.
     Models {
         /// As a JSON array.
@@ -216,6 +219,16 @@ pub enum RunsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum BudgetCommand {
+    /// Each pool's day and month: spent, reserved by calls in flight, and its caps.
+    Show {
+        /// As a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DlqCommand {
     /// Steps that failed for good, with their errors.
     List {
@@ -316,6 +329,10 @@ pub struct RunArgs {
     /// Stop starting calls after this many provider calls (retries count).
     #[arg(long, allow_negative_numbers = true)]
     pub budget_calls: Option<u64>,
+    /// Also draw from this budget pool of belt.toml ([budget_pools.NAME]: caps per day and
+    /// month that every run naming it shares, in every process of a PostgreSQL store).
+    #[arg(long, value_name = "NAME")]
+    pub budget_pool: Option<String>,
 
     /// A JSON array of subtasks ({id, description, specialization, priority,
     /// dependencies}); their count sets the number of agents and decomposition is skipped.

@@ -58,6 +58,7 @@ pub async fn resume(mut args: ResumeArgs, spec: &StoreSpec, app: &App) -> Result
             args.run_id
         ))
     })?;
+    app.share_through(&*store);
     let prepared = app.prepare(&run_spec)?;
     let exec = Exec {
         store,

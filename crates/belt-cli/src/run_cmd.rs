@@ -70,6 +70,7 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
         budget_usd: args.budget_usd,
         budget_tokens: args.budget_tokens,
         budget_calls: args.budget_calls,
+        budget_pool: args.budget_pool.clone(),
         review_plan: args.review_plan,
         approve_all: args.approve_all,
         hitl_timeout: args.hitl_timeout,
@@ -88,7 +89,7 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
 
 /// `belt run` (with or without `-f FILE`): check the arguments, then run; returns the
 /// process exit code.
-pub async fn run(args: RunArgs, store: &StoreSpec, app: &App) -> Result<i32, CliError> {
+pub async fn run(args: RunArgs, store_spec: &StoreSpec, app: &App) -> Result<i32, CliError> {
     let mut spec = spec(&args)?;
     // The model is settled once and recorded, so that a resume uses the same one.
     if spec.model.is_some() || app.needs_default_model(&spec) {
@@ -98,26 +99,31 @@ pub async fn run(args: RunArgs, store: &StoreSpec, app: &App) -> Result<i32, Cli
         }
         spec.model = Some(choice.model());
     }
-    let prepared = app.prepare(&spec)?;
-    if args.detach {
-        return detach(&prepared, store, args.quiet).await;
-    }
-    let store = open_store(store).await?;
-    let exec =
-        Exec { store, run_id: None, out: None, events: args.events, json: args.json, quiet: args.quiet };
-    execute(prepared, exec).await
-}
-
-/// `belt run --detach`: record the run as queued, for a worker to drive, and print its id.
-async fn detach(prepared: &Prepared, spec: &StoreSpec, quiet: bool) -> Result<i32, CliError> {
-    if *spec == StoreSpec::Memory {
+    if args.detach && *store_spec == StoreSpec::Memory {
         return Err(CliError::Usage(
             "--detach queues the run in the store for `belt worker`s, and a memory store ends with this \
              process; use --store postgres://… (or sqlite://PATH for workers on this host)"
                 .into(),
         ));
     }
-    let store = open_store(spec).await?;
+    let store = open_store(store_spec).await?;
+    app.share_through(&*store);
+    let prepared = app.prepare(&spec)?;
+    if args.detach {
+        return detach(&prepared, &*store, store_spec, args.quiet).await;
+    }
+    let exec =
+        Exec { store, run_id: None, out: None, events: args.events, json: args.json, quiet: args.quiet };
+    execute(prepared, exec).await
+}
+
+/// `belt run --detach`: record the run as queued, for a worker to drive, and print its id.
+async fn detach(
+    prepared: &Prepared,
+    store: &dyn RunStore,
+    spec: &StoreSpec,
+    quiet: bool,
+) -> Result<i32, CliError> {
     let run_id = uuid::Uuid::now_v7().to_string();
     store.put_run(&prepared.queued_record(&run_id, chrono::Utc::now())).await?;
     println!("{run_id}");

@@ -35,6 +35,7 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>, home: &Pat
     let (token, source) =
         belt_server::resolve_token(explicit.as_deref(), &file).map_err(|e| CliError::Usage(e.to_string()))?;
     let store = run_cmd::open_store(store).await?;
+    app.share_through(&*store);
     let model = app.choose_model(args.model.as_deref()).await.model();
     let mut config = ServerConfig::new(token.clone());
     config.defaults.model = Some(model.clone());
@@ -101,6 +102,7 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>, home: &Pat
 /// any other; stdout carries only the protocol.
 pub async fn mcp(args: McpArgs, store: &StoreSpec, app: Arc<App>) -> Result<i32, CliError> {
     let store = run_cmd::open_store(store).await?;
+    app.share_through(&*store);
     let model = app.choose_model(args.model.as_deref()).await.model();
     // No HTTP here: the token guards nothing, but the server wants one.
     let mut config = ServerConfig::new(uuid_like());

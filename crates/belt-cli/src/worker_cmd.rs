@@ -17,6 +17,7 @@ pub async fn worker(args: WorkerArgs, spec: &StoreSpec, app: Arc<App>) -> Result
         return Err(CliError::Usage("--max-runs must be at least 1".into()));
     }
     let store = crate::run_cmd::open_store(spec).await?;
+    app.share_through(&*store);
     let name = args.name.unwrap_or_else(crate::owner::host);
     let config = WorkerConfig { name: name.clone(), max_runs: args.max_runs, ..WorkerConfig::default() };
     let worker = Worker::new(app, store, config);

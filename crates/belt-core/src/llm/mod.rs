@@ -522,6 +522,19 @@ impl Providers {
         self.by_name.insert(provider.name().to_string(), (provider, Arc::new(Limiter::new(limits))));
     }
 
+    /// Put `limiter` in place of `provider`'s own: how the runs of one process share one
+    /// limiter per provider, though each run builds its providers. False if there is no
+    /// such provider.
+    pub fn set_limiter(&mut self, provider: &str, limiter: Arc<Limiter>) -> bool {
+        match self.by_name.get_mut(provider) {
+            Some(entry) => {
+                entry.1 = limiter;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The limiter of a provider.
     pub fn limiter(&self, provider: &str) -> Option<&Arc<Limiter>> {
         self.by_name.get(provider).map(|(_, l)| l)
