@@ -229,3 +229,142 @@ fn runs_of_a_killed_worker_finish_on_the_others_without_paying_twice() {
         assert!(moved >= 1, "trial {trial}: the killed worker had runs that moved on");
     }
 }
+
+/// The events of an SSE body so far: (id, data) of each complete event.
+fn sse_events(text: &str) -> Vec<(u64, Value)> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let mut id = None;
+        let mut data = None;
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().parse().ok();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data = serde_json::from_str(v.trim()).ok();
+            }
+        }
+        if let (Some(id), Some(data)) = (id, data) {
+            out.push((id, data));
+        }
+    }
+    out
+}
+
+/// Read `response`'s SSE body until `done` holds for the events so far (at most 60 s).
+async fn read_sse_until(
+    response: &mut reqwest::Response,
+    done: impl Fn(&[(u64, Value)]) -> bool,
+) -> Vec<(u64, Value)> {
+    let mut text = String::new();
+    loop {
+        let events = sse_events(&text);
+        if done(&events) {
+            return events;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(60), response.chunk())
+            .await
+            .expect("events within 60 s")
+            .expect("the stream reads")
+            .expect("the stream goes on");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+/// An API node (`belt serve --no-execute`) and a worker in two processes over one store: a
+/// run submitted to the node is driven by the worker; the node streams its events live, and
+/// resumes the stream with `Last-Event-ID`; a cancel sent to the node stops a run on the
+/// worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_node_streams_and_cancels_runs_that_a_worker_drives() {
+    let dir = Dir::new("workers-api-node");
+    let store = sqlite(&dir);
+    let home = dir.join("node");
+    std::fs::create_dir_all(&home).unwrap();
+    let args = ["--store", store.as_str(), "serve", "--no-execute", "--addr", "127.0.0.1:0"];
+    let mut node = common::serve::start_in(&dir.0, &home, &args, Some("tok-node"), &[]);
+    node.wait_listening();
+    let w = worker(&dir, &store, "w1", 2, &dir.join("w1.log"));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let c = reqwest::Client::new();
+    let post = |body: Value| {
+        let c = c.clone();
+        let url = format!("{}/v1/runs", node.base);
+        async move {
+            let r = c.post(url).bearer_auth("tok-node").json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 202);
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["status"], "queued", "an API node queues every run: {v}");
+            v["run_id"].as_str().unwrap().to_string()
+        }
+    };
+    let events_of = |id: &str, after: Option<u64>| {
+        let mut req = c.get(format!("{}/v1/runs/{id}/events", node.base)).bearer_auth("tok-node");
+        if let Some(n) = after {
+            req = req.header("last-event-id", n.to_string());
+        }
+        req.send()
+    };
+
+    // Streamed live while the worker drives it; the stream dropped and resumed.
+    let id = post(
+        serde_json::json!({"task": "Survey the field", "agents": 8, "concurrency": 2, "sim_latency_ms": 150}),
+    )
+    .await;
+    let mut first = events_of(&id, None).await.unwrap();
+    let is_worker_done = |e: &(u64, Value)| e.1["type"] == "step_completed" && e.1["tier"] == "worker";
+    let seen = read_sse_until(&mut first, |evs| evs.iter().filter(|e| is_worker_done(e)).count() >= 2).await;
+    drop(first);
+    let last = seen.last().unwrap().0;
+    let mut resumed = events_of(&id, Some(last)).await.unwrap();
+    let rest = read_sse_until(&mut resumed, |evs| evs.iter().any(|e| e.1["type"] == "run_finished")).await;
+    assert_eq!(rest[0].0, last + 1, "the stream resumes right after the last event seen");
+    let ids: Vec<u64> = seen.iter().chain(&rest).map(|e| e.0).collect();
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "every event once, in order");
+    let finished = &rest.last().unwrap().1;
+    assert_eq!(finished["status"], "completed", "{finished}");
+    let run: Value = c
+        .get(format!("{}/v1/runs/{id}", node.base))
+        .bearer_auth("tok-node")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["status"], "completed", "{run}");
+    let doc = c
+        .get(format!("{}/v1/runs/{id}/documents/md", node.base))
+        .bearer_auth("tok-node")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(doc.status(), 200, "the node renders the report of a run it did not drive");
+
+    // Cancelled through the node while the worker drives it.
+    let id = post(
+        serde_json::json!({"task": "A long survey", "agents": 30, "concurrency": 2, "sim_latency_ms": 300}),
+    )
+    .await;
+    let mut stream = events_of(&id, None).await.unwrap();
+    read_sse_until(&mut stream, |evs| evs.iter().any(is_worker_done)).await;
+    let r =
+        c.post(format!("{}/v1/runs/{id}/cancel", node.base)).bearer_auth("tok-node").send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "cancelling", "{v}");
+    let all = read_sse_until(&mut stream, |evs| evs.iter().any(|e| e.1["type"] == "run_finished")).await;
+    let end = &all.last().unwrap().1;
+    assert_eq!(end["status"], "cancelled", "{end}");
+    let completed = all.iter().filter(|e| is_worker_done(e)).count();
+    assert!(completed < 30, "the run stopped early: {completed} of 30 workers completed");
+
+    // A queued run is cancelled at the node itself: no worker ever takes it.
+    let out = terminate(w, Duration::from_secs(30));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let id = post(serde_json::json!({"task": "Never run", "agents": 3})).await;
+    let r =
+        c.post(format!("{}/v1/runs/{id}/cancel", node.base)).bearer_auth("tok-node").send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let listed = statuses(&dir, &store);
+    assert_eq!(listed[&id], "cancelled");
+}
