@@ -19,6 +19,7 @@
 //! ```
 
 mod event_row;
+pub mod shared;
 pub mod sqlite;
 mod writer;
 
