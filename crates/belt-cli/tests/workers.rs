@@ -368,3 +368,43 @@ async fn an_api_node_streams_and_cancels_runs_that_a_worker_drives() {
     let listed = statuses(&dir, &store);
     assert_eq!(listed[&id], "cancelled");
 }
+
+/// SIGTERM to a worker in the middle of its runs: the calls in flight finish and are
+/// recorded, the runs go back to the queue at once, and the next worker resumes them
+/// without calling any step the first one called — not even the ones in flight.
+#[test]
+fn a_stopped_worker_hands_its_runs_back_with_every_call_recorded() {
+    let dir = Dir::new("workers-sigterm");
+    let store = sqlite(&dir);
+    let specs: Vec<Vec<String>> = (0..2).map(|i| run_args(40 + i, 16, 300)).collect();
+    let ids: Vec<String> = specs.iter().map(|a| submit(&dir, &store, a)).collect();
+    let first_log = dir.join("first.log");
+    let first = worker(&dir, &store, "first", 2, &first_log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::calls_so_far(&first_log) < 8 {
+        assert!(Instant::now() < deadline, "the first worker made no calls");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stopped_at = Instant::now();
+    let out = terminate(first, Duration::from_secs(30));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stopped_at.elapsed() < Duration::from_secs(5), "it stops once its calls in flight end");
+    let said = stderr(&out);
+    assert!(said.contains("handed back to the queue") && said.contains("2 handed back"), "{said}");
+    let listed = statuses(&dir, &store);
+    assert!(ids.iter().all(|id| listed[id] == "queued"), "back in the queue at once: {listed:?}");
+
+    let second_log = dir.join("second.log");
+    let second = worker(&dir, &store, "second", 2, &second_log);
+    let finished = wait_finished(&dir, &store, &ids, Duration::from_secs(60));
+    assert!(finished.values().all(|s| s == "completed"), "{finished:?}");
+    terminate(second, Duration::from_secs(30));
+    let (before, after) = (calls_by_run(&first_log), calls_by_run(&second_log));
+    assert!(!before.is_empty() && !after.is_empty());
+    for key in before.keys() {
+        assert!(!after.contains_key(key), "{key:?} was called by both workers");
+    }
+    for (id, args) in ids.iter().zip(&specs) {
+        same_outcome(&result(&dir, &store, id), &unbroken(&dir, args), id);
+    }
+}
