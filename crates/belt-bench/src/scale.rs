@@ -52,7 +52,10 @@ impl Fresh {
     async fn create(base_url: &str, what: &str) -> Fresh {
         let name = format!("belt_bench_{}_{what}", std::process::id());
         let mut c = sqlx::PgConnection::connect(base_url).await.expect("connect to the bench's PostgreSQL");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&mut c).await.ok();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+            .execute(&mut c)
+            .await
+            .ok();
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut c)
             .await
@@ -108,11 +111,15 @@ fn submit(belt: &Path, store: &str, shape: &Shape) -> Vec<String> {
 fn start_workers(belt: &Path, store: &str, n: usize, max_runs: usize) -> Vec<Child> {
     (0..n)
         .map(|w| {
-            belt_cmd(belt, store, &["worker", "--quiet", "--max-runs", &max_runs.to_string(), "--name", &format!("w{w}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start belt worker")
+            belt_cmd(
+                belt,
+                store,
+                &["worker", "--quiet", "--max-runs", &max_runs.to_string(), "--name", &format!("w{w}")],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start belt worker")
         })
         .collect()
 }
@@ -161,14 +168,16 @@ async fn throughput(url: &str, belt: &Path, shape: &Shape, workers: usize) -> St
 
 /// Seconds from `kill -9` of a worker to the last of its runs being driven by another.
 async fn kill_recovery(url: &str, belt: &Path, shape: &Shape) -> String {
-    let slow = Shape { runs: 2 * shape.max_runs, agents: shape.agents, latency_ms: 1000, max_runs: shape.max_runs };
+    let slow =
+        Shape { runs: 2 * shape.max_runs, agents: shape.agents, latency_ms: 1000, max_runs: shape.max_runs };
     let ids = submit(belt, url, &slow);
     let store = open(url).await;
     let mut victim = start_workers(belt, url, 1, slow.max_runs).remove(0);
     // The victim takes its runs first; then the survivor starts, with room for them all.
     let victims = loop {
         let listed = store.list_runs(100).await.expect("list the runs");
-        let held: Vec<String> = listed.iter().filter(|r| r.owner.is_some()).map(|r| r.run_id.clone()).collect();
+        let held: Vec<String> =
+            listed.iter().filter(|r| r.owner.is_some()).map(|r| r.run_id.clone()).collect();
         if held.len() >= slow.max_runs {
             break held;
         }

@@ -114,8 +114,8 @@ pub enum Stop {
     /// recorded, nothing new starts, and the run goes back to the queue for another driver
     /// to resume ([`crate::RunHandle::hand_back`]).
     HandedBack,
-    /// Another driver took the run over (this one's lease expired): stop at once, record
-    /// nothing more about the run as a whole.
+    /// Another driver took the run over (this one's lease expired), or may (its lease could
+    /// not be renewed): stop at once, record nothing more about the run as a whole.
     LeaseLost(String),
 }
 
@@ -132,7 +132,9 @@ impl Stop {
             Stop::HandedBack => {
                 "handed back: its driver stopped; another one resumes it from its record".into()
             }
-            Stop::LeaseLost(owner) => format!("interrupted: {owner} took the run over"),
+            Stop::LeaseLost(why) => {
+                format!("interrupted here: {why}; another driver resumes it from its record")
+            }
         }
     }
 }

@@ -1438,3 +1438,32 @@ async fn a_budget_pool_caps_every_run_that_draws_from_it() {
     assert_eq!(state[0].reserved, crate::budget::Amount::default());
     assert_eq!(state[0].spent.calls, u64::from(p.total_calls()));
 }
+
+/// A cancel asked for through the store (by another process) reaches the run at its next
+/// heartbeat; a lease another driver takes over stops the run without recording its end.
+#[tokio::test(start_paused = true)]
+async fn the_store_carries_cancels_and_takeovers_to_the_driver() {
+    let p = Arc::new(ScriptedProvider::new("t").delay(Duration::from_secs(30)));
+    let store = Arc::new(MemoryStore::new());
+    let mut o = options(&p).with_store(store.clone());
+    o.run_id = Some("cancelled".into());
+    let handle = run(Cascade::new(4, "t/m"), Task::new("task"), o).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(store.request_cancel("cancelled").await.unwrap(), crate::store::CancelRequest::WasRunning);
+    let started = tokio::time::Instant::now();
+    let r = handle.result().await;
+    assert_eq!(r.status, RunStatus::Cancelled);
+    assert!(started.elapsed() <= crate::store::LEASE_TTL / 5, "seen at the next heartbeat");
+    assert!(store.get_result("cancelled").await.unwrap().is_some());
+
+    let mut o = options(&p).with_store(store.clone());
+    o.run_id = Some("taken".into());
+    o.owner = Some("first".into());
+    let handle = run(Cascade::new(4, "t/m"), Task::new("task"), o).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    store.claim("taken", "second", crate::store::LEASE_TTL, Some("first")).await.unwrap();
+    let r = handle.result().await;
+    assert_eq!(r.status, RunStatus::Interrupted);
+    assert!(r.stop_reason.contains("another driver took the run over"), "{}", r.stop_reason);
+    assert_eq!(store.get_result("taken").await.unwrap(), None, "the run is the second driver's to finish");
+}

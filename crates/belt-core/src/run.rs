@@ -492,23 +492,40 @@ fn fallback_result(ctx: &Ctx, reason: String) -> RunResult {
 }
 
 /// Keep the run's lease fresh until `done`, and act on what the store says back: a cancel
-/// requested by another process cancels the run; a lease another driver took stops it.
+/// requested by another process cancels the run; a lease another driver took stops it. A
+/// driver that cannot renew its lease for most of its term (the store unreachable) stops
+/// too, before the lease can expire under it: another driver may take the run then, and two
+/// must never call the same step.
 async fn heartbeat(ctx: Ctx, owner: String, done: CancellationToken) {
     let run_id = ctx.run_id().to_string();
+    let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = done.cancelled() => return,
             _ = tokio::time::sleep(LEASE_TTL / 5) => {
-                match ctx.shared.store.heartbeat(&run_id, &owner).await {
-                    Ok(Lease { held: false, .. }) => {
-                        tracing::warn!("run {run_id}: another driver took the run over; stopping here");
-                        ctx.stop(Stop::LeaseLost("another driver".into()));
-                        ctx.shared.cancel.cancel();
-                        return;
+                let lost = match ctx.shared.store.heartbeat(&run_id, &owner).await {
+                    Ok(Lease { held: false, .. }) => Some("another driver took the run over".to_string()),
+                    Ok(lease) => {
+                        renewed = tokio::time::Instant::now();
+                        if lease.cancel_requested {
+                            ctx.cancel();
+                        }
+                        None
                     }
-                    Ok(Lease { cancel_requested: true, .. }) => ctx.cancel(),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("could not renew the lease of run {run_id}: {e}"),
+                    Err(e) if renewed.elapsed() >= LEASE_TTL * 7 / 10 => Some(format!(
+                        "its lease could not be renewed for {:.0} s ({e}), so another driver may take it",
+                        renewed.elapsed().as_secs_f64()
+                    )),
+                    Err(e) => {
+                        tracing::warn!("could not renew the lease of run {run_id}: {e}");
+                        None
+                    }
+                };
+                if let Some(why) = lost {
+                    tracing::warn!("run {run_id}: {why}; stopping here");
+                    ctx.stop(Stop::LeaseLost(why));
+                    ctx.shared.cancel.cancel();
+                    return;
                 }
             }
         }
