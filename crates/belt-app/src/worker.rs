@@ -159,8 +159,7 @@ impl Worker {
         }
         tasks.close();
         tasks.wait().await;
-        let summary = state.summary.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        summary
+        state.summary.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// What a run's task needs of the worker.
