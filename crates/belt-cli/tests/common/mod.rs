@@ -156,3 +156,31 @@ pub fn only_run_id(dir: &Dir) -> String {
     assert_eq!(runs.len(), 1, "{runs:?}");
     runs[0]["run_id"].as_str().expect("a run id").to_string()
 }
+
+/// The programs some tests check belt's output with, as scripts/test-deps installs them
+/// (pinned, under the target directory): Python with python-docx and the MCP SDK, and the
+/// MCP Inspector's CLI.
+pub struct TestDeps {
+    pub python: PathBuf,
+    pub inspector: PathBuf,
+}
+
+/// [`TestDeps`], installed first when missing (the script is quick when they are there). A
+/// failed install fails the test: a missing checker must never pass for a passed check.
+pub fn test_deps() -> TestDeps {
+    // The binary is TARGET/debug/belt; the dependencies live in TARGET/test-deps.
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_belt"));
+    let target = bin.parent().and_then(Path::parent).expect("the binary sits in TARGET/PROFILE");
+    let deps = target.join("test-deps");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-deps");
+    let status = Command::new(&script)
+        .env("BELT_TEST_DEPS", &deps)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(status.success(), "{} failed: the tests need python3 with venv, and npm", script.display());
+    TestDeps {
+        python: deps.join("py/bin/python"),
+        inspector: deps.join("npm/node_modules/.bin/mcp-inspector"),
+    }
+}
