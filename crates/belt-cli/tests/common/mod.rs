@@ -30,7 +30,13 @@ const KEYS: &[&str] = &[
 /// `belt ARGS` in `cwd`, keeping its runs under `home` (`BELT_HOME`); stdin empty,
 /// stdout and stderr piped. Callers add or override variables after this.
 pub fn belt_command(cwd: &Path, home: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_belt"));
+    program_command(Path::new(env!("CARGO_BIN_EXE_belt")), cwd, home, args)
+}
+
+/// `PROGRAM ARGS` with the environment of [`belt_command`]: for a client (an MCP client,
+/// say) that starts belt itself, passing its own environment on.
+pub fn program_command(program: &Path, cwd: &Path, home: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(cwd)
         .env("BELT_HOME", home)
