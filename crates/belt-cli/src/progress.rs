@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use belt_core::{Event, EventKind, Tier};
+use belt_core::{AgentRecord, AgentStatus, Event, EventKind, StepError, Tier};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How progress is shown.
@@ -25,6 +25,8 @@ struct Level {
     running: u64,
     done: u64,
     failed: u64,
+    /// Steps in flight when the run was cancelled: not failures of their own.
+    cancelled: u64,
     skipped: u64,
     retries: u64,
     bar: Option<ProgressBar>,
@@ -38,6 +40,8 @@ pub struct Progress {
     started: Instant,
     total_steps: u64,
     ended_steps: u64,
+    /// Steps in flight when the run was cancelled.
+    cancelled: u64,
     tokens: u64,
     cost: f64,
     simulated: bool,
@@ -66,6 +70,7 @@ impl Progress {
             started: Instant::now(),
             total_steps: 0,
             ended_steps: 0,
+            cancelled: 0,
             tokens: 0,
             cost: 0.0,
             simulated: false,
@@ -152,6 +157,12 @@ impl Progress {
                 self.cost += outcome.cost_usd;
                 self.end_step(level, |l| l.done += 1, true);
             }
+            // One line for all of them when the run finishes: a cancelled run of a thousand
+            // workers in flight is not a thousand lines.
+            EventKind::StepFailed { error_kind, .. } if error_kind == CANCELLED => {
+                self.cancelled += 1;
+                self.end_step(level, |l| l.cancelled += 1, true);
+            }
             EventKind::StepFailed { error, .. } => {
                 let step = e.step.as_ref().map(|s| s.to_string()).unwrap_or_default();
                 self.line(format!("{step} failed: {error}"));
@@ -190,6 +201,13 @@ impl Progress {
                 self.line(format!("wrote {format} report: {path}"))
             }
             EventKind::RunFinished { status, stop_reason, .. } => {
+                if self.cancelled > 0 {
+                    let n = self.cancelled;
+                    self.line(format!(
+                        "{n} step{} in flight cancelled; what completed is recorded",
+                        if n == 1 { "" } else { "s" }
+                    ));
+                }
                 self.line(format!("run finished: {status} ({stop_reason})"));
                 if let Some(h) = &self.header {
                     h.finish_and_clear();
@@ -211,10 +229,13 @@ impl Progress {
                 l.running = l.running.saturating_sub(1);
             }
             if let Some(bar) = &l.bar {
-                bar.set_position(l.done + l.failed + l.skipped);
+                bar.set_position(l.done + l.failed + l.cancelled + l.skipped);
                 let mut msg = format!("running {}", l.running);
                 if l.failed > 0 {
                     msg.push_str(&format!(" · failed {}", l.failed));
+                }
+                if l.cancelled > 0 {
+                    msg.push_str(&format!(" · cancelled {}", l.cancelled));
                 }
                 if l.skipped > 0 {
                     msg.push_str(&format!(" · skipped {}", l.skipped));
@@ -278,6 +299,17 @@ impl Progress {
             let _ = m.clear();
         }
     }
+}
+
+/// The `error_kind` of a step that was in flight when its run was cancelled.
+const CANCELLED: &str = "cancelled";
+
+/// Whether a step that did not complete was stopped by the run's cancellation (Ctrl-C,
+/// `cancel_run`) rather than failing: the engine records it as failed with the cancellation
+/// as its error, and a person reading the summary must not take it for a broken step.
+pub fn was_cancelled(a: &AgentRecord) -> bool {
+    a.status == AgentStatus::Failed
+        && a.error.as_deref() == Some(StepError::Cancelled { step: a.step.clone() }.to_string().as_str())
 }
 
 fn tier_name(tier: &Tier, level: usize) -> String {
