@@ -424,6 +424,9 @@ fn full_run_json_report_and_events() {
     // The events.
     let events = read_events(&events_path);
     check_event_log(&events, r["run_id"].as_str().unwrap());
+    // The first event already knows what the result knows: a consumer that reads only
+    // `run_started` must not take simulated texts for a model's.
+    assert_eq!(events[0]["simulated"], true, "{}", events[0]);
     for t in ["plan_ready", "tier_started", "tier_completed", "document_written"] {
         assert!(count_type(&events, t) >= 1, "no {t} event");
     }

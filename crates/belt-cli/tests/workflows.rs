@@ -94,12 +94,33 @@ fn init_writes_each_template_and_each_runs_as_is() {
         assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
         assert!(stdout(&o).contains("valid"), "{}", stdout(&o));
 
-        let o =
-            belt(&dir, &["run", "-f", file, "--sim-latency-ms", "0", "--quiet", "--json", "--out", "out"]);
+        let o = belt(
+            &dir,
+            &[
+                "run",
+                "-f",
+                file,
+                "--sim-latency-ms",
+                "0",
+                "--quiet",
+                "--json",
+                "--out",
+                "out",
+                "--events",
+                "ev",
+            ],
+        );
         assert_eq!(code(&o), 0, "{template}: {}", stderr(&o));
         let r = json(&o);
         assert_eq!(r["status"], "completed", "{template}");
         assert_eq!(r["simulated"], true);
+        let events = std::fs::read_to_string(dir.join("ev")).unwrap();
+        let first: Value = serde_json::from_str(events.lines().next().unwrap()).unwrap();
+        assert_eq!(
+            (&first["type"], &first["simulated"]),
+            (&"run_started".into(), &true.into()),
+            "{template}"
+        );
         assert!(!r["final_output"].as_str().unwrap_or("").is_empty());
         let reports: Vec<_> = std::fs::read_dir(dir.join("out")).unwrap().collect();
         assert!(!reports.is_empty(), "{template} wrote its report");
