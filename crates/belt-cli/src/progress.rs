@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use belt_core::{AgentRecord, AgentStatus, Event, EventKind, StepError, Tier};
+use belt_core::{AgentRecord, AgentStatus, Event, EventKind, PlanSource, StepError, Tier};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How progress is shown.
@@ -47,6 +47,9 @@ pub struct Progress {
     simulated: bool,
     /// A resumed run: its first event says so.
     resumed: bool,
+    /// The pattern runs steps of its own (a workflow file's, `iterative`'s) inside one
+    /// subtask the engine plans for it: shown as those steps, not as a plan and workers.
+    own_steps: bool,
 }
 
 impl Progress {
@@ -75,6 +78,7 @@ impl Progress {
             cost: 0.0,
             simulated: false,
             resumed,
+            own_steps: false,
         }
     }
 
@@ -87,7 +91,8 @@ impl Progress {
         if self.mode == Mode::Quiet {
             return;
         }
-        let level = e.step.as_ref().map(|s| level_of(s.as_str()));
+        // A pattern's own steps all count on its one bar.
+        let level = e.step.as_ref().map(|s| if self.own_steps { 0 } else { level_of(s.as_str()) });
         match &e.kind {
             EventKind::RunStarted { pattern, agents, concurrency, simulated, .. } => {
                 self.simulated = *simulated;
@@ -104,21 +109,29 @@ impl Progress {
                 ));
                 self.status("decomposing the task…".into());
             }
+            EventKind::PlanReady { source: PlanSource::Orchestrator, .. } => {
+                // The plan is the engine's wrapper around the pattern's own steps, whose
+                // number is not known ahead (routes, loops): no plan line, no ETA.
+                self.own_steps = true;
+                self.status("running…".into());
+            }
             EventKind::PlanReady { subtasks, shape, source } => {
                 self.total_steps = shape.iter().sum::<usize>() as u64;
                 let shape = shape.iter().map(usize::to_string).collect::<Vec<_>>().join(" → ");
-                self.line(
-                    format!("plan ready ({source:?}): {subtasks} subtasks; tiers {shape}").to_lowercase(),
-                );
+                let source = format!("{source:?}").to_lowercase();
+                self.line(format!("plan ready ({source}): {}; tiers {shape}", plural(*subtasks, "subtask")));
             }
             EventKind::PlanFallback { reason, templated } => {
                 self.line(format!("plan fallback: {reason}; {templated} template subtask(s) used"));
             }
             EventKind::TierStarted { tier, level, count } => {
-                let name = tier_name(tier, *level);
-                self.line(format!("{name}: {count} started"));
+                let (name, count) =
+                    if self.own_steps { ("steps".to_string(), 0) } else { (tier_name(tier, *level), *count) };
+                if !self.own_steps {
+                    self.line(format!("{name}: {count} started"));
+                }
                 let bar = self.multi.as_ref().map(|m| {
-                    let bar = m.add(ProgressBar::new(*count as u64));
+                    let bar = m.add(ProgressBar::new(count as u64));
                     bar.set_style(
                         ProgressStyle::with_template("{prefix:>16} [{bar:30.cyan/blue}] {pos}/{len} {msg}")
                             .expect("static template")
@@ -129,12 +142,15 @@ impl Progress {
                 });
                 let key = if *tier == Tier::Executive { usize::MAX } else { *level };
                 let l = self.levels.entry(key).or_default();
-                l.total = *count as u64;
+                l.total = count as u64;
                 l.bar = bar;
             }
             EventKind::TierCompleted { tier, level, succeeded, failed, skipped } => {
                 let skipped = if *skipped > 0 { format!(", {skipped} skipped") } else { String::new() };
-                self.line(format!("{}: {succeeded} done, {failed} failed{skipped}", tier_name(tier, *level)));
+                if !self.own_steps {
+                    let name = tier_name(tier, *level);
+                    self.line(format!("{name}: {succeeded} done, {failed} failed{skipped}"));
+                }
                 let key = if *tier == Tier::Executive { usize::MAX } else { *level };
                 if let Some(bar) = self.levels.get(&key).and_then(|l| l.bar.as_ref()) {
                     bar.finish();
@@ -143,6 +159,11 @@ impl Progress {
             EventKind::StepStarted { .. } => {
                 if let Some(l) = level.and_then(|k| self.levels.get_mut(&k)) {
                     l.running += 1;
+                    if self.own_steps
+                        && let Some(bar) = &l.bar
+                    {
+                        bar.inc_length(1);
+                    }
                 }
             }
             EventKind::StepRetrying { attempt, error, delay_ms, .. } => {
@@ -152,7 +173,12 @@ impl Progress {
                     l.retries += 1;
                 }
             }
-            EventKind::StepCompleted { outcome, .. } => {
+            EventKind::StepCompleted { outcome, tier, .. } => {
+                if self.own_steps {
+                    let step = e.step.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                    let secs = outcome.duration_ms as f64 / 1000.0;
+                    self.line(format!("{step} ({tier}) done in {secs:.1}s"));
+                }
                 self.tokens += outcome.usage.total();
                 self.cost += outcome.cost_usd;
                 self.end_step(level, |l| l.done += 1, true);
@@ -202,11 +228,8 @@ impl Progress {
             }
             EventKind::RunFinished { status, stop_reason, .. } => {
                 if self.cancelled > 0 {
-                    let n = self.cancelled;
-                    self.line(format!(
-                        "{n} step{} in flight cancelled; what completed is recorded",
-                        if n == 1 { "" } else { "s" }
-                    ));
+                    let steps = plural(self.cancelled as usize, "step");
+                    self.line(format!("{steps} in flight cancelled; what completed is recorded"));
                 }
                 self.line(format!("run finished: {status} ({stop_reason})"));
                 if let Some(h) = &self.header {
@@ -334,6 +357,11 @@ fn level_of(step: &str) -> usize {
     }
 }
 
+/// `1 subtask`, `12 subtasks`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
 /// 12345 → "12.3k".
 pub fn human(n: u64) -> String {
     match n {
@@ -355,5 +383,9 @@ mod tests {
         assert_eq!(human(999), "999");
         assert_eq!(human(12_345), "12.3k");
         assert_eq!(human(2_500_000), "2.50M");
+        assert_eq!(
+            (plural(1, "subtask"), plural(0, "step"), plural(12, "step")),
+            ("1 subtask".into(), "0 steps".into(), "12 steps".into())
+        );
     }
 }

@@ -351,3 +351,28 @@ fn a_killed_workflow_run_resumes_from_its_recorded_file() {
     assert!(!again.contains_key("steps/outline"), "the recorded step was not called again: {again:?}");
     assert!(again.contains_key("steps/edit"), "{again:?}");
 }
+
+/// A workflow run's progress lines name the workflow's own steps, not the cascade's plan and
+/// workers the engine wraps them in (`plan ready (orchestrator): 1 subtasks`, `workers: 1
+/// started` for a three-step router).
+#[test]
+fn a_workflow_run_shows_its_own_steps() {
+    let dir = Dir::new("own-steps");
+    std::fs::write(dir.join("router.yaml"), example("support-router.yaml")).unwrap();
+    let o = belt(&dir, &["run", "-f", "router.yaml", "--sim-latency-ms", "0", "--out", "out"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("belt: steps/classify (triage) done in "), "{err}");
+    let routed = err.lines().filter(|l| l.contains(") done in ")).count();
+    assert_eq!(routed, 2, "the classifier and the one route it chose: {err}");
+    for cascade in ["plan ready", "subtasks", "workers:"] {
+        assert!(!err.contains(cascade), "`{cascade}` in a workflow's progress: {err}");
+    }
+
+    // A cascade still shows its plan and workers, counted in words that agree with the number.
+    let o = belt(&dir, &["run", "Name a river", "--agents", "1", "--sim-latency-ms", "0", "--out", "out"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("plan ready (model): 1 subtask; tiers 1\n"), "{err}");
+    assert!(err.contains("workers: 1 started"), "{err}");
+}
