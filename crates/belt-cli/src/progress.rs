@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use belt_core::{AgentRecord, AgentStatus, Event, EventKind, PlanSource, StepError, Tier};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub struct Progress {
     /// The pattern runs steps of its own (a workflow file's, `iterative`'s) inside one
     /// subtask the engine plans for it: shown as those steps, not as a plan and workers.
     own_steps: bool,
+    /// From `run_started` to `plan_ready`: the header says so, with its clock running.
+    planning: bool,
 }
 
 impl Progress {
@@ -58,7 +60,17 @@ impl Progress {
         let (multi, header) = if mode == Mode::Live {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
             let header = multi.add(ProgressBar::new_spinner());
-            header.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+            // The clock is drawn on every tick, not only when an event comes: planning is one
+            // long call, and a clock that only moved with events stood at 0.0s through it.
+            // `{prefix}` holds what follows the clock (the ETA, "simulated").
+            let clock = |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1}s", state.elapsed().as_secs_f64());
+            };
+            header.set_style(
+                ProgressStyle::with_template("{spinner} {msg} · {clock}{prefix}")
+                    .expect("static template")
+                    .with_key("clock", clock),
+            );
             header.enable_steady_tick(Duration::from_millis(100));
             header.set_message("starting…");
             (Some(multi), Some(header))
@@ -79,6 +91,7 @@ impl Progress {
             simulated: false,
             resumed,
             own_steps: false,
+            planning: false,
         }
     }
 
@@ -107,15 +120,22 @@ impl Progress {
                     "run {} {verb}: {pattern}{agents}, concurrency {concurrency}{sim}",
                     e.run_id
                 ));
-                self.status("decomposing the task…".into());
+                self.planning = true;
+                self.status("planning: the decomposer writes the subtasks…".into());
+                if let (Some(h), true) = (&self.header, self.simulated) {
+                    h.set_prefix(" · simulated");
+                }
+                return;
             }
             EventKind::PlanReady { source: PlanSource::Orchestrator, .. } => {
+                self.planning = false;
                 // The plan is the engine's wrapper around the pattern's own steps, whose
                 // number is not known ahead (routes, loops): no plan line, no ETA.
                 self.own_steps = true;
                 self.status("running…".into());
             }
             EventKind::PlanReady { subtasks, shape, source } => {
+                self.planning = false;
                 self.total_steps = shape.iter().sum::<usize>() as u64;
                 let shape = shape.iter().map(usize::to_string).collect::<Vec<_>>().join(" → ");
                 let source = format!("{source:?}").to_lowercase();
@@ -273,18 +293,24 @@ impl Progress {
 
     fn refresh_header(&self) {
         let Some(h) = &self.header else { return };
+        if self.planning {
+            // The planning message stays until the plan is ready (the decomposer's own
+            // step events come first).
+            return;
+        }
         let elapsed = self.started.elapsed().as_secs_f64();
-        let mut msg = format!("{} tokens · ${:.4} · {:.1}s", human(self.tokens), self.cost, elapsed);
+        h.set_message(format!("{} tokens · ${:.4}", human(self.tokens), self.cost));
+        let mut after = String::new();
         // ETA from the pace so far; the decomposition step is not in total_steps.
         let done = self.ended_steps.saturating_sub(1);
         if self.total_steps > 0 && done > 0 && done < self.total_steps {
             let eta = elapsed / done as f64 * (self.total_steps - done) as f64;
-            msg.push_str(&format!(" · ETA {eta:.0}s"));
+            after.push_str(&format!(" · ETA {eta:.0}s"));
         }
         if self.simulated {
-            msg.push_str(" · simulated");
+            after.push_str(" · simulated");
         }
-        h.set_message(msg);
+        h.set_prefix(after);
     }
 
     fn status(&self, msg: String) {
