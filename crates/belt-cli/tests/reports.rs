@@ -235,3 +235,27 @@ fn docx_reads_in_python_docx_with_styles_headings_and_tables() {
     }
     assert!(!md.contains(&format!("#### {title}")), "the subtask repeated in the Markdown");
 }
+
+/// `belt runs show`, from another directory than the run's, prints the report's path in full
+/// (a path relative to where the run was started would point nowhere from here).
+#[test]
+fn runs_show_prints_the_report_path_in_full() {
+    let dir = Dir::new("abs-path");
+    std::fs::create_dir_all(dir.join("project")).unwrap();
+    let home = dir.join("home");
+    let run = common::belt_command(&dir.join("project"), &home, &["run", "Plan a park", "--agents", "2"])
+        .args(["--sim-latency-ms", "0", "--quiet", "--out", "out"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&run), 0, "{}", stderr(&run));
+    let list = common::belt_command(&dir.0, &home, &["runs", "list", "--json"]).output().unwrap();
+    let runs: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let id = runs[0]["run_id"].as_str().unwrap();
+    let show = belt(&dir, &["runs", "show", &id[..13]]);
+    assert_eq!(code(&show), 0, "{}", stderr(&show));
+    let text = String::from_utf8_lossy(&show.stdout);
+    let path = text.lines().find_map(|l| l.strip_prefix("report:")).expect("a report line").trim();
+    assert!(PathBuf::from(path).is_absolute(), "{path}");
+    assert!(PathBuf::from(path).starts_with(dir.join("project").join("out")), "{path}");
+    assert!(std::fs::metadata(path).is_ok_and(|m| m.is_file()), "{path}");
+}
