@@ -272,6 +272,7 @@ impl App {
         keys_present(&team.models.all(), &providers)?;
         orchestrator.validate(&providers).map_err(AppError::Invalid)?;
         let simulated = team.models.all().iter().any(|m| is_simulated(m));
+        let providers = only_what_simulated_runs_call(providers, &team.models.all());
 
         let mut options = RunOptions::default().with_providers(providers);
         options.parallel = !spec.sequential;
@@ -490,6 +491,25 @@ pub(crate) fn keys_present<S: AsRef<str>>(models: &[S], providers: &Providers) -
 /// True when a model (or a link of a fallback chain) is simulated.
 pub(crate) fn is_simulated(model: &str) -> bool {
     model.split(',').any(|m| m.trim().starts_with("simulated/"))
+}
+
+/// The providers a run can call when every model it names is simulated: the simulated one
+/// alone. The engine labels a run simulated in `run_started` when every provider it can call
+/// is simulated; with keyless providers (Ollama) registered beside it, a simulated run said
+/// `"simulated": false` until its first reply. Runs naming any other model keep them all.
+pub(crate) fn only_what_simulated_runs_call<S: AsRef<str>>(providers: Providers, models: &[S]) -> Providers {
+    let all_simulated = !models.is_empty()
+        && models.iter().flat_map(|m| m.as_ref().split(',')).all(|m| m.trim().starts_with("simulated/"));
+    if !all_simulated {
+        return providers;
+    }
+    let Ok((simulated, _)) = providers.resolve("simulated/-") else { return providers };
+    let mut only = Providers::new();
+    match providers.limiter("simulated") {
+        Some(limiter) => only.insert_with_limits(simulated.clone(), *limiter.limits()),
+        None => only.insert(simulated.clone()),
+    }
+    only
 }
 
 /// The run's task: the spec's task, with its context as a section every agent reads.
