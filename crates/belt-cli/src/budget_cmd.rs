@@ -16,7 +16,7 @@ pub async fn show(json: bool, spec: &StoreSpec, app: &App) -> Result<i32, CliErr
             "{spec} keeps no budget pools: they live in a store every process shares; use --store postgres://…"
         )));
     };
-    let state = pools.pools().await?;
+    let state = pools.pools().await.map_err(|e| CliError::Usage(e.to_string()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&state).expect("pool states serialize"));
         return Ok(0);

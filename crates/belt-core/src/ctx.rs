@@ -1027,7 +1027,8 @@ impl Ctx {
                 self.exhaust_budget(&spec.id, limit, &refused.refusal, reason.clone());
                 Err(StepError::BudgetExhausted { step: spec.id.clone(), refusal: reason })
             }
-            Err(error) => {
+            Err(unavailable) => {
+                let error = StoreError::Backend(unavailable.to_string());
                 self.stop(Stop::Store(error.to_string()));
                 Err(StepError::Store { step: spec.id.clone(), error })
             }

@@ -27,7 +27,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::{Amount, Budget, Refusal, check};
 use crate::limits::{Limits, SharedLimits, SharedTicket, Unavailable};
-use crate::store::StoreError;
 
 /// The caps of a budget pool, per UTC day and per UTC month. A cap left out is unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -76,11 +75,11 @@ pub trait BudgetPools: Send + Sync + 'static {
         pool: &str,
         caps: &PoolCaps,
         amount: Amount,
-    ) -> Result<Result<i64, PoolRefusal>, StoreError>;
+    ) -> Result<Result<i64, PoolRefusal>, Unavailable>;
     /// Replace reservation `id` by what the call cost (`spent`; zero when it was not made).
-    async fn settle(&self, pool: &str, id: i64, spent: Amount) -> Result<(), StoreError>;
+    async fn settle(&self, pool: &str, id: i64, spent: Amount) -> Result<(), Unavailable>;
     /// Every pool's current day and month.
-    async fn pools(&self) -> Result<Vec<PoolState>, StoreError>;
+    async fn pools(&self) -> Result<Vec<PoolState>, Unavailable>;
 }
 
 /// The pool a run draws from: its name, its caps (from belt.toml), where it is kept.
@@ -175,7 +174,7 @@ impl BudgetPools for MemoryShared {
         pool: &str,
         caps: &PoolCaps,
         amount: Amount,
-    ) -> Result<Result<i64, PoolRefusal>, StoreError> {
+    ) -> Result<Result<i64, PoolRefusal>, Unavailable> {
         let mut s = self.lock();
         let (spent, reserved) = s.pools.get(pool).copied().unwrap_or_default();
         for (period, cap) in [("day", &caps.per_day), ("month", &caps.per_month)] {
@@ -190,7 +189,7 @@ impl BudgetPools for MemoryShared {
         Ok(Ok(id))
     }
 
-    async fn settle(&self, pool: &str, id: i64, spent: Amount) -> Result<(), StoreError> {
+    async fn settle(&self, pool: &str, id: i64, spent: Amount) -> Result<(), Unavailable> {
         let mut s = self.lock();
         let Some(reserved) = s.reservations.remove(&id) else { return Ok(()) };
         let (was_spent, was_reserved) = s.pools.get(pool).copied().unwrap_or_default();
@@ -203,7 +202,7 @@ impl BudgetPools for MemoryShared {
         Ok(())
     }
 
-    async fn pools(&self) -> Result<Vec<PoolState>, StoreError> {
+    async fn pools(&self) -> Result<Vec<PoolState>, Unavailable> {
         let s = self.lock();
         let mut all: Vec<PoolState> = s
             .pools

@@ -437,15 +437,15 @@ impl BudgetPools for PgShared {
         pool: &str,
         caps: &PoolCaps,
         amount: Amount,
-    ) -> Result<Result<i64, PoolRefusal>, StoreError> {
-        self.try_reserve(pool, caps, amount).await.map_err(backend)
+    ) -> Result<Result<i64, PoolRefusal>, Unavailable> {
+        self.try_reserve(pool, caps, amount).await.map_err(unavailable)
     }
 
-    async fn settle(&self, pool: &str, id: i64, spent: Amount) -> Result<(), StoreError> {
-        self.try_settle(pool, id, spent).await.map_err(backend)
+    async fn settle(&self, pool: &str, id: i64, spent: Amount) -> Result<(), Unavailable> {
+        self.try_settle(pool, id, spent).await.map_err(unavailable)
     }
 
-    async fn pools(&self) -> Result<Vec<PoolState>, StoreError> {
+    async fn pools(&self) -> Result<Vec<PoolState>, Unavailable> {
         let run = async {
             let mut tx = self.pool.begin().await?;
             let (day, month) = periods(&mut tx).await?;
@@ -474,6 +474,6 @@ impl BudgetPools for PgShared {
             tx.commit().await?;
             Ok::<_, sqlx::Error>(states)
         };
-        run.await.map_err(backend)
+        run.await.map_err(unavailable)
     }
 }
