@@ -634,6 +634,11 @@ struct ServerState {
     script: Mutex<VecDeque<FakeResponse>>,
     default: Mutex<Option<FakeResponse>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// When each request arrived, in order (for tests of rate limits).
+    arrivals: Mutex<Vec<std::time::Instant>>,
+    /// Requests being answered now (until their first byte), and the most at once.
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// A fake API server on `127.0.0.1`. It stops when dropped.
@@ -683,6 +688,17 @@ impl FakeServer {
         self.state.requests.lock().expect("fake server lock").clone()
     }
 
+    /// When each request arrived, in order.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.state.arrivals.lock().expect("fake server lock").clone()
+    }
+
+    /// The most requests answered at once (counted from arrival to the response's first
+    /// byte, so a `first_byte_after` delay is the time a request is in flight).
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The last request received.
     pub fn last_request(&self) -> Option<RecordedRequest> {
         self.state.requests.lock().expect("fake server lock").last().cloned()
@@ -696,6 +712,24 @@ impl Drop for FakeServer {
 }
 
 async fn handle(State(state): State<Arc<ServerState>>, request: Request) -> Response {
+    use std::sync::atomic::Ordering::SeqCst;
+    if let Ok(mut arrivals) = state.arrivals.lock() {
+        arrivals.push(std::time::Instant::now());
+    }
+    // Counted down on drop too: a client that gives up drops this future.
+    struct InFlight<'a>(&'a ServerState);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, SeqCst);
+        }
+    }
+    let now = state.in_flight.fetch_add(1, SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, SeqCst);
+    let _in_flight = InFlight(&state);
+    answer(&state, request).await
+}
+
+async fn answer(state: &ServerState, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 64 << 20).await.map(|b| b.to_vec()).unwrap_or_default();
     let recorded = RecordedRequest {
