@@ -408,3 +408,135 @@ fn a_stopped_worker_hands_its_runs_back_with_every_call_recorded() {
         same_outcome(&result(&dir, &store, id), &unbroken(&dir, args), id);
     }
 }
+
+/// A plan file of `n` independent subtasks (so a fake provider need not write one).
+fn plan_file(dir: &Dir, n: usize) -> String {
+    let plan: Vec<Value> = (1..=n)
+        .map(|i| serde_json::json!({"id": i.to_string(), "description": format!("Part {i} of the survey"), "dependencies": []}))
+        .collect();
+    let path = dir.join("plan.json");
+    std::fs::write(&path, serde_json::to_string(&plan).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+/// belt.toml with the fake provider `fake` at `base_url` and `limits` (TOML lines).
+fn fake_config(dir: &Dir, base_url: &str, limits: &str) -> String {
+    let text = format!(
+        "[providers.fake]\nkind = \"openai\"\nbase_url = \"{base_url}\"\napi_key_env = \"FAKE_API_KEY\"\n{limits}\n\
+         [prices.\"fake/m\"]\ninput = 1.0\noutput = 2.0\n\n\
+         [budget_pools.team]\ncalls_per_day = 25\n"
+    );
+    let path = dir.join("belt.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// `belt worker`s and `belt run --detach` with the fake provider's configuration and key.
+fn fake_command(dir: &Dir, config: &str, store: &str, args: &[&str]) -> std::process::Command {
+    let mut all = vec!["--config", config, "--store", store];
+    all.extend(args);
+    let mut cmd = command(dir, &all, None);
+    cmd.env("FAKE_API_KEY", "test-key");
+    cmd
+}
+
+fn fake_reply() -> belt_llm::fake_server::FakeResponse {
+    use belt_llm::fake_server::{FakeResponse, FakeUsage, UsageShape};
+    let usage = FakeUsage { input: 40, output: 8, ..FakeUsage::default() };
+    FakeResponse::openai_stream("m", &["A part ", "of the answer."], "stop", usage, UsageShape::WithFinish)
+}
+
+/// Queue `runs` runs of the fake model over a plan of `subtasks`; their ids.
+fn submit_fake(dir: &Dir, config: &str, store: &str, runs: usize, subtasks: usize, extra: &[&str]) -> Vec<String> {
+    let plan = plan_file(dir, subtasks);
+    (0..runs)
+        .map(|i| {
+            let task = format!("Survey {i}");
+            let mut args = vec!["run", task.as_str(), "--model", "fake/m", "--plan", plan.as_str(), "--detach", "--quiet"];
+            args.extend(extra);
+            let o = wait(fake_command(dir, config, store, &args).spawn().unwrap(), Duration::from_secs(60));
+            assert_eq!(code(&o), 0, "{}", stderr(&o));
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        })
+        .collect()
+}
+
+fn fake_workers(dir: &Dir, config: &str, store: &str, n: usize) -> Vec<Child> {
+    (0..n)
+        .map(|w| {
+            let name = format!("w{w}");
+            fake_command(dir, config, store, &["worker", "--max-runs", "4", "--name", &name]).spawn().unwrap()
+        })
+        .collect()
+}
+
+/// Four workers against a fake provider whose `max_concurrency` is 3 in belt.toml: never
+/// more than 3 requests in flight at the provider, summed over the four; and a 429 with
+/// Retry-After answered to one worker pauses all four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_keep_one_concurrency_limit_and_one_pause() {
+    use belt_llm::fake_server::{FakeResponse, FakeServer};
+    let dir = Dir::new("workers-limits");
+    let store = postgres_store("limits");
+    let fake = FakeServer::start().await.unwrap();
+    fake.set_default(fake_reply().first_byte_after(Duration::from_millis(250)));
+    for _ in 0..8 {
+        fake.push(fake_reply().first_byte_after(Duration::from_millis(250)));
+    }
+    fake.push(FakeResponse::openai_error(429, "Rate limit reached", "requests", Some("rate_limit_exceeded")).header("retry-after", "3"));
+    let config = fake_config(&dir, &fake.openai_base_url(), "max_concurrency = 3");
+    let ids = submit_fake(&dir, &config, &store, 4, 6, &[]);
+    let workers = fake_workers(&dir, &config, &store, 4);
+    let finished = tokio::task::spawn_blocking({
+        let (dir_path, store, ids) = (dir.0.clone(), store.clone(), ids.clone());
+        move || wait_finished(&Dir(dir_path), &store, &ids, Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    for w in workers {
+        terminate(w, Duration::from_secs(30));
+    }
+    assert!(finished.values().all(|s| s == "completed"), "{finished:?}");
+    assert_eq!(fake.max_in_flight(), 3, "the shared cap, reached and never passed by four workers");
+    let arrivals = fake.arrivals();
+    let refused = arrivals.iter().find(|(_, status)| *status == 429).expect("the 429 was served").0;
+    let paused: Vec<f64> = arrivals
+        .iter()
+        .map(|(t, _)| t.saturating_duration_since(refused).as_secs_f64())
+        .filter(|&d| d > 0.3 && d < 2.8)
+        .collect();
+    assert!(paused.is_empty(), "requests {paused:?} s after the 429 (Retry-After: 3 s)");
+    assert!(arrivals.len() >= 4 * 9, "{} requests", arrivals.len());
+}
+
+/// Four workers racing for one budget pool of 25 calls a day: the pool is never passed,
+/// whatever the interleaving, and `belt budget show` says what was spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_never_pass_a_budget_pool() {
+    use belt_llm::fake_server::FakeServer;
+    let dir = Dir::new("workers-pool");
+    let store = postgres_store("pool");
+    let fake = FakeServer::start().await.unwrap();
+    fake.set_default(fake_reply().first_byte_after(Duration::from_millis(50)));
+    let config = fake_config(&dir, &fake.openai_base_url(), "");
+    let ids = submit_fake(&dir, &config, &store, 6, 6, &["--budget-pool", "team"]);
+    let workers = fake_workers(&dir, &config, &store, 4);
+    let finished = tokio::task::spawn_blocking({
+        let (dir_path, store, ids) = (dir.0.clone(), store.clone(), ids.clone());
+        move || wait_finished(&Dir(dir_path), &store, &ids, Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    for w in workers {
+        terminate(w, Duration::from_secs(30));
+    }
+    assert!(fake.requests().len() <= 25, "{} calls under a pool of 25", fake.requests().len());
+    assert!(fake.requests().len() >= 20, "the pool was drawn to near its cap: {}", fake.requests().len());
+    assert!(finished.values().any(|s| s == "budget_exhausted"), "{finished:?}");
+    let o = wait(fake_command(&dir, &config, &store, &["budget", "show", "--json"]).spawn().unwrap(), Duration::from_secs(30));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let pools = json(&o);
+    let day = pools.as_array().unwrap().iter().find(|p| p["period"] == "day").unwrap().clone();
+    assert_eq!(day["spent"]["calls"].as_u64().unwrap() as usize, fake.requests().len(), "{pools}");
+    assert_eq!(day["reserved"]["calls"], 0, "nothing stays reserved: {pools}");
+}

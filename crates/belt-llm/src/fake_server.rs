@@ -634,8 +634,9 @@ struct ServerState {
     script: Mutex<VecDeque<FakeResponse>>,
     default: Mutex<Option<FakeResponse>>,
     requests: Mutex<Vec<RecordedRequest>>,
-    /// When each request arrived, in order (for tests of rate limits).
-    arrivals: Mutex<Vec<std::time::Instant>>,
+    /// When each request arrived and the status it was answered with, in order (for tests
+    /// of rate limits).
+    arrivals: Mutex<Vec<(std::time::Instant, u16)>>,
     /// Requests being answered now (until their first byte), and the most at once.
     in_flight: std::sync::atomic::AtomicUsize,
     max_in_flight: std::sync::atomic::AtomicUsize,
@@ -688,8 +689,8 @@ impl FakeServer {
         self.state.requests.lock().expect("fake server lock").clone()
     }
 
-    /// When each request arrived, in order.
-    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+    /// When each request arrived, and the status it was answered with, in order.
+    pub fn arrivals(&self) -> Vec<(std::time::Instant, u16)> {
         self.state.arrivals.lock().expect("fake server lock").clone()
     }
 
@@ -713,9 +714,7 @@ impl Drop for FakeServer {
 
 async fn handle(State(state): State<Arc<ServerState>>, request: Request) -> Response {
     use std::sync::atomic::Ordering::SeqCst;
-    if let Ok(mut arrivals) = state.arrivals.lock() {
-        arrivals.push(std::time::Instant::now());
-    }
+    let arrived = std::time::Instant::now();
     // Counted down on drop too: a client that gives up drops this future.
     struct InFlight<'a>(&'a ServerState);
     impl Drop for InFlight<'_> {
@@ -726,10 +725,10 @@ async fn handle(State(state): State<Arc<ServerState>>, request: Request) -> Resp
     let now = state.in_flight.fetch_add(1, SeqCst) + 1;
     state.max_in_flight.fetch_max(now, SeqCst);
     let _in_flight = InFlight(&state);
-    answer(&state, request).await
+    answer(&state, request, arrived).await
 }
 
-async fn answer(state: &ServerState, request: Request) -> Response {
+async fn answer(state: &ServerState, request: Request, arrived: std::time::Instant) -> Response {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 64 << 20).await.map(|b| b.to_vec()).unwrap_or_default();
     let recorded = RecordedRequest {
@@ -762,6 +761,9 @@ async fn answer(state: &ServerState, request: Request) -> Response {
     };
     if let Ok(mut requests) = state.requests.lock() {
         requests.push(recorded);
+    }
+    if let Ok(mut arrivals) = state.arrivals.lock() {
+        arrivals.push((arrived, script.status));
     }
     respond(script).await
 }
