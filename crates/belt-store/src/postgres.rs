@@ -215,9 +215,11 @@ impl PgStore {
     /// [`PgStore::open`] with options already parsed; `shown` names the store in messages.
     pub async fn open_with(options: PgConnectOptions, shown: String) -> Result<Self, StoreError> {
         let at = Arc::new(Place::of(shown, &options));
-        let options = options
-            .options([("statement_timeout", format!("{}s", STATEMENT_TIMEOUT.as_secs()))])
-            .application_name("belt");
+        let mut options = options.options([("statement_timeout", format!("{}s", STATEMENT_TIMEOUT.as_secs()))]);
+        // Named in pg_stat_activity, unless the URL names it.
+        if options.get_application_name().is_none() {
+            options = options.application_name("belt");
+        }
         // One connection first, directly: the pool would retry a refused connection until
         // its timeout and then say only that it timed out.
         let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())

@@ -742,7 +742,8 @@ impl RunStore for SqliteStore {
         sqlx::query("INSERT OR REPLACE INTO cache (key, reply, expires_ms) VALUES (?, ?, ?)")
             .bind(key.to_string())
             .bind(json)
-            .bind(now_ms() + ttl.as_millis() as i64)
+            // Saturating: a TTL longer than the clock can count means "never expires".
+            .bind(now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)))
             .execute(&self.pool)
             .await
             .map_err(self.err())?;
