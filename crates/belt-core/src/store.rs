@@ -542,7 +542,8 @@ impl RunStore for MemoryStore {
     async fn cache_put(&self, key: InputHash, reply: &StepReply, ttl: Duration) -> Result<(), StoreError> {
         // A TTL longer than the clock can count means "never expires" (a century), not a panic.
         let now = Instant::now();
-        let expires = now.checked_add(ttl).or_else(|| now.checked_add(Duration::from_secs(100 * 366 * 86_400)));
+        let expires =
+            now.checked_add(ttl).or_else(|| now.checked_add(Duration::from_secs(100 * 366 * 86_400)));
         let Some(expires) = expires else { return Ok(()) };
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (reply.clone(), expires));
         Ok(())

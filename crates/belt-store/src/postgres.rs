@@ -145,10 +145,9 @@ impl Place {
                 format!("cannot connect to PostgreSQL at {server}: {io}; is the server running? {check}")
             }
             sqlx::Error::Database(db) => match db.code().as_deref() {
-                Some("28P01") => format!(
-                    "PostgreSQL at {server} refused the password of user `{}`; {check}",
-                    self.user
-                ),
+                Some("28P01") => {
+                    format!("PostgreSQL at {server} refused the password of user `{}`; {check}", self.user)
+                }
                 Some("28000") => format!(
                     "PostgreSQL at {server} does not let user `{}` in ({}); {check}",
                     self.user,
@@ -215,7 +214,8 @@ impl PgStore {
     /// [`PgStore::open`] with options already parsed; `shown` names the store in messages.
     pub async fn open_with(options: PgConnectOptions, shown: String) -> Result<Self, StoreError> {
         let at = Arc::new(Place::of(shown, &options));
-        let mut options = options.options([("statement_timeout", format!("{}s", STATEMENT_TIMEOUT.as_secs()))]);
+        let mut options =
+            options.options([("statement_timeout", format!("{}s", STATEMENT_TIMEOUT.as_secs()))]);
         // Named in pg_stat_activity, unless the URL names it.
         if options.get_application_name().is_none() {
             options = options.application_name("belt");
@@ -240,9 +240,7 @@ impl PgStore {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options.clone());
-        bounded(&at, MIGRATOR.run(&pool))
-            .await?
-            .map_err(|e| migrate_error(&at, e))?;
+        bounded(&at, MIGRATOR.run(&pool)).await?.map_err(|e| migrate_error(&at, e))?;
         Ok(PgStore { pool, at, options, followers: Arc::default(), listener: Mutex::new(None) })
     }
 
@@ -307,8 +305,9 @@ async fn bounded<T>(at: &Place, op: impl Future<Output = T>) -> Result<T, StoreE
 
 /// The highest migration recorded in the database (0 for a new one).
 async fn schema_version(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&mut *conn).await?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
     if !exists {
         return Ok(0);
     }
@@ -333,7 +332,9 @@ fn migrate_error(at: &Place, e: sqlx::migrate::MigrateError) -> StoreError {
     use sqlx::migrate::MigrateError;
     match e {
         // Applied by another process meanwhile, by a newer belt.
-        MigrateError::VersionMissing(v) => StoreError::Backend(crate::newer_schema(&at.url, v, known_version())),
+        MigrateError::VersionMissing(v) => {
+            StoreError::Backend(crate::newer_schema(&at.url, v, known_version()))
+        }
         MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => at.error(e),
         other => StoreError::Backend(format!(
             "cannot bring the schema of the store at {} up to date: {other}",
@@ -420,9 +421,9 @@ fn step_record(r: &PgRow) -> Result<StepRecord, String> {
             replayed: false,
             cached: false,
             reported_usage: match json("reported_usage")? {
-                Some(j) => Some(
-                    serde_json::from_str(&j).map_err(|e| of(format!("column `reported_usage`: {e}")))?,
-                ),
+                Some(j) => {
+                    Some(serde_json::from_str(&j).map_err(|e| of(format!("column `reported_usage`: {e}")))?)
+                }
                 None => None,
             },
         },
@@ -582,7 +583,8 @@ impl RunStore for PgStore {
         let run: Arc<str> = Arc::from(run_id);
         let (mut after, mut events) = (after, Vec::new());
         for r in rows {
-            let lines: String = col(&r, "lines").map_err(|d| self.at.damaged(Some(run_id), within(d, "events")))?;
+            let lines: String =
+                col(&r, "lines").map_err(|d| self.at.damaged(Some(run_id), within(d, "events")))?;
             event_row::decode(&run, &lines, &mut after, &mut events)
                 .map_err(|e| self.at.damaged(Some(run_id), format!("an event does not decode: {e}")))?;
         }
@@ -753,7 +755,8 @@ impl RunStore for PgStore {
             ] {
                 sqlx::query(sql).bind(run_id).execute(&mut *tx).await?;
             }
-            let gone = sqlx::query("DELETE FROM runs WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
+            let gone =
+                sqlx::query("DELETE FROM runs WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(gone.rows_affected() > 0)
         })
@@ -982,3 +985,7 @@ async fn listen(options: PgConnectOptions, followers: Arc<Followers>) {
         pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
+
+#[cfg(test)]
+#[path = "postgres_tests.rs"]
+mod tests;

@@ -23,7 +23,8 @@ use belt_core::event::Event;
 use belt_core::result::{RunResult, RunStatus};
 use belt_core::step::{StepId, Tier};
 use belt_core::store::{
-    CancelRequest, DeadLetter, InputHash, LEASE_TTL, Lease, RunRecord, RunStore, RunSummary, StepRecord, StoreError,
+    CancelRequest, DeadLetter, InputHash, LEASE_TTL, Lease, RunRecord, RunStore, RunSummary, StepRecord,
+    StoreError,
 };
 use belt_core::{LlmRequest, StepOutcome, StepReply, Usage};
 use chrono::{DateTime, Utc};

@@ -189,7 +189,7 @@ async fn a_running_run_without_heartbeat_is_interrupted() {
     assert_eq!(store.list_runs(5).await.unwrap()[0].status, RunStatus::Interrupted);
 }
 
-fn sample_result(run_id: &str) -> belt_core::RunResult {
+pub(crate) fn sample_result(run_id: &str) -> belt_core::RunResult {
     belt_core::RunResult {
         run_id: run_id.into(),
         status: RunStatus::Running,
@@ -703,4 +703,74 @@ async fn queued_runs_are_taken_once_oldest_first_and_then_run() {
     let after = store.get_run("q-c").await.unwrap().unwrap();
     assert_eq!((after.status, after.started_at), (RunStatus::Completed, before.started_at));
     assert_eq!(after.definition, before.definition);
+}
+
+/// A file a newer belt migrated is refused with a message that says so (sqlx alone said a
+/// migration "is missing"), and nothing is written to it.
+#[tokio::test]
+async fn a_file_from_a_newer_belt_is_refused() {
+    let dir = TempDir::new("newer");
+    drop(SqliteStore::open(dir.db()).await.unwrap());
+    {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(dir.db()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (999, 'from the future', 1, x'00', 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let err = SqliteStore::open(dir.db()).await.err().expect("a newer file is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("was written by a newer belt (schema version 999, this belt knows 7); upgrade belt"),
+        "{text}"
+    );
+    assert!(text.contains(&dir.db().display().to_string()), "{text}");
+}
+
+#[test]
+fn postgres_urls_are_stores_shown_without_their_password() {
+    for url in
+        ["postgres://belt:s3cret@db.example:5433/belt", "postgresql://belt:s3cret@db/belt?sslmode=require"]
+    {
+        let spec: StoreSpec = url.parse().unwrap();
+        assert_eq!(spec, StoreSpec::Postgres(url.into()));
+        let shown = spec.to_string();
+        assert!(!shown.contains("s3cret") && shown.contains("belt:***@"), "{shown}");
+    }
+    let spec: StoreSpec = "postgres://belt:s3cret@db.example:5433/belt".parse().unwrap();
+    assert_eq!(spec.to_string(), "postgres://belt:***@db.example:5433/belt");
+    assert_eq!(
+        crate::redact_url("postgres://db/belt?user=u&password=pw&x=1"),
+        "postgres://db/belt?user=u&password=***&x=1"
+    );
+    assert_eq!(
+        crate::redact_url("postgresql://u@db/belt"),
+        "postgresql://u@db/belt",
+        "no password, nothing hidden"
+    );
+    assert_eq!(
+        crate::redact_url("postgres://u:p@ss:w@rd@db/b"),
+        "postgres://u:***@db/b",
+        "the last @ ends the user part"
+    );
+    assert!("postgres://".parse::<StoreSpec>().unwrap_err().contains("postgres://USER:PASSWORD@HOST"));
+    assert!("mysql://x".parse::<StoreSpec>().unwrap_err().contains("postgres://"));
+}
+
+/// `open` opens what `--store postgres://…` names.
+#[tokio::test]
+async fn a_postgres_spec_opens_a_postgres_store() {
+    let schema = crate::conformance::PgSchema::new().await;
+    let store = crate::open(&schema.url().parse().unwrap()).await.unwrap();
+    store.put_run(&record("r")).await.unwrap();
+    let again = crate::PgStore::open(&schema.url()).await.unwrap();
+    assert_eq!(again.get_run("r").await.unwrap().map(|r| r.task), Some("a task".to_string()));
 }
