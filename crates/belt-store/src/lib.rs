@@ -40,8 +40,9 @@ pub use belt_core::store::{MemoryStore, RunStore, StoreError};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-/// Which store to use, as given to `--store`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which store to use, as given to `--store`. Shown (`Display`, `Debug`) without a
+/// PostgreSQL URL's password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     /// Nothing outlives the process.
     Memory,
@@ -81,6 +82,16 @@ impl std::fmt::Display for StoreSpec {
             StoreSpec::Memory => f.write_str("memory"),
             StoreSpec::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
             StoreSpec::Postgres(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Memory => f.write_str("Memory"),
+            StoreSpec::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            StoreSpec::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
         }
     }
 }

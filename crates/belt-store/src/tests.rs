@@ -744,6 +744,7 @@ fn postgres_urls_are_stores_shown_without_their_password() {
         assert_eq!(spec, StoreSpec::Postgres(url.into()));
         let shown = spec.to_string();
         assert!(!shown.contains("s3cret") && shown.contains("belt:***@"), "{shown}");
+        assert!(!format!("{spec:?}").contains("s3cret"), "{spec:?}");
     }
     let spec: StoreSpec = "postgres://belt:s3cret@db.example:5433/belt".parse().unwrap();
     assert_eq!(spec.to_string(), "postgres://belt:***@db.example:5433/belt");
