@@ -42,8 +42,11 @@
 //!   (on the server, and on the client for a server that stopped answering). A lost
 //!   connection is a [`StoreError::Backend`] that says so; the pool reconnects for the next
 //!   operation.
-//! - **What reads back wrong is damage.** Every column is decoded through [`col`], so a value
+//! - **What reads back wrong is damage.** Every column is decoded through `col`, so a value
 //!   that does not decode is [`StoreError::Damaged`], as in SQLite, never a panic.
+//!
+//! Not yet: TLS (sqlx is built without a TLS backend, so `sslmode=require` fails to
+//! connect); the server must be reached over a private network or a tunnel.
 //!
 //! Types: counts are `BIGINT`, costs `DOUBLE PRECISION`, flags `BOOLEAN`, times
 //! `TIMESTAMPTZ` (microseconds: a run's start time reads back truncated to the microsecond),
