@@ -252,6 +252,12 @@ impl PgStore {
         &self.at.url
     }
 
+    /// The store's connections, for what else the processes sharing it keep in the same
+    /// database (provider limits, budget pools: `migrations-postgres/` holds their tables).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Run one operation against the database, bounded in time.
     async fn run<T>(&self, op: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, StoreError> {
         bounded(&self.at, op).await?.map_err(|e| self.at.error(e))
