@@ -43,6 +43,39 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
+    /// Named budgets that runs draw from (`--budget-pool NAME`), kept in a shared store.
+    #[serde(default)]
+    pub budget_pools: BTreeMap<String, PoolConfig>,
+}
+
+/// `[budget_pools.NAME]`: caps per UTC day and month; one left out is unlimited.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub usd_per_day: Option<f64>,
+    pub usd_per_month: Option<f64>,
+    pub tokens_per_day: Option<u64>,
+    pub tokens_per_month: Option<u64>,
+    pub calls_per_day: Option<u64>,
+    pub calls_per_month: Option<u64>,
+}
+
+impl PoolConfig {
+    /// The caps as the engine keeps them.
+    pub fn caps(&self) -> belt_core::shared::PoolCaps {
+        belt_core::shared::PoolCaps {
+            per_day: belt_core::Budget {
+                max_cost_usd: self.usd_per_day,
+                max_tokens: self.tokens_per_day,
+                max_calls: self.calls_per_day,
+            },
+            per_month: belt_core::Budget {
+                max_cost_usd: self.usd_per_month,
+                max_tokens: self.tokens_per_month,
+                max_calls: self.calls_per_month,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,7 +3,8 @@
 //!
 //! - [`RunSpec`] is a run's whole definition as one serde type: what the HTTP body and the
 //!   MCP tools deserialize into, what the CLI builds from its arguments, and what the store
-//!   records, so any process that reads the store can rebuild the run.
+//!   records, so any process that reads the store can rebuild the run. [`lenient`] makes
+//!   its schema one that MCP clients can fill, and takes the numbers they send as strings.
 //! - [`App::prepare`] turns a spec into what [`belt_core::run`] needs, with every check in
 //!   one place: the same mistake gets the same message from every front end.
 //! - [`patterns::REGISTRY`] is the pattern library as the front ends see it (names, what
@@ -39,12 +40,14 @@ mod error;
 pub mod files;
 pub mod hitl;
 mod legacy;
+pub mod lenient;
 pub mod models;
 pub mod patterns;
 mod prepare;
 #[cfg(test)]
 mod properties;
 mod spec;
+pub mod worker;
 mod workflow;
 
 pub use config::Config;

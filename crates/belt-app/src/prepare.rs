@@ -15,6 +15,7 @@ use std::time::Duration;
 use belt_core::limits::Limits;
 use belt_core::llm::Providers;
 use belt_core::plan::normalize_plan;
+use belt_core::store::RunRecord;
 use belt_core::{Budget, Orchestrator, RunOptions, SynthesizeMode, Task};
 use belt_llm::SimConfig;
 
@@ -44,6 +45,18 @@ pub const WORKFLOW_ORIGIN: &str = "workflow";
 pub struct App {
     config: Config,
     env: Env,
+    /// One limiter per provider for every run of the process (each run builds its own
+    /// providers; their limits must hold for all of them together).
+    limiters: std::sync::Mutex<std::collections::HashMap<String, Arc<belt_core::limits::Limiter>>>,
+    /// What the processes sharing the store share, once a front end opened such a store.
+    shared: std::sync::OnceLock<Shared>,
+}
+
+/// Limits and budget pools shared through a store (see [`belt_core::shared`]).
+#[derive(Clone)]
+struct Shared {
+    limits: Option<Arc<dyn belt_core::limits::SharedLimits>>,
+    pools: Option<Arc<dyn belt_core::shared::BudgetPools>>,
 }
 
 /// A checked spec, ready to start: give `options` a store, a run id, a lease owner, a
@@ -61,6 +74,22 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The run as a store records it while it waits for a driver (a worker, a server's
+    /// slot): its whole definition, no lease. Any process sharing the store can rebuild the
+    /// run from it.
+    pub fn queued_record(&self, run_id: &str, accepted_at: chrono::DateTime<chrono::Utc>) -> RunRecord {
+        RunRecord {
+            run_id: run_id.to_string(),
+            pattern: self.orchestrator.name().to_string(),
+            task: self.task.description.clone(),
+            status: belt_core::RunStatus::Queued,
+            started_at: accepted_at,
+            definition: std::sync::Arc::from(
+                self.options.definition.clone().unwrap_or_else(|| self.spec.to_definition()),
+            ),
+        }
+    }
+
     /// Start the run on the current tokio runtime.
     pub async fn start(&self) -> Result<belt_core::RunHandle, belt_core::RunError> {
         belt_core::run(self.orchestrator.clone(), self.task.clone(), self.options.clone()).await
@@ -70,7 +99,28 @@ impl Prepared {
 impl App {
     /// An application over `config`, reading the process's environment.
     pub fn new(config: Config) -> App {
-        App { config, env: Arc::new(belt_llm::process_env) }
+        App {
+            config,
+            env: Arc::new(belt_llm::process_env),
+            limiters: Default::default(),
+            shared: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Share provider limits and budget pools with the other processes of `store`, as far
+    /// as it can share them (PostgreSQL can; a SQLite or memory store has one process).
+    /// Call it once, before preparing runs; later calls change nothing.
+    pub fn share_through(&self, store: &dyn belt_core::RunStore) {
+        self.share(store.shared_limits(), store.budget_pools());
+    }
+
+    /// [`App::share_through`] with the parts given one by one.
+    pub fn share(
+        &self,
+        limits: Option<Arc<dyn belt_core::limits::SharedLimits>>,
+        pools: Option<Arc<dyn belt_core::shared::BudgetPools>>,
+    ) {
+        let _ = self.shared.set(Shared { limits, pools });
     }
 
     /// The same over another environment (tests, embedders with their own secrets).
@@ -109,7 +159,46 @@ impl App {
     /// built-in one whose key is set, and those of belt.toml, each with its limits.
     pub fn providers(&self, spec: &RunSpec) -> Result<Providers, AppError> {
         let env = self.env.clone();
-        config::providers(&self.config, self.sim_config(spec), &move |v| env(v))
+        let mut providers = config::providers(&self.config, self.sim_config(spec), &move |v| env(v))?;
+        let gate = self.shared.get().and_then(|s| s.limits.clone());
+        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        for name in providers.names().into_iter().map(str::to_string).collect::<Vec<_>>() {
+            let Some(fresh) = providers.limiter(&name).cloned() else { continue };
+            let limiter = limiters.entry(name.clone()).or_insert_with(|| {
+                if let Some(gate) = &gate {
+                    fresh.share(&name, gate.clone());
+                }
+                fresh
+            });
+            providers.set_limiter(&name, limiter.clone());
+        }
+        Ok(providers)
+    }
+
+    /// The budget pool `spec` draws from, if it names one: its caps from belt.toml, kept in
+    /// the shared store.
+    fn budget_pool(&self, spec: &RunSpec) -> Result<Option<belt_core::shared::BudgetPool>, AppError> {
+        let Some(name) = &spec.budget_pool else { return Ok(None) };
+        let Some(config) = self.config.budget_pools.get(name) else {
+            let known: Vec<&str> = self.config.budget_pools.keys().map(String::as_str).collect();
+            return Err(AppError::Invalid(format!(
+                "budget_pool (--budget-pool): no pool `{name}` in belt.toml ({}); define it as \
+                 [budget_pools.{name}] with usd_per_day, usd_per_month, tokens_per_day, … ",
+                if known.is_empty() {
+                    "it defines none".to_string()
+                } else {
+                    format!("it defines {}", known.join(", "))
+                }
+            )));
+        };
+        let Some(pools) = self.shared.get().and_then(|s| s.pools.clone()) else {
+            return Err(AppError::Invalid(
+                "budget_pool (--budget-pool): budget pools are kept in a store every process shares; use \
+                 --store postgres://… (or BELT_STORE)"
+                    .into(),
+            ));
+        };
+        Ok(Some(belt_core::shared::BudgetPool { name: name.clone(), caps: config.caps(), pools }))
     }
 
     /// The providers a model may name: the built-in ones, belt.toml's, the simulated one.
@@ -138,10 +227,13 @@ impl App {
     /// Check `spec` and build what runs it. Nothing is written and nothing is called.
     pub fn prepare(&self, spec: &RunSpec) -> Result<Prepared, AppError> {
         let common = Common::check(spec)?;
-        match &spec.workflow {
+        let pool = self.budget_pool(spec)?;
+        let mut prepared = match &spec.workflow {
             Some(text) => crate::workflow::prepare(self, spec, text, common),
             None => self.prepare_task(spec, common),
-        }
+        }?;
+        prepared.options.budget_pool = pool;
+        Ok(prepared)
     }
 
     fn prepare_task(&self, spec: &RunSpec, common: Common) -> Result<Prepared, AppError> {
@@ -180,6 +272,7 @@ impl App {
         keys_present(&team.models.all(), &providers)?;
         orchestrator.validate(&providers).map_err(AppError::Invalid)?;
         let simulated = team.models.all().iter().any(|m| is_simulated(m));
+        let providers = only_what_simulated_runs_call(providers, &team.models.all());
 
         let mut options = RunOptions::default().with_providers(providers);
         options.parallel = !spec.sequential;
@@ -398,6 +491,25 @@ pub(crate) fn keys_present<S: AsRef<str>>(models: &[S], providers: &Providers) -
 /// True when a model (or a link of a fallback chain) is simulated.
 pub(crate) fn is_simulated(model: &str) -> bool {
     model.split(',').any(|m| m.trim().starts_with("simulated/"))
+}
+
+/// The providers a run can call when every model it names is simulated: the simulated one
+/// alone. The engine labels a run simulated in `run_started` when every provider it can call
+/// is simulated; with keyless providers (Ollama) registered beside it, a simulated run said
+/// `"simulated": false` until its first reply. Runs naming any other model keep them all.
+pub(crate) fn only_what_simulated_runs_call<S: AsRef<str>>(providers: Providers, models: &[S]) -> Providers {
+    let all_simulated = !models.is_empty()
+        && models.iter().flat_map(|m| m.as_ref().split(',')).all(|m| m.trim().starts_with("simulated/"));
+    if !all_simulated {
+        return providers;
+    }
+    let Ok((simulated, _)) = providers.resolve("simulated/-") else { return providers };
+    let mut only = Providers::new();
+    match providers.limiter("simulated") {
+        Some(limiter) => only.insert_with_limits(simulated.clone(), *limiter.limits()),
+        None => only.insert(simulated.clone()),
+    }
+    only
 }
 
 /// The run's task: the spec's task, with its context as a section every agent reads.

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 /// A run's whole definition. See the [module docs](self).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = crate::lenient::plain_optionals)]
 pub struct RunSpec {
     /// What the agents should do, in plain language, e.g. "Analyze the impact of AI on
     /// healthcare". It is decomposed into one subtask per worker agent. Leave it out with a
@@ -35,7 +36,7 @@ pub struct RunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
     /// Number of worker agents (subtasks), 1 to 100000. Default: 5. A `plan` sets it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub agents: Option<u32>,
     /// The subtasks, instead of a decomposition by the model: `[{id, description,
@@ -44,7 +45,7 @@ pub struct RunSpec {
     pub plan: Option<Vec<Subtask>>,
     /// Critique-and-revise rounds (0 to 20): for the cascade, over its final synthesis
     /// (default 0); for `iterative`, the most drafts (default 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 20))]
     pub refine: Option<u32>,
 
@@ -64,7 +65,7 @@ pub struct RunSpec {
     pub executive_model: Option<String>,
 
     /// Most LLM calls in flight at once within this run, 1 to 100000. Default: 16.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub concurrency: Option<u32>,
     /// Run the subtasks one at a time, in priority order. Default: false.
@@ -72,11 +73,11 @@ pub struct RunSpec {
     pub sequential: bool,
     /// Seconds one attempt of a step may take, for every tier (default: 180 for workers,
     /// 240 for synthesizers, 300 for the executive). At most one day.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
     /// Retries of a step after a retryable error (timeout, 429, 5xx, connection), 0 to 100.
     /// Default: 2.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 100))]
     pub retries: Option<u32>,
     /// Timeout and retries per tier (`decomposer`, `worker`, `synthesizer`, `executive`, or
@@ -84,25 +85,29 @@ pub struct RunSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub policies: BTreeMap<String, TierPolicy>,
     /// Workers per synthesizer (cascade), 2 to 1000. Default: 5.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 1000))]
     pub group_size: Option<u32>,
     /// Cascade synthesis: `auto` (by the tier shape), `always` or `never`. Default: auto.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synthesize: Option<SynthesizeMode>,
     /// Fraction (0 to 1) of workers that must succeed for synthesis to run. Default: 0.5.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     pub min_success: Option<f64>,
 
     /// Hard cap on the run's cost in US dollars: no call starts that could pass it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     pub budget_usd: Option<f64>,
     /// Hard cap on tokens (input + output) for the whole run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     pub budget_tokens: Option<u64>,
     /// Hard cap on provider calls for the whole run (retries count).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     pub budget_calls: Option<u64>,
+    /// A budget pool of belt.toml (`[budget_pools.NAME]`) that every call also draws from,
+    /// with every other run that names it, in every process sharing the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_pool: Option<String>,
 
     /// Ask a person to approve the plan before any worker runs (over HTTP: GET
     /// /v1/approvals, answered at POST /v1/runs/{id}/approvals/{request_id}). Rejected or
@@ -115,12 +120,12 @@ pub struct RunSpec {
     pub approve_all: bool,
     /// Wait at most this many seconds for an answer to any question, then take its
     /// default; 1 to 604800 (a week).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 604800))]
     pub hitl_timeout: Option<u64>,
     /// Serve identical requests from the store's response cache for this many seconds (hits
     /// cost nothing and are marked in events).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     pub cache: Option<u64>,
 
     /// The text of a belt workflow file (YAML or TOML, as `belt init` writes them) to run
@@ -149,25 +154,26 @@ pub struct RunSpec {
     pub out: Option<PathBuf>,
 
     /// Seed of the simulated provider (same seed, same texts). Only for `simulated/` models.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Fixed latency of simulated calls in milliseconds (default: random 200-800).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     pub sim_latency_ms: Option<u64>,
     /// Fraction (0 to 1) of simulated calls that fail with a 429, a 500 or a timeout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     pub sim_fail_rate: Option<f64>,
 }
 
 /// Timeout and retries for the steps of one tier.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = crate::lenient::plain_optionals)]
 pub struct TierPolicy {
     /// Seconds one attempt may take.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
     /// Retries after a retryable error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 100))]
     pub retries: Option<u32>,
 }

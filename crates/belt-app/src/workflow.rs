@@ -122,6 +122,7 @@ pub(crate) fn prepare(app: &App, spec: &RunSpec, text: &str, common: Common) -> 
     crate::prepare::keys_present(&bound.models(), &providers)?;
     belt_core::Orchestrator::validate(&orchestrator, &providers).map_err(AppError::Invalid)?;
     let simulated = bound.models().iter().any(|m| is_simulated(m));
+    let providers = crate::prepare::only_what_simulated_runs_call(providers, &bound.models());
 
     // Defaults, then the file's settings, then what the spec says explicitly.
     let mut options = RunOptions::default().with_providers(providers);

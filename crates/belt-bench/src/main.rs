@@ -33,6 +33,8 @@
 //! To see the first figure cleanly, use a concurrency of N and a latency long enough for
 //! all N calls to start before the first one ends (the suite uses N = 10,000 at 1 s).
 
+mod scale;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -79,6 +81,18 @@ struct Args {
     /// Run the standard suite, each case in a fresh process (so peak RSS is per case).
     #[arg(long)]
     suite: bool,
+    /// The scale-out case on the PostgreSQL server of this URL (see `scale.rs`).
+    #[arg(long, value_name = "POSTGRES_URL")]
+    scale_out: Option<String>,
+    /// The `belt` binary the scale-out case starts [default: beside belt-bench]
+    #[arg(long)]
+    belt: Option<std::path::PathBuf>,
+    /// Runs of the scale-out case.
+    #[arg(long, default_value_t = 200)]
+    runs: usize,
+    /// Runs each worker of the scale-out case drives at once.
+    #[arg(long, default_value_t = 8)]
+    max_runs: usize,
 }
 
 fn main() {
@@ -88,6 +102,17 @@ fn main() {
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if let Some(url) = &args.scale_out {
+        let belt = args.belt.clone().unwrap_or_else(scale::default_belt);
+        let shape = scale::Shape {
+            runs: args.runs,
+            agents: args.n.min(1000),
+            latency_ms: args.latency_ms,
+            max_runs: args.max_runs,
+        };
+        runtime.block_on(scale::scale_out(url, &belt, &shape));
+        return;
+    }
     let line = runtime.block_on(case(&args));
     println!("{line}");
 }

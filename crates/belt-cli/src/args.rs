@@ -65,6 +65,13 @@ pub enum Command {
     /// Be an MCP server on stdin/stdout: belt's runs as tools for an AI assistant
     /// (Claude Desktop, IDEs). See the README's "`belt serve` and MCP" section.
     Mcp(McpArgs),
+    /// Drive runs from a shared store (PostgreSQL, or one SQLite file on this host): queued
+    /// runs, and runs whose process died, resumed from their record. SIGTERM hands the runs
+    /// back after their calls in flight. See the README's "Running on several machines".
+    Worker(WorkerArgs),
+    /// Budget pools: what every run drawing from each has spent and holds reserved.
+    #[command(subcommand)]
+    Budget(BudgetCommand),
     /// Models with known prices and capabilities, and which providers are ready.
     Models {
         /// As a JSON array.
@@ -103,10 +110,27 @@ pub struct ServeArgs {
     /// so that API clients cannot make the server call its own network).
     #[arg(long)]
     pub allow_private_webhooks: bool,
+    /// Drive no runs here: an API node over a shared store (`--store postgres://…`) that
+    /// queues runs for `belt worker`s and serves any run's state, documents and events.
+    #[arg(long)]
+    pub no_execute: bool,
     /// Let pages of ORIGIN (e.g. https://app.example.com) call the API from a browser
     /// (CORS). Repeatable; none by default.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Runs driven at once.
+    #[arg(long, default_value_t = 4)]
+    pub max_runs: usize,
+    /// This worker's name in the runs' leases [default: the host name]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only say when the store is unavailable, not each run taken and ended.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +213,19 @@ pub enum RunsCommand {
     Export { run_id: String },
     /// Delete a run with its steps and events.
     Rm { run_id: String },
+    /// Cancel a queued or running run, whichever process drives it (it sees the request at
+    /// its next heartbeat, within a few seconds).
+    Cancel { run_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BudgetCommand {
+    /// Each pool's day and month: spent, reserved by calls in flight, and its caps.
+    Show {
+        /// As a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +329,10 @@ pub struct RunArgs {
     /// Stop starting calls after this many provider calls (retries count).
     #[arg(long, allow_negative_numbers = true)]
     pub budget_calls: Option<u64>,
+    /// Also draw from this budget pool of belt.toml ([budget_pools.NAME]: caps per day and
+    /// month that every run naming it shares, in every process of a PostgreSQL store).
+    #[arg(long, value_name = "NAME")]
+    pub budget_pool: Option<String>,
 
     /// A JSON array of subtasks ({id, description, specialization, priority,
     /// dependencies}); their count sets the number of agents and decomposition is skipped.
@@ -312,6 +353,10 @@ pub struct RunArgs {
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Queue the run in the store for `belt worker`s and print its id, instead of running it
+    /// here (follow it with `belt runs events --follow ID`).
+    #[arg(long)]
+    pub detach: bool,
 
     /// Ask for approval of the plan before any worker runs (on the terminal; see
     /// --approve-all for unattended runs). Rejected or unanswered, nothing more is paid for.

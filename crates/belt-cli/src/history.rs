@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use belt_app::{App, RunSpec};
-use belt_core::store::{DeadLetter, RunStore, RunSummary, StoreError};
+use belt_core::store::{CancelRequest, DeadLetter, RunStore, RunSummary, StoreError};
 use belt_core::{
     AgentOutput, Ctx, Orchestrator, Outcome, Plan, RunOptions, RunResult, RunStatus, StepError, StepSpec,
     Subtask, Synthesis, Task,
@@ -58,6 +58,7 @@ pub async fn resume(mut args: ResumeArgs, spec: &StoreSpec, app: &App) -> Result
             args.run_id
         ))
     })?;
+    app.share_through(&*store);
     let prepared = app.prepare(&run_spec)?;
     let exec = Exec {
         store,
@@ -78,12 +79,33 @@ pub async fn runs(command: RunsCommand, spec: &StoreSpec) -> Result<i32, CliErro
             RunsCommand::Show { run_id: full_id(&*store, &run_id, spec).await?, json }
         }
         RunsCommand::Events { run_id, follow } => {
-            RunsCommand::Events { run_id: full_id(&*store, &run_id, spec).await?, follow }
+            store.get_run(&run_id).await.map_err(usage)?.ok_or_else(|| unknown(&run_id, spec))?;
+            let mut after = 0;
+            let mut out = std::io::stdout().lock();
+            let mut events = store.events(&run_id, after).await.map_err(usage)?;
+            loop {
+                let mut finished = false;
+                for e in &events {
+                    after = e.seq;
+                    finished |= e.kind.type_name() == "run_finished";
+                    let _ = writeln!(out, "{}", serde_json::to_string(&**e).expect("events serialize"));
+                }
+                let _ = out.flush();
+                // A queued run is followed too: a worker will start it.
+                if !follow || finished || !is_live_or_queued(&*store, &run_id).await? {
+                    return Ok(0);
+                }
+                // Woken as soon as the driver records more (PostgreSQL: LISTEN/NOTIFY).
+                events = store.wait_events(&run_id, after, FOLLOW_WAIT).await.map_err(usage)?;
+            }
         }
         RunsCommand::Export { run_id } => {
             RunsCommand::Export { run_id: full_id(&*store, &run_id, spec).await? }
         }
         RunsCommand::Rm { run_id } => RunsCommand::Rm { run_id: full_id(&*store, &run_id, spec).await? },
+        RunsCommand::Cancel { run_id } => {
+            RunsCommand::Cancel { run_id: full_id(&*store, &run_id, spec).await? }
+        }
         list => list,
     };
     match command {
@@ -225,7 +247,36 @@ pub async fn runs(command: RunsCommand, spec: &StoreSpec) -> Result<i32, CliErro
                 Err(unknown(&run_id, spec))
             }
         }
+        RunsCommand::Cancel { run_id } => cancel(&*store, &run_id, spec).await,
     }
+}
+
+/// How long one wait of `belt runs events --follow` lasts before it looks at the run again.
+const FOLLOW_WAIT: Duration = Duration::from_secs(5);
+
+/// `belt runs cancel`: through the store, so it reaches whichever process drives the run.
+async fn cancel(store: &dyn RunStore, run_id: &str, spec: &StoreSpec) -> Result<i32, CliError> {
+    let record = store.get_run(run_id).await.map_err(usage)?.ok_or_else(|| unknown(run_id, spec))?;
+    match store.request_cancel(run_id).await.map_err(usage)? {
+        CancelRequest::WasQueued => {
+            // No driver will take it now: it ends here, having run nothing.
+            let result = record.not_started(RunStatus::Cancelled, "cancelled while queued");
+            store.finish_run(&result).await.map_err(usage)?;
+            println!("cancelled run {run_id} (it was queued; nothing ran)");
+        }
+        CancelRequest::WasRunning => println!(
+            "asked run {run_id}'s driver to cancel it; it stops within a few seconds, keeping what \
+             finished (`belt runs events --follow {run_id}` shows it end)"
+        ),
+        _ => {
+            let status = store.get_result(run_id).await.map_err(usage)?.map(|r| r.status.to_string());
+            return Err(CliError::Usage(format!(
+                "run {run_id} is not queued or running ({}); nothing to cancel",
+                status.unwrap_or_else(|| record.status.to_string())
+            )));
+        }
+    }
+    Ok(0)
 }
 
 /// `belt dlq …`.
@@ -360,6 +411,12 @@ async fn list(store: &dyn RunStore, limit: usize) -> Result<Vec<RunSummary>, Cli
 }
 
 /// True while a live process drives the run.
+/// Running, or queued for a driver to start.
+async fn is_live_or_queued(store: &dyn RunStore, run_id: &str) -> Result<bool, CliError> {
+    let status = list(store, usize::MAX).await?.into_iter().find(|r| r.run_id == run_id).map(|r| r.status);
+    Ok(matches!(status, Some(RunStatus::Running | RunStatus::Queued)))
+}
+
 async fn is_live(store: &dyn RunStore, run_id: &str) -> Result<bool, CliError> {
     Ok(list(store, usize::MAX)
         .await?

@@ -10,6 +10,7 @@
 //! budget exhausted, 1 failed, 2 bad input, 130 cancelled).
 
 mod args;
+mod budget_cmd;
 mod diagnostics;
 mod error;
 mod history;
@@ -21,6 +22,7 @@ mod report_cmd;
 mod run_cmd;
 mod serve_cmd;
 mod signals;
+mod worker_cmd;
 mod workflow_cmd;
 
 use clap::Parser;
@@ -81,6 +83,8 @@ fn main() {
             Command::Report(args) => report_cmd::report(args, &store).await,
             Command::Serve(args) => serve_cmd::serve(args, &store, app, &home).await,
             Command::Mcp(args) => serve_cmd::mcp(args, &store, app).await,
+            Command::Worker(args) => worker_cmd::worker(args, &store, app).await,
+            Command::Budget(args::BudgetCommand::Show { json }) => budget_cmd::show(json, &store, &app).await,
             Command::Models { json } => Ok(models::list(json, &belt_llm::process_env)),
             Command::Patterns { json } => Ok(patterns(json)),
             Command::Validate(args) => workflow_cmd::validate(args, &app),

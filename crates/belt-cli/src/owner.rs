@@ -33,7 +33,7 @@ pub fn is_dead(owner: &str) -> bool {
     !alive
 }
 
-fn host() -> String {
+pub fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use belt_core::{Event, EventKind, Tier};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use belt_core::{AgentRecord, AgentStatus, Event, EventKind, PlanSource, StepError, Tier};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,8 @@ struct Level {
     running: u64,
     done: u64,
     failed: u64,
+    /// Steps in flight when the run was cancelled: not failures of their own.
+    cancelled: u64,
     skipped: u64,
     retries: u64,
     bar: Option<ProgressBar>,
@@ -38,11 +40,18 @@ pub struct Progress {
     started: Instant,
     total_steps: u64,
     ended_steps: u64,
+    /// Steps in flight when the run was cancelled.
+    cancelled: u64,
     tokens: u64,
     cost: f64,
     simulated: bool,
     /// A resumed run: its first event says so.
     resumed: bool,
+    /// The pattern runs steps of its own (a workflow file's, `iterative`'s) inside one
+    /// subtask the engine plans for it: shown as those steps, not as a plan and workers.
+    own_steps: bool,
+    /// From `run_started` to `plan_ready`: the header says so, with its clock running.
+    planning: bool,
 }
 
 impl Progress {
@@ -51,7 +60,17 @@ impl Progress {
         let (multi, header) = if mode == Mode::Live {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
             let header = multi.add(ProgressBar::new_spinner());
-            header.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+            // The clock is drawn on every tick, not only when an event comes: planning is one
+            // long call, and a clock that only moved with events stood at 0.0s through it.
+            // `{prefix}` holds what follows the clock (the ETA, "simulated").
+            let clock = |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1}s", state.elapsed().as_secs_f64());
+            };
+            header.set_style(
+                ProgressStyle::with_template("{spinner} {msg} · {clock}{prefix}")
+                    .expect("static template")
+                    .with_key("clock", clock),
+            );
             header.enable_steady_tick(Duration::from_millis(100));
             header.set_message("starting…");
             (Some(multi), Some(header))
@@ -66,10 +85,13 @@ impl Progress {
             started: Instant::now(),
             total_steps: 0,
             ended_steps: 0,
+            cancelled: 0,
             tokens: 0,
             cost: 0.0,
             simulated: false,
             resumed,
+            own_steps: false,
+            planning: false,
         }
     }
 
@@ -82,7 +104,8 @@ impl Progress {
         if self.mode == Mode::Quiet {
             return;
         }
-        let level = e.step.as_ref().map(|s| level_of(s.as_str()));
+        // A pattern's own steps all count on its one bar.
+        let level = e.step.as_ref().map(|s| if self.own_steps { 0 } else { level_of(s.as_str()) });
         match &e.kind {
             EventKind::RunStarted { pattern, agents, concurrency, simulated, .. } => {
                 self.simulated = *simulated;
@@ -97,23 +120,38 @@ impl Progress {
                     "run {} {verb}: {pattern}{agents}, concurrency {concurrency}{sim}",
                     e.run_id
                 ));
-                self.status("decomposing the task…".into());
+                self.planning = true;
+                self.status("planning: the decomposer writes the subtasks…".into());
+                if let (Some(h), true) = (&self.header, self.simulated) {
+                    h.set_prefix(" · simulated");
+                }
+                return;
+            }
+            EventKind::PlanReady { source: PlanSource::Orchestrator, .. } => {
+                self.planning = false;
+                // The plan is the engine's wrapper around the pattern's own steps, whose
+                // number is not known ahead (routes, loops): no plan line, no ETA.
+                self.own_steps = true;
+                self.status("running…".into());
             }
             EventKind::PlanReady { subtasks, shape, source } => {
+                self.planning = false;
                 self.total_steps = shape.iter().sum::<usize>() as u64;
                 let shape = shape.iter().map(usize::to_string).collect::<Vec<_>>().join(" → ");
-                self.line(
-                    format!("plan ready ({source:?}): {subtasks} subtasks; tiers {shape}").to_lowercase(),
-                );
+                let source = format!("{source:?}").to_lowercase();
+                self.line(format!("plan ready ({source}): {}; tiers {shape}", plural(*subtasks, "subtask")));
             }
             EventKind::PlanFallback { reason, templated } => {
                 self.line(format!("plan fallback: {reason}; {templated} template subtask(s) used"));
             }
             EventKind::TierStarted { tier, level, count } => {
-                let name = tier_name(tier, *level);
-                self.line(format!("{name}: {count} started"));
+                let (name, count) =
+                    if self.own_steps { ("steps".to_string(), 0) } else { (tier_name(tier, *level), *count) };
+                if !self.own_steps {
+                    self.line(format!("{name}: {count} started"));
+                }
                 let bar = self.multi.as_ref().map(|m| {
-                    let bar = m.add(ProgressBar::new(*count as u64));
+                    let bar = m.add(ProgressBar::new(count as u64));
                     bar.set_style(
                         ProgressStyle::with_template("{prefix:>16} [{bar:30.cyan/blue}] {pos}/{len} {msg}")
                             .expect("static template")
@@ -124,12 +162,15 @@ impl Progress {
                 });
                 let key = if *tier == Tier::Executive { usize::MAX } else { *level };
                 let l = self.levels.entry(key).or_default();
-                l.total = *count as u64;
+                l.total = count as u64;
                 l.bar = bar;
             }
             EventKind::TierCompleted { tier, level, succeeded, failed, skipped } => {
                 let skipped = if *skipped > 0 { format!(", {skipped} skipped") } else { String::new() };
-                self.line(format!("{}: {succeeded} done, {failed} failed{skipped}", tier_name(tier, *level)));
+                if !self.own_steps {
+                    let name = tier_name(tier, *level);
+                    self.line(format!("{name}: {succeeded} done, {failed} failed{skipped}"));
+                }
                 let key = if *tier == Tier::Executive { usize::MAX } else { *level };
                 if let Some(bar) = self.levels.get(&key).and_then(|l| l.bar.as_ref()) {
                     bar.finish();
@@ -138,6 +179,11 @@ impl Progress {
             EventKind::StepStarted { .. } => {
                 if let Some(l) = level.and_then(|k| self.levels.get_mut(&k)) {
                     l.running += 1;
+                    if self.own_steps
+                        && let Some(bar) = &l.bar
+                    {
+                        bar.inc_length(1);
+                    }
                 }
             }
             EventKind::StepRetrying { attempt, error, delay_ms, .. } => {
@@ -147,10 +193,21 @@ impl Progress {
                     l.retries += 1;
                 }
             }
-            EventKind::StepCompleted { outcome, .. } => {
+            EventKind::StepCompleted { outcome, tier, .. } => {
+                if self.own_steps {
+                    let step = e.step.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                    let secs = outcome.duration_ms as f64 / 1000.0;
+                    self.line(format!("{step} ({tier}) done in {secs:.1}s"));
+                }
                 self.tokens += outcome.usage.total();
                 self.cost += outcome.cost_usd;
                 self.end_step(level, |l| l.done += 1, true);
+            }
+            // One line for all of them when the run finishes: a cancelled run of a thousand
+            // workers in flight is not a thousand lines.
+            EventKind::StepFailed { error_kind, .. } if error_kind == CANCELLED => {
+                self.cancelled += 1;
+                self.end_step(level, |l| l.cancelled += 1, true);
             }
             EventKind::StepFailed { error, .. } => {
                 let step = e.step.as_ref().map(|s| s.to_string()).unwrap_or_default();
@@ -190,6 +247,10 @@ impl Progress {
                 self.line(format!("wrote {format} report: {path}"))
             }
             EventKind::RunFinished { status, stop_reason, .. } => {
+                if self.cancelled > 0 {
+                    let steps = plural(self.cancelled as usize, "step");
+                    self.line(format!("{steps} in flight cancelled; what completed is recorded"));
+                }
                 self.line(format!("run finished: {status} ({stop_reason})"));
                 if let Some(h) = &self.header {
                     h.finish_and_clear();
@@ -211,10 +272,13 @@ impl Progress {
                 l.running = l.running.saturating_sub(1);
             }
             if let Some(bar) = &l.bar {
-                bar.set_position(l.done + l.failed + l.skipped);
+                bar.set_position(l.done + l.failed + l.cancelled + l.skipped);
                 let mut msg = format!("running {}", l.running);
                 if l.failed > 0 {
                     msg.push_str(&format!(" · failed {}", l.failed));
+                }
+                if l.cancelled > 0 {
+                    msg.push_str(&format!(" · cancelled {}", l.cancelled));
                 }
                 if l.skipped > 0 {
                     msg.push_str(&format!(" · skipped {}", l.skipped));
@@ -229,18 +293,24 @@ impl Progress {
 
     fn refresh_header(&self) {
         let Some(h) = &self.header else { return };
+        if self.planning {
+            // The planning message stays until the plan is ready (the decomposer's own
+            // step events come first).
+            return;
+        }
         let elapsed = self.started.elapsed().as_secs_f64();
-        let mut msg = format!("{} tokens · ${:.4} · {:.1}s", human(self.tokens), self.cost, elapsed);
+        h.set_message(format!("{} tokens · ${:.4}", human(self.tokens), self.cost));
+        let mut after = String::new();
         // ETA from the pace so far; the decomposition step is not in total_steps.
         let done = self.ended_steps.saturating_sub(1);
         if self.total_steps > 0 && done > 0 && done < self.total_steps {
             let eta = elapsed / done as f64 * (self.total_steps - done) as f64;
-            msg.push_str(&format!(" · ETA {eta:.0}s"));
+            after.push_str(&format!(" · ETA {eta:.0}s"));
         }
         if self.simulated {
-            msg.push_str(" · simulated");
+            after.push_str(" · simulated");
         }
-        h.set_message(msg);
+        h.set_prefix(after);
     }
 
     fn status(&self, msg: String) {
@@ -280,6 +350,17 @@ impl Progress {
     }
 }
 
+/// The `error_kind` of a step that was in flight when its run was cancelled.
+const CANCELLED: &str = "cancelled";
+
+/// Whether a step that did not complete was stopped by the run's cancellation (Ctrl-C,
+/// `cancel_run`) rather than failing: the engine records it as failed with the cancellation
+/// as its error, and a person reading the summary must not take it for a broken step.
+pub fn was_cancelled(a: &AgentRecord) -> bool {
+    a.status == AgentStatus::Failed
+        && a.error.as_deref() == Some(StepError::Cancelled { step: a.step.clone() }.to_string().as_str())
+}
+
 fn tier_name(tier: &Tier, level: usize) -> String {
     match tier {
         Tier::Worker => "workers".into(),
@@ -300,6 +381,11 @@ fn level_of(step: &str) -> usize {
     } else {
         usize::MAX - 1
     }
+}
+
+/// `1 subtask`, `12 subtasks`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }
 
 /// 12345 → "12.3k".
@@ -323,5 +409,9 @@ mod tests {
         assert_eq!(human(999), "999");
         assert_eq!(human(12_345), "12.3k");
         assert_eq!(human(2_500_000), "2.50M");
+        assert_eq!(
+            (plural(1, "subtask"), plural(0, "step"), plural(12, "step")),
+            ("1 subtask".into(), "0 steps".into(), "12 steps".into())
+        );
     }
 }

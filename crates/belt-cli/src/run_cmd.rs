@@ -70,6 +70,7 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
         budget_usd: args.budget_usd,
         budget_tokens: args.budget_tokens,
         budget_calls: args.budget_calls,
+        budget_pool: args.budget_pool.clone(),
         review_plan: args.review_plan,
         approve_all: args.approve_all,
         hitl_timeout: args.hitl_timeout,
@@ -88,7 +89,7 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
 
 /// `belt run` (with or without `-f FILE`): check the arguments, then run; returns the
 /// process exit code.
-pub async fn run(args: RunArgs, store: &StoreSpec, app: &App) -> Result<i32, CliError> {
+pub async fn run(args: RunArgs, store_spec: &StoreSpec, app: &App) -> Result<i32, CliError> {
     let mut spec = spec(&args)?;
     // The model is settled once and recorded, so that a resume uses the same one.
     if spec.model.is_some() || app.needs_default_model(&spec) {
@@ -98,11 +99,41 @@ pub async fn run(args: RunArgs, store: &StoreSpec, app: &App) -> Result<i32, Cli
         }
         spec.model = Some(choice.model());
     }
+    if args.detach && *store_spec == StoreSpec::Memory {
+        return Err(CliError::Usage(
+            "--detach queues the run in the store for `belt worker`s, and a memory store ends with this \
+             process; use --store postgres://… (or sqlite://PATH for workers on this host)"
+                .into(),
+        ));
+    }
+    let store = open_store(store_spec).await?;
+    app.share_through(&*store);
     let prepared = app.prepare(&spec)?;
-    let store = open_store(store).await?;
+    if args.detach {
+        return detach(&prepared, &*store, store_spec, args.quiet).await;
+    }
     let exec =
         Exec { store, run_id: None, out: None, events: args.events, json: args.json, quiet: args.quiet };
     execute(prepared, exec).await
+}
+
+/// `belt run --detach`: record the run as queued, for a worker to drive, and print its id.
+async fn detach(
+    prepared: &Prepared,
+    store: &dyn RunStore,
+    spec: &StoreSpec,
+    quiet: bool,
+) -> Result<i32, CliError> {
+    let run_id = uuid::Uuid::now_v7().to_string();
+    store.put_run(&prepared.queued_record(&run_id, chrono::Utc::now())).await?;
+    println!("{run_id}");
+    if !quiet {
+        eprintln!(
+            "belt: queued run {run_id} in {spec}; a `belt worker` on this store runs it. Follow it with \
+             `belt runs events --follow {run_id}`; its report: `belt report {run_id} --format md,html`"
+        );
+    }
+    Ok(0)
 }
 
 /// Say on stderr how the default model was found, when it was not named.
@@ -348,17 +379,14 @@ impl DocumentWriter for ReportWriter {
 pub fn summary(r: &RunResult) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(vec![
-        "tier",
-        "steps",
-        "done",
-        "failed",
-        "skipped",
-        "tokens in",
-        "tokens out",
-        "cost",
-        "time",
-    ]);
+    // Steps stopped by a cancellation get a column of their own, only when there are some.
+    let cancelled = r.agents.iter().any(crate::progress::was_cancelled);
+    let mut header = vec!["tier", "steps", "done", "failed", "cancelled", "skipped"];
+    header.extend(["tokens in", "tokens out", "cost", "time"]);
+    if !cancelled {
+        header.remove(4);
+    }
+    table.set_header(header);
     let mut groups: Vec<(String, Vec<&belt_core::AgentRecord>)> = Vec::new();
     for a in &r.agents {
         let name = match (&a.tier, a.step.as_str().strip_prefix("synth/")) {
@@ -373,27 +401,37 @@ pub fn summary(r: &RunResult) -> String {
         }
     }
     let row = |name: &str, v: &[&belt_core::AgentRecord]| {
-        let count = |s: AgentStatus| v.iter().filter(|a| a.status == s).count().to_string();
+        let count = |s: AgentStatus| {
+            v.iter().filter(|a| a.status == s && !crate::progress::was_cancelled(a)).count().to_string()
+        };
         let first = v.iter().map(|a| a.started_ms).min().unwrap_or(0);
         let last = v.iter().map(|a| a.started_ms + a.outcome.duration_ms).max().unwrap_or(0);
-        vec![
+        let stopped = v.iter().filter(|a| crate::progress::was_cancelled(a)).count().to_string();
+        let mut row = vec![
             name.to_string(),
             v.len().to_string(),
             count(AgentStatus::Completed),
             count(AgentStatus::Failed),
+            stopped,
             count(AgentStatus::Skipped),
             human(v.iter().map(|a| a.outcome.usage.input_tokens).sum()),
             human(v.iter().map(|a| a.outcome.usage.output_tokens).sum()),
             format!("${:.4}", v.iter().map(|a| a.outcome.cost_usd).sum::<f64>()),
             format!("{:.1}s", last.saturating_sub(first) as f64 / 1000.0),
-        ]
+        ];
+        if !cancelled {
+            row.remove(4);
+        }
+        row
     };
     for (name, v) in &groups {
         table.add_row(row(name, v));
     }
     let all: Vec<&belt_core::AgentRecord> = r.agents.iter().collect();
     let mut total = row("total", &all);
-    total[8] = format!("{:.1}s", r.duration_ms as f64 / 1000.0);
+    if let Some(time) = total.last_mut() {
+        *time = format!("{:.1}s", r.duration_ms as f64 / 1000.0);
+    }
     table.add_row(total);
     let mut out = format!("{table}\n");
     out.push_str(&format!("status:  {} ({})\n", r.status, r.stop_reason));
@@ -438,5 +476,9 @@ pub fn summary(r: &RunResult) -> String {
         out.push_str(&format!("report:  {}\n", d.path));
     }
     out.push_str(&format!("run id:  {}", r.run_id));
+    // A stopped run keeps what it paid for: say how to go on.
+    if matches!(r.status, RunStatus::Cancelled | RunStatus::Interrupted) {
+        out.push_str(&format!("\nresume:  belt resume {}", r.run_id));
+    }
     out
 }

@@ -35,6 +35,7 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>, home: &Pat
     let (token, source) =
         belt_server::resolve_token(explicit.as_deref(), &file).map_err(|e| CliError::Usage(e.to_string()))?;
     let store = run_cmd::open_store(store).await?;
+    app.share_through(&*store);
     let model = app.choose_model(args.model.as_deref()).await.model();
     let mut config = ServerConfig::new(token.clone());
     config.defaults.model = Some(model.clone());
@@ -47,6 +48,7 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>, home: &Pat
     }
     config.cors_origins = args.cors_origins.clone();
     config.webhook_private_targets = args.allow_private_webhooks;
+    config.execute = !args.no_execute;
     if !(args.rate_limit.is_finite() && args.rate_limit > 0.0 && args.rate_limit <= 1e6) {
         return Err(CliError::Usage(format!(
             "--rate-limit must be a number of requests per second from above 0 to 1000000, got {}",
@@ -78,7 +80,8 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>, home: &Pat
         eprintln!("belt: {restored} queued run(s) from the store taken up; they start as slots free");
     }
     eprintln!(
-        "belt: serving on http://{local} (dashboard /, API /v1, OpenAPI /openapi.json); default model {model}"
+        "belt: serving on http://{local} (dashboard /, API /v1, OpenAPI /openapi.json); default model {model}{}",
+        if args.no_execute { "; runs are queued for `belt worker`s on the store" } else { "" }
     );
     match source {
         TokenSource::Generated => {
@@ -99,6 +102,7 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>, home: &Pat
 /// any other; stdout carries only the protocol.
 pub async fn mcp(args: McpArgs, store: &StoreSpec, app: Arc<App>) -> Result<i32, CliError> {
     let store = run_cmd::open_store(store).await?;
+    app.share_through(&*store);
     let model = app.choose_model(args.model.as_deref()).await.model();
     // No HTTP here: the token guards nothing, but the server wants one.
     let mut config = ServerConfig::new(uuid_like());

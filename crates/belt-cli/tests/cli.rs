@@ -424,6 +424,9 @@ fn full_run_json_report_and_events() {
     // The events.
     let events = read_events(&events_path);
     check_event_log(&events, r["run_id"].as_str().unwrap());
+    // The first event already knows what the result knows: a consumer that reads only
+    // `run_started` must not take simulated texts for a model's.
+    assert_eq!(events[0]["simulated"], true, "{}", events[0]);
     for t in ["plan_ready", "tier_started", "tier_completed", "document_written"] {
         assert!(count_type(&events, t) >= 1, "no {t} event");
     }
@@ -1580,4 +1583,31 @@ fn help_and_models_say_what_is_true() {
         "{}",
         o.stdout
     );
+}
+
+/// On a terminal, planning shows a spinner whose clock runs while the decomposer works
+/// (it stood at `0.0s` until the plan came), then the tokens, cost and clock of the run.
+/// The terminal is a pseudo-terminal from util-linux's `script`.
+#[test]
+fn planning_on_a_terminal_shows_a_running_clock() {
+    let dir = common::Dir::new("tty");
+    let belt = env!("CARGO_BIN_EXE_belt");
+    let line = format!("{belt} run 'Plan a park' --agents 2 --sim-latency-ms 1200 --out out");
+    let home = dir.join("home");
+    let mut cmd = common::program_command(Path::new("script"), &dir.0, &home, &["-qfec", &line, "/dev/null"]);
+    cmd.env("TERM", "xterm");
+    let o = common::wait(cmd.spawn().expect("util-linux `script`"), Duration::from_secs(60));
+    let screen = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(common::code(&o), 0, "{screen}");
+    // Each redraw of the header starts after a carriage return.
+    let clocks: BTreeSet<String> = screen
+        .split(['\r', '\n'])
+        .filter(|l| l.contains("planning: "))
+        .filter_map(|l| l.split(" · ").nth(1))
+        .map(|c| c.trim().trim_end_matches(|ch: char| !ch.is_ascii_digit()).to_string())
+        .collect();
+    let seconds: Vec<f64> = clocks.iter().filter_map(|c| c.parse().ok()).collect();
+    assert!(seconds.len() >= 3, "the clock did not run while planning: {clocks:?}\n{screen}");
+    assert!(seconds.iter().any(|&s| s >= 0.8), "planning took 1.2 s: {seconds:?}");
+    assert!(screen.contains(" tokens · $"), "the run's header after the plan: {screen}");
 }

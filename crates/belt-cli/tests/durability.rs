@@ -182,3 +182,46 @@ fn the_store_can_be_chosen_and_bad_stores_are_bad_input() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("not a belt database"), "{}", stderr(&o));
 }
+
+/// Ctrl-C while workers are in flight: they are cancelled, not failed — in the progress
+/// lines and in the summary table — and the summary ends with the command that resumes the
+/// run, which then finishes it.
+#[test]
+fn ctrl_c_shows_steps_in_flight_as_cancelled_and_how_to_resume() {
+    let dir = Dir::new("ctrl-c");
+    let events = dir.join("events.jsonl");
+    let events_arg = events.display().to_string();
+    let args = ["run", TASK, "--agents", "4", "--sim-latency-ms", "2000", "--events", &events_arg];
+    let child = command(&dir, &args, None).spawn().unwrap();
+    // Wait until every worker is in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        let started =
+            text.lines().filter(|l| l.contains("\"step_started\"") && l.contains("worker/")).count();
+        if started == 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the workers never started: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = wait(child, Duration::from_secs(60));
+    let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), stderr(&o));
+    assert_eq!(code(&o), 130, "{err}\n{out}");
+    assert!(err.contains("4 steps in flight cancelled"), "{err}");
+    assert!(!err.contains("failed"), "a cancelled step is not a failure: {err}");
+    let header = out.lines().find(|l| l.contains("tier")).expect("the summary table");
+    let columns: Vec<&str> = header.split(['│', '┆']).map(str::trim).filter(|c| !c.is_empty()).collect();
+    let worker = out.lines().find(|l| l.contains(" worker ")).expect("the workers' row");
+    let cells: Vec<&str> = worker.split(['│', '┆']).map(str::trim).filter(|c| !c.is_empty()).collect();
+    let cell = |name: &str| cells[columns.iter().position(|c| *c == name).unwrap()];
+    assert_eq!((cell("steps"), cell("failed"), cell("cancelled")), ("4", "0", "4"), "{out}");
+    let id = only_run_id(&dir);
+    assert!(out.trim_end().ends_with(&format!("resume:  belt resume {id}")), "{out}");
+
+    // The command it printed finishes the run.
+    let o = belt(&dir, &["resume", &id, "--quiet"], None);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}

@@ -2,6 +2,8 @@
 //! tools, runs a cascade to completion and reads the report resource.
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
+mod common;
+
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ReadResourceRequestParams, ResourceContents};
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
@@ -98,4 +100,93 @@ async fn mcp_takes_its_home_as_an_argument() {
     let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// The tool schemas as the MCP Inspector's CLI reads them: every optional field is a plain
+/// typed property (no `["integer", "null"]`, which form-based clients do not recognise as a
+/// number and send as a string), and `--tool-arg agents=5` runs five workers, also when the
+/// value arrives as the JSON string `"5"`. Found by a user: the Inspector sent `"5"` and
+/// belt answered `invalid type: string "5", expected u32`.
+#[test]
+fn the_mcp_inspector_cli_lists_plain_schemas_and_calls_with_its_arguments() {
+    let deps = common::test_deps();
+    let dir = common::Dir::new("mcp-inspector");
+    let home = dir.join("home");
+    let home_arg = home.display().to_string();
+    let inspector = |args: &[&str]| -> Value {
+        let mut all = vec!["--cli", env!("CARGO_BIN_EXE_belt"), "mcp", "--home", &home_arg];
+        all.extend(["--model", "simulated/default"]);
+        all.extend(args);
+        let child = common::program_command(&deps.inspector, &dir.0, &home, &all).spawn().unwrap();
+        let o = common::wait(child, std::time::Duration::from_secs(120));
+        assert_eq!(common::code(&o), 0, "inspector {args:?}: {}", common::stderr(&o));
+        common::json(&o)
+    };
+
+    let listed = inspector(&["--method", "tools/list"]);
+    let tools = listed["tools"].as_array().unwrap();
+    let run_workflow = tools.iter().find(|t| t["name"] == "run_workflow").expect("run_workflow");
+    let props = &run_workflow["inputSchema"]["properties"];
+    assert_eq!(props["agents"]["type"], "integer", "{}", props["agents"]);
+    assert_eq!(props["budget_usd"]["type"], "number");
+    assert_eq!(props["model"]["type"], "string");
+    let required = run_workflow["inputSchema"]["required"].as_array().cloned().unwrap_or_default();
+    assert!(!required.contains(&json!("agents")), "optional fields are not required: {required:?}");
+    for tool in tools {
+        for (name, p) in tool["inputSchema"]["properties"].as_object().into_iter().flatten() {
+            let where_ = format!("{}.{name}: {p}", tool["name"]);
+            assert!(p.get("type").is_none_or(Value::is_string), "a union type at {where_}");
+            assert!(p.get("anyOf").is_none() && p.get("oneOf").is_none(), "a union at {where_}");
+            assert_ne!(p.get("default"), Some(&Value::Null), "a null default at {where_}");
+        }
+    }
+
+    let summary = |result: &Value| -> Value {
+        assert_eq!(result["isError"], false, "{result}");
+        let text = result["content"][0]["text"].as_str().unwrap();
+        serde_json::from_str(text.rsplit("summary: ").next().unwrap()).unwrap()
+    };
+    for agents in ["agents=5", r#"agents="5""#] {
+        let called = inspector(&[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "run_workflow",
+            "--tool-arg",
+            "task=Name five rivers",
+            agents,
+            "sim_latency_ms=0",
+        ]);
+        let s = summary(&called);
+        assert_eq!(s["status"], "completed", "{agents}: {s}");
+        assert_eq!(s["shape"], json!([5, 1]), "{agents}: {s}");
+    }
+}
+
+/// The MCP Python SDK, a client that sends what it is given: numbers as strings are taken
+/// (`"agents": "3"`, `"budget_usd": "1.5"`, `"limit": "1"`), and the schemas it lists have no
+/// nullable unions.
+#[test]
+fn the_mcp_python_sdk_runs_a_cascade_with_numbers_sent_as_strings() {
+    let deps = common::test_deps();
+    let dir = common::Dir::new("mcp-python");
+    let home = dir.join("home");
+    let home_arg = home.display().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mcp_client.py");
+    let args =
+        [script, env!("CARGO_BIN_EXE_belt"), "mcp", "--home", &home_arg, "--model", "simulated/default"];
+    let child = common::program_command(&deps.python, &dir.0, &home, &args).spawn().unwrap();
+    let o = common::wait(child, std::time::Duration::from_secs(120));
+    assert_eq!(common::code(&o), 0, "{}", common::stderr(&o));
+    let out = common::json(&o);
+    assert_eq!(out["run"]["is_error"], false, "{}", out["run"]["text"]);
+    let text = out["run"]["text"].as_str().unwrap();
+    let s: Value = serde_json::from_str(text.rsplit("summary: ").next().unwrap()).unwrap();
+    assert_eq!((&s["status"], &s["shape"]), (&json!("completed"), &json!([3])), "{s}");
+    assert_eq!(out["runs"]["is_error"], false, "{}", out["runs"]["text"]);
+    let runs: Value = serde_json::from_str(out["runs"]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs["runs"][0]["run_id"], s["run_id"]);
+    let agents = &out["schemas"]["run_workflow"]["properties"]["agents"];
+    assert_eq!(agents["type"], "integer", "{agents}");
 }

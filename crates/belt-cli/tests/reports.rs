@@ -167,3 +167,95 @@ fn bad_formats_and_unknown_runs_are_usage_errors() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("no run `no-such-run`"), "{}", stderr(&o));
 }
+
+/// A DOCX report read with python-docx, as a user's script reads it: every paragraph has a
+/// style (the body text's is Normal, the default style), the outline uses Word's Heading
+/// styles without skipping a level or repeating a subtask's title, and the tables are there.
+/// Found by a user: python-docx raised on `paragraph.style` for most paragraphs.
+#[test]
+fn docx_reads_in_python_docx_with_styles_headings_and_tables() {
+    let deps = common::test_deps();
+    let dir = Dir::new("python-docx");
+    let o = belt(
+        &dir,
+        &["run", "Compare three bicycle designs", "--agents", "12", "--format", "docx,md", "--out", "out"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let docx = files(&dir.join("out")).into_iter().find(|n| n.ends_with(".docx")).expect("a DOCX");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/docx_styles.py");
+    let read = std::process::Command::new(&deps.python)
+        .arg(script)
+        .arg(dir.join("out").join(&docx))
+        .output()
+        .expect("run python-docx");
+    assert!(read.status.success(), "python-docx: {}", String::from_utf8_lossy(&read.stderr));
+    let doc: Value = serde_json::from_slice(&read.stdout).unwrap();
+    let paragraphs = doc["paragraphs"].as_array().unwrap();
+    let style = |p: &Value| p["style"].as_str().unwrap().to_string();
+    let styles: Vec<String> = paragraphs.iter().map(style).collect();
+    let broken: Vec<&String> = styles.iter().filter(|s| s.starts_with("ERROR")).collect();
+    assert!(broken.is_empty(), "{} of {} paragraphs: {:?}", broken.len(), styles.len(), broken.first());
+    for s in ["Title", "Normal", "Heading 1", "Heading 2", "Heading 3", "List Paragraph"] {
+        assert!(styles.iter().any(|x| x == s), "no paragraph in style {s}: {styles:?}");
+    }
+    let heading = |p: &Value| style(p).strip_prefix("Heading ").and_then(|n| n.parse::<usize>().ok());
+    let text = |p: &Value| p["text"].as_str().unwrap().to_string();
+    let mut previous = 0;
+    for p in paragraphs {
+        let Some(level) = heading(p) else { continue };
+        assert!(level <= previous + 1, "`{}` is Heading {level} after Heading {previous}", text(p));
+        previous = level;
+    }
+    for s in ["Final synthesis", "Worker findings", "Time and cost"] {
+        let p = paragraphs.iter().find(|p| text(p) == s).unwrap_or_else(|| panic!("no `{s}`"));
+        assert_eq!(style(p), "Heading 1", "{s}");
+    }
+    // A worker's section starts with its subtask, once.
+    let worker = paragraphs.iter().position(|p| text(p).starts_with("1. ")).expect("worker 1");
+    let title = text(&paragraphs[worker])["1. ".len()..].to_string();
+    assert_eq!(heading(&paragraphs[worker]), Some(2));
+    let again =
+        paragraphs[worker + 1..].iter().take_while(|p| heading(p) != Some(2)).any(|p| text(p) == title);
+    assert!(!again, "the subtask `{title}` is repeated under its own heading");
+    let tables = doc["tables"].as_array().unwrap();
+    assert!(tables.len() >= 3, "summary, tiers and plan tables: {tables:?}");
+    assert!(
+        tables.iter().any(|t| t["rows"] == 13),
+        "the plan has a row per subtask and a header: {tables:?}"
+    );
+
+    // The Markdown of the same run nests the same way: no level left out under a heading.
+    let md = files(&dir.join("out")).into_iter().find(|n| n.ends_with(".md")).unwrap();
+    let md = std::fs::read_to_string(dir.join("out").join(md)).unwrap();
+    let mut previous = 0;
+    for line in md.lines().filter(|l| l.starts_with('#')) {
+        let level = line.chars().take_while(|&c| c == '#').count();
+        assert!(level <= previous + 1, "`{line}` after a level-{previous} heading");
+        previous = level;
+    }
+    assert!(!md.contains(&format!("#### {title}")), "the subtask repeated in the Markdown");
+}
+
+/// `belt runs show`, from another directory than the run's, prints the report's path in full
+/// (a path relative to where the run was started would point nowhere from here).
+#[test]
+fn runs_show_prints_the_report_path_in_full() {
+    let dir = Dir::new("abs-path");
+    std::fs::create_dir_all(dir.join("project")).unwrap();
+    let home = dir.join("home");
+    let run = common::belt_command(&dir.join("project"), &home, &["run", "Plan a park", "--agents", "2"])
+        .args(["--sim-latency-ms", "0", "--quiet", "--out", "out"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&run), 0, "{}", stderr(&run));
+    let list = common::belt_command(&dir.0, &home, &["runs", "list", "--json"]).output().unwrap();
+    let runs: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let id = runs[0]["run_id"].as_str().unwrap();
+    let show = belt(&dir, &["runs", "show", &id[..13]]);
+    assert_eq!(code(&show), 0, "{}", stderr(&show));
+    let text = String::from_utf8_lossy(&show.stdout);
+    let path = text.lines().find_map(|l| l.strip_prefix("report:")).expect("a report line").trim();
+    assert!(PathBuf::from(path).is_absolute(), "{path}");
+    assert!(PathBuf::from(path).starts_with(dir.join("project").join("out")), "{path}");
+    assert!(std::fs::metadata(path).is_ok_and(|m| m.is_file()), "{path}");
+}

@@ -94,12 +94,33 @@ fn init_writes_each_template_and_each_runs_as_is() {
         assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
         assert!(stdout(&o).contains("valid"), "{}", stdout(&o));
 
-        let o =
-            belt(&dir, &["run", "-f", file, "--sim-latency-ms", "0", "--quiet", "--json", "--out", "out"]);
+        let o = belt(
+            &dir,
+            &[
+                "run",
+                "-f",
+                file,
+                "--sim-latency-ms",
+                "0",
+                "--quiet",
+                "--json",
+                "--out",
+                "out",
+                "--events",
+                "ev",
+            ],
+        );
         assert_eq!(code(&o), 0, "{template}: {}", stderr(&o));
         let r = json(&o);
         assert_eq!(r["status"], "completed", "{template}");
         assert_eq!(r["simulated"], true);
+        let events = std::fs::read_to_string(dir.join("ev")).unwrap();
+        let first: Value = serde_json::from_str(events.lines().next().unwrap()).unwrap();
+        assert_eq!(
+            (&first["type"], &first["simulated"]),
+            (&"run_started".into(), &true.into()),
+            "{template}"
+        );
         assert!(!r["final_output"].as_str().unwrap_or("").is_empty());
         let reports: Vec<_> = std::fs::read_dir(dir.join("out")).unwrap().collect();
         assert!(!reports.is_empty(), "{template} wrote its report");
@@ -329,4 +350,29 @@ fn a_killed_workflow_run_resumes_from_its_recorded_file() {
     let again = calls(&dir.join("after.log"));
     assert!(!again.contains_key("steps/outline"), "the recorded step was not called again: {again:?}");
     assert!(again.contains_key("steps/edit"), "{again:?}");
+}
+
+/// A workflow run's progress lines name the workflow's own steps, not the cascade's plan and
+/// workers the engine wraps them in (`plan ready (orchestrator): 1 subtasks`, `workers: 1
+/// started` for a three-step router).
+#[test]
+fn a_workflow_run_shows_its_own_steps() {
+    let dir = Dir::new("own-steps");
+    std::fs::write(dir.join("router.yaml"), example("support-router.yaml")).unwrap();
+    let o = belt(&dir, &["run", "-f", "router.yaml", "--sim-latency-ms", "0", "--out", "out"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("belt: steps/classify (triage) done in "), "{err}");
+    let routed = err.lines().filter(|l| l.contains(") done in ")).count();
+    assert_eq!(routed, 2, "the classifier and the one route it chose: {err}");
+    for cascade in ["plan ready", "subtasks", "workers:"] {
+        assert!(!err.contains(cascade), "`{cascade}` in a workflow's progress: {err}");
+    }
+
+    // A cascade still shows its plan and workers, counted in words that agree with the number.
+    let o = belt(&dir, &["run", "Name a river", "--agents", "1", "--sim-latency-ms", "0", "--out", "out"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("plan ready (model): 1 subtask; tiers 1\n"), "{err}");
+    assert!(err.contains("workers: 1 started"), "{err}");
 }

@@ -46,11 +46,54 @@ impl Budget {
 }
 
 /// What one call may cost at most, or did cost.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Amount {
     pub cost_usd: f64,
     pub tokens: u64,
     pub calls: u64,
+}
+
+impl Amount {
+    /// Both amounts together.
+    pub fn plus(self, other: Amount) -> Amount {
+        Amount {
+            cost_usd: self.cost_usd + other.cost_usd,
+            tokens: self.tokens + other.tokens,
+            calls: self.calls + other.calls,
+        }
+    }
+}
+
+/// Whether `needed` fits under `budget`'s caps on top of `used` (spent and reserved): the
+/// rule of every reservation, a run's and a budget pool's alike.
+pub fn check(budget: &Budget, used: Amount, needed: Amount) -> Result<(), Refusal> {
+    if let Some(max) = budget.max_calls
+        && used.calls + needed.calls > max
+    {
+        return Err(Refusal {
+            limit: "calls",
+            used: used.calls as f64,
+            max: max as f64,
+            needed: needed.calls as f64,
+        });
+    }
+    if let Some(max) = budget.max_tokens
+        && used.tokens + needed.tokens > max
+    {
+        return Err(Refusal {
+            limit: "tokens",
+            used: used.tokens as f64,
+            max: max as f64,
+            needed: needed.tokens as f64,
+        });
+    }
+    // A tiny tolerance absorbs float rounding of sums; it is far below a cent.
+    if let Some(max) = budget.max_cost_usd
+        && used.cost_usd + needed.cost_usd > max + 1e-12
+    {
+        return Err(Refusal { limit: "cost_usd", used: used.cost_usd, max, needed: needed.cost_usd });
+    }
+    Ok(())
 }
 
 /// A refused reservation: which limit, how much is used (spent + reserved), the cap, and
@@ -117,39 +160,8 @@ impl Ledger {
     /// same `worst` exactly once.
     pub fn reserve(&self, worst: Amount) -> Result<(), Refusal> {
         let mut s = self.lock();
-        let used = |spent: f64, reserved: f64| spent + reserved;
-        if let Some(max) = self.budget.max_calls {
-            let u = s.spent.calls + s.reserved.calls;
-            if u + worst.calls > max {
-                return Err(Refusal {
-                    limit: "calls",
-                    used: u as f64,
-                    max: max as f64,
-                    needed: worst.calls as f64,
-                });
-            }
-        }
-        if let Some(max) = self.budget.max_tokens {
-            let u = s.spent.tokens + s.reserved.tokens;
-            if u + worst.tokens > max {
-                return Err(Refusal {
-                    limit: "tokens",
-                    used: u as f64,
-                    max: max as f64,
-                    needed: worst.tokens as f64,
-                });
-            }
-        }
-        if let Some(max) = self.budget.max_cost_usd {
-            let u = used(s.spent.cost_usd, s.reserved.cost_usd);
-            // A tiny tolerance absorbs float rounding of sums; it is far below a cent.
-            if u + worst.cost_usd > max + 1e-12 {
-                return Err(Refusal { limit: "cost_usd", used: u, max, needed: worst.cost_usd });
-            }
-        }
-        s.reserved.calls += worst.calls;
-        s.reserved.tokens += worst.tokens;
-        s.reserved.cost_usd += worst.cost_usd;
+        check(&self.budget, s.spent.plus(s.reserved), worst)?;
+        s.reserved = s.reserved.plus(worst);
         Ok(())
     }
 

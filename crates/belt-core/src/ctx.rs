@@ -114,8 +114,8 @@ pub enum Stop {
     /// recorded, nothing new starts, and the run goes back to the queue for another driver
     /// to resume ([`crate::RunHandle::hand_back`]).
     HandedBack,
-    /// Another driver took the run over (this one's lease expired): stop at once, record
-    /// nothing more about the run as a whole.
+    /// Another driver took the run over (this one's lease expired), or may (its lease could
+    /// not be renewed): stop at once, record nothing more about the run as a whole.
     LeaseLost(String),
 }
 
@@ -124,13 +124,27 @@ impl Stop {
         match self {
             Stop::Budget(r) => format!("budget exhausted: {r}"),
             Stop::Cancelled => "cancelled".to_string(),
-            Stop::Store(e) => format!("the run store failed: {e}"),
+            Stop::Store(e) => format!(
+                "the run store failed: {e}; the run is left unfinished, to be resumed from its record \
+                 (`belt resume`, or a worker) once the store works"
+            ),
             Stop::NonDeterminism(e) | Stop::UntrustedUsage(e) => e.clone(),
-            Stop::HandedBack => "handed back: its driver stopped; another one resumes it from its record".into(),
-            Stop::LeaseLost(owner) => format!("interrupted: {owner} took the run over"),
+            Stop::HandedBack => {
+                "handed back: its driver stopped; another one resumes it from its record".into()
+            }
+            Stop::LeaseLost(why) => {
+                format!("interrupted here: {why}; another driver resumes it from its record")
+            }
         }
     }
 }
+
+/// How long the engine waits before each retry of a step's record the store refused.
+const RECORD_RETRY_DELAYS: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(250),
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(3),
+];
 
 /// A run's plan and tier shape, as shared with its cancel path.
 pub(crate) type PlanSlot = (Arc<Vec<crate::plan::Subtask>>, Vec<usize>);
@@ -142,6 +156,8 @@ pub(crate) struct Shared {
     pub store: Arc<dyn RunStore>,
     pub bus: EventBus,
     pub ledger: Ledger,
+    /// The budget pool every call also reserves in, if the run draws from one.
+    pub pool: Option<crate::shared::BudgetPool>,
     pub cache_ttl: Option<std::time::Duration>,
     pub stream_deltas: bool,
     pub limiter: Semaphore,
@@ -176,12 +192,13 @@ struct InFlightCall<'a> {
     model: &'a Arc<str>,
     at: &'a Attempt,
     worst: Amount,
+    pool: Option<i64>,
 }
 
 impl Drop for InFlightCall<'_> {
     fn drop(&mut self) {
         let s = &*self.ctx.shared;
-        s.ledger.settle(self.worst, Amount { calls: 1, ..Amount::default() });
+        self.ctx.book_reservation(self.worst, self.pool, Amount { calls: 1, ..Amount::default() });
         s.usage.count_calls(1);
         self.ctx.stop(Stop::Cancelled);
         let err = StepError::Cancelled { step: self.spec.id.clone() };
@@ -216,7 +233,8 @@ enum Served {
 
 /// The outcome of admission for one attempt.
 enum Admitted<'c, 'm> {
-    Go(tokio::sync::SemaphorePermit<'c>, Slot<'m>),
+    /// Admitted: the run's slot, the provider's, and the budget pool's reservation if any.
+    Go(tokio::sync::SemaphorePermit<'c>, Slot<'m>, Option<i64>),
     /// The provider's limits refused the model (its breaker is open).
     Refused(LlmError),
     Ended(StepError),
@@ -397,14 +415,14 @@ impl Ctx {
         let policy = s.policies.for_tier(&spec.tier);
         let mut tries = 0;
         loop {
-            let (permit, slot) = match self.admit(call, link, at, worst).await {
-                Admitted::Go(permit, slot) => (permit, slot),
+            let (permit, slot, pool) = match self.admit(call, link, at, worst).await {
+                Admitted::Go(permit, slot, pool) => (permit, slot, pool),
                 Admitted::Refused(error) => return Served::Failed(error),
                 Admitted::Ended(err) => return Served::Ended(err),
             };
             at.attempts += 1;
             tries += 1;
-            let outcome = self.attempt(call, link, at, worst, policy.timeout).await;
+            let outcome = self.attempt(call, link, at, (worst, pool), policy.timeout).await;
             drop(permit);
             s.usage.count_calls(1);
             let used = outcome.as_ref().map_or(0, |r| r.usage.total());
@@ -414,10 +432,12 @@ impl Ctx {
             let error = match outcome {
                 // Boxed: settlement's state (the reply, the booked usage, the step's reply
                 // while it is cached) would otherwise sit in every waiting step's future.
-                Ok(reply) => return Served::Reply(Box::pin(self.settle(call, price, worst, reply)).await),
+                Ok(reply) => {
+                    return Served::Reply(Box::pin(self.settle(call, price, (worst, pool), reply)).await);
+                }
                 Err(error) => error,
             };
-            s.ledger.settle(worst, Amount { calls: 1, ..Amount::default() });
+            self.book_reservation(worst, pool, Amount { calls: 1, ..Amount::default() });
             if !(error.is_retryable() && tries <= policy.retries && self.stopping().is_none()) {
                 return Served::Failed(error);
             }
@@ -465,23 +485,48 @@ impl Ctx {
             drop(permit);
             // This step fails with `budget_exhausted`; the steps after it find the run
             // stopping and are skipped without trying.
-            self.exhaust_budget(&spec.id, &refusal);
-            let err = StepError::BudgetExhausted { step: spec.id.clone(), refusal: refusal.to_string() };
+            let (limit, reason) = (refusal.limit.to_string(), refusal.to_string());
+            self.exhaust_budget(&spec.id, limit, &refusal, reason.clone());
+            let err = StepError::BudgetExhausted { step: spec.id.clone(), refusal: reason };
             return Admitted::Ended(self.fail(spec, model_name.clone(), at, err));
         }
+        let pool = match &s.pool {
+            None => None,
+            // Boxed: only runs that draw from a pool wait on it.
+            Some(pool) => match Box::pin(self.reserve_in_pool(spec, pool, worst)).await {
+                Ok(id) => Some(id),
+                Err(err) => {
+                    drop(permit);
+                    s.ledger.settle(worst, Amount::default());
+                    return Admitted::Ended(self.fail(spec, model_name.clone(), at, err));
+                }
+            },
+        };
         if at.attempts == 0 {
             s.bus.emit(
                 Some(&spec.id),
                 EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
             );
         }
-        match link.limiter.acquire(link.model, worst.tokens).await {
-            Ok(slot) => Admitted::Go(permit, slot),
+        let mut slot = match link.limiter.acquire(link.model, worst.tokens).await {
+            Ok(slot) => slot,
             Err(open) => {
-                s.ledger.settle(worst, Amount::default());
-                Admitted::Refused(open)
+                self.book_reservation(worst, pool, Amount::default());
+                return Admitted::Refused(open);
             }
+        };
+        if link.limiter.is_shared()
+            && let Err(unavailable) = Box::pin(link.limiter.acquire_shared(&mut slot)).await
+        {
+            let error = StoreError::Backend(unavailable.to_string());
+            // The limits cannot be kept without the store: the run stops, resumable.
+            drop(slot);
+            self.book_reservation(worst, pool, Amount::default());
+            self.stop(Stop::Store(error.to_string()));
+            let err = StepError::Store { step: spec.id.clone(), error };
+            return Admitted::Ended(self.fail(spec, model_name.clone(), at, err));
         }
+        Admitted::Go(permit, slot, pool)
     }
 
     /// One provider call under the step's timeout, streaming deltas to the run's events
@@ -491,13 +536,14 @@ impl Ctx {
         call: &Call<'_>,
         link: &Link<'_>,
         at: &Attempt,
-        worst: Amount,
+        (worst, pool): (Amount, Option<i64>),
         timeout: std::time::Duration,
     ) -> Result<LlmReply, LlmError> {
-        let info = CallInfo { step: call.spec.id.clone(), attempt: at.attempts };
+        let info =
+            CallInfo { step: call.spec.id.clone(), attempt: at.attempts, run_id: self.shared.run_id.clone() };
         // Cancelling a run drops its futures; this guard records a call dropped mid-flight
         // and gives its budget reservation back.
-        let guard = InFlightCall { ctx: self, spec: call.spec, model: call.model_name, at, worst };
+        let guard = InFlightCall { ctx: self, spec: call.spec, model: call.model_name, at, worst, pool };
         let call_future = link.provider.complete(link.model, call.request, &info);
         let outcome = if self.shared.stream_deltas {
             // Boxed: only runs that stream pay for the sink in their futures.
@@ -520,16 +566,14 @@ impl Ctx {
         &self,
         call: &Call<'_>,
         price: Option<Price>,
-        worst: Amount,
+        (worst, pool): (Amount, Option<i64>),
         reply: LlmReply,
     ) -> StepReply {
         let s = &*self.shared;
         let (usage, reported_usage) = self.book(call, &reply.model, reply.usage, worst);
         let cost = price.map_or(0.0, |p| p.cost(usage));
         let actual = Amount { calls: 1, tokens: usage.total(), cost_usd: cost };
-        for w in s.ledger.settle(worst, actual) {
-            s.bus.emit(None, EventKind::BudgetWarning { limit: w.limit.into(), used: w.used, max: w.max });
-        }
+        self.book_reservation(worst, pool, actual);
         s.usage.add(&usage, price.is_none());
         let model =
             if reply.model == **call.model_name { call.model_name.clone() } else { Arc::from(reply.model) };
@@ -818,6 +862,28 @@ impl Ctx {
         Ok(reply)
     }
 
+    /// Write a step's record again after the store failed to (a dropped connection, a
+    /// database restarting): a call paid for is worth a few seconds of waiting. Only
+    /// [`StoreError::Backend`] is retried; a damaged or busy store will not heal by itself.
+    async fn retry_record(&self, record: &StepRecord) -> Result<(), StoreError> {
+        let mut outcome = Err(StoreError::Backend(String::new()));
+        for delay in RECORD_RETRY_DELAYS {
+            tokio::time::sleep(delay).await;
+            outcome = self.shared.store.put_step(&self.shared.run_id, record).await;
+            match &outcome {
+                Err(StoreError::Backend(e)) => {
+                    tracing::warn!(
+                        "run {}: recording step {} failed ({e}); retrying",
+                        self.run_id(),
+                        record.step
+                    )
+                }
+                _ => return outcome,
+            }
+        }
+        outcome
+    }
+
     /// The end of a step that produced `reply`: its outcome completed (time, attempts),
     /// recorded durably, announced and reported, in that order.
     async fn complete(
@@ -837,7 +903,12 @@ impl Ctx {
             reply: reply.clone(),
         };
         // The record is durable before the output is used downstream (see store docs).
-        if let Err(error) = s.store.put_step(&s.run_id, &step_record).await {
+        let mut written = s.store.put_step(&s.run_id, &step_record).await;
+        if let Err(StoreError::Backend(_)) = written {
+            // Boxed: the retries' state stays out of every step's future.
+            written = Box::pin(self.retry_record(&step_record)).await;
+        }
+        if let Err(error) = written {
             self.stop(Stop::Store(error.to_string()));
             let err = StepError::Store { step: spec.id.clone(), error };
             return Err(self.fail(spec, reply.outcome.model, at, err));
@@ -920,12 +991,57 @@ impl Ctx {
         err
     }
 
-    fn exhaust_budget(&self, step: &StepId, refusal: &Refusal) {
+    /// Settle an attempt's reservation `worst` to `actual`: in the run's ledger (with its
+    /// 80% warnings) and, in the background, in the budget pool it was also reserved in.
+    fn book_reservation(&self, worst: Amount, pool: Option<i64>, actual: Amount) {
+        let s = &*self.shared;
+        for w in s.ledger.settle(worst, actual) {
+            s.bus.emit(None, EventKind::BudgetWarning { limit: w.limit.into(), used: w.used, max: w.max });
+        }
+        if let (Some(id), Some(pool)) = (pool, s.pool.clone()) {
+            // The call's end does not wait on the store; until the settlement lands the pool
+            // keeps the (larger) reservation, which errs on the safe side.
+            tokio::spawn(async move {
+                if let Err(e) = pool.pools.settle(&pool.name, id, actual).await {
+                    tracing::warn!("could not settle a reservation in budget pool {}: {e}", pool.name);
+                }
+            });
+        }
+    }
+
+    /// Reserve an attempt's worst case in the run's budget pool: its id, or the step's error
+    /// (the pool's cap, which stops the run as its own budget would; or the store's failure,
+    /// which leaves it resumable).
+    async fn reserve_in_pool(
+        &self,
+        spec: &StepSpec,
+        pool: &crate::shared::BudgetPool,
+        worst: Amount,
+    ) -> Result<i64, StepError> {
+        match pool.pools.reserve(&pool.name, &pool.caps, worst).await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(refused)) => {
+                let limit =
+                    format!("pool {} per {}: {}", refused.pool, refused.period, refused.refusal.limit);
+                let reason = refused.to_string();
+                self.exhaust_budget(&spec.id, limit, &refused.refusal, reason.clone());
+                Err(StepError::BudgetExhausted { step: spec.id.clone(), refusal: reason })
+            }
+            Err(unavailable) => {
+                let error = StoreError::Backend(unavailable.to_string());
+                self.stop(Stop::Store(error.to_string()));
+                Err(StepError::Store { step: spec.id.clone(), error })
+            }
+        }
+    }
+
+    /// Stop the run for a refused reservation (`limit` names the cap, `reason` says it all).
+    fn exhaust_budget(&self, step: &StepId, limit: String, refusal: &Refusal, reason: String) {
         let first = {
             let mut s = self.lock_stop();
             let first = s.is_none();
             if first {
-                *s = Some(Stop::Budget(refusal.to_string()));
+                *s = Some(Stop::Budget(reason));
                 self.shared.stopping.store(true, Ordering::Release);
             }
             first
@@ -934,7 +1050,7 @@ impl Ctx {
             self.shared.bus.emit(
                 Some(step),
                 EventKind::BudgetExhausted {
-                    limit: refusal.limit.to_string(),
+                    limit,
                     used: refusal.used,
                     max: refusal.max,
                     needed: refusal.needed,

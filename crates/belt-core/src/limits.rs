@@ -15,6 +15,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -69,6 +71,92 @@ impl Default for Limits {
     }
 }
 
+/// The limits shared through a store could not be taken or given back (the store is
+/// unreachable); the message says why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("the limits shared through the store are unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// A call's place under the shared limits, to give back with [`SharedLimits::release`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedTicket {
+    /// The backend's name for what was taken (a slot's row).
+    pub id: i64,
+    pub provider: Arc<str>,
+    /// Tokens taken from the minute's bucket (refunded in part when the call used fewer).
+    pub tokens: u64,
+}
+
+/// Limits summed over every process of a store; see the module docs.
+#[async_trait]
+pub trait SharedLimits: Send + Sync + 'static {
+    /// Wait until a call to `provider` may start under `limits` summed over every process: a
+    /// concurrency slot (with `max_concurrency`), one request and `tokens` tokens from the
+    /// per-minute buckets (with `rpm`, `tpm`), and no pause in force.
+    async fn acquire(
+        &self,
+        provider: &str,
+        limits: &Limits,
+        tokens: u64,
+    ) -> Result<SharedTicket, Unavailable>;
+    /// The call ended: free its slot, refund the tokens it did not use, and after a 429 pause
+    /// every process's calls to the provider for `pause`.
+    async fn release(
+        &self,
+        ticket: SharedTicket,
+        limits: &Limits,
+        used_tokens: u64,
+        pause: Option<Duration>,
+    ) -> Result<(), Unavailable>;
+}
+
+/// A ticket that gives itself back when dropped without [`HeldTicket::release`] (a call
+/// cancelled in flight): its slot is freed, its tokens counted as used.
+pub struct HeldTicket {
+    gate: Arc<dyn SharedLimits>,
+    limits: Limits,
+    ticket: Option<SharedTicket>,
+}
+
+impl HeldTicket {
+    pub fn new(gate: Arc<dyn SharedLimits>, limits: Limits, ticket: SharedTicket) -> HeldTicket {
+        HeldTicket { gate, limits, ticket: Some(ticket) }
+    }
+
+    /// Give the ticket back in the background: the call's end must not wait on the database.
+    pub fn release(mut self, used_tokens: u64, pause: Option<Duration>) {
+        if let Some(ticket) = self.ticket.take() {
+            spawn_release(self.gate.clone(), self.limits, ticket, used_tokens, pause);
+        }
+    }
+}
+
+impl Drop for HeldTicket {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            let used = ticket.tokens;
+            spawn_release(self.gate.clone(), self.limits, ticket, used, None);
+        }
+    }
+}
+
+fn spawn_release(
+    gate: Arc<dyn SharedLimits>,
+    limits: Limits,
+    ticket: SharedTicket,
+    used: u64,
+    pause: Option<Duration>,
+) {
+    // Outside a runtime (a process shutting down) the holder's liveness frees it instead.
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            if let Err(e) = gate.release(ticket, &limits, used, pause).await {
+                tracing::warn!("could not give back a shared limit slot: {e}");
+            }
+        });
+    }
+}
+
 /// A change of a breaker's state, for the run that saw it to report.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BreakerChange {
@@ -79,6 +167,9 @@ pub enum BreakerChange {
 /// The limits of one provider, with their state.
 pub struct Limiter {
     limits: Limits,
+    /// The same limits summed over every process of a shared store, with the provider's
+    /// name there (see [`SharedLimits`]).
+    shared: std::sync::OnceLock<(Arc<str>, Arc<dyn SharedLimits>)>,
     /// Slots for concurrent calls; fewer are handed out while the adaptive limit is cut.
     slots: Arc<Semaphore>,
     state: Mutex<State>,
@@ -143,6 +234,9 @@ pub struct Slot<'m> {
     model: &'m str,
     reserved_tokens: u64,
     trial: bool,
+    /// The call's place under the shared limits. Boxed: most runs share nothing, and every
+    /// waiting call holds a slot.
+    shared: Option<Box<HeldTicket>>,
 }
 
 /// What settling needs of a slot once its permit is back.
@@ -159,6 +253,7 @@ impl Limiter {
         let slots = limits.max_concurrency.map_or(UNLIMITED, |n| n.max(1));
         Limiter {
             limits,
+            shared: std::sync::OnceLock::new(),
             slots: Arc::new(Semaphore::new(slots)),
             state: Mutex::new(State {
                 requests: limits.rpm.map(|r| Bucket::new(f64::from(r.max(1)))),
@@ -174,6 +269,31 @@ impl Limiter {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Hold this provider's limits across every process of a shared store too, where the
+    /// provider is named `provider`. Once; later calls change nothing. Limits with no
+    /// concurrency, request or token cap have nothing to share.
+    pub fn share(&self, provider: &str, gate: Arc<dyn SharedLimits>) {
+        let l = &self.limits;
+        if l.max_concurrency.is_some() || l.rpm.is_some() || l.tpm.is_some() {
+            let _ = self.shared.set((Arc::from(provider), gate));
+        }
+    }
+
+    /// True when calls also take a place under limits shared with other processes.
+    pub fn is_shared(&self) -> bool {
+        self.shared.get().is_some()
+    }
+
+    /// Take `slot`'s place under the shared limits, if this limiter has any: waits for a
+    /// slot, the minute's request and tokens, and the end of a pause, summed over every
+    /// process. Fails only when the store does.
+    pub async fn acquire_shared(&self, slot: &mut Slot<'_>) -> Result<(), Unavailable> {
+        let Some((provider, gate)) = self.shared.get() else { return Ok(()) };
+        let ticket = gate.acquire(provider, &self.limits, slot.reserved_tokens).await?;
+        slot.shared = Some(Box::new(HeldTicket::new(gate.clone(), self.limits, ticket)));
+        Ok(())
     }
 
     /// Wait for a slot for a call to `model` that may use up to `tokens` tokens. Fails at
@@ -203,7 +323,7 @@ impl Limiter {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        Ok(Slot { _permit: permit, model, reserved_tokens: tokens, trial })
+        Ok(Slot { _permit: permit, model, reserved_tokens: tokens, trial, shared: None })
     }
 
     /// Account for a finished call: refund unused tokens, adapt to 429s, move the breaker.
@@ -213,9 +333,19 @@ impl Limiter {
         used_tokens: u64,
         outcome: Result<(), &LlmError>,
     ) -> Option<BreakerChange> {
-        let Slot { _permit: permit, model, reserved_tokens, trial } = slot;
+        let Slot { _permit: permit, model, reserved_tokens, trial, shared } = slot;
         let slot = SlotInfo { model, trial };
         drop(permit);
+        if let Some(ticket) = shared {
+            // A 429 pauses every process, as it pauses every run of this one.
+            let pause = match outcome {
+                Err(LlmError::RateLimited { retry_after, .. }) => {
+                    Some(retry_after.unwrap_or(Duration::from_secs(1)).min(self.limits.max_pause))
+                }
+                _ => None,
+            };
+            ticket.release(used_tokens, pause);
+        }
         let mut s = self.lock();
         // A pending cut takes the permits that come back first.
         if s.debt > 0 {

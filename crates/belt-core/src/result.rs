@@ -134,6 +134,37 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// The result of a run that never started (cancelled while queued, or its definition
+    /// no longer prepares): its status and why, nothing run.
+    pub fn not_started(
+        run_id: &str,
+        pattern: &str,
+        task: &str,
+        started_at: chrono::DateTime<chrono::Utc>,
+        status: RunStatus,
+        reason: &str,
+    ) -> RunResult {
+        RunResult {
+            run_id: run_id.to_string(),
+            status,
+            stop_reason: reason.to_string(),
+            pattern: pattern.to_string(),
+            task: task.to_string(),
+            plan: Vec::new(),
+            agents: Vec::new(),
+            final_output: None,
+            usage: Default::default(),
+            cost_usd: 0.0,
+            duration_ms: 0,
+            documents: Vec::new(),
+            simulated: false,
+            shape: Vec::new(),
+            started_at: Some(started_at),
+            segments: Vec::new(),
+            caps: Vec::new(),
+        }
+    }
+
     /// The records of one tier, in step order.
     pub fn tier<'a>(&'a self, tier: &'a Tier) -> impl Iterator<Item = &'a AgentRecord> + 'a {
         self.agents.iter().filter(move |a| &a.tier == tier)

@@ -74,6 +74,9 @@ pub struct RunOptions {
     /// inbox… Default: nobody, so every question takes its default at once.
     #[serde(skip)]
     pub human: Option<crate::human::Human>,
+    /// A budget pool every call of the run also reserves in (see [`crate::shared`]).
+    #[serde(skip)]
+    pub budget_pool: Option<crate::shared::BudgetPool>,
     /// Ask a person ([`Ctx::human`], question `hitl/plan`) to approve the plan before any
     /// subtask runs: the work is seen before it is paid for. Rejected, or unanswered within
     /// [`PLAN_REVIEW_TIMEOUT`] (or the human channel's `max_wait`), the run fails without
@@ -112,6 +115,7 @@ impl Default for RunOptions {
             store: None,
             documents: None,
             human: None,
+            budget_pool: None,
             review_plan: false,
         }
     }
@@ -223,12 +227,9 @@ impl RunHandle {
         self.ctx.cancellation()
     }
 
-    /// Give the run back to the store's queue: the calls in flight finish and are recorded,
-    /// nothing new starts, and the run ends `interrupted` here and `queued` in the store,
-    /// for another driver to resume from its record. How a worker stops without losing or
-    /// repeating work.
-    pub fn hand_back(&self) {
-        self.ctx.stop(Stop::HandedBack);
+    /// What stops the run from elsewhere, kept after [`RunHandle::result`] took the handle.
+    pub fn control(&self) -> RunControl {
+        RunControl { ctx: self.ctx.clone() }
     }
 
     /// Wait for the run to end.
@@ -239,6 +240,27 @@ impl RunHandle {
             // the panic into the caller.
             Err(e) => fallback_result(&self.ctx, format!("internal error in the run driver: {e}")),
         }
+    }
+}
+
+/// Stops a run from outside it: see [`RunHandle::control`].
+#[derive(Clone)]
+pub struct RunControl {
+    ctx: Ctx,
+}
+
+impl RunControl {
+    /// [`RunHandle::cancel`].
+    pub fn cancel(&self) {
+        self.ctx.cancel();
+    }
+
+    /// Give the run back to the store's queue: the calls in flight finish and are recorded,
+    /// nothing new starts, and the run ends `interrupted` here and `queued` in the store,
+    /// for another driver to resume from its record. How a worker stops without losing or
+    /// repeating work.
+    pub fn hand_back(&self) {
+        self.ctx.stop(Stop::HandedBack);
     }
 }
 
@@ -335,6 +357,7 @@ pub async fn run<O: Orchestrator>(
         store: store.clone(),
         bus,
         ledger,
+        pool: options.budget_pool.clone(),
         cache_ttl: options.cache_ttl,
         stream_deltas: options.stream_deltas,
         limiter: Semaphore::new(options.concurrency),
@@ -469,23 +492,40 @@ fn fallback_result(ctx: &Ctx, reason: String) -> RunResult {
 }
 
 /// Keep the run's lease fresh until `done`, and act on what the store says back: a cancel
-/// requested by another process cancels the run; a lease another driver took stops it.
+/// requested by another process cancels the run; a lease another driver took stops it. A
+/// driver that cannot renew its lease for most of its term (the store unreachable) stops
+/// too, before the lease can expire under it: another driver may take the run then, and two
+/// must never call the same step.
 async fn heartbeat(ctx: Ctx, owner: String, done: CancellationToken) {
     let run_id = ctx.run_id().to_string();
+    let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = done.cancelled() => return,
             _ = tokio::time::sleep(LEASE_TTL / 5) => {
-                match ctx.shared.store.heartbeat(&run_id, &owner).await {
-                    Ok(Lease { held: false, .. }) => {
-                        tracing::warn!("run {run_id}: another driver took the run over; stopping here");
-                        ctx.stop(Stop::LeaseLost("another driver".into()));
-                        ctx.shared.cancel.cancel();
-                        return;
+                let lost = match ctx.shared.store.heartbeat(&run_id, &owner).await {
+                    Ok(Lease { held: false, .. }) => Some("another driver took the run over".to_string()),
+                    Ok(lease) => {
+                        renewed = tokio::time::Instant::now();
+                        if lease.cancel_requested {
+                            ctx.cancel();
+                        }
+                        None
                     }
-                    Ok(Lease { cancel_requested: true, .. }) => ctx.cancel(),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("could not renew the lease of run {run_id}: {e}"),
+                    Err(e) if renewed.elapsed() >= LEASE_TTL * 7 / 10 => Some(format!(
+                        "its lease could not be renewed for {:.0} s ({e}), so another driver may take it",
+                        renewed.elapsed().as_secs_f64()
+                    )),
+                    Err(e) => {
+                        tracing::warn!("could not renew the lease of run {run_id}: {e}");
+                        None
+                    }
+                };
+                if let Some(why) = lost {
+                    tracing::warn!("run {run_id}: {why}; stopping here");
+                    ctx.stop(Stop::LeaseLost(why));
+                    ctx.shared.cancel.cancel();
+                    return;
                 }
             }
         }
@@ -493,10 +533,12 @@ async fn heartbeat(ctx: Ctx, owner: String, done: CancellationToken) {
 }
 
 /// Record how the run ended: its result; or, handed back, its return to the queue; or,
-/// taken over by another driver, nothing (the run is that driver's now).
+/// taken over by another driver, nothing (the run is that driver's now); or, the store
+/// failing, nothing either: the run stays as recorded, `interrupted` once its lease
+/// expires, for `belt resume` or any worker to continue.
 async fn record_end(store: &dyn RunStore, ctx: &Ctx, owner: &str, result: &RunResult) {
     let outcome = match ctx.stopping() {
-        Some(Stop::LeaseLost(_)) => return,
+        Some(Stop::LeaseLost(_) | Stop::Store(_)) => return,
         Some(Stop::HandedBack) => store.release(&result.run_id, owner).await.map(drop),
         _ => store.finish_run(result).await,
     };
@@ -880,7 +922,9 @@ impl Finish<'_> {
             (Some(Stop::Cancelled), _) => (RunStatus::Cancelled, "cancelled by the user".to_string()),
             (Some(Stop::Budget(r)), _) => (RunStatus::BudgetExhausted, format!("budget exhausted: {r}")),
             (Some(Stop::UntrustedUsage(r)), _) => (RunStatus::BudgetExhausted, r),
-            (Some(stop @ (Stop::HandedBack | Stop::LeaseLost(_))), _) => (RunStatus::Interrupted, stop.describe()),
+            (Some(stop @ (Stop::HandedBack | Stop::LeaseLost(_) | Stop::Store(_))), _) => {
+                (RunStatus::Interrupted, stop.describe())
+            }
             (Some(stop), _) => (RunStatus::Failed, stop.describe()),
             (None, Some(reason)) => (RunStatus::Failed, reason),
             (None, None) => match partial {

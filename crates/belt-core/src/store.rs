@@ -82,6 +82,13 @@ pub struct RunRecord {
     pub definition: Arc<str>,
 }
 
+impl RunRecord {
+    /// [`RunResult::not_started`] of this run.
+    pub fn not_started(&self, status: RunStatus, reason: &str) -> RunResult {
+        RunResult::not_started(&self.run_id, &self.pattern, &self.task, self.started_at, status, reason)
+    }
+}
+
 /// A run as listed by [`RunStore::list_runs`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -232,6 +239,15 @@ pub trait RunStore: Send + Sync + 'static {
     /// Ask whoever drives the run to cancel it. Atomic with [`RunStore::take_runs`]: a run
     /// queued when asked is never taken afterwards.
     async fn request_cancel(&self, run_id: &str) -> Result<CancelRequest, StoreError>;
+    /// Provider limits summed over every process of this store, if it is shared by several
+    /// (see [`crate::shared`]). None by default: one process, whose own limiters suffice.
+    fn shared_limits(&self) -> Option<Arc<dyn crate::limits::SharedLimits>> {
+        None
+    }
+    /// Budget pools kept in this store for every process, if it is shared by several.
+    fn budget_pools(&self) -> Option<Arc<dyn crate::shared::BudgetPools>> {
+        None
+    }
     /// Events with `seq > after`, waiting up to `wait` for the first one when there is
     /// none yet: how a process that does not drive a run follows it. The default polls;
     /// PostgreSQL is woken by `LISTEN/NOTIFY`.

@@ -122,7 +122,7 @@ async fn the_reply_names_the_model_that_answered_not_the_fallback_chain() {
     let server = server().await;
     server.push(stream(&["ok"]));
     let chain = LlmRequest::new("openai/gpt-4o-mini,anthropic/claude-haiku-4-5", "Hi.");
-    let call = CallInfo { step: StepId::new("worker/001"), attempt: 1 };
+    let call = CallInfo::new(StepId::new("worker/001"), 1);
     let reply = openai(&server).complete("gpt-4o-mini", &chain, &call).await.unwrap();
     assert_eq!(reply.model, "openai/gpt-4o-mini");
     server.push(FakeResponse::anthropic_stream("claude-haiku-4-5", &["ok"], "end_turn", usage(1, 1)));
@@ -862,7 +862,7 @@ async fn api_keys_never_appear_in_errors_or_debug_output() {
         "other headers are kept: {seen:?}"
     );
     // Through the trait as the engine calls it, too.
-    let call = CallInfo { step: StepId::new("worker/001"), attempt: 1 };
+    let call = CallInfo::new(StepId::new("worker/001"), 1);
     seen.push(format!("{:?}", openai.complete("gpt-4o", &request("openai/gpt-4o"), &call).await));
     // Transport errors, with a key-bearing URL.
     let refused = OpenAiProvider::new(
@@ -907,7 +907,7 @@ async fn providers_from_env_reach_fake_servers_through_base_url_variables() {
         _ => None,
     };
     let providers = providers_from_env(SimConfig::default(), env).unwrap();
-    let call = CallInfo { step: StepId::new("worker/001"), attempt: 1 };
+    let call = CallInfo::new(StepId::new("worker/001"), 1);
     for (model, text, input) in
         [("openai/gpt-4o-mini", "from openai", 19), ("anthropic/claude-haiku-4-5", "from anthropic", 7)]
     {

@@ -46,7 +46,7 @@
 //!
 //! let request = LlmRequest::new("simulated/default", "Task: Plan a city park\nSubtask 1: Choose the trees")
 //!     .hints(CallHints::work("Plan a city park", "Choose the trees"));
-//! let call = CallInfo { step: StepId::new("worker/001"), attempt: 1 };
+//! let call = CallInfo::new(StepId::new("worker/001"), 1);
 //! let reply = provider.complete(model, &request, &call).await?;
 //!
 //! assert!(reply.simulated);

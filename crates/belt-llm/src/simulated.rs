@@ -201,7 +201,7 @@ pub struct SimConfig {
     /// says; turn it off under tokio's paused test clock (`start_paused`), which only
     /// tokio's timer follows. See [`crate::timer`].
     pub precise_timer: bool,
-    /// Append a line `STEP ATTEMPT` to this file for every call (for tests that count calls
+    /// Append a line `STEP ATTEMPT RUN_ID` to this file for every call (for tests that count calls
     /// across processes, such as the crash tests of `belt resume`). `BELT_SIM_CALL_LOG`
     /// sets it from the CLI.
     pub call_log: Option<std::path::PathBuf>,
@@ -270,7 +270,7 @@ impl SimConfig {
 /// // The hints, not the wording, say that this is subtask 2 of a task.
 /// let request = LlmRequest::new("simulated/default", "Task: Plan a city park\nSubtask 2: Choose the trees")
 ///     .hints(CallHints::work("Plan a city park", "Choose the trees"));
-/// let call = CallInfo { step: StepId::new("worker/002"), attempt: 1 };
+/// let call = CallInfo::new(StepId::new("worker/002"), 1);
 /// let reply = provider.complete("default", &request, &call).await?;
 /// assert!(reply.simulated && reply.text.contains("Choose the trees"));
 /// # Ok(())
@@ -524,7 +524,7 @@ fn content_hash(seed: u64, model: &str, request: &LlmRequest, step: &StepId) -> 
 /// One line per call, appended in one write so concurrent processes do not interleave.
 fn log_call(path: &std::path::Path, call: &CallInfo) {
     use std::io::Write;
-    let line = format!("{} {}\n", call.step, call.attempt);
+    let line = format!("{} {} {}\n", call.step, call.attempt, call.run_id);
     let written = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -1702,7 +1702,7 @@ mod tests {
     use std::sync::Arc;
 
     fn call(step: &str, attempt: u32) -> CallInfo {
-        CallInfo { step: StepId::new(step), attempt }
+        CallInfo::new(StepId::new(step), attempt)
     }
 
     fn instant(seed: u64) -> SimulatedProvider {

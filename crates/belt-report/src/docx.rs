@@ -253,11 +253,31 @@ pub fn render(m: &Model<'_>) -> Result<Vec<u8>, ReportError> {
             Item::T(t) => doc.add_table(*t),
         };
     }
+    let mut xml = doc.build();
+    xml.styles = default_normal(&xml.styles)?;
     let mut out = std::io::Cursor::new(Vec::new());
-    doc.build()
-        .pack(&mut out)
-        .map_err(|e| ReportError::Render { format: Format::Docx, message: e.to_string() })?;
+    xml.pack(&mut out).map_err(|e| ReportError::Render { format: Format::Docx, message: e.to_string() })?;
     Ok(out.into_inner())
+}
+
+/// Marks the Normal style as the default paragraph style (`w:default="1"`), which docx-rs
+/// has no setter for. Without it a paragraph with no `w:pStyle` (most of the body text) has
+/// no style at all for readers that follow the standard: python-docx's `paragraph.style`
+/// raises on it, and converters fall back to their own defaults.
+fn default_normal(styles: &[u8]) -> Result<Vec<u8>, ReportError> {
+    const NORMAL: &str = r#"<w:style w:type="paragraph" w:styleId="Normal">"#;
+    const DEFAULT: &str = r#"<w:style w:type="paragraph" w:default="1" w:styleId="Normal">"#;
+    let xml = std::str::from_utf8(styles)
+        .map_err(|e| ReportError::Render { format: Format::Docx, message: format!("styles.xml: {e}") })?;
+    if !xml.contains(NORMAL) {
+        // A docx-rs upgrade that writes the element differently must fail the tests here,
+        // not ship documents whose body text has no style.
+        return Err(ReportError::Render {
+            format: Format::Docx,
+            message: "styles.xml has no Normal paragraph style to mark as the default".into(),
+        });
+    }
+    Ok(xml.replacen(NORMAL, DEFAULT, 1).into_bytes())
 }
 
 impl Writer {

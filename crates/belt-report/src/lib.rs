@@ -11,7 +11,7 @@
 //! Text written by models is data. It is parsed as Markdown once ([`md`](crate::md)) and
 //! every renderer writes it through its own escaping: it cannot add HTML or script to the
 //! HTML report, typst code to the PDF's source, or XML to the DOCX. Its headings are
-//! demoted so they nest under the report's own.
+//! placed so they nest under the report's own, one level down, with no level left out.
 //!
 //! ```
 //! use belt_core::{RunResult, RunStatus, UsageTotals};
@@ -24,11 +24,12 @@
 //! };
 //! let md = belt_report::markdown(&result);
 //! assert!(md.starts_with("# Impact of AI on healthcare"));
-//! assert!(md.contains("#### Summary"));
+//! // The model's `##` under the report's `## Final synthesis`:
+//! assert!(md.contains("\n### Summary"));
 //!
 //! let mut html = Vec::new();
 //! belt_report::render(&result, belt_report::Format::Html, &mut html).unwrap();
-//! assert!(String::from_utf8(html).unwrap().contains("<h4>Summary</h4>"));
+//! assert!(String::from_utf8(html).unwrap().contains("<h3>Summary</h3>"));
 //! assert_eq!(belt_report::file_name(&result, "md"), "impact-of-ai-on-healthcare-0193.md");
 //! ```
 //!
@@ -203,11 +204,14 @@ pub fn file_name(r: &RunResult, ext: &str) -> String {
     if id.is_empty() { format!("{slug}.{ext}") } else { format!("{slug}-{id}.{ext}") }
 }
 
-/// Push every ATX heading of `text` down by `by` levels (at most `######`), outside code
-/// fences, so embedded model output nests under the report's headings.
-pub fn demote(text: &str, by: usize) -> String {
-    let mut out = String::with_capacity(text.len() + 64);
+/// Place every ATX heading of `text` under a heading of level `parent` (outside code
+/// fences), so embedded model output nests under the report's headings: the text's top
+/// level becomes `parent + 1` and deeper ones keep their distance to it (at most `######`).
+/// A fixed shift would turn a model's `##` under the report's `##` into `####`, leaving a
+/// level out of the outline.
+pub fn demote(text: &str, parent: usize) -> String {
     let mut fence = false;
+    let mut headings = Vec::new();
     for line in text.trim().lines() {
         let t = line.trim_start();
         let indent = line.len() - t.len();
@@ -216,17 +220,55 @@ pub fn demote(text: &str, by: usize) -> String {
         }
         let hashes = t.chars().take_while(|&c| c == '#').count();
         // Four spaces of indentation make a code line, not a heading.
-        if !fence && indent < 4 && (1..=6).contains(&hashes) && t[hashes..].starts_with(' ') {
-            let level = (hashes + by).min(6);
-            out.push_str(&"#".repeat(level));
-            out.push_str(&t[hashes..]);
-        } else {
-            out.push_str(line);
+        let heading = !fence && indent < 4 && (1..=6).contains(&hashes) && t[hashes..].starts_with(' ');
+        headings.push(heading.then_some(hashes));
+    }
+    let top = headings.iter().flatten().min().copied().unwrap_or(1);
+    let mut out = String::with_capacity(text.len() + 64);
+    for (line, heading) in text.trim().lines().zip(headings) {
+        match heading {
+            Some(hashes) => {
+                let level = (hashes - top + parent + 1).min(6);
+                out.push_str(&"#".repeat(level));
+                out.push_str(&line.trim_start()[hashes..]);
+            }
+            None => out.push_str(line),
         }
         out.push('\n');
     }
     out.truncate(out.trim_end().len());
     out
+}
+
+/// `text` without its first heading when that heading says `title` again (a worker that
+/// opens its answer with its subtask, under a report heading that already shows it).
+pub(crate) fn without_title<'a>(text: &'a str, title: &str) -> std::borrow::Cow<'a, str> {
+    let words = |s: &str| -> Vec<String> {
+        s.trim_start_matches('#')
+            .trim()
+            .trim_end_matches('#')
+            .trim_end_matches(['.', ':', ' '])
+            .split_whitespace()
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let title = words(title);
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with("```") || t.starts_with("~~~") {
+            break;
+        }
+        let hashes = t.chars().take_while(|&c| c == '#').count();
+        if (1..=6).contains(&hashes) && line.len() - t.len() < 4 && t[hashes..].starts_with(' ') {
+            if !title.is_empty() && words(t) == title {
+                return format!("{}{}", &text[..offset], &text[offset + line.len()..]).into();
+            }
+            break;
+        }
+        offset += line.len();
+    }
+    text.into()
 }
 
 #[cfg(test)]
@@ -240,6 +282,27 @@ mod tests {
             demote(text, 2),
             "### A\ntext\n```\n# not a heading\n```\n###### deep\n#nospace\n    # indented code"
         );
+    }
+
+    #[test]
+    fn demote_places_the_top_heading_one_under_its_parent() {
+        // A model that starts at `##` under the report's `##` gets `###`, not `####`.
+        assert_eq!(demote("## A\ntext\n### B\n## C", 2), "### A\ntext\n#### B\n### C");
+        assert_eq!(demote("#### Deep only", 3), "#### Deep only");
+        assert_eq!(demote("no headings", 3), "no headings");
+    }
+
+    #[test]
+    fn a_heading_repeating_the_title_goes() {
+        let text = "*Simulated.*\n\n## Risks: the main risks.\n\nBody\n## Risks: the main risks";
+        assert_eq!(
+            without_title(text, "Risks: the main  risks"),
+            "*Simulated.*\n\n\nBody\n## Risks: the main risks"
+        );
+        assert_eq!(without_title("## Other\n## Risks", "Risks"), "## Other\n## Risks");
+        assert_eq!(without_title("Risks\nBody", "Risks"), "Risks\nBody");
+        assert_eq!(without_title("```\n# Risks\n```", "Risks"), "```\n# Risks\n```");
+        assert_eq!(without_title("# \nBody", ""), "# \nBody");
     }
 
     #[test]

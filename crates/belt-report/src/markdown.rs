@@ -131,9 +131,9 @@ fn sections(md: &mut String, title: &str, sections: &[Section<'_>]) {
     for s in sections {
         let _ = writeln!(md, "### {}\n", escape(&s.heading));
         let _ = writeln!(md, "_{}_\n", escape(&s.facts.join(" · ")));
-        match &s.agent.output {
+        match s.text() {
             Some(o) => {
-                md.push_str(&crate::demote(&clean(o), 3));
+                md.push_str(&crate::demote(&clean(&o), 3));
                 md.push_str("\n\n");
             }
             None => {

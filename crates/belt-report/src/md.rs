@@ -67,13 +67,22 @@ pub enum Inline {
     SoftBreak,
 }
 
-/// Parse `text` as Markdown, moving its headings down by `shift` levels (at most 6).
-pub fn parse(text: &str, shift: u8) -> Vec<Block> {
+/// Parse `text` as Markdown, its headings placed under a heading of level `parent`: the
+/// text's top heading level becomes `parent + 1` and the others keep their distance to it
+/// (at most 6), so a model that starts at `##` does not leave a level out of the outline.
+pub fn parse(text: &str, parent: u8) -> Vec<Block> {
     let mut options = Options::empty();
     options.insert(Options::ENABLE_TABLES);
     options.insert(Options::ENABLE_STRIKETHROUGH);
     options.insert(Options::ENABLE_TASKLISTS);
-    let mut b = Builder { stack: vec![Frame::Blocks(Vec::new())], shift };
+    let top = Parser::new_ext(text, options)
+        .filter_map(|e| match e {
+            Event::Start(Tag::Heading { level, .. }) => Some(level as u8),
+            _ => None,
+        })
+        .min()
+        .unwrap_or(1);
+    let mut b = Builder { stack: vec![Frame::Blocks(Vec::new())], top, parent };
     for event in Parser::new_ext(text, options) {
         b.event(event);
     }
@@ -180,7 +189,9 @@ enum Span {
 
 struct Builder {
     stack: Vec<Frame>,
-    shift: u8,
+    /// The text's top heading level, and the level of the heading it is placed under.
+    top: u8,
+    parent: u8,
 }
 
 impl Builder {
@@ -252,7 +263,7 @@ impl Builder {
         let frame = match tag {
             Tag::Paragraph | Tag::DefinitionListTitle => Frame::Inlines(Span::Paragraph, Vec::new()),
             Tag::Heading { level, .. } => {
-                let level = (level as u8).saturating_add(self.shift).min(6);
+                let level = ((level as u8) - self.top).saturating_add(self.parent + 1).min(6);
                 Frame::Inlines(Span::Heading(level), Vec::new())
             }
             Tag::BlockQuote(_) | Tag::FootnoteDefinition(_) | Tag::DefinitionListDefinition if !deep => {

@@ -8,10 +8,10 @@ use belt_core::{AgentRecord, AgentStatus, RunResult, Subtask, Tier};
 
 use crate::md::{self, Block};
 
-/// Heading shift of model text under "Final synthesis" (a level-2 section).
-pub const FINAL_SHIFT: u8 = 2;
-/// Heading shift of model text under a step's own level-3 heading.
-pub const STEP_SHIFT: u8 = 3;
+/// Level of the heading model text is placed under: "Final synthesis", a level-2 section.
+pub const FINAL_PARENT: u8 = 2;
+/// Level of the heading a step's output is placed under: the step's own, level 3.
+pub const STEP_PARENT: u8 = 3;
 
 pub struct Model<'a> {
     pub r: &'a RunResult,
@@ -62,6 +62,9 @@ pub struct Limits {
 /// One step's section: its heading, the facts under it and its output.
 pub struct Section<'a> {
     pub heading: String,
+    /// What the heading shows of the step (a worker's subtask): a first heading of the
+    /// output that says it again is left out.
+    pub title: String,
     pub agent: &'a AgentRecord,
     pub facts: Vec<String>,
     /// Why there is no output, when there is none.
@@ -72,7 +75,12 @@ impl Section<'_> {
     /// The output, parsed when a renderer needs it (so a large run never holds every
     /// parsed output at once).
     pub fn blocks(&self) -> Option<Vec<Block>> {
-        self.agent.output.as_deref().map(|o| md::parse(o, STEP_SHIFT))
+        self.text().map(|o| md::parse(&o, STEP_PARENT))
+    }
+
+    /// The output as shown: without a first heading that repeats [`Section::title`].
+    pub fn text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.agent.output.as_deref().map(|o| crate::without_title(o, &self.title))
     }
 
     fn text_len(&self) -> usize {
@@ -124,14 +132,14 @@ pub struct Source {
 
 impl<'a> Model<'a> {
     pub fn new(r: &'a RunResult) -> Self {
-        let final_blocks = r.final_output.as_deref().map(|t| md::parse(t, FINAL_SHIFT));
-        let section = |agent: &'a AgentRecord, heading: String| {
+        let final_blocks = r.final_output.as_deref().map(|t| md::parse(t, FINAL_PARENT));
+        let section = |agent: &'a AgentRecord, heading: String, title: String| {
             let note = match (&agent.output, &agent.error) {
                 (Some(_), _) => String::new(),
                 (None, Some(e)) => format!("No output: {}", one_line(e)),
                 (None, None) => "No output.".to_string(),
             };
-            Section { heading, agent, facts: facts(agent), note }
+            Section { heading, title, agent, facts: facts(agent), note }
         };
         // Step ids are the headings of syntheses (`synth/1/002`), as scripts reading the
         // Markdown expect.
@@ -139,7 +147,7 @@ impl<'a> Model<'a> {
             .agents
             .iter()
             .filter(|a| a.tier == Tier::Synthesizer)
-            .map(|a| section(a, md::clean(a.step.as_str())))
+            .map(|a| section(a, md::clean(a.step.as_str()), String::new()))
             .collect();
         let workers = r
             .agents
@@ -148,14 +156,14 @@ impl<'a> Model<'a> {
             .enumerate()
             .map(|(i, a)| {
                 let description = r.plan.get(i).map_or("", |s: &Subtask| s.description.as_str());
-                section(a, format!("{}. {}", i + 1, one_line(description)))
+                section(a, format!("{}. {}", i + 1, one_line(description)), one_line(description))
             })
             .collect();
         let others = r
             .agents
             .iter()
             .filter(|a| matches!(a.tier, Tier::Agent | Tier::Custom(_)))
-            .map(|a| section(a, md::clean(a.step.as_str())))
+            .map(|a| section(a, md::clean(a.step.as_str()), String::new()))
             .collect();
         let failures = r
             .agents

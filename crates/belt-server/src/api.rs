@@ -5,7 +5,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use belt_core::store::StepRecord;
+use belt_core::store::{CancelRequest, StepRecord};
 use belt_core::{RunResult, RunStatus, Tier};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -280,17 +280,24 @@ impl AppState {
         let Some(record) = self.store.get_run(run_id).await? else {
             return Err(ApiError::UnknownRun(run_id.to_string()));
         };
-        // Queued in the store by another server (or one before a restart): cancelled there.
-        if record.status == RunStatus::Queued && self.manager.cancel_stored(&record).await? {
-            return self.view(run_id).await.map(|v| v.info);
+        // Driven elsewhere (a worker, another server) or queued for one: through the store.
+        match self.manager.cancel_stored(&record).await? {
+            CancelRequest::WasQueued => self.view(run_id).await.map(|v| v.info),
+            CancelRequest::WasRunning => {
+                let mut info = self.view(run_id).await?.info;
+                info.status = "cancelling".into();
+                Ok(info)
+            }
+            _ => match self.store.get_result(run_id).await? {
+                Some(result) => {
+                    Err(ApiError::Conflict(format!("run {run_id} has already ended ({})", result.status)))
+                }
+                None => Err(ApiError::Conflict(format!(
+                    "run {run_id} is not running (interrupted: its driver stopped); `belt resume {run_id}` \
+                     or a worker continues it"
+                ))),
+            },
         }
-        if let Some(result) = self.store.get_result(run_id).await? {
-            return Err(ApiError::Conflict(format!("run {run_id} has already ended ({})", result.status)));
-        }
-        Err(ApiError::Conflict(format!(
-            "run {run_id} is not driven by this server (it was started elsewhere or before a restart); \
-             stop the process that drives it"
-        )))
     }
 }
 

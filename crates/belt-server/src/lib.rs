@@ -91,6 +91,11 @@ pub struct ServerConfig {
     pub defaults: RunSpec,
     /// Runs stream their agents' text as `step_delta` events, for live views (default on).
     pub stream_deltas: bool,
+    /// Drive runs here (the default). Off (`belt serve --no-execute`), the server is a
+    /// stateless API node over a shared store: it records runs as queued for `belt worker`s,
+    /// serves any run's state, documents and events from the store, and asks for
+    /// cancellation through it.
+    pub execute: bool,
 }
 
 impl ServerConfig {
@@ -109,6 +114,7 @@ impl ServerConfig {
             cors_origins: Vec::new(),
             defaults: RunSpec::default(),
             stream_deltas: true,
+            execute: true,
         }
     }
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use belt_app::{App, Prepared, RunSpec};
-use belt_core::store::{RunRecord, RunStore, StoreError};
+use belt_core::store::{CancelRequest, RunRecord, RunStore, StoreError};
 use belt_core::{Event, EventKind, RunHandle, RunResult, RunStatus};
 use chrono::{DateTime, Utc};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -125,7 +125,7 @@ impl LiveRun {
 
     /// What the store keeps of this run if it never starts.
     fn not_started_result(&self, status: RunStatus, reason: &str) -> RunResult {
-        not_started(&self.run_id, &self.pattern, &self.task, self.created_at, status, reason)
+        RunResult::not_started(&self.run_id, &self.pattern, &self.task, self.created_at, status, reason)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LiveState> {
@@ -247,6 +247,8 @@ pub struct RunManager {
     /// What requests leave out (see [`crate::ServerConfig::defaults`]).
     defaults: serde_json::Map<String, serde_json::Value>,
     stream_deltas: bool,
+    /// See [`crate::ServerConfig::execute`].
+    execute: bool,
     runs: Mutex<HashMap<String, Arc<LiveRun>>>,
     slots: Arc<Semaphore>,
     /// Places taken in the queue (counted before a run is recorded, so that concurrent
@@ -279,6 +281,7 @@ impl RunManager {
             limits,
             defaults,
             stream_deltas: config.stream_deltas,
+            execute: config.execute,
             runs: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(limits.max_running.max(1))),
             queued: AtomicUsize::new(0),
@@ -380,6 +383,13 @@ impl RunManager {
         }
         let prepared = self.prepare(request)?;
         let run = Arc::new(LiveRun::new(uuid::Uuid::now_v7().to_string(), prepared, Utc::now()));
+        if !self.execute {
+            // For the workers: recorded as queued, and from then on read from the store.
+            self.store.put_run(&run.queued_record()).await.map_err(|e| {
+                ApiError::Internal(format!("the run could not be queued: recording it failed ({e})"))
+            })?;
+            return Ok(run);
+        }
         // A run starts at once only when no run waits before it.
         if self.queued.load(Ordering::SeqCst) == 0
             && let Ok(permit) = self.slots.clone().try_acquire_owned()
@@ -420,6 +430,9 @@ impl RunManager {
     /// is gone) is recorded as failed with the reason. Returns how many were taken up.
     pub async fn restore_queued(self: &Arc<Self>) -> Result<usize, StoreError> {
         let mut restored = 0;
+        if !self.execute {
+            return Ok(0);
+        }
         for record in self.store.queued_runs(usize::MAX).await? {
             if self.get(&record.run_id).is_some() {
                 continue;
@@ -438,7 +451,7 @@ impl RunManager {
                     let reason = format!("its recorded definition no longer prepares: {e}");
                     tracing::warn!(run_id = %record.run_id, "queued run not restored: {reason}");
                     if self.store.take_queued(&record.run_id, &self.owner).await? {
-                        let failed = not_started_of(&record, RunStatus::Failed, &reason);
+                        let failed = record.not_started(RunStatus::Failed, &reason);
                         self.store.finish_run(&failed).await?;
                     }
                 }
@@ -532,15 +545,16 @@ impl RunManager {
         }
     }
 
-    /// Cancel a run the store holds as queued that this server does not hold (queued by
-    /// another server): recorded as cancelled. False when it is not queued there.
-    pub async fn cancel_stored(&self, record: &RunRecord) -> Result<bool, StoreError> {
-        if !self.store.take_queued(&record.run_id, &self.owner).await? {
-            return Ok(false);
+    /// Cancel a run this server does not hold, through the store: a queued one is recorded
+    /// as cancelled here; a running one's driver (another server, a worker) sees the request
+    /// at its next heartbeat. What the store said, for the answer.
+    pub async fn cancel_stored(&self, record: &RunRecord) -> Result<CancelRequest, StoreError> {
+        let request = self.store.request_cancel(&record.run_id).await?;
+        if request == CancelRequest::WasQueued {
+            let result = record.not_started(RunStatus::Cancelled, "cancelled while waiting for a run slot");
+            self.store.finish_run(&result).await?;
         }
-        let result = not_started_of(record, RunStatus::Cancelled, "cancelled while waiting for a run slot");
-        self.store.finish_run(&result).await?;
-        Ok(true)
+        Ok(request)
     }
 
     /// Start a run in its slot and pump its events until it ends.
@@ -641,41 +655,6 @@ impl RunManager {
             tracing::warn!("some runs did not stop within {grace:?}; they will show as interrupted");
         }
     }
-}
-
-/// What the store keeps of a run that never started: its status and why, nothing run.
-fn not_started(
-    run_id: &str,
-    pattern: &str,
-    task: &str,
-    started_at: DateTime<Utc>,
-    status: RunStatus,
-    reason: &str,
-) -> RunResult {
-    RunResult {
-        run_id: run_id.to_string(),
-        status,
-        stop_reason: reason.to_string(),
-        pattern: pattern.to_string(),
-        task: task.to_string(),
-        plan: Vec::new(),
-        agents: Vec::new(),
-        final_output: None,
-        usage: Default::default(),
-        cost_usd: 0.0,
-        duration_ms: 0,
-        documents: Vec::new(),
-        simulated: false,
-        shape: Vec::new(),
-        started_at: Some(started_at),
-        segments: Vec::new(),
-        caps: Vec::new(),
-    }
-}
-
-/// [`not_started`] of a stored run.
-fn not_started_of(record: &RunRecord, status: RunStatus, reason: &str) -> RunResult {
-    not_started(&record.run_id, &record.pattern, &record.task, record.started_at, status, reason)
 }
 
 /// Longest a request waits for a finishing run's result to be stored.

@@ -49,13 +49,14 @@ pub struct RunIdParams {
 /// Which runs to list.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = belt_app::lenient::plain_optionals)]
 pub struct ListRunsParams {
     /// Only runs with this status: queued, running, completed, partial, failed,
     /// budget_exhausted, cancelled or interrupted.
     #[serde(default)]
     pub status: Option<String>,
     /// How many, newest first (1 to 500, default 20).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "belt_app::lenient::number")]
     pub limit: Option<usize>,
 }
 

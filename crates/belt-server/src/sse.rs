@@ -28,8 +28,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::manager::{LiveRun, LogCursor, is_last};
 
-/// How often the store is polled for a run that another process drives.
-const STORE_POLL: Duration = Duration::from_millis(500);
+/// The longest one wait for a run that another process drives lasts before it is renewed.
+const STORE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct EventsQuery {
@@ -127,12 +127,23 @@ impl Feed {
 
     async fn follow_store(&mut self) -> Result<(), Stop> {
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(STORE_POLL) => {}
+            // Woken as soon as the driver records more (PostgreSQL: LISTEN/NOTIFY; else polled).
+            let events = tokio::select! {
+                e = self.store.wait_events(&self.run_id, self.last, STORE_WAIT) => e,
                 _ = self.shutdown.cancelled() => return Ok(()),
                 _ = self.tx.closed() => return Err(Stop::Done),
+            };
+            match events {
+                Ok(events) => {
+                    for e in events {
+                        self.send(&e).await?;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cannot read the events of run {}: {e}", self.run_id);
+                    return Err(Stop::Done);
+                }
             }
-            self.replay_store().await?;
         }
     }
 

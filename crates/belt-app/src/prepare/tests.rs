@@ -138,3 +138,28 @@ async fn a_prepared_spec_runs_and_a_recorded_one_runs_the_same() {
     let second = app().prepare(&again).unwrap().start().await.unwrap().result().await;
     assert_eq!(first.final_output, second.final_output, "same seed, same spec: the same texts");
 }
+
+#[test]
+fn every_run_of_an_app_shares_one_limiter_per_provider() {
+    let app = app();
+    let a = app.providers(&spec(r#"{"task": "a"}"#)).unwrap();
+    let b = app.providers(&spec(r#"{"task": "b", "seed": 3}"#)).unwrap();
+    let (la, lb) = (a.limiter("simulated").unwrap(), b.limiter("simulated").unwrap());
+    assert!(Arc::ptr_eq(la, lb), "two runs of one process must queue behind one limit");
+}
+
+#[test]
+fn a_budget_pool_must_be_defined_and_kept_in_a_shared_store() {
+    let e = mistake(r#"{"task": "x", "budget_pool": "team"}"#);
+    assert!(e.contains("no pool `team` in belt.toml (it defines none)"), "{e}");
+    let config: Config =
+        toml::from_str("[budget_pools.team]\nusd_per_day = 5.0\ncalls_per_month = 100").unwrap();
+    let app = App::new(config).with_env(Arc::new(|_| None));
+    let e = app.prepare(&spec(r#"{"task": "x", "budget_pool": "team"}"#)).err().unwrap().to_string();
+    assert!(e.contains("a store every process shares; use --store postgres://"), "{e}");
+    app.share(None, Some(Arc::new(belt_core::shared::MemoryShared::new())));
+    let prepared = app.prepare(&spec(r#"{"task": "x", "budget_pool": "team"}"#)).unwrap();
+    let pool = prepared.options.budget_pool.expect("the run draws from the pool");
+    assert_eq!(pool.caps.per_day.max_cost_usd, Some(5.0));
+    assert_eq!(pool.caps.per_month.max_calls, Some(100));
+}

@@ -30,7 +30,13 @@ const KEYS: &[&str] = &[
 /// `belt ARGS` in `cwd`, keeping its runs under `home` (`BELT_HOME`); stdin empty,
 /// stdout and stderr piped. Callers add or override variables after this.
 pub fn belt_command(cwd: &Path, home: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_belt"));
+    program_command(Path::new(env!("CARGO_BIN_EXE_belt")), cwd, home, args)
+}
+
+/// `PROGRAM ARGS` with the environment of [`belt_command`]: for a client (an MCP client,
+/// say) that starts belt itself, passing its own environment on.
+pub fn program_command(program: &Path, cwd: &Path, home: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(cwd)
         .env("BELT_HOME", home)
@@ -155,4 +161,32 @@ pub fn only_run_id(dir: &Dir) -> String {
     let runs = runs.as_array().expect("an array of runs");
     assert_eq!(runs.len(), 1, "{runs:?}");
     runs[0]["run_id"].as_str().expect("a run id").to_string()
+}
+
+/// The programs some tests check belt's output with, as scripts/test-deps installs them
+/// (pinned, under the target directory): Python with python-docx and the MCP SDK, and the
+/// MCP Inspector's CLI.
+pub struct TestDeps {
+    pub python: PathBuf,
+    pub inspector: PathBuf,
+}
+
+/// [`TestDeps`], installed first when missing (the script is quick when they are there). A
+/// failed install fails the test: a missing checker must never pass for a passed check.
+pub fn test_deps() -> TestDeps {
+    // The binary is TARGET/debug/belt; the dependencies live in TARGET/test-deps.
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_belt"));
+    let target = bin.parent().and_then(Path::parent).expect("the binary sits in TARGET/PROFILE");
+    let deps = target.join("test-deps");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-deps");
+    let status = Command::new(&script)
+        .env("BELT_TEST_DEPS", &deps)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(status.success(), "{} failed: the tests need python3 with venv, and npm", script.display());
+    TestDeps {
+        python: deps.join("py/bin/python"),
+        inspector: deps.join("npm/node_modules/.bin/mcp-inspector"),
+    }
 }

@@ -340,6 +340,16 @@ pub struct CallInfo {
     pub step: StepId,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// The run the call belongs to (empty outside a run): for logs and traces that follow
+    /// calls across the processes sharing a store.
+    pub run_id: Arc<str>,
+}
+
+impl CallInfo {
+    /// Attempt `attempt` of `step`, outside any run.
+    pub fn new(step: StepId, attempt: u32) -> CallInfo {
+        CallInfo { step, attempt, run_id: Arc::from("") }
+    }
 }
 
 /// Receives the text of a streaming reply as it arrives.
@@ -510,6 +520,19 @@ impl Providers {
     /// Add a provider with its limits.
     pub fn insert_with_limits(&mut self, provider: Arc<dyn LlmProvider>, limits: Limits) {
         self.by_name.insert(provider.name().to_string(), (provider, Arc::new(Limiter::new(limits))));
+    }
+
+    /// Put `limiter` in place of `provider`'s own: how the runs of one process share one
+    /// limiter per provider, though each run builds its providers. False if there is no
+    /// such provider.
+    pub fn set_limiter(&mut self, provider: &str, limiter: Arc<Limiter>) -> bool {
+        match self.by_name.get_mut(provider) {
+            Some(entry) => {
+                entry.1 = limiter;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The limiter of a provider.
