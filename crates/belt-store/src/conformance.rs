@@ -223,6 +223,9 @@ async fn run_records_round_trip_and_resume(kind: Kind) {
     let listed: Vec<String> = s.list_runs(10).await.unwrap().into_iter().map(|r| r.run_id).collect();
     assert_eq!(listed, ["r"], "{kind:?}: placeholders are not listed");
     assert_eq!(s.load_steps("stepped").await.unwrap().len(), 1, "a step of an unrecorded run is kept");
+    // Only a store several processes share shares limits and budget pools.
+    let shared = matches!(kind, Kind::Postgres);
+    assert_eq!((s.shared_limits().is_some(), s.budget_pools().is_some()), (shared, shared), "{kind:?}");
 }
 
 async fn steps_round_trip_with_every_field(kind: Kind) {

@@ -76,6 +76,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::event_row;
+use crate::shared::PgShared;
 use crate::sqlite::unpack;
 
 /// How long opening the store waits for the server to answer.
@@ -101,6 +102,8 @@ pub struct PgStore {
     pool: PgPool,
     at: Arc<Place>,
     options: PgConnectOptions,
+    /// This process's share of the limits and budget pools (see [`crate::shared`]).
+    shared: Arc<PgShared>,
     followers: Arc<Followers>,
     /// The listener task, started by the first follower; aborted with the store.
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -244,7 +247,9 @@ impl PgStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options.clone());
         bounded(&at, MIGRATOR.run(&pool)).await?.map_err(|e| migrate_error(&at, e))?;
-        Ok(PgStore { pool, at, options, followers: Arc::default(), listener: Mutex::new(None) })
+        // Provider limits and budget pools held for all processes sharing the database.
+        let shared = bounded(&at, PgShared::start(pool.clone(), holder())).await??;
+        Ok(PgStore { pool, at, options, shared, followers: Arc::default(), listener: Mutex::new(None) })
     }
 
     /// Where the store is, without the password.
@@ -298,6 +303,19 @@ impl PgStore {
             *task = Some(tokio::spawn(listen(options, followers)));
         }
     }
+}
+
+/// This process, as the holder of limit slots and pool reservations: `host:pid:nonce`.
+fn holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() % 1_000_000_000);
+    format!("{host}:{}:{nonce}", std::process::id())
 }
 
 /// `op`, or an error once [`STATEMENT_TIMEOUT`] (and a little) passed without an answer.
@@ -814,6 +832,14 @@ impl RunStore for PgStore {
         let q = sqlx::query(sql).bind(key.to_string()).bind(to_json(reply)?).bind(millis(ttl));
         self.run(q.execute(&self.pool)).await?;
         Ok(())
+    }
+
+    fn shared_limits(&self) -> Option<Arc<dyn belt_core::limits::SharedLimits>> {
+        Some(self.shared.clone())
+    }
+
+    fn budget_pools(&self) -> Option<Arc<dyn belt_core::shared::BudgetPools>> {
+        Some(self.shared.clone())
     }
 
     async fn wait_events(
