@@ -147,6 +147,11 @@ impl Place {
             sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!(
                 "cannot connect to PostgreSQL at {server}: connection refused; is the server running? {check}"
             ),
+            sqlx::Error::Io(io) if io.to_string().contains("lookup address") => {
+                format!(
+                    "cannot connect to PostgreSQL at {server}: the host name does not resolve ({io}); {check}"
+                )
+            }
             sqlx::Error::Io(io) => {
                 format!("cannot connect to PostgreSQL at {server}: {io}; is the server running? {check}")
             }

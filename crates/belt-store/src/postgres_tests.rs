@@ -67,6 +67,8 @@ async fn a_server_that_is_not_there_is_named_with_what_to_check() {
         "{err}"
     );
     assert!(!err.contains("secret"), "{err}");
+    let err = open_err("postgres://belt@no-such-host.invalid/belt").await;
+    assert!(err.contains("at no-such-host.invalid:5432: the host name does not resolve"), "{err}");
     let err = open_err("postgres://belt@[::1").await;
     assert!(err.contains("is not a PostgreSQL URL"), "{err}");
 }
