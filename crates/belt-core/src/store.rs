@@ -306,6 +306,8 @@ struct RunData {
     record: Option<RunRecord>,
     /// Appended in completion order; a step is recorded once per run.
     steps: Vec<StepRecord>,
+    /// Where each step is in `steps`.
+    step_index: rustc_hash::FxHashMap<StepId, usize>,
     events: Vec<Arc<Event>>,
     result: Option<RunResult>,
     lease: Option<(String, Instant)>,
@@ -337,7 +339,11 @@ impl MemoryStore {
 #[async_trait]
 impl RunStore for MemoryStore {
     async fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        self.with(&run.run_id, |d| d.record = Some(run.clone()));
+        self.with(&run.run_id, |d| {
+            // A resumed run keeps the time it first started, as the persistent stores do.
+            let started_at = d.record.as_ref().map_or(run.started_at, |r| r.started_at);
+            d.record = Some(RunRecord { started_at, ..run.clone() });
+        });
         Ok(())
     }
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -347,7 +353,14 @@ impl RunStore for MemoryStore {
         Ok(self.with(run_id, |d| d.steps.clone()))
     }
     async fn put_step(&self, run_id: &str, record: &StepRecord) -> Result<(), StoreError> {
-        self.with(run_id, |d| d.steps.push(record.clone()));
+        self.with(run_id, |d| match d.step_index.get(&record.step) {
+            // Recorded again: the new record replaces the old one, as the persistent stores do.
+            Some(&i) => d.steps[i] = record.clone(),
+            None => {
+                d.step_index.insert(record.step.clone(), d.steps.len());
+                d.steps.push(record.clone());
+            }
+        });
         Ok(())
     }
     async fn append_events(&self, run_id: &str, events: &[Arc<Event>]) -> Result<(), StoreError> {
@@ -543,7 +556,11 @@ impl RunStore for MemoryStore {
         Ok(cache.get(&key).filter(|(_, expires)| Instant::now() < *expires).map(|(r, _)| r.clone()))
     }
     async fn cache_put(&self, key: InputHash, reply: &StepReply, ttl: Duration) -> Result<(), StoreError> {
-        let expires = Instant::now() + ttl;
+        // A TTL longer than the clock can count means "never expires" (a century), not a panic.
+        let now = Instant::now();
+        let expires =
+            now.checked_add(ttl).or_else(|| now.checked_add(Duration::from_secs(100 * 366 * 86_400)));
+        let Some(expires) = expires else { return Ok(()) };
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (reply.clone(), expires));
         Ok(())
     }

@@ -74,6 +74,7 @@ impl SqliteStore {
         let err = |e: sqlx::Error| backend(&path, e);
         let pool =
             SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(err)?;
+        refuse_newer(&pool, &path).await?;
         MIGRATOR.run(&pool).await.map_err(|e| backend(&path, sqlx::Error::Migrate(Box::new(e))))?;
         // The writer has a connection of its own, so reads never wait behind a batch.
         let writer = Writer::start(&path, busy_timeout)?;
@@ -170,6 +171,30 @@ impl SqliteStore {
     }
 }
 
+/// Refuse a file a newer belt wrote (a migration this one does not know): this one would
+/// misread what it added, and sqlx would only say that a migration "is missing".
+async fn refuse_newer(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
+    let err = |e: sqlx::Error| backend(path, e);
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(err)?;
+    if !exists {
+        return Ok(());
+    }
+    let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+        .map_err(err)?;
+    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    if version > known {
+        return Err(StoreError::Backend(crate::newer_schema(&path.display().to_string(), version, known)));
+    }
+    Ok(())
+}
+
 /// Column `name` of a row. sqlx's `Row::get` panics on a value that does not decode (text
 /// that is not UTF-8, a number where text belongs), and such a value is only ever there
 /// when the file was damaged: every read goes through here and says which column failed.
@@ -253,7 +278,7 @@ fn status(r: &SqliteRow) -> Result<RunStatus, String> {
 }
 
 /// The bytes of an LZ4 block written by `lz4_flex::compress_prepend_size`.
-fn unpack(packed: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn unpack(packed: &[u8]) -> Result<Vec<u8>, String> {
     // The length prefix comes from the file: check it against the most LZ4 can expand
     // (255 to 1) before it sizes an allocation.
     let size = packed.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
@@ -718,7 +743,8 @@ impl RunStore for SqliteStore {
         sqlx::query("INSERT OR REPLACE INTO cache (key, reply, expires_ms) VALUES (?, ?, ?)")
             .bind(key.to_string())
             .bind(json)
-            .bind(now_ms() + ttl.as_millis() as i64)
+            // Saturating: a TTL longer than the clock can count means "never expires".
+            .bind(now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)))
             .execute(&self.pool)
             .await
             .map_err(self.err())?;

@@ -11,15 +11,15 @@ use chrono::Utc;
 use crate::{SqliteStore, StoreSpec};
 
 /// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("belt-store-{name}-{}-{}", std::process::id(), nonce()));
+    pub(crate) fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("belt-store-{name}-{}", nonce_text()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
-    fn db(&self) -> PathBuf {
+    pub(crate) fn db(&self) -> PathBuf {
         self.0.join("belt.db")
     }
 }
@@ -32,6 +32,14 @@ impl Drop for TempDir {
 
 fn nonce() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+/// Different in every call, also across processes and threads: for names of temporary
+/// files and schemas.
+pub(crate) fn nonce_text() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}_{}_{n}", std::process::id(), nonce())
 }
 
 fn record(run_id: &str) -> RunRecord {
@@ -150,24 +158,16 @@ async fn futures_util_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::O
     out.into_iter().map(|o| o.unwrap()).collect()
 }
 
+/// A damaged compressed result is an error that says so, not a crash or a huge allocation.
+/// (What leases do is in the conformance suite.)
 #[tokio::test]
-async fn leases_admit_one_driver() {
+async fn a_damaged_result_is_reported() {
     let dir = TempDir::new("lease");
     let store = SqliteStore::open(dir.db()).await.unwrap();
-    store.claim("r", "a", Duration::from_secs(10), None).await.unwrap();
-    let busy = store.claim("r", "b", Duration::from_secs(10), None).await.unwrap_err();
-    assert!(busy.to_string().contains("being driven by another process (a"), "{busy}");
-    // The same owner may claim again; a known-dead owner may be replaced.
-    store.claim("r", "a", Duration::from_secs(10), None).await.unwrap();
-    store.claim("r", "b", Duration::from_secs(10), Some("a")).await.unwrap();
-    // An expired lease is free to take.
-    store.claim("r", "c", Duration::ZERO, None).await.unwrap();
-    // Finishing releases it.
     store.put_run(&record("r")).await.unwrap();
     let mut result = sample_result("r");
     result.status = RunStatus::Completed;
     store.finish_run(&result).await.unwrap();
-    store.claim("r", "d", Duration::from_secs(10), None).await.unwrap();
     assert_eq!(store.get_result("r").await.unwrap().unwrap(), result, "the whole result reads back");
 
     // A damaged compressed result is an error that says so, not a crash or a huge allocation.
@@ -189,7 +189,7 @@ async fn a_running_run_without_heartbeat_is_interrupted() {
     assert_eq!(store.list_runs(5).await.unwrap()[0].status, RunStatus::Interrupted);
 }
 
-fn sample_result(run_id: &str) -> belt_core::RunResult {
+pub(crate) fn sample_result(run_id: &str) -> belt_core::RunResult {
     belt_core::RunResult {
         run_id: run_id.into(),
         status: RunStatus::Running,
@@ -209,41 +209,6 @@ fn sample_result(run_id: &str) -> belt_core::RunResult {
         segments: Vec::new(),
         caps: Vec::new(),
     }
-}
-
-#[tokio::test]
-async fn dead_letters_and_cache() {
-    let dir = TempDir::new("dlq");
-    let store = SqliteStore::open(dir.db()).await.unwrap();
-    let letter = DeadLetter {
-        id: 0,
-        run_id: "r".into(),
-        step: StepId::new("worker/003"),
-        tier: Tier::Worker,
-        error: "boom".into(),
-        error_kind: "server_error".into(),
-        attempts: 3,
-        request: LlmRequest::new("t/m", "hello").max_tokens(9),
-        created_at: Utc::now(),
-    };
-    let id = store.put_dead_letter(&letter).await.unwrap();
-    let all = store.dead_letters().await.unwrap();
-    assert_eq!(all.len(), 1);
-    assert_eq!(all[0].id, id);
-    assert_eq!(all[0].request, letter.request);
-    store.resolve_dead_letter(id).await.unwrap();
-    assert!(store.dead_letters().await.unwrap().is_empty());
-
-    let key = InputHash::new(42);
-    let mut reply = belt_core::StepReply::new("hi");
-    reply.outcome.model = Arc::from("t/m");
-    reply.tool_calls =
-        vec![ToolCall { id: "c1".into(), name: "add".into(), arguments: serde_json::json!({"a": 1}) }];
-    assert!(store.cache_get(key).await.unwrap().is_none());
-    store.cache_put(key, &reply, Duration::from_secs(60)).await.unwrap();
-    assert_eq!(store.cache_get(key).await.unwrap(), Some(reply.clone()));
-    store.cache_put(key, &reply, Duration::ZERO).await.unwrap();
-    assert!(store.cache_get(key).await.unwrap().is_none(), "expired entries are not served");
 }
 
 #[tokio::test]
@@ -281,67 +246,6 @@ async fn a_locked_database_is_reported() {
     // Once the lock is gone, writing works again and nothing was half-written.
     store.put_step("r", &step("worker/001", 0.0)).await.unwrap();
     assert_eq!(store.load_steps("r").await.unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn an_unfinished_run_resumes_from_the_file_without_calling_again() {
-    let dir = TempDir::new("resume");
-    let options = |p: &Arc<ScriptedProvider>, store: Arc<dyn RunStore>| {
-        let mut o = RunOptions::default().with_provider(p.clone()).with_store(store).concurrency(4);
-        o.run_id = Some("run-r".into());
-        o
-    };
-    // First process: workers 008-012 never answer; it stops after the others are done.
-    let slow = (8..=12).fold(ScriptedProvider::new("t"), |p, i| {
-        p.delay_for(&format!("worker/{i:03}"), Duration::from_secs(600))
-    });
-    let first = Arc::new(slow);
-    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.db()).await.unwrap());
-    let mut handle =
-        belt_core::run(Cascade::new(12, "t/m"), Task::new("task"), options(&first, store.clone()))
-            .await
-            .unwrap();
-    let mut events = handle.events().unwrap();
-    let mut done = 0;
-    while let Some(e) = events.recv().await {
-        if e.kind.type_name() == "step_completed" {
-            done += 1;
-            if done == 8 {
-                break; // decompose and workers 001-007
-            }
-        }
-    }
-    handle.cancel();
-    let r1 = handle.result().await;
-    assert_eq!(r1.status, RunStatus::Cancelled);
-    drop(store);
-
-    // Second process, same file: only what did not complete is called.
-    let second = Arc::new(ScriptedProvider::new("t"));
-    let store: Arc<dyn RunStore> = Arc::new(SqliteStore::open(dir.db()).await.unwrap());
-    let mut handle =
-        belt_core::run(Cascade::new(12, "t/m"), Task::new("task"), options(&second, store.clone()))
-            .await
-            .unwrap();
-    let mut events = handle.events().unwrap();
-    let r2 = handle.result().await;
-    assert_eq!(r2.status, RunStatus::Completed, "{}", r2.stop_reason);
-    assert_eq!(second.calls("decompose"), 0);
-    for i in 1..=7 {
-        assert_eq!(second.calls(&format!("worker/{i:03}")), 0, "worker/{i:03} was paid for already");
-    }
-    for i in 8..=12 {
-        assert_eq!(second.calls(&format!("worker/{i:03}")), 1);
-    }
-    assert_eq!(second.total_calls(), 5 + 2 + 1);
-    // An uninterrupted run gives the same final output.
-    let fresh = Arc::new(ScriptedProvider::new("t"));
-    let mut o = RunOptions::default().with_provider(fresh.clone());
-    o.run_id = Some("run-r".into());
-    let r3 = belt_core::run(Cascade::new(12, "t/m"), Task::new("task"), o).await.unwrap().result().await;
-    assert_eq!(r2.final_output, r3.final_output);
-    assert_eq!(r2.usage.calls, r3.usage.calls, "each completed call counted once");
-    assert!(events.recv().await.unwrap().seq > 1, "events continue the recorded sequence");
 }
 
 #[tokio::test]
@@ -799,4 +703,75 @@ async fn queued_runs_are_taken_once_oldest_first_and_then_run() {
     let after = store.get_run("q-c").await.unwrap().unwrap();
     assert_eq!((after.status, after.started_at), (RunStatus::Completed, before.started_at));
     assert_eq!(after.definition, before.definition);
+}
+
+/// A file a newer belt migrated is refused with a message that says so (sqlx alone said a
+/// migration "is missing"), and nothing is written to it.
+#[tokio::test]
+async fn a_file_from_a_newer_belt_is_refused() {
+    let dir = TempDir::new("newer");
+    drop(SqliteStore::open(dir.db()).await.unwrap());
+    {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(dir.db()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (999, 'from the future', 1, x'00', 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let err = SqliteStore::open(dir.db()).await.err().expect("a newer file is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("was written by a newer belt (schema version 999, this belt knows 7); upgrade belt"),
+        "{text}"
+    );
+    assert!(text.contains(&dir.db().display().to_string()), "{text}");
+}
+
+#[test]
+fn postgres_urls_are_stores_shown_without_their_password() {
+    for url in
+        ["postgres://belt:s3cret@db.example:5433/belt", "postgresql://belt:s3cret@db/belt?sslmode=require"]
+    {
+        let spec: StoreSpec = url.parse().unwrap();
+        assert_eq!(spec, StoreSpec::Postgres(url.into()));
+        let shown = spec.to_string();
+        assert!(!shown.contains("s3cret") && shown.contains("belt:***@"), "{shown}");
+        assert!(!format!("{spec:?}").contains("s3cret"), "{spec:?}");
+    }
+    let spec: StoreSpec = "postgres://belt:s3cret@db.example:5433/belt".parse().unwrap();
+    assert_eq!(spec.to_string(), "postgres://belt:***@db.example:5433/belt");
+    assert_eq!(
+        crate::redact_url("postgres://db/belt?user=u&password=pw&x=1"),
+        "postgres://db/belt?user=u&password=***&x=1"
+    );
+    assert_eq!(
+        crate::redact_url("postgresql://u@db/belt"),
+        "postgresql://u@db/belt",
+        "no password, nothing hidden"
+    );
+    assert_eq!(
+        crate::redact_url("postgres://u:p@ss:w@rd@db/b"),
+        "postgres://u:***@db/b",
+        "the last @ ends the user part"
+    );
+    assert!("postgres://".parse::<StoreSpec>().unwrap_err().contains("postgres://USER:PASSWORD@HOST"));
+    assert!("mysql://x".parse::<StoreSpec>().unwrap_err().contains("postgres://"));
+}
+
+/// `open` opens what `--store postgres://…` names.
+#[tokio::test]
+async fn a_postgres_spec_opens_a_postgres_store() {
+    let schema = crate::conformance::PgSchema::new().await;
+    let store = crate::open(&schema.url().parse().unwrap()).await.unwrap();
+    store.put_run(&record("r")).await.unwrap();
+    let again = crate::PgStore::open(&schema.url()).await.unwrap();
+    assert_eq!(again.get_run("r").await.unwrap().map(|r| r.task), Some("a task".to_string()));
 }

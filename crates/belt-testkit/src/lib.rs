@@ -9,6 +9,9 @@
 //! - [`mutate`] turns valid files (examples, configurations, JSON bodies) into the near-misses
 //!   a user or a client really sends: flipped bytes, cut-off text, lines removed, doubled or
 //!   swapped, stray keys and fragments.
+//! - [`postgres`] gives the tests of the PostgreSQL run store a real server: the one
+//!   `BELT_TEST_POSTGRES` names, else a throwaway one that `scripts/postgres start` runs
+//!   (installing PostgreSQL if needed), so a plain `cargo test` runs them too.
 //!
 //! ```
 //! use belt_testkit::{check, mutate, proptest::prelude::*};
@@ -53,6 +56,43 @@ pub fn seed() -> u64 {
             .map_or(0, |d| d.as_nanos() as u64);
         nanos ^ u64::from(std::process::id()).rotate_left(32)
     })
+}
+
+/// The URL of a PostgreSQL database for tests (`postgres://user:password@host:port/db`):
+/// `BELT_TEST_POSTGRES` if set, else the one `scripts/postgres start` starts (or finds
+/// already running: it is quick then, and safe to call from test binaries running at once).
+/// Asked once per test binary. Tests share the database, so each makes a schema of its own.
+///
+/// Panics, failing the test, when no server can be had: these tests never skip themselves.
+pub fn postgres() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| match std::env::var("BELT_TEST_POSTGRES") {
+        Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
+        _ => start_postgres().unwrap_or_else(|why| panic!("no PostgreSQL for the tests: {why}")),
+    })
+    .clone()
+}
+
+/// Run `scripts/postgres start` of this workspace; its last line of output is the URL.
+fn start_postgres() -> Result<String, String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().last().map(str::trim) {
+        Some(url) if out.status.success() && url.starts_with("postgres") => Ok(url.to_string()),
+        _ => Err(format!(
+            "{} start failed ({}): {}{}; set BELT_TEST_POSTGRES to a database URL instead",
+            script.display(),
+            out.status,
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
 }
 
 fn env_number(name: &str) -> Option<u64> {
@@ -224,6 +264,13 @@ mod tests {
         assert_eq!(scaled(Some(5000), 16), 312);
         assert_eq!(scaled(Some(1), 16), 1, "never none");
         assert_eq!(scaled(Some(u64::MAX), 256), u32::MAX);
+    }
+
+    #[test]
+    fn a_postgres_server_is_there_for_the_tests() {
+        let url = postgres();
+        assert!(url.starts_with("postgres://") || url.starts_with("postgresql://"), "{url}");
+        assert_eq!(postgres(), url, "asked once, the same URL after");
     }
 
     #[test]
