@@ -169,9 +169,13 @@ fn the_store_can_be_chosen_and_bad_stores_are_bad_input() {
     assert!(db.exists());
     let o = belt(&dir, &["--store", "memory", "runs", "list", "--json"], None);
     assert_eq!(json(&o), serde_json::json!([]));
-    let o = belt(&dir, &["--store", "postgres://x", "runs", "list"], None);
+    let o = belt(&dir, &["--store", "mysql://x", "runs", "list"], None);
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("sqlite://PATH"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("sqlite://PATH") && stderr(&o).contains("postgres://"), "{}", stderr(&o));
+    // A PostgreSQL server that is not there: refused with where and what to check.
+    let o = belt(&dir, &["--store", "postgres://belt@127.0.0.1:9/belt", "runs", "list"], None);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("cannot connect to PostgreSQL at 127.0.0.1:9"), "{}", stderr(&o));
     std::fs::write(dir.join("junk.db"), vec![7u8; 4096]).unwrap();
     let junk = format!("sqlite://{}", dir.join("junk.db").display());
     let o = belt(

@@ -17,9 +17,14 @@ use serde_json::Value;
 use common::{Dir, belt, code, command, json, stderr, wait};
 
 /// The stores the tests share runs through: SQLite (one file, processes of one host) and
-/// PostgreSQL once it is wired in.
+/// PostgreSQL (a schema of its own in the test server, dropped with it).
 fn sqlite(dir: &Dir) -> String {
     format!("sqlite://{}", dir.join("shared.db").display())
+}
+
+fn postgres() -> belt_testkit::PgSchema {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(belt_testkit::PgSchema::new())
 }
 
 /// `belt run` arguments of test run `i`: a small cascade, slow enough to be caught mid-run.
@@ -136,14 +141,19 @@ fn same_outcome(a: &Value, b: &Value, what: &str) {
 #[test]
 fn detached_runs_are_driven_by_a_worker_as_a_direct_run_would_be() {
     let dir = Dir::new("workers-detach");
-    let store = sqlite(&dir);
-    let specs: Vec<Vec<String>> = (0..3).map(|i| run_args(i, 6, 20)).collect();
-    let ids: Vec<String> = specs.iter().map(|a| submit(&dir, &store, a)).collect();
-    assert!(statuses(&dir, &store).values().all(|s| s == "queued"), "queued until a worker takes them");
+    detached_runs_on(&dir, &sqlite(&dir));
+    let schema = postgres();
+    detached_runs_on(&dir, &schema.url());
+}
 
-    let log = dir.join("w1.log");
-    let w = worker(&dir, &store, "w1", 2, &log);
-    let finished = wait_finished(&dir, &store, &ids, Duration::from_secs(60));
+fn detached_runs_on(dir: &Dir, store: &str) {
+    let specs: Vec<Vec<String>> = (0..3).map(|i| run_args(i, 6, 20)).collect();
+    let ids: Vec<String> = specs.iter().map(|a| submit(dir, store, a)).collect();
+    assert!(statuses(dir, store).values().all(|s| s == "queued"), "queued until a worker takes them");
+
+    let log = dir.join(&format!("w1-{}.log", store.split(':').next().unwrap_or("store")));
+    let w = worker(dir, store, "w1", 2, &log);
+    let finished = wait_finished(dir, store, &ids, Duration::from_secs(60));
     assert!(finished.values().all(|s| s == "completed"), "{finished:?}");
     let out = terminate(w, Duration::from_secs(30));
     assert_eq!(code(&out), 0, "a worker asked to stop exits 0: {}", stderr(&out));
@@ -152,8 +162,8 @@ fn detached_runs_are_driven_by_a_worker_as_a_direct_run_would_be() {
 
     let calls = calls_by_run(&log);
     for (id, args) in ids.iter().zip(&specs) {
-        let r = result(&dir, &store, id);
-        same_outcome(&r, &unbroken(&dir, args), id);
+        let r = result(dir, store, id);
+        same_outcome(&r, &unbroken(dir, args), id);
         let paid = calls.iter().filter(|((run, _), _)| run == id).count() as u64;
         assert_eq!(paid, r["usage"]["calls"].as_u64().unwrap(), "{id}: each step called once");
     }
@@ -175,9 +185,11 @@ fn a_worker_without_a_shared_store_or_with_bad_arguments_says_so() {
 /// the killed worker completed is called again.
 #[test]
 fn runs_of_a_killed_worker_finish_on_the_others_without_paying_twice() {
-    for trial in 0..2 {
+    for trial in 0..3 {
         let dir = Dir::new(&format!("workers-kill-{trial}"));
-        let store = sqlite(&dir);
+        // Two trials on PostgreSQL, one on SQLite (workers of one host).
+        let schema = (trial < 2).then(postgres);
+        let store = schema.as_ref().map_or_else(|| sqlite(&dir), |s| s.url());
         let specs: Vec<Vec<String>> = (0..6).map(|i| run_args(10 * trial + i, 16, 150)).collect();
         let ids: Vec<String> = specs.iter().map(|a| submit(&dir, &store, a)).collect();
         let logs: Vec<PathBuf> = (0..3).map(|w| dir.join(&format!("w{w}.log"))).collect();
@@ -277,7 +289,8 @@ async fn read_sse_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_node_streams_and_cancels_runs_that_a_worker_drives() {
     let dir = Dir::new("workers-api-node");
-    let store = sqlite(&dir);
+    let schema = belt_testkit::PgSchema::new().await;
+    let store = schema.url();
     let home = dir.join("node");
     std::fs::create_dir_all(&home).unwrap();
     let args = ["--store", store.as_str(), "serve", "--no-execute", "--addr", "127.0.0.1:0"];
@@ -375,7 +388,8 @@ async fn an_api_node_streams_and_cancels_runs_that_a_worker_drives() {
 #[test]
 fn a_stopped_worker_hands_its_runs_back_with_every_call_recorded() {
     let dir = Dir::new("workers-sigterm");
-    let store = sqlite(&dir);
+    let schema = postgres();
+    let store = schema.url();
     let specs: Vec<Vec<String>> = (0..2).map(|i| run_args(40 + i, 16, 300)).collect();
     let ids: Vec<String> = specs.iter().map(|a| submit(&dir, &store, a)).collect();
     let first_log = dir.join("first.log");
@@ -447,12 +461,28 @@ fn fake_reply() -> belt_llm::fake_server::FakeResponse {
 }
 
 /// Queue `runs` runs of the fake model over a plan of `subtasks`; their ids.
-fn submit_fake(dir: &Dir, config: &str, store: &str, runs: usize, subtasks: usize, extra: &[&str]) -> Vec<String> {
+fn submit_fake(
+    dir: &Dir,
+    config: &str,
+    store: &str,
+    runs: usize,
+    subtasks: usize,
+    extra: &[&str],
+) -> Vec<String> {
     let plan = plan_file(dir, subtasks);
     (0..runs)
         .map(|i| {
             let task = format!("Survey {i}");
-            let mut args = vec!["run", task.as_str(), "--model", "fake/m", "--plan", plan.as_str(), "--detach", "--quiet"];
+            let mut args = vec![
+                "run",
+                task.as_str(),
+                "--model",
+                "fake/m",
+                "--plan",
+                plan.as_str(),
+                "--detach",
+                "--quiet",
+            ];
             args.extend(extra);
             let o = wait(fake_command(dir, config, store, &args).spawn().unwrap(), Duration::from_secs(60));
             assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -477,13 +507,17 @@ fn fake_workers(dir: &Dir, config: &str, store: &str, n: usize) -> Vec<Child> {
 async fn four_workers_keep_one_concurrency_limit_and_one_pause() {
     use belt_llm::fake_server::{FakeResponse, FakeServer};
     let dir = Dir::new("workers-limits");
-    let store = postgres_store("limits");
+    let schema = belt_testkit::PgSchema::new().await;
+    let store = schema.url();
     let fake = FakeServer::start().await.unwrap();
     fake.set_default(fake_reply().first_byte_after(Duration::from_millis(250)));
     for _ in 0..8 {
         fake.push(fake_reply().first_byte_after(Duration::from_millis(250)));
     }
-    fake.push(FakeResponse::openai_error(429, "Rate limit reached", "requests", Some("rate_limit_exceeded")).header("retry-after", "3"));
+    fake.push(
+        FakeResponse::openai_error(429, "Rate limit reached", "requests", Some("rate_limit_exceeded"))
+            .header("retry-after", "3"),
+    );
     let config = fake_config(&dir, &fake.openai_base_url(), "max_concurrency = 3");
     let ids = submit_fake(&dir, &config, &store, 4, 6, &[]);
     let workers = fake_workers(&dir, &config, &store, 4);
@@ -515,7 +549,8 @@ async fn four_workers_keep_one_concurrency_limit_and_one_pause() {
 async fn four_workers_never_pass_a_budget_pool() {
     use belt_llm::fake_server::FakeServer;
     let dir = Dir::new("workers-pool");
-    let store = postgres_store("pool");
+    let schema = belt_testkit::PgSchema::new().await;
+    let store = schema.url();
     let fake = FakeServer::start().await.unwrap();
     fake.set_default(fake_reply().first_byte_after(Duration::from_millis(50)));
     let config = fake_config(&dir, &fake.openai_base_url(), "");
@@ -533,7 +568,10 @@ async fn four_workers_never_pass_a_budget_pool() {
     assert!(fake.requests().len() <= 25, "{} calls under a pool of 25", fake.requests().len());
     assert!(fake.requests().len() >= 20, "the pool was drawn to near its cap: {}", fake.requests().len());
     assert!(finished.values().any(|s| s == "budget_exhausted"), "{finished:?}");
-    let o = wait(fake_command(&dir, &config, &store, &["budget", "show", "--json"]).spawn().unwrap(), Duration::from_secs(30));
+    let o = wait(
+        fake_command(&dir, &config, &store, &["budget", "show", "--json"]).spawn().unwrap(),
+        Duration::from_secs(30),
+    );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let pools = json(&o);
     let day = pools.as_array().unwrap().iter().find(|p| p["period"] == "day").unwrap().clone();

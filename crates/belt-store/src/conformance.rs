@@ -17,7 +17,6 @@ use belt_core::store::{
 use belt_core::testing::ScriptedProvider;
 use belt_core::{Cascade, LlmRequest, RunOptions, RunResult, RunStatus, StepId, Task, Tier, Usage};
 use chrono::{DateTime, SubsecRound, Utc};
-use sqlx::Connection;
 
 use crate::{MemoryStore, PgStore, SqliteStore};
 
@@ -62,48 +61,7 @@ impl Fixture {
     }
 }
 
-/// A schema of its own in the test database (`belt_testkit::postgres`), dropped with it.
-pub(crate) struct PgSchema {
-    base: String,
-    pub name: String,
-}
-
-impl PgSchema {
-    pub async fn new() -> Self {
-        let base = tokio::task::spawn_blocking(belt_testkit::postgres).await.unwrap();
-        let name = format!("t_{}", crate::tests::nonce_text());
-        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}"))).execute(&mut conn).await.unwrap();
-        conn.close().await.unwrap();
-        PgSchema { base, name }
-    }
-
-    /// The base URL with the schema as the search path, and `extra` parameters.
-    pub fn url_with(&self, extra: &str) -> String {
-        let sep = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-csearch_path%3D{}{extra}", self.base, self.name)
-    }
-
-    pub fn url(&self) -> String {
-        self.url_with("")
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        // Drop cannot await: a thread of its own, so it also works inside a runtime.
-        let (base, name) = (self.base.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&base).await.ok()?;
-                let sql = format!("DROP SCHEMA IF EXISTS {name} CASCADE");
-                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.ok()
-            })
-        })
-        .join();
-    }
-}
+pub(crate) use belt_testkit::PgSchema;
 
 /// Now, to the microsecond.
 fn now() -> DateTime<Utc> {

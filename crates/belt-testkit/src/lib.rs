@@ -195,6 +195,65 @@ fn shorten(s: &str) -> String {
     }
 }
 
+/// A schema of its own in the test database ([`postgres`]), dropped with it: tests running
+/// at once do not see one another's runs. Its [`PgSchema::url`] is a store URL that any
+/// process can be given (`--store`), with the schema as its search path.
+pub struct PgSchema {
+    base: String,
+    pub name: String,
+}
+
+impl PgSchema {
+    pub async fn new() -> Self {
+        use sqlx::Connection;
+        let base = tokio::task::spawn_blocking(postgres).await.expect("the PostgreSQL lookup ran");
+        let name = format!("t_{}_{}", std::process::id(), unique());
+        let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to the test PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create a test schema");
+        let _ = conn.close().await;
+        PgSchema { base, name }
+    }
+
+    /// The base URL with the schema as the search path, and `extra` parameters.
+    pub fn url_with(&self, extra: &str) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-csearch_path%3D{}{extra}", self.base, self.name)
+    }
+
+    pub fn url(&self) -> String {
+        self.url_with("")
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        // Drop cannot await: a thread of its own, so it also works inside a runtime.
+        let (base, name) = (self.base.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&base).await.ok()?;
+                let sql = format!("DROP SCHEMA IF EXISTS {name} CASCADE");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A number no other call in this process returns, mixed with the time.
+fn unique() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{nanos}_{n}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
