@@ -72,6 +72,10 @@ pub enum Command {
     /// Budget pools: what every run drawing from each has spent and holds reserved.
     #[command(subcommand)]
     Budget(BudgetCommand),
+    /// Check this machine's setup: belt.toml, providers and which API keys are set, a local
+    /// Ollama, the store, the API token. One line each, ok/warn/fail with what to do; exit 0
+    /// when nothing failed.
+    Doctor,
     /// Models with known prices and capabilities, and which providers are ready.
     Models {
         /// As a JSON array.

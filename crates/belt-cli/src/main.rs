@@ -12,6 +12,7 @@
 mod args;
 mod budget_cmd;
 mod diagnostics;
+mod doctor_cmd;
 mod error;
 mod history;
 mod hitl;
@@ -67,6 +68,12 @@ fn main() {
     };
     let home = cli.home.clone().unwrap_or_else(belt_store::belt_home);
     let store = cli.store.unwrap_or_else(|| belt_store::StoreSpec::Sqlite(home.join("belt.db")));
+    // Before the configuration is loaded: a broken belt.toml is one of the things it reports.
+    if let Command::Doctor = cli.command {
+        let code = runtime.block_on(doctor_cmd::doctor(cli.config.as_deref(), &home, &store));
+        runtime.shutdown_background();
+        std::process::exit(code);
+    }
     let app = match belt_app::config::load(cli.config.as_deref(), &home) {
         Ok((config, _)) => std::sync::Arc::new(belt_app::App::new(config)),
         Err(e) => {
@@ -90,6 +97,8 @@ fn main() {
             Command::Validate(args) => workflow_cmd::validate(args, &app),
             Command::Schema => Ok(workflow_cmd::schema()),
             Command::Init(args) => workflow_cmd::init(args),
+            // Answered above, before the configuration; here for completeness.
+            Command::Doctor => Ok(doctor_cmd::doctor(cli.config.as_deref(), &home, &store).await),
         }
     });
     let code = match outcome {

@@ -1611,3 +1611,25 @@ fn planning_on_a_terminal_shows_a_running_clock() {
     assert!(seconds.iter().any(|&s| s >= 0.8), "planning took 1.2 s: {seconds:?}");
     assert!(screen.contains(" tokens · $"), "the run's header after the plan: {screen}");
 }
+
+/// A run answered from the response cache says how many of its steps came from it (and that
+/// they cost nothing); the first run, which filled the cache, says nothing of the kind.
+#[test]
+fn a_run_served_from_the_cache_says_how_many_steps_came_from_it() {
+    let dir = common::Dir::new("cache-summary");
+    let log = dir.join("calls.log");
+    let args =
+        ["run", "Name three rivers", "--agents", "3", "--sim-latency-ms", "0", "--cache", "3600", "--json"];
+    let first = common::belt(&dir, &args, Some(&log));
+    assert_eq!(common::code(&first), 0, "{}", common::stderr(&first));
+    assert!(!common::stderr(&first).contains("from the response cache"), "{}", common::stderr(&first));
+    let called = common::calls_so_far(&log);
+    let again = common::belt(&dir, &args, Some(&log));
+    let said = common::stderr(&again);
+    assert_eq!(common::code(&again), 0, "{said}");
+    assert_eq!(common::calls_so_far(&log), called, "every step came from the cache");
+    let steps = common::json(&again)["agents"].as_array().unwrap().len();
+    assert!(steps >= 4, "the decomposition and three workers at least: {steps}");
+    let line = format!("cache:   {steps} step(s) answered from the response cache, at no cost");
+    assert!(said.contains(&line), "{said}");
+}

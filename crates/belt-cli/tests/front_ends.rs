@@ -26,6 +26,11 @@ fn mistakes() -> Vec<(Vec<&'static str>, Value)> {
         (vec!["Plan a park", "--pattern", "pyramid"], json!({"task": "Plan a park", "pattern": "pyramid"})),
         (vec!["Plan a park", "--pattern", "saga"], json!({"task": "Plan a park", "pattern": "saga"})),
         (vec!["Plan a park", "--model", "nope/x"], json!({"task": "Plan a park", "model": "nope/x"})),
+        // A known provider without its key: the variable to set is named.
+        (
+            vec!["Plan a park", "--model", "openai/gpt-4o-mini"],
+            json!({"task": "Plan a park", "model": "openai/gpt-4o-mini"}),
+        ),
     ]
 }
 
@@ -128,6 +133,9 @@ async fn the_same_mistake_gets_the_same_message_from_the_cli_http_and_mcp() {
             }
             Err(e) => panic!("{body}: {e}"),
         };
+        if body["model"] == "openai/gpt-4o-mini" {
+            assert!(cli.contains("needs OPENAI_API_KEY, which is not set: export OPENAI_API_KEY="), "{cli}");
+        }
         assert_eq!(cli, over_http, "{body}: the CLI and HTTP differ");
         assert_eq!(cli, over_mcp, "{body}: the CLI and MCP differ");
     }

@@ -163,9 +163,34 @@ fn the_mcp_inspector_cli_lists_plain_schemas_and_calls_with_its_arguments() {
     }
 }
 
-/// The MCP Python SDK, a client that sends what it is given: numbers as strings are taken
-/// (`"agents": "3"`, `"budget_usd": "1.5"`, `"limit": "1"`), and the schemas it lists have no
-/// nullable unions.
+/// What the MCP Python SDK client script printed, checked as every transport must answer:
+/// belt introduces itself as belt; numbers as strings are taken (`"agents": "3"`,
+/// `"budget_usd": "1.5"`, `"limit": "1"`); the schemas have no nullable unions; an unknown run
+/// is a tool result marked isError that says, in MCP's words, which tool lists the runs.
+fn check_python_client(out: &Value) {
+    assert_eq!(out["server"]["name"], "belt", "{}", out["server"]);
+    assert_eq!(out["server"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(out["server"]["instructions"].as_str().unwrap().contains("run_workflow"));
+    assert_eq!(out["run"]["is_error"], false, "{}", out["run"]["text"]);
+    let text = out["run"]["text"].as_str().unwrap();
+    let s: Value = serde_json::from_str(text.rsplit("summary: ").next().unwrap()).unwrap();
+    assert_eq!((&s["status"], &s["shape"]), (&json!("completed"), &json!([3])), "{s}");
+    assert_eq!(out["runs"]["is_error"], false, "{}", out["runs"]["text"]);
+    let runs: Value = serde_json::from_str(out["runs"]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs["runs"][0]["run_id"], s["run_id"]);
+    let agents = &out["schemas"]["run_workflow"]["properties"]["agents"];
+    assert_eq!(agents["type"], "integer", "{agents}");
+    let unknown = &out["unknown"];
+    assert_eq!(unknown["is_error"], true, "{unknown}");
+    let said = unknown["text"].as_str().unwrap();
+    assert!(
+        said.contains("no-such-run") && said.contains("list_runs") && !said.contains("GET /v1"),
+        "{said}"
+    );
+}
+
+/// The MCP Python SDK over stdio, a client that sends what it is given.
 #[test]
 fn the_mcp_python_sdk_runs_a_cascade_with_numbers_sent_as_strings() {
     let deps = common::test_deps();
@@ -178,15 +203,32 @@ fn the_mcp_python_sdk_runs_a_cascade_with_numbers_sent_as_strings() {
     let child = common::program_command(&deps.python, &dir.0, &home, &args).spawn().unwrap();
     let o = common::wait(child, std::time::Duration::from_secs(120));
     assert_eq!(common::code(&o), 0, "{}", common::stderr(&o));
-    let out = common::json(&o);
-    assert_eq!(out["run"]["is_error"], false, "{}", out["run"]["text"]);
-    let text = out["run"]["text"].as_str().unwrap();
-    let s: Value = serde_json::from_str(text.rsplit("summary: ").next().unwrap()).unwrap();
-    assert_eq!((&s["status"], &s["shape"]), (&json!("completed"), &json!([3])), "{s}");
-    assert_eq!(out["runs"]["is_error"], false, "{}", out["runs"]["text"]);
-    let runs: Value = serde_json::from_str(out["runs"]["text"].as_str().unwrap()).unwrap();
-    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
-    assert_eq!(runs["runs"][0]["run_id"], s["run_id"]);
-    let agents = &out["schemas"]["run_workflow"]["properties"]["agents"];
-    assert_eq!(agents["type"], "integer", "{agents}");
+    check_python_client(&common::json(&o));
+}
+
+/// The MCP Python SDK over streamable HTTP (`/mcp` of `belt serve`): the same answers, and
+/// closing the session logs nothing (the SDK logged "Session termination failed: 202" while
+/// rmcp answered the session's DELETE with 202; the spec's DELETE ends the session, and the
+/// SDK takes 200 or 204 as done).
+#[test]
+fn the_mcp_python_sdk_over_http_closes_its_session_cleanly() {
+    let deps = common::test_deps();
+    let token = "mcp-python-http-token";
+    let mut served = common::serve::start(
+        "mcp-python-http",
+        &["--addr", "127.0.0.1:0", "--model", "simulated/default"],
+        Some(token),
+    );
+    served.wait_listening();
+    let dir = common::Dir::new("mcp-python-http");
+    let url = format!("{}/mcp", served.base);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mcp_client.py");
+    let mut cmd = common::program_command(&deps.python, &dir.0, &dir.join("home"), &[script, &url]);
+    cmd.env("BELT_API_TOKEN", token);
+    let o = common::wait(cmd.spawn().unwrap(), std::time::Duration::from_secs(120));
+    let stderr = common::stderr(&o);
+    assert_eq!(common::code(&o), 0, "{stderr}");
+    check_python_client(&common::json(&o));
+    assert!(!stderr.contains("Session termination failed"), "{stderr}");
+    assert!(!stderr.contains("WARNING") && !stderr.contains("ERROR"), "the SDK logged: {stderr}");
 }

@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 const INDEX: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/dashboard.js");
 const STYLE: &str = include_str!("dashboard/dashboard.css");
+/// 32×32, PNG in an ICO container: what browsers ask `/favicon.ico` for by themselves.
+const ICON: &[u8] = include_bytes!("dashboard/favicon.ico");
 
 /// Only this origin's script and style; reports render in a sandboxed frame. Framing by
 /// other sites is refused with X-Frame-Options rather than CSP `frame-ancestors`, which the
@@ -17,7 +19,7 @@ const STYLE: &str = include_str!("dashboard/dashboard.css");
 const CSP: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; \
                    object-src 'none'; base-uri 'none'; form-action 'none'";
 
-fn page(body: &'static str, content_type: &'static str) -> Response {
+fn page(body: impl IntoResponse, content_type: &'static str) -> Response {
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -38,4 +40,11 @@ pub(crate) async fn script() -> Response {
 
 pub(crate) async fn style() -> Response {
     page(STYLE, "text/css; charset=utf-8")
+}
+
+pub(crate) async fn favicon() -> Response {
+    let mut r = page(ICON, "image/x-icon");
+    // The icon never changes within a version: browsers need not ask again for a day.
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
+    r
 }

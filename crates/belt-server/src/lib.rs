@@ -186,6 +186,7 @@ impl Server {
             .route("/", get(dashboard::index))
             .route("/dashboard.js", get(dashboard::script))
             .route("/dashboard.css", get(dashboard::style))
+            .route("/favicon.ico", get(dashboard::favicon))
             .merge(protected)
             .fallback(api::no_route)
             .layer(DefaultBodyLimit::max(s.config.max_body_bytes));

@@ -1,5 +1,6 @@
 // belt dashboard: one page over the HTTP API. Model text is only ever set with
-// textContent (or shown in a sandboxed iframe), never parsed as HTML here.
+// textContent (Markdown is rendered node by node, see renderMarkdown) or shown in a
+// sandboxed iframe, never parsed as HTML here.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -89,6 +90,25 @@ function money(x) {
   return '$' + (x || 0).toFixed(x >= 1 ? 2 : 4);
 }
 
+// The store lists a run's steps and cost once it has finished: a running run's come from
+// its own view (the open run's events, else GET /v1/runs/ID, which sums its recorded steps).
+async function liveCounts(r) {
+  if (view && view.id === r.run_id && view.steps.size) {
+    const t = tally();
+    return { steps: t.done + t.failed + t.cancelled, cost: view.cost };
+  }
+  try {
+    const v = await json('GET', '/v1/runs/' + encodeURIComponent(r.run_id));
+    return { steps: v.steps, cost: v.cost_usd };
+  } catch (e) {
+    return { steps: r.steps, cost: r.cost_usd };
+  }
+}
+
+function runMeta(r, c) {
+  return `${r.status} · ${r.pattern} · ${c.steps} step${c.steps === 1 ? '' : 's'} · ${money(c.cost)}`;
+}
+
 async function refreshRuns() {
   let list;
   try {
@@ -98,6 +118,7 @@ async function refreshRuns() {
   }
   const ul = $('runs');
   ul.textContent = '';
+  const live = [];
   for (const r of list.runs) {
     const li = document.createElement('li');
     li.dataset.runId = r.run_id;
@@ -107,11 +128,13 @@ async function refreshRuns() {
     task.textContent = r.task;
     const meta = document.createElement('div');
     meta.className = 'meta';
-    meta.textContent = `${r.status} · ${r.pattern} · ${r.steps} steps · ${money(r.cost_usd)}`;
+    meta.textContent = runMeta(r, { steps: r.steps, cost: r.cost_usd });
+    if (r.status === 'running' && live.length < 10) live.push([r, meta]);
     li.append(task, meta);
     li.addEventListener('click', () => openRun(r.run_id));
     ul.appendChild(li);
   }
+  for (const [r, meta] of live) meta.textContent = runMeta(r, await liveCounts(r));
 }
 
 $('new-run').addEventListener('submit', async (e) => {
@@ -131,20 +154,138 @@ $('new-run').addEventListener('submit', async (e) => {
   }
 });
 
+// ---- Markdown ----------------------------------------------------------------------
+
+// Model text is Markdown; it is shown rendered, built node by node with createElement and
+// textContent, so nothing a model writes is ever parsed as HTML (no injection, whatever it
+// contains). A small subset: headings, paragraphs, lists, code blocks, quotes, rules,
+// `code`, **bold**, *italic* and http(s) links.
+
+function el(tag, cls) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  return e;
+}
+
+const INLINE = /(`+)([^`]+?)\1|\*\*(.+?)\*\*|__(.+?)__|\*([^*\s](?:[^*]*[^*\s])?)\*|\[([^\]]+)\]\((https?:\/\/[^\s)]+)\)/g;
+
+function inline(parent, s) {
+  const re = new RegExp(INLINE.source, 'g');
+  let last = 0;
+  let m;
+  while ((m = re.exec(s))) {
+    if (m.index > last) parent.append(document.createTextNode(s.slice(last, m.index)));
+    if (m[1]) {
+      const c = el('code');
+      c.textContent = m[2];
+      parent.append(c);
+    } else if (m[3] || m[4]) {
+      const b = el('strong');
+      inline(b, m[3] || m[4]);
+      parent.append(b);
+    } else if (m[5]) {
+      const i = el('em');
+      inline(i, m[5]);
+      parent.append(i);
+    } else {
+      const a = el('a');
+      a.href = m[7]; // http(s) only, by the pattern
+      a.rel = 'noopener noreferrer nofollow';
+      a.target = '_blank';
+      a.textContent = m[6];
+      parent.append(a);
+    }
+    last = re.lastIndex;
+  }
+  if (last < s.length) parent.append(document.createTextNode(s.slice(last)));
+}
+
+function renderMarkdown(into, text) {
+  into.textContent = '';
+  const lines = String(text).replace(/\r\n?/g, '\n').split('\n');
+  let para = [];
+  let list = null;
+  const flush = () => {
+    if (para.length) {
+      const p = el('p');
+      inline(p, para.join(' '));
+      into.append(p);
+    }
+    para = [];
+  };
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    const fence = line.match(/^\s*(```|~~~)/);
+    if (fence) {
+      flush();
+      list = null;
+      const code = [];
+      for (i++; i < lines.length && !lines[i].trim().startsWith(fence[1]); i++) code.push(lines[i]);
+      const pre = el('pre');
+      const c = el('code');
+      c.textContent = code.join('\n');
+      pre.append(c);
+      into.append(pre);
+      continue;
+    }
+    const h = line.match(/^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$/);
+    const item = line.match(/^\s*(?:([-*+])|(\d+)[.)])\s+(.*)$/);
+    if (!line.trim()) {
+      flush();
+      list = null;
+    } else if (h) {
+      flush();
+      list = null;
+      // The panel sits under h2/h3: the model's headings nest below them.
+      const e = el('h' + Math.min(6, h[1].length + 2));
+      inline(e, h[2]);
+      into.append(e);
+    } else if (/^\s*([-*_])(\s*\1){2,}\s*$/.test(line)) {
+      flush();
+      list = null;
+      into.append(el('hr'));
+    } else if (item) {
+      flush();
+      const tag = item[1] ? 'ul' : 'ol';
+      if (!list || list.tagName.toLowerCase() !== tag) {
+        list = el(tag);
+        if (item[2] && item[2] !== '1') list.start = Number(item[2]);
+        into.append(list);
+      }
+      const li = el('li');
+      inline(li, item[3]);
+      list.append(li);
+    } else if (/^\s*>/.test(line)) {
+      flush();
+      list = null;
+      const q = el('blockquote');
+      inline(q, line.replace(/^\s*>\s?/, ''));
+      into.append(q);
+    } else if (list && /^\s{2,}\S/.test(line)) {
+      // A continuation of the last list item.
+      inline(list.lastChild, ' ' + line.trim());
+    } else {
+      list = null;
+      para.push(line.trim());
+    }
+  }
+  flush();
+}
+
 // ---- one run -----------------------------------------------------------------------
 
 const TIERS = { worker: 'tier-worker', synthesizer: 'tier-synthesizer', executive: 'tier-executive' };
+const BOXES = ['tier-worker', 'tier-synthesizer', 'tier-executive', 'tier-other'];
 
 function resetView(id) {
   if (view && view.source) view.source.close();
-  for (const t of ['tier-worker', 'tier-synthesizer', 'tier-executive', 'tier-other']) {
-    $(t).querySelector('.agents').textContent = '';
-  }
+  for (const t of BOXES) $(t).querySelector('.agents').textContent = '';
+  $('tree-root').textContent = '';
   $('agent-panel').hidden = true;
   $('report-panel').hidden = true;
   $('report-frame').srcdoc = '';
   $('run-note').textContent = '';
-  view = { id, steps: new Map(), total: 0, tokens: 0, cost: 0, start: null, end: null, status: '', selected: null, source: null, finished: false };
+  view = { id, steps: new Map(), total: 0, tokens: 0, cost: 0, start: null, end: null, status: '', selected: null, source: null, finished: false, pattern: '', shape: null };
 }
 
 function setStatus(status) {
@@ -155,21 +296,89 @@ function setStatus(status) {
   $('cancel').hidden = !(status === 'running' || status === 'queued');
 }
 
+// The engine records a step stopped by a cancel as failed, with the text of
+// StepError::Cancelled (`STEP: cancelled`); its event says error_kind `cancelled`.
+function wasCancelled(step, error) {
+  return error === step + ': cancelled';
+}
+
+// A cascade's step ids: `worker/007`, `synth/LEVEL/003`, `executive`.
+function treeKey(step) {
+  let m = step.match(/^worker\/(\d+)$/);
+  if (m) return { level: 0, index: Number(m[1]) };
+  m = step.match(/^synth\/(\d+)\/(\d+)$/);
+  if (m) return { level: Number(m[1]), index: Number(m[2]) };
+  return step === 'executive' ? { level: Infinity } : null;
+}
+
+function pad(i, count) {
+  return String(i).padStart(Math.max(3, String(count).length), '0');
+}
+
+// The cascade's groups (belt_core::patterns::cascade::balanced_groups): `len` inputs in
+// `k` contiguous groups whose sizes differ by at most one; the group of input `i` (0-based).
+function groupOf(i, len, k) {
+  const base = Math.floor(len / k);
+  const extra = len % k;
+  const big = extra * (base + 1);
+  return i < big ? Math.floor(i / (base + 1)) : extra + Math.floor((i - big) / Math.max(1, base));
+}
+
+// The step that merges `step`'s output, from the plan's shape (workers, each synthesizer
+// level, and a trailing 1 for the executive when there is one); null at the top.
+function parentOf(step) {
+  const k = treeKey(step);
+  if (!k || !view.shape || k.level === Infinity) return null;
+  const s = view.shape;
+  const exec = s.length >= 2 && s[s.length - 1] === 1;
+  const synths = s.slice(1, exec ? s.length - 1 : s.length);
+  const count = k.level === 0 ? s[0] : synths[k.level - 1];
+  if (count === undefined || k.index < 1 || k.index > count) return null;
+  if (k.level < synths.length) {
+    const next = synths[k.level];
+    return `synth/${k.level + 1}/${pad(groupOf(k.index - 1, count, next) + 1, next)}`;
+  }
+  return exec ? 'executive' : null;
+}
+
+function isTree(step) {
+  return view.pattern === 'cascade' && treeKey(step) !== null;
+}
+
+function place(n) {
+  let box;
+  if (isTree(n.step)) {
+    const parent = parentOf(n.step);
+    if (parent) {
+      box = node(parent, parent === 'executive' ? 'executive' : 'synthesizer').children;
+      box.classList.toggle('leaves', n.step.startsWith('worker/'));
+    } else {
+      box = $('tree-root');
+    }
+  } else {
+    box = $(TIERS[n.tier] || 'tier-other').querySelector('.agents');
+  }
+  // Keep step order (ids are zero-padded).
+  const after = [...box.children].find((c) => c !== n.wrap && c.dataset.step > n.step);
+  box.insertBefore(n.wrap, after || null);
+}
+
 function node(step, tier) {
   let n = view.steps.get(step);
   if (n) return n;
-  const el = document.createElement('button');
-  el.type = 'button';
-  el.className = 'agent pending';
-  el.dataset.step = step;
-  el.textContent = step;
-  el.addEventListener('click', () => select(step));
-  const box = $(TIERS[tier] || 'tier-other').querySelector('.agents');
-  // Keep step order (ids are zero-padded).
-  const after = [...box.children].find((c) => c.dataset.step > step);
-  box.insertBefore(el, after || null);
-  n = { step, tier, status: 'pending', text: '', model: '', el };
+  const wrap = el('div', 'tnode');
+  wrap.dataset.step = step;
+  const b = el('button', 'agent pending');
+  b.type = 'button';
+  b.dataset.step = step;
+  b.dataset.status = 'pending';
+  b.textContent = step;
+  b.addEventListener('click', () => select(step));
+  const children = el('div', 'children');
+  wrap.append(b, children);
+  n = { step, tier, status: 'pending', text: '', model: '', el: b, wrap, children };
   view.steps.set(step, n);
+  place(n);
   return n;
 }
 
@@ -179,13 +388,20 @@ function mark(n, status) {
   n.el.dataset.status = status;
 }
 
-function counts() {
+function tally() {
   const all = [...view.steps.values()];
-  const done = all.filter((n) => n.status === 'done').length;
-  const failed = all.filter((n) => n.status === 'failed').length;
-  const running = all.filter((n) => n.status === 'running').length;
-  const total = Math.max(view.total, all.length);
-  $('counts').textContent = `${done}/${total}` + (running ? ` · ${running} running` : '') + (failed ? ` · ${failed} failed` : '');
+  const of = (s) => all.filter((n) => n.status === s).length;
+  return { all, done: of('done'), failed: of('failed'), running: of('running'), cancelled: of('cancelled') };
+}
+
+function counts() {
+  const t = tally();
+  const total = Math.max(view.total, t.all.length);
+  $('counts').textContent =
+    `${t.done}/${total}` +
+    (t.running ? ` · ${t.running} running` : '') +
+    (t.failed ? ` · ${t.failed} failed` : '') +
+    (t.cancelled ? ` · ${t.cancelled} cancelled` : '');
   $('tokens').textContent = view.tokens.toLocaleString();
   $('cost').textContent = money(view.cost);
 }
@@ -196,18 +412,25 @@ function tick() {
   $('elapsed').textContent = ((end - view.start) / 1000).toFixed(1) + 's';
 }
 
+function showText(n) {
+  if (view.selected === n.step) renderMarkdown($('agent-text'), n.text || n.error || '');
+}
+
 function onEvent(e) {
   const step = e.step;
   switch (e.type) {
     case 'run_started':
       view.start = Date.parse(e.ts);
+      view.pattern = e.pattern || view.pattern;
       setStatus('running');
       break;
     case 'plan_ready': {
       view.total = e.shape.reduce((a, b) => a + b, 0) + 1;
-      // Workers are known now: show them pending.
-      const width = Math.max(3, String(e.subtasks).length);
-      for (let i = 1; i <= e.shape[0]; i++) node('worker/' + String(i).padStart(width, '0'), 'worker');
+      view.shape = e.shape;
+      // Steps seen before the shape was known move under their parents.
+      for (const n of [...view.steps.values()]) place(n);
+      // Workers are known now: show them pending (with their synthesizers above them).
+      for (let i = 1; i <= e.shape[0]; i++) node('worker/' + pad(i, e.subtasks), 'worker');
       break;
     }
     case 'step_started': {
@@ -224,7 +447,7 @@ function onEvent(e) {
       const n = view.steps.get(step);
       if (n) {
         n.text += e.text;
-        if (view.selected === step) $('agent-text').textContent = n.text;
+        showText(n);
       }
       break;
     }
@@ -236,10 +459,12 @@ function onEvent(e) {
       if (view.selected === step && !n.text) loadOutput(step);
       break;
     }
-    case 'step_failed':
-      mark(node(step, e.tier), 'failed');
-      node(step, e.tier).error = e.error;
+    case 'step_failed': {
+      const n = node(step, e.tier);
+      n.error = e.error;
+      mark(n, e.error_kind === 'cancelled' || wasCancelled(step, e.error) ? 'cancelled' : 'failed');
       break;
+    }
     case 'step_skipped':
       mark(node(step, e.tier), 'skipped');
       break;
@@ -270,6 +495,7 @@ async function openRun(id) {
     return;
   }
   $('run-task').textContent = v.task;
+  view.pattern = v.pattern;
   setStatus(v.status);
   if (v.error) $('run-note').textContent = v.error;
   const id_ = id;
@@ -296,7 +522,7 @@ async function loadOutput(step) {
   const n = view.steps.get(step);
   if (found && n && !n.text) {
     n.text = found.output || found.error || '';
-    if (view.selected === step) $('agent-text').textContent = n.text;
+    showText(n);
   }
 }
 
@@ -308,7 +534,7 @@ function select(step) {
   n.el.classList.add('selected');
   $('agent-panel').hidden = false;
   $('agent-title').textContent = `${step} · ${n.status}` + (n.model ? ` · ${n.model}` : '');
-  $('agent-text').textContent = n.text || n.error || (n.status === 'done' ? 'loading…' : 'no output yet');
+  renderMarkdown($('agent-text'), n.text || n.error || (n.status === 'done' ? 'loading…' : 'no output yet'));
   if (!n.text && n.status === 'done') loadOutput(step);
 }
 
@@ -325,9 +551,12 @@ async function loadFinal() {
     const n = node(a.step, a.tier);
     n.text = a.output || a.error || n.text;
     n.model = a.model;
-    mark(n, a.status === 'completed' ? 'done' : a.status);
+    const cancelled = a.status === 'failed' && wasCancelled(a.step, a.error);
+    mark(n, a.status === 'completed' ? 'done' : cancelled ? 'cancelled' : a.status);
   }
   counts();
+  // Painted from the recorded result (what a test, or a user's script, can wait for).
+  $('tree').dataset.loaded = id;
   try {
     const r = await call('GET', '/v1/runs/' + encodeURIComponent(id) + '/documents/html');
     if (!r.ok) return;
@@ -371,6 +600,57 @@ function button(label, onclick) {
   return b;
 }
 
+// A plan review's prompt: its first line, the numbered subtasks, and what follows them
+// ("… and 80 more").
+function planOf(prompt) {
+  const lines = String(prompt).split('\n').filter((l) => l.trim());
+  const items = [];
+  const rest = [];
+  for (const l of lines.slice(1)) {
+    const m = l.match(/^\s*\d+\.\s+(.*)$/);
+    if (m) items.push(m[1]);
+    else rest.push(l.trim());
+  }
+  return { head: lines[0] || '', items, rest };
+}
+
+function approvalItem(a) {
+  const li = document.createElement('li');
+  li.className = 'approval';
+  li.dataset.id = a.id;
+  const plan = planOf(a.prompt);
+  const prompt = el('div', 'prompt');
+  prompt.textContent = plan.items.length ? plan.head : a.prompt;
+  const meta = el('div', 'meta');
+  meta.textContent = `${a.step} · run ${a.run_id.slice(-8)} · default after ${a.timeout_secs}s`;
+  // The buttons come before the plan, so that a long plan never pushes them out of sight.
+  const actions = el('div', 'actions');
+  if (a.kind === 'approval') {
+    actions.append(button('Approve', () => answer(a, { approve: true })), button('Reject', () => answer(a, { approve: false })));
+  } else if (a.kind === 'select') {
+    a.options.forEach((o, i) => actions.append(button(o, () => answer(a, { select: i }))));
+  } else {
+    const input = document.createElement('input');
+    actions.append(input, button('Send', () => answer(a, { text: input.value })));
+  }
+  li.append(prompt, meta, actions);
+  if (plan.items.length) {
+    const ol = el('ol', 'plan');
+    for (const item of plan.items) {
+      const i = el('li');
+      i.textContent = item;
+      ol.append(i);
+    }
+    li.append(ol);
+    for (const r of plan.rest) {
+      const p = el('div', 'meta');
+      p.textContent = r;
+      li.append(p);
+    }
+  }
+  return li;
+}
+
 async function refreshApprovals() {
   let list;
   try {
@@ -379,30 +659,14 @@ async function refreshApprovals() {
     return;
   }
   $('approvals-count').textContent = list.approvals.length;
+  // Rebuilt only when the questions change: a rebuild would lose a half-typed answer and
+  // the plan's scroll position.
+  const ids = list.approvals.map((a) => a.id).join('\n');
   const ul = $('approvals');
+  if (ul.dataset.ids === ids) return;
+  ul.dataset.ids = ids;
   ul.textContent = '';
-  for (const a of list.approvals) {
-    const li = document.createElement('li');
-    li.className = 'approval';
-    li.dataset.id = a.id;
-    const prompt = document.createElement('div');
-    prompt.textContent = a.prompt;
-    const meta = document.createElement('div');
-    meta.className = 'meta';
-    meta.textContent = `${a.step} · run ${a.run_id.slice(-8)} · default after ${a.timeout_secs}s`;
-    const actions = document.createElement('div');
-    actions.className = 'actions';
-    if (a.kind === 'approval') {
-      actions.append(button('Approve', () => answer(a, { approve: true })), button('Reject', () => answer(a, { approve: false })));
-    } else if (a.kind === 'select') {
-      a.options.forEach((o, i) => actions.append(button(o, () => answer(a, { select: i }))));
-    } else {
-      const input = document.createElement('input');
-      actions.append(input, button('Send', () => answer(a, { text: input.value })));
-    }
-    li.append(prompt, meta, actions);
-    ul.appendChild(li);
-  }
+  for (const a of list.approvals) ul.appendChild(approvalItem(a));
 }
 
 boot();
