@@ -214,6 +214,9 @@ impl AppState {
         let Some(record) = self.store.get_run(run_id).await? else {
             return Err(ApiError::UnknownRun(run_id.to_string()));
         };
+        if live.is_none() && record.status == RunStatus::Running {
+            self.manager.settle_stored(run_id).await;
+        }
         if let Some(result) = self.store.get_result(run_id).await? {
             let info = RunInfo {
                 run_id: run_id.to_string(),

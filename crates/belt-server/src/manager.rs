@@ -335,6 +335,25 @@ impl RunManager {
         }
     }
 
+    /// [`RunManager::settle`] for a run another process drives: once its `run_finished` is in
+    /// the store, its result follows a moment later (the driver records its events first);
+    /// wait for it (a little while at most), so that a client that saw the event gets the
+    /// result from this node too.
+    pub async fn settle_stored(&self, run_id: &str) {
+        let Ok(last) = self.store.last_seq(run_id).await else { return };
+        let Ok(events) = self.store.events(run_id, last.saturating_sub(1)).await else { return };
+        if !events.last().is_some_and(|e| is_last(e)) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        while tokio::time::Instant::now() < deadline {
+            if !matches!(self.store.get_result(run_id).await, Ok(None)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Every run held in memory: unfinished ones and those that never started.
     pub fn live(&self) -> Vec<Arc<LiveRun>> {
         self.runs.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()

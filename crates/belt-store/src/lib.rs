@@ -161,4 +161,6 @@ pub async fn open(spec: &StoreSpec) -> Result<Arc<dyn RunStore>, StoreError> {
 #[cfg(test)]
 mod conformance;
 #[cfg(test)]
+mod shared_tests;
+#[cfg(test)]
 mod tests;

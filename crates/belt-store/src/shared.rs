@@ -140,7 +140,8 @@ impl PgShared {
                 .fetch_one(&mut *tx)
                 .await?;
             if held >= max.max(1) as i64 {
-                tx.rollback().await?;
+                // Committed all the same: the dead processes' slots were freed.
+                tx.commit().await?;
                 return Ok(Try::Wait(SLOT_POLL));
             }
             slot = sqlx::query_scalar(
@@ -393,7 +394,8 @@ impl PgShared {
                 .await?
                 .plus(reserved_in(&mut tx, pool, period, starts).await?);
             if let Err(refusal) = check(cap, used, a) {
-                tx.rollback().await?;
+                // Committed all the same: the dead processes' reservations were booked.
+                tx.commit().await?;
                 return Ok(Err(PoolRefusal { pool: pool.to_string(), period, refusal }));
             }
         }
