@@ -75,7 +75,8 @@ struct Args {
     /// Sleep on tokio's timer instead of the simulated provider's precise one.
     #[arg(long)]
     tokio_timer: bool,
-    /// Where runs are recorded: memory, or sqlite (a fresh database file in the temp dir).
+    /// Where runs are recorded: memory, sqlite (a fresh database file in the temp dir), or a
+    /// postgres://… URL.
     #[arg(long, default_value = "memory")]
     store: String,
     /// Run the standard suite, each case in a fresh process (so peak RSS is per case).
@@ -230,6 +231,12 @@ async fn case(args: &Args) -> String {
             let store = belt_store::SqliteStore::open(&db).await.expect("open the bench's SQLite store");
             opens.push(cpu_seconds() - before_open);
             options = options.with_store(Arc::new(store));
+        } else if args.store.starts_with("postgres") {
+            // A database of the caller's (its runs accumulate; each has its own id).
+            let before_open = cpu_seconds();
+            let store = belt_store::PgStore::open(&args.store).await.expect("open the bench's PostgreSQL store");
+            opens.push(cpu_seconds() - before_open);
+            options = options.with_store(Arc::new(store));
         }
         let before_cpu = cpu_seconds();
         let started = Instant::now();
@@ -252,7 +259,7 @@ async fn case(args: &Args) -> String {
     let calls_f = calls.max(1) as f64;
     serde_json::json!({
         "workload": args.workload.to_ascii_uppercase(),
-        "store": args.store,
+        "store": if args.store.starts_with("postgres") { "postgres" } else { args.store.as_str() },
         "calls_per_s": round(calls_f / wall.max(1e-9), 0),
         "n": n,
         "latency_ms": args.latency_ms,

@@ -297,9 +297,10 @@ fn a_killed_workflow_run_resumes_from_its_recorded_file() {
         "-f",
         "pipeline.yaml",
         // Slow enough that the run is still going when the poll below sees its first step,
-        // however loaded the machine (each poll starts two belt processes).
+        // however loaded the machine (each poll starts a belt process, which under a parallel
+        // build took more than 1.5 s).
         "--sim-latency-ms",
-        "1500",
+        "3000",
         "--seed",
         "3",
         "--quiet",
@@ -322,7 +323,7 @@ fn a_killed_workflow_run_resumes_from_its_recorded_file() {
     let run_id = loop {
         assert!(Instant::now() < deadline, "the first step was never recorded");
         // One process per poll (the list has each run's status and recorded steps), so a
-        // loaded machine still polls well within a step's 1.5 s.
+        // loaded machine still polls well within a step's 3 s.
         let list = json(&belt(&dir, &["runs", "list", "--json"]));
         if let Some(id) = list[0]["run_id"].as_str() {
             assert_eq!(list[0]["status"], "running", "the run ended before it could be killed");
