@@ -234,7 +234,8 @@ async fn case(args: &Args) -> String {
         } else if args.store.starts_with("postgres") {
             // A database of the caller's (its runs accumulate; each has its own id).
             let before_open = cpu_seconds();
-            let store = belt_store::PgStore::open(&args.store).await.expect("open the bench's PostgreSQL store");
+            let store =
+                belt_store::PgStore::open(&args.store).await.expect("open the bench's PostgreSQL store");
             opens.push(cpu_seconds() - before_open);
             options = options.with_store(Arc::new(store));
         }

@@ -29,6 +29,7 @@
 
 mod event_row;
 pub mod postgres;
+mod rows;
 pub mod shared;
 pub mod sqlite;
 mod writer;

@@ -71,11 +71,12 @@ use belt_core::store::{
 use belt_core::{LlmRequest, StepOutcome, StepReply, Usage};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, Connection, Postgres, Row};
+use sqlx::{ConnectOptions, Connection};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::event_row;
+use crate::rows::{col, count, opt_count, status, within};
 use crate::shared::PgShared;
 use crate::sqlite::unpack;
 
@@ -294,7 +295,7 @@ impl PgStore {
                 task: col(r, "task")?,
                 status: status(r)?,
                 started_at: col(r, "started_at")?,
-                definition: Arc::from(col::<String>(r, "definition")?),
+                definition: Arc::from(col::<String, _>(r, "definition")?),
             })
         };
         read().map_err(self.damaged_run(&run_id))
@@ -375,45 +376,6 @@ fn migrate_error(at: &Place, e: sqlx::migrate::MigrateError) -> StoreError {
     }
 }
 
-/// Column `name` of a row, or what does not decode (see the SQLite store's `col`).
-fn col<'r, T>(r: &'r PgRow, name: &str) -> Result<T, String>
-where
-    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
-{
-    r.try_get(name).map_err(|e| match e {
-        sqlx::Error::ColumnDecode { source, .. } => format!("column `{name}`: {source}"),
-        other => format!("column `{name}`: {other}"),
-    })
-}
-
-/// `column `x`: why` as `column `x` of WHAT: why`.
-fn within(detail: String, what: &str) -> String {
-    match detail.split_once(": ") {
-        Some((column, why)) => format!("{column} of {what}: {why}"),
-        None => format!("{detail} of {what}"),
-    }
-}
-
-/// A count kept as a signed `BIGINT`: a negative one is damage, reported.
-fn count(r: &PgRow, name: &str) -> Result<u64, String> {
-    let v: i64 = col(r, name)?;
-    u64::try_from(v).map_err(|_| format!("column `{name}`: {v} is negative"))
-}
-
-fn opt_count(r: &PgRow, name: &str) -> Result<Option<u64>, String> {
-    match col::<Option<i64>>(r, name)? {
-        Some(v) => u64::try_from(v).map(Some).map_err(|_| format!("column `{name}`: {v} is negative")),
-        None => Ok(None),
-    }
-}
-
-/// Column `status` of a row of `runs`; an unknown status is damage, never guessed.
-fn status(r: &PgRow) -> Result<RunStatus, String> {
-    let s: String = col(r, "status")?;
-    serde_json::from_value(serde_json::Value::String(s.clone()))
-        .map_err(|_| format!("column `status`: `{s}` is not a run status"))
-}
-
 /// A duration in milliseconds for SQL (`$n * interval '1 millisecond'`), at most a century:
 /// a longer one would overflow PostgreSQL's interval.
 fn millis(d: Duration) -> i64 {
@@ -432,13 +394,13 @@ fn step_record(r: &PgRow) -> Result<StepRecord, String> {
     let hash: String = col(r, "input_hash").map_err(of)?;
     let input_hash = serde_json::from_value::<InputHash>(serde_json::Value::String(hash))
         .map_err(|e| of(format!("column `input_hash`: {e}")))?;
-    let output = String::from_utf8(col::<Vec<u8>>(r, "output").map_err(of)?)
+    let output = String::from_utf8(col::<Vec<u8>, _>(r, "output").map_err(of)?)
         .map_err(|e| of(format!("column `output`: {e}")))?;
-    let json = |name: &str| col::<Option<String>>(r, name).map_err(of);
+    let json = |name: &str| col::<Option<String>, _>(r, name).map_err(of);
     let reply = StepReply {
         text: Arc::from(output),
         outcome: StepOutcome {
-            model: Arc::from(col::<String>(r, "model").map_err(of)?),
+            model: Arc::from(col::<String, _>(r, "model").map_err(of)?),
             usage: Usage {
                 input_tokens: count(r, "input_tokens").map_err(of)?,
                 output_tokens: count(r, "output_tokens").map_err(of)?,
@@ -464,12 +426,12 @@ fn step_record(r: &PgRow) -> Result<StepRecord, String> {
             Some(j) => serde_json::from_str(&j).map_err(|e| of(format!("column `tool_calls`: {e}")))?,
             None => Vec::new(),
         },
-        finish_reason: col::<Option<String>>(r, "finish_reason").map_err(of)?.map(Arc::from),
+        finish_reason: col::<Option<String>, _>(r, "finish_reason").map_err(of)?.map(Arc::from),
         unpriced: col(r, "unpriced").map_err(of)?,
     };
     Ok(StepRecord {
         step: StepId::new(step.as_str()),
-        tier: Tier::parse(&col::<String>(r, "tier").map_err(of)?),
+        tier: Tier::parse(&col::<String, _>(r, "tier").map_err(of)?),
         input_hash,
         reply,
     })
@@ -521,7 +483,7 @@ impl RunStore for PgStore {
         let row = self.run(sqlx::query(sql).bind(run_id).fetch_optional(&self.pool)).await?;
         let Some(r) = row else { return Ok(None) };
         // A placeholder (a lease or a step taken before the run was recorded) is no run.
-        match col::<String>(&r, "pattern") {
+        match col::<String, _>(&r, "pattern") {
             Ok(p) if p.is_empty() => Ok(None),
             _ => self.run_record(&r, "a run").map(Some),
         }
@@ -593,7 +555,7 @@ impl RunStore for PgStore {
                 .bind(CHANNEL)
                 .bind(payload);
             let row = self.run(q.fetch_one(&self.pool)).await?;
-            if col::<bool>(&row, "known").unwrap_or(true) {
+            if col::<bool, _>(&row, "known").unwrap_or(true) {
                 return Ok(());
             }
             self.placeholder(run_id).await?;
@@ -652,7 +614,7 @@ impl RunStore for PgStore {
         let row = self.run(sqlx::query(sql).bind(run_id).fetch_optional(&self.pool)).await?;
         let Some(row) = row else { return Ok(None) };
         let read = || -> Result<Option<RunResult>, String> {
-            let Some(packed) = col::<Option<Vec<u8>>>(&row, "result_lz4")? else { return Ok(None) };
+            let Some(packed) = col::<Option<Vec<u8>>, _>(&row, "result_lz4")? else { return Ok(None) };
             let json = unpack(&packed).map_err(|e| format!("column `result_lz4`: {e}"))?;
             serde_json::from_slice(&json)
                 .map(Some)
@@ -685,8 +647,8 @@ impl RunStore for PgStore {
         let damaged = self.damaged_run(run_id);
         Err(StoreError::Busy {
             run_id: run_id.to_string(),
-            owner: col::<Option<String>>(&row, "owner").map_err(&damaged)?.unwrap_or_default(),
-            age_ms: col::<Option<i64>>(&row, "age_ms").map_err(&damaged)?.map_or(0, |a| a.max(0) as u64),
+            owner: col::<Option<String>, _>(&row, "owner").map_err(&damaged)?.unwrap_or_default(),
+            age_ms: col::<Option<i64>, _>(&row, "age_ms").map_err(&damaged)?.map_or(0, |a| a.max(0) as u64),
         })
     }
 
@@ -696,7 +658,7 @@ impl RunStore for PgStore {
         Ok(match row {
             Some(r) => Lease {
                 held: true,
-                cancel_requested: col::<bool>(&r, "cancel_requested").map_err(self.damaged_run(run_id))?,
+                cancel_requested: col::<bool, _>(&r, "cancel_requested").map_err(self.damaged_run(run_id))?,
             },
             None => Lease { held: false, cancel_requested: false },
         })
@@ -717,7 +679,7 @@ impl RunStore for PgStore {
         let rows = self.run(q.fetch_all(&self.pool)).await?;
         let mut taken = rows
             .iter()
-            .map(|r| Ok((col::<i64>(r, "run_key").unwrap_or(0), self.run_record(r, "a run taken")?)))
+            .map(|r| Ok((col::<i64, _>(r, "run_key").unwrap_or(0), self.run_record(r, "a run taken")?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         // RETURNING keeps no order.
         taken.sort_by_key(|(key, _)| *key);
@@ -828,7 +790,7 @@ impl RunStore for PgStore {
         let sql = "SELECT reply FROM cache WHERE key = $1 AND expires_at > now()";
         let row = self.run(sqlx::query(sql).bind(key.to_string()).fetch_optional(&self.pool)).await?;
         // An entry that does not read back is a miss (see the SQLite store).
-        Ok(row.and_then(|r| col::<String>(&r, "reply").ok()).and_then(|j| serde_json::from_str(&j).ok()))
+        Ok(row.and_then(|r| col::<String, _>(&r, "reply").ok()).and_then(|j| serde_json::from_str(&j).ok()))
     }
 
     async fn cache_put(&self, key: InputHash, reply: &StepReply, ttl: Duration) -> Result<(), StoreError> {
@@ -877,12 +839,12 @@ impl PgStore {
     /// A row of `list_runs`.
     fn summary(&self, r: &PgRow) -> Result<RunSummary, StoreError> {
         let run_id: String = col(r, "run_id").map_err(|d| {
-            let key = col::<i64>(r, "run_key").map_or_else(|_| "?".to_string(), |k| k.to_string());
+            let key = col::<i64, _>(r, "run_key").map_or_else(|_| "?".to_string(), |k| k.to_string());
             self.at.damaged(None, within(d, &format!("the run with key {key}")))
         })?;
         let read = || -> Result<RunSummary, String> {
             let status = match status(r)? {
-                RunStatus::Running if col::<bool>(r, "stale")? => RunStatus::Interrupted,
+                RunStatus::Running if col::<bool, _>(r, "stale")? => RunStatus::Interrupted,
                 s => s,
             };
             Ok(RunSummary {
@@ -912,14 +874,14 @@ impl PgStore {
             Ok(DeadLetter {
                 id,
                 run_id: run_id.clone(),
-                step: StepId::new(col::<String>(r, "step")?),
-                tier: Tier::parse(&col::<String>(r, "tier")?),
+                step: StepId::new(col::<String, _>(r, "step")?),
+                tier: Tier::parse(&col::<String, _>(r, "tier")?),
                 error: col(r, "error")?,
                 error_kind: col(r, "error_kind")?,
                 attempts: u32::try_from(count(r, "attempts")?)
                     .map_err(|_| "column `attempts`: too large".to_string())?,
                 request,
-                created_at: col::<DateTime<Utc>>(r, "created_at")?,
+                created_at: col::<DateTime<Utc>, _>(r, "created_at")?,
             })
         };
         read().map_err(|d| self.at.damaged(Some(&run_id), within(d, &format!("dead letter {id}"))))

@@ -28,12 +28,13 @@ use belt_core::store::{
 };
 use belt_core::{LlmRequest, StepOutcome, StepReply, Usage};
 use chrono::{DateTime, Utc};
+use sqlx::SqlitePool;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, SqlitePool};
 
 use crate::event_row;
+use crate::rows::{col, count, opt_count, status, within};
 use crate::writer::Writer;
 
 pub use crate::writer::MAX_BATCH;
@@ -114,7 +115,7 @@ impl SqliteStore {
                 task: col(r, "task")?,
                 status: status(r)?,
                 started_at: time(r, "started_at")?,
-                definition: Arc::from(col::<String>(r, "definition")?),
+                definition: Arc::from(col::<String, _>(r, "definition")?),
             })
         };
         read().map_err(self.damaged_run(&run_id))
@@ -128,9 +129,9 @@ impl SqliteStore {
         let input_hash = serde_json::from_value::<InputHash>(serde_json::Value::String(hash))
             .map_err(|e| of(format!("column `input_hash`: {e}")))?;
         let reply = StepReply {
-            text: Arc::from(col::<String>(r, "output").map_err(of)?),
+            text: Arc::from(col::<String, _>(r, "output").map_err(of)?),
             outcome: StepOutcome {
-                model: Arc::from(col::<String>(r, "model").map_err(of)?),
+                model: Arc::from(col::<String, _>(r, "model").map_err(of)?),
                 usage: Usage {
                     input_tokens: count(r, "input_tokens").map_err(of)?,
                     output_tokens: count(r, "output_tokens").map_err(of)?,
@@ -144,7 +145,7 @@ impl SqliteStore {
                 duration_ms: count(r, "duration_ms").map_err(of)?,
                 replayed: false,
                 cached: false,
-                reported_usage: match col::<Option<String>>(r, "reported_usage").map_err(of)? {
+                reported_usage: match col::<Option<String>, _>(r, "reported_usage").map_err(of)? {
                     Some(json) => Some(
                         serde_json::from_str(&json)
                             .map_err(|e| of(format!("column `reported_usage`: {e}")))?,
@@ -153,18 +154,18 @@ impl SqliteStore {
                 },
             },
             simulated: col(r, "simulated").map_err(of)?,
-            tool_calls: match col::<Option<String>>(r, "tool_calls").map_err(of)? {
+            tool_calls: match col::<Option<String>, _>(r, "tool_calls").map_err(of)? {
                 Some(json) => {
                     serde_json::from_str(&json).map_err(|e| of(format!("column `tool_calls`: {e}")))?
                 }
                 None => Vec::new(),
             },
-            finish_reason: col::<Option<String>>(r, "finish_reason").map_err(of)?.map(Arc::from),
+            finish_reason: col::<Option<String>, _>(r, "finish_reason").map_err(of)?.map(Arc::from),
             unpriced: col(r, "unpriced").map_err(of)?,
         };
         Ok(StepRecord {
             step: StepId::new(step.as_str()),
-            tier: Tier::parse(&col::<String>(r, "tier").map_err(of)?),
+            tier: Tier::parse(&col::<String, _>(r, "tier").map_err(of)?),
             input_hash,
             reply,
         })
@@ -193,42 +194,6 @@ async fn refuse_newer(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> 
         return Err(StoreError::Backend(crate::newer_schema(&path.display().to_string(), version, known)));
     }
     Ok(())
-}
-
-/// Column `name` of a row. sqlx's `Row::get` panics on a value that does not decode (text
-/// that is not UTF-8, a number where text belongs), and such a value is only ever there
-/// when the file was damaged: every read goes through here and says which column failed.
-fn col<'r, T>(r: &'r SqliteRow, name: &str) -> Result<T, String>
-where
-    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    r.try_get(name).map_err(|e| match e {
-        sqlx::Error::ColumnDecode { source, .. } => format!("column `{name}`: {source}"),
-        other => format!("column `{name}`: {other}"),
-    })
-}
-
-/// `column `x`: why` as `column `x` of WHAT: why`: which record the column belongs to.
-fn within(detail: String, what: &str) -> String {
-    match detail.split_once(": ") {
-        Some((column, why)) => format!("{column} of {what}: {why}"),
-        None => format!("{detail} of {what}"),
-    }
-}
-
-/// A count (tokens, milliseconds, a sequence number) kept as SQLite's signed integer: a
-/// negative one can only come from a damaged file, and is reported, not wrapped around.
-fn count(r: &SqliteRow, name: &str) -> Result<u64, String> {
-    let v: i64 = col(r, name)?;
-    u64::try_from(v).map_err(|_| format!("column `{name}`: {v} is negative"))
-}
-
-/// [`count`] of a column that may be NULL.
-fn opt_count(r: &SqliteRow, name: &str) -> Result<Option<u64>, String> {
-    match col::<Option<i64>>(r, name)? {
-        Some(v) => u64::try_from(v).map(Some).map_err(|_| format!("column `{name}`: {v} is negative")),
-        None => Ok(None),
-    }
 }
 
 /// An error message that says what failed, where, and what to do.
@@ -267,14 +232,6 @@ fn time(r: &SqliteRow, name: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(&s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("column `{name}`: `{s}` is not a time ({e})"))
-}
-
-/// Column `status` of a row of `runs`. An unknown status is damage (or a newer belt's
-/// status): never guessed, as reading it as `failed` once did.
-fn status(r: &SqliteRow) -> Result<RunStatus, String> {
-    let s: String = col(r, "status")?;
-    serde_json::from_value(serde_json::Value::String(s.clone()))
-        .map_err(|_| format!("column `status`: `{s}` is not a run status"))
 }
 
 /// The bytes of an LZ4 block written by `lz4_flex::compress_prepend_size`.
@@ -331,7 +288,7 @@ impl RunStore for SqliteStore {
                 task: col(&r, "task")?,
                 status: status(&r)?,
                 started_at: time(&r, "started_at")?,
-                definition: Arc::from(col::<String>(&r, "definition")?),
+                definition: Arc::from(col::<String, _>(&r, "definition")?),
             }))
         };
         read().map_err(self.damaged_run(run_id))
@@ -427,14 +384,14 @@ impl RunStore for SqliteStore {
             .map_err(self.err())?;
         let Some(row) = row else { return Ok(None) };
         let read = || -> Result<Option<RunResult>, String> {
-            if let Some(packed) = col::<Option<Vec<u8>>>(&row, "result_lz4")? {
+            if let Some(packed) = col::<Option<Vec<u8>>, _>(&row, "result_lz4")? {
                 let json = unpack(&packed).map_err(|e| format!("column `result_lz4`: {e}"))?;
                 return serde_json::from_slice(&json)
                     .map(Some)
                     .map_err(|e| format!("column `result_lz4`: the result does not decode ({e})"));
             }
             // A run finished before schema version 4 keeps its result as JSON text.
-            match col::<Option<String>>(&row, "result")? {
+            match col::<Option<String>, _>(&row, "result")? {
                 Some(json) => serde_json::from_str(&json)
                     .map(Some)
                     .map_err(|e| format!("column `result`: the result does not decode ({e})")),
@@ -478,8 +435,8 @@ impl RunStore for SqliteStore {
             .await
             .map_err(self.err())?;
         let damaged = self.damaged_run(run_id);
-        let owner = col::<Option<String>>(&row, "owner").map_err(&damaged)?.unwrap_or_default();
-        let heartbeat = col::<Option<i64>>(&row, "heartbeat_ms").map_err(&damaged)?.unwrap_or(now);
+        let owner = col::<Option<String>, _>(&row, "owner").map_err(&damaged)?.unwrap_or_default();
+        let heartbeat = col::<Option<i64>, _>(&row, "heartbeat_ms").map_err(&damaged)?.unwrap_or(now);
         Err(StoreError::Busy {
             run_id: run_id.to_string(),
             owner,
@@ -500,7 +457,7 @@ impl RunStore for SqliteStore {
         Ok(match row {
             Some(r) => Lease {
                 held: true,
-                cancel_requested: col::<bool>(&r, "cancel_requested").map_err(self.damaged_run(run_id))?,
+                cancel_requested: col::<bool, _>(&r, "cancel_requested").map_err(self.damaged_run(run_id))?,
             },
             None => Lease { held: false, cancel_requested: false },
         })
@@ -579,13 +536,13 @@ impl RunStore for SqliteStore {
         rows.iter()
             .map(|r| {
                 let run_id: String = col(r, "run_id").map_err(|d| {
-                    let key = col::<i64>(r, "run_key").map_or_else(|_| "?".to_string(), |k| k.to_string());
+                    let key = col::<i64, _>(r, "run_key").map_or_else(|_| "?".to_string(), |k| k.to_string());
                     self.damaged(None, within(d, &format!("the run with key {key}")))
                 })?;
                 let read = || -> Result<RunSummary, String> {
                     let status = match status(r)? {
                         RunStatus::Running
-                            if col::<Option<i64>>(r, "heartbeat_ms")?.is_none_or(|h| h < stale) =>
+                            if col::<Option<i64>, _>(r, "heartbeat_ms")?.is_none_or(|h| h < stale) =>
                         {
                             RunStatus::Interrupted
                         }
@@ -701,8 +658,8 @@ impl RunStore for SqliteStore {
                     Ok(DeadLetter {
                         id,
                         run_id: run_id.clone(),
-                        step: StepId::new(col::<String>(r, "step")?),
-                        tier: Tier::parse(&col::<String>(r, "tier")?),
+                        step: StepId::new(col::<String, _>(r, "step")?),
+                        tier: Tier::parse(&col::<String, _>(r, "tier")?),
                         error: col(r, "error")?,
                         error_kind: col(r, "error_kind")?,
                         attempts: u32::try_from(count(r, "attempts")?)
@@ -735,7 +692,7 @@ impl RunStore for SqliteStore {
         let Some(r) = row else { return Ok(None) };
         // The cache only saves calls: an entry that does not read back is a miss (the call
         // is made, and its reply replaces the entry), not a reason to stop the run.
-        Ok(col::<String>(&r, "reply").ok().and_then(|json| serde_json::from_str::<StepReply>(&json).ok()))
+        Ok(col::<String, _>(&r, "reply").ok().and_then(|json| serde_json::from_str::<StepReply>(&json).ok()))
     }
 
     async fn cache_put(&self, key: InputHash, reply: &StepReply, ttl: Duration) -> Result<(), StoreError> {
