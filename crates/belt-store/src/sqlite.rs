@@ -75,8 +75,10 @@ impl SqliteStore {
         let err = |e: sqlx::Error| backend(&path, e);
         let pool =
             SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(err)?;
+        let migrating = lock_for_migrations(&path, busy_timeout).await?;
         refuse_newer(&pool, &path).await?;
         MIGRATOR.run(&pool).await.map_err(|e| backend(&path, sqlx::Error::Migrate(Box::new(e))))?;
+        drop(migrating);
         // The writer has a connection of its own, so reads never wait behind a batch.
         let writer = Writer::start(&path, busy_timeout)?;
         Ok(SqliteStore { path, pool, writer })
@@ -220,6 +222,33 @@ pub(crate) fn backend_text(path: &Path, text: &str) -> StoreError {
             "check the store file"
         };
     StoreError::Backend(format!("{} ({}): {hint}", text, path.display()))
+}
+
+/// Hold the database file's exclusive `flock` while the schema is brought up to date: a
+/// migration is not atomic across processes, and two opening a new file at once (`belt run`
+/// and a `belt runs list` polling it) both applied migration 3, the second failing on a
+/// duplicate column. SQLite's own locks are `fcntl` locks, which a `flock` does not touch on
+/// Linux. Waits at most `timeout`, like any other lock of the store.
+async fn lock_for_migrations(path: &Path, timeout: Duration) -> Result<std::fs::File, StoreError> {
+    let file = std::fs::File::open(path).map_err(|e| {
+        StoreError::Backend(format!("cannot open the store {} to update its schema: {e}", path.display()))
+    })?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(e) => {
+                return Err(StoreError::Backend(format!(
+                    "the store {} is being upgraded by another process and stayed locked for {timeout:?} ({e}); \
+                     try again",
+                    path.display()
+                )));
+            }
+        }
+    }
 }
 
 fn now_ms() -> i64 {

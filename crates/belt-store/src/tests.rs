@@ -775,3 +775,22 @@ async fn a_postgres_spec_opens_a_postgres_store() {
     let again = crate::PgStore::open(&schema.url()).await.unwrap();
     assert_eq!(again.get_run("r").await.unwrap().map(|r| r.task), Some("a task".to_string()));
 }
+
+/// Processes that open a new store file at once (`belt run` and a `belt runs list` polling
+/// it) each bring its schema up to date; they take turns, and none fails on a migration
+/// another already applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_opened_at_once_on_a_new_file_all_open() {
+    for round in 0..5 {
+        let dir = TempDir::new(&format!("open-at-once-{round}"));
+        let opens: Vec<_> = (0..8)
+            .map(|_| {
+                let path = dir.db();
+                tokio::spawn(async move { SqliteStore::open(&path).await.map(drop) })
+            })
+            .collect();
+        for open in opens {
+            open.await.unwrap().unwrap();
+        }
+    }
+}
