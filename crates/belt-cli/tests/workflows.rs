@@ -297,10 +297,9 @@ fn a_killed_workflow_run_resumes_from_its_recorded_file() {
         "-f",
         "pipeline.yaml",
         // Slow enough that the run is still going when the poll below sees its first step,
-        // however loaded the machine (each poll starts a belt process, which under a parallel
-        // build took more than 1.5 s).
+        // however loaded the machine (each poll starts a belt process).
         "--sim-latency-ms",
-        "3000",
+        "1500",
         "--seed",
         "3",
         "--quiet",
@@ -327,7 +326,7 @@ fn a_killed_workflow_run_resumes_from_its_recorded_file() {
             panic!("the first step was never recorded; the run said: {}", common::stderr(&out));
         }
         // One process per poll (the list has each run's status and recorded steps), so a
-        // loaded machine still polls well within a step's 3 s.
+        // loaded machine still polls well within a step's 1.5 s.
         let list = json(&belt(&dir, &["runs", "list", "--json"]));
         if let Some(id) = list[0]["run_id"].as_str() {
             assert_eq!(list[0]["status"], "running", "the run ended before it could be killed");
