@@ -73,14 +73,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(busy_timeout);
         let err = |e: sqlx::Error| backend(&path, e);
+        let opening = lock_for_opening(&path, busy_timeout).await?;
         let pool =
             SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(err)?;
-        let migrating = lock_for_migrations(&path, busy_timeout).await?;
         refuse_newer(&pool, &path).await?;
         MIGRATOR.run(&pool).await.map_err(|e| backend(&path, sqlx::Error::Migrate(Box::new(e))))?;
-        drop(migrating);
         // The writer has a connection of its own, so reads never wait behind a batch.
         let writer = Writer::start(&path, busy_timeout)?;
+        drop(opening);
         Ok(SqliteStore { path, pool, writer })
     }
 
@@ -224,15 +224,17 @@ pub(crate) fn backend_text(path: &Path, text: &str) -> StoreError {
     StoreError::Backend(format!("{} ({}): {hint}", text, path.display()))
 }
 
-/// Hold the database file's exclusive `flock` while the schema is brought up to date: a
-/// migration is not atomic across processes, and two opening a new file at once (`belt run`
-/// and a `belt runs list` polling it) both applied migration 3, the second failing on a
-/// duplicate column. SQLite's own locks are `fcntl` locks, which a `flock` does not touch on
-/// Linux. Waits at most `timeout`, like any other lock of the store.
-async fn lock_for_migrations(path: &Path, timeout: Duration) -> Result<std::fs::File, StoreError> {
-    let file = std::fs::File::open(path).map_err(|e| {
-        StoreError::Backend(format!("cannot open the store {} to update its schema: {e}", path.display()))
-    })?;
+/// Hold the database file's exclusive `flock` while the store opens: setting up its
+/// connections (WAL mode), bringing the schema up to date, starting the writer. Opening is
+/// not atomic across processes: two opening a new file at once (`belt run` and a `belt runs
+/// list` polling it) both applied migration 3, the second failing on a duplicate column, and
+/// under load one saw "database is locked" at once, without waiting. SQLite's own locks are
+/// `fcntl` locks, which a `flock` does not touch on Linux. Waits at most `timeout`, like any
+/// other lock of the store. Creates the file if it does not exist (SQLite takes an empty
+/// file for a new database).
+async fn lock_for_opening(path: &Path, timeout: Duration) -> Result<std::fs::File, StoreError> {
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path);
+    let file = file.map_err(|e| StoreError::Backend(format!("cannot open the store {}: {e}", path.display())))?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match file.try_lock() {
@@ -242,7 +244,7 @@ async fn lock_for_migrations(path: &Path, timeout: Duration) -> Result<std::fs::
             }
             Err(e) => {
                 return Err(StoreError::Backend(format!(
-                    "the store {} is being upgraded by another process and stayed locked for {timeout:?} ({e}); \
+                    "the store {} is being opened by another process and stayed locked for {timeout:?} ({e}); \
                      try again",
                     path.display()
                 )));
