@@ -234,7 +234,8 @@ pub(crate) fn backend_text(path: &Path, text: &str) -> StoreError {
 /// file for a new database).
 async fn lock_for_opening(path: &Path, timeout: Duration) -> Result<std::fs::File, StoreError> {
     let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path);
-    let file = file.map_err(|e| StoreError::Backend(format!("cannot open the store {}: {e}", path.display())))?;
+    let file =
+        file.map_err(|e| StoreError::Backend(format!("cannot open the store {}: {e}", path.display())))?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match file.try_lock() {
