@@ -68,7 +68,7 @@ use belt_core::store::{
     CancelRequest, DeadLetter, EVENT_POLL, InputHash, LEASE_TTL, Lease, RunRecord, RunStore, RunSummary,
     StepRecord, StoreError,
 };
-use belt_core::{LlmRequest, StepOutcome, StepReply, Usage};
+use belt_core::{LlmRequest, StepReply};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection};
@@ -76,7 +76,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::event_row;
-use crate::rows::{col, count, opt_count, status, within};
+use crate::rows::{col, count, opt_count, outcome, status, within};
 use crate::shared::PgShared;
 use crate::sqlite::unpack;
 
@@ -399,28 +399,7 @@ fn step_record(r: &PgRow) -> Result<StepRecord, String> {
     let json = |name: &str| col::<Option<String>, _>(r, name).map_err(of);
     let reply = StepReply {
         text: Arc::from(output),
-        outcome: StepOutcome {
-            model: Arc::from(col::<String, _>(r, "model").map_err(of)?),
-            usage: Usage {
-                input_tokens: count(r, "input_tokens").map_err(of)?,
-                output_tokens: count(r, "output_tokens").map_err(of)?,
-                cache_read_tokens: count(r, "cache_read_tokens").map_err(of)?,
-                cache_write_tokens: count(r, "cache_write_tokens").map_err(of)?,
-                reasoning_tokens: count(r, "reasoning_tokens").map_err(of)?,
-            },
-            cost_usd: col(r, "cost_usd").map_err(of)?,
-            attempts: u32::try_from(count(r, "attempts").map_err(of)?)
-                .map_err(|_| of("column `attempts`: too large".into()))?,
-            duration_ms: count(r, "duration_ms").map_err(of)?,
-            replayed: false,
-            cached: false,
-            reported_usage: match json("reported_usage")? {
-                Some(j) => {
-                    Some(serde_json::from_str(&j).map_err(|e| of(format!("column `reported_usage`: {e}")))?)
-                }
-                None => None,
-            },
-        },
+        outcome: outcome(r).map_err(of)?,
         simulated: col(r, "simulated").map_err(of)?,
         tool_calls: match json("tool_calls")? {
             Some(j) => serde_json::from_str(&j).map_err(|e| of(format!("column `tool_calls`: {e}")))?,

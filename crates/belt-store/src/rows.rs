@@ -4,8 +4,9 @@
 //! of either store goes through here and says which column failed; the stores turn that into
 //! [`belt_core::store::StoreError::Damaged`] naming the run.
 
-use belt_core::RunStatus;
+use belt_core::{RunStatus, StepOutcome, Usage};
 use sqlx::{ColumnIndex, Decode, Row, Type};
+use std::sync::Arc;
 
 /// Column `name` of a row, or what does not decode.
 pub(crate) fn col<'r, T, R>(r: &'r R, name: &str) -> Result<T, String>
@@ -63,4 +64,39 @@ where
     let s: String = col(r, "status")?;
     serde_json::from_value(serde_json::Value::String(s.clone()))
         .map_err(|_| format!("column `status`: `{s}` is not a run status"))
+}
+
+/// What a step's row says of its outcome: model, usage (the provider's own report beside it
+/// when it was more than the request allowed), cost, attempts, time. The same columns in
+/// both stores.
+pub(crate) fn outcome<R>(r: &R) -> Result<StepOutcome, String>
+where
+    R: Row,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'n> &'n str: ColumnIndex<R>,
+{
+    let reported_usage = match col::<Option<String>, R>(r, "reported_usage")? {
+        Some(json) => Some(serde_json::from_str(&json).map_err(|e| format!("column `reported_usage`: {e}"))?),
+        None => None,
+    };
+    Ok(StepOutcome {
+        model: Arc::from(col::<String, R>(r, "model")?),
+        usage: Usage {
+            input_tokens: count(r, "input_tokens")?,
+            output_tokens: count(r, "output_tokens")?,
+            cache_read_tokens: count(r, "cache_read_tokens")?,
+            cache_write_tokens: count(r, "cache_write_tokens")?,
+            reasoning_tokens: count(r, "reasoning_tokens")?,
+        },
+        cost_usd: col(r, "cost_usd")?,
+        attempts: u32::try_from(count(r, "attempts")?)
+            .map_err(|_| "column `attempts`: too large".to_string())?,
+        duration_ms: count(r, "duration_ms")?,
+        replayed: false,
+        cached: false,
+        reported_usage,
+    })
 }

@@ -26,7 +26,7 @@ use belt_core::store::{
     CancelRequest, DeadLetter, InputHash, LEASE_TTL, Lease, RunRecord, RunStore, RunSummary, StepRecord,
     StoreError,
 };
-use belt_core::{LlmRequest, StepOutcome, StepReply, Usage};
+use belt_core::{LlmRequest, StepReply};
 use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{
@@ -34,7 +34,7 @@ use sqlx::sqlite::{
 };
 
 use crate::event_row;
-use crate::rows::{col, count, opt_count, status, within};
+use crate::rows::{col, count, opt_count, outcome, status, within};
 use crate::writer::Writer;
 
 pub use crate::writer::MAX_BATCH;
@@ -132,29 +132,7 @@ impl SqliteStore {
             .map_err(|e| of(format!("column `input_hash`: {e}")))?;
         let reply = StepReply {
             text: Arc::from(col::<String, _>(r, "output").map_err(of)?),
-            outcome: StepOutcome {
-                model: Arc::from(col::<String, _>(r, "model").map_err(of)?),
-                usage: Usage {
-                    input_tokens: count(r, "input_tokens").map_err(of)?,
-                    output_tokens: count(r, "output_tokens").map_err(of)?,
-                    cache_read_tokens: count(r, "cache_read_tokens").map_err(of)?,
-                    cache_write_tokens: count(r, "cache_write_tokens").map_err(of)?,
-                    reasoning_tokens: count(r, "reasoning_tokens").map_err(of)?,
-                },
-                cost_usd: col(r, "cost_usd").map_err(of)?,
-                attempts: u32::try_from(count(r, "attempts").map_err(of)?)
-                    .map_err(|_| of("column `attempts`: too large".into()))?,
-                duration_ms: count(r, "duration_ms").map_err(of)?,
-                replayed: false,
-                cached: false,
-                reported_usage: match col::<Option<String>, _>(r, "reported_usage").map_err(of)? {
-                    Some(json) => Some(
-                        serde_json::from_str(&json)
-                            .map_err(|e| of(format!("column `reported_usage`: {e}")))?,
-                    ),
-                    None => None,
-                },
-            },
+            outcome: outcome(r).map_err(of)?,
             simulated: col(r, "simulated").map_err(of)?,
             tool_calls: match col::<Option<String>, _>(r, "tool_calls").map_err(of)? {
                 Some(json) => {
