@@ -92,6 +92,17 @@ fn wait_finished(dir: &Dir, store: &str, ids: &[String], limit: Duration) -> BTr
     }
 }
 
+/// [`wait_finished`] (at most 120 s) from an async test, off its runtime's threads.
+async fn wait_finished_async(dir: &Dir, store: &str, ids: &[String]) -> BTreeMap<String, String> {
+    let (dir_path, store, ids) = (dir.0.clone(), store.to_string(), ids.to_vec());
+    tokio::task::spawn_blocking(move || {
+        // The test's own `Dir` removes the directory; this view of it must not.
+        wait_finished(&std::mem::ManuallyDrop::new(Dir(dir_path)), &store, &ids, Duration::from_secs(120))
+    })
+    .await
+    .unwrap()
+}
+
 /// A finished run's result from the store.
 fn result(dir: &Dir, store: &str, id: &str) -> Value {
     let o = belt(dir, &["--store", store, "runs", "export", id], None);
@@ -521,15 +532,7 @@ async fn four_workers_keep_one_concurrency_limit_and_one_pause() {
     let config = fake_config(&dir, &fake.openai_base_url(), "max_concurrency = 3");
     let ids = submit_fake(&dir, &config, &store, 4, 6, &[]);
     let workers = fake_workers(&dir, &config, &store, 4);
-    let finished = tokio::task::spawn_blocking({
-        let (dir_path, store, ids) = (dir.0.clone(), store.clone(), ids.clone());
-        // The test's own `Dir` removes the directory; this view of it must not.
-        move || {
-            wait_finished(&std::mem::ManuallyDrop::new(Dir(dir_path)), &store, &ids, Duration::from_secs(120))
-        }
-    })
-    .await
-    .unwrap();
+    let finished = wait_finished_async(&dir, &store, &ids).await;
     for w in workers {
         terminate(w, Duration::from_secs(30));
     }
@@ -560,15 +563,7 @@ async fn four_workers_never_pass_a_budget_pool() {
     let config = fake_config(&dir, &fake.openai_base_url(), "");
     let ids = submit_fake(&dir, &config, &store, 6, 6, &["--budget-pool", "team"]);
     let workers = fake_workers(&dir, &config, &store, 4);
-    let finished = tokio::task::spawn_blocking({
-        let (dir_path, store, ids) = (dir.0.clone(), store.clone(), ids.clone());
-        // The test's own `Dir` removes the directory; this view of it must not.
-        move || {
-            wait_finished(&std::mem::ManuallyDrop::new(Dir(dir_path)), &store, &ids, Duration::from_secs(120))
-        }
-    })
-    .await
-    .unwrap();
+    let finished = wait_finished_async(&dir, &store, &ids).await;
     for w in workers {
         terminate(w, Duration::from_secs(30));
     }
