@@ -59,7 +59,7 @@ async fn main() {
                 .system("You are a weather assistant.")
                 .max_tokens(200);
             let reply = ctx.llm_with_tools(StepSpec::new("assistant", Tier::Agent), request, &tools).await?;
-            println!("--- assistant (finish: {}) ---", reply.finish_reason.as_deref().unwrap_or("?"));
+            println!("--- assistant (finish: {}) ---", reply.outcome.finish_reason.as_deref().unwrap_or("?"));
             println!("{}\n", reply.text);
 
             let request =

@@ -383,7 +383,7 @@ impl Ctx {
         );
         let model = std::mem::take(&mut hit.outcome.model);
         hit.outcome = StepOutcome { model, cached: true, ..StepOutcome::default() };
-        hit.unpriced = false;
+        hit.outcome.unpriced = false;
         Some(hit)
     }
 
@@ -579,12 +579,28 @@ impl Ctx {
             if reply.model == **call.model_name { call.model_name.clone() } else { Arc::from(reply.model) };
         let out = StepReply {
             text: Arc::from(reply.text),
-            outcome: StepOutcome { model, usage, cost_usd: cost, reported_usage, ..StepOutcome::default() },
-            finish_reason: reply.finish_reason.map(Arc::from),
+            outcome: StepOutcome {
+                model,
+                usage,
+                cost_usd: cost,
+                reported_usage,
+                finish_reason: reply.finish_reason.map(Arc::from),
+                unpriced: price.is_none(),
+                ..StepOutcome::default()
+            },
             simulated: reply.simulated,
             tool_calls: reply.tool_calls,
-            unpriced: price.is_none(),
         };
+        if out.outcome.truncated() {
+            s.bus.emit(
+                Some(&call.spec.id),
+                EventKind::StepTruncated {
+                    tier: call.spec.tier.clone(),
+                    model: out.outcome.model.clone(),
+                    max_tokens: call.request.max_tokens,
+                },
+            );
+        }
         if let Some(ttl) = s.cache_ttl
             && let Err(e) = Box::pin(s.store.cache_put(call.hash, &out, ttl)).await
         {

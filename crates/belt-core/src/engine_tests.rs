@@ -470,7 +470,7 @@ async fn a_resumed_run_replays_how_each_call_ended_and_what_it_cost() {
     let flow = || {
         Flow::new("ends", |ctx: Ctx, _task: Task| async move {
             let reply = ctx.llm(StepSpec::new("a", Tier::Agent), LlmRequest::new("u/m", "Say it")).await?;
-            Ok(format!("{} | {}", reply.text, reply.finish_reason.unwrap_or_default()))
+            Ok(format!("{} | {}", reply.text, reply.outcome.finish_reason.unwrap_or_default()))
         })
     };
     let provider = || Arc::new(ScriptedProvider::new("u").price(None).cached_tokens(6, 2));
@@ -1119,7 +1119,7 @@ mod tool_loop {
                 Ok(format!(
                     "{} | {} | {} | {}",
                     reply.text,
-                    reply.finish_reason.unwrap_or_default(),
+                    reply.outcome.finish_reason.unwrap_or_default(),
                     reply.tool_calls.len(),
                     reply.outcome.usage.input_tokens
                 ))

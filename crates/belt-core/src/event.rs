@@ -96,6 +96,14 @@ pub enum EventKind {
         booked: Box<crate::usage::Usage>,
         stops_run: bool,
     },
+    /// The model stopped at the step's token cap (`finish_reason` `length`): its output is
+    /// cut off. The step still completed; the result and the report mark it.
+    StepTruncated {
+        tier: Tier,
+        model: Arc<str>,
+        /// The cap it hit.
+        max_tokens: u32,
+    },
     StepFailed {
         tier: Tier,
         error: String,
@@ -196,6 +204,7 @@ impl EventKind {
             EventKind::StepStarted { .. } => "step_started",
             EventKind::StepRetrying { .. } => "step_retrying",
             EventKind::StepCompleted { .. } => "step_completed",
+            EventKind::StepTruncated { .. } => "step_truncated",
             EventKind::StepFailed { .. } => "step_failed",
             EventKind::StepSkipped { .. } => "step_skipped",
             EventKind::StepFallback { .. } => "step_fallback",

@@ -44,9 +44,22 @@ pub struct StepOutcome {
     /// the request's limits, so the budget's reservation is never exceeded. Boxed: rare.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported_usage: Option<Box<Usage>>,
+    /// Why the model stopped (`stop`, `length`, `tool_calls`, …), so a replayed step tells
+    /// a pattern what the original call did, and a reply cut off by its token cap
+    /// (`length`) shows as truncated in the result and the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<Arc<str>>,
+    /// The answering model has no known price: `cost_usd` is then unknown, not 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpriced: bool,
 }
 
 impl StepOutcome {
+    /// The model stopped at its token cap: the output is cut off.
+    pub fn truncated(&self) -> bool {
+        self.finish_reason.as_deref() == Some("length")
+    }
+
     /// The outcome of a step that has not produced anything (yet): its model, no usage.
     pub fn of(model: Arc<str>) -> StepOutcome {
         StepOutcome { model, ..StepOutcome::default() }
@@ -60,18 +73,11 @@ pub struct StepReply {
     pub text: Arc<str>,
     #[serde(flatten)]
     pub outcome: StepOutcome,
-    /// Why the model stopped (`stop`, `length`, `tool_calls`, …), so a replayed step tells
-    /// a pattern what the original call did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finish_reason: Option<Arc<str>>,
     #[serde(default)]
     pub simulated: bool,
     /// Tools the model called (see [`crate::Ctx::llm_with_tools`], which runs them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
-    /// The answering model has no known price: `cost_usd` is then unknown, not 0.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub unpriced: bool,
 }
 
 impl StepReply {
@@ -80,10 +86,8 @@ impl StepReply {
         StepReply {
             text: text.into(),
             outcome: StepOutcome::default(),
-            finish_reason: None,
             simulated: false,
             tool_calls: Vec::new(),
-            unpriced: false,
         }
     }
 }

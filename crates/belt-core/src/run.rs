@@ -343,7 +343,7 @@ pub async fn run<O: Orchestrator>(
         recorded.calls += u64::from(r.reply.outcome.attempts);
         recorded.tokens += r.reply.outcome.usage.total();
         recorded.cost_usd += r.reply.outcome.cost_usd;
-        usage.add(&r.reply.outcome.usage, r.reply.unpriced);
+        usage.add(&r.reply.outcome.usage, r.reply.outcome.unpriced);
     }
     usage.count_calls(recorded.calls);
     let ledger = Ledger::new(options.budget);

@@ -282,7 +282,7 @@ impl Ctx {
                 let next = StepSpec::new(round_id(round + 1), spec.tier.clone()).inputs(vec![id]);
                 CapHit::record(self, "max_tool_rounds", rounds, next, &reply.outcome.model);
                 let mut reply = totals(reply);
-                reply.finish_reason = Some(TOOL_ROUND_CAP.into());
+                reply.outcome.finish_reason = Some(TOOL_ROUND_CAP.into());
                 return Ok(reply);
             }
             let calls = reply.tool_calls.clone();

@@ -143,6 +143,9 @@ impl Secrets {
                 LlmError::UnknownModel { model, message: self.redact(message) }
             }
             LlmError::BadResponse(m) => LlmError::BadResponse(self.redact(m)),
+            LlmError::PromptTooLong { message, prompt_tokens, context_window } => {
+                LlmError::PromptTooLong { message: self.redact(message), prompt_tokens, context_window }
+            }
             // Raised by the engine's breaker, never from a provider's text.
             open @ LlmError::CircuitOpen { .. } => open,
         }

@@ -115,27 +115,8 @@ impl ModelPrice {
     }
 }
 
-/// What a model can do, as far as belt's adapters are concerned.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Capabilities {
-    /// The API streams the reply (SSE).
-    pub streaming: bool,
-    /// Function/tool calling.
-    pub tools: bool,
-    /// A reply constrained by a JSON schema (OpenAI-compatible `response_format`
-    /// json_schema; Anthropic through a forced tool).
-    pub json_schema: bool,
-    /// OpenAI-compatible `response_format: {"type": "json_object"}`.
-    pub json_object: bool,
-    /// The model accepts a non-default temperature (OpenAI's reasoning models do not).
-    pub temperature: bool,
-    /// Context window in tokens, where known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context_window: Option<u64>,
-    /// Most output tokens per call, where known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_output_tokens: Option<u64>,
-}
+/// What a model can do: the engine's type, kept in the table per model.
+pub use belt_core::llm::Capabilities;
 
 /// One known model: its prices and capabilities.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -525,6 +506,7 @@ impl FileCaps {
             json_schema: self.json_schema.unwrap_or(base.json_schema),
             json_object: self.json_object.unwrap_or(base.json_object),
             temperature: self.temperature.unwrap_or(base.temperature),
+            vision: base.vision,
             context_window: self.context.or(base.context_window),
             max_output_tokens: self.max_output.or(base.max_output_tokens),
         }

@@ -60,12 +60,12 @@ fn record(i: usize) -> StepRecord {
                 cost_usd: 0.000_12,
                 attempts: 1,
                 duration_ms: 0,
+                finish_reason: Some(Arc::from("stop")),
+                unpriced: false,
                 ..Default::default()
             },
             simulated: true,
             tool_calls: Vec::new(),
-            finish_reason: Some(Arc::from("stop")),
-            unpriced: false,
         },
     }
 }

@@ -100,6 +100,8 @@ fn step(name: &str, cost: f64) -> StepRecord {
                 attempts: 2,
                 duration_ms: 5,
                 reported_usage: Some(Box::new(Usage::new(1_000_000, 20))),
+                finish_reason: Some(Arc::from("length")),
+                unpriced: true,
                 ..Default::default()
             },
             simulated: true,
@@ -108,8 +110,6 @@ fn step(name: &str, cost: f64) -> StepRecord {
                 name: "add".into(),
                 arguments: serde_json::json!({"a": 2, "b": 3}),
             }],
-            finish_reason: Some(Arc::from("length")),
-            unpriced: true,
         },
     }
 }

@@ -77,6 +77,8 @@ fn write_kind(kind: &EventKind, out: &mut Vec<u8>) -> serde_json::Result<()> {
                     replayed,
                     cached,
                     reported_usage,
+                    finish_reason,
+                    unpriced,
                 },
             recorded_cost_usd,
         } => {
@@ -115,6 +117,13 @@ fn write_kind(kind: &EventKind, out: &mut Vec<u8>) -> serde_json::Result<()> {
             if let Some(reported) = reported_usage {
                 out.extend_from_slice(br#","reported_usage":"#);
                 serde_json::to_writer(&mut *out, reported)?;
+            }
+            if let Some(reason) = finish_reason {
+                out.extend_from_slice(br#","finish_reason":"#);
+                write_str(out, reason)?;
+            }
+            if *unpriced {
+                out.extend_from_slice(br#","unpriced":true"#);
             }
             if let Some(cost) = recorded_cost_usd {
                 out.extend_from_slice(br#","recorded_cost_usd":"#);
@@ -233,6 +242,8 @@ mod tests {
                             replayed,
                             cached,
                             reported_usage: cached.then(|| Box::new(Usage::new(1 << 40, 7))),
+                            finish_reason: replayed.then(|| Arc::from(model.as_ref())),
+                            unpriced: cached,
                         };
                         let recorded_cost_usd = replayed.then_some(cost_usd);
                         kinds.push(EventKind::StepCompleted {

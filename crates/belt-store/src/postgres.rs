@@ -405,8 +405,6 @@ fn step_record(r: &PgRow) -> Result<StepRecord, String> {
             Some(j) => serde_json::from_str(&j).map_err(|e| of(format!("column `tool_calls`: {e}")))?,
             None => Vec::new(),
         },
-        finish_reason: col::<Option<String>, _>(r, "finish_reason").map_err(of)?.map(Arc::from),
-        unpriced: col(r, "unpriced").map_err(of)?,
     };
     Ok(StepRecord {
         step: StepId::new(step.as_str()),
@@ -502,8 +500,8 @@ impl RunStore for PgStore {
                 .bind(i64::from(reply.outcome.attempts))
                 .bind(reply.outcome.duration_ms as i64)
                 .bind(reply.simulated)
-                .bind(reply.unpriced)
-                .bind(reply.finish_reason.as_deref())
+                .bind(reply.outcome.unpriced)
+                .bind(reply.outcome.finish_reason.as_deref())
                 .bind(tool_calls.as_deref())
                 .bind(reported.as_deref())
                 .bind(reply.text.as_bytes());

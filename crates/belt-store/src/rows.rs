@@ -74,6 +74,7 @@ where
     R: Row,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
     for<'n> &'n str: ColumnIndex<R>,
@@ -98,5 +99,7 @@ where
         replayed: false,
         cached: false,
         reported_usage,
+        finish_reason: col::<Option<String>, R>(r, "finish_reason")?.map(Arc::from),
+        unpriced: col(r, "unpriced")?,
     })
 }

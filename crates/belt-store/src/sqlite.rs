@@ -140,8 +140,6 @@ impl SqliteStore {
                 }
                 None => Vec::new(),
             },
-            finish_reason: col::<Option<String>, _>(r, "finish_reason").map_err(of)?.map(Arc::from),
-            unpriced: col(r, "unpriced").map_err(of)?,
         };
         Ok(StepRecord {
             step: StepId::new(step.as_str()),

@@ -73,12 +73,12 @@ fn step(name: &str, cost: f64) -> StepRecord {
                 attempts: 2,
                 duration_ms: 5,
                 reported_usage: Some(Box::new(Usage::new(1_000_000, 20))),
+                finish_reason: Some(Arc::from("length")),
+                unpriced: true,
                 ..Default::default()
             },
             simulated: true,
             tool_calls: Vec::new(),
-            finish_reason: Some(Arc::from("length")),
-            unpriced: true,
         },
     }
 }

@@ -480,8 +480,8 @@ fn write_rows(conn: &Connection, batch: &[Item], json: &mut Vec<u8>) -> rusqlite
                     r.reply.simulated,
                     tool_calls,
                     &*r.reply.text,
-                    r.reply.finish_reason.as_deref(),
-                    r.reply.unpriced,
+                    r.reply.outcome.finish_reason.as_deref(),
+                    r.reply.outcome.unpriced,
                     r.reply.outcome.usage.reasoning_tokens as i64,
                     reported_usage,
                 ])?;
@@ -542,12 +542,12 @@ mod tests {
                     cost_usd: 0.0,
                     attempts: 1,
                     duration_ms: 0,
+                    finish_reason: None,
+                    unpriced: false,
                     ..Default::default()
                 },
                 simulated: true,
                 tool_calls: Vec::new(),
-                finish_reason: None,
-                unpriced: false,
             },
         }
     }

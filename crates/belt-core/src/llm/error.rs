@@ -28,11 +28,36 @@ pub enum LlmError {
     UnknownModel { model: String, message: String },
     #[error("the provider returned an unusable response: {0}")]
     BadResponse(String),
+    /// The prompt does not fit the model's context window (every provider's form of it:
+    /// OpenAI's `context_length_exceeded`, Anthropic's "prompt is too long", llama.cpp's
+    /// `exceed_context_size_error` and its in-stream "Context size has been exceeded", vLLM's
+    /// and Ollama's). Never retried as it is: the same prompt would fail the same way; a
+    /// pattern that can shorten or split its prompt does so (the cascade's synthesizers).
+    #[error(
+        "the prompt is too long for the model's context window{}: {message}",
+        fmt_window(.prompt_tokens, .context_window)
+    )]
+    PromptTooLong {
+        message: String,
+        /// The prompt's size in tokens, when the server said.
+        prompt_tokens: Option<u64>,
+        /// The window (or a slot's share of it) in tokens, when the server said.
+        context_window: Option<u64>,
+    },
     #[error(
         "the circuit breaker of {model} is open after {failures} consecutive failures; calls to it \
          fail at once until its cooldown ends (add a fallback model: --worker-model {model},other/model)"
     )]
     CircuitOpen { model: String, failures: u32 },
+}
+
+fn fmt_window(prompt: &Option<u64>, window: &Option<u64>) -> String {
+    match (prompt, window) {
+        (Some(p), Some(w)) => format!(" ({p} tokens; the window holds {w})"),
+        (None, Some(w)) => format!(" (it holds {w} tokens)"),
+        (Some(p), None) => format!(" ({p} tokens)"),
+        (None, None) => String::new(),
+    }
 }
 
 fn fmt_retry_after(d: &Option<Duration>) -> String {
@@ -78,6 +103,7 @@ impl LlmError {
             LlmError::UnknownModel { .. } => "unknown_model",
             LlmError::BadResponse(_) => "bad_response",
             LlmError::CircuitOpen { .. } => "circuit_open",
+            LlmError::PromptTooLong { .. } => "prompt_too_long",
         }
     }
 }

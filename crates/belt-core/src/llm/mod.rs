@@ -333,6 +333,34 @@ impl Price {
     }
 }
 
+/// What a model can do and hold, as far as belt is concerned: from the shipped model table,
+/// `belt.toml` (`[models."provider/name"]`), or the server itself (llama.cpp's `/props`,
+/// Ollama's `/api/show`, vLLM's `/v1/models`). See [`LlmProvider::capabilities`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// The API streams the reply (SSE).
+    pub streaming: bool,
+    /// Function/tool calling.
+    pub tools: bool,
+    /// A reply constrained by a JSON schema (OpenAI-compatible `response_format`
+    /// json_schema; Anthropic through a forced tool).
+    pub json_schema: bool,
+    /// OpenAI-compatible `response_format: {"type": "json_object"}`.
+    pub json_object: bool,
+    /// The model accepts a non-default temperature (OpenAI's reasoning models do not).
+    pub temperature: bool,
+    /// Images in the prompt.
+    #[serde(default)]
+    pub vision: bool,
+    /// Context window in tokens (prompt and reply together), where known. For a server
+    /// that splits its window between parallel slots (llama.cpp), one slot's share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
+    /// Most output tokens per call, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+}
+
 /// Which call this is, for providers that need it (the simulated provider derives its
 /// deterministic text and its injected failures from it).
 #[derive(Debug, Clone)]
@@ -404,6 +432,22 @@ pub trait LlmProvider: Send + Sync + 'static {
         request: &LlmRequest,
         call: &CallInfo,
     ) -> Result<LlmReply, LlmError>;
+
+    /// What `model` can do and hold (context window, structured output, tools…), from
+    /// configuration, the shipped table, or — for local servers — the server itself, asked
+    /// once and remembered. `None` when nothing is known (the default). Patterns size their
+    /// prompts by it (the cascade's synthesizers fit their inputs to the window).
+    async fn capabilities(&self, model: &str) -> Option<Capabilities> {
+        let _ = model;
+        None
+    }
+
+    /// How many calls the server runs at once, where it says (llama.cpp's `total_slots`):
+    /// the provider's default concurrency when `belt.toml` sets none, since calls past it
+    /// only queue inside the server (where their timeouts run). `None` by default.
+    async fn server_slots(&self) -> Option<usize> {
+        None
+    }
 
     /// What the provider's rate-limit headers said about `model` on its latest response
     /// (a success or an error, 429 included), for limiters that slow down before the
