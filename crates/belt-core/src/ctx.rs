@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Amount, Ledger, Refusal};
 use crate::event::{EventBus, EventKind};
-use crate::limits::BreakerChange;
 use crate::limits::Slot;
+use crate::limits::{BreakerChange, BreakerWait};
 use crate::llm::{CallInfo, Link, LlmError, LlmReply, LlmRequest, ModelError, Price, Providers};
 use crate::policy::Policies;
 use crate::reply::StepOutcome;
@@ -117,6 +117,10 @@ pub enum Stop {
     /// Another driver took the run over (this one's lease expired), or may (its lease could
     /// not be renewed): stop at once, record nothing more about the run as a whole.
     LeaseLost(String),
+    /// A model stayed unreachable past its provider's `breaker_max_wait` with no fallback
+    /// left: nothing new starts (every step would wait the same way), and the run ends
+    /// partial, to be finished by `belt resume --retry-failed` once the model is back.
+    Unreachable(String),
 }
 
 impl Stop {
@@ -129,6 +133,10 @@ impl Stop {
                  (`belt resume`, or a worker) once the store works"
             ),
             Stop::NonDeterminism(e) | Stop::UntrustedUsage(e) => e.clone(),
+            Stop::Unreachable(model) => format!(
+                "{model} did not answer again within its breaker_max_wait; once it is back, \
+                 `belt resume --retry-failed RUN_ID` runs the failed and skipped steps again"
+            ),
             Stop::HandedBack => {
                 "handed back: its driver stopped; another one resumes it from its record".into()
             }
@@ -358,7 +366,8 @@ impl Ctx {
             let call = Call { spec: &spec, request: &request, model_name: &model_name, hash };
             let mut last_error = None;
             for (index, link) in chain.iter().enumerate() {
-                let error = match self.serve(&call, link, &mut at).await {
+                let last = index + 1 == chain.len();
+                let error = match self.serve(&call, link, &mut at, last).await {
                     Served::Reply(reply) => return Box::pin(self.complete(&spec, &at, hash, reply)).await,
                     Served::Ended(err) => return Err(err),
                     Served::Failed(error) => error,
@@ -389,7 +398,13 @@ impl Ctx {
 
     /// One model of the chain: admission, attempts and settlement, retrying what is worth
     /// retrying under the tier's policy.
-    async fn serve(&self, call: &Call<'_>, link: &Link<'_>, at: &mut Attempt) -> Served {
+    ///
+    /// The `last` model of the chain waits out an outage instead of failing: while its
+    /// breaker is open, admission waits for the half-open trial to succeed (up to the
+    /// provider's `breaker_max_wait`, counted from the step's first failure in the outage),
+    /// and a failure while the breaker is open is part of that outage — it spends none of
+    /// the step's retries. Earlier models of a chain fail fast to the next one, as before.
+    async fn serve(&self, call: &Call<'_>, link: &Link<'_>, at: &mut Attempt, last: bool) -> Served {
         let s = &*self.shared;
         let (spec, request) = (call.spec, call.request);
         if link.provider.is_simulated() {
@@ -413,11 +428,20 @@ impl Ctx {
             cost_usd: price.map_or(0.0, |p| p.cost_of(bound, request.max_tokens as u64)),
         };
         let policy = s.policies.for_tier(&spec.tier);
+        let max_wait = link.limiter.limits().breaker_max_wait;
         let mut tries = 0;
+        // When this step's wait for the model to come back ends (set at its first failure
+        // during an outage, so that outage after outage cannot keep it waiting forever).
+        let mut outage_until: Option<tokio::time::Instant> = None;
         loop {
-            let (permit, slot, pool) = match self.admit(call, link, at, worst).await {
+            let wait = match (last, outage_until) {
+                (false, _) => BreakerWait::FailFast,
+                (true, Some(until)) => BreakerWait::Until(until),
+                (true, None) => BreakerWait::For(max_wait),
+            };
+            let (permit, slot, pool) = match self.admit(call, link, at, worst, wait).await {
                 Admitted::Go(permit, slot, pool) => (permit, slot, pool),
-                Admitted::Refused(error) => return Served::Failed(error),
+                Admitted::Refused(error) => return Served::Failed(self.refused(link, error, last, max_wait)),
                 Admitted::Ended(err) => return Served::Ended(err),
             };
             at.attempts += 1;
@@ -438,6 +462,26 @@ impl Ctx {
                 Err(error) => error,
             };
             self.book_reservation(worst, pool, Amount { calls: 1, ..Amount::default() });
+            if last
+                && self.stopping().is_none()
+                && crate::limits::counts_for_breaker(&error)
+                && link.limiter.breaker_open(link.model)
+            {
+                // Part of an outage the breaker already knows: wait it out in admission.
+                tries -= 1;
+                outage_until.get_or_insert_with(|| tokio::time::Instant::now() + max_wait);
+                s.bus.emit(
+                    Some(&spec.id),
+                    EventKind::StepRetrying {
+                        tier: spec.tier.clone(),
+                        attempt: at.attempts,
+                        error: error.to_string(),
+                        error_kind: error.kind().to_string(),
+                        delay_ms: 0,
+                    },
+                );
+                continue;
+            }
             if !(error.is_retryable() && tries <= policy.retries && self.stopping().is_none()) {
                 return Served::Failed(error);
             }
@@ -467,6 +511,7 @@ impl Ctx {
         link: &Link<'m>,
         at: &Attempt,
         worst: Amount,
+        wait: BreakerWait,
     ) -> Admitted<'_, 'm> {
         let s = &*self.shared;
         let (spec, model_name) = (call.spec, call.model_name);
@@ -508,7 +553,7 @@ impl Ctx {
                 EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
             );
         }
-        let mut slot = match link.limiter.acquire(link.model, worst.tokens).await {
+        let mut slot = match link.limiter.acquire_until(link.model, worst.tokens, wait).await {
             Ok(slot) => slot,
             Err(open) => {
                 self.book_reservation(worst, pool, Amount::default());
@@ -651,6 +696,31 @@ impl Ctx {
             )));
         }
         (booked, Some(Box::new(reported)))
+    }
+
+    /// The error of a model whose breaker refused the call: named in full (`provider/model`,
+    /// which the limiter does not know). For the last model of the chain the refusal means
+    /// it stayed down past `breaker_max_wait`: the run stops starting new work.
+    fn refused(
+        &self,
+        link: &Link<'_>,
+        error: LlmError,
+        last: bool,
+        max_wait: std::time::Duration,
+    ) -> LlmError {
+        match error {
+            LlmError::CircuitOpen { failures, .. } => {
+                if last {
+                    self.stop(Stop::Unreachable(link.full.to_string()));
+                }
+                LlmError::CircuitOpen {
+                    model: link.full.to_string(),
+                    failures,
+                    waited: last.then_some(max_wait),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Say in the run's events that the next model of the chain takes over.

@@ -1,5 +1,7 @@
 //! Tests of the engine's guarantees through whole runs on the scripted provider.
 
+use std::collections::HashMap;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1466,4 +1468,114 @@ async fn the_store_carries_cancels_and_takeovers_to_the_driver() {
     assert_eq!(r.status, RunStatus::Interrupted);
     assert!(r.stop_reason.contains("another driver took the run over"), "{}", r.stop_reason);
     assert_eq!(store.get_result("taken").await.unwrap(), None, "the run is the second driver's to finish");
+}
+
+/// A server that is down between two moments of the run: calls then fail as a refused
+/// connection does; otherwise it answers after a short delay. Counts answered calls per
+/// step and refused ones in all.
+struct Outage {
+    start: tokio::time::Instant,
+    down: std::ops::Range<Duration>,
+    answered: std::sync::Mutex<HashMap<String, u32>>,
+    refused: std::sync::atomic::AtomicU32,
+}
+
+impl Outage {
+    fn new(down: std::ops::Range<Duration>) -> Outage {
+        Outage {
+            start: tokio::time::Instant::now(),
+            down,
+            answered: Default::default(),
+            refused: Default::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LlmProvider for Outage {
+    fn name(&self) -> &str {
+        "o"
+    }
+    fn price(&self, _model: &str) -> Option<Price> {
+        Some(Price::new(1.0, 1.0))
+    }
+    async fn complete(
+        &self,
+        model: &str,
+        _r: &LlmRequest,
+        call: &crate::llm::CallInfo,
+    ) -> Result<LlmReply, LlmError> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if self.down.contains(&self.start.elapsed()) {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(LlmError::Connection("connection refused".into()));
+        }
+        *self.answered.lock().unwrap().entry(call.step.to_string()).or_default() += 1;
+        Ok(LlmReply {
+            text: format!("[{}]", call.step),
+            usage: Usage::new(10, 10),
+            model: format!("o/{model}"),
+            finish_reason: Some("stop".into()),
+            simulated: false,
+            tool_calls: Vec::new(),
+        })
+    }
+}
+
+fn outage_options(p: &Arc<Outage>, max_wait: Duration) -> RunOptions {
+    let mut providers = Providers::new();
+    providers.insert_with_limits(
+        p.clone(),
+        crate::limits::Limits {
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_secs(1),
+            breaker_max_wait: max_wait,
+            ..crate::limits::Limits::default()
+        },
+    );
+    let mut o = RunOptions::default().with_providers(providers);
+    o.policies = quick_policies();
+    o.policies.update_all(|p| p.retries = 2);
+    o.concurrency = 4;
+    o
+}
+
+/// A server down for 20 s in the middle of a 12-agent cascade: the breaker opens, every
+/// step waits for its trial call to succeed instead of failing, and the run completes with
+/// each step answered exactly once — only the attempts made while the server was down
+/// were lost.
+#[tokio::test(start_paused = true)]
+async fn an_outage_is_waited_out_and_no_step_is_answered_twice() {
+    let p = Arc::new(Outage::new(Duration::from_millis(250)..Duration::from_secs(20)));
+    let (r, events) =
+        run_all(Cascade::new(12, "o/m"), "task", outage_options(&p, Duration::from_secs(300))).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    let answered = p.answered.lock().unwrap().clone();
+    assert_eq!(answered.len(), 16, "decompose, 12 workers, 2 synthesizers, the executive");
+    assert!(answered.values().all(|&n| n == 1), "{answered:?}");
+    // The outage is paid once per trial, not once per step and retry: the four calls in
+    // flight when it began, the failures up to the breaker, then one trial a second.
+    let refused = p.refused.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((4..=4 + 25).contains(&refused), "{refused} refused calls");
+    let t = types(&events);
+    assert!(t.contains(&"breaker_opened") && t.contains(&"breaker_closed"), "{t:?}");
+    assert!(!t.contains(&"step_failed"));
+}
+
+/// A server that does not come back within `breaker_max_wait`: the steps waiting fail,
+/// nothing new starts, and the run ends partial with a reason that says how to finish it.
+#[tokio::test(start_paused = true)]
+async fn an_outage_past_the_longest_wait_ends_the_run_partial() {
+    let p = Arc::new(Outage::new(Duration::from_millis(250)..Duration::from_secs(3600)));
+    let start = tokio::time::Instant::now();
+    let (r, _) = run_all(Cascade::new(12, "o/m"), "task", outage_options(&p, Duration::from_secs(30))).await;
+    assert_eq!(r.status, RunStatus::Partial, "{}", r.stop_reason);
+    assert!(r.stop_reason.contains("o/m did not answer again"), "{}", r.stop_reason);
+    assert!(r.stop_reason.contains("belt resume --retry-failed"), "{}", r.stop_reason);
+    let failed = r.agents.iter().find(|a| a.status == AgentStatus::Failed).expect("a failed step");
+    let error = failed.error.as_deref().unwrap_or_default();
+    assert!(error.contains("circuit breaker of o/m") && error.contains("within 30s"), "{error}");
+    // Each step's wait counts from its first failure in the outage: all give up together.
+    assert!(start.elapsed() < Duration::from_secs(40), "gave up after {:?}", start.elapsed());
+    assert!(r.agents.iter().any(|a| a.status == AgentStatus::Skipped), "nothing new started");
 }

@@ -46,6 +46,12 @@ pub struct Limits {
     /// The longest a provider's Retry-After is obeyed.
     #[serde(default = "default_max_pause", with = "crate::policy::duration_ms")]
     pub max_pause: Duration,
+    /// The longest a step waits for an open breaker to close when no fallback model is
+    /// left (a server restarting, a short outage): its calls pause until the half-open trial
+    /// succeeds, instead of failing one after another. Past it the step fails and the run
+    /// ends partial, to be finished by `belt resume --retry-failed` once the model is back.
+    #[serde(default = "default_breaker_max_wait", with = "crate::policy::duration_ms")]
+    pub breaker_max_wait: Duration,
 }
 
 fn default_breaker_failures() -> u32 {
@@ -57,6 +63,9 @@ fn default_breaker_cooldown() -> Duration {
 fn default_max_pause() -> Duration {
     Duration::from_secs(60)
 }
+fn default_breaker_max_wait() -> Duration {
+    Duration::from_secs(300)
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -67,6 +76,7 @@ impl Default for Limits {
             breaker_failures: default_breaker_failures(),
             breaker_cooldown: default_breaker_cooldown(),
             max_pause: default_max_pause(),
+            breaker_max_wait: default_breaker_max_wait(),
         }
     }
 }
@@ -157,6 +167,17 @@ fn spawn_release(
     }
 }
 
+/// How long a call waits for an open breaker to let it through ([`Limiter::acquire_until`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerWait {
+    /// Not at all: fail with [`LlmError::CircuitOpen`] at once.
+    FailFast,
+    /// Until this moment.
+    Until(Instant),
+    /// This long from when the call finds the breaker open.
+    For(Duration),
+}
+
 /// A change of a breaker's state, for the run that saw it to report.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BreakerChange {
@@ -173,6 +194,9 @@ pub struct Limiter {
     /// Slots for concurrent calls; fewer are handed out while the adaptive limit is cut.
     slots: Arc<Semaphore>,
     state: Mutex<State>,
+    /// Wakes the calls waiting out an open breaker when it closes, opens again, or its
+    /// trial ends without a verdict.
+    breaker_changed: tokio::sync::Notify,
 }
 
 struct State {
@@ -264,6 +288,7 @@ impl Limiter {
                 successes: 0,
                 breakers: HashMap::new(),
             }),
+            breaker_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -299,7 +324,31 @@ impl Limiter {
     /// Wait for a slot for a call to `model` that may use up to `tokens` tokens. Fails at
     /// once with [`LlmError::CircuitOpen`] while the model's breaker is open.
     pub async fn acquire<'m>(&self, model: &'m str, tokens: u64) -> Result<Slot<'m>, LlmError> {
-        let trial = self.check_breaker(model)?;
+        self.acquire_until(model, tokens, BreakerWait::FailFast).await
+    }
+
+    /// [`Limiter::acquire`], but while the model's breaker is open wait, as `wait` says,
+    /// for it to let a call through: the half-open trial (which this call may be) or the
+    /// close that follows a successful one. Fails with [`LlmError::CircuitOpen`] once the
+    /// wait is over.
+    pub async fn acquire_until<'m>(
+        &self,
+        model: &'m str,
+        tokens: u64,
+        wait: BreakerWait,
+    ) -> Result<Slot<'m>, LlmError> {
+        let trial = match self.check_breaker(model) {
+            Ok(trial) => trial,
+            Err(open) => {
+                // The clock is read only here, on the rare path.
+                let until = match wait {
+                    BreakerWait::FailFast => return Err(open),
+                    BreakerWait::Until(until) => until,
+                    BreakerWait::For(d) => Instant::now() + d,
+                };
+                Box::pin(self.wait_out_breaker(model, open, until)).await?
+            }
+        };
         loop {
             let pause = self.lock().paused_until.and_then(|t| t.checked_duration_since(Instant::now()));
             match pause {
@@ -328,6 +377,21 @@ impl Limiter {
 
     /// Account for a finished call: refund unused tokens, adapt to 429s, move the breaker.
     pub fn settle(
+        &self,
+        slot: Slot<'_>,
+        used_tokens: u64,
+        outcome: Result<(), &LlmError>,
+    ) -> Option<BreakerChange> {
+        let trial = slot.trial;
+        let change = self.settle_slot(slot, used_tokens, outcome);
+        // A trial's end (whatever it was) and any change of state may let waiters through.
+        if trial || change.is_some() {
+            self.breaker_changed.notify_waiters();
+        }
+        change
+    }
+
+    fn settle_slot(
         &self,
         slot: Slot<'_>,
         used_tokens: u64,
@@ -415,6 +479,43 @@ impl Limiter {
         }
     }
 
+    /// Wait until `model`'s breaker lets a call through or `until` passes. Each round arms
+    /// the notification before looking at the breaker, so a change between the look and the
+    /// wait is not missed.
+    async fn wait_out_breaker(
+        &self,
+        model: &str,
+        mut open: LlmError,
+        until: Instant,
+    ) -> Result<bool, LlmError> {
+        loop {
+            if Instant::now() >= until {
+                return Err(open);
+            }
+            // Wake at the end of the cooldown (to become the trial), at a change, or at `until`.
+            let reopens = self.lock().breakers.get(model).and_then(|b| b.open_until);
+            let wake = reopens.filter(|t| *t > Instant::now()).map_or(until, |t| t.min(until));
+            let changed = self.breaker_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match self.check_breaker(model) {
+                Ok(trial) => return Ok(trial),
+                Err(still) => open = still,
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// True while `model`'s breaker is open or half-open: a failure now is part of an
+    /// outage already known, not news about this call.
+    pub fn breaker_open(&self, model: &str) -> bool {
+        let s = self.lock();
+        !s.breakers.is_empty() && s.breakers.get(model).is_some_and(|b| b.open_until.is_some())
+    }
+
     /// `Ok(true)` for the one trial call of a half-open breaker.
     fn check_breaker(&self, model: &str) -> Result<bool, LlmError> {
         let mut s = self.lock();
@@ -425,7 +526,7 @@ impl Limiter {
         match b.open_until {
             None => Ok(false),
             Some(until) if Instant::now() < until || b.trial_running => {
-                Err(LlmError::CircuitOpen { model: model.to_string(), failures: b.failures })
+                Err(LlmError::CircuitOpen { model: model.to_string(), failures: b.failures, waited: None })
             }
             Some(_) => {
                 b.trial_running = true;
@@ -446,7 +547,7 @@ impl Limiter {
 }
 
 /// Failures that say the model or its server is unwell (not the request, not the budget).
-fn counts_for_breaker(e: &LlmError) -> bool {
+pub(crate) fn counts_for_breaker(e: &LlmError) -> bool {
     matches!(
         e,
         LlmError::Server { .. }
@@ -559,5 +660,49 @@ mod tests {
         let trial = l.acquire("m", 0).await.unwrap();
         l.settle(trial, 0, Err(&server()));
         assert!(l.acquire("m", 0).await.is_err());
+    }
+
+    /// Calls that wait out an open breaker go through one at a time as its trial, and all
+    /// together once a trial succeeds; a wait that runs out fails as a fail-fast call does.
+    #[tokio::test(start_paused = true)]
+    async fn waiting_calls_pass_after_a_successful_trial() {
+        let l = Arc::new(Limiter::new(Limits {
+            breaker_failures: 1,
+            breaker_cooldown: Duration::from_secs(10),
+            ..Limits::default()
+        }));
+        let s = l.acquire("m", 0).await.unwrap();
+        l.settle(s, 0, Err(&server()));
+        let start = Instant::now();
+        // Three waiters: the first to wake after the cooldown is the trial, and fails.
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let l = l.clone();
+                tokio::spawn(async move {
+                    let s = l.acquire_until("m", 0, BreakerWait::For(Duration::from_secs(60))).await.unwrap();
+                    let trial = s.trial;
+                    let error = server();
+                    let fails = trial && start.elapsed() < Duration::from_secs(15);
+                    let change = l.settle(s, 0, if fails { Err(&error) } else { Ok(()) });
+                    (trial, Instant::now(), change)
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for w in waiters {
+            outcomes.push(w.await.unwrap());
+        }
+        // The first trial (at 10 s) failed and reopened the breaker; the second (at 20 s)
+        // closed it, and the third caller went through with it.
+        assert_eq!(outcomes.iter().filter(|o| o.0).count(), 2, "two trials");
+        let last = outcomes.iter().map(|o| o.1).max().unwrap();
+        assert!(last.duration_since(start) >= Duration::from_secs(20), "{:?}", last.duration_since(start));
+        assert!(outcomes.iter().any(|o| o.2 == Some(BreakerChange::Closed { model: "m".into() })));
+        // Fail fast while open; a wait that runs out gets the same error.
+        let s = l.acquire("m", 0).await.unwrap();
+        l.settle(s, 0, Err(&server()));
+        assert!(l.acquire("m", 0).await.is_err());
+        let r = l.acquire_until("m", 0, BreakerWait::For(Duration::from_secs(5))).await;
+        assert!(matches!(r, Err(LlmError::CircuitOpen { .. })));
     }
 }

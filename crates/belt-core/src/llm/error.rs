@@ -45,10 +45,31 @@ pub enum LlmError {
         context_window: Option<u64>,
     },
     #[error(
-        "the circuit breaker of {model} is open after {failures} consecutive failures; calls to it \
-         fail at once until its cooldown ends (add a fallback model: --worker-model {model},other/model)"
+        "the circuit breaker of {model} is open after {failures} consecutive failures{}",
+        fmt_open(.model, .waited)
     )]
-    CircuitOpen { model: String, failures: u32 },
+    CircuitOpen {
+        /// `provider/model`.
+        model: String,
+        failures: u32,
+        /// How long the step waited for the model to answer again (`breaker_max_wait`)
+        /// before giving up; `None` when it did not wait (a fallback model was left).
+        waited: Option<Duration>,
+    },
+}
+
+fn fmt_open(model: &str, waited: &Option<Duration>) -> String {
+    match waited {
+        Some(w) => format!(
+            "; it did not answer again within {:.0}s (the provider's breaker_max_wait); once it is \
+             back, `belt resume --retry-failed RUN_ID` runs the failed steps again",
+            w.as_secs_f64()
+        ),
+        None => format!(
+            "; calls to it fail at once until its cooldown ends (add a fallback model: \
+             --worker-model {model},other/model)"
+        ),
+    }
 }
 
 fn fmt_window(prompt: &Option<u64>, window: &Option<u64>) -> String {
