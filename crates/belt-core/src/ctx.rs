@@ -376,11 +376,51 @@ impl Ctx {
                 last_error = Some(error);
             }
             let error = last_error.unwrap_or(LlmError::InvalidRequest("no model to call".into()));
+            if spec.resizable && matches!(error, LlmError::PromptTooLong { .. }) {
+                return Err(self.hand_back_oversized(&spec, error, &at));
+            }
             let err = StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts };
             // Kept with its request, so it can be retried later (`belt dlq retry`).
             Box::pin(self.dead_letter(&spec, &request, &err, at.attempts)).await;
             Err(self.fail(&spec, model_name, &at, err))
         }
+    }
+
+    /// A resizable step's prompt did not fit its model: said in a `step_retrying` event (the
+    /// pattern asks again, smaller) and handed back without a record of failure.
+    fn hand_back_oversized(&self, spec: &StepSpec, error: LlmError, at: &Attempt) -> StepError {
+        self.shared.bus.emit(
+            Some(&spec.id),
+            EventKind::StepRetrying {
+                tier: spec.tier.clone(),
+                attempt: at.attempts,
+                error: error.to_string(),
+                error_kind: error.kind().to_string(),
+                delay_ms: 0,
+            },
+        );
+        StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts }
+    }
+
+    /// What `models` (a model or a fallback chain) can do and hold: the first model's
+    /// capabilities, with the smallest context window any model of the chain reports (a
+    /// prompt sized for it fits them all). `None` when no provider knows anything.
+    pub async fn capabilities(&self, models: &str) -> Option<crate::llm::Capabilities> {
+        let chain = self.shared.providers.chain(models).ok()?;
+        let mut found: Option<crate::llm::Capabilities> = None;
+        for link in &chain {
+            let Some(caps) = link.provider.capabilities(link.model).await else { continue };
+            match &mut found {
+                None => found = Some(caps),
+                Some(f) => {
+                    f.context_window = match (f.context_window, caps.context_window) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// The response cache's answer to this request, if it has one (it costs nothing).

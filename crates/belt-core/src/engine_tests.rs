@@ -1579,3 +1579,107 @@ async fn an_outage_past_the_longest_wait_ends_the_run_partial() {
     assert!(start.elapsed() < Duration::from_secs(40), "gave up after {:?}", start.elapsed());
     assert!(r.agents.iter().any(|a| a.status == AgentStatus::Skipped), "nothing new started");
 }
+
+/// A model with a small context window: a prompt of more than `window` tokens (4 bytes
+/// each) is refused as llama.cpp refuses it. Workers write long findings; merges answer
+/// with the worker ids their prompt mentions, so the final text shows which workers'
+/// work reached it.
+struct SmallWindow {
+    window: u64,
+    /// Whether `capabilities` tells the window (else the model's error is the only news).
+    tells: bool,
+    refused: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl LlmProvider for SmallWindow {
+    fn name(&self) -> &str {
+        "w"
+    }
+    fn price(&self, _model: &str) -> Option<Price> {
+        Some(Price::new(1.0, 1.0))
+    }
+    async fn capabilities(&self, _model: &str) -> Option<crate::llm::Capabilities> {
+        self.tells
+            .then(|| crate::llm::Capabilities { context_window: Some(self.window), ..Default::default() })
+    }
+    async fn complete(
+        &self,
+        model: &str,
+        r: &LlmRequest,
+        call: &crate::llm::CallInfo,
+    ) -> Result<LlmReply, LlmError> {
+        let bytes = r.system.as_deref().unwrap_or("").len()
+            + r.messages.iter().map(|m| m.content.len()).sum::<usize>();
+        let tokens = (bytes as u64).div_ceil(4);
+        if tokens + u64::from(r.max_tokens).min(64) > self.window {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(LlmError::PromptTooLong {
+                message: "exceeds the available context size".into(),
+                prompt_tokens: Some(tokens),
+                context_window: Some(self.window),
+            });
+        }
+        let step = call.step.as_str();
+        let text = if let Some(n) = step.strip_prefix("worker/") {
+            format!("worker/{n} found: {}", "a long finding. ".repeat(200))
+        } else if step == "decompose" {
+            String::new()
+        } else {
+            let prompt = r.prompt();
+            let mut seen: Vec<&str> = prompt
+                .match_indices("worker/")
+                .map(|(i, _)| &prompt[i..(i + 10).min(prompt.len())])
+                .filter(|id| id[7..].chars().all(|c| c.is_ascii_digit()))
+                .collect();
+            seen.sort();
+            seen.dedup();
+            seen.join(" ")
+        };
+        Ok(LlmReply {
+            text,
+            usage: Usage::new(tokens, 10),
+            model: format!("w/{model}"),
+            finish_reason: Some("stop".into()),
+            simulated: false,
+            tool_calls: Vec::new(),
+        })
+    }
+}
+
+async fn small_window_run(tells: bool) -> (RunResult, Arc<SmallWindow>) {
+    let p = Arc::new(SmallWindow { window: 2048, tells, refused: Default::default() });
+    let mut o = RunOptions::default().with_provider(p.clone());
+    o.policies = quick_policies();
+    let (r, _) = run_all(Cascade::new(12, "w/m"), "task", o).await;
+    (r, p)
+}
+
+fn assert_every_worker_reached_the_top(r: &RunResult) {
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    assert!(r.agents.iter().all(|a| a.status == AgentStatus::Completed), "no step failed");
+    let top = r.final_output.as_deref().unwrap_or_default();
+    for n in 1..=12 {
+        assert!(top.contains(&format!("worker/{n:03}")), "worker {n} is missing from {top}");
+    }
+}
+
+/// With the window known, every synthesizer's prompt is sized before the call: the model
+/// never refuses one, and each worker's findings still reach the executive.
+#[tokio::test]
+async fn a_known_small_window_is_fitted_before_any_call() {
+    let (r, p) = small_window_run(true).await;
+    assert_every_worker_reached_the_top(&r);
+    assert_eq!(p.refused.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // Six findings of ~800 tokens each do not fit 2,048: the groups were split (`/a`, `/b`).
+    assert!(r.agents.iter().any(|a| a.step.as_str().starts_with("synth/1/001/")), "an extra level");
+}
+
+/// With the window unknown, the model's `prompt_too_long` answer triggers the same split,
+/// and no step is recorded as failed.
+#[tokio::test]
+async fn a_prompt_too_long_answer_splits_the_group_instead_of_failing() {
+    let (r, p) = small_window_run(false).await;
+    assert_every_worker_reached_the_top(&r);
+    assert!(p.refused.load(std::sync::atomic::Ordering::Relaxed) > 0, "the model refused first");
+}

@@ -154,14 +154,25 @@ pub struct StepSpec {
     pub id: StepId,
     pub tier: Tier,
     pub inputs: Vec<StepId>,
+    /// The pattern can shorten or split this step's prompt: when the model answers that it
+    /// does not fit its context window ([`crate::llm::LlmError::PromptTooLong`]), the step
+    /// is handed back unrecorded — no failure, no dead letter — for the pattern to ask
+    /// again under the same id with a smaller request (see [`StepSpec::resizable`]).
+    pub resizable: bool,
 }
 
 impl StepSpec {
     pub fn new(id: impl Into<StepId>, tier: Tier) -> Self {
-        StepSpec { id: id.into(), tier, inputs: Vec::new() }
+        StepSpec { id: id.into(), tier, inputs: Vec::new(), resizable: false }
     }
     pub fn inputs(mut self, inputs: Vec<StepId>) -> Self {
         self.inputs = inputs;
+        self
+    }
+    /// Hand a `prompt_too_long` answer back to the caller instead of failing the step (the
+    /// cascade's synthesizers split or shorten their inputs then).
+    pub fn resizable(mut self) -> Self {
+        self.resizable = true;
         self
     }
 }

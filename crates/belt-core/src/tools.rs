@@ -259,8 +259,7 @@ impl Ctx {
         loop {
             round += 1;
             let id = round_id(round);
-            let step =
-                StepSpec { id: id.clone(), tier: spec.tier.clone(), inputs: std::mem::take(&mut inputs) };
+            let step = StepSpec { id: id.clone(), inputs: std::mem::take(&mut inputs), ..spec.clone() };
             let reply = self.llm(step, request.clone()).await?;
             usage.add(reply.outcome.usage);
             cost += reply.outcome.cost_usd;

@@ -19,12 +19,14 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::ctx::{Ctx, StepError};
 use crate::event::{EventKind, PlanSource};
-use crate::llm::{CallHints, LlmRequest, Providers};
+use crate::llm::{CallHints, LlmError, LlmRequest, Providers};
 use crate::orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};
+use crate::patterns::window::{self, BYTES_PER_TOKEN, MIN_SHARE_BYTES, estimate_tokens, prompt_budget};
 use crate::patterns::{Agent, Refine};
 use crate::plan::{Subtask, Task};
 use crate::step::{StepId, StepSpec, Tier, index_width};
@@ -454,6 +456,7 @@ impl Cascade {
 
 impl Cascade {
     /// One synthesizer or the executive over `inputs`; skipped when none of them succeeded.
+    /// Its prompt is fitted to the model's context window (see [`Cascade::merge_fitted`]).
     async fn merge(
         &self,
         ctx: &Ctx,
@@ -461,14 +464,130 @@ impl Cascade {
         spec: StepSpec,
         inputs: &[Input],
     ) -> Result<Arc<str>, StepError> {
-        let executive = spec.tier == Tier::Executive;
-        let settings = if executive { &self.executive } else { &self.synthesizer };
+        let settings = self.merge_settings(&spec);
         let spec = spec.inputs(inputs.iter().map(|i| i.step.clone()).collect());
-        let ok: Vec<&Input> = inputs.iter().filter(|i| i.text.is_ok()).collect();
-        if ok.is_empty() {
+        if !inputs.iter().any(|i| i.text.is_ok()) {
             let reason = format!("none of its {} inputs succeeded", inputs.len());
             return Err(ctx.skip(spec, &settings.model, reason));
         }
+        let window = ctx.capabilities(&settings.model).await.and_then(|c| c.context_window);
+        self.merge_fitted(ctx, task, spec, inputs, window).await
+    }
+
+    fn merge_settings(&self, spec: &StepSpec) -> &TierSettings {
+        if spec.tier == Tier::Executive { &self.executive } else { &self.synthesizer }
+    }
+
+    /// A merge whose prompt fits the model's `window` (tokens, when known): called whole
+    /// when the estimate fits; otherwise — or when the model answers `prompt_too_long`,
+    /// which also tells the window when it was not known — shrunk ([`Cascade::shrink`]).
+    /// Every worker's work still reaches the synthesis.
+    fn merge_fitted<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        task: &'a Task,
+        spec: StepSpec,
+        inputs: &'a [Input],
+        window: Option<u64>,
+    ) -> BoxFuture<'a, Result<Arc<str>, StepError>> {
+        Box::pin(async move {
+            let request = self.merge_request(task, &spec, inputs, None, window);
+            let max_tokens = self.merge_settings(&spec).max_tokens;
+            if window.is_some_and(|w| estimate_tokens(&request) > prompt_budget(w, max_tokens)) {
+                return self.shrink(ctx, task, spec, inputs, window).await;
+            }
+            match ctx.llm(spec.clone().resizable(), request).await {
+                Err(StepError::Llm { error: LlmError::PromptTooLong { context_window, .. }, .. }) => {
+                    self.shrink(ctx, task, spec, inputs, context_window.or(window)).await
+                }
+                other => other.map(|r| r.text),
+            }
+        })
+    }
+
+    /// A merge whose prompt is too long for the window. More than two usable inputs are
+    /// split in two halves, each merged on its own (`ID/a`, `ID/b`: an extra level; a half
+    /// of one input goes up as it is), and the two merged under the step's own id; two or fewer are each cut to their share
+    /// of the window, with a note saying so.
+    async fn shrink(
+        &self,
+        ctx: &Ctx,
+        task: &Task,
+        spec: StepSpec,
+        inputs: &[Input],
+        window: Option<u64>,
+    ) -> Result<Arc<str>, StepError> {
+        let ok: Vec<Input> = inputs.iter().filter(|i| i.text.is_ok()).cloned().collect();
+        if ok.len() > 2 {
+            let (a, b) = ok.split_at(ok.len() / 2);
+            let halves = ctx
+                .all([("a", a), ("b", b)].map(|(name, part)| {
+                    let id = spec.id.child(name);
+                    let sub = StepSpec::new(id.clone(), Tier::Synthesizer)
+                        .inputs(part.iter().map(|i| i.step.clone()).collect());
+                    async move {
+                        // One input needs no merge of its own: it goes up as it is.
+                        if let [one] = part {
+                            return one.clone();
+                        }
+                        let text = self.merge_fitted(ctx, task, sub, part, window).await;
+                        Input { step: id, label: group_label(part), text }
+                    }
+                }))
+                .await;
+            // The failed inputs stay, for the final merge to say what is missing.
+            let mut next: Vec<Input> = halves.into_iter().collect();
+            next.extend(inputs.iter().filter(|i| i.text.is_err()).cloned());
+            let spec = spec.inputs(next.iter().map(|i| i.step.clone()).collect());
+            return self.merge_fitted(ctx, task, spec, &next, window).await;
+        }
+        let mut share = self.share(task, &spec, inputs, window);
+        let request = self.merge_request(task, &spec, inputs, Some(share), window);
+        match ctx.llm(spec.clone().resizable(), request).await {
+            // The estimate was short of how densely the text tokenizes: shrink by the
+            // server's own figures, once more, and let a failure stand.
+            Err(StepError::Llm {
+                error: LlmError::PromptTooLong { prompt_tokens: Some(p), context_window: Some(w), .. },
+                ..
+            }) if p > 0 => {
+                let max_tokens = self.merge_settings(&spec).max_tokens;
+                let ratio = prompt_budget(w, max_tokens) as f64 / p as f64 * 0.9;
+                share = ((share as f64 * ratio) as usize).max(MIN_SHARE_BYTES);
+                let request = self.merge_request(task, &spec, inputs, Some(share), Some(w));
+                ctx.llm(spec, request).await.map(|r| r.text)
+            }
+            other => other.map(|r| r.text),
+        }
+    }
+
+    /// The bytes each usable input may keep: the window's prompt budget less the prompt's
+    /// own text, split evenly; half the longest input when the window is unknown.
+    fn share(&self, task: &Task, spec: &StepSpec, inputs: &[Input], window: Option<u64>) -> usize {
+        let texts: Vec<usize> = inputs.iter().filter_map(|i| i.text.as_deref().ok()).map(str::len).collect();
+        let share = match window {
+            Some(w) => {
+                let bare = self.merge_request(task, spec, inputs, Some(0), None);
+                let frame = bare.input_token_bound() as usize;
+                let budget = prompt_budget(w, self.merge_settings(spec).max_tokens) * BYTES_PER_TOKEN;
+                (budget as usize).saturating_sub(frame) / texts.len().max(1)
+            }
+            None => texts.iter().max().copied().unwrap_or(0) / 2,
+        };
+        share.max(MIN_SHARE_BYTES)
+    }
+
+    /// The request of a merge over `inputs`, each cut to `share` bytes when given; with a
+    /// known `window`, a reply cap that fits beside the prompt.
+    fn merge_request(
+        &self,
+        task: &Task,
+        spec: &StepSpec,
+        inputs: &[Input],
+        share: Option<usize>,
+        window: Option<u64>,
+    ) -> LlmRequest {
+        let executive = spec.tier == Tier::Executive;
+        let settings = self.merge_settings(spec);
         let role = if executive {
             "You are the executive. Write the final report on the task from the syntheses below: \
              an executive summary, the main findings organised by theme, disagreements between \
@@ -483,14 +602,16 @@ impl Cascade {
             )
         };
         let mut prompt = format!("Task: {}\n{role}\n", task.description.trim());
+        let ok: Vec<&Input> = inputs.iter().filter(|i| i.text.is_ok()).collect();
         let mut names = Vec::with_capacity(ok.len());
         for (k, i) in ok.iter().enumerate() {
             let name = format!("Input {}: {}", k + 1, i.label.trim());
-            prompt.push_str(&format!(
-                "\n### {name}\n(from {})\n\n{}\n",
-                i.step,
-                i.text.as_deref().unwrap_or_default().trim()
-            ));
+            let text = i.text.as_deref().unwrap_or_default().trim();
+            let text = match share {
+                Some(bytes) => window::clip(text, bytes),
+                None => text.into(),
+            };
+            prompt.push_str(&format!("\n### {name}\n(from {})\n\n{text}\n", i.step));
             names.push(name);
         }
         let missing: Vec<String> = inputs
@@ -506,12 +627,15 @@ impl Cascade {
             ));
         }
         let missing = (!missing.is_empty()).then(|| missing.join("; "));
-        let request = LlmRequest::new(settings.model.clone(), prompt)
+        let mut request = LlmRequest::new(settings.model.clone(), prompt)
             .system("You synthesize the work of several analysts into one clear, well-structured text.")
             .temperature(settings.temperature)
             .max_tokens(settings.max_tokens)
             .hints(CallHints::merge(task.description.trim(), names, missing));
-        Ok(ctx.llm(spec, request).await?.text)
+        if let Some(w) = window {
+            request.max_tokens = window::reply_cap(w, estimate_tokens(&request), settings.max_tokens);
+        }
+        request
     }
 }
 

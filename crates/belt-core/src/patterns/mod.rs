@@ -51,6 +51,7 @@ pub mod saga;
 pub mod state_machine;
 pub mod supervisor;
 pub mod swarm;
+pub mod window;
 
 #[cfg(test)]
 pub(crate) mod testkit;
