@@ -43,6 +43,39 @@ pub struct OutputSchema {
 }
 
 impl OutputSchema {
+    /// An object holding one list, `{"FIELD": [{…}, …]}`, of objects with these keys, each
+    /// of the given JSON type (`string`, `integer`…): how patterns ask a model for a list.
+    /// A bare array cannot be asked for: JSON object modes enforce an object (llama.cpp
+    /// then cannot write the array at all), and structured output takes only object roots.
+    /// The patterns' parsers read a bare array too, from models that write one anyway.
+    ///
+    /// ```
+    /// use belt_core::schema::OutputSchema;
+    /// let s = OutputSchema::list("plan", "subtasks", &[("description", "string"), ("priority", "integer")]);
+    /// assert!(s.strict);
+    /// assert_eq!(s.schema["properties"]["subtasks"]["items"]["required"][1], "priority");
+    /// ```
+    pub fn list(name: &str, field: &str, keys: &[(&str, &str)]) -> Self {
+        let properties: Map<String, Value> =
+            keys.iter().map(|(k, t)| (k.to_string(), serde_json::json!({ "type": t }))).collect();
+        let required: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+        let item = serde_json::json!({
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": false,
+        });
+        OutputSchema::new(
+            name,
+            serde_json::json!({
+                "type": "object",
+                "properties": { field: { "type": "array", "items": item } },
+                "required": [field],
+                "additionalProperties": false,
+            }),
+        )
+    }
+
     /// A hand-written schema, strict when it already meets strict mode's rules.
     pub fn new(name: impl AsRef<str>, schema: Value) -> Self {
         let strict = is_strict(&schema);

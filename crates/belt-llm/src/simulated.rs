@@ -606,7 +606,20 @@ fn reply(model: &str, request: &LlmRequest, content: u64) -> LlmReply {
             tool_calls: vec![call],
         };
     }
-    let (text, cut) = if let Some(schema) = &request.json_schema {
+    let plan = request.hints.as_deref().is_some_and(|h| h.kind == CallKind::Plan);
+    let (text, cut) = if plan && (request.json || request.json_schema.is_some()) {
+        // A plan is the decomposition, in the list field of an object schema when one
+        // asks for `{"subtasks": [...]}` (the shape JSON object modes can enforce).
+        let field = request.json_schema.as_deref().and_then(|s| list_field(&s.schema));
+        let budget = max_tokens.saturating_mul(BYTES_PER_TOKEN);
+        match field {
+            Some(field) => {
+                let (list, cut) = decomposition(request, content, budget.saturating_sub(field.len() + 8));
+                (format!("{{\"{field}\": {list}}}"), cut)
+            }
+            None => decomposition(request, content, budget),
+        }
+    } else if let Some(schema) = &request.json_schema {
         let text = sample_json(&schema.schema).to_string();
         let cut = text.len() > max_tokens.saturating_mul(BYTES_PER_TOKEN);
         (text, cut)
@@ -791,6 +804,18 @@ const ASPECTS: [Aspect; 16] = [
     aspect("Public perception: summarize how the public and the media see", "sociologist", 4),
     aspect("Open questions: list what remains unknown or disputed about", "researcher", 4),
 ];
+
+/// The one property of an object schema whose value is an array (`subtasks` of
+/// `{"subtasks": [...]}`), if the schema is such an object.
+fn list_field(schema: &serde_json::Value) -> Option<&str> {
+    let props = schema.get("properties")?.as_object()?;
+    match props.iter().collect::<Vec<_>>().as_slice() {
+        [(name, p)] if p.get("type").and_then(|t| t.as_str()) == Some("array") => {
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_').then_some(name.as_str())
+        }
+        _ => None,
+    }
+}
 
 /// A JSON array of subtasks, as many as the hints ask for and as fit in `max_bytes`.
 fn decomposition(request: &LlmRequest, content: u64, max_bytes: usize) -> (String, bool) {
@@ -2018,6 +2043,18 @@ mod tests {
             "\n## Describe the tide of the sea the tide of the sea the tide of the sea the tide\n"
         ));
         assert!(text.len() > 400, "{text}");
+    }
+
+    /// A plan asked as `{"subtasks": [...]}` (the shape JSON object modes can enforce) is
+    /// answered in that shape, with the same items.
+    #[test]
+    fn a_plan_asked_for_as_an_object_comes_back_as_one() {
+        let provider = instant(4);
+        let schema = belt_core::schema::OutputSchema::list("plan", "subtasks", &[("description", "string")]);
+        let request = decompose_request(Some(7), 200_000).output_schema(schema);
+        let reply = ok(&provider, &request, "decompose");
+        let value: serde_json::Value = serde_json::from_str(&reply.text).unwrap();
+        assert_eq!(value["subtasks"].as_array().map(Vec::len), Some(7), "{}", reply.text);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctx::{Ctx, StepError};
 use crate::event::{EventKind, PlanSource};
-use crate::llm::{CallHints, LlmError, LlmRequest, Providers};
+use crate::llm::{CallHints, LlmError, LlmRequest, OutputSchema, Providers};
 use crate::orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};
 use crate::patterns::window::{self, BYTES_PER_TOKEN, MIN_SHARE_BYTES, estimate_tokens, prompt_budget};
 use crate::patterns::{Agent, Refine};
@@ -243,16 +243,20 @@ impl Orchestrator for Cascade {
             "Task: {task}\n\n\
              Decompose the task into exactly {n} subtasks that together cover it, each one \
              independent enough for a separate specialist to research.\n\
-             Reply with only a JSON array of exactly {n} objects, each with the keys \
-             \"description\" (one sentence), \"specialization\" (the kind of expert) and \
-             \"priority\" (1-10, higher first).",
+             Reply with only a JSON object {{\"subtasks\": [...]}} whose list holds exactly {n} \
+             objects, each with the keys \"description\" (one sentence), \"specialization\" (the \
+             kind of expert) and \"priority\" (1-10, higher first).",
             task = task.description.trim()
         );
         let request = LlmRequest::new(self.decomposer.model.clone(), prompt)
             .system("You are a planner who splits complex tasks into well-scoped subtasks.")
             .temperature(self.decomposer.temperature)
             .max_tokens(self.decomposer.max_tokens)
-            .json()
+            .output_schema(OutputSchema::list(
+                "plan",
+                "subtasks",
+                &[("description", "string"), ("specialization", "string"), ("priority", "integer")],
+            ))
             .hints(CallHints::plan(task.description.trim(), n));
         let (items, problem) = match ctx.llm(StepSpec::new("decompose", Tier::Decomposer), request).await {
             Ok(reply) => {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use crate::ctx::{Ctx, StepError};
 use crate::event::EventKind;
-use crate::llm::{CallHints, LlmRequest};
+use crate::llm::{CallHints, LlmRequest, OutputSchema};
 use crate::orchestrator::{Orchestrator, Outcome};
 use crate::patterns::swarm::{Domain, Swarm, group_and_dedupe};
 use crate::patterns::{Agent, CapHit, cascade, pad};
@@ -226,15 +226,20 @@ impl Conductor {
             prompt.push_str(&format!("- {}: {}\n", s.name, s.description));
         }
         prompt.push_str(&format!(
-            "\nReply with only a JSON array of at most {} objects with the keys \"orchestrator\" (one of the \
-             names above) and \"goal\" (what the phase must produce).",
+            "\nReply with only a JSON object {{\"phases\": [...]}} whose list holds at most {} objects \
+             with the keys \"orchestrator\" (one of the names above) and \"goal\" (what the phase must \
+             produce).",
             self.max_phases
         ));
         LlmRequest::new(&self.model, prompt)
             .system("You plan multi-phase work for a team of orchestrators.")
             .temperature(0.2)
             .max_tokens(800)
-            .json()
+            .output_schema(OutputSchema::list(
+                "phases",
+                "phases",
+                &[("orchestrator", "string"), ("goal", "string")],
+            ))
             .hints(CallHints::plan(task.trim(), self.max_phases))
     }
 }
@@ -266,12 +271,13 @@ async fn scoped_swarm(swarm: &Swarm, ctx: &Ctx, scope: &StepId, input: &str) -> 
     let n = swarm.agents;
     let prompt = format!(
         "{input}\n\nDecompose this into exactly {n} search subtasks, each for one kind of source.\n\
-         Reply with only a JSON array of exactly {n} objects, each with the key \"description\" (one sentence)."
+         Reply with only a JSON object {{\"subtasks\": [...]}} whose list holds exactly {n} objects, each \
+         with the key \"description\" (one sentence)."
     );
     let request = LlmRequest::new(&swarm.model, prompt)
         .temperature(0.3)
         .max_tokens((200 + 100 * n) as u32)
-        .json()
+        .output_schema(OutputSchema::list("plan", "subtasks", &[("description", "string")]))
         .hints(CallHints::plan(input, n));
     let items = match ctx.llm(StepSpec::new(scope.child("decompose"), Tier::Decomposer), request).await {
         Ok(reply) => cascade::parse_plan(&reply.text),

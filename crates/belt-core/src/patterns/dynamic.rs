@@ -31,7 +31,7 @@ use tokio::sync::OnceCell;
 
 use crate::ctx::{Ctx, StepError};
 use crate::event::{EventKind, PlanSource};
-use crate::llm::{CallHints, LlmRequest, Providers};
+use crate::llm::{CallHints, LlmRequest, OutputSchema, Providers};
 use crate::orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};
 use crate::patterns::Agent;
 use crate::plan::{Subtask, Task};
@@ -111,15 +111,20 @@ impl AgentRegistry {
     pub async fn design(&self, ctx: &Ctx, task: &str, n: usize) -> Result<Vec<AgentSpec>, StepError> {
         let prompt = format!(
             "Task: {}\n\nDesign a team of exactly {n} specialist agents for this task, each with a distinct angle.\n\
-             Reply with only a JSON array of exactly {n} objects with the keys \"name\" (one or two words), \
-             \"role\" (one sentence) and \"system_prompt\" (the agent's instructions, second person).",
+             Reply with only a JSON object {{\"agents\": [...]}} whose list holds exactly {n} objects with \
+             the keys \"name\" (one or two words), \"role\" (one sentence) and \"system_prompt\" (the \
+             agent's instructions, second person).",
             task.trim()
         );
         let request = LlmRequest::new(&self.model, prompt)
             .system("You design teams of AI agents.")
             .temperature(0.4)
             .max_tokens((300 * n.clamp(1, 50)) as u32)
-            .json()
+            .output_schema(OutputSchema::list(
+                "team",
+                "agents",
+                &[("name", "string"), ("role", "string"), ("system_prompt", "string")],
+            ))
             .hints(CallHints::plan(task.trim(), n));
         let spec = StepSpec::new(StepId::new(&*self.scope), Tier::Decomposer);
         let reply = ctx.llm(spec, request).await?;
