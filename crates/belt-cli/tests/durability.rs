@@ -142,7 +142,10 @@ fn failed_steps_go_to_the_dead_letter_queue_and_can_be_retried() {
             0 => {
                 removed += 1;
                 assert_eq!(r["pattern"], "dlq-retry");
-                assert!(r["final_output"].as_str().unwrap().starts_with("*Simulated"));
+                // A worker's retry writes Markdown; the decomposer's, its JSON plan.
+                let out = r["final_output"].as_str().unwrap();
+                let plan = l["step"] == "decompose" && out.starts_with("{\"subtasks\"");
+                assert!(out.starts_with("*Simulated") || plan, "{out}");
             }
             1 | 3 => assert_ne!(r["status"], "completed"),
             other => panic!("unexpected exit {other}: {}", stderr(&o)),
