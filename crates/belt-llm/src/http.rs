@@ -622,7 +622,7 @@ impl HttpCore {
 
 /// rustls needs a process-wide crypto provider: ring, unless the application installed
 /// one before (then that one is used).
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }

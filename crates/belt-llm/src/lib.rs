@@ -31,7 +31,8 @@
 //! and builds the set a run can use from an environment, with [`providers_from_env`].
 //! Models are named `provider/model`, e.g. `openai/gpt-4o-mini` or `simulated/default`.
 //! With the `fake-server` feature, the `fake_server` module provides in-process fake OpenAI and
-//! Anthropic servers for end-to-end tests.
+//! Anthropic servers for end-to-end tests, and `fake_local` stateful fake llama.cpp, Ollama
+//! and vLLM servers (context windows, slots, outages, discovery).
 //!
 //! ```
 //! use belt_llm::{CallHints, CallInfo, LlmRequest, SimConfig, StepId};
@@ -63,6 +64,8 @@ pub use belt_core::step::StepId;
 
 pub mod anthropic;
 pub mod endpoint;
+#[cfg(any(test, feature = "fake-server"))]
+pub mod fake_local;
 #[cfg(any(test, feature = "fake-server"))]
 pub mod fake_server;
 pub mod http;
