@@ -13,7 +13,9 @@
 //!   [`LlmError::BadResponse`] (retryable), unless the finish reason and the usage have
 //!   both arrived, when nothing is lost. Comments and keep-alives are skipped, and any
 //!   framing (LF, CRLF, chunk splits at any byte) is handled by [`crate::sse`]. An
-//!   `error` object inside the stream (OpenRouter, vLLM) becomes the matching error.
+//!   `error` object inside the stream (OpenRouter, vLLM, llama.cpp) becomes the matching
+//!   error: llama.cpp's `{"error":{"code":500,"message":"Context size has been exceeded.",…}}`
+//!   (its unified KV cache ran out) is [`LlmError::PromptTooLong`], not a server error.
 //! - **Non-streaming**: one `chat.completion` object.
 //!
 //! Either way, a reply without any choice (say `choices: []` chunks, usage and
@@ -870,6 +872,11 @@ fn stream_error(ctx: &ErrorContext<'_>, error: &serde_json::Value) -> LlmError {
     let detail = ProviderMessage::from_value(&wrapped).unwrap_or_default();
     let message = format!("{} reported an error inside its response: {}", ctx.provider, detail.message);
     let code = detail.code.as_deref().and_then(|c| c.parse::<u16>().ok());
+    // llama.cpp's full KV cache (`Context size has been exceeded.`, code 500) is the prompt
+    // and reply not fitting: retrying the same prompt as it is would fail the same way.
+    if let Some(overflow) = detail.prompt_too_long(&message, code.is_some_and(|c| (400..500).contains(&c))) {
+        return overflow;
+    }
     let kind =
         [detail.kind.as_deref(), detail.code.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
     match code {
