@@ -18,6 +18,7 @@
 //! | 429 | [`LlmError::RateLimited`] with the wait the headers ask for | yes |
 //! | 529 | [`LlmError::Overloaded`] | yes |
 //! | refused or failed connection, TLS error, connect timeout, reset mid-body | [`LlmError::Connection`] | yes |
+//! | a connection that closed (or was reset) before any byte of the response: a pooled connection the server had just closed | sent once more at once on a new connection, inside the same call; [`LlmError::Connection`] only if that fails too | (not an attempt) |
 //! | no first byte or no next chunk within the configured time | [`LlmError::Timeout`] | yes |
 //! | a stream cut before its end marker, malformed JSON, an `error` event of unknown type | [`LlmError::BadResponse`] | yes |
 //! | a reply with no choice (OpenAI) or no content block (Anthropic), and no finish reason: `choices: []` and usage only, say | [`LlmError::BadResponse`] | yes |
@@ -254,6 +255,9 @@ pub(crate) struct HttpCore {
     /// Where requests go: the base URL and the wire format's path.
     pub url: String,
     pub client: reqwest::Client,
+    /// A client that keeps no idle connection: every request on it opens a new one (the
+    /// re-send of a request whose pooled connection turned out dead).
+    fresh: reqwest::Client,
     pub key_env: Option<String>,
     pub base_url_env: Option<String>,
     pub has_key: bool,
@@ -365,18 +369,27 @@ impl HttpCore {
         }
 
         install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .user_agent(endpoint.http.user_agent.clone())
-            .connect_timeout(endpoint.http.connect_timeout)
-            .build()
-            .map_err(|e| ConfigError::Client { provider: provider.clone(), message: error_chain(&e) })?;
+        let build = |pooled: bool| {
+            let mut builder = reqwest::Client::builder()
+                .default_headers(headers.clone())
+                .user_agent(endpoint.http.user_agent.clone())
+                .connect_timeout(endpoint.http.connect_timeout);
+            if !pooled {
+                builder = builder.pool_max_idle_per_host(0);
+            }
+            builder
+                .build()
+                .map_err(|e| ConfigError::Client { provider: provider.clone(), message: error_chain(&e) })
+        };
+        let client = build(true)?;
+        let fresh = build(false)?;
 
         Ok(HttpCore {
             name: provider,
             base_url,
             url,
             client,
+            fresh,
             key_env: endpoint.api_key_env.clone(),
             base_url_env: endpoint.base_url_env.clone(),
             has_key: endpoint.api_key.is_some(),
@@ -390,11 +403,23 @@ impl HttpCore {
     }
 
     /// POST `body`; a non-2xx status becomes its [`LlmError`] (the error body is read).
+    ///
+    /// A request whose connection closed before any byte of the response (a pooled
+    /// connection the server had just closed: see [`stale_connection`]) is sent once more,
+    /// at once, on a new connection, within this call: it is no failed attempt, and the
+    /// engine's retries, backoff and breaker never see it.
     pub async fn post(&self, model: &str, body: Vec<u8>) -> Result<(reqwest::Response, Meta), LlmError> {
-        let send = self.client.post(&self.url).body(body).send();
-        let sent = match self.options.first_byte_timeout {
-            Some(limit) => tokio::time::timeout(limit, send).await.map_err(|_| LlmError::Timeout(limit))?,
-            None => send.await,
+        let body = bytes::Bytes::from(body);
+        let sent = match self.send(&self.client, body.clone()).await? {
+            Err(e) if stale_connection(&e) => {
+                tracing::debug!(
+                    provider = %self.name,
+                    cause = %error_chain(&e),
+                    "the connection closed before the response began; sending again on a new connection"
+                );
+                self.send(&self.fresh, body).await?
+            }
+            sent => sent,
         };
         let response = sent.map_err(|e| self.transport_error(&e, Phase::Send))?;
         let limits = rate_limits(response.headers(), SystemTime::now());
@@ -417,6 +442,19 @@ impl HttpCore {
         let headers = response.headers().clone();
         let body = self.read_to_end(response, 64 * 1024).await.unwrap_or_default();
         Err(status_error(&self.context(model), status, &headers, &body, SystemTime::now()))
+    }
+
+    /// Send `body` on `client`, within the first-byte timeout (its expiry is the outer error).
+    async fn send(
+        &self,
+        client: &reqwest::Client,
+        body: bytes::Bytes,
+    ) -> Result<Result<reqwest::Response, reqwest::Error>, LlmError> {
+        let send = client.post(&self.url).body(body).send();
+        match self.options.first_byte_timeout {
+            Some(limit) => tokio::time::timeout(limit, send).await.map_err(|_| LlmError::Timeout(limit)),
+            None => Ok(send.await),
+        }
     }
 
     /// The next chunk of the body, within the idle timeout.
@@ -619,6 +657,46 @@ impl HttpCore {
     pub fn cost(&self, model: &str, usage: &Usage) -> Option<f64> {
         self.prices.model_price(&self.price_provider, model).map(|price| price.cost(usage))
     }
+}
+
+/// True when `error` says the connection closed (or was reset) after the request was
+/// written and before any byte of the response: hyper's `IncompleteMessage` ("connection
+/// closed before message completed"), or a reset or broken pipe while sending.
+///
+/// Why re-sending is safe here: this is the race of a pooled keep-alive connection that
+/// the server closed just as the client reused it (llama-server closes the connection
+/// after every streamed reply while its headers say `Keep-Alive: timeout=5`; any server's
+/// idle timeout can do the same). The server either never read the request or dropped it
+/// unanswered, and answers nothing. hyper-util's pool already re-sends on its own the
+/// requests it had not begun to write; this is the case it cannot know about. The worst
+/// case, a server that processed the request and then died before answering, costs one
+/// duplicate call, which the engine's own retry of the connection error would make anyway
+/// — now without an attempt, a backoff or a breaker failure. The re-send goes on a client
+/// without a pool, so on a new connection, and only once: a second failure is real.
+pub(crate) fn stale_connection(error: &reqwest::Error) -> bool {
+    if error.is_connect() || error.is_timeout() || error.is_status() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>()
+            && hyper.is_incomplete_message()
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            )
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// rustls needs a process-wide crypto provider: ring, unless the application installed

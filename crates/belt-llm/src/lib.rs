@@ -79,6 +79,8 @@ pub mod timer;
 
 #[cfg(test)]
 mod adapter_tests;
+#[cfg(test)]
+mod local_tests;
 
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use endpoint::Endpoint;

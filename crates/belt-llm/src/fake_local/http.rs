@@ -182,7 +182,9 @@ impl Conn {
     /// Close the connection the way a server that has decided to close does: whatever
     /// the client sends within `linger` is read and left unanswered (so a request sent on
     /// this connection meanwhile fails with no response byte), then the socket is shut.
-    pub async fn close_after(mut self, linger: Duration) {
+    /// True when a request (some bytes) arrived and was dropped so.
+    pub async fn close_after(mut self, linger: Duration) -> bool {
+        let mut dropped = false;
         if !linger.is_zero() {
             let mut sink = [0u8; 16 << 10];
             let deadline = tokio::time::Instant::now() + linger;
@@ -190,9 +192,11 @@ impl Conn {
                 if n == 0 {
                     break;
                 }
+                dropped = true;
             }
         }
         let _ = self.stream.shutdown().await;
+        dropped
     }
 }
 

@@ -34,7 +34,8 @@
 //!   (`max_model_len`).
 //! - **Outages**: [`FakeLocalServer::stop`] closes the listener and every connection
 //!   (replies in flight break); [`FakeLocalServer::restart`] listens again on the same port.
-//! - **Counts**: accepted TCP connections, requests, completed replies in all and per
+//! - **Counts**: accepted TCP connections, requests (and those dropped unanswered on a
+//!   closing connection), completed replies in all and per
 //!   distinct prompt (so that a test can assert no step was called twice), the most
 //!   slots busy at once, and overflows.
 //!
@@ -202,6 +203,7 @@ struct State {
     connections: AtomicU64,
     completions: AtomicU64,
     overflows: AtomicU64,
+    dropped: AtomicU64,
     requests: Mutex<Vec<RecordedRequest>>,
     prompts: Mutex<HashMap<String, PromptCount>>,
     /// Tokens held in a unified KV pool.
@@ -240,6 +242,7 @@ impl FakeLocalServer {
             connections: AtomicU64::new(0),
             completions: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
             prompts: Mutex::new(HashMap::new()),
             kv_used: Mutex::new(0),
@@ -327,6 +330,13 @@ impl FakeLocalServer {
         self.state.max_busy.load(SeqCst)
     }
 
+    /// Requests that arrived on a connection the server was closing after a streamed reply,
+    /// read and never answered (the client saw the connection close before any response
+    /// byte). Not in [`FakeLocalServer::requests`].
+    pub fn dropped_requests(&self) -> u64 {
+        self.state.dropped.load(SeqCst)
+    }
+
     /// Requests refused for their size, and replies ended by a full KV pool.
     pub fn overflows(&self) -> u64 {
         self.state.overflows.load(SeqCst)
@@ -371,7 +381,12 @@ async fn serve(state: Arc<State>, mut conn: Conn) {
         record(&state, &request);
         match route(&state, &mut conn, &request).await {
             Ok(After::KeepAlive) if !request.wants_close() => continue,
-            Ok(After::Close(linger)) => return conn.close_after(linger).await,
+            Ok(After::Close(linger)) => {
+                if conn.close_after(linger).await {
+                    state.dropped.fetch_add(1, SeqCst);
+                }
+                return;
+            }
             _ => return,
         }
     }
