@@ -6,7 +6,7 @@ use belt_core::llm::{CallInfo, LlmError, LlmProvider, LlmRequest};
 use belt_core::step::StepId;
 
 use crate::anthropic::{AnthropicConfig, AnthropicProvider};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, PriceSource};
 use crate::fake_server::{FakeResponse, FakeServer, FakeToolCall, FakeUsage, UsageShape};
 use crate::http::HttpOptions;
 use crate::json_reply::JSON_INSTRUCTION;
@@ -22,8 +22,11 @@ async fn server() -> FakeServer {
     FakeServer::start().await.expect("a fake server on 127.0.0.1")
 }
 
+/// The fake stands for OpenAI itself, so its prices apply although it is on 127.0.0.1
+/// (where a real server would be free).
 fn openai_endpoint(server: &FakeServer) -> Endpoint {
     Endpoint::new("openai", server.openai_base_url())
+        .price_source(PriceSource::Listed)
         .api_key(KEY)
         .api_key_env("OPENAI_API_KEY")
         .base_url_env("OPENAI_BASE_URL")
@@ -39,6 +42,7 @@ fn openai(server: &FakeServer) -> OpenAiProvider {
 
 fn anthropic_endpoint(server: &FakeServer) -> Endpoint {
     Endpoint::new("anthropic", server.url())
+        .price_source(PriceSource::Listed)
         .api_key(ANT_KEY)
         .api_key_env("ANTHROPIC_API_KEY")
         .base_url_env("ANTHROPIC_BASE_URL")

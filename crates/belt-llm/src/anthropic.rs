@@ -240,7 +240,7 @@ impl LlmProvider for AnthropicProvider {
     }
 
     fn price(&self, model: &str) -> Option<Price> {
-        self.core.prices.price(&self.core.price_provider, model)
+        self.core.price(model)
     }
 
     async fn complete(

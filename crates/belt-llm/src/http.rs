@@ -49,8 +49,8 @@ use std::time::{Duration, Instant, SystemTime};
 use belt_core::llm::{LlmError, LlmReply, LlmRequest, RateLimits, Usage};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::endpoint::Endpoint;
-use crate::pricing::PriceTable;
+use crate::endpoint::{Endpoint, PriceSource};
+use crate::pricing::{ModelPrice, PriceTable};
 use crate::sse::SseDecoder;
 
 /// An API key. It cannot be printed: `Debug` shows `ApiKey(***)` and there is no
@@ -266,6 +266,7 @@ pub(crate) struct HttpCore {
     pub options: HttpOptions,
     pub prices: Arc<PriceTable>,
     pub price_provider: String,
+    price_source: PriceSource,
     limits: Mutex<HashMap<String, RateLimits>>,
 }
 
@@ -398,6 +399,10 @@ impl HttpCore {
             options: endpoint.http.clone(),
             prices: endpoint.prices.clone().unwrap_or_else(PriceTable::builtin_arc),
             price_provider: endpoint.price_provider.as_deref().unwrap_or(&endpoint.name).to_string(),
+            price_source: match endpoint.price_source {
+                PriceSource::Table if crate::providers::is_local_url(&endpoint.base_url) => PriceSource::Free,
+                source => source,
+            },
             limits: Mutex::new(HashMap::new()),
         })
     }
@@ -655,7 +660,24 @@ impl HttpCore {
 
     /// The price table's cost of a call, cache rates included.
     pub fn cost(&self, model: &str, usage: &Usage) -> Option<f64> {
-        self.prices.model_price(&self.price_provider, model).map(|price| price.cost(usage))
+        self.model_price(model).map(|price| price.cost(usage))
+    }
+
+    /// `model`'s prices as this endpoint pays them (see [`PriceSource`]); `None`: unknown.
+    pub fn model_price(&self, model: &str) -> Option<ModelPrice> {
+        let configured = self.prices.configured_price(&self.price_provider, model);
+        match self.price_source {
+            PriceSource::Table | PriceSource::Listed => {
+                configured.or_else(|| self.prices.model_price(&self.price_provider, model))
+            }
+            PriceSource::Free => configured.or(Some(ModelPrice::FREE)),
+            PriceSource::ConfiguredOnly => configured,
+        }
+    }
+
+    /// The engine's price of `model`.
+    pub fn price(&self, model: &str) -> Option<belt_core::llm::Price> {
+        self.model_price(model).map(|p| p.price())
     }
 }
 

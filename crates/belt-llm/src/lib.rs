@@ -83,7 +83,7 @@ mod adapter_tests;
 mod local_tests;
 
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, PriceSource};
 pub use http::{ApiKey, Completion, ConfigError, HttpOptions};
 pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use pricing::{Capabilities, ModelInfo, ModelPrice, PriceTable};

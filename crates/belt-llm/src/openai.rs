@@ -333,7 +333,7 @@ impl LlmProvider for OpenAiProvider {
     }
 
     fn price(&self, model: &str) -> Option<Price> {
-        self.core.prices.price(&self.core.price_provider, model)
+        self.core.price(model)
     }
 
     async fn complete(
