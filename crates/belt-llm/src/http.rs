@@ -675,6 +675,11 @@ impl HttpCore {
         }
     }
 
+    /// A server of the user's own (free, and asked about its windows and slots).
+    pub fn is_local(&self) -> bool {
+        self.price_source == PriceSource::Free
+    }
+
     /// The engine's price of `model`.
     pub fn price(&self, model: &str) -> Option<belt_core::llm::Price> {
         self.model_price(model).map(|p| p.price())

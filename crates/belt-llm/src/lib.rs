@@ -63,6 +63,7 @@ pub use belt_core::llm::*;
 pub use belt_core::step::StepId;
 
 pub mod anthropic;
+pub mod discovery;
 pub mod endpoint;
 #[cfg(any(test, feature = "fake-server"))]
 pub mod fake_local;

@@ -80,3 +80,65 @@ async fn a_server_that_is_down_is_still_a_connection_error() {
     server.restart().await.unwrap();
     provider.call("m", &ask(0)).await.unwrap();
 }
+
+fn props_requests(server: &FakeLocalServer, path: &str) -> usize {
+    server.requests().iter().filter(|r| r.path == path).count()
+}
+
+#[tokio::test]
+async fn llama_cpps_window_and_slots_are_asked_once_of_its_props() {
+    use belt_core::llm::LlmProvider;
+    let (server, provider) = llama(LocalConfig::llamacpp().n_ctx(1024).slots(3).vision(true)).await;
+    for _ in 0..3 {
+        let caps = provider.capabilities("smollm2").await.expect("capabilities");
+        assert_eq!(caps.context_window, Some(1024));
+        assert!(caps.vision && caps.streaming);
+        assert_eq!(provider.server_slots().await, Some(3));
+    }
+    // Once for the model's window, once for the server's slots; remembered after.
+    assert_eq!(props_requests(&server, "/props"), 2);
+}
+
+#[tokio::test]
+async fn ollamas_window_is_its_num_ctx_or_its_default_and_vllms_its_max_model_len() {
+    use belt_core::llm::LlmProvider;
+    for (listed, window) in [(true, 2048), (false, crate::discovery::OLLAMA_DEFAULT_NUM_CTX)] {
+        let server = FakeLocalServer::start(LocalConfig::ollama().n_ctx(2048).num_ctx_parameter(listed))
+            .await
+            .unwrap();
+        let provider = OpenAiProvider::new(Endpoint::new("ollama", server.openai_base_url())).unwrap();
+        assert_eq!(provider.capabilities("llama3.2").await.unwrap().context_window, Some(window));
+        assert_eq!(provider.server_slots().await, None, "Ollama does not say");
+    }
+    let server = FakeLocalServer::start(LocalConfig::vllm().n_ctx(8192)).await.unwrap();
+    let provider = OpenAiProvider::new(Endpoint::new("lab", server.openai_base_url())).unwrap();
+    let caps = provider.capabilities("Qwen/Qwen2.5-7B-Instruct").await.unwrap();
+    assert_eq!(caps.context_window, Some(8192), "a provider of another name tries each server's endpoint");
+}
+
+#[tokio::test]
+async fn a_dead_server_is_asked_once_then_left_alone_for_a_while() {
+    use belt_core::llm::LlmProvider;
+    let (server, provider) = llama(LocalConfig::llamacpp()).await;
+    server.stop().await;
+    let started = std::time::Instant::now();
+    assert_eq!(provider.capabilities("m").await.and_then(|c| c.context_window), None);
+    server.restart().await.unwrap();
+    // Remembered: the server, back, is not asked again within 30 s.
+    assert_eq!(provider.capabilities("m").await.and_then(|c| c.context_window), None);
+    assert_eq!(props_requests(&server, "/props"), 0);
+    assert!(started.elapsed() < crate::discovery::DISCOVERY_TIMEOUT * 2);
+}
+
+#[tokio::test]
+async fn a_remote_provider_is_never_asked() {
+    use belt_core::llm::LlmProvider;
+    let server = FakeLocalServer::start(LocalConfig::llamacpp()).await.unwrap();
+    let provider = OpenAiProvider::new(
+        Endpoint::new("openai", server.openai_base_url()).price_source(crate::endpoint::PriceSource::Listed),
+    )
+    .unwrap();
+    assert!(provider.capabilities("gpt-4.1-mini").await.unwrap().context_window.is_some(), "from the table");
+    assert_eq!(provider.server_slots().await, None);
+    assert_eq!(server.requests().len(), 0);
+}

@@ -40,12 +40,18 @@
 //! `max_completion_tokens`, while many compatible servers only know `max_tokens`), and how
 //! JSON is asked for ([`JsonMode`]). `temperature` is left out for models whose
 //! capabilities say they reject it (OpenAI's reasoning models).
+//!
+//! For a server of the user's own (a local provider, or a base URL on a loopback or
+//! private address), [`LlmProvider::capabilities`] and [`LlmProvider::server_slots`] ask
+//! the server for its context window and slots once (see [`crate::discovery`]) when the
+//! configuration and the shipped table do not give a window.
 
 use std::fmt;
 
 use async_trait::async_trait;
 use belt_core::llm::{
-    CallInfo, LlmError, LlmProvider, LlmReply, LlmRequest, Message, Price, RateLimits, Role, ToolCall,
+    CallInfo, Capabilities, LlmError, LlmProvider, LlmReply, LlmRequest, Message, Price, RateLimits, Role,
+    ToolCall,
 };
 use serde::{Deserialize, Serialize};
 
@@ -149,6 +155,7 @@ impl From<Endpoint> for OpenAiConfig {
 /// An OpenAI-compatible provider. See the [module docs](self).
 pub struct OpenAiProvider {
     core: HttpCore,
+    discovery: crate::discovery::Discovery,
     include_usage: bool,
     completion_tokens_field: bool,
     json_mode: JsonMode,
@@ -178,6 +185,7 @@ impl OpenAiProvider {
         };
         Ok(OpenAiProvider {
             core,
+            discovery: crate::discovery::Discovery::default(),
             include_usage: config.include_usage,
             completion_tokens_field,
             json_mode: config.json_mode,
@@ -347,6 +355,35 @@ impl LlmProvider for OpenAiProvider {
 
     fn rate_limits(&self, model: &str) -> Option<RateLimits> {
         self.core.rate_limits(model)
+    }
+
+    /// Configured or shipped figures first; for a local server, the window and vision
+    /// the server reports (see [`crate::discovery`]).
+    async fn capabilities(&self, model: &str) -> Option<Capabilities> {
+        let known = self.core.prices.capabilities(&self.core.price_provider, model);
+        if !self.core.is_local() || known.is_some_and(|c| c.context_window.is_some()) {
+            return known;
+        }
+        let found = self.discovery.get(&self.core, model).await;
+        let mut caps = known.unwrap_or(Capabilities {
+            streaming: true,
+            json_object: true,
+            temperature: true,
+            ..Capabilities::default()
+        });
+        if let Some(found) = found {
+            caps.context_window = found.context_window;
+            caps.vision |= found.vision;
+        }
+        Some(caps)
+    }
+
+    /// llama.cpp's `total_slots`, for a local server that says it.
+    async fn server_slots(&self) -> Option<usize> {
+        if !self.core.is_local() {
+            return None;
+        }
+        self.discovery.get(&self.core, "").await?.slots
     }
 }
 
