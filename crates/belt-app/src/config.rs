@@ -215,6 +215,7 @@ pub fn providers(
             stream: c.stream.unwrap_or(true),
             headers: c.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             price_provider: None,
+            local: false,
         };
         if let Some(provider) = build(&spec)? {
             out.insert_with_limits(provider, limits_of(Some(c)));
@@ -250,7 +251,7 @@ mod tests {
         .unwrap();
         let env = |v: &str| (v == "OPENAI_API_KEY").then(|| "sk".to_string());
         let p = providers(&config, SimConfig::default(), &env).unwrap();
-        assert_eq!(p.names(), vec!["local", "ollama", "openai", "simulated"]);
+        assert_eq!(p.names(), vec!["llamacpp", "lmstudio", "local", "ollama", "openai", "simulated", "vllm"]);
         assert_eq!(p.limiter("openai").unwrap().limits().max_concurrency, Some(3));
         assert_eq!(p.limiter("local").unwrap().limits().rpm, Some(60));
         let (local, model) = p.resolve("local/m").unwrap();

@@ -6,7 +6,7 @@ use belt_core::llm::{CallInfo, LlmError, LlmProvider, LlmRequest};
 use belt_core::step::StepId;
 
 use crate::anthropic::{AnthropicConfig, AnthropicProvider};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, PriceSource};
 use crate::fake_server::{FakeResponse, FakeServer, FakeToolCall, FakeUsage, UsageShape};
 use crate::http::HttpOptions;
 use crate::json_reply::JSON_INSTRUCTION;
@@ -22,8 +22,11 @@ async fn server() -> FakeServer {
     FakeServer::start().await.expect("a fake server on 127.0.0.1")
 }
 
+/// The fake stands for OpenAI itself, so its prices apply although it is on 127.0.0.1
+/// (where a real server would be free).
 fn openai_endpoint(server: &FakeServer) -> Endpoint {
     Endpoint::new("openai", server.openai_base_url())
+        .price_source(PriceSource::Listed)
         .api_key(KEY)
         .api_key_env("OPENAI_API_KEY")
         .base_url_env("OPENAI_BASE_URL")
@@ -39,6 +42,7 @@ fn openai(server: &FakeServer) -> OpenAiProvider {
 
 fn anthropic_endpoint(server: &FakeServer) -> Endpoint {
     Endpoint::new("anthropic", server.url())
+        .price_source(PriceSource::Listed)
         .api_key(ANT_KEY)
         .api_key_env("ANTHROPIC_API_KEY")
         .base_url_env("ANTHROPIC_BASE_URL")
@@ -391,9 +395,10 @@ async fn openai_http_errors_map_to_actionable_classes() {
     server.push(FakeResponse::openai_error(400, "This model's maximum context length is 128000 tokens. However, your messages resulted in 130512 tokens.", "invalid_request_error", Some("context_length_exceeded")));
     let err = call().await.unwrap_err();
     assert!(
-        matches!(&err, LlmError::InvalidRequest(m) if m.contains("130512") && m.contains("context window")),
-        "{err}"
+        matches!(&err, LlmError::PromptTooLong { message, prompt_tokens: Some(130_512), context_window: Some(128_000) } if message.contains("context window")),
+        "{err:?}"
     );
+    assert!(!err.is_retryable() && err.kind() == "prompt_too_long");
 
     server.push(FakeResponse::openai_error(
         404,
@@ -805,9 +810,11 @@ async fn anthropic_http_errors_map_to_actionable_classes() {
         "invalid_request_error",
         "prompt is too long: 210000 tokens > 200000 maximum",
     ));
-    assert!(
-        matches!(call().await.unwrap_err(), LlmError::InvalidRequest(m) if m.contains("210000") && m.contains("context window"))
-    );
+    assert!(matches!(
+        call().await.unwrap_err(),
+        LlmError::PromptTooLong { message, prompt_tokens: Some(210_000), context_window: Some(200_000) }
+            if message.contains("prompt is too long")
+    ));
     server.push(FakeResponse::anthropic_error(404, "not_found_error", "model: claude-sonnet-9"));
     assert!(
         matches!(call().await.unwrap_err(), LlmError::UnknownModel { message, .. } if message.contains("model: claude-sonnet-9"))
@@ -1736,4 +1743,115 @@ mod faults {
     async fn anthropic_fault_suite() {
         run(Format::Anthropic).await;
     }
+}
+
+// --- a prompt too long for the window, in every server's words ---
+
+/// A prompt's tokens and the window, as an overflow error gives them.
+type Numbers = (Option<u64>, Option<u64>);
+
+fn too_long(err: &LlmError) -> Numbers {
+    match err {
+        LlmError::PromptTooLong { prompt_tokens, context_window, .. } => (*prompt_tokens, *context_window),
+        other => panic!("expected prompt_too_long, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn overflow_bodies_of_every_openai_compatible_server_are_prompt_too_long() {
+    let server = server().await;
+    let provider = openai(&server);
+    let req = request("openai/m");
+    let json = |status: u16, body: &str| {
+        FakeResponse::new(status, body.to_string()).header("content-type", "application/json; charset=utf-8")
+    };
+    let cases: [(u16, &str, Numbers); 6] = [
+        // llama.cpp, as the issue's user got it.
+        (
+            400,
+            r#"{"error":{"code":400,"message":"request (3031 tokens) exceeds the available context size (1024 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":3031,"n_ctx":1024}}"#,
+            (Some(3031), Some(1024)),
+        ),
+        // llama.cpp's full unified KV cache, not streamed: a 500.
+        (
+            500,
+            r#"{"error":{"code":500,"message":"Context size has been exceeded.","type":"server_error"}}"#,
+            (None, None),
+        ),
+        // vLLM since 0.10 (ErrorResponse with `error`), and before (`object: error`).
+        (
+            400,
+            r#"{"error":{"message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens (4000 in the messages, 1000 in the completion). Please reduce the length of the messages or completion.","type":"BadRequestError","param":null,"code":400}}"#,
+            (Some(4000), Some(4096)),
+        ),
+        (
+            400,
+            r#"{"object":"error","message":"This model's maximum context length is 2048 tokens. However, you requested 2100 tokens (2000 in the messages, 100 in the completion). Please reduce the length of the messages or completion.","type":"BadRequestError","param":null,"code":400}"#,
+            (Some(2000), Some(2048)),
+        ),
+        // Ollama's OpenAI-compatible endpoint, and its native body.
+        (
+            400,
+            r#"{"error":{"message":"the input length exceeds the context length","type":"invalid_request_error","param":null,"code":null}}"#,
+            (None, None),
+        ),
+        (500, r#"{"error":"the input length exceeds the context length"}"#, (None, None)),
+    ];
+    for (status, body, numbers) in cases {
+        server.push(json(status, body));
+        let err = provider.call("m", &req).await.unwrap_err();
+        assert_eq!(too_long(&err), numbers, "{body}");
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("context window"), "{err}");
+    }
+    // A 500 that is not an overflow stays a retryable server error.
+    server.push(json(500, r#"{"error":{"code":500,"message":"Compute error.","type":"server_error"}}"#));
+    assert!(matches!(provider.call("m", &req).await.unwrap_err(), LlmError::Server { status: 500, .. }));
+}
+
+#[tokio::test]
+async fn llama_cpps_in_stream_overflow_is_prompt_too_long_not_a_retry() {
+    let server = server().await;
+    let role = r#"data: {"choices":[{"finish_reason":null,"index":0,"delta":{"role":"assistant","content":null}}],"created":1763632800,"id":"chatcmpl-q2JcD5Sr2TWVbsmY4bTR6zaHb5ZbLjvG","model":"smollm2","system_fingerprint":"b6916-0f6aa08c","object":"chat.completion.chunk"}"#;
+    let error =
+        r#"data: {"error":{"code":500,"message":"Context size has been exceeded.","type":"server_error"}}"#;
+    server.push(
+        FakeResponse::new(200, format!("{role}\n\n{}{error}\n\n", FakeResponse::openai_delta_frame("Heat")))
+            .header("content-type", "text/event-stream")
+            .split_every(40),
+    );
+    let err = openai(&server).call("smollm2", &request("openai/smollm2")).await.unwrap_err();
+    assert_eq!(too_long(&err), (None, None));
+    assert!(err.to_string().contains("Context size has been exceeded."), "{err}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_real_overflow_from_the_fake_llama_server_carries_its_counts() {
+    use crate::fake_local::{FakeLocalServer, LocalConfig, prompt_tokens};
+    let llama = FakeLocalServer::start(LocalConfig::llamacpp().n_ctx(64)).await.unwrap();
+    let provider = OpenAiProvider::new(Endpoint::new("llamacpp", llama.openai_base_url())).unwrap();
+    let long = LlmRequest::new("llamacpp/m", "x".repeat(400)).system("Be brief.").max_tokens(100);
+    let err = provider.call("m", &long).await.unwrap_err();
+    assert_eq!(too_long(&err), (Some(prompt_tokens(&format!("Be brief.\n{}", "x".repeat(400)))), Some(64)));
+    let fits = provider.call("m", &request("llamacpp/m")).await.unwrap();
+    assert_eq!(fits.reply.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(fits.reply.usage.input_tokens, prompt_tokens("Be brief.\nSay hello."));
+    assert!(fits.usage_reported);
+}
+
+#[tokio::test]
+async fn anthropics_overflow_in_a_stream_event_is_prompt_too_long() {
+    let server = server().await;
+    server.push(FakeResponse::anthropic_stream_error(
+        "claude-sonnet-4-5",
+        &[],
+        "invalid_request_error",
+        "prompt is too long: 208310 tokens > 200000 maximum",
+    ));
+    let err = anthropic(&server)
+        .call("claude-sonnet-4-5", &request("anthropic/claude-sonnet-4-5"))
+        .await
+        .unwrap_err();
+    assert_eq!(too_long(&err), (Some(208_310), Some(200_000)));
 }

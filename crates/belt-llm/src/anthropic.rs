@@ -240,7 +240,7 @@ impl LlmProvider for AnthropicProvider {
     }
 
     fn price(&self, model: &str) -> Option<Price> {
-        self.core.prices.price(&self.core.price_provider, model)
+        self.core.price(model)
     }
 
     async fn complete(
@@ -688,7 +688,8 @@ impl StreamState {
 /// [`LlmError::Server`] 504, `authentication_error`/`permission_error` →
 /// [`LlmError::Auth`], `not_found_error` → [`LlmError::UnknownModel`],
 /// `invalid_request_error`/`request_too_large`/`billing_error` →
-/// [`LlmError::InvalidRequest`]; any other type → [`LlmError::BadResponse`] (retryable).
+/// [`LlmError::InvalidRequest`] ("prompt is too long: …" → [`LlmError::PromptTooLong`]);
+/// any other type → [`LlmError::BadResponse`] (retryable).
 pub(crate) fn event_error(ctx: &ErrorContext<'_>, error: &serde_json::Value, text_so_far: usize) -> LlmError {
     let wrapped = serde_json::json!({ "error": error });
     let detail = ProviderMessage::from_value(&wrapped).unwrap_or_default();
@@ -697,6 +698,9 @@ pub(crate) fn event_error(ctx: &ErrorContext<'_>, error: &serde_json::Value, tex
         "{} sent an error in the middle of its stream ({kind}) after {text_so_far} bytes of text: {}",
         ctx.provider, detail.message
     );
+    if let Some(overflow) = detail.prompt_too_long(&message, kind == "invalid_request_error") {
+        return overflow;
+    }
     match kind.as_str() {
         "overloaded_error" => LlmError::Overloaded { message },
         "rate_limit_error" => LlmError::RateLimited { retry_after: None, message },

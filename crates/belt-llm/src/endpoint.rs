@@ -55,6 +55,26 @@ pub struct Endpoint {
     pub prices: Option<Arc<PriceTable>>,
     /// The provider whose prices apply, when it is not `name` (a self-hosted mirror).
     pub price_provider: Option<String>,
+    /// Which prices apply (default: the table's, free at a local or private address).
+    pub price_source: PriceSource,
+}
+
+/// Which prices apply to an endpoint's models. Prices set in configuration
+/// ([`PriceTable::set_price`]) win in every case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PriceSource {
+    /// The table's (shipped or configured) prices of the price provider; free when the
+    /// base URL is on a loopback or private address.
+    #[default]
+    Table,
+    /// Free: a server of the user's own.
+    Free,
+    /// The table's prices even at a local address: a local proxy in front of a paid API
+    /// (a LiteLLM or corporate gateway on `localhost`), or a test's stand-in for one.
+    Listed,
+    /// Only configured prices; others are unknown (a built-in provider pointed at another
+    /// host, whose prices are not the provider's).
+    ConfiguredOnly,
 }
 
 impl fmt::Debug for Endpoint {
@@ -70,6 +90,7 @@ impl fmt::Debug for Endpoint {
             .field("stream", &self.stream)
             .field("http", &self.http)
             .field("price_provider", &self.price_provider)
+            .field("price_source", &self.price_source)
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +110,7 @@ impl Endpoint {
             http: HttpOptions::default(),
             prices: None,
             price_provider: None,
+            price_source: PriceSource::Table,
         }
     }
     pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
@@ -122,6 +144,10 @@ impl Endpoint {
     }
     pub fn price_provider(mut self, provider: impl Into<String>) -> Self {
         self.price_provider = Some(provider.into());
+        self
+    }
+    pub fn price_source(mut self, source: PriceSource) -> Self {
+        self.price_source = source;
         self
     }
 }

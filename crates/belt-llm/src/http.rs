@@ -10,13 +10,15 @@
 //! | what happened | error | retryable |
 //! |---|---|---|
 //! | 401, 403 | [`LlmError::Auth`], naming the key's environment variable | no |
-//! | 400, 413, 422, other 4xx | [`LlmError::InvalidRequest`] (context length and content policy called out) | no |
+//! | the prompt does not fit the window: OpenAI's `context_length_exceeded` ("maximum context length is N tokens"), vLLM's 400 (the same words), llama.cpp's 400 `exceed_context_size_error` (with `n_prompt_tokens`, `n_ctx`) and its "Context size has been exceeded." (a 500, or an error event inside a stream, when a unified KV cache runs out), Ollama's "the input length exceeds the context length", Anthropic's "prompt is too long: N tokens > M maximum" | [`LlmError::PromptTooLong`], with the prompt's tokens and the window where the server gave them | no: the same prompt fails the same way |
+//! | 400, 413, 422, other 4xx | [`LlmError::InvalidRequest`] (content policy called out) | no |
 //! | 402, 429 `insufficient_quota` | [`LlmError::InvalidRequest`]: credits or quota, which waiting does not fix | no |
 //! | 404, or `model_not_found` | [`LlmError::UnknownModel`], naming the base URL | no |
 //! | 408, 409, 5xx | [`LlmError::Server`] | yes |
 //! | 429 | [`LlmError::RateLimited`] with the wait the headers ask for | yes |
 //! | 529 | [`LlmError::Overloaded`] | yes |
 //! | refused or failed connection, TLS error, connect timeout, reset mid-body | [`LlmError::Connection`] | yes |
+//! | a connection that closed (or was reset) before any byte of the response: a pooled connection the server had just closed | sent once more at once on a new connection, inside the same call; [`LlmError::Connection`] only if that fails too | (not an attempt) |
 //! | no first byte or no next chunk within the configured time | [`LlmError::Timeout`] | yes |
 //! | a stream cut before its end marker, malformed JSON, an `error` event of unknown type | [`LlmError::BadResponse`] | yes |
 //! | a reply with no choice (OpenAI) or no content block (Anthropic), and no finish reason: `choices: []` and usage only, say | [`LlmError::BadResponse`] | yes |
@@ -47,8 +49,8 @@ use std::time::{Duration, Instant, SystemTime};
 use belt_core::llm::{LlmError, LlmReply, LlmRequest, RateLimits, Usage};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::endpoint::Endpoint;
-use crate::pricing::PriceTable;
+use crate::endpoint::{Endpoint, PriceSource};
+use crate::pricing::{ModelPrice, PriceTable};
 use crate::sse::SseDecoder;
 
 /// An API key. It cannot be printed: `Debug` shows `ApiKey(***)` and there is no
@@ -253,6 +255,9 @@ pub(crate) struct HttpCore {
     /// Where requests go: the base URL and the wire format's path.
     pub url: String,
     pub client: reqwest::Client,
+    /// A client that keeps no idle connection: every request on it opens a new one (the
+    /// re-send of a request whose pooled connection turned out dead).
+    fresh: reqwest::Client,
     pub key_env: Option<String>,
     pub base_url_env: Option<String>,
     pub has_key: bool,
@@ -261,6 +266,7 @@ pub(crate) struct HttpCore {
     pub options: HttpOptions,
     pub prices: Arc<PriceTable>,
     pub price_provider: String,
+    price_source: PriceSource,
     limits: Mutex<HashMap<String, RateLimits>>,
 }
 
@@ -364,18 +370,27 @@ impl HttpCore {
         }
 
         install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .user_agent(endpoint.http.user_agent.clone())
-            .connect_timeout(endpoint.http.connect_timeout)
-            .build()
-            .map_err(|e| ConfigError::Client { provider: provider.clone(), message: error_chain(&e) })?;
+        let build = |pooled: bool| {
+            let mut builder = reqwest::Client::builder()
+                .default_headers(headers.clone())
+                .user_agent(endpoint.http.user_agent.clone())
+                .connect_timeout(endpoint.http.connect_timeout);
+            if !pooled {
+                builder = builder.pool_max_idle_per_host(0);
+            }
+            builder
+                .build()
+                .map_err(|e| ConfigError::Client { provider: provider.clone(), message: error_chain(&e) })
+        };
+        let client = build(true)?;
+        let fresh = build(false)?;
 
         Ok(HttpCore {
             name: provider,
             base_url,
             url,
             client,
+            fresh,
             key_env: endpoint.api_key_env.clone(),
             base_url_env: endpoint.base_url_env.clone(),
             has_key: endpoint.api_key.is_some(),
@@ -384,16 +399,32 @@ impl HttpCore {
             options: endpoint.http.clone(),
             prices: endpoint.prices.clone().unwrap_or_else(PriceTable::builtin_arc),
             price_provider: endpoint.price_provider.as_deref().unwrap_or(&endpoint.name).to_string(),
+            price_source: match endpoint.price_source {
+                PriceSource::Table if crate::providers::is_local_url(&endpoint.base_url) => PriceSource::Free,
+                source => source,
+            },
             limits: Mutex::new(HashMap::new()),
         })
     }
 
     /// POST `body`; a non-2xx status becomes its [`LlmError`] (the error body is read).
+    ///
+    /// A request whose connection closed before any byte of the response (a pooled
+    /// connection the server had just closed: see [`stale_connection`]) is sent once more,
+    /// at once, on a new connection, within this call: it is no failed attempt, and the
+    /// engine's retries, backoff and breaker never see it.
     pub async fn post(&self, model: &str, body: Vec<u8>) -> Result<(reqwest::Response, Meta), LlmError> {
-        let send = self.client.post(&self.url).body(body).send();
-        let sent = match self.options.first_byte_timeout {
-            Some(limit) => tokio::time::timeout(limit, send).await.map_err(|_| LlmError::Timeout(limit))?,
-            None => send.await,
+        let body = bytes::Bytes::from(body);
+        let sent = match self.send(&self.client, body.clone()).await? {
+            Err(e) if stale_connection(&e) => {
+                tracing::debug!(
+                    provider = %self.name,
+                    cause = %error_chain(&e),
+                    "the connection closed before the response began; sending again on a new connection"
+                );
+                self.send(&self.fresh, body).await?
+            }
+            sent => sent,
         };
         let response = sent.map_err(|e| self.transport_error(&e, Phase::Send))?;
         let limits = rate_limits(response.headers(), SystemTime::now());
@@ -416,6 +447,19 @@ impl HttpCore {
         let headers = response.headers().clone();
         let body = self.read_to_end(response, 64 * 1024).await.unwrap_or_default();
         Err(status_error(&self.context(model), status, &headers, &body, SystemTime::now()))
+    }
+
+    /// Send `body` on `client`, within the first-byte timeout (its expiry is the outer error).
+    async fn send(
+        &self,
+        client: &reqwest::Client,
+        body: bytes::Bytes,
+    ) -> Result<Result<reqwest::Response, reqwest::Error>, LlmError> {
+        let send = client.post(&self.url).body(body).send();
+        match self.options.first_byte_timeout {
+            Some(limit) => tokio::time::timeout(limit, send).await.map_err(|_| LlmError::Timeout(limit)),
+            None => Ok(send.await),
+        }
     }
 
     /// The next chunk of the body, within the idle timeout.
@@ -616,13 +660,75 @@ impl HttpCore {
 
     /// The price table's cost of a call, cache rates included.
     pub fn cost(&self, model: &str, usage: &Usage) -> Option<f64> {
-        self.prices.model_price(&self.price_provider, model).map(|price| price.cost(usage))
+        self.model_price(model).map(|price| price.cost(usage))
     }
+
+    /// `model`'s prices as this endpoint pays them (see [`PriceSource`]); `None`: unknown.
+    pub fn model_price(&self, model: &str) -> Option<ModelPrice> {
+        let configured = self.prices.configured_price(&self.price_provider, model);
+        match self.price_source {
+            PriceSource::Table | PriceSource::Listed => {
+                configured.or_else(|| self.prices.model_price(&self.price_provider, model))
+            }
+            PriceSource::Free => configured.or(Some(ModelPrice::FREE)),
+            PriceSource::ConfiguredOnly => configured,
+        }
+    }
+
+    /// A server of the user's own (free, and asked about its windows and slots).
+    pub fn is_local(&self) -> bool {
+        self.price_source == PriceSource::Free
+    }
+
+    /// The engine's price of `model`.
+    pub fn price(&self, model: &str) -> Option<belt_core::llm::Price> {
+        self.model_price(model).map(|p| p.price())
+    }
+}
+
+/// True when `error` says the connection closed (or was reset) after the request was
+/// written and before any byte of the response: hyper's `IncompleteMessage` ("connection
+/// closed before message completed"), or a reset or broken pipe while sending.
+///
+/// Why re-sending is safe here: this is the race of a pooled keep-alive connection that
+/// the server closed just as the client reused it (llama-server closes the connection
+/// after every streamed reply while its headers say `Keep-Alive: timeout=5`; any server's
+/// idle timeout can do the same). The server either never read the request or dropped it
+/// unanswered, and answers nothing. hyper-util's pool already re-sends on its own the
+/// requests it had not begun to write; this is the case it cannot know about. The worst
+/// case, a server that processed the request and then died before answering, costs one
+/// duplicate call, which the engine's own retry of the connection error would make anyway
+/// — now without an attempt, a backoff or a breaker failure. The re-send goes on a client
+/// without a pool, so on a new connection, and only once: a second failure is real.
+pub(crate) fn stale_connection(error: &reqwest::Error) -> bool {
+    if error.is_connect() || error.is_timeout() || error.is_status() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>()
+            && hyper.is_incomplete_message()
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            )
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// rustls needs a process-wide crypto provider: ring, unless the application installed
 /// one before (then that one is used).
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
@@ -708,6 +814,9 @@ pub(crate) struct ProviderMessage {
     /// `error.code` (OpenAI: `context_length_exceeded`, `insufficient_quota`…).
     pub code: Option<String>,
     pub message: String,
+    /// llama.cpp's `error.n_prompt_tokens` and `error.n_ctx`, on its overflow error.
+    pub prompt_tokens: Option<u64>,
+    pub context_window: Option<u64>,
 }
 
 impl ProviderMessage {
@@ -751,6 +860,8 @@ impl ProviderMessage {
                 kind: text(error.get("type")).or_else(|| text(error.get("status"))),
                 code: text(error.get("code")),
                 message,
+                prompt_tokens: error.get("n_prompt_tokens").and_then(serde_json::Value::as_u64),
+                context_window: error.get("n_ctx").and_then(serde_json::Value::as_u64),
             });
         }
         if let Some(message) = object.get("message") {
@@ -764,6 +875,7 @@ impl ProviderMessage {
                     kind: text(object.get("type")),
                     code: text(object.get("code")),
                     message,
+                    ..ProviderMessage::default()
                 });
             }
         }
@@ -835,6 +947,86 @@ pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
         .find_map(|h| headers.get(*h)?.to_str().ok().map(str::to_string))
 }
 
+/// Phrases only an overflow of the context window says, whatever the status (llama.cpp
+/// answers a full KV cache with a 500; Ollama its embedding overflow with a 500 or 400).
+const OVERFLOW_SURE: &[&str] = &[
+    "exceeds the available context size", // llama.cpp, 400 exceed_context_size_error
+    "context size has been exceeded",     // llama.cpp, KV cache full (500, or in a stream)
+    "larger than the max context size",   // llama.cpp, a non-splittable input
+    "input length exceeds the context length", // Ollama
+    "maximum context length is",          // OpenAI, vLLM, DeepSeek, Groq, Mistral…
+    "prompt is too long",                 // Anthropic
+];
+
+/// Phrases that mean an overflow in a client error (4xx) only.
+const OVERFLOW_LIKELY: &[&str] = &[
+    "context window",
+    "context length exceeded",
+    "too many tokens",
+    "reduce the length of the messages",
+    "exceeds the context",
+];
+
+impl ProviderMessage {
+    /// The prompt did not fit the model's window: the error, with the prompt's tokens and
+    /// the window where the server said them; `None` for any other error. `client_error`:
+    /// the status was a 4xx (where looser wording is trusted).
+    pub(crate) fn prompt_too_long(&self, what: &str, client_error: bool) -> Option<LlmError> {
+        let coded = self.has("context_length_exceeded") || self.has("exceed_context_size");
+        let sure = self.says(OVERFLOW_SURE);
+        let likely = client_error && (self.has("context_length") || self.says(OVERFLOW_LIKELY));
+        if !(coded || sure || likely) {
+            return None;
+        }
+        let (prompt_tokens, context_window) = overflow_numbers(&self.message);
+        Some(LlmError::PromptTooLong {
+            message: format!(
+                "{what}; shorten the prompt (e.g. smaller groups of inputs) or use a model with a larger \
+                 context window (a local server: a larger context size per slot)"
+            ),
+            prompt_tokens: self.prompt_tokens.or(prompt_tokens),
+            context_window: self.context_window.or(context_window),
+        })
+    }
+}
+
+/// The prompt's tokens and the window, from the wording of the servers that give them:
+/// llama.cpp `request (3031 tokens) exceeds the available context size (1024 tokens)`;
+/// OpenAI and vLLM `maximum context length is 4096 tokens. However, you requested 5000
+/// tokens (4000 in the messages, 1000 in the completion)` (or `your messages resulted in
+/// N tokens`, `your request has N input tokens`, `your prompt contains at least N input
+/// tokens`); Anthropic `prompt is too long: 210000 tokens > 200000 maximum`.
+pub(crate) fn overflow_numbers(message: &str) -> (Option<u64>, Option<u64>) {
+    let lower = message.to_ascii_lowercase();
+    let after = |marker: &str| -> Option<u64> {
+        let rest = &lower[lower.find(marker)? + marker.len()..];
+        let digits: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ',')
+            .filter(|c| *c != ',')
+            .collect();
+        digits.parse().ok()
+    };
+    let window = after("available context size (")
+        .or_else(|| after("max context size ("))
+        .or_else(|| after("maximum context length is"))
+        .or_else(|| after("tokens >"));
+    let prompt = after("request (")
+        .or_else(|| after("input ("))
+        .or_else(|| {
+            // `(4000 in the messages`: the number just before the phrase.
+            let at = lower.find(" in the messages,")?;
+            let open = lower[..at].rfind('(')?;
+            lower[open + 1..at].trim().parse().ok()
+        })
+        .or_else(|| after("messages resulted in"))
+        .or_else(|| after("request has"))
+        .or_else(|| after("contains at least"))
+        .or_else(|| after("prompt is too long:"));
+    (prompt, window)
+}
+
 /// Map an HTTP error status, its headers and body to the [`LlmError`] the engine acts on.
 /// See the [module docs](self) for the table.
 pub(crate) fn status_error(
@@ -849,13 +1041,11 @@ pub(crate) fn status_error(
     let id = request_id(headers).map_or(String::new(), |id| format!(" [request id {id}]"));
     let what = format!("{} answered HTTP {status}{}: {said}{id}", ctx.provider, detail.tags());
 
-    let context_too_long = detail.has("context_length")
-        || detail.says(&[
-            "maximum context length",
-            "prompt is too long",
-            "context window",
-            "too many tokens",
-        ]);
+    if status != 429
+        && let Some(overflow) = detail.prompt_too_long(&what, (400..500).contains(&status))
+    {
+        return overflow;
+    }
     let policy = detail.has("content_policy") || detail.has("content_filter");
     let quota = detail.has("insufficient_quota") || detail.has("billing");
     if detail.has("model_not_found") && status != 429 && status < 500 {
@@ -885,9 +1075,6 @@ pub(crate) fn status_error(
         529 => LlmError::Overloaded { message: what },
         500..=599 => LlmError::Server { status, message: what },
         _ if quota => LlmError::InvalidRequest(format!("{what}; check the account's plan and billing")),
-        _ if context_too_long => LlmError::InvalidRequest(format!(
-            "{what}; the prompt is too long for this model: shorten the inputs (e.g. smaller groups) or use a model with a larger context window"
-        )),
         _ if policy => {
             LlmError::InvalidRequest(format!("{what}; the provider's content policy refused the request"))
         }
@@ -1271,8 +1458,8 @@ mod tests {
             ),
         );
         assert!(
-            matches!(&long, LlmError::InvalidRequest(m) if m.contains("larger context window")),
-            "{long}"
+            matches!(&long, LlmError::PromptTooLong { message, prompt_tokens: None, context_window: Some(128_000) } if message.contains("larger")),
+            "{long:?}"
         );
         let policy = err(400, &openai_body("blocked", "invalid_request_error", "content_policy_violation"));
         assert!(matches!(&policy, LlmError::InvalidRequest(m) if m.contains("content policy")), "{policy}");
@@ -1326,6 +1513,39 @@ mod tests {
             matches!(err(402, b"{\"error\":{\"message\":\"Insufficient credits\",\"code\":402}}"), LlmError::InvalidRequest(m) if m.contains("credits"))
         );
         assert!(matches!(err(418, b""), LlmError::InvalidRequest(m) if m.contains("(no message)")));
+    }
+
+    #[test]
+    fn overflow_wording_of_every_server_gives_its_numbers() {
+        for (message, numbers) in [
+            (
+                "request (3031 tokens) exceeds the available context size (1024 tokens), try increasing it",
+                (Some(3031), Some(1024)),
+            ),
+            (
+                "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens \
+                 (4000 in the messages, 1000 in the completion). Please reduce the length of the messages or completion.",
+                (Some(4000), Some(4096)),
+            ),
+            (
+                "This model's maximum context length is 32768 tokens. However, your request has 40000 input \
+                 tokens. Please reduce the length of the input messages.",
+                (Some(40000), Some(32768)),
+            ),
+            (
+                "This model's maximum context length is 128000 tokens. However, your messages resulted in 130512 tokens.",
+                (Some(130_512), Some(128_000)),
+            ),
+            ("prompt is too long: 210000 tokens > 200000 maximum", (Some(210_000), Some(200_000))),
+            (
+                "input (5000 tokens) is larger than the max context size (4096 tokens)",
+                (Some(5000), Some(4096)),
+            ),
+            ("Context size has been exceeded.", (None, None)),
+            ("the input length exceeds the context length", (None, None)),
+        ] {
+            assert_eq!(overflow_numbers(message), numbers, "{message}");
+        }
     }
 
     #[test]

@@ -31,7 +31,8 @@
 //! and builds the set a run can use from an environment, with [`providers_from_env`].
 //! Models are named `provider/model`, e.g. `openai/gpt-4o-mini` or `simulated/default`.
 //! With the `fake-server` feature, the `fake_server` module provides in-process fake OpenAI and
-//! Anthropic servers for end-to-end tests.
+//! Anthropic servers for end-to-end tests, and `fake_local` stateful fake llama.cpp, Ollama
+//! and vLLM servers (context windows, slots, outages, discovery).
 //!
 //! ```
 //! use belt_llm::{CallHints, CallInfo, LlmRequest, SimConfig, StepId};
@@ -62,7 +63,10 @@ pub use belt_core::llm::*;
 pub use belt_core::step::StepId;
 
 pub mod anthropic;
+pub mod discovery;
 pub mod endpoint;
+#[cfg(any(test, feature = "fake-server"))]
+pub mod fake_local;
 #[cfg(any(test, feature = "fake-server"))]
 pub mod fake_server;
 pub mod http;
@@ -76,9 +80,11 @@ pub mod timer;
 
 #[cfg(test)]
 mod adapter_tests;
+#[cfg(test)]
+mod local_tests;
 
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, PriceSource};
 pub use http::{ApiKey, Completion, ConfigError, HttpOptions};
 pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use pricing::{Capabilities, ModelInfo, ModelPrice, PriceTable};

@@ -13,7 +13,9 @@
 //!   [`LlmError::BadResponse`] (retryable), unless the finish reason and the usage have
 //!   both arrived, when nothing is lost. Comments and keep-alives are skipped, and any
 //!   framing (LF, CRLF, chunk splits at any byte) is handled by [`crate::sse`]. An
-//!   `error` object inside the stream (OpenRouter, vLLM) becomes the matching error.
+//!   `error` object inside the stream (OpenRouter, vLLM, llama.cpp) becomes the matching
+//!   error: llama.cpp's `{"error":{"code":500,"message":"Context size has been exceeded.",…}}`
+//!   (its unified KV cache ran out) is [`LlmError::PromptTooLong`], not a server error.
 //! - **Non-streaming**: one `chat.completion` object.
 //!
 //! Either way, a reply without any choice (say `choices: []` chunks, usage and
@@ -38,12 +40,18 @@
 //! `max_completion_tokens`, while many compatible servers only know `max_tokens`), and how
 //! JSON is asked for ([`JsonMode`]). `temperature` is left out for models whose
 //! capabilities say they reject it (OpenAI's reasoning models).
+//!
+//! For a server of the user's own (a local provider, or a base URL on a loopback or
+//! private address), [`LlmProvider::capabilities`] and [`LlmProvider::server_slots`] ask
+//! the server for its context window and slots once (see [`crate::discovery`]) when the
+//! configuration and the shipped table do not give a window.
 
 use std::fmt;
 
 use async_trait::async_trait;
 use belt_core::llm::{
-    CallInfo, LlmError, LlmProvider, LlmReply, LlmRequest, Message, Price, RateLimits, Role, ToolCall,
+    CallInfo, Capabilities, LlmError, LlmProvider, LlmReply, LlmRequest, Message, Price, RateLimits, Role,
+    ToolCall,
 };
 use serde::{Deserialize, Serialize};
 
@@ -147,6 +155,7 @@ impl From<Endpoint> for OpenAiConfig {
 /// An OpenAI-compatible provider. See the [module docs](self).
 pub struct OpenAiProvider {
     core: HttpCore,
+    discovery: crate::discovery::Discovery,
     include_usage: bool,
     completion_tokens_field: bool,
     json_mode: JsonMode,
@@ -176,6 +185,7 @@ impl OpenAiProvider {
         };
         Ok(OpenAiProvider {
             core,
+            discovery: crate::discovery::Discovery::default(),
             include_usage: config.include_usage,
             completion_tokens_field,
             json_mode: config.json_mode,
@@ -331,7 +341,7 @@ impl LlmProvider for OpenAiProvider {
     }
 
     fn price(&self, model: &str) -> Option<Price> {
-        self.core.prices.price(&self.core.price_provider, model)
+        self.core.price(model)
     }
 
     async fn complete(
@@ -345,6 +355,35 @@ impl LlmProvider for OpenAiProvider {
 
     fn rate_limits(&self, model: &str) -> Option<RateLimits> {
         self.core.rate_limits(model)
+    }
+
+    /// Configured or shipped figures first; for a local server, the window and vision
+    /// the server reports (see [`crate::discovery`]).
+    async fn capabilities(&self, model: &str) -> Option<Capabilities> {
+        let known = self.core.prices.capabilities(&self.core.price_provider, model);
+        if !self.core.is_local() || known.is_some_and(|c| c.context_window.is_some()) {
+            return known;
+        }
+        let found = self.discovery.get(&self.core, model).await;
+        let mut caps = known.unwrap_or(Capabilities {
+            streaming: true,
+            json_object: true,
+            temperature: true,
+            ..Capabilities::default()
+        });
+        if let Some(found) = found {
+            caps.context_window = found.context_window;
+            caps.vision |= found.vision;
+        }
+        Some(caps)
+    }
+
+    /// llama.cpp's `total_slots`, for a local server that says it.
+    async fn server_slots(&self) -> Option<usize> {
+        if !self.core.is_local() {
+            return None;
+        }
+        self.discovery.get(&self.core, "").await?.slots
     }
 }
 
@@ -870,6 +909,11 @@ fn stream_error(ctx: &ErrorContext<'_>, error: &serde_json::Value) -> LlmError {
     let detail = ProviderMessage::from_value(&wrapped).unwrap_or_default();
     let message = format!("{} reported an error inside its response: {}", ctx.provider, detail.message);
     let code = detail.code.as_deref().and_then(|c| c.parse::<u16>().ok());
+    // llama.cpp's full KV cache (`Context size has been exceeded.`, code 500) is the prompt
+    // and reply not fitting: retrying the same prompt as it is would fail the same way.
+    if let Some(overflow) = detail.prompt_too_long(&message, code.is_some_and(|c| (400..500).contains(&c))) {
+        return overflow;
+    }
     let kind =
         [detail.kind.as_deref(), detail.code.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
     match code {

@@ -144,6 +144,9 @@ pub enum PricingError {
 #[derive(Debug, Clone, Default)]
 pub struct PriceTable {
     providers: HashMap<String, ProviderEntry>,
+    /// `(provider, lower-case model)` priced by configuration ([`PriceTable::set_price`]):
+    /// these win even where shipped prices do not apply (a local server, a moved provider).
+    configured: std::collections::HashSet<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -285,6 +288,7 @@ impl PriceTable {
 
     /// Set one model's price (a configured override), keeping its capabilities if known.
     pub fn set_price(&mut self, provider: &str, model: &str, price: ModelPrice) {
+        self.configured.insert((provider.to_string(), model.to_ascii_lowercase()));
         let entry = self.providers.entry(provider.to_string()).or_default();
         let key = model.to_ascii_lowercase();
         match entry.index.get(&key) {
@@ -300,6 +304,16 @@ impl PriceTable {
                 });
             }
         }
+    }
+
+    /// The price configuration set for exactly `provider/model` ([`PriceTable::set_price`]).
+    pub fn configured_price(&self, provider: &str, model: &str) -> Option<ModelPrice> {
+        let key = model.to_ascii_lowercase();
+        if !self.configured.contains(&(provider.to_string(), key.clone())) {
+            return None;
+        }
+        let entry = self.providers.get(provider)?;
+        entry.index.get(&key).map(|&i| entry.models[i].price)
     }
 
     /// The engine's price of `provider/model`, or `None` when it is unknown.

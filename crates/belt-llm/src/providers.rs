@@ -15,6 +15,22 @@
 //! | `mistral` | OpenAI | `https://api.mistral.ai/v1` | `MISTRAL_BASE_URL` | `MISTRAL_API_KEY` |
 //! | `gemini` | OpenAI | `https://generativelanguage.googleapis.com/v1beta/openai` | `GEMINI_BASE_URL` | `GEMINI_API_KEY`, else `GOOGLE_API_KEY` |
 //! | `ollama` | OpenAI | `http://127.0.0.1:11434/v1` | `OLLAMA_HOST` | none |
+//! | `llamacpp` | OpenAI | `http://127.0.0.1:8080/v1` | `LLAMACPP_BASE_URL` | `LLAMA_API_KEY` if set (llama-server's own `--api-key` variable) |
+//! | `vllm` | OpenAI | `http://127.0.0.1:8000/v1` | `VLLM_BASE_URL` | `VLLM_API_KEY` if set (vLLM's own `--api-key` variable) |
+//! | `lmstudio` | OpenAI | `http://127.0.0.1:1234/v1` | `LMSTUDIO_BASE_URL` | none |
+//!
+//! The last four are **local** ([`BuiltinProvider::local`]): servers on the user's own
+//! machine or network. They need no key, are always registered (and contacted only when a
+//! model names them), cost nothing unless `belt.toml` prices them, and their context
+//! windows and slots are asked of the server itself (see
+//! [`OpenAiProvider`](crate::openai::OpenAiProvider)'s discovery).
+//!
+//! Prices follow where a provider really is: any provider whose base URL is on a loopback
+//! or private address (see [`is_local_url`]) is free unless priced in configuration, and a
+//! built-in provider whose base URL was pointed at another host (say
+//! `OPENAI_BASE_URL=http://10.0.0.5:8000/v1`, a vLLM server) does not get the shipped
+//! prices of the provider it replaces: free when that host is local or private, unknown
+//! otherwise (a gateway's prices are its own), unless configured.
 //!
 //! `OLLAMA_HOST` is read as Ollama itself reads it (`host`, `host:port`, or a URL; port
 //! 11434 when no scheme is given; `/v1` appended). Mistral rejects the
@@ -23,8 +39,8 @@
 //! [`providers_from_env`] takes the environment as a function, so that it can be tested
 //! (and driven by a configuration file) without touching the process environment; pass
 //! [`process_env`] for the real one. It registers the providers whose key is set (an
-//! empty value counts as unset), Ollama (which needs no key, and is only contacted
-//! when a model names it), and the simulated provider. [`ProviderSpec`] is the same
+//! empty value counts as unset), the local ones (which need no key, and are only contacted
+//! when a model names them), and the simulated provider. [`ProviderSpec`] is the same
 //! description as data, for providers defined in configuration.
 
 use std::sync::Arc;
@@ -32,7 +48,7 @@ use std::sync::Arc;
 use belt_core::llm::{LlmProvider, Providers};
 
 use crate::anthropic::AnthropicProvider;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, PriceSource};
 use crate::http::{ApiKey, ConfigError};
 use crate::openai::{OpenAiConfig, OpenAiProvider};
 use crate::pricing::PriceTable;
@@ -63,6 +79,18 @@ pub struct BuiltinProvider {
     pub include_usage: bool,
     /// Headers sent on every request.
     pub headers: &'static [(&'static str, &'static str)],
+    /// Without a key the provider is not registered.
+    pub key_required: bool,
+    /// A server on the user's own machine or network (llama.cpp, Ollama, vLLM, LM
+    /// Studio): free, always registered, its limits discovered from the server.
+    pub local: bool,
+}
+
+impl BuiltinProvider {
+    /// True for a server on the user's own machine or network.
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
 }
 
 /// Every built-in HTTP provider (the simulated one is added by [`providers_from_env`]).
@@ -76,6 +104,8 @@ pub const BUILTIN_PROVIDERS: &[BuiltinProvider] = &[
         key_env: &["ANTHROPIC_API_KEY"],
         include_usage: false,
         headers: &[],
+        key_required: true,
+        local: false,
     },
     openai_like("xai", "https://api.x.ai/v1", "XAI_BASE_URL", &["XAI_API_KEY"]),
     openai_like("groq", "https://api.groq.com/openai/v1", "GROQ_BASE_URL", &["GROQ_API_KEY"]),
@@ -100,8 +130,21 @@ pub const BUILTIN_PROVIDERS: &[BuiltinProvider] = &[
         "GEMINI_BASE_URL",
         &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
     ),
-    openai_like("ollama", "http://127.0.0.1:11434/v1", "OLLAMA_HOST", &[]),
+    local_server("ollama", "http://127.0.0.1:11434/v1", "OLLAMA_HOST", &[]),
+    local_server("llamacpp", "http://127.0.0.1:8080/v1", "LLAMACPP_BASE_URL", &["LLAMA_API_KEY"]),
+    local_server("vllm", "http://127.0.0.1:8000/v1", "VLLM_BASE_URL", &["VLLM_API_KEY"]),
+    local_server("lmstudio", "http://127.0.0.1:1234/v1", "LMSTUDIO_BASE_URL", &[]),
 ];
+
+/// A local OpenAI-compatible server: no key needed (one is sent if its variable is set).
+const fn local_server(
+    name: &'static str,
+    base_url: &'static str,
+    base_url_env: &'static str,
+    key_env: &'static [&'static str],
+) -> BuiltinProvider {
+    BuiltinProvider { key_required: false, local: true, ..openai_like(name, base_url, base_url_env, key_env) }
+}
 
 const fn openai_like(
     name: &'static str,
@@ -117,6 +160,8 @@ const fn openai_like(
         key_env,
         include_usage: true,
         headers: &[],
+        key_required: !key_env.is_empty(),
+        local: false,
     }
 }
 
@@ -149,6 +194,8 @@ pub struct ProviderSpec {
     pub headers: Vec<(String, String)>,
     /// Whose prices apply, when not `name`'s.
     pub price_provider: Option<String>,
+    /// A local server (see [`BuiltinProvider::local`]): free unless configured.
+    pub local: bool,
 }
 
 impl ProviderSpec {
@@ -191,12 +238,63 @@ impl ProviderSpec {
         endpoint.headers = self.headers.clone();
         endpoint.prices = prices;
         endpoint.price_provider = self.price_provider.clone();
+        endpoint.price_source = self.price_source(&endpoint.base_url);
         Ok(Some(match self.format {
             WireFormat::OpenAi => {
                 Arc::new(OpenAiProvider::new(OpenAiConfig::new(endpoint).include_usage(self.include_usage))?)
             }
             WireFormat::Anthropic => Arc::new(AnthropicProvider::new(endpoint)?),
         }))
+    }
+}
+
+impl ProviderSpec {
+    /// Which prices apply at `base_url`: local servers are free; a built-in provider moved
+    /// to another host loses its shipped prices (free there if that host is local or
+    /// private, else unknown); otherwise the table's (made free by the endpoint itself when
+    /// its URL is local). Configured prices win in every case.
+    fn price_source(&self, base_url: &str) -> PriceSource {
+        if self.local {
+            return PriceSource::Free;
+        }
+        let host = |url: &str| {
+            reqwest::Url::parse(url.trim()).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        };
+        let moved = builtin(&self.name).is_some_and(|b| host(b.base_url) != host(base_url));
+        match moved {
+            true if is_local_url(base_url) => PriceSource::Free,
+            true => PriceSource::ConfiguredOnly,
+            false => PriceSource::Table,
+        }
+    }
+}
+
+/// True when `url`'s host is this machine or a private network: `localhost`, a loopback,
+/// private (10/8, 172.16/12, 192.168/16), shared (100.64/10, where Tailscale puts its
+/// machines), link-local or unspecified IPv4 address, or an IPv6 loopback, unique-local
+/// (fc00::/7) or link-local (fe80::/10) one. Host names other than `localhost` are not
+/// resolved, so `http://gpu-box:8000` is not known to be local.
+pub fn is_local_url(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url.trim()) else { return false };
+    let Some(host) = parsed.host_str() else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            let [a, b, ..] = ip.octets();
+            ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            let first = ip.segments()[0];
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+        Err(_) => host == "localhost" || host.ends_with(".localhost"),
     }
 }
 
@@ -208,17 +306,18 @@ impl From<&BuiltinProvider> for ProviderSpec {
             base_url: p.base_url.to_string(),
             base_url_env: Some(p.base_url_env.to_string()),
             key_env: p.key_env.iter().map(|s| s.to_string()).collect(),
-            key_required: !p.key_env.is_empty(),
+            key_required: p.key_required,
             include_usage: p.include_usage,
             stream: true,
             headers: p.headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
             price_provider: None,
+            local: p.local,
         }
     }
 }
 
 /// The providers a run can use in environment `env`: every built-in HTTP provider whose
-/// key is set, Ollama, and the simulated provider configured by `sim`.
+/// key is set, the local ones, and the simulated provider configured by `sim`.
 ///
 /// An invalid base URL (say `OPENAI_BASE_URL=localhost:8080` without a scheme) is an
 /// error naming the variable, rather than a provider silently missing.
@@ -273,6 +372,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::pricing::ModelPrice;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
         let map: HashMap<String, String> =
@@ -281,9 +381,9 @@ mod tests {
     }
 
     #[test]
-    fn only_providers_with_a_key_are_registered_plus_ollama_and_simulated() {
+    fn only_providers_with_a_key_are_registered_plus_the_local_ones_and_simulated() {
         let providers = providers_from_env(SimConfig::default(), env(&[])).unwrap();
-        assert_eq!(providers.names(), vec!["ollama", "simulated"]);
+        assert_eq!(providers.names(), vec!["llamacpp", "lmstudio", "ollama", "simulated", "vllm"]);
 
         let providers = providers_from_env(
             SimConfig::default(),
@@ -296,7 +396,10 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(providers.names(), vec!["anthropic", "gemini", "ollama", "openai", "simulated"]);
+        assert_eq!(
+            providers.names(),
+            vec!["anthropic", "gemini", "llamacpp", "lmstudio", "ollama", "openai", "simulated", "vllm"]
+        );
         let (openai, model) = providers.resolve("openai/gpt-4o-mini").unwrap();
         assert_eq!((openai.name(), model), ("openai", "gpt-4o-mini"));
         assert!(!openai.is_simulated());
@@ -311,8 +414,24 @@ mod tests {
         let names: Vec<&str> = BUILTIN_PROVIDERS.iter().map(|p| p.name).collect();
         assert_eq!(
             names,
-            ["openai", "anthropic", "xai", "groq", "openrouter", "deepseek", "mistral", "gemini", "ollama"]
+            [
+                "openai",
+                "anthropic",
+                "xai",
+                "groq",
+                "openrouter",
+                "deepseek",
+                "mistral",
+                "gemini",
+                "ollama",
+                "llamacpp",
+                "vllm",
+                "lmstudio"
+            ]
         );
+        let local: Vec<&str> = BUILTIN_PROVIDERS.iter().filter(|p| p.is_local()).map(|p| p.name).collect();
+        assert_eq!(local, ["ollama", "llamacpp", "vllm", "lmstudio"]);
+        assert!(BUILTIN_PROVIDERS.iter().all(|p| p.key_required != p.local));
         let all_keys: Vec<&str> = BUILTIN_PROVIDERS.iter().flat_map(|p| p.key_env.iter().copied()).collect();
         for key in [
             "OPENAI_API_KEY",
@@ -377,6 +496,72 @@ mod tests {
     }
 
     #[test]
+    fn local_and_private_addresses_are_told_from_public_ones() {
+        for url in [
+            "http://127.0.0.1:8080/v1",
+            "http://localhost:11434",
+            "http://10.0.0.5:8000/v1",
+            "http://172.20.1.2/v1",
+            "http://192.168.1.20:1234/v1",
+            "http://100.101.102.103:8000/v1",
+            "http://[::1]:8000/v1",
+            "http://[fd12:3456::1]/v1",
+            "http://0.0.0.0:8080",
+        ] {
+            assert!(is_local_url(url), "{url}");
+        }
+        for url in [
+            "https://api.openai.com/v1",
+            "http://8.8.8.8/v1",
+            "http://gpu-box:8000/v1",
+            "http://172.32.0.1",
+            "nonsense",
+        ] {
+            assert!(!is_local_url(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn prices_follow_where_the_server_really_is() {
+        let price = |vars: &[(&str, &str)], model: &str| {
+            let providers = providers_from_env(SimConfig::default(), env(vars)).unwrap();
+            let (provider, name) = providers.resolve(model).unwrap();
+            provider.price(name)
+        };
+        let free = Some(ModelPrice::FREE.price());
+        for model in
+            ["llamacpp/smollm2", "vllm/Qwen/Qwen2.5-7B-Instruct", "lmstudio/qwen3-8b", "ollama/llama3.2"]
+        {
+            assert_eq!(price(&[], model), free, "{model}");
+        }
+        // A remote vLLM named by its own provider is still the user's server: free.
+        assert_eq!(price(&[("VLLM_BASE_URL", "https://gpu.example.com/v1")], "vllm/m"), free);
+        let key = ("OPENAI_API_KEY", "sk-1");
+        let openai = PriceTable::builtin().price("openai", "gpt-4.1-mini");
+        assert!(openai.is_some());
+        assert_eq!(price(&[key], "openai/gpt-4.1-mini"), openai);
+        // OPENAI_BASE_URL at a local server: its tokens are not charged at OpenAI's prices…
+        assert_eq!(
+            price(&[key, ("OPENAI_BASE_URL", "http://10.0.0.5:8000/v1")], "openai/gpt-4.1-mini"),
+            free
+        );
+        assert_eq!(
+            price(&[key, ("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")], "openai/gpt-4.1-mini"),
+            free
+        );
+        // …and at another host, a gateway, its prices are unknown (not OpenAI's).
+        assert_eq!(
+            price(&[key, ("OPENAI_BASE_URL", "https://gateway.example.com/v1")], "openai/gpt-4.1-mini"),
+            None
+        );
+        // The same host with another path keeps them.
+        assert_eq!(
+            price(&[key, ("OPENAI_BASE_URL", "https://api.openai.com/v1/")], "openai/gpt-4.1-mini"),
+            openai
+        );
+    }
+
+    #[test]
     fn an_invalid_base_url_is_an_error_naming_its_variable() {
         let err = providers_from_env(
             SimConfig::default(),
@@ -400,10 +585,18 @@ mod tests {
             stream: false,
             headers: vec![("X-Team".into(), "research".into())],
             price_provider: Some("openai".into()),
+            local: false,
         };
         let lab = spec.build(&env(&[]), None).unwrap().expect("key not required");
         assert_eq!(lab.name(), "lab");
-        assert_eq!(lab.price("gpt-4o"), PriceTable::builtin().price("openai", "gpt-4o"));
+        assert_eq!(
+            lab.price("gpt-4o"),
+            Some(ModelPrice::FREE.price()),
+            "a server on a private address is free"
+        );
+        let mirror = ProviderSpec { base_url: "https://mirror.example.com/v1".into(), ..spec.clone() };
+        let mirror = mirror.build(&env(&[]), None).unwrap().expect("key not required");
+        assert_eq!(mirror.price("gpt-4o"), PriceTable::builtin().price("openai", "gpt-4o"));
         let claude =
             ProviderSpec { name: "claude".into(), format: WireFormat::Anthropic, key_required: true, ..spec };
         assert!(claude.build(&env(&[]), None).unwrap().is_none(), "key required and missing");
