@@ -17,7 +17,26 @@
 //! [prices."local/my-model"]       # USD per million tokens
 //! input = 0.10
 //! output = 0.20
+//!
+//! [providers.llamacpp]            # a local server: how long to wait out its restarts
+//! breaker_cooldown = 5            # seconds an open breaker waits before one trial call
+//! breaker_max_wait = 600          # the longest a step waits for it to answer again
+//!
+//! [models."llamacpp/qwen3-4b"]    # what a model can do and hold, and its price
+//! context_window = 4096           # tokens per request (a slot's share on llama.cpp)
+//! max_output_tokens = 1024
+//! json_schema = true              # structured output (response_format json_schema)
+//! tools = true
+//! vision = false
+//! input = 0.0                     # USD per million tokens; both or neither
+//! output = 0.0
 //! ```
+//!
+//! A model's `[models]` entry wins over the shipped table and over what a local server
+//! reports of itself (llama.cpp's `/props`, Ollama's `/api/show`, vLLM's `/v1/models`).
+//! A provider with no `max_concurrency` whose server says how many calls it runs at once
+//! (llama.cpp's slots) takes that as its concurrency, on its first call: calls past it
+//! would only queue inside the server, where their timeouts run.
 //!
 //! Found at `--config FILE`, `$BELT_CONFIG`, `./belt.toml`, or `$BELT_HOME/belt.toml`, the
 //! first that exists. Unknown keys are errors, not ignored.
@@ -43,6 +62,9 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
+    /// `[models."provider/name"]`: capabilities and prices of one model.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
     /// Named budgets that runs draw from (`--budget-pool NAME`), kept in a shared store.
     #[serde(default)]
     pub budget_pools: BTreeMap<String, PoolConfig>,
@@ -91,6 +113,25 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub stream: Option<bool>,
+    /// Seconds an open breaker waits before one trial call (default 30).
+    pub breaker_cooldown: Option<f64>,
+    /// Seconds a step waits for a model whose breaker is open to answer again (default 300).
+    pub breaker_max_wait: Option<f64>,
+}
+
+/// `[models."provider/name"]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub context_window: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+    pub json_schema: Option<bool>,
+    pub tools: Option<bool>,
+    pub vision: Option<bool>,
+    /// USD per million input tokens (with `output`).
+    pub input: Option<f64>,
+    pub output: Option<f64>,
+    pub cache_read: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,32 +182,14 @@ pub fn providers(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Providers, AppError> {
     let bad = |e: String| AppError::Config(format!("belt.toml: {e}"));
-    let mut prices = PriceTable::builtin().clone();
-    for (model, p) in &config.prices {
-        let (provider, name) = model
-            .split_once('/')
-            .ok_or_else(|| bad(format!("price `{model}` must be named provider/model")))?;
-        prices.set_price(
-            provider,
-            name,
-            ModelPrice {
-                input: p.input,
-                output: p.output,
-                cache_read: p.cache_read,
-                cache_write: None,
-                long: None,
-            },
-        );
+    let prices = Arc::new(price_table(config).map_err(bad)?);
+    let mut limits = BTreeMap::new();
+    for (name, c) in &config.providers {
+        limits.insert(name.as_str(), limits_of(name, c).map_err(bad)?);
     }
-    let prices = Arc::new(prices);
+    let limits_of = |name: &str| limits.get(name).copied().unwrap_or_default();
     let mut out = Providers::new();
-    out.insert(Arc::new(SimulatedProvider::new(sim)));
-    let limits_of = |c: Option<&ProviderConfig>| Limits {
-        max_concurrency: c.and_then(|c| c.max_concurrency),
-        rpm: c.and_then(|c| c.rpm),
-        tpm: c.and_then(|c| c.tpm),
-        ..Limits::default()
-    };
+    out.insert_with_limits(Arc::new(SimulatedProvider::new(sim)), limits_of("simulated"));
     let build = |spec: &ProviderSpec| spec.build(env, Some(prices.clone())).map_err(|e| bad(e.to_string()));
     for builtin in BUILTIN_PROVIDERS {
         let c = config.providers.get(builtin.name);
@@ -184,14 +207,23 @@ pub fn providers(
             }
         }
         if let Some(provider) = build(&spec)? {
-            out.insert_with_limits(provider, limits_of(c));
+            out.insert_with_limits(provider, limits_of(builtin.name));
         }
     }
     for (name, c) in &config.providers {
         if BUILTIN_PROVIDERS.iter().any(|b| b.name == name) {
             continue;
         }
-        if name == "simulated" || name.contains('/') || name.is_empty() {
+        if name == "simulated" {
+            // Limits only: the simulated provider is built in and has no server.
+            if c.kind.is_some() || c.base_url.is_some() || c.api_key_env.is_some() || !c.headers.is_empty() {
+                return Err(bad("providers.simulated takes limits only (max_concurrency, rpm, tpm, \
+                                breaker_cooldown, breaker_max_wait)"
+                    .into()));
+            }
+            continue;
+        }
+        if name.contains('/') || name.is_empty() {
             return Err(bad(format!("`{name}` cannot name a provider")));
         }
         let format = match c.kind.as_deref() {
@@ -218,10 +250,80 @@ pub fn providers(
             local: false,
         };
         if let Some(provider) = build(&spec)? {
-            out.insert_with_limits(provider, limits_of(Some(c)));
+            out.insert_with_limits(provider, limits_of(name));
         }
     }
     Ok(out)
+}
+
+/// The shipped model table with the configuration's `[prices]` and `[models]` over it.
+fn price_table(config: &Config) -> Result<PriceTable, String> {
+    let mut prices = PriceTable::builtin().clone();
+    let split = |what: &str, model: &str| {
+        model
+            .split_once('/')
+            .filter(|(p, m)| !p.is_empty() && !m.is_empty())
+            .map(|(p, m)| (p.to_string(), m.to_string()))
+            .ok_or_else(|| {
+                format!("{what} `{model}` must be named provider/model, e.g. \"llamacpp/qwen3-4b\"")
+            })
+    };
+    let price = |input: f64, output: f64, cache_read: Option<f64>| ModelPrice {
+        input,
+        output,
+        cache_read,
+        cache_write: None,
+        long: None,
+    };
+    for (model, p) in &config.prices {
+        let (provider, name) = split("price", model)?;
+        prices.set_price(&provider, &name, price(p.input, p.output, p.cache_read));
+    }
+    for (model, m) in &config.models {
+        let (provider, name) = split("models", model)?;
+        match (m.input, m.output) {
+            (Some(input), Some(output)) => {
+                prices.set_price(&provider, &name, price(input, output, m.cache_read))
+            }
+            (None, None) if m.cache_read.is_none() => {}
+            _ => {
+                return Err(format!(
+                    "models.\"{model}\": give both `input` and `output` (USD per million tokens), or neither"
+                ));
+            }
+        }
+        if m.context_window == Some(0) {
+            return Err(format!("models.\"{model}\".context_window must be at least 1 token"));
+        }
+        prices.set_capabilities(&provider, &name, |c| {
+            c.context_window = m.context_window.or(c.context_window);
+            c.max_output_tokens = m.max_output_tokens.or(c.max_output_tokens);
+            c.json_schema = m.json_schema.unwrap_or(c.json_schema);
+            c.tools = m.tools.unwrap_or(c.tools);
+            c.vision = m.vision.unwrap_or(c.vision);
+        });
+    }
+    Ok(prices)
+}
+
+/// A provider's `[providers.NAME]` limits, durations checked.
+fn limits_of(name: &str, c: &ProviderConfig) -> Result<Limits, String> {
+    let secs = |key: &str, v: Option<f64>, default: std::time::Duration| match v {
+        None => Ok(default),
+        Some(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => {
+            Ok(std::time::Duration::from_secs_f64(s))
+        }
+        Some(s) => Err(format!("providers.{name}.{key} = {s}: give seconds from 0 to 86400")),
+    };
+    let d = Limits::default();
+    Ok(Limits {
+        max_concurrency: c.max_concurrency,
+        rpm: c.rpm,
+        tpm: c.tpm,
+        breaker_cooldown: secs("breaker_cooldown", c.breaker_cooldown, d.breaker_cooldown)?,
+        breaker_max_wait: secs("breaker_max_wait", c.breaker_max_wait, d.breaker_max_wait)?,
+        ..d
+    })
 }
 
 #[cfg(test)]
@@ -230,6 +332,47 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn models_set_capabilities_and_prices_and_providers_their_breakers() {
+        let config = parse(
+            r#"
+            [providers.llamacpp]
+            breaker_cooldown = 2.5
+            breaker_max_wait = 600
+            [providers.simulated]
+            max_concurrency = 2
+            [models."llamacpp/qwen3-4b"]
+            context_window = 4096
+            json_schema = true
+            input = 0.5
+            output = 1.5
+            "#,
+        )
+        .unwrap();
+        let p = providers(&config, SimConfig::default(), &|_: &str| None).unwrap();
+        let l = p.limiter("llamacpp").unwrap().limits();
+        assert_eq!(l.breaker_cooldown, std::time::Duration::from_millis(2500));
+        assert_eq!(l.breaker_max_wait, std::time::Duration::from_secs(600));
+        assert_eq!(p.limiter("simulated").unwrap().limits().max_concurrency, Some(2));
+        let table = price_table(&config).unwrap();
+        let caps = table.capabilities("llamacpp", "qwen3-4b").unwrap();
+        assert_eq!((caps.context_window, caps.json_schema), (Some(4096), true));
+        let (llama, model) = p.resolve("llamacpp/qwen3-4b").unwrap();
+        assert_eq!(llama.price(model).unwrap().output_per_mtok, 1.5);
+
+        for (text, says) in [
+            ("[models.\"x\"]\ncontext_window = 9", "must be named provider/model"),
+            ("[models.\"a/b\"]\ninput = 1.0", "both `input` and `output`"),
+            ("[models.\"a/b\"]\ncontext_window = 0", "at least 1 token"),
+            ("[providers.openai]\nbreaker_max_wait = -1", "seconds from 0 to 86400"),
+            ("[providers.simulated]\nbase_url = \"http://x\"", "limits only"),
+        ] {
+            let err = providers(&parse(text).unwrap(), SimConfig::default(), &|_: &str| None).unwrap_err();
+            assert!(err.to_string().contains(says), "{text}: {err}");
+        }
+        assert!(parse("[models.\"a/b\"]\ncontext = 1").unwrap_err().contains("unknown field"));
     }
 
     #[test]

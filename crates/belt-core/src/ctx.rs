@@ -593,6 +593,11 @@ impl Ctx {
                 EventKind::StepStarted { tier: spec.tier.clone(), model: model_name.clone() },
             );
         }
+        if link.limiter.server_slots_unknown() {
+            // Once per provider: boxed, out of every step's future.
+            Box::pin(link.limiter.adopt_server_slots(link.provider.name(), link.provider.server_slots()))
+                .await;
+        }
         let mut slot = match link.limiter.acquire_until(link.model, worst.tokens, wait).await {
             Ok(slot) => slot,
             Err(open) => {

@@ -197,6 +197,9 @@ pub struct Limiter {
     /// Wakes the calls waiting out an open breaker when it closes, opens again, or its
     /// trial ends without a verdict.
     breaker_changed: tokio::sync::Notify,
+    /// How many calls the provider's server runs at once, as it said when first asked
+    /// ([`Limiter::adopt_server_slots`]).
+    server_slots: tokio::sync::OnceCell<Option<usize>>,
 }
 
 struct State {
@@ -208,6 +211,9 @@ struct State {
     withheld: usize,
     /// Permits still to withhold as they come back from calls in flight.
     debt: usize,
+    /// Permits still to withdraw for good (a server's slot count adopted while calls were
+    /// in flight): unlike `debt`, never recovered.
+    cap_debt: usize,
     successes: u32,
     breakers: HashMap<String, Breaker>,
 }
@@ -285,11 +291,57 @@ impl Limiter {
                 paused_until: None,
                 withheld: 0,
                 debt: 0,
+                cap_debt: 0,
                 successes: 0,
                 breakers: HashMap::new(),
             }),
             breaker_changed: tokio::sync::Notify::new(),
+            server_slots: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// True until the server has been asked how many calls it runs at once.
+    pub fn server_slots_unknown(&self) -> bool {
+        !self.server_slots.initialized()
+    }
+
+    /// Ask the server, once for the limiter's life, how many calls it runs at once
+    /// (`ask`: [`crate::llm::LlmProvider::server_slots`]). With no configured
+    /// `max_concurrency`, that becomes the concurrency: calls past it would only queue
+    /// inside the server, where their timeouts run (a local server with 4 slots and
+    /// belt's 16 calls timed out 8 of 12 workers). A configured limit above it is kept,
+    /// with a warning.
+    pub async fn adopt_server_slots(
+        &self,
+        provider: &str,
+        ask: impl std::future::Future<Output = Option<usize>>,
+    ) {
+        self.server_slots
+            .get_or_init(|| async {
+                let slots = ask.await?.max(1);
+                match self.limits.max_concurrency {
+                    None => {
+                        tracing::info!("{provider} runs {slots} calls at once: belt sends no more than that");
+                        self.cap_concurrency(slots);
+                    }
+                    Some(max) if max > slots => tracing::warn!(
+                        "{provider} runs {slots} calls at once but max_concurrency is {max}: the calls past \
+                         {slots} wait inside the server, where their timeouts run; set max_concurrency = \
+                         {slots} in belt.toml"
+                    ),
+                    Some(_) => {}
+                }
+                Some(slots)
+            })
+            .await;
+    }
+
+    /// Hand out at most `n` slots from now on: the ones free now are withdrawn at once, the
+    /// rest as calls in flight give them back.
+    fn cap_concurrency(&self, n: usize) {
+        let cut = UNLIMITED.saturating_sub(n);
+        let now = self.slots.forget_permits(cut);
+        self.lock().cap_debt += cut - now;
     }
 
     pub fn limits(&self) -> &Limits {
@@ -412,6 +464,10 @@ impl Limiter {
         }
         let mut s = self.lock();
         // A pending cut takes the permits that come back first.
+        if s.cap_debt > 0 {
+            let taken = self.slots.forget_permits(s.cap_debt);
+            s.cap_debt -= taken;
+        }
         if s.debt > 0 {
             let taken = self.slots.forget_permits(s.debt);
             s.debt -= taken;
@@ -704,5 +760,26 @@ mod tests {
         assert!(l.acquire("m", 0).await.is_err());
         let r = l.acquire_until("m", 0, BreakerWait::For(Duration::from_secs(5))).await;
         assert!(matches!(r, Err(LlmError::CircuitOpen { .. })));
+    }
+
+    /// A server's slot count becomes the concurrency of a provider that set none, and the
+    /// cut is not recovered by successes as a 429's is.
+    #[tokio::test]
+    async fn a_servers_slot_count_caps_an_unlimited_provider() {
+        let l = Arc::new(Limiter::new(Limits::default()));
+        let held = futures_collect(&l, 6).await;
+        l.adopt_server_slots("p", async { Some(4) }).await;
+        assert!(!l.server_slots_unknown());
+        for s in held {
+            l.settle(s, 0, Ok(()));
+        }
+        for _ in 0..50 {
+            let s = l.acquire("m", 0).await.unwrap();
+            l.settle(s, 0, Ok(()));
+        }
+        assert_eq!(l.slots.available_permits(), 4);
+        // Asked once: a second answer changes nothing.
+        l.adopt_server_slots("p", async { Some(1) }).await;
+        assert_eq!(l.slots.available_permits(), 4);
     }
 }

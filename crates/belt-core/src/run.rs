@@ -922,7 +922,10 @@ impl Finish<'_> {
             (Some(Stop::Cancelled), _) => (RunStatus::Cancelled, "cancelled by the user".to_string()),
             (Some(Stop::Budget(r)), _) => (RunStatus::BudgetExhausted, format!("budget exhausted: {r}")),
             (Some(Stop::UntrustedUsage(r)), _) => (RunStatus::BudgetExhausted, r),
-            (Some(stop @ Stop::Unreachable(_)), _) => (RunStatus::Partial, stop.describe()),
+            (Some(stop @ Stop::Unreachable(_)), None) => (RunStatus::Partial, stop.describe()),
+            (Some(stop @ Stop::Unreachable(_)), Some(reason)) => {
+                (RunStatus::Failed, format!("{reason}; {}", stop.describe()))
+            }
             (Some(stop @ (Stop::HandedBack | Stop::LeaseLost(_) | Stop::Store(_))), _) => {
                 (RunStatus::Interrupted, stop.describe())
             }

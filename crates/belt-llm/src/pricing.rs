@@ -147,6 +147,9 @@ pub struct PriceTable {
     /// `(provider, lower-case model)` priced by configuration ([`PriceTable::set_price`]):
     /// these win even where shipped prices do not apply (a local server, a moved provider).
     configured: std::collections::HashSet<(String, String)>,
+    /// `(provider, lower-case model)` → capabilities set by configuration
+    /// (`[models."provider/name"]`): they win over the table and over discovery.
+    configured_caps: HashMap<(String, String), Capabilities>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -350,11 +353,28 @@ impl PriceTable {
     /// Capabilities of `provider/model`: the model's if known, else its provider's
     /// defaults, else `None`.
     pub fn capabilities(&self, provider: &str, model: &str) -> Option<Capabilities> {
+        if let Some(caps) = self.configured_capabilities(provider, model) {
+            return Some(caps);
+        }
         match self.find(provider, model) {
             Some(Found::Model(info)) => Some(info.capabilities),
             Some(Found::Free { entry, .. }) => entry.map(|e| e.defaults),
             None => self.providers.get(provider).map(|e| e.defaults),
         }
+    }
+
+    /// Set what `provider/model` can do and hold (a configured override): `change` gets
+    /// what the table says of it (or its provider's defaults) and edits it.
+    pub fn set_capabilities(&mut self, provider: &str, model: &str, change: impl FnOnce(&mut Capabilities)) {
+        let mut caps = self.capabilities(provider, model).unwrap_or_default();
+        change(&mut caps);
+        self.configured_caps.insert((provider.to_string(), model.to_ascii_lowercase()), caps);
+    }
+
+    /// The capabilities configuration set for exactly `provider/model`
+    /// ([`PriceTable::set_capabilities`]).
+    pub fn configured_capabilities(&self, provider: &str, model: &str) -> Option<Capabilities> {
+        self.configured_caps.get(&(provider.to_string(), model.to_ascii_lowercase())).copied()
     }
 
     /// Every listed model, by provider name then in file order (for `belt models`).
