@@ -8,6 +8,11 @@
 //! rpm = 500
 //! tpm = 200000
 //!
+//! [providers.anthropic]
+//! base_url = "http://10.0.0.7:4000"  # a gateway in front of the real API:
+//! shipped_prices = true              # bill at Anthropic's prices (a local or moved base
+//!                                    # URL is otherwise free, or unpriced)
+//!
 //! [providers.local]               # a provider of its own
 //! kind = "openai"                 # the wire format: openai or anthropic
 //! base_url = "http://127.0.0.1:8000/v1"
@@ -113,6 +118,10 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub stream: Option<bool>,
+    /// Bill at the shipped table's prices even though `base_url` is local or not the
+    /// provider's own host: a proxy in front of the real API (a LiteLLM or company gateway).
+    #[serde(default)]
+    pub shipped_prices: bool,
     /// Seconds an open breaker waits before one trial call (default 30).
     pub breaker_cooldown: Option<f64>,
     /// Seconds a step waits for a model whose breaker is open to answer again (default 300).
@@ -205,6 +214,7 @@ pub fn providers(
             if let Some(stream) = c.stream {
                 spec.stream = stream;
             }
+            spec.shipped_prices = c.shipped_prices;
         }
         if let Some(provider) = build(&spec)? {
             out.insert_with_limits(provider, limits_of(builtin.name));
@@ -248,6 +258,7 @@ pub fn providers(
             headers: c.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             price_provider: None,
             local: false,
+            shipped_prices: c.shipped_prices,
         };
         if let Some(provider) = build(&spec)? {
             out.insert_with_limits(provider, limits_of(name));

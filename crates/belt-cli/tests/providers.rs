@@ -16,6 +16,11 @@ impl Dir {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let d = std::env::temp_dir().join(format!("belt-providers-{name}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
+        // The fake servers stand in for the real APIs on 127.0.0.1, where a server is
+        // taken for the user's own and billed as free: bill at the real APIs' prices.
+        let config =
+            "[providers.openai]\nshipped_prices = true\n[providers.anthropic]\nshipped_prices = true\n";
+        std::fs::write(d.join("belt.toml"), config).unwrap();
         Dir(d)
     }
 }
@@ -79,7 +84,7 @@ async fn a_cascade_runs_against_an_openai_compatible_server() {
     assert_eq!(r["status"], "completed");
     assert_eq!(r["simulated"], false);
     // 1 decomposition (the reply is not JSON: template plan) + 3 workers, no synthesizer.
-    let calls = server.requests().len() as u64;
+    let calls = server.calls().len() as u64;
     assert_eq!(calls, 4);
     assert_eq!(r["usage"]["calls"], calls);
     assert_eq!(r["usage"]["input_tokens"], 120 * calls, "the server's token counts are reported");
@@ -145,7 +150,7 @@ async fn an_anthropic_endpoint_works_too() {
         belt(&dir, &["run", "Two things", "--agents", "2", "--json", "--out", "out"], &env).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("anthropic/claude-sonnet-4-5"), "{stderr}");
-    let calls = server.requests().len() as u64;
+    let calls = server.calls().len() as u64;
     assert_eq!(r["usage"]["input_tokens"], 55 * calls);
     assert_eq!(r["usage"]["output_tokens"], 20 * calls);
     assert_eq!(
@@ -217,7 +222,7 @@ async fn workers_fall_back_to_the_second_model_when_the_first_keeps_failing() {
     // One call at a time, one retry: workers 1 and 2 fail twice each, worker 3 once more,
     // and the fifth failure in a row opens the breaker of openai/gpt-4.1-mini: workers 3
     // to 6 go to the fallback without calling it.
-    let failed_calls = openai.requests().len();
+    let failed_calls = openai.calls().len();
     assert_eq!(failed_calls, 5, "the breaker stopped the calls to the failing model");
     let events = events(&dir, "events.jsonl");
     let fallbacks: Vec<&Value> = events.iter().filter(|e| e["type"] == "step_fallback").collect();
@@ -234,7 +239,7 @@ async fn workers_fall_back_to_the_second_model_when_the_first_keeps_failing() {
     assert_eq!(opened.len(), 1);
     assert_eq!(opened[0]["model"], "openai/gpt-4.1-mini");
     // Only the calls that were served cost anything: Anthropic's usage at its prices.
-    let served = anthropic.requests().len() as f64;
+    let served = anthropic.calls().len() as f64;
     let expected = served * (40.0 * 3.0 + 12.0 * 15.0) / 1e6;
     assert!((r["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{} vs {expected}", r["cost_usd"]);
     assert!(
@@ -287,7 +292,7 @@ async fn a_fatal_error_for_the_first_model_falls_back_without_retrying_it() {
     assert_eq!(r["status"], "completed", "{}", r["stop_reason"]);
     // Decomposer and two workers: one attempt each at the unknown model (no retries, though
     // 2 are allowed), then the fallback.
-    assert_eq!(openai.requests().len(), 3);
+    assert_eq!(openai.calls().len(), 3);
     for a in r["agents"].as_array().unwrap() {
         assert_eq!(a["model"], "anthropic/claude-haiku-4-5", "{a}");
         assert_eq!(a["attempts"], 2, "one failed attempt, one served: {a}");
@@ -330,14 +335,14 @@ async fn a_run_failed_in_an_outage_is_finished_by_resume_retry_failed() {
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(first["status"], "failed");
     let id = first["run_id"].as_str().unwrap().to_string();
-    let before = server.requests().len();
+    let before = server.calls().len();
     assert_eq!(before, 4, "a decomposition and three workers");
 
     // Resuming alone does nothing, and says what would.
     let (code, _, stderr) = belt(&dir, &["resume", &id], &env).await;
     assert_eq!(code, 0);
     assert!(stderr.contains("already finished") && stderr.contains("--retry-failed"), "{stderr}");
-    assert_eq!(server.requests().len(), before);
+    assert_eq!(server.calls().len(), before);
 
     server.set_default(ok());
     let (code, again, stderr) = belt(&dir, &["resume", "--retry-failed", &id, "--json"], &env).await;
@@ -350,7 +355,7 @@ async fn a_run_failed_in_an_outage_is_finished_by_resume_retry_failed() {
     );
     assert_eq!(again["status"], "completed");
     assert_eq!(again["run_id"], id.as_str());
-    assert_eq!(server.requests().len(), before + 2, "only the two failed workers are called again");
+    assert_eq!(server.calls().len(), before + 2, "only the two failed workers are called again");
     let (_, stored, _) = belt(&dir, &["runs", "export", &id], &env).await;
     assert_eq!(stored["status"], "completed", "the new result is recorded");
 }
@@ -391,7 +396,7 @@ async fn a_server_that_lies_about_usage_cannot_break_the_budget() {
     assert!(r["stop_reason"].as_str().unwrap().contains("cannot keep the budget"), "{}", r["stop_reason"]);
     assert!(stderr.contains("more than the request allows"), "{stderr}");
     // One call, booked at its request's limits, the server's report kept beside it.
-    assert_eq!(server.requests().len(), 1);
+    assert_eq!(server.calls().len(), 1);
     let decompose = r["agents"].as_array().unwrap().iter().find(|a| a["step"] == "decompose").unwrap();
     assert_eq!(decompose["reported_usage"]["input_tokens"], 5_000_000, "{decompose}");
     assert!(decompose["output_tokens"].as_u64().unwrap() < 5_000_000, "{decompose}");

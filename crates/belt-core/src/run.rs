@@ -922,10 +922,14 @@ impl Finish<'_> {
             (Some(Stop::Cancelled), _) => (RunStatus::Cancelled, "cancelled by the user".to_string()),
             (Some(Stop::Budget(r)), _) => (RunStatus::BudgetExhausted, format!("budget exhausted: {r}")),
             (Some(Stop::UntrustedUsage(r)), _) => (RunStatus::BudgetExhausted, r),
-            (Some(stop @ Stop::Unreachable(_)), None) => (RunStatus::Partial, stop.describe()),
-            (Some(stop @ Stop::Unreachable(_)), Some(reason)) => {
-                (RunStatus::Failed, format!("{reason}; {}", stop.describe()))
+            // Partial when some work was done before the model went away, else failed.
+            (Some(stop @ Stop::Unreachable(_)), None) if bad < agents.len() => {
+                (RunStatus::Partial, stop.describe())
             }
+            (Some(stop @ Stop::Unreachable(_)), reason) => (
+                RunStatus::Failed,
+                reason.map_or_else(|| stop.describe(), |r| format!("{r}; {}", stop.describe())),
+            ),
             (Some(stop @ (Stop::HandedBack | Stop::LeaseLost(_) | Stop::Store(_))), _) => {
                 (RunStatus::Interrupted, stop.describe())
             }

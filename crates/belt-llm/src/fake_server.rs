@@ -689,6 +689,12 @@ impl FakeServer {
         self.state.requests.lock().expect("fake server lock").clone()
     }
 
+    /// The completion calls among the requests (`POST`s): what a provider paid for, without
+    /// the `GET`s a client makes to learn about a local server (`/props`, `/v1/models`).
+    pub fn calls(&self) -> Vec<RecordedRequest> {
+        self.requests().into_iter().filter(|r| r.method == "POST").collect()
+    }
+
     /// When each request arrived, and the status it was answered with, in order.
     pub fn arrivals(&self) -> Vec<(std::time::Instant, u16)> {
         self.state.arrivals.lock().expect("fake server lock").clone()
@@ -741,6 +747,17 @@ async fn answer(state: &ServerState, request: Request, arrived: std::time::Insta
             .collect(),
         body,
     };
+    if recorded.method == "GET" {
+        // What a client asks a local server about itself (`/props`, `/v1/models`): this
+        // fake is not one, and the script is for completion calls.
+        if let Ok(mut all) = state.requests.lock() {
+            all.push(recorded);
+        }
+        return Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Body::from(r#"{"error":{"message":"Not found","type":"invalid_request_error"}}"#))
+            .unwrap_or_default();
+    }
     let next = state.script.lock().ok().and_then(|mut s| s.pop_front());
     let script = next.or_else(|| state.default.lock().ok().and_then(|d| d.clone())).unwrap_or_else(|| {
         FakeResponse::openai_error(500, "the fake server has no scripted response left", "server_error", None)

@@ -196,6 +196,9 @@ pub struct ProviderSpec {
     pub price_provider: Option<String>,
     /// A local server (see [`BuiltinProvider::local`]): free unless configured.
     pub local: bool,
+    /// Bill at the table's prices wherever the base URL points (a proxy in front of the
+    /// real API on a local or private address; `shipped_prices = true` in belt.toml).
+    pub shipped_prices: bool,
 }
 
 impl ProviderSpec {
@@ -254,6 +257,9 @@ impl ProviderSpec {
     /// private, else unknown); otherwise the table's (made free by the endpoint itself when
     /// its URL is local). Configured prices win in every case.
     fn price_source(&self, base_url: &str) -> PriceSource {
+        if self.shipped_prices {
+            return PriceSource::Listed;
+        }
         if self.local {
             return PriceSource::Free;
         }
@@ -312,6 +318,7 @@ impl From<&BuiltinProvider> for ProviderSpec {
             headers: p.headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
             price_provider: None,
             local: p.local,
+            shipped_prices: false,
         }
     }
 }
@@ -586,6 +593,7 @@ mod tests {
             headers: vec![("X-Team".into(), "research".into())],
             price_provider: Some("openai".into()),
             local: false,
+            shipped_prices: false,
         };
         let lab = spec.build(&env(&[]), None).unwrap().expect("key not required");
         assert_eq!(lab.name(), "lab");
