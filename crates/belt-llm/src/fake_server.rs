@@ -720,6 +720,23 @@ impl Drop for FakeServer {
 
 async fn handle(State(state): State<Arc<ServerState>>, request: Request) -> Response {
     use std::sync::atomic::Ordering::SeqCst;
+    if request.method() == axum::http::Method::GET {
+        // What a client asks a local server about itself (`/props`, `/v1/models`): this
+        // fake is not one. Recorded, but not a call: the script, the arrivals and the
+        // count in flight are for completion calls.
+        if let Ok(mut all) = state.requests.lock() {
+            all.push(RecordedRequest {
+                method: "GET".into(),
+                path: request.uri().path().to_string(),
+                headers: Vec::new(),
+                body: Vec::new(),
+            });
+        }
+        return Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Body::from(r#"{"error":{"message":"Not found","type":"invalid_request_error"}}"#))
+            .unwrap_or_default();
+    }
     let arrived = std::time::Instant::now();
     // Counted down on drop too: a client that gives up drops this future.
     struct InFlight<'a>(&'a ServerState);
@@ -747,17 +764,6 @@ async fn answer(state: &ServerState, request: Request, arrived: std::time::Insta
             .collect(),
         body,
     };
-    if recorded.method == "GET" {
-        // What a client asks a local server about itself (`/props`, `/v1/models`): this
-        // fake is not one, and the script is for completion calls.
-        if let Ok(mut all) = state.requests.lock() {
-            all.push(recorded);
-        }
-        return Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body(Body::from(r#"{"error":{"message":"Not found","type":"invalid_request_error"}}"#))
-            .unwrap_or_default();
-    }
     let next = state.script.lock().ok().and_then(|mut s| s.pop_front());
     let script = next.or_else(|| state.default.lock().ok().and_then(|d| d.clone())).unwrap_or_else(|| {
         FakeResponse::openai_error(500, "the fake server has no scripted response left", "server_error", None)
