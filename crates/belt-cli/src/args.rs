@@ -72,11 +72,12 @@ pub enum Command {
     /// Budget pools: what every run drawing from each has spent and holds reserved.
     #[command(subcommand)]
     Budget(BudgetCommand),
-    /// Check this machine's setup: belt.toml, providers and which API keys are set, a local
-    /// Ollama, the store, the API token. One line each, ok/warn/fail with what to do; exit 0
-    /// when nothing failed.
+    /// Check this machine's setup: belt.toml, providers and which API keys are set, local
+    /// model servers (which answer, their models), the store, the API token. One line each,
+    /// ok/warn/fail with what to do; exit 0 when nothing failed.
     Doctor,
-    /// Models with known prices and capabilities, and which providers are ready.
+    /// Models with known prices and capabilities, which providers are ready, and the models
+    /// of local servers that answer (llama.cpp, vLLM, LM Studio, Ollama).
     Models {
         /// As a JSON array.
         #[arg(long)]

@@ -263,3 +263,38 @@ async fn model_flags_take_the_place_of_a_workflow_files_models() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn belt_models_lists_what_a_reachable_local_server_serves() {
+    let server = FakeServer::start().await.unwrap();
+    let list = r#"{"object":"list","data":[{"id":"qwen2.5-7b-instruct","object":"model"},{"id":"phi-4","object":"model"}]}"#;
+    server.set_default(FakeResponse::new(200, list).header("content-type", "application/json"));
+    let dir = Dir::new("models");
+    let run = |args: &'static [&'static str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_belt"));
+        cmd.args(args)
+            .current_dir(&dir.0)
+            .env("BELT_HOME", dir.0.join("home"))
+            .env("OLLAMA_HOST", server.url());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        tokio::task::spawn_blocking(move || cmd.output().expect("run belt"))
+    };
+    let out = run(&["models"]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("Local: ollama at {}/v1 (OLLAMA_HOST):", server.url())), "{text}");
+    assert!(text.contains("  ollama/qwen2.5-7b-instruct\n  ollama/phi-4"), "{text}");
+    let asked = server.requests();
+    assert!(asked.iter().all(|r| r.method == "GET" && r.path == "/v1/models"), "{asked:?}");
+
+    let out = run(&["models", "--json"]).await.unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let local: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["local"] == true)
+        .map(|r| r["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(local, ["ollama/qwen2.5-7b-instruct", "ollama/phi-4"]);
+}
