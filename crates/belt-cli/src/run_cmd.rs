@@ -496,7 +496,9 @@ pub fn summary(r: &RunResult) -> String {
     if r.usage.unpriced_calls > 0 {
         out.push_str(&unpriced_line(r));
     }
-    out.push_str(&truncated_line(r));
+    if let Some(note) = belt_report::truncated_note(r) {
+        out.push_str(&format!("warning: {note}\n"));
+    }
     for d in &r.documents {
         out.push_str(&format!("report:  {}\n", d.path));
     }
@@ -517,24 +519,9 @@ fn unpriced_line(r: &RunResult) -> String {
     let example = models.first().copied().unwrap_or("provider/model");
     format!(
         "cost:    unknown for {} to {} without a known price ({}), not in the total; price them in \
-         belt.toml: [models.\"{example}\"] input = 0.0, output = 0.0 (USD per million tokens)\n",
+         belt.toml: [prices.\"{example}\"] input = 0.0, output = 0.0 (USD per million tokens)\n",
         words::count(r.usage.unpriced_calls, "call"),
         if models.len() == 1 { "a model" } else { "models" },
         if models.is_empty() { "not recorded".to_string() } else { models.join(", ") },
-    )
-}
-
-/// The steps whose output stopped at their token cap, when there are any.
-fn truncated_line(r: &RunResult) -> String {
-    let steps: Vec<&str> =
-        r.agents.iter().filter(|a| a.outcome.truncated()).map(|a| a.step.as_str()).collect();
-    if steps.is_empty() {
-        return String::new();
-    }
-    let shown = steps.iter().take(10).copied().collect::<Vec<_>>().join(", ");
-    let more = if steps.len() > 10 { format!(" and {} more", steps.len() - 10) } else { String::new() };
-    format!(
-        "warning: {} stopped at the token cap, output cut off: {shown}{more}\n",
-        words::count(steps.len() as u64, "step")
     )
 }

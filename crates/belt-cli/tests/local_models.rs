@@ -114,13 +114,13 @@ async fn unpriced_costs_read_unknown_and_truncated_steps_are_marked_everywhere()
         run.stdout
     );
     assert!(
-        run.stdout.contains(&format!("[models.\"{LOCAL}\"] input = 0.0, output = 0.0")),
+        run.stdout.contains(&format!("[prices.\"{LOCAL}\"] input = 0.0, output = 0.0")),
         "{}",
         run.stdout
     );
     assert!(
         run.stdout.contains(&format!(
-            "warning: {calls} steps stopped at the token cap, output cut off: decompose, worker/"
+            "warning: {calls} steps stopped at their token cap, output cut off: decompose, worker/"
         )),
         "{}",
         run.stdout

@@ -58,6 +58,7 @@ mod pdf;
 pub mod words;
 
 pub use cost::Cost;
+pub use model::truncated_note;
 
 /// A document format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -285,10 +285,8 @@ fn meta(r: &RunResult) -> Vec<(&'static str, String)> {
         "Cost",
         format!("{}{}", crate::Cost::of_run(r), if r.simulated { " (nominal, simulated)" } else { "" }),
     ));
-    let truncated: Vec<&str> =
-        r.agents.iter().filter(|a| a.outcome.truncated()).map(|a| a.step.as_str()).collect();
-    if !truncated.is_empty() {
-        rows.push(("Truncated", truncated_note(&truncated)));
+    if let Some(note) = truncated_note(r) {
+        rows.push(("Truncated", note));
     }
     rows.into_iter().map(|(k, v)| (k, md::clean(&one_line(&v)))).collect()
 }
@@ -296,16 +294,21 @@ fn meta(r: &RunResult) -> Vec<(&'static str, String)> {
 /// The mark of a step whose output was cut off at its token cap.
 pub const TRUNCATED: &str = "truncated: stopped at its token cap";
 
-/// "2 steps stopped at their token cap, their output cut off: worker/003, executive" (at
-/// most 10 named).
-fn truncated_note(steps: &[&str]) -> String {
+/// "2 steps stopped at their token cap, output cut off: worker/003, executive" (at most
+/// 10 named), when any step was cut off: the report's and the CLI's one sentence for it.
+pub fn truncated_note(r: &RunResult) -> Option<String> {
+    let steps: Vec<&str> =
+        r.agents.iter().filter(|a| a.outcome.truncated()).map(|a| a.step.as_str()).collect();
+    if steps.is_empty() {
+        return None;
+    }
     let named = steps.iter().take(10).copied().collect::<Vec<_>>().join(", ");
     let more = if steps.len() > 10 { format!(" and {} more", steps.len() - 10) } else { String::new() };
-    let (verb, their) = if steps.len() == 1 { ("stopped", "its") } else { ("stopped", "their") };
-    format!(
-        "{} {verb} at {their} token cap, output cut off: {named}{more}",
+    let their = if steps.len() == 1 { "its" } else { "their" };
+    Some(format!(
+        "{} stopped at {their} token cap, output cut off: {named}{more}",
         crate::words::count(steps.len() as u64, "step")
-    )
+    ))
 }
 
 /// What went wrong with a step the failures table lists: its error, or its truncation.
