@@ -277,7 +277,7 @@ impl App {
         options.plan = plan;
         options.review_plan = spec.review_plan;
         common.apply(spec, &mut options);
-        priced_under_usd_cap(&team.models.all(), &options)?;
+        priced_under_usd_cap(&team.models.all(), &options, BUDGET_FROM_SPEC)?;
         let mut recorded = spec.clone();
         recorded.formats = Some(common.formats_text.clone());
         options.definition = Some(recorded.to_definition());
@@ -300,6 +300,8 @@ const RETRIES: Field = Field::new("retries", "--retries");
 const TIMEOUT: Field = Field::new("timeout", "--timeout");
 const MIN_SUCCESS: Field = Field::new("min_success", "--min-success");
 const BUDGET_USD: Field = Field::new("budget_usd", "--budget-usd");
+/// Where a spec's USD budget is set, as messages name it.
+pub(crate) const BUDGET_FROM_SPEC: &str = "budget_usd, --budget-usd";
 const BUDGET_TOKENS: Field = Field::new("budget_tokens", "--budget-tokens");
 const BUDGET_CALLS: Field = Field::new("budget_calls", "--budget-calls");
 const HITL_TIMEOUT: Field = Field::new("hitl_timeout", "--hitl-timeout");
@@ -495,16 +497,18 @@ pub(crate) fn keys_present<S: AsRef<str>>(models: &[S], providers: &Providers) -
 /// unknown (its calls would be booked at $0), so such a run is refused here, before any call,
 /// naming each model and the belt.toml lines that price it. The engine refuses the model at
 /// call time too, but step by step, after the run has paid for the steps before.
+/// `budget_from` says where the run's USD budget was set (`budget_usd, --budget-usd`).
 pub(crate) fn priced_under_usd_cap<S: AsRef<str>>(
     models: &[S],
     options: &RunOptions,
+    budget_from: &str,
 ) -> Result<(), AppError> {
     let pool = options
         .budget_pool
         .as_ref()
         .filter(|p| p.caps.per_day.max_cost_usd.is_some() || p.caps.per_month.max_cost_usd.is_some());
     let cap = match (options.budget.max_cost_usd, pool) {
-        (Some(usd), _) => format!("the USD budget (budget_usd, --budget-usd: ${usd})"),
+        (Some(usd), _) => format!("the USD budget ({budget_from}: ${usd})"),
         (None, Some(p)) => format!("the USD caps of budget pool `{}`", p.name),
         (None, None) => return Ok(()),
     };

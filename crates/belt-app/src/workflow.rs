@@ -62,6 +62,14 @@ pub(crate) fn bind(spec: &RunSpec, text: &str) -> Result<Bound, AppError> {
     Ok(bound.with_default_model(spec.model.clone().unwrap_or_else(|| SIMULATED_MODEL.to_string())))
 }
 
+/// Where the run's USD budget comes from: the spec's (over the file's), else the file's.
+fn budget_from(spec: &RunSpec, origin: &str) -> String {
+    match spec.budget_usd {
+        Some(_) => crate::prepare::BUDGET_FROM_SPEC.to_string(),
+        None => format!("`budget.usd` of {origin}"),
+    }
+}
+
 /// True when some agent or tier of the file names no model (so the spec's model serves).
 pub(crate) fn needs_default_model(bound: &Bound) -> bool {
     let f = bound.file();
@@ -114,7 +122,7 @@ impl App {
         let Ok(bound) = bind(&spec, text) else { return Ok(()) };
         let mut options = RunOptions::default().with_providers(self.providers(&spec)?);
         bound.settings().apply(&mut options);
-        crate::prepare::priced_under_usd_cap(&bound.models(), &options)
+        crate::prepare::priced_under_usd_cap(&bound.models(), &options, &budget_from(&spec, origin(&spec)))
     }
 
     /// Every mistake of a workflow file at once, as `FILE:LINE:COL: key: message (hint)`:
@@ -177,7 +185,7 @@ pub(crate) fn prepare(app: &App, spec: &RunSpec, text: &str, common: Common) -> 
     options.parallel = !spec.sequential;
     options.review_plan = spec.review_plan;
     common.apply(spec, &mut options);
-    crate::prepare::priced_under_usd_cap(&bound.models(), &options)?;
+    crate::prepare::priced_under_usd_cap(&bound.models(), &options, &budget_from(spec, origin))?;
 
     let mut recorded = spec.clone();
     recorded.out = spec.out.clone().or_else(|| settings.out_dir.as_ref().map(Into::into));
