@@ -92,9 +92,15 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
 /// process exit code.
 pub async fn run(args: RunArgs, store_spec: &StoreSpec, app: &App) -> Result<i32, CliError> {
     let mut spec = spec(&args)?;
+    // BELT_MODEL is a default: the model of a task that names none, and of a workflow file's
+    // agents only where the file names none (--model, in the spec, replaces the file's).
+    let env_model = app.var("BELT_MODEL").filter(|m| !m.trim().is_empty());
+    if spec.workflow.is_none() && spec.model.is_none() {
+        spec.model = env_model.clone();
+    }
     // The model is settled once and recorded, so that a resume uses the same one.
     if spec.model.is_some() || app.needs_default_model(&spec) {
-        let choice = app.choose_model(spec.model.as_deref()).await;
+        let choice = app.choose_model(spec.model.as_deref().or(env_model.as_deref())).await;
         if !args.quiet {
             say_choice(&choice);
         }
@@ -110,7 +116,7 @@ pub async fn run(args: RunArgs, store_spec: &StoreSpec, app: &App) -> Result<i32
     let store = open_store(store_spec).await?;
     app.share_through(&*store);
     let prepared = app.prepare(&spec)?;
-    if !args.quiet {
+    if !args.quiet && args.model.is_some() {
         say_kept_models(app, &spec);
     }
     if args.detach {

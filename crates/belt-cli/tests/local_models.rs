@@ -298,3 +298,24 @@ async fn belt_models_lists_what_a_reachable_local_server_serves() {
         .collect();
     assert_eq!(local, ["ollama/qwen2.5-7b-instruct", "ollama/phi-4"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn belt_model_fills_in_but_does_not_replace_a_workflow_files_model() {
+    let server = truncating_server().await;
+    let dir = Dir::new("belt-model");
+    let pipeline = dir.write("pipeline.yaml", template("pipeline"));
+    // BELT_MODEL is a default: the file's own `defaults.model` (simulated) stays.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_belt"));
+    cmd.args(["run", "-f", pipeline.to_str().unwrap(), "--out", "out", "--json"])
+        .current_dir(&dir.0)
+        .env("BELT_HOME", dir.0.join("home"))
+        .env("OLLAMA_HOST", "127.0.0.1:9")
+        .env("BELT_MODEL", LOCAL)
+        .env("OPENAI_BASE_URL", server.openai_base_url())
+        .env("OPENAI_API_KEY", "sk-local");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["simulated"], true);
+    assert!(server.requests().is_empty(), "the file's model served");
+}
