@@ -342,7 +342,9 @@ pub fn facts(a: &AgentRecord) -> Vec<String> {
     ];
     if a.status == AgentStatus::Completed {
         f.push(format!("{} + {} tokens", a.outcome.usage.input_tokens, a.outcome.usage.output_tokens));
-        f.push(crate::Cost::of_steps([&a.outcome]).to_string());
+        let cost = crate::Cost::of_steps([&a.outcome]);
+        // Among the facts a bare "unknown" would not say of what.
+        f.push(if cost.is_known() { cost.to_string() } else { format!("cost {cost}") });
         f.push(seconds(a.outcome.duration_ms));
     }
     if a.outcome.truncated() {

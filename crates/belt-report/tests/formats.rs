@@ -407,6 +407,7 @@ fn every_format_says_unknown_for_unpriced_costs_and_marks_truncated_steps() {
             "unknown",
             "2 steps stopped at their token cap, output cut off: worker/002, executive",
             "truncated: stopped at its token cap",
+            "cost unknown",
         ] {
             assert!(text.contains(want), "{f}: missing {want:?}");
         }
