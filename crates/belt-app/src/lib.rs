@@ -41,6 +41,7 @@ pub mod files;
 pub mod hitl;
 mod legacy;
 pub mod lenient;
+pub mod local;
 pub mod models;
 pub mod patterns;
 mod prepare;

@@ -226,14 +226,12 @@ impl App {
 
     /// Check `spec` and build what runs it. Nothing is written and nothing is called.
     pub fn prepare(&self, spec: &RunSpec) -> Result<Prepared, AppError> {
-        let common = Common::check(spec)?;
-        let pool = self.budget_pool(spec)?;
-        let mut prepared = match &spec.workflow {
+        let mut common = Common::check(spec)?;
+        common.pool = self.budget_pool(spec)?;
+        match &spec.workflow {
             Some(text) => crate::workflow::prepare(self, spec, text, common),
             None => self.prepare_task(spec, common),
-        }?;
-        prepared.options.budget_pool = pool;
-        Ok(prepared)
+        }
     }
 
     fn prepare_task(&self, spec: &RunSpec, common: Common) -> Result<Prepared, AppError> {
@@ -279,6 +277,7 @@ impl App {
         options.plan = plan;
         options.review_plan = spec.review_plan;
         common.apply(spec, &mut options);
+        priced_under_usd_cap(&team.models.all(), &options, BUDGET_FROM_SPEC)?;
         let mut recorded = spec.clone();
         recorded.formats = Some(common.formats_text.clone());
         options.definition = Some(recorded.to_definition());
@@ -301,6 +300,8 @@ const RETRIES: Field = Field::new("retries", "--retries");
 const TIMEOUT: Field = Field::new("timeout", "--timeout");
 const MIN_SUCCESS: Field = Field::new("min_success", "--min-success");
 const BUDGET_USD: Field = Field::new("budget_usd", "--budget-usd");
+/// Where a spec's USD budget is set, as messages name it.
+pub(crate) const BUDGET_FROM_SPEC: &str = "budget_usd, --budget-usd";
 const BUDGET_TOKENS: Field = Field::new("budget_tokens", "--budget-tokens");
 const BUDGET_CALLS: Field = Field::new("budget_calls", "--budget-calls");
 const HITL_TIMEOUT: Field = Field::new("hitl_timeout", "--hitl-timeout");
@@ -339,6 +340,8 @@ pub(crate) struct Common {
     pub formats: Vec<belt_report::Format>,
     /// `formats` as the spec records it.
     pub formats_text: String,
+    /// The budget pool the run draws from (`budget_pool`), from belt.toml and the store.
+    pub pool: Option<belt_core::shared::BudgetPool>,
 }
 
 impl Common {
@@ -400,6 +403,7 @@ impl Common {
             },
             formats,
             formats_text,
+            pool: None,
         })
     }
 
@@ -418,6 +422,7 @@ impl Common {
             options.policies.set(&tier, policy);
         }
         options.cache_ttl = spec.cache.map(Duration::from_secs);
+        options.budget_pool = self.pool.clone();
     }
 }
 
@@ -486,6 +491,49 @@ pub(crate) fn keys_present<S: AsRef<str>>(models: &[S], providers: &Providers) -
         }
     }
     Ok(())
+}
+
+/// A USD cap — the run's budget or its pool's — cannot be kept with a model whose price is
+/// unknown (its calls would be booked at $0), so such a run is refused here, before any call,
+/// naming each model and the belt.toml lines that price it. The engine refuses the model at
+/// call time too, but step by step, after the run has paid for the steps before.
+/// `budget_from` says where the run's USD budget was set (`budget_usd, --budget-usd`).
+pub(crate) fn priced_under_usd_cap<S: AsRef<str>>(
+    models: &[S],
+    options: &RunOptions,
+    budget_from: &str,
+) -> Result<(), AppError> {
+    let pool = options
+        .budget_pool
+        .as_ref()
+        .filter(|p| p.caps.per_day.max_cost_usd.is_some() || p.caps.per_month.max_cost_usd.is_some());
+    let cap = match (options.budget.max_cost_usd, pool) {
+        (Some(usd), _) => format!("the USD budget ({budget_from}: ${usd})"),
+        (None, Some(p)) => format!("the USD caps of budget pool `{}`", p.name),
+        (None, None) => return Ok(()),
+    };
+    let mut unpriced: Vec<&str> = Vec::new();
+    for link in models.iter().flat_map(|m| m.as_ref().split(',')).map(str::trim) {
+        // A model no provider serves is reported by the checks of providers.
+        let Ok((provider, model)) = options.providers.resolve(link) else { continue };
+        if provider.price(model).is_none() && !unpriced.contains(&link) {
+            unpriced.push(link);
+        }
+    }
+    let Some(first) = unpriced.first() else { return Ok(()) };
+    let lines: Vec<String> =
+        unpriced.iter().map(|m| format!("[prices.\"{m}\"]\ninput = 0.0\noutput = 0.0")).collect();
+    let (models, has, its) = match unpriced.as_slice() {
+        [one] => (format!("`{one}`"), "has", "its"),
+        many => (many.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "), "have", "their"),
+    };
+    Err(AppError::Invalid(format!(
+        "{cap} cannot be kept: {models} {has} no known price, so what {its} calls cost is unknown; \
+         nothing was run. Set {its} price in belt.toml, in US dollars per million tokens (0 for a free \
+         local model):\n\n{}\n\n(the same keys under [models.\"{first}\"] work too), or run without a \
+         USD budget (--budget-tokens caps tokens and needs no price)",
+        lines.join("\n\n")
+    )))
 }
 
 /// True when a model (or a link of a fallback chain) is simulated.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use belt_core::RunOptions;
 use belt_core::limits::Limits;
-use belt_workflow::{Bound, Diagnostics, PatternKind, ValidationContext, Workflow};
+use belt_workflow::{Bound, Diagnostics, ModelChoice, PatternKind, ValidationContext, Workflow};
 
 use crate::error::AppError;
 use crate::models::SIMULATED_MODEL;
@@ -45,12 +45,29 @@ fn invalid(origin: &str, diagnostics: &Diagnostics) -> AppError {
     ))
 }
 
-/// The file parsed and bound to the spec's inputs; agents without a model get the spec's.
+/// The file parsed and bound to the spec's inputs, with the spec's models over the file's
+/// defaults: `model` takes the place of `defaults.model`, a tier's model that of the
+/// cascade's tier (see [`Bound::with_models`]); agents without a model get the spec's.
 pub(crate) fn bind(spec: &RunSpec, text: &str) -> Result<Bound, AppError> {
     let origin = origin(spec);
     let w = Workflow::parse(text, workflow_format(spec, text), origin).map_err(|d| invalid(origin, &d))?;
     let bound = w.bind(spec.inputs.clone()).map_err(|d| invalid(origin, &d))?;
+    let choice = ModelChoice {
+        model: spec.model.clone(),
+        worker: spec.worker_model.clone(),
+        synthesizer: spec.synthesizer_model.clone(),
+        executive: spec.executive_model.clone(),
+    };
+    let bound = bound.with_models(&choice).map_err(|e| AppError::Invalid(format!("{origin}: {e}")))?;
     Ok(bound.with_default_model(spec.model.clone().unwrap_or_else(|| SIMULATED_MODEL.to_string())))
+}
+
+/// Where the run's USD budget comes from: the spec's (over the file's), else the file's.
+fn budget_from(spec: &RunSpec, origin: &str) -> String {
+    match spec.budget_usd {
+        Some(_) => crate::prepare::BUDGET_FROM_SPEC.to_string(),
+        None => format!("`budget.usd` of {origin}"),
+    }
 }
 
 /// True when some agent or tier of the file names no model (so the spec's model serves).
@@ -70,6 +87,44 @@ pub(crate) fn needs_default_model(bound: &Bound) -> bool {
 }
 
 impl App {
+    /// The agents and tiers of `spec`'s workflow that keep a model of their own although the
+    /// spec names `model` (see [`Bound::own_models`]), for a front end to say so; empty
+    /// without a workflow or a model, or when the file does not bind.
+    pub fn models_the_file_keeps(&self, spec: &RunSpec) -> Vec<(String, String)> {
+        let (Some(text), Some(_)) = (&spec.workflow, &spec.model) else { return Vec::new() };
+        // The file's own, less the tiers the spec names models for.
+        let set = [
+            ("the worker tier", &spec.worker_model),
+            ("the swarm", &spec.worker_model),
+            ("the synthesizer tier", &spec.synthesizer_model),
+            ("the executive tier", &spec.executive_model),
+        ];
+        let file_only =
+            RunSpec { worker_model: None, synthesizer_model: None, executive_model: None, ..spec.clone() };
+        let own = bind(&file_only, text).map(|b| b.own_models()).unwrap_or_default();
+        own.into_iter().filter(|(who, _)| !set.iter().any(|(w, m)| w == who && m.is_some())).collect()
+    }
+
+    /// What `belt validate` checks beyond the file itself: a USD budget the file sets with
+    /// a model whose price is unknown (see [`crate::prepare`]). Required inputs not given
+    /// get a placeholder, as they choose no model.
+    pub fn check_workflow_prices(&self, spec: &RunSpec) -> Result<(), AppError> {
+        let Some(text) = &spec.workflow else { return Ok(()) };
+        let mut spec = spec.clone();
+        if let Ok(w) = Workflow::parse(text, workflow_format(&spec, text), origin(&spec)) {
+            for (name, def) in &w.file().inputs {
+                if def.default.is_none() && !spec.inputs.contains_key(name) {
+                    spec.inputs.insert(name.clone(), def.kind.placeholder().to_string());
+                }
+            }
+        }
+        // A file that does not bind is reported by its diagnostics.
+        let Ok(bound) = bind(&spec, text) else { return Ok(()) };
+        let mut options = RunOptions::default().with_providers(self.providers(&spec)?);
+        bound.settings().apply(&mut options);
+        crate::prepare::priced_under_usd_cap(&bound.models(), &options, &budget_from(&spec, origin(&spec)))
+    }
+
     /// Every mistake of a workflow file at once, as `FILE:LINE:COL: key: message (hint)`:
     /// syntax, keys, types, references, providers this application does not know, and —
     /// when `inputs` is given — missing and unknown inputs.
@@ -130,6 +185,7 @@ pub(crate) fn prepare(app: &App, spec: &RunSpec, text: &str, common: Common) -> 
     options.parallel = !spec.sequential;
     options.review_plan = spec.review_plan;
     common.apply(spec, &mut options);
+    crate::prepare::priced_under_usd_cap(&bound.models(), &options, &budget_from(spec, origin))?;
 
     let mut recorded = spec.clone();
     recorded.out = spec.out.clone().or_else(|| settings.out_dir.as_ref().map(Into::into));

@@ -72,11 +72,12 @@ pub enum Command {
     /// Budget pools: what every run drawing from each has spent and holds reserved.
     #[command(subcommand)]
     Budget(BudgetCommand),
-    /// Check this machine's setup: belt.toml, providers and which API keys are set, a local
-    /// Ollama, the store, the API token. One line each, ok/warn/fail with what to do; exit 0
-    /// when nothing failed.
+    /// Check this machine's setup: belt.toml, providers and which API keys are set, local
+    /// model servers (which answer, their models), the store, the API token. One line each,
+    /// ok/warn/fail with what to do; exit 0 when nothing failed.
     Doctor,
-    /// Models with known prices and capabilities, and which providers are ready.
+    /// Models with known prices and capabilities, which providers are ready, and the models
+    /// of local servers that answer (llama.cpp, vLLM, LM Studio, Ollama).
     Models {
         /// As a JSON array.
         #[arg(long)]
@@ -285,16 +286,19 @@ pub struct RunArgs {
     pub refine: Option<u32>,
 
     /// Model for every tier, as provider/model [default: $BELT_MODEL, else the first provider
-    /// whose API key is set, else a local Ollama, else simulated/default]
-    #[arg(short, long, env = "BELT_MODEL")]
+    /// whose API key is set, else a local Ollama, else simulated/default]. With -f FILE it
+    /// takes the place of the file's `defaults.model`; $BELT_MODEL only fills in where the
+    /// file names no model
+    #[arg(short, long)]
     pub model: Option<String>,
-    /// Model for the workers (overrides --model).
+    /// Model for the workers (overrides --model; with -f FILE, a cascade's or swarm's
+    /// `defaults.models.worker` or swarm `model`).
     #[arg(long)]
     pub worker_model: Option<String>,
-    /// Model for the synthesizers (overrides --model).
+    /// Model for the synthesizers (overrides --model; with -f FILE, a cascade's).
     #[arg(long)]
     pub synthesizer_model: Option<String>,
-    /// Model for the executive (overrides --model).
+    /// Model for the executive (overrides --model; with -f FILE, a cascade's).
     #[arg(long)]
     pub executive_model: Option<String>,
 

@@ -7,6 +7,7 @@ use belt_store::StoreSpec;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::error::CliError;
+use belt_report::words::count;
 
 /// `belt budget show [--json]`.
 pub async fn show(json: bool, spec: &StoreSpec, app: &App) -> Result<i32, CliError> {
@@ -49,7 +50,7 @@ pub async fn show(json: bool, spec: &StoreSpec, app: &App) -> Result<i32, CliErr
 
 fn amount(s: &PoolState, reserved: bool) -> String {
     let a = if reserved { s.reserved } else { s.spent };
-    format!("${:.4}, {} tokens, {} calls", a.cost_usd, a.tokens, a.calls)
+    format!("${:.4}, {}, {}", a.cost_usd, count(a.tokens, "token"), count(a.calls, "call"))
 }
 
 fn caps_text(b: &belt_core::Budget) -> String {
@@ -58,10 +59,10 @@ fn caps_text(b: &belt_core::Budget) -> String {
         parts.push(format!("${usd}"));
     }
     if let Some(t) = b.max_tokens {
-        parts.push(format!("{t} tokens"));
+        parts.push(count(t, "token"));
     }
     if let Some(c) = b.max_calls {
-        parts.push(format!("{c} calls"));
+        parts.push(count(c, "call"));
     }
     if parts.is_empty() { "unlimited".into() } else { parts.join(", ") }
 }

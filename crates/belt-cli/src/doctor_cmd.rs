@@ -1,5 +1,6 @@
 //! `belt doctor`: what this machine's belt will use, checked one line at a time — the
-//! configuration file, providers and their keys, a local Ollama, the store, the API token —
+//! configuration file, providers and their keys, local model servers (llama.cpp, vLLM, LM
+//! Studio, Ollama: which answer, with their models), the store, the API token —
 //! each `ok`, `warn` or `fail` with what to do. It runs before the configuration is loaded
 //! (a broken belt.toml is one of the things it reports, not a reason to stop), reads only
 //! the names of keys (never a value), and never prints a store's password.
@@ -10,7 +11,6 @@ use std::time::Duration;
 use belt_app::config::Config;
 use belt_llm::providers::BUILTIN_PROVIDERS;
 use belt_store::StoreSpec;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub async fn doctor(explicit_config: Option<&Path>, home: &Path, store: &StoreSp
     let mut checks = vec![config_check];
     checks.push(providers(config.as_ref(), &env));
     checks.push(keys(config.as_ref(), &env));
-    checks.push(ollama(&env).await);
+    checks.extend(local_servers(&env).await);
     checks.push(store_check(store).await);
     checks.push(api_token(home, &env));
     for c in &checks {
@@ -132,70 +132,56 @@ fn keys(config: Option<&Config>, env: &dyn Fn(&str) -> Option<String>) -> Check 
     ok("keys", format!("set: {}; not set: {}", names(&present), names(&missing)))
 }
 
-/// Ollama at `OLLAMA_HOST` (or its default address): does something answer?
-async fn ollama(env: &dyn Fn(&str) -> Option<String>) -> Check {
-    let from = if env("OLLAMA_HOST").is_some() { "OLLAMA_HOST" } else { "the default address" };
-    let base = belt_llm::providers::ProviderSpec::builtin("ollama")
-        .map(|s| s.resolved_base_url(env))
-        .unwrap_or_else(|| "http://127.0.0.1:11434/v1".into());
-    let root = base.trim_end_matches('/').trim_end_matches("/v1").to_string();
-    let Some((host, port, tls)) = host_port(&root) else {
-        return fail("ollama", format!("OLLAMA_HOST gives `{root}`, not an address: set it as host:port"));
-    };
-    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
-    match tokio::time::timeout(Duration::from_secs(2), connect).await {
-        Ok(Ok(stream)) if !tls => match ollama_version(stream, &host).await {
-            Some(v) => ok("ollama", format!("Ollama {v} answers at {root} ({from})")),
-            None => warn(
-                "ollama",
-                format!("{root} ({from}) accepts connections but does not answer as Ollama does"),
-            ),
-        },
-        Ok(Ok(_)) => ok("ollama", format!("{root} ({from}) is reachable")),
-        _ => warn(
-            "ollama",
-            format!(
-                "nothing answers at {root} ({from}); start it with `ollama serve` (or set OLLAMA_HOST) \
-                 to use local models; not needed otherwise"
-            ),
-        ),
+/// How long a local server has to answer `belt doctor` (they are asked at once).
+const LOCAL_LIMIT: Duration = Duration::from_millis(800);
+
+/// The local model servers (llama.cpp, vLLM, LM Studio, Ollama): a line for each that
+/// answers, with its models; one line naming where the others were looked for.
+async fn local_servers(env: &(dyn Fn(&str) -> Option<String> + Sync)) -> Vec<Check> {
+    use belt_app::local::Reach;
+    let servers = belt_app::local::servers(env, LOCAL_LIMIT).await;
+    let mut checks = Vec::new();
+    let mut silent = Vec::new();
+    for s in &servers {
+        let at = format!("{} ({} moves it)", s.base_url, s.base_url_env);
+        match &s.reach {
+            Reach::Models(models) => checks.push(ok(
+                s.provider,
+                format!(
+                    "answers at {at}: {}; run with --model {}/{}",
+                    models_text(models),
+                    s.provider,
+                    models.first().map_or("NAME", String::as_str)
+                ),
+            )),
+            Reach::Answers(why) => checks
+                .push(warn(s.provider, format!("something answers at {at}, but {why}; is it the server?"))),
+            Reach::Unreachable(_) => silent.push(format!("{} at {at}", s.provider)),
+        }
     }
+    if !silent.is_empty() && checks.is_empty() {
+        checks.push(warn(
+            "local",
+            format!(
+                "no local model server answers ({}); start one (llama-server, `ollama serve`, vLLM, LM Studio) \
+                 to use local models; not needed otherwise",
+                silent.join("; ")
+            ),
+        ));
+    } else if !silent.is_empty() {
+        checks.push(ok("local", format!("not running: {}", silent.join("; "))));
+    }
+    checks
 }
 
-/// `http(s)://host[:port]` as host, port and whether it is TLS.
-fn host_port(url: &str) -> Option<(String, u16, bool)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let tls = scheme == "https";
-    let hostport = rest.split('/').next()?;
-    let default = if tls { 443 } else { 80 };
-    // `[::1]:8080`: the port follows the bracket, the host is inside it.
-    let (host, port) = match hostport.strip_prefix('[') {
-        Some(v6) => match v6.split_once(']')? {
-            (h, "") => (h, default),
-            (h, p) => (h, p.strip_prefix(':')?.parse().ok()?),
-        },
-        None => match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().ok()?),
-            None => (hostport, default),
-        },
-    };
-    (!host.is_empty()).then(|| (host.to_string(), port, tls))
-}
-
-/// Ollama's version from `GET /api/version`, if the server answers that way.
-async fn ollama_version(mut stream: tokio::net::TcpStream, host: &str) -> Option<String> {
-    let request = format!("GET /api/version HTTP/1.0\r\nHost: {host}\r\n\r\n");
-    let exchange = async {
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut answer = Vec::new();
-        stream.take(64 * 1024).read_to_end(&mut answer).await.ok()?;
-        Some(answer)
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(2), exchange).await.ok()??;
-    let answer = String::from_utf8_lossy(&answer);
-    let body = answer.split_once("\r\n\r\n")?.1;
-    let v: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
-    v["version"].as_str().map(str::to_string)
+/// "2 models: a, b", at most 5 named.
+fn models_text(models: &[String]) -> String {
+    let named = models.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    let more = if models.len() > 5 { format!(" and {} more", models.len() - 5) } else { String::new() };
+    match models.len() {
+        0 => "no model loaded".into(),
+        n => format!("{}: {named}{more}", belt_report::words::count(n as u64, "model")),
+    }
 }
 
 /// A URL's password as `***` (`postgres://belt:secret@db/belt` → `postgres://belt:***@db/belt`).
@@ -330,12 +316,5 @@ mod tests {
             one_line(toml),
             "not valid: TOML parse error at line 1, column 18: unclosed table; fix it"
         );
-    }
-
-    #[test]
-    fn addresses_read() {
-        assert_eq!(host_port("http://127.0.0.1:11434"), Some(("127.0.0.1".into(), 11434, false)));
-        assert_eq!(host_port("https://ollama.example"), Some(("ollama.example".into(), 443, true)));
-        assert_eq!(host_port("http://[::1]:8080"), Some(("::1".into(), 8080, false)));
     }
 }

@@ -10,6 +10,7 @@ use belt_core::{
     AgentOutput, Ctx, Orchestrator, Outcome, Plan, RunOptions, RunResult, RunStatus, StepError, StepSpec,
     Subtask, Synthesis, Task,
 };
+use belt_report::Cost;
 use belt_store::StoreSpec;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
@@ -125,13 +126,14 @@ pub async fn runs(command: RunsCommand, spec: &StoreSpec) -> Result<i32, CliErro
                 "run id", "status", "pattern", "task", "steps", "cost", "duration", "started",
             ]);
             for r in runs {
+                let cost = listed_cost(&*store, &r).await?;
                 table.add_row(vec![
                     r.run_id,
                     r.status.to_string(),
                     r.pattern,
                     shorten(&r.task, 40),
                     r.steps.to_string(),
-                    format!("${:.4}", r.cost_usd),
+                    cost.to_string(),
                     r.duration_ms.map_or("—".into(), |d| format!("{:.1}s", d as f64 / 1000.0)),
                     r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 ]);
@@ -185,16 +187,17 @@ pub async fn runs(command: RunsCommand, spec: &StoreSpec) -> Result<i32, CliErro
                 table.add_row(vec![
                     s.step.to_string(),
                     s.tier.to_string(),
-                    "completed".into(),
+                    if s.reply.outcome.truncated() { "completed, truncated" } else { "completed" }.into(),
                     s.reply.outcome.model.to_string(),
                     human(s.reply.outcome.usage.input_tokens),
                     human(s.reply.outcome.usage.output_tokens),
-                    format!("${:.4}", s.reply.outcome.cost_usd),
+                    Cost::of_steps([&s.reply.outcome]).to_string(),
                     format!("{:.1}s", s.reply.outcome.duration_ms as f64 / 1000.0),
                 ]);
             }
             println!("{table}");
-            println!("{} steps recorded; `belt resume {run_id}` continues the run.", steps.len());
+            let recorded = belt_report::words::count(steps.len() as u64, "step");
+            println!("{recorded} recorded; `belt resume {run_id}` continues the run.");
             Ok(0)
         }
         RunsCommand::Events { run_id, follow } => {
@@ -410,6 +413,17 @@ async fn list(store: &dyn RunStore, limit: usize) -> Result<Vec<RunSummary>, Cli
     Ok(runs)
 }
 
+/// What a listed run cost, unpriced calls told apart: the store's summary holds only the
+/// sum of the priced ones, so the run's result (or, unfinished, its steps) says how many
+/// calls it leaves out.
+async fn listed_cost(store: &dyn RunStore, r: &RunSummary) -> Result<Cost, CliError> {
+    if let Some(result) = store.get_result(&r.run_id).await.map_err(usage)? {
+        return Ok(Cost::of_run(&result));
+    }
+    let steps = store.load_steps(&r.run_id).await.map_err(usage)?;
+    Ok(Cost::of_steps(steps.iter().map(|s| &s.reply.outcome)))
+}
+
 /// True while a live process drives the run.
 /// Running, or queued for a driver to start.
 async fn is_live_or_queued(store: &dyn RunStore, run_id: &str) -> Result<bool, CliError> {
@@ -443,12 +457,13 @@ fn agents_table(r: &RunResult) -> Table {
         table.add_row(vec![
             a.step.to_string(),
             a.tier.to_string(),
-            format!("{:?}", a.status).to_lowercase(),
+            format!("{:?}{}", a.status, if a.outcome.truncated() { ", truncated" } else { "" })
+                .to_lowercase(),
             a.outcome.model.to_string(),
             a.outcome.attempts.to_string(),
             human(a.outcome.usage.input_tokens),
             human(a.outcome.usage.output_tokens),
-            format!("${:.4}", a.outcome.cost_usd),
+            Cost::of_steps([&a.outcome]).to_string(),
             format!("{:.1}s", a.outcome.duration_ms as f64 / 1000.0),
         ]);
     }

@@ -92,7 +92,7 @@ fn main() {
             Command::Mcp(args) => serve_cmd::mcp(args, &store, app).await,
             Command::Worker(args) => worker_cmd::worker(args, &store, app).await,
             Command::Budget(args::BudgetCommand::Show { json }) => budget_cmd::show(json, &store, &app).await,
-            Command::Models { json } => Ok(models::list(json, &belt_llm::process_env)),
+            Command::Models { json } => Ok(models::list(json, &belt_llm::process_env).await),
             Command::Patterns { json } => Ok(patterns(json)),
             Command::Validate(args) => workflow_cmd::validate(args, &app),
             Command::Schema => Ok(workflow_cmd::schema()),

@@ -43,7 +43,9 @@ pub struct Progress {
     /// Steps in flight when the run was cancelled.
     cancelled: u64,
     tokens: u64,
-    cost: f64,
+    cost: belt_report::Cost,
+    /// Steps cut off at their token cap so far (the header says so).
+    truncated: u64,
     simulated: bool,
     /// A resumed run: its first event says so.
     resumed: bool,
@@ -87,7 +89,8 @@ impl Progress {
             ended_steps: 0,
             cancelled: 0,
             tokens: 0,
-            cost: 0.0,
+            cost: belt_report::Cost::default(),
+            truncated: 0,
             simulated: false,
             resumed,
             own_steps: false,
@@ -109,7 +112,7 @@ impl Progress {
         match &e.kind {
             EventKind::RunStarted { pattern, agents, concurrency, simulated, .. } => {
                 self.simulated = *simulated;
-                let agents = agents.map(|a| format!(", {a} agents")).unwrap_or_default();
+                let agents = agents.map(|a| format!(", {}", plural(a, "agent"))).unwrap_or_default();
                 let sim = if *simulated {
                     " — simulated provider, outputs are not from a real model"
                 } else {
@@ -142,7 +145,8 @@ impl Progress {
                 self.line(format!("plan ready ({source}): {}; tiers {shape}", plural(*subtasks, "subtask")));
             }
             EventKind::PlanFallback { reason, templated } => {
-                self.line(format!("plan fallback: {reason}; {templated} template subtask(s) used"));
+                let subtasks = plural(*templated, "template subtask");
+                self.line(format!("plan fallback: {reason}; {subtasks} used"));
             }
             EventKind::TierStarted { tier, level, count } => {
                 let (name, count) =
@@ -200,7 +204,8 @@ impl Progress {
                     self.line(format!("{step} ({tier}) done in {secs:.1}s"));
                 }
                 self.tokens += outcome.usage.total();
-                self.cost += outcome.cost_usd;
+                self.cost.known_usd += outcome.cost_usd;
+                self.cost.unpriced_calls += u64::from(outcome.unpriced);
                 self.end_step(level, |l| l.done += 1, true);
             }
             // One line for all of them when the run finishes: a cancelled run of a thousand
@@ -215,6 +220,13 @@ impl Progress {
                 self.end_step(level, |l| l.failed += 1, true);
             }
             EventKind::StepSkipped { .. } => self.end_step(level, |l| l.skipped += 1, false),
+            EventKind::StepTruncated { model, max_tokens, .. } => {
+                let step = e.step.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                self.truncated += 1;
+                self.line(format!(
+                    "warning: {step}: {model} stopped at the token cap ({max_tokens} tokens); its output is cut off"
+                ));
+            }
             EventKind::StepFallback { from, to, error, .. } => {
                 let step = e.step.as_ref().map(|s| s.to_string()).unwrap_or_default();
                 self.line(format!("{step}: {from} failed ({error}); falling back to {to}"));
@@ -299,7 +311,9 @@ impl Progress {
             return;
         }
         let elapsed = self.started.elapsed().as_secs_f64();
-        h.set_message(format!("{} tokens · ${:.4}", human(self.tokens), self.cost));
+        let truncated =
+            if self.truncated > 0 { format!(" · {} truncated", self.truncated) } else { String::new() };
+        h.set_message(format!("{} tokens · {}{truncated}", human(self.tokens), self.cost));
         let mut after = String::new();
         // ETA from the pace so far; the decomposition step is not in total_steps.
         let done = self.ended_steps.saturating_sub(1);
@@ -385,7 +399,7 @@ fn level_of(step: &str) -> usize {
 
 /// `1 subtask`, `12 subtasks`.
 fn plural(n: usize, word: &str) -> String {
-    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+    belt_report::words::count(n as u64, word)
 }
 
 /// 12345 → "12.3k".

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use belt_app::{App, Choice, Prepared, RunSpec, TierPolicy};
 use belt_core::store::{RunStore, StoreError};
 use belt_core::{AgentStatus, Document, DocumentWriter, RunError, RunResult, RunStatus, Subtask, Tier};
+use belt_report::{Cost, words};
 use belt_store::StoreSpec;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
@@ -91,9 +92,15 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
 /// process exit code.
 pub async fn run(args: RunArgs, store_spec: &StoreSpec, app: &App) -> Result<i32, CliError> {
     let mut spec = spec(&args)?;
+    // BELT_MODEL is a default: the model of a task that names none, and of a workflow file's
+    // agents only where the file names none (--model, in the spec, replaces the file's).
+    let env_model = app.var("BELT_MODEL").filter(|m| !m.trim().is_empty());
+    if spec.workflow.is_none() && spec.model.is_none() {
+        spec.model = env_model.clone();
+    }
     // The model is settled once and recorded, so that a resume uses the same one.
     if spec.model.is_some() || app.needs_default_model(&spec) {
-        let choice = app.choose_model(spec.model.as_deref()).await;
+        let choice = app.choose_model(spec.model.as_deref().or(env_model.as_deref())).await;
         if !args.quiet {
             say_choice(&choice);
         }
@@ -109,6 +116,9 @@ pub async fn run(args: RunArgs, store_spec: &StoreSpec, app: &App) -> Result<i32
     let store = open_store(store_spec).await?;
     app.share_through(&*store);
     let prepared = app.prepare(&spec)?;
+    if !args.quiet && args.model.is_some() {
+        say_kept_models(app, &spec);
+    }
     if args.detach {
         return detach(&prepared, &*store, store_spec, args.quiet).await;
     }
@@ -147,6 +157,23 @@ fn say_choice(choice: &Choice) {
         }
         _ => {}
     }
+}
+
+/// With a workflow file, `--model` takes the place of the file's `defaults.model`; agents
+/// and tiers that name their own model keep it: said, so that a run is not on a model the
+/// user did not expect.
+fn say_kept_models(app: &App, spec: &RunSpec) {
+    let kept = app.models_the_file_keeps(spec);
+    if kept.is_empty() {
+        return;
+    }
+    let list: Vec<String> = kept.iter().map(|(who, model)| format!("{who} ({model})")).collect();
+    eprintln!(
+        "belt: --model replaces the file's defaults.model; these keep the model the file gives them: {} \
+         (a cascade's tiers take --worker-model, --synthesizer-model, --executive-model; an agent's own \
+         `model` is changed in the file)",
+        list.join(", ")
+    );
 }
 
 /// Open the store, or say why not.
@@ -416,7 +443,7 @@ pub fn summary(r: &RunResult) -> String {
             count(AgentStatus::Skipped),
             human(v.iter().map(|a| a.outcome.usage.input_tokens).sum()),
             human(v.iter().map(|a| a.outcome.usage.output_tokens).sum()),
-            format!("${:.4}", v.iter().map(|a| a.outcome.cost_usd).sum::<f64>()),
+            Cost::of_steps(v.iter().map(|a| &a.outcome)).to_string(),
             format!("{:.1}s", last.saturating_sub(first) as f64 / 1000.0),
         ];
         if !cancelled {
@@ -432,6 +459,10 @@ pub fn summary(r: &RunResult) -> String {
     if let Some(time) = total.last_mut() {
         *time = format!("{:.1}s", r.duration_ms as f64 / 1000.0);
     }
+    // The run's own figures: they count unpriced calls of steps the table may not list.
+    if let Some(cost) = total.iter_mut().rev().nth(1) {
+        *cost = Cost::of_run(r).to_string();
+    }
     table.add_row(total);
     let mut out = format!("{table}\n");
     out.push_str(&format!("status:  {} ({})\n", r.status, r.stop_reason));
@@ -442,11 +473,11 @@ pub fn summary(r: &RunResult) -> String {
         (read, write) => format!(" ({read} from prompt cache, {write} written to it)"),
     };
     out.push_str(&format!(
-        "usage:   {} calls, {} tokens in{cache}, {} tokens out, ${:.4}{}\n",
+        "usage:   {} calls, {} tokens in{cache}, {} tokens out, {}{}\n",
         r.usage.calls,
         r.usage.input_tokens,
         r.usage.output_tokens,
-        r.cost_usd,
+        Cost::of_run(r),
         if r.simulated { " (simulated provider, nominal price)" } else { "" }
     ));
     // A resumed run: what came from the record and the cache, and what this segment paid.
@@ -454,23 +485,25 @@ pub fn summary(r: &RunResult) -> String {
     let cached = r.agents.iter().filter(|a| a.outcome.cached).count();
     if replayed > 0 {
         let segment: Vec<_> = r.agents.iter().filter(|a| !a.outcome.replayed).collect();
-        let paid: f64 = segment.iter().map(|a| a.outcome.cost_usd).sum();
+        let paid = Cost::of_steps(segment.iter().map(|a| &a.outcome));
         let calls: u64 = segment.iter().map(|a| u64::from(a.outcome.attempts)).sum();
         out.push_str(&format!(
-            "resumed: {replayed} step(s) replayed from the record (not called again), {} run now; \
-             this segment: {calls} calls, ${paid:.4} (the usage above is the whole run's)\n",
-            segment.len()
+            "resumed: {} replayed from the record (not called again), {} run now; \
+             this segment: {}, {paid} (the usage above is the whole run's)\n",
+            words::count(replayed as u64, "step"),
+            segment.len(),
+            words::count(calls, "call"),
         ));
     }
     if cached > 0 {
-        out.push_str(&format!("cache:   {cached} step(s) answered from the response cache, at no cost\n"));
+        let steps = words::count(cached as u64, "step");
+        out.push_str(&format!("cache:   {steps} answered from the response cache, at no cost\n"));
     }
     if r.usage.unpriced_calls > 0 {
-        out.push_str(&format!(
-            "cost:    unknown for {} call(s) to models without a known price (not in the total); \
-             set their prices in belt.toml [prices]\n",
-            r.usage.unpriced_calls
-        ));
+        out.push_str(&unpriced_line(r));
+    }
+    if let Some(note) = belt_report::truncated_note(r) {
+        out.push_str(&format!("warning: {note}\n"));
     }
     for d in &r.documents {
         out.push_str(&format!("report:  {}\n", d.path));
@@ -481,4 +514,20 @@ pub fn summary(r: &RunResult) -> String {
         out.push_str(&format!("\nresume:  belt resume {}", r.run_id));
     }
     out
+}
+
+/// Which models left calls unpriced, and the `belt.toml` lines that price them.
+fn unpriced_line(r: &RunResult) -> String {
+    let mut models: Vec<&str> =
+        r.agents.iter().filter(|a| a.outcome.unpriced).map(|a| &*a.outcome.model).collect();
+    models.sort_unstable();
+    models.dedup();
+    let example = models.first().copied().unwrap_or("provider/model");
+    format!(
+        "cost:    unknown for {} to {} without a known price ({}), not in the total; price them in \
+         belt.toml: [prices.\"{example}\"] input = 0.0, output = 0.0 (USD per million tokens)\n",
+        words::count(r.usage.unpriced_calls, "call"),
+        if models.len() == 1 { "a model" } else { "models" },
+        if models.is_empty() { "not recorded".to_string() } else { models.join(", ") },
+    )
 }

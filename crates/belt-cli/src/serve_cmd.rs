@@ -77,7 +77,8 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>, home: &Pat
     // Runs accepted by a server that stopped before starting them start here, in order.
     let restored = server.restore_queued().await?;
     if restored > 0 {
-        eprintln!("belt: {restored} queued run(s) from the store taken up; they start as slots free");
+        let runs = belt_report::words::count(restored as u64, "queued run");
+        eprintln!("belt: {runs} from the store taken up; they start as slots free");
     }
     eprintln!(
         "belt: serving on http://{local} (dashboard /, API /v1, OpenAPI /openapi.json); default model {model}{}",

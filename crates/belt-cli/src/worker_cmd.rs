@@ -41,8 +41,10 @@ pub async fn worker(args: WorkerArgs, spec: &StoreSpec, app: Arc<App>) -> Result
     let quiet = args.quiet;
     let summary = worker.run(stop, move |event| say(&event, quiet)).await;
     eprintln!(
-        "belt worker {name}: stopped; {} run(s) finished here, {} handed back, {} could not start",
-        summary.finished, summary.handed_back, summary.not_started
+        "belt worker {name}: stopped; {} finished here, {} handed back, {} could not start",
+        belt_report::words::count(summary.finished as u64, "run"),
+        summary.handed_back,
+        summary.not_started
     );
     Ok(0)
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use belt_app::App;
+use belt_report::words::count;
 use belt_workflow::{Format, Workflow};
 use clap::Args;
 
@@ -79,14 +80,28 @@ pub fn validate(args: ValidateArgs, app: &App) -> Result<i32, CliError> {
     let origin = args.file.display().to_string();
     // Without --input, missing required inputs are not a mistake of the file.
     let inputs = (!args.input.is_empty()).then_some(inputs);
-    let diagnostics = app.check_workflow(&text, format, &origin, inputs);
+    let diagnostics = app.check_workflow(&text, format, &origin, inputs.clone());
+    if diagnostics.is_empty() {
+        // What the file cannot show by itself: its USD budget with a model without a price.
+        let spec = belt_app::RunSpec {
+            workflow: Some(text.clone()),
+            workflow_format: Some(format),
+            workflow_file: Some(origin.clone()),
+            inputs: inputs.unwrap_or_default(),
+            ..belt_app::RunSpec::default()
+        };
+        if let Err(e) = app.check_workflow_prices(&spec) {
+            eprintln!("belt: {origin}: {e}");
+            return Ok(2);
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&diagnostics).expect("diagnostics serialize"));
     } else if diagnostics.is_empty() {
         let w = Workflow::parse(&text, format, &origin).map_err(|d| CliError::Usage(d.to_string()))?;
         let f = w.file();
         let what = if f.pattern.has_steps() {
-            format!("{} steps, {} agents", f.steps.len(), f.agents.len())
+            format!("{}, {}", count(f.steps.len() as u64, "step"), count(f.agents.len() as u64, "agent"))
         } else {
             format!("pattern {}", f.pattern.as_str())
         };
@@ -96,7 +111,7 @@ pub fn validate(args: ValidateArgs, app: &App) -> Result<i32, CliError> {
             println!("{d}");
         }
         let n = diagnostics.len();
-        eprintln!("belt: {origin}: {n} error{}", if n == 1 { "" } else { "s" });
+        eprintln!("belt: {origin}: {}", count(n as u64, "error"));
     }
     Ok(if diagnostics.is_empty() { 0 } else { 2 })
 }

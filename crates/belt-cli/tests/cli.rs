@@ -1634,6 +1634,6 @@ fn a_run_served_from_the_cache_says_how_many_steps_came_from_it() {
     assert_eq!(common::calls_so_far(&log), called, "every step came from the cache");
     let steps = common::json(&again)["agents"].as_array().unwrap().len();
     assert!(steps >= 4, "the decomposition and three workers at least: {steps}");
-    let line = format!("cache:   {steps} step(s) answered from the response cache, at no cost");
+    let line = format!("cache:   {steps} steps answered from the response cache, at no cost");
     assert!(said.contains(&line), "{said}");
 }

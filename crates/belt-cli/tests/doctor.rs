@@ -46,10 +46,12 @@ fn on_a_fresh_machine_nothing_fails_and_the_next_steps_are_said() {
     assert!(line(&out, "providers").contains("simulated"), "{out}");
     let keys = line(&out, "keys");
     assert!(keys.starts_with("warn") && keys.contains("export OPENAI_API_KEY"), "{keys}");
-    let ollama = line(&out, "ollama");
+    let local = line(&out, "local");
     assert!(
-        ollama.starts_with("warn") && ollama.contains("127.0.0.1:9") && ollama.contains("OLLAMA_HOST"),
-        "{ollama}"
+        local.starts_with("warn")
+            && local.contains("no local model server answers")
+            && local.contains("ollama at http://127.0.0.1:9/v1 (OLLAMA_HOST moves it)"),
+        "{local}"
     );
     let store = line(&out, "store");
     assert!(store.starts_with("ok") && store.contains("not created yet"), "{store}");
@@ -58,7 +60,7 @@ fn on_a_fresh_machine_nothing_fails_and_the_next_steps_are_said() {
     assert!(out.trim_end().ends_with("checks: 0 failed, 2 to look at"), "{out}");
 }
 
-/// Something that answers `GET /api/version` as Ollama does, once per connection.
+/// Something that answers `GET /v1/models` as Ollama does, once per connection.
 fn fake_ollama() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -66,8 +68,11 @@ fn fake_ollama() -> String {
         for mut stream in listener.incoming().map_while(Result::ok) {
             let mut buf = [0u8; 1024];
             let n = stream.read(&mut buf).unwrap_or(0);
-            let body =
-                if buf[..n].starts_with(b"GET /api/version ") { r#"{"version":"0.9.6"}"# } else { "{}" };
+            let body = if buf[..n].starts_with(b"GET /v1/models ") {
+                r#"{"object":"list","data":[{"id":"llama3.2:latest","object":"model","owned_by":"library"}]}"#
+            } else {
+                "{}"
+            };
             let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
         }
     });
@@ -101,7 +106,12 @@ fn keys_are_named_never_shown_and_the_store_ollama_and_token_are_checked() {
     assert!(keys.starts_with("ok") && keys.contains("set: OPENAI_API_KEY;"), "{keys}");
     assert!(line(&out, "providers").contains("openai"), "{out}");
     let ollama_line = line(&out, "ollama");
-    assert!(ollama_line.starts_with("ok") && ollama_line.contains("Ollama 0.9.6"), "{ollama_line}");
+    assert!(
+        ollama_line.starts_with("ok")
+            && ollama_line.contains(&format!("answers at http://{ollama}/v1 (OLLAMA_HOST moves it)"))
+            && ollama_line.contains("1 model: llama3.2:latest; run with --model ollama/llama3.2:latest"),
+        "{ollama_line}"
+    );
     let store = line(&out, "store");
     assert!(store.starts_with("ok") && store.contains("belt.db opens (") && store.contains("KiB"), "{store}");
     let token_line = line(&out, "api token");

@@ -350,7 +350,7 @@ async fn a_run_failed_in_an_outage_is_finished_by_resume_retry_failed() {
     // It says what it did: resumed, what came from the record, what this segment paid.
     assert!(stderr.contains(&format!("run {id} resumed")), "{stderr}");
     assert!(
-        stderr.contains("2 step(s) replayed from the record") && stderr.contains("this segment: 2 calls"),
+        stderr.contains("2 steps replayed from the record") && stderr.contains("this segment: 2 calls"),
         "{stderr}"
     );
     assert_eq!(again["status"], "completed");

@@ -169,7 +169,7 @@ fn detached_runs_on(dir: &Dir, store: &str) {
     let out = terminate(w, Duration::from_secs(30));
     assert_eq!(code(&out), 0, "a worker asked to stop exits 0: {}", stderr(&out));
     let said = stderr(&out);
-    assert!(said.contains("3 run(s) finished here"), "{said}");
+    assert!(said.contains("3 runs finished here"), "{said}");
 
     let calls = calls_by_run(&log);
     for (id, args) in ids.iter().zip(&specs) {

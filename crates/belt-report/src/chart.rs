@@ -172,6 +172,17 @@ pub fn svg(groups: &[Group<'_>], font: &str) -> String {
             p1 - 12.0
         );
     }
+    // An unpriced agent's bar stands at $0: say that its cost is unknown, not nothing.
+    let unpriced = groups.iter().flat_map(|g| &g.agents).filter(|a| a.outcome.unpriced).count();
+    if unpriced > 0 {
+        let _ = write!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#718096">cost unknown for {} (no price known): drawn at 0</text>"##,
+            LEFT + plot_w,
+            p2 - 12.0,
+            crate::words::count(unpriced as u64, "agent")
+        );
+    }
     s.push_str("</svg>");
     s
 }

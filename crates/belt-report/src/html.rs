@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use belt_core::{AgentRecord, AgentStatus, RunStatus};
 
 use crate::md::{Align, Block, Inline};
-use crate::model::{Model, Section, cited_by, one_line, seconds, status_str};
+use crate::model::{Model, Section, cited_by, seconds, status_str};
 
 const CSS: &str = include_str!("report.css");
 
@@ -108,7 +108,7 @@ pub fn render(m: &Model<'_>) -> String {
                 h,
                 "<tr><td><span class=\"swatch\" style=\"background:{}\"></span>{}</td><td class=\"num\">{}</td>\
                  <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-                 <td class=\"num\">{}</td><td class=\"num\">${:.4}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                 <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
                 crate::chart::PALETTE[g.color % crate::chart::PALETTE.len()],
                 escape(&g.name),
                 g.agents.len(),
@@ -141,7 +141,7 @@ pub fn render(m: &Model<'_>) -> String {
                 escape(a.tier.as_str()),
                 agent_badge(a),
                 a.outcome.attempts,
-                escape(&a.error.as_deref().map(one_line).unwrap_or_default())
+                escape(&crate::model::problem(a))
             );
         }
         h.push_str("</tbody>\n</table></div>\n");

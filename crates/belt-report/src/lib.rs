@@ -47,6 +47,7 @@ use std::io::Write;
 use belt_core::RunResult;
 
 mod chart;
+mod cost;
 mod docx;
 mod html;
 mod markdown;
@@ -54,6 +55,10 @@ pub mod md;
 mod model;
 #[cfg(feature = "pdf")]
 mod pdf;
+pub mod words;
+
+pub use cost::Cost;
+pub use model::truncated_note;
 
 /// A document format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

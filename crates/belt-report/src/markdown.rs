@@ -48,7 +48,7 @@ pub fn render(m: &Model<'_>) -> String {
         for g in &m.groups {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | ${:.4} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 cell(&g.name),
                 g.agents.len(),
                 g.count(belt_core::AgentStatus::Completed),
@@ -70,7 +70,7 @@ pub fn render(m: &Model<'_>) -> String {
     } else {
         md.push_str("| Step | Tier | Status | Attempts | Error |\n|---|---|---|---|---|\n");
         for a in &m.failures {
-            let err = cell(&a.error.as_deref().map(one_line).unwrap_or_default());
+            let err = cell(&crate::model::problem(a));
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} |",

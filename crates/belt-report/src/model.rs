@@ -25,7 +25,8 @@ pub struct Model<'a> {
     pub workers: Vec<Section<'a>>,
     /// Steps of other tiers (agents of other patterns, custom tiers).
     pub others: Vec<Section<'a>>,
-    /// Steps that failed, were skipped or needed more than one attempt.
+    /// Steps that failed, were skipped, needed more than one attempt or were cut off at
+    /// their token cap.
     pub failures: Vec<&'a AgentRecord>,
     pub groups: Vec<Group<'a>>,
     pub sources: Vec<Source>,
@@ -107,8 +108,8 @@ impl Group<'_> {
     pub fn output_tokens(&self) -> u64 {
         self.agents.iter().map(|a| a.outcome.usage.output_tokens).sum()
     }
-    pub fn cost(&self) -> f64 {
-        self.agents.iter().map(|a| a.outcome.cost_usd).sum()
+    pub fn cost(&self) -> crate::Cost {
+        crate::Cost::of_steps(self.agents.iter().map(|a| &a.outcome))
     }
     /// From the first start to the last end, in milliseconds.
     pub fn wall_ms(&self) -> u64 {
@@ -168,7 +169,7 @@ impl<'a> Model<'a> {
         let failures = r
             .agents
             .iter()
-            .filter(|a| a.status != AgentStatus::Completed || a.outcome.attempts > 1)
+            .filter(|a| a.status != AgentStatus::Completed || a.outcome.attempts > 1 || a.outcome.truncated())
             .collect();
         let mut model = Model {
             r,
@@ -282,9 +283,41 @@ fn meta(r: &RunResult) -> Vec<(&'static str, String)> {
     ));
     rows.push((
         "Cost",
-        format!("${:.4}{}", r.cost_usd, if r.simulated { " (nominal, simulated)" } else { "" }),
+        format!("{}{}", crate::Cost::of_run(r), if r.simulated { " (nominal, simulated)" } else { "" }),
     ));
+    if let Some(note) = truncated_note(r) {
+        rows.push(("Truncated", note));
+    }
     rows.into_iter().map(|(k, v)| (k, md::clean(&one_line(&v)))).collect()
+}
+
+/// The mark of a step whose output was cut off at its token cap.
+pub const TRUNCATED: &str = "truncated: stopped at its token cap";
+
+/// "2 steps stopped at their token cap, output cut off: worker/003, executive" (at most
+/// 10 named), when any step was cut off: the report's and the CLI's one sentence for it.
+pub fn truncated_note(r: &RunResult) -> Option<String> {
+    let steps: Vec<&str> =
+        r.agents.iter().filter(|a| a.outcome.truncated()).map(|a| a.step.as_str()).collect();
+    if steps.is_empty() {
+        return None;
+    }
+    let named = steps.iter().take(10).copied().collect::<Vec<_>>().join(", ");
+    let more = if steps.len() > 10 { format!(" and {} more", steps.len() - 10) } else { String::new() };
+    let their = if steps.len() == 1 { "its" } else { "their" };
+    Some(format!(
+        "{} stopped at {their} token cap, output cut off: {named}{more}",
+        crate::words::count(steps.len() as u64, "step")
+    ))
+}
+
+/// What went wrong with a step the failures table lists: its error, or its truncation.
+pub fn problem(a: &AgentRecord) -> String {
+    match (&a.error, a.outcome.truncated()) {
+        (Some(e), _) => one_line(e),
+        (None, true) => TRUNCATED.to_string(),
+        (None, false) => String::new(),
+    }
 }
 
 pub fn seconds(ms: u64) -> String {
@@ -309,8 +342,13 @@ pub fn facts(a: &AgentRecord) -> Vec<String> {
     ];
     if a.status == AgentStatus::Completed {
         f.push(format!("{} + {} tokens", a.outcome.usage.input_tokens, a.outcome.usage.output_tokens));
-        f.push(format!("${:.4}", a.outcome.cost_usd));
+        let cost = crate::Cost::of_steps([&a.outcome]);
+        // Among the facts a bare "unknown" would not say of what.
+        f.push(if cost.is_known() { cost.to_string() } else { format!("cost {cost}") });
         f.push(seconds(a.outcome.duration_ms));
+    }
+    if a.outcome.truncated() {
+        f.push(TRUNCATED.into());
     }
     if a.outcome.attempts > 1 {
         f.push(format!("{} attempts", a.outcome.attempts));

@@ -235,7 +235,7 @@ pub fn source(m: &Model<'_>) -> String {
                 g.count(AgentStatus::Skipped).to_string(),
                 g.input_tokens().to_string(),
                 g.output_tokens().to_string(),
-                format!("${:.4}", g.cost()),
+                g.cost().to_string(),
                 seconds(g.wall_ms()),
                 seconds(g.longest_ms()),
             ];
@@ -258,7 +258,7 @@ pub fn source(m: &Model<'_>) -> String {
                 a.tier.to_string(),
                 status_str(a).to_string(),
                 a.outcome.attempts.to_string(),
-                a.error.as_deref().map(one_line).unwrap_or_default(),
+                crate::model::problem(a),
             ];
             row(&mut t, &cells);
         }

@@ -377,3 +377,51 @@ fn large_runs_chart_buckets_and_every_format_renders() {
         assert!(!render(&r, f).is_empty());
     }
 }
+
+/// A format's text as a person reads it.
+fn text_of(r: &belt_core::RunResult, format: Format) -> String {
+    match format {
+        Format::Markdown | Format::Html => String::from_utf8(render(r, format)).unwrap(),
+        Format::Docx => parse_xml(&unzip(&render(r, format))["word/document.xml"]).text,
+        #[cfg(feature = "pdf")]
+        Format::Pdf => normalize(&pdftotext(&render(r, format))),
+        #[cfg(not(feature = "pdf"))]
+        Format::Pdf => String::new(),
+    }
+}
+
+#[test]
+fn every_format_says_unknown_for_unpriced_costs_and_marks_truncated_steps() {
+    let r = common::local();
+    let mut formats = vec![Format::Markdown, Format::Html, Format::Docx];
+    if cfg!(feature = "pdf") {
+        formats.push(Format::Pdf);
+    }
+    for f in formats {
+        let text = text_of(&r, f);
+        // The run's total is a lower bound; the workers' row (one unpriced) too; the
+        // executive's row and step (all unpriced) are unknown.
+        for want in [
+            "≥ $0.0127 (2 calls unpriced)",
+            "≥ $0.0043 (1 call unpriced)",
+            "unknown",
+            "2 steps stopped at their token cap, output cut off: worker/002, executive",
+            "truncated: stopped at its token cap",
+            "cost unknown",
+        ] {
+            assert!(text.contains(want), "{f}: missing {want:?}");
+        }
+        // The unpriced worker's cost is not shown as a price of zero.
+        assert!(!text.contains("$0.0000"), "{f}: an unknown cost reads as $0.0000");
+    }
+    let svg = belt_report::chart_svg(&r);
+    assert!(svg.contains("cost unknown for 2 agents"), "the chart says which bars are not $0");
+}
+
+#[test]
+fn a_priced_run_says_nothing_of_unknown_costs_or_truncation() {
+    let md = belt_report::markdown(&common::rich());
+    for absent in ["unknown", "unpriced", "truncated", "Truncated"] {
+        assert!(!md.contains(absent), "{absent:?} in a fully priced, untruncated run");
+    }
+}

@@ -38,7 +38,12 @@ pub struct RunInfo {
     pub started_at: Option<DateTime<Utc>>,
     /// Steps completed (recorded) so far.
     pub steps: u64,
+    /// The priced calls' cost: a lower bound when `unpriced_calls` > 0.
     pub cost_usd: f64,
+    /// Calls whose model has no known price (their cost is not in `cost_usd`). Counted for
+    /// `GET /v1/runs/{id}`; lists leave it 0, as the store's run summaries do not hold it.
+    #[serde(default)]
+    pub unpriced_calls: u64,
     pub duration_ms: Option<u64>,
     pub events_url: String,
     /// Why a run never started (cancelled while queued, or its launch failed).
@@ -65,6 +70,12 @@ pub struct StepView {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cost_usd: f64,
+    /// The model has no known price: `cost_usd` is unknown, not 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpriced: bool,
+    /// Why the model stopped (`length`: the output is cut off at its token cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
     pub duration_ms: u64,
     pub attempts: u32,
 }
@@ -113,6 +124,7 @@ fn info_of_live(run: &LiveRun) -> RunInfo {
         started_at: Some(run.created_at),
         steps: 0,
         cost_usd: 0.0,
+        unpriced_calls: 0,
         duration_ms: None,
         events_url: events_url(&run.run_id),
         error,
@@ -192,6 +204,7 @@ impl AppState {
             started_at: Some(s.started_at),
             steps: s.steps,
             cost_usd: s.cost_usd,
+            unpriced_calls: 0,
             duration_ms: s.duration_ms,
             error: None,
         }));
@@ -226,6 +239,7 @@ impl AppState {
                 started_at: result.started_at.or(Some(record.started_at)),
                 steps: result.agents.len() as u64,
                 cost_usd: result.cost_usd,
+                unpriced_calls: result.usage.unpriced_calls,
                 duration_ms: Some(result.duration_ms),
                 events_url: events_url(run_id),
                 error: None,
@@ -253,6 +267,7 @@ impl AppState {
             started_at: Some(record.started_at),
             steps: steps.len() as u64,
             cost_usd: steps.iter().map(|s| s.reply.outcome.cost_usd).sum(),
+            unpriced_calls: steps.iter().filter(|s| s.reply.outcome.unpriced).count() as u64,
             duration_ms: None,
             events_url: events_url(run_id),
             error: None,
@@ -313,6 +328,8 @@ fn step_view(s: &StepRecord) -> StepView {
         input_tokens: s.reply.outcome.usage.input_tokens,
         output_tokens: s.reply.outcome.usage.output_tokens,
         cost_usd: s.reply.outcome.cost_usd,
+        unpriced: s.reply.outcome.unpriced,
+        finish_reason: s.reply.outcome.finish_reason.as_deref().map(String::from),
         duration_ms: s.reply.outcome.duration_ms,
         attempts: s.reply.outcome.attempts,
     }

@@ -381,10 +381,15 @@ impl RunManager {
         }
         let Ok(serde_json::Value::Object(given)) = serde_json::to_value(&request) else { return Ok(request) };
         let mut merged = self.defaults.clone();
-        // A workflow's file decides what it runs; only settings come from the defaults.
+        // A workflow's file decides what it runs; only settings come from the defaults. A
+        // request's `model` takes the place of the file's default model, the server's only
+        // fills in where the file names none.
         if given.contains_key("workflow") {
             for key in ["task", "pattern", "plan"] {
                 merged.remove(key);
+            }
+            if !self.app.needs_default_model(&request) {
+                merged.remove("model");
             }
         }
         merged.extend(given);
@@ -800,6 +805,27 @@ mod tests {
         let mut r = RunSpec::new("x");
         r.model = Some("simulated/other".into());
         assert_eq!(manager().prepare(r).unwrap().spec.model.as_deref(), Some("simulated/other"));
+    }
+
+    #[test]
+    fn the_servers_model_fills_in_for_a_workflow_but_does_not_replace_its_model() {
+        let file = |defaults: &str| {
+            format!(
+                "name: w\ndefaults: {{{defaults}}}\nagents:\n  - {{id: a, role: a writer}}\npattern: sequential\n\
+                 steps:\n  - {{id: s, agent: a, prompt: Write}}\n"
+            )
+        };
+        let with = |text: String| RunSpec { workflow: Some(text), ..RunSpec::default() };
+        // The file names its model: the server's default does not take its place.
+        let named = manager().prepare(with(file("model: simulated/filed"))).unwrap();
+        assert_eq!(named.spec.model, None);
+        // It names none: the server's default serves.
+        let open = manager().prepare(with(file("concurrency: 2"))).unwrap();
+        assert_eq!(open.spec.model.as_deref(), Some("simulated/default"));
+        // A request's own model takes the place of the file's.
+        let mut r = with(file("model: simulated/filed"));
+        r.model = Some("simulated/asked".into());
+        assert_eq!(manager().prepare(r).unwrap().spec.model.as_deref(), Some("simulated/asked"));
     }
 
     #[test]

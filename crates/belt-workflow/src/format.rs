@@ -117,6 +117,15 @@ impl InputType {
             InputType::Boolean => "boolean",
         }
     }
+
+    /// A value of this type, for checks that bind a file without the run's inputs.
+    pub fn placeholder(self) -> &'static str {
+        match self {
+            InputType::String => "x",
+            InputType::Integer | InputType::Number => "1",
+            InputType::Boolean => "true",
+        }
+    }
 }
 
 /// An input of the workflow, used in templates as `inputs.<name>`.

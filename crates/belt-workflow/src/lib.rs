@@ -59,7 +59,7 @@ use std::sync::Arc;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use document::{Loc, MAX_DEPTH, MAX_FILE_BYTES};
 pub use format::{AgentDef, ModelSpec, PatternKind, StepDef, WorkflowFile};
-pub use runner::{Bound, RunSettings, SIMULATED_MODEL, STEP_SCOPE, WorkflowRun};
+pub use runner::{Bound, ModelChoice, RunSettings, SIMULATED_MODEL, STEP_SCOPE, WorkflowRun};
 pub use starter::{Template, template, templates};
 pub use validate::{DEFAULT_ROUTE, MAX_STEPS, ValidationContext};
 

@@ -105,7 +105,108 @@ impl RunSettings {
     }
 }
 
+/// Models the caller chose over the file's (`belt run --model`, `--worker-model`…), each a
+/// model or a comma-separated fallback chain. The file names defaults; the caller's choice
+/// takes their place, level by level (see [`Bound::with_models`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelChoice {
+    /// Takes the place of `defaults.model`: the model of every agent and tier that names no
+    /// model of its own.
+    pub model: Option<String>,
+    /// Take the place of `defaults.models.<tier>` of a cascade; a swarm's agents are its
+    /// workers, so `worker` takes the place of the swarm's `model`.
+    pub worker: Option<String>,
+    pub synthesizer: Option<String>,
+    pub executive: Option<String>,
+}
+
+fn model_spec(chain: &str) -> ModelSpec {
+    let mut models: Vec<String> =
+        chain.split(',').map(str::trim).filter(|m| !m.is_empty()).map(String::from).collect();
+    if models.len() == 1 { ModelSpec::One(models.remove(0)) } else { ModelSpec::Fallbacks(models) }
+}
+
 impl Bound {
+    /// The caller's models over the file's: `choice.model` replaces `defaults.model`, and
+    /// a tier's model replaces the cascade's `defaults.models.<tier>` (a swarm's `model` for
+    /// `worker`). An agent or tier that names its own model keeps it ([`Bound::own_models`]
+    /// lists them), since the file chose it for that agent in particular. Tier models for a
+    /// pattern without tiers are an error that says what applies instead.
+    pub fn with_models(mut self, choice: &ModelChoice) -> Result<Bound, String> {
+        let f = Arc::make_mut(&mut self.file);
+        if let Some(m) = &choice.model {
+            f.defaults.model = Some(model_spec(m));
+        }
+        let tiers = [
+            (&choice.worker, "worker_model (--worker-model)"),
+            (&choice.synthesizer, "synthesizer_model (--synthesizer-model)"),
+            (&choice.executive, "executive_model (--executive-model)"),
+        ];
+        let given: Vec<&str> = tiers.iter().filter(|(m, _)| m.is_some()).map(|(_, name)| *name).collect();
+        match f.pattern {
+            PatternKind::Cascade => {
+                let t = &mut f.defaults.models;
+                for (given, tier) in [
+                    (&choice.worker, &mut t.worker),
+                    (&choice.synthesizer, &mut t.synthesizer),
+                    (&choice.executive, &mut t.executive),
+                ] {
+                    if let Some(m) = given {
+                        *tier = Some(model_spec(m));
+                    }
+                }
+            }
+            PatternKind::Swarm if choice.synthesizer.is_none() && choice.executive.is_none() => {
+                if let (Some(m), Some(swarm)) = (&choice.worker, f.swarm.as_mut()) {
+                    swarm.model = Some(model_spec(m));
+                }
+            }
+            pattern if !given.is_empty() => {
+                return Err(format!(
+                    "{} {} the models of a cascade's tiers (a swarm's agents take --worker-model); this \
+                     workflow's pattern is `{}`, whose agents take `model` (--model) or their own `model` in \
+                     the file",
+                    given.join(" and "),
+                    if given.len() == 1 { "chooses" } else { "choose" },
+                    pattern.as_str()
+                ));
+            }
+            _ => {}
+        }
+        Ok(self)
+    }
+
+    /// The agents and tiers that name a model of their own, as (who, model chain): a
+    /// caller's `model` does not reach them (see [`Bound::with_models`]).
+    pub fn own_models(&self) -> Vec<(String, String)> {
+        let f = &self.file;
+        match f.pattern {
+            PatternKind::Cascade => {
+                let t = &f.defaults.models;
+                [
+                    ("decomposer", &t.decomposer),
+                    ("worker", &t.worker),
+                    ("synthesizer", &t.synthesizer),
+                    ("executive", &t.executive),
+                ]
+                .into_iter()
+                .filter_map(|(tier, m)| m.as_ref().map(|m| (format!("the {tier} tier"), m.chain())))
+                .collect()
+            }
+            PatternKind::Swarm => f
+                .swarm
+                .iter()
+                .filter_map(|s| s.model.as_ref())
+                .map(|m| ("the swarm".to_string(), m.chain()))
+                .collect(),
+            _ => f
+                .agents
+                .iter()
+                .filter_map(|a| a.model.as_ref().map(|m| (format!("agent `{}`", a.id), m.chain())))
+                .collect(),
+        }
+    }
+
     /// The model of agents and tiers the file leaves without one (default
     /// `simulated/default`): the caller's choice, e.g. `belt run --model`.
     pub fn with_default_model(mut self, model: impl Into<String>) -> Bound {

@@ -518,3 +518,50 @@ steps:
         ["flow.yaml:3:48: agents[0].tools[0]: unknown tool `calcualtor` (did you mean `calculator`?)"]
     );
 }
+
+/// The shipped template `name`, bound with its default inputs.
+fn bound_template(name: &str) -> crate::Bound {
+    let t = crate::template(name).expect("a shipped template");
+    Workflow::parse(t.text, Format::Yaml, t.file_name).unwrap().bind(BTreeMap::new()).unwrap()
+}
+
+#[test]
+fn a_callers_models_take_the_place_of_the_files_defaults_level_by_level() {
+    use crate::ModelChoice;
+    // Every shipped template names only a default that `model` replaces: nothing simulated stays.
+    for t in templates() {
+        let choice = ModelChoice { model: Some("openai/x".into()), ..ModelChoice::default() };
+        let bound = bound_template(t.name).with_models(&choice).unwrap();
+        assert_eq!(bound.models(), ["openai/x"], "{}", t.name);
+        assert!(bound.own_models().is_empty(), "{}: {:?}", t.name, bound.own_models());
+    }
+    // A cascade's tiers, a fallback chain among them.
+    let choice = ModelChoice {
+        model: Some("openai/base".into()),
+        executive: Some("anthropic/big, openai/base".into()),
+        ..ModelChoice::default()
+    };
+    let research = bound_template("research").with_models(&choice).unwrap();
+    assert_eq!(research.models(), ["anthropic/big,openai/base", "openai/base"]);
+    assert_eq!(
+        research.own_models(),
+        [("the executive tier".to_string(), "anthropic/big,openai/base".to_string())]
+    );
+    // Tier models on steps: refused, saying what applies.
+    let choice = ModelChoice { synthesizer: Some("openai/x".into()), ..ModelChoice::default() };
+    let e = bound_template("pipeline").with_models(&choice).unwrap_err();
+    assert!(
+        e.contains("synthesizer_model (--synthesizer-model) chooses") && e.contains("`sequential`"),
+        "{e}"
+    );
+    // An agent's own model stays, and is said.
+    let text = crate::template("pipeline")
+        .unwrap()
+        .text
+        .replace("    role: a copy editor\n", "    role: a copy editor\n    model: anthropic/own\n");
+    let bound = Workflow::parse(&text, Format::Yaml, "p").unwrap().bind(BTreeMap::new()).unwrap();
+    let bound =
+        bound.with_models(&ModelChoice { model: Some("openai/x".into()), ..ModelChoice::default() }).unwrap();
+    assert_eq!(bound.models(), ["anthropic/own", "openai/x"]);
+    assert_eq!(bound.own_models(), [("agent `editor`".to_string(), "anthropic/own".to_string())]);
+}

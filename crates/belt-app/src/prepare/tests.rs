@@ -163,3 +163,66 @@ fn a_budget_pool_must_be_defined_and_kept_in_a_shared_store() {
     assert_eq!(pool.caps.per_day.max_cost_usd, Some(5.0));
     assert_eq!(pool.caps.per_month.max_calls, Some(100));
 }
+
+/// An application where OpenAI's key is set, so its models resolve (priced or not).
+fn app_with_openai(config: &str) -> App {
+    let config: Config = toml::from_str(config).unwrap();
+    App::new(config).with_env(Arc::new(|v| (v == "OPENAI_API_KEY").then(|| "k".to_string())))
+}
+
+#[test]
+fn a_usd_cap_refuses_every_unpriced_link_of_every_model_before_the_run() {
+    let app = app_with_openai("");
+    // The fallback of the workers' chain and the executive's model have no price.
+    let s = spec(
+        r#"{"task": "t", "budget_usd": 0.5, "worker_model": "openai/gpt-4.1-mini,openai/my-local",
+            "executive_model": "openai/other-local"}"#,
+    );
+    let e = app.prepare(&s).err().expect("refused").to_string();
+    for want in [
+        "the USD budget (budget_usd, --budget-usd: $0.5) cannot be kept",
+        "`openai/my-local`, `openai/other-local` have no known price",
+        "[prices.\"openai/my-local\"]\ninput = 0.0\noutput = 0.0",
+        "[prices.\"openai/other-local\"]",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in {e}");
+    }
+    assert!(!e.contains("gpt-4.1-mini"), "a priced model is not named: {e}");
+    // Without a USD cap the same run prepares (its cost is then shown as unknown).
+    let mut uncapped = s.clone();
+    uncapped.budget_usd = None;
+    uncapped.budget_tokens = Some(10_000);
+    assert!(app.prepare(&uncapped).is_ok());
+    // Priced in belt.toml: accepted.
+    let priced = app_with_openai(
+        "[prices.\"openai/my-local\"]\ninput = 0.0\noutput = 0.0\n[prices.\"openai/other-local\"]\ninput = 1.0\noutput = 2.0\n",
+    );
+    assert!(priced.prepare(&s).is_ok(), "{:?}", priced.prepare(&s).err());
+}
+
+#[test]
+fn a_workflow_files_usd_budget_counts_as_a_cap_and_the_spec_model_replaces_its_default() {
+    let app = app_with_openai("");
+    let on = |workflow: String| RunSpec {
+        workflow: Some(workflow),
+        inputs: [("topic".to_string(), "rivers".to_string())].into(),
+        ..RunSpec::default()
+    };
+    let own = WORKFLOW
+        .replace("{id: writer, role: a writer}", "{id: writer, role: a writer, model: openai/my-local}");
+    let e = app.prepare(&on(own)).err().expect("refused").to_string();
+    assert!(e.contains("the USD budget (`budget.usd` of workflow: $2)"), "{e}");
+    assert!(e.contains("`openai/my-local` has no known price"), "{e}");
+
+    // The spec's model takes the place of `defaults.model`, not of an agent's own.
+    let mut s = on(WORKFLOW.into());
+    s.model = Some("openai/my-local".into());
+    assert!(app.prepare(&s).err().expect("refused").to_string().contains("`openai/my-local`"));
+    s.model = Some("openai/gpt-4.1-mini".into());
+    assert!(app.prepare(&s).is_ok());
+    assert!(app.models_the_file_keeps(&s).is_empty());
+    // Tier models do not apply to a sequential workflow.
+    s.worker_model = Some("openai/gpt-4.1-mini".into());
+    let e = app.prepare(&s).err().expect("refused").to_string();
+    assert!(e.contains("worker_model (--worker-model) chooses the models of a cascade's tiers"), "{e}");
+}

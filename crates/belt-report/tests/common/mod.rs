@@ -181,3 +181,22 @@ pub fn cascade(workers: usize) -> RunResult {
     });
     serde_json::from_value(value).expect("a valid RunResult")
 }
+
+/// A run on a local model: `rich` with worker/001 and the executive answered by a model
+/// without a price, and worker/002 and the executive cut off at their token cap.
+pub fn local() -> RunResult {
+    let mut v = serde_json::to_value(rich()).expect("a RunResult serializes");
+    let agents = v["agents"].as_array_mut().expect("agents");
+    for (i, unpriced, truncated) in [(1, true, false), (2, false, true), (6, true, true)] {
+        let a = &mut agents[i];
+        a["model"] = json!("llamacpp/qwen2.5-7b");
+        if unpriced {
+            a["unpriced"] = json!(true);
+            a["cost_usd"] = json!(0.0);
+        }
+        a["finish_reason"] = json!(if truncated { "length" } else { "stop" });
+    }
+    v["usage"]["unpriced_calls"] = json!(2);
+    v["cost_usd"] = json!(0.0127);
+    serde_json::from_value(v).expect("a valid RunResult")
+}

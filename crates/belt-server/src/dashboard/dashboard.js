@@ -86,8 +86,14 @@ async function loadPatterns() {
   }
 }
 
-function money(x) {
-  return '$' + (x || 0).toFixed(x >= 1 ? 2 : 4);
+// A cost as belt writes it everywhere: calls whose model has no known price are not in the
+// figure, which is then a lower bound ("≥ $0.0123 (2 calls unpriced)"), or "unknown" when
+// no priced call cost anything.
+function money(x, unpriced) {
+  const known = '$' + (x || 0).toFixed(x >= 1 ? 2 : 4);
+  if (!unpriced) return known;
+  if (!(x > 0)) return 'unknown';
+  return `≥ ${known} (${unpriced} call${unpriced === 1 ? '' : 's'} unpriced)`;
 }
 
 // The store lists a run's steps and cost once it has finished: a running run's come from
@@ -95,18 +101,18 @@ function money(x) {
 async function liveCounts(r) {
   if (view && view.id === r.run_id && view.steps.size) {
     const t = tally();
-    return { steps: t.done + t.failed + t.cancelled, cost: view.cost };
+    return { steps: t.done + t.failed + t.cancelled, cost: view.cost, unpriced: view.unpriced };
   }
   try {
     const v = await json('GET', '/v1/runs/' + encodeURIComponent(r.run_id));
-    return { steps: v.steps, cost: v.cost_usd };
+    return { steps: v.steps, cost: v.cost_usd, unpriced: v.unpriced_calls };
   } catch (e) {
-    return { steps: r.steps, cost: r.cost_usd };
+    return { steps: r.steps, cost: r.cost_usd, unpriced: r.unpriced_calls };
   }
 }
 
 function runMeta(r, c) {
-  return `${r.status} · ${r.pattern} · ${c.steps} step${c.steps === 1 ? '' : 's'} · ${money(c.cost)}`;
+  return `${r.status} · ${r.pattern} · ${c.steps} step${c.steps === 1 ? '' : 's'} · ${money(c.cost, c.unpriced)}`;
 }
 
 async function refreshRuns() {
@@ -128,7 +134,7 @@ async function refreshRuns() {
     task.textContent = r.task;
     const meta = document.createElement('div');
     meta.className = 'meta';
-    meta.textContent = runMeta(r, { steps: r.steps, cost: r.cost_usd });
+    meta.textContent = runMeta(r, { steps: r.steps, cost: r.cost_usd, unpriced: r.unpriced_calls });
     if (r.status === 'running' && live.length < 10) live.push([r, meta]);
     li.append(task, meta);
     li.addEventListener('click', () => openRun(r.run_id));
@@ -285,7 +291,7 @@ function resetView(id) {
   $('report-panel').hidden = true;
   $('report-frame').srcdoc = '';
   $('run-note').textContent = '';
-  view = { id, steps: new Map(), total: 0, tokens: 0, cost: 0, start: null, end: null, status: '', selected: null, source: null, finished: false, pattern: '', shape: null };
+  view = { id, steps: new Map(), total: 0, tokens: 0, cost: 0, unpriced: 0, start: null, end: null, status: '', selected: null, source: null, finished: false, pattern: '', shape: null };
 }
 
 function setStatus(status) {
@@ -384,7 +390,8 @@ function node(step, tier) {
 
 function mark(n, status) {
   n.status = status;
-  n.el.className = 'agent ' + status + (view.selected === n.step ? ' selected' : '');
+  n.el.className =
+    'agent ' + status + (view.selected === n.step ? ' selected' : '') + (n.truncated ? ' truncated' : '');
   n.el.dataset.status = status;
 }
 
@@ -403,7 +410,7 @@ function counts() {
     (t.failed ? ` · ${t.failed} failed` : '') +
     (t.cancelled ? ` · ${t.cancelled} cancelled` : '');
   $('tokens').textContent = view.tokens.toLocaleString();
-  $('cost').textContent = money(view.cost);
+  $('cost').textContent = money(view.cost, view.unpriced);
 }
 
 function tick() {
@@ -456,6 +463,7 @@ function onEvent(e) {
       mark(n, 'done');
       view.tokens += e.input_tokens + e.output_tokens;
       view.cost += e.cost_usd;
+      if (e.unpriced) view.unpriced += 1;
       if (view.selected === step && !n.text) loadOutput(step);
       break;
     }
@@ -463,6 +471,14 @@ function onEvent(e) {
       const n = node(step, e.tier);
       n.error = e.error;
       mark(n, e.error_kind === 'cancelled' || wasCancelled(step, e.error) ? 'cancelled' : 'failed');
+      break;
+    }
+    case 'step_truncated': {
+      // The step completes all the same; its box says its output is cut off.
+      const n = node(step, e.tier);
+      n.truncated = true;
+      n.el.classList.add('truncated');
+      n.el.title = `truncated: ${e.model} stopped at its token cap (${e.max_tokens} tokens)`;
       break;
     }
     case 'step_skipped':
