@@ -58,9 +58,9 @@ impl LocalServer {
     }
 }
 
-/// The built-in providers that need no key: those that run on this machine.
+/// The built-in providers of servers that run on this machine (llama.cpp, Ollama, vLLM, LM Studio).
 pub fn local_providers() -> impl Iterator<Item = &'static belt_llm::providers::BuiltinProvider> {
-    BUILTIN_PROVIDERS.iter().filter(|b| b.key_env.is_empty())
+    BUILTIN_PROVIDERS.iter().filter(|b| b.is_local())
 }
 
 /// Every local provider probed at once, each within `limit`, in the built-in order.

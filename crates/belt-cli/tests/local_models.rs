@@ -1,7 +1,9 @@
-//! `belt` against a model that has no known price and stops at its token cap, as a user of
-//! a local server (llama.cpp, vLLM…) reached through `OPENAI_BASE_URL` sees it: costs read
-//! "unknown" (never $0.0000), truncated steps are marked, a USD budget is refused before any
-//! call, and `--model` takes the place of a workflow file's default model.
+//! `belt` against a model that has no known price and stops at its token cap, reached
+//! through `OPENAI_BASE_URL`: costs read "unknown" (never $0.0000), truncated steps are
+//! marked, a USD budget is refused before any call, and `--model` takes the place of a
+//! workflow file's default model. The fake listens on 127.0.0.1, where belt takes a server
+//! for the user's own and bills it as free; `shipped_prices = true` makes it a gateway in
+//! front of OpenAI, billed at OpenAI's prices — which this model does not have.
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
@@ -9,8 +11,11 @@ use std::process::{Command, Stdio};
 
 use belt_llm::fake_server::{FakeResponse, FakeServer, FakeUsage, UsageShape};
 
-/// No price in belt's table: what a local server's model is.
+/// No price in belt's table.
 const LOCAL: &str = "openai/qwen2.5-7b-local";
+
+/// The fake stands for a gateway in front of OpenAI (see the module docs).
+const GATEWAY: &str = "[providers.openai]\nshipped_prices = true\n";
 
 struct Dir(PathBuf);
 
@@ -19,6 +24,7 @@ impl Dir {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let d = std::env::temp_dir().join(format!("belt-local-{name}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(d.join("home")).unwrap();
+        std::fs::write(d.join("belt.toml"), GATEWAY).unwrap();
         Dir(d)
     }
 
@@ -189,7 +195,7 @@ async fn a_usd_budget_with_an_unpriced_model_is_refused_before_any_call() {
     assert!(invalid.stderr.contains(&lines), "{}", invalid.stderr);
 
     // The lines it gives, in belt.toml, make both valid; the run's cost is then known.
-    dir.write("belt.toml", &lines);
+    dir.write("belt.toml", &format!("{GATEWAY}{lines}"));
     let valid = belt(&dir, &server, &["validate", file]).await;
     assert_eq!(valid.code, 0, "{}{}", valid.stdout, valid.stderr);
     assert!(valid.stdout.contains("1 step, 1 agent"), "{}", valid.stdout);
@@ -219,7 +225,7 @@ async fn model_flags_take_the_place_of_a_workflow_files_models() {
 
     // A cascade's tiers: --model for all, --executive-model for the last one. The template
     // has a USD budget, so the local model needs a price.
-    dir.write("belt.toml", &format!("[prices.\"{LOCAL}\"]\ninput = 0.0\noutput = 0.0\n"));
+    dir.write("belt.toml", &format!("{GATEWAY}[prices.\"{LOCAL}\"]\ninput = 0.0\noutput = 0.0\n"));
     let research = dir.write("research.yaml", template("research"));
     let before = server.requests().len();
     let args =
@@ -268,7 +274,7 @@ async fn model_flags_take_the_place_of_a_workflow_files_models() {
 async fn belt_models_lists_what_a_reachable_local_server_serves() {
     let server = FakeServer::start().await.unwrap();
     let list = r#"{"object":"list","data":[{"id":"qwen2.5-7b-instruct","object":"model"},{"id":"phi-4","object":"model"}]}"#;
-    server.set_default(FakeResponse::new(200, list).header("content-type", "application/json"));
+    server.on_get(FakeResponse::new(200, list).header("content-type", "application/json"));
     let dir = Dir::new("models");
     let run = |args: &'static [&'static str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_belt"));

@@ -189,6 +189,9 @@ pub(crate) struct Shared {
     pub human: crate::human::Human,
     /// Caps that stopped a pattern, in the order they were hit.
     pub caps: Mutex<Vec<crate::caps::CapHit>>,
+    /// Context windows models reported in their `prompt_too_long` answers
+    /// ([`Ctx::learn_window`]), by model chain.
+    pub windows: Mutex<HashMap<Arc<str>, u64>>,
 }
 
 /// A provider call in flight. Cancelling a run drops the futures of its steps; a call
@@ -405,7 +408,9 @@ impl Ctx {
     /// What `models` (a model or a fallback chain) can do and hold: the first model's
     /// capabilities, with the smallest context window any model of the chain reports (a
     /// prompt sized for it fits them all). `None` when no provider knows anything.
+    /// A window this run learned from the model itself ([`Ctx::learn_window`]) wins.
     pub async fn capabilities(&self, models: &str) -> Option<crate::llm::Capabilities> {
+        let learned = self.shared.windows.lock().unwrap_or_else(|p| p.into_inner()).get(models).copied();
         let chain = self.shared.providers.chain(models).ok()?;
         let mut found: Option<crate::llm::Capabilities> = None;
         for link in &chain {
@@ -420,7 +425,19 @@ impl Ctx {
                 }
             }
         }
+        if let Some(w) = learned {
+            let caps = found.get_or_insert_with(Default::default);
+            caps.context_window = Some(caps.context_window.map_or(w, |c| c.min(w)));
+        }
         found
+    }
+
+    /// Remember the context window `models` reported (a `prompt_too_long` answer that said
+    /// it), so the rest of the run sizes its prompts for it without being refused first.
+    pub fn learn_window(&self, models: &str, window: u64) {
+        let mut windows = self.shared.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let w = windows.entry(Arc::from(models)).or_insert(window);
+        *w = (*w).min(window);
     }
 
     /// The response cache's answer to this request, if it has one (it costs nothing).

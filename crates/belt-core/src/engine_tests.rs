@@ -1681,5 +1681,8 @@ async fn a_known_small_window_is_fitted_before_any_call() {
 async fn a_prompt_too_long_answer_splits_the_group_instead_of_failing() {
     let (r, p) = small_window_run(false).await;
     assert_every_worker_reached_the_top(&r);
-    assert!(p.refused.load(std::sync::atomic::Ordering::Relaxed) > 0, "the model refused first");
+    // Refused once per synthesizer running when it first answered so (two at once); the
+    // window it reported sized every prompt after.
+    let refused = p.refused.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((1..=2).contains(&refused), "{refused} refusals");
 }

@@ -376,6 +376,7 @@ pub async fn run<O: Orchestrator>(
         usage,
         human: options.human.clone().unwrap_or_else(crate::human::Human::unattended),
         caps: Mutex::new(Vec::new()),
+        windows: Mutex::new(HashMap::new()),
     });
     tokio::spawn(heartbeat(ctx.clone(), owner.clone(), heartbeat_done.clone()));
     // Events reach the store from their own task, in batches, so emitting stays cheap.

@@ -88,13 +88,15 @@ async fn probe_all(core: &HttpCore, model: &str) -> Option<Discovered> {
 
 async fn ask(core: &HttpCore, probe: Probe, model: &str) -> Option<Discovered> {
     let root = core.base_url.trim_end_matches('/').trim_end_matches("/v1");
+    // A new connection each time: asked once per model, and a pooled connection may be one
+    // the server closed after a streamed reply (llama-server does).
+    let client = &core.fresh;
     let request = match probe {
-        Probe::Props => core.client.get(format!("{root}/props")),
-        Probe::Show => core
-            .client
-            .post(format!("{root}/api/show"))
-            .body(serde_json::json!({ "model": model }).to_string()),
-        Probe::Models => core.client.get(format!("{}/models", core.base_url)),
+        Probe::Props => client.get(format!("{root}/props")),
+        Probe::Show => {
+            client.post(format!("{root}/api/show")).body(serde_json::json!({ "model": model }).to_string())
+        }
+        Probe::Models => client.get(format!("{}/models", core.base_url)),
     };
     let response = request.send().await.ok()?;
     if !response.status().is_success() {

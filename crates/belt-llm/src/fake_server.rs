@@ -633,6 +633,8 @@ fn anthropic_frames(model: &str, deltas: &[&str], usage: FakeUsage) -> Vec<Strin
 struct ServerState {
     script: Mutex<VecDeque<FakeResponse>>,
     default: Mutex<Option<FakeResponse>>,
+    /// The answer to every `GET` (404 when unset), apart from the script.
+    get: Mutex<Option<FakeResponse>>,
     requests: Mutex<Vec<RecordedRequest>>,
     /// When each request arrived and the status it was answered with, in order (for tests
     /// of rate limits).
@@ -684,6 +686,14 @@ impl FakeServer {
         self
     }
 
+    /// Answer every `GET` with `response` (a model list, say). Without it a `GET` — what a
+    /// client asks a local server about itself — gets a 404; either way it uses none of
+    /// the script and counts in neither the arrivals nor the calls in flight.
+    pub fn on_get(&self, response: FakeResponse) -> &Self {
+        *self.state.get.lock().expect("fake server lock") = Some(response);
+        self
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.requests.lock().expect("fake server lock").clone()
@@ -721,9 +731,10 @@ impl Drop for FakeServer {
 async fn handle(State(state): State<Arc<ServerState>>, request: Request) -> Response {
     use std::sync::atomic::Ordering::SeqCst;
     if request.method() == axum::http::Method::GET {
-        // What a client asks a local server about itself (`/props`, `/v1/models`): this
-        // fake is not one. Recorded, but not a call: the script, the arrivals and the
-        // count in flight are for completion calls.
+        // What a client asks a local server about itself (`/props`, `/v1/models`).
+        // Recorded, but not a call: the script, the arrivals and the count in flight are
+        // for completion calls.
+        let answer = state.get.lock().ok().and_then(|g| g.clone());
         if let Ok(mut all) = state.requests.lock() {
             all.push(RecordedRequest {
                 method: "GET".into(),
@@ -731,6 +742,9 @@ async fn handle(State(state): State<Arc<ServerState>>, request: Request) -> Resp
                 headers: Vec::new(),
                 body: Vec::new(),
             });
+        }
+        if let Some(answer) = answer {
+            return respond(answer).await;
         }
         return Response::builder()
             .status(StatusCode::NOT_FOUND)

@@ -255,9 +255,10 @@ pub(crate) struct HttpCore {
     /// Where requests go: the base URL and the wire format's path.
     pub url: String,
     pub client: reqwest::Client,
-    /// A client that keeps no idle connection: every request on it opens a new one (the
-    /// re-send of a request whose pooled connection turned out dead).
-    fresh: reqwest::Client,
+    /// A client that keeps no pool: every request on a new connection (a re-send after a
+    /// stale pooled connection, and discovery, which a server closing its connections after
+    /// each streamed reply would otherwise meet on a dead one).
+    pub(crate) fresh: reqwest::Client,
     pub key_env: Option<String>,
     pub base_url_env: Option<String>,
     pub has_key: bool,

@@ -502,6 +502,9 @@ impl Cascade {
             }
             match ctx.llm(spec.clone().resizable(), request).await {
                 Err(StepError::Llm { error: LlmError::PromptTooLong { context_window, .. }, .. }) => {
+                    if let Some(w) = context_window {
+                        ctx.learn_window(&self.merge_settings(&spec).model, w);
+                    }
                     self.shrink(ctx, task, spec, inputs, context_window.or(window)).await
                 }
                 other => other.map(|r| r.text),
