@@ -49,6 +49,7 @@ pub mod store;
 pub mod testing;
 pub mod tools;
 pub mod usage;
+pub mod words;
 
 pub use budget::Budget;
 pub use ctx::{Ctx, StepError, Stop};

@@ -606,8 +606,12 @@ impl HttpCore {
         let origin = origin(&self.url);
         let causes = error_chain(error);
         let check = match &self.base_url_env {
-            Some(env) => format!("check {env} (now {origin}) and that the server is up"),
-            None => format!("check the base URL ({origin}) and that the server is up"),
+            Some(env) => {
+                format!("check {env} (now {}) and that the server is up", origin_and_path(&self.base_url))
+            }
+            None => {
+                format!("check the base URL ({}) and that the server is up", origin_and_path(&self.base_url))
+            }
         };
         match phase {
             Phase::Send if error.is_timeout() => LlmError::Connection(format!(

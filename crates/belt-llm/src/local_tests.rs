@@ -77,6 +77,8 @@ async fn a_server_that_is_down_is_still_a_connection_error() {
     server.stop().await;
     let err = provider.call("m", &ask(0)).await.unwrap_err();
     assert!(matches!(err, belt_core::llm::LlmError::Connection(_)), "{err:?}");
+    // The hint names the base URL as it is set, `/v1` included.
+    assert!(err.to_string().contains(&format!("({})", server.openai_base_url())), "{err}");
     server.restart().await.unwrap();
     provider.call("m", &ask(0)).await.unwrap();
 }

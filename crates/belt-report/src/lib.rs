@@ -55,7 +55,8 @@ pub mod md;
 mod model;
 #[cfg(feature = "pdf")]
 mod pdf;
-pub mod words;
+/// English for counts and roles (in the core, where patterns write roles too).
+pub use belt_core::words;
 
 pub use cost::Cost;
 pub use model::truncated_note;

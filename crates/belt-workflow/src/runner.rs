@@ -367,7 +367,7 @@ impl Bound {
         let mut system = a
             .role
             .as_deref()
-            .map(|r| format!("You are {}.", r.trim().trim_end_matches('.')))
+            .map(|r| format!("You are {}.", belt_core::words::with_article(r.trim().trim_end_matches('.'))))
             .unwrap_or_default();
         if let Some(s) = &a.system {
             // Validated before binding; a render error here leaves the template as written.

@@ -326,8 +326,8 @@ impl Orchestrator for Cascade {
         );
         let request = LlmRequest::new(self.worker.model.clone(), prompt)
             .system(format!(
-                "You are a {} working on one part of a larger research task. Be specific and factual.",
-                subtask.specialization
+                "You are {} working on one part of a larger research task. Be specific and factual.",
+                crate::words::with_article(&subtask.specialization)
             ))
             .temperature(self.worker.temperature)
             .max_tokens(self.worker.max_tokens)

@@ -221,7 +221,9 @@ pub fn parse_specs(text: &str) -> Vec<AgentSpec> {
             let role = text_of(o, &["role", "description", "purpose", "task"]).unwrap_or_default();
             let system_prompt = text_of(o, &["system_prompt", "system", "prompt", "instructions"])
                 .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| format!("You are a {}. {role}", name.replace('-', " ")));
+                .unwrap_or_else(|| {
+                    format!("You are {}. {role}", crate::words::with_article(&name.replace('-', " ")))
+                });
             (!name.is_empty() && seen.insert(name.clone())).then_some(AgentSpec { name, role, system_prompt })
         })
         .collect()

@@ -2,7 +2,7 @@
 //! "an analyst".
 //!
 //! ```
-//! use belt_report::words;
+//! use belt_core::words;
 //! assert_eq!(words::count(1, "agent"), "1 agent");
 //! assert_eq!(words::count(3, "agent"), "3 agents");
 //! assert_eq!(words::count_irregular(2, "synthesis", "syntheses"), "2 syntheses");
