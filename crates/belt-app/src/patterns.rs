@@ -21,6 +21,8 @@ pub struct Team {
     pub synthesize: SynthesizeMode,
     /// Critique-and-revise rounds (0: the pattern's default).
     pub refine: u32,
+    /// Continuations asked of a worker cut off by its token cap (cascade).
+    pub continue_truncated: u32,
 }
 
 /// The model of each tier, resolved (`provider/model`, or a fallback chain).
@@ -239,6 +241,7 @@ fn cascade(t: &Team) -> Arc<dyn Orchestrator> {
     cascade.group_size = t.group_size;
     cascade.synthesize = t.synthesize;
     cascade.refine = t.refine as usize;
+    cascade.continue_truncated = t.continue_truncated as usize;
     cascade.worker.model = t.models.worker.as_str().into();
     cascade.synthesizer.model = t.models.synthesizer.as_str().into();
     cascade.executive.model = t.models.executive.as_str().into();
@@ -324,7 +327,14 @@ mod tests {
             synthesizer: "simulated/s".into(),
             executive: "simulated/e".into(),
         };
-        let team = Team { agents: 3, models, group_size: 5, synthesize: SynthesizeMode::Auto, refine: 0 };
+        let team = Team {
+            agents: 3,
+            models,
+            group_size: 5,
+            synthesize: SynthesizeMode::Auto,
+            refine: 0,
+            continue_truncated: 0,
+        };
         for p in from_task() {
             let o = (p.build.unwrap())(&team);
             assert_eq!(o.name(), p.name, "the orchestrator of `{}` names itself so", p.name);

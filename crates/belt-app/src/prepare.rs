@@ -262,6 +262,7 @@ impl App {
             group_size: in_range(GROUP_SIZE, spec.group_size.unwrap_or(5), 2, 1000)? as usize,
             synthesize: spec.synthesize.unwrap_or(SynthesizeMode::Auto),
             refine: in_range(REFINE, spec.refine.unwrap_or(0), 0, 20)?,
+            continue_truncated: in_range(CONTINUE, spec.continue_truncated.unwrap_or(0), 0, 5)?,
         };
         let build =
             pattern.build.ok_or_else(|| AppError::Invalid(format!("`{}` cannot be built", pattern.name)))?;
@@ -296,6 +297,7 @@ const AGENTS: Field = Field::new("agents", "--agents");
 const CONCURRENCY: Field = Field::new("concurrency", "--concurrency");
 const GROUP_SIZE: Field = Field::new("group_size", "--group-size");
 const REFINE: Field = Field::new("refine", "--refine");
+const CONTINUE: Field = Field::new("continue_truncated", "--continue-truncated");
 const RETRIES: Field = Field::new("retries", "--retries");
 const TIMEOUT: Field = Field::new("timeout", "--timeout");
 const MIN_SUCCESS: Field = Field::new("min_success", "--min-success");

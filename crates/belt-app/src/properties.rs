@@ -230,6 +230,7 @@ fn wild_spec() -> impl Strategy<Value = RunSpec> {
         some(prop_oneof![0u32..300, Just(MAX_AGENTS), Just(MAX_AGENTS + 1), any::<u32>()]),
         some(prop::collection::vec(subtask(), 0..5)),
         some(0u32..25),
+        some(0u32..8),
     );
     let models = (some(model()), some(model()), some(model()), some(model()));
     let policy = (
@@ -280,7 +281,7 @@ fn wild_spec() -> impl Strategy<Value = RunSpec> {
     );
     (what, models, policy, limits, workflow, rest).prop_map(
         |(
-            (task, context, pattern, agents, plan, refine),
+            (task, context, pattern, agents, plan, refine, continue_truncated),
             (model, worker_model, synthesizer_model, executive_model),
             (concurrency, sequential, timeout, retries, policies, group_size, synthesize, min_success),
             (budget_usd, budget_tokens, budget_calls, review_plan, approve_all, hitl_timeout, cache),
@@ -293,6 +294,7 @@ fn wild_spec() -> impl Strategy<Value = RunSpec> {
             agents,
             plan,
             refine,
+            continue_truncated,
             model,
             worker_model,
             synthesizer_model,

@@ -48,6 +48,11 @@ pub struct RunSpec {
     #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 20))]
     pub refine: Option<u32>,
+    /// How many times a worker cut off by its token cap (`finish_reason` `length`) is asked
+    /// to continue where it stopped (0 to 5; default 0). Cascade only.
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 5))]
+    pub continue_truncated: Option<u32>,
 
     /// Model for every tier as `provider/model`, e.g. `openai/gpt-4o-mini` or
     /// `simulated/default` (offline, simulated text); `a/x,b/y` falls back from x to y.

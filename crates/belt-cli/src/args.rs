@@ -284,6 +284,10 @@ pub struct RunArgs {
     /// [default: 0]; for `--pattern iterative`, the most drafts [default there: 3].
     #[arg(long, value_name = "N")]
     pub refine: Option<u32>,
+    /// Ask a worker cut off by its token cap to continue where it stopped, up to N times,
+    /// 0-5 (cascade) [default: 0]. A truncated step is marked in the summary either way.
+    #[arg(long, value_name = "N")]
+    pub continue_truncated: Option<u32>,
 
     /// Model for every tier, as provider/model [default: $BELT_MODEL, else the first provider
     /// whose API key is set, else a local Ollama, else simulated/default]. With -f FILE it

@@ -56,6 +56,7 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
         agents: args.agents,
         plan: args.plan.as_deref().map(read_plan).transpose()?,
         refine: args.refine,
+        continue_truncated: args.continue_truncated,
         model: args.model.clone(),
         worker_model: args.worker_model.clone(),
         synthesizer_model: args.synthesizer_model.clone(),

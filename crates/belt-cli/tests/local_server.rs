@@ -147,3 +147,28 @@ async fn a_server_restarting_mid_run_is_waited_out() {
     assert_eq!(server.max_completions_per_prompt(), 1, "no step was answered twice");
     assert_eq!(server.completions(), 16, "decompose, 12 workers, 2 synthesizers, the executive");
 }
+
+/// `--continue-truncated 1`: a worker stopped by its token cap (1,024 tokens, the
+/// server's window being larger) is asked once to go on, as a step of its own, and its
+/// output is the two parts joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_worker_is_asked_to_continue() {
+    let server = FakeLocalServer::start(LocalConfig::llamacpp().n_ctx(16_384).slots(2).reply_tokens(1500))
+        .await
+        .unwrap();
+    let dir = Dir::new("continue", "");
+    let mut args = run_args("2");
+    args.extend(["--continue-truncated", "1"]);
+    let (code, r, stderr) = spawn_belt(&dir, &server.openai_base_url(), &args).await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let step =
+        |id: &str| agents(&r).iter().find(|a| a["step"] == id).unwrap_or_else(|| panic!("no {id}: {r}"));
+    assert_eq!(step("worker/001")["finish_reason"], "length");
+    let more = step("worker/001/more1");
+    assert_eq!(more["status"], "completed");
+    assert_eq!(more["inputs"][0], "worker/001");
+    // The continuation answered the request to go on (the fake echoes its last message).
+    let out = r["final_output"].as_str().unwrap();
+    assert!(out.contains("You were cut off"), "the parts are joined");
+    assert!(agents(&r).iter().all(|a| !a["step"].as_str().unwrap().ends_with("more2")), "once only");
+}

@@ -81,6 +81,10 @@ pub struct Cascade {
     /// judge accepts it or N revisions were written (see [`Cascade::refiner`]).
     #[serde(default)]
     pub refine: usize,
+    /// How many times a worker cut off by its token cap is asked to continue (0: never;
+    /// `--continue-truncated N`). See [`Cascade::continued`].
+    #[serde(default)]
+    pub continue_truncated: usize,
 }
 
 /// The default group size `G`.
@@ -101,6 +105,7 @@ impl Cascade {
             synthesizer: tier(0.6, 1536),
             executive: tier(0.5, 2048),
             refine: 0,
+            continue_truncated: 0,
         }
     }
 
@@ -332,7 +337,8 @@ impl Orchestrator for Cascade {
             .temperature(self.worker.temperature)
             .max_tokens(self.worker.max_tokens)
             .hints(CallHints::work(task.description.trim(), subtask.description.trim()));
-        let reply = ctx.llm(step.clone(), request).await?;
+        let reply = ctx.llm(step.clone(), request.clone()).await?;
+        let reply = self.continued(ctx, step, request, reply).await?;
         Ok(AgentOutput::from_reply(subtask, step, reply))
     }
 
@@ -459,6 +465,36 @@ impl Cascade {
 }
 
 impl Cascade {
+    /// A worker's reply cut off by its token cap (`finish_reason` `length`), asked to go on
+    /// where it stopped, up to [`Cascade::continue_truncated`] times: each continuation is
+    /// a step of its own (`worker/007/more1`…), recorded and resumable like any other, and
+    /// the texts are joined (each part's cost is its own step's).
+    async fn continued(
+        &self,
+        ctx: &Ctx,
+        step: &StepSpec,
+        mut request: LlmRequest,
+        mut reply: crate::ctx::StepReply,
+    ) -> Result<crate::ctx::StepReply, StepError> {
+        let mut text = reply.text.to_string();
+        for round in 1..=self.continue_truncated {
+            if !reply.outcome.truncated() || ctx.stopping().is_some() {
+                break;
+            }
+            request.messages.push(crate::llm::Message::assistant(text.clone()));
+            request.messages.push(crate::llm::Message::user(
+                "You were cut off. Continue exactly where you stopped, without repeating anything.",
+            ));
+            let spec = StepSpec::new(step.id.child(format!("more{round}")), step.tier.clone())
+                .inputs(vec![step.id.clone()]);
+            let more = ctx.llm(spec, request.clone()).await?;
+            text.push_str(&more.text);
+            reply = more;
+        }
+        reply.text = Arc::from(text);
+        Ok(reply)
+    }
+
     /// One synthesizer or the executive over `inputs`; skipped when none of them succeeded.
     /// Its prompt is fitted to the model's context window (see [`Cascade::merge_fitted`]).
     async fn merge(
