@@ -459,8 +459,8 @@ impl Ctx {
     /// The `last` model of the chain waits out an outage instead of failing: while its
     /// breaker is open, admission waits for the half-open trial to succeed (up to the
     /// provider's `breaker_max_wait`, counted from the step's first failure in the outage),
-    /// and a failure while the breaker is open is part of that outage — it spends none of
-    /// the step's retries. Earlier models of a chain fail fast to the next one, as before.
+    /// and a refused or broken connection while the breaker is open is part of that outage
+    /// — it spends none of the step's retries (when it has any). Earlier models of a chain fail fast to the next one, as before.
     async fn serve(&self, call: &Call<'_>, link: &Link<'_>, at: &mut Attempt, last: bool) -> Served {
         let s = &*self.shared;
         let (spec, request) = (call.spec, call.request);
@@ -520,11 +520,14 @@ impl Ctx {
             };
             self.book_reservation(worst, pool, Amount { calls: 1, ..Amount::default() });
             if last
+                && policy.retries > 0
                 && self.stopping().is_none()
-                && crate::limits::counts_for_breaker(&error)
+                && matches!(error, LlmError::Connection(_))
                 && link.limiter.breaker_open(link.model)
             {
-                // Part of an outage the breaker already knows: wait it out in admission.
+                // The server is unreachable and the breaker already knows: this step's try
+                // is not spent (the outage counts once, not once per step); it waits the
+                // outage out in admission. A step allowed no retries gets none.
                 tries -= 1;
                 outage_until.get_or_insert_with(|| tokio::time::Instant::now() + max_wait);
                 s.bus.emit(

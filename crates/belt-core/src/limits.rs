@@ -603,7 +603,7 @@ impl Limiter {
 }
 
 /// Failures that say the model or its server is unwell (not the request, not the budget).
-pub(crate) fn counts_for_breaker(e: &LlmError) -> bool {
+fn counts_for_breaker(e: &LlmError) -> bool {
     matches!(
         e,
         LlmError::Server { .. }
