@@ -190,6 +190,25 @@ pub fn providers(
     sim: SimConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Providers, AppError> {
+    let mut out = http_providers(config, env)?;
+    with_simulated(config, &mut out, sim)?;
+    Ok(out)
+}
+
+/// Add the simulated provider (as a run sets it) to `providers`, with its belt.toml limits.
+pub fn with_simulated(config: &Config, providers: &mut Providers, sim: SimConfig) -> Result<(), AppError> {
+    let limits = match config.providers.get("simulated") {
+        Some(c) => limits_of("simulated", c).map_err(|e| AppError::Config(format!("belt.toml: {e}")))?,
+        None => Limits::default(),
+    };
+    providers.insert_with_limits(Arc::new(SimulatedProvider::new(sim)), limits);
+    Ok(())
+}
+
+/// The HTTP providers: every built-in whose key is set (and the local ones), and those of
+/// belt.toml. They depend on nothing a run sets, so a process builds them once (building
+/// an HTTP client costs milliseconds; a provider also remembers what its server told it).
+pub fn http_providers(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Providers, AppError> {
     let bad = |e: String| AppError::Config(format!("belt.toml: {e}"));
     let prices = Arc::new(price_table(config).map_err(bad)?);
     let mut limits = BTreeMap::new();
@@ -198,7 +217,6 @@ pub fn providers(
     }
     let limits_of = |name: &str| limits.get(name).copied().unwrap_or_default();
     let mut out = Providers::new();
-    out.insert_with_limits(Arc::new(SimulatedProvider::new(sim)), limits_of("simulated"));
     let build = |spec: &ProviderSpec| spec.build(env, Some(prices.clone())).map_err(|e| bad(e.to_string()));
     for builtin in BUILTIN_PROVIDERS {
         let c = config.providers.get(builtin.name);

@@ -48,6 +48,8 @@ pub struct App {
     /// One limiter per provider for every run of the process (each run builds its own
     /// providers; their limits must hold for all of them together).
     limiters: std::sync::Mutex<std::collections::HashMap<String, Arc<belt_core::limits::Limiter>>>,
+    /// The HTTP providers, built once for every run ([`config::http_providers`]).
+    http: std::sync::OnceLock<Providers>,
     /// What the processes sharing the store share, once a front end opened such a store.
     shared: std::sync::OnceLock<Shared>,
 }
@@ -103,6 +105,7 @@ impl App {
             config,
             env: Arc::new(belt_llm::process_env),
             limiters: Default::default(),
+            http: Default::default(),
             shared: std::sync::OnceLock::new(),
         }
     }
@@ -158,8 +161,15 @@ impl App {
     /// The providers a run of `spec` can use: the simulated one (as the spec sets it), every
     /// built-in one whose key is set, and those of belt.toml, each with its limits.
     pub fn providers(&self, spec: &RunSpec) -> Result<Providers, AppError> {
-        let env = self.env.clone();
-        let mut providers = config::providers(&self.config, self.sim_config(spec), &move |v| env(v))?;
+        let mut providers = match self.http.get() {
+            Some(http) => http.clone(),
+            None => {
+                let env = self.env.clone();
+                let built = config::http_providers(&self.config, &move |v| env(v))?;
+                self.http.get_or_init(|| built).clone()
+            }
+        };
+        config::with_simulated(&self.config, &mut providers, self.sim_config(spec))?;
         let gate = self.shared.get().and_then(|s| s.limits.clone());
         let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
         for name in providers.names().into_iter().map(str::to_string).collect::<Vec<_>>() {

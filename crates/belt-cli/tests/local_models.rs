@@ -105,7 +105,7 @@ async fn unpriced_costs_read_unknown_and_truncated_steps_are_marked_everywhere()
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let calls = server.requests().len();
+    let calls = server.calls().len();
     assert!(calls >= 3, "a decomposition and two workers: {calls}");
 
     // The summary: every tier's cost and the total are unknown, never $0.0000.
@@ -175,7 +175,7 @@ async fn a_usd_budget_with_an_unpriced_model_is_refused_before_any_call() {
     ];
     let refused = belt(&dir, &server, &run).await;
     assert_eq!(refused.code, 2, "{}", refused.stderr);
-    assert!(server.requests().is_empty(), "no call was made");
+    assert!(server.calls().is_empty(), "no call was made");
     let lines = format!("[prices.\"{LOCAL}\"]\ninput = 0.0\noutput = 0.0");
     for want in ["USD budget", "$0.5", &format!("`{LOCAL}` has no known price"), &lines, "--budget-tokens"] {
         assert!(refused.stderr.contains(want), "missing {want:?}: {}", refused.stderr);
@@ -220,14 +220,14 @@ async fn model_flags_take_the_place_of_a_workflow_files_models() {
         belt(&dir, &server, &["run", "-f", pipeline, "--model", LOCAL, "--out", "out", "--retries", "0"])
             .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(server.requests().len(), 3, "outline, draft and edit went to the model named: {}", run.stderr);
+    assert_eq!(server.calls().len(), 3, "outline, draft and edit went to the model named: {}", run.stderr);
     assert!(!run.stderr.contains("simulated provider"), "{}", run.stderr);
 
     // A cascade's tiers: --model for all, --executive-model for the last one. The template
     // has a USD budget, so the local model needs a price.
     dir.write("belt.toml", &format!("{GATEWAY}[prices.\"{LOCAL}\"]\ninput = 0.0\noutput = 0.0\n"));
     let research = dir.write("research.yaml", template("research"));
-    let before = server.requests().len();
+    let before = server.calls().len();
     let args =
         ["run", "-f", research.to_str().unwrap(), "--model", "simulated/default", "--executive-model", LOCAL];
     let run = belt(&dir, &server, &[&args[..], &["--out", "out", "--json"]].concat()).await;
@@ -244,7 +244,7 @@ async fn model_flags_take_the_place_of_a_workflow_files_models() {
         models.iter().filter(|(t, _)| *t != "executive").all(|(_, m)| m.starts_with("simulated/")),
         "{models:?}"
     );
-    assert_eq!(server.requests().len(), before + 1, "only the executive called the server");
+    assert_eq!(server.calls().len(), before + 1, "only the executive called the server");
 
     // Tier models do not apply to steps: said, and nothing runs.
     let refused = belt(&dir, &server, &["run", "-f", pipeline, "--worker-model", LOCAL]).await;
@@ -323,5 +323,5 @@ async fn belt_model_fills_in_but_does_not_replace_a_workflow_files_model() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["simulated"], true);
-    assert!(server.requests().is_empty(), "the file's model served");
+    assert!(server.calls().is_empty(), "the file's model served");
 }

@@ -96,6 +96,8 @@ async fn a_cascade_fits_a_small_context_window() {
         "the first group was split"
     );
     assert_eq!(server.overflows(), 0, "every prompt was sized before it was sent");
+    // belt took the server's 4 slots as its concurrency: no request queued inside it.
+    assert_eq!(server.max_waiting(), 0, "belt sent more calls than the server has slots");
     assert_eq!(server.max_completions_per_prompt(), 1);
     // Local: free, and said so (cost 0, not unknown).
     assert_eq!(r["cost_usd"], 0.0);

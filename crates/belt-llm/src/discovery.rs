@@ -90,7 +90,7 @@ async fn ask(core: &HttpCore, probe: Probe, model: &str) -> Option<Discovered> {
     let root = core.base_url.trim_end_matches('/').trim_end_matches("/v1");
     // A new connection each time: asked once per model, and a pooled connection may be one
     // the server closed after a streamed reply (llama-server does).
-    let client = &core.fresh;
+    let client = core.fresh();
     let request = match probe {
         Probe::Props => client.get(format!("{root}/props")),
         Probe::Show => {

@@ -686,9 +686,10 @@ impl FakeServer {
         self
     }
 
-    /// Answer every `GET` with `response` (a model list, say). Without it a `GET` — what a
-    /// client asks a local server about itself — gets a 404; either way it uses none of
-    /// the script and counts in neither the arrivals nor the calls in flight.
+    /// Answer every request that is not a completion call (a `GET /v1/models`, say) with
+    /// `response`. Without it such a request — what a client asks a local server about
+    /// itself — gets a 404; either way it uses none of the script and counts in neither
+    /// the arrivals nor the calls in flight.
     pub fn on_get(&self, response: FakeResponse) -> &Self {
         *self.state.get.lock().expect("fake server lock") = Some(response);
         self
@@ -699,10 +700,11 @@ impl FakeServer {
         self.state.requests.lock().expect("fake server lock").clone()
     }
 
-    /// The completion calls among the requests (`POST`s): what a provider paid for, without
-    /// the `GET`s a client makes to learn about a local server (`/props`, `/v1/models`).
+    /// The completion calls among the requests (`POST …/chat/completions`, `POST
+    /// …/messages`): what a provider paid for, without what a client asks to learn about a
+    /// local server (`/props`, `/v1/models`, `/api/show`).
     pub fn calls(&self) -> Vec<RecordedRequest> {
-        self.requests().into_iter().filter(|r| r.method == "POST").collect()
+        self.requests().into_iter().filter(|r| is_call(&r.method, &r.path)).collect()
     }
 
     /// When each request arrived, and the status it was answered with, in order.
@@ -728,16 +730,21 @@ impl Drop for FakeServer {
     }
 }
 
+/// A completion call, as opposed to a question about the server.
+fn is_call(method: &str, path: &str) -> bool {
+    method == "POST" && (path.ends_with("/chat/completions") || path.ends_with("/messages"))
+}
+
 async fn handle(State(state): State<Arc<ServerState>>, request: Request) -> Response {
     use std::sync::atomic::Ordering::SeqCst;
-    if request.method() == axum::http::Method::GET {
-        // What a client asks a local server about itself (`/props`, `/v1/models`).
-        // Recorded, but not a call: the script, the arrivals and the count in flight are
-        // for completion calls.
+    if !is_call(request.method().as_str(), request.uri().path()) {
+        // What a client asks a local server about itself (`GET /props`, `GET /v1/models`,
+        // `POST /api/show`). Recorded, but not a call: the script, the arrivals and the
+        // count in flight are for completion calls.
         let answer = state.get.lock().ok().and_then(|g| g.clone());
         if let Ok(mut all) = state.requests.lock() {
             all.push(RecordedRequest {
-                method: "GET".into(),
+                method: request.method().to_string(),
                 path: request.uri().path().to_string(),
                 headers: Vec::new(),
                 body: Vec::new(),

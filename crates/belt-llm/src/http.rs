@@ -257,8 +257,11 @@ pub(crate) struct HttpCore {
     pub client: reqwest::Client,
     /// A client that keeps no pool: every request on a new connection (a re-send after a
     /// stale pooled connection, and discovery, which a server closing its connections after
-    /// each streamed reply would otherwise meet on a dead one).
-    pub(crate) fresh: reqwest::Client,
+    /// each streamed reply would otherwise meet on a dead one). Built when first needed:
+    /// building a client costs milliseconds, and every run builds its providers.
+    fresh: std::sync::OnceLock<reqwest::Client>,
+    /// What the fresh client is built from: the pooled client's headers.
+    fresh_headers: HeaderMap,
     pub key_env: Option<String>,
     pub base_url_env: Option<String>,
     pub has_key: bool,
@@ -371,27 +374,20 @@ impl HttpCore {
         }
 
         install_crypto_provider();
-        let build = |pooled: bool| {
-            let mut builder = reqwest::Client::builder()
-                .default_headers(headers.clone())
-                .user_agent(endpoint.http.user_agent.clone())
-                .connect_timeout(endpoint.http.connect_timeout);
-            if !pooled {
-                builder = builder.pool_max_idle_per_host(0);
-            }
-            builder
-                .build()
-                .map_err(|e| ConfigError::Client { provider: provider.clone(), message: error_chain(&e) })
-        };
-        let client = build(true)?;
-        let fresh = build(false)?;
+        let client = reqwest::Client::builder()
+            .default_headers(headers.clone())
+            .user_agent(endpoint.http.user_agent.clone())
+            .connect_timeout(endpoint.http.connect_timeout)
+            .build()
+            .map_err(|e| ConfigError::Client { provider: provider.clone(), message: error_chain(&e) })?;
 
         Ok(HttpCore {
             name: provider,
             base_url,
             url,
             client,
-            fresh,
+            fresh: std::sync::OnceLock::new(),
+            fresh_headers: headers,
             key_env: endpoint.api_key_env.clone(),
             base_url_env: endpoint.base_url_env.clone(),
             has_key: endpoint.api_key.is_some(),
@@ -423,7 +419,7 @@ impl HttpCore {
                     cause = %error_chain(&e),
                     "the connection closed before the response began; sending again on a new connection"
                 );
-                self.send(&self.fresh, body).await?
+                self.send(self.fresh(), body).await?
             }
             sent => sent,
         };
@@ -599,6 +595,21 @@ impl HttpCore {
             base_url: &self.base_url,
             has_key: self.has_key,
         }
+    }
+
+    /// The client that keeps no pool (see the field), built on first use. Built like the
+    /// pooled one, which already succeeded; if it cannot be built now, the pooled one
+    /// serves instead (a re-send may then meet another stale connection, and fail as before).
+    pub(crate) fn fresh(&self) -> &reqwest::Client {
+        self.fresh.get_or_init(|| {
+            reqwest::Client::builder()
+                .default_headers(self.fresh_headers.clone())
+                .user_agent(self.options.user_agent.clone())
+                .connect_timeout(self.options.connect_timeout)
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap_or_else(|_| self.client.clone())
+        })
     }
 
     /// A transport failure, described from its causes (never with the full URL).

@@ -200,6 +200,9 @@ struct State {
     slots: Semaphore,
     busy: AtomicUsize,
     max_busy: AtomicUsize,
+    /// Completion requests waiting for a slot now, and the most at once.
+    waiting: AtomicUsize,
+    max_waiting: AtomicUsize,
     connections: AtomicU64,
     completions: AtomicU64,
     overflows: AtomicU64,
@@ -239,6 +242,8 @@ impl FakeLocalServer {
             config,
             busy: AtomicUsize::new(0),
             max_busy: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            max_waiting: AtomicUsize::new(0),
             connections: AtomicU64::new(0),
             completions: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
@@ -323,6 +328,12 @@ impl FakeLocalServer {
     /// The most completed replies any one prompt got (1 when no step ran twice).
     pub fn max_completions_per_prompt(&self) -> u64 {
         self.prompt_counts().values().map(|c| c.completions).max().unwrap_or(0)
+    }
+
+    /// The most completion requests that waited for a slot at once: 0 when the client never
+    /// sent more than the server's slots.
+    pub fn max_waiting(&self) -> usize {
+        self.state.max_waiting.load(SeqCst)
     }
 
     /// The most requests processed at once (never above the slots).
@@ -542,7 +553,16 @@ impl Drop for Busy<'_> {
 }
 
 async fn take_slot(state: &State) -> Option<Busy<'_>> {
-    let permit = state.slots.acquire().await.ok()?;
+    let permit = match state.slots.try_acquire() {
+        Ok(permit) => permit,
+        Err(_) => {
+            let waiting = state.waiting.fetch_add(1, SeqCst) + 1;
+            state.max_waiting.fetch_max(waiting, SeqCst);
+            let permit = state.slots.acquire().await;
+            state.waiting.fetch_sub(1, SeqCst);
+            permit.ok()?
+        }
+    };
     let now = state.busy.fetch_add(1, SeqCst) + 1;
     state.max_busy.fetch_max(now, SeqCst);
     Some(Busy { state, _permit: permit })
