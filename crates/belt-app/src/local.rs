@@ -9,9 +9,9 @@
 //! ```no_run
 //! # async fn f() {
 //! let servers = belt_app::local::servers(&belt_llm::process_env, std::time::Duration::from_secs(1)).await;
-//! for s in servers.iter().filter(|s| s.models().is_some()) {
-//!     println!("{} at {}: {:?}", s.provider, s.base_url, s.models());
-//! }
+//! let answering: Vec<&str> =
+//!     servers.iter().filter(|s| s.models().is_some()).map(|s| s.provider).collect();
+//! # let _ = answering;
 //! # }
 //! ```
 

@@ -389,19 +389,24 @@ impl Ctx {
         }
     }
 
-    /// A resizable step's prompt did not fit its model: said in a `step_retrying` event (the
-    /// pattern asks again, smaller) and handed back without a record of failure.
-    fn hand_back_oversized(&self, spec: &StepSpec, error: LlmError, at: &Attempt) -> StepError {
+    /// Say that `spec` tries again after `error` (its attempt `attempt`), in `delay_ms`.
+    fn retrying(&self, spec: &StepSpec, attempt: u32, error: &LlmError, delay_ms: u64) {
         self.shared.bus.emit(
             Some(&spec.id),
             EventKind::StepRetrying {
                 tier: spec.tier.clone(),
-                attempt: at.attempts,
+                attempt,
                 error: error.to_string(),
                 error_kind: error.kind().to_string(),
-                delay_ms: 0,
+                delay_ms,
             },
         );
+    }
+
+    /// A resizable step's prompt did not fit its model: said in a `step_retrying` event (the
+    /// pattern asks again, smaller) and handed back without a record of failure.
+    fn hand_back_oversized(&self, spec: &StepSpec, error: LlmError, at: &Attempt) -> StepError {
+        self.retrying(spec, at.attempts, &error, 0);
         StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts }
     }
 
@@ -530,32 +535,14 @@ impl Ctx {
                 // outage out in admission. A step allowed no retries gets none.
                 tries -= 1;
                 outage_until.get_or_insert_with(|| tokio::time::Instant::now() + max_wait);
-                s.bus.emit(
-                    Some(&spec.id),
-                    EventKind::StepRetrying {
-                        tier: spec.tier.clone(),
-                        attempt: at.attempts,
-                        error: error.to_string(),
-                        error_kind: error.kind().to_string(),
-                        delay_ms: 0,
-                    },
-                );
+                self.retrying(spec, at.attempts, &error, 0);
                 continue;
             }
             if !(error.is_retryable() && tries <= policy.retries && self.stopping().is_none()) {
                 return Served::Failed(error);
             }
             let delay = policy.backoff(&spec.id, at.attempts, error.retry_after());
-            s.bus.emit(
-                Some(&spec.id),
-                EventKind::StepRetrying {
-                    tier: spec.tier.clone(),
-                    attempt: at.attempts,
-                    error: error.to_string(),
-                    error_kind: error.kind().to_string(),
-                    delay_ms: delay.as_millis() as u64,
-                },
-            );
+            self.retrying(spec, at.attempts, &error, delay.as_millis() as u64);
             // Boxed: a rare path, kept out of every step's future.
             Box::pin(tokio::time::sleep(delay)).await;
         }
