@@ -415,24 +415,21 @@ impl Ctx {
     /// prompt sized for it fits them all). `None` when no provider knows anything.
     /// A window this run learned from the model itself ([`Ctx::learn_window`]) wins.
     pub async fn capabilities(&self, models: &str) -> Option<crate::llm::Capabilities> {
+        let smaller = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let learned = self.shared.windows.lock().unwrap_or_else(|p| p.into_inner()).get(models).copied();
         let chain = self.shared.providers.chain(models).ok()?;
         let mut found: Option<crate::llm::Capabilities> = None;
         for link in &chain {
             let Some(caps) = link.provider.capabilities(link.model).await else { continue };
-            match &mut found {
-                None => found = Some(caps),
-                Some(f) => {
-                    f.context_window = match (f.context_window, caps.context_window) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    }
-                }
-            }
+            let f = found.get_or_insert(caps);
+            f.context_window = smaller(f.context_window, caps.context_window);
         }
-        if let Some(w) = learned {
+        if learned.is_some() {
             let caps = found.get_or_insert_with(Default::default);
-            caps.context_window = Some(caps.context_window.map_or(w, |c| c.min(w)));
+            caps.context_window = smaller(caps.context_window, learned);
         }
         found
     }
@@ -465,7 +462,8 @@ impl Ctx {
     /// breaker is open, admission waits for the half-open trial to succeed (up to the
     /// provider's `breaker_max_wait`, counted from the step's first failure in the outage),
     /// and a refused or broken connection while the breaker is open is part of that outage
-    /// — it spends none of the step's retries (when it has any). Earlier models of a chain fail fast to the next one, as before.
+    /// — it spends none of the step's retries (when it has any). Earlier models of a chain
+    /// fail fast to the next one, as before.
     async fn serve(&self, call: &Call<'_>, link: &Link<'_>, at: &mut Attempt, last: bool) -> Served {
         let s = &*self.shared;
         let (spec, request) = (call.spec, call.request);

@@ -337,8 +337,13 @@ impl Orchestrator for Cascade {
             .temperature(self.worker.temperature)
             .max_tokens(self.worker.max_tokens)
             .hints(CallHints::work(task.description.trim(), subtask.description.trim()));
-        let reply = ctx.llm(step.clone(), request.clone()).await?;
-        let reply = self.continued(ctx, step, request, reply).await?;
+        // The request is kept (a copy per worker) only when a continuation may need it.
+        let reply = if self.continue_truncated == 0 {
+            ctx.llm(step.clone(), request).await?
+        } else {
+            let reply = ctx.llm(step.clone(), request.clone()).await?;
+            self.continued(ctx, step, request, reply).await?
+        };
         Ok(AgentOutput::from_reply(subtask, step, reply))
     }
 
