@@ -30,6 +30,7 @@
 pub mod budget;
 pub mod caps;
 pub mod ctx;
+pub mod effect;
 pub mod event;
 pub mod hints;
 pub mod human;
@@ -53,6 +54,7 @@ pub mod words;
 
 pub use budget::Budget;
 pub use ctx::{Ctx, StepError, Stop};
+pub use effect::EffectError;
 pub use event::{Event, EventKind, EventStream, PlanSource};
 pub use llm::{CallHints, CallKind, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Providers, Usage};
 pub use orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};
@@ -65,7 +67,7 @@ pub use run::{DocumentWriter, RunControl, RunError, RunHandle, RunOptions, run};
 pub use schema::OutputSchema;
 pub use step::{StepId, StepSpec, Tier};
 pub use store::{MemoryStore, RunStore};
-pub use tools::{Tool, Tools};
+pub use tools::{Source, Tool, ToolOutput, Tools};
 
 #[cfg(test)]
 mod engine_tests;

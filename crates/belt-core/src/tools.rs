@@ -65,6 +65,7 @@ use serde_json::Value;
 
 use crate::caps::CapHit;
 use crate::ctx::{Ctx, StepError, StepReply};
+use crate::effect::EffectError;
 use crate::llm::{LlmRequest, Message, ToolCall, ToolSpec, Usage};
 use crate::schema::{is_strict, schema_of, to_strict, wire_name};
 use crate::step::{StepId, StepSpec};
@@ -72,17 +73,66 @@ use crate::step::{StepId, StepSpec};
 /// The `finish_reason` of a tool loop stopped by its round cap.
 pub const TOOL_ROUND_CAP: &str = "tool_round_cap";
 
-/// What a handler's future resolves to: the result's text, or an error's.
-pub type ToolFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+/// What a handler's future resolves to: the result, or why the call failed.
+pub type ToolFuture = Pin<Box<dyn Future<Output = Result<ToolOutput, EffectError>> + Send>>;
 
 type Handler = Arc<dyn Fn(Value) -> ToolFuture + Send + Sync>;
 
+/// What a tool returns: the text the model reads, and the sources it came from (pages
+/// fetched, search results), which the run's result and report list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolOutput {
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<Source>,
+}
+
+impl ToolOutput {
+    pub fn new(content: impl Into<String>) -> Self {
+        ToolOutput { content: content.into(), sources: Vec::new() }
+    }
+
+    pub fn with_sources(mut self, sources: Vec<Source>) -> Self {
+        self.sources = sources;
+        self
+    }
+}
+
+impl From<String> for ToolOutput {
+    fn from(content: String) -> Self {
+        ToolOutput::new(content)
+    }
+}
+
+/// A document a tool read on the run's behalf: a web page, a search result.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Source {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub title: String,
+}
+
+/// How the engine runs one tool's calls, beyond the run's defaults for tools
+/// ([`crate::Policies::tools`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ToolPolicy {
+    /// Limit on one call (the run's tool timeout otherwise).
+    pub timeout: Option<std::time::Duration>,
+    /// Attempts after the first (the run's tool retries otherwise).
+    pub retries: Option<u32>,
+    /// Calling it twice with the same arguments does no harm (a read, a search): a call
+    /// that failed or timed out may be repeated. Otherwise only a failure the tool marks
+    /// [`EffectError::transient`] (it certainly did nothing) is tried again.
+    pub idempotent: bool,
+}
+
 /// A function the model may call: a name, a description, the JSON Schema of its
-/// arguments, and an async handler.
+/// arguments, an async handler, and how its calls are run ([`ToolPolicy`]).
 #[derive(Clone)]
 pub struct Tool {
     spec: ToolSpec,
     handler: Handler,
+    policy: ToolPolicy,
 }
 
 impl fmt::Debug for Tool {
@@ -114,14 +164,14 @@ impl Tool {
                     let running = handler(args);
                     Box::pin(async move {
                         match running.await {
-                            Ok(value) => render(value),
-                            Err(e) => Err(e.to_string()),
+                            Ok(value) => render(value).map(ToolOutput::new).map_err(EffectError::new),
+                            Err(e) => Err(EffectError::new(e.to_string())),
                         }
                     })
                 }
-                Err(e) => Box::pin(std::future::ready(Err(format!(
+                Err(e) => Box::pin(std::future::ready(Err(EffectError::new(format!(
                     "the arguments do not match the tool's parameters: {e}"
-                )))),
+                ))))),
             }
         };
         Tool::build(name, description, parameters, Arc::new(handler))
@@ -134,6 +184,25 @@ impl Tool {
         F: Fn(Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<String, String>> + Send + 'static,
     {
+        Tool::build(
+            name,
+            description,
+            parameters,
+            Arc::new(move |args| {
+                let running = handler(args);
+                Box::pin(async move { running.await.map(ToolOutput::new).map_err(EffectError::new) })
+            }),
+        )
+    }
+
+    /// A tool with a hand-written parameter schema whose handler returns a full
+    /// [`ToolOutput`] (with sources) or an [`EffectError`] that says whether trying again
+    /// may help: what built-in and MCP tools use.
+    pub fn dynamic<F, Fut>(name: &str, description: &str, parameters: Value, handler: F) -> Tool
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ToolOutput, EffectError>> + Send + 'static,
+    {
         Tool::build(name, description, parameters, Arc::new(move |args| Box::pin(handler(args))))
     }
 
@@ -141,7 +210,36 @@ impl Tool {
         let strict = is_strict(&parameters);
         let spec =
             ToolSpec { name: wire_name(name), description: description.to_string(), parameters, strict };
-        Tool { spec, handler }
+        Tool { spec, handler, policy: ToolPolicy::default() }
+    }
+
+    /// Calling it again with the same arguments does no harm: failed and timed-out calls
+    /// may be repeated (see [`ToolPolicy::idempotent`]).
+    pub fn idempotent(mut self) -> Tool {
+        self.policy.idempotent = true;
+        self
+    }
+
+    /// Limit one call to `timeout` (instead of the run's tool timeout).
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Tool {
+        self.policy.timeout = Some(timeout);
+        self
+    }
+
+    /// Attempts after the first, for failures that may be repeated.
+    pub fn retries(mut self, retries: u32) -> Tool {
+        self.policy.retries = Some(retries);
+        self
+    }
+
+    /// Call it under another name (a prefix that keeps two servers' tools apart, say).
+    pub fn renamed(mut self, name: &str) -> Tool {
+        self.spec.name = wire_name(name);
+        self
+    }
+
+    pub fn policy(&self) -> ToolPolicy {
+        self.policy
     }
 
     /// How the tool is described to the model.
@@ -155,13 +253,15 @@ impl Tool {
 
     /// Run the handler on `arguments`, as the loop does: arguments that are not a JSON
     /// object (a model's broken JSON arrives as a string) and panics are errors too.
-    pub async fn call(&self, arguments: Value) -> Result<String, String> {
+    pub async fn call(&self, arguments: Value) -> Result<ToolOutput, EffectError> {
         if let Value::String(raw) = &arguments {
-            return Err(format!("the arguments are not valid JSON: {raw}"));
+            return Err(EffectError::new(format!("the arguments are not valid JSON: {raw}")));
         }
         match std::panic::AssertUnwindSafe((self.handler)(arguments)).catch_unwind().await {
             Ok(result) => result,
-            Err(_) => Err(format!("the tool `{}` failed (its handler panicked)", self.spec.name)),
+            Err(_) => {
+                Err(EffectError::new(format!("the tool `{}` failed (its handler panicked)", self.spec.name)))
+            }
         }
     }
 }
@@ -317,13 +417,15 @@ impl Ctx {
         let work = async {
             let result = match tools.get(&call.name) {
                 Some(tool) => tool.call(call.arguments.clone()).await,
-                None => {
-                    Err(format!("there is no tool named `{}`; the tools are: {}", call.name, tools.names()))
-                }
+                None => Err(EffectError::new(format!(
+                    "there is no tool named `{}`; the tools are: {}",
+                    call.name,
+                    tools.names()
+                ))),
             };
             Ok(match result {
-                Ok(content) => ToolOutcome { content, is_error: false },
-                Err(content) => ToolOutcome { content, is_error: true },
+                Ok(out) => ToolOutcome { content: out.content, is_error: false },
+                Err(e) => ToolOutcome { content: e.message, is_error: true },
             })
         };
         let outcome = self.step(step, &input, work).await?;
