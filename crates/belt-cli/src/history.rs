@@ -328,7 +328,8 @@ pub async fn dlq(command: DlqCommand, spec: &StoreSpec, app: &App) -> Result<i32
             let options =
                 RunOptions::default().with_providers(app.providers(&run_spec)?).with_store(store.clone());
             let task = Task::new(format!("retry of {} from run {}", letter.step, letter.run_id));
-            let handle = belt_core::run(Retry(letter.clone()), task, options)
+            let tools = app.tools_for_retry(&run_spec).await?;
+            let handle = belt_core::run(Retry(letter.clone(), tools), task, options)
                 .await
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             let result = handle.result().await;
@@ -358,8 +359,9 @@ pub async fn dlq(command: DlqCommand, spec: &StoreSpec, app: &App) -> Result<i32
 }
 
 /// A one-step run that makes a dead letter's call again, through the engine (so it gets
-/// retries, limits, events and a record like any step).
-struct Retry(DeadLetter);
+/// retries, limits, events and a record like any step): an LLM call, or a tool call with
+/// the tools its run had.
+struct Retry(DeadLetter, Tools);
 
 #[async_trait]
 impl Orchestrator for Retry {
@@ -385,8 +387,27 @@ impl Orchestrator for Retry {
         _deps: &[AgentOutput],
     ) -> Result<AgentOutput, StepError> {
         let spec = StepSpec::new(self.0.step.clone(), self.0.tier.clone()).inputs(step.inputs.clone());
-        let reply = ctx.llm(spec.clone(), self.0.request.clone()).await?;
-        Ok(AgentOutput::from_reply(subtask, &spec, reply))
+        match &self.0.work {
+            LetterWork::Llm(request) => {
+                let reply = ctx.llm(spec.clone(), request.clone()).await?;
+                Ok(AgentOutput::from_reply(subtask, &spec, reply))
+            }
+            LetterWork::Tool { tool_call } => {
+                let outcome = ctx.tool(spec.clone(), tool_call, &self.1).await?;
+                if outcome.is_error {
+                    return Err(StepError::Failed { step: spec.id, message: outcome.content });
+                }
+                Ok(AgentOutput::from_reply(subtask, &spec, belt_core::StepReply::new(outcome.content)))
+            }
+            LetterWork::Step { .. } => Err(StepError::Failed {
+                step: spec.id,
+                message: format!(
+                    "this step is the work of the program that ran run {}, which only it can do again: \
+                     `belt resume --retry-failed {}` (or the program's own resume) runs it",
+                    self.0.run_id, self.0.run_id
+                ),
+            }),
+        }
     }
 
     async fn synthesize(

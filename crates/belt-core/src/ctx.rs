@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::StreamExt;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +37,7 @@ use crate::reply::StepOutcome;
 pub use crate::reply::StepReply;
 use crate::result::{AgentRecord, AgentStatus};
 use crate::step::{StepId, StepSpec};
-use crate::store::{DeadLetter, InputHash, RunStore, StepRecord, StoreError};
+use crate::store::{DeadLetter, InputHash, LetterWork, RunStore, StepRecord, StoreError};
 use crate::usage::{Usage, UsageMeter, UsageTotals};
 
 /// Why a step did not produce an output.
@@ -66,6 +65,8 @@ pub enum StepError {
     Skipped { step: StepId, reason: String },
     #[error("{step}: {message}")]
     Failed { step: StepId, message: String },
+    #[error("{step}: timed out after {after:.1?} (after {attempts} attempt(s))")]
+    TimedOut { step: StepId, after: std::time::Duration, attempts: u32 },
 }
 
 impl StepError {
@@ -81,6 +82,7 @@ impl StepError {
             StepError::Store { .. } => "store",
             StepError::Skipped { .. } => "skipped",
             StepError::Failed { .. } => "failed",
+            StepError::TimedOut { .. } => "timeout",
         }
     }
 
@@ -94,7 +96,8 @@ impl StepError {
             | StepError::Model { step, .. }
             | StepError::Store { step, .. }
             | StepError::Skipped { step, .. }
-            | StepError::Failed { step, .. } => step,
+            | StepError::Failed { step, .. }
+            | StepError::TimedOut { step, .. } => step,
         }
     }
 }
@@ -175,6 +178,7 @@ pub(crate) struct Shared {
     /// Set once `stop` holds a reason: the hot path reads this, not the mutex.
     pub stopping: AtomicBool,
     pub policies: Policies,
+    pub tools: crate::tools::Toolbox,
     pub agents: Mutex<Vec<AgentRecord>>,
     pub replay: HashMap<StepId, StepRecord>,
     /// The plan and tier shape once known, for building the result of a cancelled run.
@@ -189,6 +193,8 @@ pub(crate) struct Shared {
     pub human: crate::human::Human,
     /// Caps that stopped a pattern, in the order they were hit.
     pub caps: Mutex<Vec<crate::caps::CapHit>>,
+    /// What tools read for the run ([`Ctx::cite`]), first use first.
+    pub sources: Mutex<Vec<crate::tools::Source>>,
     /// Context windows models reported in their `prompt_too_long` answers
     /// ([`Ctx::learn_window`]), by model chain.
     pub windows: Mutex<HashMap<Arc<str>, u64>>,
@@ -218,11 +224,11 @@ impl Drop for InFlightCall<'_> {
 }
 
 /// What is known of a step while it runs.
-struct Attempt {
+pub(crate) struct Attempt {
     started: Instant,
     /// Milliseconds since the run started.
     started_ms: u64,
-    attempts: u32,
+    pub attempts: u32,
 }
 
 /// What the phases of one call share: the step, its request and its hash.
@@ -341,7 +347,29 @@ impl Ctx {
         &self,
         spec: StepSpec,
         request: LlmRequest,
-    ) -> impl Future<Output = Result<StepReply, StepError>> + '_ {
+    ) -> impl Future<Output = Result<StepReply, StepError>> + Send + '_ {
+        use futures::future::Either;
+        // A tier with tools runs the agent loop (see `tools::Toolbox`); a request that
+        // carries tools already is a loop's round. Either keeps the plain call unboxed.
+        if !self.shared.tools.is_empty()
+            && request.tools.is_empty()
+            && let Some(tools) = self.shared.tools.for_tier(&spec.tier)
+        {
+            let looping: std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>> =
+                Box::pin(self.llm_with_tools(spec, request, tools));
+            return Either::Left(looping);
+        }
+        Either::Right(self.call_model(spec, request))
+    }
+
+    /// One LLM call as a recorded step: what [`Ctx::llm`] does for a tier without tools,
+    /// and each round of the agent loop.
+    #[allow(clippy::manual_async_fn)] // deliberate: see `llm`
+    pub(crate) fn call_model(
+        &self,
+        spec: StepSpec,
+        request: LlmRequest,
+    ) -> impl Future<Output = Result<StepReply, StepError>> + Send + '_ {
         async move {
             let hash = request_hash(&request);
             if let Some(rec) = self.recorded(&spec.id) {
@@ -384,20 +412,20 @@ impl Ctx {
             }
             let err = StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts };
             // Kept with its request, so it can be retried later (`belt dlq retry`).
-            Box::pin(self.dead_letter(&spec, &request, &err, at.attempts)).await;
+            Box::pin(self.dead_letter(&spec, LetterWork::Llm(request), &err, at.attempts)).await;
             Err(self.fail(&spec, model_name, &at, err))
         }
     }
 
     /// Say that `spec` tries again after `error` (its attempt `attempt`), in `delay_ms`.
-    fn retrying(&self, spec: &StepSpec, attempt: u32, error: &LlmError, delay_ms: u64) {
+    pub(crate) fn retrying(&self, spec: &StepSpec, attempt: u32, error: &str, kind: &str, delay_ms: u64) {
         self.shared.bus.emit(
             Some(&spec.id),
             EventKind::StepRetrying {
                 tier: spec.tier.clone(),
                 attempt,
                 error: error.to_string(),
-                error_kind: error.kind().to_string(),
+                error_kind: kind.to_string(),
                 delay_ms,
             },
         );
@@ -406,7 +434,7 @@ impl Ctx {
     /// A resizable step's prompt did not fit its model: said in a `step_retrying` event (the
     /// pattern asks again, smaller) and handed back without a record of failure.
     fn hand_back_oversized(&self, spec: &StepSpec, error: LlmError, at: &Attempt) -> StepError {
-        self.retrying(spec, at.attempts, &error, 0);
+        self.retrying(spec, at.attempts, &error.to_string(), error.kind(), 0);
         StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts }
     }
 
@@ -533,14 +561,14 @@ impl Ctx {
                 // outage out in admission. A step allowed no retries gets none.
                 tries -= 1;
                 outage_until.get_or_insert_with(|| tokio::time::Instant::now() + max_wait);
-                self.retrying(spec, at.attempts, &error, 0);
+                self.retrying(spec, at.attempts, &error.to_string(), error.kind(), 0);
                 continue;
             }
             if !(error.is_retryable() && tries <= policy.retries && self.stopping().is_none()) {
                 return Served::Failed(error);
             }
             let delay = policy.backoff(&spec.id, at.attempts, error.retry_after());
-            self.retrying(spec, at.attempts, &error, delay.as_millis() as u64);
+            self.retrying(spec, at.attempts, &error.to_string(), error.kind(), delay.as_millis() as u64);
             // Boxed: a rare path, kept out of every step's future.
             Box::pin(tokio::time::sleep(delay)).await;
         }
@@ -857,7 +885,13 @@ impl Ctx {
         self.shared.bus.emit(Some(&spec.id), kind);
     }
 
-    async fn dead_letter(&self, spec: &StepSpec, request: &LlmRequest, err: &StepError, attempts: u32) {
+    pub(crate) async fn dead_letter(
+        &self,
+        spec: &StepSpec,
+        work: LetterWork,
+        err: &StepError,
+        attempts: u32,
+    ) {
         let s = &*self.shared;
         let letter = DeadLetter {
             id: 0,
@@ -867,7 +901,7 @@ impl Ctx {
             error: err.to_string(),
             error_kind: err.kind().to_string(),
             attempts,
-            request: request.clone(),
+            work,
             created_at: chrono::Utc::now(),
         };
         if let Err(e) = s.store.put_dead_letter(&letter).await {
@@ -886,60 +920,6 @@ impl Ctx {
         }
     }
 
-    /// A recorded, effectful step that is not an LLM call: `work` runs once per run; on
-    /// resume its recorded output is returned instead. The output is stored as JSON.
-    pub async fn step<T, F>(&self, spec: StepSpec, input: &impl Serialize, work: F) -> Result<T, StepError>
-    where
-        T: Serialize + DeserializeOwned,
-        F: Future<Output = Result<T, String>>,
-    {
-        let s = &*self.shared;
-        let input_json = serde_json::to_string(input).map_err(|e| StepError::Failed {
-            step: spec.id.clone(),
-            message: format!("input not serializable: {e}"),
-        })?;
-        let hash = InputHash::new(xxhash_rust::xxh3::xxh3_128(input_json.as_bytes()));
-        let decode = |step: &StepId, text: &str| {
-            serde_json::from_str::<T>(text).map_err(|e| StepError::Failed {
-                step: step.clone(),
-                message: format!("recorded output does not decode: {e}"),
-            })
-        };
-        if let Some(rec) = self.recorded(&spec.id) {
-            let reply = self.replay(spec.clone(), rec, hash)?;
-            return decode(&spec.id, &reply.text);
-        }
-        let mut at = self.begin();
-        let no_model: Arc<str> = Arc::from("");
-        if let Some(stop) = self.stopping() {
-            return Err(self.refuse_start(&spec, no_model, &at, stop));
-        }
-        at.attempts = 1;
-        s.bus.emit(
-            Some(&spec.id),
-            EventKind::StepStarted { tier: spec.tier.clone(), model: no_model.clone() },
-        );
-        let value = work.await;
-        let text = match value.as_ref().map(serde_json::to_string) {
-            Ok(Ok(text)) => text,
-            Ok(Err(e)) => {
-                let err = StepError::Failed {
-                    step: spec.id.clone(),
-                    message: format!("output not serializable: {e}"),
-                };
-                return Err(self.fail(&spec, no_model, &at, err));
-            }
-            Err(message) => {
-                let err = StepError::Failed { step: spec.id.clone(), message: message.clone() };
-                return Err(self.fail(&spec, no_model, &at, err));
-            }
-        };
-        let mut reply = StepReply::new(text);
-        reply.outcome.model = no_model;
-        self.complete(&spec, &at, hash, reply).await?;
-        value.map_err(|message| StepError::Failed { step: spec.id, message })
-    }
-
     /// Record that a step was not run, with the reason (its inputs failed, say).
     pub fn skip(&self, spec: StepSpec, model: &str, reason: impl Into<String>) -> StepError {
         let reason = reason.into();
@@ -950,6 +930,20 @@ impl Ctx {
             .emit(Some(&spec.id), EventKind::StepSkipped { tier: spec.tier, reason: reason.clone() });
         self.push(record);
         StepError::Skipped { step: spec.id, reason }
+    }
+
+    /// Note documents a tool read for the run (each listed once, in the result and report).
+    /// Replayed tool calls cite theirs again, so a resumed run lists them all.
+    pub fn cite(&self, sources: &[crate::tools::Source]) {
+        if sources.is_empty() {
+            return;
+        }
+        let mut all = self.shared.sources.lock().unwrap_or_else(|p| p.into_inner());
+        for source in sources {
+            if !all.iter().any(|s| s.url == source.url) {
+                all.push(source.clone());
+            }
+        }
     }
 
     /// Totals so far.
@@ -963,12 +957,17 @@ impl Ctx {
     }
 
     /// The recorded outcome of `step`, when resuming a run that completed it.
-    fn recorded(&self, step: &StepId) -> Option<&StepRecord> {
+    pub(crate) fn recorded(&self, step: &StepId) -> Option<&StepRecord> {
         // A fresh run has nothing recorded: skip hashing the id.
         if self.shared.replay.is_empty() { None } else { self.shared.replay.get(step) }
     }
 
-    fn replay(&self, spec: StepSpec, rec: &StepRecord, hash: InputHash) -> Result<StepReply, StepError> {
+    pub(crate) fn replay(
+        &self,
+        spec: StepSpec,
+        rec: &StepRecord,
+        hash: InputHash,
+    ) -> Result<StepReply, StepError> {
         let s = &*self.shared;
         if rec.input_hash != hash {
             let err =
@@ -1022,7 +1021,7 @@ impl Ctx {
 
     /// The end of a step that produced `reply`: its outcome completed (time, attempts),
     /// recorded durably, announced and reported, in that order.
-    async fn complete(
+    pub(crate) async fn complete(
         &self,
         spec: &StepSpec,
         at: &Attempt,
@@ -1063,7 +1062,7 @@ impl Ctx {
         Ok(reply)
     }
 
-    fn begin(&self) -> Attempt {
+    pub(crate) fn begin(&self) -> Attempt {
         Attempt {
             started: Instant::now(),
             started_ms: self.shared.started.elapsed().as_millis() as u64,
@@ -1096,7 +1095,7 @@ impl Ctx {
         self.record(spec, at, status, outcome)
     }
 
-    fn fail(&self, spec: &StepSpec, model: Arc<str>, at: &Attempt, err: StepError) -> StepError {
+    pub(crate) fn fail(&self, spec: &StepSpec, model: Arc<str>, at: &Attempt, err: StepError) -> StepError {
         let mut record = self.unfinished(spec, model, at, AgentStatus::Failed);
         record.error = Some(err.to_string());
         record.outcome.duration_ms = at.started.elapsed().as_millis() as u64;
@@ -1114,7 +1113,13 @@ impl Ctx {
     }
 
     /// The run is stopping before this step made any call: it is skipped, not failed.
-    fn refuse_start(&self, spec: &StepSpec, model: Arc<str>, at: &Attempt, stop: Stop) -> StepError {
+    pub(crate) fn refuse_start(
+        &self,
+        spec: &StepSpec,
+        model: Arc<str>,
+        at: &Attempt,
+        stop: Stop,
+    ) -> StepError {
         let err =
             StepError::Skipped { step: spec.id.clone(), reason: format!("not started: {}", stop.describe()) };
         let mut record = self.unfinished(spec, model, at, AgentStatus::Skipped);

@@ -1284,6 +1284,231 @@ mod tool_loop {
     }
 }
 
+/// The engine's policies for effects: tool calls and `Ctx::step` work get timeouts,
+/// retries where repeating is safe, events, the journal and dead letters.
+mod effect_policies {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::llm::ToolCall;
+    use crate::policy::{Effect, EffectError};
+    use crate::store::LetterWork;
+    use crate::tools::{Source, Tool, ToolOutput, Toolbox, Tools};
+
+    fn call(name: &str) -> ToolCall {
+        ToolCall { id: "c".into(), name: name.into(), arguments: serde_json::json!({}) }
+    }
+
+    /// A tool that counts its calls and answers with `answer(call number)`.
+    fn counted(
+        name: &str,
+        counter: &Arc<AtomicU32>,
+        answer: impl Fn(u32) -> Result<ToolOutput, EffectError> + Send + Sync + Clone + 'static,
+        delay: Duration,
+    ) -> Tool {
+        let counter = counter.clone();
+        let schema = serde_json::json!({"type": "object", "properties": {}});
+        Tool::dynamic(name, "A test tool.", schema, move |_| {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            let answer = answer.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                answer(n)
+            }
+        })
+    }
+
+    /// A flow whose one step is an agent of tier Agent: with a toolbox, its plain
+    /// `ctx.llm` runs the tool loop.
+    fn agent_flow() -> impl Orchestrator {
+        Flow::new("agent", |ctx: Ctx, task: Task| async move {
+            let reply = ctx
+                .llm(StepSpec::new("agent", Tier::Agent), LlmRequest::new("t/m", task.description))
+                .await?;
+            Ok(reply.text.to_string())
+        })
+    }
+
+    fn tooled(p: &Arc<ScriptedProvider>, tools: Tools, store: &Arc<dyn RunStore>) -> RunOptions {
+        let mut o = options(p).with_tools(Toolbox::new().with_workers(tools)).with_store(store.clone());
+        o.policies.set_tools(StepPolicy {
+            timeout: Duration::from_millis(100),
+            retries: 2,
+            backoff_base: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(5),
+        });
+        o
+    }
+
+    async fn one_call(tool: Tool, store: &Arc<dyn RunStore>) -> (RunResult, Vec<Arc<Event>>) {
+        let name = tool.name().to_string();
+        let p = Arc::new(ScriptedProvider::new("t").tool_calls_for("agent", 1, vec![call(&name)]));
+        run_all(agent_flow(), "use the tool", tooled(&p, Tools::new().with(tool), store)).await
+    }
+
+    fn retries(events: &[Arc<Event>]) -> usize {
+        types(events).iter().filter(|t| **t == "step_retrying").count()
+    }
+
+    #[tokio::test]
+    async fn a_toolbox_gives_a_tiers_plain_llm_calls_the_tool_loop() {
+        let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+        let n = Arc::new(AtomicU32::new(0));
+        let tool = counted("look", &n, |_| Ok(ToolOutput::new("found it")), Duration::ZERO);
+        let (r, _) = one_call(tool, &store).await;
+        assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        assert!(r.final_output.clone().unwrap().contains("Tool results: found it"));
+        assert_eq!(agent(&r, "agent/round/01/tool/1").status, AgentStatus::Completed);
+    }
+
+    #[tokio::test]
+    async fn an_idempotent_tool_that_hangs_is_retried_then_the_model_reads_the_timeout_and_a_letter_is_kept()
+    {
+        let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+        let n = Arc::new(AtomicU32::new(0));
+        let slow = counted("slow", &n, |_| Ok(ToolOutput::new("late")), Duration::from_secs(30)).idempotent();
+        let (r, events) = one_call(slow, &store).await;
+        assert_eq!(r.status, RunStatus::Completed, "a hung tool does not hang the run: {}", r.stop_reason);
+        assert_eq!(n.load(Ordering::SeqCst), 3, "the first call and two retries");
+        assert_eq!(retries(&events), 2);
+        let out = r.final_output.clone().unwrap();
+        assert!(out.contains("timed out after 100.0ms (after 3 attempts)"), "{out}");
+        let step = agent(&r, "agent/round/01/tool/1");
+        assert_eq!(step.outcome.finish_reason.as_deref(), Some("timeout"));
+        let letters = store.dead_letters().await.unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].error_kind, "timeout");
+        assert!(matches!(&letters[0].work, LetterWork::Tool { tool_call } if tool_call.name == "slow"));
+    }
+
+    #[tokio::test]
+    async fn a_tool_that_may_have_acted_is_not_repeated_after_a_timeout() {
+        let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+        let n = Arc::new(AtomicU32::new(0));
+        let slow = counted("pay", &n, |_| Ok(ToolOutput::new("paid")), Duration::from_secs(30));
+        let (r, events) = one_call(slow, &store).await;
+        assert_eq!(n.load(Ordering::SeqCst), 1, "not idempotent: one call");
+        assert_eq!(retries(&events), 0);
+        assert!(r.final_output.unwrap().contains("timed out after 100.0ms"));
+        assert_eq!(store.dead_letters().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_and_a_tools_own_refusal_is_an_answer() {
+        let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+        let n = Arc::new(AtomicU32::new(0));
+        let flaky = counted(
+            "flaky",
+            &n,
+            |k| {
+                if k < 3 {
+                    Err(EffectError::transient("connection refused"))
+                } else {
+                    Ok(ToolOutput::new("ok"))
+                }
+            },
+            Duration::ZERO,
+        );
+        let (r, events) = one_call(flaky, &store).await;
+        assert_eq!(n.load(Ordering::SeqCst), 3);
+        assert_eq!(retries(&events), 2);
+        assert!(r.final_output.unwrap().contains("Tool results: ok"));
+        assert!(store.dead_letters().await.unwrap().is_empty());
+
+        let m = Arc::new(AtomicU32::new(0));
+        let refusing =
+            counted("refuse", &m, |_| Err(EffectError::new("no such file")), Duration::ZERO).idempotent();
+        let (r, _) = one_call(refusing.retries(0), &store).await;
+        assert_eq!(m.load(Ordering::SeqCst), 1);
+        assert!(r.final_output.unwrap().contains("no such file"));
+        assert!(store.dead_letters().await.unwrap().is_empty(), "an answer is not an outage");
+
+        let k = Arc::new(AtomicU32::new(0));
+        let down = counted("down", &k, |_| Err(EffectError::transient("server exited")), Duration::ZERO);
+        let (r, _) = one_call(down, &store).await;
+        assert_eq!(k.load(Ordering::SeqCst), 3);
+        assert!(r.final_output.unwrap().contains("server exited (after 3 attempts)"));
+        let letters = store.dead_letters().await.unwrap();
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        assert_eq!(letters[0].error_kind, "failed");
+    }
+
+    #[tokio::test]
+    async fn results_are_capped_with_a_note_and_sources_reach_the_result_even_when_replayed() {
+        let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+        let n = Arc::new(AtomicU32::new(0));
+        let big = counted(
+            "read",
+            &n,
+            |_| {
+                let source = Source { url: "https://example.org/a".into(), title: "A".into() };
+                Ok(ToolOutput::new("é".repeat(1000)).with_sources(vec![source]))
+            },
+            Duration::ZERO,
+        )
+        .idempotent();
+        let p = Arc::new(ScriptedProvider::new("t").tool_calls_for("agent", 1, vec![call("read")]));
+        let mut o = tooled(&p, Tools::new().with(big.clone()).result_cap(301), &store);
+        o.run_id = Some("capped".into());
+        let (r, _) = run_all(agent_flow(), "read", o).await;
+        let out = r.final_output.clone().unwrap();
+        assert!(out.contains("[cut: the tool returned 2000 bytes; the first 300 are shown]"), "{out}");
+        assert_eq!(r.sources.len(), 1);
+        // A resumed run replays the call, and its sources are listed again.
+        let steps = store.load_steps("capped").await.unwrap();
+        assert!(steps.iter().any(|s| s.step.as_str() == "agent/round/01/tool/1"));
+        let mut o = tooled(&p, Tools::new().with(big).result_cap(301), &store);
+        o.run_id = Some("capped".into());
+        let (again, _) = run_all(agent_flow(), "read", o).await;
+        assert_eq!(n.load(Ordering::SeqCst), 1, "replayed, not called");
+        assert_eq!(again.sources, r.sources);
+    }
+
+    #[tokio::test]
+    async fn a_step_that_hangs_times_out_by_its_tier_and_step_with_retries_what_is_safe() {
+        let p = Arc::new(ScriptedProvider::new("t"));
+        let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+        let n = Arc::new(AtomicU32::new(0));
+        let counter = n.clone();
+        let flow = Flow::new("steps", move |ctx: Ctx, _task: Task| {
+            let counter = counter.clone();
+            async move {
+                let hung = ctx
+                    .step::<String, _>(StepSpec::new("hang", Tier::Agent), &"x", async {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        Ok("never".to_string())
+                    })
+                    .await;
+                let policy = StepPolicy { timeout: Duration::from_secs(5), ..Policies::TOOL_DEFAULT };
+                let fetched = ctx
+                    .step_with(StepSpec::new("fetch", Tier::Agent), &"y", Effect::new(policy), || {
+                        let k = counter.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            if k == 0 {
+                                Err(EffectError::transient("refused"))
+                            } else {
+                                Ok(format!("try {}", k + 1))
+                            }
+                        }
+                    })
+                    .await?;
+                Ok(format!("{} / {fetched}", hung.unwrap_err().kind()))
+            }
+        });
+        let mut o = options(&p).with_store(store.clone());
+        let agent_policy =
+            StepPolicy { timeout: Duration::from_millis(50), ..*o.policies.for_tier(&Tier::Agent) };
+        o.policies.set(&Tier::Agent, agent_policy);
+        let (r, _) = run_all(flow, "steps", o).await;
+        assert_eq!(r.final_output.as_deref(), Some("timeout / try 2"), "{}", r.stop_reason);
+        assert_eq!(agent(&r, "hang").status, AgentStatus::Failed);
+        let letters = store.dead_letters().await.unwrap();
+        assert_eq!(letters.len(), 1);
+        assert!(matches!(&letters[0].work, LetterWork::Step { input } if input == "x"));
+    }
+}
+
 #[tokio::test]
 async fn a_model_without_a_price_is_refused_under_a_usd_budget_and_flagged_without_one() {
     let unpriced = Arc::new(ScriptedProvider::new("u").price(None));

@@ -48,18 +48,19 @@ pub mod shared;
 pub mod step;
 pub mod store;
 pub mod testing;
+pub mod tool;
 pub mod tools;
 pub mod usage;
 pub mod words;
 
 pub use budget::Budget;
 pub use ctx::{Ctx, StepError, Stop};
-pub use effect::EffectError;
 pub use event::{Event, EventKind, EventStream, PlanSource};
 pub use llm::{CallHints, CallKind, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Providers, Usage};
 pub use orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};
 pub use patterns::{Agent, CapHit, Cascade, Dynamic, Flow, Swarm, SynthesizeMode};
 pub use plan::{PlanError, Subtask, Task};
+pub use policy::{Effect, EffectError};
 pub use policy::{Policies, StepPolicy};
 pub use reply::{StepOutcome, StepReply};
 pub use result::{AgentRecord, AgentStatus, Document, RunResult, RunStatus, Segment, UsageTotals};
@@ -67,7 +68,7 @@ pub use run::{DocumentWriter, RunControl, RunError, RunHandle, RunOptions, run};
 pub use schema::OutputSchema;
 pub use step::{StepId, StepSpec, Tier};
 pub use store::{MemoryStore, RunStore};
-pub use tools::{Source, Tool, ToolOutput, Tools};
+pub use tools::{Source, Tool, ToolOutcome, ToolOutput, Toolbox, Tools};
 
 #[cfg(test)]
 mod engine_tests;

@@ -1,4 +1,6 @@
-//! Per-step policies: timeout, retries and backoff, with defaults per tier.
+//! Per-step policies: timeout, retries and backoff, with defaults per tier; and for
+//! effects (tool calls, [`crate::Ctx::step`] work), whether another attempt is safe
+//! ([`Effect`], [`EffectError`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -53,6 +55,69 @@ impl StepPolicy {
     }
 }
 
+/// Why an effect's attempt failed, and whether another attempt may help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectError {
+    pub message: String,
+    /// The attempt certainly did nothing (the connection was refused, the server was not
+    /// running): it may be tried again even when the effect is not idempotent.
+    pub transient: bool,
+}
+
+impl EffectError {
+    /// A failure that trying again would not fix (bad arguments, a refusal).
+    pub fn new(message: impl Into<String>) -> Self {
+        EffectError { message: message.into(), transient: false }
+    }
+
+    /// A failure that left nothing behind; another attempt may succeed.
+    pub fn transient(message: impl Into<String>) -> Self {
+        EffectError { message: message.into(), transient: true }
+    }
+}
+
+impl std::fmt::Display for EffectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for EffectError {}
+
+impl From<String> for EffectError {
+    fn from(message: String) -> Self {
+        EffectError::new(message)
+    }
+}
+
+impl From<&str> for EffectError {
+    fn from(message: &str) -> Self {
+        EffectError::new(message)
+    }
+}
+
+/// How one effect is run: the engine's policy for its tier (or for tools), and whether
+/// repeating it is harmless.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Effect {
+    pub policy: StepPolicy,
+    /// A failed or timed-out attempt may be repeated (a read, a search, a pure function).
+    pub idempotent: bool,
+}
+
+impl Effect {
+    /// Run under `policy`, repeating only failures the work marks transient.
+    pub fn new(policy: StepPolicy) -> Self {
+        Effect { policy, idempotent: false }
+    }
+
+    /// Repeating the work does no harm: any failure or timeout may be tried again.
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+}
+
 /// The longest timeout of one attempt, in seconds (a day). Longer is a mistake, and a float
 /// beyond `Duration`'s range would panic on conversion: every front end checks through
 /// [`timeout_secs`].
@@ -71,7 +136,8 @@ pub fn timeout_secs(secs: f64) -> Result<Duration, String> {
 /// Policies by tier, with a default for tiers not listed.
 ///
 /// The default gives every tier 180 s per attempt, synthesizers 240 s and the executive
-/// 300 s (they read more and write more), and 2 retries.
+/// 300 s (they read more and write more), tool calls 60 s (the `tool` key; see
+/// [`Policies::for_tools`]), and 2 retries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Policies {
     pub default: StepPolicy,
@@ -85,13 +151,37 @@ impl Default for Policies {
         let mut p = Policies { default: base, tiers: HashMap::new() };
         p.set(&Tier::Synthesizer, StepPolicy { timeout: Duration::from_secs(240), ..base });
         p.set(&Tier::Executive, StepPolicy { timeout: Duration::from_secs(300), ..base });
+        p.tiers.insert(TOOLS.into(), Policies::TOOL_DEFAULT);
         p
     }
 }
 
+/// The key of the tool calls' policy in [`Policies::tiers`].
+const TOOLS: &str = "tool";
+
 impl Policies {
     pub fn for_tier(&self, tier: &Tier) -> &StepPolicy {
         self.tiers.get(tier.as_str()).unwrap_or(&self.default)
+    }
+
+    /// Tool calls: 60 s per call, 2 retries (where repeating is safe), backoff from
+    /// 250 ms to 10 s. A tool is a local program or a nearby server: it should answer
+    /// sooner than a model writing a long reply.
+    pub const TOOL_DEFAULT: StepPolicy = StepPolicy {
+        timeout: Duration::from_secs(60),
+        retries: 2,
+        backoff_base: Duration::from_millis(250),
+        backoff_max: Duration::from_secs(10),
+    };
+
+    /// How tool calls run, unless a tool says otherwise ([`crate::tools::ToolPolicy`]).
+    pub fn for_tools(&self) -> &StepPolicy {
+        self.tiers.get(TOOLS).unwrap_or(&Policies::TOOL_DEFAULT)
+    }
+
+    /// Set how tool calls run (`--tool-timeout`, a workflow file's `defaults`).
+    pub fn set_tools(&mut self, policy: StepPolicy) {
+        self.tiers.insert(TOOLS.into(), policy);
     }
 
     pub fn set(&mut self, tier: &Tier, policy: StepPolicy) {

@@ -131,6 +131,10 @@ pub struct RunResult {
     /// also a skipped step in `agents`, and named in `stop_reason`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caps: Vec<crate::caps::CapHit>,
+    /// What the run's tools read on its behalf (pages fetched, search results), first use
+    /// first, each once: the sources a report lists beside the links its text cites.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<crate::tools::Source>,
 }
 
 impl RunResult {
@@ -162,6 +166,7 @@ impl RunResult {
             started_at: Some(started_at),
             segments: Vec::new(),
             caps: Vec::new(),
+            sources: Vec::new(),
         }
     }
 

@@ -83,6 +83,10 @@ pub struct RunOptions {
     /// running a subtask.
     #[serde(default)]
     pub review_plan: bool,
+    /// The tools each tier's agents may call: their LLM calls run the agent loop
+    /// ([`crate::tools::Toolbox`]).
+    #[serde(skip)]
+    pub tools: crate::tools::Toolbox,
 }
 
 /// How long a plan review waits for an answer before it takes its default, rejection.
@@ -117,6 +121,7 @@ impl Default for RunOptions {
             human: None,
             budget_pool: None,
             review_plan: false,
+            tools: Default::default(),
         }
     }
 }
@@ -138,6 +143,11 @@ impl std::fmt::Debug for RunOptions {
 impl RunOptions {
     pub fn with_provider(mut self, provider: Arc<dyn crate::llm::LlmProvider>) -> Self {
         self.providers.insert(provider);
+        self
+    }
+    /// Give each tier's agents tools ([`crate::tools::Toolbox`]).
+    pub fn with_tools(mut self, tools: crate::tools::Toolbox) -> Self {
+        self.tools = tools;
         self
     }
     pub fn with_providers(mut self, providers: Providers) -> Self {
@@ -366,6 +376,7 @@ pub async fn run<O: Orchestrator>(
         stop: Mutex::new(None),
         stopping: AtomicBool::new(false),
         policies: options.policies.clone(),
+        tools: options.tools.clone(),
         agents: Mutex::new(Vec::new()),
         replay,
         plan: Mutex::new(None),
@@ -376,6 +387,7 @@ pub async fn run<O: Orchestrator>(
         usage,
         human: options.human.clone().unwrap_or_else(crate::human::Human::unattended),
         caps: Mutex::new(Vec::new()),
+        sources: Mutex::new(Vec::new()),
         windows: Mutex::new(HashMap::new()),
     });
     tokio::spawn(heartbeat(ctx.clone(), owner.clone(), heartbeat_done.clone()));
@@ -489,6 +501,7 @@ fn fallback_result(ctx: &Ctx, reason: String) -> RunResult {
         started_at,
         segments,
         caps: Vec::new(),
+        sources: Vec::new(),
     }
 }
 
@@ -971,6 +984,7 @@ impl Finish<'_> {
             started_at,
             segments,
             caps,
+            sources: std::mem::take(&mut *ctx.shared.sources.lock().unwrap_or_else(|p| p.into_inner())),
         }
     }
 }

@@ -120,8 +120,33 @@ pub struct DeadLetter {
     pub error: String,
     pub error_kind: String,
     pub attempts: u32,
-    pub request: LlmRequest,
+    /// What to run again.
+    #[serde(alias = "request")]
+    pub work: LetterWork,
     pub created_at: DateTime<Utc>,
+}
+
+/// What a dead letter runs again: an LLM call, a tool call, or a step of the program's
+/// own (which only the program can run: `belt resume --retry-failed` does).
+///
+/// Stored as JSON; an LLM call is stored as its request alone, as before tools had letters,
+/// so older letters read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LetterWork {
+    Tool { tool_call: crate::llm::ToolCall },
+    Step { input: serde_json::Value },
+    Llm(LlmRequest),
+}
+
+impl LetterWork {
+    /// The LLM request, when the letter is an LLM call.
+    pub fn request(&self) -> Option<&LlmRequest> {
+        match self {
+            LetterWork::Llm(request) => Some(request),
+            _ => None,
+        }
+    }
 }
 
 /// A store operation failed. The run stops scheduling and ends with this error; records

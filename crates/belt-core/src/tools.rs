@@ -53,288 +53,17 @@
 //! # }
 //! ```
 
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-
-use futures::FutureExt;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
 use crate::caps::CapHit;
 use crate::ctx::{Ctx, StepError, StepReply};
-use crate::effect::EffectError;
-use crate::llm::{LlmRequest, Message, ToolCall, ToolSpec, Usage};
-use crate::schema::{is_strict, schema_of, to_strict, wire_name};
+use crate::effect::{Effect, Letter};
+use crate::llm::{LlmRequest, Message, ToolCall, Usage};
+use crate::policy::{EffectError, StepPolicy};
 use crate::step::{StepId, StepSpec};
+use crate::store::LetterWork;
 
-/// The `finish_reason` of a tool loop stopped by its round cap.
-pub const TOOL_ROUND_CAP: &str = "tool_round_cap";
-
-/// What a handler's future resolves to: the result, or why the call failed.
-pub type ToolFuture = Pin<Box<dyn Future<Output = Result<ToolOutput, EffectError>> + Send>>;
-
-type Handler = Arc<dyn Fn(Value) -> ToolFuture + Send + Sync>;
-
-/// What a tool returns: the text the model reads, and the sources it came from (pages
-/// fetched, search results), which the run's result and report list.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ToolOutput {
-    pub content: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sources: Vec<Source>,
-}
-
-impl ToolOutput {
-    pub fn new(content: impl Into<String>) -> Self {
-        ToolOutput { content: content.into(), sources: Vec::new() }
-    }
-
-    pub fn with_sources(mut self, sources: Vec<Source>) -> Self {
-        self.sources = sources;
-        self
-    }
-}
-
-impl From<String> for ToolOutput {
-    fn from(content: String) -> Self {
-        ToolOutput::new(content)
-    }
-}
-
-/// A document a tool read on the run's behalf: a web page, a search result.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Source {
-    pub url: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub title: String,
-}
-
-/// How the engine runs one tool's calls, beyond the run's defaults for tools
-/// ([`crate::Policies::tools`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ToolPolicy {
-    /// Limit on one call (the run's tool timeout otherwise).
-    pub timeout: Option<std::time::Duration>,
-    /// Attempts after the first (the run's tool retries otherwise).
-    pub retries: Option<u32>,
-    /// Calling it twice with the same arguments does no harm (a read, a search): a call
-    /// that failed or timed out may be repeated. Otherwise only a failure the tool marks
-    /// [`EffectError::transient`] (it certainly did nothing) is tried again.
-    pub idempotent: bool,
-}
-
-/// A function the model may call: a name, a description, the JSON Schema of its
-/// arguments, an async handler, and how its calls are run ([`ToolPolicy`]).
-#[derive(Clone)]
-pub struct Tool {
-    spec: ToolSpec,
-    handler: Handler,
-    policy: ToolPolicy,
-}
-
-impl fmt::Debug for Tool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tool").field("spec", &self.spec).finish_non_exhaustive()
-    }
-}
-
-impl Tool {
-    /// A tool whose arguments are an `A` (a struct deriving `schemars::JsonSchema` and
-    /// `serde::Deserialize`; its doc comments become the parameters' descriptions). The
-    /// handler's `Ok` value is the result: a string as it is, anything else as JSON; its
-    /// `Err` is shown to the model as a failed call.
-    ///
-    /// The parameters are sent in strict form (every property required, `Option` fields
-    /// nullable), which OpenAI enforces exactly.
-    pub fn new<A, F, Fut, T, E>(name: &str, description: &str, handler: F) -> Tool
-    where
-        A: schemars::JsonSchema + DeserializeOwned + 'static,
-        F: Fn(A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Serialize,
-        E: fmt::Display,
-    {
-        let parameters = to_strict(schema_of::<A>());
-        let handler = move |arguments: Value| -> ToolFuture {
-            match serde_json::from_value::<A>(arguments) {
-                Ok(args) => {
-                    let running = handler(args);
-                    Box::pin(async move {
-                        match running.await {
-                            Ok(value) => render(value).map(ToolOutput::new).map_err(EffectError::new),
-                            Err(e) => Err(EffectError::new(e.to_string())),
-                        }
-                    })
-                }
-                Err(e) => Box::pin(std::future::ready(Err(EffectError::new(format!(
-                    "the arguments do not match the tool's parameters: {e}"
-                ))))),
-            }
-        };
-        Tool::build(name, description, parameters, Arc::new(handler))
-    }
-
-    /// A tool with a hand-written parameter schema (an object), whose handler takes the
-    /// arguments as JSON.
-    pub fn from_json<F, Fut>(name: &str, description: &str, parameters: Value, handler: F) -> Tool
-    where
-        F: Fn(Value) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<String, String>> + Send + 'static,
-    {
-        Tool::build(
-            name,
-            description,
-            parameters,
-            Arc::new(move |args| {
-                let running = handler(args);
-                Box::pin(async move { running.await.map(ToolOutput::new).map_err(EffectError::new) })
-            }),
-        )
-    }
-
-    /// A tool with a hand-written parameter schema whose handler returns a full
-    /// [`ToolOutput`] (with sources) or an [`EffectError`] that says whether trying again
-    /// may help: what built-in and MCP tools use.
-    pub fn dynamic<F, Fut>(name: &str, description: &str, parameters: Value, handler: F) -> Tool
-    where
-        F: Fn(Value) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<ToolOutput, EffectError>> + Send + 'static,
-    {
-        Tool::build(name, description, parameters, Arc::new(move |args| Box::pin(handler(args))))
-    }
-
-    fn build(name: &str, description: &str, parameters: Value, handler: Handler) -> Tool {
-        let strict = is_strict(&parameters);
-        let spec =
-            ToolSpec { name: wire_name(name), description: description.to_string(), parameters, strict };
-        Tool { spec, handler, policy: ToolPolicy::default() }
-    }
-
-    /// Calling it again with the same arguments does no harm: failed and timed-out calls
-    /// may be repeated (see [`ToolPolicy::idempotent`]).
-    pub fn idempotent(mut self) -> Tool {
-        self.policy.idempotent = true;
-        self
-    }
-
-    /// Limit one call to `timeout` (instead of the run's tool timeout).
-    pub fn timeout(mut self, timeout: std::time::Duration) -> Tool {
-        self.policy.timeout = Some(timeout);
-        self
-    }
-
-    /// Attempts after the first, for failures that may be repeated.
-    pub fn retries(mut self, retries: u32) -> Tool {
-        self.policy.retries = Some(retries);
-        self
-    }
-
-    /// Call it under another name (a prefix that keeps two servers' tools apart, say).
-    pub fn renamed(mut self, name: &str) -> Tool {
-        self.spec.name = wire_name(name);
-        self
-    }
-
-    pub fn policy(&self) -> ToolPolicy {
-        self.policy
-    }
-
-    /// How the tool is described to the model.
-    pub fn spec(&self) -> &ToolSpec {
-        &self.spec
-    }
-
-    pub fn name(&self) -> &str {
-        &self.spec.name
-    }
-
-    /// Run the handler on `arguments`, as the loop does: arguments that are not a JSON
-    /// object (a model's broken JSON arrives as a string) and panics are errors too.
-    pub async fn call(&self, arguments: Value) -> Result<ToolOutput, EffectError> {
-        if let Value::String(raw) = &arguments {
-            return Err(EffectError::new(format!("the arguments are not valid JSON: {raw}")));
-        }
-        match std::panic::AssertUnwindSafe((self.handler)(arguments)).catch_unwind().await {
-            Ok(result) => result,
-            Err(_) => {
-                Err(EffectError::new(format!("the tool `{}` failed (its handler panicked)", self.spec.name)))
-            }
-        }
-    }
-}
-
-fn render<T: Serialize>(value: T) -> Result<String, String> {
-    match serde_json::to_value(value) {
-        Ok(Value::String(s)) => Ok(s),
-        Ok(other) => Ok(other.to_string()),
-        Err(e) => Err(format!("the tool's result could not be written as JSON: {e}")),
-    }
-}
-
-/// The tools of a loop, and its round cap.
-#[derive(Clone, Debug)]
-pub struct Tools {
-    tools: Vec<Tool>,
-    max_rounds: usize,
-}
-
-impl Default for Tools {
-    fn default() -> Self {
-        Tools { tools: Vec::new(), max_rounds: Tools::DEFAULT_MAX_ROUNDS }
-    }
-}
-
-impl Tools {
-    /// Model calls per loop unless [`Tools::max_rounds`] says otherwise.
-    pub const DEFAULT_MAX_ROUNDS: usize = 8;
-
-    pub fn new() -> Self {
-        Tools::default()
-    }
-
-    /// Add a tool (one with the same name is replaced).
-    pub fn with(mut self, tool: Tool) -> Self {
-        self.tools.retain(|t| t.name() != tool.name());
-        self.tools.push(tool);
-        self
-    }
-
-    /// At most `rounds` model calls per loop (at least 1). When the last one still calls
-    /// tools, the loop stops with [`TOOL_ROUND_CAP`].
-    pub fn max_rounds(mut self, rounds: usize) -> Self {
-        self.max_rounds = rounds.max(1);
-        self
-    }
-
-    pub fn rounds_cap(&self) -> usize {
-        self.max_rounds
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Tool> {
-        self.tools.iter().find(|t| t.name() == name)
-    }
-
-    /// The tools as a request describes them.
-    pub fn specs(&self) -> Vec<ToolSpec> {
-        self.tools.iter().map(|t| t.spec.clone()).collect()
-    }
-
-    fn names(&self) -> String {
-        let names: Vec<&str> = self.tools.iter().map(Tool::name).collect();
-        if names.is_empty() { "(none)".into() } else { names.join(", ") }
-    }
-}
-
-/// A tool call's result, as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ToolOutcome {
-    content: String,
-    #[serde(default)]
-    is_error: bool,
-}
+pub use crate::tool::{
+    Source, TOOL_ROUND_CAP, Tool, ToolFuture, ToolOutcome, ToolOutput, ToolPolicy, Toolbox, Tools,
+};
 
 impl Ctx {
     /// An LLM call with tools: the agent loop (see the [module docs](self)). `request`
@@ -350,7 +79,7 @@ impl Ctx {
         tools: &Tools,
     ) -> Result<StepReply, StepError> {
         request.tools = tools.specs();
-        let rounds = tools.max_rounds;
+        let rounds = tools.rounds_cap();
         let round_id = |k: usize| spec.id.child(format!("round/{}", crate::step::pad(k, rounds, 2)));
         let (mut usage, mut cost, mut replayed, mut cached, mut simulated) =
             (Usage::default(), 0.0, true, true, false);
@@ -360,7 +89,7 @@ impl Ctx {
             round += 1;
             let id = round_id(round);
             let step = StepSpec { id: id.clone(), inputs: std::mem::take(&mut inputs), ..spec.clone() };
-            let reply = self.llm(step, request.clone()).await?;
+            let reply = self.call_model(step, request.clone()).await?;
             usage.add(reply.outcome.usage);
             cost += reply.outcome.cost_usd;
             replayed &= reply.outcome.replayed;
@@ -413,22 +142,54 @@ impl Ctx {
     ) -> Result<(StepId, ToolOutcome), StepError> {
         let id = round.child(format!("tool/{}", crate::step::pad(index, count, 1)));
         let step = StepSpec::new(id.clone(), spec.tier.clone()).inputs(vec![round.clone()]);
-        let input = (&call.name, &call.arguments);
-        let work = async {
-            let result = match tools.get(&call.name) {
-                Some(tool) => tool.call(call.arguments.clone()).await,
-                None => Err(EffectError::new(format!(
-                    "there is no tool named `{}`; the tools are: {}",
-                    call.name,
-                    tools.names()
-                ))),
-            };
-            Ok(match result {
-                Ok(out) => ToolOutcome { content: out.content, is_error: false },
-                Err(e) => ToolOutcome { content: e.message, is_error: true },
-            })
-        };
-        let outcome = self.step(step, &input, work).await?;
-        Ok((id, outcome))
+        Ok((id, self.tool(step, call, tools).await?))
     }
+
+    /// Run one tool call as step `step`, under the engine's policy for tools (the run's,
+    /// refined by the tool's own [`ToolPolicy`]). A call that fails for good is recorded as
+    /// an error result the model reads — the run goes on — and, when the policy gave up on
+    /// it (a timeout, a server down), kept as a dead letter (`belt dlq retry` runs it
+    /// again through this same path).
+    pub async fn tool(
+        &self,
+        step: StepSpec,
+        call: &ToolCall,
+        tools: &Tools,
+    ) -> Result<ToolOutcome, StepError> {
+        let input = serde_json::json!([&call.name, &call.arguments]);
+        let Some(tool) = tools.get(&call.name) else {
+            let message = format!("there is no tool named `{}`; the tools are: {}", call.name, tools.names());
+            let outcome = ToolOutcome { content: message, is_error: true, sources: Vec::new() };
+            let work = || std::future::ready(Ok::<_, EffectError>(outcome.clone()));
+            let effect = Effect::new(*self.shared.policies.for_tools());
+            return self.step_with(step, &input, effect, work).await;
+        };
+        let effect = tool_effect(self.shared.policies.for_tools(), tool.policy());
+        let cap = tools.result_cap;
+        let work = || {
+            let running = tool.call(call.arguments.clone());
+            async move { running.await.map(|out| ToolOutcome::of(out, cap)) }
+        };
+        let letter = Letter {
+            work: LetterWork::Tool { tool_call: call.clone() },
+            recover: Some(|message: &str| {
+                let outcome =
+                    ToolOutcome { content: message.to_string(), is_error: true, sources: Vec::new() };
+                serde_json::to_string(&outcome).unwrap_or_default()
+            }),
+        };
+        let outcome: ToolOutcome = self.effect(step, &input, effect, work, letter).await?;
+        self.cite(&outcome.sources);
+        Ok(outcome)
+    }
+}
+
+/// The run's policy for tools, refined by the tool's own.
+fn tool_effect(run: &StepPolicy, tool: ToolPolicy) -> Effect {
+    let policy = StepPolicy {
+        timeout: tool.timeout.unwrap_or(run.timeout),
+        retries: tool.retries.unwrap_or(run.retries),
+        ..*run
+    };
+    Effect { policy, idempotent: tool.idempotent }
 }

@@ -20,7 +20,7 @@
 //!     pattern: "cascade".into(), task: "Impact of AI on healthcare".into(), plan: vec![],
 //!     agents: vec![], final_output: Some("## Summary\nAI helps.".into()),
 //!     usage: UsageTotals::default(), cost_usd: 0.0, duration_ms: 1200, documents: vec![],
-//!     simulated: true, shape: vec![], started_at: None, segments: vec![], caps: vec![],
+//!     simulated: true, shape: vec![], started_at: None, segments: vec![], caps: vec![], sources: vec![],
 //! };
 //! let md = belt_report::markdown(&result);
 //! assert!(md.starts_with("# Impact of AI on healthcare"));
@@ -352,6 +352,7 @@ mod tests {
             started_at: None,
             segments: Vec::new(),
             caps: Vec::new(),
+            sources: Vec::new(),
         }
     }
 }

@@ -505,6 +505,7 @@ pub(crate) mod tests {
             started_at: None,
             segments: Vec::new(),
             caps: Vec::new(),
+            sources: Vec::new(),
         }
     }
 

@@ -133,6 +133,7 @@ fn result(run_id: &str, status: RunStatus) -> RunResult {
         started_at: None,
         segments: Vec::new(),
         caps: Vec::new(),
+        sources: Vec::new(),
     }
 }
 

@@ -61,14 +61,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use belt_core::StepReply;
 use belt_core::event::Event;
 use belt_core::result::{RunResult, RunStatus};
 use belt_core::step::{StepId, Tier};
+use belt_core::store::LetterWork;
 use belt_core::store::{
     CancelRequest, DeadLetter, EVENT_POLL, InputHash, LEASE_TTL, Lease, RunRecord, RunStore, RunSummary,
     StepRecord, StoreError,
 };
-use belt_core::{LlmRequest, StepReply};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection};
@@ -744,7 +745,7 @@ impl RunStore for PgStore {
             .bind(&letter.error)
             .bind(&letter.error_kind)
             .bind(i64::from(letter.attempts))
-            .bind(to_json(&letter.request)?)
+            .bind(to_json(&letter.work)?)
             .bind(letter.created_at);
         let id = self.run(q.fetch_one(&self.pool)).await?;
         Ok(id.max(0) as u64)
@@ -846,8 +847,8 @@ impl PgStore {
             col(r, "run_id").map_err(|d| self.at.damaged(None, within(d, &format!("dead letter {id}"))))?;
         let read = || -> Result<DeadLetter, String> {
             let request: String = col(r, "request")?;
-            let request: LlmRequest = serde_json::from_str(&request)
-                .map_err(|e| format!("column `request`: the request does not decode ({e})"))?;
+            let work: LetterWork = serde_json::from_str(&request)
+                .map_err(|e| format!("column `request`: the dead letter's work does not decode ({e})"))?;
             Ok(DeadLetter {
                 id,
                 run_id: run_id.clone(),
@@ -857,7 +858,7 @@ impl PgStore {
                 error_kind: col(r, "error_kind")?,
                 attempts: u32::try_from(count(r, "attempts")?)
                     .map_err(|_| "column `attempts`: too large".to_string())?,
-                request,
+                work,
                 created_at: col::<DateTime<Utc>, _>(r, "created_at")?,
             })
         };

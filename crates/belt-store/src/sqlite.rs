@@ -19,14 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use belt_core::StepReply;
 use belt_core::event::Event;
 use belt_core::result::{RunResult, RunStatus};
 use belt_core::step::{StepId, Tier};
+use belt_core::store::LetterWork;
 use belt_core::store::{
     CancelRequest, DeadLetter, InputHash, LEASE_TTL, Lease, RunRecord, RunStore, RunSummary, StepRecord,
     StoreError,
 };
-use belt_core::{LlmRequest, StepReply};
 use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{
@@ -626,8 +627,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn put_dead_letter(&self, letter: &DeadLetter) -> Result<u64, StoreError> {
-        let request =
-            serde_json::to_string(&letter.request).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let request = serde_json::to_string(&letter.work).map_err(|e| StoreError::Backend(e.to_string()))?;
         let id = sqlx::query(
             "INSERT INTO dead_letters (run_id, step, tier, error, error_kind, attempts, request, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -661,8 +661,9 @@ impl RunStore for SqliteStore {
                     .map_err(|d| self.damaged(None, within(d, &format!("dead letter {id}"))))?;
                 let read = || -> Result<DeadLetter, String> {
                     let request: String = col(r, "request")?;
-                    let request: LlmRequest = serde_json::from_str(&request)
-                        .map_err(|e| format!("column `request`: the request does not decode ({e})"))?;
+                    let work: LetterWork = serde_json::from_str(&request).map_err(|e| {
+                        format!("column `request`: the dead letter's work does not decode ({e})")
+                    })?;
                     Ok(DeadLetter {
                         id,
                         run_id: run_id.clone(),
@@ -672,7 +673,7 @@ impl RunStore for SqliteStore {
                         error_kind: col(r, "error_kind")?,
                         attempts: u32::try_from(count(r, "attempts")?)
                             .map_err(|_| "column `attempts`: too large".to_string())?,
-                        request,
+                        work,
                         created_at: time(r, "created_at")?,
                     })
                 };

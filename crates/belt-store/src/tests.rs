@@ -208,6 +208,7 @@ pub(crate) fn sample_result(run_id: &str) -> belt_core::RunResult {
         started_at: None,
         segments: Vec::new(),
         caps: Vec::new(),
+        sources: Vec::new(),
     }
 }
 

@@ -55,12 +55,16 @@ mod tests {
         let tools = builtin();
         let calc = tools.get("calculator").unwrap();
         let call = |e: &str| calc.call(serde_json::json!({"expression": e}));
-        assert_eq!(call("(1200 * 0.15) + 40").await.unwrap(), "220.0");
-        assert_eq!(call("2 ** 10 // 3").await.unwrap(), "341");
-        assert!(call("range(10)").await.unwrap_err().contains("only numbers"));
+        let text = |e: &str| {
+            let running = call(e);
+            async move { running.await.map(|o| o.content).map_err(|e| e.message) }
+        };
+        assert_eq!(text("(1200 * 0.15) + 40").await.unwrap(), "220.0");
+        assert_eq!(text("2 ** 10 // 3").await.unwrap(), "341");
+        assert!(text("range(10)").await.unwrap_err().contains("only numbers"));
         assert!(call("1 / 0").await.is_err());
-        assert!(call("").await.unwrap_err().contains("empty"));
-        let now = tools.get("clock").unwrap().call(serde_json::json!({})).await.unwrap();
+        assert!(text("").await.unwrap_err().contains("empty"));
+        let now = tools.get("clock").unwrap().call(serde_json::json!({})).await.unwrap().content;
         assert!(chrono::DateTime::parse_from_rfc3339(&now).is_ok(), "{now}");
         assert_eq!(tools.specs().len(), BUILTIN.len());
     }
