@@ -73,6 +73,12 @@ pub struct Config {
     /// Named budgets that runs draw from (`--budget-pool NAME`), kept in a shared store.
     #[serde(default)]
     pub budget_pools: BTreeMap<String, PoolConfig>,
+    /// `[tools]`: result size, tool rounds, what `fetch_url` may read, the search backend.
+    #[serde(default)]
+    pub tools: crate::tools::ToolsConfig,
+    /// `[mcp.NAME]`: MCP servers whose tools runs may name (`--tools NAME`).
+    #[serde(default)]
+    pub mcp: BTreeMap<String, belt_tools::mcp::McpServerSpec>,
 }
 
 /// `[budget_pools.NAME]`: caps per UTC day and month; one left out is unlimited.

@@ -48,6 +48,7 @@ mod prepare;
 #[cfg(test)]
 mod properties;
 mod spec;
+pub mod tools;
 pub mod worker;
 mod workflow;
 

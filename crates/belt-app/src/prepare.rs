@@ -52,6 +52,8 @@ pub struct App {
     http: std::sync::OnceLock<Providers>,
     /// What the processes sharing the store share, once a front end opened such a store.
     shared: std::sync::OnceLock<Shared>,
+    /// The tools of the process's runs, and the MCP servers they started.
+    tools: Arc<crate::tools::ToolHost>,
 }
 
 /// Limits and budget pools shared through a store (see [`belt_core::shared`]).
@@ -73,6 +75,9 @@ pub struct Prepared {
     pub formats: Vec<belt_report::Format>,
     /// True when some model of the run is simulated (its texts are not a model's).
     pub simulated: bool,
+    /// The tools the spec names, checked, and the host that starts them
+    /// ([`Prepared::start_tools`]).
+    pub tools: Option<(Arc<crate::tools::ToolHost>, crate::tools::ToolPlan)>,
 }
 
 impl Prepared {
@@ -92,9 +97,24 @@ impl Prepared {
         }
     }
 
-    /// Start the run on the current tokio runtime.
-    pub async fn start(&self) -> Result<belt_core::RunHandle, belt_core::RunError> {
+    /// Start the run on the current tokio runtime (its tools first, see
+    /// [`Prepared::start_tools`]).
+    pub async fn start(&mut self) -> Result<belt_core::RunHandle, belt_core::RunError> {
+        self.start_tools().await?;
         belt_core::run(self.orchestrator.clone(), self.task.clone(), self.options.clone()).await
+    }
+
+    /// Start the MCP servers the run's tools come from (or reuse the process's) and give
+    /// each tier its tools in `options`; nothing when the spec names no tools. An error
+    /// says which server or tool could not be set up; no call has been made then.
+    pub async fn start_tools(&mut self) -> Result<(), belt_core::RunError> {
+        if let Some((host, plan)) = self.tools.take() {
+            let toolbox = host.toolbox(&plan).await.map_err(|e| {
+                belt_core::RunError::Config(format!("the run's tools could not be set up: {e}"))
+            })?;
+            self.options.tools = toolbox;
+        }
+        Ok(())
     }
 }
 
@@ -102,11 +122,29 @@ impl App {
     /// An application over `config`, reading the process's environment.
     pub fn new(config: Config) -> App {
         App {
-            config,
             env: Arc::new(belt_llm::process_env),
             limiters: Default::default(),
             http: Default::default(),
             shared: std::sync::OnceLock::new(),
+            tools: Arc::new(crate::tools::ToolHost::new(
+                config.tools.clone(),
+                config.mcp.clone(),
+                belt_tools::web::WebSearchConfig::from_env(),
+            )),
+            config,
+        }
+    }
+
+    /// The tools of this process's runs ([`crate::tools::ToolHost`]).
+    pub fn tool_host(&self) -> &Arc<crate::tools::ToolHost> {
+        &self.tools
+    }
+
+    /// Every tool the run of `spec` had, started (what `belt dlq retry` offers a tool call).
+    pub async fn tools_for_retry(&self, spec: &RunSpec) -> Result<belt_core::Tools, AppError> {
+        match self.tools.plan(spec)? {
+            Some(plan) => self.tools.all_tools(&plan).await.map_err(AppError::Invalid),
+            None => Ok(belt_core::Tools::new()),
         }
     }
 
@@ -292,6 +330,7 @@ impl App {
         let mut recorded = spec.clone();
         recorded.formats = Some(common.formats_text.clone());
         options.definition = Some(recorded.to_definition());
+        let tools = self.tools.plan(spec)?.map(|plan| (self.tools.clone(), plan));
         Ok(Prepared {
             task: task_with_context(task, spec.context.as_deref()),
             spec: recorded,
@@ -299,6 +338,7 @@ impl App {
             options,
             formats: common.formats,
             simulated,
+            tools,
         })
     }
 }

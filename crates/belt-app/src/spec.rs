@@ -54,6 +54,24 @@ pub struct RunSpec {
     #[schemars(range(max = 5))]
     pub continue_truncated: Option<u32>,
 
+    /// Tools the workers may call (the agents of patterns without workers): `web`
+    /// (`web_search` and `fetch_url`), `web_search`, `fetch_url`, `run_code` (Python or sh in
+    /// a sandbox), `calculator`, `clock`, an MCP server's name (all its tools) or
+    /// `server.tool` (one of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    /// Tools the synthesizers may call (names as for `tools`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub synthesizer_tools: Vec<String>,
+    /// Tools the executive may call (names as for `tools`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub executive_tools: Vec<String>,
+    /// MCP servers for this run, beside belt.toml's `[mcp.NAME]`: a name, and `command`
+    /// with `args` and `env` (a program speaking MCP on stdio) or `url` with `headers`
+    /// (Streamable HTTP). The spec is recorded with the run: put secrets in belt.toml.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mcp: BTreeMap<String, belt_tools::mcp::McpServerSpec>,
+
     /// Model for every tier as `provider/model`, e.g. `openai/gpt-4o-mini` or
     /// `simulated/default` (offline, simulated text); `a/x,b/y` falls back from x to y.
     /// Default: the front end's default model.

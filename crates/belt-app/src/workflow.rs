@@ -201,5 +201,13 @@ pub(crate) fn prepare(app: &App, spec: &RunSpec, text: &str, common: Common) -> 
         }
     };
     options.definition = Some(recorded.to_definition());
-    Ok(Prepared { spec: recorded, task, orchestrator: Arc::new(orchestrator), options, formats, simulated })
+    Ok(Prepared {
+        spec: recorded,
+        task,
+        orchestrator: Arc::new(orchestrator),
+        options,
+        formats,
+        simulated,
+        tools: None,
+    })
 }

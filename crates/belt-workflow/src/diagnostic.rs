@@ -106,7 +106,7 @@ impl IntoIterator for Diagnostics {
 /// The candidate closest to `word`, when one is close enough to be what was meant: a
 /// typo or two (edit distance, transpositions counted once) or a near match by
 /// Jaro-Winkler similarity.
-pub(crate) fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
     let lower = word.to_lowercase();
     let max_edits = (lower.chars().count() / 3).max(1);
     candidates
