@@ -379,6 +379,16 @@ impl Child {
     }
 }
 
+/// Dropped (a failed start, the last tool of a server gone): the group is killed right
+/// away, not by the reaping task, which a runtime shutting down may never run again.
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.exit_status().is_none() {
+            signal_group(self.pid, libc::SIGKILL);
+        }
+    }
+}
+
 fn signal_group(pid: Option<u32>, signal: i32) {
     if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) {
         // SAFETY: kill(2) with a negative pid signals the process group the child leads
