@@ -12,6 +12,8 @@
 //! - [`postgres`] gives the tests of the PostgreSQL run store a real server: the one
 //!   `BELT_TEST_POSTGRES` names, else a throwaway one that `scripts/postgres start` runs
 //!   (installing PostgreSQL if needed), so a plain `cargo test` runs them too.
+//! - [`test_deps`] installs the pinned third-party programs of the end-to-end tests (the MCP
+//!   reference server, the MCP Python SDK, …) with `scripts/test-deps`, once.
 //!
 //! ```
 //! use belt_testkit::{check, mutate, proptest::prelude::*};
@@ -93,6 +95,39 @@ fn start_postgres() -> Result<String, String> {
             String::from_utf8_lossy(&out.stderr)
         )),
     }
+}
+
+/// The directory `scripts/test-deps` installs the end-to-end tests' third-party programs
+/// into, `TARGET/test-deps` (`py/bin/python` with the MCP Python SDK, `npm/node_modules/…`
+/// with the MCP Inspector and `@modelcontextprotocol/server-everything`), after running
+/// the script (quick when its stamp says all is installed; once per test binary).
+///
+/// Panics, failing the test, when they cannot be installed: these tests never skip
+/// themselves.
+pub fn test_deps() -> std::path::PathBuf {
+    static DEPS: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DEPS.get_or_init(|| {
+        use std::path::Path;
+        // A test binary is TARGET/PROFILE/deps/NAME-HASH.
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let target = exe
+            .ancestors()
+            .find(|p| p.file_name().is_some_and(|n| n == "deps"))
+            .and_then(Path::parent)
+            .and_then(Path::parent)
+            .expect("the test binary sits in TARGET/PROFILE/deps");
+        let deps = target.join("test-deps");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-deps");
+        let status = std::process::Command::new(&script)
+            .env("BELT_TEST_DEPS", &deps)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+        assert!(status.success(), "{} failed: the tests need python3 with venv, and npm", script.display());
+        deps
+    })
+    .clone()
 }
 
 fn env_number(name: &str) -> Option<u64> {

@@ -20,7 +20,7 @@ use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVers
 use rmcp::service::{ClientInitializeError, RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::async_rw::AsyncRwTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError};
 use tokio::io::{AsyncBufReadExt, AsyncRead, ReadBuf};
 use tokio::sync::{oneshot, watch};
 
@@ -91,7 +91,10 @@ pub(crate) async fn connect(
         Endpoint::Stdio { command } => {
             let (spawned, transport) = spawn(server, command, spec)?;
             *child = Some(spawned);
-            client_info().serve(transport).await.map_err(|e| stdio_error(server, e, child.as_ref()))
+            match client_info().serve(transport).await {
+                Ok(service) => Ok(service),
+                Err(e) => Err(stdio_error(server, e, child.as_ref()).await),
+            }
         }
         Endpoint::Http { url } => {
             let transport = http_transport(server, url, spec)?;
@@ -143,11 +146,16 @@ fn spawn(server: &str, command: &str, spec: &McpServerSpec) -> Result<(Child, Ch
         });
     };
     let stderr_tail = Arc::new(Mutex::new(Tail::default()));
-    tokio::spawn(keep_stderr(server.to_string(), stderr, stderr_tail.clone()));
+    let (done, stderr_done) = watch::channel(false);
+    let keep = keep_stderr(server.to_string(), stderr, stderr_tail.clone());
+    tokio::spawn(async move {
+        keep.await;
+        let _ = done.send(true);
+    });
     let head = Arc::new(Mutex::new(Vec::new()));
     let peek = Peek { inner: stdout, head: head.clone() };
     let transport = AsyncRwTransport::new(peek, stdin).with_max_line_length(MAX_MESSAGE);
-    Ok((Child::watch(process, stderr_tail, head), transport))
+    Ok((Child::watch(process, stderr_tail, stderr_done, head), transport))
 }
 
 fn http_transport(
@@ -181,9 +189,14 @@ fn http_transport(
     Ok(StreamableHttpClientTransport::with_client(client, config))
 }
 
-fn stdio_error(server: &str, e: ClientInitializeError, child: Option<&Child>) -> McpError {
+async fn stdio_error(server: &str, e: ClientInitializeError, child: Option<&Child>) -> McpError {
+    // A process that exits at once breaks the pipe before it is reaped: wait for its status.
+    let status = match child {
+        Some(child) => child.wait_exit(Duration::from_secs(1)).await,
+        None => None,
+    };
     let output = child.map(Child::output).unwrap_or_default();
-    match (&e, child.and_then(Child::exit_status)) {
+    match (&e, status) {
         (_, Some(status)) => McpError::Exited { server: server.into(), status: describe(status), output },
         (ClientInitializeError::ConnectionClosed(_), None) => McpError::NotMcp {
             server: server.into(),
@@ -191,31 +204,54 @@ fn stdio_error(server: &str, e: ClientInitializeError, child: Option<&Child>) ->
         },
         _ => McpError::NotMcp {
             server: server.into(),
-            detail: format!("`initialize` failed: {}{output}", chain(&e)),
+            detail: format!("`initialize` failed: {}{output}", init_detail(&e)),
         },
     }
 }
 
 fn http_error(server: &str, url: &str, e: &ClientInitializeError) -> McpError {
-    let detail = chain(e);
-    let refused =
-        sources(e).any(|s| s.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_connect));
-    let url = redact_url(url);
-    if refused {
-        let detail =
-            format!("nothing answers there ({detail}); is the server running, and is the address right?");
-        return McpError::Unreachable { server: server.into(), url, detail };
-    }
-    match e {
-        ClientInitializeError::TransportError { .. } => McpError::Unreachable {
-            server: server.into(),
+    // rmcp's wrappers name their Rust types; the HTTP client's own error says it better.
+    // (rmcp does not give its transport error as the `source` of the initialize error.)
+    let transport: &(dyn std::error::Error + 'static) = match e {
+        ClientInitializeError::TransportError { error, .. } => error.error.as_ref(),
+        other => other,
+    };
+    let http = sources(transport).find_map(|s| s.downcast_ref::<StreamableHttpError<reqwest::Error>>());
+    let (detail, refused) = match http {
+        Some(StreamableHttpError::Client(client)) => (chain(client), client.is_connect()),
+        Some(other) => (chain(other), false),
+        None => (init_detail(e), false),
+    };
+    // The client's messages quote the URL, query (a token, maybe) and all.
+    let shown = redact_url(url);
+    let detail = detail.replace(url, &shown);
+    let (server, url) = (server.to_string(), shown);
+    match (refused, http.is_some()) {
+        (true, _) => McpError::Unreachable {
+            server,
+            url,
+            detail: format!(
+                "nothing answers there ({detail}); is the server running, and is the address right?"
+            ),
+        },
+        (false, true) => McpError::Unreachable {
+            server,
             url,
             detail: format!("{detail}; is it an MCP Streamable HTTP endpoint (often ending in /mcp)?"),
         },
-        _ => McpError::NotMcp {
-            server: server.into(),
-            detail: format!("`initialize` at {url} failed: {detail}"),
-        },
+        (false, false) => {
+            McpError::NotMcp { server, detail: format!("`initialize` at {url} failed: {detail}") }
+        }
+    }
+}
+
+/// What went wrong in `initialize`, without the Rust type names rmcp's wrappers print.
+fn init_detail(e: &ClientInitializeError) -> String {
+    match e {
+        ClientInitializeError::TransportError { error, context } => {
+            format!("{} ({context})", chain(error.error.as_ref()))
+        }
+        other => chain(other),
     }
 }
 
@@ -257,6 +293,8 @@ pub(crate) struct Child {
     exit: watch::Receiver<Option<ExitStatus>>,
     stop: Option<oneshot::Sender<()>>,
     stderr: Arc<Mutex<Tail>>,
+    /// Whether its stderr was read to the end.
+    stderr_done: watch::Receiver<bool>,
     stdout_head: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -264,6 +302,7 @@ impl Child {
     fn watch(
         mut process: tokio::process::Child,
         stderr: Arc<Mutex<Tail>>,
+        stderr_done: watch::Receiver<bool>,
         stdout_head: Arc<Mutex<Vec<u8>>>,
     ) -> Child {
         let pid = process.id();
@@ -285,17 +324,24 @@ impl Child {
                 let _ = exit_tx.send(Some(status));
             }
         });
-        Child { pid, exit, stop: Some(stop), stderr, stdout_head }
+        Child { pid, exit, stop: Some(stop), stderr, stderr_done, stdout_head }
     }
 
     pub fn exit_status(&self) -> Option<ExitStatus> {
         *self.exit.borrow()
     }
 
+    /// Its exit status, waiting at most `limit` for it (and, once it exited, a moment for
+    /// the last of its stderr).
     async fn wait_exit(&self, limit: Duration) -> Option<ExitStatus> {
         let mut exit = self.exit.clone();
         let _ = tokio::time::timeout(limit, exit.wait_for(Option::is_some)).await;
-        self.exit_status()
+        let status = self.exit_status();
+        if status.is_some() {
+            let mut done = self.stderr_done.clone();
+            let _ = tokio::time::timeout(Duration::from_millis(500), done.wait_for(|d| *d)).await;
+        }
+        status
     }
 
     /// Wait `grace` for it to exit by itself (its stdin is closed), ask it to stop
@@ -330,6 +376,16 @@ impl Child {
             out.push_str(&format!("; its stderr ends with:\n{tail}"));
         }
         out
+    }
+}
+
+/// Dropped (a failed start, the last tool of a server gone): the group is killed right
+/// away, not by the reaping task, which a runtime shutting down may never run again.
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.exit_status().is_none() {
+            signal_group(self.pid, libc::SIGKILL);
+        }
     }
 }
 

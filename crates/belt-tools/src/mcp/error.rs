@@ -43,8 +43,8 @@ pub enum McpError {
     /// Starting (spawning or connecting, `initialize`, listing the tools) took longer than
     /// the server's `startup_timeout`.
     #[error(
-        "MCP server `{server}`: it did not finish starting within {secs} s (while {phase}){output}; \
-         if it is only slow (npx downloading a package, say), raise its `startup_timeout`"
+        "MCP server `{server}`: it did not finish starting within {secs} s (while {phase}); if it \
+         is only slow (npx downloading a package, say), raise its `startup_timeout`{output}"
     )]
     StartupTimeout { server: String, secs: u64, phase: &'static str, output: String },
 }

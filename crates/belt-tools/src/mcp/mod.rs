@@ -354,3 +354,16 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_can_be_shared_across_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<McpServer>();
+        shareable::<McpError>();
+        shareable::<McpServerSpec>();
+    }
+}
