@@ -279,14 +279,29 @@ fn wild_spec() -> impl Strategy<Value = RunSpec> {
         some(prop_oneof![0u64..5, any::<u64>()]),
         some(number()),
     );
-    (what, models, policy, limits, workflow, rest).prop_map(
+    // Tool names: built-in, unknown, misspelt, a server's tool of no server; never started
+    // (preparing starts nothing).
+    let tool = || {
+        prop::collection::vec(
+            prop::sample::select(
+                &["calculator", "clock", "fetch_url", "run_code", "nope", "srv.x", "calc,clock", ""][..],
+            )
+            .prop_map(String::from),
+            0..3,
+        )
+    };
+    let tools = (tool(), tool(), tool());
+    (what, models, policy, limits, workflow, (rest, tools)).prop_map(
         |(
             (task, context, pattern, agents, plan, refine, continue_truncated),
             (model, worker_model, synthesizer_model, executive_model),
             (concurrency, sequential, timeout, retries, policies, group_size, synthesize, min_success),
             (budget_usd, budget_tokens, budget_calls, review_plan, approve_all, hitl_timeout, cache),
             (workflow, workflow_format, workflow_file, inputs),
-            (formats, out, seed, sim_latency_ms, sim_fail_rate),
+            (
+                (formats, out, seed, sim_latency_ms, sim_fail_rate),
+                (tools, synthesizer_tools, executive_tools),
+            ),
         )| RunSpec {
             task,
             context,
@@ -295,6 +310,10 @@ fn wild_spec() -> impl Strategy<Value = RunSpec> {
             plan,
             refine,
             continue_truncated,
+            tools,
+            synthesizer_tools,
+            executive_tools,
+            mcp: Default::default(),
             model,
             worker_model,
             synthesizer_model,

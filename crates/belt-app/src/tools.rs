@@ -17,8 +17,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use belt_core::tools::{Tool, Toolbox, Tools};
 use belt_core::Tier;
+use belt_core::tools::{Tool, Toolbox, Tools};
 use belt_tools::mcp::{McpServer, McpServerSpec};
 use belt_tools::sandbox::{Sandbox, run_code_tool};
 use belt_tools::web::{FetchPolicy, Fetcher, WebSearchConfig, fetch_url_tool, web_search_tool};
@@ -131,7 +131,10 @@ impl ToolHost {
                 .flat_map(|n| n.split(','))
                 .map(str::trim)
                 .filter(|n| !n.is_empty())
-                .map(|n| self.resolve(n, &servers).map_err(|why| AppError::Invalid(format!("{field} ({flag}): {why}"))))
+                .map(|n| {
+                    self.resolve(n, &servers)
+                        .map_err(|why| AppError::Invalid(format!("{field} ({flag}): {why}")))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             if !refs.is_empty() {
                 tiers.push((tier, refs));
@@ -181,7 +184,10 @@ impl ToolHost {
              belt.toml"
                 .to_string()
         } else {
-            format!("the MCP servers are {}", servers.keys().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "))
+            format!(
+                "the MCP servers are {}",
+                servers.keys().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+            )
         };
         Err(format!(
             "unknown tool `{name}`{hint}; the built-in tools are {}, {servers_hint}; `server.tool` names one tool \
@@ -228,16 +234,25 @@ impl ToolHost {
         Ok(all)
     }
 
-    async fn tools_of(&self, r: &ToolRef, servers: &HashMap<String, Arc<McpServer>>) -> Result<Vec<Tool>, String> {
+    async fn tools_of(
+        &self,
+        r: &ToolRef,
+        servers: &HashMap<String, Arc<McpServer>>,
+    ) -> Result<Vec<Tool>, String> {
         Ok(match r {
             ToolRef::Builtin(name) => self.builtin(name).await?,
             ToolRef::Server(name) => servers.get(name).map(|s| s.tools()).unwrap_or_default(),
             ToolRef::ServerTool(name, tool) => {
                 let Some(server) = servers.get(name) else { return Ok(Vec::new()) };
-                let entry = server.catalog().into_iter().find(|e| e.original_name == *tool).ok_or_else(|| {
-                    let names: Vec<String> = server.catalog().into_iter().map(|e| e.original_name).collect();
-                    format!("the MCP server `{name}` has no tool `{tool}`; its tools are: {}", names.join(", "))
-                })?;
+                let entry =
+                    server.catalog().into_iter().find(|e| e.original_name == *tool).ok_or_else(|| {
+                        let names: Vec<String> =
+                            server.catalog().into_iter().map(|e| e.original_name).collect();
+                        format!(
+                            "the MCP server `{name}` has no tool `{tool}`; its tools are: {}",
+                            names.join(", ")
+                        )
+                    })?;
                 server.tools().into_iter().filter(|t| t.name() == entry.model_name).collect()
             }
         })
@@ -275,7 +290,11 @@ impl ToolHost {
         }
         let server = McpServer::start(name, spec).await.map_err(|e| e.to_string())?;
         for skipped in server.skipped() {
-            tracing::warn!("MCP server `{name}`: tool `{}` left out: {}", skipped.original_name, skipped.reason);
+            tracing::warn!(
+                "MCP server `{name}`: tool `{}` left out: {}",
+                skipped.original_name,
+                skipped.reason
+            );
         }
         let server = Arc::new(server);
         started.insert(key, server.clone());

@@ -139,13 +139,32 @@ pub struct WorkerArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct McpArgs {
+    #[command(subcommand)]
+    pub command: Option<McpCommand>,
     /// Model of requests that name none [default: as `belt run` chooses]
     #[arg(short, long, env = "BELT_MODEL")]
     pub model: Option<String>,
     /// Runs executing at once; more wait in a queue.
     #[arg(long, default_value_t = 4)]
     pub max_runs: usize,
+}
+
+/// `belt mcp …`: the MCP servers whose tools runs use.
+#[derive(Debug, Subcommand)]
+pub enum McpCommand {
+    /// List an MCP server's tools: their names as models call them, descriptions and
+    /// parameter schemas. NAME is a server of belt.toml's [mcp.NAME] or of --mcp.
+    Tools {
+        name: String,
+        /// A server not in belt.toml, as NAME=COMMAND ARGS… or NAME=URL.
+        #[arg(long, value_name = "NAME=COMMAND|URL")]
+        mcp: Vec<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -288,6 +307,26 @@ pub struct RunArgs {
     /// 0-5 (cascade) [default: 0]. A truncated step is marked in the summary either way.
     #[arg(long, value_name = "N")]
     pub continue_truncated: Option<u32>,
+
+    /// Tools the workers may call, comma-separated or repeated: `web` (web_search and
+    /// fetch_url), `web_search`, `fetch_url`, `run_code` (Python or sh in a sandbox),
+    /// `calculator`, `clock`, an MCP server's name (all its tools) or SERVER.TOOL
+    #[arg(long, value_name = "NAMES")]
+    pub tools: Vec<String>,
+    /// Tools the synthesizers may call (names as for --tools)
+    #[arg(long, value_name = "NAMES")]
+    pub synthesizer_tools: Vec<String>,
+    /// Tools the executive may call (names as for --tools)
+    #[arg(long, value_name = "NAMES")]
+    pub executive_tools: Vec<String>,
+    /// An MCP server for this run, as NAME=COMMAND ARGS… (stdio) or NAME=URL (Streamable
+    /// HTTP), repeatable; its tools are offered with --tools NAME. belt.toml's [mcp.NAME]
+    /// declares servers for every run
+    #[arg(long, value_name = "NAME=COMMAND|URL")]
+    pub mcp: Vec<String>,
+    /// Seconds one tool call may take [default: 60, or the server's `timeout`]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub tool_timeout: Option<f64>,
 
     /// Model for every tier, as provider/model [default: $BELT_MODEL, else the first provider
     /// whose API key is set, else a local Ollama, else simulated/default]. With -f FILE it

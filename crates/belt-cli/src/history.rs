@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use belt_app::{App, RunSpec};
-use belt_core::store::{CancelRequest, DeadLetter, RunStore, RunSummary, StoreError};
+use belt_core::store::{CancelRequest, DeadLetter, LetterWork, RunStore, RunSummary, StoreError};
+use belt_core::tools::Tools;
 use belt_core::{
     AgentOutput, Ctx, Orchestrator, Outcome, Plan, RunOptions, RunResult, RunStatus, StepError, StepSpec,
     Subtask, Synthesis, Task,
@@ -328,7 +329,7 @@ pub async fn dlq(command: DlqCommand, spec: &StoreSpec, app: &App) -> Result<i32
             let options =
                 RunOptions::default().with_providers(app.providers(&run_spec)?).with_store(store.clone());
             let task = Task::new(format!("retry of {} from run {}", letter.step, letter.run_id));
-            let tools = app.tools_for_retry(&run_spec).await?;
+            let tools = app.tools_for_retry(&run_spec).await.map_err(|e| CliError::Usage(e.to_string()))?;
             let handle = belt_core::run(Retry(letter.clone(), tools), task, options)
                 .await
                 .map_err(|e| CliError::Usage(e.to_string()))?;
@@ -491,7 +492,7 @@ fn agents_table(r: &RunResult) -> Table {
     table
 }
 
-fn shorten(s: &str, n: usize) -> String {
+pub(crate) fn shorten(s: &str, n: usize) -> String {
     let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if one.chars().count() > n { format!("{}…", one.chars().take(n - 1).collect::<String>()) } else { one }
 }

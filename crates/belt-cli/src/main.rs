@@ -23,6 +23,7 @@ mod report_cmd;
 mod run_cmd;
 mod serve_cmd;
 mod signals;
+mod tools_cmd;
 mod worker_cmd;
 mod workflow_cmd;
 
@@ -88,9 +89,13 @@ fn main() {
             Command::Runs(command) => history::runs(command, &store).await,
             Command::Dlq(command) => history::dlq(command, &store, &app).await,
             Command::Report(args) => report_cmd::report(args, &store).await,
-            Command::Serve(args) => serve_cmd::serve(args, &store, app, &home).await,
-            Command::Mcp(args) => serve_cmd::mcp(args, &store, app).await,
-            Command::Worker(args) => worker_cmd::worker(args, &store, app).await,
+            Command::Serve(args) => serve_cmd::serve(args, &store, app.clone(), &home).await,
+            Command::Mcp(args::McpArgs {
+                command: Some(args::McpCommand::Tools { name, mcp, json }),
+                ..
+            }) => tools_cmd::list(&name, &mcp, json, &app).await,
+            Command::Mcp(args) => serve_cmd::mcp(args, &store, app.clone()).await,
+            Command::Worker(args) => worker_cmd::worker(args, &store, app.clone()).await,
             Command::Budget(args::BudgetCommand::Show { json }) => budget_cmd::show(json, &store, &app).await,
             Command::Models { json } => Ok(models::list(json, &belt_llm::process_env).await),
             Command::Patterns { json } => Ok(patterns(json)),
@@ -101,6 +106,8 @@ fn main() {
             Command::Doctor => Ok(doctor_cmd::doctor(cli.config.as_deref(), &home, &store).await),
         }
     });
+    // The MCP servers this process started stop with it.
+    runtime.block_on(app.tool_host().shutdown());
     let code = match outcome {
         Ok(code) => code,
         Err(e) => {

@@ -57,6 +57,10 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
         plan: args.plan.as_deref().map(read_plan).transpose()?,
         refine: args.refine,
         continue_truncated: args.continue_truncated,
+        tools: args.tools.clone(),
+        synthesizer_tools: args.synthesizer_tools.clone(),
+        executive_tools: args.executive_tools.clone(),
+        mcp: mcp_servers(&args.mcp)?,
         model: args.model.clone(),
         worker_model: args.worker_model.clone(),
         synthesizer_model: args.synthesizer_model.clone(),
@@ -65,7 +69,7 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
         sequential: args.sequential,
         timeout: args.timeout,
         retries: args.retries,
-        policies: BTreeMap::<String, TierPolicy>::new(),
+        policies: tool_policy(args.tool_timeout),
         group_size: args.group_size,
         synthesize: args.synthesize,
         min_success: args.min_success,
@@ -87,6 +91,30 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
         sim_latency_ms: args.sim_latency_ms,
         sim_fail_rate: args.sim_fail_rate,
     })
+}
+
+/// `--mcp NAME=COMMAND…|NAME=URL` arguments as the spec's servers.
+pub fn mcp_servers(args: &[String]) -> Result<BTreeMap<String, belt_tools::mcp::McpServerSpec>, CliError> {
+    let mut servers = BTreeMap::new();
+    for arg in args {
+        let (name, spec) = belt_tools::mcp::McpServerSpec::parse_cli(arg)
+            .map_err(|e| CliError::Usage(format!("--mcp {arg:?}: {e}")))?;
+        if servers.insert(name.clone(), spec).is_some() {
+            return Err(CliError::Usage(format!(
+                "--mcp: the server `{name}` is given twice; give each a name of its own"
+            )));
+        }
+    }
+    Ok(servers)
+}
+
+/// `--tool-timeout` as the spec's policy for tools (the `tool` key of `policies`).
+fn tool_policy(timeout: Option<f64>) -> BTreeMap<String, TierPolicy> {
+    let mut policies = BTreeMap::new();
+    if let Some(timeout) = timeout {
+        policies.insert("tool".to_string(), TierPolicy { timeout: Some(timeout), retries: None });
+    }
+    policies
 }
 
 /// `belt run` (with or without `-f FILE`): check the arguments, then run; returns the
@@ -184,7 +212,10 @@ pub async fn open_store(spec: &StoreSpec) -> Result<Arc<dyn RunStore>, CliError>
 
 /// Run a prepared spec: files, progress, Ctrl-C, report, summary; returns the exit code.
 pub async fn execute(prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
-    let Prepared { spec, task, orchestrator, mut options, formats, simulated } = prepared;
+    let mut prepared = prepared;
+    // MCP servers start now, before anything is paid for: one that cannot start ends here.
+    prepared.start_tools().await.map_err(|e| CliError::Usage(e.to_string()))?;
+    let Prepared { spec, task, orchestrator, mut options, formats, simulated, tools: _ } = prepared;
     let out = exec.out.clone().or_else(|| spec.out.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
     prepare_out_dir(&out)?;
     // Report paths are recorded absolute, so `belt runs show` from elsewhere finds them.

@@ -12,7 +12,8 @@ use std::time::Duration;
 use belt_core::event::{Event, EventBus, EventKind};
 use belt_core::llm::ToolCall;
 use belt_core::store::{
-    CancelRequest, DeadLetter, InputHash, LEASE_TTL, Lease, RunRecord, RunStore, StepRecord, StoreError,
+    CancelRequest, DeadLetter, InputHash, LEASE_TTL, Lease, LetterWork, RunRecord, RunStore, StepRecord,
+    StoreError,
 };
 use belt_core::testing::ScriptedProvider;
 use belt_core::{Cascade, LlmRequest, RunOptions, RunResult, RunStatus, StepId, Task, Tier, Usage};
@@ -526,7 +527,7 @@ fn letter(run_id: &str, step: &str) -> DeadLetter {
         error: "boom".into(),
         error_kind: "server_error".into(),
         attempts: 3,
-        request: LlmRequest::new("t/m", "hello").max_tokens(9),
+        work: LetterWork::Llm(LlmRequest::new("t/m", "hello").max_tokens(9)),
         created_at: now(),
     }
 }
@@ -535,7 +536,14 @@ async fn dead_letters_are_kept_until_resolved(kind: Kind) {
     let f = Fixture::new(kind).await;
     let s = &f.store;
     assert!(s.dead_letters().await.unwrap().is_empty());
-    let (a, b) = (letter("r", "worker/003"), letter("r", "worker/004"));
+    // An LLM call's letter, and a tool call's (each reads back as what it was).
+    let a = letter("r", "worker/003");
+    let tool_call = ToolCall {
+        id: "c1".into(),
+        name: "files_read".into(),
+        arguments: serde_json::json!({"path": "/tmp/x"}),
+    };
+    let b = DeadLetter { work: LetterWork::Tool { tool_call }, ..letter("r", "worker/004/round/01/tool/1") };
     let ida = s.put_dead_letter(&a).await.unwrap();
     let idb = s.put_dead_letter(&b).await.unwrap();
     assert_ne!(ida, idb);

@@ -312,7 +312,7 @@ async fn fill(store: &PgStore) {
         error: "boom".into(),
         error_kind: "server_error".into(),
         attempts: 3,
-        request: LlmRequest::new("t/m", "hello"),
+        work: belt_core::store::LetterWork::Llm(LlmRequest::new("t/m", "hello")),
         created_at: chrono::Utc::now(),
     };
     store.put_dead_letter(&letter).await.unwrap();

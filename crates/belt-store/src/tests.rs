@@ -261,7 +261,7 @@ async fn a_step_that_fails_for_good_becomes_a_dead_letter() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].step.as_str(), "worker/002");
     assert_eq!(dead[0].error_kind, "auth");
-    assert!(dead[0].request.prompt().contains("Subtask 2"));
+    assert!(dead[0].work.request().unwrap().prompt().contains("Subtask 2"));
 }
 
 /// A database written by schema version 3 (run ids in every row, events as whole JSON)
@@ -513,7 +513,7 @@ async fn finished_run(dir: &TempDir) -> SqliteStore {
         error: "boom".into(),
         error_kind: "server_error".into(),
         attempts: 3,
-        request: LlmRequest::new("t/m", "hello"),
+        work: belt_core::store::LetterWork::Llm(LlmRequest::new("t/m", "hello")),
         created_at: Utc::now(),
     };
     store.put_dead_letter(&letter).await.unwrap();
