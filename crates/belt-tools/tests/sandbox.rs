@@ -8,7 +8,7 @@ mod sandbox_common;
 use std::io::Read;
 use std::time::Duration;
 
-use belt_tools::sandbox::{Language, run_code_tool};
+use belt_tools::sandbox::{Language, SandboxLimits, run_code_tool};
 use sandbox_common::sandbox;
 
 #[tokio::test]
@@ -108,13 +108,25 @@ async fn a_fork_bomb_is_capped_and_leaves_no_process_behind() {
     let forked: u32 = forked.parse().unwrap();
     assert_eq!(errno, "11", "{report:?}");
     assert!((20..32).contains(&forked), "{forked} forks");
-    // The classic bomb, marked so its processes can be found on the host afterwards.
+    // The classic bomb, kept going until the wall clock kills the sandbox, marked so its
+    // processes can be looked for on the host afterwards.
+    let limits = SandboxLimits { wall: Duration::from_secs(3), ..sandbox.limits().clone() };
+    let sandbox = sandbox.with_limits(limits);
     let marker = format!("belt-bomb-{}", std::process::id());
     let bomb = format!("# {marker}\nb() {{ b | b & }}; b; sleep 60");
     let report = sandbox.run(Language::Sh, &bomb, "").await.unwrap();
-    assert!(report.elapsed < Duration::from_secs(10), "{report:?}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(processes_with(&marker), 0, "processes of the fork bomb survived the sandbox");
+    assert!(report.timed_out, "{report:?}");
+    // The kernel tears the PID namespace down after bwrap is killed, not before `kill`
+    // returns: give it a moment (a survivor would still be there after it).
+    let mut left = processes_with(&marker);
+    for _ in 0..50 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = processes_with(&marker);
+    }
+    assert!(left.is_empty(), "processes of the fork bomb survived the sandbox: {left:?}");
 }
 
 #[tokio::test]
@@ -130,15 +142,19 @@ async fn a_memory_bomb_gets_memory_error() {
 #[tokio::test]
 async fn an_endless_loop_is_killed_by_the_cpu_limit_and_a_sleeper_by_the_wall_clock() {
     let sandbox = sandbox().await;
-    let spin = sandbox.run(Language::Python, "while True:\n    pass", "").await.unwrap();
-    assert!(!spin.timed_out && spin.exit_code.is_some_and(|c| c > 128), "{spin:?}");
-    assert!(spin.elapsed < Duration::from_secs(4), "{spin:?}");
-    let sleeper = sandbox.run(Language::Sh, "sleep 100", "").await.unwrap();
+    let cpu = SandboxLimits { cpu: Duration::from_secs(1), ..sandbox.limits().clone() };
+    let spin =
+        sandbox.clone().with_limits(cpu).run(Language::Python, "while True:\n    pass", "").await.unwrap();
+    assert!(!spin.timed_out && spin.exit_code == Some(137), "{spin:?}");
+    assert!(spin.render().contains("killed by signal 9 (SIGKILL: the CPU-time limit"), "{}", spin.render());
+    let wall = SandboxLimits { wall: Duration::from_secs(2), ..sandbox.limits().clone() };
+    let sleeper = sandbox.with_limits(wall).run(Language::Sh, "echo started; sleep 100", "").await.unwrap();
     assert!(sleeper.timed_out, "{sleeper:?}");
     assert!(
-        sleeper.elapsed >= Duration::from_secs(4) && sleeper.elapsed < Duration::from_secs(8),
+        sleeper.elapsed >= Duration::from_secs(2) && sleeper.elapsed < Duration::from_secs(8),
         "{sleeper:?}"
     );
+    assert_eq!(sleeper.stdout, "started\n", "output before the kill is kept");
     assert!(sleeper.render().starts_with("status: killed: the wall-clock limit was reached"));
 }
 
@@ -151,7 +167,7 @@ async fn a_hundred_megabytes_of_output_are_cut_and_finish_quickly() {
     assert_eq!((report.stdout.len(), report.stdout_bytes), (4096, 100_000_000));
     assert_eq!((report.stderr.len(), report.stderr_bytes), (4096, 10_000));
     assert!(report.render().contains("[output cut at 4096 bytes; 100000000 bytes in all]"));
-    assert!(report.elapsed < Duration::from_secs(4), "{:?}", report.elapsed);
+    assert!(report.elapsed < Duration::from_secs(15), "{:?}", report.elapsed);
 }
 
 #[tokio::test]
@@ -162,18 +178,24 @@ async fn a_file_past_the_size_limit_or_the_scratch_size_fails() {
     assert!(report.stdout.starts_with("big EFBIG\nmany ENOSPC "), "{report:?}");
 }
 
-/// Processes on the host whose command line contains `marker`.
-fn processes_with(marker: &str) -> usize {
+/// Processes on the host whose command line contains `marker`: their pids and states.
+fn processes_with(marker: &str) -> Vec<String> {
+    let read = |path: std::path::PathBuf| {
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .map(|_| text)
+            .unwrap_or_default()
+    };
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
-        .filter(|e| {
-            let mut cmdline = String::new();
-            std::fs::File::open(e.path().join("cmdline"))
-                .and_then(|mut f| f.read_to_string(&mut cmdline))
-                .is_ok()
-                && cmdline.contains(marker)
+        .filter(|e| read(e.path().join("cmdline")).contains(marker))
+        .map(|e| {
+            let status = read(e.path().join("status"));
+            let state = status.lines().find(|l| l.starts_with("State:")).unwrap_or("").to_string();
+            format!("{} {state}", e.file_name().to_string_lossy())
         })
-        .count()
+        .collect()
 }

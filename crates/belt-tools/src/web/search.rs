@@ -287,7 +287,7 @@ fn secret(value: &str) -> Result<HeaderValue, WebError> {
 }
 
 /// SearXNG's and Tavily's answers: `{"results": [{"title", "url", "content"}]}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct ResultsAnswer {
     #[serde(default)]
     results: Vec<RawHit>,
@@ -298,12 +298,6 @@ struct ResultsAnswer {
 struct BraveAnswer {
     #[serde(default)]
     web: ResultsAnswer,
-}
-
-impl Default for ResultsAnswer {
-    fn default() -> Self {
-        ResultsAnswer { results: Vec::new() }
-    }
 }
 
 #[derive(Deserialize)]

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use belt_tools::sandbox::{Sandbox, SandboxLimits};
 
-/// A probed sandbox with limits small enough for tests to hit quickly.
+/// A probed sandbox with limits small enough for tests to hit quickly. The wall-clock limit
+/// is generous: tests run side by side on few cores, and only the tests of the wall clock
+/// itself should ever reach it (they set a shorter one).
 pub async fn sandbox() -> Sandbox {
     install_missing();
     let sandbox = Sandbox::probe().await.unwrap_or_else(|e| panic!("the sandbox does not work here: {e}"));
     sandbox.with_limits(SandboxLimits {
         cpu: Duration::from_secs(2),
-        wall: Duration::from_secs(4),
+        wall: Duration::from_secs(20),
         memory_bytes: 256 << 20,
         processes: 32,
         file_size_bytes: 1 << 20,
