@@ -155,8 +155,12 @@ impl McpServer {
             let (shared, original, validator) = (shared.clone(), original.clone(), validator.clone());
             async move { shared.call(&original, &validator, arguments).await }
         };
-        let tool = Tool::dynamic(&entry.model_name, &entry.description, entry.schema.clone(), handler)
-            .timeout(self.shared.spec.call_timeout());
+        let mut tool = Tool::dynamic(&entry.model_name, &entry.description, entry.schema.clone(), handler);
+        // The server's own `timeout` wins; else the run's tool timeout governs (the call
+        // itself still stops at the default, for a caller outside the engine).
+        if let Some(secs) = self.shared.spec.timeout {
+            tool = tool.timeout(std::time::Duration::from_secs(secs));
+        }
         if entry.idempotent { tool.idempotent() } else { tool }
     }
 
