@@ -45,6 +45,13 @@ impl TierModels {
     }
 }
 
+/// The coder over the sandboxed `run_code` (probed at its first call, so a machine without
+/// bubblewrap fails the run with the fix in its reason).
+fn coder(t: &Team) -> Arc<dyn Orchestrator> {
+    let coder = belt_core::patterns::Coder::new(&t.models.worker, belt_tools::sandbox::run_code_tool_probing());
+    Arc::new(if t.refine > 0 { coder.max_rounds(t.refine as usize) } else { coder })
+}
+
 /// Builds a pattern's orchestrator for a run.
 pub type Build = fn(&Team) -> Arc<dyn Orchestrator>;
 
@@ -98,6 +105,12 @@ impl Serialize for Pattern {
 
 /// The library, in the order the README's table lists it.
 pub const REGISTRY: &[Pattern] = &[
+    Pattern {
+        name: "coder",
+        summary: "write a program for the task, run it in the sandbox (run_code), read the errors, fix; up to --refine N rounds (default 3)",
+        workflow: None,
+        build: Some(coder),
+    },
     Pattern {
         name: "cascade",
         summary: "workers -> a synthesizer per group of 5 -> an executive; --refine N adds critique-and-revise rounds",

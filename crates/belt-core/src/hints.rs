@@ -28,6 +28,9 @@ pub enum CallKind {
     Merge,
     /// A verdict on a draft: accepted, or a critique.
     Judge,
+    /// A program for `task` in the language named by `subtask` (`python`, `sh`), in one
+    /// fenced code block.
+    Code,
 }
 
 /// See the [module docs](self).
@@ -81,6 +84,16 @@ impl CallHints {
             task: Some(Arc::from(task)),
             inputs,
             missing,
+            ..CallHints::default()
+        }
+    }
+
+    /// A program in `language` that does `task`.
+    pub fn code(task: &str, language: &str) -> CallHints {
+        CallHints {
+            kind: CallKind::Code,
+            task: Some(Arc::from(task)),
+            subtask: Some(Arc::from(language)),
             ..CallHints::default()
         }
     }

@@ -164,7 +164,7 @@ impl Ctx {
             let effect = Effect::new(*self.shared.policies.for_tools());
             return self.step_with(step, &input, effect, work).await;
         };
-        let effect = tool_effect(self.shared.policies.for_tools(), tool.policy());
+        let effect = self.tool_effect(tool);
         let cap = tools.result_cap;
         let work = || {
             let running = tool.call(call.arguments.clone());
@@ -184,12 +184,16 @@ impl Ctx {
     }
 }
 
-/// The run's policy for tools, refined by the tool's own.
-fn tool_effect(run: &StepPolicy, tool: ToolPolicy) -> Effect {
-    let policy = StepPolicy {
-        timeout: tool.timeout.unwrap_or(run.timeout),
-        retries: tool.retries.unwrap_or(run.retries),
-        ..*run
-    };
-    Effect { policy, idempotent: tool.idempotent }
+impl Ctx {
+    /// How this run calls `tool`: the run's policy for tools, refined by the tool's own
+    /// (for a pattern that runs a tool as a plain effect, [`Ctx::step_with`]).
+    pub fn tool_effect(&self, tool: &Tool) -> Effect {
+        let (run, own) = (self.shared.policies.for_tools(), tool.policy());
+        let policy = StepPolicy {
+            timeout: own.timeout.unwrap_or(run.timeout),
+            retries: own.retries.unwrap_or(run.retries),
+            ..*run
+        };
+        Effect { policy, idempotent: own.idempotent }
+    }
 }

@@ -913,6 +913,26 @@ impl<'a> Prompt<'a> {
     }
 }
 
+/// A short program for a code call: it prints the task and a few figures computed from it,
+/// so a coder run on the simulated provider really executes something in its sandbox.
+fn program(task: &str, language: &str) -> String {
+    let task: String = task.chars().take(200).collect();
+    if language == "sh" {
+        let quoted = task.replace('\'', "'\\''");
+        format!(
+            "{SIMULATED_LABEL}\n\n```sh\ntask='{quoted}'\nprintf 'Task: %s\\n' \"$task\"\n\
+             printf 'Words: %s\\n' \"$(printf '%s' \"$task\" | wc -w)\"\nprintf 'Sum of 1..10: %s\\n' \"$(seq 1 10 | paste -sd+ | bc 2>/dev/null || echo 55)\"\n```\n"
+        )
+    } else {
+        let literal = serde_json::to_string(&task).unwrap_or_else(|_| "\"\"".into());
+        format!(
+            "{SIMULATED_LABEL}\n\n```python\ntask = {literal}\nwords = task.split()\nprint(f\"Task: {{task}}\")\n\
+             print(f\"Words: {{len(words)}}; longest: {{max(words, key=len) if words else ''}}\")\n\
+             print(f\"Primes below 50: {{[n for n in range(2, 50) if all(n % d for d in range(2, n))]}}\")\n```\n"
+        )
+    }
+}
+
 /// The first line of the hints' task.
 fn task_line(hints: &CallHints) -> Option<&str> {
     hints.task.as_deref().map(|t| t.lines().next().unwrap_or("").trim())
@@ -936,6 +956,11 @@ fn markdown(request: &LlmRequest, content: u64, max_bytes: usize) -> (String, bo
                  sections.\n- End with concrete recommendations.\n\n{SIMULATED_LABEL}"
             )
         };
+        let cut = text.len() > max_bytes;
+        return (text, cut);
+    }
+    if let Some(h) = hints.filter(|h| h.kind == CallKind::Code) {
+        let text = program(task_line(h).unwrap_or(""), h.subtask.as_deref().unwrap_or("python"));
         let cut = text.len() > max_bytes;
         return (text, cut);
     }

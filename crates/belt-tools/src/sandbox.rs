@@ -31,9 +31,11 @@
 //! # }
 //! ```
 
+use std::future::Future;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use belt_core::effect::EffectError;
@@ -497,11 +499,34 @@ struct RunCodeArgs {
 /// timeout is the wall-clock limit plus a margin, so the engine's limit never cuts a run
 /// the sandbox would have reported.
 pub fn run_code_tool(sandbox: Result<Sandbox, SandboxError>) -> Tool {
-    let (sandbox, refusal) = match sandbox {
-        Ok(sandbox) => (Some(sandbox), None),
-        Err(e) => (None, Some(format!("run_code is unavailable: {e}"))),
-    };
     let wall = sandbox.as_ref().map_or(Duration::from_secs(15), |s| s.limits.wall);
+    let sandbox = sandbox.map_err(|e| format!("run_code is unavailable: {e}"));
+    tool_over(move || std::future::ready(sandbox.clone()), wall)
+}
+
+/// [`run_code_tool`] for a caller that builds its tools before it can wait for the probe
+/// (a pattern built when a run is prepared): the sandbox is probed on the first call, once
+/// per tool, and every call after uses that probe's answer.
+pub fn run_code_tool_probing() -> Tool {
+    let probe = Arc::new(tokio::sync::OnceCell::<Result<Sandbox, String>>::new());
+    let sandbox = move || {
+        let probe = probe.clone();
+        async move {
+            let probed = probe.get_or_init(|| async {
+                Sandbox::probe().await.map_err(|e| format!("run_code is unavailable: {e}"))
+            });
+            probed.await.clone()
+        }
+    };
+    tool_over(sandbox, SandboxLimits::default().wall)
+}
+
+/// The `run_code` tool over whatever `sandbox` yields (the probed sandbox, or why not).
+fn tool_over<F, Fut>(sandbox: F, wall: Duration) -> Tool
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Sandbox, String>> + Send + 'static,
+{
     let description = "Run a short Python 3 or POSIX sh program in an isolated sandbox (no network, no \
         host files, a scratch directory at /work, limited CPU time, memory and output) and get its exit \
         status, stdout and stderr. Print what you need to see.";
@@ -515,11 +540,11 @@ pub fn run_code_tool(sandbox: Result<Sandbox, SandboxError>) -> Tool {
         "required": ["language", "code", "stdin"],
         "additionalProperties": false
     });
+    let sandbox = Arc::new(sandbox);
     Tool::dynamic("run_code", description, parameters, move |arguments| {
         let sandbox = sandbox.clone();
-        let refusal = refusal.clone();
         async move {
-            let sandbox = sandbox.ok_or_else(|| EffectError::new(refusal.unwrap_or_default()))?;
+            let sandbox = sandbox().await.map_err(EffectError::new)?;
             let args: RunCodeArgs = serde_json::from_value(arguments).map_err(|e| {
                 EffectError::new(format!("the arguments do not match run_code's parameters: {e}"))
             })?;

@@ -214,9 +214,11 @@ impl Coder {
         Coded { stop, attempts, language: self.language.clone() }
     }
 
-    /// Run `code` with the tool as a recorded step (keyed by the tool and its arguments, so
-    /// a resumed run replays the output instead of running the program again). A tool error
-    /// — the code could not be run at all — fails the step.
+    /// Run `code` with the tool as a recorded effect under the tool's policy
+    /// ([`Ctx::tool_effect`]: its timeout, retries where safe; the journal — a resumed run
+    /// replays the output instead of running the program again). A tool error — the code
+    /// could not be run at all, the sandbox is missing — fails the step: there is nothing
+    /// to show the model.
     async fn run_program(
         &self,
         ctx: &Ctx,
@@ -227,10 +229,11 @@ impl Coder {
         let arguments = serde_json::json!({"language": self.language, "code": code, "stdin": null});
         let spec = StepSpec::new(step.clone(), Tier::Agent).inputs(vec![write.clone()]);
         let input = (self.run_code.name(), &arguments);
-        let work = async {
-            self.run_code.call(arguments.clone()).await.map(|out| out.content).map_err(|e| e.message)
+        let work = || {
+            let running = self.run_code.call(arguments.clone());
+            async move { running.await.map(|out| out.content) }
         };
-        ctx.step(spec, &input, work).await
+        ctx.step_with(spec, &input, ctx.tool_effect(&self.run_code), work).await
     }
 
     /// The model's request for the next round: the task, and after a round, its program
@@ -242,7 +245,10 @@ impl Coder {
              files but a scratch directory, limited time and memory; print everything the answer needs.",
             lang = self.language
         );
-        LlmRequest::new(&self.model, fix_brief(task, &self.language, last)).system(system).max_tokens(4096)
+        LlmRequest::new(&self.model, fix_brief(task, &self.language, last))
+            .system(system)
+            .max_tokens(4096)
+            .hints(crate::hints::CallHints::code(task, &self.language))
     }
 
     /// The plan of a whole run: the task as one subtask.
