@@ -48,7 +48,8 @@ impl TierModels {
 /// The coder over the sandboxed `run_code` (probed at its first call, so a machine without
 /// bubblewrap fails the run with the fix in its reason).
 fn coder(t: &Team) -> Arc<dyn Orchestrator> {
-    let coder = belt_core::patterns::Coder::new(&t.models.worker, belt_tools::sandbox::run_code_tool_probing());
+    let coder =
+        belt_core::patterns::Coder::new(&t.models.worker, belt_tools::sandbox::run_code_tool_probing());
     Arc::new(if t.refine > 0 { coder.max_rounds(t.refine as usize) } else { coder })
 }
 

@@ -191,3 +191,72 @@ fn the_reference_server_serves_workers_over_stdio() {
     assert!(output_of(&r, "worker/001/round/01/tool/1").contains("Echo: "), "{r}");
     assert!(steps(&r).iter().all(|(_, s)| s == "completed"), "{:?}", steps(&r));
 }
+
+/// The fake SearXNG of `tools_data/searxng.py`, killed when dropped.
+struct Searxng(std::process::Child, u16);
+
+impl Searxng {
+    fn start(log: &Path) -> Searxng {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools_data/searxng.py");
+        let mut child = std::process::Command::new(test_deps().python)
+            .arg(script)
+            .env("SEARCH_LOG", log)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the fake SearXNG");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        Searxng(child, line.trim().parse().expect("a port"))
+    }
+}
+
+impl Drop for Searxng {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_swarm_searches_a_configured_backend_and_the_report_lists_its_sources() {
+    let dir = Dir::new("tools-web");
+    let log = dir.join("search.log");
+    let searxng = Searxng::start(&log);
+    let args = ["run", "The history of tea", "--pattern", "swarm", "-n", "2", "--tools", "web", "--json"];
+    let mut cmd = command(&dir, &args, None);
+    cmd.env("BELT_SEARXNG_URL", format!("http://127.0.0.1:{}", searxng.1));
+    let o = wait(cmd.spawn().unwrap(), Duration::from_secs(60));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["status"], "completed", "{}", r["stop_reason"]);
+    assert_eq!(lines(&log), 2, "each specialist searched once");
+    let urls: Vec<&str> =
+        r["sources"].as_array().unwrap().iter().map(|s| s["url"].as_str().unwrap()).collect();
+    let base = format!("http://127.0.0.1:{}", searxng.1);
+    // The simulated model asks for the fewest results the tool's schema allows: one.
+    assert_eq!(urls, [format!("{base}/tea")]);
+    let report = std::fs::read_to_string(r["documents"][0]["path"].as_str().unwrap()).unwrap();
+    assert!(report.contains(&format!("{base}/tea")) && report.contains("A history of tea"), "{report}");
+
+    // Without a backend, `web` is refused before anything runs, saying how to configure one.
+    let o = belt(&dir, &["run", "Tea", "--tools", "web"], None);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("BELT_SEARXNG_URL"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_coder_run_executes_its_program_in_the_sandbox() {
+    let dir = Dir::new("tools-coder");
+    let o = belt(&dir, &["run", "List the primes below 50", "--pattern", "coder", "--json"], None);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["status"], "completed", "{}", r["stop_reason"]);
+    let out = r["final_output"].as_str().unwrap();
+    assert!(out.contains("```python"), "{out}");
+    assert!(out.contains("status: exit code 0"), "{out}");
+    assert!(
+        out.contains("Primes below 50: [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47]"),
+        "{out}"
+    );
+}

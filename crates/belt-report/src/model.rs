@@ -144,15 +144,15 @@ impl<'a> Model<'a> {
         };
         // Step ids are the headings of syntheses (`synth/1/002`), as scripts reading the
         // Markdown expect.
-        let syntheses = r
-            .agents
-            .iter()
+        // A tool loop's last round stands for its agent; its other rounds and its tool
+        // calls are not sections of their own.
+        let internal = loop_internals(r);
+        let shown = || r.agents.iter().filter(|a| !internal.contains(a.step.as_str()));
+        let syntheses = shown()
             .filter(|a| a.tier == Tier::Synthesizer)
             .map(|a| section(a, md::clean(a.step.as_str()), String::new()))
             .collect();
-        let workers = r
-            .agents
-            .iter()
+        let workers = shown()
             .filter(|a| a.tier == Tier::Worker)
             .enumerate()
             .map(|(i, a)| {
@@ -160,9 +160,7 @@ impl<'a> Model<'a> {
                 section(a, format!("{}. {}", i + 1, one_line(description)), one_line(description))
             })
             .collect();
-        let others = r
-            .agents
-            .iter()
+        let others = shown()
             .filter(|a| matches!(a.tier, Tier::Agent | Tier::Custom(_)))
             .map(|a| section(a, md::clean(a.step.as_str()), String::new()))
             .collect();
@@ -405,6 +403,35 @@ fn groups(r: &RunResult) -> Vec<Group<'_>> {
         .collect()
 }
 
+/// The steps of tool loops that are not an agent's answer: every tool call
+/// (`…/round/01/tool/1`) and every round but the last (`…/round/01` when `…/round/02`
+/// exists).
+fn loop_internals(r: &RunResult) -> std::collections::HashSet<&str> {
+    let mut last: HashMap<&str, &str> = HashMap::new();
+    let mut internal = std::collections::HashSet::new();
+    for a in &r.agents {
+        let step = a.step.as_str();
+        if step.contains("/tool/") {
+            internal.insert(step);
+        } else if let Some((agent, round)) = step.rsplit_once("/round/") {
+            let kept = last.entry(agent).or_insert(round);
+            if round > *kept {
+                *kept = round;
+            }
+        }
+    }
+    for a in &r.agents {
+        let step = a.step.as_str();
+        if let Some((agent, round)) = step.rsplit_once("/round/")
+            && !step.contains("/tool/")
+            && last.get(agent).is_some_and(|l| *l != round)
+        {
+            internal.insert(step);
+        }
+    }
+    internal
+}
+
 fn sources(m: &Model<'_>) -> Vec<Source> {
     let mut out: Vec<Source> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -436,6 +463,21 @@ fn sources(m: &Model<'_>) -> Vec<Source> {
     for s in m.sections() {
         if let Some(b) = s.blocks() {
             add(&b, s.agent.step.as_str());
+        }
+    }
+    // What the run's tools read (pages fetched, search results), cited or not.
+    for read in &m.r.sources {
+        let key = read.url.trim_end_matches('/').to_string();
+        let i = *index.entry(key).or_insert_with(|| {
+            out.push(Source { url: read.url.clone(), title: None, cited_by: Vec::new() });
+            out.len() - 1
+        });
+        let s = &mut out[i];
+        if s.title.is_none() && !read.title.is_empty() {
+            s.title = Some(one_line(&read.title));
+        }
+        if !s.cited_by.iter().any(|c| c == "tools") {
+            s.cited_by.push("tools".to_string());
         }
     }
     out

@@ -14,8 +14,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// API key variables of the built-in providers.
+/// API key variables of the built-in providers, and the web search backends' (a test names
+/// the backend it runs against).
 const KEYS: &[&str] = &[
+    "BELT_SEARXNG_URL",
+    "BRAVE_API_KEY",
+    "BRAVE_SEARCH_API_KEY",
+    "TAVILY_API_KEY",
+    "BELT_WEB_SEARCH",
     "OPENAI_API_KEY",
     "ANTHROPIC_API_KEY",
     "XAI_API_KEY",
