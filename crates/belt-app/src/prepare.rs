@@ -78,7 +78,18 @@ pub struct Prepared {
     /// The tools the spec names, checked, and the host that starts them
     /// ([`Prepared::start_tools`]).
     pub tools: Option<(Arc<crate::tools::ToolHost>, crate::tools::ToolPlan)>,
+    /// A workflow file's orchestrator, built again over the tools its agents name once
+    /// they are started ([`Prepared::start_tools`]).
+    pub rebuild: Option<Rebuild>,
 }
+
+/// Builds an orchestrator over the tools a workflow's agents name, and what each name
+/// stands for.
+pub type Rebuild = Box<
+    dyn FnOnce(belt_core::Tools, std::collections::HashMap<String, Vec<String>>) -> Arc<dyn Orchestrator>
+        + Send
+        + Sync,
+>;
 
 impl Prepared {
     /// The run as a store records it while it waits for a driver (a worker, a server's
@@ -108,11 +119,13 @@ impl Prepared {
     /// each tier its tools in `options`; nothing when the spec names no tools. An error
     /// says which server or tool could not be set up; no call has been made then.
     pub async fn start_tools(&mut self) -> Result<(), belt_core::RunError> {
-        if let Some((host, plan)) = self.tools.take() {
-            let toolbox = host.toolbox(&plan).await.map_err(|e| {
-                belt_core::RunError::Config(format!("the run's tools could not be set up: {e}"))
-            })?;
-            self.options.tools = toolbox;
+        let Some((host, plan)) = self.tools.take() else { return Ok(()) };
+        let failed =
+            |e: String| belt_core::RunError::Config(format!("the run's tools could not be set up: {e}"));
+        self.options.tools = host.toolbox(&plan).await.map_err(failed)?;
+        if let Some(rebuild) = self.rebuild.take() {
+            let (tools, groups) = host.named(&plan).await.map_err(failed)?;
+            self.orchestrator = rebuild(tools, groups);
         }
         Ok(())
     }
@@ -142,7 +155,7 @@ impl App {
 
     /// Every tool the run of `spec` had, started (what `belt dlq retry` offers a tool call).
     pub async fn tools_for_retry(&self, spec: &RunSpec) -> Result<belt_core::Tools, AppError> {
-        match self.tools.plan(spec)? {
+        match self.tools.plan(spec, &[], &Default::default())? {
             Some(plan) => self.tools.all_tools(&plan).await.map_err(AppError::Invalid),
             None => Ok(belt_core::Tools::new()),
         }
@@ -189,7 +202,7 @@ impl App {
     /// default model is needed (a workflow file may name every model itself).
     pub fn needs_default_model(&self, spec: &RunSpec) -> bool {
         let Some(text) = &spec.workflow else { return spec.model.is_none() };
-        match crate::workflow::bind(spec, text) {
+        match crate::workflow::bind(self, spec, text) {
             Ok(bound) => crate::workflow::needs_default_model(&bound),
             // The mistake is reported by prepare; choosing a model does not need to wait for it.
             Err(_) => spec.model.is_none(),
@@ -330,7 +343,7 @@ impl App {
         let mut recorded = spec.clone();
         recorded.formats = Some(common.formats_text.clone());
         options.definition = Some(recorded.to_definition());
-        let tools = self.tools.plan(spec)?.map(|plan| (self.tools.clone(), plan));
+        let tools = self.tools.plan(spec, &[], &Default::default())?.map(|plan| (self.tools.clone(), plan));
         Ok(Prepared {
             task: task_with_context(task, spec.context.as_deref()),
             spec: recorded,
@@ -339,6 +352,7 @@ impl App {
             formats: common.formats,
             simulated,
             tools,
+            rebuild: None,
         })
     }
 }

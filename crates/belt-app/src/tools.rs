@@ -76,10 +76,12 @@ enum ToolRef {
     ServerTool(String, String),
 }
 
-/// A run's tools, checked: what each tier gets and the servers that provide them.
+/// A run's tools, checked: what each tier gets, what each name a workflow file's agents
+/// use stands for, and the servers that provide them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolPlan {
     tiers: Vec<(Tiers, Vec<ToolRef>)>,
+    named: Vec<(String, ToolRef)>,
     servers: BTreeMap<String, McpServerSpec>,
 }
 
@@ -115,9 +117,22 @@ impl ToolHost {
         &self.mcp
     }
 
-    /// Check the spec's tool names; `None` when it names none. Nothing is started.
-    pub fn plan(&self, spec: &RunSpec) -> Result<Option<ToolPlan>, AppError> {
+    /// The names the tools of this host answer to, besides MCP servers' (for validating
+    /// workflow files).
+    pub fn builtin_names(&self) -> Vec<String> {
+        BUILTIN.iter().map(|(b, _)| b.to_string()).collect()
+    }
+
+    /// Check the spec's tool names and those a workflow file's agents use (`agents`, with
+    /// the file's `mcp_servers`); `None` when there are none. Nothing is started.
+    pub fn plan(
+        &self,
+        spec: &RunSpec,
+        agents: &[String],
+        file_servers: &BTreeMap<String, McpServerSpec>,
+    ) -> Result<Option<ToolPlan>, AppError> {
         let mut servers = self.mcp.clone();
+        servers.extend(file_servers.iter().map(|(k, v)| (k.clone(), v.clone())));
         servers.extend(spec.mcp.iter().map(|(k, v)| (k.clone(), v.clone())));
         let lists = [
             (Tiers::Workers, &spec.tools, "tools", "--tools"),
@@ -140,17 +155,23 @@ impl ToolHost {
                 tiers.push((tier, refs));
             }
         }
-        if tiers.is_empty() {
+        let named = agents
+            .iter()
+            .map(|n| Ok((n.clone(), self.resolve(n, &servers).map_err(AppError::Invalid)?)))
+            .collect::<Result<Vec<_>, AppError>>()?;
+        if tiers.is_empty() && named.is_empty() {
             return Ok(None);
         }
+        let all: Vec<&ToolRef> =
+            tiers.iter().flat_map(|(_, r)| r).chain(named.iter().map(|(_, r)| r)).collect();
         let used = |name: &String| {
-            tiers.iter().flat_map(|(_, r)| r).any(|r| match r {
+            all.iter().any(|r| match r {
                 ToolRef::Server(s) | ToolRef::ServerTool(s, _) => s == name,
                 ToolRef::Builtin(_) => false,
             })
         };
         servers.retain(|name, _| used(name));
-        Ok(Some(ToolPlan { tiers, servers }))
+        Ok(Some(ToolPlan { tiers, named, servers }))
     }
 
     /// One name: a built-in tool, a server, or `server.tool`.
@@ -199,15 +220,10 @@ impl ToolHost {
     /// The tiers' tools for a run of `plan`: MCP servers started (or reused), their tools
     /// listed, built-in tools made. An error names what could not be set up.
     pub async fn toolbox(&self, plan: &ToolPlan) -> Result<Toolbox, String> {
-        let mut servers = HashMap::new();
-        for (name, spec) in &plan.servers {
-            servers.insert(name.clone(), self.server(name, spec).await?);
-        }
+        let servers = self.start_all(plan).await?;
         let mut toolbox = Toolbox::new();
         for (tiers, refs) in &plan.tiers {
-            let mut tools = Tools::new()
-                .result_cap(self.config.result_cap.unwrap_or(Tools::DEFAULT_RESULT_CAP))
-                .max_rounds(self.config.max_rounds.unwrap_or(Tools::DEFAULT_MAX_ROUNDS));
+            let mut tools = self.empty_tools();
             for r in refs {
                 for tool in self.tools_of(r, &servers).await? {
                     tools = tools.with(tool);
@@ -222,16 +238,42 @@ impl ToolHost {
         Ok(toolbox)
     }
 
-    /// Every tool of `plan`'s tiers in one set (what `belt dlq retry` offers a tool call).
+    /// The tools a workflow file's agents name: every one in a set, and what each name
+    /// stands for (a server's name, `web`: several tools).
+    pub async fn named(&self, plan: &ToolPlan) -> Result<(Tools, HashMap<String, Vec<String>>), String> {
+        let servers = self.start_all(plan).await?;
+        let mut all = self.empty_tools();
+        let mut groups = HashMap::new();
+        for (name, r) in &plan.named {
+            let tools = self.tools_of(r, &servers).await?;
+            groups.insert(name.clone(), tools.iter().map(|t| t.name().to_string()).collect());
+            all = tools.into_iter().fold(all, Tools::with);
+        }
+        Ok((all, groups))
+    }
+
+    /// Every tool of `plan` in one set (what `belt dlq retry` offers a tool call).
     pub async fn all_tools(&self, plan: &ToolPlan) -> Result<Tools, String> {
         let toolbox = self.toolbox(plan).await?;
-        let mut all = Tools::new();
+        let (mut all, _) = self.named(plan).await?;
         for (_, tools) in toolbox.tiers() {
-            for tool in tools.iter() {
-                all = all.with(tool.clone());
-            }
+            all = tools.iter().cloned().fold(all, Tools::with);
         }
         Ok(all)
+    }
+
+    fn empty_tools(&self) -> Tools {
+        Tools::new()
+            .result_cap(self.config.result_cap.unwrap_or(Tools::DEFAULT_RESULT_CAP))
+            .max_rounds(self.config.max_rounds.unwrap_or(Tools::DEFAULT_MAX_ROUNDS))
+    }
+
+    async fn start_all(&self, plan: &ToolPlan) -> Result<HashMap<String, Arc<McpServer>>, String> {
+        let mut servers = HashMap::new();
+        for (name, spec) in &plan.servers {
+            servers.insert(name.clone(), self.server(name, spec).await?);
+        }
+        Ok(servers)
     }
 
     async fn tools_of(

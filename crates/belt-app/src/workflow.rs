@@ -48,10 +48,15 @@ fn invalid(origin: &str, diagnostics: &Diagnostics) -> AppError {
 /// The file parsed and bound to the spec's inputs, with the spec's models over the file's
 /// defaults: `model` takes the place of `defaults.model`, a tier's model that of the
 /// cascade's tier (see [`Bound::with_models`]); agents without a model get the spec's.
-pub(crate) fn bind(spec: &RunSpec, text: &str) -> Result<Bound, AppError> {
+pub(crate) fn bind(app: &App, spec: &RunSpec, text: &str) -> Result<Bound, AppError> {
     let origin = origin(spec);
     let w = Workflow::parse(text, workflow_format(spec, text), origin).map_err(|d| invalid(origin, &d))?;
-    let bound = w.bind(spec.inputs.clone()).map_err(|d| invalid(origin, &d))?;
+    let cx = ValidationContext {
+        tools: Some(app.tool_host().builtin_names()),
+        servers: app.tool_host().configured_servers().keys().cloned().collect(),
+        ..ValidationContext::default()
+    };
+    let bound = w.bind_in(spec.inputs.clone(), &cx).map_err(|d| invalid(origin, &d))?;
     let choice = ModelChoice {
         model: spec.model.clone(),
         worker: spec.worker_model.clone(),
@@ -101,7 +106,7 @@ impl App {
         ];
         let file_only =
             RunSpec { worker_model: None, synthesizer_model: None, executive_model: None, ..spec.clone() };
-        let own = bind(&file_only, text).map(|b| b.own_models()).unwrap_or_default();
+        let own = bind(self, &file_only, text).map(|b| b.own_models()).unwrap_or_default();
         own.into_iter().filter(|(who, _)| !set.iter().any(|(w, m)| w == who && m.is_some())).collect()
     }
 
@@ -119,7 +124,7 @@ impl App {
             }
         }
         // A file that does not bind is reported by its diagnostics.
-        let Ok(bound) = bind(&spec, text) else { return Ok(()) };
+        let Ok(bound) = bind(self, &spec, text) else { return Ok(()) };
         let mut options = RunOptions::default().with_providers(self.providers(&spec)?);
         bound.settings().apply(&mut options);
         crate::prepare::priced_under_usd_cap(&bound.models(), &options, &budget_from(&spec, origin(&spec)))
@@ -137,6 +142,8 @@ impl App {
     ) -> Diagnostics {
         let cx = ValidationContext {
             providers: Some(self.known_providers()),
+            tools: Some(self.tool_host().builtin_names()),
+            servers: self.tool_host().configured_servers().keys().cloned().collect(),
             inputs,
             ..ValidationContext::default()
         };
@@ -153,7 +160,7 @@ pub(crate) fn prepare(app: &App, spec: &RunSpec, text: &str, common: Common) -> 
     if !diagnostics.is_empty() {
         return Err(invalid(origin, &diagnostics));
     }
-    let bound = bind(spec, text)?;
+    let bound = bind(app, spec, text)?;
     if crate::patterns::for_workflow(bound.file().pattern.as_str()).is_none() {
         return Err(AppError::Invalid(format!(
             "{origin}: pattern `{}` is not registered",
@@ -201,6 +208,17 @@ pub(crate) fn prepare(app: &App, spec: &RunSpec, text: &str, common: Common) -> 
         }
     };
     options.definition = Some(recorded.to_definition());
+    // The agents' tools: checked now, started with the run, when the orchestrator is built
+    // again over them.
+    let host = app.tool_host();
+    let plan = host.plan(spec, &bound.tool_names(), &bound.file().mcp_servers)?;
+    let rebuild: Option<crate::prepare::Rebuild> = plan.as_ref().map(|_| {
+        let bound = bound.clone();
+        Box::new(move |tools, groups| {
+            Arc::new(bound.with_tools(tools).with_tool_groups(groups).orchestrator())
+                as Arc<dyn belt_core::Orchestrator>
+        }) as crate::prepare::Rebuild
+    });
     Ok(Prepared {
         spec: recorded,
         task,
@@ -208,6 +226,7 @@ pub(crate) fn prepare(app: &App, spec: &RunSpec, text: &str, common: Common) -> 
         options,
         formats,
         simulated,
-        tools: None,
+        tools: plan.map(|p| (host.clone(), p)),
+        rebuild,
     })
 }

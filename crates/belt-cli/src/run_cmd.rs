@@ -215,7 +215,8 @@ pub async fn execute(prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
     let mut prepared = prepared;
     // MCP servers start now, before anything is paid for: one that cannot start ends here.
     prepared.start_tools().await.map_err(|e| CliError::Usage(e.to_string()))?;
-    let Prepared { spec, task, orchestrator, mut options, formats, simulated, tools: _ } = prepared;
+    let Prepared { spec, task, orchestrator, mut options, formats, simulated, tools: _, rebuild: _ } =
+        prepared;
     let out = exec.out.clone().or_else(|| spec.out.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
     prepare_out_dir(&out)?;
     // Report paths are recorded absolute, so `belt runs show` from elsewhere finds them.

@@ -260,3 +260,46 @@ fn a_coder_run_executes_its_program_in_the_sandbox() {
         "{out}"
     );
 }
+
+#[test]
+fn a_workflow_files_agents_use_its_mcp_servers_and_run_code_and_validate_names_a_wrong_server() {
+    let dir = Dir::new("tools-workflow");
+    let log = dir.join("facts.log");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools_data/facts_server.py");
+    let flow = format!(
+        "name: facts
+mcp_servers:
+  facts:
+    command: {python}
+    args: [{script}]
+    env: {{FACTS_LOG: {log}}}
+agents:
+  - {{id: researcher, role: a researcher, tools: [facts.lookup]}}
+  - {{id: coder, role: a programmer, tools: [run_code]}}
+pattern: sequential
+steps:
+  - {{id: look, agent: researcher, prompt: Find a fact about tea}}
+  - {{id: run, agent: coder, prompt: Run a program}}
+",
+        python = test_deps().python.display(),
+        script = script.display(),
+        log = log.display()
+    );
+    std::fs::write(dir.join("flow.yaml"), &flow).unwrap();
+    let o = belt(&dir, &["run", "-f", "flow.yaml", "--json"], None);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["status"], "completed", "{}", r["stop_reason"]);
+    assert!(output_of(&r, "steps/look/round/01/tool/1").contains("fact #1"));
+    assert!(
+        output_of(&r, "steps/run/round/01/tool/1").contains("status: exit code"),
+        "it ran in the sandbox"
+    );
+    assert_eq!(lines(&log), 1);
+
+    std::fs::write(dir.join("flow.yaml"), flow.replace("[facts.lookup]", "[fakts.lookup]")).unwrap();
+    let o = belt(&dir, &["validate", "flow.yaml"], None);
+    assert_eq!(code(&o), 2);
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(said.contains("flow.yaml:8:50: agents[0].tools[0]: unknown tool `fakts.lookup`"), "{said}");
+}

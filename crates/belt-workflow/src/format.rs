@@ -32,6 +32,11 @@ pub struct WorkflowFile {
     /// Limits per provider (`openai`, `anthropic`, `simulated`…), over those of belt.toml.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub providers: BTreeMap<String, ProviderDef>,
+    /// MCP servers whose tools agents may name (`tools: [NAME]` for all of a server's
+    /// tools, `NAME.TOOL` for one): `command` with `args` and `env` (stdio) or `url` with
+    /// `headers` (Streamable HTTP), beside belt.toml's `[mcp.NAME]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mcp_servers: BTreeMap<String, belt_tools::mcp::McpServerSpec>,
     /// The agents the steps use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agents: Vec<AgentDef>,

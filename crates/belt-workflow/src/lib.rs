@@ -143,7 +143,17 @@ impl Workflow {
     /// Check the file and the inputs (text, as from `--input name=value`), and make them a
     /// run: inputs typed, defaults filled in.
     pub fn bind(&self, inputs: BTreeMap<String, String>) -> Result<Bound, Diagnostics> {
-        let cx = ValidationContext { inputs: Some(inputs.clone()), ..ValidationContext::default() };
+        self.bind_in(inputs, &ValidationContext::default())
+    }
+
+    /// [`Workflow::bind`], validated in the host's context (its tools and MCP servers,
+    /// say); the context's `inputs` are the ones given.
+    pub fn bind_in(
+        &self,
+        inputs: BTreeMap<String, String>,
+        cx: &ValidationContext,
+    ) -> Result<Bound, Diagnostics> {
+        let cx = ValidationContext { inputs: Some(inputs.clone()), ..cx.clone() };
         let (diagnostics, analysis) = validate::validate(&self.file, &self.tree, &self.origin, &cx);
         if !diagnostics.is_empty() {
             return Err(diagnostics);
@@ -170,6 +180,7 @@ impl Workflow {
             inputs: typed,
             default_model: SIMULATED_MODEL.to_string(),
             tools: crate::tools::builtin(),
+            tool_groups: Default::default(),
         })
     }
 

@@ -75,6 +75,9 @@ pub struct Bound {
     pub(crate) default_model: String,
     /// What the agents' `tools` name ([`crate::tools::builtin`] unless the host gives others).
     pub(crate) tools: belt_core::tools::Tools,
+    /// Names that stand for several tools (an MCP server's name, `web`), as the host gives
+    /// them ([`Bound::with_tool_groups`]).
+    pub(crate) tool_groups: std::collections::HashMap<String, Vec<String>>,
 }
 
 /// How the workflow wants to be run: what goes into [`RunOptions`], and where its
@@ -219,6 +222,21 @@ impl Bound {
     pub fn with_tools(mut self, tools: belt_core::tools::Tools) -> Bound {
         self.tools = tools;
         self
+    }
+
+    /// Names an agent's `tools` may use for several tools at once (an MCP server's name,
+    /// `web`), each with the names of its tools in [`Bound::with_tools`].
+    pub fn with_tool_groups(mut self, groups: std::collections::HashMap<String, Vec<String>>) -> Bound {
+        self.tool_groups = groups;
+        self
+    }
+
+    /// Every tool name the agents' `tools` lists use, each once.
+    pub fn tool_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.file.agents.iter().flat_map(|a| a.tools.iter().cloned()).collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The inputs, typed, defaults filled in.
@@ -393,7 +411,7 @@ impl Bound {
             temperature: a.temperature.or(self.file.defaults.temperature),
             max_tokens: a.max_tokens.unwrap_or(1024),
             json: a.output_schema.is_some(),
-            tools: crate::tools::subset(&self.tools, &a.tools),
+            tools: crate::tools::subset(&self.tools, &self.tool_groups, &a.tools),
         }
     }
 }

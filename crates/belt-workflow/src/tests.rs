@@ -192,6 +192,7 @@ steps:
         models: BTreeMap::from([("simulated".into(), vec!["simulated/default".into()])]),
         inputs: Some(BTreeMap::from([("n".into(), "three".into()), ("topc".into(), "x".into())])),
         tools: None,
+        servers: Vec::new(),
     };
     let d = check(text, Format::Yaml, "x.yaml", &cx);
     let lines: Vec<String> = d.iter().map(ToString::to_string).collect();
@@ -517,6 +518,31 @@ steps:
         lines,
         ["flow.yaml:3:48: agents[0].tools[0]: unknown tool `calcualtor` (did you mean `calculator`?)"]
     );
+}
+
+#[test]
+fn agents_may_name_the_files_mcp_servers_and_their_tools_and_a_wrong_server_has_its_line() {
+    let text = "\
+name: files
+mcp_servers:
+  fs: {command: npx, args: [-y, server-filesystem, /tmp]}
+agents:
+  - {id: a, tools: [fs, fs.read_file, calculator]}
+  - {id: b, tools: [fz.read_file]}
+pattern: sequential
+steps:
+  - {id: s, agent: a, prompt: hi}
+";
+    let lines: Vec<String> = yaml(text).iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("flow.yaml:6:21: agents[1].tools[0]: unknown tool `fz.read_file`"),
+        "{lines:?}"
+    );
+    assert!(lines[0].contains("fs"), "the servers are among the names offered: {lines:?}");
+    let bad = text.replace("command: npx", "comand: npx");
+    let lines: Vec<String> = yaml(&bad).iter().map(ToString::to_string).collect();
+    assert!(lines.iter().any(|l| l.starts_with("flow.yaml:3:")), "{lines:?}");
 }
 
 /// The shipped template `name`, bound with its default inputs.

@@ -37,12 +37,18 @@ pub fn builtin() -> Tools {
         }))
 }
 
-/// The tools of `tools` named in `names` (unknown names were refused by validation).
-pub(crate) fn subset(tools: &Tools, names: &[String]) -> Option<Tools> {
+/// The tools of `tools` named in `names`, a group's name standing for its tools (unknown
+/// names were refused by validation).
+pub(crate) fn subset(
+    tools: &Tools,
+    groups: &std::collections::HashMap<String, Vec<String>>,
+    names: &[String],
+) -> Option<Tools> {
     if names.is_empty() {
         return None;
     }
-    let picked = names.iter().filter_map(|n| tools.get(n)).cloned();
+    let expanded = names.iter().flat_map(|n| groups.get(n).cloned().unwrap_or_else(|| vec![n.clone()]));
+    let picked = expanded.filter_map(|n| tools.get(&n).cloned());
     Some(picked.fold(Tools::new().max_rounds(tools.rounds_cap()), Tools::with))
 }
 

@@ -26,6 +26,9 @@ pub struct ValidationContext {
     pub inputs: Option<BTreeMap<String, String>>,
     /// The tools agents may name; `None`: the built-in ones ([`crate::tools::BUILTIN`]).
     pub tools: Option<Vec<String>>,
+    /// MCP servers the host declares (belt.toml's `[mcp.NAME]`), besides the file's own
+    /// `mcp_servers`: agents may name them (all their tools) or `NAME.TOOL`.
+    pub servers: Vec<String>,
 }
 
 /// What validation learned about the steps, for running them.
@@ -455,9 +458,20 @@ fn check_agents(c: &mut Checker<'_>, cx: &ValidationContext) {
         }
         let builtin: Vec<String> = crate::tools::BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
         let offered = cx.tools.as_ref().unwrap_or(&builtin);
-        let names: Vec<&str> = offered.iter().map(String::as_str).collect();
+        let servers: Vec<&str> = cx
+            .servers
+            .iter()
+            .map(String::as_str)
+            .chain(file.mcp_servers.keys().map(String::as_str))
+            .collect();
+        let names: Vec<&str> = offered.iter().map(String::as_str).chain(servers.iter().copied()).collect();
+        // A server's own tools are known once it is started: `NAME.TOOL` is checked then.
+        let of_a_server = |tool: &str| {
+            servers.contains(&tool)
+                || tool.split_once('.').is_some_and(|(s, t)| servers.contains(&s) && !t.is_empty())
+        };
         for (k, tool) in a.tools.iter().enumerate() {
-            if !offered.contains(tool) {
+            if !offered.contains(tool) && !of_a_server(tool) {
                 c.value(
                     &ap.key("tools").index(k),
                     format!("unknown tool `{tool}`"),
