@@ -13,6 +13,10 @@
 //!   write a JSON plan of 100,000 items. Ideal = (⌈N/C⌉ + Σ⌈level/C⌉ + executive)·L.
 //! - **C**, a sequential chain: one decomposition call, K steps each depending on the
 //!   previous one, one synthesis call. Ideal = (K + 2)·L.
+//! - **T**, A's shape where each worker makes one tool call through the engine
+//!   (`Ctx::tool`: the tool policy's timeout, events, the record) instead of an LLM call;
+//!   the tool answers at once. Its `cpu_us_per_call` beside A's is what a tool call costs
+//!   the engine next to a model call.
 //!
 //! Every call asks for at most 16 output tokens, so the figures measure the engine (limits,
 //! budget bookkeeping, events, recording, scheduling), not text generation.
@@ -54,8 +58,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[command(name = "belt-bench", about = "Benchmarks of belt's engine on the simulated provider")]
 struct Args {
     /// A (fan-out), B (cascade), C (sequential chain), F (A's shape on bare sleeps: the
-    /// floor set by the timer, without belt), or H (A through the OpenAI adapter against a
-    /// local fake server).
+    /// floor set by the timer, without belt), H (A through the OpenAI adapter against a
+    /// local fake server), or T (A's shape with a tool call per worker).
     #[arg(long, default_value = "A")]
     workload: String,
     /// Workers for A and B.
@@ -145,6 +149,7 @@ fn suite() {
         add("B", n, 0, 64);
     }
     add("C", 1_000, 0, 64);
+    add("T", 10_000, 0, 64);
     add("A", 10_000, 50, 64);
     add("B", 10_000, 50, 64);
     add("C", 100, 50, 64);
@@ -194,7 +199,7 @@ async fn case(args: &Args) -> String {
     let task = Task::new("Benchmark the engine");
     let waves = |n: usize| n.div_ceil(c) as f64;
     let (n, ideal, _) = match args.workload.as_str() {
-        "A" | "a" | "H" | "h" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
+        "A" | "a" | "H" | "h" | "T" | "t" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
         "B" | "b" => {
             let levels = tier_levels(args.n, 5);
             let exec = usize::from(levels.last().is_some_and(|&t| t >= 2));
@@ -303,7 +308,19 @@ async fn once(
 ) -> (u64, RunStatus, u64) {
     let task = task.clone();
     match args.workload.to_ascii_uppercase().as_str() {
-        "A" => drive(FanOut { n, chain: false, model: "simulated/bench" }, task, options).await,
+        "A" => drive(FanOut { n, chain: false, model: "simulated/bench", tools: None }, task, options).await,
+        "T" => {
+            // A tool that answers at once: what remains is the engine's cost of a tool call.
+            let echo =
+                belt_core::Tool::dynamic("echo", "Echo.", serde_json::json!({"type": "object"}), |v| {
+                    std::future::ready(Ok(belt_core::ToolOutput::new(v.to_string())))
+                });
+            let tools = Some(belt_core::Tools::new().with(echo));
+            let (_, status, rss) =
+                drive(FanOut { n, chain: false, model: "simulated/bench", tools }, task, options).await;
+            // The decomposition and synthesis calls, and one tool call per worker.
+            (n as u64 + 2, status, rss)
+        }
         "H" => {
             // The fan-out through the real OpenAI adapter (HTTP/1.1, SSE streaming) against a
             // fast fake server on 127.0.0.1, started here and sharing the two cores.
@@ -329,7 +346,9 @@ async fn once(
                 _ => None,
             };
             options.providers = belt_llm::providers_from_env(SimConfig::default(), env).expect("providers");
-            let result = drive(FanOut { n, chain: false, model: "openai/gpt-4.1-mini" }, task, options).await;
+            let result =
+                drive(FanOut { n, chain: false, model: "openai/gpt-4.1-mini", tools: None }, task, options)
+                    .await;
             drop(server);
             result
         }
@@ -343,7 +362,7 @@ async fn once(
             );
             drive(cascade, task, options).await
         }
-        "C" => drive(FanOut { n, chain: true, model: "simulated/bench" }, task, options).await,
+        "C" => drive(FanOut { n, chain: true, model: "simulated/bench", tools: None }, task, options).await,
         _ => {
             let (calls, status) = timer_floor(n, c, l).await;
             (calls, status, rss_kib())
@@ -427,6 +446,8 @@ struct FanOut {
     n: usize,
     chain: bool,
     model: &'static str,
+    /// Workers call this set's first tool instead of the model (workload T).
+    tools: Option<belt_core::Tools>,
 }
 
 #[async_trait]
@@ -457,6 +478,12 @@ impl Orchestrator for FanOut {
         _deps: &[AgentOutput],
     ) -> Result<AgentOutput, StepError> {
         let prompt = format!("Task: {}\nSubtask {}: {}", task.description, subtask.id, subtask.description);
+        if let Some(tools) = &self.tools {
+            let arguments = serde_json::json!({"subtask": subtask.id});
+            let call = belt_core::llm::ToolCall { id: subtask.id.clone(), name: "echo".into(), arguments };
+            let out = ctx.tool(step.clone(), &call, tools).await?;
+            return Ok(AgentOutput::from_reply(subtask, step, belt_core::StepReply::new(out.content)));
+        }
         let request = LlmRequest::new(self.model, prompt).max_tokens(16);
         let reply = ctx.llm(step.clone(), request).await?;
         Ok(AgentOutput::from_reply(subtask, step, reply))
