@@ -206,7 +206,8 @@ impl Searxng {
             .spawn()
             .expect("start the fake SearXNG");
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::io::BufReader::new(stdout).read_line(&mut line).expect("the port line");
         Searxng(child, line.trim().parse().expect("a port"))
     }
 }
