@@ -226,3 +226,58 @@ fn a_workflow_files_usd_budget_counts_as_a_cap_and_the_spec_model_replaces_its_d
     let e = app.prepare(&s).err().expect("refused").to_string();
     assert!(e.contains("worker_model (--worker-model) chooses the models of a cascade's tiers"), "{e}");
 }
+
+#[test]
+fn tool_names_are_checked_when_a_run_is_prepared_and_nothing_is_started() {
+    let cases = [
+        (
+            r#"{"task": "x", "tools": ["calculater"]}"#,
+            vec!["tools (--tools)", "did you mean `calculator`", "no MCP server is declared"],
+        ),
+        (
+            r#"{"task": "x", "executive_tools": ["srv.x"]}"#,
+            vec!["executive_tools (--executive-tools)", "unknown tool `srv.x`"],
+        ),
+        (r#"{"task": "x", "tools": ["web"]}"#, vec!["needs a search backend", "BELT_SEARXNG_URL"]),
+    ];
+    for (json, words) in &cases {
+        let m = mistake(json);
+        for w in words {
+            assert!(m.contains(w), "{json}: {m}");
+        }
+    }
+    // A spec naming a server and one of its tools prepares (the server starts with the run).
+    let p = app()
+        .prepare(&spec(
+            r#"{"task": "x", "mcp": {"srv": {"command": "/no/such/program"}}, "tools": ["srv", "srv.any", "calculator,clock"], "synthesizer_tools": ["fetch_url"]}"#,
+        ))
+        .expect("names that exist prepare");
+    let (_, plan) = p.tools.as_ref().expect("a tool plan");
+    assert_eq!(plan.servers().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["srv"]);
+    assert!(p.options.tools.is_empty(), "nothing is started before the run starts");
+}
+
+#[tokio::test]
+async fn the_tools_start_with_the_run_and_a_server_that_cannot_start_stops_it_before_any_call() {
+    let mut p = app()
+        .prepare(&spec(r#"{"task": "x", "tools": ["calculator"], "synthesizer_tools": ["clock"]}"#))
+        .unwrap();
+    p.start_tools().await.unwrap();
+    assert_eq!(p.options.tools.for_tier(&Tier::Worker).map(|t| t.specs().len()), Some(1));
+    assert_eq!(p.options.tools.for_tier(&Tier::Agent).map(|t| t.specs().len()), Some(1));
+    assert_eq!(
+        p.options.tools.for_tier(&Tier::Synthesizer).map(|t| t.specs()[0].name.clone()),
+        Some("clock".into())
+    );
+    assert!(p.options.tools.for_tier(&Tier::Executive).is_none());
+
+    let mut p = app()
+        .prepare(&spec(r#"{"task": "x", "mcp": {"srv": {"command": "/no/such/program"}}, "tools": ["srv"]}"#))
+        .unwrap();
+    let e = p.start().await.err().expect("the run does not start").to_string();
+    assert!(e.contains("the run's tools could not be set up") && e.contains("/no/such/program"), "{e}");
+
+    // The tool policy from the spec (`--tool-timeout`).
+    let p = app().prepare(&spec(r#"{"task": "x", "policies": {"tool": {"timeout": 5}}}"#)).unwrap();
+    assert_eq!(p.options.policies.for_tools().timeout, Duration::from_secs(5));
+}
