@@ -92,6 +92,24 @@ impl ToolPlan {
     }
 }
 
+/// `tools` with `tool`, unless another tool has its name (an MCP server's `search_x` and a
+/// built-in, say): the model could not tell them apart. The same tool named twice is kept
+/// once.
+fn with_unique(tools: Tools, tool: Tool, from: &ToolRef) -> Result<Tools, String> {
+    match tools.get(tool.name()) {
+        Some(same) if same.spec() == tool.spec() => Ok(tools),
+        Some(_) => Err(format!(
+            "two different tools are named `{}` (one of them from {}); give the MCP server another name",
+            tool.name(),
+            match from {
+                ToolRef::Builtin(b) => format!("the built-in `{b}`"),
+                ToolRef::Server(s) | ToolRef::ServerTool(s, _) => format!("the MCP server `{s}`"),
+            }
+        )),
+        None => Ok(tools.with(tool)),
+    }
+}
+
 /// The tools of a process's runs: configuration, and the MCP servers started so far.
 pub struct ToolHost {
     config: ToolsConfig,
@@ -226,7 +244,7 @@ impl ToolHost {
             let mut tools = self.empty_tools();
             for r in refs {
                 for tool in self.tools_of(r, &servers).await? {
-                    tools = tools.with(tool);
+                    tools = with_unique(tools, tool, r)?;
                 }
             }
             toolbox = match tiers {
@@ -262,6 +280,7 @@ impl ToolHost {
         Ok(all)
     }
 
+    /// Tools named by the host's configuration (result cap, rounds), none yet.
     fn empty_tools(&self) -> Tools {
         Tools::new()
             .result_cap(self.config.result_cap.unwrap_or(Tools::DEFAULT_RESULT_CAP))
