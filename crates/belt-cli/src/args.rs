@@ -23,6 +23,8 @@ pub struct Cli {
     /// an environment of their own.
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
+    #[command(flatten)]
+    pub otel: crate::otel::OtelArgs,
     #[command(subcommand)]
     pub command: Command,
 }

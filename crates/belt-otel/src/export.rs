@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use belt_core::event::EventStream;
+use belt_core::event::{Event, EventKind, EventStream};
 use belt_core::store::StepRecord;
 use belt_core::{RunStore, StepId, ToolOutcome};
 use prost::Message;
@@ -53,6 +53,8 @@ pub struct Exporter {
     tx: mpsc::Sender<Span>,
     counters: Arc<Counters>,
     closing: CancellationToken,
+    /// The runs' pumps, so shutdown can wait for their last spans.
+    pumps: tokio_util::task::TaskTracker,
     done: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     content: bool,
     timeout: Duration,
@@ -99,6 +101,7 @@ impl Exporter {
             tx,
             counters,
             closing,
+            pumps: tokio_util::task::TaskTracker::new(),
             done: Arc::new(tokio::sync::Mutex::new(Some(task))),
             content,
             timeout,
@@ -131,14 +134,28 @@ impl Exporter {
         events: EventStream,
         store: Option<Arc<dyn RunStore>>,
     ) -> tokio::task::JoinHandle<()> {
-        let pump =
-            Pump { exporter: self.clone(), tracer: None, store, run_id: String::new(), held: Vec::new() };
-        tokio::spawn(pump.run(events))
+        self.pumps.spawn(self.pump(store).run(events))
+    }
+
+    /// For a consumer that sees the events of many runs one at a time (an observer of a
+    /// server's runs): a [`Feed`] that traces each run on a task of its own.
+    pub fn feed(&self, store: Option<Arc<dyn RunStore>>) -> Feed {
+        Feed { exporter: self.clone(), store, runs: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    fn pump(&self, store: Option<Arc<dyn RunStore>>) -> Pump {
+        Pump { exporter: self.clone(), tracer: None, store, run_id: String::new(), held: Vec::new() }
     }
 
     /// Send what is queued and stop, waiting at most the request timeout (less when the
     /// collector is known to be down: then nothing is waited for).
     pub async fn shutdown(&self) {
+        // The runs' pumps first: their streams have ended or are about to (the runs are
+        // over), and a pump may still be reading the record for its last spans.
+        self.pumps.close();
+        if tokio::time::timeout(self.timeout, self.pumps.wait()).await.is_err() {
+            tracing::debug!("OpenTelemetry export: a run's events did not end within {:?}", self.timeout);
+        }
         self.closing.cancel();
         let Some(task) = self.done.lock().await.take() else { return };
         let wait = if self.counters.down.load(Ordering::Relaxed) { Duration::ZERO } else { self.timeout };
@@ -149,6 +166,48 @@ impl Exporter {
                 "OpenTelemetry export: the collector did not take the last spans within {wait:?}; they are dropped"
             );
         }
+    }
+}
+
+/// Events of many runs, each handed to its run's pump. See [`Exporter::feed`].
+pub struct Feed {
+    exporter: Exporter,
+    store: Option<Arc<dyn RunStore>>,
+    runs: std::sync::Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Arc<Event>>>>,
+}
+
+impl Feed {
+    /// The next event of some run, in that run's order. Never waits: the run's pump reads
+    /// it on its own task.
+    pub fn on_event(&self, event: &Arc<Event>) {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = runs.entry(event.run_id.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.exporter.pumps.spawn(self.exporter.pump(self.store.clone()).run(rx));
+            tx
+        });
+        let _ = tx.send(event.clone());
+        if matches!(event.kind, EventKind::RunFinished { .. }) {
+            // Its pump ends once it has traced what it was sent.
+            runs.remove(&event.run_id);
+        }
+    }
+}
+
+/// Where a pump reads events from: a run's own stream, or a [`Feed`]'s channel.
+trait Source {
+    async fn next(&mut self, buf: &mut Vec<Arc<Event>>) -> usize;
+}
+
+impl Source for EventStream {
+    async fn next(&mut self, buf: &mut Vec<Arc<Event>>) -> usize {
+        self.recv_batch(buf, 4096).await
+    }
+}
+
+impl Source for mpsc::UnboundedReceiver<Arc<Event>> {
+    async fn next(&mut self, buf: &mut Vec<Arc<Event>>) -> usize {
+        self.recv_many(buf, 4096).await
     }
 }
 
@@ -163,10 +222,10 @@ struct Pump {
 }
 
 impl Pump {
-    async fn run(mut self, mut events: EventStream) {
+    async fn run(mut self, mut events: impl Source) {
         let mut batch = Vec::with_capacity(256);
         let mut finished = Vec::new();
-        while events.recv_batch(&mut batch, 4096).await > 0 {
+        while events.next(&mut batch).await > 0 {
             let mut ended = false;
             for e in batch.drain(..) {
                 let content = self.exporter.content;
