@@ -25,6 +25,8 @@ pub struct Cli {
     pub home: Option<PathBuf>,
     #[command(flatten)]
     pub otel: crate::otel::OtelArgs,
+    #[command(flatten)]
+    pub log: crate::diagnostics::LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -59,8 +59,13 @@ fn restore_sigpipe() {
 
 fn main() {
     restore_sigpipe();
-    diagnostics::init();
     let cli = Cli::parse();
+    let quiet = match &cli.command {
+        Command::Run(args) => args.quiet,
+        Command::Resume(args) => args.quiet,
+        _ => false,
+    };
+    diagnostics::init(&cli.log, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -162,6 +162,11 @@ impl Exporter {
         let abort = task.abort_handle();
         if tokio::time::timeout(wait, task).await.is_err() {
             abort.abort();
+            if wait.is_zero() {
+                // Already said: the collector is down.
+                tracing::debug!("OpenTelemetry export: the last spans are dropped (the collector is down)");
+                return;
+            }
             tracing::warn!(
                 "OpenTelemetry export: the collector did not take the last spans within {wait:?}; they are dropped"
             );
