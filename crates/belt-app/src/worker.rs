@@ -76,7 +76,12 @@ pub struct Worker {
     store: Arc<dyn RunStore>,
     config: WorkerConfig,
     owner: String,
+    /// Who reads each run's events (an OpenTelemetry exporter); nobody by default.
+    events: Option<EventSink>,
 }
+
+/// See [`Worker::with_events`].
+pub type EventSink = Arc<dyn Fn(belt_core::EventStream) + Send + Sync>;
 
 /// Shared between the worker's loop and its runs' tasks.
 struct State {
@@ -91,7 +96,14 @@ struct State {
 impl Worker {
     pub fn new(app: Arc<App>, store: Arc<dyn RunStore>, config: WorkerConfig) -> Worker {
         let owner = format!("worker:{}:{}:{}", config.name, std::process::id(), uuid::Uuid::now_v7());
-        Worker { app, store, config, owner }
+        Worker { app, store, config, owner, events: None }
+    }
+
+    /// Hand each run's event stream to `sink` as the run starts (it must not block: spawn
+    /// a task to read the stream).
+    pub fn with_events(mut self, sink: EventSink) -> Worker {
+        self.events = Some(sink);
+        self
     }
 
     /// The owner recorded in the leases of this worker's runs.
@@ -164,7 +176,8 @@ impl Worker {
 
     /// What a run's task needs of the worker.
     fn driver(&self) -> Driver {
-        Driver { app: self.app.clone(), store: self.store.clone(), owner: self.owner.clone() }
+        let events = self.events.clone();
+        Driver { app: self.app.clone(), store: self.store.clone(), owner: self.owner.clone(), events }
     }
 }
 
@@ -173,6 +186,7 @@ struct Driver {
     app: Arc<App>,
     store: Arc<dyn RunStore>,
     owner: String,
+    events: Option<EventSink>,
 }
 
 impl Driver {
@@ -232,8 +246,11 @@ impl Driver {
             belt_core::human::Human::unattended()
         });
         let mut handle = prepared.start().await.map_err(|e| e.to_string())?;
-        // Nobody reads the run's events here: they go to the store.
-        drop(handle.events());
+        // The run's events go to the store; here only to the sink, if any.
+        match (handle.events(), &self.events) {
+            (Some(events), Some(sink)) => sink(events),
+            (events, _) => drop(events),
+        }
         Ok(handle)
     }
 }

@@ -98,10 +98,21 @@ struct Args {
     /// Runs each worker of the scale-out case drives at once.
     #[arg(long, default_value_t = 8)]
     max_runs: usize,
+    /// Export every run as OpenTelemetry spans to this OTLP/HTTP collector (belt-otel, as
+    /// `belt run --otlp-endpoint`): the CPU per call with export on, next to off. Give a
+    /// collector in another process, so that its CPU is not counted here.
+    #[arg(long, value_name = "URL")]
+    otlp: Option<String>,
 }
+
+/// `--otlp`: where the runs' spans go.
+static OTLP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn main() {
     let args = Args::parse();
+    if let Some(url) = &args.otlp {
+        let _ = OTLP.set(url.clone());
+    }
     if args.suite {
         suite();
         return;
@@ -375,17 +386,35 @@ async fn once(
 async fn drive(orch: impl Orchestrator, task: Task, options: RunOptions) -> (u64, RunStatus, u64) {
     let mut handle = belt_core::run(orch, task, options).await.expect("valid bench options");
     let mut events = handle.events().expect("events");
+    // With `--otlp`, an exporter per run, shut down (its last spans sent) inside the
+    // measurement.
+    let exporter = OTLP.get().map(|url| {
+        let config = belt_otel::OtelConfig::new(url).expect("a valid --otlp URL");
+        belt_otel::Exporter::start(config).expect("start the exporter")
+    });
+    let feed = exporter.as_ref().map(|e| e.feed(None));
     let drain = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(4096);
         let mut n = 0u64;
         while events.recv_batch(&mut batch, 4096).await > 0 {
             n += batch.len() as u64;
+            if let Some(feed) = &feed {
+                batch.iter().for_each(|e| feed.on_event(e));
+            }
             batch.clear();
         }
         n
     });
     let result = handle.result().await;
     let _ = drain.await;
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
+        let stats = exporter.stats();
+        eprintln!(
+            "otlp: {} spans exported, {} dropped, {} failed",
+            stats.exported, stats.dropped, stats.failed
+        );
+    }
     (result.usage.calls, result.status, rss_kib())
 }
 

@@ -23,6 +23,10 @@ pub struct Cli {
     /// an environment of their own.
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
+    #[command(flatten)]
+    pub otel: crate::otel::OtelArgs,
+    #[command(flatten)]
+    pub log: crate::diagnostics::LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -17,6 +17,7 @@ mod error;
 mod history;
 mod hitl;
 mod models;
+mod otel;
 mod owner;
 mod progress;
 mod report_cmd;
@@ -58,8 +59,13 @@ fn restore_sigpipe() {
 
 fn main() {
     restore_sigpipe();
-    diagnostics::init();
     let cli = Cli::parse();
+    let quiet = match &cli.command {
+        Command::Run(args) => args.quiet,
+        Command::Resume(args) => args.quiet,
+        _ => false,
+    };
+    diagnostics::init(&cli.log, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -82,6 +88,10 @@ fn main() {
             std::process::exit(error::CliError::from(e).exit_code());
         }
     };
+    if let Err(e) = runtime.block_on(async { otel::start(&cli.otel) }) {
+        eprintln!("belt: error: {e}");
+        std::process::exit(e.exit_code());
+    }
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run_cmd::run(*args, &store, &app).await,
@@ -108,6 +118,7 @@ fn main() {
     });
     // The MCP servers this process started stop with it.
     runtime.block_on(app.tool_host().shutdown());
+    runtime.block_on(otel::shutdown());
     let code = match outcome {
         Ok(code) => code,
         Err(e) => {

@@ -61,6 +61,7 @@ impl Progress {
     pub fn new(mode: Mode, resumed: bool) -> Self {
         let (multi, header) = if mode == Mode::Live {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+            crate::diagnostics::set_bars(Some(multi.clone()));
             let header = multi.add(ProgressBar::new_spinner());
             // The clock is drawn on every tick, not only when an event comes: planning is one
             // long call, and a clock that only moved with events stood at 0.0s through it.
@@ -360,6 +361,7 @@ impl Progress {
                 }
             }
             let _ = m.clear();
+            crate::diagnostics::set_bars(None);
         }
     }
 }

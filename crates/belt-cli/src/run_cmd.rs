@@ -235,6 +235,7 @@ pub async fn execute(prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
         );
     }
     options = options.with_documents(Arc::new(ReportWriter { dir: out, formats })).with_store(exec.store);
+    let options_store = options.store.clone();
     let resuming = exec.run_id.is_some();
     options.run_id = exec.run_id;
     options.owner = Some(crate::owner::this_process());
@@ -269,6 +270,7 @@ pub async fn execute(prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
         Mode::Lines
     };
     let mut events = handle.events().expect("a new handle has its event stream");
+    let traces = crate::otel::feed(options_store);
     let mut progress = Progress::new(mode, resuming);
     questions.spawn(progress.bars());
     let consumer = tokio::spawn(async move {
@@ -285,6 +287,9 @@ pub async fn execute(prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
                     }
                 }
                 progress.on_event(&e);
+                if let Some(traces) = &traces {
+                    traces.on_event(&e);
+                }
             }
             // A batch at a time, so `tail -f` on the events file follows the run.
             if let Some(f) = file.as_mut()

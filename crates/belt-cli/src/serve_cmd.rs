@@ -57,7 +57,8 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>, home: &Pat
     }
     config.rate_limit =
         RateLimit { per_second: args.rate_limit, burst: (args.rate_limit * 4.0).ceil().max(1.0) as u32 };
-    let server = Server::new(config, app, store);
+    let observers = crate::otel::observers(&store);
+    let server = Server::with_observers(config, app, store, observers);
     let secret = std::env::var("BELT_WEBHOOK_SECRET").ok().filter(|s| !s.is_empty());
     for url in &args.webhooks {
         let spec =

@@ -20,7 +20,11 @@ pub async fn worker(args: WorkerArgs, spec: &StoreSpec, app: Arc<App>) -> Result
     app.share_through(&*store);
     let name = args.name.unwrap_or_else(crate::owner::host);
     let config = WorkerConfig { name: name.clone(), max_runs: args.max_runs, ..WorkerConfig::default() };
-    let worker = Worker::new(app, store, config);
+    let sink = crate::otel::worker_sink(&store);
+    let mut worker = Worker::new(app, store, config);
+    if let Some(sink) = sink {
+        worker = worker.with_events(sink);
+    }
     eprintln!(
         "belt worker {name}: taking runs from {spec}, up to {} at once (lease {})",
         args.max_runs,

@@ -138,9 +138,20 @@ pub struct Server {
 impl Server {
     /// A server. Call it within a tokio runtime.
     pub fn new(config: ServerConfig, app: Arc<belt_app::App>, store: Arc<dyn RunStore>) -> Self {
+        Server::with_observers(config, app, store, Vec::new())
+    }
+
+    /// A server whose runs' events also go to `observers` (an OpenTelemetry exporter).
+    pub fn with_observers(
+        config: ServerConfig,
+        app: Arc<belt_app::App>,
+        store: Arc<dyn RunStore>,
+        observers: Vec<Arc<dyn EventObserver>>,
+    ) -> Self {
         let webhooks = webhooks::Webhooks::new(config.webhook_retry, config.webhook_private_targets);
         let metrics = Arc::new(metrics::Metrics::default());
-        let observers: Vec<Arc<dyn EventObserver>> = vec![metrics.clone(), webhooks.clone()];
+        let mut observers = observers;
+        observers.extend([metrics.clone() as Arc<dyn EventObserver>, webhooks.clone()]);
         let manager = RunManager::new(app, store.clone(), &config, observers);
         let limiter = Arc::new(auth::RateLimiter::new(config.rate_limit));
         Server { state: AppState { config: Arc::new(config), manager, store, limiter, webhooks, metrics } }

@@ -1,0 +1,456 @@
+//! Sending spans: [`Exporter`], a bounded queue drained by one background task that POSTs
+//! batches to the collector over OTLP/HTTP protobuf.
+//!
+//! A run never waits on it: spans are handed over with `try_send`, and when the queue is
+//! full they are dropped and counted. A collector that is down or slow costs one warning
+//! in the logs (and a note when it answers again), never an error of the run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use belt_core::event::{Event, EventKind, EventStream};
+use belt_core::store::StepRecord;
+use belt_core::{RunStore, StepId, ToolOutcome};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::proto::{self, KeyValue, Span};
+use crate::spans::{Enrich, Finished, RunTracer, messages};
+use crate::{OtelConfig, OtelError};
+
+/// Counts of what happened to the spans handed to an [`Exporter`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportStats {
+    /// Spans the collector accepted.
+    pub exported: u64,
+    /// Spans dropped because the queue was full or the exporter had shut down.
+    pub dropped: u64,
+    /// Spans in requests that failed (collector down, refused, timed out).
+    pub failed: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    exported: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+    /// The collector's last answer was a failure (so one warning, not one per batch).
+    down: AtomicBool,
+}
+
+/// Spans a run's pump holds at most while it waits for the run's record to name tools
+/// and add contents; past it they are sent without.
+const MAX_HELD: usize = 50_000;
+
+/// Sends GenAI spans to an OTLP/HTTP collector. Cheap to clone: clones share the queue.
+///
+/// Needs a tokio runtime: [`Exporter::start`] spawns the sending task on the current one.
+#[derive(Clone)]
+pub struct Exporter {
+    tx: mpsc::Sender<Span>,
+    counters: Arc<Counters>,
+    closing: CancellationToken,
+    /// The runs' pumps, so shutdown can wait for their last spans.
+    pumps: tokio_util::task::TaskTracker,
+    done: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    content: bool,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+impl Exporter {
+    /// Start sending to `config`'s endpoint. Fails only when the HTTP client cannot be
+    /// built (a header that is not a valid header value); the collector is not contacted.
+    pub fn start(config: OtelConfig) -> Result<Exporter, OtelError> {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in &config.headers {
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| OtelError::Headers(format!("`{k}` is not a header name")))?;
+            let value = reqwest::header::HeaderValue::from_str(v)
+                .map_err(|_| OtelError::Headers(format!("the value of `{k}` is not a valid header value")))?;
+            headers.insert(name, value);
+        }
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            reqwest::header::HeaderValue::from_static("application/x-protobuf"),
+        );
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(3)))
+            .build()
+            .map_err(|e| OtelError::Client(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let counters = Arc::new(Counters::default());
+        let closing = CancellationToken::new();
+        let (content, timeout) = (config.content, config.timeout);
+        let sender = Sender { client, config, counters: counters.clone() };
+        let task = tokio::spawn(sender.run(rx, closing.clone()));
+        Ok(Exporter {
+            tx,
+            counters,
+            closing,
+            pumps: tokio_util::task::TaskTracker::new(),
+            done: Arc::new(tokio::sync::Mutex::new(Some(task))),
+            content,
+            timeout,
+        })
+    }
+
+    /// Hand spans over; those that do not fit in the queue are dropped and counted.
+    pub fn send(&self, spans: impl IntoIterator<Item = Span>) {
+        for span in spans {
+            if self.tx.try_send(span).is_err() {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// What happened to the spans so far.
+    pub fn stats(&self) -> ExportStats {
+        ExportStats {
+            exported: self.counters.exported.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Trace a run from its event stream, on a task of its own, until the stream ends. With
+    /// a `store` (the run's), tool spans get their tool's name and, with content on, spans
+    /// get their outputs, from the run's record once the run finishes.
+    pub fn observe(
+        &self,
+        events: EventStream,
+        store: Option<Arc<dyn RunStore>>,
+    ) -> tokio::task::JoinHandle<()> {
+        self.pumps.spawn(self.pump(store).run(events))
+    }
+
+    /// For a consumer that sees the events of many runs one at a time (an observer of a
+    /// server's runs): a [`Feed`] that traces each run on a task of its own.
+    pub fn feed(&self, store: Option<Arc<dyn RunStore>>) -> Feed {
+        Feed { exporter: self.clone(), store, runs: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    fn pump(&self, store: Option<Arc<dyn RunStore>>) -> Pump {
+        Pump { exporter: self.clone(), tracer: None, store, run_id: String::new(), held: Vec::new() }
+    }
+
+    /// Send what is queued and stop, waiting at most the request timeout (less when the
+    /// collector is known to be down: then nothing is waited for).
+    pub async fn shutdown(&self) {
+        // The runs' pumps first: their streams have ended or are about to (the runs are
+        // over), and a pump may still be reading the record for its last spans.
+        self.pumps.close();
+        if tokio::time::timeout(self.timeout, self.pumps.wait()).await.is_err() {
+            tracing::debug!("OpenTelemetry export: a run's events did not end within {:?}", self.timeout);
+        }
+        self.closing.cancel();
+        let Some(task) = self.done.lock().await.take() else { return };
+        let wait = if self.counters.down.load(Ordering::Relaxed) { Duration::ZERO } else { self.timeout };
+        let abort = task.abort_handle();
+        if tokio::time::timeout(wait, task).await.is_err() {
+            abort.abort();
+            if wait.is_zero() {
+                // Already said: the collector is down.
+                tracing::debug!("OpenTelemetry export: the last spans are dropped (the collector is down)");
+                return;
+            }
+            tracing::warn!(
+                "OpenTelemetry export: the collector did not take the last spans within {wait:?}; they are dropped"
+            );
+        }
+    }
+}
+
+/// Events of many runs, each handed to its run's pump. See [`Exporter::feed`].
+pub struct Feed {
+    exporter: Exporter,
+    store: Option<Arc<dyn RunStore>>,
+    runs: std::sync::Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Arc<Event>>>>,
+}
+
+impl Feed {
+    /// The next event of some run, in that run's order. Never waits: the run's pump reads
+    /// it on its own task.
+    pub fn on_event(&self, event: &Arc<Event>) {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = runs.entry(event.run_id.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.exporter.pumps.spawn(self.exporter.pump(self.store.clone()).run(rx));
+            tx
+        });
+        let _ = tx.send(event.clone());
+        if matches!(event.kind, EventKind::RunFinished { .. }) {
+            // Its pump ends once it has traced what it was sent.
+            runs.remove(&event.run_id);
+        }
+    }
+}
+
+/// Where a pump reads events from: a run's own stream, or a [`Feed`]'s channel.
+trait Source {
+    async fn next(&mut self, buf: &mut Vec<Arc<Event>>) -> usize;
+}
+
+impl Source for EventStream {
+    async fn next(&mut self, buf: &mut Vec<Arc<Event>>) -> usize {
+        self.recv_batch(buf, 4096).await
+    }
+}
+
+impl Source for mpsc::UnboundedReceiver<Arc<Event>> {
+    async fn next(&mut self, buf: &mut Vec<Arc<Event>>) -> usize {
+        self.recv_many(buf, 4096).await
+    }
+}
+
+/// One run's events → spans → the exporter's queue.
+struct Pump {
+    exporter: Exporter,
+    /// Made at the first event, which names the run.
+    tracer: Option<RunTracer>,
+    store: Option<Arc<dyn RunStore>>,
+    run_id: String,
+    held: Vec<Finished>,
+}
+
+impl Pump {
+    async fn run(mut self, mut events: impl Source) {
+        let mut batch = Vec::with_capacity(256);
+        let mut finished = Vec::new();
+        while events.next(&mut batch).await > 0 {
+            let mut ended = false;
+            for e in batch.drain(..) {
+                let content = self.exporter.content;
+                let tracer = self.tracer.get_or_insert_with(|| RunTracer::new(&e.run_id, content));
+                if self.run_id.is_empty() {
+                    self.run_id = e.run_id.to_string();
+                }
+                ended |= tracer.on_event(&e, &mut finished);
+            }
+            self.hand_over(&mut finished);
+            if ended {
+                self.release().await;
+            }
+        }
+        if let Some(tracer) = self.tracer.as_mut() {
+            tracer.finish(&mut finished);
+        }
+        self.hand_over(&mut finished);
+        self.release().await;
+    }
+
+    /// Send what needs nothing more; hold what waits for the record (while there is room).
+    fn hand_over(&mut self, finished: &mut Vec<Finished>) {
+        let store = self.store.is_some();
+        let ready = finished.drain(..).filter_map(|f| match f.enrich {
+            Some(_) if store && self.held.len() < MAX_HELD => {
+                self.held.push(f);
+                None
+            }
+            _ => Some(f.span),
+        });
+        let ready: Vec<Span> = ready.collect();
+        self.exporter.send(ready);
+    }
+
+    /// The segment ended: read the record once, complete the held spans, send them.
+    async fn release(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        let records = match &self.store {
+            Some(store) => {
+                match tokio::time::timeout(Duration::from_secs(10), store.load_steps(&self.run_id)).await {
+                    Ok(Ok(records)) => records,
+                    Ok(Err(e)) => {
+                        tracing::debug!(
+                            "OpenTelemetry export: cannot read run {}'s record: {e}",
+                            self.run_id
+                        );
+                        Vec::new()
+                    }
+                    Err(_) => Vec::new(),
+                }
+            }
+            None => Vec::new(),
+        };
+        let by_step: HashMap<&StepId, &StepRecord> = records.iter().map(|r| (&r.step, r)).collect();
+        let content = self.exporter.content;
+        let spans = held.into_iter().map(|mut f| {
+            if let Some(enrich) = &f.enrich {
+                complete(&mut f.span, enrich, &by_step, content);
+            }
+            f.span
+        });
+        self.exporter.send(spans.collect::<Vec<_>>());
+    }
+}
+
+/// Add to `span` what the record says: a tool call's name, id, arguments and result; a
+/// step's output.
+fn complete(span: &mut Span, enrich: &Enrich, records: &HashMap<&StepId, &StepRecord>, content: bool) {
+    match enrich {
+        Enrich::Tool { round, index, step } => {
+            let call = records.get(round).and_then(|r| r.reply.tool_calls.get(index.saturating_sub(1)));
+            let Some(call) = call else { return };
+            span.name = format!("execute_tool {}", call.name);
+            span.attributes.extend([
+                KeyValue::str("gen_ai.tool.name", call.name.clone()),
+                KeyValue::str("gen_ai.tool.call.id", call.id.clone()),
+            ]);
+            if !content {
+                return;
+            }
+            span.attributes.push(KeyValue::str(
+                "gen_ai.tool.call.arguments",
+                crate::spans::cut(&call.arguments.to_string(), 16 * 1024),
+            ));
+            if let Some(result) = records.get(step) {
+                let text = serde_json::from_str::<ToolOutcome>(&result.reply.text)
+                    .map_or_else(|_| result.reply.text.to_string(), |o| o.content);
+                span.attributes
+                    .push(KeyValue::str("gen_ai.tool.call.result", crate::spans::cut(&text, 16 * 1024)));
+            }
+        }
+        Enrich::Output { step } => {
+            if let Some(r) = records.get(step).filter(|_| content) {
+                let reason = r.reply.outcome.finish_reason.as_deref();
+                span.attributes.push(KeyValue::str(
+                    "gen_ai.output.messages",
+                    messages("assistant", &r.reply.text, reason),
+                ));
+            }
+        }
+    }
+}
+
+/// The sending task's side.
+struct Sender {
+    client: reqwest::Client,
+    config: OtelConfig,
+    counters: Arc<Counters>,
+}
+
+impl Sender {
+    async fn run(self, mut rx: mpsc::Receiver<Span>, closing: CancellationToken) {
+        let mut batch = Vec::with_capacity(self.config.batch);
+        loop {
+            let deadline = tokio::time::sleep(self.config.flush_every);
+            tokio::pin!(deadline);
+            // Fill a batch until it is full, the pause is over, or the exporter closes.
+            while batch.len() < self.config.batch {
+                let room = self.config.batch - batch.len();
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                    _ = &mut deadline => break,
+                    _ = closing.cancelled() => break,
+                }
+            }
+            if closing.is_cancelled() {
+                while batch.len() < self.config.batch * 64 {
+                    let Ok(span) = rx.try_recv() else { break };
+                    batch.push(span);
+                }
+                for chunk in batch.chunks(self.config.batch.max(1)) {
+                    self.post(chunk.to_vec()).await;
+                }
+                return;
+            }
+            if !batch.is_empty() {
+                self.post(std::mem::take(&mut batch)).await;
+            }
+            if rx.is_closed() && rx.is_empty() {
+                return;
+            }
+        }
+    }
+
+    async fn post(&self, spans: Vec<Span>) {
+        let n = spans.len() as u64;
+        let body = request(&self.config.service_name, spans).encode_to_vec();
+        let answer = self.client.post(&self.config.traces_endpoint).body(body).send().await;
+        let failure = match answer {
+            Ok(r) if r.status().is_success() => None,
+            Ok(r) => Some(format!("it answered {}", r.status())),
+            Err(e) => {
+                Some(if e.is_timeout() { "it did not answer in time".to_string() } else { without_url(&e) })
+            }
+        };
+        match failure {
+            None => {
+                self.counters.exported.fetch_add(n, Ordering::Relaxed);
+                if self.counters.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        "OpenTelemetry export: the collector at {} answers again",
+                        self.config.traces_endpoint
+                    );
+                }
+            }
+            Some(why) => {
+                self.counters.failed.fetch_add(n, Ordering::Relaxed);
+                if !self.counters.down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "OpenTelemetry export: cannot send spans to {} ({why}); runs go on, their spans are dropped until it answers (is the collector running? check --otlp-endpoint / OTEL_EXPORTER_OTLP_ENDPOINT)",
+                        self.config.traces_endpoint
+                    );
+                } else {
+                    tracing::debug!("OpenTelemetry export: {n} spans not sent ({why})");
+                }
+            }
+        }
+    }
+}
+
+/// A reqwest error's text without its URL (which may carry credentials).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "the endpoint");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The request body: one resource (`service.name`), one scope (`belt`).
+pub fn request(service_name: &str, spans: Vec<Span>) -> proto::ExportTraceServiceRequest {
+    proto::ExportTraceServiceRequest {
+        resource_spans: vec![proto::ResourceSpans {
+            resource: Some(proto::Resource {
+                attributes: vec![
+                    KeyValue::str("service.name", service_name),
+                    KeyValue::str("telemetry.sdk.name", "belt-otel"),
+                    KeyValue::str("telemetry.sdk.language", "rust"),
+                    KeyValue::str("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
+                ],
+            }),
+            scope_spans: vec![proto::ScopeSpans {
+                scope: Some(proto::InstrumentationScope {
+                    name: "belt".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
