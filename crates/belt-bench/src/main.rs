@@ -510,7 +510,9 @@ impl Orchestrator for FanOut {
         if let Some(tools) = &self.tools {
             let arguments = serde_json::json!({"subtask": subtask.id});
             let call = belt_core::llm::ToolCall { id: subtask.id.clone(), name: "echo".into(), arguments };
-            let out = ctx.tool(step.clone(), &call, tools).await?;
+            // Boxed: the tool call's state would otherwise enlarge every A worker's future
+            // (an async fn holds the largest of its branches), and A measures memory per branch.
+            let out = Box::pin(ctx.tool(step.clone(), &call, tools)).await?;
             return Ok(AgentOutput::from_reply(subtask, step, belt_core::StepReply::new(out.content)));
         }
         let request = LlmRequest::new(self.model, prompt).max_tokens(16);
