@@ -107,12 +107,6 @@ impl Serialize for Pattern {
 /// The library, in the order the README's table lists it.
 pub const REGISTRY: &[Pattern] = &[
     Pattern {
-        name: "coder",
-        summary: "write a program for the task, run it in the sandbox (run_code), read the errors, fix; up to --refine N rounds (default 3)",
-        workflow: None,
-        build: Some(coder),
-    },
-    Pattern {
         name: "cascade",
         summary: "workers -> a synthesizer per group of 5 -> an executive; --refine N adds critique-and-revise rounds",
         workflow: Some("cascade"),
@@ -135,6 +129,12 @@ pub const REGISTRY: &[Pattern] = &[
         summary: "the LLM designs a team of agents (name, role, system prompt) for the task",
         workflow: None,
         build: Some(|t| Arc::new(Dynamic::new(t.agents, &t.models.worker))),
+    },
+    Pattern {
+        name: "coder",
+        summary: "write a program for the task, run it in the sandbox (run_code), read the errors, fix; up to --refine N rounds (default 3)",
+        workflow: None,
+        build: Some(coder),
     },
     Pattern {
         name: "pipeline",

@@ -299,7 +299,7 @@ pub struct RunArgs {
     #[arg(short = 'n', long, allow_negative_numbers = true)]
     pub agents: Option<u32>,
 
-    /// Orchestration pattern: cascade, swarm, iterative or dynamic (`belt patterns` lists
+    /// Orchestration pattern: cascade, swarm, iterative, dynamic or coder (`belt patterns` lists
     /// them all; the others run from Rust and workflow files) [default: cascade]
     #[arg(long)]
     pub pattern: Option<String>,

@@ -1274,7 +1274,7 @@ fn patterns_lists_the_library_and_marks_what_runs_from_a_task() {
     let list: Vec<Value> = serde_json::from_str(&o.stdout).expect("a JSON array");
     let from_task: Vec<&str> =
         list.iter().filter(|p| p["from_task"] == true).map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(from_task, ["cascade", "swarm", "iterative", "dynamic"]);
+    assert_eq!(from_task, ["cascade", "swarm", "iterative", "dynamic", "coder"]);
     let in_workflows: Vec<&str> = list.iter().filter_map(|p| p["workflow"].as_str()).collect();
     assert_eq!(in_workflows, ["cascade", "swarm", "iterative", "sequential", "conditional", "dag"]);
     assert!(list.len() >= 16 && list.iter().all(|p| !p["summary"].as_str().unwrap().is_empty()));
@@ -1468,7 +1468,8 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
 }
 
 /// Library crates log through `tracing`; the binary shows their warnings on stderr as
-/// `belt: warning: …` (and `BELT_LOG=off` silences them), while the run goes on.
+/// `belt: warning: …` (`BELT_LOG=off` and `--quiet`, errors only, silence them), while the
+/// run goes on.
 #[test]
 fn library_warnings_reach_stderr_through_the_binary() {
     let dir = TestDir::new("diagnostics");
@@ -1477,7 +1478,7 @@ fn library_warnings_reach_stderr_through_the_binary() {
         let mut cmd = common::belt_command(
             &dir.path,
             &dir.join("home"),
-            &["run", "Plan a park", "--agents", "2", "--sim-latency-ms", "0", "--quiet", "--out", "out"],
+            &["run", "Plan a park", "--agents", "2", "--sim-latency-ms", "0", "--out", "out"],
         );
         cmd.env("BELT_SIM_CALL_LOG", &unwritable);
         if let Some(level) = log {
@@ -1492,6 +1493,11 @@ fn library_warnings_reach_stderr_through_the_binary() {
     let o = run(Some("off"));
     assert_eq!(o.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"));
+    let mut quiet =
+        common::belt_command(&dir.path, &dir.join("home"), &["run", "Plan a park", "-n", "2", "--quiet"]);
+    let o = quiet.env("BELT_SIM_CALL_LOG", &unwritable).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// Every file belt is given is read through one bounded reader: a device, a FIFO with no
