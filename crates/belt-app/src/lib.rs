@@ -21,7 +21,7 @@
 //! // The same JSON a client POSTs to /v1/runs:
 //! let spec: RunSpec = serde_json::from_str(r#"{"task": "Plan a city park", "agents": 7, "sim_latency_ms": 0}"#)
 //!     .expect("a valid spec");
-//! let prepared = app.prepare(&spec).expect("a runnable spec");
+//! let mut prepared = app.prepare(&spec).expect("a runnable spec");
 //! let result = prepared.start().await.expect("started").result().await;
 //! assert_eq!(result.status, belt_core::RunStatus::Completed);
 //! assert_eq!(result.shape, vec![7, 1]);

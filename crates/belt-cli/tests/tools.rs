@@ -135,7 +135,7 @@ fn a_hung_tool_leaves_a_dead_letter_that_belt_dlq_retry_runs_again() {
     let letters = letters.as_array().expect("letters");
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["error_kind"], "timeout");
-    assert_eq!(letters[0]["work"]["tool_call"]["name"], "facts_lookup");
+    assert_eq!(letters[0]["request"]["tool_call"]["name"], "facts_lookup");
     let id = letters[0]["id"].to_string();
 
     std::fs::remove_file(&slow).unwrap();

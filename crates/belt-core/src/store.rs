@@ -120,8 +120,9 @@ pub struct DeadLetter {
     pub error: String,
     pub error_kind: String,
     pub attempts: u32,
-    /// What to run again.
-    #[serde(alias = "request")]
+    /// What to run again. Serialized as `request`, as before tools had letters: an LLM
+    /// call's letter reads as it always did.
+    #[serde(rename = "request", alias = "work")]
     pub work: LetterWork,
     pub created_at: DateTime<Utc>,
 }
