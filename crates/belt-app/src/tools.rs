@@ -349,7 +349,8 @@ impl ToolHost {
         if let Some(server) = started.get(&key) {
             return Ok(server.clone());
         }
-        let server = McpServer::start(name, spec).await.map_err(|e| e.to_string())?;
+        let spec = spec.with_vars(name, |v| std::env::var(v).ok()).map_err(|e| e.to_string())?;
+        let server = McpServer::start(name, &spec).await.map_err(|e| e.to_string())?;
         for skipped in server.skipped() {
             tracing::warn!(
                 "MCP server `{name}`: tool `{}` left out: {}",

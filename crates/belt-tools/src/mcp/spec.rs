@@ -152,6 +152,48 @@ impl McpServerSpec {
     pub fn startup_limit(&self) -> Duration {
         Duration::from_secs(self.startup_timeout.unwrap_or(Self::DEFAULT_STARTUP_TIMEOUT_SECS))
     }
+
+    /// The spec with `${NAME}` in `env` and `headers` values replaced by the variable
+    /// `NAME` as `var` reads it: a spec recorded with a run (`--mcp`, an HTTP body, a
+    /// workflow file) then names its secrets instead of holding them. A variable that is
+    /// not set is an error naming it (and the key, never a value).
+    pub fn with_vars(
+        &self,
+        server: &str,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<McpServerSpec, McpError> {
+        let expand = |what: &str, key: &str, value: &str| -> Result<String, McpError> {
+            let mut out = String::with_capacity(value.len());
+            let mut rest = value;
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 2..];
+                let Some(end) = after.find('}') else {
+                    out.push_str(&rest[start..]);
+                    return Ok(out);
+                };
+                let name = &after[..end];
+                let found = var(name).ok_or_else(|| McpError::InvalidSpec {
+                    server: server.to_string(),
+                    reason: format!(
+                        "{what} `{key}` refers to ${{{name}}}, which is not set; set it in the environment"
+                    ),
+                })?;
+                out.push_str(&found);
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            Ok(out)
+        };
+        let mut spec = self.clone();
+        for (k, v) in spec.env.iter_mut() {
+            *v = expand("env", k, v)?;
+        }
+        for (k, v) in spec.headers.iter_mut() {
+            *v = expand("header", k, v)?;
+        }
+        Ok(spec)
+    }
 }
 
 /// Keys only: the values of `env` and `headers` are secrets more often than not.
@@ -193,6 +235,21 @@ pub(crate) fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variables_in_env_and_headers_are_filled_in_and_a_missing_one_is_named() {
+        let mut spec = McpServerSpec::http("https://mcp.example.com/mcp");
+        spec.headers.insert("Authorization".into(), "Bearer ${DOCS_TOKEN}".into());
+        let var = |n: &str| (n == "DOCS_TOKEN").then(|| "s3cret".to_string());
+        let filled = spec.with_vars("docs", var).unwrap();
+        assert_eq!(filled.headers["Authorization"], "Bearer s3cret");
+        let mut stdio = McpServerSpec::stdio("srv", ["a"]);
+        stdio.env.insert("KEY".into(), "${NOPE}-x".into());
+        let e = stdio.with_vars("srv", var).unwrap_err().to_string();
+        assert!(e.contains("env `KEY` refers to ${NOPE}, which is not set"), "{e}");
+        stdio.env.insert("KEY".into(), "plain ${unclosed".into());
+        assert_eq!(stdio.with_vars("srv", var).unwrap().env["KEY"], "plain ${unclosed");
+    }
 
     #[test]
     fn cli_command_lines_split_like_a_shell() {
