@@ -156,6 +156,50 @@ fn serve_refuses_a_public_address_without_an_explicit_token() {
     assert!(!s.home.join("api-token").exists());
 }
 
+/// Tools from an HTTP body: the spec's `tools` reach the workers through the same
+/// preparation as `belt run --tools`; an unknown name is refused before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_tools_over_http_calls_them_and_an_unknown_tool_is_refused() {
+    let mut s = start("tools", &["--addr", "127.0.0.1:0"], Some("tools-token"));
+    s.wait_listening();
+    let c = client();
+    let r = c
+        .post(format!("{}/v1/runs", s.base))
+        .bearer_auth("tools-token")
+        .json(&json!({"task": "Add 2 and 3", "agents": 2, "tools": ["calculator"], "sim_latency_ms": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let accepted: Value = r.json().await.unwrap();
+    let id = accepted["run_id"].as_str().unwrap().to_string();
+    let r = c
+        .get(format!("{}{}", s.base, accepted["events_url"].as_str().unwrap()))
+        .bearer_auth("tools-token")
+        .send()
+        .await
+        .unwrap();
+    let text =
+        tokio::time::timeout(Duration::from_secs(60), r.text()).await.expect("the stream ends").unwrap();
+    assert!(text.contains("\"run_finished\""), "{text}");
+    let view: Value = get_json(&c, format!("{}/v1/runs/{id}", s.base), "tools-token").await;
+    let agents = view["result"]["agents"].as_array().unwrap();
+    for w in ["worker/001/round/01/tool/1", "worker/002/round/01/tool/1"] {
+        assert!(agents.iter().any(|a| a["step"] == w && a["status"] == "completed"), "{w}: {agents:?}");
+    }
+
+    let r = c
+        .post(format!("{}/v1/runs", s.base))
+        .bearer_auth("tools-token")
+        .json(&json!({"task": "x", "tools": ["calculater"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("unknown tool `calculater` (did you mean `calculator`?)"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_file_runs_over_http_and_its_mistakes_come_back_with_line_and_column() {
     let mut s = start("workflow", &["--addr", "127.0.0.1:0"], Some("wf-token"));
