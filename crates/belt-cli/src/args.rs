@@ -237,6 +237,17 @@ pub enum RunsCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// A run's steps as a waterfall on one time axis: queued, waiting to retry, in the call;
+    /// tool calls under their agent; totals per tier.
+    Trace {
+        run_id: String,
+        /// The same as JSON: every step's start, end and where its time went.
+        #[arg(long)]
+        json: bool,
+        /// Columns to draw in (default: the terminal's width, or 80).
+        #[arg(long)]
+        width: Option<usize>,
+    },
     /// A finished run's RunResult as JSON.
     Export { run_id: String },
     /// Delete a run with its steps and events.

@@ -104,6 +104,9 @@ pub async fn runs(command: RunsCommand, spec: &StoreSpec) -> Result<i32, CliErro
         RunsCommand::Export { run_id } => {
             RunsCommand::Export { run_id: full_id(&*store, &run_id, spec).await? }
         }
+        RunsCommand::Trace { run_id, json, width } => {
+            RunsCommand::Trace { run_id: full_id(&*store, &run_id, spec).await?, json, width }
+        }
         RunsCommand::Rm { run_id } => RunsCommand::Rm { run_id: full_id(&*store, &run_id, spec).await? },
         RunsCommand::Cancel { run_id } => {
             RunsCommand::Cancel { run_id: full_id(&*store, &run_id, spec).await? }
@@ -252,7 +255,28 @@ pub async fn runs(command: RunsCommand, spec: &StoreSpec) -> Result<i32, CliErro
             }
         }
         RunsCommand::Cancel { run_id } => cancel(&*store, &run_id, spec).await,
+        RunsCommand::Trace { run_id, json, width } => trace(&*store, &run_id, spec, json, width).await,
     }
+}
+
+/// `belt runs trace`: the run's waterfall from its recorded events.
+async fn trace(
+    store: &dyn RunStore,
+    run_id: &str,
+    spec: &StoreSpec,
+    json: bool,
+    width: Option<usize>,
+) -> Result<i32, CliError> {
+    store.get_run(run_id).await.map_err(usage)?.ok_or_else(|| unknown(run_id, spec))?;
+    let events = store.events(run_id, 0).await.map_err(usage)?;
+    let result = store.get_result(run_id).await.map_err(usage)?;
+    let trace = crate::trace_cmd::Trace::build(run_id, &events, result.as_ref());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&trace).expect("a trace serializes"));
+    } else {
+        print!("{}", crate::trace_cmd::render(&trace, width.unwrap_or_else(crate::trace_cmd::width)));
+    }
+    Ok(0)
 }
 
 /// How long one wait of `belt runs events --follow` lasts before it looks at the run again.

@@ -25,6 +25,7 @@ mod run_cmd;
 mod serve_cmd;
 mod signals;
 mod tools_cmd;
+mod trace_cmd;
 mod worker_cmd;
 mod workflow_cmd;
 

@@ -7,13 +7,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use belt_core::event::{Event, EventKind, EventStream};
 use belt_core::store::StepRecord;
 use belt_core::{RunStore, StepId, ToolOutcome};
-use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +38,15 @@ struct Counters {
     failed: AtomicU64,
     /// The collector's last answer was a failure (so one warning, not one per batch).
     down: AtomicBool,
+    /// Spans handed over and not yet taken by the sending task: the queue's bound.
+    queued: AtomicUsize,
+}
+
+/// Spans encoded on the task that built them ([`Span::encode`]): the queue carries only
+/// bytes, so the sending task neither walks nor frees the spans' small allocations.
+struct Chunk {
+    bytes: Vec<u8>,
+    spans: usize,
 }
 
 /// Spans a run's pump holds at most while it waits for the run's record to name tools
@@ -50,8 +58,11 @@ const MAX_HELD: usize = 50_000;
 /// Needs a tokio runtime: [`Exporter::start`] spawns the sending task on the current one.
 #[derive(Clone)]
 pub struct Exporter {
-    tx: mpsc::Sender<Span>,
+    tx: mpsc::UnboundedSender<Chunk>,
     counters: Arc<Counters>,
+    /// Spans queued at most, and per chunk.
+    queue: usize,
+    batch: usize,
     closing: CancellationToken,
     /// The runs' pumps, so shutdown can wait for their last spans.
     pumps: tokio_util::task::TaskTracker,
@@ -91,7 +102,9 @@ impl Exporter {
             .connect_timeout(config.timeout.min(Duration::from_secs(3)))
             .build()
             .map_err(|e| OtelError::Client(e.to_string()))?;
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        // Unbounded as a channel, bounded in spans by `Counters::queued`.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (queue, batch) = (config.queue.max(1), config.batch.max(1));
         let counters = Arc::new(Counters::default());
         let closing = CancellationToken::new();
         let (content, timeout) = (config.content, config.timeout);
@@ -100,6 +113,8 @@ impl Exporter {
         Ok(Exporter {
             tx,
             counters,
+            queue,
+            batch,
             closing,
             pumps: tokio_util::task::TaskTracker::new(),
             done: Arc::new(tokio::sync::Mutex::new(Some(task))),
@@ -108,13 +123,40 @@ impl Exporter {
         })
     }
 
-    /// Hand spans over; those that do not fit in the queue are dropped and counted.
+    /// Hand spans over, encoded here (on the caller's task); those that do not fit in the
+    /// queue are dropped and counted. Two pumps sending at once may overshoot the bound by
+    /// what they send together: it bounds memory, it need not be exact.
     pub fn send(&self, spans: impl IntoIterator<Item = Span>) {
+        let mut room = self.queue.saturating_sub(self.counters.queued.load(Ordering::Relaxed));
+        let (mut chunk, mut dropped) = (Chunk { bytes: Vec::new(), spans: 0 }, 0);
         for span in spans {
-            if self.tx.try_send(span).is_err() {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            if room == 0 {
+                dropped += 1;
+                continue;
+            }
+            span.encode(&mut chunk.bytes);
+            (chunk.spans, room) = (chunk.spans + 1, room - 1);
+            if chunk.spans == self.batch {
+                dropped += self.enqueue(std::mem::replace(&mut chunk, Chunk { bytes: Vec::new(), spans: 0 }));
             }
         }
+        if chunk.spans > 0 {
+            dropped += self.enqueue(chunk);
+        }
+        if dropped > 0 {
+            self.counters.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Queue a chunk; how many spans were dropped (all of them once the sender has stopped).
+    fn enqueue(&self, chunk: Chunk) -> usize {
+        let n = chunk.spans;
+        self.counters.queued.fetch_add(n, Ordering::Relaxed);
+        if self.tx.send(chunk).is_err() {
+            self.counters.queued.fetch_sub(n, Ordering::Relaxed);
+            return n;
+        }
+        0
     }
 
     /// What happened to the spans so far.
@@ -262,7 +304,6 @@ impl Pump {
             }
             _ => Some(f.span),
         });
-        let ready: Vec<Span> = ready.collect();
         self.exporter.send(ready);
     }
 
@@ -346,42 +387,60 @@ struct Sender {
 }
 
 impl Sender {
-    async fn run(self, mut rx: mpsc::Receiver<Span>, closing: CancellationToken) {
-        let mut batch = Vec::with_capacity(self.config.batch);
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Chunk>, closing: CancellationToken) {
+        let batch = self.config.batch.max(1);
+        let (mut body, mut spans) = (Vec::new(), 0);
+        let mut chunks = Vec::new();
         loop {
             let deadline = tokio::time::sleep(self.config.flush_every);
             tokio::pin!(deadline);
             // Fill a batch until it is full, the pause is over, or the exporter closes.
-            while batch.len() < self.config.batch {
-                let room = self.config.batch - batch.len();
+            let mut ended = false;
+            while spans < batch {
                 tokio::select! {
-                    n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                    n = rx.recv_many(&mut chunks, 64) => if n == 0 { ended = true; break },
                     _ = &mut deadline => break,
                     _ = closing.cancelled() => break,
                 }
+                for c in chunks.drain(..) {
+                    self.counters.queued.fetch_sub(c.spans, Ordering::Relaxed);
+                    body.extend_from_slice(&c.bytes);
+                    spans += c.spans;
+                }
             }
             if closing.is_cancelled() {
-                while batch.len() < self.config.batch * 64 {
-                    let Ok(span) = rx.try_recv() else { break };
-                    batch.push(span);
+                // What is queued, in batches, and no more than 64 of them.
+                let mut posts = 0;
+                while let Ok(c) = rx.try_recv() {
+                    self.counters.queued.fetch_sub(c.spans, Ordering::Relaxed);
+                    if spans >= batch {
+                        self.post(std::mem::take(&mut body), std::mem::take(&mut spans)).await;
+                        posts += 1;
+                    }
+                    if posts >= 64 {
+                        self.counters.dropped.fetch_add(c.spans as u64, Ordering::Relaxed);
+                        break;
+                    }
+                    body.extend_from_slice(&c.bytes);
+                    spans += c.spans;
                 }
-                for chunk in batch.chunks(self.config.batch.max(1)) {
-                    self.post(chunk.to_vec()).await;
+                if spans > 0 {
+                    self.post(body, spans).await;
                 }
                 return;
             }
-            if !batch.is_empty() {
-                self.post(std::mem::take(&mut batch)).await;
+            if spans > 0 {
+                self.post(std::mem::take(&mut body), std::mem::take(&mut spans)).await;
             }
-            if rx.is_closed() && rx.is_empty() {
+            if ended {
                 return;
             }
         }
     }
 
-    async fn post(&self, spans: Vec<Span>) {
-        let n = spans.len() as u64;
-        let body = request(&self.config.service_name, spans).encode_to_vec();
+    async fn post(&self, spans: Vec<u8>, n: usize) {
+        let n = n as u64;
+        let body = proto::request(&self.config.service_name, &spans);
         let answer = self.client.post(&self.config.traces_endpoint).body(body).send().await;
         let failure = match answer {
             Ok(r) if r.status().is_success() => None,
@@ -428,29 +487,4 @@ fn without_url(e: &reqwest::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// The request body: one resource (`service.name`), one scope (`belt`).
-pub fn request(service_name: &str, spans: Vec<Span>) -> proto::ExportTraceServiceRequest {
-    proto::ExportTraceServiceRequest {
-        resource_spans: vec![proto::ResourceSpans {
-            resource: Some(proto::Resource {
-                attributes: vec![
-                    KeyValue::str("service.name", service_name),
-                    KeyValue::str("telemetry.sdk.name", "belt-otel"),
-                    KeyValue::str("telemetry.sdk.language", "rust"),
-                    KeyValue::str("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
-                ],
-            }),
-            scope_spans: vec![proto::ScopeSpans {
-                scope: Some(proto::InstrumentationScope {
-                    name: "belt".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
 }

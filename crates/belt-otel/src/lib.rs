@@ -35,7 +35,8 @@ pub mod proto;
 pub mod spans;
 
 pub use config::{DEFAULT_ENDPOINT, OtelConfig};
-pub use export::{ExportStats, Exporter, Feed, request};
+pub use export::{ExportStats, Exporter, Feed};
+pub use proto::request;
 pub use spans::{RunTracer, trace_id};
 
 /// What can go wrong setting export up (sending never fails a run: see [`Exporter`]).

@@ -203,11 +203,23 @@ impl RunTracer {
         span_id(&[&self.run_id, &seq.to_string(), "run"])
     }
 
+    /// A span's id in this segment: hashed in place (one per span, so no allocations).
     fn id(&self, parts: &[&str]) -> [u8; 8] {
-        let seg = self.segment.to_string();
-        let mut all = vec![&*self.run_id, seg.as_str()];
-        all.extend_from_slice(parts);
-        span_id(&all)
+        self.id_n(parts, 0)
+    }
+
+    /// [`RunTracer::id`] with a number (an attempt) among what names it.
+    fn id_n(&self, parts: &[&str], n: u32) -> [u8; 8] {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(self.run_id.as_bytes());
+        h.update(&self.segment.to_le_bytes());
+        for p in parts {
+            h.update(&[0]);
+            h.update(p.as_bytes());
+        }
+        h.update(&n.to_le_bytes());
+        let id = h.digest().to_be_bytes();
+        if id == [0; 8] { [1; 8] } else { id }
     }
 
     fn root_id(&self) -> [u8; 8] {
@@ -220,14 +232,14 @@ impl RunTracer {
 
     fn span(&self, name: String, id: [u8; 8], parent: [u8; 8], (start, end): (u64, u64)) -> Span {
         Span {
-            trace_id: self.trace_id.to_vec(),
-            span_id: id.to_vec(),
-            parent_span_id: parent.to_vec(),
+            trace_id: self.trace_id,
+            span_id: id,
+            parent_span_id: Some(parent),
             name,
             kind: proto::KIND_INTERNAL,
             start_time_unix_nano: start,
             end_time_unix_nano: end.max(start),
-            attributes: vec![KeyValue::str("belt.run_id", &*self.run_id)],
+            attributes: vec![KeyValue::str("belt.run_id", &self.run_id)],
             events: Vec::new(),
             links: Vec::new(),
             status: None,
@@ -311,7 +323,7 @@ impl RunTracer {
                 parent,
                 (live.start, end),
             );
-            span.attributes.push(KeyValue::str("belt.step", step.as_str()));
+            span.attributes.push(KeyValue::str("belt.step", &step));
             set_error(&mut span, "interrupted", "the run stopped while this step was in flight");
             out.push(Finished { span, enrich: None });
         }
@@ -329,7 +341,7 @@ impl RunTracer {
         self.segment = seq;
         self.plan_step_seen = false;
         let mut attributes = vec![
-            KeyValue::str("gen_ai.operation.name", "invoke_workflow"),
+            KeyValue::lit("gen_ai.operation.name", "invoke_workflow"),
             KeyValue::str("gen_ai.workflow.name", pattern),
             KeyValue::int("belt.concurrency", concurrency as i64),
             KeyValue::bool("belt.simulated", simulated),
@@ -358,7 +370,7 @@ impl RunTracer {
         let Some(root) = self.root.take() else { return };
         let mut span =
             self.span(format!("invoke_workflow {}", root.pattern), root.id, [0; 8], (root.start, ts));
-        span.parent_span_id.clear();
+        span.parent_span_id = None;
         span.attributes.extend(root.attributes);
         span.attributes.extend(attrs);
         span.events = root.events;
@@ -366,9 +378,9 @@ impl RunTracer {
             // A resumed segment: the same trace, and a link to where the run began.
             span.attributes.push(KeyValue::bool("belt.resumed", true));
             span.links.push(proto::Link {
-                trace_id: self.trace_id.to_vec(),
-                span_id: self.root_span_id(1).to_vec(),
-                attributes: vec![KeyValue::str("belt.link", "first_segment")],
+                trace_id: self.trace_id,
+                span_id: self.root_span_id(1),
+                attributes: vec![KeyValue::lit("belt.link", "first_segment")],
             });
         }
         match error {
@@ -432,7 +444,7 @@ impl RunTracer {
         // No decomposition step (a given plan): the plan span is the moment it was ready.
         let start = self.root.as_ref().map_or(ts, |r| r.start);
         let mut span = self.span("plan".into(), self.id(&["plan"]), self.root_id(), (start, ts));
-        span.attributes.push(KeyValue::str("gen_ai.operation.name", "plan"));
+        span.attributes.push(KeyValue::lit("gen_ai.operation.name", "plan"));
         span.attributes.extend(attrs);
         out.push(Finished { span, enrich: None });
     }
@@ -486,12 +498,12 @@ impl RunTracer {
             Class::Plan => self.id(&["plan"]),
             _ => self.agent_span_id(step.as_str()),
         };
-        let id = self.id(&["chat", step.as_str(), &attempt.to_string()]);
+        let id = self.id_n(&["chat", step.as_str()], attempt);
         let mut span = self.span(format!("chat {}", provider_and_model(model).1), id, parent, times);
         span.kind = proto::KIND_CLIENT;
         span.attributes.extend([
-            KeyValue::str("gen_ai.operation.name", "chat"),
-            KeyValue::str("belt.step", step.as_str()),
+            KeyValue::lit("gen_ai.operation.name", "chat"),
+            KeyValue::str("belt.step", step),
             KeyValue::str("belt.tier", tier.as_str()),
             KeyValue::int("belt.attempt", i64::from(attempt)),
         ]);
@@ -558,7 +570,7 @@ impl RunTracer {
         let (mut span, enrich) = match class {
             Class::Plan => {
                 let mut s = self.span("plan".into(), self.id(&["plan"]), root, times);
-                s.attributes.push(KeyValue::str("gen_ai.operation.name", "plan"));
+                s.attributes.push(KeyValue::lit("gen_ai.operation.name", "plan"));
                 (s, None)
             }
             Class::Tool => {
@@ -570,8 +582,8 @@ impl RunTracer {
                     times,
                 );
                 s.attributes.extend([
-                    KeyValue::str("gen_ai.operation.name", "execute_tool"),
-                    KeyValue::str("gen_ai.tool.type", "function"),
+                    KeyValue::lit("gen_ai.operation.name", "execute_tool"),
+                    KeyValue::lit("gen_ai.tool.type", "function"),
                     KeyValue::str("gen_ai.agent.name", agent),
                 ]);
                 (s, tool_enrich(step))
@@ -588,7 +600,7 @@ impl RunTracer {
                 (s, self.content.then(|| Enrich::Output { step: step.clone() }))
             }
         };
-        span.attributes.push(KeyValue::str("belt.step", step.as_str()));
+        span.attributes.push(KeyValue::str("belt.step", step));
         if class != Class::Agent {
             span.attributes.push(KeyValue::str("belt.tier", tier.as_str()));
         }
@@ -732,7 +744,7 @@ impl RunTracer {
                 ]
             }
             EventKind::StepTruncated { .. } | EventKind::UsageOverreported { .. } => match step {
-                Some(step) => vec![KeyValue::str("belt.step", step.as_str())],
+                Some(step) => vec![KeyValue::str("belt.step", step)],
                 None => return,
             },
             _ => return,
@@ -740,11 +752,11 @@ impl RunTracer {
         self.push_root_event(ts, kind.type_name(), attrs);
     }
 
-    fn push_root_event(&mut self, ts: u64, name: &str, attributes: Vec<KeyValue>) {
+    fn push_root_event(&mut self, ts: u64, name: &'static str, attributes: Vec<KeyValue>) {
         if let Some(root) = self.root.as_mut()
             && root.events.len() < MAX_ROOT_EVENTS
         {
-            root.events.push(SpanEvent { time_unix_nano: ts, name: name.to_string(), attributes });
+            root.events.push(SpanEvent { time_unix_nano: ts, name, attributes });
         }
     }
 }
@@ -758,7 +770,7 @@ fn tool_enrich(step: &StepId) -> Option<Enrich> {
 
 fn agent_attributes(span: &mut Span, agent: &str, tier: &str) {
     span.attributes.extend([
-        KeyValue::str("gen_ai.operation.name", "invoke_agent"),
+        KeyValue::lit("gen_ai.operation.name", "invoke_agent"),
         KeyValue::str("gen_ai.agent.name", agent),
         KeyValue::str("gen_ai.agent.id", agent),
         KeyValue::str("belt.tier", tier),
