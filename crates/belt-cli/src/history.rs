@@ -17,7 +17,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::args::{DlqCommand, ResumeArgs, RunsCommand};
 use crate::error::CliError;
-use crate::progress::human;
+use crate::progress::{human, shorten};
 use crate::run_cmd::{self, Exec};
 
 /// `belt resume RUN_ID`.
@@ -514,11 +514,6 @@ fn agents_table(r: &RunResult) -> Table {
         ]);
     }
     table
-}
-
-pub(crate) fn shorten(s: &str, n: usize) -> String {
-    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.chars().count() > n { format!("{}…", one.chars().take(n - 1).collect::<String>()) } else { one }
 }
 
 fn usage(e: belt_core::store::StoreError) -> CliError {

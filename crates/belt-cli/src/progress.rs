@@ -413,6 +413,12 @@ pub fn human(n: u64) -> String {
     }
 }
 
+/// `s` on one line, at most `n` characters (an ellipsis marks a cut): for table cells.
+pub(crate) fn shorten(s: &str, n: usize) -> String {
+    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > n { format!("{}…", one.chars().take(n - 1).collect::<String>()) } else { one }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

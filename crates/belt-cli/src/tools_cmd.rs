@@ -53,7 +53,7 @@ pub async fn list(name: &str, mcp: &[String], json: bool, app: &App) -> Result<i
         table.add_row(vec![
             format!("{name}.{}", e.original_name),
             e.model_name.clone(),
-            crate::history::shorten(&e.description, 80),
+            crate::progress::shorten(&e.description, 80),
             params.unwrap_or_default(),
         ]);
     }

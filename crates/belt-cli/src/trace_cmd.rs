@@ -341,7 +341,7 @@ fn notes(s: &TraceStep) -> String {
         notes.push(format!("{n} ({}), waited {}", kinds.join(", "), human_ms(s.retry_wait_ms)));
     }
     if let Some(e) = &s.error {
-        notes.push(crate::history::shorten(e, 40));
+        notes.push(crate::progress::shorten(e, 40));
     }
     notes.join(" · ")
 }
