@@ -35,9 +35,10 @@
 //! # async fn example() -> Result<(), belt_tools::mcp::McpError> {
 //! let (name, spec) = McpServerSpec::parse_cli("everything=npx -y @modelcontextprotocol/server-everything")?;
 //! let server = McpServer::start(&name, &spec).await?;
-//! for entry in server.catalog() {
-//!     println!("{} ({}): {}", entry.model_name, entry.original_name, entry.description);
-//! }
+//! // What `belt mcp tools NAME` lists: the model's name, the server's, what it does.
+//! let listed: Vec<(String, String, String)> =
+//!     server.catalog().into_iter().map(|e| (e.model_name, e.original_name, e.description)).collect();
+//! assert!(listed.iter().any(|(model, _, _)| model == "everything_echo"));
 //! let tools = server.tools().into_iter().fold(Tools::new(), Tools::with);
 //! // … ctx.llm_with_tools(step, request, &tools) in a flow …
 //! server.shutdown().await;
