@@ -102,20 +102,23 @@ impl Ctx {
         W: FnMut() -> Fut,
         Fut: Future<Output = Result<T, EffectError>>,
     {
-        let input_json = serde_json::to_value(input).map_err(|e| StepError::Failed {
+        let text = serde_json::to_string(input).map_err(|e| StepError::Failed {
             step: spec.id.clone(),
             message: format!("input not serializable: {e}"),
         })?;
-        let letter = Letter { work: LetterWork::Step { input: input_json.clone() }, recover: None };
-        self.effect(spec, &input_json, effect, work, letter).await
+        let input = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        let letter = Letter { work: LetterWork::Step { input }, recover: None };
+        self.effect(spec, &text, effect, work, letter).await
     }
 
-    /// The one path of every recorded effect; see [`Ctx::step_with`]. A `letter` with
-    /// `recover` records what it returns when the work gives up, instead of failing.
+    /// The one path of every recorded effect; see [`Ctx::step_with`]. `input` is the
+    /// input's JSON as serialized (its hash keys the record: through a `Value` an object's
+    /// keys would be sorted, and runs recorded before would no longer replay). A `letter`
+    /// with `recover` records what it returns when the work gives up, instead of failing.
     pub(crate) async fn effect<T, W, Fut>(
         &self,
         spec: StepSpec,
-        input: &serde_json::Value,
+        input: &str,
         effect: Effect,
         mut work: W,
         letter: Letter,
@@ -125,7 +128,7 @@ impl Ctx {
         W: FnMut() -> Fut,
         Fut: Future<Output = Result<T, EffectError>>,
     {
-        let hash = InputHash::new(xxhash_rust::xxh3::xxh3_128(input.to_string().as_bytes()));
+        let hash = InputHash::new(xxhash_rust::xxh3::xxh3_128(input.as_bytes()));
         if let Some(rec) = self.recorded(&spec.id) {
             let reply = self.replay(spec.clone(), rec, hash)?;
             return decode(&spec.id, &reply.text);

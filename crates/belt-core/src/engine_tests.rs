@@ -1465,6 +1465,31 @@ mod effect_policies {
         assert_eq!(again.sources, r.sources);
     }
 
+    /// A step's record is keyed by its input as serialized, field order kept: the hash of
+    /// runs recorded before effects had policies, so they still replay.
+    #[tokio::test]
+    async fn a_steps_input_hash_is_that_of_its_json_in_field_order() {
+        #[derive(serde::Serialize)]
+        struct Input {
+            b: u32,
+            a: u32,
+        }
+        let p = Arc::new(ScriptedProvider::new("t"));
+        let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+        let flow = Flow::new("keyed", |ctx: Ctx, _task: Task| async move {
+            let input = Input { b: 1, a: 2 };
+            ctx.step::<String, _>(StepSpec::new("keyed", Tier::Agent), &input, async { Ok("done".into()) })
+                .await
+        });
+        let mut o = options(&p).with_store(store.clone());
+        o.run_id = Some("keyed".into());
+        let (r, _) = run_all(flow, "k", o).await;
+        assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+        let steps = store.load_steps("keyed").await.unwrap();
+        let expected = crate::store::InputHash::new(xxhash_rust::xxh3::xxh3_128(br#"{"b":1,"a":2}"#));
+        assert_eq!(steps[0].input_hash, expected);
+    }
+
     #[tokio::test]
     async fn a_step_that_hangs_times_out_by_its_tier_and_step_with_retries_what_is_safe() {
         let p = Arc::new(ScriptedProvider::new("t"));

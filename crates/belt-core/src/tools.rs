@@ -156,7 +156,8 @@ impl Ctx {
         call: &ToolCall,
         tools: &Tools,
     ) -> Result<ToolOutcome, StepError> {
-        let input = serde_json::json!([&call.name, &call.arguments]);
+        // As recorded before tool calls had policies: the call's name and arguments.
+        let input = (&call.name, &call.arguments);
         let Some(tool) = tools.get(&call.name) else {
             let message = format!("there is no tool named `{}`; the tools are: {}", call.name, tools.names());
             let outcome = ToolOutcome { content: message, is_error: true, sources: Vec::new() };
@@ -178,7 +179,8 @@ impl Ctx {
                 serde_json::to_string(&outcome).unwrap_or_default()
             }),
         };
-        let outcome: ToolOutcome = self.effect(step, &input, effect, work, letter).await?;
+        let text = serde_json::to_string(&input).unwrap_or_default();
+        let outcome: ToolOutcome = self.effect(step, &text, effect, work, letter).await?;
         self.cite(&outcome.sources);
         Ok(outcome)
     }
