@@ -179,6 +179,12 @@ impl App {
 
     /// The same over another environment (tests, embedders with their own secrets).
     pub fn with_env(mut self, env: Env) -> App {
+        // The search backend of `web_search` comes from the environment too.
+        let vars = env.clone();
+        let search =
+            belt_tools::web::WebSearchConfig::from_vars(move |v| vars(v).filter(|s| !s.trim().is_empty()));
+        self.tools =
+            Arc::new(crate::tools::ToolHost::new(self.config.tools.clone(), self.config.mcp.clone(), search));
         self.env = env;
         self
     }

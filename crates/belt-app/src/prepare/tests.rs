@@ -277,6 +277,11 @@ async fn the_tools_start_with_the_run_and_a_server_that_cannot_start_stops_it_be
     let e = p.start().await.err().expect("the run does not start").to_string();
     assert!(e.contains("the run's tools could not be set up") && e.contains("/no/such/program"), "{e}");
 
+    // The search backend comes from the application's environment.
+    let env: Env = Arc::new(|v| (v == "BELT_SEARXNG_URL").then(|| "http://127.0.0.1:9".to_string()));
+    let with_search = App::new(Config::default()).with_env(env);
+    assert!(with_search.prepare(&spec(r#"{"task": "x", "tools": ["web"]}"#)).is_ok());
+
     // The tool policy from the spec (`--tool-timeout`).
     let p = app().prepare(&spec(r#"{"task": "x", "policies": {"tool": {"timeout": 5}}}"#)).unwrap();
     assert_eq!(p.options.policies.for_tools().timeout, Duration::from_secs(5));

@@ -99,7 +99,8 @@ impl WebSearchConfig {
         WebSearchConfig::from_vars(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
     }
 
-    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Option<WebSearchConfig> {
+    /// [`WebSearchConfig::from_env`] over another environment (a test's, an embedder's).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Option<WebSearchConfig> {
         let searxng = var("BELT_SEARXNG_URL");
         let brave = var("BRAVE_SEARCH_API_KEY").or_else(|| var("BRAVE_API_KEY"));
         let tavily = var("TAVILY_API_KEY");
