@@ -363,10 +363,7 @@ impl ToolOutcome {
         let mut content = out.content;
         if content.len() > cap {
             let total = content.len();
-            let mut end = cap;
-            while !content.is_char_boundary(end) {
-                end -= 1;
-            }
+            let end = crate::words::cut(&content, cap).len();
             content.truncate(end);
             content.push_str(&format!("\n[cut: the tool returned {total} bytes; the first {end} are shown]"));
         }

@@ -1,5 +1,5 @@
 //! English for counts and roles in what belt writes for people: "1 agent", "2 agents",
-//! "an analyst".
+//! "an analyst"; and text cut to a size without splitting a character.
 //!
 //! ```
 //! use belt_core::words;
@@ -9,7 +9,15 @@
 //! assert_eq!(words::with_article("analyst"), "an analyst");
 //! assert_eq!(words::with_article("an analyst"), "an analyst");
 //! assert_eq!(words::with_article("user researcher"), "a user researcher");
+//! assert_eq!(words::cut("héllo", 2), "h");
+//! assert_eq!(words::cut("abc", 10), "abc");
 //! ```
+
+/// At most `max` bytes of `s`, cut at a character boundary (never inside a UTF-8
+/// sequence): for tool results, log lines, span attributes.
+pub fn cut(s: &str, max: usize) -> &str {
+    &s[..s.floor_char_boundary(max)]
+}
 
 /// `n` and the noun, plural with an `s` unless `n` is 1.
 pub fn count(n: u64, noun: &str) -> String {

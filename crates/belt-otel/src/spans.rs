@@ -829,17 +829,7 @@ fn set_error(span: &mut Span, kind: &str, message: &str) {
     span.status = Some(proto::Status { message: cut(message, 1024).to_string(), code: proto::STATUS_ERROR });
 }
 
-/// At most `max` bytes of `s`, cut at a character boundary.
-pub(crate) fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub(crate) use belt_core::words::cut;
 
 /// Content of one message in the conventions' JSON shape (`gen_ai.input.messages` /
 /// `gen_ai.output.messages`), cut to 16 KiB.

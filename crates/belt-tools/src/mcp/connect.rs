@@ -438,17 +438,7 @@ impl Tail {
     }
 }
 
-/// At most `max` bytes of `s`, cut at a character boundary.
-pub(crate) fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub(crate) use belt_core::words::cut as clip;
 
 /// A child's stdout, keeping a copy of its first [`STDOUT_HEAD`] bytes.
 pub(crate) struct Peek<R> {
