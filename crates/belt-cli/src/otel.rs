@@ -33,7 +33,13 @@ pub fn start(args: &OtelArgs) -> Result<(), CliError> {
     let config =
         OtelConfig::from_env(args.otlp_endpoint.as_deref()).map_err(|e| CliError::Usage(e.to_string()))?;
     let Some(config) = config else { return Ok(()) };
-    tracing::info!("exporting runs as OpenTelemetry traces to {}", config.traces_endpoint);
+    match &config.metrics_endpoint {
+        Some(metrics) => tracing::info!(
+            "exporting runs as OpenTelemetry traces to {} and metrics to {metrics}",
+            config.traces_endpoint
+        ),
+        None => tracing::info!("exporting runs as OpenTelemetry traces to {}", config.traces_endpoint),
+    }
     let exporter = Exporter::start(config.with_content(args.otel_content))
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let _ = EXPORTER.set(exporter);
@@ -44,6 +50,13 @@ pub fn start(args: &OtelArgs) -> Result<(), CliError> {
 pub async fn shutdown() {
     if let Some(exporter) = EXPORTER.get() {
         exporter.shutdown().await;
+    }
+}
+
+/// Export `source`'s metrics (`belt serve`'s) instead of the counts of the runs traced.
+pub fn metrics_from(source: belt_otel::MetricsSource) {
+    if let Some(exporter) = EXPORTER.get() {
+        exporter.metrics_from(source);
     }
 }
 

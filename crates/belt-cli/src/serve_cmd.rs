@@ -59,6 +59,8 @@ pub async fn serve(args: ServeArgs, store: &StoreSpec, app: Arc<App>, home: &Pat
         RateLimit { per_second: args.rate_limit, burst: (args.rate_limit * 4.0).ceil().max(1.0) as u32 };
     let observers = crate::otel::observers(&store);
     let server = Server::with_observers(config, app, store, observers);
+    // Metrics over OTLP are the server's: every run's, with its queue and budget pools.
+    crate::otel::metrics_from(server.metrics_source());
     let secret = std::env::var("BELT_WEBHOOK_SECRET").ok().filter(|s| !s.is_empty());
     for url in &args.webhooks {
         let spec =

@@ -2,7 +2,8 @@
 //! `belt serve` with `--otlp-endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT` send each run as one
 //! trace to an OTLP/HTTP receiver started here (decoding with the official
 //! `opentelemetry-proto` definitions); contents only with `--otel-content`; a dead collector
-//! is one warning and the run's exit code is unchanged; other protocols are refused.
+//! is one warning and the run's exit code is unchanged; other protocols are refused. The
+//! same metrics `/metrics` shows go to the receiver over OTLP too.
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 mod common;
@@ -12,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use common::{Dir, belt, code, command, json, stderr, wait};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::metrics::v1::{Metric, metric::Data, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
@@ -21,13 +24,17 @@ use prost::Message;
 struct Receiver {
     url: String,
     spans: Arc<Mutex<Vec<(String, Span)>>>,
+    /// Each metrics request's metrics, in the order they came.
+    metrics: Arc<Mutex<Vec<Vec<Metric>>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
 fn receiver() -> Receiver {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let spans: Arc<Mutex<Vec<(String, Span)>>> = Arc::default();
+    let metrics: Arc<Mutex<Vec<Vec<Metric>>>> = Arc::default();
     let state = spans.clone();
+    let metrics_state = metrics.clone();
     let app = axum::Router::new().route(
         "/v1/traces",
         axum::routing::post(move |body: Bytes| {
@@ -51,15 +58,38 @@ fn receiver() -> Receiver {
             }
         }),
     );
+    let app = app.route(
+        "/v1/metrics",
+        axum::routing::post(move |body: Bytes| {
+            let state = metrics_state.clone();
+            async move {
+                let request = ExportMetricsServiceRequest::decode(body).unwrap();
+                let mut got = Vec::new();
+                for rm in request.resource_metrics {
+                    for sm in rm.scope_metrics {
+                        assert_eq!(sm.scope.unwrap().name, "belt");
+                        got.extend(sm.metrics);
+                    }
+                }
+                state.lock().unwrap().push(got);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Receiver { url, spans, _runtime: runtime }
+    Receiver { url, spans, metrics, _runtime: runtime }
 }
 
 impl Receiver {
     fn spans(&self) -> Vec<Span> {
         self.spans.lock().unwrap().iter().map(|(_, s)| s.clone()).collect()
+    }
+    /// The last metrics request's metric called `name`.
+    fn last_metric(&self, name: &str) -> Option<Metric> {
+        let requests = self.metrics.lock().unwrap();
+        requests.last()?.iter().find(|m| m.name == name).cloned()
     }
     fn services(&self) -> Vec<String> {
         self.spans.lock().unwrap().iter().map(|(s, _)| s.clone()).collect()
@@ -75,6 +105,16 @@ fn text(v: Option<&Value>) -> String {
 
 fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
     span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+/// A counter's value (a monotonic sum's one point).
+fn sum_value(m: &Metric) -> f64 {
+    let Some(Data::Sum(sum)) = &m.data else { panic!("not a sum: {m:?}") };
+    assert!(sum.is_monotonic);
+    match sum.data_points[0].value {
+        Some(number_data_point::Value::AsDouble(v)) => v,
+        other => panic!("not a double: {other:?}"),
+    }
 }
 
 fn count(spans: &[Span], prefix: &str) -> usize {
@@ -107,6 +147,22 @@ fn belt_run_sends_the_run_as_one_trace_with_the_flag() {
     let chat = spans.iter().find(|s| s.name.starts_with("chat ")).unwrap();
     assert_eq!(text(attr(chat, "gen_ai.provider.name")), "simulated");
     assert!(attr(chat, "gen_ai.output.messages").is_none());
+    // The run's metrics, sent when the process stopped.
+    let calls = collector.last_metric("belt_llm_calls").expect("metrics over OTLP");
+    assert_eq!(sum_value(&calls), 16.0, "the decomposition, 12 workers, 2 synthesizers, the executive");
+    let latency = collector.last_metric("belt_llm_call_duration_seconds").unwrap();
+    let Some(Data::Histogram(h)) = latency.data else { panic!("a histogram: {latency:?}") };
+    let point = &h.data_points[0];
+    assert_eq!(point.count, 16);
+    assert_eq!(point.bucket_counts.len(), point.explicit_bounds.len() + 1);
+    assert_eq!(point.bucket_counts.iter().sum::<u64>(), 16);
+    let labels: Vec<_> = point
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.as_str(), text(kv.value.as_ref().unwrap().value.as_ref())))
+        .collect();
+    assert!(labels.contains(&("provider", "simulated".to_string())), "{labels:?}");
+    assert_eq!(latency.unit, "s");
 }
 
 #[test]
@@ -152,8 +208,12 @@ fn other_protocols_are_refused_with_what_to_do() {
 #[test]
 fn belt_serve_sends_its_runs() {
     let collector = receiver();
-    let mut s =
-        common::serve::start("otel", &["--addr", "127.0.0.1:0", "--otlp-endpoint", &collector.url], None);
+    let mut s = common::serve::start_with_env(
+        "otel",
+        &["--addr", "127.0.0.1:0", "--otlp-endpoint", &collector.url],
+        None,
+        &[("OTEL_METRIC_EXPORT_INTERVAL", std::path::Path::new("300"))],
+    );
     s.wait_listening();
     let token = std::fs::read_to_string(s.home.join("api-token")).unwrap().trim().to_string();
     let body = r#"{"task": "Plan a city park", "agents": 3}"#;
@@ -175,4 +235,22 @@ fn belt_serve_sends_its_runs() {
         assert!(Instant::now() < deadline, "no root span within 30 s: {spans:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The server's metrics: over OTLP every OTEL_METRIC_EXPORT_INTERVAL, the same on /metrics.
+    loop {
+        let runs = collector.last_metric("belt_runs").map(|m| sum_value(&m)).unwrap_or(0.0);
+        let queued = collector.last_metric("belt_runs_queued");
+        if runs == 1.0 && queued.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no metrics with the finished run within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, text) = common::serve::http(&s.base, "GET", "/metrics", Some(&token), None).unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("belt_runs_total{status=\"completed\"} 1\n"), "{text}");
+    assert!(text.contains("# TYPE belt_llm_call_duration_seconds histogram"), "{text}");
+    let calls = "belt_llm_call_duration_seconds_count{provider=\"simulated\",model=\"default\"} 4\n";
+    assert!(text.contains(calls), "the decomposition and 3 workers (fewer than 5 need no synthesis): {text}");
+    assert!(text.contains("belt_llm_call_tokens_bucket{provider=\"simulated\",model=\"default\",direction=\"output\",le=\"+Inf\"} 4\n"), "{text}");
+    assert!(text.contains("belt_runs_queued 0\n"), "{text}");
 }

@@ -36,6 +36,7 @@ pub mod hints;
 pub mod human;
 pub mod limits;
 pub mod llm;
+pub mod metrics;
 pub mod orchestrator;
 pub mod patterns;
 pub mod plan;

@@ -10,6 +10,12 @@ use crate::OtelError;
 pub struct OtelConfig {
     /// The full URL spans are POSTed to, e.g. `http://localhost:4318/v1/traces`.
     pub traces_endpoint: String,
+    /// The full URL metrics are POSTed to (`…/v1/metrics`), or `None` when metrics are not
+    /// exported (`OTEL_METRICS_EXPORTER=none`).
+    pub metrics_endpoint: Option<String>,
+    /// How often metrics are sent (`OTEL_METRIC_EXPORT_INTERVAL`, milliseconds; 60 s by
+    /// default, as the specification says); once more when the exporter shuts down.
+    pub metrics_every: Duration,
     /// Extra request headers (an API key for a hosted collector). Never logged.
     pub headers: Vec<(String, String)>,
     /// `service.name` of the resource: `belt` unless `OTEL_SERVICE_NAME` says otherwise.
@@ -38,6 +44,8 @@ impl OtelConfig {
     pub fn new(endpoint: &str) -> Result<OtelConfig, OtelError> {
         Ok(OtelConfig {
             traces_endpoint: traces_url(endpoint)?,
+            metrics_endpoint: Some(signal_url(endpoint, "metrics")?),
+            metrics_every: Duration::from_secs(60),
             headers: Vec::new(),
             service_name: "belt".to_string(),
             content: false,
@@ -88,6 +96,16 @@ impl OtelConfig {
         {
             config.headers = parse_headers(&headers)?;
         }
+        if let Some(url) = var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+            config.metrics_endpoint = Some(checked(&url)?);
+        }
+        if var("OTEL_METRICS_EXPORTER").is_some_and(|v| v == "none") {
+            config.metrics_endpoint = None;
+        }
+        if let Some(ms) = var("OTEL_METRIC_EXPORT_INTERVAL") {
+            let ms: u64 = ms.parse().map_err(|_| OtelError::Interval(ms.clone()))?;
+            config.metrics_every = Duration::from_millis(ms.max(100));
+        }
         if let Some(name) = var("OTEL_SERVICE_NAME") {
             config.service_name = name;
         }
@@ -102,6 +120,15 @@ fn traces_url(base: &str) -> Result<String, OtelError> {
         return Ok(base);
     }
     Ok(format!("{}/v1/traces", base.trim_end_matches('/')))
+}
+
+/// The URL of `signal` (`metrics`) beside `base`: `base/v1/metrics`, or, for a URL that
+/// names another signal's path (`…/v1/traces`), that path's sibling.
+fn signal_url(base: &str, signal: &str) -> Result<String, OtelError> {
+    let base = checked(base.trim())?;
+    let trimmed = base.trim_end_matches('/');
+    let root = trimmed.strip_suffix("/v1/traces").unwrap_or(trimmed);
+    Ok(format!("{root}/v1/{signal}"))
 }
 
 fn checked(url: &str) -> Result<String, OtelError> {
@@ -171,6 +198,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(c.traces_endpoint, "http://c:4318/v1/traces");
+        assert_eq!(c.metrics_endpoint.as_deref(), Some("http://c:4318/v1/metrics"));
+        assert_eq!(c.metrics_every, Duration::from_secs(60));
         assert_eq!(c.service_name, "belt");
         let c = OtelConfig::from_lookup(
             None,
@@ -192,6 +221,33 @@ mod tests {
                 .unwrap()
                 .unwrap();
         assert_eq!(c.traces_endpoint, "https://f/v1/traces");
+        // Metrics: their own variable, beside a traces-only endpoint, or off.
+        let c = OtelConfig::from_lookup(
+            None,
+            env(&[
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:9/v1/traces"),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "5000"),
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.metrics_endpoint.as_deref(), Some("http://t:9/v1/metrics"));
+        assert_eq!(c.metrics_every, Duration::from_secs(5));
+        let c = OtelConfig::from_lookup(
+            None,
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"),
+                ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m/x"),
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.metrics_endpoint.as_deref(), Some("http://m/x"));
+        let off = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_METRICS_EXPORTER", "none")]);
+        assert_eq!(OtelConfig::from_lookup(None, off).unwrap().unwrap().metrics_endpoint, None);
+        let bad =
+            env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_METRIC_EXPORT_INTERVAL", "soon")]);
+        assert!(OtelConfig::from_lookup(None, bad).unwrap_err().to_string().contains("soon"));
     }
 
     #[test]

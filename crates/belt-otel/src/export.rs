@@ -16,6 +16,8 @@ use belt_core::{RunStore, StepId, ToolOutcome};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use belt_core::metrics::{Metric, Metrics};
+
 use crate::proto::{self, KeyValue, Span};
 use crate::spans::{Enrich, Finished, RunTracer, messages};
 use crate::{OtelConfig, OtelError};
@@ -69,6 +71,31 @@ pub struct Exporter {
     done: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     content: bool,
     timeout: Duration,
+    metrics: Arc<MetricsExport>,
+}
+
+/// Where the metrics an [`Exporter`] sends come from: a snapshot taken at each export.
+pub type MetricsSource =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Metric>> + Send>> + Send + Sync>;
+
+/// Metrics export: what the exporter counts from the runs it traces, or another source.
+struct MetricsExport {
+    /// The runs' events this exporter traces, counted (unless `source` replaces them).
+    own: Metrics,
+    /// Set by [`Exporter::metrics_from`]: then `own` is not fed.
+    source: std::sync::Mutex<Option<MetricsSource>>,
+    counting: AtomicBool,
+    endpoint: Option<String>,
+    every: Duration,
+    service_name: String,
+    client: reqwest::Client,
+    /// Points are cumulative from here (Unix nanoseconds).
+    start: u64,
+    task: tokio_util::task::TaskTracker,
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl std::fmt::Debug for Exporter {
@@ -108,6 +135,21 @@ impl Exporter {
         let counters = Arc::new(Counters::default());
         let closing = CancellationToken::new();
         let (content, timeout) = (config.content, config.timeout);
+        let metrics = Arc::new(MetricsExport {
+            own: Metrics::default(),
+            source: std::sync::Mutex::new(None),
+            counting: AtomicBool::new(config.metrics_endpoint.is_some()),
+            endpoint: config.metrics_endpoint.clone(),
+            every: config.metrics_every,
+            service_name: config.service_name.clone(),
+            client: client.clone(),
+            start: now_nanos(),
+            task: tokio_util::task::TaskTracker::new(),
+        });
+        if metrics.endpoint.is_some() {
+            metrics.task.spawn(metrics.clone().run(closing.clone()));
+        }
+        metrics.task.close();
         let sender = Sender { client, config, counters: counters.clone() };
         let task = tokio::spawn(sender.run(rx, closing.clone()));
         Ok(Exporter {
@@ -120,7 +162,20 @@ impl Exporter {
             done: Arc::new(tokio::sync::Mutex::new(Some(task))),
             content,
             timeout,
+            metrics,
         })
+    }
+
+    /// Export metrics from `source` (a server's snapshot, which counts every run and adds
+    /// what only the server knows) instead of counting the runs this exporter traces.
+    pub fn metrics_from(&self, source: MetricsSource) {
+        self.metrics.counting.store(false, Ordering::Relaxed);
+        *self.metrics.source.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// The metrics that would be sent now.
+    pub async fn metrics_snapshot(&self) -> Vec<Metric> {
+        self.metrics.snapshot().await
     }
 
     /// Hand spans over, encoded here (on the caller's task); those that do not fit in the
@@ -199,6 +254,8 @@ impl Exporter {
             tracing::debug!("OpenTelemetry export: a run's events did not end within {:?}", self.timeout);
         }
         self.closing.cancel();
+        // The last metrics (bounded: a request has the exporter's timeout).
+        let _ = tokio::time::timeout(self.timeout, self.metrics.task.wait()).await;
         let Some(task) = self.done.lock().await.take() else { return };
         let wait = if self.counters.down.load(Ordering::Relaxed) { Duration::ZERO } else { self.timeout };
         let abort = task.abort_handle();
@@ -274,6 +331,9 @@ impl Pump {
         let mut finished = Vec::new();
         while events.next(&mut batch).await > 0 {
             let mut ended = false;
+            if self.exporter.metrics.counting.load(Ordering::Relaxed) {
+                self.exporter.metrics.own.on_events(batch.iter().map(|e| &**e));
+            }
             for e in batch.drain(..) {
                 let content = self.exporter.content;
                 let tracer = self.tracer.get_or_insert_with(|| RunTracer::new(&e.run_id, content));
@@ -374,6 +434,52 @@ fn complete(span: &mut Span, enrich: &Enrich, records: &HashMap<&StepId, &StepRe
                     "gen_ai.output.messages",
                     messages("assistant", &r.reply.text, reason),
                 ));
+            }
+        }
+    }
+}
+
+impl MetricsExport {
+    async fn snapshot(&self) -> Vec<Metric> {
+        let source = self.source.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match source {
+            Some(source) => source().await,
+            None => self.own.snapshot(),
+        }
+    }
+
+    /// Every period, and once more when the exporter closes.
+    async fn run(self: Arc<Self>, closing: CancellationToken) {
+        let Some(endpoint) = self.endpoint.clone() else { return };
+        let mut down = false;
+        loop {
+            let last = tokio::select! {
+                _ = tokio::time::sleep(self.every) => false,
+                _ = closing.cancelled() => true,
+            };
+            let body = crate::metrics::metrics_request(
+                &self.service_name,
+                &self.snapshot().await,
+                (self.start, now_nanos()),
+            );
+            let answer = self.client.post(&endpoint).body(body).send().await;
+            let failure = match answer {
+                Ok(r) if r.status().is_success() => None,
+                Ok(r) => Some(format!("it answered {}", r.status())),
+                Err(e) => Some(without_url(&e)),
+            };
+            match failure {
+                Some(why) if !down => {
+                    down = true;
+                    tracing::warn!(
+                        "OpenTelemetry export: cannot send metrics to {endpoint} ({why}); runs go on (set OTEL_METRICS_EXPORTER=none to send only traces)"
+                    );
+                }
+                Some(why) => tracing::debug!("OpenTelemetry export: metrics not sent ({why})"),
+                None => down = false,
+            }
+            if last {
+                return;
             }
         }
     }

@@ -31,11 +31,12 @@
 
 mod config;
 mod export;
+pub mod metrics;
 pub mod proto;
 pub mod spans;
 
 pub use config::{DEFAULT_ENDPOINT, OtelConfig};
-pub use export::{ExportStats, Exporter, Feed};
+pub use export::{ExportStats, Exporter, Feed, MetricsSource};
 pub use proto::request;
 pub use spans::{RunTracer, trace_id};
 
@@ -56,6 +57,8 @@ pub enum OtelError {
     Endpoint(String),
     #[error("OTEL_EXPORTER_OTLP_HEADERS is not `key=value,key2=value2`: {0}")]
     Headers(String),
+    #[error("OTEL_METRIC_EXPORT_INTERVAL is `{0}`: give the interval in milliseconds, e.g. 60000")]
+    Interval(String),
     #[error("cannot build the OTLP HTTP client: {0}")]
     Client(String),
 }

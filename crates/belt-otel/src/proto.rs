@@ -237,7 +237,7 @@ impl KeyValue {
     }
 
     /// As field `field` of the message holding it.
-    fn put(&self, buf: &mut Vec<u8>, field: u8) {
+    pub(crate) fn put(&self, buf: &mut Vec<u8>, field: u8) {
         put_len(buf, field, self.len());
         put_bytes(buf, 1, self.key.as_bytes());
         put_len(buf, 2, self.value.len());
@@ -325,16 +325,24 @@ impl Span {
     }
 }
 
-/// An `ExportTraceServiceRequest` body: one resource (`service.name` and the SDK's
-/// attributes), one scope (`belt`), and `spans` — spans encoded by [`Span::encode`].
-pub fn request(service_name: &str, spans: &[u8]) -> Vec<u8> {
-    let resource = [
+/// The resource every request names: `service.name` and the SDK's attributes.
+fn resource_attributes(service_name: &str) -> [KeyValue; 4] {
+    [
         KeyValue::str("service.name", service_name),
         KeyValue::lit("telemetry.sdk.name", "belt-otel"),
         KeyValue::lit("telemetry.sdk.language", "rust"),
         KeyValue::lit("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
-    ];
-    let (name, version) = ("belt", env!("CARGO_PKG_VERSION"));
+    ]
+}
+
+/// The instrumentation scope: `belt` and its version.
+const SCOPE: (&str, &str) = ("belt", env!("CARGO_PKG_VERSION"));
+
+/// An `ExportTraceServiceRequest` body: one resource (`service.name` and the SDK's
+/// attributes), one scope (`belt`), and `spans` — spans encoded by [`Span::encode`].
+pub fn request(service_name: &str, spans: &[u8]) -> Vec<u8> {
+    let resource = resource_attributes(service_name);
+    let (name, version) = SCOPE;
     let scope_len = field_len(name.len()) + field_len(version.len());
     let scope_spans_len = field_len(scope_len) + spans.len();
     let resource_len = attributes_len(&resource);
@@ -350,10 +358,53 @@ pub fn request(service_name: &str, spans: &[u8]) -> Vec<u8> {
     // ResourceSpans.scope_spans = 2 → ScopeSpans.scope = 1, .spans = 2
     put_len(&mut buf, 2, scope_spans_len);
     put_len(&mut buf, 1, scope_len);
-    put_bytes(&mut buf, 1, name.as_bytes());
-    put_bytes(&mut buf, 2, version.as_bytes());
+    put_scope(&mut buf);
     buf.extend_from_slice(spans);
     buf
+}
+
+// ---- plain nested encoding, for messages sent rarely (metrics) ----------------------
+
+/// A message as field `field`: its body written by `body` into a buffer of its own, then
+/// its length and the body.
+pub(crate) fn put_message(buf: &mut Vec<u8>, field: u8, body: impl FnOnce(&mut Vec<u8>)) {
+    let mut inner = Vec::new();
+    body(&mut inner);
+    put_bytes(buf, field, &inner);
+}
+
+pub(crate) fn put_str(buf: &mut Vec<u8>, field: u8, s: &str) {
+    put_bytes(buf, field, s.as_bytes());
+}
+
+pub(crate) fn put_varint_field(buf: &mut Vec<u8>, field: u8, v: u64) {
+    put_key(buf, field, VARINT);
+    put_varint(buf, v);
+}
+
+pub(crate) fn put_fixed64_field(buf: &mut Vec<u8>, field: u8, v: u64) {
+    put_fixed64(buf, field, v);
+}
+
+/// A packed `repeated fixed64` or `repeated double` (given as bits).
+pub(crate) fn put_packed_fixed64(buf: &mut Vec<u8>, field: u8, values: &[u64]) {
+    put_len(buf, field, values.len() * 8);
+    for v in values {
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// A `Resource` message's body.
+pub(crate) fn put_resource(buf: &mut Vec<u8>, service_name: &str) {
+    for kv in &resource_attributes(service_name) {
+        kv.put(buf, 1);
+    }
+}
+
+/// An `InstrumentationScope` message's body.
+pub(crate) fn put_scope(buf: &mut Vec<u8>) {
+    put_bytes(buf, 1, SCOPE.0.as_bytes());
+    put_bytes(buf, 2, SCOPE.1.as_bytes());
 }
 
 #[cfg(test)]

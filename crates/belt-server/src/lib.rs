@@ -127,7 +127,7 @@ pub struct AppState {
     pub(crate) store: Arc<dyn RunStore>,
     pub(crate) limiter: Arc<auth::RateLimiter>,
     pub(crate) webhooks: Arc<webhooks::Webhooks>,
-    pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) metrics: Arc<metrics::ServerMetrics>,
 }
 
 /// An HTTP server over belt-app and a store.
@@ -149,12 +149,30 @@ impl Server {
         observers: Vec<Arc<dyn EventObserver>>,
     ) -> Self {
         let webhooks = webhooks::Webhooks::new(config.webhook_retry, config.webhook_private_targets);
-        let metrics = Arc::new(metrics::Metrics::default());
+        let metrics = Arc::new(metrics::ServerMetrics::default());
         let mut observers = observers;
         observers.extend([metrics.clone() as Arc<dyn EventObserver>, webhooks.clone()]);
         let manager = RunManager::new(app, store.clone(), &config, observers);
         let limiter = Arc::new(auth::RateLimiter::new(config.rate_limit));
         Server { state: AppState { config: Arc::new(config), manager, store, limiter, webhooks, metrics } }
+    }
+
+    /// Every metric `/metrics` shows, as values, read each time the returned function is
+    /// called: what an OTLP metrics exporter sends (`belt_otel::Exporter::metrics_from`).
+    #[allow(clippy::type_complexity)]
+    pub fn metrics_source(
+        &self,
+    ) -> Arc<
+        dyn Fn()
+                -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<belt_core::metrics::Metric>> + Send>>
+            + Send
+            + Sync,
+    > {
+        let state = self.state.clone();
+        Arc::new(move || {
+            let state = state.clone();
+            Box::pin(async move { metrics::snapshot(&state).await })
+        })
     }
 
     /// Register a webhook (as from configuration); `POST /v1/webhooks` does the same.

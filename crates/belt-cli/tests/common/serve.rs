@@ -34,13 +34,18 @@ impl Drop for Served {
 /// `belt serve EXTRA` in a fresh directory of its own named after `name`, its store
 /// `HOME/belt.db`; `token` as `BELT_API_TOKEN` if given.
 pub fn start(name: &str, extra: &[&str], token: Option<&str>) -> Served {
+    start_with_env(name, extra, token, &[])
+}
+
+/// [`start`] with extra environment.
+pub fn start_with_env(name: &str, extra: &[&str], token: Option<&str>, env: &[(&str, &Path)]) -> Served {
     let home = std::env::temp_dir().join(format!("belt-serve-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&home).expect("create the server's home");
     let store = format!("sqlite://{}/belt.db", home.display());
     let mut args = vec!["--store", store.as_str(), "serve"];
     args.extend(extra);
-    let mut s = start_in(&home, &home, &args, token, &[]);
+    let mut s = start_in(&home, &home, &args, token, env);
     s.owns_home = true;
     s
 }
@@ -142,11 +147,26 @@ pub fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {answer:?}")))?;
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    // A chunked body (axum's JSON answers have a length, but be safe): keep the JSON part.
-    let body = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) if a < b && !body.starts_with('{') => &body[a..=b],
-        _ => body,
-    };
-    Ok((status, body.to_string()))
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    Ok((status, body))
+}
+
+/// A chunked body's data: each `SIZE\r\nDATA\r\n` until the size-0 chunk.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let (Some(data), Some(after)) = (rest.get(..n), rest.get(n..)) else { break };
+        if n == 0 {
+            break;
+        }
+        out.push_str(data);
+        body = after.trim_start_matches("\r\n");
+    }
+    out
 }
