@@ -399,7 +399,7 @@ async fn drive(orch: impl Orchestrator, task: Task, options: RunOptions) -> (u64
         while events.recv_batch(&mut batch, 4096).await > 0 {
             n += batch.len() as u64;
             if let Some(feed) = &feed {
-                batch.iter().for_each(|e| feed.on_event(e));
+                feed.on_events(&batch);
             }
             batch.clear();
         }

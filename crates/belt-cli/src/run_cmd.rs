@@ -278,6 +278,9 @@ pub async fn execute(prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
         let mut write_error = None;
         let mut batch = Vec::with_capacity(1024);
         while events.recv_batch(&mut batch, 4096).await > 0 {
+            if let Some(traces) = &traces {
+                traces.on_events(&batch);
+            }
             for e in batch.drain(..) {
                 if let Some(f) = file.as_mut() {
                     let line = serde_json::to_string(&*e).expect("events serialize");
@@ -287,9 +290,6 @@ pub async fn execute(prepared: Prepared, exec: Exec) -> Result<i32, CliError> {
                     }
                 }
                 progress.on_event(&e);
-                if let Some(traces) = &traces {
-                    traces.on_event(&e);
-                }
             }
             // A batch at a time, so `tail -f` on the events file follows the run.
             if let Some(f) = file.as_mut()

@@ -277,23 +277,36 @@ impl Exporter {
 pub struct Feed {
     exporter: Exporter,
     store: Option<Arc<dyn RunStore>>,
-    runs: std::sync::Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Arc<Event>>>>,
+    runs: std::sync::Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Vec<Arc<Event>>>>>,
 }
 
 impl Feed {
     /// The next event of some run, in that run's order. Never waits: the run's pump reads
-    /// it on its own task.
+    /// it on its own task. A consumer that reads events in batches calls
+    /// [`Feed::on_events`], which wakes each run's pump once per batch, not per event.
     pub fn on_event(&self, event: &Arc<Event>) {
+        self.on_events(std::slice::from_ref(event));
+    }
+
+    /// Events of any runs, in order: each run's are handed to its pump together.
+    pub fn on_events(&self, events: &[Arc<Event>]) {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = runs.entry(event.run_id.clone()).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            self.exporter.pumps.spawn(self.exporter.pump(self.store.clone()).run(rx));
-            tx
-        });
-        let _ = tx.send(event.clone());
-        if matches!(event.kind, EventKind::RunFinished { .. }) {
-            // Its pump ends once it has traced what it was sent.
-            runs.remove(&event.run_id);
+        let mut rest = events;
+        while let Some(first) = rest.first() {
+            // The longest stretch of this run's events (a run's events usually come together).
+            let n = rest.iter().take_while(|e| e.run_id == first.run_id).count();
+            let (mine, others) = rest.split_at(n);
+            rest = others;
+            let tx = runs.entry(first.run_id.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.exporter.pumps.spawn(self.exporter.pump(self.store.clone()).run(rx));
+                tx
+            });
+            let _ = tx.send(mine.to_vec());
+            if mine.iter().any(|e| matches!(e.kind, EventKind::RunFinished { .. })) {
+                // Its pump ends once it has traced what it was sent.
+                runs.remove(&first.run_id);
+            }
         }
     }
 }
@@ -309,9 +322,15 @@ impl Source for EventStream {
     }
 }
 
-impl Source for mpsc::UnboundedReceiver<Arc<Event>> {
+impl Source for mpsc::UnboundedReceiver<Vec<Arc<Event>>> {
     async fn next(&mut self, buf: &mut Vec<Arc<Event>>) -> usize {
-        self.recv_many(buf, 4096).await
+        let mut batches = Vec::new();
+        if self.recv_many(&mut batches, 64).await == 0 {
+            return 0;
+        }
+        let before = buf.len();
+        batches.into_iter().for_each(|b| buf.extend(b));
+        buf.len() - before
     }
 }
 
@@ -408,7 +427,7 @@ fn complete(span: &mut Span, enrich: &Enrich, records: &HashMap<&StepId, &StepRe
         Enrich::Tool { round, index, step } => {
             let call = records.get(round).and_then(|r| r.reply.tool_calls.get(index.saturating_sub(1)));
             let Some(call) = call else { return };
-            span.name = format!("execute_tool {}", call.name);
+            span.name = proto::Name::new("execute_tool", call.name.clone());
             span.attributes.extend([
                 KeyValue::str("gen_ai.tool.name", call.name.clone()),
                 KeyValue::str("gen_ai.tool.call.id", call.id.clone()),
@@ -495,7 +514,8 @@ struct Sender {
 impl Sender {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Chunk>, closing: CancellationToken) {
         let batch = self.config.batch.max(1);
-        let (mut body, mut spans) = (Vec::new(), 0);
+        // The chunks of the next request, kept as they came: the body is made with one copy.
+        let (mut parts, mut spans) = (Vec::new(), 0);
         let mut chunks = Vec::new();
         loop {
             let deadline = tokio::time::sleep(self.config.flush_every);
@@ -510,7 +530,7 @@ impl Sender {
                 }
                 for c in chunks.drain(..) {
                     self.counters.queued.fetch_sub(c.spans, Ordering::Relaxed);
-                    body.extend_from_slice(&c.bytes);
+                    parts.push(c.bytes);
                     spans += c.spans;
                 }
             }
@@ -520,23 +540,23 @@ impl Sender {
                 while let Ok(c) = rx.try_recv() {
                     self.counters.queued.fetch_sub(c.spans, Ordering::Relaxed);
                     if spans >= batch {
-                        self.post(std::mem::take(&mut body), std::mem::take(&mut spans)).await;
+                        self.post(std::mem::take(&mut parts), std::mem::take(&mut spans)).await;
                         posts += 1;
                     }
                     if posts >= 64 {
                         self.counters.dropped.fetch_add(c.spans as u64, Ordering::Relaxed);
                         break;
                     }
-                    body.extend_from_slice(&c.bytes);
+                    parts.push(c.bytes);
                     spans += c.spans;
                 }
                 if spans > 0 {
-                    self.post(body, spans).await;
+                    self.post(parts, spans).await;
                 }
                 return;
             }
             if spans > 0 {
-                self.post(std::mem::take(&mut body), std::mem::take(&mut spans)).await;
+                self.post(std::mem::take(&mut parts), std::mem::take(&mut spans)).await;
             }
             if ended {
                 return;
@@ -544,9 +564,10 @@ impl Sender {
         }
     }
 
-    async fn post(&self, spans: Vec<u8>, n: usize) {
+    async fn post(&self, parts: Vec<Vec<u8>>, n: usize) {
         let n = n as u64;
-        let body = proto::request(&self.config.service_name, &spans);
+        let body = proto::request(&self.config.service_name, &parts);
+        drop(parts);
         let answer = self.client.post(&self.config.traces_endpoint).body(body).send().await;
         let failure = match answer {
             Ok(r) if r.status().is_success() => None,

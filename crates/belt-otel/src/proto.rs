@@ -30,7 +30,15 @@ pub enum Text {
     Static(&'static str),
     Shared(Arc<str>),
     Step(StepId),
+    /// Bytes `start..end` of a shared string.
+    Part(Arc<str>, u32, u32),
     Owned(String),
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text::Static("")
+    }
 }
 
 impl Text {
@@ -39,7 +47,40 @@ impl Text {
             Text::Static(s) => s,
             Text::Shared(s) => s,
             Text::Step(s) => s.as_str(),
+            Text::Part(s, start, end) => s.get(*start as usize..*end as usize).unwrap_or(""),
             Text::Owned(s) => s,
+        }
+    }
+}
+
+impl Text {
+    /// `part`, a piece of `whole` (as `provider_and_model` cuts a model name), shared
+    /// with it rather than copied; a piece from elsewhere is copied.
+    pub fn part_of(whole: &Arc<str>, part: &str) -> Text {
+        let (start, base) = (part.as_ptr() as usize, whole.as_ptr() as usize);
+        if part.len() == whole.len() && start == base {
+            return Text::Shared(whole.clone());
+        }
+        match start.checked_sub(base) {
+            Some(at) if at + part.len() <= whole.len() => {
+                Text::Part(whole.clone(), at as u32, (at + part.len()) as u32)
+            }
+            _ => Text::Owned(part.to_string()),
+        }
+    }
+}
+
+impl From<&belt_core::Tier> for Text {
+    /// belt's own tiers are static strings: no allocation per span.
+    fn from(t: &belt_core::Tier) -> Self {
+        use belt_core::Tier;
+        match t {
+            Tier::Decomposer => Text::Static("decomposer"),
+            Tier::Worker => Text::Static("worker"),
+            Tier::Synthesizer => Text::Static("synthesizer"),
+            Tier::Executive => Text::Static("executive"),
+            Tier::Agent => Text::Static("agent"),
+            Tier::Custom(s) => Text::Shared(s.clone()),
         }
     }
 }
@@ -111,7 +152,7 @@ pub struct Span {
     pub span_id: [u8; 8],
     /// None for a root.
     pub parent_span_id: Option<[u8; 8]>,
-    pub name: String,
+    pub name: Name,
     pub kind: i32,
     pub start_time_unix_nano: u64,
     pub end_time_unix_nano: u64,
@@ -119,6 +160,47 @@ pub struct Span {
     pub events: Vec<SpanEvent>,
     pub links: Vec<Link>,
     pub status: Option<Status>,
+}
+
+/// A span's name: an operation (`chat`) and what it acts on (`gpt-4o`), written joined by a
+/// space, so no name is formatted into a `String` per span.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Name {
+    pub op: &'static str,
+    pub target: Option<Text>,
+}
+
+impl Name {
+    pub fn new(op: &'static str, target: impl Into<Text>) -> Name {
+        Name { op, target: Some(target.into()) }
+    }
+
+    /// A name that is only the operation (`plan`).
+    pub fn op(op: &'static str) -> Name {
+        Name { op, target: None }
+    }
+
+    fn len(&self) -> usize {
+        self.op.len() + self.target.as_ref().map_or(0, |t| 1 + t.as_str().len())
+    }
+
+    fn put(&self, buf: &mut Vec<u8>, field: u8) {
+        put_len(buf, field, self.len());
+        buf.extend_from_slice(self.op.as_bytes());
+        if let Some(t) = &self.target {
+            buf.push(b' ');
+            buf.extend_from_slice(t.as_str().as_bytes());
+        }
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Some(t) => write!(f, "{} {}", self.op, t.as_str()),
+            None => f.write_str(self.op),
+        }
+    }
 }
 
 /// `Span.Event`: something that happened at one moment of a span.
@@ -290,7 +372,7 @@ impl Span {
         if let Some(parent) = &self.parent_span_id {
             put_bytes(buf, 4, parent);
         }
-        put_bytes(buf, 5, self.name.as_bytes());
+        self.name.put(buf, 5);
         put_key(buf, 6, VARINT);
         put_varint(buf, self.kind as u64);
         put_fixed64(buf, 7, self.start_time_unix_nano);
@@ -339,12 +421,14 @@ fn resource_attributes(service_name: &str) -> [KeyValue; 4] {
 const SCOPE: (&str, &str) = ("belt", env!("CARGO_PKG_VERSION"));
 
 /// An `ExportTraceServiceRequest` body: one resource (`service.name` and the SDK's
-/// attributes), one scope (`belt`), and `spans` — spans encoded by [`Span::encode`].
-pub fn request(service_name: &str, spans: &[u8]) -> Vec<u8> {
+/// attributes), one scope (`belt`), and the spans of `parts` — each part spans encoded by
+/// [`Span::encode`], copied once, into the body.
+pub fn request(service_name: &str, parts: &[Vec<u8>]) -> Vec<u8> {
     let resource = resource_attributes(service_name);
     let (name, version) = SCOPE;
     let scope_len = field_len(name.len()) + field_len(version.len());
-    let scope_spans_len = field_len(scope_len) + spans.len();
+    let spans_len: usize = parts.iter().map(Vec::len).sum();
+    let scope_spans_len = field_len(scope_len) + spans_len;
     let resource_len = attributes_len(&resource);
     let resource_spans_len = field_len(resource_len) + field_len(scope_spans_len);
     let mut buf = Vec::with_capacity(field_len(resource_spans_len));
@@ -359,7 +443,9 @@ pub fn request(service_name: &str, spans: &[u8]) -> Vec<u8> {
     put_len(&mut buf, 2, scope_spans_len);
     put_len(&mut buf, 1, scope_len);
     put_scope(&mut buf);
-    buf.extend_from_slice(spans);
+    for part in parts {
+        buf.extend_from_slice(part);
+    }
     buf
 }
 
@@ -412,9 +498,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parts_of_a_shared_string_are_not_copied() {
+        let model: Arc<str> = Arc::from("openai/gpt-4o");
+        let (provider, name) = model.split_once('/').unwrap();
+        assert_eq!(Text::part_of(&model, name), Text::Part(model.clone(), 7, 13));
+        assert_eq!(Text::part_of(&model, provider).as_str(), "openai");
+        assert_eq!(Text::part_of(&model, &model), Text::Shared(model.clone()));
+        assert_eq!(Text::part_of(&model, "elsewhere"), Text::Owned("elsewhere".into()));
+        assert_eq!(Name::new("chat", Text::part_of(&model, name)).to_string(), "chat gpt-4o");
+    }
+
+    #[test]
     fn lengths_are_what_is_written() {
         let span = Span {
-            name: "x".repeat(200),
+            name: Name::new("x", "x".repeat(199)),
             parent_span_id: Some([1; 8]),
             attributes: vec![
                 KeyValue::int("i", -1),

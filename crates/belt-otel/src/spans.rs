@@ -31,7 +31,7 @@ use belt_core::event::{Event, EventKind};
 use belt_core::{StepId, StepOutcome, Tier};
 use chrono::{DateTime, Utc};
 
-use crate::proto::{self, KeyValue, Span, SpanEvent};
+use crate::proto::{self, KeyValue, Name, Span, SpanEvent, Text};
 
 /// What a finished span still needs from the run's record before it is sent (the record
 /// holds what the events do not carry: a tool's name, a model's output).
@@ -230,7 +230,7 @@ impl RunTracer {
         self.id(&["agent", agent])
     }
 
-    fn span(&self, name: String, id: [u8; 8], parent: [u8; 8], (start, end): (u64, u64)) -> Span {
+    fn span(&self, name: Name, id: [u8; 8], parent: [u8; 8], (start, end): (u64, u64)) -> Span {
         Span {
             trace_id: self.trace_id,
             span_id: id,
@@ -239,7 +239,12 @@ impl RunTracer {
             kind: proto::KIND_INTERNAL,
             start_time_unix_nano: start,
             end_time_unix_nano: end.max(start),
-            attributes: vec![KeyValue::str("belt.run_id", &self.run_id)],
+            attributes: {
+                // Room for what the common spans carry: one allocation per span.
+                let mut a = Vec::with_capacity(16);
+                a.push(KeyValue::str("belt.run_id", &self.run_id));
+                a
+            },
             events: Vec::new(),
             links: Vec::new(),
             status: None,
@@ -318,7 +323,7 @@ impl RunTracer {
         for (step, live) in live {
             let parent = self.root_id();
             let mut span = self.span(
-                format!("invoke_agent {step}"),
+                Name::new("invoke_agent", &step),
                 self.id(&["open", step.as_str()]),
                 parent,
                 (live.start, end),
@@ -369,7 +374,7 @@ impl RunTracer {
         }
         let Some(root) = self.root.take() else { return };
         let mut span =
-            self.span(format!("invoke_workflow {}", root.pattern), root.id, [0; 8], (root.start, ts));
+            self.span(Name::new("invoke_workflow", root.pattern), root.id, [0; 8], (root.start, ts));
         span.parent_span_id = None;
         span.attributes.extend(root.attributes);
         span.attributes.extend(attrs);
@@ -390,15 +395,15 @@ impl RunTracer {
         out.push(Finished { span, enrich: None });
     }
 
-    fn agent_span(&self, agent: &str, agg: AgentAgg) -> Span {
+    fn agent_span(&self, agent: &Arc<str>, agg: AgentAgg) -> Span {
         let mut span = self.span(
-            format!("invoke_agent {agent}"),
+            Name::new("invoke_agent", agent),
             self.agent_span_id(agent),
             self.root_id(),
             (agg.start, agg.end),
         );
-        let tier = agg.tier.as_ref().map_or("agent", Tier::as_str);
-        agent_attributes(&mut span, agent, tier);
+        let tier = agg.tier.as_ref().map_or(Text::Static("agent"), Text::from);
+        agent_attributes(&mut span, Text::from(agent), tier);
         if let Some(model) = &agg.model {
             model_attributes(&mut span, model);
         }
@@ -443,7 +448,7 @@ impl RunTracer {
         }
         // No decomposition step (a given plan): the plan span is the moment it was ready.
         let start = self.root.as_ref().map_or(ts, |r| r.start);
-        let mut span = self.span("plan".into(), self.id(&["plan"]), self.root_id(), (start, ts));
+        let mut span = self.span(Name::op("plan"), self.id(&["plan"]), self.root_id(), (start, ts));
         span.attributes.push(KeyValue::lit("gen_ai.operation.name", "plan"));
         span.attributes.extend(attrs);
         out.push(Finished { span, enrich: None });
@@ -492,19 +497,27 @@ impl RunTracer {
         out.push(Finished { span, enrich: None });
     }
 
-    fn chat_span(&self, step: &StepId, tier: &Tier, model: &str, attempt: u32, times: (u64, u64)) -> Span {
+    fn chat_span(
+        &self,
+        step: &StepId,
+        tier: &Tier,
+        model: &Arc<str>,
+        attempt: u32,
+        times: (u64, u64),
+    ) -> Span {
         let parent = match classify(step, tier, model) {
             Class::Round => self.agent_span_id(agent_of(step)),
             Class::Plan => self.id(&["plan"]),
             _ => self.agent_span_id(step.as_str()),
         };
         let id = self.id_n(&["chat", step.as_str()], attempt);
-        let mut span = self.span(format!("chat {}", provider_and_model(model).1), id, parent, times);
+        let name = Text::part_of(model, provider_and_model(model).1);
+        let mut span = self.span(Name::new("chat", name), id, parent, times);
         span.kind = proto::KIND_CLIENT;
         span.attributes.extend([
             KeyValue::lit("gen_ai.operation.name", "chat"),
             KeyValue::str("belt.step", step),
-            KeyValue::str("belt.tier", tier.as_str()),
+            KeyValue::str("belt.tier", tier),
             KeyValue::int("belt.attempt", i64::from(attempt)),
         ]);
         model_attributes(&mut span, model);
@@ -569,14 +582,14 @@ impl RunTracer {
         let root = self.root_id();
         let (mut span, enrich) = match class {
             Class::Plan => {
-                let mut s = self.span("plan".into(), self.id(&["plan"]), root, times);
+                let mut s = self.span(Name::op("plan"), self.id(&["plan"]), root, times);
                 s.attributes.push(KeyValue::lit("gen_ai.operation.name", "plan"));
                 (s, None)
             }
             Class::Tool => {
                 let agent = agent_of(step);
                 let mut s = self.span(
-                    "execute_tool".into(),
+                    Name::op("execute_tool"),
                     self.id(&["tool", step.as_str()]),
                     self.agent_span_id(agent),
                     times,
@@ -589,20 +602,25 @@ impl RunTracer {
                 (s, tool_enrich(step))
             }
             Class::Work => {
-                let mut s = self.span(format!("step {step}"), self.id(&["work", step.as_str()]), root, times);
-                s.attributes.push(KeyValue::str("belt.tier", tier.as_str()));
+                let mut s =
+                    self.span(Name::new("step", step), self.id(&["work", step.as_str()]), root, times);
+                s.attributes.push(KeyValue::str("belt.tier", tier));
                 (s, None)
             }
             Class::Agent | Class::Round => {
-                let mut s =
-                    self.span(format!("invoke_agent {step}"), self.agent_span_id(step.as_str()), root, times);
-                agent_attributes(&mut s, step.as_str(), tier.as_str());
+                let mut s = self.span(
+                    Name::new("invoke_agent", step),
+                    self.agent_span_id(step.as_str()),
+                    root,
+                    times,
+                );
+                agent_attributes(&mut s, Text::from(step), Text::from(tier));
                 (s, self.content.then(|| Enrich::Output { step: step.clone() }))
             }
         };
         span.attributes.push(KeyValue::str("belt.step", step));
         if class != Class::Agent {
-            span.attributes.push(KeyValue::str("belt.tier", tier.as_str()));
+            span.attributes.push(KeyValue::str("belt.tier", tier));
         }
         (span, enrich)
     }
@@ -768,28 +786,28 @@ fn tool_enrich(step: &StepId) -> Option<Enrich> {
     Some(Enrich::Tool { round: StepId::new(&id[..at]), index, step: step.clone() })
 }
 
-fn agent_attributes(span: &mut Span, agent: &str, tier: &str) {
+fn agent_attributes(span: &mut Span, agent: Text, tier: Text) {
     span.attributes.extend([
         KeyValue::lit("gen_ai.operation.name", "invoke_agent"),
-        KeyValue::str("gen_ai.agent.name", agent),
+        KeyValue::str("gen_ai.agent.name", agent.clone()),
         KeyValue::str("gen_ai.agent.id", agent),
         KeyValue::str("belt.tier", tier),
     ]);
 }
 
-fn model_attributes(span: &mut Span, model: &str) {
+fn model_attributes(span: &mut Span, model: &Arc<str>) {
     if model.is_empty() || span.attributes.iter().any(|kv| kv.key == "gen_ai.request.model") {
         return;
     }
     let (provider, name) = provider_and_model(model);
     span.attributes.extend([
-        KeyValue::str("gen_ai.provider.name", provider),
-        KeyValue::str("gen_ai.request.model", name),
+        KeyValue::str("gen_ai.provider.name", Text::part_of(model, provider)),
+        KeyValue::str("gen_ai.request.model", Text::part_of(model, name)),
     ]);
 }
 
 /// What an answered call reports: the answering model, tokens, cost, finish reason.
-fn outcome_attributes(span: &mut Span, outcome: &StepOutcome, requested: &str) {
+fn outcome_attributes(span: &mut Span, outcome: &StepOutcome, requested: &Arc<str>) {
     model_attributes(span, requested);
     let u = &outcome.usage;
     span.attributes.extend([
@@ -798,7 +816,8 @@ fn outcome_attributes(span: &mut Span, outcome: &StepOutcome, requested: &str) {
         KeyValue::double("belt.cost_usd", outcome.cost_usd),
     ]);
     if !outcome.model.is_empty() {
-        span.attributes.push(KeyValue::str("gen_ai.response.model", provider_and_model(&outcome.model).1));
+        let name = Text::part_of(&outcome.model, provider_and_model(&outcome.model).1);
+        span.attributes.push(KeyValue::str("gen_ai.response.model", name));
     }
     if u.cache_read_tokens > 0 {
         span.attributes
@@ -813,7 +832,10 @@ fn outcome_attributes(span: &mut Span, outcome: &StepOutcome, requested: &str) {
             .push(KeyValue::int("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens as i64));
     }
     if let Some(reason) = &outcome.finish_reason {
-        span.attributes.push(KeyValue::strs("gen_ai.response.finish_reasons", &[reason]));
+        span.attributes.push(KeyValue {
+            key: "gen_ai.response.finish_reasons",
+            value: proto::Value::Strings(vec![Text::Shared(reason.clone())]),
+        });
     }
     if outcome.cached {
         span.attributes.push(KeyValue::bool("belt.cached", true));

@@ -375,7 +375,7 @@ async fn a_full_queue_drops_and_counts_instead_of_waiting() {
     c.flush_every = Duration::from_secs(60);
     c.batch = 1000;
     let exporter = Exporter::start(c).unwrap();
-    let span = belt_otel::proto::Span { name: "x".into(), ..Default::default() };
+    let span = belt_otel::proto::Span { name: belt_otel::proto::Name::op("x"), ..Default::default() };
     exporter.send(std::iter::repeat_n(span, 10));
     assert_eq!(exporter.stats().dropped, 6);
     exporter.shutdown().await;
