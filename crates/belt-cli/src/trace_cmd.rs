@@ -8,8 +8,9 @@
 //!   to its `step_started`, which the engine emits once the step holds a concurrency
 //!   permit and its budget reservation;
 //! - **retry waits**: the `delay_ms` of each `step_retrying`;
-//! - **call**: the rest, from `step_started` to the end — the provider's time, and the
-//!   rate limiter's (the events do not tell these two apart).
+//! - **limits**: the `limit_wait_ms` of the step's outcome — waiting for the provider's
+//!   limits (concurrent calls, requests and tokens per minute, a 429 pause, an open breaker);
+//! - **call**: the rest — the provider's time.
 //!
 //! ```text
 //! worker/003             |    ··████                     |   1.2s  queued 0.3s
@@ -44,6 +45,10 @@ pub struct TraceStep {
     pub end_ms: u64,
     pub queued_ms: u64,
     pub retry_wait_ms: u64,
+    /// Waiting for the provider's limits (concurrent calls, requests or tokens per minute,
+    /// a 429 pause, an open breaker), between `step_started` and the call.
+    pub limit_wait_ms: u64,
+    /// In the provider: what is left.
     pub call_ms: u64,
     pub attempts: u32,
     pub retries: Vec<TraceRetry>,
@@ -70,6 +75,7 @@ pub struct TierTotal {
     pub span_ms: u64,
     pub queued_ms: u64,
     pub retry_wait_ms: u64,
+    pub limit_wait_ms: u64,
     pub call_ms: u64,
 }
 
@@ -128,7 +134,7 @@ impl Trace {
                 s.end_ms = last.max(s.start_ms);
             }
             s.kind = kind_of(&s.step, &s.model);
-            let waits = s.queued_ms + s.retry_wait_ms;
+            let waits = s.queued_ms + s.retry_wait_ms + s.limit_wait_ms;
             s.call_ms = (s.end_ms - s.start_ms).saturating_sub(waits);
         }
         finish(run_id, steps, result.map_or(last, |r| r.duration_ms.max(last)))
@@ -189,6 +195,7 @@ fn apply(s: &mut TraceStep, kind: &EventKind, at: u64) {
             s.start_ms = s.start_ms.min(began);
             s.end_ms = at;
             s.attempts = outcome.attempts;
+            s.limit_wait_ms = u64::from(outcome.limit_wait_ms);
             s.status = if outcome.replayed {
                 "replayed"
             } else if outcome.cached {
@@ -274,6 +281,7 @@ fn totals(steps: &[TraceStep]) -> Vec<TierTotal> {
         t.retries += s.retries.len();
         t.queued_ms += s.queued_ms;
         t.retry_wait_ms += s.retry_wait_ms;
+        t.limit_wait_ms += s.limit_wait_ms;
         t.call_ms += s.call_ms;
         (*first, *last) = ((*first).min(s.start_ms), (*last).max(s.end_ms));
     }
@@ -335,6 +343,9 @@ fn notes(s: &TraceStep) -> String {
     if s.queued_ms > 0 {
         notes.push(format!("queued {}", human_ms(s.queued_ms)));
     }
+    if s.limit_wait_ms > 0 {
+        notes.push(format!("limits {}", human_ms(s.limit_wait_ms)));
+    }
     if !s.retries.is_empty() {
         let kinds: Vec<&str> = s.retries.iter().map(|r| r.error_kind.as_str()).collect();
         let n = belt_core::words::count_irregular(s.retries.len() as u64, "retry", "retries");
@@ -388,17 +399,18 @@ pub fn render(t: &Trace, width: usize) -> String {
     out.push('\n');
     // Summed over each tier's steps; `span` is its first start to its last end.
     out.push_str(&format!(
-        "{:<12} {:>5} {:>8} {:>9} {:>8} {:>11} {:>7}\n",
-        "tier", "steps", "span", "in calls", "queued", "retry waits", "retries"
+        "{:<12} {:>5} {:>8} {:>9} {:>8} {:>8} {:>11} {:>7}\n",
+        "tier", "steps", "span", "in calls", "queued", "limits", "retry waits", "retries"
     ));
     for tier in &t.tiers {
         out.push_str(&format!(
-            "{:<12} {:>5} {:>8} {:>9} {:>8} {:>11} {:>7}\n",
+            "{:<12} {:>5} {:>8} {:>9} {:>8} {:>8} {:>11} {:>7}\n",
             tier.tier,
             tier.steps,
             human_ms(tier.span_ms),
             human_ms(tier.call_ms),
             human_ms(tier.queued_ms),
+            human_ms(tier.limit_wait_ms),
             human_ms(tier.retry_wait_ms),
             tier.retries,
         ));

@@ -108,3 +108,35 @@ fn an_unknown_run_is_named_with_where_to_look() {
     assert_ne!(code(&o), 0);
     assert!(stderr(&o).contains("belt runs list"), "{}", stderr(&o));
 }
+
+#[test]
+fn time_waiting_for_the_providers_limits_is_its_own_column() {
+    let dir = Dir::new("trace-limits");
+    // One call at a time to the provider, 4 workers of 200 ms each: all but one wait.
+    std::fs::write(dir.join("belt.toml"), "[providers.simulated]\nmax_concurrency = 1\n").unwrap();
+    let o = belt(
+        &dir,
+        &["run", "Plan a city park", "--agents", "4", "--sim-latency-ms", "200", "--quiet", "--json"],
+        None,
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let id = only_run_id(&dir);
+    let o = belt(&dir, &["runs", "trace", &id, "--json"], None);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let t = json(&o);
+    let workers: Vec<&serde_json::Value> =
+        t["steps"].as_array().unwrap().iter().filter(|s| s["tier"] == "worker").collect();
+    assert_eq!(workers.len(), 4);
+    let waits: Vec<u64> = workers.iter().map(|s| s["limit_wait_ms"].as_u64().unwrap()).collect();
+    // Served one after another: the last waits for the three before it.
+    assert!(waits.iter().max().unwrap() >= &500, "{waits:?}");
+    for s in &workers {
+        let total = s["end_ms"].as_u64().unwrap() - s["start_ms"].as_u64().unwrap();
+        let parts = ["queued_ms", "retry_wait_ms", "limit_wait_ms", "call_ms"];
+        let sum: u64 = parts.iter().map(|p| s[*p].as_u64().unwrap()).sum();
+        assert_eq!(sum, total, "the parts add up to the step's time: {s}");
+        assert!(s["call_ms"].as_u64().unwrap() < 400, "the call itself is ~200 ms: {s}");
+    }
+    let text = String::from_utf8(belt(&dir, &["runs", "trace", &id], None).stdout).unwrap();
+    assert!(text.contains("limits "), "{text}");
+}

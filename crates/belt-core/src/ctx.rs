@@ -229,6 +229,8 @@ pub(crate) struct Attempt {
     /// Milliseconds since the run started.
     started_ms: u64,
     pub attempts: u32,
+    /// Milliseconds the attempts waited for the provider's limits.
+    limit_wait_ms: u32,
 }
 
 /// What the phases of one call share: the step, its request and its hash.
@@ -533,6 +535,7 @@ impl Ctx {
                 Admitted::Ended(err) => return Served::Ended(err),
             };
             at.attempts += 1;
+            at.limit_wait_ms = at.limit_wait_ms.saturating_add(slot.waited_ms);
             tries += 1;
             let outcome = self.attempt(call, link, at, (worst, pool), policy.timeout).await;
             drop(permit);
@@ -1031,6 +1034,7 @@ impl Ctx {
         let s = &*self.shared;
         reply.outcome.duration_ms = at.started.elapsed().as_millis() as u64;
         reply.outcome.attempts = at.attempts;
+        reply.outcome.limit_wait_ms = at.limit_wait_ms;
         let step_record = StepRecord {
             step: spec.id.clone(),
             tier: spec.tier.clone(),
@@ -1067,6 +1071,7 @@ impl Ctx {
             started: Instant::now(),
             started_ms: self.shared.started.elapsed().as_millis() as u64,
             attempts: 0,
+            limit_wait_ms: 0,
         }
     }
 

@@ -267,6 +267,10 @@ pub struct Slot<'m> {
     /// The call's place under the shared limits. Boxed: most runs share nothing, and every
     /// waiting call holds a slot.
     shared: Option<Box<HeldTicket>>,
+    /// Milliseconds this call waited for the limits (a concurrent slot, the minute's
+    /// requests and tokens, a 429 pause, an open breaker): the time a trace shows as
+    /// "waiting for limits" rather than "in the provider".
+    pub waited_ms: u32,
 }
 
 /// What settling needs of a slot once its permit is back.
@@ -368,7 +372,10 @@ impl Limiter {
     /// process. Fails only when the store does.
     pub async fn acquire_shared(&self, slot: &mut Slot<'_>) -> Result<(), Unavailable> {
         let Some((provider, gate)) = self.shared.get() else { return Ok(()) };
+        let from = Instant::now();
         let ticket = gate.acquire(provider, &self.limits, slot.reserved_tokens).await?;
+        let waited = from.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
+        slot.waited_ms = slot.waited_ms.saturating_add(waited);
         slot.shared = Some(Box::new(HeldTicket::new(gate.clone(), self.limits, ticket)));
         Ok(())
     }
@@ -389,31 +396,47 @@ impl Limiter {
         tokens: u64,
         wait: BreakerWait,
     ) -> Result<Slot<'m>, LlmError> {
+        // What was waited, summed without reading the clock where the wait's length is known
+        // (a pause, a bucket's refill) or there was no wait (a free slot).
+        let mut waited = Duration::ZERO;
         let trial = match self.check_breaker(model) {
             Ok(trial) => trial,
             Err(open) => {
                 // The clock is read only here, on the rare path.
+                let from = Instant::now();
                 let until = match wait {
                     BreakerWait::FailFast => return Err(open),
                     BreakerWait::Until(until) => until,
-                    BreakerWait::For(d) => Instant::now() + d,
+                    BreakerWait::For(d) => from + d,
                 };
-                Box::pin(self.wait_out_breaker(model, open, until)).await?
+                let trial = Box::pin(self.wait_out_breaker(model, open, until)).await?;
+                waited += from.elapsed();
+                trial
             }
         };
         loop {
             let pause = self.lock().paused_until.and_then(|t| t.checked_duration_since(Instant::now()));
             match pause {
-                Some(p) if !p.is_zero() => tokio::time::sleep(p).await,
+                Some(p) if !p.is_zero() => {
+                    tokio::time::sleep(p).await;
+                    waited += p;
+                }
                 _ => break,
             }
         }
-        let permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| LlmError::Connection("limiter closed".into()))?;
+        let closed = |_| LlmError::Connection("limiter closed".into());
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return Err(LlmError::Connection("limiter closed".into()));
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let from = Instant::now();
+                let permit = self.slots.clone().acquire_owned().await.map_err(closed)?;
+                waited += from.elapsed();
+                permit
+            }
+        };
         let wait = {
             let mut s = self.lock();
             let now = Instant::now();
@@ -423,8 +446,10 @@ impl Limiter {
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
+            waited += wait;
         }
-        Ok(Slot { _permit: permit, model, reserved_tokens: tokens, trial, shared: None })
+        let waited_ms = waited.as_millis().min(u128::from(u32::MAX)) as u32;
+        Ok(Slot { _permit: permit, model, reserved_tokens: tokens, trial, shared: None, waited_ms })
     }
 
     /// Account for a finished call: refund unused tokens, adapt to 429s, move the breaker.
@@ -449,7 +474,7 @@ impl Limiter {
         used_tokens: u64,
         outcome: Result<(), &LlmError>,
     ) -> Option<BreakerChange> {
-        let Slot { _permit: permit, model, reserved_tokens, trial, shared } = slot;
+        let Slot { _permit: permit, model, reserved_tokens, trial, shared, .. } = slot;
         let slot = SlotInfo { model, trial };
         drop(permit);
         if let Some(ticket) = shared {
@@ -633,6 +658,30 @@ mod tests {
         // 60 fit in the first minute's bucket; the next two wait a second each.
         let waited = start.elapsed();
         assert!(waited >= Duration::from_millis(1990) && waited < Duration::from_secs(3), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_says_how_long_it_waited_for_the_limits() {
+        let l =
+            Arc::new(Limiter::new(Limits { max_concurrency: Some(1), rpm: Some(60), ..Limits::default() }));
+        let first = l.acquire("m", 0).await.unwrap();
+        assert_eq!(first.waited_ms, 0, "a free slot is not a wait");
+        let waiter = tokio::spawn({
+            let l = l.clone();
+            async move { l.acquire("m", 0).await.map(|s| s.waited_ms) }
+        });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        l.settle(first, 0, Ok(()));
+        let waited = waiter.await.unwrap().unwrap();
+        assert!((690..=760).contains(&waited), "the concurrent slot's wait: {waited} ms");
+        // The minute's requests run out (60 at 1 a second, 0.7 s of which have refilled
+        // 0.7 of one): the rest of the refill, 0.3 s, is the wait.
+        for _ in 0..58 {
+            let slot = l.acquire("m", 0).await.unwrap();
+            l.settle(slot, 0, Ok(()));
+        }
+        let slot = l.acquire("m", 0).await.unwrap();
+        assert!((290..=310).contains(&slot.waited_ms), "{}", slot.waited_ms);
     }
 
     #[tokio::test(start_paused = true)]

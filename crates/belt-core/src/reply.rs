@@ -52,6 +52,14 @@ pub struct StepOutcome {
     /// The answering model has no known price: `cost_usd` is then unknown, not 0.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unpriced: bool,
+    /// Of `duration_ms`, the milliseconds its attempts waited for the provider's limits
+    /// (a concurrent slot, requests or tokens per minute, a 429 pause, an open breaker).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub limit_wait_ms: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl StepOutcome {

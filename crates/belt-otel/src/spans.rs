@@ -843,6 +843,9 @@ fn outcome_attributes(span: &mut Span, outcome: &StepOutcome, requested: &Arc<st
     if outcome.unpriced {
         span.attributes.push(KeyValue::bool("belt.unpriced", true));
     }
+    if outcome.limit_wait_ms > 0 {
+        span.attributes.push(KeyValue::int("belt.limit_wait_ms", i64::from(outcome.limit_wait_ms)));
+    }
 }
 
 fn set_error(span: &mut Span, kind: &str, message: &str) {

@@ -79,6 +79,7 @@ fn write_kind(kind: &EventKind, out: &mut Vec<u8>) -> serde_json::Result<()> {
                     reported_usage,
                     finish_reason,
                     unpriced,
+                    limit_wait_ms,
                 },
             recorded_cost_usd,
         } => {
@@ -124,6 +125,10 @@ fn write_kind(kind: &EventKind, out: &mut Vec<u8>) -> serde_json::Result<()> {
             }
             if *unpriced {
                 out.extend_from_slice(br#","unpriced":true"#);
+            }
+            if *limit_wait_ms != 0 {
+                out.extend_from_slice(br#","limit_wait_ms":"#);
+                serde_json::to_writer(&mut *out, limit_wait_ms)?;
             }
             if let Some(cost) = recorded_cost_usd {
                 out.extend_from_slice(br#","recorded_cost_usd":"#);
@@ -244,6 +249,7 @@ mod tests {
                             reported_usage: cached.then(|| Box::new(Usage::new(1 << 40, 7))),
                             finish_reason: replayed.then(|| Arc::from(model.as_ref())),
                             unpriced: cached,
+                            limit_wait_ms: if replayed { 0 } else { 120 },
                         };
                         let recorded_cost_usd = replayed.then_some(cost_usd);
                         kinds.push(EventKind::StepCompleted {

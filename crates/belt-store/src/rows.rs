@@ -101,5 +101,7 @@ where
         reported_usage,
         finish_reason: col::<Option<String>, R>(r, "finish_reason")?.map(Arc::from),
         unpriced: col(r, "unpriced")?,
+        // Not a column: the step's `step_completed` event keeps it (for `belt runs trace`).
+        limit_wait_ms: 0,
     })
 }
