@@ -273,11 +273,14 @@ impl Exporter {
     }
 }
 
+/// Where a [`Feed`] hands a run's events to its pump, a batch at a time.
+type Batches = mpsc::UnboundedSender<Vec<Arc<Event>>>;
+
 /// Events of many runs, each handed to its run's pump. See [`Exporter::feed`].
 pub struct Feed {
     exporter: Exporter,
     store: Option<Arc<dyn RunStore>>,
-    runs: std::sync::Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Vec<Arc<Event>>>>>,
+    runs: std::sync::Mutex<HashMap<Arc<str>, Batches>>,
 }
 
 impl Feed {
