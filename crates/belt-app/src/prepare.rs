@@ -454,6 +454,11 @@ impl Common {
         if let Some(c) = spec.cache {
             in_range(CACHE, c, 1, MAX_CACHE_SECS)?;
         }
+        if let Some(t) = &spec.traceparent {
+            belt_core::event::TraceParent::parse(t).map_err(|why| {
+                AppError::Invalid(format!("traceparent (--traceparent, TRACEPARENT): {why}"))
+            })?;
+        }
         if let Some(r) = spec.sim_fail_rate {
             unit(SIM_FAIL_RATE, r)?;
         }
@@ -495,6 +500,7 @@ impl Common {
         }
         options.cache_ttl = spec.cache.map(Duration::from_secs);
         options.budget_pool = self.pool.clone();
+        options.traceparent = spec.traceparent.clone();
     }
 }
 

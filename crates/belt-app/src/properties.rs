@@ -334,6 +334,7 @@ fn wild_spec() -> impl Strategy<Value = RunSpec> {
             approve_all,
             hitl_timeout,
             cache,
+            traceparent: None,
             workflow,
             workflow_format,
             workflow_file,

@@ -150,6 +150,12 @@ pub struct RunSpec {
     /// cost nothing and are marked in events).
     #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     pub cache: Option<u64>,
+    /// The caller's W3C trace context, `00-<32 hex>-<16 hex>-<2 hex>` (over HTTP, the
+    /// request's `traceparent` header): with OpenTelemetry export on, the run's spans go
+    /// into the caller's trace, under the caller's span. Recorded with the run, so a resumed
+    /// run joins the same trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 
     /// The text of a belt workflow file (YAML or TOML, as `belt init` writes them) to run
     /// instead of a task and pattern; its inputs go in `inputs`.

@@ -436,6 +436,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS")]
     pub hitl_timeout: Option<u64>,
 
+    /// With OpenTelemetry export on, put the run into this W3C trace context (the caller's
+    /// trace, under its span): 00-<32 hex>-<16 hex>-<2 hex>
+    #[arg(long, env = "TRACEPARENT", value_name = "TRACEPARENT")]
+    pub traceparent: Option<String>,
+
     /// Serve identical requests from the store's response cache for this many seconds
     /// (hits cost nothing and are marked in events).
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "86400")]

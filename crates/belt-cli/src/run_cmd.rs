@@ -81,6 +81,7 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
         approve_all: args.approve_all,
         hitl_timeout: args.hitl_timeout,
         cache: args.cache,
+        traceparent: args.traceparent.clone(),
         workflow,
         workflow_format,
         workflow_file,

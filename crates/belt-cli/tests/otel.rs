@@ -196,6 +196,16 @@ fn a_dead_collector_is_one_warning_and_the_run_succeeds() {
 }
 
 #[test]
+fn a_bad_traceparent_is_refused_with_the_format() {
+    let dir = Dir::new("otel-traceparent");
+    let mut cmd = command(&dir, &["run", "Plan a city park", "--agents", "2"], None);
+    cmd.env("TRACEPARENT", "00-abc-01");
+    let out = wait(cmd.spawn().unwrap(), Duration::from_secs(60));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("00-<32 hex digits>"), "{}", stderr(&out));
+}
+
+#[test]
 fn other_protocols_are_refused_with_what_to_do() {
     let dir = Dir::new("otel-grpc");
     let mut cmd = command(&dir, &["run", "Plan a city park", "--agents", "2"], None);
@@ -217,16 +227,31 @@ fn belt_serve_sends_its_runs() {
     s.wait_listening();
     let token = std::fs::read_to_string(s.home.join("api-token")).unwrap().trim().to_string();
     let body = r#"{"task": "Plan a city park", "agents": 3}"#;
-    let (status, answer) =
-        common::serve::http(&s.base, "POST", "/v1/runs", Some(&token), Some(body)).unwrap();
+    // The caller's trace context, as a traced HTTP client sends it.
+    let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let (status, answer) = common::serve::http_with(
+        &s.base,
+        "POST",
+        "/v1/runs",
+        Some(&token),
+        Some(body),
+        &[("traceparent", caller)],
+    )
+    .unwrap();
     assert_eq!(status, 202, "{answer}");
     let run_id =
         serde_json::from_str::<serde_json::Value>(&answer).unwrap()["run_id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let spans = collector.spans();
-        if let Some(root) = spans.iter().find(|s| s.parent_span_id.is_empty()) {
+        if let Some(root) = spans.iter().find(|s| s.name.starts_with("invoke_workflow")) {
             assert_eq!(text(attr(root, "belt.run_id")), run_id);
+            assert_eq!(
+                root.parent_span_id,
+                [0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31],
+                "under the caller's span"
+            );
+            assert_eq!(root.trace_id[..2], [0x0a, 0xf7], "in the caller's trace");
             for worker in ["worker/001", "worker/002", "worker/003"] {
                 assert_eq!(count(&spans, &format!("invoke_agent {worker}")), 1, "{spans:?}");
             }

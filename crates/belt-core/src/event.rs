@@ -48,6 +48,10 @@ pub enum EventKind {
         agents: Option<usize>,
         concurrency: usize,
         simulated: bool,
+        /// The caller's W3C trace context ([`crate::RunOptions::traceparent`]): a trace
+        /// exporter puts the run under that span.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
     },
     PlanReady {
         subtasks: usize,
@@ -194,6 +198,55 @@ pub enum PlanSource {
     Orchestrator,
 }
 
+/// A W3C trace context (`traceparent`: `00-<32 hex trace id>-<16 hex span id>-<2 hex
+/// flags>`), the one format every tracing system propagates: how a caller's trace reaches
+/// a run ([`crate::RunOptions::traceparent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub flags: u8,
+}
+
+impl TraceParent {
+    /// Parse a `traceparent` value; the error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<TraceParent, String> {
+        let bad = |why: &str| {
+            let shown: String = text.chars().take(80).collect();
+            format!(
+                "`{shown}` is not a W3C traceparent ({why}); expected 00-<32 hex digits>-<16 hex digits>-<2 hex digits>, e.g. 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            )
+        };
+        let parts: Vec<&str> = text.trim().split('-').collect();
+        let [version, trace, span, flags, ..] = parts[..] else { return Err(bad("not four parts")) };
+        if version.len() != 2 || version == "ff" || u8::from_str_radix(version, 16).is_err() {
+            return Err(bad("a bad version"));
+        }
+        if version == "00" && parts.len() != 4 {
+            return Err(bad("version 00 has four parts"));
+        }
+        let hex = |s: &str, out: &mut [u8]| -> bool {
+            s.len() == out.len() * 2
+                && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                && out
+                    .iter_mut()
+                    .enumerate()
+                    .all(|(i, o)| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map(|v| *o = v).is_ok())
+        };
+        let (mut trace_id, mut span_id, mut flag) = ([0u8; 16], [0u8; 8], [0u8; 1]);
+        if !hex(trace, &mut trace_id) || trace_id == [0; 16] {
+            return Err(bad("the trace id is not 32 lowercase hex digits, not all zero"));
+        }
+        if !hex(span, &mut span_id) || span_id == [0; 8] {
+            return Err(bad("the span id is not 16 lowercase hex digits, not all zero"));
+        }
+        if !hex(flags, &mut flag) {
+            return Err(bad("the flags are not 2 hex digits"));
+        }
+        Ok(TraceParent { trace_id, span_id, flags: flag[0] })
+    }
+}
+
 impl EventKind {
     /// The `type` tag as it appears in JSON.
     pub fn type_name(&self) -> &'static str {
@@ -326,6 +379,33 @@ impl EventBus {
         // A panic while holding this lock cannot leave BusInner half-updated in a way that
         // matters (a counter and a list), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod traceparent_tests {
+    use super::TraceParent;
+
+    #[test]
+    fn a_traceparent_is_read_or_refused_with_the_format() {
+        let t = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(t.trace_id[0], 0x4b);
+        assert_eq!(t.span_id[7], 0xb7);
+        assert_eq!(t.flags, 1);
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6-00f067aa0ba902b7-01",
+        ] {
+            let err = TraceParent::parse(bad).unwrap_err();
+            assert!(err.contains("00-<32 hex digits>"), "{bad}: {err}");
+        }
+        // A later version may add parts after the flags.
+        assert!(TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").is_ok());
     }
 }
 

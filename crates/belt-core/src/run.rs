@@ -87,6 +87,13 @@ pub struct RunOptions {
     /// ([`crate::tools::Toolbox`]).
     #[serde(skip)]
     pub tools: crate::tools::Toolbox,
+    /// The caller's W3C trace context (a `traceparent` header's value,
+    /// `00-<trace id>-<span id>-<flags>`), carried by the `run_started` event: an
+    /// OpenTelemetry exporter (belt-otel) then puts the run's spans under the caller's span,
+    /// in the caller's trace, instead of a trace of the run's own. Check it with
+    /// [`crate::event::TraceParent::parse`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// How long a plan review waits for an answer before it takes its default, rejection.
@@ -122,6 +129,7 @@ impl Default for RunOptions {
             budget_pool: None,
             review_plan: false,
             tools: Default::default(),
+            traceparent: None,
         }
     }
 }
@@ -609,6 +617,7 @@ async fn drive<O: Orchestrator>(orch: O, ctx: Ctx, task: Task, options: RunOptio
             agents: orch.agents().or(options.plan.as_ref().map(Vec::len)),
             concurrency: options.concurrency,
             simulated,
+            traceparent: options.traceparent.clone(),
         },
     );
     let mut finish = Finish { ctx: &ctx, task: &task, pattern: orch.name(), shape: Vec::new() };

@@ -118,6 +118,8 @@ pub struct RunTracer {
     agents: HashMap<Arc<str>, AgentAgg>,
     plan_step_seen: bool,
     last_ts: u64,
+    /// The caller's span the run's root span is under (its `traceparent`), if any.
+    caller: Option<[u8; 8]>,
 }
 
 /// The trace id of a run: the same for every segment of it, and computable from the run id
@@ -189,6 +191,7 @@ impl RunTracer {
             agents: HashMap::new(),
             plan_step_seen: false,
             last_ts: 0,
+            caller: None,
         }
     }
 
@@ -257,7 +260,8 @@ impl RunTracer {
         let ts = nanos(&e.ts);
         self.last_ts = self.last_ts.max(ts);
         match (&e.kind, &e.step) {
-            (EventKind::RunStarted { pattern, task, agents, concurrency, simulated }, _) => {
+            (EventKind::RunStarted { pattern, task, agents, concurrency, simulated, traceparent }, _) => {
+                self.join_caller(traceparent.as_deref());
                 self.start_segment(e.seq, ts, pattern, task, (*agents, *concurrency, *simulated));
             }
             (EventKind::PlanReady { subtasks, shape, source }, _) => {
@@ -335,6 +339,15 @@ impl RunTracer {
         self.end_segment(end, Vec::new(), Some("the run's events ended before run_finished"), out);
     }
 
+    /// A run started with the caller's trace context joins the caller's trace, under the
+    /// caller's span; a context that does not parse is ignored (the front ends check it
+    /// before the run starts, so only a hand-made `RunOptions` can get here with one).
+    fn join_caller(&mut self, traceparent: Option<&str>) {
+        let Some(Ok(t)) = traceparent.map(belt_core::event::TraceParent::parse) else { return };
+        self.trace_id = t.trace_id;
+        self.caller = Some(t.span_id);
+    }
+
     fn start_segment(
         &mut self,
         seq: u64,
@@ -375,7 +388,7 @@ impl RunTracer {
         let Some(root) = self.root.take() else { return };
         let mut span =
             self.span(Name::new("invoke_workflow", root.pattern), root.id, [0; 8], (root.start, ts));
-        span.parent_span_id = None;
+        span.parent_span_id = self.caller;
         span.attributes.extend(root.attributes);
         span.attributes.extend(attrs);
         span.events = root.events;

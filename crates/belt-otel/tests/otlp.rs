@@ -323,6 +323,31 @@ async fn a_resumed_run_is_in_the_same_trace_its_replayed_steps_marked_and_not_ca
 }
 
 #[tokio::test]
+async fn a_run_given_the_callers_trace_context_is_a_child_of_the_callers_span() {
+    let (url, got) = receiver().await;
+    let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+    let mut o =
+        RunOptions::default().with_provider(Arc::new(ScriptedProvider::new("t"))).with_store(store.clone());
+    o.policies = quick();
+    o.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    let (result, _) = traced(o, config(&url), &store).await;
+    assert_eq!(result.status, RunStatus::Completed);
+    let spans = got.spans.lock().unwrap().clone();
+    let caller_trace = hex("4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(
+        spans.len() > 12 && spans.iter().all(|s| s.trace_id == caller_trace),
+        "all in the caller's trace"
+    );
+    let root = one(&spans, "invoke_workflow cascade");
+    assert_eq!(root.parent_span_id, hex("00f067aa0ba902b7"), "under the caller's span");
+    assert!(spans.iter().all(|s| !s.parent_span_id.is_empty()), "no other root");
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+#[tokio::test]
 async fn a_dead_collector_neither_fails_nor_slows_the_run() {
     // A port nobody listens on.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -133,9 +133,16 @@ fn info_of_live(run: &LiveRun) -> RunInfo {
 
 pub(crate) async fn create_run(
     State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
     body: Result<Json<belt_app::RunSpec>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(request) = body?;
+    let Json(mut request) = body?;
+    // The caller's trace context, as every traced HTTP client sends it (the body's wins).
+    if request.traceparent.is_none()
+        && let Some(t) = headers.get("traceparent").and_then(|v| v.to_str().ok())
+    {
+        request.traceparent = Some(t.to_string());
+    }
     let run = app.manager.submit(request).await?;
     let status = match run.phase() {
         Phase::Queued => "queued",
