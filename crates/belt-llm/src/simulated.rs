@@ -626,8 +626,13 @@ fn reply(model: &str, request: &LlmRequest, content: u64) -> LlmReply {
                     Some(s) => format!("{{\"strategy\": \"{s}\", \"{}\": ", shape.field),
                     None => format!("{{\"{}\": ", shape.field),
                 };
-                let style = PlanStyle { strategy, dependencies: shape.dependencies, fault: PlanFault::of(model, request) };
-                let (list, cut) = decomposition(request, content, budget.saturating_sub(head.len() + 2), &style);
+                let style = PlanStyle {
+                    strategy,
+                    dependencies: shape.dependencies,
+                    fault: PlanFault::of(model, request),
+                };
+                let (list, cut) =
+                    decomposition(request, content, budget.saturating_sub(head.len() + 2), &style);
                 (format!("{head}{list}}}"), cut)
             }
             None => decomposition(request, content, budget, &PlanStyle::default()),
@@ -873,9 +878,15 @@ fn aspects_of(strategy: Option<&str>) -> &'static [Aspect] {
 /// Words of a task that make the simulated decomposer choose a strategy (in this order);
 /// a task with none of them is research.
 const STRATEGY_WORDS: [(&str, &[&str]); 3] = [
-    ("software", &["app", "api", "build", "code", "develop", "implement", "library", "program", "software", "website"]),
+    (
+        "software",
+        &["app", "api", "build", "code", "develop", "implement", "library", "program", "software", "website"],
+    ),
     ("planning", &["launch", "migrate", "migration", "organize", "plan", "roadmap", "schedule", "trip"]),
-    ("analysis", &["analyse", "analyze", "compare", "data", "dataset", "evaluate", "measure", "metrics", "sales"]),
+    (
+        "analysis",
+        &["analyse", "analyze", "compare", "data", "dataset", "evaluate", "measure", "metrics", "sales"],
+    ),
 ];
 
 /// What a plan's schema asks for besides the list: `{"strategy": <enum>, "subtasks":
@@ -898,7 +909,10 @@ impl<'s> PlanShape<'s> {
         let mut arrays = props.iter().filter(|(_, p)| is_array(p));
         let (field, list) = arrays.next()?;
         let others = props.keys().filter(|k| *k != field && k.as_str() != "strategy").count();
-        if arrays.next().is_some() || others > 0 || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if arrays.next().is_some()
+            || others > 0
+            || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return None;
         }
         let strategies = props
@@ -951,9 +965,9 @@ impl PlanFault {
     fn of(model: &str, request: &LlmRequest) -> Self {
         let asked_again = request.messages.len() > 1;
         let on = |name: &str| {
-            model.split(['/', ',', '+']).any(|part| {
-                part == name || (part.strip_prefix(name) == Some("-once") && !asked_again)
-            })
+            model
+                .split(['/', ',', '+'])
+                .any(|part| part == name || (part.strip_prefix(name) == Some("-once") && !asked_again))
         };
         PlanFault { duplicates: on("plan-duplicates"), empty: on("plan-empty"), cycle: on("plan-cycle") }
     }
@@ -2260,6 +2274,93 @@ mod tests {
         let reply = ok(&provider, &request, "decompose");
         let value: serde_json::Value = serde_json::from_str(&reply.text).unwrap();
         assert_eq!(value["subtasks"].as_array().map(Vec::len), Some(7), "{}", reply.text);
+    }
+
+    /// The decomposition request the cascade writes for `task`.
+    fn cascade_request(
+        task: &str,
+        strategy: belt_core::Strategy,
+        min: Option<usize>,
+        max: usize,
+    ) -> LlmRequest {
+        let mut cascade = belt_core::Cascade::new(max, "simulated/default");
+        cascade.strategy = strategy;
+        cascade.min_agents = min;
+        cascade.decomposition().request(&belt_core::Task::new(task))
+    }
+
+    fn object(reply: &LlmReply) -> serde_json::Value {
+        serde_json::from_str(&reply.text).unwrap_or_else(|e| panic!("{e}: {}", reply.text))
+    }
+
+    #[test]
+    fn a_cascade_plan_has_the_strategy_asked_for_or_chosen_and_its_dependencies() {
+        use belt_core::Strategy;
+        let provider = instant(1);
+        let reply =
+            ok(&provider, &cascade_request("Plan a city park", Strategy::Software, None, 6), "decompose");
+        let v = object(&reply);
+        assert_eq!(v["strategy"], "software");
+        let items = v["subtasks"].as_array().unwrap();
+        assert_eq!(items.len(), 6);
+        assert!(items[0]["description"].as_str().unwrap().starts_with("Requirements"));
+        assert_eq!(items[0]["dependencies"], serde_json::json!([]));
+        assert_eq!(items[2]["dependencies"], serde_json::json!([2]), "implementation after architecture");
+        // Auto: chosen from the task's words, research when none match.
+        for (task, expected) in [
+            ("Build a REST API for invoices", "software"),
+            ("Plan the launch of a new product", "planning"),
+            ("Compare the sales data of 2023 and 2024", "analysis"),
+            ("The history of the printing press", "research"),
+        ] {
+            let reply = ok(&provider, &cascade_request(task, Strategy::Auto, None, 3), "decompose");
+            assert_eq!(object(&reply)["strategy"], expected, "{task}");
+        }
+    }
+
+    #[test]
+    fn a_plan_in_a_range_has_a_count_within_it_that_depends_on_the_request() {
+        let provider = instant(2);
+        let counts: std::collections::BTreeSet<usize> = (0..24)
+            .map(|i| {
+                let request =
+                    cascade_request(&format!("Task number {i}"), belt_core::Strategy::Research, Some(3), 6);
+                let reply = ok(&provider, &request, "decompose");
+                object(&reply)["subtasks"].as_array().unwrap().len()
+            })
+            .collect();
+        assert!(counts.iter().all(|n| (3..=6).contains(n)), "{counts:?}");
+        assert!(counts.len() > 1, "the count varies with the task: {counts:?}");
+    }
+
+    #[test]
+    fn plan_faults_by_model_name_and_once_only_on_the_first_ask() {
+        let provider = instant(3);
+        let request = cascade_request("Build an app", belt_core::Strategy::Software, None, 4);
+        let items = |model: &str, request: &LlmRequest| -> Vec<serde_json::Value> {
+            let reply = provider.simulate(model, request, &call("decompose", 1)).result.unwrap();
+            assert!(reply.simulated);
+            object(&reply)["subtasks"].as_array().unwrap().clone()
+        };
+        let dup = items("plan-duplicates", &request);
+        assert_eq!(dup[0]["description"], dup[1]["description"]);
+        let empty = items("plan-empty", &request);
+        assert_eq!(empty[3]["description"], "");
+        let cycle = items("plan-cycle", &request);
+        assert_eq!(cycle[0]["dependencies"], serde_json::json!([4]));
+        assert_eq!(cycle[3]["dependencies"], serde_json::json!([1]));
+        let sound = items("default", &request);
+        assert_ne!(sound[0]["description"], sound[1]["description"]);
+        // Asked again (a longer conversation): `-once` faults are gone, others stay.
+        let mut again = request.clone();
+        again.messages.push(belt_core::llm::Message::assistant("[]"));
+        again.messages.push(belt_core::llm::Message::user("Again, without duplicates."));
+        let fixed = items("plan-duplicates-once", &again);
+        assert_ne!(fixed[0]["description"], fixed[1]["description"]);
+        let first = items("plan-duplicates-once", &request);
+        assert_eq!(first[0]["description"], first[1]["description"]);
+        let still = items("plan-duplicates", &again);
+        assert_eq!(still[0]["description"], still[1]["description"]);
     }
 
     #[test]

@@ -635,7 +635,7 @@ impl Decomposer {
 
     /// The decomposition request: the prompt, the strategy's guidance and the schema of
     /// `{"strategy", "subtasks": [{description, specialization, priority, dependencies}]}`.
-    fn request(&self, task: &Task) -> LlmRequest {
+    pub fn request(&self, task: &Task) -> LlmRequest {
         let (min, max) = (self.min, self.max);
         let count = if min == max {
             format!("exactly {max}")
