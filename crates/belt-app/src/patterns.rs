@@ -8,14 +8,18 @@
 use std::sync::Arc;
 
 use belt_core::patterns::Refine;
-use belt_core::{Cascade, Dynamic, Flow, Orchestrator, Swarm, SynthesizeMode};
+use belt_core::{Cascade, Dynamic, Flow, Orchestrator, Strategy, Swarm, SynthesizeMode};
 use serde::Serialize;
 
 /// What a pattern builder gets: the spec's choices, checked and with defaults applied.
 #[derive(Debug, Clone)]
 pub struct Team {
-    /// Workers (subtasks).
+    /// Workers (subtasks); the most of them with `min_agents`.
     pub agents: usize,
+    /// The fewest workers when the decomposer chooses how many (cascade).
+    pub min_agents: Option<usize>,
+    /// How the cascade's decomposer splits the task.
+    pub strategy: Strategy,
     pub models: TierModels,
     pub group_size: usize,
     pub synthesize: SynthesizeMode,
@@ -252,6 +256,8 @@ pub(crate) fn runnable(name: &str) -> Result<&'static Pattern, String> {
 
 fn cascade(t: &Team) -> Arc<dyn Orchestrator> {
     let mut cascade = Cascade::new(t.agents, &t.models.base);
+    cascade.min_agents = t.min_agents;
+    cascade.strategy = t.strategy;
     cascade.group_size = t.group_size;
     cascade.synthesize = t.synthesize;
     cascade.refine = t.refine as usize;
@@ -343,6 +349,8 @@ mod tests {
         };
         let team = Team {
             agents: 3,
+            min_agents: None,
+            strategy: Strategy::Auto,
             models,
             group_size: 5,
             synthesize: SynthesizeMode::Auto,

@@ -319,12 +319,14 @@ impl App {
         }
         let pattern = patterns::runnable(spec.pattern()).map_err(AppError::Invalid)?;
         let plan = check_plan(spec)?;
-        let agents = match &plan {
-            Some(plan) => plan.len(),
-            None => in_range(AGENTS, spec.agents.unwrap_or(5), 1, MAX_AGENTS)? as usize,
+        let (agents, min_agents) = match &plan {
+            Some(plan) => (plan.len(), None),
+            None => agent_count(spec)?,
         };
         let team = Team {
             agents,
+            min_agents,
+            strategy: spec.strategy.unwrap_or_default(),
             models: tier_models(spec),
             group_size: in_range(GROUP_SIZE, spec.group_size.unwrap_or(5), 2, 1000)? as usize,
             synthesize: spec.synthesize.unwrap_or(SynthesizeMode::Auto),
@@ -364,6 +366,32 @@ impl App {
 }
 
 const AGENTS: Field = Field::new("agents", "--agents");
+const MIN_AGENTS: Field = Field::new("min_agents", "--min-agents");
+const MOST_AGENTS: Field = Field::new("max_agents", "--max-agents");
+
+/// The workers a spec asks for: exactly `agents` (default 5), or the most of a range
+/// `min_agents..=max_agents` and its fewest.
+fn agent_count(spec: &RunSpec) -> Result<(usize, Option<usize>), AppError> {
+    if spec.min_agents.is_none() && spec.max_agents.is_none() {
+        return Ok((in_range(AGENTS, spec.agents.unwrap_or(5), 1, MAX_AGENTS)? as usize, None));
+    }
+    if spec.agents.is_some() {
+        return Err(AppError::Invalid(
+            "agents (--agents) is an exact number and min_agents/max_agents (--min-agents/--max-agents) a \
+             range the decomposer chooses in; give one or the other"
+                .into(),
+        ));
+    }
+    let min = in_range(MIN_AGENTS, spec.min_agents.unwrap_or(1), 1, MAX_AGENTS)?;
+    let max = in_range(MOST_AGENTS, spec.max_agents.unwrap_or(min.max(5)), 1, MAX_AGENTS)?;
+    if min > max {
+        return Err(AppError::Invalid(format!(
+            "min_agents (--min-agents) is {min} but max_agents (--max-agents) is {max}; the fewest agents \
+             must be at most the most"
+        )));
+    }
+    Ok((max as usize, Some(min as usize)))
+}
 const CONCURRENCY: Field = Field::new("concurrency", "--concurrency");
 const GROUP_SIZE: Field = Field::new("group_size", "--group-size");
 const REFINE: Field = Field::new("refine", "--refine");

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use belt_core::{Subtask, SynthesizeMode};
+use belt_core::{Strategy, Subtask, SynthesizeMode};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,23 @@ pub struct RunSpec {
     #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub agents: Option<u32>,
+    // Smarter decomposition (issue 16): a range instead of `agents`, and the strategy.
+    /// The fewest worker agents, when the decomposer chooses how many (cascade; 1 to
+    /// 100000): instead of `agents`, with `max_agents`. Alone, `max_agents` is the larger of
+    /// it and 5.
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub min_agents: Option<u32>,
+    /// The most worker agents, when the decomposer chooses how many (cascade; 1 to 100000):
+    /// instead of `agents`, with `min_agents` (default 1).
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_agents: Option<u32>,
+    /// How the cascade's decomposer splits the task: `auto` (it chooses from the task, in the
+    /// same call), `research`, `software`, `analysis` or `planning`; each has its own template
+    /// plan for when the model's plan is unusable. Default: auto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
     /// The subtasks, instead of a decomposition by the model: `[{id, description,
     /// specialization, priority, dependencies}]`. Their count is the number of workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

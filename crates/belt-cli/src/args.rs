@@ -309,6 +309,19 @@ pub struct RunArgs {
     /// Number of worker agents (subtasks), 1-100000 [default: 5]
     #[arg(short = 'n', long, allow_negative_numbers = true)]
     pub agents: Option<u32>,
+    // Smarter decomposition (issue 16).
+    /// The fewest worker agents: the decomposer chooses how many, from --min-agents to
+    /// --max-agents (cascade) [default: 1]
+    #[arg(long, value_name = "N", conflicts_with = "agents", allow_negative_numbers = true)]
+    pub min_agents: Option<u32>,
+    /// The most worker agents, the decomposer choosing how many (cascade) [default: the
+    /// larger of --min-agents and 5]
+    #[arg(long, value_name = "N", conflicts_with = "agents", allow_negative_numbers = true)]
+    pub max_agents: Option<u32>,
+    /// How the task is decomposed: auto (the decomposer chooses from the task), research,
+    /// software, analysis or planning (cascade) [default: auto]
+    #[arg(long, value_parser = parse_strategy)]
+    pub strategy: Option<belt_core::Strategy>,
 
     /// Orchestration pattern: cascade, swarm, iterative, dynamic or coder (`belt patterns` lists
     /// them all; the others run from Rust and workflow files) [default: cascade]
@@ -455,6 +468,10 @@ pub struct RunArgs {
     /// Fraction of simulated calls that fail (429, 500 or timeout), from 0 to 1 [default: 0]
     #[arg(long, allow_negative_numbers = true)]
     pub sim_fail_rate: Option<f64>,
+}
+
+fn parse_strategy(s: &str) -> Result<belt_core::Strategy, String> {
+    s.parse()
 }
 
 fn parse_synthesize(s: &str) -> Result<SynthesizeMode, String> {

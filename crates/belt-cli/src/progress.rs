@@ -149,6 +149,15 @@ impl Progress {
                 let subtasks = plural(*templated, "template subtask");
                 self.line(format!("plan fallback: {reason}; {subtasks} used"));
             }
+            EventKind::StrategyChosen { strategy, auto } => {
+                let by = if *auto { "chosen by the decomposer" } else { "as asked" };
+                self.line(format!("strategy: {strategy} ({by})"));
+            }
+            EventKind::PlanRejected { reason, attempt } => {
+                let next = if *attempt == 1 { "asking once more" } else { "the template fills in" };
+                self.line(format!("plan rejected: {reason}; {next}"));
+            }
+            EventKind::PlanRepaired { reason, .. } => self.line(format!("plan repaired: {reason}")),
             EventKind::TierStarted { tier, level, count } => {
                 let (name, count) =
                     if self.own_steps { ("steps".to_string(), 0) } else { (tier_name(tier, *level), *count) };

@@ -200,6 +200,40 @@ async fn a_run_with_tools_over_http_calls_them_and_an_unknown_tool_is_refused() 
     assert!(body.contains("unknown tool `calculater` (did you mean `calculator`?)"), "{body}");
 }
 
+/// The decomposition's options over HTTP are the spec's fields, as `belt run`'s flags are:
+/// `strategy`, `min_agents` and `max_agents`; a range with `agents` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strategy_and_an_agent_range_over_http_shape_the_plan() {
+    let mut s = start("decompose", &["--addr", "127.0.0.1:0"], Some("plan-token"));
+    s.wait_listening();
+    let c = client();
+    let body = json!({"task": "Compare the sales data of two shops", "strategy": "analysis",
+                      "min_agents": 2, "max_agents": 4, "sim_latency_ms": 1});
+    let r = c.post(format!("{}/v1/runs", s.base)).bearer_auth("plan-token").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let accepted: Value = r.json().await.unwrap();
+    let id = accepted["run_id"].as_str().unwrap().to_string();
+    let r = c
+        .get(format!("{}{}", s.base, accepted["events_url"].as_str().unwrap()))
+        .bearer_auth("plan-token")
+        .send()
+        .await
+        .unwrap();
+    let text =
+        tokio::time::timeout(Duration::from_secs(60), r.text()).await.expect("the stream ends").unwrap();
+    assert!(text.contains("\"strategy_chosen\"") && text.contains("\"analysis\""), "{text}");
+    let view: Value = get_json(&c, format!("{}/v1/runs/{id}", s.base), "plan-token").await;
+    let plan = view["result"]["plan"].as_array().unwrap();
+    assert!((2..=4).contains(&plan.len()), "{plan:?}");
+    assert!(plan[0]["description"].as_str().unwrap().starts_with("Framing"), "{plan:?}");
+
+    let bad = json!({"task": "x", "agents": 3, "max_agents": 4});
+    let r = c.post(format!("{}/v1/runs", s.base)).bearer_auth("plan-token").json(&bad).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("give one or the other"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_file_runs_over_http_and_its_mistakes_come_back_with_line_and_column() {
     let mut s = start("workflow", &["--addr", "127.0.0.1:0"], Some("wf-token"));

@@ -64,6 +64,27 @@ pub enum EventKind {
         /// How many subtasks came from templates instead of the model.
         templated: usize,
     },
+    // Smarter decomposition (issue 16): the strategy, the quality check, the repair.
+    /// The decomposition strategy the plan follows (`research`, `software`, `analysis`,
+    /// `planning`); `auto` when the decomposer chose it from the task (`--strategy auto`).
+    StrategyChosen {
+        strategy: String,
+        auto: bool,
+    },
+    /// The decomposer's plan failed the quality check (duplicate or empty subtasks). After
+    /// attempt 1 the decomposer is asked once more, with the problems stated; after
+    /// attempt 2 the bad subtasks are dropped and templates fill in (`plan_fallback`).
+    PlanRejected {
+        reason: String,
+        attempt: u32,
+    },
+    /// Dependencies of the decomposer's plan that could not stand were removed: on an
+    /// unknown or dropped subtask, on itself, or closing a cycle. The run goes on.
+    PlanRepaired {
+        reason: String,
+        /// `[subtask, dependency]` pairs removed.
+        removed: Vec<(String, String)>,
+    },
     StepStarted {
         tier: Tier,
         model: Arc<str>,
@@ -254,6 +275,9 @@ impl EventKind {
             EventKind::RunStarted { .. } => "run_started",
             EventKind::PlanReady { .. } => "plan_ready",
             EventKind::PlanFallback { .. } => "plan_fallback",
+            EventKind::StrategyChosen { .. } => "strategy_chosen",
+            EventKind::PlanRejected { .. } => "plan_rejected",
+            EventKind::PlanRepaired { .. } => "plan_repaired",
             EventKind::StepStarted { .. } => "step_started",
             EventKind::StepRetrying { .. } => "step_retrying",
             EventKind::StepCompleted { .. } => "step_completed",

@@ -45,9 +45,13 @@ pub struct CallHints {
     /// The subtask a [`CallKind::Work`] call does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtask: Option<Arc<str>>,
-    /// How many items a [`CallKind::Plan`] asks for.
+    /// How many items a [`CallKind::Plan`] asks for (the most, with `min_count`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<usize>,
+    /// The fewest items a [`CallKind::Plan`] may hold, when the model chooses how many
+    /// (`min_count..=count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_count: Option<usize>,
     /// The names of the inputs a [`CallKind::Merge`] covers, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<String>,
@@ -65,6 +69,11 @@ impl CallHints {
             count: Some(count),
             ..CallHints::default()
         }
+    }
+
+    /// A plan of `min..=max` items for `task`: the model chooses how many.
+    pub fn plan_between(task: &str, min: usize, max: usize) -> CallHints {
+        CallHints { min_count: Some(min.min(max)), ..CallHints::plan(task, max) }
     }
 
     /// The work on `subtask` of `task`.

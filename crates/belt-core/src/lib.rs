@@ -59,7 +59,7 @@ pub use ctx::{Ctx, StepError, Stop};
 pub use event::{Event, EventKind, EventStream, PlanSource};
 pub use llm::{CallHints, CallKind, LlmError, LlmProvider, LlmReply, LlmRequest, Price, Providers, Usage};
 pub use orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};
-pub use patterns::{Agent, CapHit, Cascade, Dynamic, Flow, Swarm, SynthesizeMode};
+pub use patterns::{Agent, CapHit, Cascade, Dynamic, Flow, Strategy, Swarm, SynthesizeMode};
 pub use plan::{PlanError, Subtask, Task};
 pub use policy::{Effect, EffectError};
 pub use policy::{Policies, StepPolicy};

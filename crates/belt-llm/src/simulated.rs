@@ -34,7 +34,14 @@
 //!   [`CallHints::count`] `{"description", "specialization", "priority"}` objects (5 when the
 //!   hints give no count) on the hints' task (else the prompt's first line). If they would
 //!   not fit in `max_tokens`, the array holds fewer (it is never cut in the middle) and
-//!   `finish_reason` is `length`.
+//!   `finish_reason` is `length`. With [`CallHints::min_count`] the simulated model chooses
+//!   how many, in `min_count..=count`, from the request's hash. A schema of the shape
+//!   `{"strategy": <enum>, "subtasks": [{…, "dependencies"}]}` gets a strategy (the only
+//!   one offered, else by key words of the task: `software`, `planning`, `analysis`, else
+//!   `research`), that strategy's subtasks, and their dependencies (1-based numbers). A
+//!   model name holding `plan-duplicates`, `plan-empty` or `plan-cycle` (e.g.
+//!   `simulated/plan-cycle`) writes that fault into the plan, for tests of plan repair; with
+//!   `-once` only in the first request of a conversation, not when the plan is asked again.
 //! - **Judges** ([`CallKind::Judge`]): a verdict on the first line, `DONE` or `REVISE` with a
 //!   critique, by the seed.
 //! - **Work** ([`CallKind::Work`]): a `## <subtask>` section, paragraphs, findings and a key
@@ -610,21 +617,32 @@ fn reply(model: &str, request: &LlmRequest, content: u64) -> LlmReply {
     let (text, cut) = if plan && (request.json || request.json_schema.is_some()) {
         // A plan is the decomposition, in the list field of an object schema when one
         // asks for `{"subtasks": [...]}` (the shape JSON object modes can enforce).
-        let field = request.json_schema.as_deref().and_then(|s| list_field(&s.schema));
+        let shape = request.json_schema.as_deref().and_then(|s| PlanShape::of(&s.schema));
         let budget = max_tokens.saturating_mul(BYTES_PER_TOKEN);
-        match field {
-            Some(field) => {
-                let (list, cut) = decomposition(request, content, budget.saturating_sub(field.len() + 8));
-                (format!("{{\"{field}\": {list}}}"), cut)
+        match shape {
+            Some(shape) => {
+                let strategy = shape.choose(request);
+                let head = match strategy {
+                    Some(s) => format!("{{\"strategy\": \"{s}\", \"{}\": ", shape.field),
+                    None => format!("{{\"{}\": ", shape.field),
+                };
+                let style = PlanStyle {
+                    strategy,
+                    dependencies: shape.dependencies,
+                    fault: PlanFault::of(model, request),
+                };
+                let (list, cut) =
+                    decomposition(request, content, budget.saturating_sub(head.len() + 2), &style);
+                (format!("{head}{list}}}"), cut)
             }
-            None => decomposition(request, content, budget),
+            None => decomposition(request, content, budget, &PlanStyle::default()),
         }
     } else if let Some(schema) = &request.json_schema {
         let text = sample_json(&schema.schema).to_string();
         let cut = text.len() > max_tokens.saturating_mul(BYTES_PER_TOKEN);
         (text, cut)
     } else if request.json {
-        decomposition(request, content, max_tokens.saturating_mul(BYTES_PER_TOKEN))
+        decomposition(request, content, max_tokens.saturating_mul(BYTES_PER_TOKEN), &PlanStyle::default())
     } else {
         let target_tokens = (max_tokens * 7 / 10).min(MAX_MARKDOWN_TOKENS);
         let budget = target_tokens * BYTES_PER_TOKEN;
@@ -780,10 +798,17 @@ struct Aspect {
     lead: &'static str,
     specialization: &'static str,
     base: u8,
+    /// The aspect (index in its table) this one builds on, when the plan asks for
+    /// dependencies.
+    after: Option<usize>,
 }
 
 const fn aspect(lead: &'static str, specialization: &'static str, base: u8) -> Aspect {
-    Aspect { lead, specialization, base }
+    Aspect { lead, specialization, base, after: None }
+}
+
+const fn after(lead: &'static str, specialization: &'static str, base: u8, on: usize) -> Aspect {
+    Aspect { lead, specialization, base, after: Some(on) }
 }
 
 const ASPECTS: [Aspect; 16] = [
@@ -805,23 +830,174 @@ const ASPECTS: [Aspect; 16] = [
     aspect("Open questions: list what remains unknown or disputed about", "researcher", 4),
 ];
 
-/// The one property of an object schema whose value is an array (`subtasks` of
-/// `{"subtasks": [...]}`), if the schema is such an object.
-fn list_field(schema: &serde_json::Value) -> Option<&str> {
-    let props = schema.get("properties")?.as_object()?;
-    match props.iter().collect::<Vec<_>>().as_slice() {
-        [(name, p)] if p.get("type").and_then(|t| t.as_str()) == Some("array") => {
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_').then_some(name.as_str())
+/// The plans of the software, analysis and planning strategies; any other strategy
+/// (research) uses [`ASPECTS`].
+const SOFTWARE: [Aspect; 8] = [
+    aspect("Requirements: gather the requirements and acceptance criteria for", "product analyst", 9),
+    after("Architecture: design the components and interfaces of", "software architect", 9, 0),
+    after("Implementation: build the core components of", "software engineer", 8, 1),
+    after("Data: design the data model and storage of", "data engineer", 7, 1),
+    after("Testing: write the tests and quality checks for", "QA engineer", 7, 2),
+    after("Security: review the threats to and safeguards of", "security engineer", 6, 1),
+    after("Operations: plan the deployment and monitoring of", "DevOps engineer", 5, 2),
+    after("Documentation: document the use and design of", "technical writer", 4, 2),
+];
+
+const ANALYSIS: [Aspect; 8] = [
+    aspect("Framing: state the questions and hypotheses of", "analyst", 9),
+    after("Data: identify and collect the data needed for", "data engineer", 9, 0),
+    after("Cleaning: assess and clean the data on", "data scientist", 8, 1),
+    after("Trends: describe the main trends in", "statistician", 7, 2),
+    after("Comparisons: benchmark the alternatives in", "analyst", 7, 2),
+    after("Drivers: explain the causal factors behind", "economist", 6, 2),
+    after("Robustness: test how robust the findings are on", "statistician", 5, 3),
+    after("Conclusions: draw the conclusions and recommendations of", "consultant", 5, 3),
+];
+
+const PLANNING: [Aspect; 8] = [
+    aspect("Goals: define the goals, scope and success criteria of", "strategist", 9),
+    after("Resources: estimate the budget, people and constraints of", "project manager", 9, 0),
+    after("Stakeholders: assign the responsibilities in", "coordinator", 8, 0),
+    after("Risks: plan the contingencies for", "risk analyst", 7, 1),
+    after("Timeline: lay out the phases and milestones of", "project manager", 7, 1),
+    after("Communication: plan who is told what, and when, about", "communications lead", 6, 2),
+    after("Tracking: define how progress is measured on", "analyst", 5, 4),
+    after("Launch: prepare the launch and handover of", "operations lead", 5, 4),
+];
+
+/// The aspects of `strategy`'s plans.
+fn aspects_of(strategy: Option<&str>) -> &'static [Aspect] {
+    match strategy {
+        Some("software") => &SOFTWARE,
+        Some("analysis") => &ANALYSIS,
+        Some("planning") => &PLANNING,
+        _ => &ASPECTS,
+    }
+}
+
+/// Words of a task that make the simulated decomposer choose a strategy (in this order);
+/// a task with none of them is research.
+const STRATEGY_WORDS: [(&str, &[&str]); 3] = [
+    (
+        "software",
+        &["app", "api", "build", "code", "develop", "implement", "library", "program", "software", "website"],
+    ),
+    ("planning", &["launch", "migrate", "migration", "organize", "plan", "roadmap", "schedule", "trip"]),
+    (
+        "analysis",
+        &["analyse", "analyze", "compare", "data", "dataset", "evaluate", "measure", "metrics", "sales"],
+    ),
+];
+
+/// What a plan's schema asks for besides the list: `{"strategy": <enum>, "subtasks":
+/// [{…, "dependencies": [...]}]}`.
+struct PlanShape<'s> {
+    /// The one array property (`subtasks`).
+    field: &'s str,
+    /// The values of a `strategy` property's enum (empty: no such property).
+    strategies: Vec<&'s str>,
+    /// The list's items have a `dependencies` property.
+    dependencies: bool,
+}
+
+impl<'s> PlanShape<'s> {
+    /// The shape of an object schema with exactly one array property, and at most a
+    /// `strategy` besides.
+    fn of(schema: &'s serde_json::Value) -> Option<Self> {
+        let props = schema.get("properties")?.as_object()?;
+        let is_array = |p: &serde_json::Value| p.get("type").and_then(|t| t.as_str()) == Some("array");
+        let mut arrays = props.iter().filter(|(_, p)| is_array(p));
+        let (field, list) = arrays.next()?;
+        let others = props.keys().filter(|k| *k != field && k.as_str() != "strategy").count();
+        if arrays.next().is_some()
+            || others > 0
+            || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return None;
         }
-        _ => None,
+        let strategies = props
+            .get("strategy")
+            .and_then(|s| s.get("enum"))
+            .and_then(|e| e.as_array())
+            .map(|e| {
+                e.iter()
+                    .filter_map(|v| v.as_str())
+                    .filter(|v| v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let dependencies = list.pointer("/items/properties/dependencies").is_some();
+        Some(PlanShape { field, strategies, dependencies })
+    }
+
+    /// The strategy this decomposer chooses: the only one offered, else the first of
+    /// [`STRATEGY_WORDS`] offered whose words the task holds, else `research` if offered,
+    /// else the first offered.
+    fn choose(&self, request: &LlmRequest) -> Option<&'s str> {
+        if self.strategies.len() <= 1 {
+            return self.strategies.first().copied();
+        }
+        let hints = request.hints.as_deref();
+        let task = hints.and_then(task_line).unwrap_or_else(|| first_line(request.prompt())).to_lowercase();
+        let words: Vec<&str> = task.split(|c: char| !c.is_alphanumeric()).collect();
+        STRATEGY_WORDS
+            .iter()
+            .filter(|(name, keys)| self.strategies.contains(name) && keys.iter().any(|k| words.contains(k)))
+            .find_map(|(name, _)| self.strategies.iter().find(|s| *s == name).copied())
+            .or_else(|| self.strategies.iter().find(|s| **s == "research").copied())
+            .or_else(|| self.strategies.first().copied())
+    }
+}
+
+/// Faults a decomposition can be asked for by the model's name, to exercise a pattern's
+/// repair of bad plans offline: `plan-duplicates` (subtask 2 repeats subtask 1),
+/// `plan-empty` (the last subtask has no description) and `plan-cycle` (subtask 1 and
+/// the last depend on each other). With `-once` (`plan-duplicates-once`), only the first
+/// request of a conversation gets the fault, so a plan asked for again is sound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct PlanFault {
+    duplicates: bool,
+    empty: bool,
+    cycle: bool,
+}
+
+impl PlanFault {
+    fn of(model: &str, request: &LlmRequest) -> Self {
+        let asked_again = request.messages.len() > 1;
+        let on = |name: &str| {
+            model
+                .split(['/', ',', '+'])
+                .any(|part| part == name || (part.strip_prefix(name) == Some("-once") && !asked_again))
+        };
+        PlanFault { duplicates: on("plan-duplicates"), empty: on("plan-empty"), cycle: on("plan-cycle") }
+    }
+}
+
+/// How a decomposition is written: its strategy's aspects, with dependencies or not,
+/// with the faults asked for.
+#[derive(Debug, Clone, Copy, Default)]
+struct PlanStyle<'s> {
+    strategy: Option<&'s str>,
+    dependencies: bool,
+    fault: PlanFault,
+}
+
+/// How many subtasks a plan holds: the hints' count, or a number in `min_count..=count`
+/// drawn from the content (the simulated model's choice), 5 without hints.
+fn plan_count(hints: Option<&CallHints>, content: u64) -> usize {
+    let max = hints.and_then(|h| h.count).unwrap_or(5).min(MAX_SUBTASKS);
+    match hints.and_then(|h| h.min_count) {
+        Some(min) if min < max => min + Rng::new(content ^ 0x5EED_C0DE).index(max - min + 1),
+        _ => max,
     }
 }
 
 /// A JSON array of subtasks, as many as the hints ask for and as fit in `max_bytes`.
-fn decomposition(request: &LlmRequest, content: u64, max_bytes: usize) -> (String, bool) {
+fn decomposition(request: &LlmRequest, content: u64, max_bytes: usize, style: &PlanStyle) -> (String, bool) {
     let hints = request.hints.as_deref().filter(|h| h.kind == CallKind::Plan);
-    let count = hints.and_then(|h| h.count).unwrap_or(5).min(MAX_SUBTASKS);
+    let count = plan_count(hints, content);
     let task = hints.and_then(task_line).unwrap_or_else(|| first_line(request.prompt()));
+    let aspects = aspects_of(style.strategy);
     let topic = topic_of(task, 120);
     let mut escaped = String::with_capacity(topic.len() + 8);
     push_json_escaped(&mut escaped, if topic.is_empty() { "the task" } else { topic });
@@ -833,21 +1009,39 @@ fn decomposition(request: &LlmRequest, content: u64, max_bytes: usize) -> (Strin
     let mut cut = false;
     for i in 0..count {
         let mark = text.len();
-        let aspect = &ASPECTS[i % ASPECTS.len()];
-        let part = i / ASPECTS.len() + 1;
+        // A duplicate repeats the aspect (and part) of subtask 1.
+        let k = if style.fault.duplicates && i == 1 { 0 } else { i };
+        let aspect = &aspects[k % aspects.len()];
+        let part = k / aspects.len() + 1;
         let jitter = rng.index(3) as i64 - 1;
         let priority = (i64::from(aspect.base) - (part as i64 - 1).min(3) + jitter).clamp(1, 10);
         text.push_str(if i == 0 { "\n  " } else { ",\n  " });
         text.push_str("{\"description\": \"");
-        text.push_str(aspect.lead);
-        text.push(' ');
-        text.push_str(&escaped);
-        if part > 1 {
-            let _ = write!(text, " (part {part})");
+        if !(style.fault.empty && i + 1 == count) {
+            text.push_str(aspect.lead);
+            text.push(' ');
+            text.push_str(&escaped);
+            if part > 1 {
+                let _ = write!(text, " (part {part})");
+            }
         }
         text.push_str("\", \"specialization\": \"");
         text.push_str(aspect.specialization);
-        let _ = write!(text, "\", \"priority\": {priority}}}");
+        let _ = write!(text, "\", \"priority\": {priority}");
+        if style.dependencies {
+            text.push_str(", \"dependencies\": [");
+            // 1-based numbers within the same round of aspects.
+            let mut deps: Vec<usize> =
+                aspect.after.map(|a| (part - 1) * aspects.len() + a + 1).into_iter().collect();
+            if style.fault.cycle && count >= 2 && (i == 0 || i + 1 == count) {
+                deps = vec![if i == 0 { count } else { 1 }];
+            }
+            for (j, d) in deps.iter().enumerate() {
+                let _ = write!(text, "{}{d}", if j == 0 { "" } else { ", " });
+            }
+            text.push(']');
+        }
+        text.push('}');
         // Room must remain for the closing "\n]".
         if text.len() + 2 > max_bytes {
             text.truncate(mark);
@@ -2080,6 +2274,93 @@ mod tests {
         let reply = ok(&provider, &request, "decompose");
         let value: serde_json::Value = serde_json::from_str(&reply.text).unwrap();
         assert_eq!(value["subtasks"].as_array().map(Vec::len), Some(7), "{}", reply.text);
+    }
+
+    /// The decomposition request the cascade writes for `task`.
+    fn cascade_request(
+        task: &str,
+        strategy: belt_core::Strategy,
+        min: Option<usize>,
+        max: usize,
+    ) -> LlmRequest {
+        let mut cascade = belt_core::Cascade::new(max, "simulated/default");
+        cascade.strategy = strategy;
+        cascade.min_agents = min;
+        cascade.decomposition().request(&belt_core::Task::new(task))
+    }
+
+    fn object(reply: &LlmReply) -> serde_json::Value {
+        serde_json::from_str(&reply.text).unwrap_or_else(|e| panic!("{e}: {}", reply.text))
+    }
+
+    #[test]
+    fn a_cascade_plan_has_the_strategy_asked_for_or_chosen_and_its_dependencies() {
+        use belt_core::Strategy;
+        let provider = instant(1);
+        let reply =
+            ok(&provider, &cascade_request("Plan a city park", Strategy::Software, None, 6), "decompose");
+        let v = object(&reply);
+        assert_eq!(v["strategy"], "software");
+        let items = v["subtasks"].as_array().unwrap();
+        assert_eq!(items.len(), 6);
+        assert!(items[0]["description"].as_str().unwrap().starts_with("Requirements"));
+        assert_eq!(items[0]["dependencies"], serde_json::json!([]));
+        assert_eq!(items[2]["dependencies"], serde_json::json!([2]), "implementation after architecture");
+        // Auto: chosen from the task's words, research when none match.
+        for (task, expected) in [
+            ("Build a REST API for invoices", "software"),
+            ("Plan the launch of a new product", "planning"),
+            ("Compare the sales data of 2023 and 2024", "analysis"),
+            ("The history of the printing press", "research"),
+        ] {
+            let reply = ok(&provider, &cascade_request(task, Strategy::Auto, None, 3), "decompose");
+            assert_eq!(object(&reply)["strategy"], expected, "{task}");
+        }
+    }
+
+    #[test]
+    fn a_plan_in_a_range_has_a_count_within_it_that_depends_on_the_request() {
+        let provider = instant(2);
+        let counts: std::collections::BTreeSet<usize> = (0..24)
+            .map(|i| {
+                let request =
+                    cascade_request(&format!("Task number {i}"), belt_core::Strategy::Research, Some(3), 6);
+                let reply = ok(&provider, &request, "decompose");
+                object(&reply)["subtasks"].as_array().unwrap().len()
+            })
+            .collect();
+        assert!(counts.iter().all(|n| (3..=6).contains(n)), "{counts:?}");
+        assert!(counts.len() > 1, "the count varies with the task: {counts:?}");
+    }
+
+    #[test]
+    fn plan_faults_by_model_name_and_once_only_on_the_first_ask() {
+        let provider = instant(3);
+        let request = cascade_request("Build an app", belt_core::Strategy::Software, None, 4);
+        let items = |model: &str, request: &LlmRequest| -> Vec<serde_json::Value> {
+            let reply = provider.simulate(model, request, &call("decompose", 1)).result.unwrap();
+            assert!(reply.simulated);
+            object(&reply)["subtasks"].as_array().unwrap().clone()
+        };
+        let dup = items("plan-duplicates", &request);
+        assert_eq!(dup[0]["description"], dup[1]["description"]);
+        let empty = items("plan-empty", &request);
+        assert_eq!(empty[3]["description"], "");
+        let cycle = items("plan-cycle", &request);
+        assert_eq!(cycle[0]["dependencies"], serde_json::json!([4]));
+        assert_eq!(cycle[3]["dependencies"], serde_json::json!([1]));
+        let sound = items("default", &request);
+        assert_ne!(sound[0]["description"], sound[1]["description"]);
+        // Asked again (a longer conversation): `-once` faults are gone, others stay.
+        let mut again = request.clone();
+        again.messages.push(belt_core::llm::Message::assistant("[]"));
+        again.messages.push(belt_core::llm::Message::user("Again, without duplicates."));
+        let fixed = items("plan-duplicates-once", &again);
+        assert_ne!(fixed[0]["description"], fixed[1]["description"]);
+        let first = items("plan-duplicates-once", &request);
+        assert_eq!(first[0]["description"], first[1]["description"]);
+        let still = items("plan-duplicates", &again);
+        assert_eq!(still[0]["description"], still[1]["description"]);
     }
 
     #[test]

@@ -338,10 +338,13 @@ async fn deliver(
 }
 
 /// Every event type, as webhooks may filter them.
-pub const EVENT_TYPES: [&str; 18] = [
+pub const EVENT_TYPES: [&str; 21] = [
     "run_started",
     "plan_ready",
     "plan_fallback",
+    "strategy_chosen",
+    "plan_rejected",
+    "plan_repaired",
     "step_started",
     "step_retrying",
     "step_completed",

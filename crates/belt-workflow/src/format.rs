@@ -357,6 +357,14 @@ pub struct CascadeDef {
     /// Fraction of workers that must succeed for synthesis to run (default 0.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_success: Option<f64>,
+    /// The fewest workers: with it, `agents` is the most and the decomposer chooses how
+    /// many (`--min-agents`/`--max-agents`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_agents: Option<usize>,
+    /// How the task is decomposed: `auto` (default; the decomposer chooses), `research`,
+    /// `software`, `analysis` or `planning` (`--strategy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<belt_core::Strategy>,
 }
 
 /// How the swarm assigns domains.

@@ -328,9 +328,13 @@ impl Bound {
                     group_size: None,
                     synthesize: SynthesizeDef::Auto,
                     min_success: None,
+                    min_agents: None,
+                    strategy: None,
                 });
                 let base = self.model_or_default(None);
                 let mut cascade = Cascade::new(c.agents, &base);
+                cascade.min_agents = c.min_agents;
+                cascade.strategy = c.strategy.unwrap_or_default();
                 if let Some(g) = c.group_size {
                     cascade.group_size = g;
                 }

@@ -548,6 +548,12 @@ fn check_sections(c: &mut Checker<'_>, cx: &ValidationContext) {
         {
             c.value(&cp.key("group_size"), "group_size must be between 2 and 1000", None);
         }
+        if let Some(m) = cas.min_agents
+            && !(1..=cas.agents).contains(&m)
+        {
+            let why = format!("min_agents must be between 1 and agents ({}), the most workers", cas.agents);
+            c.value(&cp.key("min_agents"), why, None);
+        }
         if let Some(m) = cas.min_success
             && !(0.0..=1.0).contains(&m)
         {

@@ -23,9 +23,11 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::ctx::{Ctx, StepError};
-use crate::event::{EventKind, PlanSource};
-use crate::llm::{CallHints, LlmError, LlmRequest, OutputSchema, Providers};
+use crate::event::EventKind;
+use crate::llm::{CallHints, LlmError, LlmRequest, Providers};
 use crate::orchestrator::{AgentOutput, Orchestrator, Outcome, Plan, Synthesis, combine_outputs};
+use crate::patterns::decompose::Decomposer;
+pub use crate::patterns::decompose::{PlanItem, Strategy, parse_plan, template_subtasks};
 use crate::patterns::window::{self, BYTES_PER_TOKEN, MIN_SHARE_BYTES, estimate_tokens, prompt_budget};
 use crate::patterns::{Agent, Refine};
 use crate::plan::{Subtask, Task};
@@ -68,8 +70,15 @@ pub struct TierSettings {
 /// ([`crate::Policies`]), not settings of the pattern.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cascade {
-    /// Workers (subtasks) to decompose the task into.
+    /// Workers (subtasks) to decompose the task into; the most of them with `min_agents`.
     pub agents: usize,
+    /// The fewest workers, when the decomposer chooses how many (`--min-agents`): the plan
+    /// holds `min_agents..=agents` subtasks. `None`: exactly `agents`.
+    #[serde(default)]
+    pub min_agents: Option<usize>,
+    /// How the decomposer splits the task (`--strategy`; `auto`: it chooses from the task).
+    #[serde(default)]
+    pub strategy: Strategy,
     pub group_size: usize,
     pub synthesize: SynthesizeMode,
     pub decomposer: TierSettings,
@@ -98,6 +107,8 @@ impl Cascade {
         let tier = |temperature, max_tokens| TierSettings { model: model.clone(), temperature, max_tokens };
         Cascade {
             agents,
+            min_agents: None,
+            strategy: Strategy::Auto,
             group_size: DEFAULT_GROUP_SIZE,
             synthesize: SynthesizeMode::Auto,
             decomposer: tier(0.3, decompose_max_tokens(agents)),
@@ -138,6 +149,18 @@ impl Cascade {
             )
             .max_iterations(self.refine + 1)
             .unjudged_last()
+    }
+
+    /// The decomposition this cascade runs (see [`crate::patterns::decompose`]).
+    pub fn decomposition(&self) -> Decomposer {
+        Decomposer {
+            model: self.decomposer.model.clone(),
+            temperature: self.decomposer.temperature,
+            max_tokens: self.decomposer.max_tokens,
+            min: self.min_agents.unwrap_or(self.agents).clamp(1, self.agents.max(1)),
+            max: self.agents,
+            strategy: self.strategy,
+        }
     }
 
     /// Synthesizer levels for `n` workers (see the module docs); empty when `n < G`.
@@ -233,6 +256,11 @@ impl Orchestrator for Cascade {
         if self.agents == 0 {
             return Err("the cascade needs at least 1 agent".into());
         }
+        if let Some(min) = self.min_agents
+            && !(1..=self.agents).contains(&min)
+        {
+            return Err(format!("the fewest agents must be 1 to {} (the most), got {min}", self.agents));
+        }
         if self.group_size < 2 {
             return Err(format!("group size must be at least 2, got {}", self.group_size));
         }
@@ -243,60 +271,7 @@ impl Orchestrator for Cascade {
     }
 
     async fn decompose(&self, ctx: &Ctx, task: &Task) -> Result<Plan, StepError> {
-        let n = self.agents;
-        let prompt = format!(
-            "Task: {task}\n\n\
-             Decompose the task into exactly {n} subtasks that together cover it, each one \
-             independent enough for a separate specialist to research.\n\
-             Reply with only a JSON object {{\"subtasks\": [...]}} whose list holds exactly {n} \
-             objects, each with the keys \"description\" (one sentence), \"specialization\" (the \
-             kind of expert) and \"priority\" (1-10, higher first).",
-            task = task.description.trim()
-        );
-        let request = LlmRequest::new(self.decomposer.model.clone(), prompt)
-            .system("You are a planner who splits complex tasks into well-scoped subtasks.")
-            .temperature(self.decomposer.temperature)
-            .max_tokens(self.decomposer.max_tokens)
-            .output_schema(OutputSchema::list(
-                "plan",
-                "subtasks",
-                &[("description", "string"), ("specialization", "string"), ("priority", "integer")],
-            ))
-            .hints(CallHints::plan(task.description.trim(), n));
-        let (items, problem) = match ctx.llm(StepSpec::new("decompose", Tier::Decomposer), request).await {
-            Ok(reply) => {
-                let items = parse_plan(&reply.text);
-                let problem = match items.len() {
-                    0 => Some("the decomposer's reply held no usable subtasks".to_string()),
-                    k if k < n => Some(format!("the decomposer gave {k} of {n} subtasks")),
-                    _ => None,
-                };
-                (items, problem)
-            }
-            // A stopping run (budget, cancel) ends here; any other failure falls back.
-            Err(e) if ctx.stopping().is_some() => return Err(e),
-            Err(e) => (Vec::new(), Some(format!("the decomposition call failed: {e}"))),
-        };
-        let mut subtasks: Vec<Subtask> = items
-            .into_iter()
-            .take(n)
-            .enumerate()
-            .map(|(i, it)| Subtask {
-                id: (i + 1).to_string(),
-                description: it.description,
-                specialization: it.specialization.unwrap_or_else(|| "general".into()),
-                priority: it.priority.unwrap_or(0),
-                dependencies: Vec::new(),
-            })
-            .collect();
-        let from_model = subtasks.len();
-        let source = if from_model == 0 { PlanSource::Template } else { PlanSource::Model };
-        if let Some(reason) = problem {
-            let templated = n - from_model;
-            ctx.emit(Some(&StepId::new("decompose")), EventKind::PlanFallback { reason, templated });
-            subtasks.extend(template_subtasks(&task.description, from_model, n));
-        }
-        Ok(Plan { subtasks, source })
+        self.decomposition().decompose(ctx, task).await
     }
 
     async fn execute(
@@ -709,149 +684,6 @@ fn tally(level: &[Input]) -> (usize, usize) {
     (ok, skipped)
 }
 
-/// A subtask as read from a decomposer's reply.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlanItem {
-    pub description: String,
-    pub specialization: Option<String>,
-    pub priority: Option<i32>,
-}
-
-/// Read subtasks from a model's reply, tolerantly: a JSON array (of objects or strings),
-/// possibly inside a code fence or wrapped in an object such as `{"subtasks": [...]}`;
-/// otherwise a numbered or bulleted list. Returns nothing when neither is found.
-pub fn parse_plan(text: &str) -> Vec<PlanItem> {
-    let mut candidates: Vec<&str> = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("```") {
-        let after = &rest[start + 3..];
-        let body_start = after.find('\n').map_or(0, |i| i + 1);
-        let Some(end) = after[body_start..].find("```") else { break };
-        candidates.push(&after[body_start..body_start + end]);
-        rest = &after[body_start + end + 3..];
-    }
-    candidates.push(text);
-    for c in &candidates {
-        if let Some(items) = parse_json_plan(c)
-            && !items.is_empty()
-        {
-            return items;
-        }
-    }
-    candidates.iter().map(|c| parse_list_plan(c)).find(|items| !items.is_empty()).unwrap_or_default()
-}
-
-fn parse_json_plan(text: &str) -> Option<Vec<PlanItem>> {
-    use serde_json::Value;
-    let array = |v: Value| -> Option<Vec<Value>> {
-        match v {
-            Value::Array(a) => Some(a),
-            Value::Object(mut o) => ["subtasks", "tasks", "plan", "items"]
-                .iter()
-                .find_map(|k| o.remove(*k))
-                .and_then(|v| if let Value::Array(a) = v { Some(a) } else { None }),
-            _ => None,
-        }
-    };
-    let slice = |open: char, close: char| -> Option<&str> {
-        let (s, e) = (text.find(open)?, text.rfind(close)?);
-        (s < e).then(|| &text[s..=e])
-    };
-    let values = [slice('[', ']'), slice('{', '}')]
-        .into_iter()
-        .flatten()
-        .find_map(|s| serde_json::from_str::<Value>(s).ok().and_then(array))?;
-    let str_of = |o: &serde_json::Map<String, Value>, keys: &[&str]| {
-        keys.iter().find_map(|k| o.get(*k).and_then(Value::as_str)).map(|s| s.trim().to_string())
-    };
-    Some(
-        values
-            .into_iter()
-            .filter_map(|v| match v {
-                Value::String(s) if !s.trim().is_empty() => {
-                    Some(PlanItem { description: s.trim().to_string(), specialization: None, priority: None })
-                }
-                Value::Object(o) => {
-                    let description = str_of(&o, &["description", "task", "subtask", "title", "name"])?;
-                    if description.is_empty() {
-                        return None;
-                    }
-                    let priority = o.get("priority").and_then(|p| {
-                        p.as_i64()
-                            .or_else(|| p.as_f64().map(|f| f as i64))
-                            .or_else(|| p.as_str()?.trim().parse().ok())
-                    });
-                    Some(PlanItem {
-                        description,
-                        specialization: str_of(&o, &["specialization", "specialist", "role", "expert"]),
-                        priority: priority.map(|p| p.clamp(-1000, 1000) as i32),
-                    })
-                }
-                _ => None,
-            })
-            .collect(),
-    )
-}
-
-fn parse_list_plan(text: &str) -> Vec<PlanItem> {
-    text.lines()
-        .filter_map(|line| {
-            let l = line.trim();
-            let digits = l.chars().take_while(char::is_ascii_digit).count();
-            let body = if digits > 0 {
-                let rest = &l[digits..];
-                rest.strip_prefix('.')
-                    .or_else(|| rest.strip_prefix(')'))
-                    .or_else(|| rest.strip_prefix(':'))?
-            } else {
-                l.strip_prefix("- ").or_else(|| l.strip_prefix("* ")).or_else(|| l.strip_prefix("• "))?
-            };
-            let body = body.trim().trim_matches('*').trim();
-            (!body.is_empty()).then(|| PlanItem {
-                description: body.to_string(),
-                specialization: None,
-                priority: None,
-            })
-        })
-        .collect()
-}
-
-const ASPECTS: [(&str, &str); 15] = [
-    ("Background, scope and key definitions", "researcher"),
-    ("Current state and recent developments", "analyst"),
-    ("Key stakeholders and their interests", "policy expert"),
-    ("Economic impact, costs and benefits", "economist"),
-    ("Risks, challenges and failure modes", "risk analyst"),
-    ("Opportunities and emerging applications", "strategist"),
-    ("Regulation, policy and governance", "policy expert"),
-    ("Technology and how it works in practice", "technologist"),
-    ("Case studies and real-world examples", "researcher"),
-    ("Future outlook over the next decade", "futurist"),
-    ("Ethical and social considerations", "ethicist"),
-    ("Implementation and adoption barriers", "consultant"),
-    ("Metrics and evidence of impact", "data scientist"),
-    ("Comparison with alternatives", "analyst"),
-    ("Open questions and research gaps", "researcher"),
-];
-
-/// Template subtasks `from..to` (0-based) for `task`: one aspect each, cycling with a part
-/// number once the aspects run out. Used when the decomposer's reply is unusable.
-pub fn template_subtasks(task: &str, from: usize, to: usize) -> Vec<Subtask> {
-    let task = task.trim();
-    (from..to)
-        .map(|i| {
-            let (aspect, specialist) = ASPECTS[i % ASPECTS.len()];
-            let round = i / ASPECTS.len();
-            let description = if round == 0 {
-                format!("{aspect}: {task}")
-            } else {
-                format!("{aspect} (part {}): {task}", round + 1)
-            };
-            Subtask::new((i + 1).to_string(), description).specialization(specialist)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -890,41 +722,5 @@ mod tests {
             let sizes: Vec<usize> = groups.iter().map(|g| g.len()).collect();
             assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
         }
-    }
-
-    #[test]
-    fn parses_json_fenced_wrapped_and_lists() {
-        let plain = r#"[{"description": "A", "specialization": "x", "priority": 3}, {"description": "B"}]"#;
-        let items = parse_plan(plain);
-        assert_eq!(items.len(), 2);
-        assert_eq!(items[0].priority, Some(3));
-        assert_eq!(items[0].specialization.as_deref(), Some("x"));
-
-        let fenced = "Here is the plan:\n```json\n[\"one\", \"two\", \"three\"]\n```\nGood luck!";
-        assert_eq!(parse_plan(fenced).len(), 3);
-
-        let wrapped = r#"{"subtasks": [{"task": "a", "priority": "7"}]}"#;
-        let items = parse_plan(wrapped);
-        assert_eq!(items[0].description, "a");
-        assert_eq!(items[0].priority, Some(7));
-
-        let list = "Plan:\n1. First thing\n2) **Second thing**\n- third\nnot an item";
-        let items = parse_plan(list);
-        let d: Vec<&str> = items.iter().map(|i| i.description.as_str()).collect();
-        assert_eq!(d, vec!["First thing", "Second thing", "third"]);
-
-        assert!(parse_plan("I cannot help with that.").is_empty());
-        assert!(parse_plan("[not json").is_empty());
-    }
-
-    #[test]
-    fn templates_cycle_with_parts() {
-        let t = template_subtasks("AI in healthcare", 0, 20);
-        assert_eq!(t.len(), 20);
-        assert!(t[0].description.contains("AI in healthcare"));
-        assert!(t[15].description.contains("(part 2)"));
-        assert_eq!(t[19].id, "20");
-        let ids: std::collections::HashSet<_> = t.iter().map(|s| &s.description).collect();
-        assert_eq!(ids.len(), 20);
     }
 }
