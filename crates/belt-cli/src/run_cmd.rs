@@ -53,6 +53,8 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
         task: if workflow.is_some() { String::new() } else { args.task.clone() },
         context: args.context.clone(),
         pattern: args.pattern.clone(),
+        // Arguments of an orchestrator a program registered: the CLI runs belt's library only.
+        args: None,
         agents: args.agents,
         plan: args.plan.as_deref().map(read_plan).transpose()?,
         refine: args.refine,
