@@ -262,11 +262,13 @@ pub(crate) fn runnable(name: &str) -> Result<&'static Pattern, String> {
 
 /// Builds a registered orchestrator for a run from its team and its `args` (JSON); an
 /// `Err` says what is wrong with the arguments.
-type BuildWithArgs = Arc<dyn Fn(&Team, serde_json::Value) -> Result<Arc<dyn Orchestrator>, String> + Send + Sync>;
+type BuildWithArgs =
+    Arc<dyn Fn(&Team, serde_json::Value) -> Result<Arc<dyn Orchestrator>, String> + Send + Sync>;
 
 /// The run settings an orchestrator's MCP tool (`orchestrate_{name}`) takes beside its own
 /// arguments, under the names of [`crate::RunSpec`]'s fields; its arguments may not use them.
-pub const TOOL_SETTINGS: &[&str] = &["task", "model", "agents", "budget_usd", "budget_tokens", "budget_calls"];
+pub const TOOL_SETTINGS: &[&str] =
+    &["task", "model", "agents", "budget_usd", "budget_tokens", "budget_calls"];
 
 /// An orchestrator a program registered ([`crate::App::register`]; see the module docs).
 #[derive(Clone)]
@@ -308,7 +310,12 @@ impl Registered {
             let args: A = serde_json::from_value(args).map_err(|e| e.to_string())?;
             factory(args, team)
         });
-        Ok(Registered { name: name.to_string(), description: description.trim().to_string(), args_schema, build })
+        Ok(Registered {
+            name: name.to_string(),
+            description: description.trim().to_string(),
+            args_schema,
+            build,
+        })
     }
 
     /// Its MCP tool: `orchestrate_{name}`.
@@ -317,7 +324,11 @@ impl Registered {
     }
 
     /// The orchestrator of a run with `args` (absent: `{}`).
-    pub(crate) fn build(&self, team: &Team, args: Option<&serde_json::Value>) -> Result<Arc<dyn Orchestrator>, String> {
+    pub(crate) fn build(
+        &self,
+        team: &Team,
+        args: Option<&serde_json::Value>,
+    ) -> Result<Arc<dyn Orchestrator>, String> {
         let args = args.cloned().unwrap_or_else(|| serde_json::Value::Object(Default::default()));
         (self.build)(team, args).map_err(|e| format!("args of pattern `{}`: {e}", self.name))
     }

@@ -351,7 +351,11 @@ impl App {
             return Err(AppError::Invalid(format!(
                 "args are the arguments of an orchestrator the serving program registered; {} takes none \
                  — leave `args` out{}",
-                if spec.workflow.is_some() { "a workflow".to_string() } else { format!("`{}`", spec.pattern()) },
+                if spec.workflow.is_some() {
+                    "a workflow".to_string()
+                } else {
+                    format!("`{}`", spec.pattern())
+                },
                 self.registered_names()
             )));
         }

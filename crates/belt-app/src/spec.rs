@@ -230,7 +230,8 @@ impl RunSpec {
         let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
         // An old definition holds `args` (the CLI's) and no `task` or `pattern` of its own; a
         // spec's `args` (a registered orchestrator's) comes with the `pattern` it is for.
-        let legacy = value.get("args").is_some() && value.get("task").is_none() && value.get("pattern").is_none();
+        let legacy =
+            value.get("args").is_some() && value.get("task").is_none() && value.get("pattern").is_none();
         let mut value = if legacy { crate::legacy::upgrade(value) } else { value };
         forget_empty_subtask_ids(&mut value);
         serde_json::from_value(value).map_err(|e| e.to_string())

@@ -436,7 +436,10 @@ mod tests {
     fn custom_and_human_events_serialize_with_their_type_and_read_back() {
         use crate::human::{Answer, AnsweredBy, Question};
         let kinds = [
-            EventKind::Custom { name: "agent_progress".into(), data: serde_json::json!({"done": 2, "of": 5}) },
+            EventKind::Custom {
+                name: "agent_progress".into(),
+                data: serde_json::json!({"done": 2, "of": 5}),
+            },
             EventKind::HumanRequested {
                 id: "r:hitl/plan".into(),
                 question: Box::new(Question::Select { options: vec!["a".into(), "b".into()] }),
@@ -456,7 +459,8 @@ mod tests {
             assert!(EventKind::TYPES.contains(&kind.type_name()), "{} is listed", kind.type_name());
             assert_eq!(serde_json::from_value::<EventKind>(json).unwrap(), kind);
         }
-        let custom = serde_json::to_value(EventKind::Custom { name: "debug".into(), data: "x".into() }).unwrap();
+        let custom =
+            serde_json::to_value(EventKind::Custom { name: "debug".into(), data: "x".into() }).unwrap();
         assert_eq!(custom, serde_json::json!({"type": "custom", "name": "debug", "data": "x"}));
         // A custom event without data reads as null data.
         let bare: EventKind = serde_json::from_str(r#"{"type": "custom", "name": "tick"}"#).unwrap();

@@ -571,7 +571,10 @@ async fn write_documents(ctx: &Ctx, writer: Arc<dyn DocumentWriter>, result: Run
     match outcome {
         Ok((mut result, Ok(docs))) => {
             for d in &docs {
-                ctx.emit_event(None, EventKind::DocumentWritten { format: d.format.clone(), path: d.path.clone() });
+                ctx.emit_event(
+                    None,
+                    EventKind::DocumentWritten { format: d.format.clone(), path: d.path.clone() },
+                );
             }
             result.documents = docs;
             result

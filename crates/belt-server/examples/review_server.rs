@@ -63,7 +63,8 @@ impl Orchestrator for Review {
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                Subtask::new((i + 1).to_string(), format!("Review this text for {f}:\n\n{text}")).specialization(f)
+                Subtask::new((i + 1).to_string(), format!("Review this text for {f}:\n\n{text}"))
+                    .specialization(f)
             })
             .collect::<Vec<_>>()
             .into())
@@ -85,7 +86,10 @@ impl Orchestrator for Review {
             .max_tokens(500);
         let reply = ctx.llm(step.clone(), request).await?;
         let words = reply.text.split_whitespace().count();
-        ctx.emit("agent_progress", json!({"reviewer": subtask.specialization, "step": step.id, "words": words}));
+        ctx.emit(
+            "agent_progress",
+            json!({"reviewer": subtask.specialization, "step": step.id, "words": words}),
+        );
         Ok(AgentOutput::from_reply(subtask, step, reply))
     }
 
@@ -104,7 +108,8 @@ impl Orchestrator for Review {
         for r in results.iter().flatten() {
             prompt.push_str(&format!("\n### Review {}\n{}\n", r.subtask_id, r.text));
         }
-        let reply = ctx.llm(StepSpec::new("chair", Tier::Executive), LlmRequest::new(&self.model, prompt)).await?;
+        let reply =
+            ctx.llm(StepSpec::new("chair", Tier::Executive), LlmRequest::new(&self.model, prompt)).await?;
         let reviewed = results.iter().filter(|r| r.is_ok()).count();
         ctx.emit("review_required", json!({"step": "chair", "reviews_merged": reviewed}));
         Ok(Synthesis { text: reply.text.to_string() })

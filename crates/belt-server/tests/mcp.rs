@@ -193,14 +193,19 @@ async fn a_patterns_own_events_arrive_as_progress_messages() {
     let mut verdicts = Vec::new();
     for _ in 0..200 {
         let progress = client.service().0.lock().unwrap().clone();
-        verdicts = progress.into_iter().filter_map(|p| p.message).filter(|m| m.starts_with("judge_verdict: ")).collect();
+        verdicts = progress
+            .into_iter()
+            .filter_map(|p| p.message)
+            .filter(|m| m.starts_with("judge_verdict: "))
+            .collect();
         if !verdicts.is_empty() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let first: Value = serde_json::from_str(verdicts.first().expect("a verdict").trim_start_matches("judge_verdict: "))
-        .unwrap();
+    let first: Value =
+        serde_json::from_str(verdicts.first().expect("a verdict").trim_start_matches("judge_verdict: "))
+            .unwrap();
     assert_eq!(first["iteration"], 1);
     assert_eq!(first["judge"], "refine/01/judge");
     assert!(first["accepted"].is_boolean(), "{first}");

@@ -27,7 +27,11 @@ async fn review_server() -> TestServer {
 struct Recorder(Arc<Mutex<Vec<ProgressNotificationParam>>>);
 
 impl ClientHandler for Recorder {
-    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
         self.0.lock().unwrap().push(params);
     }
 }
@@ -46,7 +50,8 @@ async fn a_registered_orchestrator_runs_over_http_with_its_args_and_speaks_in_it
     let server = review_server().await;
     let c = client();
     // Listed with the library, with the schema of its arguments and its MCP tool.
-    let patterns: Value = authed(c.get(server.url("/v1/patterns"))).send().await.unwrap().json().await.unwrap();
+    let patterns: Value =
+        authed(c.get(server.url("/v1/patterns"))).send().await.unwrap().json().await.unwrap();
     let review = patterns["patterns"].as_array().unwrap().iter().find(|p| p["name"] == "review").unwrap();
     assert_eq!(review["mcp_tool"], "orchestrate_review");
     assert!(review["description"].as_str().unwrap().contains("reviewers"));
@@ -79,7 +84,9 @@ async fn a_registered_orchestrator_runs_over_http_with_its_args_and_speaks_in_it
     assert!(body.contains("`cascade` takes none") && body.contains("registered here: review"), "{body}");
 
     let a: Value = authed(c.post(server.url("/v1/runs")))
-        .json(&json!({"task": "We launch in May.", "pattern": "review", "args": {"focus": ["risks", "costs"]}}))
+        .json(
+            &json!({"task": "We launch in May.", "pattern": "review", "args": {"focus": ["risks", "costs"]}}),
+        )
         .send()
         .await
         .unwrap()
@@ -91,7 +98,8 @@ async fn a_registered_orchestrator_runs_over_http_with_its_args_and_speaks_in_it
     let result = &view["result"];
     assert_eq!(result["status"], "completed", "{result}");
     assert_eq!(result["pattern"], "review");
-    let steps: Vec<&str> = result["agents"].as_array().unwrap().iter().map(|a| a["step"].as_str().unwrap()).collect();
+    let steps: Vec<&str> =
+        result["agents"].as_array().unwrap().iter().map(|a| a["step"].as_str().unwrap()).collect();
     assert_eq!(steps.iter().filter(|s| s.starts_with("worker/")).count(), 2, "{steps:?}");
     assert!(steps.contains(&"chair"), "{steps:?}");
 
