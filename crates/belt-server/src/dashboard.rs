@@ -46,6 +46,17 @@ pub(crate) async fn script() -> Response {
     page(SCRIPT_WITH_TYPES.as_str(), "text/javascript; charset=utf-8")
 }
 
+pub(crate) async fn style() -> Response {
+    page(STYLE, "text/css; charset=utf-8")
+}
+
+pub(crate) async fn favicon() -> Response {
+    let mut r = page(ICON, "image/x-icon");
+    // The icon never changes within a version: browsers need not ask again for a day.
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
+    r
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -58,15 +69,4 @@ mod tests {
         }
         assert!(script.contains("for (const type of EVENT_TYPES)"), "the page listens to each");
     }
-}
-
-pub(crate) async fn style() -> Response {
-    page(STYLE, "text/css; charset=utf-8")
-}
-
-pub(crate) async fn favicon() -> Response {
-    let mut r = page(ICON, "image/x-icon");
-    // The icon never changes within a version: browsers need not ask again for a day.
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
-    r
 }
