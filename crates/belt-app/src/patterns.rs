@@ -4,8 +4,17 @@
 //! `belt patterns`, `GET /v1/patterns`, the MCP `list_patterns` tool, the `pattern` field
 //! of a [`crate::RunSpec`] (`belt run --pattern`) and workflow files' `pattern:` key all
 //! read [`REGISTRY`]; no front end builds a pattern itself.
+//!
+//! Beside the library, a program registers orchestrators of its own ([`Registered`], through
+//! [`crate::App::register`]): each is a pattern a spec names like any other, with typed
+//! arguments (the spec's `args`, checked against its schemars type when the run is
+//! prepared), and `belt-server` makes each its own MCP tool, `orchestrate_{name}`. They live
+//! in the process that registered them: a run of one is recorded like every run (its spec,
+//! `args` included), and resumes — `belt resume`, a worker, a restarted server — only in a
+//! process that registered the same name.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use belt_core::patterns::Refine;
 use belt_core::{Cascade, Dynamic, Flow, Orchestrator, Strategy, Swarm, SynthesizeMode};
@@ -249,8 +258,146 @@ pub(crate) fn runnable(name: &str) -> Result<&'static Pattern, String> {
              file. pattern (--pattern) takes: {names}"
         )),
         None => Err(format!(
-            "unknown pattern `{name}`; pattern (--pattern) takes: {names} (`belt patterns` lists all)"
+            "unknown pattern `{name}`; pattern (--pattern) takes: {names} (`belt patterns` lists all; an \
+             orchestrator a program registers runs, and resumes, only in a process that registered it)"
         )),
+    }
+}
+
+/// Builds a registered orchestrator for a run from its team and its `args` (JSON); an
+/// `Err` says what is wrong with the arguments.
+type BuildWithArgs =
+    Arc<dyn Fn(&Team, serde_json::Value) -> Result<Arc<dyn Orchestrator>, String> + Send + Sync>;
+
+/// The run settings an orchestrator's MCP tool (`orchestrate_{name}`) takes beside its own
+/// arguments, under the names of [`crate::RunSpec`]'s fields; its arguments may not use them.
+pub const TOOL_SETTINGS: &[&str] =
+    &["task", "model", "agents", "budget_usd", "budget_tokens", "budget_calls"];
+
+/// An orchestrator a program registered ([`crate::App::register`]; see the module docs).
+#[derive(Clone)]
+pub struct Registered {
+    /// The pattern name a spec gives (`pattern`).
+    pub name: String,
+    /// What it does, for people and for an LLM choosing a tool.
+    pub description: String,
+    /// The JSON Schema of its arguments (the spec's `args`), from their schemars type.
+    pub args_schema: serde_json::Value,
+    build: BuildWithArgs,
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered").field("name", &self.name).finish()
+    }
+}
+
+impl Registered {
+    /// An orchestrator named `name` whose runs `factory` builds from the run's team and its
+    /// arguments, of type `A`: read from the spec's `args` (absent: `{}`), refused with
+    /// serde's message when they do not fit `A`, and described by `A`'s JSON Schema.
+    pub fn new<A, F>(name: &str, description: &str, factory: F) -> Result<Registered, String>
+    where
+        A: serde::de::DeserializeOwned + schemars::JsonSchema,
+        F: Fn(A, &Team) -> Result<Arc<dyn Orchestrator>, String> + Send + Sync + 'static,
+    {
+        check_name(name)?;
+        if description.trim().is_empty() {
+            return Err(format!(
+                "orchestrator `{name}`: the description is empty; say what it does (an LLM reads it to \
+                 choose the tool)"
+            ));
+        }
+        let args_schema = serde_json::to_value(schemars::schema_for!(A)).map_err(|e| e.to_string())?;
+        check_args_schema(name, &args_schema)?;
+        let build: BuildWithArgs = Arc::new(move |team, args| {
+            let args: A = serde_json::from_value(args).map_err(|e| e.to_string())?;
+            factory(args, team)
+        });
+        Ok(Registered {
+            name: name.to_string(),
+            description: description.trim().to_string(),
+            args_schema,
+            build,
+        })
+    }
+
+    /// Its MCP tool: `orchestrate_{name}`.
+    pub fn tool_name(&self) -> String {
+        format!("orchestrate_{}", self.name)
+    }
+
+    /// The orchestrator of a run with `args` (absent: `{}`).
+    pub(crate) fn build(
+        &self,
+        team: &Team,
+        args: Option<&serde_json::Value>,
+    ) -> Result<Arc<dyn Orchestrator>, String> {
+        let args = args.cloned().unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+        (self.build)(team, args).map_err(|e| format!("args of pattern `{}`: {e}", self.name))
+    }
+}
+
+/// A name a spec, a URL and an MCP tool can carry: lowercase letters, digits, `_` and `-`.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = (1..=48).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !ok {
+        return Err(format!(
+            "`{name}` cannot name an orchestrator: use 1 to 48 lowercase letters, digits, `_` or `-`, \
+             starting with a letter (its MCP tool is `orchestrate_NAME`)"
+        ));
+    }
+    if get(name).is_some() {
+        return Err(format!("`{name}` is a pattern of belt's library; give your orchestrator another name"));
+    }
+    Ok(())
+}
+
+/// Arguments are a JSON object (its MCP tool's arguments sit beside [`TOOL_SETTINGS`]).
+fn check_args_schema(name: &str, schema: &serde_json::Value) -> Result<(), String> {
+    if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
+        return Err(format!(
+            "orchestrator `{name}`: its arguments must be a struct (a JSON object), not {}",
+            schema.get("type").map_or("a schema without a type".to_string(), |t| t.to_string())
+        ));
+    }
+    let props = schema.get("properties").and_then(|p| p.as_object());
+    if let Some(taken) = props.and_then(|p| p.keys().find(|k| TOOL_SETTINGS.contains(&k.as_str()))) {
+        return Err(format!(
+            "orchestrator `{name}`: its argument `{taken}` has the name of a run setting its tool takes \
+             ({}); rename it",
+            TOOL_SETTINGS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// The orchestrators a process registered, by name (an [`crate::App`] holds one).
+#[derive(Default)]
+pub struct Registry {
+    entries: RwLock<BTreeMap<String, Arc<Registered>>>,
+}
+
+impl Registry {
+    /// Add `entry`; a name registered already is refused.
+    pub fn add(&self, entry: Registered) -> Result<(), String> {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if entries.contains_key(&entry.name) {
+            return Err(format!("an orchestrator named `{}` is registered already", entry.name));
+        }
+        entries.insert(entry.name.clone(), Arc::new(entry));
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Registered>> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Every registered orchestrator, by name.
+    pub fn all(&self) -> Vec<Arc<Registered>> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 }
 
@@ -333,6 +480,40 @@ mod tests {
             serde_json::Value::Array(a) => a.iter().for_each(|v| collect_strings(v, out)),
             _ => {}
         }
+    }
+
+    /// The model calls docs/choosing-a-pattern.md gives each pattern, as a run counts them.
+    #[tokio::test]
+    async fn call_counts_are_those_of_the_decision_guide() {
+        let app = crate::App::new(crate::Config::default()).with_env(Arc::new(|_| None));
+        let run = |json: String| {
+            let spec: crate::RunSpec = serde_json::from_str(&json).unwrap();
+            let mut prepared = app.prepare(&spec).unwrap();
+            async move { prepared.start().await.unwrap().result().await }
+        };
+        let calls = |pattern: &str, agents: usize, extra: &str| {
+            run(format!(
+                r#"{{"task": "Plan a city park", "pattern": "{pattern}", "agents": {agents}, "sim_latency_ms": 0{extra}}}"#
+            ))
+        };
+        // The cascade: 1 + N + S + E.
+        for (n, expected) in [(3, 4), (5, 7), (12, 16), (50, 62), (55, 70)] {
+            let r = calls("cascade", n, "").await;
+            assert_eq!(r.usage.calls, expected, "cascade of {n}: {:?}", r.shape);
+        }
+        assert_eq!(calls("cascade", 4, r#", "synthesize": "always""#).await.usage.calls, 6);
+        assert_eq!(calls("cascade", 12, r#", "synthesize": "never""#).await.usage.calls, 13);
+        assert_eq!(calls("swarm", 7, "").await.usage.calls, 8);
+        assert_eq!(calls("dynamic", 4, "").await.usage.calls, 6);
+        // Iterative: a draft and a verdict per round, at most 2D.
+        let r = calls("iterative", 1, r#", "refine": 2"#).await;
+        let drafts = r
+            .agents
+            .iter()
+            .filter(|a| a.step.as_str().ends_with("/draft") && a.status == belt_core::AgentStatus::Completed)
+            .count();
+        assert!((1..=2).contains(&drafts), "{drafts} drafts");
+        assert_eq!(r.usage.calls, 2 * drafts as u64);
     }
 
     #[test]

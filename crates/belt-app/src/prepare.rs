@@ -54,6 +54,8 @@ pub struct App {
     shared: std::sync::OnceLock<Shared>,
     /// The tools of the process's runs, and the MCP servers they started.
     tools: Arc<crate::tools::ToolHost>,
+    /// The orchestrators this program registered ([`App::register`]).
+    registry: patterns::Registry,
 }
 
 /// Limits and budget pools shared through a store (see [`belt_core::shared`]).
@@ -144,8 +146,55 @@ impl App {
                 config.mcp.clone(),
                 belt_tools::web::WebSearchConfig::from_env(),
             )),
+            registry: patterns::Registry::default(),
             config,
         }
+    }
+
+    /// Register an orchestrator of this program as the pattern `name`: a spec naming it
+    /// (`POST /v1/runs` with `"pattern": name`, `belt-server`'s MCP tool `orchestrate_{name}`)
+    /// runs what `factory` builds from the run's [`Team`] and its `args`, read as an `A` —
+    /// whose JSON Schema describes them to clients. Refused: a name of belt's library or
+    /// registered already, arguments that are not a struct or that use a name of
+    /// [`patterns::TOOL_SETTINGS`]. A run of it resumes only in a process that registered it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use belt_app::{App, Config, RunSpec};
+    /// use belt_core::Flow;
+    ///
+    /// #[derive(serde::Deserialize, schemars::JsonSchema)]
+    /// struct Args {
+    ///     /// How to greet.
+    ///     greeting: String,
+    /// }
+    /// let app = App::new(Config::default());
+    /// app.register("greet", "Greets the task.", |args: Args, _team| {
+    ///     let greeting = args.greeting;
+    ///     Ok(Arc::new(Flow::new("greet", move |_ctx, task| {
+    ///         let text = format!("{greeting}, {}", task.description);
+    ///         async move { Ok(text) }
+    ///     })))
+    /// })
+    /// .unwrap();
+    /// let spec: RunSpec =
+    ///     serde_json::from_str(r#"{"task": "world", "pattern": "greet", "args": {"greeting": "hello"}}"#).unwrap();
+    /// assert!(app.prepare(&spec).is_ok());
+    /// let wrong: RunSpec = serde_json::from_str(r#"{"task": "world", "pattern": "greet", "args": {}}"#).unwrap();
+    /// assert!(app.prepare(&wrong).err().unwrap().to_string().contains("missing field `greeting`"));
+    /// ```
+    pub fn register<A, F>(&self, name: &str, description: &str, factory: F) -> Result<(), AppError>
+    where
+        A: serde::de::DeserializeOwned + schemars::JsonSchema,
+        F: Fn(A, &Team) -> Result<Arc<dyn Orchestrator>, String> + Send + Sync + 'static,
+    {
+        let entry = patterns::Registered::new(name, description, factory).map_err(AppError::Invalid)?;
+        self.registry.add(entry).map_err(AppError::Invalid)
+    }
+
+    /// The orchestrators this program registered, by name.
+    pub fn registered(&self) -> Vec<Arc<patterns::Registered>> {
+        self.registry.all()
     }
 
     /// The tools of this process's runs ([`crate::tools::ToolHost`]).
@@ -295,13 +344,39 @@ impl App {
     pub fn prepare(&self, spec: &RunSpec) -> Result<Prepared, AppError> {
         let mut common = Common::check(spec)?;
         common.pool = self.budget_pool(spec)?;
+        let registered = if spec.workflow.is_some() { None } else { self.registry.get(spec.pattern()) };
+        // (An unknown pattern is said so by prepare_task, with what a registered one needs.)
+        let known = spec.workflow.is_some() || patterns::get(spec.pattern()).is_some();
+        if spec.args.is_some() && registered.is_none() && known {
+            return Err(AppError::Invalid(format!(
+                "args are the arguments of an orchestrator the serving program registered; {} takes none \
+                 — leave `args` out{}",
+                if spec.workflow.is_some() {
+                    "a workflow".to_string()
+                } else {
+                    format!("`{}`", spec.pattern())
+                },
+                self.registered_names()
+            )));
+        }
         match &spec.workflow {
             Some(text) => crate::workflow::prepare(self, spec, text, common),
-            None => self.prepare_task(spec, common),
+            None => self.prepare_task(spec, common, registered),
         }
     }
 
-    fn prepare_task(&self, spec: &RunSpec, common: Common) -> Result<Prepared, AppError> {
+    /// `" (registered here: a, b)"`, or nothing when this program registered none.
+    fn registered_names(&self) -> String {
+        let names: Vec<String> = self.registry.all().iter().map(|r| r.name.clone()).collect();
+        if names.is_empty() { String::new() } else { format!(" (registered here: {})", names.join(", ")) }
+    }
+
+    fn prepare_task(
+        &self,
+        spec: &RunSpec,
+        common: Common,
+        registered: Option<Arc<patterns::Registered>>,
+    ) -> Result<Prepared, AppError> {
         let task = spec.task.trim();
         if task.is_empty() {
             return Err(AppError::Invalid(
@@ -317,7 +392,13 @@ impl App {
                     .into(),
             ));
         }
-        let pattern = patterns::runnable(spec.pattern()).map_err(AppError::Invalid)?;
+        let pattern = match &registered {
+            Some(_) => None,
+            None => Some(
+                patterns::runnable(spec.pattern())
+                    .map_err(|e| AppError::Invalid(format!("{e}{}", self.registered_names())))?,
+            ),
+        };
         let plan = check_plan(spec)?;
         let (agents, min_agents) = match &plan {
             Some(plan) => (plan.len(), None),
@@ -333,9 +414,13 @@ impl App {
             refine: in_range(REFINE, spec.refine.unwrap_or(0), 0, 20)?,
             continue_truncated: in_range(CONTINUE, spec.continue_truncated.unwrap_or(0), 0, 5)?,
         };
-        let build =
-            pattern.build.ok_or_else(|| AppError::Invalid(format!("`{}` cannot be built", pattern.name)))?;
-        let orchestrator = build(&team);
+        let orchestrator = match (pattern, &registered) {
+            (_, Some(r)) => r.build(&team, spec.args.as_ref()).map_err(AppError::Invalid)?,
+            (Some(p), None) => {
+                p.build.ok_or_else(|| AppError::Invalid(format!("`{}` cannot be built", p.name)))?(&team)
+            }
+            (None, None) => return Err(AppError::Invalid(format!("unknown pattern `{}`", spec.pattern()))),
+        };
         let providers = self.providers(spec)?;
         keys_present(&team.models.all(), &providers)?;
         orchestrator.validate(&providers).map_err(AppError::Invalid)?;

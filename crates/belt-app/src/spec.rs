@@ -35,6 +35,11 @@ pub struct RunSpec {
     /// Default: `cascade` (workers in parallel, synthesizers over groups of 5, an executive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
+    /// The arguments of an orchestrator the serving program registered (its `args_schema` in
+    /// GET /v1/patterns / list_patterns says which), checked when the run is prepared. The
+    /// patterns of belt's library take none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<serde_json::Value>,
     /// Number of worker agents (subtasks), 1 to 100000. Default: 5. A `plan` sets it.
     #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
@@ -246,7 +251,11 @@ impl RunSpec {
     /// interrupted before an upgrade resumes after it.
     pub fn from_definition(json: &str) -> Result<RunSpec, String> {
         let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        let mut value = if value.get("args").is_some() { crate::legacy::upgrade(value) } else { value };
+        // An old definition holds `args` (the CLI's) and no `task` or `pattern` of its own; a
+        // spec's `args` (a registered orchestrator's) comes with the `pattern` it is for.
+        let legacy =
+            value.get("args").is_some() && value.get("task").is_none() && value.get("pattern").is_none();
+        let mut value = if legacy { crate::legacy::upgrade(value) } else { value };
         forget_empty_subtask_ids(&mut value);
         serde_json::from_value(value).map_err(|e| e.to_string())
     }
@@ -290,6 +299,11 @@ mod tests {
         assert_eq!(back, spec);
         // Defaults are not written: a recorded spec says only what was asked.
         assert_eq!(RunSpec::new("t").to_definition(), r#"{"task":"t"}"#);
+        // A registered orchestrator's args are kept, not taken for an old definition's.
+        let mut registered = RunSpec::new("t");
+        registered.pattern = Some("review".into());
+        registered.args = Some(serde_json::json!({"focus": ["risks"]}));
+        assert_eq!(RunSpec::from_definition(&registered.to_definition()).unwrap(), registered);
     }
 
     #[test]

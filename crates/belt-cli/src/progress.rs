@@ -279,6 +279,21 @@ impl Progress {
                 }
                 return;
             }
+            // An orchestrator's own event: its name and data, on one line.
+            EventKind::Custom { name, data } => {
+                let data = if data.is_null() {
+                    String::new()
+                } else {
+                    format!(" {}", shorten(&data.to_string(), 200))
+                };
+                self.line(format!("{name}:{data}"));
+            }
+            // The terminal's question shows the request; only a default taken is news.
+            EventKind::HumanAnswered { id, by, .. }
+                if *by != belt_core::patterns::hitl::AnsweredBy::Human =>
+            {
+                self.line(format!("{id}: no answer ({}); its default was taken", by.as_str()));
+            }
             // Kinds added to the engine later have no progress line yet.
             _ => return,
         }

@@ -53,6 +53,8 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
         task: if workflow.is_some() { String::new() } else { args.task.clone() },
         context: args.context.clone(),
         pattern: args.pattern.clone(),
+        // Arguments of an orchestrator a program registered: the CLI runs belt's library only.
+        args: None,
         agents: args.agents,
         min_agents: args.min_agents,
         max_agents: args.max_agents,

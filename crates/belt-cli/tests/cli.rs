@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Longest any single `belt` process may run before the test fails.
 const PROCESS_DEADLINE: Duration = Duration::from_secs(90);
@@ -1364,6 +1364,7 @@ fn cascade_refine_revises_the_final_synthesis() {
 fn review_plan_with_approve_all_records_the_decision() {
     let dir = TestDir::new("review");
     let out = dir.join("out");
+    let events_path = dir.join("events.jsonl");
     let o = belt(
         &dir,
         &[
@@ -1378,6 +1379,8 @@ fn review_plan_with_approve_all_records_the_decision() {
             "--json",
             "--out",
             out.to_str().unwrap(),
+            "--events",
+            events_path.to_str().unwrap(),
         ],
     );
     o.assert_code(0);
@@ -1386,6 +1389,46 @@ fn review_plan_with_approve_all_records_the_decision() {
     let review = agent(&r, "hitl/plan");
     assert_eq!(review["status"], "completed");
     assert_eq!(status_counts(&r, "worker").get("completed"), Some(&3));
+    // The question opened and closed in the JSONL log, before any worker started.
+    let events = read_events(&events_path);
+    check_event_log(&events, r["run_id"].as_str().unwrap());
+    let asked = events.iter().find(|e| ty(e) == "human_requested").expect("human_requested");
+    assert_eq!((step(asked), &asked["question"]["kind"]), (Some("hitl/plan"), &json!("approval")));
+    let answered = events.iter().find(|e| ty(e) == "human_answered").expect("human_answered");
+    assert_eq!((&answered["answer"], &answered["id"]), (&json!({"approve": true}), &asked["id"]));
+    assert!(seq_of(&events, "human_answered", "hitl/plan") < seq_of(&events, "step_started", "worker/001"));
+}
+
+/// An orchestrator's own events (`iterative`'s judge verdicts) are in the JSONL log as
+/// `custom` events, and the progress shows them.
+#[test]
+fn a_patterns_own_events_are_in_the_jsonl_log_and_the_progress() {
+    let dir = TestDir::new("custom-events");
+    let events_path = dir.join("events.jsonl");
+    let o = belt(
+        &dir,
+        &[
+            "run",
+            "A haiku about rivers",
+            "--pattern",
+            "iterative",
+            "--sim-latency-ms",
+            "0",
+            "--json",
+            "--events",
+            events_path.to_str().unwrap(),
+        ],
+    );
+    o.assert_code(0);
+    let events = read_events(&events_path);
+    check_event_log(&events, o.json()["run_id"].as_str().unwrap());
+    let verdicts: Vec<&Value> = events.iter().filter(|e| ty(e) == "custom").collect();
+    assert!(!verdicts.is_empty(), "no custom event in {events:?}");
+    assert_eq!(verdicts[0]["name"], "judge_verdict");
+    assert_eq!(verdicts[0]["data"]["judge"], "refine/01/judge");
+    // Said after the judge's step completed.
+    assert!(verdicts[0]["seq"].as_u64().unwrap() > seq_of(&events, "step_completed", "refine/01/judge"));
+    assert!(o.stderr.contains("judge_verdict: {"), "{}", o.stderr);
 }
 
 /// A terminal for the child: `script` (util-linux) runs it on a pseudo-terminal and copies

@@ -285,8 +285,23 @@ impl Ctx {
         self.shared.concurrency
     }
 
-    /// Emit an event that is not about one step's call (tiers, plans, documents).
-    pub fn emit(&self, step: Option<&StepId>, kind: EventKind) -> u64 {
+    /// Emit an event of the orchestrator's own: `type` `custom`, with `name` (e.g.
+    /// `agent_progress`, `review_required`, `debug`) and any JSON `data`. It reaches every
+    /// consumer of the run's events — the JSONL log, SSE, webhooks, MCP progress — and the
+    /// store, like the engine's own; returns its sequence number.
+    ///
+    /// ```
+    /// # async fn f(ctx: belt_core::Ctx) {
+    /// ctx.emit("agent_progress", serde_json::json!({"agent": "critic", "done": 2, "of": 5}));
+    /// # }
+    /// ```
+    pub fn emit(&self, name: impl Into<String>, data: serde_json::Value) -> u64 {
+        self.shared.bus.emit(None, EventKind::Custom { name: name.into(), data })
+    }
+
+    /// Emit one of the engine's events that is not about one step's call (tiers, plans,
+    /// documents).
+    pub fn emit_event(&self, step: Option<&StepId>, kind: EventKind) -> u64 {
         self.shared.bus.emit(step, kind)
     }
 

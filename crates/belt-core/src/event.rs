@@ -3,7 +3,8 @@
 //! One enum, [`EventKind`], wrapped in [`Event`] with a per-run sequence number, a
 //! timestamp, the run id and the StepId where it concerns one step. Its JSON (tagged by
 //! `type`) is the single format for every consumer: the CLI progress display, the JSONL
-//! log, and later SSE, webhooks and MCP progress.
+//! log, SSE (whose `event:` is the `type`), webhooks and MCP progress. Orchestrators add
+//! their own with [`crate::Ctx::emit`] (`type` `custom`, with a `name` and JSON `data`).
 //!
 //! Delivery: [`EventBus::emit`] assigns the sequence number and hands the event to every
 //! subscriber's unbounded channel under one lock, so all subscribers see the same strictly
@@ -202,6 +203,34 @@ pub enum EventKind {
         calls: u64,
         duration_ms: u64,
     },
+
+    // What orchestrators and people say (issue 16): events of a pattern's own, and the
+    // questions for people opening and closing, so that subscribers need not poll.
+    /// An event of a pattern's or a custom orchestrator's own ([`crate::Ctx::emit`]): its
+    /// `name` (e.g. `debug`, `agent_progress`, `review_required`) and any JSON `data`. The
+    /// `type` stays `custom`, so a name can never pass for one of the engine's events.
+    Custom {
+        name: String,
+        #[serde(default)]
+        data: serde_json::Value,
+    },
+    /// A question for a person opened (its step is `hitl/{name}`): it waits for an answer
+    /// under `id` (over HTTP at `POST /v1/runs/{run}/approvals/{id}`) for `timeout_ms`, then
+    /// takes `default`.
+    HumanRequested {
+        id: String,
+        // Boxed: a rare event (see the size test below).
+        question: Box<crate::human::Question>,
+        prompt: String,
+        timeout_ms: u64,
+        default: Box<crate::human::Answer>,
+    },
+    /// The question `id` closed: answered by a person, or its default taken (`by` says which).
+    HumanAnswered {
+        id: String,
+        answer: Box<crate::human::Answer>,
+        by: crate::human::AnsweredBy,
+    },
 }
 
 /// Where a plan came from.
@@ -269,6 +298,36 @@ impl TraceParent {
 }
 
 impl EventKind {
+    /// Every `type` tag (what webhooks filter on), in the order of the enum.
+    pub const TYPES: &'static [&'static str] = &[
+        "run_started",
+        "plan_ready",
+        "plan_fallback",
+        "strategy_chosen",
+        "plan_rejected",
+        "plan_repaired",
+        "step_started",
+        "step_retrying",
+        "step_completed",
+        "usage_overreported",
+        "step_truncated",
+        "step_failed",
+        "step_skipped",
+        "step_delta",
+        "step_fallback",
+        "breaker_opened",
+        "breaker_closed",
+        "tier_started",
+        "tier_completed",
+        "budget_warning",
+        "budget_exhausted",
+        "document_written",
+        "run_finished",
+        "custom",
+        "human_requested",
+        "human_answered",
+    ];
+
     /// The `type` tag as it appears in JSON.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -295,6 +354,9 @@ impl EventKind {
             EventKind::BudgetExhausted { .. } => "budget_exhausted",
             EventKind::DocumentWritten { .. } => "document_written",
             EventKind::RunFinished { .. } => "run_finished",
+            EventKind::Custom { .. } => "custom",
+            EventKind::HumanRequested { .. } => "human_requested",
+            EventKind::HumanAnswered { .. } => "human_answered",
         }
     }
 }
@@ -475,6 +537,41 @@ mod tests {
         // And back.
         let back: Event = serde_json::from_value(jb).unwrap();
         assert_eq!(&back, &*b);
+    }
+
+    #[test]
+    fn custom_and_human_events_serialize_with_their_type_and_read_back() {
+        use crate::human::{Answer, AnsweredBy, Question};
+        let kinds = [
+            EventKind::Custom {
+                name: "agent_progress".into(),
+                data: serde_json::json!({"done": 2, "of": 5}),
+            },
+            EventKind::HumanRequested {
+                id: "r:hitl/plan".into(),
+                question: Box::new(Question::Select { options: vec!["a".into(), "b".into()] }),
+                prompt: "Which?".into(),
+                timeout_ms: 60_000,
+                default: Box::new(Answer::Select(1)),
+            },
+            EventKind::HumanAnswered {
+                id: "r:hitl/plan".into(),
+                answer: Box::new(Answer::Approve(true)),
+                by: AnsweredBy::Timeout,
+            },
+        ];
+        for kind in kinds {
+            let json = serde_json::to_value(&kind).unwrap();
+            assert_eq!(json["type"], kind.type_name());
+            assert!(EventKind::TYPES.contains(&kind.type_name()), "{} is listed", kind.type_name());
+            assert_eq!(serde_json::from_value::<EventKind>(json).unwrap(), kind);
+        }
+        let custom =
+            serde_json::to_value(EventKind::Custom { name: "debug".into(), data: "x".into() }).unwrap();
+        assert_eq!(custom, serde_json::json!({"type": "custom", "name": "debug", "data": "x"}));
+        // A custom event without data reads as null data.
+        let bare: EventKind = serde_json::from_str(r#"{"type": "custom", "name": "tick"}"#).unwrap();
+        assert_eq!(bare, EventKind::Custom { name: "tick".into(), data: serde_json::Value::Null });
     }
 
     #[test]

@@ -60,6 +60,17 @@ pub enum AnsweredBy {
     Unattended,
 }
 
+impl AnsweredBy {
+    /// The name as in JSON: `human`, `timeout`, `unattended`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AnsweredBy::Human => "human",
+            AnsweredBy::Timeout => "timeout",
+            AnsweredBy::Unattended => "unattended",
+        }
+    }
+}
+
 /// The outcome of a question.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision<T> {

@@ -423,7 +423,7 @@ pub async fn run<O: Orchestrator>(
         if let Some(writer) = documents {
             result = write_documents(&driver_ctx, writer, result).await;
         }
-        driver_ctx.emit(
+        driver_ctx.emit_event(
             None,
             EventKind::RunFinished {
                 status: result.status,
@@ -579,7 +579,10 @@ async fn write_documents(ctx: &Ctx, writer: Arc<dyn DocumentWriter>, result: Run
     match outcome {
         Ok((mut result, Ok(docs))) => {
             for d in &docs {
-                ctx.emit(None, EventKind::DocumentWritten { format: d.format.clone(), path: d.path.clone() });
+                ctx.emit_event(
+                    None,
+                    EventKind::DocumentWritten { format: d.format.clone(), path: d.path.clone() },
+                );
             }
             result.documents = docs;
             result
@@ -609,7 +612,7 @@ pub const EVENT_BATCH_PAUSE: std::time::Duration = std::time::Duration::from_mil
 
 async fn drive<O: Orchestrator>(orch: O, ctx: Ctx, task: Task, options: RunOptions) -> RunResult {
     let simulated = options.providers_simulated();
-    ctx.emit(
+    ctx.emit_event(
         None,
         EventKind::RunStarted {
             pattern: orch.name().to_string(),
@@ -646,7 +649,7 @@ async fn drive<O: Orchestrator>(orch: O, ctx: Ctx, task: Task, options: RunOptio
     // Shared with a cancel, which builds the result without this future.
     let plan = Arc::new(plan);
     *ctx.shared.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some((plan.clone(), finish.shape.clone()));
-    ctx.emit(None, EventKind::PlanReady { subtasks: plan.len(), shape: finish.shape.clone(), source });
+    ctx.emit_event(None, EventKind::PlanReady { subtasks: plan.len(), shape: finish.shape.clone(), source });
     if options.review_plan
         && let Err(reason) = review_plan(&ctx, &task, &plan).await
     {
@@ -654,12 +657,12 @@ async fn drive<O: Orchestrator>(orch: O, ctx: Ctx, task: Task, options: RunOptio
     }
 
     // 2. The subtasks, by dependency and priority.
-    ctx.emit(None, EventKind::TierStarted { tier: Tier::Worker, level: 0, count: plan.len() });
+    ctx.emit_event(None, EventKind::TierStarted { tier: Tier::Worker, level: 0, count: plan.len() });
     let limit = if options.parallel { options.concurrency } else { 1 };
     let outcomes = schedule(&orch, &ctx, &task, &plan, limit).await;
     let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
     let skipped = outcomes.iter().filter(|o| matches!(o, Err(StepError::Skipped { .. }))).count();
-    ctx.emit(
+    ctx.emit_event(
         None,
         EventKind::TierCompleted {
             tier: Tier::Worker,

@@ -778,6 +778,11 @@ impl RunTracer {
                 Some(step) => vec![KeyValue::str("belt.step", step)],
                 None => return,
             },
+            EventKind::Custom { name, .. } => vec![KeyValue::str("belt.event.name", name.clone())],
+            EventKind::HumanRequested { id, .. } => vec![KeyValue::str("belt.hitl.id", id.clone())],
+            EventKind::HumanAnswered { id, by, .. } => {
+                vec![KeyValue::str("belt.hitl.id", id.clone()), KeyValue::lit("belt.hitl.by", by.as_str())]
+            }
             _ => return,
         };
         self.push_root_event(ts, kind.type_name(), attrs);

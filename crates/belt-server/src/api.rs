@@ -417,6 +417,12 @@ pub(crate) async fn document(
 pub struct PatternInfo {
     pub name: String,
     pub description: String,
+    /// For an orchestrator the serving program registered: the JSON Schema of its `args`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_schema: Option<serde_json::Value>,
+    /// For an orchestrator the serving program registered: its MCP tool, `orchestrate_{name}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_tool: Option<String>,
 }
 
 /// The patterns the server can run.
@@ -426,17 +432,27 @@ pub struct PatternList {
 }
 
 impl PatternList {
-    /// belt-app's registry, the patterns a task alone runs.
-    pub fn of_registry() -> PatternList {
-        let patterns = belt_app::patterns::from_task()
-            .map(|p| PatternInfo { name: p.name.to_string(), description: p.summary.to_string() })
-            .collect();
-        PatternList { patterns }
+    /// belt-app's registry, the patterns a task alone runs, then the orchestrators `app`'s
+    /// program registered.
+    pub fn of(app: &belt_app::App) -> PatternList {
+        let library = belt_app::patterns::from_task().map(|p| PatternInfo {
+            name: p.name.to_string(),
+            description: p.summary.to_string(),
+            args_schema: None,
+            mcp_tool: None,
+        });
+        let registered = app.registered().into_iter().map(|r| PatternInfo {
+            name: r.name.clone(),
+            description: r.description.clone(),
+            args_schema: Some(r.args_schema.clone()),
+            mcp_tool: Some(r.tool_name()),
+        });
+        PatternList { patterns: library.chain(registered).collect() }
     }
 }
 
-pub(crate) async fn patterns() -> Json<PatternList> {
-    Json(PatternList::of_registry())
+pub(crate) async fn patterns(State(app): State<AppState>) -> Json<PatternList> {
+    Json(PatternList::of(app.manager.app()))
 }
 
 /// `GET /healthz`.

@@ -34,8 +34,16 @@ pub(crate) async fn index() -> Response {
     page(INDEX, "text/html; charset=utf-8")
 }
 
+/// The script, given belt-core's event types (`EVENT_TYPES`): the stream names each
+/// message's type in its `event:` line, and an EventSource hands a named event only to the
+/// listeners of that name, so the page listens to every type.
+static SCRIPT_WITH_TYPES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let types = serde_json::to_string(belt_core::EventKind::TYPES).unwrap_or_else(|_| "[]".into());
+    SCRIPT.replacen("'use strict';\n", &format!("'use strict';\nconst EVENT_TYPES = {types};\n"), 1)
+});
+
 pub(crate) async fn script() -> Response {
-    page(SCRIPT, "text/javascript; charset=utf-8")
+    page(SCRIPT_WITH_TYPES.as_str(), "text/javascript; charset=utf-8")
 }
 
 pub(crate) async fn style() -> Response {
@@ -47,4 +55,18 @@ pub(crate) async fn favicon() -> Response {
     // The icon never changes within a version: browsers need not ask again for a day.
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_script_knows_every_event_type_after_its_strict_directive() {
+        let script = super::SCRIPT_WITH_TYPES.as_str();
+        let at = script.find("const EVENT_TYPES = [").expect("the types are given");
+        assert!(script.find("'use strict';").is_some_and(|s| s < at), "after the directive");
+        for t in belt_core::EventKind::TYPES {
+            assert!(script[at..].contains(&format!("\"{t}\"")), "{t}");
+        }
+        assert!(script.contains("for (const type of EVENT_TYPES)"), "the page listens to each");
+    }
 }

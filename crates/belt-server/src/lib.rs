@@ -175,6 +175,22 @@ impl Server {
         })
     }
 
+    /// Register an orchestrator of this program as the pattern `name` of the HTTP API
+    /// (`POST /v1/runs` with `"pattern": name` and its `args`) and as its own MCP tool,
+    /// `orchestrate_{name}`: see [`belt_app::App::register`], which this calls on the
+    /// server's application. Register before serving: an MCP session lists the tools
+    /// registered when it began.
+    pub fn register<A, F>(&self, name: &str, description: &str, factory: F) -> Result<(), belt_app::AppError>
+    where
+        A: serde::de::DeserializeOwned + schemars::JsonSchema,
+        F: Fn(A, &belt_app::patterns::Team) -> Result<Arc<dyn belt_core::Orchestrator>, String>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.state.manager.app().register(name, description, factory)
+    }
+
     /// Register a webhook (as from configuration); `POST /v1/webhooks` does the same.
     pub fn add_webhook(&self, spec: webhooks::WebhookSpec) -> Result<webhooks::WebhookInfo, ApiError> {
         self.state.webhooks.add(spec)

@@ -848,6 +848,6 @@ mod tests {
         r.out = Some("/etc".into());
         assert!(check(r).contains("writes no files on the server"));
         assert!(m.prepare(RunSpec::new("fine")).is_ok());
-        assert!(crate::api::PatternList::of_registry().patterns.iter().any(|p| p.name == "cascade"));
+        assert!(crate::api::PatternList::of(m.app()).patterns.iter().any(|p| p.name == "cascade"));
     }
 }

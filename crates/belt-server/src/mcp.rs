@@ -8,16 +8,23 @@
 //! `cancel_run`, `list_runs`, `list_patterns`. `run_workflow` and `start_run` take the
 //! fields of [`belt_app::RunSpec`], the body of `POST /v1/runs`. Resources: the Markdown report of
 //! each finished run, at `belt://runs/{id}/report.md`.
+//!
+//! Each orchestrator the program registered ([`belt_app::App::register`]) is a tool of its own,
+//! `orchestrate_{name}`, as `run_workflow` is (progress, then the result), described by its
+//! registration and taking its own arguments — its args type's fields — beside the run
+//! settings of [`belt_app::patterns::TOOL_SETTINGS`]. A session lists those registered when it
+//! began.
 
 use std::sync::Arc;
 
 use belt_core::{EventKind, RunResult};
-use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
+use rmcp::handler::server::tool::{ToolCallContext, schema_for_type};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ListResourcesResult, PaginatedRequestParams,
-    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, ServerCapabilities, ServerConfig as McpServerInfo,
+    CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListResourcesResult,
+    PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceContents, ServerCapabilities, ServerConfig as McpServerInfo, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
@@ -29,12 +36,13 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::manager::Phase;
 use belt_app::RunSpec;
+use belt_app::patterns::{Registered, TOOL_SETTINGS};
 
 /// The MCP service over a server's runs. Cheap to clone (one per MCP session).
 #[derive(Clone)]
 pub struct BeltMcp {
     app: AppState,
-    #[expect(dead_code, reason = "read by the code #[tool_handler] generates")]
+    /// belt's tools and one per registered orchestrator.
     tool_router: ToolRouter<Self>,
 }
 
@@ -123,10 +131,84 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// The tool of a registered orchestrator (see the module docs).
+fn orchestrator_tool(registered: &Registered) -> ToolRoute<BeltMcp> {
+    let description = format!(
+        "{} Runs belt's registered orchestrator `{}` on a task and waits for the result: returns the final \
+         output followed by a JSON summary (status, agents, cost in USD, tokens, duration). Sends progress \
+         notifications as its steps finish and as it reports progress. budget_usd, budget_tokens and \
+         budget_calls are hard caps.",
+        registered.description.trim_end_matches('.').to_string() + ".",
+        registered.name
+    );
+    let tool = Tool::new(registered.tool_name(), description, Arc::new(tool_schema(registered)));
+    let name: Arc<str> = Arc::from(registered.name.as_str());
+    ToolRoute::new_dyn(tool, move |call| call_orchestrator(name.clone(), call))
+}
+
+/// A call of a registered orchestrator's tool: its run, to completion.
+fn call_orchestrator(
+    name: Arc<str>,
+    call: ToolCallContext<'_, BeltMcp>,
+) -> futures::future::BoxFuture<'_, Result<CallToolResponse, ErrorData>> {
+    let spec = spec_of_call(&name, call.arguments.unwrap_or_default());
+    let (service, context) = (call.service, call.request_context);
+    Box::pin(async move {
+        let result = match spec {
+            Ok(spec) => service.run_to_completion(spec, context).await,
+            Err(e) => Err(e),
+        };
+        answer(result).map(Into::into)
+    })
+}
+
+/// The input schema of a registered orchestrator's tool: the run settings of
+/// [`TOOL_SETTINGS`], described as `run_workflow` describes them, and the properties of its
+/// arguments' schema (with their definitions, where their `$ref`s point).
+fn tool_schema(registered: &Registered) -> JsonObject {
+    let spec = schema_for_type::<RunSpec>();
+    let spec_props = spec.get("properties").and_then(Value::as_object);
+    let mut props = serde_json::Map::new();
+    for key in TOOL_SETTINGS {
+        if let Some(p) = spec_props.and_then(|p| p.get(*key)) {
+            props.insert(key.to_string(), p.clone());
+        }
+    }
+    let args = &registered.args_schema;
+    if let Some(own) = args.get("properties").and_then(Value::as_object) {
+        props.extend(own.clone());
+    }
+    let mut required = vec![json!("task")];
+    required.extend(args.get("required").and_then(Value::as_array).cloned().unwrap_or_default());
+    let mut schema = JsonObject::new();
+    schema.insert("type".into(), json!("object"));
+    schema.insert("properties".into(), Value::Object(props));
+    schema.insert("required".into(), Value::Array(required));
+    if let Some(defs) = args.get("$defs") {
+        schema.insert("$defs".into(), defs.clone());
+    }
+    schema
+}
+
+/// The run spec of a call of orchestrator `name`'s tool: its run settings as the spec's
+/// fields, every other argument in `args`.
+fn spec_of_call(name: &str, arguments: JsonObject) -> Result<RunSpec, ApiError> {
+    let (settings, args): (JsonObject, JsonObject) =
+        arguments.into_iter().partition(|(k, _)| TOOL_SETTINGS.contains(&k.as_str()));
+    let mut spec = settings;
+    spec.insert("pattern".into(), json!(name));
+    spec.insert("args".into(), Value::Object(args));
+    serde_json::from_value(Value::Object(spec)).map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
 #[tool_router]
 impl BeltMcp {
     pub fn new(app: AppState) -> Self {
-        BeltMcp { app, tool_router: Self::tool_router() }
+        let mut tool_router = Self::tool_router();
+        for registered in app.manager.app().registered() {
+            tool_router.add_route(orchestrator_tool(&registered));
+        }
+        BeltMcp { app, tool_router }
     }
 
     #[tool(
@@ -200,7 +282,7 @@ impl BeltMcp {
 
     #[tool(description = "The orchestration patterns run_workflow and start_run accept as `pattern`.")]
     async fn list_patterns(&self) -> Result<CallToolResult, ErrorData> {
-        Ok(json_result(&json!({"patterns": crate::api::PatternList::of_registry().patterns})))
+        Ok(json_result(&json!({"patterns": crate::api::PatternList::of(self.app.manager.app()).patterns})))
     }
 }
 
@@ -237,6 +319,14 @@ impl BeltMcp {
                         ))
                     }
                     EventKind::RunFinished { status, .. } => Some(format!("run {status}")),
+                    EventKind::Custom { name, data } if data.is_null() => Some(name.clone()),
+                    EventKind::Custom { name, data } => Some(format!("{name}: {data}")),
+                    EventKind::HumanRequested { id, prompt, .. } => {
+                        Some(format!("waiting for a person ({id}): {prompt}"))
+                    }
+                    EventKind::HumanAnswered { id, by, .. } => {
+                        Some(format!("{id} answered ({})", by.as_str()))
+                    }
                     _ => None,
                 };
                 if let Some(message) = message {
@@ -298,7 +388,7 @@ impl BeltMcp {
     }
 }
 
-#[tool_handler]
+#[tool_handler(router = self.tool_router)]
 impl ServerHandler for BeltMcp {
     fn get_info(&self) -> McpServerInfo {
         McpServerInfo::new(ServerCapabilities::builder().enable_tools().enable_resources().build())

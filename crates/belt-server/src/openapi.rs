@@ -84,7 +84,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/v1/runs/{id}/events",
-        summary: "Server-Sent Events: `id:` is the sequence number; resume with Last-Event-ID or ?after=N; ends after run_finished; ?token= is accepted here for EventSource",
+        summary: "Server-Sent Events: `id:` is the sequence number, `event:` the event's type, `data:` its JSON; resume with Last-Event-ID or ?after=N; ends after run_finished; ?token= is accepted here for EventSource",
         body: None,
         ok: (200, "=text/event-stream"),
         errors: &[400, 401, 404, 429],
@@ -102,7 +102,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/v1/patterns",
-        summary: "The patterns this server runs",
+        summary: "The patterns this server runs: belt's, then those its program registered (with their args_schema and MCP tool)",
         body: None,
         ok: (200, "PatternList"),
         errors: &[401, 429],

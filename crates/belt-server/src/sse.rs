@@ -1,6 +1,7 @@
 //! `GET /v1/runs/{id}/events`: a run's events as Server-Sent Events.
 //!
-//! Each event's `id:` is its sequence number. A client resumes with `Last-Event-ID` (which
+//! Each event's `id:` is its sequence number, its `event:` its type (`step_completed`,
+//! `custom`, `human_requested`…) and its `data:` the event's JSON. A client resumes with `Last-Event-ID` (which
 //! browsers send on reconnect) or `?after=N`: the stored events after it are replayed, then
 //! live ones follow, each sent once, in order, with no gap: the live log is subscribed to
 //! *before* the store is read, and anything already sent is skipped by sequence number.
@@ -154,7 +155,8 @@ impl Feed {
             return Ok(());
         }
         let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
-        let sse = SseEvent::default().id(e.seq.to_string()).data(data);
+        // `event:` is the type, so EventSource listeners can subscribe to the kinds they want.
+        let sse = SseEvent::default().id(e.seq.to_string()).event(e.kind.type_name()).data(data);
         tokio::select! {
             sent = self.tx.send(sse) => sent.map_err(|_| Stop::Done)?,
             _ = self.shutdown.cancelled() => return Err(Stop::Done),

@@ -337,30 +337,8 @@ async fn deliver(
     }
 }
 
-/// Every event type, as webhooks may filter them.
-pub const EVENT_TYPES: [&str; 21] = [
-    "run_started",
-    "plan_ready",
-    "plan_fallback",
-    "strategy_chosen",
-    "plan_rejected",
-    "plan_repaired",
-    "step_started",
-    "step_retrying",
-    "step_completed",
-    "step_failed",
-    "step_skipped",
-    "step_fallback",
-    "step_delta",
-    "breaker_opened",
-    "breaker_closed",
-    "tier_started",
-    "tier_completed",
-    "budget_warning",
-    "budget_exhausted",
-    "document_written",
-    "run_finished",
-];
+/// Every event type, as webhooks may filter them (belt-core's list).
+pub const EVENT_TYPES: &[&str] = belt_core::EventKind::TYPES;
 
 pub(crate) async fn create(
     State(app): State<AppState>,

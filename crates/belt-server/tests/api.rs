@@ -236,6 +236,8 @@ async fn sse_resumes_with_last_event_id_without_gap_or_duplicate() {
     while seqs.len() < 10 {
         let e = first.next().await.expect("the run has more than ten events");
         assert_eq!(e.id, e.data["seq"].as_u64());
+        // `event:` names the type, for EventSource listeners.
+        assert_eq!(e.event.as_deref(), e.data["type"].as_str(), "{:?}", e.data);
         seqs.push(e.id.unwrap());
     }
     drop(first);
@@ -266,6 +268,7 @@ async fn sse_resumes_with_last_event_id_without_gap_or_duplicate() {
     let (mut all, mut last) = (Vec::new(), Value::Null);
     while let Some(e) = replay.next().await {
         all.push(e.id.unwrap());
+        assert_eq!(e.event.as_deref(), e.data["type"].as_str(), "replayed from the store: {:?}", e.data);
         last = e.data;
     }
     assert_complete(&all, &last);

@@ -177,6 +177,40 @@ async fn mcp_over_http_lists_tools_runs_a_cascade_with_progress_and_serves_repor
     client.cancel().await.unwrap();
 }
 
+/// A pattern's own events (`iterative`'s `judge_verdict`) come as MCP progress too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patterns_own_events_arrive_as_progress_messages() {
+    let server = TestServer::start(config(), 1).await;
+    let client = connect(&server, TOKEN).await.expect("connect");
+    let result = client
+        .call_tool(
+            CallToolRequestParams::new("run_workflow")
+                .with_arguments(args(json!({"task": "A haiku about rivers", "pattern": "iterative"}))),
+        )
+        .await
+        .unwrap();
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+    let mut verdicts = Vec::new();
+    for _ in 0..200 {
+        let progress = client.service().0.lock().unwrap().clone();
+        verdicts = progress
+            .into_iter()
+            .filter_map(|p| p.message)
+            .filter(|m| m.starts_with("judge_verdict: "))
+            .collect();
+        if !verdicts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let first: Value =
+        serde_json::from_str(verdicts.first().expect("a verdict").trim_start_matches("judge_verdict: "))
+            .unwrap();
+    assert_eq!(first["iteration"], 1);
+    assert_eq!(first["judge"], "refine/01/judge");
+    assert!(first["accepted"].is_boolean(), "{first}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_over_http_needs_the_token_and_an_allowed_host() {
     let server = TestServer::start(config(), 0).await;

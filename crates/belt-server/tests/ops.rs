@@ -17,6 +17,11 @@ type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
 /// A receiver that answers 500 to its first request and 200 afterwards.
 async fn receiver() -> (String, Received) {
+    receiver_failing_first(1).await
+}
+
+/// A receiver that answers 500 to its first `failures` requests and 200 afterwards.
+async fn receiver_failing_first(failures: usize) -> (String, Received) {
     let got: Received = Arc::default();
     let g = got.clone();
     let app = axum::Router::new().route(
@@ -26,7 +31,7 @@ async fn receiver() -> (String, Received) {
             async move {
                 let mut got = g.lock().unwrap();
                 got.push((headers, body));
-                if got.len() == 1 { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }
+                if got.len() <= failures { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }
             }
         }),
     );
@@ -227,6 +232,76 @@ async fn a_plan_review_waits_for_an_approval_over_http() {
     assert_eq!(view["result"]["status"], "completed");
     let list: Value = authed(c.get(server.url("/v1/approvals"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(list["approvals"], json!([]));
+}
+
+/// A question opening and closing is an event: a webhook learns of it without polling
+/// `/v1/approvals`, and SSE names each event's type in its `event:` line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_opening_and_closing_reaches_webhooks_and_sse() {
+    let server = TestServer::start(config(), 1).await;
+    let (url, got) = receiver_failing_first(0).await;
+    let c = client();
+    let r = authed(c.post(server.url("/v1/webhooks")))
+        .json(&json!({"url": url, "events": ["human_requested", "human_answered"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let a: Value = authed(c.post(server.url("/v1/runs")))
+        .json(&json!({"task": "Needs a nod", "agents": 2, "review_plan": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = a["run_id"].as_str().unwrap().to_string();
+    // The webhook says what is asked, and under which id to answer it.
+    let delivered = |n: usize| {
+        let got = got.clone();
+        async move {
+            for _ in 0..500 {
+                let bodies: Vec<Value> =
+                    got.lock().unwrap().iter().map(|(_, b)| serde_json::from_slice(b).unwrap()).collect();
+                if bodies.len() >= n {
+                    return bodies;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("fewer than {n} deliveries")
+        }
+    };
+    let asked = delivered(1).await.remove(0);
+    assert_eq!(asked["type"], "human_requested");
+    assert_eq!(asked["run_id"], id.as_str());
+    assert_eq!(asked["step"], "hitl/plan");
+    assert_eq!(asked["question"]["kind"], "approval");
+    assert_eq!(asked["default"], json!({"approve": false}));
+    assert!(asked["prompt"].as_str().unwrap().contains("Needs a nod"), "{asked}");
+    let request = asked["id"].as_str().unwrap().replace('/', "%2F");
+    let r = authed(c.post(server.url(&format!("/v1/runs/{id}/approvals/{request}"))))
+        .json(&json!({"approve": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answered = delivered(2).await.remove(1);
+    assert_eq!(answered["type"], "human_answered");
+    assert_eq!((&answered["answer"], &answered["by"]), (&json!({"approve": true}), &json!("human")));
+    assert_eq!(wait_result(&server, &id).await["result"]["status"], "completed");
+
+    // The run's stream, replayed: every event's `event:` is its type, the question's among them.
+    let mut sse =
+        SseReader::new(authed(c.get(server.url(&format!("/v1/runs/{id}/events")))).send().await.unwrap());
+    let mut types = Vec::new();
+    while let Some(e) = sse.next().await {
+        assert_eq!(e.event.as_deref(), e.data["type"].as_str());
+        types.push(e.event.unwrap());
+    }
+    let at = |t: &str| types.iter().position(|x| x == t).unwrap_or_else(|| panic!("no {t} in {types:?}"));
+    assert!(at("plan_ready") < at("human_requested") && at("human_requested") < at("human_answered"));
+    assert!(at("human_answered") < at("tier_started"), "the workers start once approved: {types:?}");
+    assert_eq!(types.last().map(String::as_str), Some("run_finished"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -274,6 +274,42 @@ mod tests {
         assert_eq!(String::from_utf8(line).unwrap(), serde_json::to_string(&tuple).unwrap());
     }
 
+    /// An orchestrator's own events and the questions for people are kept like the engine's.
+    #[test]
+    fn custom_and_human_events_round_trip() {
+        use belt_core::patterns::hitl::{Answer, AnsweredBy, Question};
+        let run: Arc<str> = Arc::from("run-1");
+        let ts = DateTime::from_timestamp(1_800_000_000, 42).unwrap();
+        let kinds = [
+            EventKind::Custom { name: "agent_progress".into(), data: serde_json::json!({"done": [1, 2]}) },
+            EventKind::HumanRequested {
+                id: "run-1:hitl/plan".into(),
+                question: Box::new(Question::Approval),
+                prompt: "Run it?\nYes".into(),
+                timeout_ms: 1000,
+                default: Box::new(Answer::Approve(false)),
+            },
+            EventKind::HumanAnswered {
+                id: "run-1:hitl/plan".into(),
+                answer: Box::new(Answer::Approve(true)),
+                by: AnsweredBy::Human,
+            },
+        ];
+        let batch: Vec<Arc<Event>> = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                let step = (i > 0).then(|| StepId::new("hitl/plan"));
+                Arc::new(Event { seq: i as u64 + 1, ts, run_id: run.clone(), step, kind })
+            })
+            .collect();
+        let mut text = Vec::new();
+        encode(&batch, &mut text).unwrap();
+        let (mut after, mut out) = (0, Vec::new());
+        decode(&run, std::str::from_utf8(&text).unwrap(), &mut after, &mut out).unwrap();
+        assert_eq!(out, batch);
+    }
+
     #[test]
     fn a_row_of_schema_version_1_still_decodes() {
         let run: Arc<str> = Arc::from("run-1");

@@ -375,7 +375,7 @@ impl Cascade {
         for (li, &count) in levels.iter().enumerate() {
             let level = li + 1;
             let width = index_width(count);
-            ctx.emit(None, EventKind::TierStarted { tier: Tier::Synthesizer, level, count });
+            ctx.emit_event(None, EventKind::TierStarted { tier: Tier::Synthesizer, level, count });
             let groups = balanced_groups(current.len(), count);
             let inputs = &current;
             let next: Vec<Input> = ctx
@@ -391,7 +391,7 @@ impl Cascade {
                 }))
                 .await;
             let (succeeded, skipped) = tally(&next);
-            ctx.emit(
+            ctx.emit_event(
                 None,
                 EventKind::TierCompleted {
                     tier: Tier::Synthesizer,
@@ -405,11 +405,11 @@ impl Cascade {
         }
         if self.has_executive(n) {
             let level = levels.len() + 1;
-            ctx.emit(None, EventKind::TierStarted { tier: Tier::Executive, level, count: 1 });
+            ctx.emit_event(None, EventKind::TierStarted { tier: Tier::Executive, level, count: 1 });
             let spec = StepSpec::new("executive", Tier::Executive);
             let out = self.merge(ctx, task, spec, &current).await;
             let skipped = usize::from(matches!(out, Err(StepError::Skipped { .. })));
-            ctx.emit(
+            ctx.emit_event(
                 None,
                 EventKind::TierCompleted {
                     tier: Tier::Executive,

@@ -164,7 +164,7 @@ impl Conductor {
                     .collect();
                 let reason =
                     "the planner's reply held no usable phases; every orchestrator runs once".to_string();
-                ctx.emit(Some(&plan_step), EventKind::PlanFallback { reason, templated: plan.len() });
+                ctx.emit_event(Some(&plan_step), EventKind::PlanFallback { reason, templated: plan.len() });
                 (plan, true)
             }
         };

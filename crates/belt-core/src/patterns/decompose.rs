@@ -481,14 +481,17 @@ impl Decomposer {
             Ok(reply) => match quality_problems(&reply.items) {
                 None => (Some(reply), None),
                 Some(reason) => {
-                    ctx.emit(Some(&step), EventKind::PlanRejected { reason: reason.clone(), attempt: 1 });
+                    ctx.emit_event(
+                        Some(&step),
+                        EventKind::PlanRejected { reason: reason.clone(), attempt: 1 },
+                    );
                     self.ask_again(ctx, request, reply, &reason).await?
                 }
             },
             Err(reason) => (None, Some(reason)),
         };
         let strategy = self.strategy_of(reply.as_ref());
-        ctx.emit(
+        ctx.emit_event(
             Some(&step),
             EventKind::StrategyChosen {
                 strategy: strategy.to_string(),
@@ -510,7 +513,7 @@ impl Decomposer {
         });
         if let Some(reason) = problem {
             let to = self.min.max(from_model);
-            ctx.emit(Some(&step), EventKind::PlanFallback { reason, templated: to - from_model });
+            ctx.emit_event(Some(&step), EventKind::PlanFallback { reason, templated: to - from_model });
             subtasks.extend(strategy.template(&task.description, from_model, to));
         }
         let source = if from_model == 0 { PlanSource::Template } else { PlanSource::Model };
@@ -559,7 +562,7 @@ impl Decomposer {
         match quality_problems(&second.items) {
             None => Ok((Some(second), None)),
             Some(again) => {
-                ctx.emit(Some(&step), EventKind::PlanRejected { reason: again.clone(), attempt: 2 });
+                ctx.emit_event(Some(&step), EventKind::PlanRejected { reason: again.clone(), attempt: 2 });
                 // The reply with more usable subtasks is kept; templates fill in the rest.
                 let best = if keep_fit(second.items.clone()).len() > keep_fit(first.items.clone()).len() {
                     second
@@ -628,7 +631,7 @@ impl Decomposer {
                     pairs.join(", ")
                 ));
             }
-            ctx.emit(Some(step), EventKind::PlanRepaired { reason: reasons.join("; "), removed });
+            ctx.emit_event(Some(step), EventKind::PlanRepaired { reason: reasons.join("; "), removed });
         }
         subtasks
     }

@@ -302,7 +302,7 @@ impl Orchestrator for Dynamic {
                     specs.push(spec);
                 }
             }
-            ctx.emit(
+            ctx.emit_event(
                 Some(&StepId::new("agents/design")),
                 EventKind::PlanFallback { reason, templated: n - from },
             );

@@ -146,4 +146,44 @@ mod tests {
         assert_eq!(rec.status, AgentStatus::Failed);
         assert_eq!(rec.error.as_deref(), Some("flow: router: unknown route `x`"));
     }
+
+    /// `Ctx::emit`: an orchestrator's own events reach subscribers and the store in order.
+    #[tokio::test]
+    async fn an_orchestrators_own_events_reach_subscribers_and_the_store() {
+        use crate::event::EventKind;
+        use crate::store::{MemoryStore, RunStore};
+        let p = Arc::new(ScriptedProvider::new("t"));
+        let store: Arc<dyn RunStore> = Arc::new(MemoryStore::new());
+        let flow = Flow::new("f", |ctx, _task| async move {
+            for done in 1..=2 {
+                ctx.emit("agent_progress", serde_json::json!({"done": done, "of": 2}));
+            }
+            ctx.emit("review_required", serde_json::Value::Null);
+            Ok("ok".to_string())
+        });
+        let mut options = options(&p).with_store(store.clone());
+        options.run_id = Some("run-e".into());
+        let mut handle = run(flow, Task::new("t"), options).await.unwrap();
+        let mut events = handle.events().unwrap();
+        assert_eq!(handle.result().await.status, RunStatus::Completed);
+        let mut live = Vec::new();
+        while let Some(e) = events.recv().await {
+            if let EventKind::Custom { name, data } = &e.kind {
+                live.push((name.clone(), data.clone(), e.seq));
+            }
+        }
+        let names: Vec<&str> = live.iter().map(|(n, ..)| n.as_str()).collect();
+        assert_eq!(names, ["agent_progress", "agent_progress", "review_required"]);
+        assert_eq!(live[1].1, serde_json::json!({"done": 2, "of": 2}));
+        assert!(live.windows(2).all(|w| w[0].2 < w[1].2), "in sequence order");
+        let stored: Vec<_> = store
+            .events("run-e", 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind.type_name() == "custom")
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(stored, live.iter().map(|l| l.2).collect::<Vec<_>>(), "journaled like every event");
+    }
 }

@@ -32,6 +32,7 @@ use std::time::Duration;
 pub use crate::human::*;
 
 use crate::ctx::{Ctx, StepError};
+use crate::event::EventKind;
 use crate::step::{StepId, StepSpec, Tier};
 
 /// Asking as a recorded step: the pattern's half of [`Human`].
@@ -108,7 +109,38 @@ impl Human {
         let timeout = self.max_wait.map_or(timeout, |limit| timeout.min(limit));
         let request = HumanRequest { id: id.clone(), step, question, prompt, timeout, default };
         let input = (&request.question, &request.prompt, &request.default);
-        ctx.step(spec, &input, self.wait(request.clone())).await
+        ctx.step(spec, &input, self.wait_said(ctx, request.clone())).await
+    }
+
+    /// [`Human::wait`], said in the run's events: `human_requested` when the question opens,
+    /// `human_answered` when it closes (so webhooks and SSE subscribers need not poll). A
+    /// resumed run replays the recorded decision without either: nothing is asked again.
+    async fn wait_said(&self, ctx: &Ctx, request: HumanRequest) -> Result<Decision<Answer>, String> {
+        let step = request.step.clone();
+        // A second question under an open id is refused by `wait`: it opens nothing.
+        let opens = !self.open().contains(&request.id);
+        if opens {
+            ctx.emit_event(
+                Some(&step),
+                EventKind::HumanRequested {
+                    id: request.id.clone(),
+                    question: Box::new(request.question.clone()),
+                    prompt: request.prompt.clone(),
+                    timeout_ms: u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX),
+                    default: Box::new(request.default.clone()),
+                },
+            );
+        }
+        let decision = self.wait(request).await?;
+        ctx.emit_event(
+            Some(&step),
+            EventKind::HumanAnswered {
+                id: decision.id.clone(),
+                answer: Box::new(decision.value.clone()),
+                by: decision.by,
+            },
+        );
+        Ok(decision)
     }
 }
 
@@ -256,6 +288,32 @@ mod tests {
         assert_eq!(again, first);
         assert_eq!(again.id, "run-7:hitl/title");
         assert!(record(&result, "hitl/title").outcome.replayed);
+        // The question opened and closed once, in events, with its id, prompt and answer; the
+        // resumed run asked nothing, so it said nothing of it.
+        let events = store.events("run-7", 0).await.unwrap();
+        let human: Vec<&EventKind> = events
+            .iter()
+            .map(|e| &e.kind)
+            .filter(|k| matches!(k, EventKind::HumanRequested { .. } | EventKind::HumanAnswered { .. }))
+            .collect();
+        assert_eq!(human.len(), 2, "{human:?}");
+        match human[0] {
+            EventKind::HumanRequested { id, question, prompt, timeout_ms, default } => {
+                assert_eq!((id.as_str(), prompt.as_str()), ("run-7:hitl/title", "Title?"));
+                assert_eq!((&**question, *timeout_ms), (&Question::Input, LONG.as_millis() as u64));
+                assert_eq!(**default, Answer::Text("default".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        match human[1] {
+            EventKind::HumanAnswered { id, answer, by } => {
+                assert_eq!(id, "run-7:hitl/title");
+                assert_eq!((&**answer, *by), (&Answer::Text("from a person".into()), AnsweredBy::Human));
+            }
+            other => panic!("{other:?}"),
+        }
+        let step = events.iter().find(|e| e.kind.type_name() == "human_requested").unwrap().step.clone();
+        assert_eq!(step.unwrap().as_str(), "hitl/title");
     }
 
     #[tokio::test]

@@ -7,6 +7,9 @@
 //! 2. by the LLM judge, if one is set ([`Refine::judge`]), as step `{scope}/{ii}/judge`. Its
 //!    reply is a verdict on its first line (`DONE`, or `REVISE` and a critique).
 //!
+//! Each verdict is also said in the run's events as it comes: a `custom` event named
+//! `judge_verdict`, with the iteration, the judge's step and whether it accepted.
+//!
 //! The loop stops at the first success — [`RefineStop::Predicate`] or [`RefineStop::Judge`],
 //! with the step that decided — or after `max_iterations` drafts (default 3) with
 //! [`RefineStop::MaxIterations`], whose [`CapHit`] is also recorded in the run as the draft
@@ -222,7 +225,13 @@ impl Refine {
                     }
                 };
                 round.judge_step = Some(judge_step.clone());
-                if says_done(&reply) {
+                let accepted = says_done(&reply);
+                // Said as it happens, for live views of the loop (the result has the history).
+                ctx.emit(
+                    "judge_verdict",
+                    serde_json::json!({"iteration": i, "judge": judge_step, "accepted": accepted}),
+                );
+                if accepted {
                     history.push(round);
                     return Ok(self.done(history, RefineStop::Judge { at: judge_step }));
                 }

@@ -519,10 +519,13 @@ async function openRun(id) {
   // It reconnects by itself with Last-Event-ID, and the server resumes without a gap.
   const source = new EventSource('/v1/runs/' + encodeURIComponent(id) + '/events?token=' + encodeURIComponent(token));
   view.source = source;
-  source.onmessage = (m) => {
+  // Each message is named by its type (`event:`), and a named message reaches only the
+  // listeners of its name: listen to every type (EVENT_TYPES is given by the server).
+  const listener = (m) => {
     if (!view || view.id !== id_) return;
     onEvent(JSON.parse(m.data));
   };
+  for (const type of EVENT_TYPES) source.addEventListener(type, listener);
   source.onopen = () => ($('conn').textContent = 'live');
   source.onerror = () => ($('conn').textContent = view && view.finished ? 'connected' : 'reconnecting…');
 }

@@ -47,10 +47,21 @@ impl TestServer {
     }
 
     pub async fn with_store(config: ServerConfig, latency_ms: u64, store: Arc<dyn RunStore>) -> Self {
+        Self::with_setup(config, latency_ms, store, |_| {}).await
+    }
+
+    /// A server that `setup` gets to change before it serves (to register orchestrators).
+    pub async fn with_setup(
+        config: ServerConfig,
+        latency_ms: u64,
+        store: Arc<dyn RunStore>,
+        setup: impl FnOnce(&Server),
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut config = config;
         config.defaults = defaults(latency_ms);
         let server = Server::new(config, app(), store.clone());
+        setup(&server);
         let manager = server.manager().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -93,6 +104,8 @@ pub fn authed(b: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
 #[derive(Debug, Clone)]
 pub struct Sse {
     pub id: Option<u64>,
+    /// The `event:` line: the event's type.
+    pub event: Option<String>,
     pub data: serde_json::Value,
 }
 
@@ -114,18 +127,21 @@ impl SseReader {
         loop {
             while let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
-                let (mut id, mut data) = (None, String::new());
+                let (mut id, mut event, mut data) = (None, None, String::new());
                 for line in block.lines() {
                     if let Some(c) = line.strip_prefix(':') {
                         self.comments.push(c.trim().to_string());
                     } else if let Some(v) = line.strip_prefix("id:") {
                         id = v.trim().parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = Some(v.trim().to_string());
                     } else if let Some(v) = line.strip_prefix("data:") {
                         data.push_str(v.trim_start());
                     }
                 }
                 if !data.is_empty() {
-                    return Some(Sse { id, data: serde_json::from_str(&data).expect("event data is JSON") });
+                    let data = serde_json::from_str(&data).expect("event data is JSON");
+                    return Some(Sse { id, event, data });
                 }
             }
             match tokio::time::timeout(Duration::from_secs(30), self.stream.next()).await {
