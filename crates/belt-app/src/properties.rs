@@ -157,7 +157,12 @@ fn valid_spec() -> impl Strategy<Value = RunSpec> {
         (
             some(2u32..=1000),
             some(prop::sample::select(
-                &[SynthesizeMode::Auto, SynthesizeMode::Always, SynthesizeMode::Never][..],
+                &[
+                    SynthesizeMode::Auto,
+                    SynthesizeMode::Always,
+                    SynthesizeMode::Never,
+                    SynthesizeMode::NoExecutive,
+                ][..],
             )),
             some(0.0f64..=1.0),
         ),
@@ -204,6 +209,12 @@ fn valid_spec() -> impl Strategy<Value = RunSpec> {
                 budget_tokens,
                 budget_calls,
                 budget_pool: None,
+                deadline: None,
+                budget_warn_at: None,
+                degrade: false,
+                degrade_at: None,
+                fast_model: None,
+                slow_call: None,
                 review_plan,
                 approve_all,
                 hitl_timeout,
@@ -246,7 +257,12 @@ fn wild_spec() -> impl Strategy<Value = RunSpec> {
         ),
         some(prop_oneof![0u32..8, Just(1000), Just(1001)]),
         some(prop::sample::select(
-            &[SynthesizeMode::Auto, SynthesizeMode::Always, SynthesizeMode::Never][..],
+            &[
+                SynthesizeMode::Auto,
+                SynthesizeMode::Always,
+                SynthesizeMode::Never,
+                SynthesizeMode::NoExecutive,
+            ][..],
         )),
         some(number()),
     );
@@ -330,6 +346,12 @@ fn wild_spec() -> impl Strategy<Value = RunSpec> {
             budget_tokens,
             budget_calls,
             budget_pool: None,
+            deadline: None,
+            budget_warn_at: None,
+            degrade: false,
+            degrade_at: None,
+            fast_model: None,
+            slow_call: None,
             review_plan,
             approve_all,
             hitl_timeout,

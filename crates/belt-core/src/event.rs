@@ -168,6 +168,13 @@ pub enum EventKind {
         format: String,
         path: String,
     },
+    /// The run fell to a simpler form (`degrade`), or a tier switched models under load
+    /// (`fast_model`); the result's `degradations` lists them too.
+    Degraded {
+        // Boxed: a rare event, and every event is as large as the largest kind.
+        #[serde(flatten)]
+        degradation: Box<crate::result::Degradation>,
+    },
     RunFinished {
         status: crate::result::RunStatus,
         stop_reason: String,
@@ -217,6 +224,7 @@ impl EventKind {
             EventKind::UsageOverreported { .. } => "usage_overreported",
             EventKind::BudgetExhausted { .. } => "budget_exhausted",
             EventKind::DocumentWritten { .. } => "document_written",
+            EventKind::Degraded { .. } => "degraded",
             EventKind::RunFinished { .. } => "run_finished",
         }
     }
