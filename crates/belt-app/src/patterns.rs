@@ -36,6 +36,9 @@ pub struct Team {
     pub refine: u32,
     /// Continuations asked of a worker cut off by its token cap (cascade).
     pub continue_truncated: u32,
+    /// Graceful degradation (cascade): the fraction of a tier's failed steps at which it
+    /// falls a level; `None`: it does not degrade.
+    pub degrade: Option<f64>,
 }
 
 /// The model of each tier, resolved (`provider/model`, or a fallback chain).
@@ -409,6 +412,7 @@ fn cascade(t: &Team) -> Arc<dyn Orchestrator> {
     cascade.synthesize = t.synthesize;
     cascade.refine = t.refine as usize;
     cascade.continue_truncated = t.continue_truncated as usize;
+    cascade.degrade = t.degrade;
     cascade.worker.model = t.models.worker.as_str().into();
     cascade.synthesizer.model = t.models.synthesizer.as_str().into();
     cascade.executive.model = t.models.executive.as_str().into();
@@ -537,6 +541,7 @@ mod tests {
             synthesize: SynthesizeMode::Auto,
             refine: 0,
             continue_truncated: 0,
+            degrade: None,
         };
         for p in from_task() {
             let o = (p.build.unwrap())(&team);

@@ -404,7 +404,15 @@ impl App {
             Some(plan) => (plan.len(), None),
             None => agent_count(spec)?,
         };
+        let name = pattern.map_or(spec.pattern(), |p| p.name);
+        if common.degrade.is_some() && name != "cascade" {
+            return Err(AppError::Invalid(format!(
+                "degrade (--degrade) makes the cascade fall to simpler forms; the `{name}` pattern has none — \
+                 leave it out, or run the cascade"
+            )));
+        }
         let team = Team {
+            degrade: common.degrade,
             agents,
             min_agents,
             strategy: spec.strategy.unwrap_or_default(),
@@ -422,17 +430,25 @@ impl App {
             (None, None) => return Err(AppError::Invalid(format!("unknown pattern `{}`", spec.pattern()))),
         };
         let providers = self.providers(spec)?;
-        keys_present(&team.models.all(), &providers)?;
+        // The workers' faster model under load is called too.
+        let mut models = team.models.all();
+        if let Some(switch) = &common.load_switch {
+            models.push(&switch.to);
+        }
+        keys_present(&models, &providers)?;
         orchestrator.validate(&providers).map_err(AppError::Invalid)?;
-        let simulated = team.models.all().iter().any(|m| is_simulated(m));
-        let providers = only_what_simulated_runs_call(providers, &team.models.all());
+        if let Some(switch) = &common.load_switch {
+            providers.check(&switch.to).map_err(|e| FAST_MODEL.invalid(&switch.to, e))?;
+        }
+        let simulated = models.iter().any(|m| is_simulated(m));
+        let providers = only_what_simulated_runs_call(providers, &models);
 
         let mut options = RunOptions::default().with_providers(providers);
         options.parallel = !spec.sequential;
         options.plan = plan;
         options.review_plan = spec.review_plan;
         common.apply(spec, &mut options);
-        priced_under_usd_cap(&team.models.all(), &options, BUDGET_FROM_SPEC)?;
+        priced_under_usd_cap(&models, &options, BUDGET_FROM_SPEC)?;
         let mut recorded = spec.clone();
         recorded.formats = Some(common.formats_text.clone());
         options.definition = Some(recorded.to_definition());
@@ -484,6 +500,17 @@ const CONTINUE: Field = Field::new("continue_truncated", "--continue-truncated")
 const RETRIES: Field = Field::new("retries", "--retries");
 const TIMEOUT: Field = Field::new("timeout", "--timeout");
 const MIN_SUCCESS: Field = Field::new("min_success", "--min-success");
+const DEADLINE: Field = Field::new("deadline", "--deadline");
+const BUDGET_WARN_AT: Field = Field::new("budget_warn_at", "--budget-warn-at");
+const DEGRADE_AT: Field = Field::new("degrade_at", "--degrade-at");
+const SLOW_CALL: Field = Field::new("slow_call", "--slow-call");
+const FAST_MODEL: Field = Field::new("fast_model", "--fast-model");
+
+/// The share of a tier's failed steps at which a degrading cascade falls a level (the same
+/// as a workflow file's).
+pub const DEFAULT_DEGRADE_AT: f64 = belt_workflow::DEFAULT_DEGRADE_AT;
+/// Seconds after which a worker's call is a sign of load, for `fast_model`.
+pub const DEFAULT_SLOW_CALL_SECS: f64 = 60.0;
 const BUDGET_USD: Field = Field::new("budget_usd", "--budget-usd");
 /// Where a spec's USD budget is set, as messages name it.
 pub(crate) const BUDGET_FROM_SPEC: &str = "budget_usd, --budget-usd";
@@ -527,6 +554,12 @@ pub(crate) struct Common {
     pub formats_text: String,
     /// The budget pool the run draws from (`budget_pool`), from belt.toml and the store.
     pub pool: Option<belt_core::shared::BudgetPool>,
+    pub deadline: Option<Duration>,
+    pub warn_at: Option<f64>,
+    /// `degrade` (or `degrade_at`): the share of failures at which the cascade falls a level.
+    pub degrade: Option<f64>,
+    /// `fast_model`, with `slow_call`: the workers' switch under load.
+    pub load_switch: Option<belt_core::load::LoadSwitch>,
 }
 
 impl Common {
@@ -550,6 +583,24 @@ impl Common {
             tiers.push((tier.clone(), t, r));
         }
         let min_success = spec.min_success.map(|m| unit(MIN_SUCCESS, m)).transpose()?;
+        let deadline = spec
+            .deadline
+            .map(|d| belt_core::policy::deadline_secs(d).map_err(|why| DEADLINE.invalid(d, why)))
+            .transpose()?;
+        if let Some(w) = spec.budget_warn_at
+            && !(w > 0.0 && w <= 1.0)
+        {
+            return Err(BUDGET_WARN_AT.invalid(w, "must be a fraction of each cap, above 0 and at most 1"));
+        }
+        let degrade_at = spec.degrade_at.map(|d| unit(DEGRADE_AT, d)).transpose()?;
+        let degrade =
+            (spec.degrade || degrade_at.is_some()).then(|| degrade_at.unwrap_or(DEFAULT_DEGRADE_AT));
+        let slow = seconds(SLOW_CALL, spec.slow_call.unwrap_or(DEFAULT_SLOW_CALL_SECS))?;
+        let load_switch = match spec.fast_model.as_deref().map(str::trim) {
+            None => None,
+            Some("") => return Err(FAST_MODEL.invalid("", "name a model as provider/model, or leave it out")),
+            Some(fast) => Some(belt_core::load::LoadSwitch::new(belt_core::Tier::Worker, fast, Some(slow))),
+        };
         if let Some(b) = spec.budget_usd
             && !(b.is_finite() && b > 0.0)
         {
@@ -594,6 +645,10 @@ impl Common {
             formats,
             formats_text,
             pool: None,
+            deadline,
+            warn_at: spec.budget_warn_at,
+            degrade,
+            load_switch,
         })
     }
 
@@ -614,6 +669,9 @@ impl Common {
         options.cache_ttl = spec.cache.map(Duration::from_secs);
         options.budget_pool = self.pool.clone();
         options.traceparent = spec.traceparent.clone();
+        options.deadline = self.deadline.or(options.deadline);
+        options.budget_warn_at = self.warn_at.unwrap_or(options.budget_warn_at);
+        options.load_switch = self.load_switch.clone().or(options.load_switch.take());
     }
 }
 

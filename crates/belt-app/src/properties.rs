@@ -157,7 +157,12 @@ fn valid_spec() -> impl Strategy<Value = RunSpec> {
         (
             some(2u32..=1000),
             some(prop::sample::select(
-                &[SynthesizeMode::Auto, SynthesizeMode::Always, SynthesizeMode::Never][..],
+                &[
+                    SynthesizeMode::Auto,
+                    SynthesizeMode::Always,
+                    SynthesizeMode::Never,
+                    SynthesizeMode::NoExecutive,
+                ][..],
             )),
             some(0.0f64..=1.0),
         ),
@@ -205,6 +210,12 @@ fn valid_spec() -> impl Strategy<Value = RunSpec> {
                 budget_tokens,
                 budget_calls,
                 budget_pool: None,
+                deadline: None,
+                budget_warn_at: None,
+                degrade: false,
+                degrade_at: None,
+                fast_model: None,
+                slow_call: None,
                 review_plan,
                 approve_all,
                 hitl_timeout,
@@ -247,7 +258,12 @@ fn wild_spec() -> impl Strategy<Value = RunSpec> {
         ),
         some(prop_oneof![0u32..8, Just(1000), Just(1001)]),
         some(prop::sample::select(
-            &[SynthesizeMode::Auto, SynthesizeMode::Always, SynthesizeMode::Never][..],
+            &[
+                SynthesizeMode::Auto,
+                SynthesizeMode::Always,
+                SynthesizeMode::Never,
+                SynthesizeMode::NoExecutive,
+            ][..],
         )),
         some(number()),
     );
@@ -335,6 +351,12 @@ fn wild_spec() -> impl Strategy<Value = RunSpec> {
             budget_tokens,
             budget_calls,
             budget_pool: None,
+            deadline: None,
+            budget_warn_at: None,
+            degrade: false,
+            degrade_at: None,
+            fast_model: None,
+            slow_call: None,
             review_plan,
             approve_all,
             hitl_timeout,

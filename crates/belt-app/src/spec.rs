@@ -125,15 +125,17 @@ pub struct RunSpec {
     #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 100))]
     pub retries: Option<u32>,
-    /// Timeout and retries per tier (`decomposer`, `worker`, `synthesizer`, `executive`, or
-    /// a workflow agent's id), over `timeout` and `retries`.
+    /// Timeout and retries per tier (`decomposer`, `worker`, `synthesizer`, `executive`,
+    /// `tool`, or a workflow agent's id), over `timeout` and `retries`, e.g. `{"worker":
+    /// {"timeout": 60}}`. A step whose attempts time out ends `timed_out`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub policies: BTreeMap<String, TierPolicy>,
     /// Workers per synthesizer (cascade), 2 to 1000. Default: 5.
     #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 1000))]
     pub group_size: Option<u32>,
-    /// Cascade synthesis: `auto` (by the tier shape), `always` or `never`. Default: auto.
+    /// Cascade synthesis: `auto` (by the tier shape), `always`, `never`, or `no-executive`
+    /// (the synthesizers' outputs combined, no executive). Default: auto.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synthesize: Option<SynthesizeMode>,
     /// Fraction (0 to 1) of workers that must succeed for synthesis to run. Default: 0.5.
@@ -153,6 +155,39 @@ pub struct RunSpec {
     /// with every other run that names it, in every process sharing the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_pool: Option<String>,
+
+    // Time and limits (issue 16). Per-tier timeouts are `policies`.
+    /// Seconds the whole run may take (at most a week): then no new step starts, the calls
+    /// in flight are cancelled (their steps `timed_out`), and the run ends `partial` with what
+    /// it has, the deadline named in `stop_reason` (`failed` when nothing was done yet). A
+    /// resumed run gets the whole deadline again. Default: none.
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<f64>,
+    /// The fraction of a budget cap (above 0, at most 1) at which a `budget_warning` event
+    /// fires, once per cap. Default: 0.8.
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
+    pub budget_warn_at: Option<f64>,
+    /// Graceful degradation of the cascade: when more than `degrade_at` of the workers (or of
+    /// a synthesizer level) fail, fall from the full cascade to a simplified one (no
+    /// synthesizer tier: the executive merges the workers' outputs), and when that fails, or
+    /// when fewer workers succeed than `min_success` asks (which otherwise fails the run), to
+    /// a single agent answering the whole task. Each fall is a `degraded` event, an entry of
+    /// the result's `degradations` and a line of the report. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub degrade: bool,
+    /// The fraction (0 to 1) of a tier's steps whose failure makes a degrading cascade fall
+    /// a level; setting it turns `degrade` on. Default: 0.3.
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
+    pub degrade_at: Option<f64>,
+    /// A faster model (or fallback chain) the workers switch to, for the rest of the run,
+    /// once their provider has signalled load 3 times: answers 429 (rate limited), or calls
+    /// slower than `slow_call`. The switch is a `degraded` event and a line of the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_model: Option<String>,
+    /// Seconds after which a worker's call counts as a sign of load, for `fast_model`.
+    /// Default: 60.
+    #[serde(default, deserialize_with = "crate::lenient::number", skip_serializing_if = "Option::is_none")]
+    pub slow_call: Option<f64>,
 
     /// Ask a person to approve the plan before any worker runs (over HTTP: GET
     /// /v1/approvals, answered at POST /v1/runs/{id}/approvals/{request_id}). Rejected or

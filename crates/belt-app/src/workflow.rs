@@ -154,6 +154,13 @@ impl App {
 /// [`App::prepare`] for a spec with a workflow's text.
 pub(crate) fn prepare(app: &App, spec: &RunSpec, text: &str, common: Common) -> Result<Prepared, AppError> {
     refuse_fields_of_the_file(spec)?;
+    if common.degrade.is_some() || common.load_switch.is_some() {
+        return Err(AppError::Invalid(
+            "degrade and fast_model apply to runs of a task; in a workflow file, a cascade degrades with \
+             `cascade: {degrade: true}`"
+                .into(),
+        ));
+    }
     let origin = origin(spec);
     let diagnostics =
         app.check_workflow(text, workflow_format(spec, text), origin, Some(spec.inputs.clone()));

@@ -386,11 +386,44 @@ pub struct RunArgs {
     /// Retries of a step after a retryable error (timeout, 429, 5xx, connection) [default: 2]
     #[arg(long, allow_negative_numbers = true)]
     pub retries: Option<u32>,
+    // Time limits (issue 16).
+    /// Time one attempt of a worker may take, over --timeout (e.g. 90, 90s, 2m)
+    /// [default: 180s]. A step whose attempts time out ends `timed_out`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub worker_timeout: Option<f64>,
+    /// Time one attempt of a synthesizer may take, over --timeout [default: 240s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub synthesizer_timeout: Option<f64>,
+    /// Time one attempt of the executive may take, over --timeout [default: 300s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub executive_timeout: Option<f64>,
+    /// Time the whole run may take (e.g. 600s, 10m, 1h): then no new step starts, the calls
+    /// in flight are cancelled, and the run ends partial (exit 3) with what it has and the
+    /// reason.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub deadline: Option<f64>,
+    /// Degrade gracefully (cascade): when too many workers or synthesizers fail, fall to a
+    /// cascade without synthesizers, then to a single agent, instead of failing; each fall
+    /// an event and a line of the report.
+    #[arg(long)]
+    pub degrade: bool,
+    /// The share of a tier's failed steps at which --degrade falls a level, 0-1 (sets
+    /// --degrade) [default: 0.3]
+    #[arg(long, value_name = "SHARE", value_parser = parse_share, allow_negative_numbers = true)]
+    pub degrade_at: Option<f64>,
+    /// Switch the workers to this faster model when their provider signals load (3 calls
+    /// answered 429 or slower than --slow-call)
+    #[arg(long, value_name = "MODEL")]
+    pub fast_model: Option<String>,
+    /// A worker's call slower than this is a sign of load, for --fast-model [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub slow_call: Option<f64>,
     /// Workers per synthesizer, 2-1000 [default: 5]
     #[arg(long, allow_negative_numbers = true)]
     pub group_size: Option<u32>,
     /// auto: as the tier shape says; always: also an executive over fewer than
-    /// group-size workers; never: no synthesis, the report combines the workers' outputs
+    /// group-size workers; never: no synthesis, the report combines the workers' outputs;
+    /// no-executive: the synthesizers run, their outputs combined without an executive
     /// [default: auto]
     #[arg(long, value_parser = parse_synthesize)]
     pub synthesize: Option<SynthesizeMode>,
@@ -412,6 +445,10 @@ pub struct RunArgs {
     /// month that every run naming it shares, in every process of a PostgreSQL store).
     #[arg(long, value_name = "NAME")]
     pub budget_pool: Option<String>,
+    /// Fire the `budget_warning` event when this share of a cap is spent: a fraction or a
+    /// percentage (0.5, 50%) [default: 80%]
+    #[arg(long, value_name = "SHARE", value_parser = parse_share, allow_negative_numbers = true)]
+    pub budget_warn_at: Option<f64>,
 
     /// A JSON array of subtasks ({id, description, specialization, priority,
     /// dependencies}); their count sets the number of agents and decomposition is skipped.
@@ -476,4 +513,54 @@ fn parse_strategy(s: &str) -> Result<belt_core::Strategy, String> {
 
 fn parse_synthesize(s: &str) -> Result<SynthesizeMode, String> {
     s.parse()
+}
+
+/// A duration in seconds, as `90`, `90s`, `1.5m`, `2h` or `500ms` (checked by belt-app).
+pub fn parse_duration(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (t, 1.0)
+    };
+    number.trim().parse::<f64>().map(|n| n * scale).map_err(|_| {
+        format!("`{s}` is not a duration; write seconds (90, 90s) or minutes (10m), hours (1h), ms (500ms)")
+    })
+}
+
+/// A share of a cap, as a fraction (`0.5`) or a percentage (`50%`) (checked by belt-app).
+fn parse_share(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (number, scale) = match t.strip_suffix('%') {
+        Some(n) => (n, 0.01),
+        None => (t, 1.0),
+    };
+    number
+        .trim()
+        .parse::<f64>()
+        .map(|n| n * scale)
+        .map_err(|_| format!("`{s}` is not a share of a cap; write a fraction (0.5) or a percentage (50%)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_shares_read_as_people_write_them() {
+        for (text, secs) in [("600", 600.0), ("600s", 600.0), ("10m", 600.0), ("1h", 3600.0), ("250ms", 0.25)]
+        {
+            assert_eq!(parse_duration(text), Ok(secs), "{text}");
+        }
+        assert!(parse_duration("ten minutes").unwrap_err().contains("not a duration"));
+        assert_eq!(parse_share("50%"), Ok(0.5));
+        assert_eq!(parse_share("0.9"), Ok(0.9));
+        assert!(parse_share("half").is_err());
+    }
 }

@@ -250,7 +250,8 @@ impl Progress {
             // Streamed text is for live views of one agent, not for the progress lines.
             EventKind::StepDelta { .. } => return,
             EventKind::BudgetWarning { limit, used, max } => {
-                self.line(format!("budget warning: {limit} at {used:.4} of {max:.4} (80% used)"));
+                let share = if *max > 0.0 { used / max * 100.0 } else { 100.0 };
+                self.line(format!("budget warning: {limit} at {used:.4} of {max:.4} ({share:.0}% used)"));
             }
             EventKind::BudgetExhausted { limit, used, max, needed } => self.line(format!(
                 "budget exhausted: {limit} cap {max:.4}, {used:.4} used, next call needs up to {needed:.4}; \
@@ -265,6 +266,7 @@ impl Progress {
                     reported.input_tokens, reported.output_tokens, booked.input_tokens, booked.output_tokens
                 ));
             }
+            EventKind::Degraded { degradation } => self.line(format!("degraded: {degradation}")),
             EventKind::DocumentWritten { format, path } => {
                 self.line(format!("wrote {format} report: {path}"))
             }

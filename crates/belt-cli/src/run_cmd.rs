@@ -74,7 +74,7 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
         sequential: args.sequential,
         timeout: args.timeout,
         retries: args.retries,
-        policies: tool_policy(args.tool_timeout),
+        policies: tier_policies(args),
         group_size: args.group_size,
         synthesize: args.synthesize,
         min_success: args.min_success,
@@ -82,6 +82,12 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
         budget_tokens: args.budget_tokens,
         budget_calls: args.budget_calls,
         budget_pool: args.budget_pool.clone(),
+        deadline: args.deadline,
+        budget_warn_at: args.budget_warn_at,
+        degrade: args.degrade,
+        degrade_at: args.degrade_at,
+        fast_model: args.fast_model.clone(),
+        slow_call: args.slow_call,
         review_plan: args.review_plan,
         approve_all: args.approve_all,
         hitl_timeout: args.hitl_timeout,
@@ -114,11 +120,19 @@ pub fn mcp_servers(args: &[String]) -> Result<BTreeMap<String, belt_tools::mcp::
     Ok(servers)
 }
 
-/// `--tool-timeout` as the spec's policy for tools (the `tool` key of `policies`).
-fn tool_policy(timeout: Option<f64>) -> BTreeMap<String, TierPolicy> {
+/// `--tool-timeout` and the tiers' `--worker-timeout`, `--synthesizer-timeout`,
+/// `--executive-timeout` as the spec's `policies` (keys `tool`, `worker`…).
+fn tier_policies(args: &RunArgs) -> BTreeMap<String, TierPolicy> {
     let mut policies = BTreeMap::new();
-    if let Some(timeout) = timeout {
-        policies.insert("tool".to_string(), TierPolicy { timeout: Some(timeout), retries: None });
+    for (tier, timeout) in [
+        ("tool", args.tool_timeout),
+        ("worker", args.worker_timeout),
+        ("synthesizer", args.synthesizer_timeout),
+        ("executive", args.executive_timeout),
+    ] {
+        if let Some(timeout) = timeout {
+            policies.insert(tier.to_string(), TierPolicy { timeout: Some(timeout), retries: None });
+        }
     }
     policies
 }
@@ -472,8 +486,10 @@ pub fn summary(r: &RunResult) -> String {
         }
     }
     let row = |name: &str, v: &[&belt_core::AgentRecord]| {
+        // `failed` counts the timed-out steps too (each is named `timed_out` in the result).
         let count = |s: AgentStatus| {
-            v.iter().filter(|a| a.status == s && !crate::progress::was_cancelled(a)).count().to_string()
+            let is = |a: &AgentStatus| if s == AgentStatus::Failed { a.is_failure() } else { *a == s };
+            v.iter().filter(|a| is(&a.status) && !crate::progress::was_cancelled(a)).count().to_string()
         };
         let first = v.iter().map(|a| a.started_ms).min().unwrap_or(0);
         let last = v.iter().map(|a| a.started_ms + a.outcome.duration_ms).max().unwrap_or(0);

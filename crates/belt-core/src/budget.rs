@@ -122,7 +122,7 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// An 80% crossing, reported once per limit.
+/// A crossing of the warning threshold (80% by default), reported once per limit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Warning {
     pub limit: &'static str,
@@ -134,6 +134,8 @@ pub struct Warning {
 #[derive(Debug)]
 pub struct Ledger {
     budget: Budget,
+    /// The fraction of a cap at which a warning is due.
+    warn_at: f64,
     state: Mutex<LedgerState>,
 }
 
@@ -144,12 +146,20 @@ struct LedgerState {
     warned: [bool; 3],
 }
 
-/// The fraction of a cap at which `budget_warning` fires.
+/// The fraction of a cap at which `budget_warning` fires, unless the run says otherwise
+/// ([`crate::RunOptions::budget_warn_at`]).
 pub const WARN_AT: f64 = 0.8;
 
 impl Ledger {
     pub fn new(budget: Budget) -> Self {
-        Ledger { budget, state: Mutex::new(LedgerState::default()) }
+        Ledger { budget, warn_at: WARN_AT, state: Mutex::new(LedgerState::default()) }
+    }
+
+    /// Warn when the spending reaches `fraction` of a cap (0 < fraction <= 1) instead of
+    /// [`WARN_AT`].
+    pub fn warn_at(mut self, fraction: f64) -> Self {
+        self.warn_at = fraction;
+        self
     }
 
     pub fn budget(&self) -> &Budget {
@@ -166,7 +176,7 @@ impl Ledger {
     }
 
     /// Release the reservation `worst` and book the `actual` amount. Returns the limits
-    /// that crossed 80% for the first time.
+    /// that crossed the warning threshold for the first time.
     pub fn settle(&self, worst: Amount, actual: Amount) -> Vec<Warning> {
         let mut s = self.lock();
         s.reserved.calls -= worst.calls;
@@ -184,7 +194,7 @@ impl Ledger {
         for (i, (limit, used, max)) in checks.into_iter().enumerate() {
             if let Some(max) = max
                 && !s.warned[i]
-                && used >= WARN_AT * max
+                && used >= self.warn_at * max
             {
                 s.warned[i] = true;
                 warnings.push(Warning { limit, used, max });
@@ -258,5 +268,16 @@ mod tests {
         assert_eq!(w[0].limit, "tokens");
         ledger.reserve(amt(0.0, 5)).unwrap();
         assert!(ledger.settle(amt(0.0, 5), amt(0.0, 5)).is_empty());
+    }
+
+    #[test]
+    fn the_warning_threshold_is_configurable() {
+        let ledger = Ledger::new(Budget { max_tokens: Some(100), ..Budget::default() }).warn_at(0.5);
+        ledger.reserve(amt(0.0, 45)).unwrap();
+        assert!(ledger.settle(amt(0.0, 45), amt(0.0, 45)).is_empty(), "45% is below 50%");
+        ledger.reserve(amt(0.0, 10)).unwrap();
+        let w = ledger.settle(amt(0.0, 10), amt(0.0, 10));
+        assert_eq!(w.len(), 1, "55% crosses 50%");
+        assert_eq!((w[0].limit, w[0].used, w[0].max), ("tokens", 55.0, 100.0));
     }
 }

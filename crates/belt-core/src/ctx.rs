@@ -67,6 +67,9 @@ pub enum StepError {
     Failed { step: StepId, message: String },
     #[error("{step}: timed out after {after:.1?} (after {attempts} attempt(s))")]
     TimedOut { step: StepId, after: std::time::Duration, attempts: u32 },
+    /// Still running when the run's deadline came ([`crate::RunOptions::deadline`]).
+    #[error("{step}: cut off by the run's deadline of {}", crate::words::seconds(*deadline))]
+    Deadline { step: StepId, deadline: std::time::Duration },
 }
 
 impl StepError {
@@ -83,7 +86,18 @@ impl StepError {
             StepError::Skipped { .. } => "skipped",
             StepError::Failed { .. } => "failed",
             StepError::TimedOut { .. } => "timeout",
+            StepError::Deadline { .. } => "deadline",
         }
+    }
+
+    /// The step ran out of time: its attempts timed out, or the run's deadline cut it off.
+    pub fn timed_out(&self) -> bool {
+        matches!(
+            self,
+            StepError::TimedOut { .. }
+                | StepError::Deadline { .. }
+                | StepError::Llm { error: LlmError::Timeout(_), .. }
+        )
     }
 
     pub fn step(&self) -> &StepId {
@@ -97,7 +111,8 @@ impl StepError {
             | StepError::Store { step, .. }
             | StepError::Skipped { step, .. }
             | StepError::Failed { step, .. }
-            | StepError::TimedOut { step, .. } => step,
+            | StepError::TimedOut { step, .. }
+            | StepError::Deadline { step, .. } => step,
         }
     }
 }
@@ -124,6 +139,9 @@ pub enum Stop {
     /// left: nothing new starts (every step would wait the same way), and the run ends
     /// partial, to be finished by `belt resume --retry-failed` once the model is back.
     Unreachable(String),
+    /// The run's deadline came ([`crate::RunOptions::deadline`]): nothing new starts, the
+    /// calls in flight are cancelled, and the run ends partial with what it has.
+    Deadline(std::time::Duration),
 }
 
 impl Stop {
@@ -146,6 +164,11 @@ impl Stop {
             Stop::LeaseLost(why) => {
                 format!("interrupted here: {why}; another driver resumes it from its record")
             }
+            Stop::Deadline(after) => format!(
+                "the run's deadline of {} was reached: no new step started and the calls in flight \
+                 were cancelled; the result holds what was done by then",
+                crate::words::seconds(*after)
+            ),
         }
     }
 }
@@ -198,6 +221,11 @@ pub(crate) struct Shared {
     /// Context windows models reported in their `prompt_too_long` answers
     /// ([`Ctx::learn_window`]), by model chain.
     pub windows: Mutex<HashMap<Arc<str>, u64>>,
+    // Degradation (issue 16).
+    /// How the run degraded so far ([`Ctx::degrade`]), in order.
+    pub degradations: Mutex<Vec<crate::result::Degradation>>,
+    /// The tier that switches models under load, and its count of signs.
+    pub load: Option<crate::load::LoadWatch>,
 }
 
 /// A provider call in flight. Cancelling a run drops the futures of its steps; a call
@@ -218,7 +246,11 @@ impl Drop for InFlightCall<'_> {
         self.ctx.book_reservation(self.worst, self.pool, Amount { calls: 1, ..Amount::default() });
         s.usage.count_calls(1);
         self.ctx.stop(Stop::Cancelled);
-        let err = StepError::Cancelled { step: self.spec.id.clone() };
+        // The run's deadline cancels calls too: such a step ran out of time.
+        let err = match self.ctx.stopping() {
+            Some(Stop::Deadline(deadline)) => StepError::Deadline { step: self.spec.id.clone(), deadline },
+            _ => StepError::Cancelled { step: self.spec.id.clone() },
+        };
         self.ctx.fail(self.spec, self.model.clone(), self.at, err);
     }
 }
@@ -399,7 +431,7 @@ impl Ctx {
             if let Some(stop) = self.stopping() {
                 return Err(self.refuse_start(&spec, model_name, &at, stop));
             }
-            let chain = match self.shared.providers.chain(&request.model) {
+            let chain = match self.shared.providers.chain(self.route(&spec, &request.model)) {
                 Ok(chain) => chain,
                 Err(error) => {
                     let err = StepError::Model { step: spec.id.clone(), error };
@@ -552,7 +584,11 @@ impl Ctx {
             at.attempts += 1;
             at.limit_wait_ms = at.limit_wait_ms.saturating_add(slot.waited_ms);
             tries += 1;
+            let began = s.load.as_ref().map(|_| Instant::now());
             let outcome = self.attempt(call, link, at, (worst, pool), policy.timeout).await;
+            if let Some(began) = began {
+                self.watch_load(call, &outcome, began.elapsed());
+            }
             drop(permit);
             s.usage.count_calls(1);
             let used = outcome.as_ref().map_or(0, |r| r.usage.total());
@@ -817,6 +853,46 @@ impl Ctx {
             }
             other => other,
         }
+    }
+
+    /// The models a call of `spec` goes to: the request's, unless its tier switched to a
+    /// faster model under load ([`crate::load`]).
+    fn route<'a>(&'a self, spec: &StepSpec, requested: &'a str) -> &'a str {
+        match self.shared.load.as_ref().and_then(|w| w.route(&spec.tier)) {
+            Some(faster) => faster,
+            None => requested,
+        }
+    }
+
+    /// Count the signs of load of an attempt of the watched tier (a 429, a slow answer), and
+    /// switch the tier when they reach the threshold.
+    fn watch_load(&self, call: &Call<'_>, outcome: &Result<LlmReply, LlmError>, took: std::time::Duration) {
+        let Some(watch) = &self.shared.load else { return };
+        if call.spec.tier != watch.switch.tier {
+            return;
+        }
+        let sign = match outcome {
+            Err(LlmError::RateLimited { .. }) => crate::load::Sign::RateLimited,
+            Ok(_) if watch.switch.slow.is_some_and(|slow| took > slow) => crate::load::Sign::Slow,
+            _ => return,
+        };
+        if let Some(reason) = watch.note(sign) {
+            self.degrade(crate::result::Degradation {
+                kind: crate::result::DegradeKind::Model,
+                tier: Some(call.spec.tier.clone()),
+                from: call.model_name.to_string(),
+                to: watch.switch.to.to_string(),
+                reason,
+            });
+        }
+    }
+
+    /// Say that the run degrades — a pattern falling to a simpler form, a tier switching
+    /// models under load: a `degraded` event, and an entry of the result's `degradations`
+    /// (and so a line of its report).
+    pub fn degrade(&self, degradation: crate::result::Degradation) {
+        self.shared.bus.emit(None, EventKind::Degraded { degradation: Box::new(degradation.clone()) });
+        self.shared.degradations.lock().unwrap_or_else(|p| p.into_inner()).push(degradation);
     }
 
     /// Say in the run's events that the next model of the chain takes over.
@@ -1116,7 +1192,8 @@ impl Ctx {
     }
 
     pub(crate) fn fail(&self, spec: &StepSpec, model: Arc<str>, at: &Attempt, err: StepError) -> StepError {
-        let mut record = self.unfinished(spec, model, at, AgentStatus::Failed);
+        let status = if err.timed_out() { AgentStatus::TimedOut } else { AgentStatus::Failed };
+        let mut record = self.unfinished(spec, model, at, status);
         record.error = Some(err.to_string());
         record.outcome.duration_ms = at.started.elapsed().as_millis() as u64;
         self.shared.bus.emit(

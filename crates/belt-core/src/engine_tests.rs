@@ -179,7 +179,7 @@ async fn a_hung_call_times_out() {
     });
     let (r, _) = run_all(Cascade::new(3, "t/m"), "task", o).await;
     let w = agent(&r, "worker/002");
-    assert_eq!(w.status, AgentStatus::Failed);
+    assert_eq!(w.status, AgentStatus::TimedOut);
     assert_eq!(w.outcome.attempts, 2);
     assert!(w.error.as_deref().unwrap().contains("timed out"), "{:?}", w.error);
     assert_eq!(r.status, RunStatus::Partial);
@@ -1527,7 +1527,7 @@ mod effect_policies {
         o.policies.set(&Tier::Agent, agent_policy);
         let (r, _) = run_all(flow, "steps", o).await;
         assert_eq!(r.final_output.as_deref(), Some("timeout / try 2"), "{}", r.stop_reason);
-        assert_eq!(agent(&r, "hang").status, AgentStatus::Failed);
+        assert_eq!(agent(&r, "hang").status, AgentStatus::TimedOut);
         let letters = store.dead_letters().await.unwrap();
         assert_eq!(letters.len(), 1);
         assert!(matches!(&letters[0].work, LetterWork::Step { input } if input == "x"));

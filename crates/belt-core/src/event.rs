@@ -194,6 +194,13 @@ pub enum EventKind {
         format: String,
         path: String,
     },
+    /// The run fell to a simpler form (`degrade`), or a tier switched models under load
+    /// (`fast_model`); the result's `degradations` lists them too.
+    Degraded {
+        // Boxed: a rare event, and every event is as large as the largest kind.
+        #[serde(flatten)]
+        degradation: Box<crate::result::Degradation>,
+    },
     RunFinished {
         status: crate::result::RunStatus,
         stop_reason: String,
@@ -322,6 +329,7 @@ impl EventKind {
         "budget_warning",
         "budget_exhausted",
         "document_written",
+        "degraded",
         "run_finished",
         "custom",
         "human_requested",
@@ -353,6 +361,7 @@ impl EventKind {
             EventKind::UsageOverreported { .. } => "usage_overreported",
             EventKind::BudgetExhausted { .. } => "budget_exhausted",
             EventKind::DocumentWritten { .. } => "document_written",
+            EventKind::Degraded { .. } => "degraded",
             EventKind::RunFinished { .. } => "run_finished",
             EventKind::Custom { .. } => "custom",
             EventKind::HumanRequested { .. } => "human_requested",

@@ -36,6 +36,7 @@ pub mod hints;
 pub mod human;
 pub mod limits;
 pub mod llm;
+pub mod load;
 pub mod metrics;
 pub mod orchestrator;
 pub mod patterns;
@@ -65,6 +66,7 @@ pub use policy::{Effect, EffectError};
 pub use policy::{Policies, StepPolicy};
 pub use reply::{StepOutcome, StepReply};
 pub use result::{AgentRecord, AgentStatus, Document, RunResult, RunStatus, Segment, UsageTotals};
+pub use result::{Degradation, DegradeKind};
 pub use run::{DocumentWriter, RunControl, RunError, RunHandle, RunOptions, run};
 pub use schema::OutputSchema;
 pub use step::{StepId, StepSpec, Tier};
@@ -73,3 +75,5 @@ pub use tools::{Source, Tool, ToolOutcome, ToolOutput, Toolbox, Tools};
 
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod time_limits_tests;

@@ -107,6 +107,21 @@ pub trait Orchestrator: Send + Sync + 'static {
         plan: &[Subtask],
         results: &[Outcome],
     ) -> Result<Synthesis, StepError>;
+
+    /// Called instead of failing the run when fewer subtasks succeeded than `min_success`
+    /// asks (`why` says so): an orchestrator that degrades gracefully answers some other way
+    /// (the cascade with `degrade`: one agent answers the whole task). `None`, the default:
+    /// the run fails.
+    async fn rescue(
+        &self,
+        _ctx: &Ctx,
+        _task: &Task,
+        _plan: &[Subtask],
+        _results: &[Outcome],
+        _why: &str,
+    ) -> Option<Result<Synthesis, StepError>> {
+        None
+    }
 }
 
 /// An orchestrator chosen at run time (`--pattern`, a workflow file, an HTTP request) runs
@@ -148,6 +163,16 @@ macro_rules! delegate_orchestrator {
                 results: &[Outcome],
             ) -> Result<Synthesis, StepError> {
                 (**self).synthesize(ctx, task, plan, results).await
+            }
+            async fn rescue(
+                &self,
+                ctx: &Ctx,
+                task: &Task,
+                plan: &[Subtask],
+                results: &[Outcome],
+                why: &str,
+            ) -> Option<Result<Synthesis, StepError>> {
+                (**self).rescue(ctx, task, plan, results, why).await
             }
         }
     };

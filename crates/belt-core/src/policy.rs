@@ -133,6 +133,19 @@ pub fn timeout_secs(secs: f64) -> Result<Duration, String> {
     }
 }
 
+/// The longest deadline of a whole run, in seconds (a week).
+pub const MAX_DEADLINE_SECS: f64 = 604_800.0;
+
+/// Seconds as a run's deadline ([`crate::RunOptions::deadline`]): positive, finite, at most
+/// [`MAX_DEADLINE_SECS`]; else the one message every front end shows.
+pub fn deadline_secs(secs: f64) -> Result<Duration, String> {
+    if secs.is_finite() && secs > 0.0 && secs <= MAX_DEADLINE_SECS {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!("must be a positive number of seconds, at most {MAX_DEADLINE_SECS} (a week)"))
+    }
+}
+
 /// Policies by tier, with a default for tiers not listed.
 ///
 /// The default gives every tier 180 s per attempt, synthesizers 240 s and the executive

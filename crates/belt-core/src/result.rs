@@ -65,6 +65,17 @@ pub enum AgentStatus {
     Failed,
     /// Not run: its inputs failed, or the run was stopping.
     Skipped,
+    /// Failed because it ran out of time: its attempts timed out (the tier's timeout), or it
+    /// was still running when the run's deadline came. Stored results from before this
+    /// status say `failed` for such steps, and still read.
+    TimedOut,
+}
+
+impl AgentStatus {
+    /// The step tried and ended without an output: failed, or timed out.
+    pub fn is_failure(self) -> bool {
+        matches!(self, AgentStatus::Failed | AgentStatus::TimedOut)
+    }
 }
 
 /// One step of a run, as reported.
@@ -83,6 +94,44 @@ pub struct AgentRecord {
     pub outcome: StepOutcome,
     /// When the step started, in milliseconds since the run started (for timelines).
     pub started_ms: u64,
+}
+
+/// A fall of the run to a simpler form, or a switch of a tier's model under load: each a
+/// `degraded` event and a line of the report, in the order they happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Degradation {
+    pub kind: DegradeKind,
+    /// The tier whose model switched (`model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// What ran before: `full`, `simplified`, or a model.
+    pub from: String,
+    /// What runs after: `simplified`, `single-agent`, or a model.
+    pub to: String,
+    pub reason: String,
+}
+
+/// What degraded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DegradeKind {
+    /// The pattern fell a level: the full cascade → a simplified one (no synthesizer tier)
+    /// → a single agent.
+    Orchestration,
+    /// A tier's calls moved to a faster model because its provider signalled load.
+    Model,
+}
+
+impl std::fmt::Display for Degradation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.kind, &self.tier) {
+            (DegradeKind::Model, Some(tier)) => {
+                write!(f, "{tier} model {} → {}: {}", self.from, self.to, self.reason)
+            }
+            _ => write!(f, "{} → {}: {}", self.from, self.to, self.reason),
+        }
+    }
 }
 
 /// One stretch of a run, in one process.
@@ -135,6 +184,10 @@ pub struct RunResult {
     /// first, each once: the sources a report lists beside the links its text cites.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<crate::tools::Source>,
+    /// How the run degraded (`degrade`, `fast_model`), in order: the cascade falling to a
+    /// simpler form, a tier switching models under load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degradations: Vec<Degradation>,
 }
 
 impl RunResult {
@@ -167,6 +220,7 @@ impl RunResult {
             segments: Vec::new(),
             caps: Vec::new(),
             sources: Vec::new(),
+            degradations: Vec::new(),
         }
     }
 

@@ -94,6 +94,25 @@ pub struct RunOptions {
     /// [`crate::event::TraceParent::parse`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+
+    // Time and limits (issue 16).
+    /// The fraction of a budget cap (0 < f <= 1) at which a `budget_warning` fires, once per
+    /// cap. Default: [`crate::budget::WARN_AT`] (0.8).
+    #[serde(default = "default_warn_at")]
+    pub budget_warn_at: f64,
+    /// The whole run's deadline, from when this process starts driving it (a resumed run gets
+    /// it afresh): then no new step starts, the calls in flight are cancelled (recorded with
+    /// status `timed_out`), and the run ends `partial` with what it has, the deadline named
+    /// in its stop reason (`failed` when nothing had completed).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::policy::opt_duration_ms")]
+    pub deadline: Option<std::time::Duration>,
+    /// Switch a tier to a faster model when its provider signals load ([`crate::load`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_switch: Option<crate::load::LoadSwitch>,
+}
+
+fn default_warn_at() -> f64 {
+    crate::budget::WARN_AT
 }
 
 /// How long a plan review waits for an answer before it takes its default, rejection.
@@ -130,6 +149,9 @@ impl Default for RunOptions {
             review_plan: false,
             tools: Default::default(),
             traceparent: None,
+            budget_warn_at: crate::budget::WARN_AT,
+            deadline: None,
+            load_switch: None,
         }
     }
 }
@@ -201,6 +223,10 @@ pub enum RunError {
     BadBudget { limit: &'static str, value: String },
     #[error("min_success must be between 0 and 1, got {0}")]
     BadMinSuccess(f64),
+    #[error("budget_warn_at must be above 0 and at most 1 (a fraction of each cap), got {0}")]
+    BadWarnAt(f64),
+    #[error("the deadline must be longer than zero")]
+    ZeroDeadline,
     #[error("invalid plan: {0}")]
     Plan(#[from] PlanError),
     #[error("no LLM provider is configured")]
@@ -314,6 +340,12 @@ pub async fn run<O: Orchestrator>(
     if !(0.0..=1.0).contains(&options.min_success) {
         return Err(RunError::BadMinSuccess(options.min_success));
     }
+    if !(options.budget_warn_at > 0.0 && options.budget_warn_at <= 1.0) {
+        return Err(RunError::BadWarnAt(options.budget_warn_at));
+    }
+    if options.deadline.is_some_and(|d| d.is_zero()) {
+        return Err(RunError::ZeroDeadline);
+    }
     if let Some(plan) = options.plan.as_mut() {
         normalize_plan(plan)?;
     }
@@ -364,7 +396,7 @@ pub async fn run<O: Orchestrator>(
         usage.add(&r.reply.outcome.usage, r.reply.outcome.unpriced);
     }
     usage.count_calls(recorded.calls);
-    let ledger = Ledger::new(options.budget);
+    let ledger = Ledger::new(options.budget).warn_at(options.budget_warn_at);
     ledger.preload(recorded);
     let bus = EventBus::new(&run_id, last_seq);
     let events = bus.subscribe();
@@ -397,8 +429,13 @@ pub async fn run<O: Orchestrator>(
         caps: Mutex::new(Vec::new()),
         sources: Mutex::new(Vec::new()),
         windows: Mutex::new(HashMap::new()),
+        degradations: Mutex::new(Vec::new()),
+        load: options.load_switch.clone().map(crate::load::LoadWatch::new),
     });
     tokio::spawn(heartbeat(ctx.clone(), owner.clone(), heartbeat_done.clone()));
+    if let Some(deadline) = options.deadline {
+        tokio::spawn(enforce_deadline(ctx.clone(), deadline, heartbeat_done.clone()));
+    }
     // Events reach the store from their own task, in batches, so emitting stays cheap.
     let writer = tokio::spawn(persist_events(store.clone(), run_id.clone(), persisted));
     let driver_ctx = ctx.clone();
@@ -510,7 +547,13 @@ fn fallback_result(ctx: &Ctx, reason: String) -> RunResult {
         segments,
         caps: Vec::new(),
         sources: Vec::new(),
+        degradations: take_degradations(ctx),
     }
+}
+
+/// The run's degradations, for its result.
+fn take_degradations(ctx: &Ctx) -> Vec<crate::result::Degradation> {
+    std::mem::take(&mut *ctx.shared.degradations.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 /// Keep the run's lease fresh until `done`, and act on what the store says back: a cancel
@@ -550,6 +593,19 @@ async fn heartbeat(ctx: Ctx, owner: String, done: CancellationToken) {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// At `deadline` (unless the run ended first): stop starting work and cancel the calls in
+/// flight, through the same path as a user's cancel; the stop reason makes the run `partial`
+/// rather than `cancelled` (see [`Finish::build`]).
+async fn enforce_deadline(ctx: Ctx, deadline: std::time::Duration, done: CancellationToken) {
+    tokio::select! {
+        _ = done.cancelled() => {}
+        _ = tokio::time::sleep(deadline) => {
+            ctx.stop(Stop::Deadline(deadline));
+            ctx.shared.cancel.cancel();
         }
     }
 }
@@ -685,7 +741,14 @@ async fn drive<O: Orchestrator>(orch: O, ctx: Ctx, task: Task, options: RunOptio
             plan.len(),
             options.min_success
         );
-        return finish.done(take_plan(&ctx, plan), None, Some(reason));
+        return match orch.rescue(&ctx, &task, &plan, &outcomes, &reason).await {
+            None => finish.done(take_plan(&ctx, plan), None, Some(reason)),
+            Some(Ok(s)) => {
+                let short = format!("only {succeeded} of {} subtasks succeeded", plan.len());
+                finish.build(take_plan(&ctx, plan), Some(s.text), None, Some(short))
+            }
+            Some(Err(e)) => finish.done(take_plan(&ctx, plan), None, Some(format!("{reason}; then {e}"))),
+        };
     }
     match orch.synthesize(&ctx, &task, &plan, &outcomes).await {
         Ok(s) => finish.done(take_plan(&ctx, plan), Some(s.text), None),
@@ -742,6 +805,10 @@ fn cancelled_result(ctx: &Ctx, pattern: &str, task: Task) -> RunResult {
     let (plan, shape) = ctx.shared.plan.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
     let plan = Arc::try_unwrap(plan).unwrap_or_else(|p| (*p).clone());
     let width = index_width(plan.len());
+    let not_started = match ctx.stopping() {
+        Some(stop @ Stop::Deadline(_)) => format!("not started: {}", stop.describe()),
+        _ => "not started: cancelled".to_string(),
+    };
     // Completed workers' outputs, and which workers have a record at all.
     let mut done: HashMap<StepId, (Arc<str>, Arc<str>)> = HashMap::new();
     let mut seen: HashSet<StepId> = HashSet::new();
@@ -761,7 +828,7 @@ fn cancelled_result(ctx: &Ctx, pattern: &str, task: Task) -> RunResult {
             match done.remove(&step) {
                 Some((text, model)) => Ok(AgentOutput { subtask_id: subtask.id.clone(), step, text, model }),
                 None if seen.contains(&step) => Err(StepError::Cancelled { step }),
-                None => Err(ctx.skip(StepSpec::new(step, Tier::Worker), "", "not started: cancelled")),
+                None => Err(ctx.skip(StepSpec::new(step, Tier::Worker), "", not_started.clone())),
             }
         })
         .collect();
@@ -956,6 +1023,10 @@ impl Finish<'_> {
                 RunStatus::Failed,
                 reason.map_or_else(|| stop.describe(), |r| format!("{r}; {}", stop.describe())),
             ),
+            // The deadline: partial with what was done, failed when nothing was.
+            (Some(stop @ Stop::Deadline(_)), _) if final_output.is_some() => {
+                (RunStatus::Partial, stop.describe())
+            }
             (Some(stop @ (Stop::HandedBack | Stop::LeaseLost(_) | Stop::Store(_))), _) => {
                 (RunStatus::Interrupted, stop.describe())
             }
@@ -974,6 +1045,14 @@ impl Finish<'_> {
             [] => stop_reason,
             [hit] => format!("{stop_reason}; {hit}"),
             [hit, more @ ..] => format!("{stop_reason}; {hit} (and {} more caps)", more.len()),
+        };
+        let degradations = take_degradations(ctx);
+        let stop_reason = match degradations.as_slice() {
+            [] => stop_reason,
+            all => {
+                let falls: Vec<String> = all.iter().map(ToString::to_string).collect();
+                format!("{stop_reason}; degraded: {}", falls.join("; "))
+            }
         };
         let usage = ctx.usage();
         let cost_usd = ctx.cost_usd();
@@ -997,6 +1076,7 @@ impl Finish<'_> {
             segments,
             caps,
             sources: std::mem::take(&mut *ctx.shared.sources.lock().unwrap_or_else(|p| p.into_inner())),
+            degradations,
         }
     }
 }

@@ -11,12 +11,27 @@
 //! assert_eq!(words::with_article("user researcher"), "a user researcher");
 //! assert_eq!(words::cut("héllo", 2), "h");
 //! assert_eq!(words::cut("abc", 10), "abc");
+//! assert_eq!(words::seconds(std::time::Duration::from_millis(1500)), "1.5 s");
+//! assert_eq!(words::seconds(std::time::Duration::from_secs(600)), "600 s");
+//! assert_eq!(words::seconds(std::time::Duration::from_millis(250)), "250 ms");
 //! ```
 
 /// At most `max` bytes of `s`, cut at a character boundary (never inside a UTF-8
 /// sequence): for tool results, log lines, span attributes.
 pub fn cut(s: &str, max: usize) -> &str {
     &s[..s.floor_char_boundary(max)]
+}
+
+/// A duration as people write it: whole seconds without decimals ("600 s"), else one
+/// decimal ("1.5 s"); under a second, milliseconds ("250 ms").
+pub fn seconds(d: std::time::Duration) -> String {
+    if d.as_secs() == 0 {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 /// `n` and the noun, plural with an `s` unless `n` is 1.

@@ -109,7 +109,7 @@ pub fn svg(groups: &[Group<'_>], font: &str) -> String {
             let (mut ok, mut bad) = (String::new(), String::new());
             for (i, chunk) in g.agents.chunks(per_bar).enumerate() {
                 let v = chunk.iter().map(|a| metric.value(a)).fold(0.0, f64::max);
-                let failed = chunk.iter().any(|a| a.status == AgentStatus::Failed);
+                let failed = chunk.iter().any(|a| a.status.is_failure());
                 let h = (v / max * PANEL_H).max(if v > 0.0 { 0.8 } else { 0.0 });
                 if h <= 0.0 {
                     continue;

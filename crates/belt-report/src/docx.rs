@@ -336,7 +336,7 @@ impl Writer {
                     let color = match s.agent.status {
                         AgentStatus::Completed if s.agent.outcome.attempts > 1 => "8A5300",
                         AgentStatus::Completed => "1E6B34",
-                        AgentStatus::Failed => "9B2C1F",
+                        AgentStatus::Failed | AgentStatus::TimedOut => "9B2C1F",
                         // Statuses added later: neutral until given a color.
                         _ => "4A5568",
                     };

@@ -242,7 +242,7 @@ fn agent_badge(a: &AgentRecord) -> String {
     let class = match a.status {
         AgentStatus::Completed if a.outcome.attempts > 1 => "warn",
         AgentStatus::Completed => "ok",
-        AgentStatus::Failed => "bad",
+        AgentStatus::Failed | AgentStatus::TimedOut => "bad",
         _ => "neutral",
     };
     format!("<span class=\"badge {class}\">{}</span>", status_str(a))

@@ -21,6 +21,7 @@
 //!     agents: vec![], final_output: Some("## Summary\nAI helps.".into()),
 //!     usage: UsageTotals::default(), cost_usd: 0.0, duration_ms: 1200, documents: vec![],
 //!     simulated: true, shape: vec![], started_at: None, segments: vec![], caps: vec![], sources: vec![],
+//!     degradations: vec![],
 //! };
 //! let md = belt_report::markdown(&result);
 //! assert!(md.starts_with("# Impact of AI on healthcare"));
@@ -353,6 +354,7 @@ mod tests {
             segments: Vec::new(),
             caps: Vec::new(),
             sources: Vec::new(),
+            degradations: Vec::new(),
         }
     }
 }

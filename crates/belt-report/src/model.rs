@@ -99,7 +99,12 @@ pub struct Group<'a> {
 }
 
 impl Group<'_> {
+    /// Steps that ended with `status`; `Failed` counts timed-out steps too (a failure for
+    /// lack of time), which the step lists name as such.
     pub fn count(&self, status: AgentStatus) -> usize {
+        if status == AgentStatus::Failed {
+            return self.agents.iter().filter(|a| a.status.is_failure()).count();
+        }
         self.agents.iter().filter(|a| a.status == status).count()
     }
     pub fn input_tokens(&self) -> u64 {
@@ -286,6 +291,10 @@ fn meta(r: &RunResult) -> Vec<(&'static str, String)> {
     if let Some(note) = truncated_note(r) {
         rows.push(("Truncated", note));
     }
+    // Each fall of the cascade and each model switch under load, in order.
+    for d in &r.degradations {
+        rows.push(("Degraded", d.to_string()));
+    }
     rows.into_iter().map(|(k, v)| (k, md::clean(&one_line(&v)))).collect()
 }
 
@@ -327,6 +336,7 @@ pub fn status_str(a: &AgentRecord) -> &'static str {
         AgentStatus::Completed => "completed",
         AgentStatus::Failed => "failed",
         AgentStatus::Skipped => "skipped",
+        AgentStatus::TimedOut => "timed out",
         _ => "other",
     }
 }
@@ -548,6 +558,7 @@ pub(crate) mod tests {
             segments: Vec::new(),
             caps: Vec::new(),
             sources: Vec::new(),
+            degradations: Vec::new(),
         }
     }
 

@@ -351,7 +351,7 @@ fn sections(t: &mut String, title: &str, sections: &[Section<'_>], omitted: usiz
                 let color = match s.agent.status {
                     AgentStatus::Completed if s.agent.outcome.attempts > 1 => "warn-color",
                     AgentStatus::Completed => "ok-color",
-                    AgentStatus::Failed => "bad-color",
+                    AgentStatus::Failed | AgentStatus::TimedOut => "bad-color",
                     _ => "luma(110)",
                 };
                 let _ = write!(t, "text(fill: {color}, weight: \"semibold\", ");

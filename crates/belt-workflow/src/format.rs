@@ -197,6 +197,15 @@ pub struct Defaults {
     /// Most LLM calls in flight at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
+    // Time limits (issue 16).
+    /// Seconds one attempt may take, per tier (`decomposer`, `worker`, `synthesizer`,
+    /// `executive`) or agent id, over `timeout`; e.g. `{worker: 60, executive: 300}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timeouts: BTreeMap<String, f64>,
+    /// Seconds the whole run may take: then no new step starts, the calls in flight are
+    /// cancelled, and the run ends `partial` with what it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<f64>,
 }
 
 /// A model per tier of the cascade (`decomposer`, `worker`, `synthesizer`, `executive`).
@@ -226,6 +235,10 @@ pub struct BudgetDef {
     /// Provider calls (retries count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calls: Option<u64>,
+    /// The fraction of a cap (above 0, at most 1) at which a `budget_warning` event fires.
+    /// Default 0.8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn_at: Option<f64>,
 }
 
 /// Limits of one provider, shared by every step that calls it.
@@ -338,6 +351,9 @@ pub enum SynthesizeDef {
     Always,
     /// No synthesis: the workers' outputs combined.
     Never,
+    /// The synthesizers but no executive: their outputs combined.
+    #[serde(rename = "no-executive", alias = "no_executive")]
+    NoExecutive,
 }
 
 /// The cascade: workers, synthesizers per group, an executive.
@@ -365,6 +381,14 @@ pub struct CascadeDef {
     /// `software`, `analysis` or `planning` (`--strategy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<belt_core::Strategy>,
+    /// Degrade gracefully: when too many workers (or synthesizers) fail, fall to a cascade
+    /// without synthesizers, then to a single agent, instead of failing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub degrade: bool,
+    /// The fraction of a tier's steps whose failure makes the cascade fall a level (default
+    /// 0.3); setting it turns `degrade` on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degrade_at: Option<f64>,
 }
 
 /// How the swarm assigns domains.

@@ -59,7 +59,9 @@ use std::sync::Arc;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use document::{Loc, MAX_DEPTH, MAX_FILE_BYTES};
 pub use format::{AgentDef, ModelSpec, PatternKind, StepDef, WorkflowFile};
-pub use runner::{Bound, ModelChoice, RunSettings, SIMULATED_MODEL, STEP_SCOPE, WorkflowRun};
+pub use runner::{
+    Bound, DEFAULT_DEGRADE_AT, ModelChoice, RunSettings, SIMULATED_MODEL, STEP_SCOPE, WorkflowRun,
+};
 pub use starter::{Template, template, templates};
 pub use validate::{DEFAULT_ROUTE, MAX_STEPS, ValidationContext};
 
@@ -228,6 +230,8 @@ pub fn schema() -> serde_json::Value {
     serde_json::to_value(schema).unwrap_or_default()
 }
 
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]

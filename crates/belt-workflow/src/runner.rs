@@ -94,6 +94,12 @@ pub struct RunSettings {
     pub providers: BTreeMap<String, ProviderDef>,
     pub formats: Vec<ReportFormat>,
     pub out_dir: Option<String>,
+    /// Seconds per attempt by tier or agent id (`defaults.timeouts`).
+    pub tier_timeouts: Vec<(String, Duration)>,
+    /// The whole run's deadline (`defaults.deadline`).
+    pub deadline: Option<Duration>,
+    /// When the budget warning fires (`budget.warn_at`).
+    pub warn_at: Option<f64>,
 }
 
 impl RunSettings {
@@ -105,8 +111,18 @@ impl RunSettings {
         options.concurrency = self.concurrency.unwrap_or(options.concurrency);
         options.min_success = self.min_success.unwrap_or(options.min_success);
         options.policies.override_all(self.timeout, self.retries);
+        for (tier, timeout) in &self.tier_timeouts {
+            let tier = belt_core::Tier::parse(tier);
+            let policy = belt_core::StepPolicy { timeout: *timeout, ..*options.policies.for_tier(&tier) };
+            options.policies.set(&tier, policy);
+        }
+        options.deadline = self.deadline.or(options.deadline);
+        options.budget_warn_at = self.warn_at.unwrap_or(options.budget_warn_at);
     }
 }
+
+/// The share of a tier's failed steps at which a degrading cascade falls a level.
+pub const DEFAULT_DEGRADE_AT: f64 = 0.3;
 
 /// Models the caller chose over the file's (`belt run --model`, `--worker-model`…), each a
 /// model or a comma-separated fallback chain. The file names defaults; the caller's choice
@@ -314,6 +330,15 @@ impl Bound {
             providers: f.providers.clone(),
             formats: f.outputs.formats.clone(),
             out_dir: f.outputs.dir.clone(),
+            // Checked by validation, as `timeout` is.
+            tier_timeouts: f
+                .defaults
+                .timeouts
+                .iter()
+                .filter_map(|(tier, t)| Some((tier.clone(), belt_core::policy::timeout_secs(*t).ok()?)))
+                .collect(),
+            deadline: f.defaults.deadline.and_then(|d| belt_core::policy::deadline_secs(d).ok()),
+            warn_at: b.warn_at,
         }
     }
 
@@ -330,6 +355,8 @@ impl Bound {
                     min_success: None,
                     min_agents: None,
                     strategy: None,
+                    degrade: false,
+                    degrade_at: None,
                 });
                 let base = self.model_or_default(None);
                 let mut cascade = Cascade::new(c.agents, &base);
@@ -342,7 +369,11 @@ impl Bound {
                     SynthesizeDef::Auto => SynthesizeMode::Auto,
                     SynthesizeDef::Always => SynthesizeMode::Always,
                     SynthesizeDef::Never => SynthesizeMode::Never,
+                    SynthesizeDef::NoExecutive => SynthesizeMode::NoExecutive,
                 };
+                if c.degrade || c.degrade_at.is_some() {
+                    cascade.degrade = Some(c.degrade_at.unwrap_or(DEFAULT_DEGRADE_AT));
+                }
                 let t = &f.defaults.models;
                 for (tier, m) in [
                     (&mut cascade.decomposer, &t.decomposer),

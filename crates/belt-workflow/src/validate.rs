@@ -383,6 +383,16 @@ fn check_settings(c: &mut Checker<'_>, cx: &ValidationContext) {
     {
         c.value(&dp.key("timeout"), format!("timeout {t}: {why}"), None);
     }
+    for (tier, &t) in &d.timeouts {
+        if let Err(why) = belt_core::policy::timeout_secs(t) {
+            c.value(&dp.key("timeouts").key(tier.clone()), format!("timeout {t}: {why}"), None);
+        }
+    }
+    if let Some(t) = d.deadline
+        && let Err(why) = belt_core::policy::deadline_secs(t)
+    {
+        c.value(&dp.key("deadline"), format!("deadline {t}: {why}"), None);
+    }
     if let Some(n) = d.concurrency
         && !(1..=100_000).contains(&n)
     {
@@ -400,6 +410,15 @@ fn check_settings(c: &mut Checker<'_>, cx: &ValidationContext) {
         }
         if b.calls == Some(0) {
             c.value(&bp.key("calls"), "the call budget must be at least 1", None);
+        }
+        if let Some(w) = b.warn_at
+            && !(w > 0.0 && w <= 1.0)
+        {
+            c.value(
+                &bp.key("warn_at"),
+                format!("warn_at {w} is not a fraction of the caps"),
+                Some("use a number above 0 and at most 1, e.g. 0.8".into()),
+            );
         }
     }
     for (name, p) in &file.providers {
@@ -553,6 +572,11 @@ fn check_sections(c: &mut Checker<'_>, cx: &ValidationContext) {
         {
             let why = format!("min_agents must be between 1 and agents ({}), the most workers", cas.agents);
             c.value(&cp.key("min_agents"), why, None);
+        }
+        if let Some(d) = cas.degrade_at
+            && !(0.0..=1.0).contains(&d)
+        {
+            c.value(&cp.key("degrade_at"), "degrade_at must be between 0 and 1", None);
         }
         if let Some(m) = cas.min_success
             && !(0.0..=1.0).contains(&m)

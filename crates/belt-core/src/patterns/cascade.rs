@@ -6,6 +6,9 @@
 //! - `N < G`: no synthesizer; the final output combines the workers' outputs
 //!   ([`SynthesizeMode::Always`] adds an executive over the workers, `Never` skips all
 //!   synthesis);
+//! - [`SynthesizeMode::NoExecutive`] keeps the synthesizer levels and skips the executive:
+//!   the final output combines the top level's syntheses (the original's
+//!   `enable_camina=False`);
 //! - level 1 has `floor(N/G)` synthesizers over contiguous, balanced groups;
 //! - while a level has more than `2·G` synthesizers, a level of `floor(count/G)` is added;
 //! - an executive synthesizes the top level when it has 2 or more; with exactly 1, that
@@ -31,6 +34,7 @@ pub use crate::patterns::decompose::{PlanItem, Strategy, parse_plan, template_su
 use crate::patterns::window::{self, BYTES_PER_TOKEN, MIN_SHARE_BYTES, estimate_tokens, prompt_budget};
 use crate::patterns::{Agent, Refine};
 use crate::plan::{Subtask, Task};
+use crate::result::{Degradation, DegradeKind};
 use crate::step::{StepId, StepSpec, Tier, index_width};
 
 /// Whether the cascade synthesizes.
@@ -44,6 +48,10 @@ pub enum SynthesizeMode {
     Always,
     /// No synthesis: the final output combines the workers' outputs.
     Never,
+    /// The synthesizers but no executive: the final output combines the top synthesizer
+    /// level's outputs (with fewer than `G` workers, the workers' outputs).
+    #[serde(rename = "no-executive", alias = "no_executive")]
+    NoExecutive,
 }
 
 impl std::str::FromStr for SynthesizeMode {
@@ -53,7 +61,10 @@ impl std::str::FromStr for SynthesizeMode {
             "auto" => Ok(Self::Auto),
             "always" => Ok(Self::Always),
             "never" => Ok(Self::Never),
-            other => Err(format!("`{other}` is not a synthesize mode; use auto, always or never")),
+            "no-executive" | "no_executive" => Ok(Self::NoExecutive),
+            other => {
+                Err(format!("`{other}` is not a synthesize mode; use auto, always, never or no-executive"))
+            }
         }
     }
 }
@@ -94,6 +105,10 @@ pub struct Cascade {
     /// `--continue-truncated N`). See [`Cascade::continued`].
     #[serde(default)]
     pub continue_truncated: usize,
+    /// Graceful degradation (`--degrade`): when more than this fraction of a tier's steps
+    /// fail, the cascade falls a level — see [`Cascade::degrade`]. `None`: it never does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degrade: Option<f64>,
 }
 
 /// The default group size `G`.
@@ -117,6 +132,7 @@ impl Cascade {
             executive: tier(0.5, 2048),
             refine: 0,
             continue_truncated: 0,
+            degrade: None,
         }
     }
 
@@ -170,7 +186,7 @@ impl Cascade {
 
     fn has_executive(&self, n: usize) -> bool {
         match self.synthesize {
-            SynthesizeMode::Never => false,
+            SynthesizeMode::Never | SynthesizeMode::NoExecutive => false,
             _ => match self.levels(n).last() {
                 Some(&top) => top >= 2,
                 None => self.synthesize == SynthesizeMode::Always,
@@ -219,6 +235,17 @@ pub fn balanced_groups(len: usize, k: usize) -> Vec<Range<usize>> {
             let r = start..start + size;
             start += size;
             r
+        })
+        .collect()
+}
+
+/// The workers' results as inputs of a synthesis step.
+fn worker_inputs(plan: &[Subtask], results: &[Outcome]) -> Vec<Input> {
+    plan.iter()
+        .zip(results)
+        .map(|(s, r)| match r {
+            Ok(o) => Input { step: o.step.clone(), label: s.description.clone(), text: Ok(o.text.clone()) },
+            Err(e) => Input { step: e.step().clone(), label: s.description.clone(), text: Err(e.clone()) },
         })
         .collect()
 }
@@ -329,7 +356,10 @@ impl Orchestrator for Cascade {
         plan: &[Subtask],
         results: &[Outcome],
     ) -> Result<Synthesis, StepError> {
-        let synthesis = self.synthesize_tree(ctx, task, plan, results).await?;
+        let synthesis = match self.degrades_to_simplified() {
+            Some(at) => self.synthesize_degrading(ctx, task, plan, results, at).await?,
+            None => self.synthesize_tree(ctx, task, plan, results).await?,
+        };
         if self.refine == 0 || ctx.stopping().is_some() {
             return Ok(synthesis);
         }
@@ -339,6 +369,147 @@ impl Orchestrator for Cascade {
             // A stopped run (budget, cancel) or a failed revision keeps the best text it has.
             Err(e) => Ok(Synthesis { text: e.last_draft.unwrap_or(text).to_string() }),
         }
+    }
+
+    /// With `degrade`, too few workers for a synthesis is not the end: a single agent
+    /// answers the whole task (see [`Cascade::degrade`]).
+    async fn rescue(
+        &self,
+        ctx: &Ctx,
+        task: &Task,
+        plan: &[Subtask],
+        results: &[Outcome],
+        why: &str,
+    ) -> Option<Result<Synthesis, StepError>> {
+        self.degrade?;
+        if ctx.stopping().is_some() {
+            return None;
+        }
+        ctx.degrade(fall("full", "single-agent", why.to_string()));
+        Some(self.single_agent(ctx, task, plan, results).await)
+    }
+}
+
+/// Whether `failed` of `count` steps is more than the fraction `at`.
+fn too_many(failed: usize, count: usize, at: f64) -> bool {
+    count > 0 && failed as f64 > at * count as f64
+}
+
+/// A fall of the cascade from one form to a simpler one.
+fn fall(from: &str, to: &str, reason: String) -> Degradation {
+    Degradation { kind: DegradeKind::Orchestration, tier: None, from: from.into(), to: to.into(), reason }
+}
+
+/// How much of the workers' notes a single agent is given, in all (bytes).
+const SINGLE_AGENT_NOTES: usize = 48 * 1024;
+
+/// Graceful degradation, the original framework's "full → simplified → single-agent" chain:
+/// when more than `degrade` (a fraction) of the workers fail, or of a synthesizer level, the
+/// *simplified* cascade skips the synthesizer tier and its executive merges the workers'
+/// outputs (`degraded/executive`); when that fails too, or when fewer workers succeeded than
+/// `min_success` asks (which fails a run that does not degrade), a *single agent* answers
+/// the whole task (`degraded/single-agent`, on the executive's model, given the outputs
+/// the workers did produce). Each fall is a `degraded` event and a line of the report.
+impl Cascade {
+    /// The threshold at which the synthesis falls to the simplified form: only a cascade with
+    /// an executive has one (`never` and `no-executive` synthesize without).
+    fn degrades_to_simplified(&self) -> Option<f64> {
+        self.degrade.filter(|_| matches!(self.synthesize, SynthesizeMode::Auto | SynthesizeMode::Always))
+    }
+
+    async fn synthesize_degrading(
+        &self,
+        ctx: &Ctx,
+        task: &Task,
+        plan: &[Subtask],
+        results: &[Outcome],
+        at: f64,
+    ) -> Result<Synthesis, StepError> {
+        let n = results.len();
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if !self.levels(n).is_empty() && too_many(failed, n, at) {
+            let reason = format!(
+                "{failed} of {n} workers failed, more than degrade_at {at}; the synthesizer tier is skipped"
+            );
+            ctx.degrade(fall("full", "simplified", reason));
+            return self.simplified(ctx, task, plan, results).await;
+        }
+        self.synthesize_tree(ctx, task, plan, results).await
+    }
+
+    /// The simplified cascade: no synthesizer tier, the executive over the workers' outputs;
+    /// when it fails, a single agent.
+    async fn simplified(
+        &self,
+        ctx: &Ctx,
+        task: &Task,
+        plan: &[Subtask],
+        results: &[Outcome],
+    ) -> Result<Synthesis, StepError> {
+        let inputs = worker_inputs(plan, results);
+        ctx.emit_event(None, EventKind::TierStarted { tier: Tier::Executive, level: 1, count: 1 });
+        let out = self.merge(ctx, task, StepSpec::new("degraded/executive", Tier::Executive), &inputs).await;
+        let skipped = usize::from(matches!(out, Err(StepError::Skipped { .. })));
+        ctx.emit_event(
+            None,
+            EventKind::TierCompleted {
+                tier: Tier::Executive,
+                level: 1,
+                succeeded: usize::from(out.is_ok()),
+                failed: usize::from(out.is_err()) - skipped,
+                skipped,
+            },
+        );
+        match out {
+            Ok(text) => Ok(Synthesis { text: text.to_string() }),
+            Err(e) if ctx.stopping().is_some() => Err(e),
+            Err(e) => {
+                ctx.degrade(fall(
+                    "simplified",
+                    "single-agent",
+                    format!("the simplified cascade's executive failed ({e})"),
+                ));
+                self.single_agent(ctx, task, plan, results).await
+            }
+        }
+    }
+
+    /// One agent answers the whole task, given the outputs the workers did produce.
+    async fn single_agent(
+        &self,
+        ctx: &Ctx,
+        task: &Task,
+        plan: &[Subtask],
+        results: &[Outcome],
+    ) -> Result<Synthesis, StepError> {
+        let task_text = task.description.trim();
+        let mut prompt = format!(
+            "Task: {task_text}\n\nAnswer the whole task on your own, as one complete report in Markdown: a \
+             summary, the findings part by part, and recommendations."
+        );
+        let done: Vec<(&Subtask, &AgentOutput)> =
+            plan.iter().zip(results).filter_map(|(s, r)| r.as_ref().ok().map(|o| (s, o))).collect();
+        if !done.is_empty() {
+            prompt.push_str(
+                "\n\nNotes from the specialists who finished their parts (use them, and cover what they miss):\n",
+            );
+            let share = SINGLE_AGENT_NOTES / done.len();
+            for (subtask, output) in &done {
+                let note = crate::words::cut(output.text.trim(), share);
+                prompt.push_str(&format!("\n### {}\n{note}\n", subtask.description.trim()));
+            }
+        }
+        let request = LlmRequest::new(self.executive.model.clone(), prompt)
+            .system(
+                "You are a senior analyst who answers a complex task on your own, thoroughly and accurately.",
+            )
+            .temperature(self.executive.temperature)
+            .max_tokens(self.executive.max_tokens)
+            .hints(CallHints::work(task_text, task_text));
+        let spec = StepSpec::new("degraded/single-agent", Tier::Executive)
+            .inputs(done.iter().map(|(_, o)| o.step.clone()).collect());
+        let reply = ctx.llm(spec, request).await?;
+        Ok(Synthesis { text: reply.text.to_string() })
     }
 }
 
@@ -356,18 +527,7 @@ impl Cascade {
         if self.synthesize == SynthesizeMode::Never {
             return Ok(combined());
         }
-        let mut current: Vec<Input> = plan
-            .iter()
-            .zip(results)
-            .map(|(s, r)| match r {
-                Ok(o) => {
-                    Input { step: o.step.clone(), label: s.description.clone(), text: Ok(o.text.clone()) }
-                }
-                Err(e) => {
-                    Input { step: e.step().clone(), label: s.description.clone(), text: Err(e.clone()) }
-                }
-            })
-            .collect();
+        let mut current = worker_inputs(plan, results);
         let levels = self.levels(n);
         if levels.is_empty() && !self.has_executive(n) {
             return Ok(combined());
@@ -401,6 +561,18 @@ impl Cascade {
                     skipped,
                 },
             );
+            if let Some(at) = self.degrades_to_simplified()
+                && ctx.stopping().is_none()
+                && too_many(count - succeeded, count, at)
+            {
+                let reason = format!(
+                    "{} of {count} synthesizers of level {level} failed, more than degrade_at {at}; the \
+                     executive merges the workers' outputs instead",
+                    count - succeeded
+                );
+                ctx.degrade(fall("full", "simplified", reason));
+                return self.simplified(ctx, task, plan, results).await;
+            }
             current = next;
         }
         if self.has_executive(n) {
@@ -705,8 +877,14 @@ mod tests {
         let always = Cascade { synthesize: SynthesizeMode::Always, ..c.clone() };
         assert_eq!(always.shape(4), vec![4, 1]);
         assert_eq!(always.shape(7), vec![7, 1]);
-        let never = Cascade { synthesize: SynthesizeMode::Never, ..c };
+        let never = Cascade { synthesize: SynthesizeMode::Never, ..c.clone() };
         assert_eq!(never.shape(12), vec![12]);
+        let no_executive = Cascade { synthesize: SynthesizeMode::NoExecutive, ..c };
+        assert_eq!(no_executive.shape(4), vec![4]);
+        assert_eq!(no_executive.shape(12), vec![12, 2]);
+        assert_eq!(no_executive.shape(55), vec![55, 11, 2]);
+        assert_eq!("no-executive".parse::<SynthesizeMode>(), Ok(SynthesizeMode::NoExecutive));
+        assert_eq!(serde_json::to_string(&SynthesizeMode::NoExecutive).unwrap(), "\"no-executive\"");
     }
 
     #[test]
