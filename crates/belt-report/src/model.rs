@@ -29,6 +29,8 @@ pub struct Model<'a> {
     /// their token cap.
     pub failures: Vec<&'a AgentRecord>,
     pub groups: Vec<Group<'a>>,
+    /// The per-agent table ([`AGENT_HEAD`]), every cell as text.
+    pub agent_rows: Vec<[String; 8]>,
     pub sources: Vec<Source>,
     /// Rows of the plan appendix shown (all of them unless [`Model::limit`] cut it).
     pub plan_rows: usize,
@@ -122,6 +124,38 @@ impl Group<'_> {
     }
 }
 
+/// The head of the per-agent table: totals per agent (tier) of
+/// [`belt_core::result::agent_totals`].
+pub const AGENT_HEAD: [&str; 8] =
+    ["Agent", "Steps", "Success", "Calls", "Tokens in", "Tokens out", "Cost", "Busy time"];
+
+/// The per-agent table's rows: the run's recorded totals, or (a result recorded before
+/// they were) the same computed from its steps.
+pub fn agent_rows(r: &RunResult) -> Vec<[String; 8]> {
+    let computed;
+    let totals = if r.agent_totals.is_empty() {
+        computed = belt_core::result::agent_totals(&r.agents);
+        &computed
+    } else {
+        &r.agent_totals
+    };
+    totals
+        .iter()
+        .map(|t| {
+            [
+                t.agent.clone(),
+                t.steps.to_string(),
+                format!("{:.0}%", t.success_rate * 100.0),
+                t.calls.to_string(),
+                t.input_tokens.to_string(),
+                t.output_tokens.to_string(),
+                crate::Cost::new(t.cost_usd, t.unpriced_calls).to_string(),
+                seconds(t.duration_ms),
+            ]
+        })
+        .collect()
+}
+
 /// A URL cited by the outputs.
 pub struct Source {
     pub url: String,
@@ -179,6 +213,7 @@ impl<'a> Model<'a> {
             others,
             failures,
             groups: groups(r),
+            agent_rows: agent_rows(r),
             sources: Vec::new(),
             plan_rows: r.plan.len(),
             omitted: Omitted::default(),
@@ -520,6 +555,7 @@ pub(crate) mod tests {
                 ..Default::default()
             },
             started_ms: 0,
+            metadata: None,
         };
         let mut agents: Vec<AgentRecord> =
             (1..=n).map(|i| agent(format!("worker/{i:03}"), Tier::Worker)).collect();
@@ -548,6 +584,7 @@ pub(crate) mod tests {
             segments: Vec::new(),
             caps: Vec::new(),
             sources: Vec::new(),
+            agent_totals: Vec::new(),
         }
     }
 

@@ -243,6 +243,20 @@ pub fn source(m: &Model<'_>) -> String {
         }
         t.push_str("))\n\n");
     }
+    if !m.agent_rows.is_empty() {
+        t.push_str("#heading(level: 3)[Per agent]\n\n");
+        t.push_str(
+            "#data-table((1fr, auto, auto, auto, auto, auto, auto, auto), (left, right, right, right, right, right, right, right), (",
+        );
+        for head in crate::model::AGENT_HEAD {
+            let _ = write!(t, "[{head}], ");
+        }
+        t.push_str("), (");
+        for cells in &m.agent_rows {
+            row(&mut t, cells);
+        }
+        t.push_str("))\n\n");
+    }
 
     t.push_str("#heading(level: 2)[Failures and retries]\n\n");
     if m.failures.is_empty() {

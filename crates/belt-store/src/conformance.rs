@@ -135,6 +135,7 @@ fn result(run_id: &str, status: RunStatus) -> RunResult {
         segments: Vec::new(),
         caps: Vec::new(),
         sources: Vec::new(),
+        agent_totals: Vec::new(),
     }
 }
 

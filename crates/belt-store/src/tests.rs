@@ -209,6 +209,7 @@ pub(crate) fn sample_result(run_id: &str) -> belt_core::RunResult {
         segments: Vec::new(),
         caps: Vec::new(),
         sources: Vec::new(),
+        agent_totals: Vec::new(),
     }
 }
 

@@ -251,7 +251,7 @@ impl Orchestrator for Cascade {
              Reply with only a JSON object {{\"subtasks\": [...]}} whose list holds exactly {n} \
              objects, each with the keys \"description\" (one sentence), \"specialization\" (the \
              kind of expert) and \"priority\" (1-10, higher first).",
-            task = task.description.trim()
+            task = task.brief()
         );
         let request = LlmRequest::new(self.decomposer.model.clone(), prompt)
             .system("You are a planner who splits complex tasks into well-scoped subtasks.")
@@ -262,7 +262,7 @@ impl Orchestrator for Cascade {
                 "subtasks",
                 &[("description", "string"), ("specialization", "string"), ("priority", "integer")],
             ))
-            .hints(CallHints::plan(task.description.trim(), n));
+            .hints(CallHints::plan(&task.brief(), n));
         let (items, problem) = match ctx.llm(StepSpec::new("decompose", Tier::Decomposer), request).await {
             Ok(reply) => {
                 let items = parse_plan(&reply.text);
@@ -287,6 +287,8 @@ impl Orchestrator for Cascade {
                 specialization: it.specialization.unwrap_or_else(|| "general".into()),
                 priority: it.priority.unwrap_or(0),
                 dependencies: Vec::new(),
+                agent_type: None,
+                context: None,
             })
             .collect();
         let from_model = subtasks.len();
@@ -307,13 +309,15 @@ impl Orchestrator for Cascade {
         subtask: &Subtask,
         deps: &[AgentOutput],
     ) -> Result<AgentOutput, StepError> {
+        let brief = task.brief();
         let mut prompt = format!(
             "Task: {}\nSubtask {}: {}\nSpecialization: {}\n",
-            task.description.trim(),
+            brief,
             subtask.id,
             subtask.description.trim(),
             subtask.specialization
         );
+        prompt.push_str(&subtask.details());
         if !deps.is_empty() {
             prompt.push_str("\nResults of the subtasks this one builds on:\n");
             for d in deps {
@@ -336,7 +340,7 @@ impl Orchestrator for Cascade {
             ))
             .temperature(self.worker.temperature)
             .max_tokens(self.worker.max_tokens)
-            .hints(CallHints::work(task.description.trim(), subtask.description.trim()));
+            .hints(CallHints::work(&brief, subtask.description.trim()));
         // The request is kept (a copy per worker) only when a continuation may need it.
         let reply = if self.continue_truncated == 0 {
             ctx.llm(step.clone(), request).await?
@@ -359,7 +363,7 @@ impl Orchestrator for Cascade {
             return Ok(synthesis);
         }
         let text: Arc<str> = Arc::from(synthesis.text);
-        match self.refiner(text.clone()).run(ctx, task.description.as_str()).await {
+        match self.refiner(text.clone()).run(ctx, task.brief()).await {
             Ok(refined) => Ok(Synthesis { text: refined.output.to_string() }),
             // A stopped run (budget, cancel) or a failed revision keeps the best text it has.
             Err(e) => Ok(Synthesis { text: e.last_draft.unwrap_or(text).to_string() }),
@@ -649,7 +653,8 @@ impl Cascade {
                 spec.id
             )
         };
-        let mut prompt = format!("Task: {}\n{role}\n", task.description.trim());
+        let brief = task.brief();
+        let mut prompt = format!("Task: {brief}\n{role}\n");
         let ok: Vec<&Input> = inputs.iter().filter(|i| i.text.is_ok()).collect();
         let mut names = Vec::with_capacity(ok.len());
         for (k, i) in ok.iter().enumerate() {
@@ -679,7 +684,7 @@ impl Cascade {
             .system("You synthesize the work of several analysts into one clear, well-structured text.")
             .temperature(settings.temperature)
             .max_tokens(settings.max_tokens)
-            .hints(CallHints::merge(task.description.trim(), names, missing));
+            .hints(CallHints::merge(&brief, names, missing));
         if let Some(w) = window {
             request.max_tokens = window::reply_cap(w, estimate_tokens(&request), settings.max_tokens);
         }
