@@ -589,6 +589,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_format_has_the_per_agent_table_from_one_computation() {
+        let mut r = run(4);
+        r.agents[1].status = AgentStatus::Failed;
+        r.agents[1].outcome.attempts = 3;
+        let rows = agent_rows(&r);
+        assert_eq!(
+            rows,
+            [
+                ["worker", "4", "75%", "6", "4", "4", "$0.0000", seconds(4).as_str()].map(String::from),
+                ["synthesizer", "1", "100%", "1", "1", "1", "$0.0000", seconds(1).as_str()].map(String::from),
+            ]
+        );
+        // Recorded totals (a result of this version) are what is shown.
+        r.agent_totals = belt_core::agent_totals(&r.agents);
+        r.agent_totals[0].calls = 99;
+        assert_eq!(agent_rows(&r)[0][3], "99");
+        let md = crate::markdown(&r);
+        assert!(md.contains("### Per agent\n\n| Agent | Steps | Success | Calls |"), "{md}");
+        assert!(md.contains("| worker | 4 | 75% | 99 | 4 | 4 | $0.0000 | 0.0 s |"), "{md}");
+        let mut html = Vec::new();
+        crate::render(&r, crate::Format::Html, &mut html).unwrap();
+        let html = String::from_utf8(html).unwrap();
+        assert!(html.contains("<h3>Per agent</h3>") && html.contains("<td class=\"num\">75%</td>"), "{html}");
+    }
+
+    #[test]
     fn limits_keep_sections_in_order_while_they_fit() {
         let r = run(10);
         let mut m = Model::new(&r);

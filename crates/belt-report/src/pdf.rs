@@ -557,7 +557,9 @@ mod tests {
         let source = source(&m);
         assert!(source.contains("7 more workers' findings are left out of this PDF"), "{source}");
         assert!(source.contains("7 more subtasks are left out of this PDF"));
-        assert_eq!(source.matches("#heading(level: 3)").count(), 4);
+        // The sections kept, and the per-agent table's heading (tables are not limited).
+        assert_eq!(source.matches("#heading(level: 3)").count(), 5);
+        assert!(source.contains("#heading(level: 3)[Per agent]"));
     }
 
     #[test]
