@@ -67,7 +67,17 @@ fn text_context_still_works_and_json_that_is_not_json_is_refused() {
     let dir = Dir::new("context-text");
     let o = belt(
         &dir,
-        &["run", "Plan a park", "-n", "2", "--context", "Budget is tight.", "--sim-latency-ms", "0", "--json"],
+        &[
+            "run",
+            "Plan a park",
+            "-n",
+            "2",
+            "--context",
+            "Budget is tight.",
+            "--sim-latency-ms",
+            "0",
+            "--json",
+        ],
         None,
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));

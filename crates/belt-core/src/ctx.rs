@@ -1243,7 +1243,8 @@ impl Ctx {
 
     pub(crate) fn take_agents(&self) -> Vec<AgentRecord> {
         let mut agents = std::mem::take(&mut *self.shared.agents.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut metadata = std::mem::take(&mut *self.shared.metadata.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut metadata =
+            std::mem::take(&mut *self.shared.metadata.lock().unwrap_or_else(|p| p.into_inner()));
         for a in &mut agents {
             if let Some(m) = metadata.remove(&a.step) {
                 a.metadata = Some(m);

@@ -1947,7 +1947,7 @@ async fn the_task_context_and_each_subtask_context_reach_the_agents_prompts() {
     ];
     let p = Arc::new(ScriptedProvider::new("t"));
     let task = Task::new("Plan a park").with_context(serde_json::json!({"budget_usd": 2000000}));
-    let mut handle = run(Cascade::new(2, "t/m"), task, options(&p).with_plan(plan)).await.expect("starts");
+    let handle = run(Cascade::new(2, "t/m"), task, options(&p).with_plan(plan)).await.expect("starts");
     let r = handle.result().await;
     assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
     let first = p.prompt("worker/001").unwrap_or_default();
@@ -1966,11 +1966,15 @@ async fn per_agent_totals_and_attached_metadata_are_in_the_result() {
     let p = Arc::new(
         ScriptedProvider::new("t").always_fail("worker/003", crate::llm::LlmError::Auth("no".into())),
     );
-    let (r, _) = run_all(Cascade::new(3, "t/m"), "task", options(&p).with_plan(vec![
-        Subtask::new("a", "one"),
-        Subtask::new("b", "two"),
-        Subtask::new("c", "three"),
-    ]))
+    let (r, _) = run_all(
+        Cascade::new(3, "t/m"),
+        "task",
+        options(&p).with_plan(vec![
+            Subtask::new("a", "one"),
+            Subtask::new("b", "two"),
+            Subtask::new("c", "three"),
+        ]),
+    )
     .await;
     let totals = &r.agent_totals;
     let names: Vec<&str> = totals.iter().map(|t| t.agent.as_str()).collect();
@@ -1988,7 +1992,8 @@ async fn per_agent_totals_and_attached_metadata_are_in_the_result() {
     // Metadata an orchestrator attaches, merged key by key; pattern steps group by scope.
     let flow = Flow::new("meta", |ctx, _task| async move {
         let step = StepId::new("pipeline/01-a");
-        let out = patterns::Agent::llm("t/m", "r").run(&ctx, StepSpec::new(step.clone(), Tier::Agent), "x").await?;
+        let out =
+            patterns::Agent::llm("t/m", "r").run(&ctx, StepSpec::new(step.clone(), Tier::Agent), "x").await?;
         ctx.set_metadata(&step, serde_json::json!({"score": 0.9}));
         ctx.set_metadata(&step, serde_json::json!({"source": "unit"}));
         Ok(out.to_string())

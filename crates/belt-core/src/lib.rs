@@ -63,7 +63,9 @@ pub use plan::{PlanError, Subtask, Task};
 pub use policy::{Effect, EffectError};
 pub use policy::{Policies, StepPolicy};
 pub use reply::{StepOutcome, StepReply};
-pub use result::{AgentRecord, AgentStatus, AgentTotals, Document, RunResult, RunStatus, Segment, UsageTotals, agent_totals};
+pub use result::{
+    AgentRecord, AgentStatus, AgentTotals, Document, RunResult, RunStatus, Segment, UsageTotals, agent_totals,
+};
 pub use run::{DocumentWriter, RunControl, RunError, RunHandle, RunOptions, run};
 pub use schema::OutputSchema;
 pub use step::{StepId, StepSpec, Tier};

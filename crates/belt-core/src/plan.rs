@@ -147,10 +147,10 @@ impl Subtask {
         if let Some(kind) = self.agent_type.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
             out.push_str(&format!("Agent type: {kind}\n"));
         }
-        if let Some(context) = self.context.as_ref().map(render_context) {
-            if !context.trim().is_empty() {
-                out.push_str(&format!("Subtask context:\n{}\n", context.trim()));
-            }
+        if let Some(context) = self.context.as_ref().map(render_context)
+            && !context.trim().is_empty()
+        {
+            out.push_str(&format!("Subtask context:\n{}\n", context.trim()));
         }
         out
     }
@@ -367,13 +367,19 @@ mod tests {
         let back: Vec<Subtask> = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
         assert_eq!(back, plan);
         let details = plan[0].details();
-        assert!(details.contains("Agent type: researcher") && details.contains("\"region\": \"EU\""), "{details}");
+        assert!(
+            details.contains("Agent type: researcher") && details.contains("\"region\": \"EU\""),
+            "{details}"
+        );
         assert_eq!(plan[1].details(), "");
         // The description is not optional, and a key the plan does not know is named.
         let e = serde_json::from_str::<Vec<Subtask>>(r#"[{"description": null}]"#).unwrap_err();
         assert!(e.to_string().contains("invalid type: null"), "{e}");
         let e = serde_json::from_str::<Vec<Subtask>>(r#"[{"description": "a", "agent": "x"}]"#).unwrap_err();
-        assert!(e.to_string().contains("unknown field `agent`") && e.to_string().contains("`agent_type`"), "{e}");
+        assert!(
+            e.to_string().contains("unknown field `agent`") && e.to_string().contains("`agent_type`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -662,7 +662,8 @@ mod tests {
             ("openai", "gpt-5.1-codex-mini", "gpt-5.1-codex-mini", 0.25),
         ];
         for (provider, model, id, input) in cases {
-            let info = table().lookup(provider, model).unwrap_or_else(|| panic!("{provider}/{model} is known"));
+            let info =
+                table().lookup(provider, model).unwrap_or_else(|| panic!("{provider}/{model} is known"));
             assert_eq!(info.id, id, "{provider}/{model}");
             assert_eq!(info.price.input, input, "{provider}/{model}");
             assert!(

@@ -443,7 +443,10 @@ steps:
 
     // An unknown root is still an error, and its hint names `context.*`.
     let d = yaml("name: x\npattern: sequential\nsteps:\n  - {id: a, prompt: '{{ contxt.a }}'}\n");
-    assert!(d.to_string().contains("unknown variable `contxt`") && d.to_string().contains("context.*"), "{d}");
+    assert!(
+        d.to_string().contains("unknown variable `contxt`") && d.to_string().contains("context.*"),
+        "{d}"
+    );
 }
 
 #[tokio::test]
@@ -462,11 +465,10 @@ steps:
 ";
     assert!(yaml(text).is_empty(), "{}", yaml(text));
     let workflow = Workflow::parse(text, Format::Yaml, "test").expect("parses");
-    let bound = workflow.bind(BTreeMap::new()).expect("binds").with_context(Some(serde_json::json!({"who": "Ada"})));
-    let failing = SimConfig::default()
-        .latency_ms(0)
-        .fail_rate(1.0)
-        .failure_kinds([belt_llm::FailureKind::Server]);
+    let bound =
+        workflow.bind(BTreeMap::new()).expect("binds").with_context(Some(serde_json::json!({"who": "Ada"})));
+    let failing =
+        SimConfig::default().latency_ms(0).fail_rate(1.0).failure_kinds([belt_llm::FailureKind::Server]);
     let mut options = RunOptions::default().with_providers(belt_llm::providers(failing));
     bound.settings().apply(&mut options);
     let r = run(bound.orchestrator(), bound.task().unwrap(), options).await.expect("starts").result().await;

@@ -452,16 +452,18 @@ fn per_item(batch: StepId, items: Range<usize>, outcome: Result<Arc<str>, StepEr
             let outcome = match &outcome {
                 Err(e) => Err(e.clone()),
                 Ok(reply) if answers.is_empty() => Ok(reply.clone()),
-                Ok(_) => answers.iter().find(|(n, _)| *n == k + 1).map(|(_, a)| Arc::from(a.as_str())).ok_or_else(
-                    || StepError::Failed {
+                Ok(_) => answers
+                    .iter()
+                    .find(|(n, _)| *n == k + 1)
+                    .map(|(_, a)| Arc::from(a.as_str()))
+                    .ok_or_else(|| StepError::Failed {
                         step: batch.clone(),
                         message: format!(
                             "the reply numbers no answer {} (of {count} items); ask the agent to answer each \
                              item on its own, numbered as the items are",
                             k + 1
                         ),
-                    },
-                ),
+                    }),
             };
             ItemResult { index, batch: batch.clone(), items: items.clone(), outcome }
         })
@@ -476,7 +478,9 @@ fn numbered_answers(reply: &str) -> Vec<(usize, String)> {
         let trimmed = line.trim_start();
         let digits = trimmed.chars().take_while(char::is_ascii_digit).count();
         let rest = &trimmed[digits..];
-        let number = (digits > 0 && digits < 6 && (rest.starts_with(". ") || rest.starts_with(") ") || rest == "." || rest == ")"))
+        let number = (digits > 0
+            && digits < 6
+            && (rest.starts_with(". ") || rest.starts_with(") ") || rest == "." || rest == ")"))
             .then(|| trimmed[..digits].parse::<usize>().ok())
             .flatten();
         match (number, answers.last_mut()) {
@@ -616,18 +620,36 @@ mod tests {
         let shape: Vec<(usize, &str)> = out.iter().map(|r| (r.index, r.batch.as_str())).collect();
         assert_eq!(
             shape,
-            [(0, "batch/001"), (1, "batch/001"), (2, "batch/001"), (3, "batch/002"), (4, "batch/002"),
-             (5, "batch/002"), (6, "batch/003")]
+            [
+                (0, "batch/001"),
+                (1, "batch/001"),
+                (2, "batch/001"),
+                (3, "batch/002"),
+                (4, "batch/002"),
+                (5, "batch/002"),
+                (6, "batch/003")
+            ]
         );
         assert_eq!(out[3].items, 3..6);
         let answers: Vec<Option<&str>> = out.iter().map(|r| r.outcome.as_deref().ok()).collect();
         assert_eq!(
             answers,
-            [Some("done 1"), Some("done 2"), Some("done 3"), Some("done 4"), None, Some("done 6"), Some("1. done 7")],
+            [
+                Some("done 1"),
+                Some("done 2"),
+                Some("done 3"),
+                Some("done 4"),
+                None,
+                Some("done 6"),
+                Some("1. done 7")
+            ],
             "a batch of one item gets the reply whole"
         );
         let missing = out[4].outcome.as_ref().unwrap_err().to_string();
-        assert!(missing.contains("batch/002") && missing.contains("numbers no answer 2 (of 3 items)"), "{missing}");
+        assert!(
+            missing.contains("batch/002") && missing.contains("numbers no answer 2 (of 3 items)"),
+            "{missing}"
+        );
         assert_eq!(batches(&[1, 2, 3], 0), vec![vec![1], vec![2], vec![3]]);
     }
 

@@ -358,8 +358,7 @@ impl Orchestrator for Dynamic {
         plan: &[Subtask],
         results: &[Outcome],
     ) -> Result<Synthesis, StepError> {
-        let mut prompt =
-            format!("Task: {}\nMerge the team's contributions into one answer.\n", task.brief());
+        let mut prompt = format!("Task: {}\nMerge the team's contributions into one answer.\n", task.brief());
         let mut inputs = Vec::new();
         let mut names = Vec::new();
         let mut missing = Vec::new();

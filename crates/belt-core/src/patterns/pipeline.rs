@@ -77,7 +77,10 @@ impl OnError {
 /// A function that decides what a failure does ([`OnError::with`]). Two handlers are equal
 /// when they are the same function.
 #[derive(Clone)]
-pub struct ErrorHandler(Arc<dyn Fn(&StepError, &str) -> OnError + Send + Sync>);
+pub struct ErrorHandler(Arc<Decide>);
+
+/// What [`OnError::with`] takes: the error and the stage's (item's) input to a rule.
+type Decide = dyn Fn(&StepError, &str) -> OnError + Send + Sync;
 
 impl std::fmt::Debug for ErrorHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,7 +149,10 @@ impl Stage {
     /// Run the stage only when `condition` holds for its input and the run's context
     /// ([`Ctx::context`]; `null` when the run has none); otherwise its input goes on
     /// unchanged ([`StageStatus::NotTaken`]).
-    pub fn when(mut self, condition: impl Fn(&str, &serde_json::Value) -> bool + Send + Sync + 'static) -> Stage {
+    pub fn when(
+        mut self,
+        condition: impl Fn(&str, &serde_json::Value) -> bool + Send + Sync + 'static,
+    ) -> Stage {
         self.when = Some(Arc::new(condition));
         self
     }
@@ -465,9 +471,10 @@ mod tests {
         );
         let (out, _) = within(&p, move |ctx| async move { items.run(&ctx, "x").await }).await;
         assert!(out.unwrap().output.contains("\n\n(b failed)\n\n"));
-        let nested = Pipeline::new("pipeline")
-            .then("a", echo("a"))
-            .stage(Stage::new("bad", Agent::llm("t/m", "r")).on_error(OnError::with(|_, _| OnError::with(|_, _| OnError::Skip))));
+        let nested = Pipeline::new("pipeline").then("a", echo("a")).stage(
+            Stage::new("bad", Agent::llm("t/m", "r"))
+                .on_error(OnError::with(|_, _| OnError::with(|_, _| OnError::Skip))),
+        );
         let (out, _) = within(&p, move |ctx| async move { nested.run(&ctx, "x").await }).await;
         assert_eq!(out.unwrap_err().stage, "bad");
     }
