@@ -51,13 +51,12 @@ async fn main() {
         // 3. Batches of 4.
         let reviews: Vec<String> = (1..=10).map(|i| format!("Review {i}: the product is fine")).collect();
         let classify = Agent::llm(MODEL, "Classify each numbered review as positive or negative.");
-        for b in run_batches(&ctx, "batch", &reviews, 4, &classify).await {
-            println!(
-                "{:<10} items {:?} → {}",
-                b.step.as_str(),
-                b.items,
-                if b.outcome.is_ok() { "ok" } else { "failed" }
-            );
+        for item in run_batches(&ctx, "batch", &reviews, 4, &classify).await {
+            let answer = match &item.outcome {
+                Ok(text) => text.lines().next().unwrap_or("").chars().take(50).collect::<String>(),
+                Err(e) => format!("failed: {e}"),
+            };
+            println!("review {:>2} ({}) → {answer}", item.index + 1, item.batch.as_str());
         }
         Ok::<_, StepError>(String::new())
     });

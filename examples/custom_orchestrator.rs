@@ -46,8 +46,15 @@ impl Orchestrator for Study {
         subtask: &Subtask,
         deps: &[AgentOutput],
     ) -> Result<AgentOutput, StepError> {
-        let mut prompt =
-            format!("Task: {}\nSubtask {}: {}\n", task.description, subtask.id, subtask.description);
+        // `brief()`: the task with the run's context under it; `details()`: the subtask's
+        // agent type and context, when the plan gives them.
+        let mut prompt = format!(
+            "Task: {}\nSubtask {}: {}\n{}",
+            task.brief(),
+            subtask.id,
+            subtask.description,
+            subtask.details()
+        );
         for d in deps {
             prompt.push_str(&format!("\nFrom {}:\n{}\n", d.subtask_id, d.text));
         }

@@ -46,6 +46,7 @@ async fn main() {
                     belt::patterns::pipeline::StageStatus::Completed => "completed".to_string(),
                     belt::patterns::pipeline::StageStatus::Skipped(e) => format!("skipped ({})", e[0]),
                     belt::patterns::pipeline::StageStatus::Recovered(e) => format!("recovered ({})", e[0]),
+                    belt::patterns::pipeline::StageStatus::NotTaken => "not taken".to_string(),
                 };
                 let heading = stage
                     .output

@@ -434,7 +434,7 @@ fn iterative(model: &str, refine: u32) -> impl Orchestrator + use<> {
     Flow::new("iterative", move |ctx, task| {
         let refine = refine.clone();
         async move {
-            match refine.run(&ctx, task.description).await {
+            match refine.run(&ctx, task.brief().into_owned()).await {
                 Ok(done) => Ok(done.output.to_string()),
                 // A stopping run keeps its best draft; any other failure fails the run.
                 Err(e) if ctx.stopping().is_some() && e.last_draft.is_some() => {

@@ -454,7 +454,7 @@ impl App {
         options.definition = Some(recorded.to_definition());
         let tools = self.tools.plan(spec, &[], &Default::default())?.map(|plan| (self.tools.clone(), plan));
         Ok(Prepared {
-            task: task_with_context(task, spec.context.as_deref()),
+            task: task_with_context(task, spec.context.as_ref()),
             spec: recorded,
             orchestrator,
             options,
@@ -809,10 +809,12 @@ pub(crate) fn only_what_simulated_runs_call<S: AsRef<str>>(providers: Providers,
     only
 }
 
-/// The run's task: the spec's task, with its context as a section every agent reads.
-fn task_with_context(task: &str, context: Option<&str>) -> Task {
-    match context.map(str::trim).filter(|c| !c.is_empty()) {
-        Some(context) => Task::new(format!("{task}\n\nContext:\n{context}")),
+/// The run's task: the spec's task and its context, which every agent reads under it
+/// ([`Task::brief`]). Blank text and `null` are no context.
+fn task_with_context(task: &str, context: Option<&serde_json::Value>) -> Task {
+    match context {
+        Some(serde_json::Value::String(text)) if text.trim().is_empty() => Task::new(task),
+        Some(context) => Task::new(task).with_context(context.clone()),
         None => Task::new(task),
     }
 }

@@ -135,6 +135,16 @@ fn valid_plan() -> impl Strategy<Value = Vec<Subtask>> {
     })
 }
 
+/// A run's context: text (as older specs hold it), or structured JSON.
+fn context() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => any::<String>().prop_map(Value::String),
+        1 => ("[a-z]{1,6}", any::<i64>(), any::<String>())
+            .prop_map(|(k, n, t)| json!({k: n, "notes": [t, true], "nested": {"x": null}})),
+        1 => prop::collection::vec(any::<i32>(), 0..4).prop_map(|v| json!(v)),
+    ]
+}
+
 /// Specs that `App::prepare` accepts: every field in its range, simulated models.
 fn valid_spec() -> impl Strategy<Value = RunSpec> {
     let model = || {
@@ -145,7 +155,7 @@ fn valid_spec() -> impl Strategy<Value = RunSpec> {
     };
     let seconds = || some(0.001f64..86_400.0);
     (
-        ("[A-Za-z][A-Za-z ]{0,23}", some(any::<String>()), some(Just("cascade".to_string()))),
+        ("[A-Za-z][A-Za-z ]{0,23}", some(context()), some(Just("cascade".to_string()))),
         (some(1u32..200), some(valid_plan()), some(0u32..=20), model(), model(), model(), model()),
         (some(1u32..=100_000), any::<bool>(), seconds(), some(0u32..=100)),
         prop::collection::btree_map(
@@ -234,7 +244,7 @@ fn valid_spec() -> impl Strategy<Value = RunSpec> {
 fn wild_spec() -> impl Strategy<Value = RunSpec> {
     let what = (
         prop_oneof![3 => "[A-Za-z ]{0,24}", 1 => any::<String>()],
-        some(any::<String>()),
+        some(context()),
         some(
             prop::sample::select(&["cascade", "swarm", "sequential", "dag", "nope", ""][..])
                 .prop_map(String::from),

@@ -28,9 +28,12 @@ pub struct RunSpec {
     /// `workflow`, whose file holds the task.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub task: String,
-    /// Background every agent sees with the task: a brief, facts, constraints.
+    /// Background every agent sees with the task: text (a brief, facts, constraints), or
+    /// any JSON — an object or array is structured context, shown to agents rendered and
+    /// read by path by workflow templates (`{{ context.customer.tier }}`), routes and loop
+    /// conditions. In a workflow run its top-level keys go over the file's `context:`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<String>,
+    pub context: Option<serde_json::Value>,
     /// Orchestration pattern (see list_patterns / GET /v1/patterns / `belt patterns`).
     /// Default: `cascade` (workers in parallel, synthesizers over groups of 5, an executive).
     #[serde(default, skip_serializing_if = "Option::is_none")]

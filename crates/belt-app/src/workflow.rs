@@ -64,6 +64,7 @@ pub(crate) fn bind(app: &App, spec: &RunSpec, text: &str) -> Result<Bound, AppEr
         executive: spec.executive_model.clone(),
     };
     let bound = bound.with_models(&choice).map_err(|e| AppError::Invalid(format!("{origin}: {e}")))?;
+    let bound = bound.with_context(spec.context.clone());
     Ok(bound.with_default_model(spec.model.clone().unwrap_or_else(|| SIMULATED_MODEL.to_string())))
 }
 

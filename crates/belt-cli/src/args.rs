@@ -295,8 +295,10 @@ pub struct RunArgs {
     /// What the agents should do, e.g. "Analyze the impact of AI on healthcare".
     #[arg(required_unless_present = "file", default_value = "", hide_default_value = true)]
     pub task: String,
-    /// Background every agent sees with the task (a brief, facts, constraints).
-    #[arg(long, value_name = "TEXT")]
+    /// Context every agent sees with the task: text (a brief, facts, constraints), JSON
+    /// (`{"tier": "gold"}`: structured context, read by workflow templates as
+    /// `context.*`), or a file holding either.
+    #[arg(long, value_name = "FILE|JSON|TEXT")]
     pub context: Option<String>,
 
     /// Run a workflow file (YAML or TOML; see `belt init`) instead of a task.

@@ -51,7 +51,7 @@ pub fn spec(args: &RunArgs) -> Result<RunSpec, CliError> {
     }
     Ok(RunSpec {
         task: if workflow.is_some() { String::new() } else { args.task.clone() },
-        context: args.context.clone(),
+        context: args.context.as_deref().map(read_context).transpose()?,
         pattern: args.pattern.clone(),
         // Arguments of an orchestrator a program registered: the CLI runs belt's library only.
         args: None,
@@ -396,6 +396,31 @@ fn read_plan(path: &Path) -> Result<Vec<Subtask>, CliError> {
         ))
     })
 }
+
+/// `--context`: JSON (an object or array, given inline or in a file), else text (inline
+/// or the file's), which keeps meaning what `--context TEXT` always meant. Text that starts
+/// like JSON must be JSON, so a typo in it is an error rather than text agents would read.
+fn read_context(arg: &str) -> Result<serde_json::Value, CliError> {
+    let path = Path::new(arg);
+    let (text, origin) = if !arg.trim_start().starts_with(['{', '[']) && path.is_file() {
+        let text = belt_app::files::read_text(path, MAX_CONTEXT_BYTES)
+            .map_err(|e| CliError::Usage(format!("cannot read the --context file: {e}")))?;
+        (text, format!("the --context file {}", path.display()))
+    } else {
+        (arg.to_string(), "--context".to_string())
+    };
+    if !text.trim_start().starts_with(['{', '[']) {
+        return Ok(serde_json::Value::String(text));
+    }
+    serde_json::from_str(&text).map_err(|e| {
+        CliError::Usage(format!(
+            "{origin} starts like JSON but is not JSON ({e}); give a JSON object such as {{\"customer\": {{\"tier\": \"gold\"}}}}, or plain text"
+        ))
+    })
+}
+
+/// The largest `--context` file read.
+const MAX_CONTEXT_BYTES: u64 = 1 << 20;
 
 /// The largest plan file read (100,000 subtasks of a few hundred bytes).
 const MAX_PLAN_BYTES: u64 = 64 << 20;

@@ -186,6 +186,10 @@ pub(crate) type PlanSlot = (Arc<Vec<crate::plan::Subtask>>, Vec<usize>);
 /// Everything a run's steps share.
 pub(crate) struct Shared {
     pub run_id: Arc<str>,
+    /// The task's context ([`crate::Task::context`]), for patterns to read.
+    pub context: Option<serde_json::Value>,
+    /// What orchestrators attached to steps ([`Ctx::set_metadata`]).
+    pub metadata: Mutex<HashMap<StepId, serde_json::Value>>,
     pub providers: Providers,
     pub store: Arc<dyn RunStore>,
     pub bus: EventBus,
@@ -304,6 +308,18 @@ impl Ctx {
 
     pub fn run_id(&self) -> &str {
         &self.shared.run_id
+    }
+
+    /// The run's context (the task's, [`crate::Task::context`]), if it has one: what a
+    /// router may route on ([`crate::patterns::router::Choose::Context`]) and a loop's
+    /// condition may read ([`crate::patterns::iterative::Refine::until_context`]).
+    pub fn context(&self) -> Option<&serde_json::Value> {
+        self.shared.context.as_ref()
+    }
+
+    /// The value at `path` in the run's context ([`crate::plan::context_at`]).
+    pub fn context_at(&self, path: &str) -> Option<&serde_json::Value> {
+        self.context().and_then(|c| crate::plan::context_at(c, path))
     }
 
     /// Where the run's questions for people go (see [`crate::patterns::hitl`]): the channel
@@ -1182,6 +1198,7 @@ impl Ctx {
             error: None,
             outcome,
             started_ms: at.started_ms,
+            metadata: None,
         }
     }
 
@@ -1306,8 +1323,30 @@ impl Ctx {
     }
 
     /// The records so far, in report order (tier, then StepId).
+    /// Attach free JSON to `step`'s record in the RunResult (`agents[].metadata`): what an
+    /// orchestrator knows of the step that the engine does not (a score, a source, the
+    /// route taken…). Objects attached to one step merge key by key; anything else
+    /// replaces what was there. Not recorded in the journal: a resumed run's code attaches
+    /// it again as it runs.
+    pub fn set_metadata(&self, step: &StepId, metadata: serde_json::Value) {
+        let mut all = self.shared.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        match (all.get_mut(step), metadata) {
+            (Some(serde_json::Value::Object(old)), serde_json::Value::Object(new)) => old.extend(new),
+            (_, metadata) => {
+                all.insert(step.clone(), metadata);
+            }
+        }
+    }
+
     pub(crate) fn take_agents(&self) -> Vec<AgentRecord> {
         let mut agents = std::mem::take(&mut *self.shared.agents.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut metadata =
+            std::mem::take(&mut *self.shared.metadata.lock().unwrap_or_else(|p| p.into_inner()));
+        for a in &mut agents {
+            if let Some(m) = metadata.remove(&a.step) {
+                a.metadata = Some(m);
+            }
+        }
         agents.sort_by(|a, b| (a.tier.rank(), &a.step).cmp(&(b.tier.rank(), &b.step)));
         agents
     }

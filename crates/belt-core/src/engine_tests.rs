@@ -1936,3 +1936,73 @@ async fn a_prompt_too_long_answer_splits_the_group_instead_of_failing() {
     let refused = p.refused.load(std::sync::atomic::Ordering::Relaxed);
     assert!((1..=2).contains(&refused), "{refused} refusals");
 }
+
+#[tokio::test]
+async fn the_task_context_and_each_subtask_context_reach_the_agents_prompts() {
+    let plan = vec![
+        Subtask::new("a", "gather data")
+            .agent_type("researcher")
+            .with_context(serde_json::json!({"region": "EU", "sources": ["eurostat"]})),
+        Subtask::new("b", "analyse"),
+    ];
+    let p = Arc::new(ScriptedProvider::new("t"));
+    let task = Task::new("Plan a park").with_context(serde_json::json!({"budget_usd": 2000000}));
+    let handle = run(Cascade::new(2, "t/m"), task, options(&p).with_plan(plan)).await.expect("starts");
+    let r = handle.result().await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    let first = p.prompt("worker/001").unwrap_or_default();
+    assert!(first.contains("Plan a park\n\nContext:\n{\n  \"budget_usd\": 2000000\n}"), "{first}");
+    assert!(first.contains("Agent type: researcher"), "{first}");
+    assert!(first.contains("Subtask context:\n{\n  \"region\": \"EU\""), "{first}");
+    let second = p.prompt("worker/002").unwrap_or_default();
+    assert!(second.contains("budget_usd") && !second.contains("Subtask context"), "{second}");
+    // The plan in the result keeps both.
+    assert_eq!(r.plan[0].agent_type.as_deref(), Some("researcher"));
+    assert_eq!(r.plan[0].context.as_ref().map(|c| c["region"].clone()), Some(serde_json::json!("EU")));
+}
+
+#[tokio::test]
+async fn per_agent_totals_and_attached_metadata_are_in_the_result() {
+    let p = Arc::new(
+        ScriptedProvider::new("t").always_fail("worker/003", crate::llm::LlmError::Auth("no".into())),
+    );
+    let (r, _) = run_all(
+        Cascade::new(3, "t/m"),
+        "task",
+        options(&p).with_plan(vec![
+            Subtask::new("a", "one"),
+            Subtask::new("b", "two"),
+            Subtask::new("c", "three"),
+        ]),
+    )
+    .await;
+    let totals = &r.agent_totals;
+    let names: Vec<&str> = totals.iter().map(|t| t.agent.as_str()).collect();
+    assert_eq!(names, ["worker"], "{totals:?}");
+    let w = &totals[0];
+    assert_eq!((w.steps, w.completed, w.failed, w.skipped), (3, 2, 1, 0));
+    assert!((w.success_rate - 2.0 / 3.0).abs() < 1e-9);
+    assert_eq!(w.calls, 3, "one attempt each: an auth error is not retried");
+    let workers: Vec<&AgentRecord> = r.agents.iter().filter(|a| a.tier == Tier::Worker).collect();
+    assert_eq!(w.input_tokens, workers.iter().map(|a| a.outcome.usage.input_tokens).sum::<u64>());
+    assert!((w.cost_usd - workers.iter().map(|a| a.outcome.cost_usd).sum::<f64>()).abs() < 1e-12);
+    assert_eq!(w.duration_ms, workers.iter().map(|a| a.outcome.duration_ms).sum::<u64>());
+    assert_eq!(crate::result::agent_totals(&r.agents), r.agent_totals, "one function computes them");
+
+    // Metadata an orchestrator attaches, merged key by key; pattern steps group by scope.
+    let flow = Flow::new("meta", |ctx, _task| async move {
+        let step = StepId::new("pipeline/01-a");
+        let out =
+            patterns::Agent::llm("t/m", "r").run(&ctx, StepSpec::new(step.clone(), Tier::Agent), "x").await?;
+        ctx.set_metadata(&step, serde_json::json!({"score": 0.9}));
+        ctx.set_metadata(&step, serde_json::json!({"source": "unit"}));
+        Ok(out.to_string())
+    });
+    let (r, _) = run_all(flow, "task", options(&p)).await;
+    let a = agent(&r, "pipeline/01-a");
+    assert_eq!(a.metadata, Some(serde_json::json!({"score": 0.9, "source": "unit"})));
+    assert_eq!(r.agent_totals[0].agent, "pipeline");
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["agents"][0]["metadata"]["source"], "unit");
+    assert_eq!(json["agent_totals"][0]["success_rate"], 1.0);
+}

@@ -65,7 +65,9 @@ pub use plan::{PlanError, Subtask, Task};
 pub use policy::{Effect, EffectError};
 pub use policy::{Policies, StepPolicy};
 pub use reply::{StepOutcome, StepReply};
-pub use result::{AgentRecord, AgentStatus, Document, RunResult, RunStatus, Segment, UsageTotals};
+pub use result::{
+    AgentRecord, AgentStatus, AgentTotals, Document, RunResult, RunStatus, Segment, UsageTotals, agent_totals,
+};
 pub use result::{Degradation, DegradeKind};
 pub use run::{DocumentWriter, RunControl, RunError, RunHandle, RunOptions, run};
 pub use schema::OutputSchema;

@@ -1,23 +1,91 @@
 //! Tasks and plans: what a run is asked to do and how it is split into subtasks.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
-/// What the user asked for.
+/// What the user asked for: a description and, optionally, a free-form JSON context (the
+/// facts, constraints or settings of this run). Agents see the context rendered under the
+/// task ([`Task::brief`]); patterns read it by path ([`crate::Ctx::context`],
+/// [`context_at`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub description: String,
+    /// A JSON string is background text; an object or array is structured context.
+    /// Left out of the JSON when absent, so a task without one serializes as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
 }
 
 impl Task {
     pub fn new(description: impl Into<String>) -> Self {
-        Task { description: description.into() }
+        Task { description: description.into(), context: None }
+    }
+
+    /// The same task with `context` (`null` is no context).
+    pub fn with_context(mut self, context: Value) -> Self {
+        self.context = (!context.is_null()).then_some(context);
+        self
+    }
+
+    /// What agents are told the task is: the description, and the context rendered under
+    /// `Context:` when there is one. A text context reads exactly as the task with its
+    /// context appended did before structured contexts existed, so prompts of runs
+    /// recorded then hash the same on resume.
+    pub fn brief(&self) -> Cow<'_, str> {
+        let task = self.description.trim();
+        match self.context.as_ref().map(render_context) {
+            Some(context) if !context.trim().is_empty() => {
+                Cow::Owned(format!("{task}\n\nContext:\n{}", context.trim()))
+            }
+            _ => Cow::Borrowed(task),
+        }
+    }
+}
+
+/// A context as agents read it: a string as it is, anything else as indented JSON.
+pub fn render_context(context: &Value) -> Cow<'_, str> {
+    match context {
+        Value::String(text) => Cow::Borrowed(text),
+        Value::Null => Cow::Borrowed(""),
+        other => Cow::Owned(serde_json::to_string_pretty(other).unwrap_or_default()),
+    }
+}
+
+/// The value at `path` in `context`: a dotted path (`customer.tier`, `items.0`) or a JSON
+/// pointer (`/customer/tier`). `None` when nothing is there.
+pub fn context_at<'a>(context: &'a Value, path: &str) -> Option<&'a Value> {
+    let path = path.trim();
+    if path.starts_with('/') {
+        return context.pointer(path);
+    }
+    let path = path.strip_prefix("context.").unwrap_or(path);
+    if path.is_empty() || path == "context" {
+        return Some(context);
+    }
+    path.split('.').try_fold(context, |value, key| match value {
+        Value::Object(map) => map.get(key),
+        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
+/// A context value as a word to compare or route on: a string as it is, `true`, `42`…
+/// (`None` for null, objects and arrays).
+pub fn context_word(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
 /// One unit of work in a plan. Unknown keys are refused (a misspelled `dependencies` would
-/// otherwise be a plan without them).
+/// otherwise be a plan without them); every key but `description` may be `null`, which
+/// means the same as leaving it out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Subtask {
@@ -26,18 +94,29 @@ pub struct Subtask {
     /// subtask's 1-based position (an empty one is refused). Not yet numbered (empty), it is
     /// left out of the JSON, so that the JSON reads back as the same subtask.
     #[serde(default, deserialize_with = "string_or_number", skip_serializing_if = "String::is_empty")]
-    #[schemars(with = "String")]
+    #[schemars(with = "Option<String>")]
     pub id: String,
     pub description: String,
-    #[serde(default = "default_specialization")]
+    /// The kind of expert the subtask needs (default `general`).
+    #[serde(default = "default_specialization", deserialize_with = "specialization_or_null")]
+    #[schemars(with = "Option<String>")]
     pub specialization: String,
     /// Higher runs first among subtasks that are ready at the same time.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
+    #[schemars(with = "Option<i32>")]
     pub priority: i32,
     /// Ids of subtasks whose outputs this one needs; it starts once they complete.
     #[serde(default, alias = "depends_on", deserialize_with = "strings_or_numbers")]
-    #[schemars(with = "Vec<String>")]
+    #[schemars(with = "Option<Vec<String>>")]
     pub dependencies: Vec<String>,
+    /// The kind of agent meant to run the subtask (`researcher`, `analyst`…), as the plan
+    /// names it; the worker is told it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_type: Option<String>,
+    /// Free-form JSON for this subtask alone (facts, inputs, settings); its worker sees it
+    /// rendered under the subtask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
 }
 
 fn default_specialization() -> String {
@@ -52,7 +131,32 @@ impl Subtask {
             specialization: default_specialization(),
             priority: 0,
             dependencies: Vec::new(),
+            agent_type: None,
+            context: None,
         }
+    }
+    /// The same subtask with `context` (`null` is no context).
+    pub fn with_context(mut self, context: Value) -> Self {
+        self.context = (!context.is_null()).then_some(context);
+        self
+    }
+    /// What a worker is told of the subtask beyond its description: its agent type and its
+    /// context, one section each (empty when it has neither, so such prompts are as before).
+    pub fn details(&self) -> String {
+        let mut out = String::new();
+        if let Some(kind) = self.agent_type.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+            out.push_str(&format!("Agent type: {kind}\n"));
+        }
+        if let Some(context) = self.context.as_ref().map(render_context)
+            && !context.trim().is_empty()
+        {
+            out.push_str(&format!("Subtask context:\n{}\n", context.trim()));
+        }
+        out
+    }
+    pub fn agent_type(mut self, agent_type: impl Into<String>) -> Self {
+        self.agent_type = Some(agent_type.into());
+        self
     }
     pub fn specialization(mut self, s: impl Into<String>) -> Self {
         self.specialization = s.into();
@@ -84,8 +188,10 @@ impl From<IdRepr> for String {
     }
 }
 
+/// An id, or `null` (no id: numbered by position).
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let id: String = IdRepr::deserialize(d)?.into();
+    let Some(id) = Option::<IdRepr>::deserialize(d)? else { return Ok(String::new()) };
+    let id: String = id.into();
     if id.trim().is_empty() {
         return Err(serde::de::Error::custom(
             "an empty subtask id; leave `id` out to number the subtask by its position",
@@ -95,7 +201,16 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
 }
 
 fn strings_or_numbers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Ok(Vec::<IdRepr>::deserialize(d)?.into_iter().map(String::from).collect())
+    Ok(Option::<Vec<IdRepr>>::deserialize(d)?.unwrap_or_default().into_iter().map(String::from).collect())
+}
+
+/// A value, or its default for `null` (plans written by tools that spell "not set" as null).
+fn null_as_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn specialization_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_else(default_specialization))
 }
 
 /// A plan that cannot run.
@@ -235,6 +350,58 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_keeps_agent_type_and_context_and_reads_null_as_left_out() {
+        let plan: Vec<Subtask> = serde_json::from_str(
+            r#"[{"id": null, "description": "a", "specialization": null, "priority": null,
+                 "dependencies": null, "agent_type": "researcher", "context": {"region": "EU"}},
+                {"description": "b", "depends_on": null, "agent_type": null, "context": null}]"#,
+        )
+        .unwrap();
+        assert_eq!(plan[0].id, "");
+        assert_eq!((plan[0].specialization.as_str(), plan[0].priority), ("general", 0));
+        assert!(plan[0].dependencies.is_empty() && plan[1].dependencies.is_empty());
+        assert_eq!(plan[0].agent_type.as_deref(), Some("researcher"));
+        assert_eq!(plan[0].context, Some(serde_json::json!({"region": "EU"})));
+        assert_eq!((&plan[1].agent_type, &plan[1].context), (&None, &None));
+        // Kept through a record (JSON) and shown to the worker.
+        let back: Vec<Subtask> = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
+        assert_eq!(back, plan);
+        let details = plan[0].details();
+        assert!(
+            details.contains("Agent type: researcher") && details.contains("\"region\": \"EU\""),
+            "{details}"
+        );
+        assert_eq!(plan[1].details(), "");
+        // The description is not optional, and a key the plan does not know is named.
+        let e = serde_json::from_str::<Vec<Subtask>>(r#"[{"description": null}]"#).unwrap_err();
+        assert!(e.to_string().contains("invalid type: null"), "{e}");
+        let e = serde_json::from_str::<Vec<Subtask>>(r#"[{"description": "a", "agent": "x"}]"#).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown field `agent`") && e.to_string().contains("`agent_type`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_task_brief_renders_its_context_and_paths_read_it() {
+        let text = Task::new(" t ").with_context(serde_json::json!("Budget is tight. "));
+        assert_eq!(text.brief(), "t\n\nContext:\nBudget is tight.");
+        assert_eq!(Task::new("t").brief(), "t");
+        assert_eq!(Task::new("t").with_context(serde_json::Value::Null).context, None);
+        let cx = serde_json::json!({"customer": {"tier": "gold", "ids": [7, 9]}, "ok": true});
+        let task = Task::new("t").with_context(cx.clone());
+        assert!(task.brief().starts_with("t\n\nContext:\n{"), "{}", task.brief());
+        assert_eq!(context_at(&cx, "customer.tier"), Some(&serde_json::json!("gold")));
+        assert_eq!(context_at(&cx, "context.customer.ids.1"), Some(&serde_json::json!(9)));
+        assert_eq!(context_at(&cx, "/customer/ids/0"), Some(&serde_json::json!(7)));
+        assert_eq!(context_at(&cx, "customer.nope"), None);
+        assert_eq!(context_word(&cx["ok"]).as_deref(), Some("true"));
+        assert_eq!(context_word(&cx["customer"]), None);
+        // A task without a context serializes as it did before contexts existed.
+        assert_eq!(serde_json::to_string(&Task::new("t")).unwrap(), r#"{"description":"t"}"#);
+    }
+
+    #[test]
     fn refuses_unknown_keys_empty_ids_and_ids_that_are_paths() {
         let e = serde_json::from_str::<Vec<Subtask>>(r#"[{"description": "a", "dependences": ["b"]}]"#)
             .unwrap_err()
@@ -322,6 +489,8 @@ mod tests {
                     specialization: default_specialization(),
                     priority,
                     dependencies,
+                    agent_type: None,
+                    context: None,
                 })
         }
 

@@ -94,6 +94,97 @@ pub struct AgentRecord {
     pub outcome: StepOutcome,
     /// When the step started, in milliseconds since the run started (for timelines).
     pub started_ms: u64,
+    /// Free JSON the orchestrator attached to the step ([`crate::Ctx::set_metadata`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl AgentRecord {
+    /// The agent a step belongs to, for [`agent_totals`]: its tier (a cascade's
+    /// `decomposer`, `worker`, `synthesizer`, `executive`; a workflow's agent id), or for a
+    /// pattern's steps of tier `agent`, the pattern's scope (`pipeline`, `router`…).
+    pub fn agent(&self) -> &str {
+        match self.tier {
+            Tier::Agent => self.step.as_str().split('/').next().unwrap_or("agent"),
+            _ => self.tier.as_str(),
+        }
+    }
+}
+
+/// One agent's totals over a run's steps ([`agent_totals`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentTotals {
+    /// The agent ([`AgentRecord::agent`]).
+    pub agent: String,
+    pub steps: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    /// The share of its steps that completed, 0 to 1.
+    pub success_rate: f64,
+    /// Provider calls (attempts, retries included; a replayed step counts its recorded ones).
+    pub calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// What its priced calls cost; `unpriced_calls` says how many had no known price.
+    pub cost_usd: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unpriced_calls: u64,
+    /// The time its steps took, added up (busy time, not wall time).
+    pub duration_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Totals per agent over `agents` (a run's step records), in order of each agent's first
+/// step: what the RunResult's `agent_totals`, the summary and every report format show.
+pub fn agent_totals(agents: &[AgentRecord]) -> Vec<AgentTotals> {
+    let mut totals: Vec<AgentTotals> = Vec::new();
+    for a in agents {
+        let name = a.agent();
+        let t = match totals.iter().position(|t| t.agent == name) {
+            Some(i) => &mut totals[i],
+            None => {
+                totals.push(AgentTotals {
+                    agent: name.to_string(),
+                    steps: 0,
+                    completed: 0,
+                    failed: 0,
+                    skipped: 0,
+                    success_rate: 0.0,
+                    calls: 0,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    cost_usd: 0.0,
+                    unpriced_calls: 0,
+                    duration_ms: 0,
+                });
+                let last = totals.len() - 1;
+                &mut totals[last]
+            }
+        };
+        t.steps += 1;
+        match a.status {
+            AgentStatus::Completed => t.completed += 1,
+            AgentStatus::Failed => t.failed += 1,
+            _ => t.skipped += 1,
+        }
+        let o = &a.outcome;
+        t.calls += u64::from(o.attempts);
+        t.input_tokens += o.usage.input_tokens;
+        t.output_tokens += o.usage.output_tokens;
+        t.cost_usd += o.cost_usd;
+        if o.unpriced {
+            t.unpriced_calls += 1;
+        }
+        t.duration_ms += o.duration_ms;
+    }
+    for t in &mut totals {
+        t.success_rate = t.completed as f64 / t.steps.max(1) as f64;
+    }
+    totals
 }
 
 /// A fall of the run to a simpler form, or a switch of a tier's model under load: each a
@@ -188,6 +279,10 @@ pub struct RunResult {
     /// simpler form, a tier switching models under load.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub degradations: Vec<Degradation>,
+    /// Totals per agent (tier): steps, success rate, calls, tokens, cost, time
+    /// ([`agent_totals`] of `agents`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_totals: Vec<AgentTotals>,
 }
 
 impl RunResult {
@@ -221,6 +316,7 @@ impl RunResult {
             caps: Vec::new(),
             sources: Vec::new(),
             degradations: Vec::new(),
+            agent_totals: Vec::new(),
         }
     }
 

@@ -403,6 +403,8 @@ pub async fn run<O: Orchestrator>(
     let persisted = bus.subscribe();
     let ctx = Ctx::new(Shared {
         run_id: Arc::from(run_id.as_str()),
+        context: task.context.clone(),
+        metadata: Mutex::new(HashMap::new()),
         providers: options.providers.clone(),
         store: store.clone(),
         bus,
@@ -528,14 +530,16 @@ fn timing(ctx: &Ctx) -> (Option<chrono::DateTime<Utc>>, u64, Vec<Segment>) {
 /// A failed RunResult from what the context knows, for when the driver could not finish.
 fn fallback_result(ctx: &Ctx, reason: String) -> RunResult {
     let (started_at, duration_ms, segments) = timing(ctx);
+    let agents = ctx.take_agents();
     RunResult {
+        agent_totals: crate::result::agent_totals(&agents),
         run_id: ctx.run_id().to_string(),
         status: RunStatus::Failed,
         stop_reason: reason,
         pattern: String::new(),
         task: String::new(),
         plan: Vec::new(),
-        agents: ctx.take_agents(),
+        agents,
         final_output: None,
         usage: ctx.usage(),
         cost_usd: ctx.cost_usd(),
@@ -1058,6 +1062,7 @@ impl Finish<'_> {
         let cost_usd = ctx.cost_usd();
         let (started_at, duration_ms, segments) = timing(ctx);
         RunResult {
+            agent_totals: crate::result::agent_totals(&agents),
             run_id: ctx.run_id().to_string(),
             status,
             stop_reason,

@@ -21,6 +21,8 @@ pub struct ScriptedProvider {
     delay: Duration,
     rules: Vec<Rule>,
     calls: Mutex<HashMap<String, u32>>,
+    /// The last prompt (its messages' text) each step sent.
+    prompts: Mutex<HashMap<String, String>>,
     in_flight: InFlightGauge,
     /// Prompt-cache reads and writes every reply reports (part of its input tokens).
     cache: (u64, u64),
@@ -48,6 +50,7 @@ impl ScriptedProvider {
             delay: Duration::ZERO,
             rules: Vec::new(),
             calls: Mutex::new(HashMap::new()),
+            prompts: Mutex::new(HashMap::new()),
             in_flight: InFlightGauge::default(),
             cache: (0, 0),
             reports: None,
@@ -142,6 +145,11 @@ impl ScriptedProvider {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).get(step).copied().unwrap_or(0)
     }
 
+    /// The text of the last request `step` sent (its messages, one after another), if any.
+    pub fn prompt(&self, step: &str) -> Option<String> {
+        self.prompts.lock().unwrap_or_else(|p| p.into_inner()).get(step).cloned()
+    }
+
     /// Calls made in all.
     pub fn total_calls(&self) -> u32 {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
@@ -175,6 +183,8 @@ impl LlmProvider for ScriptedProvider {
     ) -> Result<LlmReply, LlmError> {
         let step = call.step.as_str();
         *self.calls.lock().unwrap_or_else(|p| p.into_inner()).entry(step.to_string()).or_default() += 1;
+        let text: Vec<&str> = request.messages.iter().map(|m| m.content.as_str()).collect();
+        self.prompts.lock().unwrap_or_else(|p| p.into_inner()).insert(step.to_string(), text.join("\n"));
         let _guard = self.in_flight.enter();
         let delay = self.rule(step, |r| r.delay).unwrap_or(self.delay);
         if !delay.is_zero() {

@@ -643,6 +643,38 @@ mod tests {
     }
 
     #[test]
+    fn the_models_users_of_the_original_framework_name_are_priced_with_their_date() {
+        // grok-4-fast, claude-sonnet-4-5, the GPT-4.1 and GPT-5 families: each with a price
+        // and the date it was taken (`belt models` says "as of" it).
+        let cases = [
+            ("xai", "grok-4-fast", "grok-4-fast-reasoning", 0.20),
+            ("xai", "grok-4-1-fast", "grok-4-1-fast-reasoning", 0.20),
+            ("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5", 3.0),
+            ("anthropic", "claude-sonnet-4-5-20250929", "claude-sonnet-4-5", 3.0),
+            ("openai", "gpt-4.1", "gpt-4.1", 2.0),
+            ("openai", "gpt-4.1-mini", "gpt-4.1-mini", 0.40),
+            ("openai", "gpt-4.1-nano", "gpt-4.1-nano", 0.10),
+            ("openai", "gpt-5", "gpt-5", 1.25),
+            ("openai", "gpt-5-mini", "gpt-5-mini", 0.25),
+            ("openai", "gpt-5-nano", "gpt-5-nano", 0.05),
+            ("openai", "gpt-5.1", "gpt-5.1", 1.25),
+            ("openai", "gpt-5-codex", "gpt-5-codex", 1.25),
+            ("openai", "gpt-5.1-codex-mini", "gpt-5.1-codex-mini", 0.25),
+        ];
+        for (provider, model, id, input) in cases {
+            let info =
+                table().lookup(provider, model).unwrap_or_else(|| panic!("{provider}/{model} is known"));
+            assert_eq!(info.id, id, "{provider}/{model}");
+            assert_eq!(info.price.input, input, "{provider}/{model}");
+            assert!(
+                chrono::NaiveDate::parse_from_str(&info.taken, "%Y-%m-%d").is_ok(),
+                "{provider}/{model} has the date its price was taken: {:?}",
+                info.taken
+            );
+        }
+    }
+
+    #[test]
     fn an_exact_snapshot_keeps_its_own_price() {
         assert_eq!(table().price("openai", "gpt-4o-2024-05-13").unwrap().input_per_mtok, 5.0);
         assert_eq!(table().price("openai", "gpt-4o-2024-11-20").unwrap().input_per_mtok, 2.5);

@@ -170,6 +170,16 @@ pub fn render(m: &Model<'_>) -> Result<Vec<u8>, ReportError> {
             &[false, true, true, true, true, true, true, true, true, true],
         ));
     }
+    if !m.agent_rows.is_empty() {
+        w.h(2, "Per agent");
+        let rows: Vec<Vec<String>> = m.agent_rows.iter().map(|r| r.to_vec()).collect();
+        w.t(data_table(
+            &crate::model::AGENT_HEAD,
+            &rows,
+            &[16, 8, 10, 8, 12, 12, 14, 12],
+            &[false, true, true, true, true, true, true, true],
+        ));
+    }
 
     w.h(1, "Failures and retries");
     if m.failures.is_empty() {

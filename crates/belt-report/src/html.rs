@@ -122,7 +122,9 @@ pub fn render(m: &Model<'_>) -> String {
                 seconds(g.longest_ms()),
             );
         }
-        h.push_str("</tbody>\n</table></div>\n</section>\n");
+        h.push_str("</tbody>\n</table></div>\n");
+        agent_table(&mut h, m);
+        h.push_str("</section>\n");
     }
 
     h.push_str("<section id=\"failures\">\n<h2>Failures and retries</h2>\n");
@@ -382,4 +384,26 @@ fn wrap(h: &mut String, tag: &str, content: &[Inline]) {
     let _ = write!(h, "<{tag}>");
     inlines_html(h, content);
     let _ = write!(h, "</{tag}>");
+}
+
+/// The per-agent table ([`crate::model::agent_rows`]).
+fn agent_table(h: &mut String, m: &Model) {
+    if m.agent_rows.is_empty() {
+        return;
+    }
+    h.push_str("<h3>Per agent</h3>\n<div class=\"table-wrap\"><table class=\"tiers\">\n<thead><tr>");
+    for (i, head) in crate::model::AGENT_HEAD.iter().enumerate() {
+        let class = if i == 0 { "" } else { " class=\"num\"" };
+        let _ = write!(h, "<th{class}>{}</th>", escape(head));
+    }
+    h.push_str("</tr></thead>\n<tbody>\n");
+    for row in &m.agent_rows {
+        h.push_str("<tr>");
+        for (i, cell) in row.iter().enumerate() {
+            let class = if i == 0 { "" } else { " class=\"num\"" };
+            let _ = write!(h, "<td{class}>{}</td>", escape(cell));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</tbody>\n</table></div>\n");
 }

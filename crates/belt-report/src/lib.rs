@@ -20,7 +20,7 @@
 //!     pattern: "cascade".into(), task: "Impact of AI on healthcare".into(), plan: vec![],
 //!     agents: vec![], final_output: Some("## Summary\nAI helps.".into()),
 //!     usage: UsageTotals::default(), cost_usd: 0.0, duration_ms: 1200, documents: vec![],
-//!     simulated: true, shape: vec![], started_at: None, segments: vec![], caps: vec![], sources: vec![],
+//!     simulated: true, shape: vec![], started_at: None, segments: vec![], caps: vec![], sources: vec![], agent_totals: vec![],
 //!     degradations: vec![],
 //! };
 //! let md = belt_report::markdown(&result);
@@ -355,6 +355,7 @@ mod tests {
             caps: Vec::new(),
             sources: Vec::new(),
             degradations: Vec::new(),
+            agent_totals: Vec::new(),
         }
     }
 }

@@ -63,6 +63,16 @@ pub fn render(m: &Model<'_>) -> String {
         }
         md.push('\n');
     }
+    if !m.agent_rows.is_empty() {
+        md.push_str("### Per agent\n\n");
+        let _ = writeln!(md, "| {} |", crate::model::AGENT_HEAD.join(" | "));
+        md.push_str("|---|--:|--:|--:|--:|--:|--:|--:|\n");
+        for row in &m.agent_rows {
+            let cells: Vec<String> = row.iter().map(|c| cell(c)).collect();
+            let _ = writeln!(md, "| {} |", cells.join(" | "));
+        }
+        md.push('\n');
+    }
 
     md.push_str("## Failures and retries\n\n");
     if m.failures.is_empty() {

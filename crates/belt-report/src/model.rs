@@ -29,6 +29,8 @@ pub struct Model<'a> {
     /// their token cap.
     pub failures: Vec<&'a AgentRecord>,
     pub groups: Vec<Group<'a>>,
+    /// The per-agent table ([`AGENT_HEAD`]), every cell as text.
+    pub agent_rows: Vec<[String; 8]>,
     pub sources: Vec<Source>,
     /// Rows of the plan appendix shown (all of them unless [`Model::limit`] cut it).
     pub plan_rows: usize,
@@ -127,6 +129,38 @@ impl Group<'_> {
     }
 }
 
+/// The head of the per-agent table: totals per agent (tier) of
+/// [`belt_core::result::agent_totals`].
+pub const AGENT_HEAD: [&str; 8] =
+    ["Agent", "Steps", "Success", "Calls", "Tokens in", "Tokens out", "Cost", "Busy time"];
+
+/// The per-agent table's rows: the run's recorded totals, or (a result recorded before
+/// they were) the same computed from its steps.
+pub fn agent_rows(r: &RunResult) -> Vec<[String; 8]> {
+    let computed;
+    let totals = if r.agent_totals.is_empty() {
+        computed = belt_core::result::agent_totals(&r.agents);
+        &computed
+    } else {
+        &r.agent_totals
+    };
+    totals
+        .iter()
+        .map(|t| {
+            [
+                t.agent.clone(),
+                t.steps.to_string(),
+                format!("{:.0}%", t.success_rate * 100.0),
+                t.calls.to_string(),
+                t.input_tokens.to_string(),
+                t.output_tokens.to_string(),
+                crate::Cost::new(t.cost_usd, t.unpriced_calls).to_string(),
+                seconds(t.duration_ms),
+            ]
+        })
+        .collect()
+}
+
 /// A URL cited by the outputs.
 pub struct Source {
     pub url: String,
@@ -184,6 +218,7 @@ impl<'a> Model<'a> {
             others,
             failures,
             groups: groups(r),
+            agent_rows: agent_rows(r),
             sources: Vec::new(),
             plan_rows: r.plan.len(),
             omitted: Omitted::default(),
@@ -530,6 +565,7 @@ pub(crate) mod tests {
                 ..Default::default()
             },
             started_ms: 0,
+            metadata: None,
         };
         let mut agents: Vec<AgentRecord> =
             (1..=n).map(|i| agent(format!("worker/{i:03}"), Tier::Worker)).collect();
@@ -559,7 +595,34 @@ pub(crate) mod tests {
             caps: Vec::new(),
             sources: Vec::new(),
             degradations: Vec::new(),
+            agent_totals: Vec::new(),
         }
+    }
+
+    #[test]
+    fn every_format_has_the_per_agent_table_from_one_computation() {
+        let mut r = run(4);
+        r.agents[1].status = AgentStatus::Failed;
+        r.agents[1].outcome.attempts = 3;
+        let rows = agent_rows(&r);
+        assert_eq!(
+            rows,
+            [
+                ["worker", "4", "75%", "6", "4", "4", "$0.0000", seconds(4).as_str()].map(String::from),
+                ["synthesizer", "1", "100%", "1", "1", "1", "$0.0000", seconds(1).as_str()].map(String::from),
+            ]
+        );
+        // Recorded totals (a result of this version) are what is shown.
+        r.agent_totals = belt_core::agent_totals(&r.agents);
+        r.agent_totals[0].calls = 99;
+        assert_eq!(agent_rows(&r)[0][3], "99");
+        let md = crate::markdown(&r);
+        assert!(md.contains("### Per agent\n\n| Agent | Steps | Success | Calls |"), "{md}");
+        assert!(md.contains("| worker | 4 | 75% | 99 | 4 | 4 | $0.0000 | 0.0 s |"), "{md}");
+        let mut html = Vec::new();
+        crate::render(&r, crate::Format::Html, &mut html).unwrap();
+        let html = String::from_utf8(html).unwrap();
+        assert!(html.contains("<h3>Per agent</h3>") && html.contains("<td class=\"num\">75%</td>"), "{html}");
     }
 
     #[test]

@@ -243,6 +243,20 @@ pub fn source(m: &Model<'_>) -> String {
         }
         t.push_str("))\n\n");
     }
+    if !m.agent_rows.is_empty() {
+        t.push_str("#heading(level: 3)[Per agent]\n\n");
+        t.push_str(
+            "#data-table((1fr, auto, auto, auto, auto, auto, auto, auto), (left, right, right, right, right, right, right, right), (",
+        );
+        for head in crate::model::AGENT_HEAD {
+            let _ = write!(t, "[{head}], ");
+        }
+        t.push_str("), (");
+        for cells in &m.agent_rows {
+            row(&mut t, cells);
+        }
+        t.push_str("))\n\n");
+    }
 
     t.push_str("#heading(level: 2)[Failures and retries]\n\n");
     if m.failures.is_empty() {
@@ -543,7 +557,9 @@ mod tests {
         let source = source(&m);
         assert!(source.contains("7 more workers' findings are left out of this PDF"), "{source}");
         assert!(source.contains("7 more subtasks are left out of this PDF"));
-        assert_eq!(source.matches("#heading(level: 3)").count(), 4);
+        // The sections kept, and the per-agent table's heading (tables are not limited).
+        assert_eq!(source.matches("#heading(level: 3)").count(), 5);
+        assert!(source.contains("#heading(level: 3)[Per agent]"));
     }
 
     #[test]

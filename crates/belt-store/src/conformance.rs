@@ -136,6 +136,7 @@ fn result(run_id: &str, status: RunStatus) -> RunResult {
         caps: Vec::new(),
         sources: Vec::new(),
         degradations: Vec::new(),
+        agent_totals: Vec::new(),
     }
 }
 

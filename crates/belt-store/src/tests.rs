@@ -210,6 +210,7 @@ pub(crate) fn sample_result(run_id: &str) -> belt_core::RunResult {
         caps: Vec::new(),
         sources: Vec::new(),
         degradations: Vec::new(),
+        agent_totals: Vec::new(),
     }
 }
 

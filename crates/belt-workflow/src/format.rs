@@ -23,6 +23,11 @@ pub struct WorkflowFile {
     /// Values given at run time (`belt run -f FILE --input name=value`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, InputDef>,
+    /// Free-form data of the run (any value: a map, a list, text) that templates, `when`
+    /// and `loop.until` read as `context.*` (`{{ context.customer.tier }}`). A run's own
+    /// context (`--context`, `context` in a request) goes over it, key by key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Value>,
     /// Defaults for every agent and step.
     #[serde(default)]
     pub defaults: Defaults,
@@ -317,6 +322,13 @@ pub struct StepDef {
     /// steps not chosen are skipped.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub route: BTreeMap<String, String>,
+    /// What a failure of the step's agent does: `abort` (the default: its dependents are
+    /// skipped), `skip` (its output is empty and its dependents run), or a template whose
+    /// text becomes its output, over `error.message`, `error.kind`, `inputs.*`,
+    /// `context.*` and `steps.<id>.output` (`"(no answer: {{ error.kind }})"`). The failed
+    /// call stays on record either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<String>,
 }
 
 /// How a step refines its output.

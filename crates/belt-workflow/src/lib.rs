@@ -180,6 +180,7 @@ impl Workflow {
             file: Arc::new(self.file.clone()),
             analysis: Arc::new(analysis),
             inputs: typed,
+            context: self.file.context.clone().filter(|c| !c.is_null()),
             default_model: SIMULATED_MODEL.to_string(),
             tools: crate::tools::builtin(),
             tool_groups: Default::default(),

@@ -72,6 +72,8 @@ pub struct Bound {
     pub(crate) file: Arc<WorkflowFile>,
     pub(crate) analysis: Arc<Analysis>,
     pub(crate) inputs: BTreeMap<String, serde_json::Value>,
+    /// The file's `context:` under the run's ([`Bound::with_context`]).
+    pub(crate) context: Option<serde_json::Value>,
     pub(crate) default_model: String,
     /// What the agents' `tools` name ([`crate::tools::builtin`] unless the host gives others).
     pub(crate) tools: belt_core::tools::Tools,
@@ -265,7 +267,32 @@ impl Bound {
     }
 
     fn scope(&self) -> Scope {
-        Scope { inputs: self.inputs.clone(), ..Scope::default() }
+        Scope { inputs: self.inputs.clone(), context: self.context_value(), ..Scope::default() }
+    }
+
+    /// The run's context over the file's `context:`: when both are maps, the run's keys
+    /// replace the file's of the same name and the file's others stay; otherwise the run's
+    /// replaces the file's. `None` (or `null`) keeps the file's.
+    pub fn with_context(mut self, run: Option<serde_json::Value>) -> Bound {
+        use serde_json::Value;
+        self.context = match (self.context.take(), run) {
+            (file, None | Some(Value::Null)) => file,
+            (Some(Value::Object(mut file)), Some(Value::Object(run))) => {
+                file.extend(run);
+                Some(Value::Object(file))
+            }
+            (_, Some(run)) => Some(run),
+        };
+        self
+    }
+
+    /// The context templates read as `context.*`, if any.
+    pub fn context(&self) -> Option<&serde_json::Value> {
+        self.context.as_ref()
+    }
+
+    fn context_value(&self) -> serde_json::Value {
+        self.context.clone().unwrap_or(serde_json::Value::Null)
     }
 
     /// The run's task: the cascade's or swarm's `task`, else the `description`, else the
@@ -281,7 +308,11 @@ impl Bound {
         let text =
             template::render(source, &self.scope()).map_err(|e| format!("the task's template: {e}"))?;
         let text = if text.trim().is_empty() { f.name.clone() } else { text };
-        Ok(Task::new(text.trim()))
+        let task = Task::new(text.trim());
+        Ok(match &self.context {
+            Some(context) => task.with_context(context.clone()),
+            None => task,
+        })
     }
 
     fn model_or_default(&self, spec: Option<&ModelSpec>) -> String {
@@ -404,6 +435,7 @@ impl Bound {
                     file: self.file.clone(),
                     analysis: self.analysis.clone(),
                     inputs: self.inputs.clone(),
+                    context: self.context_value(),
                     agents: self.file.agents.iter().map(|a| (a.id.clone(), self.resolve_agent(a))).collect(),
                 });
                 let name = f.name.clone();
@@ -534,6 +566,7 @@ struct StepsPlan {
     file: Arc<WorkflowFile>,
     analysis: Arc<Analysis>,
     inputs: BTreeMap<String, serde_json::Value>,
+    context: serde_json::Value,
     agents: BTreeMap<String, ResolvedAgent>,
 }
 
@@ -633,7 +666,13 @@ async fn run_step(
                 return Ok(Arc::from(""));
             }
         }
-        Scope { inputs: plan.inputs.clone(), steps: s.outputs.clone(), output: None }
+        Scope {
+            inputs: plan.inputs.clone(),
+            context: plan.context.clone(),
+            steps: s.outputs.clone(),
+            output: None,
+            error: None,
+        }
     };
     let key = format!("steps[{index}]");
     if let Some(when) = &step.when {
@@ -670,10 +709,13 @@ async fn run_step(
                 let first = agent.model.split(',').next().unwrap_or(SIMULATED_MODEL).to_string();
                 refine = refine.judge(&first, judge.clone());
             }
-            let done = refine.run(&ctx, prompt).await.map_err(|e| e.error)?;
-            done.output
+            let done = refine.run(&ctx, prompt).await.map(|d| d.output).map_err(|e| e.error);
+            recover(&ctx, step.on_error.as_deref(), &scope, done)?
         }
-        (Some(agent), None) => Arc::new(agent.clone()).as_agent().run(&ctx, spec, prompt).await?,
+        (Some(agent), None) => {
+            let done = Arc::new(agent.clone()).as_agent().run(&ctx, spec, prompt).await;
+            recover(&ctx, step.on_error.as_deref(), &scope, done)?
+        }
     };
     if !step.route.is_empty() {
         let Some(target) = choose_route(&step.route, &output) else {
@@ -690,6 +732,31 @@ async fn run_step(
     let mut s = state.lock().map_err(|_| failed(&id, "internal error: state poisoned"))?;
     s.outputs.insert(step.id.clone(), output.to_string());
     Ok(output)
+}
+
+/// A step's agent call as its `on_error` says: a failure aborts (the default, and always
+/// when the run is stopping), is skipped (an empty output), or becomes the text of the
+/// `on_error` template over the error. A template that does not render keeps the failure.
+fn recover(
+    ctx: &Ctx,
+    on_error: Option<&str>,
+    scope: &Scope,
+    done: Result<Arc<str>, StepError>,
+) -> Result<Arc<str>, StepError> {
+    let error = match done {
+        Ok(output) => return Ok(output),
+        Err(e) => e,
+    };
+    match on_error.map(str::trim) {
+        None | Some("abort") => Err(error),
+        _ if ctx.stopping().is_some() => Err(error),
+        Some("skip") => Ok(Arc::from("")),
+        Some(_) => {
+            let template = on_error.unwrap_or_default();
+            let scope = Scope { error: Some((error.to_string(), error.kind().to_string())), ..scope.clone() };
+            template::render(template, &scope).map(Arc::from).map_err(|_| error)
+        }
+    }
 }
 
 /// The route an output chooses: an exact value (case and surrounding punctuation aside),

@@ -1,4 +1,5 @@
-//! Prompt templates and conditions: minijinja over `inputs.*` and `steps.<id>.output`.
+//! Prompt templates and conditions: minijinja over `inputs.*`, `context.*` and
+//! `steps.<id>.output`.
 //!
 //! One environment for every workflow: undefined values are chainable (a skipped step's
 //! `steps.x.output` renders as nothing and tests false, so templates can say
@@ -32,10 +33,14 @@ fn env() -> &'static Environment<'static> {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Scope {
     pub inputs: BTreeMap<String, serde_json::Value>,
+    /// The run's context (`null` when it has none), read as `context.*`.
+    pub context: serde_json::Value,
     /// Outputs of the steps done so far.
     pub steps: BTreeMap<String, String>,
     /// The draft, in a loop's `until`.
     pub output: Option<String>,
+    /// The failure an `on_error` template reads as `error.message` and `error.kind`.
+    pub error: Option<(String, String)>,
 }
 
 impl Scope {
@@ -47,9 +52,14 @@ impl Scope {
             .collect();
         let mut root = BTreeMap::new();
         root.insert("inputs", Value::from(Serde(&self.inputs)));
+        root.insert("context", Value::from(Serde(&self.context)));
         root.insert("steps", Value::from(Serde(&steps)));
         if let Some(out) = &self.output {
             root.insert("output", Value::from(out.as_str()));
+        }
+        if let Some((message, kind)) = &self.error {
+            let error = BTreeMap::from([("message", message.as_str()), ("kind", kind.as_str())]);
+            root.insert("error", Value::from(Serde(&error)));
         }
         Value::from(Serde(&root))
     }

@@ -39,10 +39,19 @@ fn yaml(text: &str) -> crate::Diagnostics {
 }
 
 async fn run_text(text: &str, format: Format, inputs: &[(&str, &str)]) -> RunResult {
+    run_with_context(text, format, inputs, None).await
+}
+
+async fn run_with_context(
+    text: &str,
+    format: Format,
+    inputs: &[(&str, &str)],
+    context: Option<serde_json::Value>,
+) -> RunResult {
     let workflow = Workflow::parse(text, format, "test").expect("parses");
     let inputs: BTreeMap<String, String> =
         inputs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let bound = workflow.bind(inputs).expect("binds");
+    let bound = workflow.bind(inputs).expect("binds").with_context(context);
     let mut options =
         RunOptions::default().with_providers(belt_llm::providers(SimConfig::default().latency_ms(0)));
     bound.settings().apply(&mut options);
@@ -244,7 +253,7 @@ fn templates_see_only_what_exists() {
             "flow.yaml:7:13: steps[0].prompt: step `a` reads `steps.b.output`, but `b` comes later and is not in its `needs` (add `needs: [b]`, or move the step after `b`)",
             "flow.yaml:7:13: steps[0].prompt: step `a` reads its own output (in a loop's `until`, the draft is `output`)",
             "flow.yaml:7:13: steps[0].prompt: the template uses `steps.zz`, but there is no step `zz` (steps: `a`, `b`)",
-            "flow.yaml:7:13: steps[0].prompt: unknown variable `topic` (templates see `inputs.*` and `steps.<id>.output`)",
+            "flow.yaml:7:13: steps[0].prompt: unknown variable `topic` (templates see `inputs.*`, `context.*` and `steps.<id>.output`)",
             "flow.yaml:8:31: steps[1].prompt: invalid template: unexpected end of block",
         ],
         "{d}"
@@ -391,6 +400,89 @@ steps:
     assert_eq!(status_of(&r, "steps/essay/03/draft"), Some(&AgentStatus::Completed));
     assert_eq!(status_of(&r, "steps/essay/04/draft"), Some(&AgentStatus::Skipped), "the cap is on record");
     assert_eq!(r.status, RunStatus::Partial);
+}
+
+#[tokio::test]
+async fn the_context_drives_routes_conditions_and_loops() {
+    // The file's context is the default; a run's context goes over it key by key.
+    let text = "\
+name: ctx
+description: 'Support for {{ context.customer.name }}'
+context: {customer: {name: Ada, tier: basic}, min_len: 100000}
+pattern: conditional
+agents: [{id: w, model: simulated/default}]
+steps:
+  - id: tier
+    prompt: '{{ context.customer.tier }}'
+    route: {gold: vip, default: standard}
+  - {id: vip, agent: w, prompt: 'VIP answer for {{ context.customer.name }}'}
+  - {id: standard, prompt: 'standard for {{ context.customer.name }}'}
+  - {id: audit, prompt: 'audited', when: context.audit}
+  - id: essay
+    agent: w
+    prompt: Write.
+    loop: {until: 'output | length > context.min_len', max: 2}
+";
+    let d = yaml(text);
+    assert!(d.is_empty(), "{d}");
+    let r = run_with_context(text, Format::Yaml, &[], None).await;
+    assert_eq!(r.task, "Support for Ada");
+    assert_eq!(status_of(&r, "steps/standard"), Some(&AgentStatus::Completed), "{}", r.stop_reason);
+    assert_eq!(status_of(&r, "steps/vip"), None);
+    assert_eq!(status_of(&r, "steps/audit"), None, "`when: context.audit` is false without it");
+    assert_eq!(status_of(&r, "steps/essay/02/draft"), Some(&AgentStatus::Completed), "never long enough");
+
+    let run = serde_json::json!({"customer": {"name": "Bo", "tier": "gold"}, "audit": true, "min_len": 1});
+    let r = run_with_context(text, Format::Yaml, &[], Some(run)).await;
+    assert_eq!(r.task, "Support for Bo");
+    assert_eq!(status_of(&r, "steps/vip"), Some(&AgentStatus::Completed), "{}", r.stop_reason);
+    assert_eq!(status_of(&r, "steps/standard"), None);
+    assert_eq!(status_of(&r, "steps/audit"), Some(&AgentStatus::Completed));
+    assert_eq!(status_of(&r, "steps/essay/01/draft"), Some(&AgentStatus::Completed));
+    assert_eq!(status_of(&r, "steps/essay/02/draft"), None, "the run's min_len ends the loop at once");
+
+    // An unknown root is still an error, and its hint names `context.*`.
+    let d = yaml("name: x\npattern: sequential\nsteps:\n  - {id: a, prompt: '{{ contxt.a }}'}\n");
+    assert!(
+        d.to_string().contains("unknown variable `contxt`") && d.to_string().contains("context.*"),
+        "{d}"
+    );
+}
+
+#[tokio::test]
+async fn on_error_skips_recovers_with_a_template_or_aborts() {
+    let text = "\
+name: e
+pattern: dag
+defaults: {retries: 0}
+agents: [{id: w, model: simulated/default}]
+steps:
+  - {id: a, agent: w, prompt: one, on_error: '(no answer: {{ error.kind }} for {{ context.who }})'}
+  - {id: b, agent: w, prompt: two, on_error: skip}
+  - {id: c, prompt: '{{ steps.a.output }}|{{ steps.b.output }}|'}
+  - {id: d, agent: w, prompt: three}
+  - {id: e, prompt: 'after {{ steps.d.output }}'}
+";
+    assert!(yaml(text).is_empty(), "{}", yaml(text));
+    let workflow = Workflow::parse(text, Format::Yaml, "test").expect("parses");
+    let bound =
+        workflow.bind(BTreeMap::new()).expect("binds").with_context(Some(serde_json::json!({"who": "Ada"})));
+    let failing =
+        SimConfig::default().latency_ms(0).fail_rate(1.0).failure_kinds([belt_llm::FailureKind::Server]);
+    let mut options = RunOptions::default().with_providers(belt_llm::providers(failing));
+    bound.settings().apply(&mut options);
+    let r = run(bound.orchestrator(), bound.task().unwrap(), options).await.expect("starts").result().await;
+    let c = r.agents.iter().find(|a| a.step.as_str() == "steps/c").expect("c ran");
+    // A template step's record holds its output as JSON text.
+    assert_eq!(c.output.as_deref(), Some("\"(no answer: server_error for Ada)||\""), "{}", r.stop_reason);
+    assert_eq!(status_of(&r, "steps/e"), Some(&AgentStatus::Skipped), "d aborted: its dependent is skipped");
+    assert_eq!(status_of(&r, "steps/a"), Some(&AgentStatus::Failed), "the failed call stays on record");
+    assert_eq!(r.status, RunStatus::Partial);
+
+    // `error.*` is for on_error only; an on_error template without an agent is a mistake.
+    let d = yaml("name: x\npattern: dag\nsteps:\n  - {id: a, prompt: '{{ error.kind }}', on_error: 'x'}\n");
+    let d = d.to_string();
+    assert!(d.contains("unknown variable `error`") && d.contains("only a step with an agent"), "{d}");
 }
 
 #[test]

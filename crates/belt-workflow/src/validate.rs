@@ -140,6 +140,8 @@ impl<'a> Checker<'a> {
         for var in vars {
             let parts: Vec<&str> = var.split('.').collect();
             match parts.as_slice() {
+                // The run's context is free-form and may come with the run: any path reads.
+                ["context", ..] => {}
                 ["inputs"] => {}
                 ["inputs", name, ..] => {
                     if !inputs.contains(name) {
@@ -190,11 +192,11 @@ impl<'a> Checker<'a> {
                 [name, ..] if template::is_builtin(name) => {}
                 [name, ..] => {
                     let hint = if allow_output {
-                        "the condition sees `output`, `inputs.*` and `steps.<id>.output`"
+                        "the condition sees `output`, `inputs.*`, `context.*` and `steps.<id>.output`"
                     } else if steps.is_some() {
-                        "templates see `inputs.*` and `steps.<id>.output`"
+                        "templates see `inputs.*`, `context.*` and `steps.<id>.output`"
                     } else {
-                        "this template sees `inputs.*`"
+                        "this template sees `inputs.*` and `context.*`"
                     };
                     let close = did_you_mean(name, inputs.iter().copied())
                         .map(|n| format!("did you mean `inputs.{n}`? {hint}"))
@@ -230,6 +232,22 @@ impl<'a> Checker<'a> {
                     .map(|l| format!(" (line {l} of the template)"))
                     .unwrap_or_default();
                 self.value(path, format!("invalid template: {}{at}", e.message), None);
+                Vec::new()
+            }
+        }
+    }
+
+    /// An `on_error` template: a template that may also read `error.*`.
+    fn on_error_template(&mut self, path: &KeyPath, source: &str, steps: &[&str]) -> Vec<String> {
+        match template::template_variables(source) {
+            Ok(vars) => {
+                self.names(path, source, false);
+                let vars: Vec<String> =
+                    vars.into_iter().filter(|v| v != "error" && !v.starts_with("error.")).collect();
+                self.check_vars(path, &vars, Some(steps), false)
+            }
+            Err(e) => {
+                self.value(path, format!("invalid template: {}", e.message), None);
                 Vec::new()
             }
         }
@@ -673,6 +691,15 @@ fn check_steps(c: &mut Checker<'_>) -> Analysis {
         if let Some(prompt) = &s.prompt {
             for id in c.template(&p.key("prompt"), prompt, Some(&ids)) {
                 reads[i].push((index[id.as_str()], "prompt".into()));
+            }
+        }
+        if let Some(on_error) = s.on_error.as_deref().filter(|o| !matches!(o.trim(), "abort" | "skip")) {
+            let path = p.key("on_error");
+            if s.agent.is_none() {
+                c.key(&path, "only a step with an agent can fail and recover", None);
+            }
+            for id in c.on_error_template(&path, on_error, &ids) {
+                reads[i].push((index[id.as_str()], "on_error".into()));
             }
         }
         if let Some(when) = &s.when {

@@ -101,7 +101,28 @@ fn explicit_settings_and_tier_policies_reach_the_options() {
     assert_eq!(p.options.policies.for_tier(&Tier::Executive).retries, 0);
     assert_eq!(p.options.policies.for_tier(&Tier::Executive).timeout, Duration::from_secs_f64(7.5));
     assert_eq!(p.options.cache_ttl, Some(Duration::from_secs(60)));
-    assert_eq!(p.task.description, "t\n\nContext:\nBudget is tight.");
+    // A text context reads as it always did: under the task, in every agent's brief.
+    assert_eq!(p.task.description, "t");
+    assert_eq!(p.task.brief(), "t\n\nContext:\nBudget is tight.");
+}
+
+#[test]
+fn a_structured_context_reaches_the_task_and_reads_back_from_the_record() {
+    let p = app()
+        .prepare(&spec(r#"{"task": "t", "context": {"customer": {"tier": "gold"}, "limits": [1, 2]}}"#))
+        .unwrap();
+    let context = p.task.context.as_ref().unwrap();
+    assert_eq!(belt_core::plan::context_at(context, "customer.tier"), Some(&serde_json::json!("gold")));
+    assert!(p.task.brief().contains("\"tier\": \"gold\""), "{}", p.task.brief());
+    assert_eq!(RunSpec::from_definition(p.options.definition.as_deref().unwrap()).unwrap(), p.spec);
+    // A spec recorded by an older binary (context as text) still reads, with its meaning.
+    let old = RunSpec::from_definition(r#"{"task":"t","context":"Budget is tight."}"#).unwrap();
+    assert_eq!(old.context, Some(serde_json::json!("Budget is tight.")));
+    // Blank text and null are no context.
+    for blank in [r#""  ""#, "null"] {
+        let p = app().prepare(&spec(&format!(r#"{{"task": "t", "context": {blank}}}"#))).unwrap();
+        assert_eq!(p.task.context, None, "{blank}");
+    }
 }
 
 const WORKFLOW: &str = "name: brief\ninputs:\n  topic: {description: the subject}\nbudget: {usd: 2.0}\ndefaults: {concurrency: 4}\nagents:\n  - {id: writer, role: a writer}\npattern: sequential\nsteps:\n  - id: draft\n    agent: writer\n    prompt: \"Write on {{ inputs.topic }}\"\noutputs: {formats: [md, html], dir: reports}\n";

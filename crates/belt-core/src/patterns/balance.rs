@@ -10,7 +10,8 @@
 //!   producers keep pushing, until it is closed (or `max_items` were handed out, a
 //!   [`CapHit`]).
 //! - [`batches`] and [`run_batches`]: items in batches of a given size, one step per batch
-//!   (`{scope}/001`), in parallel.
+//!   (`{scope}/001`), in parallel, and one result per item: its numbered answer in its
+//!   batch's reply.
 //!
 //! ```
 //! use belt_core::patterns::balance::{PriorityQueue, batches};
@@ -391,25 +392,34 @@ pub fn batches<T: Clone>(items: &[T], size: usize) -> Vec<Vec<T>> {
     items.chunks(size.max(1)).map(<[T]>::to_vec).collect()
 }
 
-/// One batch's result.
+/// One item's result from [`run_batches`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct BatchResult {
-    /// Which items (0-based) the batch held.
+pub struct ItemResult {
+    /// The item's place in the list given (0-based).
+    pub index: usize,
+    /// The step of the batch that held it.
+    pub batch: StepId,
+    /// Which items (0-based) that batch held.
     pub items: Range<usize>,
-    pub step: StepId,
+    /// The item's answer, or why there is none: the batch's error, or a reply that numbers
+    /// its answers but not this item's.
     pub outcome: Result<Arc<str>, StepError>,
 }
 
 /// Run `agent` once per batch of `size` items, all batches in parallel under the run's
-/// limit, as steps `{scope}/001`, `{scope}/002`… A batch's input is its items, numbered
-/// from 1 within the batch, one per line group (`1. …`).
+/// limit, as steps `{scope}/001`, `{scope}/002`…, and return one result per item, in the
+/// items' order. A batch's input is its items, numbered from 1 within the batch (`1. …`);
+/// its reply is split into the answers it numbers the same way (`1. …`, `2) …`, each up to
+/// the next number), so the agent should be asked to answer item by item, numbered. An item
+/// whose number the reply skips gets an error naming it; a reply that numbers nothing (or a
+/// batch of one item) is every item's answer whole.
 pub async fn run_batches(
     ctx: &Ctx,
     scope: &str,
     items: &[String],
     size: usize,
     agent: &Agent,
-) -> Vec<BatchResult> {
+) -> Vec<ItemResult> {
     let size = size.max(1);
     let n = items.len().div_ceil(size);
     let work: Vec<_> = items
@@ -422,10 +432,72 @@ pub async fn run_batches(
             let spec = StepSpec::new(StepId::new(format!("{scope}/{}", pad(b + 1, n, 3))), Tier::Agent);
             let step = spec.id.clone();
             let run = agent.run(ctx, spec, input);
-            async move { BatchResult { items: start..start + chunk.len(), step, outcome: run.await } }
+            async move { per_item(step, start..start + chunk.len(), run.await) }
         })
         .collect();
-    ctx.all(work).await
+    ctx.all(work).await.into_iter().flatten().collect()
+}
+
+/// One batch's outcome as its items' results.
+fn per_item(batch: StepId, items: Range<usize>, outcome: Result<Arc<str>, StepError>) -> Vec<ItemResult> {
+    let answers = match &outcome {
+        Ok(reply) if items.len() > 1 => numbered_answers(reply),
+        _ => Vec::new(),
+    };
+    let count = items.len();
+    items
+        .clone()
+        .enumerate()
+        .map(|(k, index)| {
+            let outcome = match &outcome {
+                Err(e) => Err(e.clone()),
+                Ok(reply) if answers.is_empty() => Ok(reply.clone()),
+                Ok(_) => answers
+                    .iter()
+                    .find(|(n, _)| *n == k + 1)
+                    .map(|(_, a)| Arc::from(a.as_str()))
+                    .ok_or_else(|| StepError::Failed {
+                        step: batch.clone(),
+                        message: format!(
+                            "the reply numbers no answer {} (of {count} items); ask the agent to answer each \
+                             item on its own, numbered as the items are",
+                            k + 1
+                        ),
+                    }),
+            };
+            ItemResult { index, batch: batch.clone(), items: items.clone(), outcome }
+        })
+        .collect()
+}
+
+/// The answers a reply numbers (`1. …`, `2) …`), each with the lines up to the next number;
+/// the first of a number counts.
+fn numbered_answers(reply: &str) -> Vec<(usize, String)> {
+    let mut answers: Vec<(usize, String)> = Vec::new();
+    for line in reply.lines() {
+        let trimmed = line.trim_start();
+        let digits = trimmed.chars().take_while(char::is_ascii_digit).count();
+        let rest = &trimmed[digits..];
+        let number = (digits > 0
+            && digits < 6
+            && (rest.starts_with(". ") || rest.starts_with(") ") || rest == "." || rest == ")"))
+            .then(|| trimmed[..digits].parse::<usize>().ok())
+            .flatten();
+        match (number, answers.last_mut()) {
+            (Some(n), _) => answers.push((n, rest[1..].trim().to_string())),
+            (None, Some((_, text))) => {
+                text.push('\n');
+                text.push_str(line);
+            }
+            (None, None) => {}
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    answers.retain(|(n, _)| seen.insert(*n));
+    for (_, text) in &mut answers {
+        *text = text.trim_end().to_string();
+    }
+    answers
 }
 
 #[cfg(test)]
@@ -528,17 +600,68 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn batches_of_a_given_size_one_step_each() {
+    async fn batches_of_a_given_size_one_step_each_and_one_result_per_item() {
         let p = Arc::new(ScriptedProvider::new("t"));
         let (out, _) = within(&p, move |ctx| async move {
             let items: Vec<String> = (1..=7).map(|i| format!("item {i}")).collect();
-            run_batches(&ctx, "batch", &items, 3, &Agent::map(|input| Ok(input.to_string()))).await
+            // An agent that answers item by item, numbered, in its own order, and skips "item 5".
+            let answer = Agent::map(|input| {
+                let mut lines: Vec<String> = input
+                    .lines()
+                    .filter(|l| !l.contains("item 5"))
+                    .map(|l| l.replace("item", "done"))
+                    .collect();
+                lines.reverse();
+                Ok(lines.join("\n"))
+            });
+            run_batches(&ctx, "batch", &items, 3, &answer).await
         })
         .await;
-        let shape: Vec<(Range<usize>, &str)> =
-            out.iter().map(|b| (b.items.clone(), b.step.as_str())).collect();
-        assert_eq!(shape, [(0..3, "batch/001"), (3..6, "batch/002"), (6..7, "batch/003")]);
-        assert_eq!(out[1].outcome.as_deref().unwrap(), "1. item 4\n2. item 5\n3. item 6\n");
+        let shape: Vec<(usize, &str)> = out.iter().map(|r| (r.index, r.batch.as_str())).collect();
+        assert_eq!(
+            shape,
+            [
+                (0, "batch/001"),
+                (1, "batch/001"),
+                (2, "batch/001"),
+                (3, "batch/002"),
+                (4, "batch/002"),
+                (5, "batch/002"),
+                (6, "batch/003")
+            ]
+        );
+        assert_eq!(out[3].items, 3..6);
+        let answers: Vec<Option<&str>> = out.iter().map(|r| r.outcome.as_deref().ok()).collect();
+        assert_eq!(
+            answers,
+            [
+                Some("done 1"),
+                Some("done 2"),
+                Some("done 3"),
+                Some("done 4"),
+                None,
+                Some("done 6"),
+                Some("1. done 7")
+            ],
+            "a batch of one item gets the reply whole"
+        );
+        let missing = out[4].outcome.as_ref().unwrap_err().to_string();
+        assert!(
+            missing.contains("batch/002") && missing.contains("numbers no answer 2 (of 3 items)"),
+            "{missing}"
+        );
         assert_eq!(batches(&[1, 2, 3], 0), vec![vec![1], vec![2], vec![3]]);
+    }
+
+    #[test]
+    fn numbered_answers_keep_their_continuation_lines_and_a_reply_without_numbers_is_whole() {
+        let reply = "Here you go:\n1. positive\n   (very)\n2) negative\n\n10. later\n1. again";
+        let answers = numbered_answers(reply);
+        assert_eq!(
+            answers,
+            [(1, "positive\n   (very)".to_string()), (2, "negative".to_string()), (10, "later".to_string())]
+        );
+        let items = per_item(StepId::new("b/001"), 0..2, Ok(Arc::from("Both are fine.")));
+        assert!(items.iter().all(|i| i.outcome.as_deref().ok() == Some("Both are fine.")));
     }
 }

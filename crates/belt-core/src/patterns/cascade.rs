@@ -309,13 +309,15 @@ impl Orchestrator for Cascade {
         subtask: &Subtask,
         deps: &[AgentOutput],
     ) -> Result<AgentOutput, StepError> {
+        let brief = task.brief();
         let mut prompt = format!(
             "Task: {}\nSubtask {}: {}\nSpecialization: {}\n",
-            task.description.trim(),
+            brief,
             subtask.id,
             subtask.description.trim(),
             subtask.specialization
         );
+        prompt.push_str(&subtask.details());
         if !deps.is_empty() {
             prompt.push_str("\nResults of the subtasks this one builds on:\n");
             for d in deps {
@@ -338,7 +340,7 @@ impl Orchestrator for Cascade {
             ))
             .temperature(self.worker.temperature)
             .max_tokens(self.worker.max_tokens)
-            .hints(CallHints::work(task.description.trim(), subtask.description.trim()));
+            .hints(CallHints::work(&brief, subtask.description.trim()));
         // The request is kept (a copy per worker) only when a continuation may need it.
         let reply = if self.continue_truncated == 0 {
             ctx.llm(step.clone(), request).await?
@@ -364,7 +366,7 @@ impl Orchestrator for Cascade {
             return Ok(synthesis);
         }
         let text: Arc<str> = Arc::from(synthesis.text);
-        match self.refiner(text.clone()).run(ctx, task.description.as_str()).await {
+        match self.refiner(text.clone()).run(ctx, task.brief()).await {
             Ok(refined) => Ok(Synthesis { text: refined.output.to_string() }),
             // A stopped run (budget, cancel) or a failed revision keeps the best text it has.
             Err(e) => Ok(Synthesis { text: e.last_draft.unwrap_or(text).to_string() }),
@@ -796,7 +798,8 @@ impl Cascade {
                 spec.id
             )
         };
-        let mut prompt = format!("Task: {}\n{role}\n", task.description.trim());
+        let brief = task.brief();
+        let mut prompt = format!("Task: {brief}\n{role}\n");
         let ok: Vec<&Input> = inputs.iter().filter(|i| i.text.is_ok()).collect();
         let mut names = Vec::with_capacity(ok.len());
         for (k, i) in ok.iter().enumerate() {
@@ -826,7 +829,7 @@ impl Cascade {
             .system("You synthesize the work of several analysts into one clear, well-structured text.")
             .temperature(settings.temperature)
             .max_tokens(settings.max_tokens)
-            .hints(CallHints::merge(task.description.trim(), names, missing));
+            .hints(CallHints::merge(&brief, names, missing));
         if let Some(w) = window {
             request.max_tokens = window::reply_cap(w, estimate_tokens(&request), settings.max_tokens);
         }

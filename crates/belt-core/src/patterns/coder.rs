@@ -373,7 +373,7 @@ impl Orchestrator for Coder {
 
     async fn decompose(&self, _ctx: &Ctx, task: &Task) -> Result<Plan, StepError> {
         Ok(Plan {
-            subtasks: vec![Subtask::new("code", task.description.clone())],
+            subtasks: vec![Subtask::new("code", task.brief().into_owned())],
             source: PlanSource::Orchestrator,
         })
     }

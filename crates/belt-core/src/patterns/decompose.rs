@@ -662,13 +662,13 @@ impl Decomposer {
              the others), \"specialization\" (the kind of expert), \"priority\" (1-10, higher first) \
              and \"dependencies\" (the numbers, counting from 1, of earlier subtasks whose results \
              this one needs; [] when it needs none).",
-            task = task.description.trim(),
+            task = task.brief(),
             guidance = guidance.join("\n"),
         );
         let hints = if min == max {
-            CallHints::plan(task.description.trim(), max)
+            CallHints::plan(&task.brief(), max)
         } else {
-            CallHints::plan_between(task.description.trim(), min, max)
+            CallHints::plan_between(&task.brief(), min, max)
         };
         LlmRequest::new(self.model.clone(), prompt)
             .system("You are a planner who splits complex tasks into well-scoped subtasks.")

@@ -279,7 +279,7 @@ impl Orchestrator for Dynamic {
 
     async fn decompose(&self, ctx: &Ctx, task: &Task) -> Result<Plan, StepError> {
         let n = self.agents;
-        let mut specs = match self.registry.design(ctx, &task.description, n).await {
+        let mut specs = match self.registry.design(ctx, &task.brief(), n).await {
             Ok(specs) => specs,
             Err(e) if ctx.stopping().is_some() => return Err(e),
             Err(_) => Vec::new(),
@@ -334,7 +334,7 @@ impl Orchestrator for Dynamic {
             self.registry.get_or_design(ctx, &subtask.specialization, &subtask.description).await?;
         let mut prompt = format!(
             "Task: {}\nSubtask {}: {}\nSpecialization: {}\n",
-            task.description.trim(),
+            task.brief(),
             subtask.id,
             subtask.description.trim(),
             spec.name
@@ -346,7 +346,7 @@ impl Orchestrator for Dynamic {
         let request = LlmRequest::new(&self.model, prompt)
             .system(spec.system_prompt.clone())
             .max_tokens(1024)
-            .hints(CallHints::work(task.description.trim(), subtask.description.trim()));
+            .hints(CallHints::work(&task.brief(), subtask.description.trim()));
         let reply = ctx.llm(step.clone(), request).await?;
         Ok(AgentOutput::from_reply(subtask, step, reply))
     }
@@ -358,8 +358,7 @@ impl Orchestrator for Dynamic {
         plan: &[Subtask],
         results: &[Outcome],
     ) -> Result<Synthesis, StepError> {
-        let mut prompt =
-            format!("Task: {}\nMerge the team's contributions into one answer.\n", task.description.trim());
+        let mut prompt = format!("Task: {}\nMerge the team's contributions into one answer.\n", task.brief());
         let mut inputs = Vec::new();
         let mut names = Vec::new();
         let mut missing = Vec::new();
@@ -381,7 +380,7 @@ impl Orchestrator for Dynamic {
         let request = LlmRequest::new(&self.model, prompt)
             .system("You merge the work of a team into one clear answer.")
             .max_tokens(2048)
-            .hints(CallHints::merge(task.description.trim(), names, missing));
+            .hints(CallHints::merge(&task.brief(), names, missing));
         match ctx.llm(StepSpec::new("synthesis", Tier::Synthesizer).inputs(inputs), request).await {
             Ok(reply) => Ok(Synthesis { text: reply.text.to_string() }),
             Err(e) if ctx.stopping().is_some() => Err(e),

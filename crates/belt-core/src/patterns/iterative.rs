@@ -3,7 +3,8 @@
 //! Iteration `i` writes a draft as step `{scope}/{ii}/draft` (`refine/01/draft`): the first
 //! with the draft agent on the input, the later ones with the revise agent on a brief that
 //! holds the input, the previous draft and the judge's critique. The draft is then checked:
-//! 1. by the success predicate, if one is set ([`Refine::until`]) — free, no call;
+//! 1. by the success predicate, if one is set ([`Refine::until`], or
+//!    [`Refine::until_context`] over the draft and the run's context) — free, no call;
 //! 2. by the LLM judge, if one is set ([`Refine::judge`]), as step `{scope}/{ii}/judge`. Its
 //!    reply is a verdict on its first line (`DONE`, or `REVISE` and a critique).
 //!
@@ -33,7 +34,8 @@ use crate::llm::{CallHints, LlmRequest};
 use crate::patterns::{Agent, CapHit, pad};
 use crate::step::{StepId, StepSpec, Tier};
 
-type Predicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// A success check over a draft and the run's context (`null` when the run has none).
+type Predicate = Arc<dyn Fn(&str, &serde_json::Value) -> bool + Send + Sync>;
 
 /// Drafts refined until a check passes (see the module docs).
 #[derive(Clone)]
@@ -144,6 +146,17 @@ impl Refine {
 
     /// Stop as soon as a draft satisfies `predicate`.
     pub fn until(mut self, predicate: impl Fn(&str) -> bool + Send + Sync + 'static) -> Refine {
+        self.until = Some(Arc::new(move |draft, _| predicate(draft)));
+        self
+    }
+
+    /// Stop as soon as `predicate` holds for a draft and the run's context
+    /// ([`Ctx::context`]; `null` when the run has none): a loop until a context condition,
+    /// e.g. a draft at least as long as the context's `min_words`.
+    pub fn until_context(
+        mut self,
+        predicate: impl Fn(&str, &serde_json::Value) -> bool + Send + Sync + 'static,
+    ) -> Refine {
         self.until = Some(Arc::new(predicate));
         self
     }
@@ -206,7 +219,8 @@ impl Refine {
                 judge_step: None,
                 critique: None,
             };
-            if self.until.as_ref().is_some_and(|p| p(&draft)) {
+            let context = ctx.context().unwrap_or(&serde_json::Value::Null);
+            if self.until.as_ref().is_some_and(|p| p(&draft, context)) {
                 history.push(round);
                 return Ok(self.done(history, RefineStop::Predicate { at: draft_step }));
             }
@@ -328,6 +342,26 @@ mod tests {
         assert_eq!(out.stop, RefineStop::Predicate { at: StepId::new("refine/03/draft") });
         assert!(out.accepted());
         assert_eq!(result.status, RunStatus::Completed);
+    }
+
+    #[tokio::test]
+    async fn loops_until_a_condition_on_the_run_context_holds() {
+        let p = Arc::new(ScriptedProvider::new("t"));
+        let refine = growing()
+            .until_context(|d, cx| cx["min_len"].as_u64().is_some_and(|n| d.len() as u64 >= n))
+            .max_iterations(10);
+        let context = serde_json::json!({"min_len": 4});
+        let (out, _) = crate::patterns::testkit::within_context(&p, context, move |ctx| async move {
+            refine.run(&ctx, "task").await
+        })
+        .await;
+        let out = out.unwrap();
+        assert_eq!((&*out.output, out.iterations()), ("++++", 4));
+        assert_eq!(out.stop, RefineStop::Predicate { at: StepId::new("refine/04/draft") });
+        // Without a context the condition never holds: the cap stops the loop.
+        let refine = growing().until_context(|_, cx| !cx.is_null()).max_iterations(2);
+        let (out, _) = within(&p, move |ctx| async move { refine.run(&ctx, "task").await }).await;
+        assert!(matches!(out.unwrap().stop, RefineStop::MaxIterations(_)));
     }
 
     #[tokio::test]

@@ -9,17 +9,28 @@
 //!
 //! When a stage fails, its [`OnError`] decides: [`OnError::Abort`] (the default) ends the
 //! pipeline with a [`PipelineError`]; [`OnError::Skip`] passes the stage's input on
-//! unchanged; [`OnError::Recover`] passes a fixed text on instead. In a fan-out stage the
-//! rule applies per item: a skipped item is left out of the join, a recovered one joins
-//! with the given text, and one aborted item aborts the pipeline once the stage's other
-//! items have ended. A run that is stopping (budget, cancel) is never recovered from.
+//! unchanged; [`OnError::Recover`] passes a fixed text on instead; [`OnError::with`] asks a
+//! function of the error and the stage's input which of those to do (a text that names the
+//! error, a skip for some kinds of error only…). In a fan-out stage the rule applies per
+//! item: a skipped item is left out of the join, a recovered one joins with the given text,
+//! and one aborted item aborts the pipeline once the stage's other items have ended. A run
+//! that is stopping (budget, cancel) is never recovered from.
+//!
+//! A stage with a condition ([`Stage::when`], over its input and the run's context) runs
+//! only when the condition holds; otherwise it passes its input on unchanged, makes no
+//! step, and its report says [`StageStatus::NotTaken`].
 //!
 //! ```
 //! use belt_core::patterns::{Agent, pipeline::{OnError, Pipeline, Stage}};
 //! let pipeline = Pipeline::new("pipeline")
 //!     .then("outline", Agent::llm("simulated/default", "Outline the topic."))
 //!     .stage(Stage::each("expand", Agent::llm("simulated/default", "Expand one point.")))
-//!     .stage(Stage::new("polish", Agent::llm("simulated/default", "Polish.")).on_error(OnError::Skip));
+//!     .stage(Stage::new("polish", Agent::llm("simulated/default", "Polish.")).on_error(OnError::Skip))
+//!     .stage(
+//!         Stage::new("translate", Agent::llm("simulated/default", "Translate into French."))
+//!             .when(|_input, context| context["language"] == "fr")
+//!             .on_error(OnError::with(|error, _input| OnError::Recover(format!("(not translated: {})", error.kind())))),
+//!     );
 //! // let run = pipeline.run(&ctx, "Rust's ownership model").await?;
 //! ```
 
@@ -39,7 +50,52 @@ pub enum OnError {
     Skip,
     /// Go on with this text as the stage's (or item's) output.
     Recover(String),
+    /// Ask a function of the error and the stage's (item's) input; see [`OnError::with`].
+    Decide(ErrorHandler),
 }
+
+impl OnError {
+    /// The rule a function of the failure decides, one failure at a time: it gets the
+    /// error and the stage's (or item's) input, and answers [`OnError::Abort`],
+    /// [`OnError::Skip`] or [`OnError::Recover`] (another `Decide` is taken as `Abort`).
+    pub fn with(decide: impl Fn(&StepError, &str) -> OnError + Send + Sync + 'static) -> OnError {
+        OnError::Decide(ErrorHandler(Arc::new(decide)))
+    }
+
+    /// What to do about `error` of the stage run on `input`.
+    fn decide(&self, error: &StepError, input: &str) -> OnError {
+        match self {
+            OnError::Decide(handler) => match (handler.0)(error, input) {
+                OnError::Decide(_) => OnError::Abort,
+                plain => plain,
+            },
+            plain => plain.clone(),
+        }
+    }
+}
+
+/// A function that decides what a failure does ([`OnError::with`]). Two handlers are equal
+/// when they are the same function.
+#[derive(Clone)]
+pub struct ErrorHandler(Arc<Decide>);
+
+/// What [`OnError::with`] takes: the error and the stage's (item's) input to a rule.
+type Decide = dyn Fn(&StepError, &str) -> OnError + Send + Sync;
+
+impl std::fmt::Debug for ErrorHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ErrorHandler(..)")
+    }
+}
+
+impl PartialEq for ErrorHandler {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// A stage's condition over its input and the run's context (`null` when it has none).
+type Condition = Arc<dyn Fn(&str, &serde_json::Value) -> bool + Send + Sync>;
 
 type Split = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
 type Join = Arc<dyn Fn(&[Arc<str>]) -> String + Send + Sync>;
@@ -56,6 +112,7 @@ pub struct Stage {
     name: String,
     work: Work,
     on_error: OnError,
+    when: Option<Condition>,
 }
 
 /// Items a fan-out stage runs at most, unless told otherwise.
@@ -64,7 +121,7 @@ pub const DEFAULT_MAX_ITEMS: usize = 1000;
 impl Stage {
     /// A stage that runs `agent` once on its input.
     pub fn new(name: impl Into<String>, agent: Agent) -> Stage {
-        Stage { name: name.into(), work: Work::One(agent), on_error: OnError::Abort }
+        Stage { name: name.into(), work: Work::One(agent), on_error: OnError::Abort, when: None }
     }
 
     /// A stage that runs `agent` on every item of its input in parallel: by default one item
@@ -80,11 +137,23 @@ impl Stage {
             name: name.into(),
             work: Work::Each { agent, split, join, max_items: DEFAULT_MAX_ITEMS },
             on_error: OnError::Abort,
+            when: None,
         }
     }
 
     pub fn on_error(mut self, on_error: OnError) -> Stage {
         self.on_error = on_error;
+        self
+    }
+
+    /// Run the stage only when `condition` holds for its input and the run's context
+    /// ([`Ctx::context`]; `null` when the run has none); otherwise its input goes on
+    /// unchanged ([`StageStatus::NotTaken`]).
+    pub fn when(
+        mut self,
+        condition: impl Fn(&str, &serde_json::Value) -> bool + Send + Sync + 'static,
+    ) -> Stage {
+        self.when = Some(Arc::new(condition));
         self
     }
 
@@ -121,6 +190,8 @@ pub enum StageStatus {
     Recovered(Vec<StepError>),
     /// It (or some of its items) failed and [`OnError::Skip`] went on without them.
     Skipped(Vec<StepError>),
+    /// Its condition ([`Stage::when`]) did not hold: it did not run, and passed its input on.
+    NotTaken,
 }
 
 /// One stage's outcome.
@@ -203,16 +274,26 @@ impl Pipeline {
                 error,
                 completed: reports,
             };
+            if let Some(when) = &stage.when
+                && !when(&current, ctx.context().unwrap_or(&serde_json::Value::Null))
+            {
+                reports.push(StageReport {
+                    name: stage.name.clone(),
+                    step: id.clone(),
+                    status: StageStatus::NotTaken,
+                    output: current.clone(),
+                    cap: None,
+                });
+                continue;
+            }
             let (output, status, cap) = match &stage.work {
                 Work::One(agent) => match agent.run(ctx, spec, current.clone()).await {
                     Ok(out) => (out, StageStatus::Completed, None),
                     Err(e) if stopping(ctx) => return Err(abort(e, reports)),
-                    Err(e) => match &stage.on_error {
-                        OnError::Abort => return Err(abort(e, reports)),
+                    Err(e) => match stage.on_error.decide(&e, &current) {
                         OnError::Skip => (current.clone(), StageStatus::Skipped(vec![e]), None),
-                        OnError::Recover(text) => {
-                            (Arc::from(text.as_str()), StageStatus::Recovered(vec![e]), None)
-                        }
+                        OnError::Recover(text) => (Arc::from(text), StageStatus::Recovered(vec![e]), None),
+                        _ => return Err(abort(e, reports)),
                     },
                 },
                 Work::Each { agent, split, join, max_items } => {
@@ -223,6 +304,8 @@ impl Pipeline {
                     });
                     items.truncate(*max_items);
                     let n = items.len();
+                    // Each item's input, for the error handler of a failed one.
+                    let inputs = items.clone();
                     let outcomes = ctx
                         .all(items.into_iter().enumerate().map(|(k, item)| {
                             let item_spec = StepSpec::new(id.child(pad(k + 1, n, 3)), Tier::Agent)
@@ -231,25 +314,28 @@ impl Pipeline {
                         }))
                         .await;
                     let mut kept: Vec<Arc<str>> = Vec::with_capacity(n);
-                    let mut errors = Vec::new();
-                    for outcome in outcomes {
+                    let (mut errors, mut recovered) = (Vec::new(), false);
+                    for (outcome, input) in outcomes.into_iter().zip(&inputs) {
                         match outcome {
                             Ok(out) => kept.push(out),
+                            Err(e) if stopping(ctx) => return Err(abort(e, reports)),
                             Err(e) => {
-                                if stopping(ctx) || stage.on_error == OnError::Abort {
-                                    return Err(abort(e, reports));
-                                }
-                                if let OnError::Recover(text) = &stage.on_error {
-                                    kept.push(Arc::from(text.as_str()));
+                                match stage.on_error.decide(&e, input) {
+                                    OnError::Skip => {}
+                                    OnError::Recover(text) => {
+                                        kept.push(Arc::from(text));
+                                        recovered = true;
+                                    }
+                                    _ => return Err(abort(e, reports)),
                                 }
                                 errors.push(e);
                             }
                         }
                     }
-                    let status = match (&stage.on_error, errors.is_empty()) {
+                    let status = match (recovered, errors.is_empty()) {
                         (_, true) => StageStatus::Completed,
-                        (OnError::Recover(_), false) => StageStatus::Recovered(errors),
-                        (_, false) => StageStatus::Skipped(errors),
+                        (true, false) => StageStatus::Recovered(errors),
+                        (false, false) => StageStatus::Skipped(errors),
                     };
                     (Arc::from(join(&kept)), status, cap)
                 }
@@ -359,6 +445,64 @@ mod tests {
         assert!(matches!(&out.stages[1].status, StageStatus::Recovered(_)));
         assert_eq!(result.status, RunStatus::Partial, "the failed step stays on record");
         assert_eq!(steps(&result, AgentStatus::Failed), ["pipeline/02-bad"]);
+    }
+
+    #[tokio::test]
+    async fn on_error_as_a_function_of_the_error_and_the_input() {
+        let p = Arc::new(
+            ScriptedProvider::new("t")
+                .always_fail("pipeline/02", LlmError::Auth("no".into()))
+                .always_fail("items/02-each/002", LlmError::Auth("x".into())),
+        );
+        let named = Pipeline::new("pipeline").then("a", echo("a")).stage(
+            Stage::new("bad", Agent::llm("t/m", "r"))
+                .on_error(OnError::with(|e, input| OnError::Recover(format!("[{} on {input}]", e.kind())))),
+        );
+        let (out, _) = within(&p, move |ctx| async move { named.run(&ctx, "x").await }).await;
+        let out = out.unwrap();
+        assert_eq!(&*out.output, "[auth on a(x)]");
+        assert!(matches!(&out.stages[1].status, StageStatus::Recovered(e) if e.len() == 1));
+
+        // Per item: the handler sees each failed item's own input; a nested Decide aborts.
+        let items = Pipeline::new("items").then("list", Agent::map(|_| Ok("a\nb\nc".into()))).stage(
+            Stage::each("each", Agent::llm("t/m", "r")).on_error(OnError::with(|_, item| {
+                if item == "b" { OnError::Recover("(b failed)".into()) } else { OnError::Abort }
+            })),
+        );
+        let (out, _) = within(&p, move |ctx| async move { items.run(&ctx, "x").await }).await;
+        assert!(out.unwrap().output.contains("\n\n(b failed)\n\n"));
+        let nested = Pipeline::new("pipeline").then("a", echo("a")).stage(
+            Stage::new("bad", Agent::llm("t/m", "r"))
+                .on_error(OnError::with(|_, _| OnError::with(|_, _| OnError::Skip))),
+        );
+        let (out, _) = within(&p, move |ctx| async move { nested.run(&ctx, "x").await }).await;
+        assert_eq!(out.unwrap_err().stage, "bad");
+    }
+
+    #[tokio::test]
+    async fn a_conditional_stage_runs_only_when_its_condition_holds() {
+        let p = Arc::new(ScriptedProvider::new("t"));
+        let pipeline = Pipeline::new("pipeline")
+            .then("a", echo("a"))
+            .stage(Stage::new("fr", echo("fr")).when(|_, cx| cx["language"] == "fr"))
+            .stage(Stage::new("long", echo("long")).when(|input, _| input.len() > 100))
+            .then("c", echo("c"));
+        let french = pipeline.clone();
+        let context = serde_json::json!({"language": "fr"});
+        let (out, result) = crate::patterns::testkit::within_context(&p, context, move |ctx| async move {
+            french.run(&ctx, "x").await
+        })
+        .await;
+        let out = out.unwrap();
+        assert_eq!(&*out.output, "c(fr(a(x)))");
+        assert_eq!(out.stages[1].status, StageStatus::Completed);
+        assert_eq!(out.stages[2].status, StageStatus::NotTaken);
+        assert!(result.agents.iter().all(|a| a.step.as_str() != "pipeline/03-long"), "no step for it");
+        assert_eq!(result.status, RunStatus::Completed);
+        let (out, _) = within(&p, move |ctx| async move { pipeline.run(&ctx, "x").await }).await;
+        let out = out.unwrap();
+        assert_eq!(&*out.output, "c(a(x))", "without the context, the French stage is not taken");
+        assert_eq!(out.stages[1].status, StageStatus::NotTaken);
     }
 
     #[tokio::test]

@@ -2,6 +2,8 @@
 //!
 //! The route is chosen by
 //! - a **value** from the context ([`Choose::Value`]): the route of that name;
+//! - a **value of the run's context** ([`Choose::Context`], [`crate::Task::context`]): the
+//!   route named by the value at a path (`customer.tier`);
 //! - **predicates** ([`Choose::Predicate`]): the first route, in registration order, whose
 //!   predicate holds for the input;
 //! - an **LLM classifier** ([`Choose::Llm`]): one step, `{scope}/classify`, shows the model
@@ -45,6 +47,9 @@ struct Route {
 pub enum Choose {
     /// The route of this name (a value from the context: a field, a user's choice…).
     Value(String),
+    /// The route named by the run's context ([`Ctx::context`]) at this path: dotted
+    /// (`customer.tier`) or a JSON pointer (`/customer/tier`); a string, number or boolean.
+    Context(String),
     /// The first route whose predicate holds for the input.
     Predicate,
     /// An LLM classifier on this model (`provider/model`), over the routes' descriptions.
@@ -55,6 +60,10 @@ pub enum Choose {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RoutedBy {
     Value,
+    /// The run's context at this path.
+    Context {
+        path: String,
+    },
     Predicate,
     /// The classifier's step and its reply.
     Classifier {
@@ -83,6 +92,11 @@ pub enum RouteError {
     Unknown { route: String, valid: Vec<String> },
     #[error("no route matched the input; valid routes: {}", .valid.join(", "))]
     NoMatch { valid: Vec<String> },
+    #[error(
+        "the run's context has no route name at `{path}` (a string, number or boolean is needed); valid routes: {}",
+        .valid.join(", ")
+    )]
+    NoContextValue { path: String, valid: Vec<String> },
     #[error("the classifier named no route (it replied `{reply}`); valid routes: {}", .valid.join(", "))]
     Unclassified { reply: String, valid: Vec<String> },
     #[error(transparent)]
@@ -159,6 +173,15 @@ impl Router {
                 Some(_) => (Ok(name), RoutedBy::Value),
                 None => return Err(RouteError::Unknown { route: name, valid: self.routes() }),
             },
+            Choose::Context(path) => {
+                let word = ctx.context_at(&path).and_then(crate::plan::context_word);
+                let chosen = match word {
+                    Some(name) if self.find(&name).is_some() => Ok(name),
+                    Some(name) => Err(RouteError::Unknown { route: name, valid: self.routes() }),
+                    None => Err(RouteError::NoContextValue { path: path.clone(), valid: self.routes() }),
+                };
+                (chosen, RoutedBy::Context { path })
+            }
             Choose::Predicate => {
                 let hit = self.routes.iter().find(|r| r.when.as_ref().is_some_and(|w| w(&input)));
                 let chosen =
@@ -301,6 +324,35 @@ mod tests {
         );
         assert_eq!(err.to_string(), "unknown route `sales`; valid routes: billing, outage, tech");
         assert_eq!(p.total_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_run_context_picks_a_route_by_path() {
+        let p = Arc::new(ScriptedProvider::new("t"));
+        let (r, fell) = (router(), router().fallback("billing"));
+        let context = serde_json::json!({"ticket": {"kind": "outage", "n": 3}});
+        let (out, _) = crate::patterns::testkit::within_context(&p, context, move |ctx| async move {
+            let dotted = r.run(&ctx, Choose::Context("ticket.kind".into()), "x").await;
+            let pointer = r.in_scope("p").run(&ctx, Choose::Context("/ticket/kind".into()), "x").await;
+            let missing = r.in_scope("m").run(&ctx, Choose::Context("ticket.queue".into()), "x").await;
+            let number = r.in_scope("n").run(&ctx, Choose::Context("ticket.n".into()), "x").await;
+            let fallback = fell.in_scope("f").run(&ctx, Choose::Context("ticket.queue".into()), "x").await;
+            (dotted, pointer, missing, number, fallback)
+        })
+        .await;
+        let dotted = out.0.unwrap();
+        assert_eq!((dotted.route.as_str(), dotted.step.as_str()), ("outage", "router/outage"));
+        assert_eq!(dotted.by, RoutedBy::Context { path: "ticket.kind".into() });
+        assert_eq!(out.1.unwrap().route, "outage");
+        assert_eq!(
+            out.2.unwrap_err().to_string(),
+            "the run's context has no route name at `ticket.queue` (a string, number or boolean is \
+             needed); valid routes: billing, outage, tech"
+        );
+        assert!(matches!(out.3, Err(RouteError::Unknown { route, .. }) if route == "3"));
+        let fallback = out.4.unwrap();
+        assert_eq!(fallback.route, "billing");
+        assert!(matches!(fallback.by, RoutedBy::Fallback { .. }));
     }
 
     #[tokio::test]

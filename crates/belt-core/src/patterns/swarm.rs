@@ -348,7 +348,7 @@ impl Swarm {
         let mut prompt = format!(
             "Task: {}\nAssign each subtask below the specialist best suited to search for it: one of {}.\n\
              Reply with only a JSON object mapping each subtask's number to a specialist, e.g. {{\"1\": \"news\"}}.\n\n",
-            task.description.trim(),
+            task.brief(),
             names.join(", ")
         );
         for (i, s) in subtasks.iter().enumerate() {
@@ -507,7 +507,7 @@ impl Orchestrator for Swarm {
         let domain = domain_of(subtask);
         let mut prompt = format!(
             "Task: {}\nSubtask {}: {}\nSpecialization: {domain}\n",
-            task.description.trim(),
+            task.brief(),
             subtask.id,
             subtask.description.trim()
         );
@@ -520,7 +520,7 @@ impl Orchestrator for Swarm {
         let request = LlmRequest::new(&self.model, prompt)
             .system(domain.role())
             .max_tokens(self.max_tokens)
-            .hints(CallHints::work(task.description.trim(), subtask.description.trim()));
+            .hints(CallHints::work(&task.brief(), subtask.description.trim()));
         let reply = ctx.llm(step.clone(), request).await?;
         Ok(AgentOutput::from_reply(subtask, step, reply))
     }

@@ -32,6 +32,29 @@ where
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
+    within_task(options, Task::new("test"), body).await
+}
+
+/// Run `body` inside a run of `task` (its context is the run's) on `provider`.
+pub async fn within_context<T, F, Fut>(
+    provider: &Arc<ScriptedProvider>,
+    context: serde_json::Value,
+    body: F,
+) -> (T, RunResult)
+where
+    F: FnOnce(Ctx) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    within_task(options(provider), Task::new("test").with_context(context), body).await
+}
+
+async fn within_task<T, F, Fut>(options: RunOptions, task: Task, body: F) -> (T, RunResult)
+where
+    F: FnOnce(Ctx) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
     let body = Arc::new(Mutex::new(Some(body)));
     let slot: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
     let out = slot.clone();
@@ -44,7 +67,7 @@ where
             Ok("done".to_string())
         }
     });
-    let result = run(flow, Task::new("test"), options).await.expect("run starts").result().await;
+    let result = run(flow, task, options).await.expect("run starts").result().await;
     let value = slot.lock().unwrap().take().expect("the body ran to the end");
     (value, result)
 }
