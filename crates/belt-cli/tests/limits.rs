@@ -31,11 +31,24 @@ fn events(path: &std::path::Path) -> Vec<Value> {
 #[test]
 fn at_the_deadline_the_run_ends_partial_with_the_workers_outputs_and_the_reason() {
     let dir = Dir::new("deadline");
-    // Every call takes 1 s: the plan at 1 s, the 5 workers at 2 s, the synthesizer would
-    // answer at 3 s; the deadline cuts it off at 2.8 s.
+    // Every call takes 1 s: the plan at 1 s, the 5 workers (independent: the research
+    // strategy's subtasks have no dependencies) at 2 s, the synthesizer would answer at
+    // 3 s; the deadline cuts it off at 2.8 s.
     let out = belt(
         &dir,
-        &["run", "Plan a park", "-n", "5", "--sim-latency-ms", "1000", "--deadline", "2.8s", "--json"],
+        &[
+            "run",
+            "Plan a park",
+            "-n",
+            "5",
+            "--strategy",
+            "research",
+            "--sim-latency-ms",
+            "1000",
+            "--deadline",
+            "2.8s",
+            "--json",
+        ],
         None,
     );
     assert_eq!(code(&out), 3, "partial exits 3: {}", stderr(&out));
@@ -68,6 +81,9 @@ fn a_tier_whose_attempts_time_out_has_timed_out_steps_and_the_others_are_untouch
             "Plan a park",
             "-n",
             "3",
+            // Independent workers, so each one's own timeout is what ends it.
+            "--strategy",
+            "research",
             "--sim-latency-ms",
             "400",
             "--worker-timeout",

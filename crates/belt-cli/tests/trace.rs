@@ -112,11 +112,23 @@ fn an_unknown_run_is_named_with_where_to_look() {
 #[test]
 fn time_waiting_for_the_providers_limits_is_its_own_column() {
     let dir = Dir::new("trace-limits");
-    // One call at a time to the provider, 4 workers of 200 ms each: all but one wait.
+    // One call at a time to the provider, 4 independent workers (the research strategy's
+    // subtasks have no dependencies) of 200 ms each: all but one wait.
     std::fs::write(dir.join("belt.toml"), "[providers.simulated]\nmax_concurrency = 1\n").unwrap();
     let o = belt(
         &dir,
-        &["run", "Plan a city park", "--agents", "4", "--sim-latency-ms", "200", "--quiet", "--json"],
+        &[
+            "run",
+            "Plan a city park",
+            "--agents",
+            "4",
+            "--strategy",
+            "research",
+            "--sim-latency-ms",
+            "200",
+            "--quiet",
+            "--json",
+        ],
         None,
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
