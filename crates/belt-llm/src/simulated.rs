@@ -843,26 +843,30 @@ const SOFTWARE: [Aspect; 8] = [
     after("Documentation: document the use and design of", "technical writer", 4, 2),
 ];
 
+// The analysis and planning plans depend one level deep (everything on the framing or
+// the goals): `auto` gives them to the demos' tasks ("Analyze …", "Plan …"), which must
+// still show a cascade's workers running side by side. The software plan keeps its
+// chain (requirements → architecture → implementation → tests), as asked for explicitly.
 const ANALYSIS: [Aspect; 8] = [
     aspect("Framing: state the questions and hypotheses of", "analyst", 9),
     after("Data: identify and collect the data needed for", "data engineer", 9, 0),
-    after("Cleaning: assess and clean the data on", "data scientist", 8, 1),
-    after("Trends: describe the main trends in", "statistician", 7, 2),
-    after("Comparisons: benchmark the alternatives in", "analyst", 7, 2),
-    after("Drivers: explain the causal factors behind", "economist", 6, 2),
-    after("Robustness: test how robust the findings are on", "statistician", 5, 3),
-    after("Conclusions: draw the conclusions and recommendations of", "consultant", 5, 3),
+    after("Cleaning: assess and clean the data on", "data scientist", 8, 0),
+    after("Trends: describe the main trends in", "statistician", 7, 0),
+    after("Comparisons: benchmark the alternatives in", "analyst", 7, 0),
+    after("Drivers: explain the causal factors behind", "economist", 6, 0),
+    after("Robustness: test how robust the findings are on", "statistician", 5, 0),
+    after("Conclusions: draw the conclusions and recommendations of", "consultant", 5, 0),
 ];
 
 const PLANNING: [Aspect; 8] = [
     aspect("Goals: define the goals, scope and success criteria of", "strategist", 9),
     after("Resources: estimate the budget, people and constraints of", "project manager", 9, 0),
     after("Stakeholders: assign the responsibilities in", "coordinator", 8, 0),
-    after("Risks: plan the contingencies for", "risk analyst", 7, 1),
-    after("Timeline: lay out the phases and milestones of", "project manager", 7, 1),
-    after("Communication: plan who is told what, and when, about", "communications lead", 6, 2),
-    after("Tracking: define how progress is measured on", "analyst", 5, 4),
-    after("Launch: prepare the launch and handover of", "operations lead", 5, 4),
+    after("Risks: plan the contingencies for", "risk analyst", 7, 0),
+    after("Timeline: lay out the phases and milestones of", "project manager", 7, 0),
+    after("Communication: plan who is told what, and when, about", "communications lead", 6, 0),
+    after("Tracking: define how progress is measured on", "analyst", 5, 0),
+    after("Launch: prepare the launch and handover of", "operations lead", 5, 0),
 ];
 
 /// The aspects of `strategy`'s plans.
