@@ -424,15 +424,17 @@ impl Limiter {
                 _ => break,
             }
         }
-        let closed = |_| LlmError::Connection("limiter closed".into());
+        // A free slot is taken without reading the clock; only a wait for one is timed.
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
-            Err(tokio::sync::TryAcquireError::Closed) => {
-                return Err(LlmError::Connection("limiter closed".into()));
-            }
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
+            Err(_) => {
                 let from = Instant::now();
-                let permit = self.slots.clone().acquire_owned().await.map_err(closed)?;
+                let permit = self
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| LlmError::Connection("limiter closed".into()))?;
                 waited += from.elapsed();
                 permit
             }

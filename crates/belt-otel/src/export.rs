@@ -485,12 +485,7 @@ impl MetricsExport {
                 (self.start, now_nanos()),
             );
             let answer = self.client.post(&endpoint).body(body).send().await;
-            let failure = match answer {
-                Ok(r) if r.status().is_success() => None,
-                Ok(r) => Some(format!("it answered {}", r.status())),
-                Err(e) => Some(without_url(&e)),
-            };
-            match failure {
+            match failure(answer) {
                 Some(why) if !down => {
                     down = true;
                     tracing::warn!(
@@ -572,14 +567,7 @@ impl Sender {
         let body = proto::request(&self.config.service_name, &parts);
         drop(parts);
         let answer = self.client.post(&self.config.traces_endpoint).body(body).send().await;
-        let failure = match answer {
-            Ok(r) if r.status().is_success() => None,
-            Ok(r) => Some(format!("it answered {}", r.status())),
-            Err(e) => {
-                Some(if e.is_timeout() { "it did not answer in time".to_string() } else { without_url(&e) })
-            }
-        };
-        match failure {
+        match failure(answer) {
             None => {
                 self.counters.exported.fetch_add(n, Ordering::Relaxed);
                 if self.counters.down.swap(false, Ordering::Relaxed) {
@@ -601,6 +589,17 @@ impl Sender {
                 }
             }
         }
+    }
+}
+
+/// Why a POST to the collector failed, or `None` when it was taken: spans and metrics
+/// report a collector's answer alike.
+fn failure(answer: Result<reqwest::Response, reqwest::Error>) -> Option<String> {
+    match answer {
+        Ok(r) if r.status().is_success() => None,
+        Ok(r) => Some(format!("it answered {}", r.status())),
+        Err(e) if e.is_timeout() => Some("it did not answer in time".to_string()),
+        Err(e) => Some(without_url(&e)),
     }
 }
 
