@@ -473,7 +473,7 @@ impl Ctx {
             }
             let error = last_error.unwrap_or(LlmError::InvalidRequest("no model to call".into()));
             if spec.resizable && matches!(error, LlmError::PromptTooLong { .. }) {
-                return Err(self.hand_back_oversized(&spec, error, &at));
+                return Err(self.hand_back_oversized(&spec, &model_name, error, &at));
             }
             let err = StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts };
             // Kept with its request, so it can be retried later (`belt dlq retry`).
@@ -483,7 +483,15 @@ impl Ctx {
     }
 
     /// Say that `spec` tries again after `error` (its attempt `attempt`), in `delay_ms`.
-    pub(crate) fn retrying(&self, spec: &StepSpec, attempt: u32, error: &str, kind: &str, delay_ms: u64) {
+    /// `model` is the one whose attempt failed ("" for work that calls none).
+    pub(crate) fn retrying(
+        &self,
+        spec: &StepSpec,
+        model: &str,
+        attempt: u32,
+        (error, kind): (&str, &str),
+        delay_ms: u64,
+    ) {
         self.shared.bus.emit(
             Some(&spec.id),
             EventKind::StepRetrying {
@@ -492,14 +500,15 @@ impl Ctx {
                 error: error.to_string(),
                 error_kind: kind.to_string(),
                 delay_ms,
+                model: Arc::from(model),
             },
         );
     }
 
     /// A resizable step's prompt did not fit its model: said in a `step_retrying` event (the
     /// pattern asks again, smaller) and handed back without a record of failure.
-    fn hand_back_oversized(&self, spec: &StepSpec, error: LlmError, at: &Attempt) -> StepError {
-        self.retrying(spec, at.attempts, &error.to_string(), error.kind(), 0);
+    fn hand_back_oversized(&self, spec: &StepSpec, model: &str, error: LlmError, at: &Attempt) -> StepError {
+        self.retrying(spec, model, at.attempts, (&error.to_string(), error.kind()), 0);
         StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts }
     }
 
@@ -631,14 +640,15 @@ impl Ctx {
                 // outage out in admission. A step allowed no retries gets none.
                 tries -= 1;
                 outage_until.get_or_insert_with(|| tokio::time::Instant::now() + max_wait);
-                self.retrying(spec, at.attempts, &error.to_string(), error.kind(), 0);
+                self.retrying(spec, link.full, at.attempts, (&error.to_string(), error.kind()), 0);
                 continue;
             }
             if !(error.is_retryable() && tries <= policy.retries && self.stopping().is_none()) {
                 return Served::Failed(error);
             }
             let delay = policy.backoff(&spec.id, at.attempts, error.retry_after());
-            self.retrying(spec, at.attempts, &error.to_string(), error.kind(), delay.as_millis() as u64);
+            let delay_ms = delay.as_millis() as u64;
+            self.retrying(spec, link.full, at.attempts, (&error.to_string(), error.kind()), delay_ms);
             // Boxed: a rare path, kept out of every step's future.
             Box::pin(tokio::time::sleep(delay)).await;
         }
@@ -1220,6 +1230,7 @@ impl Ctx {
                 error: err.to_string(),
                 error_kind: err.kind().to_string(),
                 attempts: at.attempts,
+                model: record.outcome.model.clone(),
             },
         );
         self.push(record);

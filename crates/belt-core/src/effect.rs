@@ -154,7 +154,8 @@ impl Ctx {
                 break failure;
             }
             let delay = effect.policy.backoff(&spec.id, at.attempts, None);
-            self.retrying(&spec, at.attempts, &failure.describe(1), failure.kind(), delay.as_millis() as u64);
+            let delay_ms = delay.as_millis() as u64;
+            self.retrying(&spec, "", at.attempts, (&failure.describe(1), failure.kind()), delay_ms);
             tokio::time::sleep(delay).await;
         };
         self.give_up(spec, &at, hash, gave_up, letter).await

@@ -97,6 +97,11 @@ pub enum EventKind {
         error: String,
         error_kind: String,
         delay_ms: u64,
+        /// The model whose attempt failed (empty for a step that calls no model). Named
+        /// here so that a consumer (metrics of 429s per model) needs no memory of each
+        /// step's start; absent from events recorded before it existed.
+        #[serde(default)]
+        model: Arc<str>,
     },
     StepCompleted {
         tier: Tier,
@@ -135,6 +140,11 @@ pub enum EventKind {
         error: String,
         error_kind: String,
         attempts: u32,
+        /// The model the step asked for (a fallback chain's first; `step_fallback` events
+        /// say which took over), empty for a step that calls no model; absent from events
+        /// recorded before it existed.
+        #[serde(default)]
+        model: Arc<str>,
     },
     StepSkipped {
         tier: Tier,

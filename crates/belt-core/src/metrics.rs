@@ -31,9 +31,9 @@ pub const SECONDS_BUCKETS: [f64; 12] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 pub const TOKEN_BUCKETS: [f64; 10] =
     [16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 131072.0, 262144.0, 1048576.0];
 
-/// Steps in flight remembered at most (a run whose steps never end cannot grow the map
-/// without bound; past it, a retry's model is `unknown`).
-const MAX_IN_FLIGHT: usize = 100_000;
+/// Steps that fell back remembered at most (a run whose steps never end cannot grow the
+/// map without bound; past it, a failure is counted against the model the step asked for).
+const MAX_FELL_BACK: usize = 100_000;
 
 /// What a metric's points mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,13 +112,27 @@ impl Histogram {
     }
 }
 
-type ProviderModel = (String, String);
+/// A model's full name (`openai/gpt-4o`): the key of the per-model figures, split into
+/// provider and model only when a snapshot is taken, so counting a call allocates nothing
+/// once its model has been seen.
+type ModelName = String;
+
+/// A model's completed calls: their time and their tokens (input, output).
+#[derive(Clone)]
+struct Calls {
+    seconds: Histogram,
+    tokens: [Histogram; 2],
+}
+
+/// Outcomes of a tier's steps, in the order a snapshot lists them.
+const OUTCOMES: [&str; 3] = ["completed", "failed", "skipped"];
 
 #[derive(Default)]
 struct Counters {
     runs: BTreeMap<String, u64>,
     run_seconds: Option<Histogram>,
-    steps: BTreeMap<(String, &'static str), u64>,
+    /// Per tier: its steps by outcome ([`OUTCOMES`]).
+    steps: BTreeMap<String, [u64; 3]>,
     step_seconds: BTreeMap<String, Histogram>,
     calls: u64,
     input_tokens: u64,
@@ -126,14 +140,13 @@ struct Counters {
     cost_usd: f64,
     /// Model -> open (1) or closed (0).
     breakers: BTreeMap<String, u8>,
-    /// Per (provider, model): completed calls' time, retries and waits included.
-    call_seconds: BTreeMap<ProviderModel, Histogram>,
-    /// Per (provider, model, direction): tokens of one completed call.
-    call_tokens: BTreeMap<(ProviderModel, &'static str), Histogram>,
-    /// Per (provider, model): attempts the provider refused as rate limited (HTTP 429).
-    rate_limited: BTreeMap<ProviderModel, u64>,
-    /// The model each step in flight called (a retry's event does not name it).
-    in_flight: HashMap<(Arc<str>, StepId), Arc<str>>,
+    /// Per model: completed calls' time (retries and waits included) and tokens.
+    calls_by_model: BTreeMap<ModelName, Calls>,
+    /// Per model: attempts the provider refused as rate limited (HTTP 429).
+    rate_limited: BTreeMap<ModelName, u64>,
+    /// The model each step that fell back to another model of its chain turned to, until
+    /// the step ends.
+    fell_back: HashMap<(Arc<str>, StepId), Arc<str>>,
 }
 
 /// Aggregates the events of any number of runs. Cheap per event: a lock and a few map
@@ -149,10 +162,19 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// `openai/gpt-4o` → (`openai`, `gpt-4o`).
-fn provider_model(model: &str) -> ProviderModel {
+/// `openai/gpt-4o` → the labels `provider="openai", model="gpt-4o"`.
+fn provider_model(model: &str) -> Labels {
     let (provider, name) = model.split_once('/').unwrap_or(("", model));
-    (provider.to_string(), name.to_string())
+    vec![("provider", provider.to_string()), ("model", name.to_string())]
+}
+
+/// `map[key]`, made with `new` the first time: the key is copied only then.
+fn entry<'m, V>(map: &'m mut BTreeMap<String, V>, key: &str, new: impl FnOnce() -> V) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), new());
+    }
+    // Just inserted when it was missing.
+    map.get_mut(key).unwrap_or_else(|| unreachable!("inserted above"))
 }
 
 impl Metrics {
@@ -182,24 +204,22 @@ impl Counters {
     fn totals(&mut self, event: &Event) {
         match &event.kind {
             EventKind::StepCompleted { tier, outcome: o, .. } => {
-                *self.steps.entry((tier.as_str().to_string(), "completed")).or_default() += 1;
+                self.step_ended(tier.as_str(), 0);
                 if !o.replayed && !o.cached {
                     self.calls += u64::from(o.attempts);
                 }
                 self.input_tokens += o.usage.input_tokens;
                 self.output_tokens += o.usage.output_tokens;
                 self.cost_usd += o.cost_usd;
-                self.step_seconds
-                    .entry(tier.as_str().to_string())
-                    .or_insert_with(|| Histogram::over(&SECONDS_BUCKETS))
+                entry(&mut self.step_seconds, tier.as_str(), || Histogram::over(&SECONDS_BUCKETS))
                     .observe(o.duration_ms as f64 / 1000.0);
             }
             EventKind::StepFailed { tier, attempts, .. } => {
-                *self.steps.entry((tier.as_str().to_string(), "failed")).or_default() += 1;
+                self.step_ended(tier.as_str(), 1);
                 self.calls += u64::from(*attempts);
             }
             EventKind::StepSkipped { tier, .. } => {
-                *self.steps.entry((tier.as_str().to_string(), "skipped")).or_default() += 1;
+                self.step_ended(tier.as_str(), 2);
             }
             EventKind::BreakerOpened { model, .. } => {
                 self.breakers.insert(model.to_string(), 1);
@@ -220,56 +240,57 @@ impl Counters {
     /// The per provider and model figures: call latency and tokens, rate limiting.
     fn per_model(&mut self, event: &Event) {
         let Some(step) = &event.step else { return };
-        let key = (event.run_id.clone(), step.clone());
+        // A step that fell back to another model of its chain: the rare case where its
+        // failure's model is not the one its `step_failed` names. Only those are kept.
+        let key = || (event.run_id.clone(), step.clone());
         match &event.kind {
-            EventKind::StepStarted { model, .. }
-                if !model.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT =>
-            {
-                self.in_flight.insert(key, model.clone());
+            EventKind::StepFallback { to, .. } if self.fell_back.len() < MAX_FELL_BACK => {
+                self.fell_back.insert(key(), to.clone());
             }
-            EventKind::StepFallback { to, .. } => {
-                if let Some(m) = self.in_flight.get_mut(&key) {
-                    *m = to.clone();
-                }
+            EventKind::StepRetrying { error_kind, model, .. } if error_kind == "rate_limited" => {
+                self.rate_limited(model);
             }
-            EventKind::StepRetrying { error_kind, .. } if error_kind == "rate_limited" => {
-                let model = self.in_flight.get(&key).map_or("unknown", |m| &**m);
-                *self.rate_limited.entry(provider_model(model)).or_default() += 1;
-            }
-            EventKind::StepFailed { error_kind, .. } => {
-                let model = self.in_flight.remove(&key);
+            EventKind::StepFailed { error_kind, model, .. } => {
+                let fell_back = self.fell_back.remove(&key());
                 if error_kind == "rate_limited" {
-                    let model = model.as_deref().unwrap_or("unknown");
-                    *self.rate_limited.entry(provider_model(model)).or_default() += 1;
+                    self.rate_limited(fell_back.as_ref().unwrap_or(model));
                 }
             }
-            EventKind::StepSkipped { .. } => {
-                self.in_flight.remove(&key);
+            EventKind::StepSkipped { .. } if !self.fell_back.is_empty() => {
+                self.fell_back.remove(&key());
             }
             EventKind::StepCompleted { outcome: o, .. } => {
-                self.in_flight.remove(&key);
+                if !self.fell_back.is_empty() {
+                    self.fell_back.remove(&key());
+                }
                 if o.model.is_empty() || o.replayed || o.cached {
                     return;
                 }
-                let pm = provider_model(&o.model);
-                self.call_seconds
-                    .entry(pm.clone())
-                    .or_insert_with(|| Histogram::over(&SECONDS_BUCKETS))
-                    .observe(o.duration_ms as f64 / 1000.0);
-                for (direction, n) in [("input", o.usage.input_tokens), ("output", o.usage.output_tokens)] {
-                    self.call_tokens
-                        .entry((pm.clone(), direction))
-                        .or_insert_with(|| Histogram::over(&TOKEN_BUCKETS))
-                        .observe(n as f64);
-                }
+                let calls = entry(&mut self.calls_by_model, &o.model, || Calls {
+                    seconds: Histogram::over(&SECONDS_BUCKETS),
+                    tokens: [Histogram::over(&TOKEN_BUCKETS), Histogram::over(&TOKEN_BUCKETS)],
+                });
+                calls.seconds.observe(o.duration_ms as f64 / 1000.0);
+                calls.tokens[0].observe(o.usage.input_tokens as f64);
+                calls.tokens[1].observe(o.usage.output_tokens as f64);
             }
             _ => {}
         }
     }
 
+    /// One more answer refusing a call to `model` as rate limited.
+    fn rate_limited(&mut self, model: &str) {
+        let model = if model.is_empty() { "unknown" } else { model };
+        *entry(&mut self.rate_limited, model, || 0) += 1;
+    }
+
+    /// One more step of `tier` ended with outcome `OUTCOMES[outcome]`.
+    fn step_ended(&mut self, tier: &str, outcome: usize) {
+        entry(&mut self.steps, tier, || [0; 3])[outcome] += 1;
+    }
+
     fn snapshot(&self) -> Vec<Metric> {
         use MetricKind::{Counter, Gauge};
-        let pm = |(p, m): &ProviderModel| vec![("provider", p.clone()), ("model", m.clone())];
         let hist = |labels: Labels, h: &Histogram| Point { labels, value: Value::Histogram(h.clone()) };
         let mut runs = Metric::new("belt_runs", Counter, "{run}", "Runs that finished, by status.");
         for (status, n) in &self.runs {
@@ -277,8 +298,11 @@ impl Counters {
         }
         let mut steps =
             Metric::new("belt_steps", Counter, "{step}", "Steps that ended, by tier and outcome.");
-        for ((tier, outcome), n) in &self.steps {
-            steps = steps.number(vec![("tier", tier.clone()), ("outcome", outcome.to_string())], *n as f64);
+        for (tier, counts) in &self.steps {
+            for (outcome, n) in OUTCOMES.iter().zip(counts).filter(|(_, n)| **n > 0) {
+                steps =
+                    steps.number(vec![("tier", tier.clone()), ("outcome", outcome.to_string())], *n as f64);
+            }
         }
         let mut step_seconds =
             histogram("belt_step_duration_seconds", "Duration of completed steps, by tier.");
@@ -300,18 +324,21 @@ impl Counters {
             "belt_llm_call_duration_seconds",
             "Time of completed provider calls (retries and waits included), by provider and model.",
         );
-        call_seconds.points = self.call_seconds.iter().map(|(k, h)| hist(pm(k), h)).collect();
+        call_seconds.points =
+            self.calls_by_model.iter().map(|(m, c)| hist(provider_model(m), &c.seconds)).collect();
         let mut call_tokens = Metric::new(
             "belt_llm_call_tokens",
             MetricKind::Histogram,
             "{token}",
             "Tokens of one completed provider call, by provider, model and direction.",
         );
-        call_tokens.points = (self.call_tokens.iter())
-            .map(|((k, direction), h)| {
-                let mut labels = pm(k);
-                labels.push(("direction", direction.to_string()));
-                hist(labels, h)
+        call_tokens.points = (self.calls_by_model.iter())
+            .flat_map(|(m, c)| {
+                ["input", "output"].into_iter().zip(&c.tokens).map(|(direction, h)| {
+                    let mut labels = provider_model(m);
+                    labels.push(("direction", direction.to_string()));
+                    hist(labels, h)
+                })
             })
             .collect();
         let mut rate_limited = Metric::new(
@@ -321,7 +348,7 @@ impl Counters {
             "Provider answers refusing a call as rate limited (HTTP 429), by provider and model.",
         );
         for (k, n) in &self.rate_limited {
-            rate_limited = rate_limited.number(pm(k), *n as f64);
+            rate_limited = rate_limited.number(provider_model(k), *n as f64);
         }
         vec![
             runs,
@@ -386,6 +413,7 @@ mod tests {
             error: "429".into(),
             error_kind: "rate_limited".into(),
             delay_ms: 10,
+            model: model.clone(),
         };
         m.on_event(&event("w/1", retry));
         let mut outcome = StepOutcome { model, duration_ms: 700, attempts: 2, ..Default::default() };
@@ -404,8 +432,33 @@ mod tests {
         assert_eq!((h.count, h.counts[5]), (1, 1), "0.7 s is in (0.5, 1]");
         let tokens = find(&s, "belt_llm_call_tokens");
         assert_eq!(tokens.points.len(), 2, "input and output");
-        assert!(m.c.lock().unwrap_or_else(|p| p.into_inner()).in_flight.is_empty());
+        assert!(m.c.lock().unwrap_or_else(|p| p.into_inner()).fell_back.is_empty());
         let steps = find(&s, "belt_steps");
         assert_eq!(steps.points[0].labels, vec![("tier", "worker".into()), ("outcome", "completed".into())]);
+    }
+
+    #[test]
+    fn a_failure_after_a_fallback_counts_against_the_model_that_failed() {
+        let m = Metrics::default();
+        let tier = crate::Tier::Worker;
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("openai/gpt-4o"), Arc::from("anthropic/claude"));
+        let fallback =
+            EventKind::StepFallback { tier: tier.clone(), from: a.clone(), to: b, error: "down".into() };
+        m.on_event(&event("w/1", fallback));
+        let failed = EventKind::StepFailed {
+            tier,
+            error: "429".into(),
+            error_kind: "rate_limited".into(),
+            attempts: 3,
+            model: a,
+        };
+        m.on_event(&event("w/1", failed));
+        let s = m.snapshot();
+        let labels = vec![("provider", "anthropic".to_string()), ("model", "claude".to_string())];
+        assert_eq!(
+            find(&s, "belt_llm_rate_limited").points,
+            vec![Point { labels, value: Value::Number(1.0) }]
+        );
+        assert!(m.c.lock().unwrap_or_else(|p| p.into_inner()).fell_back.is_empty());
     }
 }

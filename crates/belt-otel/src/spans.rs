@@ -268,7 +268,7 @@ impl RunTracer {
                 self.plan_ready(ts, *subtasks, shape, source, out)
             }
             (EventKind::StepStarted { tier, model }, Some(step)) => self.started(step, tier, model, ts),
-            (EventKind::StepRetrying { tier, attempt, error, error_kind, delay_ms }, Some(step)) => {
+            (EventKind::StepRetrying { tier, attempt, error, error_kind, delay_ms, .. }, Some(step)) => {
                 self.retrying(step, tier, *attempt, (error, error_kind), ts, *delay_ms, out);
             }
             (EventKind::StepFallback { to, .. }, Some(step)) => {
@@ -279,7 +279,7 @@ impl RunTracer {
             (EventKind::StepCompleted { tier, outcome, recorded_cost_usd }, Some(step)) => {
                 self.completed(step, tier, outcome, *recorded_cost_usd, ts, out);
             }
-            (EventKind::StepFailed { tier, error, error_kind, attempts }, Some(step)) => {
+            (EventKind::StepFailed { tier, error, error_kind, attempts, .. }, Some(step)) => {
                 self.failed(step, tier, (error, error_kind), *attempts, ts, out);
             }
             (EventKind::StepSkipped { tier, reason }, Some(step)) => {
