@@ -58,6 +58,14 @@ fn restore_sigpipe() {
     }
 }
 
+/// The allocator: jemalloc rather than the C library's. A run allocates and frees many
+/// small values from every worker thread; with glibc's malloc that was about a quarter of
+/// the engine's CPU per call (BENCHMARKS.md, "The allocator"). A library user picks their
+/// own allocator; this is the binary's choice.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     restore_sigpipe();
     let cli = Cli::parse();

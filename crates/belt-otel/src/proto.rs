@@ -145,6 +145,62 @@ impl KeyValue {
     }
 }
 
+/// A span's attributes (`Span.attributes`, field 9), encoded as they are added: a span
+/// holds one buffer of bytes instead of a `Vec` of values that borrow the run's strings,
+/// and writing the span out is one copy. (A span gets its attributes once, in order; only
+/// two of them need a memory of what was added, and [`Attributes`] keeps it as flags.)
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attributes {
+    bytes: Vec<u8>,
+    /// `gen_ai.request.model` and `gen_ai.provider.name` are among them.
+    pub model: bool,
+    /// `error.type` is among them.
+    pub error: bool,
+}
+
+impl Attributes {
+    /// Room for `bytes` of attributes.
+    pub fn with_capacity(bytes: usize) -> Attributes {
+        Attributes { bytes: Vec::with_capacity(bytes), ..Attributes::default() }
+    }
+
+    pub fn push(&mut self, kv: KeyValue) {
+        kv.put(&mut self.bytes, 9);
+    }
+
+    pub fn extend(&mut self, kvs: impl IntoIterator<Item = KeyValue>) {
+        for kv in kvs {
+            self.push(kv);
+        }
+    }
+
+    /// A string attribute, written from a borrowed string.
+    pub fn str(&mut self, key: &'static str, value: &str) {
+        let value_len = field_len(value.len());
+        put_len(&mut self.bytes, 9, field_len(key.len()) + field_len(value_len));
+        put_bytes(&mut self.bytes, 1, key.as_bytes());
+        put_len(&mut self.bytes, 2, value_len);
+        put_bytes(&mut self.bytes, 1, value.as_bytes());
+    }
+
+    pub fn int(&mut self, key: &'static str, value: i64) {
+        self.push(KeyValue::int(key, value));
+    }
+
+    /// The encoded bytes (each a `Span.attributes` field).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl From<Vec<KeyValue>> for Attributes {
+    fn from(kvs: Vec<KeyValue>) -> Attributes {
+        let mut a = Attributes::default();
+        a.extend(kvs);
+        a
+    }
+}
+
 /// A span, as the tracer builds it; [`Span::encode`] writes it out.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Span {
@@ -156,7 +212,7 @@ pub struct Span {
     pub kind: i32,
     pub start_time_unix_nano: u64,
     pub end_time_unix_nano: u64,
-    pub attributes: Vec<KeyValue>,
+    pub attributes: Attributes,
     pub events: Vec<SpanEvent>,
     pub links: Vec<Link>,
     pub status: Option<Status>,
@@ -320,9 +376,10 @@ impl KeyValue {
 
     /// As field `field` of the message holding it.
     pub(crate) fn put(&self, buf: &mut Vec<u8>, field: u8) {
-        put_len(buf, field, self.len());
+        let value_len = self.value.len();
+        put_len(buf, field, field_len(self.key.len()) + field_len(value_len));
         put_bytes(buf, 1, self.key.as_bytes());
-        put_len(buf, 2, self.value.len());
+        put_len(buf, 2, value_len);
         self.value.put(buf);
     }
 }
@@ -355,7 +412,7 @@ impl Span {
     fn len(&self) -> usize {
         let mut n = field_len(16) + field_len(8) + self.parent_span_id.map_or(0, |_| field_len(8));
         n += field_len(self.name.len()) + 1 + varint_len(self.kind as u64) + 9 + 9;
-        n += attributes_len(&self.attributes);
+        n += self.attributes.bytes.len();
         n += self.events.iter().map(|e| field_len(e.len())).sum::<usize>();
         n += self.links.iter().map(|l| field_len(l.len())).sum::<usize>();
         n + self.status.as_ref().map_or(0, |s| field_len(s.len()))
@@ -377,9 +434,7 @@ impl Span {
         put_varint(buf, self.kind as u64);
         put_fixed64(buf, 7, self.start_time_unix_nano);
         put_fixed64(buf, 8, self.end_time_unix_nano);
-        for kv in &self.attributes {
-            kv.put(buf, 9);
-        }
+        buf.extend_from_slice(&self.attributes.bytes);
         for e in &self.events {
             put_len(buf, 11, e.len());
             put_fixed64(buf, 1, e.time_unix_nano);
@@ -517,7 +572,8 @@ mod tests {
                 KeyValue::int("i", -1),
                 KeyValue::strs("a", &["p", "q"]),
                 KeyValue::str("s", "y".repeat(300)),
-            ],
+            ]
+            .into(),
             events: vec![SpanEvent {
                 time_unix_nano: 1,
                 name: "e",

@@ -31,7 +31,7 @@ use belt_core::event::{Event, EventKind};
 use belt_core::{StepId, StepOutcome, Tier};
 use chrono::{DateTime, Utc};
 
-use crate::proto::{self, KeyValue, Name, Span, SpanEvent, Text};
+use crate::proto::{self, Attributes, KeyValue, Name, Span, SpanEvent, Text};
 
 /// What a finished span still needs from the run's record before it is sent (the record
 /// holds what the events do not carry: a tool's name, a model's output).
@@ -243,9 +243,9 @@ impl RunTracer {
             start_time_unix_nano: start,
             end_time_unix_nano: end.max(start),
             attributes: {
-                // Room for what the common spans carry: one allocation per span.
-                let mut a = Vec::with_capacity(16);
-                a.push(KeyValue::str("belt.run_id", &self.run_id));
+                // Room for what the common spans carry (~400 bytes): one allocation per span.
+                let mut a = Attributes::with_capacity(512);
+                a.str("belt.run_id", &self.run_id);
                 a
             },
             events: Vec::new(),
@@ -332,7 +332,7 @@ impl RunTracer {
                 parent,
                 (live.start, end),
             );
-            span.attributes.push(KeyValue::str("belt.step", &step));
+            span.attributes.str("belt.step", step.as_str());
             set_error(&mut span, "interrupted", "the run stopped while this step was in flight");
             out.push(Finished { span, enrich: None });
         }
@@ -415,8 +415,8 @@ impl RunTracer {
             self.root_id(),
             (agg.start, agg.end),
         );
-        let tier = agg.tier.as_ref().map_or(Text::Static("agent"), Text::from);
-        agent_attributes(&mut span, Text::from(agent), tier);
+        let tier = agg.tier.as_ref().map_or("agent", Tier::as_str);
+        agent_attributes(&mut span.attributes, agent, tier);
         if let Some(model) = &agg.model {
             model_attributes(&mut span, model);
         }
@@ -527,12 +527,11 @@ impl RunTracer {
         let name = Text::part_of(model, provider_and_model(model).1);
         let mut span = self.span(Name::new("chat", name), id, parent, times);
         span.kind = proto::KIND_CLIENT;
-        span.attributes.extend([
-            KeyValue::lit("gen_ai.operation.name", "chat"),
-            KeyValue::str("belt.step", step),
-            KeyValue::str("belt.tier", tier),
-            KeyValue::int("belt.attempt", i64::from(attempt)),
-        ]);
+        let a = &mut span.attributes;
+        a.str("gen_ai.operation.name", "chat");
+        a.str("belt.step", step.as_str());
+        a.str("belt.tier", tier.as_str());
+        a.int("belt.attempt", i64::from(attempt));
         model_attributes(&mut span, model);
         span
     }
@@ -607,17 +606,15 @@ impl RunTracer {
                     self.agent_span_id(agent),
                     times,
                 );
-                s.attributes.extend([
-                    KeyValue::lit("gen_ai.operation.name", "execute_tool"),
-                    KeyValue::lit("gen_ai.tool.type", "function"),
-                    KeyValue::str("gen_ai.agent.name", agent),
-                ]);
+                s.attributes.str("gen_ai.operation.name", "execute_tool");
+                s.attributes.str("gen_ai.tool.type", "function");
+                s.attributes.str("gen_ai.agent.name", agent);
                 (s, tool_enrich(step))
             }
             Class::Work => {
                 let mut s =
                     self.span(Name::new("step", step), self.id(&["work", step.as_str()]), root, times);
-                s.attributes.push(KeyValue::str("belt.tier", tier));
+                s.attributes.str("belt.tier", tier.as_str());
                 (s, None)
             }
             Class::Agent | Class::Round => {
@@ -627,13 +624,13 @@ impl RunTracer {
                     root,
                     times,
                 );
-                agent_attributes(&mut s, Text::from(step), Text::from(tier));
+                agent_attributes(&mut s.attributes, step.as_str(), tier.as_str());
                 (s, self.content.then(|| Enrich::Output { step: step.clone() }))
             }
         };
-        span.attributes.push(KeyValue::str("belt.step", step));
+        span.attributes.str("belt.step", step.as_str());
         if class != Class::Agent {
-            span.attributes.push(KeyValue::str("belt.tier", tier));
+            span.attributes.str("belt.tier", tier.as_str());
         }
         (span, enrich)
     }
@@ -804,38 +801,33 @@ fn tool_enrich(step: &StepId) -> Option<Enrich> {
     Some(Enrich::Tool { round: StepId::new(&id[..at]), index, step: step.clone() })
 }
 
-fn agent_attributes(span: &mut Span, agent: Text, tier: Text) {
-    span.attributes.extend([
-        KeyValue::lit("gen_ai.operation.name", "invoke_agent"),
-        KeyValue::str("gen_ai.agent.name", agent.clone()),
-        KeyValue::str("gen_ai.agent.id", agent),
-        KeyValue::str("belt.tier", tier),
-    ]);
+fn agent_attributes(a: &mut Attributes, agent: &str, tier: &str) {
+    a.str("gen_ai.operation.name", "invoke_agent");
+    a.str("gen_ai.agent.name", agent);
+    a.str("gen_ai.agent.id", agent);
+    a.str("belt.tier", tier);
 }
 
-fn model_attributes(span: &mut Span, model: &Arc<str>) {
-    if model.is_empty() || span.attributes.iter().any(|kv| kv.key == "gen_ai.request.model") {
+/// The provider and requested model, once per span.
+fn model_attributes(span: &mut Span, model: &str) {
+    if model.is_empty() || span.attributes.model {
         return;
     }
     let (provider, name) = provider_and_model(model);
-    span.attributes.extend([
-        KeyValue::str("gen_ai.provider.name", Text::part_of(model, provider)),
-        KeyValue::str("gen_ai.request.model", Text::part_of(model, name)),
-    ]);
+    span.attributes.str("gen_ai.provider.name", provider);
+    span.attributes.str("gen_ai.request.model", name);
+    span.attributes.model = true;
 }
 
 /// What an answered call reports: the answering model, tokens, cost, finish reason.
 fn outcome_attributes(span: &mut Span, outcome: &StepOutcome, requested: &Arc<str>) {
     model_attributes(span, requested);
     let u = &outcome.usage;
-    span.attributes.extend([
-        KeyValue::int("gen_ai.usage.input_tokens", u.input_tokens as i64),
-        KeyValue::int("gen_ai.usage.output_tokens", u.output_tokens as i64),
-        KeyValue::double("belt.cost_usd", outcome.cost_usd),
-    ]);
+    span.attributes.int("gen_ai.usage.input_tokens", u.input_tokens as i64);
+    span.attributes.int("gen_ai.usage.output_tokens", u.output_tokens as i64);
+    span.attributes.push(KeyValue::double("belt.cost_usd", outcome.cost_usd));
     if !outcome.model.is_empty() {
-        let name = Text::part_of(&outcome.model, provider_and_model(&outcome.model).1);
-        span.attributes.push(KeyValue::str("gen_ai.response.model", name));
+        span.attributes.str("gen_ai.response.model", provider_and_model(&outcome.model).1);
     }
     if u.cache_read_tokens > 0 {
         span.attributes
@@ -866,9 +858,12 @@ fn outcome_attributes(span: &mut Span, outcome: &StepOutcome, requested: &Arc<st
     }
 }
 
+/// The span failed: its `error.type` (once: a span is failed once) and its status.
 fn set_error(span: &mut Span, kind: &str, message: &str) {
-    span.attributes.retain(|kv| kv.key != "error.type");
-    span.attributes.push(KeyValue::str("error.type", if kind.is_empty() { "_OTHER" } else { kind }));
+    if !span.attributes.error {
+        span.attributes.str("error.type", if kind.is_empty() { "_OTHER" } else { kind });
+        span.attributes.error = true;
+    }
     span.status = Some(proto::Status { message: cut(message, 1024).to_string(), code: proto::STATUS_ERROR });
 }
 
