@@ -176,15 +176,33 @@ impl Attributes {
 
     /// A string attribute, written from a borrowed string.
     pub fn str(&mut self, key: &'static str, value: &str) {
-        let value_len = field_len(value.len());
-        put_len(&mut self.bytes, 9, field_len(key.len()) + field_len(value_len));
-        put_bytes(&mut self.bytes, 1, key.as_bytes());
-        put_len(&mut self.bytes, 2, value_len);
+        self.head(key, field_len(value.len()));
         put_bytes(&mut self.bytes, 1, value.as_bytes());
     }
 
     pub fn int(&mut self, key: &'static str, value: i64) {
-        self.push(KeyValue::int(key, value));
+        let value_len = 1 + varint_len(value as u64);
+        self.head(key, value_len);
+        put_key(&mut self.bytes, 3, VARINT);
+        put_varint(&mut self.bytes, value as u64);
+    }
+
+    pub fn double(&mut self, key: &'static str, value: f64) {
+        self.head(key, 9);
+        put_fixed64(&mut self.bytes, 4, value.to_bits());
+    }
+
+    pub fn bool(&mut self, key: &'static str, value: bool) {
+        self.head(key, 2);
+        put_key(&mut self.bytes, 2, VARINT);
+        self.bytes.push(u8::from(value));
+    }
+
+    /// An attribute's field, key and value field up to the value's body (`value_len` bytes).
+    fn head(&mut self, key: &'static str, value_len: usize) {
+        put_len(&mut self.bytes, 9, field_len(key.len()) + field_len(value_len));
+        put_bytes(&mut self.bytes, 1, key.as_bytes());
+        put_len(&mut self.bytes, 2, value_len);
     }
 
     /// The encoded bytes (each a `Span.attributes` field).
@@ -561,6 +579,23 @@ mod tests {
         assert_eq!(Text::part_of(&model, &model), Text::Shared(model.clone()));
         assert_eq!(Text::part_of(&model, "elsewhere"), Text::Owned("elsewhere".into()));
         assert_eq!(Name::new("chat", Text::part_of(&model, name)).to_string(), "chat gpt-4o");
+    }
+
+    #[test]
+    fn attributes_written_directly_are_the_attributes_as_values() {
+        let mut direct = Attributes::default();
+        direct.str("s", "text");
+        direct.int("i", -3);
+        direct.double("d", 0.25);
+        direct.bool("b", true);
+        let values: Attributes = vec![
+            KeyValue::str("s", "text"),
+            KeyValue::int("i", -3),
+            KeyValue::double("d", 0.25),
+            KeyValue::bool("b", true),
+        ]
+        .into();
+        assert_eq!(direct.bytes(), values.bytes());
     }
 
     #[test]

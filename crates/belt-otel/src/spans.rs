@@ -160,10 +160,16 @@ pub fn provider_and_model(model: &str) -> (&str, &str) {
     (provider, name)
 }
 
+/// Where `/round/` starts in a step id. (A plain scan: ids are short, and `str::find`
+/// sets up a substring searcher on every call, which showed in the exporter's profile.)
+fn round_at(id: &str) -> Option<usize> {
+    id.as_bytes().windows(7).position(|w| w == b"/round/")
+}
+
 fn classify(step: &StepId, tier: &Tier, model: &str) -> Class {
     let id = step.as_str();
-    match id.find("/round/") {
-        Some(at) if id[at..].contains("/tool/") => Class::Tool,
+    match round_at(id) {
+        Some(at) if id.as_bytes()[at + 7..].windows(6).any(|w| w == b"/tool/") => Class::Tool,
         Some(_) => Class::Round,
         None if *tier == Tier::Decomposer => Class::Plan,
         None if model.is_empty() => Class::Work,
@@ -174,7 +180,7 @@ fn classify(step: &StepId, tier: &Tier, model: &str) -> Class {
 /// The agent a round or tool step belongs to: the id before `/round/`.
 fn agent_of(step: &StepId) -> &str {
     let id = step.as_str();
-    id.find("/round/").map_or(id, |at| &id[..at])
+    round_at(id).map_or(id, |at| &id[..at])
 }
 
 impl RunTracer {
@@ -394,7 +400,7 @@ impl RunTracer {
         span.events = root.events;
         if self.segment > 1 {
             // A resumed segment: the same trace, and a link to where the run began.
-            span.attributes.push(KeyValue::bool("belt.resumed", true));
+            span.attributes.bool("belt.resumed", true);
             span.links.push(proto::Link {
                 trace_id: self.trace_id,
                 span_id: self.root_span_id(1),
@@ -427,7 +433,7 @@ impl RunTracer {
             KeyValue::int("belt.rounds", i64::from(agg.rounds)),
         ]);
         if !agg.ran {
-            span.attributes.push(KeyValue::bool("belt.replayed", true));
+            span.attributes.bool("belt.replayed", true);
         }
         if let Some((kind, message)) = &agg.failed {
             set_error(&mut span, kind, message);
@@ -504,9 +510,9 @@ impl RunTracer {
         if matches!(class, Class::Tool | Class::Work) {
             return;
         }
-        let mut span = self.chat_span(step, tier, &model, attempt, (start, ts));
+        let mut span = self.chat_span(step, tier, class, &model, attempt, (start, ts));
         set_error(&mut span, kind, error);
-        span.attributes.push(KeyValue::int("belt.retry_delay_ms", delay_ms as i64));
+        span.attributes.int("belt.retry_delay_ms", delay_ms as i64);
         out.push(Finished { span, enrich: None });
     }
 
@@ -514,11 +520,12 @@ impl RunTracer {
         &self,
         step: &StepId,
         tier: &Tier,
+        class: Class,
         model: &Arc<str>,
         attempt: u32,
         times: (u64, u64),
     ) -> Span {
-        let parent = match classify(step, tier, model) {
+        let parent = match class {
             Class::Round => self.agent_span_id(agent_of(step)),
             Class::Plan => self.id(&["plan"]),
             _ => self.agent_span_id(step.as_str()),
@@ -563,7 +570,8 @@ impl RunTracer {
         let call = matches!(class, Class::Plan | Class::Agent | Class::Round);
         if call {
             let model = if outcome.model.is_empty() { &live.model } else { &outcome.model };
-            let mut chat = self.chat_span(step, tier, &live.model, live.attempt, (live.attempt_start, ts));
+            let mut chat =
+                self.chat_span(step, tier, class, &live.model, live.attempt, (live.attempt_start, ts));
             outcome_attributes(&mut chat, outcome, model);
             chat.status = Some(proto::Status { message: String::new(), code: proto::STATUS_OK });
             let enrich = self.content.then(|| Enrich::Output { step: step.clone() });
@@ -576,7 +584,7 @@ impl RunTracer {
         if call {
             outcome_attributes(&mut span, outcome, &live.model);
         }
-        span.attributes.push(KeyValue::int("belt.attempts", i64::from(outcome.attempts)));
+        span.attributes.int("belt.attempts", i64::from(outcome.attempts));
         span.status = Some(proto::Status { message: String::new(), code: proto::STATUS_OK });
         out.push(Finished { span, enrich });
     }
@@ -648,15 +656,15 @@ impl RunTracer {
         let live = Live { start: ts, attempt_start: ts, attempt: 0, model: outcome.model.clone() };
         let (mut span, enrich) = match class {
             Class::Round => {
-                let mut s = self.chat_span(step, tier, &outcome.model, 0, (ts, ts));
+                let mut s = self.chat_span(step, tier, class, &outcome.model, 0, (ts, ts));
                 s.kind = proto::KIND_INTERNAL;
                 (s, None)
             }
             _ => self.outer_span(step, tier, class, &live, ts),
         };
-        span.attributes.push(KeyValue::bool("belt.replayed", true));
+        span.attributes.bool("belt.replayed", true);
         if let Some(cost) = recorded {
-            span.attributes.push(KeyValue::double("belt.recorded_cost_usd", cost));
+            span.attributes.double("belt.recorded_cost_usd", cost);
         }
         if !outcome.model.is_empty() {
             model_attributes(&mut span, &outcome.model);
@@ -683,7 +691,8 @@ impl RunTracer {
         self.aggregate(step, tier, class, &StepOutcome::default(), (live.start, ts), Some((kind, error)));
         let call = matches!(class, Class::Plan | Class::Agent | Class::Round);
         if call && attempts > 0 {
-            let mut chat = self.chat_span(step, tier, &live.model, live.attempt, (live.attempt_start, ts));
+            let mut chat =
+                self.chat_span(step, tier, class, &live.model, live.attempt, (live.attempt_start, ts));
             set_error(&mut chat, kind, error);
             out.push(Finished { span: chat, enrich: None });
         }
@@ -694,7 +703,7 @@ impl RunTracer {
         if !live.model.is_empty() {
             model_attributes(&mut span, &live.model);
         }
-        span.attributes.push(KeyValue::int("belt.attempts", i64::from(attempts)));
+        span.attributes.int("belt.attempts", i64::from(attempts));
         set_error(&mut span, kind, error);
         out.push(Finished { span, enrich: if class == Class::Tool { enrich } else { None } });
     }
@@ -825,7 +834,7 @@ fn outcome_attributes(span: &mut Span, outcome: &StepOutcome, requested: &Arc<st
     let u = &outcome.usage;
     span.attributes.int("gen_ai.usage.input_tokens", u.input_tokens as i64);
     span.attributes.int("gen_ai.usage.output_tokens", u.output_tokens as i64);
-    span.attributes.push(KeyValue::double("belt.cost_usd", outcome.cost_usd));
+    span.attributes.double("belt.cost_usd", outcome.cost_usd);
     if !outcome.model.is_empty() {
         span.attributes.str("gen_ai.response.model", provider_and_model(&outcome.model).1);
     }
@@ -848,13 +857,13 @@ fn outcome_attributes(span: &mut Span, outcome: &StepOutcome, requested: &Arc<st
         });
     }
     if outcome.cached {
-        span.attributes.push(KeyValue::bool("belt.cached", true));
+        span.attributes.bool("belt.cached", true);
     }
     if outcome.unpriced {
-        span.attributes.push(KeyValue::bool("belt.unpriced", true));
+        span.attributes.bool("belt.unpriced", true);
     }
     if outcome.limit_wait_ms > 0 {
-        span.attributes.push(KeyValue::int("belt.limit_wait_ms", i64::from(outcome.limit_wait_ms)));
+        span.attributes.int("belt.limit_wait_ms", i64::from(outcome.limit_wait_ms));
     }
 }
 
