@@ -168,3 +168,43 @@ pub fn serve_fake(args: &HttpArgs) {
 pub fn model(args: &HttpArgs) -> &'static str {
     Box::leak(format!("openai/{}", args.model).into_boxed_str())
 }
+
+/// Workload R, the transport's floor: H's calls as bare reqwest POSTs (the same client
+/// settings, a body like the adapter's, the response read chunk by chunk and dropped), no
+/// engine, no adapter, no parsing. H − R − A is what the adapter itself costs.
+pub async fn raw_floor(target: &Target, n: usize, c: usize) -> (u64, belt_core::RunStatus) {
+    use futures::StreamExt;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::CONTENT_TYPE, reqwest::header::HeaderValue::from_static("application/json"));
+    let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", target.key)).expect("ASCII key");
+    auth.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, auth);
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .user_agent("belt-bench")
+        .build()
+        .expect("a reqwest client");
+    let url = format!("{}/chat/completions", target.base_url.trim_end_matches('/'));
+    let stream_options = if target.stream { r#","stream_options":{"include_usage":true}"# } else { "" };
+    let call = |i: usize| {
+        let body = format!(
+            r#"{{"model":"gpt-4.1-mini","messages":[{{"role":"user","content":"Task: Benchmark the engine\nSubtask {i}: Part {i}"}}],"max_tokens":16,"stream":{}{stream_options}}}"#,
+            target.stream
+        );
+        let request = client.post(&url).body(body);
+        async move {
+            let Ok(mut response) = request.send().await else { return false };
+            let ok = response.status().is_success();
+            while let Ok(Some(_)) = response.chunk().await {}
+            ok
+        }
+    };
+    let ok = futures::stream::iter(0..n + 2)
+        .map(call)
+        .buffer_unordered(c)
+        .fold(0u64, |ok, good| async move { ok + u64::from(good) })
+        .await;
+    let status =
+        if ok == (n + 2) as u64 { belt_core::RunStatus::Completed } else { belt_core::RunStatus::Failed };
+    (ok, status)
+}

@@ -60,7 +60,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 struct Args {
     /// A (fan-out), B (cascade), C (sequential chain), F (A's shape on bare sleeps: the
     /// floor set by the timer, without belt), H (A through the OpenAI adapter against a
-    /// local fake server), or T (A's shape with a tool call per worker).
+    /// local fake server), R (H's calls as bare reqwest POSTs: the transport's floor), or T
+    /// (A's shape with a tool call per worker).
     #[arg(long, default_value = "A")]
     workload: String,
     /// Workers for A and B.
@@ -218,7 +219,7 @@ async fn case(args: &Args) -> String {
     let task = Task::new("Benchmark the engine");
     let waves = |n: usize| n.div_ceil(c) as f64;
     let (n, ideal, _) = match args.workload.as_str() {
-        "A" | "a" | "H" | "h" | "T" | "t" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
+        "A" | "a" | "H" | "h" | "R" | "r" | "T" | "t" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
         "B" | "b" => {
             let levels = tier_levels(args.n, 5);
             let exec = usize::from(levels.last().is_some_and(|&t| t >= 2));
@@ -242,7 +243,7 @@ async fn case(args: &Args) -> String {
     let mut opens = Vec::new();
     let mut first = None;
     // H's server (or `--url`), started outside the measurement.
-    let target = matches!(args.workload.as_str(), "H" | "h").then(|| http::Target::start(&args.http));
+    let target = matches!(args.workload.as_str(), "H" | "h" | "R" | "r").then(|| http::Target::start(&args.http));
     let mut server_counts = None;
     for _ in 0..repeat {
         let before_rss = rss_kib();
@@ -273,7 +274,7 @@ async fn case(args: &Args) -> String {
         let counts_before = target.as_ref().and_then(http::Target::counts);
         let before_cpu = cpu_seconds();
         let started = Instant::now();
-        let (calls, status, end_rss) = once(args, n, c, l, &task, options).await;
+        let (calls, status, end_rss) = once(args, n, c, l, &task, options, target.as_ref()).await;
         walls.push(started.elapsed().as_secs_f64());
         cpus.push(cpu_seconds() - before_cpu);
         if let (Some(before), Some(after)) = (counts_before, target.as_ref().and_then(http::Target::counts)) {
@@ -342,6 +343,7 @@ async fn once(
     l: Duration,
     task: &Task,
     mut options: RunOptions,
+    target: Option<&http::Target>,
 ) -> (u64, RunStatus, u64) {
     let task = task.clone();
     match args.workload.to_ascii_uppercase().as_str() {
@@ -363,6 +365,10 @@ async fn once(
             // whose provider `case` put in `options` (see `http.rs`).
             let model = http::model(&args.http);
             drive(FanOut { n, chain: false, model, tools: None }, task, options).await
+        }
+        "R" => {
+            let (calls, status) = http::raw_floor(target.expect("R's target"), n, c).await;
+            (calls, status, rss_kib())
         }
         "B" => {
             let mut cascade = Cascade::new(n, "simulated/bench");
