@@ -21,7 +21,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use belt_llm::fake_server::{FakeResponse, FakeServer, FakeUsage, UsageShape};
-use belt_llm::{Providers, ProviderSpec, SimConfig, SimulatedProvider};
+use belt_llm::{ProviderSpec, Providers, SimConfig, SimulatedProvider};
 
 /// Workload H's options.
 #[derive(Debug, Clone, clap::Args)]
@@ -175,8 +175,10 @@ pub fn model(args: &HttpArgs) -> &'static str {
 pub async fn raw_floor(target: &Target, n: usize, c: usize) -> (u64, belt_core::RunStatus) {
     use futures::StreamExt;
     let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::CONTENT_TYPE, reqwest::header::HeaderValue::from_static("application/json"));
-    let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", target.key)).expect("ASCII key");
+    headers
+        .insert(reqwest::header::CONTENT_TYPE, reqwest::header::HeaderValue::from_static("application/json"));
+    let mut auth =
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {}", target.key)).expect("ASCII key");
     auth.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, auth);
     let client = reqwest::Client::builder()

@@ -219,7 +219,9 @@ async fn case(args: &Args) -> String {
     let task = Task::new("Benchmark the engine");
     let waves = |n: usize| n.div_ceil(c) as f64;
     let (n, ideal, _) = match args.workload.as_str() {
-        "A" | "a" | "H" | "h" | "R" | "r" | "T" | "t" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
+        "A" | "a" | "H" | "h" | "R" | "r" | "T" | "t" => {
+            (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c))
+        }
         "B" | "b" => {
             let levels = tier_levels(args.n, 5);
             let exec = usize::from(levels.last().is_some_and(|&t| t >= 2));
@@ -243,7 +245,8 @@ async fn case(args: &Args) -> String {
     let mut opens = Vec::new();
     let mut first = None;
     // H's server (or `--url`), started outside the measurement.
-    let target = matches!(args.workload.as_str(), "H" | "h" | "R" | "r").then(|| http::Target::start(&args.http));
+    let target =
+        matches!(args.workload.as_str(), "H" | "h" | "R" | "r").then(|| http::Target::start(&args.http));
     let mut server_counts = None;
     for _ in 0..repeat {
         let before_rss = rss_kib();

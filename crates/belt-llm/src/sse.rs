@@ -196,7 +196,9 @@ mod tests {
         let naive = |b: &[u8]| b.iter().position(|&c| c == b'\n' || c == b'\r');
         for len in 0..40 {
             for at in 0..=len {
-                for (end, filler) in [(b'\n', b'a'), (b'\r', 0x8d), (b'\n', 0x0b), (b'\r', 0xff), (b'\n', 0x0c)] {
+                for (end, filler) in
+                    [(b'\n', b'a'), (b'\r', 0x8d), (b'\n', 0x0b), (b'\r', 0xff), (b'\n', 0x0c)]
+                {
                     let mut bytes = vec![filler; len];
                     if at < len {
                         bytes[at] = end;
