@@ -37,6 +37,7 @@
 //! To see the first figure cleanly, use a concurrency of N and a latency long enough for
 //! all N calls to start before the first one ends (the suite uses N = 10,000 at 1 s).
 
+mod http;
 mod scale;
 
 use std::process::Command;
@@ -59,7 +60,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 struct Args {
     /// A (fan-out), B (cascade), C (sequential chain), F (A's shape on bare sleeps: the
     /// floor set by the timer, without belt), H (A through the OpenAI adapter against a
-    /// local fake server), or T (A's shape with a tool call per worker).
+    /// local fake server), R (H's calls as bare reqwest POSTs: the transport's floor), or T
+    /// (A's shape with a tool call per worker).
     #[arg(long, default_value = "A")]
     workload: String,
     /// Workers for A and B.
@@ -103,6 +105,9 @@ struct Args {
     /// collector in another process, so that its CPU is not counted here.
     #[arg(long, value_name = "URL")]
     otlp: Option<String>,
+    /// Workload H's options (`--url`, `--model`, `--no-stream`): see `http.rs`.
+    #[command(flatten)]
+    http: http::HttpArgs,
 }
 
 /// `--otlp`: where the runs' spans go.
@@ -118,6 +123,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
     let args = Args::parse();
+    if args.http.serve_fake {
+        http::serve_fake(&args.http);
+        return;
+    }
     if let Some(url) = &args.otlp {
         let _ = OTLP.set(url.clone());
     }
@@ -218,7 +227,9 @@ async fn case(args: &Args) -> String {
     let task = Task::new("Benchmark the engine");
     let waves = |n: usize| n.div_ceil(c) as f64;
     let (n, ideal, _) = match args.workload.as_str() {
-        "A" | "a" | "H" | "h" | "T" | "t" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
+        "A" | "a" | "H" | "h" | "R" | "r" | "T" | "t" => {
+            (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c))
+        }
         "B" | "b" => {
             let levels = tier_levels(args.n, 5);
             let exec = usize::from(levels.last().is_some_and(|&t| t >= 2));
@@ -232,7 +243,7 @@ async fn case(args: &Args) -> String {
             std::process::exit(2);
         }
     };
-    let provider = Arc::new(SimulatedProvider::new(sim));
+    let provider = Arc::new(SimulatedProvider::new(sim.clone()));
     options.providers = Providers::new().with(provider.clone());
     // Memory is read on the first repetition (a fresh process); time and CPU are the
     // medians over all repetitions, which steadies short cases on a shared machine.
@@ -241,6 +252,10 @@ async fn case(args: &Args) -> String {
     let mut cpus = Vec::new();
     let mut opens = Vec::new();
     let mut first = None;
+    // H's server (or `--url`), started outside the measurement.
+    let target =
+        matches!(args.workload.as_str(), "H" | "h" | "R" | "r").then(|| http::Target::start(&args.http));
+    let mut server_counts = None;
     for _ in 0..repeat {
         let before_rss = rss_kib();
         // The sampler is a thread of its own: start it only where its figure is reported.
@@ -263,11 +278,19 @@ async fn case(args: &Args) -> String {
             opens.push(cpu_seconds() - before_open);
             options = options.with_store(Arc::new(store));
         }
+        if let Some(target) = &target {
+            // A new provider, so a new pool, each repetition (as each `belt run` has).
+            options.providers = target.providers(sim.clone());
+        }
+        let counts_before = target.as_ref().and_then(http::Target::counts);
         let before_cpu = cpu_seconds();
         let started = Instant::now();
-        let (calls, status, end_rss) = once(args, n, c, l, &task, options).await;
+        let (calls, status, end_rss) = once(args, n, c, l, &task, options, target.as_ref()).await;
         walls.push(started.elapsed().as_secs_f64());
         cpus.push(cpu_seconds() - before_cpu);
+        if let (Some(before), Some(after)) = (counts_before, target.as_ref().and_then(http::Target::counts)) {
+            server_counts.get_or_insert((after.accepted - before.accepted, after.requests - before.requests));
+        }
         // After the measurement: the database files are not kept (10,000 steps are ~10 MB).
         if args.store == "sqlite" {
             for suffix in ["", "-wal", "-shm"] {
@@ -282,7 +305,7 @@ async fn case(args: &Args) -> String {
     let (calls, status, peak, max_inflight, inflight_kib, retained) = first.expect("at least one repetition");
     let (wall, cpu) = (median(&mut walls), median(&mut cpus));
     let calls_f = calls.max(1) as f64;
-    serde_json::json!({
+    let mut line = serde_json::json!({
         "workload": args.workload.to_ascii_uppercase(),
         "store": if args.store.starts_with("postgres") { "postgres" } else { args.store.as_str() },
         "calls_per_s": round(calls_f / wall.max(1e-9), 0),
@@ -307,8 +330,15 @@ async fn case(args: &Args) -> String {
         },
         "kib_per_step_retained": round(retained as f64 / calls_f, 2),
         "store_open_cpu_ms": if opens.is_empty() { serde_json::Value::Null } else { serde_json::json!(round(median(&mut opens) * 1e3, 2)) },
-    })
-    .to_string()
+    });
+    if let Some(target) = &target {
+        // H: the client's CPU only (the fake server runs in another process); the server's
+        // TCP connections accepted and requests answered in the first repetition.
+        line["stream"] = target.stream().into();
+        line["server_accepted_connections"] = server_counts.map(|c| c.0).into();
+        line["server_requests"] = server_counts.map(|c| c.1).into();
+    }
+    line.to_string()
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -324,6 +354,7 @@ async fn once(
     l: Duration,
     task: &Task,
     mut options: RunOptions,
+    target: Option<&http::Target>,
 ) -> (u64, RunStatus, u64) {
     let task = task.clone();
     match args.workload.to_ascii_uppercase().as_str() {
@@ -341,35 +372,14 @@ async fn once(
             (n as u64 + 2, status, rss)
         }
         "H" => {
-            // The fan-out through the real OpenAI adapter (HTTP/1.1, SSE streaming) against a
-            // fast fake server on 127.0.0.1, started here and sharing the two cores.
-            let server = belt_llm::fake_server::FakeServer::start().await.expect("start the fake server");
-            let usage = belt_llm::fake_server::FakeUsage {
-                input: 20,
-                output: 8,
-                cache_read: 0,
-                cache_write: 0,
-                reasoning: 0,
-            };
-            server.set_default(belt_llm::fake_server::FakeResponse::openai_stream(
-                "gpt-4.1-mini",
-                &["Bench ", "reply."],
-                "stop",
-                usage,
-                belt_llm::fake_server::UsageShape::EmptyChoices,
-            ));
-            let base = server.openai_base_url();
-            let env = move |v: &str| match v {
-                "OPENAI_BASE_URL" => Some(base.clone()),
-                "OPENAI_API_KEY" => Some("sk-bench".to_string()),
-                _ => None,
-            };
-            options.providers = belt_llm::providers_from_env(SimConfig::default(), env).expect("providers");
-            let result =
-                drive(FanOut { n, chain: false, model: "openai/gpt-4.1-mini", tools: None }, task, options)
-                    .await;
-            drop(server);
-            result
+            // The fan-out through the real OpenAI adapter (HTTP/1.1) against the target
+            // whose provider `case` put in `options` (see `http.rs`).
+            let model = http::model(&args.http);
+            drive(FanOut { n, chain: false, model, tools: None }, task, options).await
+        }
+        "R" => {
+            let (calls, status) = http::raw_floor(target.expect("R's target"), n, c).await;
+            (calls, status, rss_kib())
         }
         "B" => {
             let mut cascade = Cascade::new(n, "simulated/bench");

@@ -575,6 +575,23 @@ async fn openai_many_concurrent_calls_share_the_connection_pool() {
         provider.call("gpt-4o-mini", &req).await.unwrap();
     }
     assert_eq!(server.requests().len(), 84);
+    // Keep-alive and the pool: never more connections than calls at once, and the 20
+    // calls one after another open none.
+    let accepted = server.accepted_connections();
+    assert!((1..=64).contains(&accepted), "{accepted} connections for 84 calls");
+}
+
+#[tokio::test]
+async fn openai_whole_replies_reuse_pooled_connections() {
+    let server = server().await;
+    server.set_default(FakeResponse::openai_json("gpt-4o-mini", "ok", "stop", usage(3, 1)));
+    let provider = OpenAiProvider::new(openai_endpoint(&server).stream(false)).unwrap();
+    let req = request("openai/gpt-4o-mini");
+    for _ in 0..10 {
+        assert_eq!(provider.call("gpt-4o-mini", &req).await.unwrap().reply.text, "ok");
+    }
+    assert_eq!(server.requests().len(), 10);
+    assert_eq!(server.accepted_connections(), 1, "one connection, kept alive, for ten calls in a row");
 }
 
 // --- Anthropic ---

@@ -642,6 +642,8 @@ struct ServerState {
     /// Requests being answered now (until their first byte), and the most at once.
     in_flight: std::sync::atomic::AtomicUsize,
     max_in_flight: std::sync::atomic::AtomicUsize,
+    /// TCP connections accepted so far (keep-alive and pooling tests count them).
+    accepted: std::sync::atomic::AtomicUsize,
 }
 
 /// A fake API server on `127.0.0.1`. It stops when dropped.
@@ -658,6 +660,10 @@ impl FakeServer {
         let addr = listener.local_addr()?;
         let state = Arc::new(ServerState::default());
         let app = axum::Router::new().fallback(handle).with_state(state.clone());
+        let counted = state.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            counted.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -716,6 +722,12 @@ impl FakeServer {
     /// byte, so a `first_byte_after` delay is the time a request is in flight).
     pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The TCP connections accepted so far: with keep-alive and a pool, far fewer than the
+    /// requests.
+    pub fn accepted_connections(&self) -> usize {
+        self.state.accepted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The last request received.

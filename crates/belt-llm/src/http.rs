@@ -254,6 +254,8 @@ pub(crate) struct HttpCore {
     pub base_url: String,
     /// Where requests go: the base URL and the wire format's path.
     pub url: String,
+    /// `url` parsed once: every call clones it instead of parsing the text again.
+    parsed_url: reqwest::Url,
     pub client: reqwest::Client,
     /// A client that keeps no pool: every request on a new connection (a re-send after a
     /// stale pooled connection, and discovery, which a server closing its connections after
@@ -352,6 +354,7 @@ impl HttpCore {
             return Err(bad_url());
         }
         let url = format!("{base_url}{}", wire.path);
+        let parsed_url = reqwest::Url::parse(&url).map_err(|_| bad_url())?;
 
         let mut headers = HeaderMap::new();
         let header_error = |name: &str| ConfigError::Header { provider: provider.clone(), name: name.into() };
@@ -385,6 +388,7 @@ impl HttpCore {
             name: provider,
             base_url,
             url,
+            parsed_url,
             client,
             fresh: std::sync::OnceLock::new(),
             fresh_headers: headers,
@@ -452,7 +456,7 @@ impl HttpCore {
         client: &reqwest::Client,
         body: bytes::Bytes,
     ) -> Result<Result<reqwest::Response, reqwest::Error>, LlmError> {
-        let send = client.post(&self.url).body(body).send();
+        let send = client.post(self.parsed_url.clone()).body(body).send();
         match self.options.first_byte_timeout {
             Some(limit) => tokio::time::timeout(limit, send).await.map_err(|_| LlmError::Timeout(limit)),
             None => Ok(send.await),

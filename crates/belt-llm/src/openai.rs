@@ -527,8 +527,9 @@ struct Chunk<'a> {
     usage: Option<OpenAiUsage>,
     #[serde(default)]
     x_groq: Option<XGroq>,
-    #[serde(default)]
-    model: Option<String>,
+    /// Borrowed: every chunk names the model, and only the first one's is kept.
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     error: Option<serde_json::Value>,
 }
@@ -744,7 +745,7 @@ impl StreamState {
             self.without_choices += 1;
         }
         if self.parsed.served_model.is_none() {
-            self.parsed.served_model = chunk.model;
+            self.parsed.served_model = chunk.model.map(std::borrow::Cow::into_owned);
         }
         if let Some(usage) = chunk.usage.or_else(|| chunk.x_groq.and_then(|x| x.usage)) {
             self.parsed.usage = Some(usage.tokens());
