@@ -31,7 +31,9 @@
 //! - `kib_per_step_retained`: RSS growth over the whole run divided by the calls — what a
 //!   finished step keeps (its record, its output, its events in the in-memory store).
 //!
-//! With `--store sqlite`, `store_open_cpu_ms` is the CPU of opening the fresh database
+//! With `--store memory` (the default), `store_held_mib`, `store_held_steps` and
+//! `store_held_events` say what the in-memory store keeps after the run
+//! (`MemoryStore::held`). With `--store sqlite`, `store_open_cpu_ms` is the CPU of opening the fresh database
 //! (creating it, running the migrations): once per process, so outside `cpu_us_per_call`.
 //!
 //! To see the first figure cleanly, use a concurrency of N and a latency long enough for
@@ -256,6 +258,7 @@ async fn case(args: &Args) -> String {
     let target =
         matches!(args.workload.as_str(), "H" | "h" | "R" | "r").then(|| http::Target::start(&args.http));
     let mut server_counts = None;
+    let mut held = None;
     for _ in 0..repeat {
         let before_rss = rss_kib();
         // The sampler is a thread of its own: start it only where its figure is reported.
@@ -263,6 +266,11 @@ async fn case(args: &Args) -> String {
             (c >= 1000 && args.latency_ms > 0).then(|| InFlightSampler::start(provider.clone(), before_rss));
         let mut options = options.clone();
         let db = std::env::temp_dir().join(format!("belt-bench-{}-{}.db", std::process::id(), walls.len()));
+        // The in-memory store is made here (rather than by the engine) to ask it what it keeps.
+        let memory = (args.store == "memory").then(|| Arc::new(belt_core::MemoryStore::new()));
+        if let Some(m) = &memory {
+            options = options.with_store(m.clone());
+        }
         if args.store == "sqlite" {
             // Opening the store (creating the file, running its migrations) is once per
             // process, not per step: measured on its own.
@@ -300,6 +308,9 @@ async fn case(args: &Args) -> String {
         let (max_inflight, inflight_kib) =
             sampler.map_or((provider.max_in_flight(), 0), InFlightSampler::stop);
         let retained = end_rss.saturating_sub(before_rss);
+        if held.is_none() {
+            held = memory.map(|m| m.held());
+        }
         first.get_or_insert((calls, status, peak_rss_kib(), max_inflight, inflight_kib, retained));
     }
     let (calls, status, peak, max_inflight, inflight_kib, retained) = first.expect("at least one repetition");
@@ -329,6 +340,10 @@ async fn case(args: &Args) -> String {
             serde_json::Value::Null
         },
         "kib_per_step_retained": round(retained as f64 / calls_f, 2),
+        // What the in-memory store keeps after the run (MemoryStore::held).
+        "store_held_mib": held.map(|h| round(h.bytes as f64 / 1048576.0, 1)),
+        "store_held_steps": held.map(|h| h.steps),
+        "store_held_events": held.map(|h| h.events),
         "store_open_cpu_ms": if opens.is_empty() { serde_json::Value::Null } else { serde_json::json!(round(median(&mut opens) * 1e3, 2)) },
     });
     if let Some(target) = &target {

@@ -787,7 +787,7 @@ impl Ctx {
                 usage,
                 cost_usd: cost,
                 reported_usage,
-                finish_reason: reply.finish_reason.map(Arc::from),
+                finish_reason: reply.finish_reason.map(crate::reply::finish_reason),
                 unpriced: price.is_none(),
                 ..StepOutcome::default()
             },
@@ -1355,7 +1355,7 @@ impl Ctx {
             std::mem::take(&mut *self.shared.metadata.lock().unwrap_or_else(|p| p.into_inner()));
         for a in &mut agents {
             if let Some(m) = metadata.remove(&a.step) {
-                a.metadata = Some(m);
+                a.metadata = Some(Box::new(m));
             }
         }
         agents.sort_by(|a, b| (a.tier.rank(), &a.step).cmp(&(b.tier.rank(), &b.step)));

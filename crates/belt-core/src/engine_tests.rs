@@ -2000,9 +2000,27 @@ async fn per_agent_totals_and_attached_metadata_are_in_the_result() {
     });
     let (r, _) = run_all(flow, "task", options(&p)).await;
     let a = agent(&r, "pipeline/01-a");
-    assert_eq!(a.metadata, Some(serde_json::json!({"score": 0.9, "source": "unit"})));
+    assert_eq!(a.metadata.as_deref(), Some(&serde_json::json!({"score": 0.9, "source": "unit"})));
     assert_eq!(r.agent_totals[0].agent, "pipeline");
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["agents"][0]["metadata"]["source"], "unit");
     assert_eq!(json["agent_totals"][0]["success_rate"], 1.0);
+}
+
+/// The in-memory store says what it keeps: a run's every step, event and its result, with
+/// at least the bytes of the outputs it holds.
+#[tokio::test]
+async fn the_memory_store_says_how_much_it_keeps() {
+    let p = Arc::new(ScriptedProvider::new("t"));
+    let store = Arc::new(MemoryStore::new());
+    assert_eq!(store.held(), crate::store::MemoryHeld::default());
+    let (r, events) =
+        run_all(Cascade::new(12, "t/m"), "AI in healthcare", options(&p).with_store(store.clone())).await;
+    assert_eq!(r.status, RunStatus::Completed, "{}", r.stop_reason);
+    let held = store.held();
+    assert_eq!((held.runs, held.steps, held.events, held.results), (1, 16, events.len(), 1));
+    let outputs: usize = r.agents.iter().filter_map(|a| a.output.as_ref()).map(|o| o.len()).sum();
+    assert!(held.bytes as usize > 2 * outputs, "the journal's and the result's outputs: {held:?}");
+    store.delete_run(&r.run_id).await.unwrap();
+    assert_eq!(store.held().steps, 0);
 }

@@ -74,6 +74,15 @@ impl StepOutcome {
     }
 }
 
+/// A provider's `finish_reason` as the outcome keeps it: the common ones (`stop`, `length`,
+/// `tool_calls`) are one shared string each rather than an allocation in every step's
+/// record (32 bytes each, held by the run's result until it ends).
+pub(crate) fn finish_reason(reason: String) -> Arc<str> {
+    static COMMON: std::sync::OnceLock<[Arc<str>; 3]> = std::sync::OnceLock::new();
+    let common = COMMON.get_or_init(|| [Arc::from("stop"), Arc::from("length"), Arc::from("tool_calls")]);
+    common.iter().find(|c| ***c == *reason).cloned().unwrap_or_else(|| Arc::from(reason))
+}
+
 /// What a step produced: its text, what it cost and how it was made. Text and model are
 /// shared, so the output is stored once however many records and events refer to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +112,13 @@ impl StepReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_finish_reasons_are_shared_and_others_kept() {
+        let (a, b) = (finish_reason("length".into()), finish_reason("length".into()));
+        assert!(Arc::ptr_eq(&a, &b), "one `length` for every step");
+        assert_eq!(&*finish_reason("content_filter".into()), "content_filter");
+    }
 
     #[test]
     fn an_outcome_serializes_flat_and_reads_replies_cached_before_it_existed() {

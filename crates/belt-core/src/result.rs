@@ -95,8 +95,10 @@ pub struct AgentRecord {
     /// When the step started, in milliseconds since the run started (for timelines).
     pub started_ms: u64,
     /// Free JSON the orchestrator attached to the step ([`crate::Ctx::set_metadata`]).
+    /// Boxed: rarely set, and a JSON value is 72 bytes that every one of a run's records
+    /// would otherwise carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<serde_json::Value>,
+    pub metadata: Option<Box<serde_json::Value>>,
 }
 
 impl AgentRecord {

@@ -347,9 +347,56 @@ impl RunData {
     }
 }
 
+/// What a [`MemoryStore`] keeps ([`MemoryStore::held`]): everything it was given stays
+/// until the run is deleted, as in a persistent store, but in the process's memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryHeld {
+    pub runs: usize,
+    /// Step records (the journal a resumed run replays).
+    pub steps: usize,
+    pub events: usize,
+    /// Finished runs' results (each a copy of the RunResult its run returned).
+    pub results: usize,
+    /// Bytes they take, estimated from the records' and events' own sizes and the texts
+    /// they hold (an output shared by a step's record and its result counts once per
+    /// holder): a lower bound of the store's share of the process's memory.
+    pub bytes: u64,
+}
+
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How much this store keeps, for a caller deciding whether a run is too large for
+    /// memory (a 1,000,000-step run keeps about 1 GB here: use a persistent store).
+    pub fn held(&self) -> MemoryHeld {
+        use std::mem::size_of;
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = MemoryHeld { runs: runs.len(), ..MemoryHeld::default() };
+        let mut bytes = 0usize;
+        for d in runs.values() {
+            held.steps += d.steps.len();
+            held.events += d.events.len();
+            // The record, its text and id, its index entry (key, position, table overhead).
+            bytes += d.steps.iter().map(|s| size_of::<StepRecord>() + s.reply.text.len()).sum::<usize>();
+            bytes += d.step_index.len() * (size_of::<(StepId, usize)>() + 1);
+            // Each event: its pointer here and the event itself (16 bytes of Arc counts).
+            bytes += d.events.len() * (size_of::<Arc<Event>>() + size_of::<Event>() + 16);
+            if let Some(r) = &d.result {
+                held.results += 1;
+                bytes += size_of::<RunResult>()
+                    + r.agents
+                        .iter()
+                        .map(|a| size_of::<crate::AgentRecord>() + a.output.as_ref().map_or(0, |o| o.len()))
+                        .sum::<usize>()
+                    + r.plan.len() * size_of::<crate::Subtask>()
+                    + r.final_output.as_ref().map_or(0, String::len);
+            }
+            bytes += d.record.as_ref().map_or(0, |r| size_of::<RunRecord>() + r.definition.len());
+        }
+        held.bytes = bytes as u64;
+        held
     }
 
     fn with<T>(&self, run_id: &str, f: impl FnOnce(&mut RunData) -> T) -> T {

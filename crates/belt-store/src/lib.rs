@@ -28,6 +28,7 @@
 //! ```
 
 mod event_row;
+mod packed;
 pub mod postgres;
 mod rows;
 pub mod shared;

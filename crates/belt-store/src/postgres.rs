@@ -571,10 +571,8 @@ impl RunStore for PgStore {
     }
 
     async fn finish_run(&self, result: &RunResult) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(result).map_err(|e| StoreError::Backend(e.to_string()))?;
         // Compressed as in SQLite: a result holds every agent's record and output.
-        let packed = lz4_flex::compress_prepend_size(&json);
-        drop(json);
+        let packed = crate::packed::pack_result(result).map_err(StoreError::Backend)?;
         let sql = "UPDATE runs SET status = $1, result_lz4 = $2, cost_usd = $3, duration_ms = $4, \
                    finished_at = now(), owner = NULL, heartbeat_at = NULL, cancel_requested = FALSE WHERE run_id = $5";
         let q = sqlx::query(sql)

@@ -243,18 +243,7 @@ fn time(r: &SqliteRow, name: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("column `{name}`: `{s}` is not a time ({e})"))
 }
 
-/// The bytes of an LZ4 block written by `lz4_flex::compress_prepend_size`.
-pub(crate) fn unpack(packed: &[u8]) -> Result<Vec<u8>, String> {
-    // The length prefix comes from the file: check it against the most LZ4 can expand
-    // (255 to 1) before it sizes an allocation.
-    let size = packed.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-    match size {
-        Some(size) if size <= packed.len().saturating_mul(255) => {
-            lz4_flex::decompress_size_prepended(packed).map_err(|e| e.to_string())
-        }
-        _ => Err("the compressed result has a wrong length".to_string()),
-    }
-}
+pub(crate) use crate::packed::unpack;
 
 #[async_trait]
 impl RunStore for SqliteStore {
@@ -269,7 +258,8 @@ impl RunStore for SqliteStore {
         .bind(&run.task)
         .bind(run.status.as_str())
         .bind(run.started_at.to_rfc3339())
-        .bind(run.definition.to_string())
+        // Borrowed, not copied: a given plan of 1,000,000 subtasks makes a 100 MB definition.
+        .bind(&*run.definition)
         .execute(&self.pool)
         .await
         .map_err(self.err())?;
@@ -363,12 +353,11 @@ impl RunStore for SqliteStore {
     }
 
     async fn finish_run(&self, result: &RunResult) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(result).map_err(|e| StoreError::Backend(e.to_string()))?;
         // Compressed: a result holds every agent's record and output (4 MB of JSON for
         // 10,000 agents, about a tenth of that in LZ4), and writing it was a sixth of what
-        // the SQLite store cost such a run. LZ4 compresses that in a few milliseconds.
-        let packed = lz4_flex::compress_prepend_size(&json);
-        drop(json);
+        // the SQLite store cost such a run. LZ4 compresses that in a few milliseconds, chunk
+        // by chunk as it is serialized, so the whole JSON is never held (see `packed`).
+        let packed = crate::packed::pack_result(result).map_err(StoreError::Backend)?;
         sqlx::query(
             "UPDATE runs SET status = ?, result = NULL, result_lz4 = ?, cost_usd = ?, duration_ms = ?, \
              finished_at = ?, owner = NULL, heartbeat_ms = NULL, cancel_requested = 0 WHERE run_id = ?",

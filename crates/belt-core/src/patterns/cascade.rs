@@ -18,6 +18,7 @@
 //! `min_success` rule (fail without paying for synthesis when too few workers succeed)
 //! can only be decided then.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -240,22 +241,32 @@ pub fn balanced_groups(len: usize, k: usize) -> Vec<Range<usize>> {
 }
 
 /// The workers' results as inputs of a synthesis step.
-fn worker_inputs(plan: &[Subtask], results: &[Outcome]) -> Vec<Input> {
+fn worker_inputs<'a>(plan: &'a [Subtask], results: &[Outcome]) -> Vec<Input<'a>> {
     plan.iter()
         .zip(results)
         .map(|(s, r)| match r {
-            Ok(o) => Input { step: o.step.clone(), label: s.description.clone(), text: Ok(o.text.clone()) },
-            Err(e) => Input { step: e.step().clone(), label: s.description.clone(), text: Err(e.clone()) },
+            Ok(o) => {
+                Input { step: o.step.clone(), label: Cow::Borrowed(&s.description), text: Ok(o.text.clone()) }
+            }
+            Err(e) => Input {
+                step: e.step().clone(),
+                label: Cow::Borrowed(&s.description),
+                text: Err(Box::new(e.clone())),
+            },
         })
         .collect()
 }
 
 /// One input of a synthesis step: a worker's or a lower synthesizer's result.
 #[derive(Clone)]
-struct Input {
+struct Input<'a> {
     step: StepId,
-    label: String,
-    text: Result<Arc<str>, StepError>,
+    /// A worker's subtask description, borrowed from the plan (a copy per worker cost
+    /// ~50 MB at 1,000,000 workers); a synthesis's label of its own.
+    label: Cow<'a, str>,
+    /// The error boxed: an input is held per worker while the first level merges, and a
+    /// `StepError` is 96 bytes where the text is 16.
+    text: Result<Arc<str>, Box<StepError>>,
 }
 
 #[async_trait]
@@ -548,7 +559,7 @@ impl Cascade {
                         let text = self
                             .merge(ctx, task, StepSpec::new(id.clone(), Tier::Synthesizer), &inputs[range])
                             .await;
-                        Input { step: id, label, text }
+                        Input { step: id, label: Cow::Owned(label), text: text.map_err(Box::new) }
                     }
                 }))
                 .await;
@@ -656,7 +667,7 @@ impl Cascade {
         ctx: &Ctx,
         task: &Task,
         spec: StepSpec,
-        inputs: &[Input],
+        inputs: &[Input<'_>],
     ) -> Result<Arc<str>, StepError> {
         let settings = self.merge_settings(&spec);
         let spec = spec.inputs(inputs.iter().map(|i| i.step.clone()).collect());
@@ -681,7 +692,7 @@ impl Cascade {
         ctx: &'a Ctx,
         task: &'a Task,
         spec: StepSpec,
-        inputs: &'a [Input],
+        inputs: &'a [Input<'_>],
         window: Option<u64>,
     ) -> BoxFuture<'a, Result<Arc<str>, StepError>> {
         Box::pin(async move {
@@ -711,7 +722,7 @@ impl Cascade {
         ctx: &Ctx,
         task: &Task,
         spec: StepSpec,
-        inputs: &[Input],
+        inputs: &[Input<'_>],
         window: Option<u64>,
     ) -> Result<Arc<str>, StepError> {
         let ok: Vec<Input> = inputs.iter().filter(|i| i.text.is_ok()).cloned().collect();
@@ -728,7 +739,7 @@ impl Cascade {
                             return one.clone();
                         }
                         let text = self.merge_fitted(ctx, task, sub, part, window).await;
-                        Input { step: id, label: group_label(part), text }
+                        Input { step: id, label: Cow::Owned(group_label(part)), text: text.map_err(Box::new) }
                     }
                 }))
                 .await;
@@ -759,7 +770,7 @@ impl Cascade {
 
     /// The bytes each usable input may keep: the window's prompt budget less the prompt's
     /// own text, split evenly; half the longest input when the window is unknown.
-    fn share(&self, task: &Task, spec: &StepSpec, inputs: &[Input], window: Option<u64>) -> usize {
+    fn share(&self, task: &Task, spec: &StepSpec, inputs: &[Input<'_>], window: Option<u64>) -> usize {
         let texts: Vec<usize> = inputs.iter().filter_map(|i| i.text.as_deref().ok()).map(str::len).collect();
         let share = match window {
             Some(w) => {
@@ -779,7 +790,7 @@ impl Cascade {
         &self,
         task: &Task,
         spec: &StepSpec,
-        inputs: &[Input],
+        inputs: &[Input<'_>],
         share: Option<usize>,
         window: Option<u64>,
     ) -> LlmRequest {
@@ -838,7 +849,7 @@ impl Cascade {
 }
 
 /// What a synthesis covers, from its inputs' labels: "Background, Current state and 4 more".
-fn group_label(inputs: &[Input]) -> String {
+fn group_label(inputs: &[Input<'_>]) -> String {
     let short = |l: &str| {
         let head = l.split([':', '.', ';']).next().unwrap_or(l).trim();
         head.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
@@ -853,9 +864,12 @@ fn first_line(s: &str) -> String {
 }
 
 /// (succeeded, skipped) among a level's results.
-fn tally(level: &[Input]) -> (usize, usize) {
+fn tally(level: &[Input<'_>]) -> (usize, usize) {
     let ok = level.iter().filter(|i| i.text.is_ok()).count();
-    let skipped = level.iter().filter(|i| matches!(i.text, Err(StepError::Skipped { .. }))).count();
+    let skipped = level
+        .iter()
+        .filter(|i| i.text.as_ref().is_err_and(|e| matches!(**e, StepError::Skipped { .. })))
+        .count();
     (ok, skipped)
 }
 
