@@ -564,9 +564,16 @@ impl Sender {
 
     async fn post(&self, parts: Vec<Vec<u8>>, n: usize) {
         let n = n as u64;
-        let body = proto::request(&self.config.service_name, &parts);
-        drop(parts);
-        let answer = self.client.post(&self.config.traces_endpoint).body(body).send().await;
+        // The head, then the spans as they were encoded: no copy of a batch into one body.
+        let head = proto::request_head(&self.config.service_name, &parts);
+        let len = head.len() + parts.iter().map(Vec::len).sum::<usize>();
+        let pieces =
+            std::iter::once(head).chain(parts).map(|p| Ok::<_, std::io::Error>(bytes::Bytes::from(p)));
+        let answer = (self.client.post(&self.config.traces_endpoint))
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
+            .send()
+            .await;
         match failure(answer) {
             None => {
                 self.counters.exported.fetch_add(n, Ordering::Relaxed);

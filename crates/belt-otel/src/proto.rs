@@ -497,6 +497,17 @@ const SCOPE: (&str, &str) = ("belt", env!("CARGO_PKG_VERSION"));
 /// attributes), one scope (`belt`), and the spans of `parts` — each part spans encoded by
 /// [`Span::encode`], copied once, into the body.
 pub fn request(service_name: &str, parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut buf = request_head(service_name, parts);
+    buf.reserve(parts.iter().map(Vec::len).sum());
+    for part in parts {
+        buf.extend_from_slice(part);
+    }
+    buf
+}
+
+/// What comes before the spans in [`request`]'s body: a body is this followed by `parts`,
+/// which the exporter sends as they are (no copy into one buffer).
+pub fn request_head(service_name: &str, parts: &[Vec<u8>]) -> Vec<u8> {
     let resource = resource_attributes(service_name);
     let (name, version) = SCOPE;
     let scope_len = field_len(name.len()) + field_len(version.len());
@@ -504,7 +515,7 @@ pub fn request(service_name: &str, parts: &[Vec<u8>]) -> Vec<u8> {
     let scope_spans_len = field_len(scope_len) + spans_len;
     let resource_len = attributes_len(&resource);
     let resource_spans_len = field_len(resource_len) + field_len(scope_spans_len);
-    let mut buf = Vec::with_capacity(field_len(resource_spans_len));
+    let mut buf = Vec::with_capacity(field_len(resource_spans_len) - spans_len);
     // ExportTraceServiceRequest.resource_spans = 1
     put_len(&mut buf, 1, resource_spans_len);
     // ResourceSpans.resource = 1 → Resource.attributes = 1
@@ -516,9 +527,6 @@ pub fn request(service_name: &str, parts: &[Vec<u8>]) -> Vec<u8> {
     put_len(&mut buf, 2, scope_spans_len);
     put_len(&mut buf, 1, scope_len);
     put_scope(&mut buf);
-    for part in parts {
-        buf.extend_from_slice(part);
-    }
     buf
 }
 
