@@ -28,6 +28,7 @@
 //! ```
 
 mod event_row;
+mod read_marks;
 pub mod postgres;
 mod rows;
 pub mod shared;

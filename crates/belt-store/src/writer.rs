@@ -29,6 +29,10 @@
 //!   connection meanwhile. Holding it matters: the WAL starts over from its beginning only
 //!   when a checkpoint copied all of it, which a checkpoint from another connection never
 //!   does while commits go on (tried: the WAL grew without end).
+//! - **Read marks held in this process** (see [`crate::read_marks`]): while steps commit
+//!   one after the other, connections of the store hold SQLite's WAL read marks, so a
+//!   commit's read side takes and releases no `fcntl` lock (four of the six per commit);
+//!   they are let go before each checkpoint and when commits stop for [`IDLE`].
 //!
 //! A caller is told only after the transaction that holds its item committed, so a step's
 //! record is durable before [`RunStore::put_step`](belt_core::store::RunStore::put_step)
@@ -39,7 +43,7 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use belt_core::event::Event;
 use belt_core::store::{StepRecord, StoreError};
@@ -47,6 +51,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::event_row;
+use crate::read_marks::{IDLE, ReadMarks};
 use crate::sqlite::backend_text;
 
 /// The most step records and event batches committed in one transaction.
@@ -98,6 +103,9 @@ struct Shared {
     events: Mutex<Vec<Item>>,
     /// Whether a caller leads (commits steps on its own thread) now.
     leading: AtomicBool,
+    /// Whether read marks are held, so the writer thread must wake to let them go once
+    /// commits stop.
+    marks_held: AtomicBool,
     /// How many of the next leaders wait for company (see `put_step`): set when a commit
     /// held more than one step record, counted down by each one that held a single record.
     company: AtomicU8,
@@ -116,6 +124,10 @@ struct Conn {
     wal_pages: i32,
     next_checkpoint: i32,
     checkpoint_due: bool,
+    /// Read marks held while commits come often (see [`crate::read_marks`]).
+    marks: ReadMarks,
+    /// When the last commit ended.
+    last_commit: Instant,
 }
 
 /// Who commits, and so how long they may wait.
@@ -187,6 +199,7 @@ impl Writer {
         for sql in STATEMENTS {
             conn.prepare_cached(sql).map_err(err)?;
         }
+        let marks = ReadMarks::open(path).map_err(err)?;
         let shared = Arc::new(Shared {
             conn: Mutex::new(Conn {
                 conn,
@@ -195,10 +208,13 @@ impl Writer {
                 wal_pages: 0,
                 next_checkpoint: CHECKPOINT_PAGES,
                 checkpoint_due: false,
+                marks,
+                last_commit: Instant::now(),
             }),
             steps: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
             leading: AtomicBool::new(false),
+            marks_held: AtomicBool::new(false),
             company: AtomicU8::new(0),
             path: path.to_path_buf(),
             busy_timeout,
@@ -211,8 +227,18 @@ impl Writer {
             .name("belt-store-writer".into())
             .spawn(move || {
                 // Led until the handle is dropped, and once more for what was queued then.
-                while wakes.recv().is_ok() {
-                    thread_shared.lead_blocking();
+                // While read marks are held, it also wakes after `IDLE` without a wake-up
+                // to let them go if commits stopped.
+                loop {
+                    let woke = if thread_shared.marks_held.load(Ordering::SeqCst) {
+                        wakes.recv_timeout(IDLE)
+                    } else {
+                        wakes.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+                    };
+                    match woke {
+                        Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => thread_shared.lead_blocking(),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
                 }
                 thread_shared.lead_blocking();
             })
@@ -329,6 +355,11 @@ impl Shared {
             if conn.checkpoint_due {
                 return Led::HandOff;
             }
+            if conn.marks.held() > 0 && !self.marks_held.swap(true, Ordering::SeqCst) {
+                // The writer thread waits without a timeout while no mark is held: wake it,
+                // so that it lets the marks go once commits stop.
+                return Led::HandOff;
+            }
             drop(conn);
             // A record queued after the last look, while this leader still held the
             // connection, was left to it by its caller: look once more now that it is free.
@@ -358,6 +389,10 @@ impl Shared {
             if conn.checkpoint_due {
                 conn.checkpoint();
             }
+            if conn.marks.held() > 0 && conn.last_commit.elapsed() >= IDLE {
+                conn.marks.release();
+            }
+            self.marks_held.store(conn.marks.held() > 0, Ordering::SeqCst);
             drop(conn);
             // As in `lead_inline`: what came while the connection was held.
             if lock(&self.steps).is_empty() && lock(&self.events).is_empty() {
@@ -419,6 +454,13 @@ impl Conn {
                         self.next_checkpoint = pages + CHECKPOINT_PAGES;
                     }
                 }
+                let now = Instant::now();
+                if !self.checkpoint_due && now.duration_since(self.last_commit) < IDLE {
+                    // Commits come often: one more read mark held, taken after this commit
+                    // so that it is a mark of its own (see `read_marks`).
+                    self.marks.hold_one();
+                }
+                self.last_commit = now;
                 Ok(())
             }
             Err(e) => {
@@ -436,6 +478,9 @@ impl Conn {
     /// commit starts it over. A failure only leaves the WAL longer until the next one.
     fn checkpoint(&mut self) {
         self.checkpoint_due = false;
+        // A held read mark would keep the frames after it from being copied, and the WAL
+        // from starting over; the next commits take the marks again.
+        self.marks.release();
         let _ = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     }
 }
