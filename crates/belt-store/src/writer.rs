@@ -606,6 +606,99 @@ mod tests {
         (store, writer, dir)
     }
 
+    fn marks_held(writer: &Writer) -> usize {
+        writer.shared.conn.lock().unwrap().marks.held()
+    }
+
+    /// Steps committing one after the other hold every read mark; once they stop, the writer
+    /// thread lets the marks go (so that other processes' checkpoints are not held back).
+    #[tokio::test]
+    async fn read_marks_are_held_while_steps_commit_and_let_go_when_they_stop() {
+        let (store, writer, dir) = open("marks").await;
+        for i in 0..10 {
+            writer.put_step("r", &record(&format!("chain/{i}"))).await.unwrap();
+        }
+        assert_eq!(marks_held(&writer), crate::read_marks::MARKS, "a chain holds every read mark");
+        tokio::time::sleep(IDLE * 4).await;
+        assert_eq!(marks_held(&writer), 0, "the marks were not let go when commits stopped");
+        assert!(!writer.shared.marks_held.load(Ordering::SeqCst));
+        // And the next commits take them again.
+        for i in 10..20 {
+            writer.put_step("r", &record(&format!("chain/{i}"))).await.unwrap();
+        }
+        assert_eq!(marks_held(&writer), crate::read_marks::MARKS);
+        assert_eq!(store.load_steps("r").await.unwrap().len(), 20);
+        drop((writer, store));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The database another process opens, for [`in_another_process`].
+    const OTHER_PROCESS_DB: &str = "BELT_STORE_TEST_OTHER_PROCESS_DB";
+
+    /// While this process holds every read mark and commits steps, another process reads the
+    /// newest steps and writes (as `belt runs list`, `runs events --follow` and a second
+    /// `belt resume` taking the lease do): the marks are shared, not exclusive.
+    #[tokio::test]
+    async fn another_process_reads_and_writes_while_read_marks_are_held() {
+        let (store, writer, dir) = open("other-process").await;
+        for i in 0..10 {
+            writer.put_step("r", &record(&format!("chain/{i:03}"))).await.unwrap();
+        }
+        assert_eq!(marks_held(&writer), crate::read_marks::MARKS);
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "writer::tests::in_another_process", "--nocapture", "--test-threads=1"])
+            .env(OTHER_PROCESS_DB, dir.join("belt.db"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Keep committing (and so holding the marks) while the other process works.
+        let mut i = 10;
+        let output = loop {
+            writer.put_step("r", &record(&format!("chain/{i:03}"))).await.unwrap();
+            i += 1;
+            assert_eq!(marks_held(&writer), crate::read_marks::MARKS);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if i % 10 == 0 && std::fs::exists(dir.join("done")).unwrap() {
+                break child.wait_with_output().unwrap();
+            }
+            assert!(i < 10_000, "the other process did not finish");
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        let seen: usize = stdout
+            .lines()
+            .find_map(|l| l.split_once("steps seen: ").map(|(_, n)| n.trim()))
+            .expect("the other process read no steps")
+            .parse()
+            .unwrap();
+        assert!(seen >= 10, "the other process saw {seen} steps, not the newest");
+        let written: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE run_id = 'other'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(written, 1, "the other process's write is not in the database");
+        drop((writer, store));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The other process of [`another_process_reads_and_writes_while_read_marks_are_held`];
+    /// does nothing when run as a test of its own.
+    #[test]
+    fn in_another_process() {
+        let Some(db) = std::env::var_os(OTHER_PROCESS_DB) else { return };
+        let db = PathBuf::from(db);
+        let conn = Connection::open(&db).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        let seen: i64 = conn.query_row("SELECT count(*) FROM steps", [], |r| r.get(0)).unwrap();
+        println!("steps seen: {seen}");
+        conn.execute_batch(
+            "BEGIN IMMEDIATE; INSERT INTO runs (run_id, started_at) VALUES ('other', 'now'); COMMIT;",
+        )
+        .unwrap();
+        std::fs::write(db.with_file_name("done"), b"").unwrap();
+    }
+
     /// A leader whose step is dropped while it yields (its run cancelled) leaves the records
     /// queued behind it to the writer thread: the other step's caller still hears back.
     #[tokio::test]
