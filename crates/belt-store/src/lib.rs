@@ -28,8 +28,8 @@
 //! ```
 
 mod event_row;
-mod read_marks;
 pub mod postgres;
+mod read_marks;
 mod rows;
 pub mod shared;
 pub mod sqlite;

@@ -46,7 +46,8 @@ pub(crate) struct ReadMarks {
 impl ReadMarks {
     /// Open the connections (no transaction yet).
     pub(crate) fn open(path: &Path) -> rusqlite::Result<Self> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let flags =
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         let conns = (0..MARKS).map(|_| Connection::open_with_flags(path, flags)).collect::<Result<_, _>>()?;
         Ok(ReadMarks { conns, held: 0 })
     }
@@ -81,7 +82,8 @@ impl ReadMarks {
         for conn in &self.conns[..self.held] {
             // A read transaction ends without error; were it to fail, closing the
             // connection would still end it, and the store stays correct either way.
-            if conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).is_err() && !conn.is_autocommit() {
+            if conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).is_err() && !conn.is_autocommit()
+            {
                 let _ = conn.execute_batch("ROLLBACK");
             }
         }

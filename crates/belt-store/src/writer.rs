@@ -128,6 +128,43 @@ struct Conn {
     marks: ReadMarks,
     /// When the last commit ended.
     last_commit: Instant,
+    /// The keys of the runs recent commits wrote to, valid while the database's data
+    /// version is `version` (see `RunKeys`).
+    keys: RunKeys,
+}
+
+/// Run keys known from earlier transactions of this connection. A run deleted and recorded
+/// again gets a new key, so a key is only reused while no other connection changed the
+/// database since this one's last commit: SQLite's data version of the file (which every
+/// commit, of any connection or process, changes) is then what this connection left.
+#[derive(Default)]
+struct RunKeys {
+    keys: Vec<(Arc<str>, i64)>,
+    /// The data version after this connection's last commit, if it could be read.
+    version: Option<u32>,
+}
+
+/// The most run keys kept between transactions (a linear search; a process drives few runs
+/// at once).
+const KEPT_KEYS: usize = 16;
+
+/// SQLite's data version of the main database: it changes with every commit to the file,
+/// this connection's and any other's (`SQLITE_FCNTL_DATA_VERSION`). `None` if it cannot be
+/// read.
+fn data_version(conn: &Connection) -> Option<u32> {
+    let mut version: std::ffi::c_uint = 0;
+    // SAFETY: the handle is valid while `conn` lives and is used by this thread alone (the
+    // caller holds the connection's mutex); this file control writes one unsigned int
+    // through the pointer, which points at `version`.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_DATA_VERSION,
+            (&raw mut version).cast(),
+        )
+    };
+    (rc == rusqlite::ffi::SQLITE_OK).then_some(version)
 }
 
 /// Who commits, and so how long they may wait.
@@ -210,6 +247,7 @@ impl Writer {
                 checkpoint_due: false,
                 marks,
                 last_commit: Instant::now(),
+                keys: RunKeys::default(),
             }),
             steps: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
@@ -436,10 +474,19 @@ impl Conn {
         // once like the INSERTs (rusqlite's `Transaction` parses them on every call).
         WAL_PAGES.set(-1);
         conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let written =
-            write_rows(conn, batch, &mut self.json).and_then(|()| conn.prepare_cached("COMMIT")?.execute([]));
+        // Another connection committed since this one did: a run may have been deleted and
+        // recorded again under a new key.
+        if self.keys.version.is_none() || data_version(conn) != self.keys.version {
+            self.keys.keys.clear();
+        }
+        let written = write_rows(conn, batch, &mut self.json, &mut self.keys.keys)
+            .and_then(|()| conn.prepare_cached("COMMIT")?.execute([]));
         match written {
             Ok(_) => {
+                if self.keys.keys.len() > KEPT_KEYS {
+                    self.keys.keys.clear();
+                }
+                self.keys.version = data_version(conn);
                 let pages = WAL_PAGES.get();
                 if pages >= 0 {
                     if pages < self.wal_pages {
@@ -467,6 +514,8 @@ impl Conn {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
+                // A placeholder run recorded in the rolled-back transaction is gone.
+                self.keys = RunKeys::default();
                 Err(e)
             }
         }
@@ -485,17 +534,22 @@ impl Conn {
     }
 }
 
-fn write_rows(conn: &Connection, batch: &[Item], json: &mut Vec<u8>) -> rusqlite::Result<()> {
+fn write_rows(
+    conn: &Connection,
+    batch: &[Item],
+    json: &mut Vec<u8>,
+    keys: &mut Vec<(Arc<str>, i64)>,
+) -> rusqlite::Result<()> {
     let mut step = conn.prepare_cached(INSERT_STEP)?;
     let mut insert_events = conn.prepare_cached(INSERT_EVENTS)?;
-    // The runs of this batch (nearly always one). Looked up in every transaction, so a run
-    // deleted and recorded again meanwhile gets its new key.
-    let mut keys: Vec<(&str, i64)> = Vec::with_capacity(1);
+    // The runs' keys (nearly always one run): kept from earlier transactions only while
+    // no other connection changed the database (see `RunKeys`), so a run deleted and
+    // recorded again meanwhile gets its new key.
     let mut hash = String::with_capacity(32);
     for item in batch {
         match &item.write {
             Write::Step(run, r) => {
-                let key = run_key(conn, &mut keys, run)?;
+                let key = run_key(conn, keys, run)?;
                 // The calls a tool round's model made, so a resumed loop replays them.
                 let tool_calls = if r.reply.tool_calls.is_empty() {
                     None
@@ -533,7 +587,7 @@ fn write_rows(conn: &Connection, batch: &[Item], json: &mut Vec<u8>) -> rusqlite
             }
             Write::Events(run, events) => {
                 let (Some(first), Some(last)) = (events.first(), events.last()) else { continue };
-                let key = run_key(conn, &mut keys, run)?;
+                let key = run_key(conn, keys, run)?;
                 json.clear();
                 event_row::encode(events, json).map_err(|e| to_sql_error(Box::new(e)))?;
                 let lines = std::str::from_utf8(json).map_err(|e| to_sql_error(Box::new(e)))?;
@@ -545,19 +599,19 @@ fn write_rows(conn: &Connection, batch: &[Item], json: &mut Vec<u8>) -> rusqlite
 }
 
 /// The key of run `run`, recording a placeholder run if it has none yet.
-fn run_key<'a>(conn: &Connection, keys: &mut Vec<(&'a str, i64)>, run: &'a str) -> rusqlite::Result<i64> {
-    if let Some(&(_, key)) = keys.iter().find(|(r, _)| *r == run) {
+fn run_key(conn: &Connection, keys: &mut Vec<(Arc<str>, i64)>, run: &Arc<str>) -> rusqlite::Result<i64> {
+    if let Some(&(_, key)) = keys.iter().find(|(r, _)| **r == **run) {
         return Ok(key);
     }
-    let found = conn.prepare_cached(RUN_KEY)?.query_row([run], |row| row.get(0)).optional()?;
+    let found = conn.prepare_cached(RUN_KEY)?.query_row([&**run], |row| row.get(0)).optional()?;
     let key = match found {
         Some(key) => key,
         None => {
-            conn.prepare_cached(NEW_RUN)?.execute(params![run, chrono::Utc::now().to_rfc3339()])?;
+            conn.prepare_cached(NEW_RUN)?.execute(params![&**run, chrono::Utc::now().to_rfc3339()])?;
             conn.last_insert_rowid()
         }
     };
-    keys.push((run, key));
+    keys.push((run.clone(), key));
     Ok(key)
 }
 
@@ -628,6 +682,45 @@ mod tests {
         }
         assert_eq!(marks_held(&writer), crate::read_marks::MARKS);
         assert_eq!(store.load_steps("r").await.unwrap().len(), 20);
+        drop((writer, store));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// What keeping run keys between transactions rests on: the data version this
+    /// connection reads after its commit is the one its next transaction finds, unless
+    /// another connection committed in between.
+    #[tokio::test]
+    async fn the_data_version_changes_only_with_another_connections_commit() {
+        let (store, writer, dir) = open("data-version").await;
+        writer.put_step("r", &record("chain/1")).await.unwrap();
+        writer.put_step("r", &record("chain/2")).await.unwrap();
+        let begin = |conn: &Connection| {
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            let version = data_version(conn);
+            conn.execute_batch("ROLLBACK").unwrap();
+            version
+        };
+        {
+            let conn = writer.shared.conn.lock().unwrap();
+            assert_eq!(conn.keys.keys.len(), 1, "the run's key is kept");
+            assert!(conn.keys.version.is_some());
+            assert_eq!(begin(&conn.conn), conn.keys.version, "nobody else committed");
+        }
+        store
+            .put_run(&belt_core::store::RunRecord {
+                run_id: "other".into(),
+                pattern: "p".into(),
+                task: "t".into(),
+                status: belt_core::RunStatus::Running,
+                started_at: chrono::Utc::now(),
+                definition: Arc::from("null"),
+            })
+            .await
+            .unwrap();
+        {
+            let conn = writer.shared.conn.lock().unwrap();
+            assert_ne!(begin(&conn.conn), conn.keys.version, "another connection committed");
+        }
         drop((writer, store));
         let _ = std::fs::remove_dir_all(dir);
     }
