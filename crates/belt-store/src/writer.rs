@@ -540,8 +540,8 @@ fn write_rows(
     json: &mut Vec<u8>,
     keys: &mut Vec<(Arc<str>, i64)>,
 ) -> rusqlite::Result<()> {
-    let mut step = conn.prepare_cached(INSERT_STEP)?;
-    let mut insert_events = conn.prepare_cached(INSERT_EVENTS)?;
+    // Taken from the statement cache when first needed (a lookup hashes the SQL text).
+    let (mut step, mut insert_events) = (None, None);
     // The runs' keys (nearly always one run): kept from earlier transactions only while
     // no other connection changed the database (see `RunKeys`), so a run deleted and
     // recorded again meanwhile gets its new key.
@@ -563,6 +563,10 @@ fn write_rows(
                 hash.clear();
                 use std::fmt::Write as _;
                 let _ = write!(hash, "{}", r.input_hash);
+                let step = match &mut step {
+                    Some(s) => s,
+                    None => step.insert(conn.prepare_cached(INSERT_STEP)?),
+                };
                 step.execute(params![
                     key,
                     r.step.as_str(),
@@ -591,6 +595,10 @@ fn write_rows(
                 json.clear();
                 event_row::encode(events, json).map_err(|e| to_sql_error(Box::new(e)))?;
                 let lines = std::str::from_utf8(json).map_err(|e| to_sql_error(Box::new(e)))?;
+                let insert_events = match &mut insert_events {
+                    Some(s) => s,
+                    None => insert_events.insert(conn.prepare_cached(INSERT_EVENTS)?),
+                };
                 insert_events.execute(params![key, first.seq as i64, last.seq as i64, lines])?;
             }
         }
