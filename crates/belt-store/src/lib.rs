@@ -30,6 +30,7 @@
 mod event_row;
 mod packed;
 pub mod postgres;
+mod read_marks;
 mod rows;
 pub mod shared;
 pub mod sqlite;

@@ -2,9 +2,13 @@
 //!
 //! Durability: the database runs in WAL mode with `synchronous = NORMAL`. A committed
 //! transaction is in the WAL file before `commit` returns, so it survives the death of the
-//! process (a crash, SIGKILL, an out-of-memory kill); a power loss can lose the last
-//! transactions, which would then be re-run on resume and paid for again. `FULL` would
-//! close that gap at the cost of an fsync per commit.
+//! process (a crash, SIGKILL, an out-of-memory kill); a power loss or a crash of the
+//! operating system can lose the last transactions (those not yet checkpointed, which is
+//! when the WAL is synced), which would then be re-run on resume and paid for again. `FULL`
+//! would close that gap at the cost of an fsync per commit. How the writer saves system
+//! calls (read marks held in this process, run keys kept between its transactions; see
+//! [`crate::writer`]) changes nothing of this: what is in the files when a commit returns is
+//! the same, and other processes read and write the database as before.
 //!
 //! Group commit: step records and events go through the writer (see [`crate::writer`]),
 //! which commits a step's record on the step's own thread, together with every record

@@ -29,6 +29,10 @@
 //!   connection meanwhile. Holding it matters: the WAL starts over from its beginning only
 //!   when a checkpoint copied all of it, which a checkpoint from another connection never
 //!   does while commits go on (tried: the WAL grew without end).
+//! - **Read marks held in this process** (see [`crate::read_marks`]): while steps commit
+//!   one after the other, connections of the store hold SQLite's WAL read marks, so a
+//!   commit's read side takes and releases no `fcntl` lock (four of the six per commit);
+//!   they are let go before each checkpoint and when commits stop for [`IDLE`].
 //!
 //! A caller is told only after the transaction that holds its item committed, so a step's
 //! record is durable before [`RunStore::put_step`](belt_core::store::RunStore::put_step)
@@ -39,7 +43,7 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use belt_core::event::Event;
 use belt_core::store::{StepRecord, StoreError};
@@ -47,6 +51,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::event_row;
+use crate::read_marks::{IDLE, ReadMarks};
 use crate::sqlite::backend_text;
 
 /// The most step records and event batches committed in one transaction.
@@ -98,6 +103,9 @@ struct Shared {
     events: Mutex<Vec<Item>>,
     /// Whether a caller leads (commits steps on its own thread) now.
     leading: AtomicBool,
+    /// Whether read marks are held, so the writer thread must wake to let them go once
+    /// commits stop.
+    marks_held: AtomicBool,
     /// How many of the next leaders wait for company (see `put_step`): set when a commit
     /// held more than one step record, counted down by each one that held a single record.
     company: AtomicU8,
@@ -116,6 +124,47 @@ struct Conn {
     wal_pages: i32,
     next_checkpoint: i32,
     checkpoint_due: bool,
+    /// Read marks held while commits come often (see [`crate::read_marks`]).
+    marks: ReadMarks,
+    /// When the last commit ended.
+    last_commit: Instant,
+    /// The keys of the runs recent commits wrote to, valid while the database's data
+    /// version is `version` (see `RunKeys`).
+    keys: RunKeys,
+}
+
+/// Run keys known from earlier transactions of this connection. A run deleted and recorded
+/// again gets a new key, so a key is only reused while no other connection changed the
+/// database since this one's last commit: SQLite's data version of the file (which every
+/// commit, of any connection or process, changes) is then what this connection left.
+#[derive(Default)]
+struct RunKeys {
+    keys: Vec<(Arc<str>, i64)>,
+    /// The data version after this connection's last commit, if it could be read.
+    version: Option<u32>,
+}
+
+/// The most run keys kept between transactions (a linear search; a process drives few runs
+/// at once).
+const KEPT_KEYS: usize = 16;
+
+/// SQLite's data version of the main database: it changes with every commit to the file,
+/// this connection's and any other's (`SQLITE_FCNTL_DATA_VERSION`). `None` if it cannot be
+/// read.
+fn data_version(conn: &Connection) -> Option<u32> {
+    let mut version: std::ffi::c_uint = 0;
+    // SAFETY: the handle is valid while `conn` lives and is used by this thread alone (the
+    // caller holds the connection's mutex); this file control writes one unsigned int
+    // through the pointer, which points at `version`.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_DATA_VERSION,
+            (&raw mut version).cast(),
+        )
+    };
+    (rc == rusqlite::ffi::SQLITE_OK).then_some(version)
 }
 
 /// Who commits, and so how long they may wait.
@@ -187,6 +236,7 @@ impl Writer {
         for sql in STATEMENTS {
             conn.prepare_cached(sql).map_err(err)?;
         }
+        let marks = ReadMarks::open(path).map_err(err)?;
         let shared = Arc::new(Shared {
             conn: Mutex::new(Conn {
                 conn,
@@ -195,10 +245,14 @@ impl Writer {
                 wal_pages: 0,
                 next_checkpoint: CHECKPOINT_PAGES,
                 checkpoint_due: false,
+                marks,
+                last_commit: Instant::now(),
+                keys: RunKeys::default(),
             }),
             steps: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
             leading: AtomicBool::new(false),
+            marks_held: AtomicBool::new(false),
             company: AtomicU8::new(0),
             path: path.to_path_buf(),
             busy_timeout,
@@ -211,8 +265,18 @@ impl Writer {
             .name("belt-store-writer".into())
             .spawn(move || {
                 // Led until the handle is dropped, and once more for what was queued then.
-                while wakes.recv().is_ok() {
-                    thread_shared.lead_blocking();
+                // While read marks are held, it also wakes after `IDLE` without a wake-up
+                // to let them go if commits stopped.
+                loop {
+                    let woke = if thread_shared.marks_held.load(Ordering::SeqCst) {
+                        wakes.recv_timeout(IDLE)
+                    } else {
+                        wakes.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+                    };
+                    match woke {
+                        Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => thread_shared.lead_blocking(),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
                 }
                 thread_shared.lead_blocking();
             })
@@ -329,6 +393,11 @@ impl Shared {
             if conn.checkpoint_due {
                 return Led::HandOff;
             }
+            if conn.marks.held() > 0 && !self.marks_held.swap(true, Ordering::SeqCst) {
+                // The writer thread waits without a timeout while no mark is held: wake it,
+                // so that it lets the marks go once commits stop.
+                return Led::HandOff;
+            }
             drop(conn);
             // A record queued after the last look, while this leader still held the
             // connection, was left to it by its caller: look once more now that it is free.
@@ -358,6 +427,10 @@ impl Shared {
             if conn.checkpoint_due {
                 conn.checkpoint();
             }
+            if conn.marks.held() > 0 && conn.last_commit.elapsed() >= IDLE {
+                conn.marks.release();
+            }
+            self.marks_held.store(conn.marks.held() > 0, Ordering::SeqCst);
             drop(conn);
             // As in `lead_inline`: what came while the connection was held.
             if lock(&self.steps).is_empty() && lock(&self.events).is_empty() {
@@ -401,10 +474,19 @@ impl Conn {
         // once like the INSERTs (rusqlite's `Transaction` parses them on every call).
         WAL_PAGES.set(-1);
         conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let written =
-            write_rows(conn, batch, &mut self.json).and_then(|()| conn.prepare_cached("COMMIT")?.execute([]));
+        // Another connection committed since this one did: a run may have been deleted and
+        // recorded again under a new key.
+        if self.keys.version.is_none() || data_version(conn) != self.keys.version {
+            self.keys.keys.clear();
+        }
+        let written = write_rows(conn, batch, &mut self.json, &mut self.keys.keys)
+            .and_then(|()| conn.prepare_cached("COMMIT")?.execute([]));
         match written {
             Ok(_) => {
+                if self.keys.keys.len() > KEPT_KEYS {
+                    self.keys.keys.clear();
+                }
+                self.keys.version = data_version(conn);
                 let pages = WAL_PAGES.get();
                 if pages >= 0 {
                     if pages < self.wal_pages {
@@ -419,12 +501,21 @@ impl Conn {
                         self.next_checkpoint = pages + CHECKPOINT_PAGES;
                     }
                 }
+                let now = Instant::now();
+                if !self.checkpoint_due && now.duration_since(self.last_commit) < IDLE {
+                    // Commits come often: one more read mark held, taken after this commit
+                    // so that it is a mark of its own (see `read_marks`).
+                    self.marks.hold_one();
+                }
+                self.last_commit = now;
                 Ok(())
             }
             Err(e) => {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
+                // A placeholder run recorded in the rolled-back transaction is gone.
+                self.keys = RunKeys::default();
                 Err(e)
             }
         }
@@ -436,21 +527,29 @@ impl Conn {
     /// commit starts it over. A failure only leaves the WAL longer until the next one.
     fn checkpoint(&mut self) {
         self.checkpoint_due = false;
+        // A held read mark would keep the frames after it from being copied, and the WAL
+        // from starting over; the next commits take the marks again.
+        self.marks.release();
         let _ = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     }
 }
 
-fn write_rows(conn: &Connection, batch: &[Item], json: &mut Vec<u8>) -> rusqlite::Result<()> {
-    let mut step = conn.prepare_cached(INSERT_STEP)?;
-    let mut insert_events = conn.prepare_cached(INSERT_EVENTS)?;
-    // The runs of this batch (nearly always one). Looked up in every transaction, so a run
-    // deleted and recorded again meanwhile gets its new key.
-    let mut keys: Vec<(&str, i64)> = Vec::with_capacity(1);
+fn write_rows(
+    conn: &Connection,
+    batch: &[Item],
+    json: &mut Vec<u8>,
+    keys: &mut Vec<(Arc<str>, i64)>,
+) -> rusqlite::Result<()> {
+    // Taken from the statement cache when first needed (a lookup hashes the SQL text).
+    let (mut step, mut insert_events) = (None, None);
+    // The runs' keys (nearly always one run): kept from earlier transactions only while
+    // no other connection changed the database (see `RunKeys`), so a run deleted and
+    // recorded again meanwhile gets its new key.
     let mut hash = String::with_capacity(32);
     for item in batch {
         match &item.write {
             Write::Step(run, r) => {
-                let key = run_key(conn, &mut keys, run)?;
+                let key = run_key(conn, keys, run)?;
                 // The calls a tool round's model made, so a resumed loop replays them.
                 let tool_calls = if r.reply.tool_calls.is_empty() {
                     None
@@ -464,6 +563,10 @@ fn write_rows(conn: &Connection, batch: &[Item], json: &mut Vec<u8>) -> rusqlite
                 hash.clear();
                 use std::fmt::Write as _;
                 let _ = write!(hash, "{}", r.input_hash);
+                let step = match &mut step {
+                    Some(s) => s,
+                    None => step.insert(conn.prepare_cached(INSERT_STEP)?),
+                };
                 step.execute(params![
                     key,
                     r.step.as_str(),
@@ -488,10 +591,14 @@ fn write_rows(conn: &Connection, batch: &[Item], json: &mut Vec<u8>) -> rusqlite
             }
             Write::Events(run, events) => {
                 let (Some(first), Some(last)) = (events.first(), events.last()) else { continue };
-                let key = run_key(conn, &mut keys, run)?;
+                let key = run_key(conn, keys, run)?;
                 json.clear();
                 event_row::encode(events, json).map_err(|e| to_sql_error(Box::new(e)))?;
                 let lines = std::str::from_utf8(json).map_err(|e| to_sql_error(Box::new(e)))?;
+                let insert_events = match &mut insert_events {
+                    Some(s) => s,
+                    None => insert_events.insert(conn.prepare_cached(INSERT_EVENTS)?),
+                };
                 insert_events.execute(params![key, first.seq as i64, last.seq as i64, lines])?;
             }
         }
@@ -500,19 +607,19 @@ fn write_rows(conn: &Connection, batch: &[Item], json: &mut Vec<u8>) -> rusqlite
 }
 
 /// The key of run `run`, recording a placeholder run if it has none yet.
-fn run_key<'a>(conn: &Connection, keys: &mut Vec<(&'a str, i64)>, run: &'a str) -> rusqlite::Result<i64> {
-    if let Some(&(_, key)) = keys.iter().find(|(r, _)| *r == run) {
+fn run_key(conn: &Connection, keys: &mut Vec<(Arc<str>, i64)>, run: &Arc<str>) -> rusqlite::Result<i64> {
+    if let Some(&(_, key)) = keys.iter().find(|(r, _)| **r == **run) {
         return Ok(key);
     }
-    let found = conn.prepare_cached(RUN_KEY)?.query_row([run], |row| row.get(0)).optional()?;
+    let found = conn.prepare_cached(RUN_KEY)?.query_row([&**run], |row| row.get(0)).optional()?;
     let key = match found {
         Some(key) => key,
         None => {
-            conn.prepare_cached(NEW_RUN)?.execute(params![run, chrono::Utc::now().to_rfc3339()])?;
+            conn.prepare_cached(NEW_RUN)?.execute(params![&**run, chrono::Utc::now().to_rfc3339()])?;
             conn.last_insert_rowid()
         }
     };
-    keys.push((run, key));
+    keys.push((run.clone(), key));
     Ok(key)
 }
 
@@ -559,6 +666,138 @@ mod tests {
         let store = SqliteStore::open(dir.join("belt.db")).await.unwrap();
         let writer = Writer::start(&dir.join("belt.db"), Duration::from_secs(10)).unwrap();
         (store, writer, dir)
+    }
+
+    fn marks_held(writer: &Writer) -> usize {
+        writer.shared.conn.lock().unwrap().marks.held()
+    }
+
+    /// Steps committing one after the other hold every read mark; once they stop, the writer
+    /// thread lets the marks go (so that other processes' checkpoints are not held back).
+    #[tokio::test]
+    async fn read_marks_are_held_while_steps_commit_and_let_go_when_they_stop() {
+        let (store, writer, dir) = open("marks").await;
+        for i in 0..10 {
+            writer.put_step("r", &record(&format!("chain/{i}"))).await.unwrap();
+        }
+        assert_eq!(marks_held(&writer), crate::read_marks::MARKS, "a chain holds every read mark");
+        tokio::time::sleep(IDLE * 4).await;
+        assert_eq!(marks_held(&writer), 0, "the marks were not let go when commits stopped");
+        assert!(!writer.shared.marks_held.load(Ordering::SeqCst));
+        // And the next commits take them again.
+        for i in 10..20 {
+            writer.put_step("r", &record(&format!("chain/{i}"))).await.unwrap();
+        }
+        assert_eq!(marks_held(&writer), crate::read_marks::MARKS);
+        assert_eq!(store.load_steps("r").await.unwrap().len(), 20);
+        drop((writer, store));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// What keeping run keys between transactions rests on: the data version this
+    /// connection reads after its commit is the one its next transaction finds, unless
+    /// another connection committed in between.
+    #[tokio::test]
+    async fn the_data_version_changes_only_with_another_connections_commit() {
+        let (store, writer, dir) = open("data-version").await;
+        writer.put_step("r", &record("chain/1")).await.unwrap();
+        writer.put_step("r", &record("chain/2")).await.unwrap();
+        let begin = |conn: &Connection| {
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            let version = data_version(conn);
+            conn.execute_batch("ROLLBACK").unwrap();
+            version
+        };
+        {
+            let conn = writer.shared.conn.lock().unwrap();
+            assert_eq!(conn.keys.keys.len(), 1, "the run's key is kept");
+            assert!(conn.keys.version.is_some());
+            assert_eq!(begin(&conn.conn), conn.keys.version, "nobody else committed");
+        }
+        store
+            .put_run(&belt_core::store::RunRecord {
+                run_id: "other".into(),
+                pattern: "p".into(),
+                task: "t".into(),
+                status: belt_core::RunStatus::Running,
+                started_at: chrono::Utc::now(),
+                definition: Arc::from("null"),
+            })
+            .await
+            .unwrap();
+        {
+            let conn = writer.shared.conn.lock().unwrap();
+            assert_ne!(begin(&conn.conn), conn.keys.version, "another connection committed");
+        }
+        drop((writer, store));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The database another process opens, for [`in_another_process`].
+    const OTHER_PROCESS_DB: &str = "BELT_STORE_TEST_OTHER_PROCESS_DB";
+
+    /// While this process holds every read mark and commits steps, another process reads the
+    /// newest steps and writes (as `belt runs list`, `runs events --follow` and a second
+    /// `belt resume` taking the lease do): the marks are shared, not exclusive.
+    #[tokio::test]
+    async fn another_process_reads_and_writes_while_read_marks_are_held() {
+        let (store, writer, dir) = open("other-process").await;
+        for i in 0..10 {
+            writer.put_step("r", &record(&format!("chain/{i:03}"))).await.unwrap();
+        }
+        assert_eq!(marks_held(&writer), crate::read_marks::MARKS);
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "writer::tests::in_another_process", "--nocapture", "--test-threads=1"])
+            .env(OTHER_PROCESS_DB, dir.join("belt.db"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Keep committing (and so holding the marks) while the other process works.
+        let mut held = true;
+        for i in 10..10_000 {
+            writer.put_step("r", &record(&format!("chain/{i:03}"))).await.unwrap();
+            held &= marks_held(&writer) == crate::read_marks::MARKS;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if std::fs::exists(dir.join("done")).unwrap() {
+                break;
+            }
+        }
+        let output = child.wait_with_output().unwrap();
+        assert!(held, "the marks were let go while steps committed");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        let seen: usize = stdout
+            .lines()
+            .find_map(|l| l.split_once("steps seen: ").map(|(_, n)| n.trim()))
+            .expect("the other process read no steps")
+            .parse()
+            .unwrap();
+        assert!(seen >= 10, "the other process saw {seen} steps, not the newest");
+        let written: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE run_id = 'other'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(written, 1, "the other process's write is not in the database");
+        drop((writer, store));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The other process of [`another_process_reads_and_writes_while_read_marks_are_held`];
+    /// does nothing when run as a test of its own.
+    #[test]
+    fn in_another_process() {
+        let Some(db) = std::env::var_os(OTHER_PROCESS_DB) else { return };
+        let db = PathBuf::from(db);
+        let conn = Connection::open(&db).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        let seen: i64 = conn.query_row("SELECT count(*) FROM steps", [], |r| r.get(0)).unwrap();
+        println!("steps seen: {seen}");
+        conn.execute_batch(
+            "BEGIN IMMEDIATE; INSERT INTO runs (run_id, started_at) VALUES ('other', 'now'); COMMIT;",
+        )
+        .unwrap();
+        std::fs::write(db.with_file_name("done"), b"").unwrap();
     }
 
     /// A leader whose step is dropped while it yields (its run cancelled) leaves the records
