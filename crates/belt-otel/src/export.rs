@@ -51,23 +51,6 @@ struct Chunk {
     spans: usize,
 }
 
-/// A chunk's buffer: spans are encoded into chunks of at most about this many bytes, each
-/// made with its room at its first span. Small buffers stay in the allocator's small size classes:
-/// a batch grown by doubling to hundreds of KiB was copied at each doubling, and its pages
-/// faulted in and handed back to the kernel (with the TLB shootdowns that costs) for every
-/// request, about a tenth of what export cost.
-const CHUNK_BYTES: usize = 8 * 1024;
-/// A chunk is queued once it holds this much (a span is ~0.5 KiB; one that does not fit in
-/// the rest grows the buffer, which is rare).
-const CHUNK_FULL: usize = CHUNK_BYTES - 1024;
-
-impl Chunk {
-    /// An empty chunk; its room is made when its first span comes.
-    fn new() -> Chunk {
-        Chunk { bytes: Vec::new(), spans: 0 }
-    }
-}
-
 /// Spans a run's pump holds at most while it waits for the run's record to name tools
 /// and add contents; past it they are sent without.
 const MAX_HELD: usize = 50_000;
@@ -200,19 +183,16 @@ impl Exporter {
     /// what they send together: it bounds memory, it need not be exact.
     pub fn send(&self, spans: impl IntoIterator<Item = Span>) {
         let mut room = self.queue.saturating_sub(self.counters.queued.load(Ordering::Relaxed));
-        let (mut chunk, mut dropped) = (Chunk::new(), 0);
+        let (mut chunk, mut dropped) = (Chunk { bytes: Vec::new(), spans: 0 }, 0);
         for span in spans {
             if room == 0 {
                 dropped += 1;
                 continue;
             }
-            if chunk.bytes.capacity() == 0 {
-                chunk.bytes.reserve_exact(CHUNK_BYTES);
-            }
             span.encode(&mut chunk.bytes);
             (chunk.spans, room) = (chunk.spans + 1, room - 1);
-            if chunk.spans == self.batch || chunk.bytes.len() >= CHUNK_FULL {
-                dropped += self.enqueue(std::mem::replace(&mut chunk, Chunk::new()));
+            if chunk.spans == self.batch {
+                dropped += self.enqueue(std::mem::replace(&mut chunk, Chunk { bytes: Vec::new(), spans: 0 }));
             }
         }
         if chunk.spans > 0 {
