@@ -115,6 +115,12 @@ struct Args {
 /// `--otlp`: where the runs' spans go.
 static OTLP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
+/// `--otlp`: the next run's exporter, started before its measurement begins (`case`) and
+/// taken by `drive`. Starting one builds an HTTP client with its TLS setup: once per process
+/// in `belt run` and `belt serve`, not per call, so it is reported on its own
+/// (`otlp_start_cpu_ms`), as opening the SQLite store is.
+static EXPORTER: std::sync::Mutex<Option<belt_otel::Exporter>> = std::sync::Mutex::new(None);
+
 /// The allocator: jemalloc rather than the C library's. A run allocates and frees many
 /// small values from every worker thread; with glibc's malloc that was about a quarter of
 /// the engine's CPU per call (BENCHMARKS.md, "The allocator"). A library user picks their
@@ -253,6 +259,7 @@ async fn case(args: &Args) -> String {
     let mut walls = Vec::new();
     let mut cpus = Vec::new();
     let mut opens = Vec::new();
+    let mut otlp_starts = Vec::new();
     let mut first = None;
     // H's server (or `--url`), started outside the measurement.
     let target =
@@ -289,6 +296,13 @@ async fn case(args: &Args) -> String {
         if let Some(target) = &target {
             // A new provider, so a new pool, each repetition (as each `belt run` has).
             options.providers = target.providers(sim.clone());
+        }
+        if let Some(url) = OTLP.get() {
+            let before_start = cpu_seconds();
+            let config = belt_otel::OtelConfig::new(url).expect("a valid --otlp URL");
+            let exporter = belt_otel::Exporter::start(config).expect("start the exporter");
+            otlp_starts.push(cpu_seconds() - before_start);
+            *EXPORTER.lock().expect("the exporter slot") = Some(exporter);
         }
         let counts_before = target.as_ref().and_then(http::Target::counts);
         let before_cpu = cpu_seconds();
@@ -345,6 +359,7 @@ async fn case(args: &Args) -> String {
         "store_held_steps": held.map(|h| h.steps),
         "store_held_events": held.map(|h| h.events),
         "store_open_cpu_ms": if opens.is_empty() { serde_json::Value::Null } else { serde_json::json!(round(median(&mut opens) * 1e3, 2)) },
+        "otlp_start_cpu_ms": if otlp_starts.is_empty() { serde_json::Value::Null } else { serde_json::json!(round(median(&mut otlp_starts) * 1e3, 2)) },
     });
     if let Some(target) = &target {
         // H: the client's CPU only (the fake server runs in another process); the server's
@@ -419,12 +434,9 @@ async fn once(
 async fn drive(orch: impl Orchestrator, task: Task, options: RunOptions) -> (u64, RunStatus, u64) {
     let mut handle = belt_core::run(orch, task, options).await.expect("valid bench options");
     let mut events = handle.events().expect("events");
-    // With `--otlp`, an exporter per run, shut down (its last spans sent) inside the
+    // With `--otlp`, an exporter per run (started by `case`), shut down (its last spans sent) inside the
     // measurement.
-    let exporter = OTLP.get().map(|url| {
-        let config = belt_otel::OtelConfig::new(url).expect("a valid --otlp URL");
-        belt_otel::Exporter::start(config).expect("start the exporter")
-    });
+    let exporter = EXPORTER.lock().expect("the exporter slot").take();
     let feed = exporter.as_ref().map(|e| e.feed(None));
     let drain = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(4096);
