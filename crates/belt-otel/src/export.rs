@@ -182,12 +182,6 @@ impl Exporter {
     /// queue are dropped and counted. Two pumps sending at once may overshoot the bound by
     /// what they send together: it bounds memory, it need not be exact.
     pub fn send(&self, spans: impl IntoIterator<Item = Span>) {
-        self.send_keeping(spans, &mut Vec::new());
-    }
-
-    /// [`Exporter::send`], putting the encoded spans' attribute buffers in `spare` (for
-    /// [`RunTracer::recycle`]).
-    fn send_keeping(&self, spans: impl IntoIterator<Item = Span>, spare: &mut Vec<Vec<u8>>) {
         let mut room = self.queue.saturating_sub(self.counters.queued.load(Ordering::Relaxed));
         let (mut chunk, mut dropped) = (Chunk { bytes: Vec::new(), spans: 0 }, 0);
         for span in spans {
@@ -196,7 +190,6 @@ impl Exporter {
                 continue;
             }
             span.encode(&mut chunk.bytes);
-            spare.push(span.attributes.into_buffer());
             (chunk.spans, room) = (chunk.spans + 1, room - 1);
             if chunk.spans == self.batch {
                 dropped += self.enqueue(std::mem::replace(&mut chunk, Chunk { bytes: Vec::new(), spans: 0 }));
@@ -248,14 +241,7 @@ impl Exporter {
     }
 
     fn pump(&self, store: Option<Arc<dyn RunStore>>) -> Pump {
-        Pump {
-            exporter: self.clone(),
-            tracer: None,
-            store,
-            run_id: String::new(),
-            held: Vec::new(),
-            spare: Vec::new(),
-        }
+        Pump { exporter: self.clone(), tracer: None, store, run_id: String::new(), held: Vec::new() }
     }
 
     /// Send what is queued and stop, waiting at most the request timeout (less when the
@@ -359,8 +345,6 @@ struct Pump {
     store: Option<Arc<dyn RunStore>>,
     run_id: String,
     held: Vec<Finished>,
-    /// Attribute buffers of the spans just sent, on their way back to the tracer.
-    spare: Vec<Vec<u8>>,
 }
 
 impl Pump {
@@ -402,10 +386,7 @@ impl Pump {
             }
             _ => Some(f.span),
         });
-        self.exporter.send_keeping(ready, &mut self.spare);
-        if let Some(tracer) = &self.tracer {
-            tracer.recycle(&mut self.spare);
-        }
+        self.exporter.send(ready);
     }
 
     /// The segment ended: read the record once, complete the held spans, send them.

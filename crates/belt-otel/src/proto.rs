@@ -164,17 +164,6 @@ impl Attributes {
         Attributes { bytes: Vec::with_capacity(bytes), ..Attributes::default() }
     }
 
-    /// Attributes written into `buffer` (emptied first): the buffer of a span already sent.
-    pub fn in_buffer(mut buffer: Vec<u8>) -> Attributes {
-        buffer.clear();
-        Attributes { bytes: buffer, ..Attributes::default() }
-    }
-
-    /// The buffer, for another span's attributes.
-    pub fn into_buffer(self) -> Vec<u8> {
-        self.bytes
-    }
-
     pub fn push(&mut self, kv: KeyValue) {
         kv.put(&mut self.bytes, 9);
     }

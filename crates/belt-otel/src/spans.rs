@@ -24,7 +24,6 @@
 //! segment and the step, so a child names its parent without the tracer keeping the parent.
 //! A resumed segment's root also links to the first segment's root.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -121,17 +120,7 @@ pub struct RunTracer {
     last_ts: u64,
     /// The caller's span the run's root span is under (its `traceparent`), if any.
     caller: Option<[u8; 8]>,
-    /// Attribute buffers of spans already sent, for the next spans ([`RunTracer::recycle`]):
-    /// no allocation per span, and memory the allocator already has at hand.
-    spare: RefCell<Vec<Vec<u8>>>,
 }
-
-/// Attribute buffers a tracer keeps for reuse at most.
-const MAX_SPARE: usize = 64;
-
-/// Room for a common span's attributes (~500 bytes: a chat span's fourteen); a larger one
-/// grows its buffer once.
-const ATTRIBUTES_BYTES: usize = 1024;
 
 /// The trace id of a run: the same for every segment of it, and computable from the run id
 /// alone (a user can find the trace of `belt runs show ID`).
@@ -209,17 +198,7 @@ impl RunTracer {
             plan_step_seen: false,
             last_ts: 0,
             caller: None,
-            spare: RefCell::new(Vec::new()),
         }
-    }
-
-    /// Give back the attribute buffers of spans that were encoded and sent (see
-    /// [`Attributes::into_buffer`]), for the next spans to write into.
-    pub fn recycle(&self, buffers: &mut Vec<Vec<u8>>) {
-        let mut spare = self.spare.borrow_mut();
-        let n = MAX_SPARE.saturating_sub(spare.len()).min(buffers.len());
-        spare.extend(buffers.drain(..n));
-        buffers.clear();
     }
 
     /// The run's trace id.
@@ -270,9 +249,8 @@ impl RunTracer {
             start_time_unix_nano: start,
             end_time_unix_nano: end.max(start),
             attributes: {
-                let spare = self.spare.borrow_mut().pop();
-                let mut a =
-                    spare.map_or_else(|| Attributes::with_capacity(ATTRIBUTES_BYTES), Attributes::in_buffer);
+                // Room for what the common spans carry (~400 bytes): one allocation per span.
+                let mut a = Attributes::with_capacity(512);
                 a.str("belt.run_id", &self.run_id);
                 a
             },
