@@ -454,22 +454,30 @@ impl Ctx {
                     return Err(self.fail(&spec, model_name, &at, err));
                 }
             };
-            if self.shared.cache_ttl.is_some()
-                && let Some(hit) = Box::pin(self.cached(&spec, hash, &model_name)).await
-            {
-                return Box::pin(self.complete(&spec, &at, hash, hit)).await;
+            // A reply goes into `complete`'s boxed future before that is awaited, never into
+            // a local that lives across the await: this future's state is what every waiting
+            // step holds, and a 160-byte reply kept there (and the padding the layout adds
+            // around it) made every step's state larger while it waits for its provider.
+            if self.shared.cache_ttl.is_some() {
+                let hit = Box::pin(self.cached(&spec, hash, &model_name)).await;
+                if let Some(done) = hit.map(|hit| Box::pin(self.complete(&spec, &at, hash, hit))) {
+                    return done.await;
+                }
             }
             let call = Call { spec: &spec, request: &request, model_name: &model_name, hash };
             let mut last_error = None;
             for (index, link) in chain.iter().enumerate() {
                 let last = index + 1 == chain.len();
-                let error = match self.serve(&call, link, &mut at, last).await {
-                    Served::Reply(reply) => return Box::pin(self.complete(&spec, &at, hash, reply)).await,
+                let done = match self.serve(&call, link, &mut at, last).await {
+                    Served::Reply(reply) => Box::pin(self.complete(&spec, &at, hash, reply)),
                     Served::Ended(err) => return Err(err),
-                    Served::Failed(error) => error,
+                    Served::Failed(error) => {
+                        self.fall_back(&spec, link, chain.get(index + 1), &error);
+                        last_error = Some(error);
+                        continue;
+                    }
                 };
-                self.fall_back(&spec, link, chain.get(index + 1), &error);
-                last_error = Some(error);
+                return done.await;
             }
             let error = last_error.unwrap_or(LlmError::InvalidRequest("no model to call".into()));
             if spec.resizable && matches!(error, LlmError::PromptTooLong { .. }) {
@@ -609,23 +617,26 @@ impl Ctx {
             at.attempts += 1;
             at.limit_wait_ms = at.limit_wait_ms.saturating_add(slot.waited_ms);
             tries += 1;
-            let began = s.load.as_ref().map(|_| Instant::now());
-            let outcome = self.attempt(call, link, at, (worst, pool), policy.timeout).await;
-            if let Some(began) = began {
-                self.watch_load(call, &outcome, began.elapsed());
-            }
-            drop(permit);
-            s.usage.count_calls(1);
-            let used = outcome.as_ref().map_or(0, |r| r.usage.total());
-            if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
-                self.report_breaker(spec, link.full, change);
-            }
-            let error = match outcome {
+            // The outcome lives in this block only: a local of the loop's body would be kept
+            // (144 bytes) across the awaits below, in every waiting step's state.
+            let settling = {
+                let began = s.load.as_ref().map(|_| Instant::now());
+                let outcome = self.attempt(call, link, at, (worst, pool), policy.timeout).await;
+                if let Some(began) = began {
+                    self.watch_load(call, &outcome, began.elapsed());
+                }
+                drop(permit);
+                s.usage.count_calls(1);
+                let used = outcome.as_ref().map_or(0, |r| r.usage.total());
+                if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
+                    self.report_breaker(spec, link.full, change);
+                }
                 // Boxed: settlement's state (the reply, the booked usage, the step's reply
                 // while it is cached) would otherwise sit in every waiting step's future.
-                Ok(reply) => {
-                    return Served::Reply(Box::pin(self.settle(call, price, (worst, pool), reply)).await);
-                }
+                outcome.map(|reply| Box::pin(self.settle(call, price, (worst, pool), reply)))
+            };
+            let error = match settling {
+                Ok(settling) => return Served::Reply(settling.await),
                 Err(error) => error,
             };
             self.book_reservation(worst, pool, Amount { calls: 1, ..Amount::default() });
