@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use belt_core::metrics::{Metric, Metrics};
 
-use crate::proto::{self, KeyValue, Span};
-use crate::spans::{Enrich, Finished, RunTracer, messages};
+use crate::proto::{self, Span, SpanWriter};
+use crate::spans::{Enrich, RunTracer, Spans, messages};
 use crate::{OtelConfig, OtelError};
 
 /// Counts of what happened to the spans handed to an [`Exporter`].
@@ -44,16 +44,12 @@ struct Counters {
     queued: AtomicUsize,
 }
 
-/// Spans encoded on the task that built them ([`Span::encode`]): the queue carries only
-/// bytes, so the sending task neither walks nor frees the spans' small allocations.
+/// Spans encoded on the task that built them ([`proto::SpanWriter`]): the queue carries
+/// only bytes, so the sending task neither walks nor frees the spans' small allocations.
 struct Chunk {
     bytes: Vec<u8>,
     spans: usize,
 }
-
-/// Spans a run's pump holds at most while it waits for the run's record to name tools
-/// and add contents; past it they are sent without.
-const MAX_HELD: usize = 50_000;
 
 /// Sends GenAI spans to an OTLP/HTTP collector. Cheap to clone: clones share the queue.
 ///
@@ -179,24 +175,31 @@ impl Exporter {
     }
 
     /// Hand spans over, encoded here (on the caller's task); those that do not fit in the
-    /// queue are dropped and counted. Two pumps sending at once may overshoot the bound by
-    /// what they send together: it bounds memory, it need not be exact.
+    /// queue are dropped and counted.
     pub fn send(&self, spans: impl IntoIterator<Item = Span>) {
-        let mut room = self.queue.saturating_sub(self.counters.queued.load(Ordering::Relaxed));
-        let (mut chunk, mut dropped) = (Chunk { bytes: Vec::new(), spans: 0 }, 0);
+        let (mut bytes, mut count) = (Vec::new(), 0);
         for span in spans {
-            if room == 0 {
-                dropped += 1;
-                continue;
-            }
-            span.encode(&mut chunk.bytes);
-            (chunk.spans, room) = (chunk.spans + 1, room - 1);
-            if chunk.spans == self.batch {
-                dropped += self.enqueue(std::mem::replace(&mut chunk, Chunk { bytes: Vec::new(), spans: 0 }));
+            span.encode(&mut bytes);
+            count += 1;
+            if count == self.batch {
+                self.hand_over(std::mem::take(&mut bytes), std::mem::take(&mut count));
             }
         }
-        if chunk.spans > 0 {
-            dropped += self.enqueue(chunk);
+        self.hand_over(bytes, count);
+    }
+
+    /// Hand over `count` encoded spans; those that do not fit in the queue are dropped and
+    /// counted. Two pumps sending at once may overshoot the bound by what they send
+    /// together: it bounds memory, it need not be exact.
+    fn hand_over(&self, mut bytes: Vec<u8>, mut count: usize) {
+        let room = self.queue.saturating_sub(self.counters.queued.load(Ordering::Relaxed));
+        let mut dropped = 0;
+        if count > room {
+            bytes.truncate(proto::spans_prefix(&bytes, room));
+            (dropped, count) = (count - room, room);
+        }
+        if count > 0 {
+            dropped += self.enqueue(Chunk { bytes, spans: count });
         }
         if dropped > 0 {
             self.counters.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
@@ -241,7 +244,8 @@ impl Exporter {
     }
 
     fn pump(&self, store: Option<Arc<dyn RunStore>>) -> Pump {
-        Pump { exporter: self.clone(), tracer: None, store, run_id: String::new(), held: Vec::new() }
+        let spans = Spans { hold: store.is_some(), ..Spans::default() };
+        Pump { exporter: self.clone(), tracer: None, store, run_id: String::new(), spans }
     }
 
     /// Send what is queued and stop, waiting at most the request timeout (less when the
@@ -344,13 +348,13 @@ struct Pump {
     tracer: Option<RunTracer>,
     store: Option<Arc<dyn RunStore>>,
     run_id: String,
-    held: Vec<Finished>,
+    /// What the tracer has written and not yet handed over.
+    spans: Spans,
 }
 
 impl Pump {
     async fn run(mut self, mut events: impl Source) {
         let mut batch = Vec::with_capacity(256);
-        let mut finished = Vec::new();
         while events.next(&mut batch).await > 0 {
             let mut ended = false;
             if self.exporter.metrics.counting.load(Ordering::Relaxed) {
@@ -362,39 +366,40 @@ impl Pump {
                 if self.run_id.is_empty() {
                     self.run_id = e.run_id.to_string();
                 }
-                ended |= tracer.on_event(&e, &mut finished);
+                ended |= tracer.on_event(&e, &mut self.spans);
+                if self.spans.count >= self.exporter.batch {
+                    self.hand_over();
+                }
             }
-            self.hand_over(&mut finished);
+            self.hand_over();
             if ended {
                 self.release().await;
             }
         }
         if let Some(tracer) = self.tracer.as_mut() {
-            tracer.finish(&mut finished);
+            tracer.finish(&mut self.spans);
         }
-        self.hand_over(&mut finished);
+        self.hand_over();
         self.release().await;
     }
 
-    /// Send what needs nothing more; hold what waits for the record (while there is room).
-    fn hand_over(&mut self, finished: &mut Vec<Finished>) {
-        let store = self.store.is_some();
-        let ready = finished.drain(..).filter_map(|f| match f.enrich {
-            Some(_) if store && self.held.len() < MAX_HELD => {
-                self.held.push(f);
-                None
-            }
-            _ => Some(f.span),
-        });
-        self.exporter.send(ready);
+    /// Send what the tracer wrote. The next spans go into a buffer with the room this one
+    /// needed: chunks are alike, and a buffer grown by doubling is copied at each step.
+    fn hand_over(&mut self) {
+        if self.spans.count == 0 {
+            return;
+        }
+        let room = self.spans.bytes.len();
+        let bytes = std::mem::replace(&mut self.spans.bytes, Vec::with_capacity(room));
+        self.exporter.hand_over(bytes, std::mem::take(&mut self.spans.count));
     }
 
     /// The segment ended: read the record once, complete the held spans, send them.
     async fn release(&mut self) {
-        if self.held.is_empty() {
+        if self.spans.held.is_empty() {
             return;
         }
-        let held = std::mem::take(&mut self.held);
+        let held = std::mem::take(&mut self.spans.held);
         let records = match &self.store {
             Some(store) => {
                 match tokio::time::timeout(Duration::from_secs(10), store.load_steps(&self.run_id)).await {
@@ -413,49 +418,45 @@ impl Pump {
         };
         let by_step: HashMap<&StepId, &StepRecord> = records.iter().map(|r| (&r.step, r)).collect();
         let content = self.exporter.content;
-        let spans = held.into_iter().map(|mut f| {
-            if let Some(enrich) = &f.enrich {
-                complete(&mut f.span, enrich, &by_step, content);
+        let (mut bytes, mut count) = (Vec::new(), 0);
+        for mut held in held {
+            let mut w = SpanWriter::reopen(&mut held.bytes);
+            complete(&mut w, &held.enrich, &by_step, content);
+            w.finish();
+            bytes.extend_from_slice(&held.bytes);
+            count += 1;
+            if count == self.exporter.batch {
+                self.exporter.hand_over(std::mem::take(&mut bytes), std::mem::take(&mut count));
             }
-            f.span
-        });
-        self.exporter.send(spans.collect::<Vec<_>>());
+        }
+        self.exporter.hand_over(bytes, count);
     }
 }
 
-/// Add to `span` what the record says: a tool call's name, id, arguments and result; a
-/// step's output.
-fn complete(span: &mut Span, enrich: &Enrich, records: &HashMap<&StepId, &StepRecord>, content: bool) {
+/// Add to a held span what the record says: a tool call's name (a held tool span has
+/// none yet), id, arguments and result; a step's output.
+fn complete(w: &mut SpanWriter<'_>, enrich: &Enrich, records: &HashMap<&StepId, &StepRecord>, content: bool) {
     match enrich {
         Enrich::Tool { round, index, step } => {
             let call = records.get(round).and_then(|r| r.reply.tool_calls.get(index.saturating_sub(1)));
+            w.name("execute_tool", call.map(|c| c.name.as_str()));
             let Some(call) = call else { return };
-            span.name = proto::Name::new("execute_tool", call.name.clone());
-            span.attributes.extend([
-                KeyValue::str("gen_ai.tool.name", call.name.clone()),
-                KeyValue::str("gen_ai.tool.call.id", call.id.clone()),
-            ]);
+            w.str("gen_ai.tool.name", &call.name);
+            w.str("gen_ai.tool.call.id", &call.id);
             if !content {
                 return;
             }
-            span.attributes.push(KeyValue::str(
-                "gen_ai.tool.call.arguments",
-                crate::spans::cut(&call.arguments.to_string(), 16 * 1024),
-            ));
+            w.str("gen_ai.tool.call.arguments", crate::spans::cut(&call.arguments.to_string(), 16 * 1024));
             if let Some(result) = records.get(step) {
                 let text = serde_json::from_str::<ToolOutcome>(&result.reply.text)
                     .map_or_else(|_| result.reply.text.to_string(), |o| o.content);
-                span.attributes
-                    .push(KeyValue::str("gen_ai.tool.call.result", crate::spans::cut(&text, 16 * 1024)));
+                w.str("gen_ai.tool.call.result", crate::spans::cut(&text, 16 * 1024));
             }
         }
         Enrich::Output { step } => {
             if let Some(r) = records.get(step).filter(|_| content) {
                 let reason = r.reply.outcome.finish_reason.as_deref();
-                span.attributes.push(KeyValue::str(
-                    "gen_ai.output.messages",
-                    messages("assistant", &r.reply.text, reason),
-                ));
+                w.str("gen_ai.output.messages", &messages("assistant", &r.reply.text, reason));
             }
         }
     }

@@ -145,30 +145,90 @@ impl KeyValue {
     }
 }
 
-/// A span's attributes (`Span.attributes`, field 9), encoded as they are added: a span
-/// holds one buffer of bytes instead of a `Vec` of values that borrow the run's strings,
-/// and writing the span out is one copy. (A span gets its attributes once, in order; only
-/// two of them need a memory of what was added, and [`Attributes`] keeps it as flags.)
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Attributes {
-    bytes: Vec<u8>,
-    /// `gen_ai.request.model` and `gen_ai.provider.name` are among them.
+/// A span written as it is built, straight into the bytes it is sent as: one
+/// `ScopeSpans.spans` field (number 2), appended to the buffer it was opened on.
+///
+/// Why: the tracer builds two spans per LLM call, and building a value first (a `Span`
+/// with a buffer of attributes), moving it through a queue and encoding it at the end
+/// cost an allocation, a free, and two copies of every attribute per span. Here a span's
+/// fields are written once, where they will be sent from. Protobuf lets a message's
+/// fields come in any order, so the fixed fields go first, attributes as they are added,
+/// and the name, status, events and links whenever they are known.
+///
+/// The span's length comes before its body, and is known only at [`SpanWriter::finish`]:
+/// two bytes are kept for it, which is the varint of any length from 128 to 16,383 (a
+/// span of ~25 attributes is ~600 bytes); a shorter or longer span moves its body once.
+#[derive(Debug)]
+pub struct SpanWriter<'b> {
+    buf: &'b mut Vec<u8>,
+    /// Where the span's key is; its length follows.
+    key_at: usize,
+    /// Where the span's body starts: after its key and the bytes kept for its length.
+    body: usize,
+    /// `gen_ai.request.model` and `gen_ai.provider.name` are among its attributes.
     pub model: bool,
     /// `error.type` is among them.
     pub error: bool,
 }
 
-impl Attributes {
-    /// Room for `bytes` of attributes.
-    pub fn with_capacity(bytes: usize) -> Attributes {
-        Attributes { bytes: Vec::with_capacity(bytes), ..Attributes::default() }
+/// What places a span: its ids, kind and times (`Span` fields 1, 2, 4, 6, 7, 8).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpanHead {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// None for a root.
+    pub parent_span_id: Option<[u8; 8]>,
+    pub kind: i32,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+}
+
+impl<'b> SpanWriter<'b> {
+    /// Start a span at the end of `buf`.
+    pub fn open(buf: &'b mut Vec<u8>, head: &SpanHead) -> SpanWriter<'b> {
+        buf.reserve(640);
+        let key_at = buf.len();
+        put_key(buf, 2, LEN);
+        buf.extend_from_slice(&[0, 0]);
+        let body = buf.len();
+        put_bytes(buf, 1, &head.trace_id);
+        put_bytes(buf, 2, &head.span_id);
+        if let Some(parent) = &head.parent_span_id {
+            put_bytes(buf, 4, parent);
+        }
+        put_key(buf, 6, VARINT);
+        put_varint(buf, head.kind as u64);
+        put_fixed64(buf, 7, head.start_time_unix_nano);
+        put_fixed64(buf, 8, head.end_time_unix_nano.max(head.start_time_unix_nano));
+        SpanWriter { buf, key_at, body, model: false, error: false }
     }
 
-    pub fn push(&mut self, kv: KeyValue) {
-        kv.put(&mut self.bytes, 9);
+    /// Go on writing the one span `buf` holds (a span held back until the run's record
+    /// could add to it): what is written now is added to it, and [`SpanWriter::finish`]
+    /// writes its new length.
+    pub fn reopen(buf: &'b mut Vec<u8>) -> SpanWriter<'b> {
+        // The span's length follows its key: a varint, whose last byte is under 0x80.
+        let len_bytes = buf.iter().skip(1).take(10).position(|b| b & 0x80 == 0).map_or(0, |i| i + 1);
+        SpanWriter { body: (1 + len_bytes).min(buf.len()), buf, key_at: 0, model: false, error: false }
     }
 
-    pub fn extend(&mut self, kvs: impl IntoIterator<Item = KeyValue>) {
+    /// The span's name: an operation (`chat`) and what it acts on (`gpt-4o`), joined by a
+    /// space.
+    pub fn name(&mut self, op: &str, target: Option<&str>) {
+        let len = op.len() + target.map_or(0, |t| 1 + t.len());
+        put_len(self.buf, 5, len);
+        self.buf.extend_from_slice(op.as_bytes());
+        if let Some(t) = target {
+            self.buf.push(b' ');
+            self.buf.extend_from_slice(t.as_bytes());
+        }
+    }
+
+    pub fn push(&mut self, kv: &KeyValue) {
+        kv.put(self.buf, 9);
+    }
+
+    pub fn extend<'k>(&mut self, kvs: impl IntoIterator<Item = &'k KeyValue>) {
         for kv in kvs {
             self.push(kv);
         }
@@ -176,50 +236,141 @@ impl Attributes {
 
     /// A string attribute, written from a borrowed string.
     pub fn str(&mut self, key: &'static str, value: &str) {
-        self.head(key, field_len(value.len()));
-        put_bytes(&mut self.bytes, 1, value.as_bytes());
+        attribute_head(self.buf, key, field_len(value.len()));
+        put_bytes(self.buf, 1, value.as_bytes());
     }
 
     pub fn int(&mut self, key: &'static str, value: i64) {
-        let value_len = 1 + varint_len(value as u64);
-        self.head(key, value_len);
-        put_key(&mut self.bytes, 3, VARINT);
-        put_varint(&mut self.bytes, value as u64);
+        attribute_head(self.buf, key, 1 + varint_len(value as u64));
+        put_key(self.buf, 3, VARINT);
+        put_varint(self.buf, value as u64);
     }
 
     pub fn double(&mut self, key: &'static str, value: f64) {
-        self.head(key, 9);
-        put_fixed64(&mut self.bytes, 4, value.to_bits());
+        attribute_head(self.buf, key, 9);
+        put_fixed64(self.buf, 4, value.to_bits());
     }
 
     pub fn bool(&mut self, key: &'static str, value: bool) {
-        self.head(key, 2);
-        put_key(&mut self.bytes, 2, VARINT);
-        self.bytes.push(u8::from(value));
+        attribute_head(self.buf, key, 2);
+        put_key(self.buf, 2, VARINT);
+        self.buf.push(u8::from(value));
     }
 
-    /// An attribute's field, key and value field up to the value's body (`value_len` bytes).
-    fn head(&mut self, key: &'static str, value_len: usize) {
-        put_len(&mut self.bytes, 9, field_len(key.len()) + field_len(value_len));
-        put_bytes(&mut self.bytes, 1, key.as_bytes());
-        put_len(&mut self.bytes, 2, value_len);
+    /// An array of strings (`gen_ai.response.finish_reasons`).
+    pub fn strs(&mut self, key: &'static str, values: &[&str]) {
+        // ArrayValue: repeated AnyValue values = 1, each a string_value = 1.
+        let array_len: usize = values.iter().map(|v| field_len(field_len(v.len()))).sum();
+        attribute_head(self.buf, key, field_len(array_len));
+        put_len(self.buf, 5, array_len);
+        for v in values {
+            put_len(self.buf, 1, field_len(v.len()));
+            put_bytes(self.buf, 1, v.as_bytes());
+        }
     }
 
-    /// The encoded bytes (each a `Span.attributes` field).
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The span's status (once: a span has one).
+    pub fn status(&mut self, code: i32, message: &str) {
+        let message_len = if message.is_empty() { 0 } else { field_len(message.len()) };
+        put_len(self.buf, 15, message_len + 1 + varint_len(code as u64));
+        if !message.is_empty() {
+            put_bytes(self.buf, 2, message.as_bytes());
+        }
+        put_key(self.buf, 3, VARINT);
+        put_varint(self.buf, code as u64);
+    }
+
+    pub fn event(&mut self, e: &SpanEvent) {
+        put_len(self.buf, 11, e.len());
+        put_fixed64(self.buf, 1, e.time_unix_nano);
+        put_bytes(self.buf, 2, e.name.as_bytes());
+        for kv in &e.attributes {
+            kv.put(self.buf, 3);
+        }
+    }
+
+    pub fn link(&mut self, l: &Link) {
+        put_len(self.buf, 13, l.len());
+        put_bytes(self.buf, 1, &l.trace_id);
+        put_bytes(self.buf, 2, &l.span_id);
+        for kv in &l.attributes {
+            kv.put(self.buf, 4);
+        }
+    }
+
+    /// The span is complete: its length goes before its body, in the bytes kept for it
+    /// (two when it was opened), which it fills or, rarely, resizes.
+    pub fn finish(self) {
+        let len = self.buf.len() - self.body;
+        let slot = self.key_at + 1..self.body;
+        if slot.len() == 2 && (128..16_384).contains(&len) {
+            self.buf[slot.start] = (len as u8) | 0x80;
+            self.buf[slot.start + 1] = (len >> 7) as u8;
+            return;
+        }
+        let mut varint = Vec::with_capacity(10);
+        put_varint(&mut varint, len as u64);
+        self.buf.splice(slot, varint);
     }
 }
 
-impl From<Vec<KeyValue>> for Attributes {
-    fn from(kvs: Vec<KeyValue>) -> Attributes {
-        let mut a = Attributes::default();
-        a.extend(kvs);
-        a
+/// The bytes of the first `n` spans of `spans` (spans written back to back by
+/// [`SpanWriter`]): where to cut to keep `n` of them.
+pub fn spans_prefix(spans: &[u8], n: usize) -> usize {
+    let mut at = 0;
+    for _ in 0..n {
+        let (mut len, mut shift, mut i) = (0usize, 0, at + 1);
+        while let Some(&b) = spans.get(i) {
+            len |= usize::from(b & 0x7f) << shift;
+            (shift, i) = (shift + 7, i + 1);
+            if b & 0x80 == 0 || shift > 63 {
+                break;
+            }
+        }
+        at = (i + len).min(spans.len());
     }
+    at
 }
 
-/// A span, as the tracer builds it; [`Span::encode`] writes it out.
+/// An attribute's field, key and value field, up to the value's body (`value_len` bytes):
+/// put together on the stack and appended in one copy (it was a dozen small pushes, each
+/// checking the buffer's room, and the largest share of a span's cost).
+fn attribute_head(buf: &mut Vec<u8>, key: &'static str, value_len: usize) {
+    let total = field_len(key.len()) + field_len(value_len);
+    if key.len() >= 0x80 - 1 {
+        put_len(buf, 9, total);
+        put_bytes(buf, 1, key.as_bytes());
+        put_len(buf, 2, value_len);
+        return;
+    }
+    // Key byte and length (≤ 10 bytes each) around a key of one length byte.
+    let mut head = [0u8; 2 * 11 + 2 + 0x80];
+    head[0] = (9 << 3) | LEN;
+    let mut n = 1 + varint_into(&mut head[1..], total);
+    head[n] = (1 << 3) | LEN;
+    head[n + 1] = key.len() as u8;
+    n += 2;
+    head[n..n + key.len()].copy_from_slice(key.as_bytes());
+    n += key.len();
+    head[n] = (2 << 3) | LEN;
+    n += 1 + varint_into(&mut head[n + 1..], value_len);
+    buf.extend_from_slice(&head[..n]);
+}
+
+/// `v` as a varint at the start of `out` (which has room for one); how many bytes.
+fn varint_into(out: &mut [u8], mut v: usize) -> usize {
+    let mut n = 0;
+    while v >= 0x80 {
+        out[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    out[n] = v as u8;
+    n + 1
+}
+
+/// A span as a value, for a caller that builds one to send ([`crate::Exporter::send`]);
+/// [`Span::encode`] writes it with a [`SpanWriter`], as the tracer writes its own.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Span {
     pub trace_id: [u8; 16],
@@ -230,7 +381,7 @@ pub struct Span {
     pub kind: i32,
     pub start_time_unix_nano: u64,
     pub end_time_unix_nano: u64,
-    pub attributes: Attributes,
+    pub attributes: Vec<KeyValue>,
     pub events: Vec<SpanEvent>,
     pub links: Vec<Link>,
     pub status: Option<Status>,
@@ -252,19 +403,6 @@ impl Name {
     /// A name that is only the operation (`plan`).
     pub fn op(op: &'static str) -> Name {
         Name { op, target: None }
-    }
-
-    fn len(&self) -> usize {
-        self.op.len() + self.target.as_ref().map_or(0, |t| 1 + t.as_str().len())
-    }
-
-    fn put(&self, buf: &mut Vec<u8>, field: u8) {
-        put_len(buf, field, self.len());
-        buf.extend_from_slice(self.op.as_bytes());
-        if let Some(t) = &self.target {
-            buf.push(b' ');
-            buf.extend_from_slice(t.as_str().as_bytes());
-        }
     }
 }
 
@@ -418,65 +556,27 @@ impl Link {
     }
 }
 
-impl Status {
-    fn len(&self) -> usize {
-        let message = if self.message.is_empty() { 0 } else { field_len(self.message.len()) };
-        message + 1 + varint_len(self.code as u64)
-    }
-}
-
 impl Span {
-    /// The `Span` message's body.
-    fn len(&self) -> usize {
-        let mut n = field_len(16) + field_len(8) + self.parent_span_id.map_or(0, |_| field_len(8));
-        n += field_len(self.name.len()) + 1 + varint_len(self.kind as u64) + 9 + 9;
-        n += self.attributes.bytes.len();
-        n += self.events.iter().map(|e| field_len(e.len())).sum::<usize>();
-        n += self.links.iter().map(|l| field_len(l.len())).sum::<usize>();
-        n + self.status.as_ref().map_or(0, |s| field_len(s.len()))
-    }
-
     /// Append this span to `buf` as one `ScopeSpans.spans` field (number 2): bytes that
     /// [`request`] puts together with others into a request body.
     pub fn encode(&self, buf: &mut Vec<u8>) {
-        let len = self.len();
-        buf.reserve(field_len(len));
-        put_len(buf, 2, len);
-        put_bytes(buf, 1, &self.trace_id);
-        put_bytes(buf, 2, &self.span_id);
-        if let Some(parent) = &self.parent_span_id {
-            put_bytes(buf, 4, parent);
-        }
-        self.name.put(buf, 5);
-        put_key(buf, 6, VARINT);
-        put_varint(buf, self.kind as u64);
-        put_fixed64(buf, 7, self.start_time_unix_nano);
-        put_fixed64(buf, 8, self.end_time_unix_nano);
-        buf.extend_from_slice(&self.attributes.bytes);
-        for e in &self.events {
-            put_len(buf, 11, e.len());
-            put_fixed64(buf, 1, e.time_unix_nano);
-            put_bytes(buf, 2, e.name.as_bytes());
-            for kv in &e.attributes {
-                kv.put(buf, 3);
-            }
-        }
-        for l in &self.links {
-            put_len(buf, 13, l.len());
-            put_bytes(buf, 1, &l.trace_id);
-            put_bytes(buf, 2, &l.span_id);
-            for kv in &l.attributes {
-                kv.put(buf, 4);
-            }
-        }
+        let head = SpanHead {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: self.parent_span_id,
+            kind: self.kind,
+            start_time_unix_nano: self.start_time_unix_nano,
+            end_time_unix_nano: self.end_time_unix_nano,
+        };
+        let mut w = SpanWriter::open(buf, &head);
+        w.name(self.name.op, self.name.target.as_ref().map(Text::as_str));
+        w.extend(&self.attributes);
+        self.events.iter().for_each(|e| w.event(e));
+        self.links.iter().for_each(|l| w.link(l));
         if let Some(s) = &self.status {
-            put_len(buf, 15, s.len());
-            if !s.message.is_empty() {
-                put_bytes(buf, 2, s.message.as_bytes());
-            }
-            put_key(buf, 3, VARINT);
-            put_varint(buf, s.code as u64);
+            w.status(s.code, &s.message);
         }
+        w.finish();
     }
 }
 
@@ -589,48 +689,112 @@ mod tests {
         assert_eq!(Name::new("chat", Text::part_of(&model, name)).to_string(), "chat gpt-4o");
     }
 
+    /// A span written by [`Span::encode`], decoded with the official definitions.
+    fn decoded(span: &Span) -> opentelemetry_proto::tonic::trace::v1::Span {
+        use prost::Message;
+        let mut buf = Vec::new();
+        span.encode(&mut buf);
+        // `ScopeSpans` holds the span as its field 2: decode that message.
+        let scope = opentelemetry_proto::tonic::trace::v1::ScopeSpans::decode(&buf[..]).unwrap();
+        assert_eq!(scope.spans.len(), 1);
+        scope.spans.into_iter().next().unwrap()
+    }
+
     #[test]
     fn attributes_written_directly_are_the_attributes_as_values() {
-        let mut direct = Attributes::default();
-        direct.str("s", "text");
-        direct.int("i", -3);
-        direct.double("d", 0.25);
-        direct.bool("b", true);
-        let values: Attributes = vec![
+        let (mut direct, mut values) = (Vec::new(), Vec::new());
+        let mut w = SpanWriter::open(&mut direct, &SpanHead::default());
+        w.str("s", "text");
+        w.int("i", -3);
+        w.double("d", 0.25);
+        w.bool("b", true);
+        w.str("k".repeat(70).leak(), "a key longer than the stack's head");
+        w.finish();
+        let mut w = SpanWriter::open(&mut values, &SpanHead::default());
+        w.extend(&[
             KeyValue::str("s", "text"),
             KeyValue::int("i", -3),
             KeyValue::double("d", 0.25),
             KeyValue::bool("b", true),
-        ]
-        .into();
-        assert_eq!(direct.bytes(), values.bytes());
+            KeyValue::str("k".repeat(70).leak(), "a key longer than the stack's head"),
+        ]);
+        w.finish();
+        assert_eq!(direct, values);
     }
 
     #[test]
-    fn lengths_are_what_is_written() {
-        let span = Span {
-            name: Name::new("x", "x".repeat(199)),
-            parent_span_id: Some([1; 8]),
-            attributes: vec![
-                KeyValue::int("i", -1),
-                KeyValue::strs("a", &["p", "q"]),
-                KeyValue::str("s", "y".repeat(300)),
-            ]
-            .into(),
-            events: vec![SpanEvent {
-                time_unix_nano: 1,
-                name: "e",
-                attributes: vec![KeyValue::bool("b", true)],
-            }],
-            links: vec![Link { trace_id: [2; 16], span_id: [3; 8], attributes: Vec::new() }],
-            status: Some(Status { message: "m".into(), code: STATUS_ERROR }),
-            ..Span::default()
-        };
-        let mut buf = Vec::new();
-        span.encode(&mut buf);
-        assert_eq!(buf.len(), field_len(span.len()));
+    fn spans_of_every_length_decode_as_what_was_written() {
+        // Bodies under 128 bytes, between 128 and 16,383 (the two bytes kept for the
+        // length), and over: each is what the official definitions read back.
+        for text_len in [0, 300, 20_000] {
+            let span = Span {
+                trace_id: [7; 16],
+                span_id: [8; 8],
+                name: Name::new("x", "x".repeat(text_len.min(199))),
+                parent_span_id: (text_len > 0).then_some([1; 8]),
+                attributes: vec![
+                    KeyValue::int("i", -1),
+                    KeyValue::strs("a", &["p", "q"]),
+                    KeyValue::str("s", "y".repeat(text_len)),
+                ],
+                events: vec![SpanEvent {
+                    time_unix_nano: 1,
+                    name: "e",
+                    attributes: vec![KeyValue::bool("b", true)],
+                }],
+                links: vec![Link { trace_id: [2; 16], span_id: [3; 8], attributes: Vec::new() }],
+                status: Some(Status { message: "m".into(), code: STATUS_ERROR }),
+                start_time_unix_nano: 5,
+                end_time_unix_nano: 9,
+                kind: KIND_CLIENT,
+            };
+            let got = decoded(&span);
+            assert_eq!(got.name, span.name.to_string());
+            assert_eq!(got.trace_id, vec![7; 16]);
+            assert_eq!(got.parent_span_id, if text_len > 0 { vec![1; 8] } else { Vec::new() });
+            assert_eq!((got.start_time_unix_nano, got.end_time_unix_nano, got.kind), (5, 9, KIND_CLIENT));
+            assert_eq!(got.attributes.len(), 3);
+            assert_eq!(got.attributes[2].key, "s");
+            assert_eq!(got.events[0].name, "e");
+            assert_eq!(got.links[0].span_id, vec![3; 8]);
+            assert_eq!(got.status.unwrap().code, STATUS_ERROR);
+        }
         assert_eq!(varint_len(127), 1);
         assert_eq!(varint_len(128), 2);
         assert_eq!(varint_len(u64::MAX), 10);
+    }
+
+    #[test]
+    fn a_prefix_of_spans_is_whole_spans() {
+        let mut buf = Vec::new();
+        let mut ends = vec![0];
+        for n in [0, 100, 300, 20_000] {
+            let span = Span { attributes: vec![KeyValue::str("s", "y".repeat(n))], ..Span::default() };
+            span.encode(&mut buf);
+            ends.push(buf.len());
+        }
+        for (n, end) in ends.iter().enumerate() {
+            assert_eq!(spans_prefix(&buf, n), *end);
+        }
+        assert_eq!(spans_prefix(&buf, 9), buf.len());
+    }
+
+    #[test]
+    fn a_held_span_reopened_gets_its_name_and_more_attributes() {
+        let mut held = Vec::new();
+        let mut w = SpanWriter::open(&mut held, &SpanHead { span_id: [4; 8], ..SpanHead::default() });
+        w.str("belt.step", "w/1/round/01/tool/1");
+        w.finish();
+        let mut w = SpanWriter::reopen(&mut held);
+        w.name("execute_tool", Some("add"));
+        w.str("gen_ai.tool.name", "add");
+        w.finish();
+        use prost::Message;
+        let scope = opentelemetry_proto::tonic::trace::v1::ScopeSpans::decode(&held[..]).unwrap();
+        let span = &scope.spans[0];
+        assert_eq!(span.name, "execute_tool add");
+        assert_eq!(span.span_id, vec![4; 8]);
+        let keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["belt.step", "gen_ai.tool.name"]);
     }
 }

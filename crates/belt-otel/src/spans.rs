@@ -24,14 +24,14 @@
 //! segment and the step, so a child names its parent without the tracer keeping the parent.
 //! A resumed segment's root also links to the first segment's root.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use belt_core::event::{Event, EventKind};
 use belt_core::{StepId, StepOutcome, Tier};
 use chrono::{DateTime, Utc};
+use rustc_hash::FxHashMap;
 
-use crate::proto::{self, Attributes, KeyValue, Name, Span, SpanEvent, Text};
+use crate::proto::{self, KeyValue, SpanEvent, SpanHead, SpanWriter};
 
 /// What a finished span still needs from the run's record before it is sent (the record
 /// holds what the events do not carry: a tool's name, a model's output).
@@ -44,11 +44,57 @@ pub enum Enrich {
     Output { step: StepId },
 }
 
-/// A finished span, and what it may still get from the run's record.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub span: Span,
-    pub enrich: Option<Enrich>,
+/// The tracer's output: finished spans, encoded where they are built
+/// ([`proto::SpanWriter`]), ready to be sent as they are.
+#[derive(Debug, Default)]
+pub struct Spans {
+    /// Spans ready to send, back to back (each one `ScopeSpans.spans` field).
+    pub bytes: Vec<u8>,
+    /// How many spans `bytes` holds.
+    pub count: usize,
+    /// Spans that wait for the run's record (see [`Enrich`]), each in a buffer of its own;
+    /// only while `hold` is set, and at most [`MAX_HELD`] (past it they are sent without).
+    pub held: Vec<Held>,
+    /// Hold the spans that want something from the run's record (the caller will read it
+    /// and complete them with [`SpanWriter::reopen`]).
+    pub hold: bool,
+}
+
+/// A span held back for the run's record: one encoded span (an `execute_tool` span
+/// without its name, which is the tool's), and what it waits for.
+#[derive(Debug)]
+pub struct Held {
+    pub bytes: Vec<u8>,
+    pub enrich: Enrich,
+}
+
+/// Spans held at most while they wait for the run's record.
+pub const MAX_HELD: usize = 50_000;
+
+impl Spans {
+    /// A span's writer: at the end of `bytes`, or in a held buffer of its own when it waits
+    /// for the record. Says which.
+    fn open(&mut self, head: &SpanHead, enrich: Option<Enrich>) -> (SpanWriter<'_>, bool) {
+        match enrich {
+            Some(enrich) if self.hold && self.held.len() < MAX_HELD => {
+                let i = self.held.len();
+                self.held.push(Held { bytes: Vec::with_capacity(1024), enrich });
+                (SpanWriter::open(&mut self.held[i].bytes, head), true)
+            }
+            _ => {
+                self.count += 1;
+                (SpanWriter::open(&mut self.bytes, head), false)
+            }
+        }
+    }
+}
+
+/// A step as the tracer's span builders see it.
+#[derive(Debug, Clone, Copy)]
+struct Step<'a> {
+    id: &'a StepId,
+    tier: &'a Tier,
+    class: Class,
 }
 
 /// What kind of work a step is, read from its id and first event.
@@ -114,8 +160,8 @@ pub struct RunTracer {
     content: bool,
     segment: u64,
     root: Option<Root>,
-    live: HashMap<StepId, Live>,
-    agents: HashMap<Arc<str>, AgentAgg>,
+    live: FxHashMap<StepId, Live>,
+    agents: FxHashMap<Arc<str>, AgentAgg>,
     plan_step_seen: bool,
     last_ts: u64,
     /// The caller's span the run's root span is under (its `traceparent`), if any.
@@ -193,8 +239,8 @@ impl RunTracer {
             content,
             segment: 0,
             root: None,
-            live: HashMap::new(),
-            agents: HashMap::new(),
+            live: FxHashMap::default(),
+            agents: FxHashMap::default(),
             plan_step_seen: false,
             last_ts: 0,
             caller: None,
@@ -219,15 +265,37 @@ impl RunTracer {
 
     /// [`RunTracer::id`] with a number (an attempt) among what names it.
     fn id_n(&self, parts: &[&str], n: u32) -> [u8; 8] {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(self.run_id.as_bytes());
-        h.update(&self.segment.to_le_bytes());
+        // The bytes put together on the stack and hashed at once: the streaming hasher's
+        // set-up and buffering cost more than the hash (the same bytes, so the same ids).
+        let mut bytes = [0u8; 256];
+        let mut at = 0;
+        let mut put = |b: &[u8]| -> bool {
+            let fits = at + b.len() <= bytes.len();
+            if fits {
+                bytes[at..at + b.len()].copy_from_slice(b);
+                at += b.len();
+            }
+            fits
+        };
+        let mut fits = put(self.run_id.as_bytes()) && put(&self.segment.to_le_bytes());
         for p in parts {
-            h.update(&[0]);
-            h.update(p.as_bytes());
+            fits = fits && put(&[0]) && put(p.as_bytes());
         }
-        h.update(&n.to_le_bytes());
-        let id = h.digest().to_be_bytes();
+        fits = fits && put(&n.to_le_bytes());
+        let id = if fits {
+            xxhash_rust::xxh3::xxh3_64(&bytes[..at])
+        } else {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            h.update(self.run_id.as_bytes());
+            h.update(&self.segment.to_le_bytes());
+            for p in parts {
+                h.update(&[0]);
+                h.update(p.as_bytes());
+            }
+            h.update(&n.to_le_bytes());
+            h.digest()
+        };
+        let id = id.to_be_bytes();
         if id == [0; 8] { [1; 8] } else { id }
     }
 
@@ -239,30 +307,41 @@ impl RunTracer {
         self.id(&["agent", agent])
     }
 
-    fn span(&self, name: Name, id: [u8; 8], parent: [u8; 8], (start, end): (u64, u64)) -> Span {
-        Span {
+    /// Open a span under `parent` (None: a root), with the attribute every span has.
+    fn open<'o>(
+        &self,
+        out: &'o mut Spans,
+        (id, parent): ([u8; 8], Option<[u8; 8]>),
+        kind: i32,
+        (start, end): (u64, u64),
+        enrich: Option<Enrich>,
+    ) -> (SpanWriter<'o>, bool) {
+        let head = SpanHead {
             trace_id: self.trace_id,
             span_id: id,
-            parent_span_id: Some(parent),
-            name,
-            kind: proto::KIND_INTERNAL,
+            parent_span_id: parent,
+            kind,
             start_time_unix_nano: start,
-            end_time_unix_nano: end.max(start),
-            attributes: {
-                // Room for what the common spans carry (~400 bytes): one allocation per span.
-                let mut a = Attributes::with_capacity(512);
-                a.str("belt.run_id", &self.run_id);
-                a
-            },
-            events: Vec::new(),
-            links: Vec::new(),
-            status: None,
-        }
+            end_time_unix_nano: end,
+        };
+        let (mut w, held) = out.open(&head, enrich);
+        w.str("belt.run_id", &self.run_id);
+        (w, held)
+    }
+
+    /// [`RunTracer::open`] for the spans that never wait for the record.
+    fn internal<'o>(
+        &self,
+        out: &'o mut Spans,
+        ids: ([u8; 8], Option<[u8; 8]>),
+        times: (u64, u64),
+    ) -> SpanWriter<'o> {
+        self.open(out, ids, proto::KIND_INTERNAL, times, None).0
     }
 
     /// Feed the next event; finished spans are appended to `out`. Returns true when the
     /// event ended the run's segment (`run_finished`).
-    pub fn on_event(&mut self, e: &Event, out: &mut Vec<Finished>) -> bool {
+    pub fn on_event(&mut self, e: &Event, out: &mut Spans) -> bool {
         let ts = nanos(&e.ts);
         self.last_ts = self.last_ts.max(ts);
         match (&e.kind, &e.step) {
@@ -324,23 +403,19 @@ impl RunTracer {
 
     /// The stream ended without `run_finished` (the process is stopping, the run was
     /// handed over): what is open is ended now, as interrupted.
-    pub fn finish(&mut self, out: &mut Vec<Finished>) {
+    pub fn finish(&mut self, out: &mut Spans) {
         if self.root.is_none() && self.live.is_empty() && self.agents.is_empty() {
             return;
         }
         let end = self.last_ts;
         let live: Vec<(StepId, Live)> = self.live.drain().collect();
         for (step, live) in live {
-            let parent = self.root_id();
-            let mut span = self.span(
-                Name::new("invoke_agent", &step),
-                self.id(&["open", step.as_str()]),
-                parent,
-                (live.start, end),
-            );
-            span.attributes.str("belt.step", step.as_str());
-            set_error(&mut span, "interrupted", "the run stopped while this step was in flight");
-            out.push(Finished { span, enrich: None });
+            let ids = (self.id(&["open", step.as_str()]), Some(self.root_id()));
+            let mut w = self.internal(out, ids, (live.start, end));
+            w.name("invoke_agent", Some(step.as_str()));
+            w.str("belt.step", step.as_str());
+            set_error(&mut w, "interrupted", "the run stopped while this step was in flight");
+            w.finish();
         }
         self.end_segment(end, Vec::new(), Some("the run's events ended before run_finished"), out);
     }
@@ -386,59 +461,53 @@ impl RunTracer {
         });
     }
 
-    fn end_segment(&mut self, ts: u64, attrs: Vec<KeyValue>, error: Option<&str>, out: &mut Vec<Finished>) {
+    fn end_segment(&mut self, ts: u64, attrs: Vec<KeyValue>, error: Option<&str>, out: &mut Spans) {
         let agents: Vec<(Arc<str>, AgentAgg)> = self.agents.drain().collect();
         for (agent, agg) in agents {
-            out.push(Finished { span: self.agent_span(&agent, agg), enrich: None });
+            self.agent_span(out, &agent, agg);
         }
         let Some(root) = self.root.take() else { return };
-        let mut span =
-            self.span(Name::new("invoke_workflow", root.pattern), root.id, [0; 8], (root.start, ts));
-        span.parent_span_id = self.caller;
-        span.attributes.extend(root.attributes);
-        span.attributes.extend(attrs);
-        span.events = root.events;
+        let mut w = self.internal(out, (root.id, self.caller), (root.start, ts));
+        w.name("invoke_workflow", Some(&root.pattern));
+        w.extend(&root.attributes);
+        w.extend(&attrs);
+        root.events.iter().for_each(|e| w.event(e));
         if self.segment > 1 {
             // A resumed segment: the same trace, and a link to where the run began.
-            span.attributes.bool("belt.resumed", true);
-            span.links.push(proto::Link {
+            w.bool("belt.resumed", true);
+            w.link(&proto::Link {
                 trace_id: self.trace_id,
                 span_id: self.root_span_id(1),
                 attributes: vec![KeyValue::lit("belt.link", "first_segment")],
             });
         }
         match error {
-            Some(message) => set_error(&mut span, "run_failed", message),
-            None => span.status = Some(proto::Status { message: String::new(), code: proto::STATUS_OK }),
+            Some(message) => set_error(&mut w, "run_failed", message),
+            None => w.status(proto::STATUS_OK, ""),
         }
-        out.push(Finished { span, enrich: None });
+        w.finish();
     }
 
-    fn agent_span(&self, agent: &Arc<str>, agg: AgentAgg) -> Span {
-        let mut span = self.span(
-            Name::new("invoke_agent", agent),
-            self.agent_span_id(agent),
-            self.root_id(),
-            (agg.start, agg.end),
-        );
+    fn agent_span(&self, out: &mut Spans, agent: &Arc<str>, agg: AgentAgg) {
+        let ids = (self.agent_span_id(agent), Some(self.root_id()));
+        let mut w = self.internal(out, ids, (agg.start, agg.end));
+        w.name("invoke_agent", Some(agent));
         let tier = agg.tier.as_ref().map_or("agent", Tier::as_str);
-        agent_attributes(&mut span.attributes, agent, tier);
+        agent_attributes(&mut w, agent, tier);
         if let Some(model) = &agg.model {
-            model_attributes(&mut span, model);
+            model_attributes(&mut w, model);
         }
-        span.attributes.extend([
-            KeyValue::int("gen_ai.usage.input_tokens", agg.input as i64),
-            KeyValue::int("gen_ai.usage.output_tokens", agg.output as i64),
-            KeyValue::double("belt.cost_usd", agg.cost),
-            KeyValue::int("belt.rounds", i64::from(agg.rounds)),
-        ]);
+        w.int("gen_ai.usage.input_tokens", agg.input as i64);
+        w.int("gen_ai.usage.output_tokens", agg.output as i64);
+        w.double("belt.cost_usd", agg.cost);
+        w.int("belt.rounds", i64::from(agg.rounds));
         if !agg.ran {
-            span.attributes.bool("belt.replayed", true);
+            w.bool("belt.replayed", true);
         }
         if let Some((kind, message)) = &agg.failed {
-            set_error(&mut span, kind, message);
+            set_error(&mut w, kind, message);
         }
-        span
+        w.finish();
     }
 
     fn plan_ready(
@@ -447,7 +516,7 @@ impl RunTracer {
         subtasks: usize,
         shape: &[usize],
         source: &belt_core::PlanSource,
-        out: &mut Vec<Finished>,
+        out: &mut Spans,
     ) {
         let source = serde_json::to_value(source)
             .ok()
@@ -467,10 +536,11 @@ impl RunTracer {
         }
         // No decomposition step (a given plan): the plan span is the moment it was ready.
         let start = self.root.as_ref().map_or(ts, |r| r.start);
-        let mut span = self.span(Name::op("plan"), self.id(&["plan"]), self.root_id(), (start, ts));
-        span.attributes.push(KeyValue::lit("gen_ai.operation.name", "plan"));
-        span.attributes.extend(attrs);
-        out.push(Finished { span, enrich: None });
+        let mut w = self.internal(out, (self.id(&["plan"]), Some(self.root_id())), (start, ts));
+        w.name("plan", None);
+        w.str("gen_ai.operation.name", "plan");
+        w.extend(&attrs);
+        w.finish();
     }
 
     fn started(&mut self, step: &StepId, tier: &Tier, model: &Arc<str>, ts: u64) {
@@ -500,7 +570,7 @@ impl RunTracer {
         (error, kind): (&str, &str),
         ts: u64,
         delay_ms: u64,
-        out: &mut Vec<Finished>,
+        out: &mut Spans,
     ) {
         let Some(live) = self.live.get_mut(step) else { return };
         let (model, start) = (live.model.clone(), live.attempt_start);
@@ -510,37 +580,39 @@ impl RunTracer {
         if matches!(class, Class::Tool | Class::Work) {
             return;
         }
-        let mut span = self.chat_span(step, tier, class, &model, attempt, (start, ts));
-        set_error(&mut span, kind, error);
-        span.attributes.int("belt.retry_delay_ms", delay_ms as i64);
-        out.push(Finished { span, enrich: None });
+        let s = Step { id: step, tier, class };
+        let mut w = self.chat_span(out, s, &model, attempt, (start, ts), None);
+        set_error(&mut w, kind, error);
+        w.int("belt.retry_delay_ms", delay_ms as i64);
+        w.finish();
     }
 
-    fn chat_span(
+    /// One provider attempt (`chat`), under its agent or plan; attempt 0 is a replayed
+    /// round, which made no call (an internal span, not a client's).
+    fn chat_span<'o>(
         &self,
-        step: &StepId,
-        tier: &Tier,
-        class: Class,
+        out: &'o mut Spans,
+        s: Step<'_>,
         model: &Arc<str>,
         attempt: u32,
         times: (u64, u64),
-    ) -> Span {
-        let parent = match class {
-            Class::Round => self.agent_span_id(agent_of(step)),
+        enrich: Option<Enrich>,
+    ) -> SpanWriter<'o> {
+        let parent = match s.class {
+            Class::Round => self.agent_span_id(agent_of(s.id)),
             Class::Plan => self.id(&["plan"]),
-            _ => self.agent_span_id(step.as_str()),
+            _ => self.agent_span_id(s.id.as_str()),
         };
-        let id = self.id_n(&["chat", step.as_str()], attempt);
-        let name = Text::part_of(model, provider_and_model(model).1);
-        let mut span = self.span(Name::new("chat", name), id, parent, times);
-        span.kind = proto::KIND_CLIENT;
-        let a = &mut span.attributes;
-        a.str("gen_ai.operation.name", "chat");
-        a.str("belt.step", step.as_str());
-        a.str("belt.tier", tier.as_str());
-        a.int("belt.attempt", i64::from(attempt));
-        model_attributes(&mut span, model);
-        span
+        let id = self.id_n(&["chat", s.id.as_str()], attempt);
+        let kind = if attempt == 0 { proto::KIND_INTERNAL } else { proto::KIND_CLIENT };
+        let (mut w, _) = self.open(out, (id, Some(parent)), kind, times, enrich);
+        w.name("chat", Some(provider_and_model(model).1));
+        w.str("gen_ai.operation.name", "chat");
+        w.str("belt.step", s.id.as_str());
+        w.str("belt.tier", s.tier.as_str());
+        w.int("belt.attempt", i64::from(attempt));
+        model_attributes(&mut w, model);
+        w
     }
 
     fn completed(
@@ -550,7 +622,7 @@ impl RunTracer {
         outcome: &StepOutcome,
         recorded: Option<f64>,
         ts: u64,
-        out: &mut Vec<Finished>,
+        out: &mut Spans,
     ) {
         let live = self.live.remove(step).unwrap_or(Live {
             start: ts.saturating_sub(outcome.duration_ms.saturating_mul(1_000_000)),
@@ -563,113 +635,101 @@ impl RunTracer {
             self.plan_step_seen = true;
         }
         self.aggregate(step, tier, class, outcome, (live.start, ts), None);
+        let s = Step { id: step, tier, class };
         if outcome.replayed {
-            out.push(self.replayed(step, tier, class, outcome, recorded, ts));
+            self.replayed(out, s, outcome, recorded, ts);
             return;
         }
         let call = matches!(class, Class::Plan | Class::Agent | Class::Round);
         if call {
             let model = if outcome.model.is_empty() { &live.model } else { &outcome.model };
-            let mut chat =
-                self.chat_span(step, tier, class, &live.model, live.attempt, (live.attempt_start, ts));
-            outcome_attributes(&mut chat, outcome, model);
-            chat.status = Some(proto::Status { message: String::new(), code: proto::STATUS_OK });
             let enrich = self.content.then(|| Enrich::Output { step: step.clone() });
-            out.push(Finished { span: chat, enrich });
+            let times = (live.attempt_start, ts);
+            let mut w = self.chat_span(out, s, &live.model, live.attempt, times, enrich);
+            outcome_attributes(&mut w, outcome, model);
+            w.status(proto::STATUS_OK, "");
+            w.finish();
         }
         if class == Class::Round {
             return;
         }
-        let (mut span, enrich) = self.outer_span(step, tier, class, &live, ts);
+        let mut w = self.outer_span(out, s, &live, ts, true);
         if call {
-            outcome_attributes(&mut span, outcome, &live.model);
+            outcome_attributes(&mut w, outcome, &live.model);
         }
-        span.attributes.int("belt.attempts", i64::from(outcome.attempts));
-        span.status = Some(proto::Status { message: String::new(), code: proto::STATUS_OK });
-        out.push(Finished { span, enrich });
+        w.int("belt.attempts", i64::from(outcome.attempts));
+        w.status(proto::STATUS_OK, "");
+        w.finish();
     }
 
     /// The span around a step's attempts: `plan`, `invoke_agent`, `execute_tool` or work.
-    fn outer_span(
+    /// A tool's span waits for its name from the record; with `output` (and content on),
+    /// an agent's waits for its output.
+    fn outer_span<'o>(
         &self,
-        step: &StepId,
-        tier: &Tier,
-        class: Class,
+        out: &'o mut Spans,
+        s: Step<'_>,
         live: &Live,
         ts: u64,
-    ) -> (Span, Option<Enrich>) {
-        let times = (live.start, ts);
-        let root = self.root_id();
-        let (mut span, enrich) = match class {
+        output: bool,
+    ) -> SpanWriter<'o> {
+        let (step, times, root) = (s.id, (live.start, ts), Some(self.root_id()));
+        let mut w = match s.class {
             Class::Plan => {
-                let mut s = self.span(Name::op("plan"), self.id(&["plan"]), root, times);
-                s.attributes.push(KeyValue::lit("gen_ai.operation.name", "plan"));
-                (s, None)
+                let mut w = self.internal(out, (self.id(&["plan"]), root), times);
+                w.name("plan", None);
+                w.str("gen_ai.operation.name", "plan");
+                w
             }
             Class::Tool => {
                 let agent = agent_of(step);
-                let mut s = self.span(
-                    Name::op("execute_tool"),
-                    self.id(&["tool", step.as_str()]),
-                    self.agent_span_id(agent),
-                    times,
-                );
-                s.attributes.str("gen_ai.operation.name", "execute_tool");
-                s.attributes.str("gen_ai.tool.type", "function");
-                s.attributes.str("gen_ai.agent.name", agent);
-                (s, tool_enrich(step))
+                let ids = (self.id(&["tool", step.as_str()]), Some(self.agent_span_id(agent)));
+                let (mut w, held) = self.open(out, ids, proto::KIND_INTERNAL, times, tool_enrich(step));
+                if !held {
+                    // Held: named when the record says which tool it called.
+                    w.name("execute_tool", None);
+                }
+                w.str("gen_ai.operation.name", "execute_tool");
+                w.str("gen_ai.tool.type", "function");
+                w.str("gen_ai.agent.name", agent);
+                w
             }
             Class::Work => {
-                let mut s =
-                    self.span(Name::new("step", step), self.id(&["work", step.as_str()]), root, times);
-                s.attributes.str("belt.tier", tier.as_str());
-                (s, None)
+                let mut w = self.internal(out, (self.id(&["work", step.as_str()]), root), times);
+                w.name("step", Some(step.as_str()));
+                w
             }
             Class::Agent | Class::Round => {
-                let mut s = self.span(
-                    Name::new("invoke_agent", step),
-                    self.agent_span_id(step.as_str()),
-                    root,
-                    times,
-                );
-                agent_attributes(&mut s.attributes, step.as_str(), tier.as_str());
-                (s, self.content.then(|| Enrich::Output { step: step.clone() }))
+                let enrich = (output && self.content).then(|| Enrich::Output { step: step.clone() });
+                let ids = (self.agent_span_id(step.as_str()), root);
+                let (mut w, _) = self.open(out, ids, proto::KIND_INTERNAL, times, enrich);
+                w.name("invoke_agent", Some(step.as_str()));
+                agent_attributes(&mut w, step.as_str(), s.tier.as_str());
+                w
             }
         };
-        span.attributes.str("belt.step", step.as_str());
-        if class != Class::Agent {
-            span.attributes.str("belt.tier", tier.as_str());
+        w.str("belt.step", step.as_str());
+        if !matches!(s.class, Class::Agent | Class::Round) {
+            w.str("belt.tier", s.tier.as_str());
         }
-        (span, enrich)
+        w
     }
 
     /// A step whose output came from the run's record: one span, marked, no call under it.
-    fn replayed(
-        &self,
-        step: &StepId,
-        tier: &Tier,
-        class: Class,
-        outcome: &StepOutcome,
-        recorded: Option<f64>,
-        ts: u64,
-    ) -> Finished {
+    fn replayed(&self, out: &mut Spans, s: Step<'_>, outcome: &StepOutcome, recorded: Option<f64>, ts: u64) {
         let live = Live { start: ts, attempt_start: ts, attempt: 0, model: outcome.model.clone() };
-        let (mut span, enrich) = match class {
-            Class::Round => {
-                let mut s = self.chat_span(step, tier, class, &outcome.model, 0, (ts, ts));
-                s.kind = proto::KIND_INTERNAL;
-                (s, None)
-            }
-            _ => self.outer_span(step, tier, class, &live, ts),
+        let mut w = match s.class {
+            Class::Round => self.chat_span(out, s, &outcome.model, 0, (ts, ts), None),
+            _ => self.outer_span(out, s, &live, ts, false),
         };
-        span.attributes.bool("belt.replayed", true);
+        w.bool("belt.replayed", true);
         if let Some(cost) = recorded {
-            span.attributes.double("belt.recorded_cost_usd", cost);
+            w.double("belt.recorded_cost_usd", cost);
         }
         if !outcome.model.is_empty() {
-            model_attributes(&mut span, &outcome.model);
+            model_attributes(&mut w, &outcome.model);
         }
-        Finished { span, enrich: if class == Class::Tool { enrich } else { None } }
+        w.finish();
     }
 
     fn failed(
@@ -679,7 +739,7 @@ impl RunTracer {
         (error, kind): (&str, &str),
         attempts: u32,
         ts: u64,
-        out: &mut Vec<Finished>,
+        out: &mut Spans,
     ) {
         let live = self.live.remove(step).unwrap_or(Live {
             start: ts,
@@ -689,26 +749,27 @@ impl RunTracer {
         });
         let class = classify(step, tier, &live.model);
         self.aggregate(step, tier, class, &StepOutcome::default(), (live.start, ts), Some((kind, error)));
+        let s = Step { id: step, tier, class };
         let call = matches!(class, Class::Plan | Class::Agent | Class::Round);
         if call && attempts > 0 {
-            let mut chat =
-                self.chat_span(step, tier, class, &live.model, live.attempt, (live.attempt_start, ts));
-            set_error(&mut chat, kind, error);
-            out.push(Finished { span: chat, enrich: None });
+            let times = (live.attempt_start, ts);
+            let mut w = self.chat_span(out, s, &live.model, live.attempt, times, None);
+            set_error(&mut w, kind, error);
+            w.finish();
         }
         if class == Class::Round {
             return;
         }
-        let (mut span, enrich) = self.outer_span(step, tier, class, &live, ts);
+        let mut w = self.outer_span(out, s, &live, ts, false);
         if !live.model.is_empty() {
-            model_attributes(&mut span, &live.model);
+            model_attributes(&mut w, &live.model);
         }
-        span.attributes.int("belt.attempts", i64::from(attempts));
-        set_error(&mut span, kind, error);
-        out.push(Finished { span, enrich: if class == Class::Tool { enrich } else { None } });
+        w.int("belt.attempts", i64::from(attempts));
+        set_error(&mut w, kind, error);
+        w.finish();
     }
 
-    fn skipped(&mut self, step: &StepId, tier: &Tier, reason: &str, ts: u64, out: &mut Vec<Finished>) {
+    fn skipped(&mut self, step: &StepId, tier: &Tier, reason: &str, ts: u64, out: &mut Spans) {
         let live = self.live.remove(step).unwrap_or(Live {
             start: ts,
             attempt_start: ts,
@@ -719,10 +780,10 @@ impl RunTracer {
             Class::Round => Class::Agent,
             c => c,
         };
-        let (mut span, _) = self.outer_span(step, tier, class, &live, ts);
-        span.attributes
-            .extend([KeyValue::bool("belt.skipped", true), KeyValue::str("belt.skip_reason", reason)]);
-        out.push(Finished { span, enrich: None });
+        let mut w = self.outer_span(out, Step { id: step, tier, class }, &live, ts, false);
+        w.bool("belt.skipped", true);
+        w.str("belt.skip_reason", reason);
+        w.finish();
     }
 
     /// Rounds and tool calls add to their agent's span.
@@ -810,70 +871,64 @@ fn tool_enrich(step: &StepId) -> Option<Enrich> {
     Some(Enrich::Tool { round: StepId::new(&id[..at]), index, step: step.clone() })
 }
 
-fn agent_attributes(a: &mut Attributes, agent: &str, tier: &str) {
-    a.str("gen_ai.operation.name", "invoke_agent");
-    a.str("gen_ai.agent.name", agent);
-    a.str("gen_ai.agent.id", agent);
-    a.str("belt.tier", tier);
+fn agent_attributes(w: &mut SpanWriter<'_>, agent: &str, tier: &str) {
+    w.str("gen_ai.operation.name", "invoke_agent");
+    w.str("gen_ai.agent.name", agent);
+    w.str("gen_ai.agent.id", agent);
+    w.str("belt.tier", tier);
 }
 
 /// The provider and requested model, once per span.
-fn model_attributes(span: &mut Span, model: &str) {
-    if model.is_empty() || span.attributes.model {
+fn model_attributes(w: &mut SpanWriter<'_>, model: &str) {
+    if model.is_empty() || w.model {
         return;
     }
     let (provider, name) = provider_and_model(model);
-    span.attributes.str("gen_ai.provider.name", provider);
-    span.attributes.str("gen_ai.request.model", name);
-    span.attributes.model = true;
+    w.str("gen_ai.provider.name", provider);
+    w.str("gen_ai.request.model", name);
+    w.model = true;
 }
 
 /// What an answered call reports: the answering model, tokens, cost, finish reason.
-fn outcome_attributes(span: &mut Span, outcome: &StepOutcome, requested: &Arc<str>) {
-    model_attributes(span, requested);
+fn outcome_attributes(w: &mut SpanWriter<'_>, outcome: &StepOutcome, requested: &Arc<str>) {
+    model_attributes(w, requested);
     let u = &outcome.usage;
-    span.attributes.int("gen_ai.usage.input_tokens", u.input_tokens as i64);
-    span.attributes.int("gen_ai.usage.output_tokens", u.output_tokens as i64);
-    span.attributes.double("belt.cost_usd", outcome.cost_usd);
+    w.int("gen_ai.usage.input_tokens", u.input_tokens as i64);
+    w.int("gen_ai.usage.output_tokens", u.output_tokens as i64);
+    w.double("belt.cost_usd", outcome.cost_usd);
     if !outcome.model.is_empty() {
-        span.attributes.str("gen_ai.response.model", provider_and_model(&outcome.model).1);
+        w.str("gen_ai.response.model", provider_and_model(&outcome.model).1);
     }
     if u.cache_read_tokens > 0 {
-        span.attributes
-            .push(KeyValue::int("gen_ai.usage.cache_read.input_tokens", u.cache_read_tokens as i64));
+        w.int("gen_ai.usage.cache_read.input_tokens", u.cache_read_tokens as i64);
     }
     if u.cache_write_tokens > 0 {
-        span.attributes
-            .push(KeyValue::int("gen_ai.usage.cache_creation.input_tokens", u.cache_write_tokens as i64));
+        w.int("gen_ai.usage.cache_creation.input_tokens", u.cache_write_tokens as i64);
     }
     if u.reasoning_tokens > 0 {
-        span.attributes
-            .push(KeyValue::int("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens as i64));
+        w.int("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens as i64);
     }
     if let Some(reason) = &outcome.finish_reason {
-        span.attributes.push(KeyValue {
-            key: "gen_ai.response.finish_reasons",
-            value: proto::Value::Strings(vec![Text::Shared(reason.clone())]),
-        });
+        w.strs("gen_ai.response.finish_reasons", &[reason]);
     }
     if outcome.cached {
-        span.attributes.bool("belt.cached", true);
+        w.bool("belt.cached", true);
     }
     if outcome.unpriced {
-        span.attributes.bool("belt.unpriced", true);
+        w.bool("belt.unpriced", true);
     }
     if outcome.limit_wait_ms > 0 {
-        span.attributes.int("belt.limit_wait_ms", i64::from(outcome.limit_wait_ms));
+        w.int("belt.limit_wait_ms", i64::from(outcome.limit_wait_ms));
     }
 }
 
 /// The span failed: its `error.type` (once: a span is failed once) and its status.
-fn set_error(span: &mut Span, kind: &str, message: &str) {
-    if !span.attributes.error {
-        span.attributes.str("error.type", if kind.is_empty() { "_OTHER" } else { kind });
-        span.attributes.error = true;
+fn set_error(w: &mut SpanWriter<'_>, kind: &str, message: &str) {
+    if !w.error {
+        w.str("error.type", if kind.is_empty() { "_OTHER" } else { kind });
+        w.error = true;
     }
-    span.status = Some(proto::Status { message: cut(message, 1024).to_string(), code: proto::STATUS_ERROR });
+    w.status(proto::STATUS_ERROR, cut(message, 1024));
 }
 
 pub(crate) use belt_core::words::cut;

@@ -177,6 +177,13 @@ async fn a_cascade_of_twelve_is_one_trace_of_agents_attempts_and_tool_calls() {
     assert!(spans.iter().all(|s| s.trace_id == trace));
     let ids: std::collections::HashSet<_> = spans.iter().map(|s| s.span_id.clone()).collect();
     assert_eq!(ids.len(), spans.len(), "span ids are unique");
+    for span in &spans {
+        let mut keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        let n = keys.len();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "span {} names an attribute twice", span.name);
+    }
     let roots: Vec<_> = spans.iter().filter(|s| s.parent_span_id.is_empty()).collect();
     assert_eq!(roots.len(), 1);
     let root = roots[0];
