@@ -103,8 +103,10 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     max_runs: usize,
     /// Export every run as OpenTelemetry spans to this OTLP/HTTP collector (belt-otel, as
-    /// `belt run --otlp-endpoint`): the CPU per call with export on, next to off. Give a
-    /// collector in another process, so that its CPU is not counted here.
+    /// `belt run --otlp-endpoint`): the CPU per call with export on, next to off (each
+    /// repetition runs without export, then with it, in this process:
+    /// `cpu_us_per_call_export_off`, `export_cost_us_per_call`). Give a collector in
+    /// another process, so that its CPU is not counted here.
     #[arg(long, value_name = "URL")]
     otlp: Option<String>,
     /// Workload H's options (`--url`, `--model`, `--no-stream`): see `http.rs`.
@@ -260,13 +262,17 @@ async fn case(args: &Args) -> String {
     let mut cpus = Vec::new();
     let mut opens = Vec::new();
     let mut otlp_starts = Vec::new();
+    // `--otlp`: each repetition is a pair, the run without export then with it, in the same
+    // process (this machine's figures swing more between processes than export costs).
+    let mut cpus_off = Vec::new();
+    let exports: &[bool] = if OTLP.get().is_some() { &[false, true] } else { &[false] };
     let mut first = None;
     // H's server (or `--url`), started outside the measurement.
     let target =
         matches!(args.workload.as_str(), "H" | "h" | "R" | "r").then(|| http::Target::start(&args.http));
     let mut server_counts = None;
     let mut held = None;
-    for _ in 0..repeat {
+    for (_, export) in (0..repeat).flat_map(|r| exports.iter().map(move |e| (r, *e))) {
         let before_rss = rss_kib();
         // The sampler is a thread of its own: start it only where its figure is reported.
         let sampler =
@@ -297,7 +303,7 @@ async fn case(args: &Args) -> String {
             // A new provider, so a new pool, each repetition (as each `belt run` has).
             options.providers = target.providers(sim.clone());
         }
-        if let Some(url) = OTLP.get() {
+        if let Some(url) = OTLP.get().filter(|_| export) {
             let before_start = cpu_seconds();
             let config = belt_otel::OtelConfig::new(url).expect("a valid --otlp URL");
             let exporter = belt_otel::Exporter::start(config).expect("start the exporter");
@@ -308,8 +314,12 @@ async fn case(args: &Args) -> String {
         let before_cpu = cpu_seconds();
         let started = Instant::now();
         let (calls, status, end_rss) = once(args, n, c, l, &task, options, target.as_ref()).await;
-        walls.push(started.elapsed().as_secs_f64());
-        cpus.push(cpu_seconds() - before_cpu);
+        if OTLP.get().is_some() && !export {
+            cpus_off.push(cpu_seconds() - before_cpu);
+        } else {
+            walls.push(started.elapsed().as_secs_f64());
+            cpus.push(cpu_seconds() - before_cpu);
+        }
         if let (Some(before), Some(after)) = (counts_before, target.as_ref().and_then(http::Target::counts)) {
             server_counts.get_or_insert((after.accepted - before.accepted, after.requests - before.requests));
         }
@@ -359,6 +369,9 @@ async fn case(args: &Args) -> String {
         "store_held_steps": held.map(|h| h.steps),
         "store_held_events": held.map(|h| h.events),
         "store_open_cpu_ms": if opens.is_empty() { serde_json::Value::Null } else { serde_json::json!(round(median(&mut opens) * 1e3, 2)) },
+        // `--otlp`: the same runs without export, paired in this process, and the difference.
+        "cpu_us_per_call_export_off": (!cpus_off.is_empty()).then(|| round(median(&mut cpus_off) / calls_f * 1e6, 2)),
+        "export_cost_us_per_call": (!cpus_off.is_empty()).then(|| round((cpu - median(&mut cpus_off)) / calls_f * 1e6, 2)),
         "otlp_start_cpu_ms": if otlp_starts.is_empty() { serde_json::Value::Null } else { serde_json::json!(round(median(&mut otlp_starts) * 1e3, 2)) },
     });
     if let Some(target) = &target {

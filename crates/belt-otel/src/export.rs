@@ -383,13 +383,14 @@ impl Pump {
         self.release().await;
     }
 
-    /// Send what the tracer wrote. The next spans go into a buffer with the room this one
-    /// needed: chunks are alike, and a buffer grown by doubling is copied at each step.
+    /// Send what the tracer wrote. The next spans go into a buffer with a little more room
+    /// than this one needed: chunks are alike, and a buffer grown by doubling is copied at
+    /// each step.
     fn hand_over(&mut self) {
         if self.spans.count == 0 {
             return;
         }
-        let room = self.spans.bytes.len();
+        let room = self.spans.bytes.len() + self.spans.bytes.len() / 4 + 4096;
         let bytes = std::mem::replace(&mut self.spans.bytes, Vec::with_capacity(room));
         self.exporter.hand_over(bytes, std::mem::take(&mut self.spans.count));
     }

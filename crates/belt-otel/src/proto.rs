@@ -337,14 +337,15 @@ pub fn spans_prefix(spans: &[u8], n: usize) -> usize {
 /// checking the buffer's room, and the largest share of a span's cost).
 fn attribute_head(buf: &mut Vec<u8>, key: &'static str, value_len: usize) {
     let total = field_len(key.len()) + field_len(value_len);
-    if key.len() >= 0x80 - 1 {
+    // Room for belt's keys (the longest is 40 bytes) and three lengths: a small array is
+    // cheap to clear.
+    let mut head = [0u8; 80];
+    if key.len() > head.len() - 3 * 11 {
         put_len(buf, 9, total);
         put_bytes(buf, 1, key.as_bytes());
         put_len(buf, 2, value_len);
         return;
     }
-    // Key byte and length (≤ 10 bytes each) around a key of one length byte.
-    let mut head = [0u8; 2 * 11 + 2 + 0x80];
     head[0] = (9 << 3) | LEN;
     let mut n = 1 + varint_into(&mut head[1..], total);
     head[n] = (1 << 3) | LEN;
