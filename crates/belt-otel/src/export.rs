@@ -301,7 +301,9 @@ impl Feed {
         let mut rest = events;
         while let Some(first) = rest.first() {
             // The longest stretch of this run's events (a run's events usually come together).
-            let n = rest.iter().take_while(|e| e.run_id == first.run_id).count();
+            // The same run's events share its id's allocation: compare pointers first.
+            let same = |e: &&Arc<Event>| Arc::ptr_eq(&e.run_id, &first.run_id) || e.run_id == first.run_id;
+            let n = rest.iter().take_while(same).count();
             let (mine, others) = rest.split_at(n);
             rest = others;
             let tx = runs.entry(first.run_id.clone()).or_insert_with(|| {

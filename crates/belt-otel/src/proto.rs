@@ -298,6 +298,18 @@ impl<'b> SpanWriter<'b> {
         }
     }
 
+    /// Where the next attribute will start: with [`SpanWriter::copy`], attributes written
+    /// once can be given to another span of the same buffer.
+    pub fn at(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Copy bytes `range` of the buffer (attributes of an earlier span, from
+    /// [`SpanWriter::at`]) into this span.
+    pub fn copy(&mut self, range: std::ops::Range<usize>) {
+        self.buf.extend_from_within(range);
+    }
+
     /// The span is complete: its length goes before its body, in the bytes kept for it
     /// (two when it was opened), which it fills or, rarely, resizes.
     pub fn finish(self) {

@@ -641,12 +641,19 @@ impl RunTracer {
             return;
         }
         let call = matches!(class, Class::Plan | Class::Agent | Class::Round);
+        // The call's outcome, as the chat span's attributes: the span around it says the
+        // same, and copies those bytes rather than encoding them again (unless either span
+        // waits for the record in a buffer of its own, which only contents do).
+        let mut written = None;
         if call {
             let model = if outcome.model.is_empty() { &live.model } else { &outcome.model };
             let enrich = self.content.then(|| Enrich::Output { step: step.clone() });
             let times = (live.attempt_start, ts);
             let mut w = self.chat_span(out, s, &live.model, live.attempt, times, enrich);
-            outcome_attributes(&mut w, outcome, model);
+            model_attributes(&mut w, model);
+            let from = w.at();
+            outcome_attributes(&mut w, outcome);
+            written = (!self.content).then(|| from..w.at());
             w.status(proto::STATUS_OK, "");
             w.finish();
         }
@@ -655,7 +662,11 @@ impl RunTracer {
         }
         let mut w = self.outer_span(out, s, &live, ts, true);
         if call {
-            outcome_attributes(&mut w, outcome, &live.model);
+            model_attributes(&mut w, &live.model);
+            match written {
+                Some(range) => w.copy(range),
+                None => outcome_attributes(&mut w, outcome),
+            }
         }
         w.int("belt.attempts", i64::from(outcome.attempts));
         w.status(proto::STATUS_OK, "");
@@ -890,8 +901,7 @@ fn model_attributes(w: &mut SpanWriter<'_>, model: &str) {
 }
 
 /// What an answered call reports: the answering model, tokens, cost, finish reason.
-fn outcome_attributes(w: &mut SpanWriter<'_>, outcome: &StepOutcome, requested: &Arc<str>) {
-    model_attributes(w, requested);
+fn outcome_attributes(w: &mut SpanWriter<'_>, outcome: &StepOutcome) {
     let u = &outcome.usage;
     w.int("gen_ai.usage.input_tokens", u.input_tokens as i64);
     w.int("gen_ai.usage.output_tokens", u.output_tokens as i64);
