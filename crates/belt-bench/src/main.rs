@@ -17,6 +17,9 @@
 //!   (`Ctx::tool`: the tool policy's timeout, events, the record) instead of an LLM call;
 //!   the tool answers at once. Its `cpu_us_per_call` beside A's is what a tool call costs
 //!   the engine next to a model call.
+//! - **H**, **R**, **Y**, **Z**: A through the OpenAI adapter over HTTP/1.1, and its
+//!   transport floors without belt (bare reqwest; hyper-util's pool; hyper's connections
+//!   directly): see `http.rs`.
 //!
 //! Every call asks for at most 16 output tokens, so the figures measure the engine (limits,
 //! budget bookkeeping, events, recording, scheduling), not text generation.
@@ -62,8 +65,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 struct Args {
     /// A (fan-out), B (cascade), C (sequential chain), F (A's shape on bare sleeps: the
     /// floor set by the timer, without belt), H (A through the OpenAI adapter against a
-    /// local fake server), R (H's calls as bare reqwest POSTs: the transport's floor), or T
-    /// (A's shape with a tool call per worker).
+    /// local fake server), R (H's calls as bare reqwest POSTs: the transport's floor), Y
+    /// (R's calls on hyper-util's pool, without reqwest), Z (R's calls on hyper's HTTP/1
+    /// connections directly: the floor under Y), or T (A's shape with a tool call per worker).
     #[arg(long, default_value = "A")]
     workload: String,
     /// Workers for A and B.
@@ -235,7 +239,7 @@ async fn case(args: &Args) -> String {
     let task = Task::new("Benchmark the engine");
     let waves = |n: usize| n.div_ceil(c) as f64;
     let (n, ideal, _) = match args.workload.as_str() {
-        "A" | "a" | "H" | "h" | "R" | "r" | "T" | "t" => {
+        "A" | "a" | "H" | "h" | "R" | "r" | "Y" | "y" | "Z" | "z" | "T" | "t" => {
             (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c))
         }
         "B" | "b" => {
@@ -247,7 +251,7 @@ async fn case(args: &Args) -> String {
         "C" | "c" => (args.k, (args.k as f64 + 2.0) * l.as_secs_f64(), 1),
         "F" | "f" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
         other => {
-            eprintln!("unknown workload `{other}`; use A, B or C");
+            eprintln!("unknown workload `{other}`; use A, B, C, F, H, R, T, Y or Z");
             std::process::exit(2);
         }
     };
@@ -262,8 +266,8 @@ async fn case(args: &Args) -> String {
     let mut otlp_starts = Vec::new();
     let mut first = None;
     // H's server (or `--url`), started outside the measurement.
-    let target =
-        matches!(args.workload.as_str(), "H" | "h" | "R" | "r").then(|| http::Target::start(&args.http));
+    let target = matches!(args.workload.to_ascii_uppercase().as_str(), "H" | "R" | "Y" | "Z")
+        .then(|| http::Target::start(&args.http));
     let mut server_counts = None;
     let mut held = None;
     for _ in 0..repeat {
@@ -409,6 +413,14 @@ async fn once(
         }
         "R" => {
             let (calls, status) = http::raw_floor(target.expect("R's target"), n, c).await;
+            (calls, status, rss_kib())
+        }
+        "Y" => {
+            let (calls, status) = http::hyper_pool_floor(target.expect("Y's target"), n, c).await;
+            (calls, status, rss_kib())
+        }
+        "Z" => {
+            let (calls, status) = http::hyper_conn_floor(target.expect("Z's target"), n, c).await;
             (calls, status, rss_kib())
         }
         "B" => {
