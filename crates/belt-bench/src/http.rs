@@ -36,6 +36,10 @@ pub struct HttpArgs {
     /// H: ask for whole replies (`stream: false`) instead of SSE streams.
     #[arg(long)]
     pub no_stream: bool,
+    /// R, Y: make each call a task of its own (`tokio::spawn`), as the engine runs each
+    /// worker, instead of polling all calls in the bench's one task.
+    #[arg(long)]
+    pub spawn_calls: bool,
     /// Internal: be H's fake server (print its base URL, answer count requests on stdin).
     #[arg(long, hide = true)]
     pub serve_fake: bool,
@@ -44,6 +48,7 @@ pub struct HttpArgs {
 /// Where H's calls go: a child fake server, or `--url`.
 pub struct Target {
     base_url: String,
+    spawn_calls: bool,
     key: String,
     stream: bool,
     server: Option<Mutex<ServerChild>>,
@@ -69,7 +74,13 @@ impl Target {
         let stream = !args.no_stream;
         if let Some(url) = &args.url {
             let key = std::env::var("OPENAI_API_KEY").unwrap_or_else(|_| "sk-bench".into());
-            return Target { base_url: url.clone(), key, stream, server: None };
+            return Target {
+                base_url: url.clone(),
+                key,
+                stream,
+                server: None,
+                spawn_calls: args.spawn_calls,
+            };
         }
         let exe = std::env::current_exe().expect("own path");
         let mut command = Command::new(exe);
@@ -89,7 +100,7 @@ impl Target {
         let base_url = base_url.trim().to_string();
         assert!(base_url.starts_with("http://"), "the fake server did not start: {base_url:?}");
         let server = Some(Mutex::new(ServerChild { child, stdin, stdout }));
-        Target { base_url, key: "sk-bench".into(), stream, server }
+        Target { base_url, key: "sk-bench".into(), stream, server, spawn_calls: args.spawn_calls }
     }
 
     pub fn stream(&self) -> bool {
@@ -189,12 +200,12 @@ pub async fn raw_floor(target: &Target, n: usize, c: usize) -> (u64, belt_core::
     let url = format!("{}/chat/completions", target.base_url.trim_end_matches('/'));
     let call = |i: usize| {
         let request = client.post(&url).body(raw_body(target, i));
-        async move {
+        spawned(target, async move {
             let Ok(mut response) = request.send().await else { return false };
             let ok = response.status().is_success();
             while let Ok(Some(_)) = response.chunk().await {}
             ok
-        }
+        })
     };
     let ok = futures::stream::iter(0..n + 2)
         .map(call)
@@ -247,6 +258,19 @@ async fn drain_response(response: hyper::Response<hyper::body::Incoming>) -> boo
     ok
 }
 
+/// A call of R or Y: `call` itself, or with `--spawn-calls` a task running it.
+fn spawned(
+    target: &Target,
+    call: impl std::future::Future<Output = bool> + Send + 'static,
+) -> futures::future::BoxFuture<'static, bool> {
+    use futures::FutureExt;
+    if target.spawn_calls {
+        tokio::spawn(call).map(|done| done.unwrap_or(false)).boxed()
+    } else {
+        call.boxed()
+    }
+}
+
 /// `(completed calls, status)` of `ok` out of `n + 2`.
 fn raw_status(ok: u64, n: usize) -> (u64, belt_core::RunStatus) {
     let status =
@@ -273,12 +297,12 @@ pub async fn hyper_pool_floor(target: &Target, n: usize, c: usize) -> (u64, belt
     let (uri, host) = raw_uri(target);
     let call = |i: usize| {
         let request = client.request(raw_request(target, &uri, &host, raw_body(target, i)));
-        async move {
+        spawned(target, async move {
             match request.await {
                 Ok(response) => drain_response(response).await,
                 Err(_) => false,
             }
-        }
+        })
     };
     let ok = futures::stream::iter(0..n + 2)
         .map(call)
