@@ -111,6 +111,10 @@ struct Args {
     /// collector in another process, so that its CPU is not counted here.
     #[arg(long, value_name = "URL")]
     otlp: Option<String>,
+    /// Run the case on tokio's current-thread runtime instead of the multi-thread one (one
+    /// worker per core): what cross-thread wake-ups cost, next to the default.
+    #[arg(long)]
+    current_thread: bool,
     /// Workload H's options (`--url`, `--model`, `--no-stream`): see `http.rs`.
     #[command(flatten)]
     http: http::HttpArgs,
@@ -146,7 +150,12 @@ fn main() {
         suite();
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let mut builder = if args.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = builder.enable_all().build().expect("tokio runtime");
     if let Some(url) = &args.scale_out {
         let belt = args.belt.clone().unwrap_or_else(scale::default_belt);
         let shape = scale::Shape {
@@ -363,6 +372,7 @@ async fn case(args: &Args) -> String {
         "store_held_steps": held.map(|h| h.steps),
         "store_held_events": held.map(|h| h.events),
         "store_open_cpu_ms": if opens.is_empty() { serde_json::Value::Null } else { serde_json::json!(round(median(&mut opens) * 1e3, 2)) },
+        "runtime": if args.current_thread { "current_thread" } else { "multi_thread" },
         "otlp_start_cpu_ms": if otlp_starts.is_empty() { serde_json::Value::Null } else { serde_json::json!(round(median(&mut otlp_starts) * 1e3, 2)) },
     });
     if let Some(target) = &target {
