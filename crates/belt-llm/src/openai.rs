@@ -316,7 +316,10 @@ impl OpenAiProvider {
             response_format,
             tools,
         };
-        let bytes = serde_json::to_vec(&body).map_err(|e| {
+        // Sized for the usual body at once, rather than grown from 128 bytes by doubling.
+        let text: usize = body.messages.iter().filter_map(|m| m.content.as_ref()).map(|c| c.len()).sum();
+        let mut bytes = Vec::with_capacity(256 + text + text / 8);
+        serde_json::to_writer(&mut bytes, &body).map_err(|e| {
             LlmError::InvalidRequest(format!("the request could not be encoded as JSON: {e}"))
         })?;
         Ok((bytes, format))
