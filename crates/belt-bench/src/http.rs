@@ -36,6 +36,10 @@ pub struct HttpArgs {
     /// H: ask for whole replies (`stream: false`) instead of SSE streams.
     #[arg(long)]
     pub no_stream: bool,
+    /// R, Y: make each call a task of its own (`tokio::spawn`), as the engine runs each
+    /// worker, instead of polling all calls in the bench's one task.
+    #[arg(long)]
+    pub spawn_calls: bool,
     /// Internal: be H's fake server (print its base URL, answer count requests on stdin).
     #[arg(long, hide = true)]
     pub serve_fake: bool,
@@ -44,6 +48,7 @@ pub struct HttpArgs {
 /// Where H's calls go: a child fake server, or `--url`.
 pub struct Target {
     base_url: String,
+    spawn_calls: bool,
     key: String,
     stream: bool,
     server: Option<Mutex<ServerChild>>,
@@ -69,7 +74,13 @@ impl Target {
         let stream = !args.no_stream;
         if let Some(url) = &args.url {
             let key = std::env::var("OPENAI_API_KEY").unwrap_or_else(|_| "sk-bench".into());
-            return Target { base_url: url.clone(), key, stream, server: None };
+            return Target {
+                base_url: url.clone(),
+                key,
+                stream,
+                server: None,
+                spawn_calls: args.spawn_calls,
+            };
         }
         let exe = std::env::current_exe().expect("own path");
         let mut command = Command::new(exe);
@@ -89,7 +100,7 @@ impl Target {
         let base_url = base_url.trim().to_string();
         assert!(base_url.starts_with("http://"), "the fake server did not start: {base_url:?}");
         let server = Some(Mutex::new(ServerChild { child, stdin, stdout }));
-        Target { base_url, key: "sk-bench".into(), stream, server }
+        Target { base_url, key: "sk-bench".into(), stream, server, spawn_calls: args.spawn_calls }
     }
 
     pub fn stream(&self) -> bool {
@@ -187,26 +198,155 @@ pub async fn raw_floor(target: &Target, n: usize, c: usize) -> (u64, belt_core::
         .build()
         .expect("a reqwest client");
     let url = format!("{}/chat/completions", target.base_url.trim_end_matches('/'));
-    let stream_options = if target.stream { r#","stream_options":{"include_usage":true}"# } else { "" };
     let call = |i: usize| {
-        let body = format!(
-            r#"{{"model":"gpt-4.1-mini","messages":[{{"role":"user","content":"Task: Benchmark the engine\nSubtask {i}: Part {i}"}}],"max_tokens":16,"stream":{}{stream_options}}}"#,
-            target.stream
-        );
-        let request = client.post(&url).body(body);
-        async move {
+        let request = client.post(&url).body(raw_body(target, i));
+        spawned(target, async move {
             let Ok(mut response) = request.send().await else { return false };
             let ok = response.status().is_success();
             while let Ok(Some(_)) = response.chunk().await {}
             ok
-        }
+        })
     };
     let ok = futures::stream::iter(0..n + 2)
         .map(call)
         .buffer_unordered(c)
         .fold(0u64, |ok, good| async move { ok + u64::from(good) })
         .await;
+    raw_status(ok, n)
+}
+
+/// The request body R, Y and Z send for call `i`: like the adapter's.
+fn raw_body(target: &Target, i: usize) -> bytes::Bytes {
+    let stream_options = if target.stream { r#","stream_options":{"include_usage":true}"# } else { "" };
+    format!(
+        r#"{{"model":"gpt-4.1-mini","messages":[{{"role":"user","content":"Task: Benchmark the engine\nSubtask {i}: Part {i}"}}],"max_tokens":16,"stream":{}{stream_options}}}"#,
+        target.stream
+    )
+    .into()
+}
+
+/// A request of Y and Z: `uri` with the headers the adapter's client sends.
+fn raw_request(
+    target: &Target,
+    uri: &hyper::Uri,
+    host: &hyper::header::HeaderValue,
+    body: bytes::Bytes,
+) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    use hyper::header;
+    let mut request = hyper::Request::new(http_body_util::Full::new(body));
+    *request.method_mut() = hyper::Method::POST;
+    *request.uri_mut() = uri.clone();
+    let headers = request.headers_mut();
+    headers.insert(header::HOST, host.clone());
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    let auth = format!("Bearer {}", target.key);
+    headers.insert(header::AUTHORIZATION, header::HeaderValue::from_str(&auth).expect("ASCII key"));
+    headers.insert(header::USER_AGENT, header::HeaderValue::from_static("belt-bench"));
+    request
+}
+
+/// Read a response's body frame by frame and drop it, as R does; whether it was a 2xx.
+async fn drain_response(response: hyper::Response<hyper::body::Incoming>) -> bool {
+    use http_body_util::BodyExt;
+    let ok = response.status().is_success();
+    let mut body = response.into_body();
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            return false;
+        }
+    }
+    ok
+}
+
+/// A call of R or Y: `call` itself, or with `--spawn-calls` a task running it.
+fn spawned(
+    target: &Target,
+    call: impl std::future::Future<Output = bool> + Send + 'static,
+) -> futures::future::BoxFuture<'static, bool> {
+    use futures::FutureExt;
+    if target.spawn_calls {
+        tokio::spawn(call).map(|done| done.unwrap_or(false)).boxed()
+    } else {
+        call.boxed()
+    }
+}
+
+/// `(completed calls, status)` of `ok` out of `n + 2`.
+fn raw_status(ok: u64, n: usize) -> (u64, belt_core::RunStatus) {
     let status =
         if ok == (n + 2) as u64 { belt_core::RunStatus::Completed } else { belt_core::RunStatus::Failed };
     (ok, status)
+}
+
+/// The target's chat completions URL, and its `Host` header.
+fn raw_uri(target: &Target) -> (hyper::Uri, hyper::header::HeaderValue) {
+    let url = format!("{}/chat/completions", target.base_url.trim_end_matches('/'));
+    let uri: hyper::Uri = url.parse().expect("a valid URL");
+    let host = uri.authority().expect("a host").as_str().parse().expect("a valid Host header");
+    (uri, host)
+}
+
+/// Workload Y: R's calls on hyper-util's legacy client (the pool and connector reqwest
+/// wraps), without reqwest's request building, tower layers and response wrapping.
+/// http:// URLs only (no TLS connector).
+pub async fn hyper_pool_floor(target: &Target, n: usize, c: usize) -> (u64, belt_core::RunStatus) {
+    use futures::StreamExt;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<bytes::Bytes>>();
+    let (uri, host) = raw_uri(target);
+    let call = |i: usize| {
+        let request = client.request(raw_request(target, &uri, &host, raw_body(target, i)));
+        spawned(target, async move {
+            match request.await {
+                Ok(response) => drain_response(response).await,
+                Err(_) => false,
+            }
+        })
+    };
+    let ok = futures::stream::iter(0..n + 2)
+        .map(call)
+        .buffer_unordered(c)
+        .fold(0u64, |ok, good| async move { ok + u64::from(good) })
+        .await;
+    raw_status(ok, n)
+}
+
+/// Workload Z: R's calls on C HTTP/1.1 connections of hyper's own (`client::conn::http1`),
+/// each sending its share of the calls one after another: no pool, no connector, no
+/// request routing. The floor of HTTP/1.1 in Rust on this machine. http:// URLs only.
+pub async fn hyper_conn_floor(target: &Target, n: usize, c: usize) -> (u64, belt_core::RunStatus) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (uri, host) = raw_uri(target);
+    let path: hyper::Uri = uri.path_and_query().map_or("/", |p| p.as_str()).parse().expect("a path");
+    let addr = uri.authority().expect("a host").as_str().to_string();
+    let next = Arc::new(AtomicUsize::new(0));
+    let total = n + 2;
+    let mut workers = Vec::new();
+    for _ in 0..c.min(total) {
+        let stream = tokio::net::TcpStream::connect(&addr).await.expect("connect to the server");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("an HTTP/1.1 handshake");
+        tokio::spawn(connection);
+        let (next, path, host) = (next.clone(), path.clone(), host.clone());
+        let request = move |i| raw_request(target, &path, &host, raw_body(target, i));
+        workers.push(async move {
+            let mut ok = 0u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total || sender.ready().await.is_err() {
+                    break ok;
+                }
+                match sender.send_request(request(i)).await {
+                    Ok(response) => ok += u64::from(drain_response(response).await),
+                    Err(_) => break ok,
+                }
+            }
+        });
+    }
+    let ok = futures::future::join_all(workers).await.into_iter().sum();
+    raw_status(ok, n)
 }

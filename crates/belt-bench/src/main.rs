@@ -17,6 +17,9 @@
 //!   (`Ctx::tool`: the tool policy's timeout, events, the record) instead of an LLM call;
 //!   the tool answers at once. Its `cpu_us_per_call` beside A's is what a tool call costs
 //!   the engine next to a model call.
+//! - **H**, **R**, **Y**, **Z**: A through the OpenAI adapter over HTTP/1.1, and its
+//!   transport floors without belt (bare reqwest; hyper-util's pool; hyper's connections
+//!   directly): see `http.rs`.
 //!
 //! Every call asks for at most 16 output tokens, so the figures measure the engine (limits,
 //! budget bookkeeping, events, recording, scheduling), not text generation.
@@ -62,8 +65,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 struct Args {
     /// A (fan-out), B (cascade), C (sequential chain), F (A's shape on bare sleeps: the
     /// floor set by the timer, without belt), H (A through the OpenAI adapter against a
-    /// local fake server), R (H's calls as bare reqwest POSTs: the transport's floor), or T
-    /// (A's shape with a tool call per worker).
+    /// local fake server), R (H's calls as bare reqwest POSTs: the transport's floor), Y
+    /// (R's calls on hyper-util's pool, without reqwest), Z (R's calls on hyper's HTTP/1
+    /// connections directly: the floor under Y), or T (A's shape with a tool call per worker).
     #[arg(long, default_value = "A")]
     workload: String,
     /// Workers for A and B.
@@ -109,6 +113,10 @@ struct Args {
     /// another process, so that its CPU is not counted here.
     #[arg(long, value_name = "URL")]
     otlp: Option<String>,
+    /// Run the case on tokio's current-thread runtime instead of the multi-thread one (one
+    /// worker per core): what cross-thread wake-ups cost, next to the default.
+    #[arg(long)]
+    current_thread: bool,
     /// Workload H's options (`--url`, `--model`, `--no-stream`): see `http.rs`.
     #[command(flatten)]
     http: http::HttpArgs,
@@ -144,7 +152,12 @@ fn main() {
         suite();
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let mut builder = if args.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = builder.enable_all().build().expect("tokio runtime");
     if let Some(url) = &args.scale_out {
         let belt = args.belt.clone().unwrap_or_else(scale::default_belt);
         let shape = scale::Shape {
@@ -237,7 +250,7 @@ async fn case(args: &Args) -> String {
     let task = Task::new("Benchmark the engine");
     let waves = |n: usize| n.div_ceil(c) as f64;
     let (n, ideal, _) = match args.workload.as_str() {
-        "A" | "a" | "H" | "h" | "R" | "r" | "T" | "t" => {
+        "A" | "a" | "H" | "h" | "R" | "r" | "Y" | "y" | "Z" | "z" | "T" | "t" => {
             (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c))
         }
         "B" | "b" => {
@@ -249,7 +262,7 @@ async fn case(args: &Args) -> String {
         "C" | "c" => (args.k, (args.k as f64 + 2.0) * l.as_secs_f64(), 1),
         "F" | "f" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
         other => {
-            eprintln!("unknown workload `{other}`; use A, B or C");
+            eprintln!("unknown workload `{other}`; use A, B, C, F, H, R, T, Y or Z");
             std::process::exit(2);
         }
     };
@@ -268,8 +281,8 @@ async fn case(args: &Args) -> String {
     let exports: &[bool] = if OTLP.get().is_some() { &[false, true] } else { &[false] };
     let mut first = None;
     // H's server (or `--url`), started outside the measurement.
-    let target =
-        matches!(args.workload.as_str(), "H" | "h" | "R" | "r").then(|| http::Target::start(&args.http));
+    let target = matches!(args.workload.to_ascii_uppercase().as_str(), "H" | "R" | "Y" | "Z")
+        .then(|| http::Target::start(&args.http));
     let mut server_counts = None;
     let mut held = None;
     for (_, export) in (0..repeat).flat_map(|r| exports.iter().map(move |e| (r, *e))) {
@@ -372,6 +385,7 @@ async fn case(args: &Args) -> String {
         // `--otlp`: the same runs without export, paired in this process, and the difference.
         "cpu_us_per_call_export_off": (!cpus_off.is_empty()).then(|| round(median(&mut cpus_off) / calls_f * 1e6, 2)),
         "export_cost_us_per_call": (!cpus_off.is_empty()).then(|| round((cpu - median(&mut cpus_off)) / calls_f * 1e6, 2)),
+        "runtime": if args.current_thread { "current_thread" } else { "multi_thread" },
         "otlp_start_cpu_ms": if otlp_starts.is_empty() { serde_json::Value::Null } else { serde_json::json!(round(median(&mut otlp_starts) * 1e3, 2)) },
     });
     if let Some(target) = &target {
@@ -422,6 +436,14 @@ async fn once(
         }
         "R" => {
             let (calls, status) = http::raw_floor(target.expect("R's target"), n, c).await;
+            (calls, status, rss_kib())
+        }
+        "Y" => {
+            let (calls, status) = http::hyper_pool_floor(target.expect("Y's target"), n, c).await;
+            (calls, status, rss_kib())
+        }
+        "Z" => {
+            let (calls, status) = http::hyper_conn_floor(target.expect("Z's target"), n, c).await;
             (calls, status, rss_kib())
         }
         "B" => {

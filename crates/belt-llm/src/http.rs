@@ -381,6 +381,7 @@ impl HttpCore {
             .default_headers(headers.clone())
             .user_agent(endpoint.http.user_agent.clone())
             .connect_timeout(endpoint.http.connect_timeout)
+            .retry(no_retries())
             .build()
             .map_err(|e| ConfigError::Client { provider: provider.clone(), message: error_chain(&e) })?;
 
@@ -610,6 +611,7 @@ impl HttpCore {
                 .default_headers(self.fresh_headers.clone())
                 .user_agent(self.options.user_agent.clone())
                 .connect_timeout(self.options.connect_timeout)
+                .retry(no_retries())
                 .pool_max_idle_per_host(0)
                 .build()
                 .unwrap_or_else(|_| self.client.clone())
@@ -744,6 +746,14 @@ pub(crate) fn stale_connection(error: &reqwest::Error) -> bool {
         source = e.source();
     }
     false
+}
+
+/// reqwest's retry layer set to retry nothing. Its default retries only HTTP/2 and HTTP/3
+/// protocol refusals, and this build speaks HTTP/1.1 only, so it never retried anything; but
+/// it cloned every request (headers, URI, extensions) in case it would. Retries are the
+/// engine's; the one re-send of a stale pooled connection is [`HttpCore::post`]'s.
+fn no_retries() -> reqwest::retry::Builder {
+    reqwest::retry::never().max_retries_per_request(0)
 }
 
 /// rustls needs a process-wide crypto provider: ring, unless the application installed
@@ -962,9 +972,14 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
 
 /// The provider's request id, from the headers every major provider sends.
 pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
-    ["x-request-id", "request-id", "x-amzn-requestid", "cf-ray"]
-        .iter()
-        .find_map(|h| headers.get(*h)?.to_str().ok().map(str::to_string))
+    // Names made once: a `&str` key is parsed and checked on every lookup.
+    static NAMES: [HeaderName; 4] = [
+        HeaderName::from_static("x-request-id"),
+        HeaderName::from_static("request-id"),
+        HeaderName::from_static("x-amzn-requestid"),
+        HeaderName::from_static("cf-ray"),
+    ];
+    NAMES.iter().find_map(|h| headers.get(h)?.to_str().ok().map(str::to_string))
 }
 
 /// Phrases only an overflow of the context window says, whatever the status (llama.cpp

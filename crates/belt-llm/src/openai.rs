@@ -316,7 +316,10 @@ impl OpenAiProvider {
             response_format,
             tools,
         };
-        let bytes = serde_json::to_vec(&body).map_err(|e| {
+        // Sized for the usual body at once, rather than grown from 128 bytes by doubling.
+        let text: usize = body.messages.iter().filter_map(|m| m.content.as_ref()).map(|c| c.len()).sum();
+        let mut bytes = Vec::with_capacity(256 + text + text / 8);
+        serde_json::to_writer(&mut bytes, &body).map_err(|e| {
             LlmError::InvalidRequest(format!("the request could not be encoded as JSON: {e}"))
         })?;
         Ok((bytes, format))
@@ -522,7 +525,7 @@ struct SchemaFormat<'a> {
 #[derive(Deserialize)]
 struct Chunk<'a> {
     #[serde(default, borrow)]
-    choices: Vec<ChunkChoice<'a>>,
+    choices: FirstChoice<'a>,
     #[serde(default)]
     usage: Option<OpenAiUsage>,
     #[serde(default)]
@@ -532,6 +535,30 @@ struct Chunk<'a> {
     model: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     error: Option<serde_json::Value>,
+}
+
+/// A chunk's `choices`: the first one, if any. Later ones (a server may send several) are
+/// read and dropped as they come, so that a chunk costs no `Vec`.
+#[derive(Default)]
+struct FirstChoice<'a>(Option<ChunkChoice<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for FirstChoice<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<ChunkChoice<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = FirstChoice<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of choices")
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+                let first = seq.next_element::<ChunkChoice<'a>>()?;
+                // Each read as a choice, so that a malformed one fails as it did in a `Vec`.
+                while seq.next_element::<ChunkChoice<'a>>()?.is_some() {}
+                Ok(FirstChoice(first))
+            }
+        }
+        deserializer.deserialize_seq(Visit(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -741,7 +768,7 @@ impl StreamState {
             return Err(stream_error(ctx, error));
         }
         self.chunks += 1;
-        if chunk.choices.is_empty() {
+        if chunk.choices.0.is_none() {
             self.without_choices += 1;
         }
         if self.parsed.served_model.is_none() {
@@ -750,7 +777,7 @@ impl StreamState {
         if let Some(usage) = chunk.usage.or_else(|| chunk.x_groq.and_then(|x| x.usage)) {
             self.parsed.usage = Some(usage.tokens());
         }
-        if let Some(choice) = chunk.choices.into_iter().next() {
+        if let Some(choice) = chunk.choices.0 {
             if let Some(delta) = choice.delta {
                 if let Some(text) = delta.content {
                     belt_core::llm::stream_delta(&text);

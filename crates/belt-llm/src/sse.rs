@@ -13,7 +13,9 @@
 //! any byte: inside a line, inside a multi-byte UTF-8 character, or between the CR and LF
 //! of one line ending. Only complete lines are interpreted, so no split can change what
 //! is decoded (a test feeds every split position). Complete lines are read in place from
-//! the chunk; only a line spanning chunks is copied.
+//! the chunk; only a line spanning chunks is copied. An event of one `data` line whose
+//! blank line is in the same chunk (a streamed reply's every `data: {json}\n\n`) reaches
+//! the caller in place too, not copied.
 //!
 //! One deliberate departure from the specification: at the end of the body, a last line
 //! without its newline and an event without its blank line are still delivered (the
@@ -71,6 +73,9 @@ impl SseDecoder {
                 rest = &rest[1..];
             }
         }
+        // An event's one `data` line, still in `chunk`: delivered from there when its blank
+        // line is in `chunk` too (the usual `data: {json}\n\n`), else copied into `data`.
+        let mut held: Option<&[u8]> = None;
         while let Some(end) = line_end(rest) {
             let line = &rest[..end];
             let cr = rest[end] == b'\r';
@@ -82,16 +87,32 @@ impl SseDecoder {
                     Some(_) => {}
                 }
             }
-            if self.partial.is_empty() {
-                self.line(line, on_event)?;
-            } else {
+            if !self.partial.is_empty() {
                 let mut whole = std::mem::take(&mut self.partial);
                 whole.extend_from_slice(line);
-                let result = self.line(&whole, on_event);
+                let field = self.field(&whole);
+                let result = self.apply(field, on_event);
                 whole.clear();
                 self.partial = whole;
                 result?;
+                continue;
             }
+            match self.field(line) {
+                Field::Data(value) if !self.has_data && held.is_none() => held = Some(value),
+                Field::Blank if held.is_some() => {
+                    let value = held.take().unwrap_or_default();
+                    self.dispatch_held(value, on_event)?;
+                }
+                field => {
+                    if let Some(value) = held.take() {
+                        self.push_data(value);
+                    }
+                    self.apply(field, on_event)?;
+                }
+            }
+        }
+        if let Some(value) = held {
+            self.push_data(value);
         }
         self.partial.extend_from_slice(rest);
         Ok(())
@@ -101,25 +122,23 @@ impl SseDecoder {
     pub fn finish<E>(&mut self, on_event: &mut impl FnMut(&str, &str) -> Result<(), E>) -> Result<(), E> {
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
-            self.line(&line, on_event)?;
+            let field = self.field(&line);
+            self.apply(field, on_event)?;
         }
         self.dispatch(on_event)
     }
 
-    fn line<E>(
-        &mut self,
-        mut line: &[u8],
-        on_event: &mut impl FnMut(&str, &str) -> Result<(), E>,
-    ) -> Result<(), E> {
+    /// What `line` says.
+    fn field<'l>(&mut self, mut line: &'l [u8]) -> Field<'l> {
         if !self.started {
             self.started = true;
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         }
         if line.is_empty() {
-            return self.dispatch(on_event);
+            return Field::Blank;
         }
         if line[0] == b':' {
-            return Ok(()); // a comment or keep-alive
+            return Field::Ignored; // a comment or keep-alive
         }
         let (field, value) = match line.iter().position(|&b| b == b':') {
             Some(i) => {
@@ -129,20 +148,54 @@ impl SseDecoder {
             None => (line, &b""[..]),
         };
         match field {
-            b"data" => {
-                if self.has_data {
-                    self.data.push('\n');
-                }
-                self.has_data = true;
-                push_utf8(&mut self.data, value);
-            }
-            b"event" => {
+            b"data" => Field::Data(value),
+            b"event" => Field::Event(value),
+            _ => Field::Ignored, // id, retry and unknown fields
+        }
+    }
+
+    /// Act on a line's field, copying what it says into the event being read.
+    fn apply<E>(
+        &mut self,
+        field: Field<'_>,
+        on_event: &mut impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match field {
+            Field::Blank => return self.dispatch(on_event),
+            Field::Data(value) => self.push_data(value),
+            Field::Event(value) => {
                 self.event.clear();
                 push_utf8(&mut self.event, value);
             }
-            _ => {} // id, retry and unknown fields
+            Field::Ignored => {}
         }
         Ok(())
+    }
+
+    fn push_data(&mut self, value: &[u8]) {
+        if self.has_data {
+            self.data.push('\n');
+        }
+        self.has_data = true;
+        push_utf8(&mut self.data, value);
+    }
+
+    /// Deliver the event whose only data is `value`, in place.
+    fn dispatch_held<E>(
+        &mut self,
+        value: &[u8],
+        on_event: &mut impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Ok(data) = std::str::from_utf8(value) else {
+            // Invalid UTF-8: replaced as `push_utf8` does, through the copying path.
+            self.push_data(value);
+            return self.dispatch(on_event);
+        };
+        self.events += 1;
+        let name = if self.event.is_empty() { "message" } else { self.event.as_str() };
+        let result = on_event(name, data);
+        self.event.clear();
+        result
     }
 
     fn dispatch<E>(&mut self, on_event: &mut impl FnMut(&str, &str) -> Result<(), E>) -> Result<(), E> {
@@ -158,6 +211,16 @@ impl SseDecoder {
         self.has_data = false;
         result
     }
+}
+
+/// One line of the stream, read.
+enum Field<'l> {
+    /// The end of an event.
+    Blank,
+    Data(&'l [u8]),
+    Event(&'l [u8]),
+    /// A comment, `id`, `retry` or an unknown field.
+    Ignored,
 }
 
 /// The position of the first LF or CR in `bytes`. Eight bytes at a time (a body is
@@ -289,6 +352,23 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = body.chunks(1).collect();
         assert_eq!(decode_chunks(&bytes), whole, "one byte at a time");
+    }
+
+    #[test]
+    fn events_delivered_in_place_and_copied_agree() {
+        // One data line (in place), several (copied), with an event name, invalid UTF-8 (replaced).
+        let body = b"data: 1\n\nevent: e\ndata: 2\n\ndata: 3\ndata: 4\n\ndata: \xff!\n\ndata: 5\nid: 9\n\n";
+        let expected = vec![
+            ev("message", "1"),
+            ev("e", "2"),
+            ev("message", "3\n4"),
+            ev("message", "\u{fffd}!"),
+            ev("message", "5"),
+        ];
+        assert_eq!(decode(body), expected);
+        for i in 0..=body.len() {
+            assert_eq!(decode_chunks(&[&body[..i], &body[i..]]), expected, "split at {i}");
+        }
     }
 
     #[test]
