@@ -165,6 +165,8 @@ pub struct SpanWriter<'b> {
     key_at: usize,
     /// Where the span's body starts: after its key and the bytes kept for its length.
     body: usize,
+    /// Where what follows the fixed fields starts (for [`SpanWriter::copy`]).
+    after_head: usize,
     /// `gen_ai.request.model` and `gen_ai.provider.name` are among its attributes.
     pub model: bool,
     /// `error.type` is among them.
@@ -200,7 +202,8 @@ impl<'b> SpanWriter<'b> {
         put_varint(buf, head.kind as u64);
         put_fixed64(buf, 7, head.start_time_unix_nano);
         put_fixed64(buf, 8, head.end_time_unix_nano.max(head.start_time_unix_nano));
-        SpanWriter { buf, key_at, body, model: false, error: false }
+        let after_head = buf.len();
+        SpanWriter { buf, key_at, body, after_head, model: false, error: false }
     }
 
     /// Go on writing the one span `buf` holds (a span held back until the run's record
@@ -209,7 +212,8 @@ impl<'b> SpanWriter<'b> {
     pub fn reopen(buf: &'b mut Vec<u8>) -> SpanWriter<'b> {
         // The span's length follows its key: a varint, whose last byte is under 0x80.
         let len_bytes = buf.iter().skip(1).take(10).position(|b| b & 0x80 == 0).map_or(0, |i| i + 1);
-        SpanWriter { body: (1 + len_bytes).min(buf.len()), buf, key_at: 0, model: false, error: false }
+        let body = (1 + len_bytes).min(buf.len());
+        SpanWriter { after_head: buf.len(), body, buf, key_at: 0, model: false, error: false }
     }
 
     /// The span's name: an operation (`chat`) and what it acts on (`gpt-4o`), joined by a
@@ -302,6 +306,11 @@ impl<'b> SpanWriter<'b> {
     /// once can be given to another span of the same buffer.
     pub fn at(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Where what was written after the span's fixed fields (ids, kind, times) starts.
+    pub fn after_head(&self) -> usize {
+        self.after_head
     }
 
     /// Copy bytes `range` of the buffer (attributes of an earlier span, from

@@ -605,14 +605,60 @@ impl RunTracer {
         };
         let id = self.id_n(&["chat", s.id.as_str()], attempt);
         let kind = if attempt == 0 { proto::KIND_INTERNAL } else { proto::KIND_CLIENT };
-        let (mut w, _) = self.open(out, (id, Some(parent)), kind, times, enrich);
-        w.name("chat", Some(provider_and_model(model).1));
-        w.str("gen_ai.operation.name", "chat");
+        let (w, _) = self.open(out, (id, Some(parent)), kind, times, enrich);
+        Self::chat_attributes(w, s, model, attempt).0
+    }
+
+    /// A chat span's own attributes, and where those it shares with the agent span around
+    /// it are (`belt.run_id` through the model's: see [`RunTracer::agent_of_one_call`]).
+    fn chat_attributes<'o>(
+        mut w: SpanWriter<'o>,
+        s: Step<'_>,
+        model: &Arc<str>,
+        attempt: u32,
+    ) -> (SpanWriter<'o>, std::ops::Range<usize>) {
         w.str("belt.step", s.id.as_str());
         w.str("belt.tier", s.tier.as_str());
-        w.int("belt.attempt", i64::from(attempt));
         model_attributes(&mut w, model);
-        w
+        let shared = w.after_head()..w.at();
+        w.name("chat", Some(provider_and_model(model).1));
+        w.str("gen_ai.operation.name", "chat");
+        w.int("belt.attempt", i64::from(attempt));
+        (w, shared)
+    }
+
+    /// The commonest step, an agent that is one call, with contents off: its span says
+    /// what its `chat` span says (run, step, tier, model, outcome), so it copies those
+    /// bytes from it rather than encoding them again; it adds only its own.
+    fn agent_of_one_call(&self, out: &mut Spans, s: Step<'_>, live: &Live, outcome: &StepOutcome, ts: u64) {
+        let id = self.id_n(&["chat", s.id.as_str()], live.attempt);
+        let agent = self.agent_span_id(s.id.as_str());
+        let times = (live.attempt_start, ts);
+        let (w, _) = self.open(out, (id, Some(agent)), proto::KIND_CLIENT, times, None);
+        let (mut w, shared) = Self::chat_attributes(w, s, &live.model, live.attempt);
+        let outcome_from = w.at();
+        outcome_attributes(&mut w, outcome);
+        let outcome_range = outcome_from..w.at();
+        w.status(proto::STATUS_OK, "");
+        w.finish();
+        let head = SpanHead {
+            trace_id: self.trace_id,
+            span_id: agent,
+            parent_span_id: Some(self.root_id()),
+            kind: proto::KIND_INTERNAL,
+            start_time_unix_nano: live.start,
+            end_time_unix_nano: ts,
+        };
+        let (mut w, _) = out.open(&head, None);
+        w.copy(shared);
+        w.copy(outcome_range);
+        w.name("invoke_agent", Some(s.id.as_str()));
+        w.str("gen_ai.operation.name", "invoke_agent");
+        w.str("gen_ai.agent.name", s.id.as_str());
+        w.str("gen_ai.agent.id", s.id.as_str());
+        w.int("belt.attempts", i64::from(outcome.attempts));
+        w.status(proto::STATUS_OK, "");
+        w.finish();
     }
 
     fn completed(
@@ -638,6 +684,10 @@ impl RunTracer {
         let s = Step { id: step, tier, class };
         if outcome.replayed {
             self.replayed(out, s, outcome, recorded, ts);
+            return;
+        }
+        if class == Class::Agent && !self.content {
+            self.agent_of_one_call(out, s, &live, outcome, ts);
             return;
         }
         let call = matches!(class, Class::Plan | Class::Agent | Class::Round);
