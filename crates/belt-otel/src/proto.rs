@@ -302,6 +302,11 @@ impl<'b> SpanWriter<'b> {
         }
     }
 
+    /// Attributes encoded earlier ([`attribute_bytes`]).
+    pub fn raw(&mut self, attributes: &[u8]) {
+        self.buf.extend_from_slice(attributes);
+    }
+
     /// Where the next attribute will start: with [`SpanWriter::copy`], attributes written
     /// once can be given to another span of the same buffer.
     pub fn at(&self) -> usize {
@@ -333,6 +338,14 @@ impl<'b> SpanWriter<'b> {
         put_varint(&mut varint, len as u64);
         self.buf.splice(slot, varint);
     }
+}
+
+/// An attribute encoded as a span's (for [`SpanWriter::raw`]): what many spans carry,
+/// encoded once.
+pub fn attribute_bytes(kv: &KeyValue) -> Vec<u8> {
+    let mut buf = Vec::new();
+    kv.put(&mut buf, 9);
+    buf
 }
 
 /// The bytes of the first `n` spans of `spans` (spans written back to back by

@@ -156,6 +156,8 @@ const MAX_ROOT_EVENTS: usize = 128;
 #[derive(Debug)]
 pub struct RunTracer {
     run_id: Arc<str>,
+    /// `belt.run_id`, which every span has, encoded once.
+    run_id_attribute: Vec<u8>,
     trace_id: [u8; 16],
     content: bool,
     segment: u64,
@@ -235,6 +237,7 @@ impl RunTracer {
     pub fn new(run_id: &str, content: bool) -> Self {
         RunTracer {
             run_id: Arc::from(run_id),
+            run_id_attribute: proto::attribute_bytes(&KeyValue::str("belt.run_id", run_id)),
             trace_id: trace_id(run_id),
             content,
             segment: 0,
@@ -325,7 +328,7 @@ impl RunTracer {
             end_time_unix_nano: end,
         };
         let (mut w, held) = out.open(&head, enrich);
-        w.str("belt.run_id", &self.run_id);
+        w.raw(&self.run_id_attribute);
         (w, held)
     }
 
