@@ -215,13 +215,75 @@ fn suite() {
         cases.push(sqlite_case(w, "--n", 10_000));
     }
     cases.push(sqlite_case("C", "--k", 10_000));
+    let mut lines = Vec::new();
     for c in cases {
         let out = Command::new(&exe).args(&c).output().expect("run a case");
-        print!("{}", String::from_utf8_lossy(&out.stdout));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        print!("{stdout}");
+        lines.extend(stdout.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()));
         if !out.status.success() {
             eprintln!("case {c:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
+    for check in checks(&lines) {
+        println!("{check}");
+    }
+}
+
+/// The performance targets (issue 20), each a line beside the suite's figure for it, so a
+/// regression shows in the suite's own output: `{"check": …, "figure": …, "target": …,
+/// "met": …}` (`figure` null when its case did not run).
+fn checks(lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let find = |w: &str, n: u64, l: u64, c: u64, store: &str| {
+        lines.iter().find(|v| {
+            v["workload"] == w
+                && v["n"] == n
+                && v["latency_ms"] == l
+                && v["concurrency"] == c
+                && v["store"] == store
+        })
+    };
+    let figure = |w, n, l, c, store, key: &str| find(w, n, l, c, store).and_then(|v| v[key].as_f64());
+    let sqlite_over_memory = |w| {
+        Some(
+            figure(w, 10_000, 0, 64, "sqlite", "cpu_us_per_call")?
+                - figure(w, 10_000, 0, 64, "memory", "cpu_us_per_call")?,
+        )
+    };
+    let targets = [
+        (
+            "engine CPU µs per call, A, N = 10,000",
+            figure("A", 10_000, 0, 64, "memory", "cpu_us_per_call"),
+            2.0,
+        ),
+        (
+            "engine CPU µs per call, B, N = 10,000",
+            figure("B", 10_000, 0, 64, "memory", "cpu_us_per_call"),
+            3.0,
+        ),
+        (
+            "KiB per in-flight branch, 10,000 in flight",
+            figure("A", 10_000, 1_000, 10_000, "memory", "kib_per_inflight_branch"),
+            1.5,
+        ),
+        (
+            "client CPU µs per call over HTTP, H, N = 10,000",
+            figure("H", 10_000, 0, 64, "memory", "cpu_us_per_call"),
+            20.0,
+        ),
+        ("durable fan-out µs per call over memory, A on SQLite", sqlite_over_memory("A"), 4.0),
+    ];
+    targets
+        .into_iter()
+        .map(|(check, figure, target)| {
+            serde_json::json!({
+                "check": check,
+                "figure": figure.map(|f| round(f, 2)),
+                "target": target,
+                "met": figure.map(|f| f <= target),
+            })
+        })
+        .collect()
 }
 
 fn sqlite_case(workload: &str, count: &str, n: usize) -> Vec<String> {
@@ -649,4 +711,31 @@ fn rss_kib() -> u64 {
 
 fn peak_rss_kib() -> u64 {
     status_kib("VmHWM:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_target_is_checked_against_its_own_case() {
+        let line = |w: &str, l: u64, c: u64, store: &str, key: &str, v: f64| {
+            let mut line = serde_json::json!({"workload": w, "n": 10_000, "latency_ms": l, "concurrency": c, "store": store});
+            line[key] = v.into();
+            line
+        };
+        let lines = [
+            line("A", 0, 64, "memory", "cpu_us_per_call", 1.5),
+            line("A", 0, 64, "sqlite", "cpu_us_per_call", 7.0),
+            line("B", 0, 64, "memory", "cpu_us_per_call", 4.5),
+            line("A", 1_000, 10_000, "memory", "kib_per_inflight_branch", 3.1),
+        ];
+        let checks = checks(&lines);
+        let met: Vec<_> = checks.iter().map(|c| c["met"].clone()).collect();
+        let (yes, no, none) =
+            (serde_json::Value::Bool(true), serde_json::Value::Bool(false), serde_json::Value::Null);
+        assert_eq!(met, [yes, no.clone(), no.clone(), none, no]);
+        assert_eq!(checks[4]["figure"], 5.5);
+        assert_eq!(checks[2]["target"], 1.5);
+    }
 }
