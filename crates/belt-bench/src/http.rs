@@ -184,7 +184,6 @@ pub fn model(args: &HttpArgs) -> &'static str {
 /// settings, a body like the adapter's, the response read chunk by chunk and dropped), no
 /// engine, no adapter, no parsing. H − R − A is what the adapter itself costs.
 pub async fn raw_floor(target: &Target, n: usize, c: usize) -> (u64, belt_core::RunStatus) {
-    use futures::StreamExt;
     let mut headers = reqwest::header::HeaderMap::new();
     headers
         .insert(reqwest::header::CONTENT_TYPE, reqwest::header::HeaderValue::from_static("application/json"));
@@ -207,12 +206,7 @@ pub async fn raw_floor(target: &Target, n: usize, c: usize) -> (u64, belt_core::
             ok
         })
     };
-    let ok = futures::stream::iter(0..n + 2)
-        .map(call)
-        .buffer_unordered(c)
-        .fold(0u64, |ok, good| async move { ok + u64::from(good) })
-        .await;
-    raw_status(ok, n)
+    raw_calls(n, c, call).await
 }
 
 /// The request body R, Y and Z send for call `i`: like the adapter's.
@@ -272,6 +266,21 @@ fn spawned(
 }
 
 /// `(completed calls, status)` of `ok` out of `n + 2`.
+/// The n + 2 calls of a floor (as many as H's run makes), `c` at a time: how many
+/// succeeded, and whether all did.
+async fn raw_calls<F>(n: usize, c: usize, call: impl FnMut(usize) -> F) -> (u64, belt_core::RunStatus)
+where
+    F: std::future::Future<Output = bool>,
+{
+    use futures::StreamExt;
+    let ok = futures::stream::iter(0..n + 2)
+        .map(call)
+        .buffer_unordered(c)
+        .fold(0u64, |ok, good| async move { ok + u64::from(good) })
+        .await;
+    raw_status(ok, n)
+}
+
 fn raw_status(ok: u64, n: usize) -> (u64, belt_core::RunStatus) {
     let status =
         if ok == (n + 2) as u64 { belt_core::RunStatus::Completed } else { belt_core::RunStatus::Failed };
@@ -290,7 +299,6 @@ fn raw_uri(target: &Target) -> (hyper::Uri, hyper::header::HeaderValue) {
 /// wraps), without reqwest's request building, tower layers and response wrapping.
 /// http:// URLs only (no TLS connector).
 pub async fn hyper_pool_floor(target: &Target, n: usize, c: usize) -> (u64, belt_core::RunStatus) {
-    use futures::StreamExt;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
     let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<bytes::Bytes>>();
@@ -304,12 +312,7 @@ pub async fn hyper_pool_floor(target: &Target, n: usize, c: usize) -> (u64, belt
             }
         })
     };
-    let ok = futures::stream::iter(0..n + 2)
-        .map(call)
-        .buffer_unordered(c)
-        .fold(0u64, |ok, good| async move { ok + u64::from(good) })
-        .await;
-    raw_status(ok, n)
+    raw_calls(n, c, call).await
 }
 
 /// Workload Z: R's calls on C HTTP/1.1 connections of hyper's own (`client::conn::http1`),
