@@ -1,11 +1,11 @@
 //! The OTLP trace messages belt sends, encoded by hand.
 //!
-//! Why by hand: a span is encoded once, on the task that builds it, straight into bytes,
-//! and only the bytes are queued — no per-attribute `String` keys, no tree of small
-//! allocations freed on another thread (that was ~35% of export's cost per call). Keys are
-//! `&'static str`, values borrow what the run already shares (`Arc<str>` model names,
-//! `StepId`s). Why not the `opentelemetry-proto` crate: it brings the OpenTelemetry API
-//! and SDK along even for its message types.
+//! Why by hand: the tracer writes each span once, on the task that builds it, straight
+//! into the bytes it is sent as ([`SpanWriter`]), and only the bytes are queued — no span
+//! value, no per-attribute `String` keys, no tree of small allocations freed on another
+//! thread. Keys are `&'static str`; values are written from what the run's events already
+//! hold. Why not the `opentelemetry-proto` crate: it brings the OpenTelemetry API and SDK
+//! along even for its message types, and builds each span as a tree of values.
 //!
 //! The field numbers are those of `opentelemetry/proto/trace/v1/trace.proto`,
 //! `common/v1/common.proto`, `resource/v1/resource.proto` and
@@ -30,8 +30,6 @@ pub enum Text {
     Static(&'static str),
     Shared(Arc<str>),
     Step(StepId),
-    /// Bytes `start..end` of a shared string.
-    Part(Arc<str>, u32, u32),
     Owned(String),
 }
 
@@ -47,25 +45,7 @@ impl Text {
             Text::Static(s) => s,
             Text::Shared(s) => s,
             Text::Step(s) => s.as_str(),
-            Text::Part(s, start, end) => s.get(*start as usize..*end as usize).unwrap_or(""),
             Text::Owned(s) => s,
-        }
-    }
-}
-
-impl Text {
-    /// `part`, a piece of `whole` (as `provider_and_model` cuts a model name), shared
-    /// with it rather than copied; a piece from elsewhere is copied.
-    pub fn part_of(whole: &Arc<str>, part: &str) -> Text {
-        let (start, base) = (part.as_ptr() as usize, whole.as_ptr() as usize);
-        if part.len() == whole.len() && start == base {
-            return Text::Shared(whole.clone());
-        }
-        match start.checked_sub(base) {
-            Some(at) if at + part.len() <= whole.len() => {
-                Text::Part(whole.clone(), at as u32, (at + part.len()) as u32)
-            }
-            _ => Text::Owned(part.to_string()),
         }
     }
 }
@@ -714,14 +694,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parts_of_a_shared_string_are_not_copied() {
-        let model: Arc<str> = Arc::from("openai/gpt-4o");
-        let (provider, name) = model.split_once('/').unwrap();
-        assert_eq!(Text::part_of(&model, name), Text::Part(model.clone(), 7, 13));
-        assert_eq!(Text::part_of(&model, provider).as_str(), "openai");
-        assert_eq!(Text::part_of(&model, &model), Text::Shared(model.clone()));
-        assert_eq!(Text::part_of(&model, "elsewhere"), Text::Owned("elsewhere".into()));
-        assert_eq!(Name::new("chat", Text::part_of(&model, name)).to_string(), "chat gpt-4o");
+    fn a_name_is_its_operation_and_target() {
+        let model: Arc<str> = Arc::from("gpt-4o");
+        assert_eq!(Name::new("chat", &model).to_string(), "chat gpt-4o");
+        assert_eq!(Name::op("plan").to_string(), "plan");
     }
 
     /// A span written by [`Span::encode`], decoded with the official definitions.
