@@ -88,4 +88,9 @@ impl belt_server::EventObserver for Observer {
     fn on_event(&self, event: &Arc<Event>) {
         self.0.on_event(event);
     }
+
+    /// The batch to the run's pump at once, as `belt run` hands it.
+    fn on_events(&self, events: &[Arc<Event>]) {
+        self.0.on_events(events);
+    }
 }

@@ -48,6 +48,13 @@ impl Default for Limits {
 /// Called on the run's pump task: it must not block.
 pub trait EventObserver: Send + Sync + 'static {
     fn on_event(&self, event: &Arc<Event>);
+
+    /// A batch of one run's events, in order, as the server reads them. An observer that
+    /// hands events to another task overrides it to hand over the batch at once (one send
+    /// and wake-up, not one per event).
+    fn on_events(&self, events: &[Arc<Event>]) {
+        events.iter().for_each(|e| self.on_event(e));
+    }
 }
 
 /// Where a run of this server is.
@@ -621,9 +628,7 @@ impl RunManager {
             let mut batch = Vec::with_capacity(256);
             while events.recv_batch(&mut batch, 4096).await > 0 {
                 for observer in &me.observers {
-                    for e in &batch {
-                        observer.on_event(e);
-                    }
+                    observer.on_events(&batch);
                 }
                 run.log.append(&batch);
                 batch.clear();

@@ -30,6 +30,11 @@ impl EventObserver for ServerMetrics {
     fn on_event(&self, event: &Arc<Event>) {
         self.0.on_event(event);
     }
+
+    /// Counted under one lock per batch.
+    fn on_events(&self, events: &[Arc<Event>]) {
+        self.0.on_events(events.iter().map(|e| &**e));
+    }
 }
 
 /// A label value with `\`, `"` and newlines escaped.
