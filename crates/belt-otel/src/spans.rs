@@ -268,36 +268,30 @@ impl RunTracer {
 
     /// [`RunTracer::id`] with a number (an attempt) among what names it.
     fn id_n(&self, parts: &[&str], n: u32) -> [u8; 8] {
-        // The bytes put together on the stack and hashed at once: the streaming hasher's
-        // set-up and buffering cost more than the hash (the same bytes, so the same ids).
-        let mut bytes = [0u8; 256];
-        let mut at = 0;
-        let mut put = |b: &[u8]| -> bool {
-            let fits = at + b.len() <= bytes.len();
-            if fits {
-                bytes[at..at + b.len()].copy_from_slice(b);
-                at += b.len();
-            }
-            fits
-        };
-        let mut fits = put(self.run_id.as_bytes()) && put(&self.segment.to_le_bytes());
-        for p in parts {
-            fits = fits && put(&[0]) && put(p.as_bytes());
-        }
-        fits = fits && put(&n.to_le_bytes());
-        let id = if fits {
-            xxhash_rust::xxh3::xxh3_64(&bytes[..at])
+        // The bytes put together and hashed at once (on the stack when they fit): the
+        // streaming hasher's set-up and buffering cost more than the hash. The same bytes
+        // as ever, so the same ids.
+        let len = self.run_id.len() + 8 + parts.iter().map(|p| 1 + p.len()).sum::<usize>() + 4;
+        let (mut stack, mut heap) = ([0u8; 256], Vec::new());
+        let bytes: &mut [u8] = if len <= stack.len() {
+            &mut stack[..len]
         } else {
-            let mut h = xxhash_rust::xxh3::Xxh3::new();
-            h.update(self.run_id.as_bytes());
-            h.update(&self.segment.to_le_bytes());
-            for p in parts {
-                h.update(&[0]);
-                h.update(p.as_bytes());
-            }
-            h.update(&n.to_le_bytes());
-            h.digest()
+            heap.resize(len, 0);
+            &mut heap
         };
+        let mut at = 0;
+        let mut put = |b: &[u8]| {
+            bytes[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        };
+        put(self.run_id.as_bytes());
+        put(&self.segment.to_le_bytes());
+        for p in parts {
+            put(&[0]);
+            put(p.as_bytes());
+        }
+        put(&n.to_le_bytes());
+        let id = xxhash_rust::xxh3::xxh3_64(bytes);
         let id = id.to_be_bytes();
         if id == [0; 8] { [1; 8] } else { id }
     }
@@ -584,14 +578,16 @@ impl RunTracer {
             return;
         }
         let s = Step { id: step, tier, class };
-        let mut w = self.chat_span(out, s, &model, attempt, (start, ts), None);
+        let (mut w, _) = self.chat_span(out, s, &model, attempt, (start, ts), None);
         set_error(&mut w, kind, error);
         w.int("belt.retry_delay_ms", delay_ms as i64);
         w.finish();
     }
 
     /// One provider attempt (`chat`), under its agent or plan; attempt 0 is a replayed
-    /// round, which made no call (an internal span, not a client's).
+    /// round, which made no call (an internal span, not a client's). With it, where the
+    /// attributes it shares with the agent span around it are (`belt.run_id` through the
+    /// model's: see [`RunTracer::agent_of_one_call`]).
     fn chat_span<'o>(
         &self,
         out: &'o mut Spans,
@@ -600,7 +596,7 @@ impl RunTracer {
         attempt: u32,
         times: (u64, u64),
         enrich: Option<Enrich>,
-    ) -> SpanWriter<'o> {
+    ) -> (SpanWriter<'o>, std::ops::Range<usize>) {
         let parent = match s.class {
             Class::Round => self.agent_span_id(agent_of(s.id)),
             Class::Plan => self.id(&["plan"]),
@@ -608,18 +604,7 @@ impl RunTracer {
         };
         let id = self.id_n(&["chat", s.id.as_str()], attempt);
         let kind = if attempt == 0 { proto::KIND_INTERNAL } else { proto::KIND_CLIENT };
-        let (w, _) = self.open(out, (id, Some(parent)), kind, times, enrich);
-        Self::chat_attributes(w, s, model, attempt).0
-    }
-
-    /// A chat span's own attributes, and where those it shares with the agent span around
-    /// it are (`belt.run_id` through the model's: see [`RunTracer::agent_of_one_call`]).
-    fn chat_attributes<'o>(
-        mut w: SpanWriter<'o>,
-        s: Step<'_>,
-        model: &Arc<str>,
-        attempt: u32,
-    ) -> (SpanWriter<'o>, std::ops::Range<usize>) {
+        let (mut w, _) = self.open(out, (id, Some(parent)), kind, times, enrich);
         w.str("belt.step", s.id.as_str());
         w.str("belt.tier", s.tier.as_str());
         model_attributes(&mut w, model);
@@ -634,11 +619,8 @@ impl RunTracer {
     /// what its `chat` span says (run, step, tier, model, outcome), so it copies those
     /// bytes from it rather than encoding them again; it adds only its own.
     fn agent_of_one_call(&self, out: &mut Spans, s: Step<'_>, live: &Live, outcome: &StepOutcome, ts: u64) {
-        let id = self.id_n(&["chat", s.id.as_str()], live.attempt);
-        let agent = self.agent_span_id(s.id.as_str());
         let times = (live.attempt_start, ts);
-        let (w, _) = self.open(out, (id, Some(agent)), proto::KIND_CLIENT, times, None);
-        let (mut w, shared) = Self::chat_attributes(w, s, &live.model, live.attempt);
+        let (mut w, shared) = self.chat_span(out, s, &live.model, live.attempt, times, None);
         let outcome_from = w.at();
         outcome_attributes(&mut w, outcome);
         let outcome_range = outcome_from..w.at();
@@ -646,7 +628,7 @@ impl RunTracer {
         w.finish();
         let head = SpanHead {
             trace_id: self.trace_id,
-            span_id: agent,
+            span_id: self.agent_span_id(s.id.as_str()),
             parent_span_id: Some(self.root_id()),
             kind: proto::KIND_INTERNAL,
             start_time_unix_nano: live.start,
@@ -694,19 +676,11 @@ impl RunTracer {
             return;
         }
         let call = matches!(class, Class::Plan | Class::Agent | Class::Round);
-        // The call's outcome, as the chat span's attributes: the span around it says the
-        // same, and copies those bytes rather than encoding them again (unless either span
-        // waits for the record in a buffer of its own, which only contents do).
-        let mut written = None;
         if call {
-            let model = if outcome.model.is_empty() { &live.model } else { &outcome.model };
             let enrich = self.content.then(|| Enrich::Output { step: step.clone() });
             let times = (live.attempt_start, ts);
-            let mut w = self.chat_span(out, s, &live.model, live.attempt, times, enrich);
-            model_attributes(&mut w, model);
-            let from = w.at();
+            let (mut w, _) = self.chat_span(out, s, &live.model, live.attempt, times, enrich);
             outcome_attributes(&mut w, outcome);
-            written = (!self.content).then(|| from..w.at());
             w.status(proto::STATUS_OK, "");
             w.finish();
         }
@@ -716,10 +690,7 @@ impl RunTracer {
         let mut w = self.outer_span(out, s, &live, ts, true);
         if call {
             model_attributes(&mut w, &live.model);
-            match written {
-                Some(range) => w.copy(range),
-                None => outcome_attributes(&mut w, outcome),
-            }
+            outcome_attributes(&mut w, outcome);
         }
         w.int("belt.attempts", i64::from(outcome.attempts));
         w.status(proto::STATUS_OK, "");
@@ -783,7 +754,7 @@ impl RunTracer {
     fn replayed(&self, out: &mut Spans, s: Step<'_>, outcome: &StepOutcome, recorded: Option<f64>, ts: u64) {
         let live = Live { start: ts, attempt_start: ts, attempt: 0, model: outcome.model.clone() };
         let mut w = match s.class {
-            Class::Round => self.chat_span(out, s, &outcome.model, 0, (ts, ts), None),
+            Class::Round => self.chat_span(out, s, &outcome.model, 0, (ts, ts), None).0,
             _ => self.outer_span(out, s, &live, ts, false),
         };
         w.bool("belt.replayed", true);
@@ -817,7 +788,7 @@ impl RunTracer {
         let call = matches!(class, Class::Plan | Class::Agent | Class::Round);
         if call && attempts > 0 {
             let times = (live.attempt_start, ts);
-            let mut w = self.chat_span(out, s, &live.model, live.attempt, times, None);
+            let (mut w, _) = self.chat_span(out, s, &live.model, live.attempt, times, None);
             set_error(&mut w, kind, error);
             w.finish();
         }
@@ -1020,6 +991,27 @@ mod tests {
         let a = RunTracer::new("run-1", false);
         assert_eq!(a.root_span_id(1), RunTracer::new("run-1", true).root_span_id(1));
         assert_ne!(a.root_span_id(1), a.root_span_id(40));
+    }
+
+    #[test]
+    fn span_ids_are_the_hash_of_what_names_them_however_long() {
+        let t = RunTracer::new("run-1", false);
+        let reference = |parts: &[&str], n: u32| {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            h.update(b"run-1");
+            h.update(&0u64.to_le_bytes());
+            for p in parts {
+                h.update(&[0]);
+                h.update(p.as_bytes());
+            }
+            h.update(&n.to_le_bytes());
+            h.digest().to_be_bytes()
+        };
+        let long = "w/".repeat(200);
+        for parts in [&["chat", "worker/001"][..], &["chat", long.as_str()][..]] {
+            assert_eq!(t.id_n(parts, 2), reference(parts, 2));
+        }
+        assert_ne!(t.id_n(&["chat", "worker/001"], 1), t.id_n(&["chat", "worker/001"], 2));
     }
 
     #[test]
