@@ -237,8 +237,7 @@ pub(crate) struct Shared {
 /// given back. Forgotten (not dropped) once the call returns.
 struct InFlightCall<'a> {
     ctx: &'a Ctx,
-    spec: &'a StepSpec,
-    model: &'a Arc<str>,
+    call: &'a Call<'a>,
     at: &'a Attempt,
     worst: Amount,
     pool: Option<i64>,
@@ -252,10 +251,12 @@ impl Drop for InFlightCall<'_> {
         self.ctx.stop(Stop::Cancelled);
         // The run's deadline cancels calls too: such a step ran out of time.
         let err = match self.ctx.stopping() {
-            Some(Stop::Deadline(deadline)) => StepError::Deadline { step: self.spec.id.clone(), deadline },
-            _ => StepError::Cancelled { step: self.spec.id.clone() },
+            Some(Stop::Deadline(deadline)) => {
+                StepError::Deadline { step: self.call.spec.id.clone(), deadline }
+            }
+            _ => StepError::Cancelled { step: self.call.spec.id.clone() },
         };
-        self.ctx.fail(self.spec, self.model.clone(), self.at, err);
+        self.ctx.fail(self.call.spec, self.call.model_name.clone(), self.at, err);
     }
 }
 
@@ -465,21 +466,25 @@ impl Ctx {
                 }
             }
             let call = Call { spec: &spec, request: &request, model_name: &model_name, hash };
-            let mut last_error = None;
+            // Boxed: an error kept across the next model's attempts would otherwise sit (56
+            // bytes) in every waiting step's future; it is only there after a fallback.
+            let mut last_error: Option<Box<LlmError>> = None;
             for (index, link) in chain.iter().enumerate() {
                 let last = index + 1 == chain.len();
                 let done = match self.serve(&call, link, &mut at, last).await {
-                    Served::Reply(reply) => Box::pin(self.complete(&spec, &at, hash, reply)),
+                    Served::Reply(reply) => Box::pin(self.complete(&spec, &at, call.hash, reply)),
                     Served::Ended(err) => return Err(err),
                     Served::Failed(error) => {
                         self.fall_back(&spec, link, chain.get(index + 1), &error);
-                        last_error = Some(error);
+                        last_error = Some(Box::new(error));
                         continue;
                     }
                 };
                 return done.await;
             }
-            let error = last_error.unwrap_or(LlmError::InvalidRequest("no model to call".into()));
+            // The chain borrows the request's model name; the request goes to the dead letter.
+            drop(chain);
+            let error = last_error.map_or(LlmError::InvalidRequest("no model to call".into()), |e| *e);
             if spec.resizable && matches!(error, LlmError::PromptTooLong { .. }) {
                 return Err(self.hand_back_oversized(&spec, &model_name, error, &at));
             }
@@ -574,17 +579,114 @@ impl Ctx {
     /// and a refused or broken connection while the breaker is open is part of that outage
     /// — it spends none of the step's retries (when it has any). Earlier models of a chain
     /// fail fast to the next one, as before.
-    async fn serve(&self, call: &Call<'_>, link: &Link<'_>, at: &mut Attempt, last: bool) -> Served {
-        let s = &*self.shared;
-        let (spec, request) = (call.spec, call.request);
-        if link.provider.is_simulated() {
-            s.simulated.store(true, Ordering::Relaxed);
+    ///
+    /// (A function returning an `async move` block, as [`Ctx::llm`] is, so that its
+    /// arguments are kept once; the price is asked again at settlement rather than held
+    /// across the attempt: both are bytes of every waiting step's state.)
+    #[allow(clippy::manual_async_fn)] // deliberate: see above
+    fn serve<'a>(
+        &'a self,
+        call: &'a Call<'a>,
+        link: &'a Link<'a>,
+        at: &'a mut Attempt,
+        last: bool,
+    ) -> impl Future<Output = Served> + Send + 'a {
+        async move {
+            if link.provider.is_simulated() {
+                self.shared.simulated.store(true, Ordering::Relaxed);
+            }
+            let worst = match self.worst_case(call, link) {
+                Ok(worst) => worst,
+                Err(error) => return Served::Failed(error),
+            };
+            let policy = self.shared.policies.for_tier(&call.spec.tier);
+            let max_wait = || link.limiter.limits().breaker_max_wait;
+            let mut tries = 0;
+            // When this step's wait for the model to come back ends (set at its first failure
+            // during an outage, so that outage after outage cannot keep it waiting forever).
+            let mut outage_until: Option<tokio::time::Instant> = None;
+            loop {
+                let wait = match (last, outage_until) {
+                    (false, _) => BreakerWait::FailFast,
+                    (true, Some(until)) => BreakerWait::Until(until),
+                    (true, None) => BreakerWait::For(max_wait()),
+                };
+                let (permit, slot, pool) = match self.admit(call, link, at, worst, wait).await {
+                    Admitted::Go(permit, slot, pool) => (permit, slot, pool),
+                    Admitted::Refused(error) => {
+                        return Served::Failed(self.refused(link, error, last, max_wait()));
+                    }
+                    Admitted::Ended(err) => return Served::Ended(err),
+                };
+                at.attempts += 1;
+                at.limit_wait_ms = at.limit_wait_ms.saturating_add(slot.waited_ms);
+                tries += 1;
+                // The outcome lives in this block only: a local of the loop's body would be
+                // kept (144 bytes) across the awaits below, in every waiting step's state.
+                let settling = {
+                    let began = self.shared.load.as_ref().map(|_| Instant::now());
+                    let outcome = self.attempt(call, link, at, (worst, pool), policy.timeout).await;
+                    if let Some(began) = began {
+                        self.watch_load(call, &outcome, began.elapsed());
+                    }
+                    drop(permit);
+                    self.shared.usage.count_calls(1);
+                    let used = outcome.as_ref().map_or(0, |r| r.usage.total());
+                    if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
+                        self.report_breaker(call.spec, link.full, change);
+                    }
+                    // Boxed: settlement's state (the reply, the booked usage, the step's reply
+                    // while it is cached) would otherwise sit in every waiting step's future.
+                    let price = link.provider.price(link.model);
+                    outcome.map(|reply| Box::pin(self.settle(call, price, (worst, pool), reply)))
+                };
+                let error = match settling {
+                    Ok(settling) => return Served::Reply(settling.await),
+                    Err(error) => error,
+                };
+                self.book_reservation(worst, pool, Amount { calls: 1, ..Amount::default() });
+                if last
+                    && policy.retries > 0
+                    && self.stopping().is_none()
+                    && matches!(error, LlmError::Connection(_))
+                    && link.limiter.breaker_open(link.model)
+                {
+                    // The server is unreachable and the breaker already knows: this step's try
+                    // is not spent (the outage counts once, not once per step); it waits the
+                    // outage out in admission. A step allowed no retries gets none.
+                    tries -= 1;
+                    outage_until.get_or_insert_with(|| tokio::time::Instant::now() + max_wait());
+                    self.retrying(call.spec, link.full, at.attempts, (&error.to_string(), error.kind()), 0);
+                    continue;
+                }
+                if !(error.is_retryable() && tries <= policy.retries && self.stopping().is_none()) {
+                    return Served::Failed(error);
+                }
+                let delay = policy.backoff(&call.spec.id, at.attempts, error.retry_after());
+                let delay_ms = delay.as_millis() as u64;
+                self.retrying(
+                    call.spec,
+                    link.full,
+                    at.attempts,
+                    (&error.to_string(), error.kind()),
+                    delay_ms,
+                );
+                // Boxed: a rare path, kept out of every step's future.
+                Box::pin(tokio::time::sleep(delay)).await;
+            }
         }
+    }
+
+    /// The most a call to `link` can spend (what admission reserves): the request's bound
+    /// on input tokens, its output limit, and their price. A model without a known price
+    /// is refused when the run has a USD budget, which it could not keep.
+    fn worst_case(&self, call: &Call<'_>, link: &Link<'_>) -> Result<Amount, LlmError> {
+        let request = call.request;
         let price = link.provider.price(link.model);
         // A USD budget cannot be kept with a model whose price is unknown: that model is
         // refused before any call (the next one of the chain may serve).
-        if price.is_none() && s.ledger.budget().max_cost_usd.is_some() {
-            return Served::Failed(LlmError::InvalidRequest(format!(
+        if price.is_none() && self.shared.ledger.budget().max_cost_usd.is_some() {
+            return Err(LlmError::InvalidRequest(format!(
                 "{} has no known price, so the USD budget cannot be kept with it; set its price \
                  in belt.toml ([prices.\"{}\"] input = …, output = … per million tokens) or run \
                  without a USD budget",
@@ -592,77 +694,11 @@ impl Ctx {
             )));
         }
         let bound = request.input_token_bound();
-        let worst = Amount {
+        Ok(Amount {
             calls: 1,
             tokens: bound + request.max_tokens as u64,
             cost_usd: price.map_or(0.0, |p| p.cost_of(bound, request.max_tokens as u64)),
-        };
-        let policy = s.policies.for_tier(&spec.tier);
-        let max_wait = link.limiter.limits().breaker_max_wait;
-        let mut tries = 0;
-        // When this step's wait for the model to come back ends (set at its first failure
-        // during an outage, so that outage after outage cannot keep it waiting forever).
-        let mut outage_until: Option<tokio::time::Instant> = None;
-        loop {
-            let wait = match (last, outage_until) {
-                (false, _) => BreakerWait::FailFast,
-                (true, Some(until)) => BreakerWait::Until(until),
-                (true, None) => BreakerWait::For(max_wait),
-            };
-            let (permit, slot, pool) = match self.admit(call, link, at, worst, wait).await {
-                Admitted::Go(permit, slot, pool) => (permit, slot, pool),
-                Admitted::Refused(error) => return Served::Failed(self.refused(link, error, last, max_wait)),
-                Admitted::Ended(err) => return Served::Ended(err),
-            };
-            at.attempts += 1;
-            at.limit_wait_ms = at.limit_wait_ms.saturating_add(slot.waited_ms);
-            tries += 1;
-            // The outcome lives in this block only: a local of the loop's body would be kept
-            // (144 bytes) across the awaits below, in every waiting step's state.
-            let settling = {
-                let began = s.load.as_ref().map(|_| Instant::now());
-                let outcome = self.attempt(call, link, at, (worst, pool), policy.timeout).await;
-                if let Some(began) = began {
-                    self.watch_load(call, &outcome, began.elapsed());
-                }
-                drop(permit);
-                s.usage.count_calls(1);
-                let used = outcome.as_ref().map_or(0, |r| r.usage.total());
-                if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
-                    self.report_breaker(spec, link.full, change);
-                }
-                // Boxed: settlement's state (the reply, the booked usage, the step's reply
-                // while it is cached) would otherwise sit in every waiting step's future.
-                outcome.map(|reply| Box::pin(self.settle(call, price, (worst, pool), reply)))
-            };
-            let error = match settling {
-                Ok(settling) => return Served::Reply(settling.await),
-                Err(error) => error,
-            };
-            self.book_reservation(worst, pool, Amount { calls: 1, ..Amount::default() });
-            if last
-                && policy.retries > 0
-                && self.stopping().is_none()
-                && matches!(error, LlmError::Connection(_))
-                && link.limiter.breaker_open(link.model)
-            {
-                // The server is unreachable and the breaker already knows: this step's try
-                // is not spent (the outage counts once, not once per step); it waits the
-                // outage out in admission. A step allowed no retries gets none.
-                tries -= 1;
-                outage_until.get_or_insert_with(|| tokio::time::Instant::now() + max_wait);
-                self.retrying(spec, link.full, at.attempts, (&error.to_string(), error.kind()), 0);
-                continue;
-            }
-            if !(error.is_retryable() && tries <= policy.retries && self.stopping().is_none()) {
-                return Served::Failed(error);
-            }
-            let delay = policy.backoff(&spec.id, at.attempts, error.retry_after());
-            let delay_ms = delay.as_millis() as u64;
-            self.retrying(spec, link.full, at.attempts, (&error.to_string(), error.kind()), delay_ms);
-            // Boxed: a rare path, kept out of every step's future.
-            Box::pin(tokio::time::sleep(delay)).await;
-        }
+        })
     }
 
     /// Admission of one attempt: a slot under the run's concurrency limit, the run not
@@ -745,33 +781,44 @@ impl Ctx {
 
     /// One provider call under the step's timeout, streaming deltas to the run's events
     /// when asked to.
-    async fn attempt(
-        &self,
-        call: &Call<'_>,
-        link: &Link<'_>,
-        at: &Attempt,
+    ///
+    /// (An `async move` block whose guard is made before it, so the call's reservation is
+    /// held once, in the guard, rather than in both the arguments and the guard. The block
+    /// is awaited as soon as it is made.)
+    #[allow(clippy::manual_async_fn)] // deliberate: see above
+    fn attempt<'a>(
+        &'a self,
+        call: &'a Call<'a>,
+        link: &'a Link<'a>,
+        at: &'a Attempt,
         (worst, pool): (Amount, Option<i64>),
         timeout: std::time::Duration,
-    ) -> Result<LlmReply, LlmError> {
-        let info =
-            CallInfo { step: call.spec.id.clone(), attempt: at.attempts, run_id: self.shared.run_id.clone() };
+    ) -> impl Future<Output = Result<LlmReply, LlmError>> + Send + 'a {
         // Cancelling a run drops its futures; this guard records a call dropped mid-flight
         // and gives its budget reservation back.
-        let guard = InFlightCall { ctx: self, spec: call.spec, model: call.model_name, at, worst, pool };
-        let call_future = link.provider.complete(link.model, call.request, &info);
-        let outcome = if self.shared.stream_deltas {
-            // Boxed: only runs that stream pay for the sink in their futures.
-            let (sink, flush) = self.delta_sink(&call.spec.id);
-            let r =
-                Box::pin(tokio::time::timeout(timeout, crate::llm::with_delta_sink(sink, call_future))).await;
-            flush();
-            r
-        } else {
-            tokio::time::timeout(timeout, call_future).await
+        let guard = InFlightCall { ctx: self, call, at, worst, pool };
+        async move {
+            let info = CallInfo {
+                step: guard.call.spec.id.clone(),
+                attempt: guard.at.attempts,
+                run_id: self.shared.run_id.clone(),
+            };
+            let call_future = link.provider.complete(link.model, guard.call.request, &info);
+            let outcome = if self.shared.stream_deltas {
+                // Boxed: only runs that stream pay for the sink in their futures.
+                let (sink, flush) = self.delta_sink(&guard.call.spec.id);
+                let r =
+                    Box::pin(tokio::time::timeout(timeout, crate::llm::with_delta_sink(sink, call_future)))
+                        .await;
+                flush();
+                r
+            } else {
+                tokio::time::timeout(timeout, call_future).await
+            }
+            .unwrap_or(Err(LlmError::Timeout(timeout)));
+            std::mem::forget(guard);
+            outcome
         }
-        .unwrap_or(Err(LlmError::Timeout(timeout)));
-        std::mem::forget(guard);
-        outcome
     }
 
     /// Settlement of an answered call: its real cost booked in place of the reservation
@@ -1195,9 +1242,11 @@ impl Ctx {
     }
 
     pub(crate) fn begin(&self) -> Attempt {
+        // One clock read: the step's start, and its offset in the run, from the same instant.
+        let started = Instant::now();
         Attempt {
-            started: Instant::now(),
-            started_ms: self.shared.started.elapsed().as_millis() as u64,
+            started,
+            started_ms: started.saturating_duration_since(self.shared.started).as_millis() as u64,
             attempts: 0,
             limit_wait_ms: 0,
         }

@@ -396,6 +396,58 @@ impl Limiter {
         tokens: u64,
         wait: BreakerWait,
     ) -> Result<Slot<'m>, LlmError> {
+        match self.acquire_now(model, tokens) {
+            Some(slot) => Ok(slot),
+            // Boxed: the waits' state (timers, the semaphore's queue entry) would otherwise
+            // sit in every waiting call's future, though most calls wait for nothing here.
+            None => Box::pin(self.acquire_waiting(model, tokens, wait)).await,
+        }
+    }
+
+    /// A slot at once, when nothing has to be waited for: the model's breaker closed, no
+    /// pause, a free concurrent slot, and the minute's requests and tokens there to take.
+    /// `None` (and nothing taken) otherwise.
+    fn acquire_now<'m>(&self, model: &'m str, tokens: u64) -> Option<Slot<'m>> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        let mut s = self.lock();
+        if s.breakers.get(model).is_some_and(|b| b.open_until.is_some()) {
+            return None;
+        }
+        if s.paused_until.is_some() || s.requests.is_some() || s.tokens.is_some() {
+            let now = Instant::now();
+            if s.paused_until.is_some_and(|t| t > now) {
+                return None;
+            }
+            let available = |b: &mut Option<Bucket>, n: f64| {
+                b.as_mut().is_none_or(|b| {
+                    b.refill(now);
+                    b.level >= n.min(b.per_minute)
+                })
+            };
+            if !(available(&mut s.requests, 1.0) && available(&mut s.tokens, tokens as f64)) {
+                return None;
+            }
+            s.requests.as_mut().map(|b| b.take(1.0, now));
+            s.tokens.as_mut().map(|b| b.take(tokens as f64, now));
+        }
+        drop(s);
+        Some(Slot {
+            _permit: permit,
+            model,
+            reserved_tokens: tokens,
+            trial: false,
+            shared: None,
+            waited_ms: 0,
+        })
+    }
+
+    /// [`Limiter::acquire_until`] when something may have to be waited for.
+    async fn acquire_waiting<'m>(
+        &self,
+        model: &'m str,
+        tokens: u64,
+        wait: BreakerWait,
+    ) -> Result<Slot<'m>, LlmError> {
         // What was waited, summed without reading the clock where the wait's length is known
         // (a pause, a bucket's refill) or there was no wait (a free slot).
         let mut waited = Duration::ZERO;

@@ -521,6 +521,9 @@ pub struct Providers {
     by_name: HashMap<String, (Arc<dyn LlmProvider>, Arc<Limiter>)>,
 }
 
+/// A model or fallback chain, resolved ([`Providers::chain`]).
+pub type Chain<'a> = smallvec::SmallVec<[Link<'a>; 1]>;
+
 /// One model of a fallback chain, resolved.
 pub struct Link<'a> {
     pub provider: &'a Arc<dyn LlmProvider>,
@@ -586,7 +589,11 @@ impl Providers {
 
     /// Resolve a model or a fallback chain of them, `a/x,b/y`: the first serves, the next
     /// takes over when it keeps failing or its breaker is open.
-    pub fn chain<'s>(&'s self, models: &'s str) -> Result<Vec<Link<'s>>, ModelError> {
+    ///
+    /// Resolved for every call, and held while the call waits: a chain of one model (the
+    /// usual case) is kept inline rather than in a heap allocation of four links, which
+    /// cost 192 bytes per waiting call and an allocation per call.
+    pub fn chain<'s>(&'s self, models: &'s str) -> Result<Chain<'s>, ModelError> {
         models
             .split(',')
             .map(str::trim)

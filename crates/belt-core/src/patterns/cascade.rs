@@ -320,24 +320,32 @@ impl Orchestrator for Cascade {
         subtask: &Subtask,
         deps: &[AgentOutput],
     ) -> Result<AgentOutput, StepError> {
+        use std::fmt::Write as _;
         let brief = task.brief();
-        let mut prompt = format!(
+        let details = subtask.details();
+        // One buffer sized for the whole prompt, rather than one grown by doubling.
+        let size = brief.len()
+            + subtask.id.len()
+            + subtask.description.len()
+            + subtask.specialization.len()
+            + details.len()
+            + 256
+            + deps.iter().map(|d| d.subtask_id.len() + d.text.len() + 64).sum::<usize>();
+        let mut prompt = String::with_capacity(size);
+        // (Writing to a String cannot fail.)
+        let _ = write!(
+            prompt,
             "Task: {}\nSubtask {}: {}\nSpecialization: {}\n",
             brief,
             subtask.id,
             subtask.description.trim(),
             subtask.specialization
         );
-        prompt.push_str(&subtask.details());
+        prompt.push_str(&details);
         if !deps.is_empty() {
             prompt.push_str("\nResults of the subtasks this one builds on:\n");
             for d in deps {
-                prompt.push_str(&format!(
-                    "\n#### Subtask {} ({})\n{}\n",
-                    d.subtask_id,
-                    d.step,
-                    d.text.trim()
-                ));
+                let _ = write!(prompt, "\n#### Subtask {} ({})\n{}\n", d.subtask_id, d.step, d.text.trim());
             }
         }
         prompt.push_str(
@@ -794,24 +802,38 @@ impl Cascade {
         share: Option<usize>,
         window: Option<u64>,
     ) -> LlmRequest {
+        use std::fmt::Write as _;
         let executive = spec.tier == Tier::Executive;
         let settings = self.merge_settings(spec);
-        let role = if executive {
-            "You are the executive. Write the final report on the task from the syntheses below: \
-             an executive summary, the main findings organised by theme, disagreements between \
-             sources, and recommendations."
-                .to_string()
+        let brief = task.brief();
+        let ok: Vec<&Input> = inputs.iter().filter(|i| i.text.is_ok()).collect();
+        // Written into one buffer sized for the whole prompt: a merge's prompt holds all of
+        // its inputs, and growing it by doubling copied them several times over.
+        let size = brief.len()
+            + 320
+            + ok.iter().map(|i| i.label.len() + i.step.as_str().len() + 32).sum::<usize>()
+            + ok.iter()
+                .map(|i| i.text.as_deref().map_or(0, |t| share.map_or(t.len(), |b| b.min(t.len()) + 64)))
+                .sum::<usize>();
+        let mut prompt = String::with_capacity(size);
+        // (Writing to a String cannot fail.)
+        let _ = write!(prompt, "Task: {brief}\n");
+        if executive {
+            prompt.push_str(
+                "You are the executive. Write the final report on the task from the syntheses below: \
+                 an executive summary, the main findings organised by theme, disagreements between \
+                 sources, and recommendations.",
+            );
         } else {
-            format!(
+            let _ = write!(
+                prompt,
                 "You are synthesizer {}. Merge the findings below into one coherent synthesis: \
                  common themes, contradictions, and the most important points, citing which input \
                  each point comes from.",
                 spec.id
-            )
-        };
-        let brief = task.brief();
-        let mut prompt = format!("Task: {brief}\n{role}\n");
-        let ok: Vec<&Input> = inputs.iter().filter(|i| i.text.is_ok()).collect();
+            );
+        }
+        prompt.push('\n');
         let mut names = Vec::with_capacity(ok.len());
         for (k, i) in ok.iter().enumerate() {
             let name = format!("Input {}: {}", k + 1, i.label.trim());
@@ -820,7 +842,7 @@ impl Cascade {
                 Some(bytes) => window::clip(text, bytes),
                 None => text.into(),
             };
-            prompt.push_str(&format!("\n### {name}\n(from {})\n\n{text}\n", i.step));
+            let _ = write!(prompt, "\n### {name}\n(from {})\n\n{text}\n", i.step);
             names.push(name);
         }
         let missing: Vec<String> = inputs
@@ -850,13 +872,27 @@ impl Cascade {
 
 /// What a synthesis covers, from its inputs' labels: "Background, Current state and 4 more".
 fn group_label(inputs: &[Input<'_>]) -> String {
-    let short = |l: &str| {
+    use std::fmt::Write as _;
+    // Written into one string: one allocation per group rather than one per word list.
+    let mut label = String::with_capacity(96);
+    for (k, input) in inputs.iter().take(3).enumerate() {
+        if k > 0 {
+            label.push_str(", ");
+        }
+        let l = &*input.label;
         let head = l.split([':', '.', ';']).next().unwrap_or(l).trim();
-        head.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
-    };
-    let names: Vec<String> = inputs.iter().take(3).map(|i| short(&i.label)).collect();
+        for (w, word) in head.split_whitespace().take(6).enumerate() {
+            if w > 0 {
+                label.push(' ');
+            }
+            label.push_str(word);
+        }
+    }
     let more = inputs.len().saturating_sub(3);
-    if more > 0 { format!("{} and {more} more", names.join(", ")) } else { names.join(", ") }
+    if more > 0 {
+        let _ = write!(label, " and {more} more");
+    }
+    label
 }
 
 fn first_line(s: &str) -> String {
