@@ -1210,18 +1210,16 @@ impl Ctx {
         reply.outcome.duration_ms = at.started.elapsed().as_millis() as u64;
         reply.outcome.attempts = at.attempts;
         reply.outcome.limit_wait_ms = at.limit_wait_ms;
-        let step_record = StepRecord {
-            step: spec.id.clone(),
-            tier: spec.tier.clone(),
-            input_hash: hash,
-            reply: reply.clone(),
-        };
+        // The reply goes into the record and comes back out once it is written: no copy.
+        let step_record =
+            StepRecord { step: spec.id.clone(), tier: spec.tier.clone(), input_hash: hash, reply };
         // The record is durable before the output is used downstream (see store docs).
         let mut written = s.store.put_step(&s.run_id, &step_record).await;
         if let Err(StoreError::Backend(_)) = written {
             // Boxed: the retries' state stays out of every step's future.
             written = Box::pin(self.retry_record(&step_record)).await;
         }
+        let reply = step_record.reply;
         if let Err(error) = written {
             self.stop(Stop::Store(error.to_string()));
             let err = StepError::Store { step: spec.id.clone(), error };

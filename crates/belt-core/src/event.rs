@@ -454,7 +454,7 @@ impl EventBus {
 
     /// Stamp and deliver an event; returns its sequence number.
     pub fn emit(&self, step: Option<&StepId>, kind: EventKind) -> u64 {
-        let ts = Utc::now();
+        let ts = crate::clock::now_utc();
         let mut inner = self.lock();
         inner.seq += 1;
         let event =

@@ -29,6 +29,7 @@
 
 pub mod budget;
 pub mod caps;
+pub mod clock;
 pub mod ctx;
 pub mod effect;
 pub mod event;
