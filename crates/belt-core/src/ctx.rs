@@ -1411,9 +1411,12 @@ impl Ctx {
         let mut agents = std::mem::take(&mut *self.shared.agents.lock().unwrap_or_else(|p| p.into_inner()));
         let mut metadata =
             std::mem::take(&mut *self.shared.metadata.lock().unwrap_or_else(|p| p.into_inner()));
-        for a in &mut agents {
-            if let Some(m) = metadata.remove(&a.step) {
-                a.metadata = Some(Box::new(m));
+        // (A lookup in an empty map still hashes the key: most runs attach no metadata.)
+        if !metadata.is_empty() {
+            for a in &mut agents {
+                if let Some(m) = metadata.remove(&a.step) {
+                    a.metadata = Some(Box::new(m));
+                }
             }
         }
         agents.sort_by(|a, b| (a.tier.rank(), &a.step).cmp(&(b.tier.rank(), &b.step)));

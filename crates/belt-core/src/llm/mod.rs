@@ -5,7 +5,6 @@
 //! `belt-llm` implements this trait (simulated provider, HTTP adapters) and re-exports it.
 //! The engine never sees a wire format, only [`LlmRequest`], [`LlmReply`] and [`LlmError`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -518,7 +517,10 @@ impl Drop for InFlightGuard<'_> {
 /// this set (and its clones) goes through.
 #[derive(Clone, Default)]
 pub struct Providers {
-    by_name: HashMap<String, (Arc<dyn LlmProvider>, Arc<Limiter>)>,
+    /// Looked up for every call: an Fx map (the names are this process's own, not an
+    /// attacker's, so SipHash's flood resistance buys nothing here and cost ~200
+    /// instructions a lookup).
+    by_name: rustc_hash::FxHashMap<String, (Arc<dyn LlmProvider>, Arc<Limiter>)>,
 }
 
 /// A model or fallback chain, resolved ([`Providers::chain`]).
@@ -598,8 +600,7 @@ impl Providers {
             .split(',')
             .map(str::trim)
             .map(|full| {
-                let (provider, model) = self.resolve(full)?;
-                let limiter = &self.by_name[provider.name()].1;
+                let ((provider, limiter), model) = self.entry(full)?;
                 Ok(Link { provider, limiter, model, full })
             })
             .collect()
@@ -633,12 +634,21 @@ impl Providers {
 
     /// Split `provider/model` and find the provider.
     pub fn resolve<'m>(&self, model: &'m str) -> Result<(&Arc<dyn LlmProvider>, &'m str), ModelError> {
+        self.entry(model).map(|((provider, _), name)| (provider, name))
+    }
+
+    /// The provider of `provider/model` and its limiter (one lookup), and the model's name.
+    #[allow(clippy::type_complexity)]
+    fn entry<'m>(
+        &self,
+        model: &'m str,
+    ) -> Result<((&Arc<dyn LlmProvider>, &Arc<Limiter>), &'m str), ModelError> {
         let (provider, name) = model
             .split_once('/')
             .filter(|(p, m)| !p.is_empty() && !m.is_empty())
             .ok_or_else(|| ModelError::Malformed(model.to_string()))?;
         match self.by_name.get(provider) {
-            Some((p, _)) => Ok((p, name)),
+            Some((p, l)) => Ok(((p, l), name)),
             None => {
                 let mut known: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
                 known.sort();

@@ -879,13 +879,24 @@ fn group_label(inputs: &[Input<'_>]) -> String {
         if k > 0 {
             label.push_str(", ");
         }
-        let l = &*input.label;
-        let head = l.split([':', '.', ';']).next().unwrap_or(l).trim();
-        for (w, word) in head.split_whitespace().take(6).enumerate() {
-            if w > 0 {
-                label.push(' ');
+        // The first six words before the first ':', '.' or ';' — read word by word, so a
+        // long label is not scanned to its end for a delimiter it may not have.
+        let mut words = 0;
+        for word in input.label.split_whitespace() {
+            let (word, ends) = match word.find([':', '.', ';']) {
+                Some(at) => (&word[..at], true),
+                None => (word, false),
+            };
+            if !word.is_empty() {
+                if words > 0 {
+                    label.push(' ');
+                }
+                label.push_str(word);
+                words += 1;
             }
-            label.push_str(word);
+            if ends || words == 6 {
+                break;
+            }
         }
     }
     let more = inputs.len().saturating_sub(3);
@@ -912,6 +923,51 @@ fn tally(level: &[Input<'_>]) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_label_is_the_first_six_words_before_a_delimiter_of_up_to_three_inputs() {
+        // The rule as first written, for comparison.
+        let short = |l: &str| {
+            let head = l.split([':', '.', ';']).next().unwrap_or(l).trim();
+            head.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+        };
+        let labels = [
+            "Background: the history of the field",
+            "one two three four five six seven eight",
+            "  leading space. Then more",
+            "foo .bar baz",
+            "foo. bar",
+            "a;b;c",
+            ":starts with a colon",
+            "",
+            "   ",
+            "no delimiter at all but many many words here",
+            "ünïcödé wörds\u{2003}with an em space: after",
+        ];
+        for a in labels {
+            for b in labels {
+                let inputs = [a, b, "third one", "fourth"];
+                for n in 0..=inputs.len() {
+                    let given: Vec<Input> = inputs[..n]
+                        .iter()
+                        .map(|l| Input {
+                            step: StepId::new("s"),
+                            label: Cow::Borrowed(l),
+                            text: Ok(Arc::from("")),
+                        })
+                        .collect();
+                    let names: Vec<String> = inputs[..n].iter().take(3).map(|l| short(l)).collect();
+                    let more = n.saturating_sub(3);
+                    let expected = if more > 0 {
+                        format!("{} and {more} more", names.join(", "))
+                    } else {
+                        names.join(", ")
+                    };
+                    assert_eq!(group_label(&given), expected, "{:?}", &inputs[..n]);
+                }
+            }
+        }
+    }
 
     #[test]
     fn tier_shapes_match_the_spec() {
