@@ -817,7 +817,7 @@ impl Cascade {
                 .sum::<usize>();
         let mut prompt = String::with_capacity(size);
         // (Writing to a String cannot fail.)
-        let _ = write!(prompt, "Task: {brief}\n");
+        let _ = writeln!(prompt, "Task: {brief}");
         if executive {
             prompt.push_str(
                 "You are the executive. Write the final report on the task from the syntheses below: \
