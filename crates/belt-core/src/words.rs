@@ -54,11 +54,31 @@ pub fn count_irregular(n: u64, singular: &str, plural: &str) -> String {
 /// determiner ("the", "an", "one", "your"…), as a role written by a person often does.
 pub fn with_article(phrase: &str) -> String {
     let phrase = phrase.trim();
-    let first = phrase.split_whitespace().next().unwrap_or_default().to_lowercase();
-    if phrase.is_empty() || DETERMINERS.contains(&first.as_str()) {
+    let first = phrase.split_whitespace().next().unwrap_or_default();
+    // Lowercased on the stack when the word is short ASCII (the usual case: one word per
+    // worker of every cascade); Unicode's lowercasing otherwise ("İ" becomes "i̇").
+    let mut stack = [0u8; 16];
+    let owned;
+    let lower: &str = match stack.get_mut(..first.len()) {
+        Some(buf) if first.is_ascii() => {
+            buf.copy_from_slice(first.as_bytes());
+            buf.make_ascii_lowercase();
+            std::str::from_utf8(buf).unwrap_or_default()
+        }
+        _ => {
+            owned = first.to_lowercase();
+            &owned
+        }
+    };
+    if phrase.is_empty() || DETERMINERS.contains(&lower) {
         return phrase.to_string();
     }
-    format!("{} {phrase}", article(&first))
+    let article = article(lower);
+    let mut out = String::with_capacity(article.len() + 1 + phrase.len());
+    out.push_str(article);
+    out.push(' ');
+    out.push_str(phrase);
+    out
 }
 
 const DETERMINERS: &[&str] = &["a", "an", "the", "one", "this", "that", "your", "our", "my", "each", "every"];
@@ -98,6 +118,11 @@ mod tests {
             ("historian", "a historian"),
             ("an editor who plans", "an editor who plans"),
             ("the critic", "the critic"),
+            ("THE critic", "THE critic"),
+            ("internationalization expert", "an internationalization expert"),
+            ("Underwriter", "an Underwriter"),
+            ("İstanbul guide", "an İstanbul guide"),
+            ("Ölçek planner", "a Ölçek planner"),
             ("  ", ""),
         ] {
             assert_eq!(with_article(role), want, "{role:?}");
