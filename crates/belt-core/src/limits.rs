@@ -410,7 +410,8 @@ impl Limiter {
     fn acquire_now<'m>(&self, model: &'m str, tokens: u64) -> Option<Slot<'m>> {
         let permit = self.slots.clone().try_acquire_owned().ok()?;
         let mut s = self.lock();
-        if s.breakers.get(model).is_some_and(|b| b.open_until.is_some()) {
+        // (A lookup in an empty map still hashes the name: most models never failed.)
+        if !s.breakers.is_empty() && s.breakers.get(model).is_some_and(|b| b.open_until.is_some()) {
             return None;
         }
         if s.paused_until.is_some() || s.requests.is_some() || s.tokens.is_some() {
@@ -568,7 +569,11 @@ impl Limiter {
                         self.slots.add_permits(1);
                     }
                 }
-                // Most calls succeed on a model whose breaker never tripped: no map work.
+                // Most calls succeed on a model whose breaker never tripped: no map work
+                // (a lookup in an empty map would still hash the name).
+                if s.breakers.is_empty() {
+                    return None;
+                }
                 let b = s.breakers.get_mut(slot.model)?;
                 let was_open = b.open_until.is_some();
                 *b = Breaker::default();
