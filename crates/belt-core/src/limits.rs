@@ -428,8 +428,13 @@ impl Limiter {
             if !(available(&mut s.requests, 1.0) && available(&mut s.tokens, tokens as f64)) {
                 return None;
             }
-            s.requests.as_mut().map(|b| b.take(1.0, now));
-            s.tokens.as_mut().map(|b| b.take(tokens as f64, now));
+            // Both are there (checked above): taking them costs no wait.
+            if let Some(b) = s.requests.as_mut() {
+                b.take(1.0, now);
+            }
+            if let Some(b) = s.tokens.as_mut() {
+                b.take(tokens as f64, now);
+            }
         }
         drop(s);
         Some(Slot {
