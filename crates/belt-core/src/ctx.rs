@@ -256,15 +256,13 @@ impl Drop for InFlightCall<'_> {
             }
             _ => StepError::Cancelled { step: self.call.spec.id.clone() },
         };
-        self.ctx.fail(self.call.spec, self.call.model_name.clone(), self.at, err);
+        self.ctx.fail(self.call.spec, self.call.request.model.clone(), self.at, err);
     }
 }
 
 /// What is known of a step while it runs.
 pub(crate) struct Attempt {
     started: Instant,
-    /// Milliseconds since the run started.
-    started_ms: u64,
     pub attempts: u32,
     /// Milliseconds the attempts waited for the provider's limits.
     limit_wait_ms: u32,
@@ -274,7 +272,6 @@ pub(crate) struct Attempt {
 struct Call<'a> {
     spec: &'a StepSpec,
     request: &'a LlmRequest,
-    model_name: &'a Arc<str>,
     hash: InputHash,
 }
 
@@ -437,61 +434,68 @@ impl Ctx {
         request: LlmRequest,
     ) -> impl Future<Output = Result<StepReply, StepError>> + Send + '_ {
         async move {
-            let hash = request_hash(&request);
             if let Some(rec) = self.recorded(&spec.id) {
-                return self.replay(spec, rec, hash);
+                return self.replay(spec, rec, request_hash(&request));
             }
             // Only this small log lives across the awaits below; the step's full record is
-            // built when it ends. With 100,000 branches in flight, every byte here counts.
+            // built when it ends. With 100,000 branches in flight, every byte here counts:
+            // the hash lives only in `call`, the model's name is the request's, and of the
+            // chain only the link being tried is kept (the next one is resolved again after a
+            // failure, which is rare).
             let mut at = self.begin();
-            let model_name: Arc<str> = request.model.clone();
             if let Some(stop) = self.stopping() {
-                return Err(self.refuse_start(&spec, model_name, &at, stop));
+                return Err(self.refuse_start(&spec, request.model.clone(), &at, stop));
             }
-            let chain = match self.shared.providers.chain(self.route(&spec, &request.model)) {
-                Ok(chain) => chain,
+            // The models as routed when the call starts: a fallback takes the next of these.
+            let models = self.route(&spec, &request.model);
+            let (mut link, links) = match self.shared.providers.chain(models) {
+                Ok(chain) => (chain[0], chain.len()),
                 Err(error) => {
                     let err = StepError::Model { step: spec.id.clone(), error };
-                    return Err(self.fail(&spec, model_name, &at, err));
+                    return Err(self.fail(&spec, request.model.clone(), &at, err));
                 }
             };
+            let call = Call { spec: &spec, request: &request, hash: request_hash(&request) };
             // A reply goes into `complete`'s boxed future before that is awaited, never into
             // a local that lives across the await: this future's state is what every waiting
             // step holds, and a 160-byte reply kept there (and the padding the layout adds
             // around it) made every step's state larger while it waits for its provider.
             if self.shared.cache_ttl.is_some() {
-                let hit = Box::pin(self.cached(&spec, hash, &model_name)).await;
-                if let Some(done) = hit.map(|hit| Box::pin(self.complete(&spec, &at, hash, hit))) {
+                let hit = Box::pin(self.cached(&spec, call.hash, &call.request.model)).await;
+                if let Some(done) = hit.map(|hit| Box::pin(self.complete(&spec, &at, call.hash, hit))) {
                     return done.await;
                 }
             }
-            let call = Call { spec: &spec, request: &request, model_name: &model_name, hash };
-            // Boxed: an error kept across the next model's attempts would otherwise sit (56
-            // bytes) in every waiting step's future; it is only there after a fallback.
-            let mut last_error: Option<Box<LlmError>> = None;
-            for (index, link) in chain.iter().enumerate() {
-                let last = index + 1 == chain.len();
-                let done = match self.serve(&call, link, &mut at, last).await {
+            // Only the last model's error is kept, and only once the chain is spent.
+            let mut index = 0;
+            let error = loop {
+                let last = index + 1 == links;
+                let done = match self.serve(&call, &link, &mut at, last).await {
                     Served::Reply(reply) => Box::pin(self.complete(&spec, &at, call.hash, reply)),
                     Served::Ended(err) => return Err(err),
                     Served::Failed(error) => {
-                        self.fall_back(&spec, link, chain.get(index + 1), &error);
-                        last_error = Some(Box::new(error));
-                        continue;
+                        let next =
+                            self.shared.providers.chain(models).ok().and_then(|c| c.get(index + 1).copied());
+                        self.fall_back(&spec, &link, next.as_ref(), &error);
+                        match next {
+                            Some(next) => {
+                                (link, index) = (next, index + 1);
+                                continue;
+                            }
+                            None => break error,
+                        }
                     }
                 };
                 return done.await;
-            }
-            // The chain borrows the request's model name; the request goes to the dead letter.
-            drop(chain);
-            let error = last_error.map_or(LlmError::InvalidRequest("no model to call".into()), |e| *e);
+            };
             if spec.resizable && matches!(error, LlmError::PromptTooLong { .. }) {
-                return Err(self.hand_back_oversized(&spec, &model_name, error, &at));
+                return Err(self.hand_back_oversized(&spec, &request.model, error, &at));
             }
             let err = StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts };
+            let model = request.model.clone();
             // Kept with its request, so it can be retried later (`belt dlq retry`).
             Box::pin(self.dead_letter(&spec, LetterWork::Llm(request), &err, at.attempts)).await;
-            Err(self.fail(&spec, model_name, &at, err))
+            Err(self.fail(&spec, model, &at, err))
         }
     }
 
@@ -623,26 +627,28 @@ impl Ctx {
                 tries += 1;
                 // The outcome lives in this block only: a local of the loop's body would be
                 // kept (144 bytes) across the awaits below, in every waiting step's state.
-                let settling = {
-                    let began = self.shared.load.as_ref().map(|_| Instant::now());
-                    let outcome = self.attempt(call, link, at, (worst, pool), policy.timeout).await;
-                    if let Some(began) = began {
-                        self.watch_load(call, &outcome, began.elapsed());
+                let error = {
+                    let settling = {
+                        let began = self.shared.load.as_ref().map(|_| Instant::now());
+                        let outcome = self.attempt(call, link, at, (worst, pool), policy.timeout).await;
+                        if let Some(began) = began {
+                            self.watch_load(call, &outcome, began.elapsed());
+                        }
+                        drop(permit);
+                        self.shared.usage.count_calls(1);
+                        let used = outcome.as_ref().map_or(0, |r| r.usage.total());
+                        if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
+                            self.report_breaker(call.spec, link.full, change);
+                        }
+                        // Boxed: settlement's state (the reply, the booked usage, the step's reply
+                        // while it is cached) would otherwise sit in every waiting step's future.
+                        let price = link.provider.price(link.model);
+                        outcome.map(|reply| Box::pin(self.settle(call, price, (worst, pool), reply)))
+                    };
+                    match settling {
+                        Ok(settling) => return Served::Reply(settling.await),
+                        Err(error) => error,
                     }
-                    drop(permit);
-                    self.shared.usage.count_calls(1);
-                    let used = outcome.as_ref().map_or(0, |r| r.usage.total());
-                    if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
-                        self.report_breaker(call.spec, link.full, change);
-                    }
-                    // Boxed: settlement's state (the reply, the booked usage, the step's reply
-                    // while it is cached) would otherwise sit in every waiting step's future.
-                    let price = link.provider.price(link.model);
-                    outcome.map(|reply| Box::pin(self.settle(call, price, (worst, pool), reply)))
-                };
-                let error = match settling {
-                    Ok(settling) => return Served::Reply(settling.await),
-                    Err(error) => error,
                 };
                 self.book_reservation(worst, pool, Amount { calls: 1, ..Amount::default() });
                 if last
@@ -714,7 +720,7 @@ impl Ctx {
         wait: BreakerWait,
     ) -> Admitted<'_, 'm> {
         let s = &*self.shared;
-        let (spec, model_name) = (call.spec, call.model_name);
+        let (spec, model_name) = (call.spec, &call.request.model);
         let Some(permit) = self.permit().await else {
             return Admitted::Ended(self.refuse_start(spec, model_name.clone(), at, Stop::Cancelled));
         };
@@ -836,8 +842,11 @@ impl Ctx {
         let actual = Amount { calls: 1, tokens: usage.total(), cost_usd: cost };
         self.book_reservation(worst, pool, actual);
         s.usage.add(&usage, price.is_none());
-        let model =
-            if reply.model == **call.model_name { call.model_name.clone() } else { Arc::from(reply.model) };
+        let model = if reply.model == *call.request.model {
+            call.request.model.clone()
+        } else {
+            Arc::from(reply.model)
+        };
         let out = StepReply {
             text: Arc::from(reply.text),
             outcome: StepOutcome {
@@ -964,7 +973,7 @@ impl Ctx {
             self.degrade(crate::result::Degradation {
                 kind: crate::result::DegradeKind::Model,
                 tier: Some(call.spec.tier.clone()),
-                from: call.model_name.to_string(),
+                from: call.request.model.to_string(),
                 to: watch.switch.to.to_string(),
                 reason,
             });
@@ -1240,14 +1249,7 @@ impl Ctx {
     }
 
     pub(crate) fn begin(&self) -> Attempt {
-        // One clock read: the step's start, and its offset in the run, from the same instant.
-        let started = Instant::now();
-        Attempt {
-            started,
-            started_ms: started.saturating_duration_since(self.shared.started).as_millis() as u64,
-            attempts: 0,
-            limit_wait_ms: 0,
-        }
+        Attempt { started: Instant::now(), attempts: 0, limit_wait_ms: 0 }
     }
 
     fn record(
@@ -1265,7 +1267,8 @@ impl Ctx {
             output: None,
             error: None,
             outcome,
-            started_ms: at.started_ms,
+            // Milliseconds since the run started: derived, not kept in every waiting step.
+            started_ms: at.started.saturating_duration_since(self.shared.started).as_millis() as u64,
             metadata: None,
         }
     }

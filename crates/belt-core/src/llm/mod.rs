@@ -527,6 +527,7 @@ pub struct Providers {
 pub type Chain<'a> = smallvec::SmallVec<[Link<'a>; 1]>;
 
 /// One model of a fallback chain, resolved.
+#[derive(Clone, Copy)]
 pub struct Link<'a> {
     pub provider: &'a Arc<dyn LlmProvider>,
     pub limiter: &'a Arc<Limiter>,
