@@ -627,28 +627,26 @@ impl Ctx {
                 tries += 1;
                 // The outcome lives in this block only: a local of the loop's body would be
                 // kept (144 bytes) across the awaits below, in every waiting step's state.
-                let error = {
-                    let settling = {
-                        let began = self.shared.load.as_ref().map(|_| Instant::now());
-                        let outcome = self.attempt(call, link, at, (worst, pool), policy.timeout).await;
-                        if let Some(began) = began {
-                            self.watch_load(call, &outcome, began.elapsed());
-                        }
-                        drop(permit);
-                        self.shared.usage.count_calls(1);
-                        let used = outcome.as_ref().map_or(0, |r| r.usage.total());
-                        if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
-                            self.report_breaker(call.spec, link.full, change);
-                        }
-                        // Boxed: settlement's state (the reply, the booked usage, the step's reply
-                        // while it is cached) would otherwise sit in every waiting step's future.
-                        let price = link.provider.price(link.model);
-                        outcome.map(|reply| Box::pin(self.settle(call, price, (worst, pool), reply)))
-                    };
-                    match settling {
-                        Ok(settling) => return Served::Reply(settling.await),
-                        Err(error) => error,
+                let settling = {
+                    let began = self.shared.load.as_ref().map(|_| Instant::now());
+                    let outcome = self.attempt(call, link, at, (worst, pool), policy.timeout).await;
+                    if let Some(began) = began {
+                        self.watch_load(call, &outcome, began.elapsed());
                     }
+                    drop(permit);
+                    self.shared.usage.count_calls(1);
+                    let used = outcome.as_ref().map_or(0, |r| r.usage.total());
+                    if let Some(change) = link.limiter.settle(slot, used, outcome.as_ref().map(|_| ())) {
+                        self.report_breaker(call.spec, link.full, change);
+                    }
+                    // Boxed: settlement's state (the reply, the booked usage, the step's reply
+                    // while it is cached) would otherwise sit in every waiting step's future.
+                    let price = link.provider.price(link.model);
+                    outcome.map(|reply| Box::pin(self.settle(call, price, (worst, pool), reply)))
+                };
+                let error = match settling {
+                    Ok(settling) => return Served::Reply(settling.await),
+                    Err(error) => error,
                 };
                 self.book_reservation(worst, pool, Amount { calls: 1, ..Amount::default() });
                 if last
