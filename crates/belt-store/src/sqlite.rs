@@ -51,6 +51,14 @@ pub struct SqliteStore {
     writer: Writer,
 }
 
+/// The `definition` column of a run's record, from `run_definitions` (migration 0008);
+/// `null` for a run recorded without one (a placeholder a lease or a step created).
+macro_rules! definition {
+    () => {
+        "COALESCE((SELECT definition FROM run_definitions d WHERE d.run_key = runs.run_key), 'null') AS definition"
+    };
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 impl SqliteStore {
@@ -252,28 +260,41 @@ pub(crate) use crate::packed::unpack;
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(self.err())?;
         sqlx::query(
-            "INSERT INTO runs (run_id, pattern, task, status, started_at, definition) VALUES (?, ?, ?, ?, ?, ?) \
+            "INSERT INTO runs (run_id, pattern, task, status, started_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (run_id) DO UPDATE SET pattern = excluded.pattern, task = excluded.task, \
-             status = excluded.status, definition = excluded.definition",
+             status = excluded.status",
         )
         .bind(&run.run_id)
         .bind(&run.pattern)
         .bind(&run.task)
         .bind(run.status.as_str())
         .bind(run.started_at.to_rfc3339())
-        // Borrowed, not copied: a given plan of 1,000,000 subtasks makes a 100 MB definition.
-        .bind(&*run.definition)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(self.err())?;
-        Ok(())
+        // In a table of its own, so the heartbeat's update of `runs` never rewrites it
+        // (migration 0008).
+        sqlx::query(
+            "INSERT INTO run_definitions (run_key, definition) SELECT run_key, ?1 FROM runs WHERE run_id = ?2 \
+             ON CONFLICT (run_key) DO UPDATE SET definition = excluded.definition",
+        )
+        // Borrowed, not copied: a given plan of 1,000,000 subtasks makes a 100 MB definition.
+        .bind(&*run.definition)
+        .bind(&run.run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err())?;
+        tx.commit().await.map_err(self.err())
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT run_id, pattern, task, status, started_at, definition FROM runs WHERE run_id = ?",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT run_id, pattern, task, status, started_at, ",
+            definition!(),
+            " FROM runs WHERE run_id = ?"
+        ))
         .bind(run_id)
         .fetch_optional(&self.pool)
         .await
@@ -362,24 +383,36 @@ impl RunStore for SqliteStore {
         // the SQLite store cost such a run. LZ4 compresses that in a few milliseconds, chunk
         // by chunk as it is serialized, so the whole JSON is never held (see `packed`).
         let packed = crate::packed::pack_result(result).map_err(StoreError::Backend)?;
+        let mut tx = self.pool.begin().await.map_err(self.err())?;
         sqlx::query(
-            "UPDATE runs SET status = ?, result = NULL, result_lz4 = ?, cost_usd = ?, duration_ms = ?, \
-             finished_at = ?, owner = NULL, heartbeat_ms = NULL, cancel_requested = 0 WHERE run_id = ?",
+            "UPDATE runs SET status = ?, cost_usd = ?, duration_ms = ?, finished_at = ?, owner = NULL, \
+             heartbeat_ms = NULL, cancel_requested = 0 WHERE run_id = ?",
         )
         .bind(result.status.as_str())
-        .bind(packed)
         .bind(result.cost_usd)
         .bind(result.duration_ms as i64)
         .bind(Utc::now().to_rfc3339())
         .bind(&result.run_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(self.err())?;
-        Ok(())
+        // Beside the definition, not with it: writing the result rewrites only its own row.
+        sqlx::query(
+            "INSERT INTO run_results (run_key, result, result_lz4) SELECT run_key, NULL, ?1 FROM runs \
+             WHERE run_id = ?2 ON CONFLICT (run_key) DO UPDATE SET result = NULL, result_lz4 = excluded.result_lz4",
+        )
+        .bind(packed)
+        .bind(&result.run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err())?;
+        tx.commit().await.map_err(self.err())
     }
 
     async fn get_result(&self, run_id: &str) -> Result<Option<RunResult>, StoreError> {
-        let row = sqlx::query("SELECT result, result_lz4 FROM runs WHERE run_id = ?")
+        let row = sqlx::query(
+            "SELECT result, result_lz4 FROM run_results WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
+        )
             .bind(run_id)
             .fetch_optional(&self.pool)
             .await
@@ -469,13 +502,14 @@ impl RunStore for SqliteStore {
         // One statement: SQLite runs it under the database's write lock, so two processes
         // never take the same run.
         let now = now_ms();
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "UPDATE runs SET status = 'running', owner = ?1, heartbeat_ms = ?2 WHERE run_key IN ( \
                SELECT run_key FROM runs WHERE status IN ('queued', 'running') AND pattern != '' \
                AND cancel_requested = 0 AND (owner IS NULL OR heartbeat_ms IS NULL OR heartbeat_ms <= ?3) \
                ORDER BY run_key LIMIT ?4) \
-             RETURNING run_key, run_id, pattern, task, status, started_at, definition",
-        )
+             RETURNING run_key, run_id, pattern, task, status, started_at, ",
+            definition!()
+        ))
         .bind(owner)
         .bind(now)
         .bind(now - LEASE_TTL.as_millis() as i64)
@@ -569,10 +603,11 @@ impl RunStore for SqliteStore {
 
     async fn queued_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         // `run_key` grows with every run recorded: the order they were accepted in.
-        let rows = sqlx::query(
-            "SELECT run_id, pattern, task, status, started_at, definition FROM runs \
-             WHERE status = 'queued' AND pattern != '' ORDER BY run_key LIMIT ?",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT run_id, pattern, task, status, started_at, ",
+            definition!(),
+            " FROM runs WHERE status = 'queued' AND pattern != '' ORDER BY run_key LIMIT ?"
+        ))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
@@ -605,6 +640,8 @@ impl RunStore for SqliteStore {
         for sql in [
             "DELETE FROM steps WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
             "DELETE FROM events WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
+            "DELETE FROM run_definitions WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
+            "DELETE FROM run_results WHERE run_key = (SELECT run_key FROM runs WHERE run_id = ?)",
             "DELETE FROM dead_letters WHERE run_id = ?",
         ] {
             sqlx::query(sql).bind(run_id).execute(&mut *tx).await.map_err(self.err())?;

@@ -173,7 +173,7 @@ async fn a_damaged_result_is_reported() {
     // A damaged compressed result is an error that says so, not a crash or a huge allocation.
     let mut bad = u32::MAX.to_le_bytes().to_vec();
     bad.extend_from_slice(b"not lz4");
-    sqlx::query("UPDATE runs SET result_lz4 = ?").bind(bad).execute(&store.pool).await.unwrap();
+    sqlx::query("UPDATE run_results SET result_lz4 = ?").bind(bad).execute(&store.pool).await.unwrap();
     let err = store.get_result("r").await.unwrap_err();
     assert!(err.to_string().contains("run r's record") && err.to_string().contains("is damaged"), "{err}");
 }
@@ -558,19 +558,19 @@ async fn a_damaged_column_is_an_error_naming_the_run_and_the_column_not_a_panic(
         ("runs", "status = 'exploded'".into(), "`exploded` is not a run status", true),
         ("runs", format!("started_at = {NOT_UTF8}"), "`started_at`", true),
         ("runs", "started_at = 'yesterday'".into(), "`started_at`", true),
-        ("runs", format!("definition = {NOT_UTF8}"), "`definition`", true),
+        ("run_definitions", format!("definition = {NOT_UTF8}"), "`definition`", true),
         // (A number written into a text column is kept as text: a blob is what does not read.)
-        ("runs", "definition = x'7b7d'".into(), "`definition`", true),
+        ("run_definitions", "definition = x'7b7d'".into(), "`definition`", true),
         ("runs", format!("owner = {NOT_UTF8}, status = 'running'"), "`owner`", true),
         ("runs", "heartbeat_ms = 'soon', status = 'running'".into(), "`heartbeat_ms`", true),
         ("runs", "duration_ms = -1".into(), "`duration_ms`: -1 is negative", true),
         ("runs", "duration_ms = 'ten'".into(), "`duration_ms`", true),
         ("runs", "cost_usd = 'a lot'".into(), "`cost`", true),
-        ("runs", "result_lz4 = x'ffffffff00'".into(), "`result_lz4`", true),
-        ("runs", "result_lz4 = x'0500000000'".into(), "`result_lz4`", true),
-        ("runs", "result_lz4 = 'text'".into(), "`result_lz4`", true),
-        ("runs", format!("result_lz4 = NULL, result = {NOT_UTF8}"), "`result`", true),
-        ("runs", "result_lz4 = NULL, result = '{'".into(), "`result`", true),
+        ("run_results", "result_lz4 = x'ffffffff00'".into(), "`result_lz4`", true),
+        ("run_results", "result_lz4 = x'0500000000'".into(), "`result_lz4`", true),
+        ("run_results", "result_lz4 = 'text'".into(), "`result_lz4`", true),
+        ("run_results", format!("result_lz4 = NULL, result = {NOT_UTF8}"), "`result`", true),
+        ("run_results", "result_lz4 = NULL, result = '{'".into(), "`result`", true),
         (
             "runs",
             format!("run_id = {NOT_UTF8}"),
@@ -732,7 +732,7 @@ async fn a_file_from_a_newer_belt_is_refused() {
     let err = SqliteStore::open(dir.db()).await.err().expect("a newer file is refused");
     let text = err.to_string();
     assert!(
-        text.contains("was written by a newer belt (schema version 999, this belt knows 7); upgrade belt"),
+        text.contains("was written by a newer belt (schema version 999, this belt knows 8); upgrade belt"),
         "{text}"
     );
     assert!(text.contains(&dir.db().display().to_string()), "{text}");
