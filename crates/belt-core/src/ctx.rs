@@ -41,11 +41,15 @@ use crate::store::{DeadLetter, InputHash, LetterWork, RunStore, StepRecord, Stor
 use crate::usage::{Usage, UsageMeter, UsageTotals};
 
 /// Why a step did not produce an output.
+///
+/// The larger causes are boxed, so that a step's result (`Result<_, StepError>`) is not sized
+/// by its rarest case: a run holds one [`crate::Outcome`] per subtask from the start of its
+/// workers to the end of its synthesis (72 bytes each instead of 96).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StepError {
     #[error("{step}: {error} (after {attempts} attempt(s))")]
-    Llm { step: StepId, error: LlmError, attempts: u32 },
+    Llm { step: StepId, error: Box<LlmError>, attempts: u32 },
     #[error("{step}: {refusal}")]
     BudgetExhausted { step: StepId, refusal: String },
     #[error("{step}: not started because the run is stopping ({reason})")]
@@ -58,9 +62,9 @@ pub enum StepError {
     )]
     NonDeterminism { step: StepId, recorded: InputHash, now: InputHash },
     #[error("{step}: {error}")]
-    Model { step: StepId, error: ModelError },
+    Model { step: StepId, error: Box<ModelError> },
     #[error("{step}: {error}")]
-    Store { step: StepId, error: StoreError },
+    Store { step: StepId, error: Box<StoreError> },
     #[error("{step}: skipped: {reason}")]
     Skipped { step: StepId, reason: String },
     #[error("{step}: {message}")]
@@ -92,12 +96,11 @@ impl StepError {
 
     /// The step ran out of time: its attempts timed out, or the run's deadline cut it off.
     pub fn timed_out(&self) -> bool {
-        matches!(
-            self,
-            StepError::TimedOut { .. }
-                | StepError::Deadline { .. }
-                | StepError::Llm { error: LlmError::Timeout(_), .. }
-        )
+        match self {
+            StepError::TimedOut { .. } | StepError::Deadline { .. } => true,
+            StepError::Llm { error, .. } => matches!(**error, LlmError::Timeout(_)),
+            _ => false,
+        }
     }
 
     pub fn step(&self) -> &StepId {
@@ -451,7 +454,7 @@ impl Ctx {
             let (mut link, links) = match self.shared.providers.chain(models) {
                 Ok(chain) => (chain[0], chain.len()),
                 Err(error) => {
-                    let err = StepError::Model { step: spec.id.clone(), error };
+                    let err = StepError::Model { step: spec.id.clone(), error: Box::new(error) };
                     return Err(self.fail(&spec, request.model.clone(), &at, err));
                 }
             };
@@ -491,7 +494,7 @@ impl Ctx {
             if spec.resizable && matches!(error, LlmError::PromptTooLong { .. }) {
                 return Err(self.hand_back_oversized(&spec, &request.model, error, &at));
             }
-            let err = StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts };
+            let err = StepError::Llm { step: spec.id.clone(), error: Box::new(error), attempts: at.attempts };
             let model = request.model.clone();
             // Kept with its request, so it can be retried later (`belt dlq retry`).
             Box::pin(self.dead_letter(&spec, LetterWork::Llm(request), &err, at.attempts)).await;
@@ -526,7 +529,7 @@ impl Ctx {
     /// pattern asks again, smaller) and handed back without a record of failure.
     fn hand_back_oversized(&self, spec: &StepSpec, model: &str, error: LlmError, at: &Attempt) -> StepError {
         self.retrying(spec, model, at.attempts, (&error.to_string(), error.kind()), 0);
-        StepError::Llm { step: spec.id.clone(), error, attempts: at.attempts }
+        StepError::Llm { step: spec.id.clone(), error: Box::new(error), attempts: at.attempts }
     }
 
     /// What `models` (a model or a fallback chain) can do and hold: the first model's
@@ -777,7 +780,7 @@ impl Ctx {
             drop(slot);
             self.book_reservation(worst, pool, Amount::default());
             self.stop(Stop::Store(error.to_string()));
-            let err = StepError::Store { step: spec.id.clone(), error };
+            let err = StepError::Store { step: spec.id.clone(), error: Box::new(error) };
             return Admitted::Ended(self.fail(spec, model_name.clone(), at, err));
         }
         Admitted::Go(permit, slot, pool)
@@ -1229,7 +1232,7 @@ impl Ctx {
         let reply = step_record.reply;
         if let Err(error) = written {
             self.stop(Stop::Store(error.to_string()));
-            let err = StepError::Store { step: spec.id.clone(), error };
+            let err = StepError::Store { step: spec.id.clone(), error: Box::new(error) };
             return Err(self.fail(spec, reply.outcome.model, at, err));
         }
         s.bus.emit(
@@ -1355,7 +1358,7 @@ impl Ctx {
             Err(unavailable) => {
                 let error = StoreError::Backend(unavailable.to_string());
                 self.stop(Stop::Store(error.to_string()));
-                Err(StepError::Store { step: spec.id.clone(), error })
+                Err(StepError::Store { step: spec.id.clone(), error: Box::new(error) })
             }
         }
     }
@@ -1535,6 +1538,16 @@ fn frame_request(r: &LlmRequest, buf: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::step::Tier;
+
+    /// A subtask's outcome is held for each of a run's subtasks until its synthesis ends:
+    /// no larger than its output (the boxed causes of `StepError` keep it so).
+    #[test]
+    fn an_outcome_is_as_large_as_its_output() {
+        assert_eq!(
+            std::mem::size_of::<crate::orchestrator::Outcome>(),
+            std::mem::size_of::<crate::orchestrator::AgentOutput>()
+        );
+    }
 
     /// `sort_records` gives the stable sort's order, ties included: every arrangement of
     /// records drawn from few tiers and few step ids (so most keys repeat), up to 200 long.

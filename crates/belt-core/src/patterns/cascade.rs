@@ -730,15 +730,16 @@ impl Cascade {
             if window.is_some_and(|w| estimate_tokens(&request) > prompt_budget(w, max_tokens)) {
                 return self.shrink(ctx, task, spec, inputs, window).await;
             }
-            match ctx.llm(spec.clone().resizable(), request).await {
-                Err(StepError::Llm { error: LlmError::PromptTooLong { context_window, .. }, .. }) => {
-                    if let Some(w) = context_window {
-                        ctx.learn_window(&self.merge_settings(&spec).model, w);
-                    }
-                    self.shrink(ctx, task, spec, inputs, context_window.or(window)).await
+            let out = ctx.llm(spec.clone().resizable(), request).await;
+            if let Err(StepError::Llm { error, .. }) = &out
+                && let LlmError::PromptTooLong { context_window, .. } = **error
+            {
+                if let Some(w) = context_window {
+                    ctx.learn_window(&self.merge_settings(&spec).model, w);
                 }
-                other => other.map(|r| r.text),
+                return self.shrink(ctx, task, spec, inputs, context_window.or(window)).await;
             }
+            out.map(|r| r.text)
         })
     }
 
@@ -780,21 +781,20 @@ impl Cascade {
         }
         let mut share = self.share(task, &spec, inputs, window);
         let request = self.merge_request(task, &spec, inputs, Some(share), window);
-        match ctx.llm(spec.clone().resizable(), request).await {
-            // The estimate was short of how densely the text tokenizes: shrink by the
-            // server's own figures, once more, and let a failure stand.
-            Err(StepError::Llm {
-                error: LlmError::PromptTooLong { prompt_tokens: Some(p), context_window: Some(w), .. },
-                ..
-            }) if p > 0 => {
-                let max_tokens = self.merge_settings(&spec).max_tokens;
-                let ratio = prompt_budget(w, max_tokens) as f64 / p as f64 * 0.9;
-                share = ((share as f64 * ratio) as usize).max(MIN_SHARE_BYTES);
-                let request = self.merge_request(task, &spec, inputs, Some(share), Some(w));
-                ctx.llm(spec, request).await.map(|r| r.text)
-            }
-            other => other.map(|r| r.text),
+        let out = ctx.llm(spec.clone().resizable(), request).await;
+        // The estimate was short of how densely the text tokenizes: shrink by the server's
+        // own figures, once more, and let a failure stand.
+        if let Err(StepError::Llm { error, .. }) = &out
+            && let LlmError::PromptTooLong { prompt_tokens: Some(p), context_window: Some(w), .. } = **error
+            && p > 0
+        {
+            let max_tokens = self.merge_settings(&spec).max_tokens;
+            let ratio = prompt_budget(w, max_tokens) as f64 / p as f64 * 0.9;
+            share = ((share as f64 * ratio) as usize).max(MIN_SHARE_BYTES);
+            let request = self.merge_request(task, &spec, inputs, Some(share), Some(w));
+            return ctx.llm(spec, request).await.map(|r| r.text);
         }
+        out.map(|r| r.text)
     }
 
     /// The bytes each usable input may keep: the window's prompt budget less the prompt's
