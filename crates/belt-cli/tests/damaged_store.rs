@@ -101,20 +101,20 @@ fn commands_on_a_damaged_run_exit_1_naming_the_run_and_what_to_do() {
         ),
         (format!("UPDATE events SET lines = {NOT_UTF8}"), "column `lines`", vec![&events]),
         ("UPDATE events SET lines = '[1,'".into(), "an event does not decode", vec![&events]),
-        ("UPDATE runs SET result_lz4 = x'ffffffff00'".into(), "column `result_lz4`", vec![&show, &resume, &report]),
+        ("UPDATE run_results SET result_lz4 = x'ffffffff00'".into(), "column `result_lz4`", vec![&show, &resume, &report]),
         ("UPDATE runs SET duration_ms = -1".into(), "-1 is negative", vec![&list]),
         ("UPDATE runs SET status = 'exploded'".into(), "not a run status", vec![&show, &list, &resume]),
         // An unfinished run: its steps are read to show it and to resume it.
         (
             format!(
                 "UPDATE steps SET output = {NOT_UTF8} WHERE step = 'worker/002'; \
-                 UPDATE runs SET status = 'running', result_lz4 = NULL, result = NULL"
+                 UPDATE runs SET status = 'running'; DELETE FROM run_results"
             ),
             "column `output` of step worker/002",
             vec![&show, &resume],
         ),
         (
-            "UPDATE steps SET input_tokens = -3 WHERE step = 'worker/001'; UPDATE runs SET status = 'running', result_lz4 = NULL".into(),
+            "UPDATE steps SET input_tokens = -3 WHERE step = 'worker/001'; UPDATE runs SET status = 'running'; DELETE FROM run_results".into(),
             "column `input_tokens` of step worker/001: -3 is negative",
             vec![&show, &resume],
         ),

@@ -90,6 +90,7 @@ impl SqliteStore {
         let pool =
             SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(err)?;
         refuse_newer(&pool, &path).await?;
+        refuse_garbled_schema(&pool, &path).await?;
         MIGRATOR.run(&pool).await.map_err(|e| backend(&path, sqlx::Error::Migrate(Box::new(e))))?;
         // The writer has a connection of its own, so reads never wait behind a batch.
         let writer = Writer::start(&path, busy_timeout)?;
@@ -183,6 +184,33 @@ async fn refuse_newer(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> 
     let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     if version > known {
         return Err(StoreError::Backend(crate::newer_schema(&path.display().to_string(), version, known)));
+    }
+    Ok(())
+}
+
+/// The tables' definitions as SQLite keeps them (`sqlite_master.sql`) must be UTF-8 text.
+/// A stray write into that text (a disk fault, another program) gives a column a declared
+/// type that is not, and sqlx panics on its worker thread when a statement reads such a
+/// column (`sqlite3_column_decltype() returned non-UTF-8 string`). Checked once at open,
+/// reading the text as bytes (an expression's column has no declared type), so the damage
+/// is an error that says what to do instead.
+async fn refuse_garbled_schema(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
+    let rows: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT CAST(name AS BLOB), CAST(sql AS BLOB) FROM sqlite_master")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| backend(path, e))?;
+    for (name, sql) in rows {
+        if std::str::from_utf8(&name).is_err() || sql.is_some_and(|s| std::str::from_utf8(&s).is_err()) {
+            return Err(StoreError::Damaged {
+                run_id: None,
+                store: path.display().to_string(),
+                detail: format!(
+                    "the definition of table `{}` is not text: the file's schema was overwritten",
+                    String::from_utf8_lossy(&name)
+                ),
+            });
+        }
     }
     Ok(())
 }

@@ -710,6 +710,39 @@ async fn queued_runs_are_taken_once_oldest_first_and_then_run() {
 
 /// A file a newer belt migrated is refused with a message that says so (sqlx alone said a
 /// migration "is missing"), and nothing is written to it.
+/// A column whose declared type was overwritten with bytes that are not UTF-8 made sqlx panic
+/// on its worker thread at the first statement that read it (found by the CLI's random
+/// damage test). The store refuses such a file at open, naming the table.
+#[tokio::test]
+async fn a_schema_that_is_not_text_is_refused_at_open() {
+    let dir = TempDir::new("garbled");
+    let store = SqliteStore::open(dir.db()).await.unwrap();
+    store.put_run(&record("r1")).await.unwrap();
+    drop(store);
+    {
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        conn.execute_batch(
+            "PRAGMA writable_schema = ON; \
+             UPDATE sqlite_master SET sql = replace(sql, 'output        TEXT', 'output        ' || CAST(x'54ff5854' AS TEXT)) \
+             WHERE name = 'steps'; PRAGMA writable_schema = OFF;",
+        )
+        .unwrap();
+        let changed: bool = conn
+            .query_row(
+                "SELECT instr(CAST(sql AS BLOB), x'ff') > 0 FROM sqlite_master WHERE name = 'steps'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(changed, "the damage was written");
+    }
+    let err = SqliteStore::open(dir.db()).await.err().expect("a garbled schema is refused");
+    let text = err.to_string();
+    assert!(matches!(err, belt_core::store::StoreError::Damaged { .. }), "{text}");
+    assert!(text.contains("the definition of table `steps` is not text"), "{text}");
+    assert!(text.contains("restore the file from a backup"), "{text}");
+}
+
 #[tokio::test]
 async fn a_file_from_a_newer_belt_is_refused() {
     let dir = TempDir::new("newer");
