@@ -1436,10 +1436,10 @@ impl Ctx {
 /// indices (4 bytes each, ties broken by index, so the order is the stable sort's) and then
 /// moves each record into place by following the permutation's cycles.
 fn sort_records(agents: &mut [AgentRecord]) {
-    let key = |i: u32| (agents[i as usize].tier.rank(), &agents[i as usize].step);
     let Ok(n) = u32::try_from(agents.len()) else {
-        return agents.sort_by(|a, b| (a.tier.rank(), &a.step).cmp(&(b.tier.rank(), &b.step)));
+        return agents.sort_by(|a, b| report_key(a).cmp(&report_key(b)));
     };
+    let key = |i: u32| report_key(&agents[i as usize]);
     let mut order: Vec<u32> = (0..n).collect();
     order.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)).then(a.cmp(&b)));
     // Position `i` takes the record at `order[i]`; a visited position is marked by
@@ -1456,6 +1456,11 @@ fn sort_records(agents: &mut [AgentRecord]) {
             at = from;
         }
     }
+}
+
+/// Where a record goes in the report: its tier's rank, then its step.
+fn report_key(a: &AgentRecord) -> (u8, &StepId) {
+    (a.tier.rank(), &a.step)
 }
 
 fn stop_error(step: &StepId, stop: Stop) -> StepError {

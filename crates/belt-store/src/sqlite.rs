@@ -206,7 +206,7 @@ async fn refuse_garbled_schema(pool: &SqlitePool, path: &Path) -> Result<(), Sto
                 run_id: None,
                 store: path.display().to_string(),
                 detail: format!(
-                    "the definition of table `{}` is not text: the file's schema was overwritten",
+                    "the schema of table `{}` is not text: the file was overwritten there",
                     String::from_utf8_lossy(&name)
                 ),
             });

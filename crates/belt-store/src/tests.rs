@@ -739,7 +739,7 @@ async fn a_schema_that_is_not_text_is_refused_at_open() {
     let err = SqliteStore::open(dir.db()).await.err().expect("a garbled schema is refused");
     let text = err.to_string();
     assert!(matches!(err, belt_core::store::StoreError::Damaged { .. }), "{text}");
-    assert!(text.contains("the definition of table `steps` is not text"), "{text}");
+    assert!(text.contains("the schema of table `steps` is not text"), "{text}");
     assert!(text.contains("restore the file from a backup"), "{text}");
 }
 
