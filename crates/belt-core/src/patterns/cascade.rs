@@ -261,7 +261,7 @@ enum Input<'a> {
 struct Merged {
     step: StepId,
     label: Box<str>,
-    /// The error boxed: a `StepError` is 96 bytes where the text is 16.
+    /// The error boxed: a `StepError` is 56 bytes where the text is 16.
     text: Result<Arc<str>, Box<StepError>>,
 }
 
