@@ -1,8 +1,8 @@
 //! Tasks and plans: what a run is asked to do and how it is split into subtasks.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -270,7 +270,10 @@ pub fn normalize_plan(plan: &mut [Subtask]) -> Result<(), PlanError> {
 
 /// Check that ids are unique, every dependency exists, and there is no cycle.
 pub fn validate_plan(plan: &[Subtask]) -> Result<(), PlanError> {
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(plan.len());
+    // Fx: ids are hashed once per subtask and dependency; SipHash's resistance to chosen keys
+    // buys nothing for a map that lives for this call and answers yes or no.
+    let mut index: FxHashMap<&str, usize> =
+        FxHashMap::with_capacity_and_hasher(plan.len(), Default::default());
     for (i, s) in plan.iter().enumerate() {
         if let Some(why) = bad_id(&s.id) {
             return Err(PlanError::BadId { id: s.id.clone(), why });
@@ -299,11 +302,13 @@ pub fn validate_plan(plan: &[Subtask]) -> Result<(), PlanError> {
     let deps: Vec<Vec<usize>> =
         plan.iter().map(|s| s.dependencies.iter().map(|d| index[d.as_str()]).collect()).collect();
     let mut colour = vec![0u8; plan.len()]; // 0 new, 1 on the path, 2 done
+    // One path for every root: it is empty again when a root's search ends.
+    let mut path: Vec<(usize, usize)> = Vec::new();
     for root in 0..plan.len() {
         if colour[root] != 0 {
             continue;
         }
-        let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+        path.push((root, 0));
         colour[root] = 1;
         while let Some(&mut (node, ref mut next)) = path.last_mut() {
             if let Some(&dep) = deps[node].get(*next) {

@@ -854,7 +854,8 @@ async fn schedule<O: Orchestrator>(
 ) -> Vec<Outcome> {
     let n = plan.len();
     let width = index_width(n);
-    let index: HashMap<&str, usize> = plan.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let index: rustc_hash::FxHashMap<&str, usize> =
+        plan.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
     // Flat adjacency lists: a few bytes per subtask instead of two vectors each.
     let deps = Adjacency::build(n, |i| plan[i].dependencies.iter().map(|d| index[d.as_str()]).collect());
     // Ids are only needed to resolve dependencies; free them before the run's long wait.
