@@ -13,6 +13,12 @@
 //!   write a JSON plan of 100,000 items. Ideal = (⌈N/C⌉ + Σ⌈level/C⌉ + executive)·L.
 //! - **C**, a sequential chain: one decomposition call, K steps each depending on the
 //!   previous one, one synthesis call. Ideal = (K + 2)·L.
+//! - **P**, the provider alone: A's calls (its decomposition, N workers', its synthesis)
+//!   made straight on the simulated provider, C at a time, with the requests A builds and
+//!   no engine. A's `cpu_us_per_call` less P's is what the engine adds over calling the
+//!   provider yourself: the simulated provider's own work (hashing the request, writing
+//!   its reply) is in A's figure, as a real provider's client is, but it is not the
+//!   engine's.
 //! - **T**, A's shape where each worker makes one tool call through the engine
 //!   (`Ctx::tool`: the tool policy's timeout, events, the record) instead of an LLM call;
 //!   the tool answers at once. Its `cpu_us_per_call` beside A's is what a tool call costs
@@ -49,10 +55,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use belt_core::llm::CallInfo;
 use belt_core::patterns::cascade::tier_levels;
 use belt_core::{
     AgentOutput, Cascade, Ctx, LlmRequest, Orchestrator, Outcome, Plan, RunOptions, RunStatus, StepError,
-    StepSpec, Subtask, Synthesis, Task, Tier,
+    StepId, StepSpec, Subtask, Synthesis, Task, Tier,
 };
 use belt_llm::{Providers, SimConfig, SimulatedProvider};
 use clap::Parser;
@@ -64,7 +71,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[command(name = "belt-bench", about = "Benchmarks of belt's engine on the simulated provider")]
 struct Args {
     /// A (fan-out), B (cascade), C (sequential chain), F (A's shape on bare sleeps: the
-    /// floor set by the timer, without belt), H (A through the OpenAI adapter against a
+    /// floor set by the timer, without belt), P (A's calls straight on the simulated
+    /// provider, without belt), H (A through the OpenAI adapter against a
     /// local fake server), R (H's calls as bare reqwest POSTs: the transport's floor), Y
     /// (R's calls on hyper-util's pool, without reqwest), Z (R's calls on hyper's HTTP/1
     /// connections directly: the floor under Y), or T (A's shape with a tool call per worker).
@@ -207,6 +215,7 @@ fn suite() {
     // Every branch in flight at once, for the memory per branch.
     add("A", 10_000, 1_000, 10_000);
     add("F", 10_000, 50, 64);
+    add("P", 10_000, 0, 64);
     // Real HTTP: the OpenAI adapter against a local fake server.
     add("H", 1_000, 0, 64);
     add("H", 10_000, 0, 64);
@@ -244,16 +253,25 @@ fn checks(lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
         })
     };
     let figure = |w, n, l, c, store, key: &str| find(w, n, l, c, store).and_then(|v| v[key].as_f64());
+    let less = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
     let sqlite_over_memory = |w| {
-        Some(
-            figure(w, 10_000, 0, 64, "sqlite", "cpu_us_per_call")?
-                - figure(w, 10_000, 0, 64, "memory", "cpu_us_per_call")?,
+        less(
+            figure(w, 10_000, 0, 64, "sqlite", "cpu_us_per_call"),
+            figure(w, 10_000, 0, 64, "memory", "cpu_us_per_call"),
         )
     };
     let targets = [
         (
             "engine CPU µs per call, A, N = 10,000",
             figure("A", 10_000, 0, 64, "memory", "cpu_us_per_call"),
+            2.0,
+        ),
+        (
+            "engine CPU µs per call, A less the provider alone (P), N = 10,000",
+            less(
+                figure("A", 10_000, 0, 64, "memory", "cpu_us_per_call"),
+                figure("P", 10_000, 0, 64, "memory", "cpu_us_per_call"),
+            ),
             2.0,
         ),
         (
@@ -322,9 +340,9 @@ async fn case(args: &Args) -> String {
             (args.n, steps * l.as_secs_f64(), args.n.min(c))
         }
         "C" | "c" => (args.k, (args.k as f64 + 2.0) * l.as_secs_f64(), 1),
-        "F" | "f" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
+        "F" | "f" | "P" | "p" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
         other => {
-            eprintln!("unknown workload `{other}`; use A, B, C, F, H, R, T, Y or Z");
+            eprintln!("unknown workload `{other}`; use A, B, C, F, H, P, R, T, Y or Z");
             std::process::exit(2);
         }
     };
@@ -526,6 +544,10 @@ async fn once(
             drive(FanOut { n, chain: true, model: "simulated/bench".into(), tools: None }, task, options)
                 .await
         }
+        "P" => {
+            let (calls, status) = provider_alone(&options, &task, n, c).await;
+            (calls, status, rss_kib())
+        }
         _ => {
             let (calls, status) = timer_floor(n, c, l).await;
             (calls, status, rss_kib())
@@ -580,6 +602,34 @@ async fn timer_floor(n: usize, c: usize, l: Duration) -> (u64, RunStatus) {
     futures::stream::iter((0..n).map(|_| call())).buffer_unordered(c).for_each(|_| async {}).await;
     call().await;
     (n as u64 + 2, RunStatus::Completed)
+}
+
+/// Workload P, the provider alone: A's calls made straight on the simulated provider, C at
+/// a time, each request built as A's orchestrator builds it (see the module docs).
+async fn provider_alone(options: &RunOptions, task: &Task, n: usize, c: usize) -> (u64, RunStatus) {
+    let model: Arc<str> = Arc::from("simulated/bench");
+    let (provider, name) = options.providers.resolve(&model).expect("the bench's simulated provider");
+    let width = belt_core::step::index_width(n);
+    let call = |step: StepId, prompt: String| {
+        let request = LlmRequest::new(&model, prompt).max_tokens(16);
+        async move { provider.complete(name, &request, &CallInfo::new(step, 1)).await.is_ok() }
+    };
+    let mut ok =
+        call(StepId::new("decompose"), ["Task: ", &task.description, "\nPlan the work."].concat()).await;
+    let mut number = itoa::Buffer::new();
+    let workers = (1..=n).map(|i| {
+        let id = number.format(i);
+        let prompt = ["Task: ", &task.description, "\nSubtask ", id, ": Part ", id].concat();
+        call(StepId::indexed("worker", i, width), prompt)
+    });
+    let done: Vec<bool> = futures::stream::iter(workers).buffer_unordered(c).collect().await;
+    let prompt = format!(
+        "Task: {}\nSynthesize the {} results.",
+        task.description,
+        done.iter().filter(|&&d| d).count()
+    );
+    ok &= call(StepId::new("synthesis"), prompt).await && done.iter().all(|&d| d);
+    (n as u64 + 2, if ok { RunStatus::Completed } else { RunStatus::Failed })
 }
 
 /// Watches the simulated provider from a thread (so the measurement adds nothing to the
