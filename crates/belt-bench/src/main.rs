@@ -19,6 +19,8 @@
 //!   provider yourself: the simulated provider's own work (hashing the request, writing
 //!   its reply) is in A's figure, as a real provider's client is, but it is not the
 //!   engine's.
+//! - **S**, SQLite's own floor under A on the SQLite store: the rows a run of A wrote,
+//!   written again into a fresh database with rusqlite alone (see `sqlite_floor.rs`).
 //! - **T**, A's shape where each worker makes one tool call through the engine
 //!   (`Ctx::tool`: the tool policy's timeout, events, the record) instead of an LLM call;
 //!   the tool answers at once. Its `cpu_us_per_call` beside A's is what a tool call costs
@@ -50,6 +52,7 @@
 
 mod http;
 mod scale;
+mod sqlite_floor;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -72,7 +75,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 struct Args {
     /// A (fan-out), B (cascade), C (sequential chain), F (A's shape on bare sleeps: the
     /// floor set by the timer, without belt), P (A's calls straight on the simulated
-    /// provider, without belt), H (A through the OpenAI adapter against a
+    /// provider, without belt), S (the rows A writes on SQLite, written again with rusqlite
+    /// alone: SQLite's floor), H (A through the OpenAI adapter against a
     /// local fake server), R (H's calls as bare reqwest POSTs: the transport's floor), Y
     /// (R's calls on hyper-util's pool, without reqwest), Z (R's calls on hyper's HTTP/1
     /// connections directly: the floor under Y), or T (A's shape with a tool call per worker).
@@ -177,7 +181,11 @@ fn main() {
         runtime.block_on(scale::scale_out(url, &belt, &shape));
         return;
     }
-    let line = runtime.block_on(case(&args));
+    let line = if args.workload.eq_ignore_ascii_case("S") {
+        runtime.block_on(sqlite_floor::run(&args))
+    } else {
+        runtime.block_on(case(&args))
+    };
     println!("{line}");
 }
 
@@ -224,6 +232,8 @@ fn suite() {
         cases.push(sqlite_case(w, "--n", 10_000));
     }
     cases.push(sqlite_case("C", "--k", 10_000));
+    // SQLite's own cost of A's rows, without belt (see `sqlite_floor.rs`).
+    cases.push(["--workload", "S", "--n", "10000", "--concurrency", "64"].map(String::from).to_vec());
     let mut lines = Vec::new();
     for c in cases {
         let out = Command::new(&exe).args(&c).output().expect("run a case");
@@ -291,6 +301,14 @@ fn checks(lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
         ),
         ("durable fan-out µs per call over memory, A on SQLite", sqlite_over_memory("A"), 4.0),
     ];
+    // Not a target: the floor under the last one, SQLite's own work on the same rows.
+    let s = lines.iter().find(|v| v["workload"] == "S").and_then(|v| v["cpu_us_per_call"].as_f64());
+    let floor = serde_json::json!({
+        "check": "SQLite's own µs per call for A's rows, without belt (S): the floor under the last line",
+        "figure": s,
+        "target": null,
+        "met": null,
+    });
     targets
         .into_iter()
         .map(|(check, figure, target)| {
@@ -301,6 +319,7 @@ fn checks(lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
                 "met": figure.map(|f| f <= target),
             })
         })
+        .chain([floor])
         .collect()
 }
 
@@ -342,7 +361,7 @@ async fn case(args: &Args) -> String {
         "C" | "c" => (args.k, (args.k as f64 + 2.0) * l.as_secs_f64(), 1),
         "F" | "f" | "P" | "p" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
         other => {
-            eprintln!("unknown workload `{other}`; use A, B, C, F, H, P, R, T, Y or Z");
+            eprintln!("unknown workload `{other}`; use A, B, C, F, H, P, R, S, T, Y or Z");
             std::process::exit(2);
         }
     };
@@ -418,9 +437,7 @@ async fn case(args: &Args) -> String {
         }
         // After the measurement: the database files are not kept (10,000 steps are ~10 MB).
         if args.store == "sqlite" {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-            }
+            remove_db(&db);
         }
         let (max_inflight, inflight_kib) =
             sampler.map_or((provider.max_in_flight(), 0), InFlightSampler::stop);
@@ -738,6 +755,13 @@ impl Orchestrator for FanOut {
         let request = LlmRequest::new(&self.model, prompt).max_tokens(16);
         let reply = ctx.llm(StepSpec::new("synthesis", Tier::Executive), request).await?;
         Ok(Synthesis { text: reply.text.to_string() })
+    }
+}
+
+/// A SQLite database file with its WAL and shared-memory files.
+fn remove_db(db: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
 }
 
