@@ -14,11 +14,11 @@
 //! - **C**, a sequential chain: one decomposition call, K steps each depending on the
 //!   previous one, one synthesis call. Ideal = (K + 2)·L.
 //! - **P**, the provider alone: A's calls (its decomposition, N workers', its synthesis)
-//!   made straight on the simulated provider, C at a time, with the requests A builds and
-//!   no engine. A's `cpu_us_per_call` less P's is what the engine adds over calling the
-//!   provider yourself: the simulated provider's own work (hashing the request, writing
-//!   its reply) is in A's figure, as a real provider's client is, but it is not the
-//!   engine's.
+//!   made straight on the simulated provider, C at a time, from the same plan and with the
+//!   requests A builds, and no engine. A's figures less P's are what the engine adds over
+//!   calling the provider yourself: the simulated provider's own work (hashing the request,
+//!   writing its reply) and a waiting call's own state are in A's figures, as a real
+//!   provider's client is, but they are not the engine's.
 //! - **S**, SQLite's own floor under A on the SQLite store: the rows a run of A wrote,
 //!   written again into a fresh database with rusqlite alone (see `sqlite_floor.rs`).
 //! - **T**, A's shape where each worker makes one tool call through the engine
@@ -224,6 +224,7 @@ fn suite() {
     add("A", 10_000, 1_000, 10_000);
     add("F", 10_000, 50, 64);
     add("P", 10_000, 0, 64);
+    add("P", 10_000, 1_000, 10_000);
     // Real HTTP: the OpenAI adapter against a local fake server.
     add("H", 1_000, 0, 64);
     add("H", 10_000, 0, 64);
@@ -292,6 +293,14 @@ fn checks(lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
         (
             "KiB per in-flight branch, 10,000 in flight",
             figure("A", 10_000, 1_000, 10_000, "memory", "kib_per_inflight_branch"),
+            1.5,
+        ),
+        (
+            "KiB per in-flight branch, A less the provider alone (P), 10,000 in flight",
+            less(
+                figure("A", 10_000, 1_000, 10_000, "memory", "kib_per_inflight_branch"),
+                figure("P", 10_000, 1_000, 10_000, "memory", "kib_per_inflight_branch"),
+            ),
             1.5,
         ),
         (
@@ -622,7 +631,8 @@ async fn timer_floor(n: usize, c: usize, l: Duration) -> (u64, RunStatus) {
 }
 
 /// Workload P, the provider alone: A's calls made straight on the simulated provider, C at
-/// a time, each request built as A's orchestrator builds it (see the module docs).
+/// a time, from the same plan, each request built as A's orchestrator builds it (see the
+/// module docs).
 async fn provider_alone(options: &RunOptions, task: &Task, n: usize, c: usize) -> (u64, RunStatus) {
     let model: Arc<str> = Arc::from("simulated/bench");
     let (provider, name) = options.providers.resolve(&model).expect("the bench's simulated provider");
@@ -633,12 +643,12 @@ async fn provider_alone(options: &RunOptions, task: &Task, n: usize, c: usize) -
     };
     let mut ok =
         call(StepId::new("decompose"), ["Task: ", &task.description, "\nPlan the work."].concat()).await;
-    let mut number = itoa::Buffer::new();
-    let workers = (1..=n).map(|i| {
-        let id = number.format(i);
-        let prompt = ["Task: ", &task.description, "\nSubtask ", id, ": Part ", id].concat();
-        call(StepId::indexed("worker", i, width), prompt)
-    });
+    // The caller's plan, as A's orchestrator makes it: its memory counts in both.
+    let plan = bench_plan(n, false);
+    let workers = plan
+        .iter()
+        .enumerate()
+        .map(|(i, s)| call(StepId::indexed("worker", i + 1, width), worker_prompt(task, s)));
     let done: Vec<bool> = futures::stream::iter(workers).buffer_unordered(c).collect().await;
     let prompt = format!(
         "Task: {}\nSynthesize the {} results.",
@@ -707,17 +717,7 @@ impl Orchestrator for FanOut {
         let prompt = format!("Task: {}\nPlan the work.", task.description);
         let request = LlmRequest::new(&self.model, prompt).max_tokens(16);
         ctx.llm(StepSpec::new("decompose", Tier::Decomposer), request).await?;
-        // Built without `format!`, as the workers' prompts below: the bench measures the
-        // engine, and the formatting machinery was ~9% of the fan-out's instructions.
-        let mut number = itoa::Buffer::new();
-        let plan: Vec<Subtask> = (1..=self.n)
-            .map(|i| {
-                let id = number.format(i);
-                let s = Subtask::new(id, ["Part ", id].concat());
-                if self.chain && i > 1 { Subtask { dependencies: vec![(i - 1).to_string()], ..s } } else { s }
-            })
-            .collect();
-        Ok(plan.into())
+        Ok(bench_plan(self.n, self.chain).into())
     }
 
     async fn execute(
@@ -728,8 +728,7 @@ impl Orchestrator for FanOut {
         subtask: &Subtask,
         _deps: &[AgentOutput],
     ) -> Result<AgentOutput, StepError> {
-        let prompt =
-            ["Task: ", &task.description, "\nSubtask ", &subtask.id, ": ", &subtask.description].concat();
+        let prompt = worker_prompt(task, subtask);
         if let Some(tools) = &self.tools {
             let arguments = serde_json::json!({"subtask": subtask.id});
             let call = belt_core::llm::ToolCall { id: subtask.id.clone(), name: "echo".into(), arguments };
@@ -763,6 +762,25 @@ fn remove_db(db: &std::path::Path) {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
+}
+
+/// The plan of A and C: N subtasks, each depending on the previous one for C's chain.
+/// Built without `format!`, as the workers' prompts: the bench measures the engine, and
+/// the formatting machinery was ~9% of the fan-out's instructions.
+fn bench_plan(n: usize, chain: bool) -> Vec<Subtask> {
+    let mut number = itoa::Buffer::new();
+    (1..=n)
+        .map(|i| {
+            let id = number.format(i);
+            let s = Subtask::new(id, ["Part ", id].concat());
+            if chain && i > 1 { Subtask { dependencies: vec![(i - 1).to_string()], ..s } } else { s }
+        })
+        .collect()
+}
+
+/// The prompt of one of A's workers.
+fn worker_prompt(task: &Task, subtask: &Subtask) -> String {
+    ["Task: ", &task.description, "\nSubtask ", &subtask.id, ": ", &subtask.description].concat()
 }
 
 fn round(v: f64, digits: i32) -> f64 {
