@@ -19,6 +19,9 @@
 //!   calling the provider yourself: the simulated provider's own work (hashing the request,
 //!   writing its reply) and a waiting call's own state are in A's figures, as a real
 //!   provider's client is, but they are not the engine's.
+//! - **Q**, B's requests straight on the simulated provider: recorded from a run of B,
+//!   then sent again without the engine, C at a time (see `replay.rs`). B's
+//!   `cpu_us_per_call` less Q's is what the engine and its cascade spend per call.
 //! - **S**, SQLite's own floor under A on the SQLite store: the rows a run of A wrote,
 //!   written again into a fresh database with rusqlite alone (see `sqlite_floor.rs`).
 //! - **T**, A's shape where each worker makes one tool call through the engine
@@ -51,6 +54,7 @@
 //! all N calls to start before the first one ends (the suite uses N = 10,000 at 1 s).
 
 mod http;
+mod replay;
 mod scale;
 mod sqlite_floor;
 
@@ -75,7 +79,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 struct Args {
     /// A (fan-out), B (cascade), C (sequential chain), F (A's shape on bare sleeps: the
     /// floor set by the timer, without belt), P (A's calls straight on the simulated
-    /// provider, without belt), S (the rows A writes on SQLite, written again with rusqlite
+    /// provider, without belt), Q (B's requests straight on the simulated provider), S (the rows A writes on SQLite, written again with rusqlite
     /// alone: SQLite's floor), H (A through the OpenAI adapter against a
     /// local fake server), R (H's calls as bare reqwest POSTs: the transport's floor), Y
     /// (R's calls on hyper-util's pool, without reqwest), Z (R's calls on hyper's HTTP/1
@@ -183,6 +187,8 @@ fn main() {
     }
     let line = if args.workload.eq_ignore_ascii_case("S") {
         runtime.block_on(sqlite_floor::run(&args))
+    } else if args.workload.eq_ignore_ascii_case("Q") {
+        runtime.block_on(replay::run(&args))
     } else {
         runtime.block_on(case(&args))
     };
@@ -233,6 +239,8 @@ fn suite() {
         cases.push(sqlite_case(w, "--n", 10_000));
     }
     cases.push(sqlite_case("C", "--k", 10_000));
+    // B's requests straight on the provider (see `replay.rs`).
+    cases.push(["--workload", "Q", "--n", "10000", "--concurrency", "64"].map(String::from).to_vec());
     // SQLite's own cost of A's rows, without belt (see `sqlite_floor.rs`).
     cases.push(["--workload", "S", "--n", "10000", "--concurrency", "64"].map(String::from).to_vec());
     let mut lines = Vec::new();
@@ -288,6 +296,14 @@ fn checks(lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
         (
             "engine CPU µs per call, B, N = 10,000",
             figure("B", 10_000, 0, 64, "memory", "cpu_us_per_call"),
+            3.0,
+        ),
+        (
+            "engine CPU µs per call, B less its requests straight on the provider (Q), N = 10,000",
+            less(
+                figure("B", 10_000, 0, 64, "memory", "cpu_us_per_call"),
+                figure("Q", 10_000, 0, 64, "memory", "cpu_us_per_call"),
+            ),
             3.0,
         ),
         (
@@ -352,7 +368,7 @@ fn sqlite_case(workload: &str, count: &str, n: usize) -> Vec<String> {
 async fn case(args: &Args) -> String {
     let l = Duration::from_millis(args.latency_ms);
     let c = args.concurrency;
-    let sim = SimConfig::default().seed(1).latency_ms(args.latency_ms).precise_timer(!args.tokio_timer);
+    let sim = bench_sim(args);
     let mut options = RunOptions::default().concurrency(c);
     options.min_success = 0.0;
     let task = Task::new("Benchmark the engine");
@@ -370,7 +386,7 @@ async fn case(args: &Args) -> String {
         "C" | "c" => (args.k, (args.k as f64 + 2.0) * l.as_secs_f64(), 1),
         "F" | "f" | "P" | "p" => (args.n, (waves(args.n) + 2.0) * l.as_secs_f64(), args.n.min(c)),
         other => {
-            eprintln!("unknown workload `{other}`; use A, B, C, F, H, P, R, S, T, Y or Z");
+            eprintln!("unknown workload `{other}`; use A, B, C, F, H, P, Q, R, S, T, Y or Z");
             std::process::exit(2);
         }
     };
@@ -557,14 +573,8 @@ async fn once(
             (calls, status, rss_kib())
         }
         "B" => {
-            let mut cascade = Cascade::new(n, "simulated/bench");
-            for t in [&mut cascade.worker, &mut cascade.synthesizer, &mut cascade.executive] {
-                t.max_tokens = 16;
-            }
-            options.plan = Some(
-                (1..=n).map(|i| Subtask::new(i.to_string(), format!("Part {i} of the benchmark"))).collect(),
-            );
-            drive(cascade, task, options).await
+            options.plan = Some(cascade_plan(n));
+            drive(bench_cascade(n), task, options).await
         }
         "C" => {
             drive(FanOut { n, chain: true, model: "simulated/bench".into(), tools: None }, task, options)
@@ -776,6 +786,26 @@ fn bench_plan(n: usize, chain: bool) -> Vec<Subtask> {
             if chain && i > 1 { Subtask { dependencies: vec![(i - 1).to_string()], ..s } } else { s }
         })
         .collect()
+}
+
+/// The simulated provider's settings for every case: seeded, with the case's latency.
+fn bench_sim(args: &Args) -> SimConfig {
+    SimConfig::default().seed(1).latency_ms(args.latency_ms).precise_timer(!args.tokio_timer)
+}
+
+/// B's cascade: `n` workers, every call capped at 16 tokens.
+fn bench_cascade(n: usize) -> Cascade {
+    let mut cascade = Cascade::new(n, "simulated/bench");
+    for t in [&mut cascade.worker, &mut cascade.synthesizer, &mut cascade.executive] {
+        t.max_tokens = 16;
+    }
+    cascade
+}
+
+/// B's given plan (given, so that the simulated decomposer does not write a JSON plan of
+/// 100,000 items).
+fn cascade_plan(n: usize) -> Vec<Subtask> {
+    (1..=n).map(|i| Subtask::new(i.to_string(), format!("Part {i} of the benchmark"))).collect()
 }
 
 /// The prompt of one of A's workers.

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use belt_core::{RunOptions, Task};
-use belt_llm::{Providers, SimConfig, SimulatedProvider};
+use belt_llm::{Providers, SimulatedProvider};
 use rusqlite::types::Value;
 use rusqlite::{Connection, params_from_iter};
 
@@ -43,7 +43,7 @@ pub(crate) async fn run(args: &Args) -> String {
     let n = args.n;
     let dir = std::env::temp_dir();
     let written = dir.join(format!("belt-bench-s-{}-belt.db", std::process::id()));
-    write_with_belt(&written, n, args.concurrency).await;
+    write_with_belt(args, &written).await;
     let rows = read_back(&written);
     remove_db(&written);
     let steps = rows.iter().find(|r| r.table == "steps").map_or(0, |r| r.rows.len());
@@ -81,9 +81,10 @@ pub(crate) async fn run(args: &Args) -> String {
 }
 
 /// A run of A on a fresh SQLite store at `path`, as `--workload A --store sqlite` runs it.
-async fn write_with_belt(path: &Path, n: usize, c: usize) {
+async fn write_with_belt(args: &Args, path: &Path) {
+    let (n, c) = (args.n, args.concurrency);
     let store = belt_store::SqliteStore::open(path).await.expect("open the bench's SQLite store");
-    let provider = Arc::new(SimulatedProvider::new(SimConfig::default().seed(1)));
+    let provider = Arc::new(SimulatedProvider::new(crate::bench_sim(args)));
     let mut options = RunOptions::default().concurrency(c).with_store(Arc::new(store));
     options.min_success = 0.0;
     options.providers = Providers::new().with(provider);
