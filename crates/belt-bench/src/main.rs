@@ -862,16 +862,28 @@ mod tests {
         };
         let lines = [
             line("A", 0, 64, "memory", "cpu_us_per_call", 1.5),
+            line("P", 0, 64, "memory", "cpu_us_per_call", 0.25),
             line("A", 0, 64, "sqlite", "cpu_us_per_call", 7.0),
             line("B", 0, 64, "memory", "cpu_us_per_call", 4.5),
+            line("Q", 0, 64, "memory", "cpu_us_per_call", 0.5),
             line("A", 1_000, 10_000, "memory", "kib_per_inflight_branch", 3.1),
+            line("P", 1_000, 10_000, "memory", "kib_per_inflight_branch", 1.2),
+            line("S", 0, 64, "sqlite", "cpu_us_per_call", 5.0),
         ];
         let checks = checks(&lines);
         let met: Vec<_> = checks.iter().map(|c| c["met"].clone()).collect();
         let (yes, no, none) =
             (serde_json::Value::Bool(true), serde_json::Value::Bool(false), serde_json::Value::Null);
-        assert_eq!(met, [yes, no.clone(), no.clone(), none, no]);
-        assert_eq!(checks[4]["figure"], 5.5);
-        assert_eq!(checks[2]["target"], 1.5);
+        assert_eq!(
+            met,
+            [yes.clone(), yes, no.clone(), no.clone(), no.clone(), no.clone(), none.clone(), no, none]
+        );
+        let figures: Vec<_> = checks.iter().map(|c| c["figure"].as_f64()).collect();
+        assert_eq!(
+            figures,
+            [Some(1.5), Some(1.25), Some(4.5), Some(4.0), Some(3.1), Some(1.9), None, Some(5.5), Some(5.0)]
+        );
+        assert_eq!(checks[4]["target"], 1.5);
+        assert_eq!(checks[8]["target"], serde_json::Value::Null);
     }
 }
