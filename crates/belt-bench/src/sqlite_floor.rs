@@ -5,9 +5,9 @@
 //! writes them again into a fresh database of the same schema, with rusqlite alone:
 //! - one prepared single-row INSERT per table;
 //! - the rows in belt's order (each step's event batches beside it);
-//! - transactions of `STEPS_PER_COMMIT` step records, what belt's group commit holds on
-//!   average in this case (10,002 step records in ~420 transactions, counted with a
-//!   counter in the writer on a scratch build);
+//! - transactions of `STEPS_PER_COMMIT` step records, what belt's group commit usually holds
+//!   in this case (10,002 step records in 426, 442 and 846 transactions in three runs,
+//!   counted with a counter in the writer on a scratch build);
 //! - the same `synchronous = NORMAL` and WAL.
 //!
 //! Only that second write is measured. Its CPU per call is the floor under A's durable

@@ -17,7 +17,8 @@
 //!   VM (two wake-ups, two context switches), three times SQLite's own commit. When recent
 //!   commits held several records (steps run side by side), the leader first yields once to
 //!   the scheduler, so the steps that are ready run up to their own commit and join its
-//!   batch: a fan-out of 10,000 steps commits in about 700 transactions.
+//!   batch: a fan-out of 10,000 steps at concurrency 64 commits in about 430 to 850
+//!   transactions (counted on this project's 2-core VM).
 //! - **Nothing slow on a runtime thread.** The leader runs inside a tokio task, so it only
 //!   commits what is quick: more than [`INLINE_STEPS`] records, or a database locked by
 //!   another connection (the inline attempt never waits: busy timeout 0), go to the writer
