@@ -651,8 +651,7 @@ async fn provider_alone(options: &RunOptions, task: &Task, n: usize, c: usize) -
         let request = LlmRequest::new(&model, prompt).max_tokens(16);
         async move { provider.complete(name, &request, &CallInfo::new(step, 1)).await.is_ok() }
     };
-    let mut ok =
-        call(StepId::new("decompose"), ["Task: ", &task.description, "\nPlan the work."].concat()).await;
+    let mut ok = call(StepId::new("decompose"), decompose_prompt(task)).await;
     // The caller's plan, as A's orchestrator makes it: its memory counts in both.
     let plan = bench_plan(n, false);
     let workers = plan
@@ -660,11 +659,7 @@ async fn provider_alone(options: &RunOptions, task: &Task, n: usize, c: usize) -
         .enumerate()
         .map(|(i, s)| call(StepId::indexed("worker", i + 1, width), worker_prompt(task, s)));
     let done: Vec<bool> = futures::stream::iter(workers).buffer_unordered(c).collect().await;
-    let prompt = format!(
-        "Task: {}\nSynthesize the {} results.",
-        task.description,
-        done.iter().filter(|&&d| d).count()
-    );
+    let prompt = synthesis_prompt(task, done.iter().filter(|&&d| d).count());
     ok &= call(StepId::new("synthesis"), prompt).await && done.iter().all(|&d| d);
     (n as u64 + 2, if ok { RunStatus::Completed } else { RunStatus::Failed })
 }
@@ -724,7 +719,7 @@ impl Orchestrator for FanOut {
     }
 
     async fn decompose(&self, ctx: &Ctx, task: &Task) -> Result<Plan, StepError> {
-        let prompt = format!("Task: {}\nPlan the work.", task.description);
+        let prompt = decompose_prompt(task);
         let request = LlmRequest::new(&self.model, prompt).max_tokens(16);
         ctx.llm(StepSpec::new("decompose", Tier::Decomposer), request).await?;
         Ok(bench_plan(self.n, self.chain).into())
@@ -760,7 +755,7 @@ impl Orchestrator for FanOut {
         results: &[Outcome],
     ) -> Result<Synthesis, StepError> {
         let ok = results.iter().filter(|r| r.is_ok()).count();
-        let prompt = format!("Task: {}\nSynthesize the {ok} results.", task.description);
+        let prompt = synthesis_prompt(task, ok);
         let request = LlmRequest::new(&self.model, prompt).max_tokens(16);
         let reply = ctx.llm(StepSpec::new("synthesis", Tier::Executive), request).await?;
         Ok(Synthesis { text: reply.text.to_string() })
@@ -806,6 +801,16 @@ fn bench_cascade(n: usize) -> Cascade {
 /// 100,000 items).
 fn cascade_plan(n: usize) -> Vec<Subtask> {
     (1..=n).map(|i| Subtask::new(i.to_string(), format!("Part {i} of the benchmark"))).collect()
+}
+
+/// The prompt of A's decomposition call.
+fn decompose_prompt(task: &Task) -> String {
+    format!("Task: {}\nPlan the work.", task.description)
+}
+
+/// The prompt of A's synthesis call, over `ok` results.
+fn synthesis_prompt(task: &Task, ok: usize) -> String {
+    format!("Task: {}\nSynthesize the {ok} results.", task.description)
 }
 
 /// The prompt of one of A's workers.
