@@ -86,7 +86,7 @@ struct Args {
     /// connections directly: the floor under Y), or T (A's shape with a tool call per worker).
     #[arg(long, default_value = "A")]
     workload: String,
-    /// Workers for A and B.
+    /// Workers for A and B (and for P, Q and S, the floors under them).
     #[arg(long, default_value_t = 10_000)]
     n: usize,
     /// Steps of the chain for C.
