@@ -369,9 +369,7 @@ async fn case(args: &Args) -> String {
     let l = Duration::from_millis(args.latency_ms);
     let c = args.concurrency;
     let sim = bench_sim(args);
-    let mut options = RunOptions::default().concurrency(c);
-    options.min_success = 0.0;
-    let task = Task::new("Benchmark the engine");
+    let task = bench_task();
     let waves = |n: usize| n.div_ceil(c) as f64;
     let (n, ideal, _) = match args.workload.as_str() {
         "A" | "a" | "H" | "h" | "R" | "r" | "Y" | "y" | "Z" | "z" | "T" | "t" => {
@@ -391,7 +389,7 @@ async fn case(args: &Args) -> String {
         }
     };
     let provider = Arc::new(SimulatedProvider::new(sim.clone()));
-    options.providers = Providers::new().with(provider.clone());
+    let options = bench_options(args, provider.clone());
     // Memory is read on the first repetition (a fresh process); time and CPU are the
     // medians over all repetitions, which steadies short cases on a shared machine.
     let repeat = args.repeat.unwrap_or(if n <= 10_000 && args.latency_ms == 0 { 5 } else { 1 }).max(1);
@@ -786,6 +784,20 @@ fn bench_plan(n: usize, chain: bool) -> Vec<Subtask> {
 /// The simulated provider's settings for every case: seeded, with the case's latency.
 fn bench_sim(args: &Args) -> SimConfig {
     SimConfig::default().seed(1).latency_ms(args.latency_ms).precise_timer(!args.tokio_timer)
+}
+
+/// Every case's task.
+fn bench_task() -> Task {
+    Task::new("Benchmark the engine")
+}
+
+/// Every case's run options: the case's concurrency, `provider` as the only provider, and
+/// no minimum share of successful workers (a run's figures count whatever it did).
+fn bench_options(args: &Args, provider: Arc<dyn belt_core::LlmProvider>) -> RunOptions {
+    let mut options = RunOptions::default().concurrency(args.concurrency);
+    options.min_success = 0.0;
+    options.providers = Providers::new().with(provider);
+    options
 }
 
 /// B's cascade: `n` workers, every call capped at 16 tokens.

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use belt_core::llm::{CallInfo, Capabilities, RateLimits};
-use belt_core::{LlmError, LlmProvider, LlmReply, LlmRequest, Price, RunOptions, Task};
-use belt_llm::{Providers, SimulatedProvider};
+use belt_core::{LlmError, LlmProvider, LlmReply, LlmRequest, Price};
+use belt_llm::SimulatedProvider;
 use futures::StreamExt;
 
 use crate::{Args, cpu_seconds, drive, median, round};
@@ -60,11 +60,9 @@ pub(crate) async fn run(args: &Args) -> String {
     let (n, c) = (args.n, args.concurrency);
     let sim = crate::bench_sim(args);
     let recorder = Arc::new(Recorder { inner: SimulatedProvider::new(sim.clone()), calls: Mutex::default() });
-    let mut options = RunOptions::default().concurrency(c);
-    options.min_success = 0.0;
-    options.providers = Providers::new().with(recorder.clone());
+    let mut options = crate::bench_options(args, recorder.clone());
     options.plan = Some(crate::cascade_plan(n));
-    drive(crate::bench_cascade(n), Task::new("Benchmark the engine"), options).await;
+    drive(crate::bench_cascade(n), crate::bench_task(), options).await;
     let calls = std::mem::take(&mut *recorder.calls.lock().expect("the recorder's lock"));
     let provider = SimulatedProvider::new(sim);
     let repeat = args.repeat.unwrap_or(5).max(1);
@@ -84,7 +82,7 @@ pub(crate) async fn run(args: &Args) -> String {
         "workload": "Q",
         "store": "memory",
         "n": n,
-        "latency_ms": 0,
+        "latency_ms": args.latency_ms,
         "concurrency": c,
         "calls": calls.len(),
         "failed": failed,

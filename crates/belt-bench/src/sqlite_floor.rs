@@ -19,8 +19,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use belt_core::{RunOptions, Task};
-use belt_llm::{Providers, SimulatedProvider};
+use belt_llm::SimulatedProvider;
 use rusqlite::types::Value;
 use rusqlite::{Connection, params_from_iter};
 
@@ -68,7 +67,7 @@ pub(crate) async fn run(args: &Args) -> String {
         "workload": "S",
         "store": "sqlite",
         "n": n,
-        "latency_ms": 0,
+        "latency_ms": args.latency_ms,
         "concurrency": args.concurrency,
         "calls": calls,
         "repeat": repeat,
@@ -82,14 +81,12 @@ pub(crate) async fn run(args: &Args) -> String {
 
 /// A run of A on a fresh SQLite store at `path`, as `--workload A --store sqlite` runs it.
 async fn write_with_belt(args: &Args, path: &Path) {
-    let (n, c) = (args.n, args.concurrency);
+    let n = args.n;
     let store = belt_store::SqliteStore::open(path).await.expect("open the bench's SQLite store");
     let provider = Arc::new(SimulatedProvider::new(crate::bench_sim(args)));
-    let mut options = RunOptions::default().concurrency(c).with_store(Arc::new(store));
-    options.min_success = 0.0;
-    options.providers = Providers::new().with(provider);
+    let options = crate::bench_options(args, provider).with_store(Arc::new(store));
     let fan_out = FanOut { n, chain: false, model: "simulated/bench".into(), tools: None };
-    drive(fan_out, Task::new("Benchmark the engine"), options).await;
+    drive(fan_out, crate::bench_task(), options).await;
 }
 
 /// Every row of the run's tables, in each table's key order.
